@@ -1,0 +1,210 @@
+/*
+ * common: logging, cleanup helpers, fault injection, small macros.
+ *
+ * Depends on nothing but libc; every other module may include it. The
+ * library code of other modules never prints except through log_*(), and
+ * logs once, where an outcome is decided (see STYLE.md).
+ */
+#ifndef CKPTFS_COMMON_H
+#define CKPTFS_COMMON_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- macros ------------------------------------------------------------ */
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ALIGN_UP(x, a) (((x) + ((a) - 1)) & ~((typeof(x))(a) - 1))
+#define ALIGN_DOWN(x, a) ((x) & ~((typeof(x))(a) - 1))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define _noreturn_ __attribute__((noreturn))
+
+/* Returns -errno of the last libc failure; never 0 (a libc that failed
+ * without setting errno still yields an error). */
+static inline int negerrno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+/* ---- cleanup ----------------------------------------------------------- */
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+/* Hands a pointer (or fd) out of a cleanup scope: returns it and clears the
+ * variable so the cleanup handler does nothing. */
+#define TAKE_PTR(p)                        \
+	({                                 \
+		typeof(p) _tp = (p);       \
+		(p) = NULL;                \
+		_tp;                       \
+	})
+#define TAKE_FD(fd)                        \
+	({                                 \
+		int _tf = (fd);            \
+		(fd) = -1;                 \
+		_tf;                       \
+	})
+
+/* Declares a cleanup function `NAMEp(type **)` calling `func(*p)` when set. */
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)       \
+	static inline void func##p(type *p)           \
+	{                                             \
+		if (*p)                               \
+			func(*p);                     \
+	}
+
+/* ---- logging ----------------------------------------------------------- */
+
+enum log_level {
+	LOG_LEVEL_ERR,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG,
+	_LOG_LEVEL_MAX,
+};
+
+enum log_target {
+	LOG_TARGET_STDERR,
+	LOG_TARGET_SYSLOG,
+	_LOG_TARGET_MAX,
+};
+
+/* Process-wide settings; call before threads start. The level also comes
+ * from CKPTFS_LOG=err|warn|info|debug when log_setup_env() is called. */
+void log_set_level(enum log_level level);
+void log_set_target(enum log_target target, const char *ident);
+void log_setup_env(void);
+enum log_level log_get_level(void);
+
+/* Writes one line. With err != 0 appends ": strerror(-err)". Returns err so
+ * that `return log_err_errno(r, ...)` passes the error on. Thread-safe. */
+int log_msg(enum log_level level, int err, const char *fmt, ...) _printf_(3, 4);
+
+#define log_err(...) log_msg(LOG_LEVEL_ERR, 0, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LEVEL_WARN, 0, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LEVEL_INFO, 0, __VA_ARGS__)
+#define log_debug(...)                                            \
+	do {                                                      \
+		if (unlikely(log_get_level() >= LOG_LEVEL_DEBUG)) \
+			log_msg(LOG_LEVEL_DEBUG, 0, __VA_ARGS__); \
+	} while (0)
+#define log_err_errno(e, ...) log_msg(LOG_LEVEL_ERR, (e), __VA_ARGS__)
+#define log_warn_errno(e, ...) log_msg(LOG_LEVEL_WARN, (e), __VA_ARGS__)
+#define log_debug_errno(e, ...) log_msg(LOG_LEVEL_DEBUG, (e), __VA_ARGS__)
+
+/* ---- error detail ------------------------------------------------------
+ *
+ * An -errno says what kind of failure; the detail says which object and
+ * why ("memory/7f..: hash mismatch"). A failing function may record one
+ * per thread with err_set(); whoever logs or reports the outcome reads it
+ * with err_msg(). Like errno, it is only meaningful right after a failure.
+ */
+
+/* Records the detail for this thread and returns err. */
+int err_set(int err, const char *fmt, ...) _printf_(2, 3);
+/* The last detail recorded on this thread, or "" (never NULL). */
+const char *err_msg(void);
+void err_clear(void);
+
+/* ---- fault injection ----------------------------------------------------
+ *
+ * Tests reach error paths by number, as CRIU does: CKPTFS_FAULT=N (or a
+ * comma-separated list, each optionally "N:K" to fire on the K-th hit only)
+ * makes fault_hit(N) return true. A site that fires logs it at debug level.
+ * Numbers are listed here so that they stay unique; docs/TESTING.md says
+ * what each does.
+ */
+enum fault_id {
+	FAULT_NONE = 0,
+	/* store/ 100-199 */
+	FAULT_STORE_PACK_WRITE = 100,       /* a pack write fails (EIO) */
+	FAULT_STORE_CRASH_BEFORE_PACK_FSYNC = 101, /* _exit before packs are fsynced */
+	FAULT_STORE_CRASH_BEFORE_INDEX = 102, /* _exit after pack fsync, before index commit */
+	FAULT_STORE_CRASH_MID_BATCH = 103,  /* _exit with the index batch half written */
+	FAULT_STORE_DIR_WRITE = 110,        /* a snapshot-directory write fails (EIO) */
+	FAULT_STORE_CRASH_BEFORE_MANIFEST = 111, /* _exit before the manifest is written */
+	FAULT_STORE_CRASH_BEFORE_RENAME = 112, /* _exit before the snapshot directory is renamed in place */
+	FAULT_STORE_GC_CRASH = 120,         /* _exit in gc after new packs, before the index switch */
+	/* engine/ 200-299 */
+	FAULT_ENGINE_SEIZE = 200,           /* seizing a thread fails */
+	FAULT_ENGINE_REGS = 201,            /* reading registers fails */
+	FAULT_ENGINE_MEMORY = 202,          /* reading memory fails */
+	FAULT_ENGINE_FDS = 203,             /* capturing descriptors fails */
+	FAULT_ENGINE_WRITE = 204,           /* writing the image fails */
+	FAULT_ENGINE_COMMIT = 205,          /* the snapshot commit fails */
+	FAULT_ENGINE_RESTORE_MAP = 210,     /* restore: mapping memory fails */
+	FAULT_ENGINE_RESTORE_LATE = 211,    /* restore: failure after threads were created */
+	/* gpu/ 300-399 */
+	FAULT_GPU_LOCK = 300,
+	FAULT_GPU_CHECKPOINT = 301,
+	/* fs/ 400-499 */
+	FAULT_FS_CTL = 400,
+	_FAULT_MAX,
+};
+
+/* True when fault `id` is armed in CKPTFS_FAULT for this hit. Cheap when
+ * nothing is armed. Thread-safe. */
+bool fault_hit(enum fault_id id);
+
+/* Re-reads CKPTFS_FAULT (tests that set it after start). */
+void fault_reload(void);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* Writes all of buf, retrying short writes and EINTR. Returns 0 or -errno. */
+int write_full(int fd, const void *buf, size_t len);
+/* Like pread/pwrite but loops until all is done; a read at EOF returns the
+ * count read so far. Returns bytes or -errno. */
+ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
+int pwrite_full(int fd, const void *buf, size_t len, off_t off);
+/* Reads a whole (small) file into a NUL-terminated malloc'd buffer. */
+int read_file_full(const char *path, char **ret, size_t *ret_len);
+/* fsyncs the directory that contains path (or path itself if a dir). */
+int fsync_dir(const char *dir);
+/* mkdir -p with mode. */
+int mkdir_p(const char *path, mode_t mode);
+/* rm -rf; returns 0 when path does not exist. */
+int rm_rf(const char *path);
+/* Monotonic time in nanoseconds. */
+uint64_t now_ns(void);
+/* Parses a non-negative decimal integer that must fill the whole string. */
+int parse_u64(const char *s, uint64_t *ret);
+/* Human readable size ("1.5 GiB") into buf. */
+const char *fmt_bytes(uint64_t n, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * engine: checkpoint and restore of Linux processes (x86-64).
+ *
+ * A dump stops the process only while it takes a consistent view of it
+ * (threads, registers, memory layout, descriptors, a copy of its memory),
+ * lets it run again, then writes the snapshot tree through store/. A
+ * restore reads a snapshot tree, rebuilds the process with the same PID and
+ * thread IDs and lets it run. The engine never knows which store backend
+ * it talks to.
+ *
+ * What must stay true:
+ *  - a dump that fails leaves the process running as it was: no ptrace
+ *    attachment, no code or descriptor of ours inside it;
+ *  - a restore that fails kills whatever it half built; nothing
+ *    half-restored runs;
+ *  - a restore runs with the credentials of the caller, never with those
+ *    read from the image.
+ *
+ * Errors: -errno, with a detail in err_msg() naming the object and reason.
+ */
+#ifndef CKPTFS_ENGINE_H
+#define CKPTFS_ENGINE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "store/store.h"
+
+/* What happens to the process once its snapshot is durable. */
+enum engine_after {
+	ENGINE_AFTER_RUN,  /* it keeps running (it ran again as soon as its view was taken) */
+	ENGINE_AFTER_KILL, /* SIGKILL once the snapshot is durable: migration, preemption */
+	ENGINE_AFTER_STOP, /* left stopped (SIGSTOP) once the snapshot is durable */
+	_ENGINE_AFTER_MAX,
+};
+
+enum engine_phase {
+	ENGINE_PHASE_FREEZE,   /* stopping threads, taking the view */
+	ENGINE_PHASE_WRITE,    /* writing memory and state to the store */
+	ENGINE_PHASE_COMMIT,   /* making the snapshot durable */
+	ENGINE_PHASE_READ,     /* restore: reading the snapshot */
+	ENGINE_PHASE_RESTORE,  /* restore: building the process */
+	_ENGINE_PHASE_MAX,
+};
+
+struct engine_progress {
+	enum engine_phase phase;
+	uint64_t done;  /* bytes done in this phase */
+	uint64_t total; /* bytes in this phase, 0 if unknown */
+};
+
+/* Times measured by a dump, for status and benchmarks. */
+struct engine_dump_stats {
+	uint64_t frozen_ns; /* the process did not run for this long */
+	uint64_t total_ns;
+	uint64_t memory_bytes; /* bytes of memory saved */
+};
+
+struct engine_dump_opts {
+	enum engine_after after;
+	/* Called from the dumping thread; may be NULL. */
+	void (*progress)(const struct engine_progress *p, void *ud);
+	void *ud;
+	struct engine_dump_stats *stats; /* filled on success if not NULL */
+};
+
+struct engine_restore_opts {
+	void (*progress)(const struct engine_progress *p, void *ud);
+	void *ud;
+};
+
+/* Checkpoints process pid into the snapshot being written, w, and commits
+ * it. The caller still closes w. */
+int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o);
+
+/* Restores the snapshot r. On success the process runs (re-parented to
+ * init, in a session of its own) and *ret_pid is its PID. */
+int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid);
+
+const char *engine_phase_name(enum engine_phase p);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * gpu/ built without CUDA: every operation is unsupported.
+ */
+#include "common/common.h"
+#include "gpu/gpu.h"
+
+int gpu_probe(void)
+{
+	return err_set(-EOPNOTSUPP, "built without GPU support");
+}
+
+int gpu_get_state(pid_t pid, enum gpu_state *ret)
+{
+	return -EOPNOTSUPP;
+}
+
+int gpu_lock(pid_t pid, unsigned timeout_ms)
+{
+	return -EOPNOTSUPP;
+}
+
+int gpu_checkpoint(pid_t pid)
+{
+	return -EOPNOTSUPP;
+}
+
+int gpu_restore(pid_t pid)
+{
+	return -EOPNOTSUPP;
+}
+
+int gpu_unlock(pid_t pid)
+{
+	return -EOPNOTSUPP;
+}
+
+int gpu_restore_tid(pid_t pid, pid_t *ret)
+{
+	return -EOPNOTSUPP;
+}
+
+const char *gpu_state_name(enum gpu_state s)
+{
+	static const char *n[_GPU_STATE_MAX] = { "running", "locked", "checkpointed", "failed" };
+	return s < _GPU_STATE_MAX ? n[s] : "unknown";
+}
