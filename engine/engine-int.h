@@ -11,6 +11,7 @@
 #define CKPTFS_ENGINE_INT_H
 
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>

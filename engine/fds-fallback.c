@@ -33,7 +33,7 @@ __attribute__((weak)) int fds_check(pid_t pid)
 	int r = 0;
 	while ((de = readdir(d)) && r == 0) {
 		uint64_t fd;
-		char path[96], target[PATH_MAX];
+		char path[384], target[PATH_MAX];
 		struct stat st;
 		if (parse_u64(de->d_name, &fd) < 0)
 			continue;

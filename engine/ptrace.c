@@ -14,7 +14,6 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/ptrace.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -133,7 +132,7 @@ int seize_all(pid_t pid, unsigned options, struct seized *ret)
 	 * a pass finds none we have not stopped. */
 	for (int pass = 0;; pass++) {
 		_cleanup_free_ pid_t *tids = NULL;
-		size_t n, added = 0;
+		size_t n = 0, added = 0;
 		r = read_tids(pid, &tids, &n);
 		if (r < 0)
 			goto fail;

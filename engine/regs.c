@@ -2,26 +2,15 @@
  * One thread's state: what ptrace reads directly from a stopped thread
  * (general registers, xstate, signal mask, pending signals, robust list,
  * rseq), and the text of regs/<tid> (docs/FORMAT.md): one "key value" a
- * line, so that `grep rip regs/*` works.
+ * line, so that `grep rip` over regs/ works.
  */
 #include <elf.h>
-#include <linux/ptrace.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include "engine/engine-int.h"
 
-#ifndef PTRACE_GET_RSEQ_CONFIGURATION
-#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
-struct ptrace_rseq_configuration {
-	uint64_t rseq_abi_pointer;
-	uint32_t rseq_abi_size;
-	uint32_t signature;
-	uint32_t flags;
-	uint32_t pad;
-};
-#endif
 
 /* The general registers, in struct user_regs_struct order. */
 #define REG(n) { #n, offsetof(struct user_regs_struct, n) }
@@ -41,7 +30,7 @@ static int peek_pending(pid_t tid, bool shared, struct sig_pending **ret, size_t
 	struct sig_pending *v = NULL;
 	size_t n = 0;
 	for (;;) {
-		struct ptrace_peeksiginfo_args a = {
+		struct __ptrace_peeksiginfo_args a = {
 			.off = n,
 			.flags = shared ? PTRACE_PEEKSIGINFO_SHARED : 0,
 			.nr = 1,
@@ -98,7 +87,7 @@ int thread_capture(pid_t tid, struct thread_image *t)
 	t->robust_head = (uintptr_t)head;
 	t->robust_len = len;
 
-	struct ptrace_rseq_configuration rc = { 0 };
+	struct __ptrace_rseq_configuration rc = { 0 };
 	long k = ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, (void *)sizeof(rc), &rc);
 	if (k < 0)
 		return err_set(negerrno(), "thread %d: PTRACE_GET_RSEQ_CONFIGURATION: %m", tid);

@@ -549,7 +549,7 @@ static int drive(struct ctx *c)
 	struct proc_image *img = c->img;
 	struct vma *cur = NULL;
 	size_t ncur = 0;
-	uint64_t vdso_size, region, trio = 0;
+	uint64_t vdso_size, region = 0, trio = 0;
 	int64_t ign;
 	int r;
 
