@@ -861,8 +861,10 @@ static int dir_snap_commit(struct store_snap *w)
 		got.files = malloc(ds->m.nfiles * sizeof(*got.files) + 1);
 		if (!got.files)
 			return -ENOMEM;
-		memcpy(got.files, ds->m.files, ds->m.nfiles * sizeof(*got.files));
-		qsort(got.files, got.nfiles, sizeof(*got.files), cmp_entry_path);
+		if (got.nfiles > 0) {
+			memcpy(got.files, ds->m.files, ds->m.nfiles * sizeof(*got.files));
+			qsort(got.files, got.nfiles, sizeof(*got.files), cmp_entry_path);
+		}
 		r = verify_import(ds, &got);
 		free(got.files);
 		if (r < 0)
@@ -1028,7 +1030,8 @@ static int list_dir(int fd, char ***ret, size_t *ret_n)
 		free(names);
 		return r;
 	}
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n > 0)
+		qsort(names, n, sizeof(*names), cmp_str);
 	*ret = names;
 	*ret_n = n;
 	return 0;

@@ -87,6 +87,7 @@ static void make_contents(unsigned seed)
 					     "regs/1234", "memory/00007f0000000000-00007f0000100000" };
 	static const size_t sizes[NFILES] = { 300, 0, 0x60000, 77, 0x100000 };
 	for (int i = 0; i < NFILES; i++) {
+		free(files[i].data);
 		files[i].path = paths[i];
 		files[i].size = sizes[i];
 		files[i].data = gen(sizes[i], seed + i);
