@@ -84,7 +84,7 @@ struct dir_file {
 	uint64_t size;
 
 	/* writer */
-	uint64_t data_end;     /* no data was written at or after this */
+	uint64_t data_end;     /* no data was written at or after this: holes */
 	struct leaf_set *leaves;
 	uint64_t *partial;     /* blocks written in part: leaf recomputed at close */
 	size_t npartial, partial_cap;
@@ -223,7 +223,7 @@ static uint64_t data_bytes(int fd, uint64_t size)
 /* ---- stale temporary directories ---------------------------------------- */
 
 /* Removes ROOT/.NAME.tmp-* and ROOT/.NAME.del-* that no live writer or
- * deleter holds (flock). Best effort: a failure leaves a hidden directory
+ * deleter holds (flock), and a ROOT/.NAME.new-* left for a minute. Best effort: a failure leaves a hidden directory
  * that listing ignores. */
 static void sweep_stale(struct dir_store *ds, const char *name)
 {
@@ -246,11 +246,19 @@ static void sweep_stale(struct dir_store *ds, const char *name)
 		if (strncmp(de->d_name, prefix, strlen(prefix)))
 			continue;
 		rest = de->d_name + strlen(prefix);
-		if (strncmp(rest, "tmp-", 4) && strncmp(rest, "del-", 4))
+		bool young = !strncmp(rest, "new-", 4);
+		if (strncmp(rest, "tmp-", 4) && strncmp(rest, "del-", 4) && !young)
 			continue;
 		int t = openat(ds->root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (t < 0)
 			continue;
+		/* .new- is a writer between mkdir and lock: only one that has
+		 * stayed so for a minute is a crashed one. */
+		struct stat sb;
+		if (young && (fstat(t, &sb) < 0 || sb.st_ctime > time(NULL) - 60)) {
+			close(t);
+			continue;
+		}
 		if (flock(t, LOCK_EX | LOCK_NB) == 0) {
 			_cleanup_free_ char *p = NULL;
 			if (asprintf(&p, "%s/%s", ds->root, de->d_name) >= 0) {
@@ -363,6 +371,7 @@ static struct dir_snap *snap_new(const char *name)
 static int dir_snap_create(struct store *s, const char *name, unsigned flags, struct store_snap **ret)
 {
 	struct dir_store *st = to_store(s);
+	_cleanup_free_ char *fresh = NULL;
 	struct dir_snap *ds;
 	struct stat sb;
 	int r;
@@ -377,21 +386,28 @@ static int dir_snap_create(struct store *s, const char *name, unsigned flags, st
 	ds = snap_new(name);
 	if (!ds)
 		return -ENOMEM;
-	r = make_hidden(st, name, "tmp", true, NULL, &ds->tmp);
+	/* The directory is made under a name sweep_stale() never touches
+	 * and renamed to its .tmp- name only once it is locked: a sweeper
+	 * must never take a live writer's directory for a crashed one's. */
+	r = make_hidden(st, name, "new", true, NULL, &fresh);
 	if (r < 0) {
 		snap_free(ds);
 		return err_set(r, "%s: cannot make a directory for snapshot '%s'", st->root, name);
 	}
-	ds->dfd = openat(st->root_fd, ds->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	/* The lock marks this temporary directory as a live writer's. */
+	ds->dfd = openat(st->root_fd, fresh, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (ds->dfd < 0 || flock(ds->dfd, LOCK_EX | LOCK_NB) < 0) {
 		r = negerrno();
-		unlinkat(st->root_fd, ds->tmp, AT_REMOVEDIR);
-		snap_free(ds);
-		return err_set(r, "%s: cannot open a directory for snapshot '%s'", st->root, name);
+		goto fail;
 	}
+	r = make_hidden(st, name, "tmp", false, fresh, &ds->tmp);
+	if (r < 0)
+		goto fail;
 	*ret = &ds->base;
 	return 0;
+fail:
+	unlinkat(st->root_fd, fresh, AT_REMOVEDIR);
+	snap_free(ds);
+	return err_set(r, "%s: cannot make a directory for snapshot '%s'", st->root, name);
 }
 
 static void dir_made(void *ud, const char *path, size_t len)
@@ -476,6 +492,7 @@ static int write_run(struct dir_file *f, const uint8_t *p, size_t len, uint64_t 
 	int r = pwrite_full(f->fd, p, len, off);
 	if (r < 0)
 		return err_set(r, "'%s': write at %" PRIu64 ": %s", f->path, off, strerror(-r));
+	f->data_end = MAX(f->data_end, off + len);
 	return 0;
 }
 
@@ -555,10 +572,6 @@ static int dir_file_pwrite(struct store_file *sf, const void *buf, size_t len, u
 	r = write_sparse(f, p, len, off);
 	if (r < 0)
 		goto fail;
-	/* Whatever was not punched or skipped is data now: later zero pages
-	 * below this point must be punched. */
-	if (!buf_is_zero(p, len))
-		f->data_end = MAX(f->data_end, end);
 
 	/* Leaves of the blocks this write covers whole; the others are
 	 * recomputed from the file at close. */
