@@ -418,6 +418,23 @@ START_TEST(state_and_names)
 	ck_assert_int_eq(store_snap_create(st, "a/b", 0, &w), -EINVAL);
 	ck_assert_int_eq(store_snap_create(st, ".hidden", 0, &w), -EINVAL);
 	ck_assert_int_eq(store_snap_create(st, "x", 0x80, &w), -EINVAL);
+	ck_assert_int_eq(store_snap_create(st, "/abs", 0, &w), -EINVAL);
+	ck_assert_int_eq(store_snap_create(st, "a//b", 0, &w), -EINVAL);
+	ck_assert_int_eq(store_snap_create(st, ".", 0, &w), -EINVAL);
+	ck_assert_int_eq(store_snap_create(st, "..", 0, &w), -EINVAL);
+	char longname[300];
+	memset(longname, 'l', 299);
+	longname[299] = 0;
+	ck_assert_int_eq(store_snap_create(st, longname, 0, &w), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err_msg(), "too long"));
+	/* none of these left anything behind */
+	DIR *d = opendir(root);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d)))
+		n++;
+	closedir(d);
+	ck_assert_int_eq(n, 2);
 	ck_assert_int_eq(store_snap_create(st, "w", 0, &w), 0);
 	ck_assert_int_eq(store_file_create(w, "manifest", &f), -EPERM);
 	ck_assert_int_eq(store_file_create(w, "manifest/x", &f), -EINVAL);
