@@ -914,11 +914,13 @@ static int dir_snap_commit(struct store_snap *w)
 			return err_set(-EEXIST, "snapshot '%s' exists", ds->name);
 		return err_set(r, "snapshot '%s': rename into place failed", ds->name);
 	}
-	/* Step 5: the rename itself is durable once ROOT is. */
+	free(ds->tmp);
+	ds->tmp = NULL; /* nothing for close to discard any more */
+	/* Step 5: the rename itself is durable once ROOT is. If this fails
+	 * the snapshot is visible but may not survive a crash: reported as
+	 * a failure all the same. */
 	if (fsync(st->root_fd) < 0)
 		return err_set(negerrno(), "%s: fsync failed after committing '%s'", st->root, ds->name);
-	free(ds->tmp);
-	ds->tmp = NULL;
 	return 0;
 }
 
