@@ -70,6 +70,7 @@ struct dir_snap {
 	unsigned nopen;            /* files open (lock) */
 	unsigned nkept;            /* fds >= 0 in fds (lock) */
 	int err;                   /* first failure of a file (lock) */
+	char err_detail[256];      /* and its detail (lock) */
 
 	/* reader */
 	uint64_t *allocated;       /* per manifest entry; UINT64_MAX: unknown (atomic) */
@@ -726,8 +727,10 @@ static int dir_file_close(struct store_file *sf)
 		ds->nopen--;
 		/* A file that failed makes the snapshot fail at commit, even if
 		 * the caller goes on. */
-		if (r < 0 && ds->err == 0)
+		if (r < 0 && ds->err == 0) {
 			ds->err = r;
+			snprintf(ds->err_detail, sizeof(ds->err_detail), "%s", err_msg());
+		}
 		pthread_mutex_unlock(&ds->lock);
 		leaf_set_free(f->leaves);
 		free(f->partial);
@@ -849,14 +852,17 @@ static int dir_snap_commit(struct store_snap *w)
 	struct dir_store *st = to_store(w->store);
 	int r;
 
+	char detail[sizeof(ds->err_detail)];
+
 	pthread_mutex_lock(&ds->lock);
 	unsigned nopen = ds->nopen;
 	r = ds->err;
+	memcpy(detail, ds->err_detail, sizeof(detail));
 	pthread_mutex_unlock(&ds->lock);
 	if (nopen > 0)
 		return err_set(-EBUSY, "snapshot '%s': %u files still open", ds->name, nopen);
 	if (r < 0)
-		return err_set(r, "snapshot '%s': a file failed to write", ds->name);
+		return err_set(r, "snapshot '%s': a file failed: %s", ds->name, detail);
 
 	/* Step 1: the data. Every file's bytes reach the disk before the
 	 * manifest that vouches for them exists. */

@@ -481,9 +481,47 @@ START_TEST(state_and_names)
 	ck_assert_int_eq(store_snap_open(st, "nope", 0, &r), -ENOENT);
 	ck_assert_int_eq(store_stats(st, &(struct store_stats){}), -EOPNOTSUPP);
 	ck_assert_int_eq(store_gc(st, NULL), -EOPNOTSUPP);
+	char *def = store_default_path();
+	ck_assert_ptr_nonnull(def);
+	if (geteuid() == 0)
+		ck_assert_str_eq(def, "/var/lib/ckptfs");
+	else
+		ck_assert_ptr_nonnull(strstr(def, "/ckptfs"));
+	free(def);
 	store_close(NULL);
 	store_snap_close(NULL);
 	ck_assert_int_eq(store_file_close(NULL), 0);
+}
+END_TEST
+
+/* The non-root answers, checked in a child that drops root if need be. */
+START_TEST(default_path)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char *p;
+		if (geteuid() == 0 && setuid(65534) < 0)
+			_exit(77);
+		setenv("XDG_DATA_HOME", "/x/data", 1);
+		p = store_default_path();
+		if (!p || strcmp(p, "/x/data/ckptfs"))
+			_exit(1);
+		free(p);
+		setenv("XDG_DATA_HOME", "relative", 1); /* invalid per the XDG spec */
+		setenv("HOME", "/home/u", 1);
+		p = store_default_path();
+		if (!p || strcmp(p, "/home/u/.local/share/ckptfs"))
+			_exit(2);
+		free(p);
+		_exit(0);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		return; /* cannot drop root here: nothing to check */
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
 }
 END_TEST
 
@@ -728,7 +766,8 @@ START_TEST(write_fails)
 	ck_assert_int_eq(store_file_pwrite(f, buf, 4096, 4096), -EIO);
 	ck_assert_int_eq(store_file_close(f), -EIO);
 	ck_assert_int_eq(store_snap_put(w, "g", buf, 10), 0);
-	ck_assert_int_lt(store_snap_commit(w), 0);
+	ck_assert_int_eq(store_snap_commit(w), -EIO);
+	ck_assert_ptr_nonnull(strstr(err_msg(), "'f': write at 8192 failed"));
 	store_snap_close(w);
 	unsetenv("CKPTFS_FAULT");
 	fault_reload();
@@ -919,6 +958,7 @@ int main(void)
 		{ "rewrites", rewrites_and_holes },
 		{ "state", state_and_names },
 		{ "race", same_name_race },
+		{ "default_path", default_path },
 		{ "list_delete", list_and_delete },
 		{ "damaged", damaged },
 		{ "symlinked_snapshot", snapshot_is_symlink },
