@@ -54,6 +54,14 @@ struct dir_store {
 	int root_fd;
 };
 
+/* What a committed file takes on disk: found once per snapshot handle
+ * (the snapshot never changes), so that stat, which a filesystem calls
+ * often, does not open the file each time. */
+struct space {
+	uint64_t allocated; /* data bytes; UINT64_MAX: not known yet (atomic) */
+	uint64_t stored;    /* st_blocks * 512; valid once allocated is */
+};
+
 struct dir_snap {
 	struct store_snap base;
 	char *name;
@@ -73,7 +81,7 @@ struct dir_snap {
 	char err_detail[256];      /* and its detail (lock) */
 
 	/* reader */
-	uint64_t *allocated;       /* per manifest entry; UINT64_MAX: unknown (atomic) */
+	struct space *space;       /* per manifest entry, then the manifest's */
 	uint64_t manifest_size;
 	uint8_t manifest_hash[STORE_HASH_LEN];
 };
@@ -94,7 +102,7 @@ struct dir_file {
 
 	/* reader */
 	const struct manifest_entry *ent; /* NULL for the manifest itself */
-	uint64_t *allocated;              /* its slot in the snapshot's cache */
+	struct space *space;              /* its slot in the snapshot's cache */
 };
 
 static struct dir_store *to_store(struct store *s)
@@ -345,7 +353,7 @@ static void snap_free(struct dir_snap *ds)
 	for (size_t i = 0; i < ds->ndirs; i++)
 		free(ds->dirs[i]);
 	free(ds->dirs);
-	free(ds->allocated);
+	free(ds->space);
 	free(ds->tmp);
 	free(ds->name);
 	pthread_mutex_destroy(&ds->lock);
@@ -1197,13 +1205,13 @@ static int dir_snap_open(struct store *s, const char *name, unsigned flags, stru
 		goto fail;
 	}
 
-	ds->allocated = malloc((ds->m.nfiles + 1) * sizeof(*ds->allocated));
-	if (!ds->allocated) {
+	ds->space = malloc((ds->m.nfiles + 1) * sizeof(*ds->space));
+	if (!ds->space) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	for (size_t i = 0; i <= ds->m.nfiles; i++)
-		ds->allocated[i] = UINT64_MAX;
+		ds->space[i].allocated = UINT64_MAX;
 	*ret = &ds->base;
 	return 0;
 fail:
@@ -1213,51 +1221,57 @@ fail:
 
 /* Size, hash and cache slot of `path` in a snapshot being read. */
 static int lookup(struct dir_snap *ds, const char *path, const struct manifest_entry **ent, uint64_t *size,
-		  uint64_t **slot)
+		  struct space **slot)
 {
 	if (!strcmp(path, STORE_MANIFEST)) {
 		*ent = NULL;
 		*size = ds->manifest_size;
-		*slot = &ds->allocated[ds->m.nfiles];
+		*slot = &ds->space[ds->m.nfiles];
 		return 0;
 	}
 	*ent = manifest_find(&ds->m, path);
 	if (!*ent)
 		return err_set(-ENOENT, "snapshot '%s': no file '%s'", ds->name, path);
 	*size = (*ent)->size;
-	*slot = &ds->allocated[*ent - ds->m.files];
+	*slot = &ds->space[*ent - ds->m.files];
 	return 0;
 }
 
-/* Data bytes of a file, computed once per snapshot handle. */
-static uint64_t allocated_of(int fd, uint64_t size, uint64_t *slot)
+/* Fills slot from fd once. Racing threads compute the same values. */
+static void space_of(int fd, uint64_t size, struct space *slot)
 {
-	uint64_t a = __atomic_load_n(slot, __ATOMIC_RELAXED);
-	if (a == UINT64_MAX) {
-		a = data_bytes(fd, size);
-		__atomic_store_n(slot, a, __ATOMIC_RELAXED);
-	}
-	return a;
+	struct stat st;
+
+	if (__atomic_load_n(&slot->allocated, __ATOMIC_ACQUIRE) != UINT64_MAX)
+		return;
+	slot->stored = fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+	__atomic_store_n(&slot->allocated, data_bytes(fd, size), __ATOMIC_RELEASE);
 }
 
 static int stat_path(struct dir_snap *ds, const char *path, struct store_stat *ret)
 {
 	const struct manifest_entry *e;
-	_cleanup_close_ int fd = -1;
-	uint64_t size, *slot;
-	struct stat st;
+	struct space *slot;
+	uint64_t size;
 	int r;
 
 	r = lookup(ds, path, &e, &size, &slot);
 	if (r < 0)
 		return r;
-	fd = open_file_nofollow(ds->dfd, path, &st);
-	if (fd < 0)
-		return err_set(fd == -EBADMSG ? -EIO : fd, "snapshot '%s': '%s' cannot be opened", ds->name, path);
+	if (__atomic_load_n(&slot->allocated, __ATOMIC_ACQUIRE) == UINT64_MAX) {
+		_cleanup_close_ int fd = -1;
+		struct stat st;
+
+		fd = open_file_nofollow(ds->dfd, path, &st);
+		if (fd < 0)
+			return err_set(fd == -EBADMSG ? -EIO : fd, "snapshot '%s': '%s' cannot be opened", ds->name,
+				       path);
+		space_of(fd, size, slot);
+	}
 	memset(ret, 0, sizeof(*ret));
 	ret->size = size;
-	ret->allocated = allocated_of(fd, size, slot);
-	ret->stored = (uint64_t)st.st_blocks * 512;
+	ret->allocated = slot->allocated;
+	ret->stored = slot->stored;
 	memcpy(ret->hash, e ? e->hash : ds->manifest_hash, STORE_HASH_LEN);
 	return 0;
 }
@@ -1308,7 +1322,7 @@ static int dir_file_open(struct store_snap *r, const char *path, struct store_fi
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	q = lookup(ds, path, &f->ent, &size, &f->allocated);
+	q = lookup(ds, path, &f->ent, &size, &f->space);
 	if (q < 0)
 		goto fail;
 	f->size = size;
@@ -1382,9 +1396,9 @@ static int dir_file_stat(struct store_file *sf, struct store_stat *ret)
 		ret->allocated = MIN(ret->stored, f->size);
 		return 0;
 	}
-	if (fstat(f->fd, &st) == 0)
-		ret->stored = (uint64_t)st.st_blocks * 512;
-	ret->allocated = allocated_of(f->fd, f->size, f->allocated);
+	space_of(f->fd, f->size, f->space);
+	ret->allocated = f->space->allocated;
+	ret->stored = f->space->stored;
 	memcpy(ret->hash, f->ent ? f->ent->hash : to_snap(sf->snap)->manifest_hash, STORE_HASH_LEN);
 	return 0;
 }
