@@ -280,6 +280,26 @@ static void sweep_stale(struct dir_store *ds, const char *name)
 	closedir(d);
 }
 
+/* renameat2(RENAME_NOREPLACE) within ROOT. Filesystems without it (NFS,
+ * some FUSE ones) answer EINVAL: then a check and a plain rename, which a
+ * concurrent creator of the same name could race, but which still never
+ * replaces a committed snapshot (non-empty directories are not replaced
+ * by rename). */
+static int rename_noreplace(int root_fd, const char *from, const char *to)
+{
+	struct stat sb;
+
+	if (renameat2(root_fd, from, root_fd, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return negerrno();
+	if (fstatat(root_fd, to, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+		return -EEXIST;
+	if (renameat(root_fd, from, root_fd, to) < 0)
+		return errno == ENOTEMPTY ? -EEXIST : negerrno();
+	return 0;
+}
+
 /* Makes ROOT/.NAME.<what>-XXXXXX with a random suffix; returns its name. */
 static int make_hidden(struct dir_store *ds, const char *name, const char *what, bool mkdir_it,
 		       const char *rename_from, char **ret)
@@ -297,13 +317,12 @@ static int make_hidden(struct dir_store *ds, const char *name, const char *what,
 		suffix[6] = 0;
 		if (asprintf(&p, ".%.200s.%s-%s", name, what, suffix) < 0)
 			return -ENOMEM;
-		int r = mkdir_it ? mkdirat(ds->root_fd, p, 0700) :
-				   renameat2(ds->root_fd, rename_from, ds->root_fd, p, RENAME_NOREPLACE);
+		int r = mkdir_it ? (mkdirat(ds->root_fd, p, 0700) < 0 ? negerrno() : 0) :
+				   rename_noreplace(ds->root_fd, rename_from, p);
 		if (r == 0) {
 			*ret = p;
 			return 0;
 		}
-		r = negerrno();
 		free(p);
 		if (r != -EEXIST)
 			return r;
@@ -922,8 +941,8 @@ static int dir_snap_commit(struct store_snap *w)
 
 	/* Step 4: the atomic switch. RENAME_NOREPLACE: a snapshot committed
 	 * meanwhile under the same name is never replaced. */
-	if (renameat2(st->root_fd, ds->tmp, st->root_fd, ds->name, RENAME_NOREPLACE) < 0) {
-		r = negerrno();
+	r = rename_noreplace(st->root_fd, ds->tmp, ds->name);
+	if (r < 0) {
 		if (r == -EEXIST || r == -ENOTEMPTY)
 			return err_set(-EEXIST, "snapshot '%s' exists", ds->name);
 		return err_set(r, "snapshot '%s': rename into place failed", ds->name);
