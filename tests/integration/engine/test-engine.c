@@ -251,6 +251,24 @@ START_TEST(dump_twice_restore_first_last)
 }
 END_TEST
 
+/* A restored process dumps and restores again, twice. */
+START_TEST(redump_restored)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	usleep(50000);
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	ck_assert_int_eq(restore("store/s2"), pid);
+	usleep(50000);
+	dump(pid, NULL, "store/s3");
+	kill_original(pid, NULL);
+	verdict(restore("store/s3"));
+}
+END_TEST
+
 /* No thread of pid is traced or stopped, and it keeps running. */
 static void assert_untouched(pid_t pid)
 {
@@ -397,6 +415,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
+		suite_add_tcase(s, tc("redump_restored", redump_restored, 30));
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
 		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
