@@ -73,6 +73,7 @@ int cmd_restore(int argc, char **argv)
 		store_close(s);
 		return EXIT_FAIL;
 	}
+	log_info("restoring %s", argv[optind]);
 	struct engine_restore_opts o = { .progress = restore_progress };
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
