@@ -354,7 +354,10 @@ static int map_area(struct ctx *c, const struct vma *v)
 	case VMA_FILE_PRIVATE:
 	case VMA_FILE_SHARED: {
 		bool shared = v->kind == VMA_FILE_SHARED;
-		r = file_unchanged(v);
+		/* a shared mapping's file is its content and may well have
+		 * changed since (the process writes through it); a private
+		 * one's clean pages come from the file and must be the same */
+		r = shared ? 0 : file_unchanged(v);
 		if (r < 0)
 			return r;
 		r = put_string(c, v->path);

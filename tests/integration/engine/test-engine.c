@@ -251,6 +251,21 @@ START_TEST(dump_twice_restore_first_last)
 }
 END_TEST
 
+/* The same with the memory target, whose shared file mapping was written
+ * by the first restored process before the second restore. */
+START_TEST(dump_twice_mem)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, NULL, "store/s1");
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	verdict(restore("store/s2"));
+	unlink(path("result"));
+	unlink(path("ready.restored"));
+	verdict(restore("store/s1"));
+}
+END_TEST
+
 /* A restored process dumps and restores again, twice. */
 START_TEST(redump_restored)
 {
@@ -415,6 +430,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
+		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 30));
 		suite_add_tcase(s, tc("redump_restored", redump_restored, 30));
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
