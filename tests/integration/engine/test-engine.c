@@ -228,6 +228,7 @@ CYCLE_TESTS(mem, "target-mem", path("mapped-file"))
 CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
+CYCLE_TESTS(regs, "target-regs", NULL)
 
 START_TEST(bigmem_running)
 {
@@ -428,6 +429,9 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("signals_running", signals_running, 30));
 		suite_add_tcase(s, tc("signals_kill", signals_kill, 30));
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
+		suite_add_tcase(s, tc("regs_running", regs_running, 30));
+		suite_add_tcase(s, tc("regs_kill", regs_kill, 30));
+		suite_add_tcase(s, tc("regs_stop", regs_stop, 30));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
 		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 30));
