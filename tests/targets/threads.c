@@ -66,8 +66,8 @@ int main(int argc, char **argv)
 			target_verdict(0, "thread %d is named '%s'", i, name);
 	}
 	long at = get_total();
-	for (int k = 0; get_total() < at + 10000; k++) {
-		if (k > 5000)
+	for (int k = 0; get_total() < at + 2000; k++) {
+		if (k > 20000)
 			target_verdict(0, "threads made no progress after restore (%ld turns)", get_total() - at);
 		msleep(1);
 	}

@@ -181,7 +181,7 @@ static void verdict(pid_t pid)
 	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	for (int i = 0; i < 15000 && w == 0; i++) {
+	for (int i = 0; i < 40000 && w == 0; i++) {
 		w = waitpid(pid, &st, WNOHANG);
 		if (!w)
 			usleep(1000);
@@ -418,44 +418,44 @@ int main(int argc, char **argv)
 			printf("skipped: /usr/bin/python3 is not installed\n");
 			return 77;
 		}
-		suite_add_tcase(s, tc("python_running", python_running, 30));
+		suite_add_tcase(s, tc("python_running", python_running, 60));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
 			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");
 			return 77;
 		}
-		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 30));
+		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 60));
 	} else {
-		suite_add_tcase(s, tc("mem_running", mem_running, 30));
-		suite_add_tcase(s, tc("mem_kill", mem_kill, 30));
-		suite_add_tcase(s, tc("mem_stop", mem_stop, 30));
-		suite_add_tcase(s, tc("threads_running", threads_running, 30));
-		suite_add_tcase(s, tc("threads_kill", threads_kill, 30));
-		suite_add_tcase(s, tc("threads_stop", threads_stop, 30));
-		suite_add_tcase(s, tc("sleep_running", sleep_running, 30));
-		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 30));
-		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 30));
-		suite_add_tcase(s, tc("signals_running", signals_running, 30));
-		suite_add_tcase(s, tc("signals_kill", signals_kill, 30));
-		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
-		suite_add_tcase(s, tc("regs_running", regs_running, 30));
-		suite_add_tcase(s, tc("regs_kill", regs_kill, 30));
-		suite_add_tcase(s, tc("regs_stop", regs_stop, 30));
-		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
-		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
-		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 30));
-		suite_add_tcase(s, tc("redump_restored", redump_restored, 30));
-		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
-		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
-		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
-		suite_add_tcase(s, tc("fault_memory_kill", fault_memory_kill, 30));
-		suite_add_tcase(s, tc("fault_commit_stop", fault_commit_stop, 30));
-		suite_add_tcase(s, tc("fault_fds", fault_fds, 30));
-		suite_add_tcase(s, tc("fault_write", fault_write, 30));
-		suite_add_tcase(s, tc("fault_commit", fault_commit, 30));
-		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 30));
-		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 30));
-		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 30));
+		suite_add_tcase(s, tc("mem_running", mem_running, 60));
+		suite_add_tcase(s, tc("mem_kill", mem_kill, 60));
+		suite_add_tcase(s, tc("mem_stop", mem_stop, 60));
+		suite_add_tcase(s, tc("threads_running", threads_running, 60));
+		suite_add_tcase(s, tc("threads_kill", threads_kill, 60));
+		suite_add_tcase(s, tc("threads_stop", threads_stop, 60));
+		suite_add_tcase(s, tc("sleep_running", sleep_running, 60));
+		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 60));
+		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 60));
+		suite_add_tcase(s, tc("signals_running", signals_running, 60));
+		suite_add_tcase(s, tc("signals_kill", signals_kill, 60));
+		suite_add_tcase(s, tc("signals_stop", signals_stop, 60));
+		suite_add_tcase(s, tc("regs_running", regs_running, 60));
+		suite_add_tcase(s, tc("regs_kill", regs_kill, 60));
+		suite_add_tcase(s, tc("regs_stop", regs_stop, 60));
+		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 90));
+		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
+		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 60));
+		suite_add_tcase(s, tc("redump_restored", redump_restored, 60));
+		suite_add_tcase(s, tc("fault_seize", fault_seize, 60));
+		suite_add_tcase(s, tc("fault_regs", fault_regs, 60));
+		suite_add_tcase(s, tc("fault_memory", fault_memory, 60));
+		suite_add_tcase(s, tc("fault_memory_kill", fault_memory_kill, 60));
+		suite_add_tcase(s, tc("fault_commit_stop", fault_commit_stop, 60));
+		suite_add_tcase(s, tc("fault_fds", fault_fds, 60));
+		suite_add_tcase(s, tc("fault_write", fault_write, 60));
+		suite_add_tcase(s, tc("fault_commit", fault_commit, 60));
+		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 60));
+		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 60));
+		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
