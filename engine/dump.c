@@ -138,6 +138,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = fds_check(pid);
 	if (r < 0)
 		goto out;
+	/* stopped by a signal? Read before we seize it: a traced stop
+	 * shows as 't' afterwards */
+	char sp[64];
+	_cleanup_free_ char *stat = NULL;
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
+	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
+		img.stopped = strrchr(stat, ')')[2] == 'T';
 	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
 	if (r < 0)

@@ -117,6 +117,7 @@ struct proc_image {
 	char *cmdline; /* informational: arguments joined by spaces */
 	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
 	unsigned umask;
+	bool stopped; /* in a group stop (SIGSTOP) when dumped: restored stopped */
 	uint64_t personality;
 	struct rlimit rlim[RLIM_NLIMITS];
 	bool has_sigact;

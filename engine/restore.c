@@ -846,6 +846,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	free(c.buf);
 	if (q < 0)
 		goto out_kill;
+	/* stopped when dumped: stopped again, taken as a group stop as soon
+	 * as we let go */
+	if (img.stopped)
+		kill(pid, SIGSTOP);
 	/* let go of every thread; the clones were auto-attached */
 	for (size_t i = 0; i < img.nthreads; i++)
 		if (ptrace(PTRACE_DETACH, img.threads[i].tid, NULL, NULL) < 0)

@@ -197,24 +197,29 @@ static void verdict(pid_t pid)
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* Waits until pid is in a group stop (state T). */
+static void assert_stopped(pid_t pid, const char *why)
+{
+	char p[64], *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+	for (int i = 0; i < 2000; i++) {
+		free(st);
+		st = NULL;
+		read_file_full(p, &st, NULL);
+		if (st && strstr(st, ") T "))
+			break;
+		usleep(1000);
+	}
+	ck_assert_msg(st && strstr(st, ") T "), "%s: not stopped: %s", why, st);
+	free(st);
+}
+
 static void cycle(const char *prog, const char *extra, const char *mode)
 {
 	pid_t pid = spawn(NULL, prog, extra);
 	dump(pid, mode, "store/s1");
-	if (mode && !strcmp(mode, "--stop")) {
-		char p[64], *st = NULL;
-		snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-		for (int i = 0; i < 1000; i++) {
-			free(st);
-			st = NULL;
-			read_file_full(p, &st, NULL);
-			if (st && strstr(st, ") T "))
-				break;
-			usleep(1000);
-		}
-		ck_assert_msg(st && strstr(st, ") T "), "--stop left it running: %s", st);
-		free(st);
-	}
+	if (mode && !strcmp(mode, "--stop"))
+		assert_stopped(pid, "--stop");
 	kill_original(pid, mode);
 	verdict(restore("store/s1"));
 }
@@ -264,6 +269,24 @@ START_TEST(dump_twice_mem)
 	unlink(path("result"));
 	unlink(path("ready.restored"));
 	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* A process stopped (SIGSTOP) when dumped stays stopped, and is restored
+ * stopped; SIGCONT lets it go on. */
+START_TEST(stopped_stays_stopped)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	kill(pid, SIGSTOP);
+	assert_stopped(pid, "SIGSTOP");
+	dump(pid, NULL, "store/s1");
+	assert_stopped(pid, "after the dump");
+	kill_original(pid, NULL);
+	pid_t r = restore("store/s1");
+	ck_assert_int_eq(r, pid);
+	assert_stopped(r, "after the restore");
+	kill(r, SIGCONT);
+	verdict(r);
 }
 END_TEST
 
@@ -445,6 +468,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
 		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 60));
 		suite_add_tcase(s, tc("redump_restored", redump_restored, 60));
+		suite_add_tcase(s, tc("stopped_stays_stopped", stopped_stays_stopped, 60));
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 60));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 60));
 		suite_add_tcase(s, tc("fault_memory", fault_memory, 60));
