@@ -133,6 +133,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0, tf1 = 0, bytes = 0;
 	bool attached = false;
+	_cleanup_free_ char *stat = NULL; /* before any goto: freed on every path */
+	char sp[64];
 	int r;
 
 	r = fds_check(pid);
@@ -140,8 +142,6 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		goto out;
 	/* stopped by a signal? Read before we seize it: a traced stop
 	 * shows as 't' afterwards */
-	char sp[64];
-	_cleanup_free_ char *stat = NULL;
 	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
 	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
 		img.stopped = strrchr(stat, ')')[2] == 'T';

@@ -159,7 +159,15 @@ int seize_all(pid_t pid, unsigned options, struct seized *ret)
 			if (ptrace(PTRACE_SEIZE, t, NULL, (void *)(uintptr_t)options) < 0) {
 				if (errno == ESRCH)
 					continue; /* it exited meanwhile */
-				r = err_set(negerrno(), "thread %d: PTRACE_SEIZE: %m", t);
+				r = negerrno();
+				char sp[64];
+				_cleanup_free_ char *st = NULL;
+				snprintf(sp, sizeof(sp), "/proc/%d/status", t);
+				const char *tp = read_file_full(sp, &st, NULL) >= 0 ? strstr(st, "TracerPid:\t") : NULL;
+				if (r == -EPERM && tp && atoi(tp + 11) > 0)
+					r = err_set(r, "thread %d is already traced by pid %d", t, atoi(tp + 11));
+				else
+					r = err_set(r, "thread %d: PTRACE_SEIZE: %s", t, strerror(-r));
 				goto fail;
 			}
 			s.tids[s.ntids] = t;

@@ -19,7 +19,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <linux/netlink.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -398,6 +401,77 @@ START_TEST(restore_pid_in_use)
 }
 END_TEST
 
+/* A process someone else traces is refused, by name, and left alone. */
+START_TEST(dump_refuses_traced)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	ck_assert_int_eq(ptrace(PTRACE_SEIZE, pid, NULL, NULL), 0);
+	char p[32], want[64];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	snprintf(want, sizeof(want), "already traced by pid %d", getpid());
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	/* let go: a tracee must be stopped to be detached */
+	int st;
+	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, pid, NULL, NULL), 0);
+	ck_assert_int_eq(waitpid(pid, &st, __WALL), pid);
+	ck_assert_int_eq(ptrace(PTRACE_DETACH, pid, NULL, NULL), 0);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* A descriptor of a refused kind (netlink) fails the dump before the
+ * process is touched, naming the descriptor. */
+START_TEST(dump_refuses_netlink)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+		if (s != 3)
+			_exit(2);
+		execl("/bin/sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	char fd3[64], *link = NULL;
+	snprintf(fd3, sizeof(fd3), "/proc/%d/fd/3", pid);
+	for (int i = 0; i < 2000; i++) {
+		char buf[64] = "";
+		ssize_t n = readlink(fd3, buf, sizeof(buf) - 1);
+		char exe[64], eb[64] = "";
+		snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+		ssize_t m = readlink(exe, eb, sizeof(eb) - 1);
+		if (n > 0 && m > 0 && strstr(eb, "sleep")) {
+			link = strdup(buf);
+			break;
+		}
+		usleep(1000);
+	}
+	ck_assert_msg(link && strstr(link, "socket:"), "no socket at fd 3");
+	free(link);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "fd 3"), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	char sp[64], *st = NULL;
+	snprintf(sp, sizeof(sp), "/proc/%d/status", pid);
+	ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
+	ck_assert(strstr(st, "TracerPid:\t0\n"));
+	ck_assert(!strstr(st, "State:\tt") && !strstr(st, "State:\tT"));
+	free(st);
+	kill_original(pid, NULL);
+}
+END_TEST
+
 START_TEST(python_running)
 {
 	pid_t pid = spawn("/usr/bin/python3", "python.py", NULL);
@@ -480,6 +554,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 60));
 		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 60));
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
+		suite_add_tcase(s, tc("dump_refuses_traced", dump_refuses_traced, 60));
+		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
