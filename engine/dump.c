@@ -82,6 +82,9 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 		return r;
 	if (!vdso)
 		return err_set(-EOPNOTSUPP, "pid %d: no [vdso]", pid);
+	/* the same kernel's vDSO as ours: a restore compares it with its own */
+	if (vdso_hash())
+		snprintf(img->vdso, sizeof(img->vdso), "%s", vdso_hash());
 	uint64_t t1 = now_ns();
 	r = process_capture_injected(img, vdso);
 	if (r < 0)

@@ -116,6 +116,7 @@ struct proc_image {
 	char *cwd;
 	char *cmdline; /* informational: arguments joined by spaces */
 	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
+	char vdso[2 * 32 + 1]; /* SHA-256 hex of the vDSO it ran with; "" if unknown */
 	unsigned umask;
 	bool stopped; /* in a group stop (SIGSTOP) when dumped: restored stopped */
 	uint64_t personality;
@@ -178,6 +179,8 @@ int thread_park(pid_t tid);
 /* Offset of a `syscall` instruction in this kernel's vDSO image, and the
  * vDSO's size (the same for every process on one kernel). */
 int vdso_syscall_offset(uint64_t *off, uint64_t *size);
+/* SHA-256 (hex) of this kernel's vDSO image, or NULL. */
+const char *vdso_hash(void);
 
 int regs_get(pid_t tid, struct user_regs_struct *r);
 int regs_set(pid_t tid, const struct user_regs_struct *r);

@@ -294,6 +294,8 @@ int thread_park(pid_t tid)
 	return wait_event_stop(tid, NULL);
 }
 
+static char vdso_hex[2 * STORE_HASH_LEN + 1];
+
 int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 {
 	static uint64_t c_off, c_size;
@@ -313,6 +315,9 @@ int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 		unsigned long a, b;
 		if (strstr(l, "[vdso]") && sscanf(l, "%lx-%lx", &a, &b) == 2) {
 			const uint8_t *p = (const uint8_t *)a;
+			uint8_t h[STORE_HASH_LEN];
+			store_hash_buf(p, b - a, h);
+			store_hash_hex(h, vdso_hex);
 			for (unsigned long i = 0; i + 1 < b - a; i++)
 				if (p[i] == 0x0f && p[i + 1] == 0x05) {
 					c_off = i;
@@ -325,4 +330,12 @@ int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 		l = nl ? nl + 1 : NULL;
 	}
 	return err_set(-ENOENT, "no syscall instruction found in the vDSO");
+}
+
+const char *vdso_hash(void)
+{
+	uint64_t off, size;
+	if (vdso_syscall_offset(&off, &size) < 0)
+		return NULL;
+	return vdso_hex;
 }

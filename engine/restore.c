@@ -205,6 +205,9 @@ static int check_vdso(const struct proc_image *img, const struct vma *mine, size
 				       "the snapshot comes from another kernel: its [%s] is %lu bytes, this kernel's %lu",
 				       vma_kind_name(k), (unsigned long)a, (unsigned long)b);
 	}
+	const char *mine_hash = vdso_hash();
+	if (img->vdso[0] && mine_hash && strcmp(img->vdso, mine_hash))
+		return err_set(-EXDEV, "the snapshot comes from another kernel: its vDSO differs from this kernel's");
 	return 0;
 }
 

@@ -472,6 +472,28 @@ START_TEST(dump_refuses_netlink)
 }
 END_TEST
 
+/* An image from a kernel with another vDSO is refused (the manifest
+ * check is skipped so that the edited file gets that far). */
+START_TEST(restore_refuses_other_vdso)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	char *text = NULL;
+	ck_assert_int_eq(read_file_full(path("store/s1/process"), &text, NULL), 0);
+	char *h = strstr(text, "\nvdso sha256:");
+	ck_assert_ptr_nonnull(h);
+	h[13] = h[13] == '0' ? '1' : '0';
+	int fd = open(path("store/s1/process"), O_WRONLY | O_CLOEXEC);
+	ck_assert_int_eq(write_full(fd, text, strlen(text)), 0);
+	close(fd);
+	free(text);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", "--no-verify", path("store/s1"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "another kernel"), "stderr: %s", ckpt_err());
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+}
+END_TEST
+
 START_TEST(python_running)
 {
 	pid_t pid = spawn("/usr/bin/python3", "python.py", NULL);
@@ -556,6 +578,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("dump_refuses_traced", dump_refuses_traced, 60));
 		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
+		suite_add_tcase(s, tc("restore_refuses_other_vdso", restore_refuses_other_vdso, 60));
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
