@@ -70,18 +70,18 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 	r = maps_read(pid, &v, &n);
 	if (r < 0)
 		return r;
-	uint64_t vdso = 0, off, size;
+	uint64_t vdso = 0, vdso_len = 0, off, size;
 	for (size_t i = 0; i < n; i++)
 		if (v[i].kind == VMA_VDSO) {
 			vdso = v[i].start;
-			size = v[i].end - v[i].start;
+			vdso_len = v[i].end - v[i].start;
 		}
 	vmas_free(v, n);
 	r = vdso_syscall_offset(&off, &size);
 	if (r < 0)
 		return r;
-	if (!vdso)
-		return err_set(-EOPNOTSUPP, "pid %d: no [vdso]", pid);
+	if (!vdso || vdso_len != size)
+		return err_set(-EOPNOTSUPP, "pid %d: no [vdso], or not this kernel's", pid);
 	/* the same kernel's vDSO as ours: a restore compares it with its own */
 	if (vdso_hash())
 		snprintf(img->vdso, sizeof(img->vdso), "%s", vdso_hash());
