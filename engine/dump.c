@@ -140,6 +140,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	char sp[64];
 	int r;
 
+	r = process_check(pid);
+	if (r < 0)
+		goto out;
 	r = fds_check(pid);
 	if (r < 0)
 		goto out;
