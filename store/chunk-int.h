@@ -300,6 +300,10 @@ int pack_list(struct chunk_store *cs, uint32_t **ret, size_t *n);
  * record there is another chunk, -EIO on damage (detail set). */
 int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		    uint8_t *out);
+/* Reads the record at loc whole (header into h, payload into payload,
+ * which holds STORE_BLOCK_SIZE bytes) and checks it like pack_read_chunk. */
+int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		     struct rec_hdr *h, uint8_t *payload);
 /* Forgets a cached descriptor of a pack gc deleted. */
 void pack_fd_forget(struct chunk_store *cs, uint32_t id);
 void pack_fds_close(struct chunk_store *cs);
@@ -334,6 +338,17 @@ void snaprec_clear(struct snaprec *r);
 /* Calls cb for every (block, id) of a file's recipe, in block order. */
 int recipe_foreach(struct index *x, uint64_t snapid, uint32_t file,
 		   int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud);
+
+/* Every chunk of the index with its reference count, by id (gc.c). An
+ * entry with has_loc false is a count without a location. */
+struct chunk_ent {
+	uint8_t id[STORE_HASH_LEN];
+	struct chunk_loc loc;
+	int64_t refs;
+	bool has_loc;
+};
+int chunks_load(struct chunk_store *cs, struct chunk_ent **ret, size_t *n);
+struct chunk_ent *chunks_find(struct chunk_ent *v, size_t n, const uint8_t id[STORE_HASH_LEN]);
 
 /* gc.c, fsck.c: the vtable entries. */
 int chunk_gc(struct store *s, struct store_gc_stats *ret);

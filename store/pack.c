@@ -605,31 +605,43 @@ void pack_fds_close(struct chunk_store *cs)
 	cs->nfds = 0;
 }
 
-int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
-		    uint8_t *out)
+static int check_hdr(const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const struct rec_hdr *h,
+		     const uint8_t *payload, ssize_t n, const char *name, const char *hex)
 {
-	struct pack_fd *pf;
-	struct rec_hdr h;
-	uint8_t payload[STORE_BLOCK_SIZE + 64];
-	char name[32], hex[2 * STORE_HASH_LEN + 1];
+	unsigned long long off = (unsigned long long)loc->offset;
+
+	if (n >= 0 && (size_t)n < sizeof(*h) + loc->stored_len)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): record truncated: pack ends after %zd of %zu bytes",
+			       name, off, hex, n, sizeof(*h) + loc->stored_len);
+	if (h->magic != REC_MAGIC)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): no record header there", name, off, hex);
+	if (memcmp(h->id, id, STORE_HASH_LEN))
+		return -ESTALE;
+	if (h->stored_len != loc->stored_len || h->raw_len != loc->raw_len || h->codec != loc->codec ||
+	    h->mask != loc->mask)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): record header disagrees with the index", name,
+			       off, hex);
+	if (rec_crc(h, payload) != h->crc)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): checksum mismatch", name, off, hex);
+	return 0;
+}
+
+static int read_rec(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		    struct rec_hdr *h, uint8_t *payload, const char *name, const char *hex)
+{
+	struct pack_fd *pf = NULL;
 	struct iovec iov[2];
-	bool direct;
 	ssize_t n;
 	int r;
 
-	pack_name(loc->pack, name);
-	store_hash_hex(id, hex);
 	if (loc->stored_len > STORE_BLOCK_SIZE || loc->raw_len > STORE_BLOCK_SIZE || !loc->raw_len)
 		return err_set(-EIO, "chunk %s: bad location in the index (pack %s offset %llu)", hex, name,
 			       (unsigned long long)loc->offset);
 	r = fd_get(cs, loc->pack, &pf);
 	if (r < 0)
 		return r;
-	/* A whole raw block goes straight into the caller's buffer: no copy. */
-	direct = out && loc->codec == CHUNK_CODEC_RAW && loc->mask == CHUNK_MASK_FULL &&
-		 loc->stored_len == loc->raw_len;
-	iov[0] = (struct iovec){ &h, sizeof(h) };
-	iov[1] = (struct iovec){ direct ? out : payload, loc->stored_len };
+	iov[0] = (struct iovec){ h, sizeof(*h) };
+	iov[1] = (struct iovec){ payload, loc->stored_len };
 	n = preadv(pf->fd, iov, 2, (off_t)loc->offset);
 	if (n < 0)
 		r = err_set(negerrno(), "pack %s offset %llu (chunk %s): read: %m", name,
@@ -637,23 +649,37 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
 	fd_put(cs, pf);
 	if (r < 0)
 		return r;
-	if ((size_t)n < sizeof(h) + loc->stored_len)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): record truncated: pack ends after %zd of %zu bytes",
-			       name, (unsigned long long)loc->offset, hex, n, sizeof(h) + loc->stored_len);
-	if (h.magic != REC_MAGIC)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): no record header there", name,
-			       (unsigned long long)loc->offset, hex);
-	if (memcmp(h.id, id, STORE_HASH_LEN))
-		return -ESTALE;
-	if (h.stored_len != loc->stored_len || h.raw_len != loc->raw_len || h.codec != loc->codec ||
-	    h.mask != loc->mask)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): record header disagrees with the index", name,
-			       (unsigned long long)loc->offset, hex);
-	if (rec_crc(&h, direct ? out : payload) != h.crc)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): checksum mismatch", name,
-			       (unsigned long long)loc->offset, hex);
-	if (!out || direct)
-		return 0;
+	if ((size_t)n < sizeof(*h))
+		memset(h, 0, sizeof(*h));
+	return check_hdr(loc, id, h, payload, n, name, hex);
+}
+
+int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		     struct rec_hdr *h, uint8_t *payload)
+{
+	char name[32], hex[2 * STORE_HASH_LEN + 1];
+	pack_name(loc->pack, name);
+	store_hash_hex(id, hex);
+	return read_rec(cs, loc, id, h, payload, name, hex);
+}
+
+int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		    uint8_t *out)
+{
+	struct rec_hdr h;
+	uint8_t payload[STORE_BLOCK_SIZE];
+	char name[32], hex[2 * STORE_HASH_LEN + 1];
+	bool direct;
+	int r;
+
+	pack_name(loc->pack, name);
+	store_hash_hex(id, hex);
+	/* A whole raw block goes straight into the caller's buffer: no copy. */
+	direct = out && loc->codec == CHUNK_CODEC_RAW && loc->mask == CHUNK_MASK_FULL &&
+		 loc->stored_len == loc->raw_len;
+	r = read_rec(cs, loc, id, &h, direct ? out : payload, name, hex);
+	if (r < 0 || !out || direct)
+		return r;
 	r = chunk_decode(cs, &h, payload, out);
 	if (r < 0)
 		return err_set(-EIO, "pack %s offset %llu (chunk %s): cannot decode (codec %u)", name,
