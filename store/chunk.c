@@ -1056,7 +1056,8 @@ static int finish_file(struct wfile *f, struct wmeta *m)
 		if (r < 0)
 			return r;
 	}
-	qsort(f->ents, f->nents, sizeof(*f->ents), cmp_went);
+	if (f->nents)
+		qsort(f->ents, f->nents, sizeof(*f->ents), cmp_went);
 	for (size_t i = 0; i < f->nents; i++) {
 		struct went *e = &f->ents[i];
 		if (i + 1 < f->nents && f->ents[i + 1].block == e->block)
@@ -1215,7 +1216,8 @@ static int chunk_snap_commit(struct store_snap *sw)
 		return err_set(-EBUSY, "snapshot '%s': %u files still open", w->name, w->open_files);
 	if (w->error)
 		return err_set(w->error, "snapshot '%s': a write failed before: %s", w->name, strerror(-w->error));
-	qsort(w->files, w->nfiles, sizeof(*w->files), cmp_meta);
+	if (w->nfiles)
+		qsort(w->files, w->nfiles, sizeof(*w->files), cmp_meta);
 	if (sw->flags & STORE_CREATE_IMPORT) {
 		r = verify_import(w);
 		if (r < 0)

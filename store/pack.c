@@ -560,7 +560,8 @@ int pack_list(struct chunk_store *cs, uint32_t **ret, size_t *n)
 		v[cnt++] = (uint32_t)id;
 	}
 	closedir(d);
-	qsort(v, cnt, sizeof(*v), cmp_u32);
+	if (cnt)
+		qsort(v, cnt, sizeof(*v), cmp_u32);
 	*ret = v;
 	*n = cnt;
 	return 0;
