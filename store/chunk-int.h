@@ -316,6 +316,14 @@ int chunk_encode(struct chunk_store *cs, ZSTD_CCtx *cctx, const uint8_t *block, 
 /* Decodes a checked payload into out (h->raw_len bytes). */
 int chunk_decode(struct chunk_store *cs, const struct rec_hdr *h, const uint8_t *payload, uint8_t *out);
 
+/* ---- hashing two blocks at once (sha256x2.c) ----------------------------- */
+
+/* SHA-256 of a and of b, both len bytes: hash_leaf() of each, about twice
+ * as fast where the CPU has the SHA extensions. CKPTFS_NO_SHA_NI=1 in the
+ * environment forces the one-at-a-time path (tests compare both). */
+void chunk_hash2(const uint8_t *a, const uint8_t *b, size_t len, uint8_t oa[STORE_HASH_LEN],
+		 uint8_t ob[STORE_HASH_LEN]);
+
 /* ---- snapshot records (chunk.c) ------------------------------------------- */
 
 struct snaprec_file {

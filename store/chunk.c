@@ -792,6 +792,7 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 		size_t m = MIN((size_t)GROUP, n - g), nl = 0;
 		bool any = false;
 
+		size_t nz[GROUP], nnz = 0;
 		for (size_t i = 0; i < m; i++) {
 			const uint8_t *b = buf + (g + i) * (size_t)STORE_BLOCK_SIZE;
 			uint64_t blk = block0 + g + i;
@@ -809,8 +810,22 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 					return r;
 				continue;
 			}
-			hash_leaf(b, len[i], ids[i]);
-			r = leaf_set_put(f->leaves, blk, ids[i]);
+			nz[nnz++] = i;
+		}
+		/* Hashing is most of the cost of ingest: two blocks at a time. */
+		for (size_t k = 0; k < nnz; k++) {
+			size_t i = nz[k];
+			const uint8_t *b = buf + (g + i) * (size_t)STORE_BLOCK_SIZE;
+			if (k + 1 < nnz && len[nz[k + 1]] == len[i]) {
+				size_t j = nz[k + 1];
+				chunk_hash2(b, buf + (g + j) * (size_t)STORE_BLOCK_SIZE, len[i], ids[i], ids[j]);
+				k++;
+			} else {
+				hash_leaf(b, len[i], ids[i]);
+			}
+		}
+		for (size_t k = 0; k < nnz; k++) {
+			r = leaf_set_put(f->leaves, block0 + g + nz[k], ids[nz[k]]);
 			if (r < 0)
 				return r;
 			any = true;

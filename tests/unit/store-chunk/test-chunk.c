@@ -861,6 +861,47 @@ START_TEST(crash_in_gc)
 }
 END_TEST
 
+/* Two-at-a-time hashing is plain SHA-256, at every length and both ways. */
+static int hash2_mismatches(const uint8_t *d)
+{
+	int bad = 0;
+	for (size_t len = 0; len <= STORE_BLOCK_SIZE; len += len < 300 ? 1 : 61) {
+		uint8_t a[STORE_HASH_LEN], b[STORE_HASH_LEN], ra[STORE_HASH_LEN], rb[STORE_HASH_LEN];
+		const uint8_t *pa = d + len % 13, *pb = d + STORE_BLOCK_SIZE + 7 + len;
+		chunk_hash2(pa, pb, len, a, b);
+		hash_leaf(pa, len, ra);
+		hash_leaf(pb, len, rb);
+		bad += memcmp(a, ra, STORE_HASH_LEN) || memcmp(b, rb, STORE_HASH_LEN);
+	}
+	uint8_t a[STORE_HASH_LEN], b[STORE_HASH_LEN], r[STORE_HASH_LEN];
+	chunk_hash2(d, d, STORE_BLOCK_SIZE, a, b);
+	hash_leaf(d, STORE_BLOCK_SIZE, r);
+	bad += memcmp(a, r, STORE_HASH_LEN) || memcmp(b, r, STORE_HASH_LEN);
+	return bad;
+}
+
+/* Two-at-a-time hashing is plain SHA-256, at every length, with the SHA
+ * extensions and (in a child) without. */
+START_TEST(hash2_is_sha256)
+{
+	uint8_t *d = malloc(3 * STORE_BLOCK_SIZE);
+	int st;
+
+	fill_random(d, 3 * STORE_BLOCK_SIZE, 9);
+	/* The child first: the choice of path is made once per process. */
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		setenv("CKPTFS_NO_SHA_NI", "1", 1);
+		_exit(hash2_mismatches(d) ? 1 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fallback child 0x%x", st);
+	ck_assert_int_eq(hash2_mismatches(d), 0);
+	free(d);
+}
+END_TEST
+
 static TCase *tc(Suite *su, const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -874,6 +915,7 @@ static TCase *tc(Suite *su, const char *name, const TTest *t, int timeout)
 int main(void)
 {
 	Suite *su = suite_create("store-chunk");
+	tc(su, "hash2", hash2_is_sha256, 30);
 	tc(su, "roundtrip", roundtrip_holes_and_seek, 30);
 	tc(su, "zero-pages", zero_pages_cost_nothing, 30);
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
