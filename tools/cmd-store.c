@@ -223,6 +223,10 @@ int cmd_store(int argc, char **argv)
 		}
 		dir = def;
 	}
+	if (nargs && strcmp(sub, "ls") && strcmp(sub, "rm")) {
+		fprintf(stderr, "ckpt store %s: takes no arguments; see 'ckpt store %s --help'\n", sub, sub);
+		return EXIT_USAGE;
+	}
 	bool ro = !strcmp(sub, "ls") || !strcmp(sub, "fsck") || !strcmp(sub, "stats");
 	if (open_store(dir, ro, &s) < 0)
 		return EXIT_FAIL;
