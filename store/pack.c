@@ -19,7 +19,7 @@
 
 #include "store/chunk-int.h"
 
-#define PACK_BUFS 16
+#define PACK_BUFS 8
 #define PACK_BUF_SIZE (1u << 20)
 /* user_data of the writeback request linked behind a buffer's write. */
 #define SFR_TAG 0x1000u
