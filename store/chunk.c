@@ -946,12 +946,23 @@ static int write_partial(struct wfile *f, const uint8_t *buf, size_t len, uint64
 	if (!p)
 		return -ENOMEM;
 	memcpy(p->data + in, buf, len);
-	for (uint32_t i = in; i < in + len; i++) {
+	/* Count bytes newly covered; whole bitmap bytes at a time in the
+	 * middle, so that page-sized pieces cost little. */
+	uint32_t i = in, end = in + (uint32_t)len;
+	for (; i < end && (i % 8); i++)
 		if (!(p->bits[i / 8] & (1u << (i % 8)))) {
 			p->bits[i / 8] |= (uint8_t)(1u << (i % 8));
 			p->covered++;
 		}
+	for (; i + 8 <= end; i += 8) {
+		p->covered += 8 - (uint32_t)__builtin_popcount(p->bits[i / 8]);
+		p->bits[i / 8] = 0xff;
 	}
+	for (; i < end; i++)
+		if (!(p->bits[i / 8] & (1u << (i % 8)))) {
+			p->bits[i / 8] |= (uint8_t)(1u << (i % 8));
+			p->covered++;
+		}
 	if (p->covered < STORE_BLOCK_SIZE)
 		return 0;
 	int r = ingest(f, p->data, block, 1, STORE_BLOCK_SIZE);

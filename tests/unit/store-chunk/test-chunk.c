@@ -180,6 +180,13 @@ START_TEST(roundtrip_holes_and_seek)
 	ck_assert_int_eq(store_file_pwrite(f, data, 1000, 0), 0);
 	ck_assert_int_eq(store_file_close(f), 0);
 	ck_assert_int_eq(store_snap_put(w, "regs/1", text, strlen(text)), 0);
+	/* Page by page, in a scrambled order, the tail page first. */
+	ck_assert_int_eq(store_file_create(w, "memory/pages", &f), 0);
+	for (size_t k = 0; k <= 40; k++) {
+		size_t pg = (k * 17 + 40) % 41;
+		ck_assert_int_eq(store_file_pwrite(f, data + pg * 4096, MIN((size_t)4096, len - pg * 4096), pg * 4096), 0);
+	}
+	ck_assert_int_eq(store_file_close(f), 0);
 	/* A file that is only a hole. */
 	ck_assert_int_eq(store_file_create(w, "memory/empty", &f), 0);
 	ck_assert_int_eq(store_file_set_size(f, 1 * MiB), 0);
@@ -189,8 +196,10 @@ START_TEST(roundtrip_holes_and_seek)
 	store_close(s);
 
 	s = open_store();
-	struct file_spec fs[] = { { "memory/0000-1000", data, len }, { "regs/1", (const uint8_t *)text, strlen(text) } };
-	check_snap(s, "a", fs, 2);
+	struct file_spec fs[] = { { "memory/0000-1000", data, len },
+				  { "memory/pages", data, len },
+				  { "regs/1", (const uint8_t *)text, strlen(text) } };
+	check_snap(s, "a", fs, 3);
 
 	ck_assert_int_eq(store_snap_open(s, "a", 0, &r), 0);
 	ck_assert_int_eq(store_file_open(r, "memory/0000-1000", &f), 0);
@@ -223,7 +232,7 @@ START_TEST(roundtrip_holes_and_seek)
 	struct manifest man;
 	ck_assert_int_eq(store_snap_read_all(r, STORE_MANIFEST, &m, &ml), 0);
 	ck_assert_int_eq(manifest_parse(m, ml, &man), 0);
-	ck_assert_uint_eq(man.nfiles, 3);
+	ck_assert_uint_eq(man.nfiles, 4);
 	const struct manifest_entry *e = manifest_find(&man, "memory/0000-1000");
 	ck_assert_ptr_nonnull(e);
 	uint8_t h[STORE_HASH_LEN];
