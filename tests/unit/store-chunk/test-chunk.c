@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -475,6 +476,52 @@ START_TEST(reader_survives_gc_rewrite)
 }
 END_TEST
 
+struct gc_thr {
+	struct store *s;
+	struct store_gc_stats g;
+	int r;
+	atomic_bool done;
+};
+
+static void *gc_thread(void *p)
+{
+	struct gc_thr *t = p;
+	t->r = store_gc(t->s, &t->g);
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+/* A writer reuses the chunks of a snapshot deleted meanwhile: gc waits for
+ * it, and then frees nothing it uses. */
+START_TEST(gc_waits_for_writers)
+{
+	struct store *s = open_store();
+	size_t len = 2 * MiB;
+	uint8_t *x = memory_like(len, 5);
+	struct store_snap *w;
+	struct gc_thr t = { .s = s };
+	pthread_t th;
+
+	struct file_spec fx[] = { { "memory/x", x, len } };
+	write_snap(s, "x", fx, 1);
+	ck_assert_int_eq(store_snap_create(s, "y", 0, &w), 0);
+	ck_assert_int_eq(store_snap_put(w, "memory/x", x, len), 0);
+	ck_assert_int_eq(store_snap_delete(s, "x"), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, gc_thread, &t), 0);
+	usleep(200 * 1000);
+	ck_assert_msg(!atomic_load(&t.done), "gc ran with a writer in flight");
+	ck_assert_int_eq(store_snap_commit(w), 0);
+	store_snap_close(w);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(t.r, 0);
+	ck_assert_uint_eq(t.g.chunks_freed, 0);
+	check_snap(s, "y", fx, 1);
+	assert_fsck_clean(s);
+	store_close(s);
+	free(x);
+}
+END_TEST
+
 static char *first_pack(char *out, size_t len)
 {
 	snprintf(out, len, "%s/packs/00000001.pack", dir);
@@ -932,6 +979,7 @@ int main(void)
 	tc(su, "concurrent", concurrent_snapshots, 60);
 	tc(su, "gc", delete_and_gc_give_space_back, 60);
 	tc(su, "gc-reader", reader_survives_gc_rewrite, 30);
+	tc(su, "gc-writer", gc_waits_for_writers, 30);
 	tc(su, "fsck-flip", fsck_names_flipped_byte, 30);
 	tc(su, "fsck-missing", fsck_names_missing_chunk, 30);
 	tc(su, "fsck-truncated", fsck_names_truncated_pack, 30);
