@@ -648,29 +648,43 @@ void pack_fds_close(struct chunk_store *cs)
 	cs->nfds = 0;
 }
 
-static int check_hdr(const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const struct rec_hdr *h,
-		     const uint8_t *payload, ssize_t n, const char *name, const char *hex)
+/* Records the detail of a damaged record: "pack P offset O (chunk C): why".
+ * Formatted only on failure: the read path runs per 16 KiB. */
+static int rec_err(int err, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const char *fmt, ...)
+	_printf_(4, 5);
+static int rec_err(int err, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const char *fmt, ...)
 {
-	unsigned long long off = (unsigned long long)loc->offset;
+	char name[32], hex[2 * STORE_HASH_LEN + 1], why[256];
+	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	pack_name(loc->pack, name);
+	store_hash_hex(id, hex);
+	return err_set(err, "pack %s offset %llu (chunk %s): %s", name, (unsigned long long)loc->offset, hex, why);
+}
+
+static int check_hdr(const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const struct rec_hdr *h,
+		     const uint8_t *payload, ssize_t n)
+{
 	if (n >= 0 && (size_t)n < sizeof(*h) + loc->stored_len)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): record truncated: pack ends after %zd of %zu bytes",
-			       name, off, hex, n, sizeof(*h) + loc->stored_len);
+		return rec_err(-EIO, loc, id, "record truncated: pack ends after %zd of %zu bytes", n,
+			       sizeof(*h) + loc->stored_len);
 	if (h->magic != REC_MAGIC)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): no record header there", name, off, hex);
+		return rec_err(-EIO, loc, id, "no record header there");
 	if (memcmp(h->id, id, STORE_HASH_LEN))
 		return -ESTALE;
 	if (h->stored_len != loc->stored_len || h->raw_len != loc->raw_len || h->codec != loc->codec ||
 	    h->mask != loc->mask)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): record header disagrees with the index", name,
-			       off, hex);
+		return rec_err(-EIO, loc, id, "record header disagrees with the index");
 	if (rec_crc(h, payload) != h->crc)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): checksum mismatch", name, off, hex);
+		return rec_err(-EIO, loc, id, "checksum mismatch");
 	return 0;
 }
 
 static int read_rec(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
-		    struct rec_hdr *h, uint8_t *payload, const char *name, const char *hex)
+		    struct rec_hdr *h, uint8_t *payload)
 {
 	struct pack_fd *pf = NULL;
 	struct iovec iov[2];
@@ -678,8 +692,7 @@ static int read_rec(struct chunk_store *cs, const struct chunk_loc *loc, const u
 	int r;
 
 	if (loc->stored_len > STORE_BLOCK_SIZE || loc->raw_len > STORE_BLOCK_SIZE || !loc->raw_len)
-		return err_set(-EIO, "chunk %s: bad location in the index (pack %s offset %llu)", hex, name,
-			       (unsigned long long)loc->offset);
+		return rec_err(-EIO, loc, id, "bad location in the index");
 	r = fd_get(cs, loc->pack, &pf);
 	if (r < 0)
 		return r;
@@ -687,23 +700,19 @@ static int read_rec(struct chunk_store *cs, const struct chunk_loc *loc, const u
 	iov[1] = (struct iovec){ payload, loc->stored_len };
 	n = preadv(pf->fd, iov, 2, (off_t)loc->offset);
 	if (n < 0)
-		r = err_set(negerrno(), "pack %s offset %llu (chunk %s): read: %m", name,
-			    (unsigned long long)loc->offset, hex);
+		r = rec_err(negerrno(), loc, id, "read: %m");
 	fd_put(cs, pf);
 	if (r < 0)
 		return r;
 	if ((size_t)n < sizeof(*h))
 		memset(h, 0, sizeof(*h));
-	return check_hdr(loc, id, h, payload, n, name, hex);
+	return check_hdr(loc, id, h, payload, n);
 }
 
 int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		     struct rec_hdr *h, uint8_t *payload)
 {
-	char name[32], hex[2 * STORE_HASH_LEN + 1];
-	pack_name(loc->pack, name);
-	store_hash_hex(id, hex);
-	return read_rec(cs, loc, id, h, payload, name, hex);
+	return read_rec(cs, loc, id, h, payload);
 }
 
 int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
@@ -711,21 +720,17 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
 {
 	struct rec_hdr h;
 	uint8_t payload[STORE_BLOCK_SIZE];
-	char name[32], hex[2 * STORE_HASH_LEN + 1];
 	bool direct;
 	int r;
 
-	pack_name(loc->pack, name);
-	store_hash_hex(id, hex);
 	/* A whole raw block goes straight into the caller's buffer: no copy. */
 	direct = out && loc->codec == CHUNK_CODEC_RAW && loc->mask == CHUNK_MASK_FULL &&
 		 loc->stored_len == loc->raw_len;
-	r = read_rec(cs, loc, id, &h, direct ? out : payload, name, hex);
+	r = read_rec(cs, loc, id, &h, direct ? out : payload);
 	if (r < 0 || !out || direct)
 		return r;
 	r = chunk_decode(cs, &h, payload, out);
 	if (r < 0)
-		return err_set(-EIO, "pack %s offset %llu (chunk %s): cannot decode (codec %u)", name,
-			       (unsigned long long)loc->offset, hex, h.codec);
+		return rec_err(-EIO, loc, id, "cannot decode (codec %u)", h.codec);
 	return 0;
 }
