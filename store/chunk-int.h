@@ -236,6 +236,7 @@ struct chunk_store {
 
 	pthread_mutex_t commit_lock;
 	uint64_t next_snapid; /* commit_lock */
+	atomic_uint_fast64_t commits; /* changed under commit_lock: snapshot commits so far */
 
 	pthread_mutex_t pool_lock;
 	struct pack_writer **pool; /* pool_lock: packs open for appending, not in use */

@@ -66,6 +66,7 @@ struct wsnap {
 	int error;             /* lock: first failure of a file */
 	char *manifest;        /* import: the incoming manifest */
 	size_t manifest_len;
+	uint64_t commits_seen; /* the store's commit count at create */
 };
 
 struct partial {
@@ -615,6 +616,7 @@ static int chunk_snap_create(struct store *s, const char *name, unsigned flags, 
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&w->lock, NULL);
+	w->commits_seen = atomic_load(&cs->commits);
 	cs_writer_enter(cs);
 	w->in_gc_lock = true;
 	*ret = &w->base;
@@ -1312,9 +1314,15 @@ static int chunk_snap_commit(struct store_snap *sw)
 	}
 	/* A concurrent writer may have committed the same new chunk since we
 	 * looked: the first committed copy stays, ours becomes dead bytes. */
-	r = index_get_locs(cs->idx, nn, (const uint8_t(*)[STORE_HASH_LEN])nids, nlocs, nfound);
-	if (r < 0)
-		goto unlock;
+	if (atomic_load(&cs->commits) != w->commits_seen) {
+		r = index_get_locs(cs->idx, nn, (const uint8_t(*)[STORE_HASH_LEN])nids, nlocs, nfound);
+		if (r < 0)
+			goto unlock;
+	} else {
+		/* Nothing committed since this writer began, so nothing it
+		 * found missing can have appeared: skip the second look. */
+		memset(nfound, 0, (w->set.n + 1) * sizeof(*nfound));
+	}
 	for (size_t i = 0; i < nn; i++) {
 		struct idset_ent *e = idset_find(&w->set, nids[i]);
 		if (nfound[i])
@@ -1414,6 +1422,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 	if (fault_hit(FAULT_STORE_CRASH_MID_BATCH))
 		crash("after the index batch");
 	cs->next_snapid = rec.snapid + 1;
+	atomic_fetch_add(&cs->commits, 1);
 	log_debug("snapshot '%s' committed: %u files, %" PRIu64 " new bytes", w->name, rec.nfiles, rec.stored);
 unlock:
 	pthread_mutex_unlock(&cs->commit_lock);
