@@ -305,6 +305,13 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
  * which holds STORE_BLOCK_SIZE bytes) and checks it like pack_read_chunk. */
 int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		     struct rec_hdr *h, uint8_t *payload);
+/* Reads n records that lie back to back in one pack with one preadv and
+ * decodes each into outs[i] (raw_len bytes). Any failure (a gap, another
+ * pack, damage) returns < 0 without a useful detail: the caller then
+ * reads chunk by chunk with pack_read_chunk, which names the problem. */
+#define PACK_RUN_MAX 64
+int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
+		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
 /* Forgets a cached descriptor of a pack gc deleted. */
 void pack_fd_forget(struct chunk_store *cs, uint32_t id);
 void pack_fds_close(struct chunk_store *cs);

@@ -1253,6 +1253,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 	}
 
 	/* 1. Chunk bytes on disk before any index entry points at them. */
+	uint64_t t0 = now_ns(), t1, t2, t3;
 	if (fault_hit(FAULT_STORE_CRASH_BEFORE_PACK_FSYNC))
 		crash("before pack fsync");
 	for (size_t i = 0; i < w->npacks; i++) {
@@ -1267,6 +1268,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 		crash("before index commit");
 
 	/* 2. One batch, under the commit lock. */
+	t1 = now_ns();
 	b = index_batch_new();
 	if (!b)
 		return -ENOMEM;
@@ -1416,6 +1418,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 	 * the synced write returned (it must be present and whole). */
 	if (fault_hit(FAULT_STORE_CRASH_MID_BATCH))
 		crash("before the index batch");
+	t2 = now_ns();
 	r = index_write(cs->idx, b, true);
 	if (r < 0)
 		goto unlock;
@@ -1423,7 +1426,10 @@ static int chunk_snap_commit(struct store_snap *sw)
 		crash("after the index batch");
 	cs->next_snapid = rec.snapid + 1;
 	atomic_fetch_add(&cs->commits, 1);
-	log_debug("snapshot '%s' committed: %u files, %" PRIu64 " new bytes", w->name, rec.nfiles, rec.stored);
+	t3 = now_ns();
+	log_debug("snapshot '%s' committed: %u files, %" PRIu64 " new bytes; pack sync %.3f s, batch of %zu %.3f s, write %.3f s",
+		  w->name, rec.nfiles, rec.stored, (double)(t1 - t0) / 1e9, index_batch_count(b), (double)(t2 - t1) / 1e9,
+		  (double)(t3 - t2) / 1e9);
 unlock:
 	pthread_mutex_unlock(&cs->commit_lock);
 out:
@@ -1715,6 +1721,38 @@ static int read_ent(struct rfile *f, struct rent *e, uint8_t *out)
 		       f->snap->name, f->meta->path, e->block * STORE_BLOCK_SIZE, hex);
 }
 
+/* Reads whole blocks from e on that lie back to back in one pack, into
+ * out, up to len bytes: returns the bytes done, 0 when fewer than two
+ * blocks qualify or the run read failed (the caller then goes block by
+ * block, which reports damage precisely). */
+static size_t read_run(struct rfile *f, struct rent *e, uint8_t *out, uint64_t len)
+{
+	struct chunk_store *cs = to_cs(f->snap->base.store);
+	struct chunk_loc locs[PACK_RUN_MAX];
+	uint8_t ids[PACK_RUN_MAX][STORE_HASH_LEN];
+	uint8_t *outs[PACK_RUN_MAX];
+	uint64_t size = f->meta->size, done = 0;
+	size_t m = 0;
+
+	pthread_mutex_lock(&f->lock);
+	for (struct rent *x = e; x < f->ents + f->n && m < PACK_RUN_MAX; x++, m++) {
+		uint64_t bstart = x->block * STORE_BLOCK_SIZE;
+		uint64_t blen = MIN((uint64_t)STORE_BLOCK_SIZE, size - bstart);
+		if (x->missing || x->block != e->block + m || done + blen > len || x->loc.raw_len != blen)
+			break;
+		if (m && (x->loc.pack != locs[0].pack || x->loc.offset != locs[m - 1].offset + rec_size(&locs[m - 1])))
+			break;
+		locs[m] = x->loc;
+		memcpy(ids[m], x->id, STORE_HASH_LEN);
+		outs[m] = out + done;
+		done += blen;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (m < 2 || pack_read_run(cs, m, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
+		return 0;
+	return (size_t)done;
+}
+
 static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
 {
 	struct rfile *f = (struct rfile *)sf;
@@ -1747,6 +1785,11 @@ static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, u
 		if (!e) {
 			memset(buf + (pos - off), 0, n);
 		} else if (in == 0 && n == blen && e->loc.raw_len == blen) {
+			size_t m = read_run(f, e, buf + (pos - off), end - pos);
+			if (m) {
+				pos += m;
+				continue;
+			}
 			r = read_ent(f, e, buf + (pos - off));
 			if (r < 0)
 				return r;
