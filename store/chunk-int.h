@@ -1,6 +1,7 @@
 /*
  * The chunk store's private header, shared by chunk.c (the backend),
- * pack.c (pack files), index.c (RocksDB), gc.c and fsck.c. The on-disk
+ * pack.c (pack files), index.c (RocksDB), gc.c, fsck.c and sha256x2.c
+ * (hashing two blocks at once). The on-disk
  * layout it describes is documented in docs/FORMAT.md, "The chunk store";
  * a change to any struct marked "on disk" changes the format version.
  *
@@ -11,7 +12,7 @@
  *   gc lock           writers hold it shared from snap_create to
  *                     commit/close, gc and fsck exclusive: gc never frees a
  *                     chunk that a writer in flight decided to reuse;
- *   commit_lock       one index commit, delete or gc switch at a time;
+ *   commit_lock       one index commit, delete, gc or fsck at a time;
  *   snapshot mutex    a writer's chunk set, file list, pack list;
  *   pool_lock         the pools of pack writers and zstd contexts;
  *   fd_lock           the pack descriptors cache of readers.
@@ -24,6 +25,8 @@
 #include <zstd.h>
 
 #include "store/store-int.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "on-disk structs are little-endian as in memory");
 
 #define CHUNK_FORMAT_VERSION 1
 #define CHUNK_PAGES (STORE_BLOCK_SIZE / STORE_PAGE_SIZE) /* pages per block: 4 */
