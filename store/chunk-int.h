@@ -144,6 +144,9 @@ int index_write(struct index *x, struct index_batch *b, bool sync);
 /* Iterates keys starting with prefix, in order. next: 1 with key/value
  * (valid until the next call), 0 at the end, -errno. */
 int index_iter_new(struct index *x, const void *prefix, size_t plen, struct index_iter **ret);
+/* The same, starting at the first key >= start (which has the prefix). */
+int index_iter_new_at(struct index *x, const void *prefix, size_t plen, const void *start, size_t slen,
+		      struct index_iter **ret);
 int index_iter_next(struct index_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v, size_t *vl);
 void index_iter_free(struct index_iter *it);
 
