@@ -528,7 +528,8 @@ int bench_store(int argc, char **argv)
 	snprintf(fig, sizeof(fig), "%s, %.1f%%", fmt_bytes(st1, b1, sizeof(b1)), 100.0 * (double)st1 / (double)o.size);
 	row("stored by the first ingest", fig, "", "");
 	printf("\n%u threads write one snapshot, one file each; times include commit (pack fsync,\n"
-	       "synced index batch). Reads come from the page cache, %u threads, one file each.\n"
+	       "synced index batch). Packs are written with O_DIRECT where the filesystem allows, so\n"
+	       "the read back (%u threads, one file each) reads them from the disk.\n"
 	       "Pack files: %s in %" PRIu64 " packs.\n",
 	       o.threads, o.threads, fmt_bytes(sst.pack_bytes, b2, sizeof(b2)), sst.packs);
 
@@ -539,7 +540,7 @@ int bench_store(int argc, char **argv)
 	unsigned used = (unsigned)MIN((long)o.threads, cores);
 	if (miss1)
 		why("ingest", o.size, t_in1, cpu1, sys1, c_in1, used,
-		    "hashing every block with data (SHA-256), zstd of the compressible ones, the copy into the page cache");
+		    "hashing every block with data (SHA-256), zstd of the compressible ones, the writes");
 	if (miss2)
 		why("re-ingest", o.size, t_in2, cpu2, sys2, c_in2, used,
 		    "hashing every block with data: SHA-256 is all that is left to do");
@@ -552,7 +553,7 @@ int bench_store(int argc, char **argv)
 		printf("read back RETURNED OTHER BYTES than were written: a bug.\n");
 	else if (missr)
 		why("read back", o.size, t_read, cpur, sysr, 0, used,
-		    "checksums, zstd decompression, the copy out of the page cache");
+		    "reading the packs, checksums, zstd decompression, copies");
 	ret = same ? EXIT_OK : EXIT_FAIL;
 out:
 	store_close(s);
