@@ -856,6 +856,59 @@ START_TEST(pack_write_fault_fails_cleanly)
 }
 END_TEST
 
+struct rthr {
+	struct store_file *f;
+	const uint8_t *data;
+	size_t len;
+	uint64_t seed;
+	int bad;
+};
+
+static void *reader_thread(void *p)
+{
+	struct rthr *t = p;
+	uint8_t *buf = malloc(100 * KiB);
+	for (int i = 0; i < 300; i++) {
+		size_t off = rng_next(&t->seed) % t->len, n = 1 + rng_next(&t->seed) % (100 * KiB);
+		n = MIN(n, t->len - off);
+		if (store_file_pread(t->f, buf, n, off) != (ssize_t)n || memcmp(buf, t->data + off, n))
+			t->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Several threads read one open file at random places at once. */
+START_TEST(one_file_many_readers)
+{
+	struct store *s = open_store();
+	size_t len = 6 * MiB + 1234;
+	uint8_t *x = memory_like(len, 21);
+	struct store_snap *r;
+	struct store_file *f;
+	enum { N = 4 };
+	pthread_t th[N];
+	struct rthr t[N];
+
+	struct file_spec fx[] = { { "memory/x", x, len } };
+	write_snap(s, "x", fx, 1);
+	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
+	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
+	for (int i = 0; i < N; i++) {
+		t[i] = (struct rthr){ f, x, len, 1000 + i, 0 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, reader_thread, &t[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(t[i].bad, 0);
+	}
+	store_file_close(f);
+	store_snap_close(r);
+	store_close(s);
+	free(x);
+}
+END_TEST
+
 /* ---- crashes: a child writes with a crash armed, the parent checks ---------- */
 
 static void crash_case(const char *fault, bool present_after)
@@ -1039,6 +1092,7 @@ int main(void)
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
 	tc(su, "small-change", small_change_adds_little, 30);
 	tc(su, "concurrent", concurrent_snapshots, 60);
+	tc(su, "readers", one_file_many_readers, 60);
 	tc(su, "gc", delete_and_gc_give_space_back, 60);
 	tc(su, "gc-reader", reader_survives_gc_rewrite, 30);
 	tc(su, "gc-writer", gc_waits_for_writers, 30);
