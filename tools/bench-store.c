@@ -342,8 +342,8 @@ static void why(const char *what, uint64_t size, double wall, double cpu, double
 	       what, cpu, cpu > 0 ? 100 * sys / cpu : 0, used, bound);
 	if (wall > 1.3 * cpu / used)
 		printf("The clock ran %.2f s, longer than the CPU work: the cores were shared with other\n"
-		       "  processes, or it waited for the disk (commit: %.2f s).\n",
-		       wall, commit);
+		       "  processes, or it waited for the disk%s.\n",
+		       wall, commit > 0 ? " or the commit" : "");
 	else
 		printf("It is CPU bound: %s.\n", work);
 }
