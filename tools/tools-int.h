@@ -34,4 +34,7 @@ int cmd_store(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 
+/* ckpt bench store (bench-store.c); cmd_bench dispatches to it. */
+int bench_store(int argc, char **argv);
+
 #endif
