@@ -13,6 +13,8 @@ static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
 	{ "version", "", "print the version", cmd_version },
+	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
+	{ "restore", "DIR", "restore a process from a snapshot directory", cmd_restore },
 };
 
 static void usage(FILE *out)

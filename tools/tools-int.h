@@ -32,5 +32,8 @@ void tools_progress(const char *label, uint64_t done, uint64_t total, bool finis
 
 int cmd_store(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int bench_engine(int argc, char **argv);
 
 #endif
