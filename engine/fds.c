@@ -13,9 +13,11 @@
  * then created, moved above fds_max() and dup3()'d onto its number, so
  * that a freshly created descriptor can never land on (and be clobbered
  * by) a number still to be filled. Epoll instances come last: their watch
- * lists name the restored numbers. Descriptors above fds_max() are left
- * alone: they are the restoring core's working descriptors, which it
- * closes itself before the process runs.
+ * lists name the restored numbers. At the end every descriptor above
+ * fds_max() is closed too (the restorer's inherited ones, our temporary
+ * ones): the table is exactly the image's. Should the core need working
+ * descriptors in the new process afterwards, it creates them above
+ * fds_max() (F_DUPFD_CLOEXEC), so they never fill a gap of the image.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -996,13 +998,14 @@ int fds_restore(struct fd_image *img)
 	int max = fds_max(img);
 	int r = 0;
 
-	if (max < 0)
+	if (max < 0) {
+		if (syscall(SYS_close_range, 0, ~0u, 0) < 0)
+			return err_set(negerrno(), "close_range");
 		return 0;
-	/* Every number the image uses is ours to fill; nothing of the
-	 * restorer may stay below max (the core keeps its own above). */
+	}
+	/* Every number the image uses is ours to fill. */
 	if (syscall(SYS_close_range, 0, (unsigned)max, 0) < 0)
-		for (int fd = 0; fd <= max; fd++)
-			close(fd);
+		return err_set(negerrno(), "close_range up to fd %d", max);
 
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
@@ -1022,6 +1025,11 @@ int fds_restore(struct fd_image *img)
 		if (e->tmp_other >= 0)
 			close(e->tmp_other);
 		e->tmp_other = -1;
+	}
+	/* Nothing of the restorer's may reach the restored process. */
+	if (syscall(SYS_close_range, (unsigned)max + 1, ~0u, 0) < 0) {
+		int q = err_set(negerrno(), "close_range above fd %d", max);
+		return r < 0 ? r : q;
 	}
 	return r;
 }
