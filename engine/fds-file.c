@@ -42,6 +42,33 @@ static bool is_tty_dev(unsigned ma, unsigned mi)
 	return (ma >= 136 && ma <= 143) || ma == 4 || (ma == 5 && (mi == 0 || mi == 1));
 }
 
+/* The engine core gives a shared mapping of a memfd or deleted file a file
+ * of its own on restore; a descriptor of the same file would then part
+ * from the mapping without a word. Refused instead. */
+static int shared_mapping_refused(struct fd_image *img, struct fd_entry *e)
+{
+	char path[64], line[512];
+	_cleanup_fclose_ FILE *f = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", img->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return err_set(negerrno(), "pid %d: cannot read its maps", img->pid);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, ino;
+		unsigned ma, mi;
+		char perms[8];
+		if (sscanf(line, "%lx-%*x %7s %*x %x:%x %lu", &start, perms, &ma, &mi, &ino) != 5)
+			continue;
+		if (perms[3] == 's' && ino == e->st->st_ino && makedev(ma, mi) == e->st->st_dev)
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: %s is also mapped shared at 0x%lx: a descriptor and a shared "
+				       "mapping of one deleted file or memfd: not supported",
+				       e->fd, e->link, start);
+	}
+	return 1;
+}
+
 int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 {
 	const struct stat *st = e->st;
@@ -70,7 +97,7 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		}
 		if (!e->name && !e->path)
 			return -ENOMEM;
-		return 1;
+		return shared_mapping_refused(img, e);
 	}
 
 	if (S_ISREG(st->st_mode) || S_ISDIR(st->st_mode)) {

@@ -306,6 +306,14 @@ static int classify(struct fd_image *img, struct fd_entry *e)
 		fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
 	};
 
+	/* State of the description that no kind restores: refuse rather
+	 * than lose it. fdinfo lists the locks held on the file. */
+	if (strstr(e->fdinfo, "\nlock:"))
+		return err_set(-EOPNOTSUPP, "fd %d: %s: file locks held: not supported", e->fd, e->link);
+	if (e->flags & O_ASYNC)
+		return err_set(-EOPNOTSUPP, "fd %d: %s: signal-driven I/O (O_ASYNC): not supported", e->fd,
+			       e->link);
+
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
 		int r = fns[i](img, e);
 		if (r != 0)

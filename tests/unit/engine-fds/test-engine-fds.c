@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
@@ -366,6 +367,45 @@ START_TEST(gone_terminal_becomes_dev_null)
 	ck_assert_int_eq(fds_host_check(img), 0);
 	ck_assert(img->e[0].to_null);
 	fds_free(img);
+}
+END_TEST
+
+static char pts[64];
+
+static void tty_setup(void)
+{
+	at(open(pts, O_RDWR | O_NOCTTY), 3, false);
+}
+
+static int tty_verify(void)
+{
+	char name[64];
+
+	V(isatty(3) && ttyname_r(3, name, sizeof(name)) == 0 && strcmp(name, pts) == 0);
+	V((fcntl(3, F_GETFL) & O_ACCMODE) == O_RDWR);
+	return 0;
+}
+
+START_TEST(terminal_is_reopened)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, pts, sizeof(pts)) != 0) {
+		/* Said, not hidden: a container without /dev/pts. */
+		fprintf(stderr, "terminal_is_reopened: no pseudo-terminal here (%s), not run\n", strerror(errno));
+		return;
+	}
+	char *text;
+	pid_t pid = start_target(tty_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 tty flags=02 cloexec=0 path=/dev/pts/"), "%s", text);
+	ck_assert(!img->e[3].to_null);
+	RESTORE_OK(img, tty_verify);
+	close(m);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
 }
 END_TEST
 
@@ -739,8 +779,50 @@ static void netlink_setup(void)
 	at(socket(AF_NETLINK, SOCK_RAW, 0), 4, false);
 }
 
+static void flock_setup(void)
+{
+	int fd = open(fpath, O_RDWR | O_CREAT, 0600);
+	flock(fd, LOCK_EX);
+	at(fd, 3, false);
+}
+
+static void async_setup(void)
+{
+	int p[2];
+	pipe_hi(p);
+	at(p[0], 3, false);
+	at(p[1], 4, false);
+	fcntl(3, F_SETFL, O_ASYNC);
+}
+
+static void mapped_memfd_setup(void)
+{
+	int fd = memfd_create("mapped", 0);
+	ftruncate(fd, 4096);
+	mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	at(fd, 5, false);
+}
+
+static void expect_refused(void (*setup)(void), const char *what)
+{
+	pid_t pid = start_target(setup, NULL);
+	struct fd_image *cap = NULL;
+
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err_msg(), what) && strstr(err_msg(), ": not supported"), "%s", err_msg());
+	ck_assert_int_eq(fds_capture(pid, &cap), -EOPNOTSUPP);
+	ck_assert_ptr_null(cap);
+	kill_target(pid);
+}
+
 START_TEST(other_kinds_are_refused)
 {
+	expect_refused(flock_setup, "fd 3: /tmp/");
+	ck_assert_msg(strstr(err_msg(), "file locks held"), "%s", err_msg());
+	expect_refused(async_setup, "fd 3: pipe:[");
+	ck_assert_msg(strstr(err_msg(), "O_ASYNC"), "%s", err_msg());
+	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
+
 	pid_t pid = start_target(inotify_setup, NULL);
 	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
 	ck_assert_msg(strcmp(err_msg(), "fd 3: anon_inode:inotify: not supported") == 0, "%s", err_msg());
@@ -825,6 +907,7 @@ static Suite *suite(void)
 		{ "files", files },
 		{ "file_changed_is_refused", file_changed_is_refused },
 		{ "gone_terminal_becomes_dev_null", gone_terminal_becomes_dev_null },
+		{ "terminal_is_reopened", terminal_is_reopened },
 		{ "pipes", pipes },
 		{ "through_a_snapshot", through_a_snapshot },
 		{ "events", events },
