@@ -97,6 +97,9 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		}
 		if (!e->name && !e->path)
 			return -ENOMEM;
+		if (st->st_size > (1ll << 30))
+			return err_set(-EOPNOTSUPP, "fd %d: %s holds %ld bytes, above 1 GiB: not supported", e->fd,
+				       e->link, st->st_size);
 		return shared_mapping_refused(img, e);
 	}
 

@@ -348,9 +348,14 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 				       "not supported",
 				       e->fd, ui.rqueue);
 		e->backlog = (int)ui.wqueue;
-		if (e->addrlen <= offsetof(struct sockaddr_un, sun_path))
+		const struct sockaddr_un *un = (const void *)&e->addr;
+		if (e->addrlen <= offsetof(struct sockaddr_un, sun_path) + 1)
 			return err_set(-EOPNOTSUPP, "fd %d: listening Unix socket without an address: not supported",
 				       e->fd);
+		if (un->sun_path[0] && un->sun_path[0] != '/')
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: listening Unix socket bound to relative path %.*s: not supported", e->fd,
+				       (int)sizeof(un->sun_path), un->sun_path);
 		return 0;
 	}
 	case FD_KIND_UNIX_PAIR: {

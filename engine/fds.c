@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -322,6 +323,12 @@ static int classify(struct fd_image *img, struct fd_entry *e)
 	return err_set(-EOPNOTSUPP, "fd %d: %s: not supported", e->fd, e->link);
 }
 
+static bool kind_is_file(enum fd_kind k)
+{
+	return k == FD_KIND_FILE || k == FD_KIND_DIR || k == FD_KIND_DEV || k == FD_KIND_TTY ||
+	       k == FD_KIND_DELETED || k == FD_KIND_MEMFD;
+}
+
 static int capture_one(struct fd_image *img, struct fd_entry *e)
 {
 	switch (e->kind) {
@@ -440,16 +447,21 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 			goto fail;
 	}
 
-	if (capture) {
-		if (fault_hit(FAULT_ENGINE_FDS)) {
-			r = err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
+	if (capture && fault_hit(FAULT_ENGINE_FDS)) {
+		r = err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
+		goto fail;
+	}
+	for (size_t i = 0; i < img->n; i++) {
+		/* fds_check runs the captures that can refuse by state (an
+		 * epoll watch on a closed descriptor, connections waiting on a
+		 * listener, datagrams queued in a pair) so that the refusal
+		 * comes before the process is touched. They only peek. File
+		 * contents are copied at capture only. */
+		if (!capture && (kind_is_file(img->e[i].kind) || img->e[i].kind == FD_KIND_DUP))
+			continue;
+		r = capture_one(img, &img->e[i]);
+		if (r < 0)
 			goto fail;
-		}
-		for (size_t i = 0; i < img->n; i++) {
-			r = capture_one(img, &img->e[i]);
-			if (r < 0)
-				goto fail;
-		}
 	}
 	image_settle(img);
 	*ret = img;
@@ -1014,6 +1026,14 @@ int fds_restore(struct fd_image *img)
 	/* Every number the image uses is ours to fill. */
 	if (syscall(SYS_close_range, 0, (unsigned)max, 0) < 0)
 		return err_set(negerrno(), "close_range up to fd %d", max);
+	/* Descriptors being built wait above max: room for them even when
+	 * the image's soft RLIMIT_NOFILE (set already) is just above max. */
+	struct rlimit rl, raised;
+	bool lowered = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max;
+	if (lowered) {
+		raised = (struct rlimit){ .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+		lowered = setrlimit(RLIMIT_NOFILE, &raised) == 0;
+	}
 
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
@@ -1035,9 +1055,9 @@ int fds_restore(struct fd_image *img)
 		e->tmp_other = -1;
 	}
 	/* Nothing of the restorer's may reach the restored process. */
-	if (syscall(SYS_close_range, (unsigned)max + 1, ~0u, 0) < 0) {
-		int q = err_set(negerrno(), "close_range above fd %d", max);
-		return r < 0 ? r : q;
-	}
+	if (syscall(SYS_close_range, (unsigned)max + 1, ~0u, 0) < 0 && r >= 0)
+		r = err_set(negerrno(), "close_range above fd %d", max);
+	if (lowered && setrlimit(RLIMIT_NOFILE, &rl) < 0 && r >= 0)
+		r = err_set(negerrno(), "cannot set RLIMIT_NOFILE back to %lu", (unsigned long)rl.rlim_cur);
 	return r;
 }

@@ -803,6 +803,20 @@ static void mapped_memfd_setup(void)
 	at(fd, 5, false);
 }
 
+static void epoll_stale_setup(void)
+{
+	int p[2];
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	pipe_hi(p);
+	at(epoll_create1(0), 3, false);
+	at(p[0], 4, false);
+	at(p[1], 5, false);
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	dup2(4, 6);
+	close(4); /* the watch stays, under a number that is gone */
+}
+
 static void expect_refused(void (*setup)(void), const char *what)
 {
 	pid_t pid = start_target(setup, NULL);
@@ -821,6 +835,7 @@ START_TEST(other_kinds_are_refused)
 	ck_assert_msg(strstr(err_msg(), "file locks held"), "%s", err_msg());
 	expect_refused(async_setup, "fd 3: pipe:[");
 	ck_assert_msg(strstr(err_msg(), "O_ASYNC"), "%s", err_msg());
+	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
 
 	pid_t pid = start_target(inotify_setup, NULL);
