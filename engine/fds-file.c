@@ -121,7 +121,7 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 	} else if (S_ISBLK(st->st_mode)) {
 		return err_set(-EOPNOTSUPP, "fd %d: block device %s: not supported", e->fd, e->link);
 	} else if (S_ISFIFO(st->st_mode)) {
-		return err_set(-EOPNOTSUPP, "fd %d: named FIFO %s: not supported", e->fd, e->link);
+		return 0; /* fds-pipe.c */
 	} else {
 		return err_set(-EOPNOTSUPP, "fd %d: %s (mode 0%o): not supported", e->fd, e->link,
 			       st->st_mode);

@@ -41,6 +41,7 @@ enum fd_kind {
 	FD_KIND_MEMFD,    /* memfd_create(2) file: content, name and seals in the image */
 	FD_KIND_PIPE_R,   /* read end of an anonymous pipe */
 	FD_KIND_PIPE_W,   /* write end of an anonymous pipe */
+	FD_KIND_FIFO,     /* named FIFO, reopened by path */
 	FD_KIND_EVENTFD,
 	FD_KIND_EPOLL,
 	FD_KIND_TIMERFD,
@@ -68,7 +69,7 @@ struct fd_entry {
 
 	char *path;       /* file, dir, dev, tty, deleted (where it was), unix-listen address */
 	char *name;       /* memfd name (without "memfd:") */
-	uint64_t ino;     /* file, dir: identity checked at restore */
+	uint64_t ino;     /* file, dir, fifo: identity checked at restore */
 	uint64_t size;    /* file: size at dump; deleted, memfd: content size; pipe: capacity */
 	int64_t mtime_ns; /* file */
 	unsigned mode;    /* deleted, memfd: permission bits */
@@ -199,6 +200,8 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l);
 int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules of a parsed table: both ends of a pipe agree. */
 int fds_pipe_validate(struct fd_image *img);
+/* fds_load(): a FIFO must still be there. */
+int fds_pipe_check_host(struct fd_entry *e);
 
 /* fds-event.c: eventfd, epoll, timerfd, signalfd */
 int fds_event_classify(struct fd_image *img, struct fd_entry *e);

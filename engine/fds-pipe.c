@@ -12,6 +12,14 @@
  * parent reading our stdout) cannot be rejoined: a read end gets its
  * queued bytes and then end of file; a write end becomes /dev/null, so
  * that writes succeed and go nowhere instead of raising SIGPIPE.
+ *
+ * A named FIFO is reopened by its path, which must still be a FIFO (the
+ * same inode, unless CKPTFS_RESTORE_CHANGED_FILES=1). Its queued bytes are
+ * saved on the first line of that FIFO and written back only if the FIFO
+ * is empty at restore: a FIFO is shared with whoever else has it open,
+ * and bytes still in it are the same bytes. While the descriptors are
+ * opened, a read-write descriptor of ours keeps the FIFO from blocking
+ * an open or dropping its bytes; it is closed at the end.
  */
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -19,9 +27,31 @@
 
 #include "engine/fds-int.h"
 
+static bool changed_files_allowed(void)
+{
+	const char *v = getenv("CKPTFS_RESTORE_CHANGED_FILES");
+
+	return v && strcmp(v, "1") == 0;
+}
+
 int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 {
-	if (strncmp(e->link, "pipe:[", 6) != 0 || !S_ISFIFO(e->st->st_mode))
+	if (!S_ISFIFO(e->st->st_mode))
+		return 0;
+	if (e->link[0] == '/') {
+		struct stat here;
+		if (stat(e->link, &here) < 0 || here.st_dev != e->st->st_dev || here.st_ino != e->st->st_ino)
+			return err_set(-EOPNOTSUPP, "fd %d: FIFO %s is not reachable by its path from here: not supported",
+				       e->fd, e->link);
+		if (e->flags & O_PATH)
+			return 0;
+		e->kind = FD_KIND_FIFO;
+		e->id = e->st->st_ino;
+		e->ino = e->st->st_ino;
+		e->path = strdup(e->link);
+		return e->path ? 1 : -ENOMEM;
+	}
+	if (strncmp(e->link, "pipe:[", 6) != 0)
 		return 0;
 	switch (e->flags & O_ACCMODE) {
 	case O_RDONLY:
@@ -100,9 +130,51 @@ static int peek_pipe(struct fd_entry *e, int rfd, int capacity, int queued)
 	return 0;
 }
 
+/* The first line of e's FIFO: the one that holds its bytes. */
+static struct fd_entry *fifo_owner(struct fd_image *img, struct fd_entry *e)
+{
+	for (size_t i = 0; i < img->n; i++)
+		if (img->e[i].kind == FD_KIND_FIFO && img->e[i].id == e->id)
+			return &img->e[i];
+	return e;
+}
+
+static int capture_fifo(struct fd_image *img, struct fd_entry *e)
+{
+	_cleanup_close_ int rfd = -1;
+	int capacity, queued = 0, r;
+	char proc[64];
+
+	capacity = fcntl(e->dupfd, F_GETPIPE_SZ);
+	if (capacity < 0)
+		return err_set(negerrno(), "fd %d: F_GETPIPE_SZ", e->fd);
+	e->size = (uint64_t)capacity;
+	if (fifo_owner(img, e) != e)
+		return 0;
+	if ((e->flags & O_ACCMODE) == O_WRONLY) {
+		/* A reader of our own, to peek through; O_NONBLOCK never
+		 * waits for a writer. */
+		snprintf(proc, sizeof(proc), "/proc/%d/fd/%d", img->pid, e->fd);
+		rfd = open(proc, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (rfd < 0)
+			return err_set(negerrno(), "fd %d: cannot open FIFO %s to read its bytes", e->fd, e->path);
+	}
+	if (ioctl(rfd >= 0 ? rfd : e->dupfd, FIONREAD, &queued) < 0)
+		return err_set(negerrno(), "fd %d: FIONREAD", e->fd);
+	if (queued == 0)
+		return 0;
+	r = peek_pipe(e, rfd >= 0 ? rfd : e->dupfd, capacity, queued);
+	if (r < 0)
+		return err_set(r, "fd %d: FIFO %s: cannot copy its %d queued bytes", e->fd, e->path, queued);
+	return 0;
+}
+
 int fds_pipe_capture(struct fd_image *img, struct fd_entry *e)
 {
 	int capacity, queued = 0, err, r;
+
+	if (e->kind == FD_KIND_FIFO)
+		return capture_fifo(img, e);
 	struct fd_entry *o = partner(img, e, &err);
 
 	if (err)
@@ -127,6 +199,11 @@ int fds_pipe_capture(struct fd_image *img, struct fd_entry *e)
 
 void fds_pipe_print(struct fd_entry *e, struct fds_buf *b)
 {
+	if (e->kind == FD_KIND_FIFO) {
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		fds_printf(b, " ino=%lu size=%lu queued=%lu", e->ino, e->size, e->data_len);
+		return;
+	}
 	fds_printf(b, " pipe=%lu size=%lu peer=%s", e->id, e->size, e->peer_in ? "in" : "out");
 	if (e->kind == FD_KIND_PIPE_R)
 		fds_printf(b, " queued=%lu", e->data_len);
@@ -136,6 +213,18 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l)
 {
 	const char *peer;
 	int r;
+
+	if (e->kind == FD_KIND_FIFO) {
+		if ((r = fds_kv_path(l, "path", &e->path)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0 ||
+		    (r = fds_kv_u64(l, "size", &e->size)) < 0 || (r = fds_kv_u64(l, "queued", &e->data_len)) < 0)
+			return r;
+		if (e->path[0] != '/')
+			return fds_bad(l, "path=%s: not an absolute path", e->path);
+		if (e->size < 4096 || e->size > (1u << 30) || e->data_len > e->size)
+			return fds_bad(l, "size=%lu queued=%lu: not a FIFO's", e->size, e->data_len);
+		e->id = e->ino;
+		return 0;
+	}
 
 	if ((r = fds_kv_u64(l, "pipe", &e->id)) < 0 || (r = fds_kv_u64(l, "size", &e->size)) < 0 ||
 	    (r = fds_kv_req(l, "peer", &peer)) < 0)
@@ -161,6 +250,8 @@ int fds_pipe_validate(struct fd_image *img)
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		int err;
+		if (e->kind == FD_KIND_FIFO && e->data_len && fifo_owner(img, e) != e)
+			return err_set(-EBADMSG, "fds: fd %d: FIFO bytes on a line but the first of its FIFO", e->fd);
 		if (!is_pipe(e))
 			continue;
 		struct fd_entry *o = partner(img, e, &err);
@@ -186,10 +277,65 @@ static int fill(int wfd, const void *data, uint64_t len)
 	return fcntl(wfd, F_SETFL, fl) < 0 ? negerrno() : 0;
 }
 
+int fds_pipe_check_host(struct fd_entry *e)
+{
+	struct stat st;
+
+	if (e->kind != FD_KIND_FIFO)
+		return 0;
+	if (stat(e->path, &st) < 0)
+		return err_set(negerrno(), "fd %d: FIFO %s is gone", e->fd, e->path);
+	if (!S_ISFIFO(st.st_mode))
+		return err_set(-ESTALE, "fd %d: %s is no longer a FIFO", e->fd, e->path);
+	if (st.st_ino != e->ino && !changed_files_allowed())
+		return err_set(-ESTALE,
+			       "fd %d: FIFO %s was replaced since the dump (inode %lu, was %lu); "
+			       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
+			       e->fd, e->path, st.st_ino, e->ino);
+	return 0;
+}
+
+static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
+{
+	struct fd_entry *owner = fifo_owner(img, e);
+	int fd, r, queued = 0;
+
+	if (owner->tmp_other < 0) {
+		/* Read-write: never blocks, and keeps a reader and a writer
+		 * while the process's own ends are opened. */
+		_cleanup_close_ int h = open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (h < 0)
+			return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
+		r = fds_pipe_check_host(e);
+		if (r < 0)
+			return r;
+		if (fcntl(h, F_GETPIPE_SZ) < (int)e->size && fcntl(h, F_SETPIPE_SZ, (int)e->size) < 0)
+			return err_set(negerrno(), "fd %d: cannot set the FIFO capacity to %lu", e->fd, e->size);
+		if (ioctl(h, FIONREAD, &queued) < 0)
+			return err_set(negerrno(), "fd %d: FIONREAD", e->fd);
+		if (owner->data_len && queued == 0) {
+			r = fill(h, owner->data, owner->data_len);
+			if (r < 0)
+				return err_set(r, "fd %d: cannot refill FIFO %s", e->fd, e->path);
+		}
+		r = fds_move_above(TAKE_FD(h), above);
+		if (r < 0)
+			return err_set(r, "fd %d: cannot move our FIFO descriptor", e->fd);
+		owner->tmp_other = r;
+	}
+	fd = open(e->path, (int)(e->flags & ~(unsigned)(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
+	return fd;
+}
+
 int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above)
 {
 	struct fd_entry *o = NULL, *reader;
 	int p[2], err, r, mine, other;
+
+	if (e->kind == FD_KIND_FIFO)
+		return open_fifo(img, e, above);
 
 	if (e->peer_in) {
 		o = partner(img, e, &err);

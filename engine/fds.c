@@ -39,6 +39,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_MEMFD] = "memfd",
 	[FD_KIND_PIPE_R] = "pipe-r",
 	[FD_KIND_PIPE_W] = "pipe-w",
+	[FD_KIND_FIFO] = "fifo",
 	[FD_KIND_EVENTFD] = "eventfd",
 	[FD_KIND_EPOLL] = "epoll",
 	[FD_KIND_TIMERFD] = "timerfd",
@@ -343,6 +344,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 		return fds_file_capture(img, e);
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_FIFO:
 		return fds_pipe_capture(img, e);
 	case FD_KIND_EVENTFD:
 	case FD_KIND_EPOLL:
@@ -585,6 +587,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_FIFO:
 			fds_pipe_print(e, &b);
 			break;
 		case FD_KIND_EVENTFD:
@@ -834,6 +837,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_FIFO:
 			r = fds_pipe_parse(e, &l);
 			break;
 		case FD_KIND_EVENTFD:
@@ -934,6 +938,8 @@ int fds_host_check(struct fd_image *img)
 {
 	for (size_t i = 0; i < img->n; i++) {
 		int r = fds_file_check_host(&img->e[i]);
+		if (r >= 0)
+			r = fds_pipe_check_host(&img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -969,6 +975,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max)
 		break;
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_FIFO:
 		fd = fds_pipe_open(img, e, max);
 		break;
 	case FD_KIND_EVENTFD:

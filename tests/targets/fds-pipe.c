@@ -1,8 +1,9 @@
 /*
  * Pipes inside the process with bytes queued in them: one with a larger
  * capacity and a non-blocking read end, one whose write end has the lower
- * number. After restore the bytes must be there, once, and the ends
- * joined again.
+ * number; and a named FIFO with bytes queued, read end non-blocking.
+ * After restore the bytes must be there, once, and the ends joined again.
+ * Arguments: SCRATCH, a path for the FIFO.
  */
 #include "target.h"
 
@@ -18,7 +19,7 @@ static void at(int fd, int n)
 
 int main(int argc, char **argv)
 {
-	target_init(argc, argv, 0);
+	target_init(argc, argv, 1);
 	int p[2], q[2];
 	char buf[64];
 
@@ -33,6 +34,13 @@ int main(int argc, char **argv)
 	fcntl(30, F_SETFL, O_NONBLOCK);
 	if (write(31, "queued in the pipe", 18) != 18 || write(32, "second", 6) != 6)
 		target_verdict(0, "cannot fill the pipes");
+	unlink(argv[3]);
+	if (mkfifo(argv[3], 0600) < 0)
+		target_verdict(0, "mkfifo %s: %s", argv[3], strerror(errno));
+	at(open(argv[3], O_RDONLY | O_NONBLOCK), 34);
+	at(open(argv[3], O_WRONLY), 35);
+	if (write(35, "fifo bytes", 10) != 10)
+		target_verdict(0, "cannot fill the FIFO");
 
 	target_ready();
 	target_wait_restored();
@@ -44,5 +52,8 @@ int main(int argc, char **argv)
 	CHECK(read(33, buf, 6) == 6 && memcmp(buf, "second", 6) == 0);
 	close(32);
 	CHECK(read(33, buf, sizeof(buf)) == 0); /* the only writer is gone: EOF */
+	CHECK(read(34, buf, sizeof(buf)) == 10 && memcmp(buf, "fifo bytes", 10) == 0);
+	CHECK(write(35, "ok", 2) == 2 && read(34, buf, sizeof(buf)) == 2);
+	unlink(argv[3]);
 	target_pass();
 }
