@@ -115,9 +115,18 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 		if (syscall(SYS_rt_sigaction, s, &img->sigact[s], NULL, 8) < 0)
 			child_fail(sync, negerrno(), "rt_sigaction");
 	}
-	for (int w = 0; w < 3; w++)
-		if (setitimer(w, &img->itimer[w], NULL) < 0)
+	for (int w = 0; w < 3; w++) {
+		struct itimerval v = img->itimer[w];
+		/* ITIMER_REAL is re-armed only when its SIGALRM is dequeued: a
+		 * dump taken while SIGALRM was pending reads value 0 with an
+		 * interval, which setitimer() would take as "disarm". The
+		 * pending SIGALRM is queued again; the next comes an interval
+		 * later. */
+		if (!v.it_value.tv_sec && !v.it_value.tv_usec)
+			v.it_value = v.it_interval;
+		if (setitimer(w, &v, NULL) < 0)
 			child_fail(sync, negerrno(), "setitimer");
+	}
 	r = fds_restore(fds);
 	if (r < 0)
 		child_fail(sync, r, "descriptors");
