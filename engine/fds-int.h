@@ -122,6 +122,7 @@ struct fd_image {
 	size_t n;
 	pid_t pid;          /* capture only */
 	int pidfd;          /* capture only */
+	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
 };
 
 /* A key=value pair of one parsed line. */

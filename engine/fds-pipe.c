@@ -149,7 +149,7 @@ static int capture_fifo(struct fd_image *img, struct fd_entry *e)
 	if (capacity < 0)
 		return err_set(negerrno(), "fd %d: F_GETPIPE_SZ", e->fd);
 	e->size = (uint64_t)capacity;
-	if (fifo_owner(img, e) != e)
+	if (fifo_owner(img, e) != e || img->checking)
 		return 0;
 	if ((e->flags & O_ACCMODE) == O_WRONLY) {
 		/* A reader of our own, to peek through; O_NONBLOCK never
@@ -186,6 +186,9 @@ int fds_pipe_capture(struct fd_image *img, struct fd_entry *e)
 		return err_set(negerrno(), "fd %d: F_GETPIPE_SZ", e->fd);
 	e->size = (uint64_t)capacity;
 	if (e->kind != FD_KIND_PIPE_R)
+		return 0;
+	/* The running process may read meanwhile: only a frozen one is peeked. */
+	if (img->checking)
 		return 0;
 	if (ioctl(e->dupfd, FIONREAD, &queued) < 0)
 		return err_set(negerrno(), "fd %d: FIONREAD", e->fd);

@@ -49,7 +49,7 @@ static int diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h, 
 		struct nlmsghdr h;
 		char body[64];
 	} msg = { 0 };
-	static _Alignas(struct nlmsghdr) char buf[32768];
+	_Alignas(struct nlmsghdr) char buf[16384]; /* threads may capture at once: no static */
 	int r;
 
 	if (fd < 0)
@@ -369,7 +369,8 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		if (e->type != SOCK_STREAM)
 			return err_set(-EOPNOTSUPP, "fd %d: Unix %s socket pair with %u bytes queued: not supported",
 				       e->fd, type_name(e->type), ui.rqueue);
-		return peek_stream(e, ui.rqueue);
+		/* Peeked only while frozen: a running process may read meanwhile. */
+		return img->checking ? 0 : peek_stream(e, ui.rqueue);
 	}
 	default:
 		return -EINVAL;

@@ -389,6 +389,7 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 	if (!img)
 		return -ENOMEM;
 	img->pid = pid;
+	img->checking = !capture;
 	img->pidfd = pidfd_open_(pid);
 	if (img->pidfd < 0) {
 		r = err_set(negerrno(), "pid %d: pidfd_open", pid);
@@ -863,6 +864,8 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		if (e->data_len) {
 			void *buf = NULL;
 			uint64_t len = 0;
+			if (!get)
+				return fds_bad(&l, "data= but no data files to read");
 			r = get(want, &buf, &len, ud);
 			if (r < 0)
 				return fds_err_prefix(r, "fds line %u (fd %d): cannot read %s", lineno,
