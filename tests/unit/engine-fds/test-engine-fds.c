@@ -37,7 +37,7 @@ static char tmpdir[64];
 static char fpath[96];
 static char fifo_path[96];
 static char *report_page; /* restored process: where V() explains */
-static uint16_t tcp_port;
+static uint16_t tcp_port, tcp6_port;
 
 /* In a target or restored process: on failure, exit with the line. */
 #define V(c)                                                      \
@@ -697,6 +697,14 @@ static void sockets_setup(void)
 	pair_hi(SOCK_DGRAM, sv);
 	at(sv[0], 7, false);
 	at(sv[1], 8, false);
+	/* IPv6, where the machine has ::1. */
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (void *)&in6, sizeof(in6)) == 0 && listen(fd, 3) == 0)
+		at(fd, 9, true);
+	else
+		close(fd);
 }
 
 static int sockets_verify(void)
@@ -727,6 +735,19 @@ static int sockets_verify(void)
 	V(read(5, buf, sizeof(buf)) == 4 && memcmp(buf, "pong", 4) == 0);
 	V(write(6, "z", 1) == 1 && read(5, buf, 1) == 1 && buf[0] == 'z');
 	V(send(7, "d", 1, 0) == 1 && recv(8, buf, sizeof(buf), 0) == 1 && buf[0] == 'd');
+	V(is_open(9) == (tcp6_port != 0));
+	if (tcp6_port) {
+		struct sockaddr_in6 in6 = { 0 };
+		len = sizeof(in6);
+		V(getsockname(9, (void *)&in6, &len) == 0 && in6.sin6_family == AF_INET6);
+		V(ntohs(in6.sin6_port) == tcp6_port);
+		len = sizeof(v);
+		V(getsockopt(9, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len) == 0 && v == 1);
+		V((fcntl(9, F_GETFL) & O_NONBLOCK) && fcntl(9, F_GETFD) == FD_CLOEXEC);
+		c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		V(connect(c, (void *)&in6, sizeof(in6)) == 0);
+		V(accept(9, NULL, NULL) >= 0);
+	}
 	return 0;
 }
 
@@ -740,6 +761,12 @@ START_TEST(sockets)
 	struct fd_entry *e = fds_find(img, 3);
 	ck_assert_int_eq(e->kind, FD_KIND_TCP_LISTEN);
 	tcp_port = ntohs(((struct sockaddr_in *)&e->addr)->sin_port);
+	e = fds_find(img, 9);
+	tcp6_port = e ? ntohs(((struct sockaddr_in6 *)&e->addr)->sin6_port) : 0;
+	if (!e)
+		fprintf(stderr, "sockets: no IPv6 loopback here, IPv6 listener not tested\n");
+	else
+		ck_assert_msg(strstr(text, "9 tcp-listen flags=04002 cloexec=1 family=inet6 addr=::1 port="), "%s", text);
 	ck_assert_msg(strstr(text, " backlog=17 reuseaddr=1 ") && strstr(text, " queued=4 data=fds-data/6\n") &&
 			      strstr(text, " type=dgram "),
 		      "unexpected text:\n%s", text);
