@@ -104,6 +104,7 @@ struct fd_entry {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
+	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
 
 	bool to_null;     /* tty: gone at load, opened as /dev/null instead */
 

@@ -364,6 +364,11 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		if (r < 0)
 			return err_set(r, "fd %d: Unix socket: sock_diag", e->fd);
 		e->shutdown = ui.shutdown & 3;
+		/* Queued stream bytes count against the sender's buffer: the
+		 * refill needs the sizes the process had. */
+		if ((r = getint(e->dupfd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf)) < 0 ||
+		    (r = getint(e->dupfd, SOL_SOCKET, SO_RCVBUF, &e->rcvbuf)) < 0)
+			return err_set(r, "fd %d: Unix socket: buffer sizes", e->fd);
 		if (!ui.rqueue)
 			return 0;
 		if (e->type != SOCK_STREAM)
@@ -405,8 +410,8 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, " backlog=%d", e->backlog);
 		break;
 	case FD_KIND_UNIX_PAIR:
-		fds_printf(b, " type=%s pair=%lu shutdown=%d queued=%lu", type_name(e->type), e->id, e->shutdown,
-			   e->data_len);
+		fds_printf(b, " type=%s pair=%lu shutdown=%d sndbuf=%d rcvbuf=%d queued=%lu", type_name(e->type),
+			   e->id, e->shutdown, e->sndbuf, e->rcvbuf, e->data_len);
 		break;
 	default:
 		break;
@@ -516,6 +521,16 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 		if (u > 3)
 			return fds_bad(l, "shutdown=%lu: not 0 to 3", u);
 		e->shutdown = (int)u;
+		if ((r = fds_kv_u64(l, "sndbuf", &u)) < 0)
+			return r;
+		if (u > INT32_MAX)
+			return fds_bad(l, "sndbuf=%lu: out of range", u);
+		e->sndbuf = (int)u;
+		if ((r = fds_kv_u64(l, "rcvbuf", &u)) < 0)
+			return r;
+		if (u > INT32_MAX)
+			return fds_bad(l, "rcvbuf=%lu: out of range", u);
+		e->rcvbuf = (int)u;
 		if (e->data_len && e->type != SOCK_STREAM)
 			return fds_bad(l, "queued bytes in a %s pair", type_name(e->type));
 		if (e->data_len > (64u << 20))
@@ -620,6 +635,21 @@ static int send_all(int fd, const void *data, uint64_t len)
 	return 0;
 }
 
+/* Sets a buffer size as getsockopt showed it (the kernel doubles what
+ * setsockopt asks); the FORCE variant (CAP_NET_ADMIN) passes the sysctl
+ * maximum. Best effort: a refill that does not fit is the error. */
+static void set_buf(int fd, int opt, int force, int shown)
+{
+	int v = shown / 2, got;
+
+	if (!shown)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v)) == 0 && getint(fd, SOL_SOCKET, opt, &got) == 0 &&
+	    got >= shown)
+		return;
+	setsockopt(fd, SOL_SOCKET, force, &v, sizeof(v));
+}
+
 static int open_pair(struct fd_image *img, struct fd_entry *e, int above)
 {
 	int count, sv[2], r;
@@ -631,6 +661,10 @@ static int open_pair(struct fd_image *img, struct fd_entry *e, int above)
 		return TAKE_FD(o->tmp_other);
 	if (socketpair(AF_UNIX, e->type | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_set(negerrno(), "fd %d: socketpair", e->fd);
+	set_buf(sv[0], SO_SNDBUF, SO_SNDBUFFORCE, e->sndbuf);
+	set_buf(sv[0], SO_RCVBUF, SO_RCVBUFFORCE, e->rcvbuf);
+	set_buf(sv[1], SO_SNDBUF, SO_SNDBUFFORCE, o->sndbuf);
+	set_buf(sv[1], SO_RCVBUF, SO_RCVBUFFORCE, o->rcvbuf);
 	/* What e had queued was sent by o, and the other way round. */
 	if ((r = send_all(sv[1], e->data, e->data_len)) < 0 || (r = send_all(sv[0], o->data, o->data_len)) < 0) {
 		r = err_set(r, "fd %d: cannot refill the bytes queued in its socket pair", e->fd);

@@ -38,6 +38,7 @@ static char fpath[96];
 static char fifo_path[96];
 static char *report_page; /* restored process: where V() explains */
 static uint16_t tcp_port, tcp6_port;
+static char bigbuf[1024];
 
 /* In a target or restored process: on failure, exit with the line. */
 #define V(c)                                                      \
@@ -697,6 +698,15 @@ static void sockets_setup(void)
 	pair_hi(SOCK_DGRAM, sv);
 	at(sv[0], 7, false);
 	at(sv[1], 8, false);
+	/* More bytes queued than default buffers hold. */
+	int big = 1 << 20;
+	pair_hi(SOCK_STREAM, sv);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+	fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 300; i++)
+		write(sv[0], bigbuf, sizeof(bigbuf));
+	at(sv[0], 10, false);
+	at(sv[1], 11, false);
 	/* IPv6, where the machine has ::1. */
 	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -735,6 +745,14 @@ static int sockets_verify(void)
 	V(read(5, buf, sizeof(buf)) == 4 && memcmp(buf, "pong", 4) == 0);
 	V(write(6, "z", 1) == 1 && read(5, buf, 1) == 1 && buf[0] == 'z');
 	V(send(7, "d", 1, 0) == 1 && recv(8, buf, sizeof(buf), 0) == 1 && buf[0] == 'd');
+	static char got[300 * sizeof(bigbuf)];
+	V(fcntl(11, F_SETFL, O_NONBLOCK) == 0);
+	size_t n = 0;
+	for (ssize_t k; (k = read(11, got + n, sizeof(got) - n)) > 0;)
+		n += (size_t)k;
+	V(n == sizeof(got));
+	for (size_t i = 0; i < n; i++)
+		V(got[i] == bigbuf[i % sizeof(bigbuf)]);
 	V(is_open(9) == (tcp6_port != 0));
 	if (tcp6_port) {
 		struct sockaddr_in6 in6 = { 0 };
@@ -754,6 +772,8 @@ static int sockets_verify(void)
 START_TEST(sockets)
 {
 	char *text;
+	for (size_t i = 0; i < sizeof(bigbuf); i++)
+		bigbuf[i] = (char)(i * 13 + 1);
 	pid_t pid = start_target(sockets_setup, NULL);
 	struct fd_image *cap = capture(pid);
 	kill_target(pid);
@@ -767,6 +787,7 @@ START_TEST(sockets)
 		fprintf(stderr, "sockets: no IPv6 loopback here, IPv6 listener not tested\n");
 	else
 		ck_assert_msg(strstr(text, "9 tcp-listen flags=04002 cloexec=1 family=inet6 addr=::1 port="), "%s", text);
+	ck_assert_msg(strstr(text, " queued=307200 data=fds-data/11\n"), "%s", text);
 	ck_assert_msg(strstr(text, " backlog=17 reuseaddr=1 ") && strstr(text, " queued=4 data=fds-data/6\n") &&
 			      strstr(text, " type=dgram "),
 		      "unexpected text:\n%s", text);
