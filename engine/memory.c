@@ -356,6 +356,43 @@ static uint8_t *copy_alloc(size_t len)
 	return a;
 }
 
+/* Flags /proc/PID/maps does not show: growsdown, noreserve (smaps). */
+static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	int r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read smaps", pid);
+	size_t i = 0;
+	bool have = false;
+	for (char *l = text, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl)
+			*nl++ = 0;
+		unsigned long a, b;
+		if (!strncmp(l, "VmFlags:", 8)) {
+			if (have && i < n) {
+				v[i].growsdown = strstr(l, " gd") != NULL;
+				v[i].noreserve = strstr(l, " nr") != NULL;
+			}
+			have = false;
+			continue;
+		}
+		/* a header line: "start-end perms ..." */
+		char *dash = strchr(l, '-');
+		if (dash && sscanf(l, "%lx-%lx", &a, &b) == 2 && dash - l <= 16 && l[0] != ' ' &&
+		    strchr(l, ' ') > dash) {
+			have = false;
+			while (i < n && v[i].start < a)
+				i++;
+			have = i < n && v[i].start == a;
+		}
+	}
+	return 0;
+}
+
 int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
 {
 	char path[64];
@@ -363,6 +400,9 @@ int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
 	int r;
 
 	r = maps_read(pid, &img->vmas, &img->nvmas);
+	if (r < 0)
+		return r;
+	r = read_vmflags(pid, img->vmas, img->nvmas);
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
@@ -439,6 +479,8 @@ char *maps_format(const struct proc_image *img)
 				  v->mtime_sec, v->mtime_nsec);
 		if (v->growsdown)
 			tb_printf(&b, " growsdown=1");
+		if (v->noreserve)
+			tb_printf(&b, " noreserve=1");
 		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
 			tb_printf(&b, " pages=");
 			for (size_t k = 0; k < v->nruns; k++)
@@ -471,6 +513,10 @@ static int parse_annot(struct vma *v, const char *tok)
 		return sscanf(val, "%" SCNd64 ".%ld", &v->mtime_sec, &v->mtime_nsec) == 2 ? 0 : -EINVAL;
 	if (kl == 9 && !strncmp(tok, "growsdown", 9)) {
 		v->growsdown = !strcmp(val, "1");
+		return 0;
+	}
+	if (kl == 9 && !strncmp(tok, "noreserve", 9)) {
+		v->noreserve = !strcmp(val, "1");
 		return 0;
 	}
 	if (kl == 5 && !strncmp(tok, "pages", 5)) {

@@ -13,6 +13,7 @@ static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
 	{ "version", "", "print the version", cmd_version },
+	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
 	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
 	{ "restore", "DIR", "restore a process from a snapshot directory", cmd_restore },
 };
