@@ -349,6 +349,14 @@ int fds_file_check_host(struct fd_entry *e)
 				       e->rdev_major, e->rdev_minor);
 		return 0;
 	case FD_KIND_TTY: {
+		/* /dev/tty is the controlling terminal, and a restored process
+		 * has none: it runs in a session of its own. */
+		if (strcmp(e->path, "/dev/tty") == 0) {
+			e->to_null = true;
+			log_warn("fd %d: /dev/tty: the restored process has no controlling terminal: "
+				 "restored as /dev/null", e->fd);
+			return 0;
+		}
 		_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 		e->to_null = fd < 0 || !isatty(fd);
 		if (e->to_null)

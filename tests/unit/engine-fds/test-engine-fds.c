@@ -362,6 +362,15 @@ START_TEST(file_changed_is_refused)
 }
 END_TEST
 
+static int dev_null_verify(void)
+{
+	struct stat st;
+
+	V(fstat(0, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
+	V((fcntl(0, F_GETFL) & O_ACCMODE) == O_RDWR);
+	return 0;
+}
+
 START_TEST(gone_terminal_becomes_dev_null)
 {
 	struct fd_image *img = NULL;
@@ -369,6 +378,13 @@ START_TEST(gone_terminal_becomes_dev_null)
 	ck_assert_msg(r == 0, "%s", err_msg());
 	ck_assert_int_eq(fds_host_check(img), 0);
 	ck_assert(img->e[0].to_null);
+	fds_free(img);
+	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/tty\n", NULL, NULL, &img);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert(img->e[0].to_null);
+	char m[256];
+	ck_assert_int_eq(restore_in_child(img, dev_null_verify, m, sizeof(m)), 0);
 	fds_free(img);
 }
 END_TEST
