@@ -11,8 +11,10 @@
  */
 #include <fcntl.h>
 #include <libgen.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
 #include "engine/fds-int.h"
@@ -84,6 +86,9 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		if (e->flags & O_PATH)
 			return err_set(-EOPNOTSUPP, "fd %d: O_PATH descriptor of deleted file %s: not supported",
 				       e->fd, e->link);
+		struct statfs sfs;
+		if (fstatfs(e->dupfd, &sfs) == 0 && sfs.f_type == HUGETLBFS_MAGIC)
+			return err_set(-EOPNOTSUPP, "fd %d: %s on hugetlbfs: not supported", e->fd, e->link);
 		if (strncmp(e->link, MEMFD_PREFIX, strlen(MEMFD_PREFIX)) == 0 &&
 		    has_suffix(e->link, DELETED_SUFFIX)) {
 			e->kind = FD_KIND_MEMFD;
