@@ -302,7 +302,7 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 	return 0;
 }
 
-static bool changed_files_allowed(void)
+bool fds_changed_files_allowed(void)
 {
 	const char *v = getenv("CKPTFS_RESTORE_CHANGED_FILES");
 
@@ -317,7 +317,7 @@ static int check_identity(struct fd_entry *e, const struct stat *st)
 	if (e->kind == FD_KIND_DIR) {
 		if (!S_ISDIR(st->st_mode))
 			return err_set(-ENOTDIR, "fd %d: %s is no longer a directory", e->fd, e->path);
-		if (st->st_ino != e->ino && !changed_files_allowed())
+		if (st->st_ino != e->ino && !fds_changed_files_allowed())
 			return err_set(-ESTALE,
 				       "fd %d: directory %s was replaced since the dump (inode %lu, was %lu); "
 				       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
@@ -326,7 +326,7 @@ static int check_identity(struct fd_entry *e, const struct stat *st)
 	}
 	if (!S_ISREG(st->st_mode))
 		return err_set(-ESTALE, "fd %d: %s is no longer a regular file", e->fd, e->path);
-	if (changed_files_allowed())
+	if (fds_changed_files_allowed())
 		return 0;
 	if (st->st_ino != e->ino || (uint64_t)st->st_size != e->size || mtime != e->mtime_ns)
 		return err_set(-ESTALE,

@@ -193,6 +193,9 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b);
 int fds_file_parse(struct fd_entry *e, struct fd_line *l);
 int fds_file_check_host(struct fd_entry *e);
 int fds_file_open(struct fd_entry *e);
+/* CKPTFS_RESTORE_CHANGED_FILES=1: restore files (and FIFOs) that changed
+ * since the dump instead of refusing them. */
+bool fds_changed_files_allowed(void);
 
 /* fds-pipe.c */
 int fds_pipe_classify(struct fd_image *img, struct fd_entry *e);

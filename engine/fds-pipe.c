@@ -1,5 +1,5 @@
 /*
- * engine/fds-pipe.c: anonymous pipes.
+ * engine/fds-pipe.c: anonymous pipes and named FIFOs.
  *
  * Both ends of one pipe carry the pipe's inode number as `pipe=`. The
  * bytes queued in a pipe are copied at capture with tee(2) from our
@@ -26,13 +26,6 @@
 #include <sys/stat.h>
 
 #include "engine/fds-int.h"
-
-static bool changed_files_allowed(void)
-{
-	const char *v = getenv("CKPTFS_RESTORE_CHANGED_FILES");
-
-	return v && strcmp(v, "1") == 0;
-}
 
 int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 {
@@ -290,7 +283,7 @@ int fds_pipe_check_host(struct fd_entry *e)
 		return err_set(negerrno(), "fd %d: FIFO %s is gone", e->fd, e->path);
 	if (!S_ISFIFO(st.st_mode))
 		return err_set(-ESTALE, "fd %d: %s is no longer a FIFO", e->fd, e->path);
-	if (st.st_ino != e->ino && !changed_files_allowed())
+	if (st.st_ino != e->ino && !fds_changed_files_allowed())
 		return err_set(-ESTALE,
 			       "fd %d: FIFO %s was replaced since the dump (inode %lu, was %lu); "
 			       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
