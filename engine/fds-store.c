@@ -67,6 +67,23 @@ out:
 	return ret;
 }
 
+/* Every data file must belong to a line: a stray one means the image was
+ * put together wrongly. */
+static int check_stray(const char *path, const struct store_stat *st, void *ud)
+{
+	struct fd_image *img = ud;
+	uint64_t fd;
+
+	if (strncmp(path, "fds-data/", 9) != 0)
+		return 0;
+	if (parse_u64(path + 9, &fd) < 0 || fd > INT32_MAX)
+		return err_set(-EBADMSG, "fds: %s: not a data file name", path);
+	struct fd_entry *e = fds_find(img, (int)fd);
+	if (!e || !e->data_len)
+		return err_set(-EBADMSG, "fds: %s: no descriptor line names it", path);
+	return 0;
+}
+
 int fds_load(struct store_snap *r, struct fd_image **ret)
 {
 	_cleanup_free_ char *text = NULL;
@@ -82,6 +99,11 @@ int fds_load(struct store_snap *r, struct fd_image **ret)
 	rr = fds_parse(text, get_data, r, &img);
 	if (rr < 0)
 		return rr;
+	rr = store_snap_foreach_file(r, check_stray, img);
+	if (rr < 0) {
+		fds_free(img);
+		return rr;
+	}
 	/* Host checks now, in the restorer, where the outcome can be
 	 * reported. */
 	rr = fds_host_check(img);

@@ -547,6 +547,46 @@ START_TEST(through_a_snapshot)
 }
 END_TEST
 
+/* fds_load refuses data files that do not match the lines. */
+START_TEST(load_is_strict)
+{
+	static const struct {
+		const char *fds, *extra, *extra_data, *want;
+	} cases[] = {
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=4 data=fds-data/3\n", "fds-data/3",
+		  "abc", "fds-data/3 holds 3 bytes, the line says 4" },
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=3 data=fds-data/3\n", NULL, NULL,
+		  "cannot read fds-data/3" },
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=0\n", "fds-data/3", "abc",
+		  "fds-data/3: no descriptor line names it" },
+		{ "0 dev flags=02 cloexec=0 path=/dev/null rdev=1:3\n", "fds-data/x", "abc", "fds-data/x: not a data file name" },
+	};
+	char dir[128], name[8];
+	struct store *st;
+	struct store_snap *w, *r;
+
+	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(store_open_dir(dir, &st), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct fd_image *img = NULL;
+		snprintf(name, sizeof(name), "%zu", i);
+		ck_assert_int_eq(store_snap_create(st, name, 0, &w), 0);
+		ck_assert_int_eq(store_snap_put(w, "fds", cases[i].fds, strlen(cases[i].fds)), 0);
+		if (cases[i].extra)
+			ck_assert_int_eq(store_snap_put(w, cases[i].extra, cases[i].extra_data, strlen(cases[i].extra_data)), 0);
+		ck_assert_int_eq(store_snap_commit(w), 0);
+		store_snap_close(w);
+		ck_assert_int_eq(store_snap_open(st, name, 0, &r), 0);
+		int rc = fds_load(r, &img);
+		ck_assert_msg(rc < 0 && strstr(err_msg(), cases[i].want), "case %zu: %d %s", i, rc, err_msg());
+		ck_assert_ptr_null(img);
+		store_snap_close(r);
+	}
+	store_close(st);
+}
+END_TEST
+
 /* ---- eventfd, timerfd, signalfd, epoll ---------------------------------------- */
 
 static void events_setup(void)
@@ -1005,6 +1045,7 @@ static Suite *suite(void)
 		{ "terminal_is_reopened", terminal_is_reopened },
 		{ "pipes", pipes },
 		{ "through_a_snapshot", through_a_snapshot },
+		{ "load_is_strict", load_is_strict },
 		{ "events", events },
 		{ "memfd_and_deleted", memfd_and_deleted },
 		{ "sockets", sockets },
