@@ -270,8 +270,10 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 		       type_name(type));
 }
 
-/* Copies the stream bytes queued for reading on fd without consuming them. */
-static int peek_stream(struct fd_entry *e, uint32_t queued)
+/* Copies the stream bytes queued for reading on fd without consuming them.
+ * checking: the process runs and may read meanwhile: look for queued
+ * descriptors only, keep nothing. */
+static int peek_stream(struct fd_entry *e, uint32_t queued, bool checking)
 {
 	char ctl[CMSG_SPACE(sizeof(int) * 4)];
 	struct iovec iov;
@@ -283,7 +285,9 @@ static int peek_stream(struct fd_entry *e, uint32_t queued)
 	if (!e->data)
 		return -ENOMEM;
 	iov = (struct iovec){ .iov_base = e->data, .iov_len = queued + 1 };
-	n = recvmsg(e->dupfd, &mh, MSG_PEEK | MSG_DONTWAIT);
+	n = recvmsg(e->dupfd, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && checking && errno == EAGAIN)
+		n = 0; /* read meanwhile */
 	if (n < 0)
 		return err_set(negerrno(), "fd %d: cannot peek its queued bytes", e->fd);
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
@@ -298,6 +302,11 @@ static int peek_stream(struct fd_entry *e, uint32_t queued)
 		}
 	if (mh.msg_flags & MSG_CTRUNC)
 		return err_set(-EOPNOTSUPP, "fd %d: descriptors queued in a Unix socket: not supported", e->fd);
+	if (checking) {
+		free(e->data);
+		e->data = NULL;
+		return 0;
+	}
 	/* A peek stops where senders change; all or nothing. */
 	if ((uint64_t)n != queued)
 		return err_set(-EOPNOTSUPP, "fd %d: could peek %zd of %u queued bytes: not supported", e->fd, n,
@@ -374,8 +383,7 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		if (e->type != SOCK_STREAM)
 			return err_set(-EOPNOTSUPP, "fd %d: Unix %s socket pair with %u bytes queued: not supported",
 				       e->fd, type_name(e->type), ui.rqueue);
-		/* Peeked only while frozen: a running process may read meanwhile. */
-		return img->checking ? 0 : peek_stream(e, ui.rqueue);
+		return peek_stream(e, ui.rqueue, img->checking);
 	}
 	default:
 		return -EINVAL;

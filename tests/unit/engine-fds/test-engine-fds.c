@@ -937,6 +937,71 @@ static void epoll_stale_setup(void)
 	close(4); /* the watch stays, under a number that is gone */
 }
 
+static void scm_rights_setup(void)
+{
+	int sv[2], one = open("/dev/null", O_RDONLY);
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = "x", .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &one, sizeof(int));
+	pair_hi(SOCK_STREAM, sv);
+	write(sv[0], "ab", 2);
+	sendmsg(sv[0], &mh, 0);
+	close(one);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+}
+
+static void dgram_queued_setup(void)
+{
+	int sv[2];
+
+	pair_hi(SOCK_DGRAM, sv);
+	write(sv[0], "dg", 2);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+}
+
+static uint16_t *shared_port; /* a MAP_SHARED page: the target tells its port */
+
+static void backlog_setup(void)
+{
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(in);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	bind(l, (void *)&in, sizeof(in));
+	listen(l, 4);
+	getsockname(l, (void *)&in, &len);
+	*shared_port = ntohs(in.sin_port);
+	at(l, 3, false);
+}
+
+START_TEST(listener_with_waiting_connection_is_refused)
+{
+	shared_port = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(shared_port, MAP_FAILED);
+	pid_t pid = start_target(backlog_setup, NULL);
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				  .sin_port = htons(*shared_port) };
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* The kernel completes the handshake for the stopped target. */
+	ck_assert_int_eq(connect(c, (void *)&in, sizeof(in)), 0);
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err_msg(), "fd 3: listening TCP socket 127.0.0.1:") &&
+			      strstr(err_msg(), "with 1 connections waiting to be accepted: not supported"),
+		      "%s", err_msg());
+	close(c);
+	kill_target(pid);
+	munmap(shared_port, 4096);
+}
+END_TEST
+
 static void expect_refused(void (*setup)(void), const char *what)
 {
 	pid_t pid = start_target(setup, NULL);
@@ -956,6 +1021,8 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(async_setup, "fd 3: pipe:[");
 	ck_assert_msg(strstr(err_msg(), "O_ASYNC"), "%s", err_msg());
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
+	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
+	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
 	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
 
 	pid_t pid = start_target(inotify_setup, NULL);
@@ -1050,6 +1117,7 @@ static Suite *suite(void)
 		{ "memfd_and_deleted", memfd_and_deleted },
 		{ "sockets", sockets },
 		{ "established_tcp_is_refused", established_tcp_is_refused },
+		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
