@@ -49,6 +49,7 @@ enum fd_kind {
 	FD_KIND_TCP_LISTEN,  /* listening TCP socket, IPv4 or IPv6 */
 	FD_KIND_UNIX_LISTEN, /* listening Unix stream or seqpacket socket */
 	FD_KIND_UNIX_PAIR,   /* connected Unix socket whose peer is in the process */
+	FD_KIND_UNIX_DGRAM,  /* Unix datagram socket, unconnected or connected to a named socket */
 	_FD_KIND_MAX,
 };
 
@@ -101,8 +102,10 @@ struct fd_entry {
 	int type;         /* sockets: SOCK_STREAM, ... */
 	int backlog;
 	bool reuseaddr, v6only;
-	struct sockaddr_storage addr;
+	struct sockaddr_storage addr;  /* bound address (unix: addrlen 2 when unbound) */
 	socklen_t addrlen;
+	struct sockaddr_storage peer;  /* unix-dgram: the named socket it is connected to */
+	socklen_t peerlen;             /* 0: not connected */
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
 

@@ -9,6 +9,11 @@
  * its queue length and shutdown state from sock_diag (netlink), in our
  * network namespace: a process in another one is refused.
  *
+ * A Unix datagram socket that is unconnected, or connected to a named
+ * socket outside the process (syslog's /dev/log), is bound again to its
+ * own address if it had one and connected again to that name; its queue
+ * must be empty.
+ *
  * A listening socket with connections waiting to be accepted is refused:
  * those are established connections. Bytes queued in a stream pair are
  * peeked (MSG_PEEK, not consumed) and sent again on restore; datagram and
@@ -37,6 +42,8 @@ struct unix_info {
 	uint32_t rqueue; /* bytes queued (or connections waiting, when listening) */
 	uint32_t wqueue; /* backlog, when listening */
 	int shutdown;
+	char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	int namelen;     /* bytes of name (an abstract one starts with NUL) */
 	bool found;
 };
 
@@ -96,8 +103,12 @@ static int unix_cb(struct nlmsghdr *h, void *ud)
 			struct unix_diag_rqlen *q = RTA_DATA(a);
 			ui->rqueue = q->udiag_rqueue;
 			ui->wqueue = q->udiag_wqueue;
-		} else if (a->rta_type == UNIX_DIAG_SHUTDOWN)
+		} else if (a->rta_type == UNIX_DIAG_SHUTDOWN) {
 			ui->shutdown = *(uint8_t *)RTA_DATA(a);
+		} else if (a->rta_type == UNIX_DIAG_NAME) {
+			ui->namelen = (int)MIN(RTA_PAYLOAD(a), sizeof(ui->name));
+			memcpy(ui->name, RTA_DATA(a), (size_t)ui->namelen);
+		}
 	}
 	return 1;
 }
@@ -108,7 +119,7 @@ static int unix_info(uint64_t ino, struct unix_info *ret)
 		.sdiag_family = AF_UNIX,
 		.udiag_states = ~0u,
 		.udiag_ino = (uint32_t)ino,
-		.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN,
+		.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_NAME,
 		.udiag_cookie = { INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE },
 	};
 	int r;
@@ -255,19 +266,45 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 			       e->fd, e->link, r == -ENOENT ? ": not supported" : "");
 	if (ui.peer) {
 		char want[64];
+		struct unix_info pi;
+		bool inside = false;
 		snprintf(want, sizeof(want), "socket:[%u]", ui.peer);
 		for (size_t i = 0; i < img->n; i++)
-			if (img->e[i].link && strcmp(img->e[i].link, want) == 0) {
-				e->kind = FD_KIND_UNIX_PAIR;
-				e->id = MIN(e->st->st_ino, (uint64_t)ui.peer);
-				return 1;
-			}
-		return err_set(-EOPNOTSUPP,
-			       "fd %d: Unix %s socket connected to socket:[%u] outside the process: not supported",
-			       e->fd, type_name(type), ui.peer);
+			inside |= img->e[i].link && strcmp(img->e[i].link, want) == 0;
+		r = unix_info(ui.peer, &pi);
+		if (r < 0 && r != -ENOENT)
+			return err_set(r, "fd %d: sock_diag of its peer socket:[%u]", e->fd, ui.peer);
+		/* A pair: each is the other's peer (a datagram socket may be
+		 * connected to one that is not connected back). */
+		if (inside && r == 0 && pi.peer == e->st->st_ino) {
+			e->kind = FD_KIND_UNIX_PAIR;
+			e->id = MIN(e->st->st_ino, (uint64_t)ui.peer);
+			return 1;
+		}
+		if (type != SOCK_DGRAM)
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: Unix %s socket connected to socket:[%u]%s: not supported",
+				       e->fd, type_name(type), ui.peer, inside ? "" : " outside the process");
+		/* Connected to a socket by its name, if it has one. */
+		if (r < 0 || pi.namelen == 0 || (pi.name[0] && pi.name[0] != '/'))
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: Unix dgram socket connected to socket:[%u], which has no absolute name: "
+				       "not supported",
+				       e->fd, ui.peer);
+		struct sockaddr_un *pu = (void *)&e->peer;
+		pu->sun_family = AF_UNIX;
+		memcpy(pu->sun_path, pi.name, (size_t)pi.namelen);
+		e->peerlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)pi.namelen);
+	} else if (type != SOCK_DGRAM) {
+		return err_set(-EOPNOTSUPP, "fd %d: unconnected Unix %s socket: not supported", e->fd,
+			       type_name(type));
 	}
-	return err_set(-EOPNOTSUPP, "fd %d: unconnected Unix %s socket: not supported", e->fd,
-		       type_name(type));
+	const struct sockaddr_un *un = (const void *)&e->addr;
+	if (e->addrlen > offsetof(struct sockaddr_un, sun_path) + 1 && un->sun_path[0] && un->sun_path[0] != '/')
+		return err_set(-EOPNOTSUPP, "fd %d: Unix dgram socket bound to relative path %.*s: not supported",
+			       e->fd, (int)sizeof(un->sun_path), un->sun_path);
+	e->kind = FD_KIND_UNIX_DGRAM;
+	return 1;
 }
 
 /* Copies the stream bytes queued for reading on fd without consuming them.
@@ -367,6 +404,16 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 				       (int)sizeof(un->sun_path), un->sun_path);
 		return 0;
 	}
+	case FD_KIND_UNIX_DGRAM: {
+		struct unix_info ui;
+		r = unix_info(e->st->st_ino, &ui);
+		if (r < 0)
+			return err_set(r, "fd %d: Unix socket: sock_diag", e->fd);
+		if (ui.rqueue)
+			return err_set(-EOPNOTSUPP, "fd %d: Unix dgram socket with %u bytes queued: not supported", e->fd,
+				       ui.rqueue);
+		return 0;
+	}
 	case FD_KIND_UNIX_PAIR: {
 		struct unix_info ui;
 		r = unix_info(e->st->st_ino, &ui);
@@ -388,6 +435,49 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 	default:
 		return -EINVAL;
 	}
+}
+
+/* Writes a Unix address as `<key>=path` or `<key>-abstract=name`; nothing
+ * for an unnamed one. */
+static void print_unix(struct fds_buf *b, const char *key, const char *akey,
+		       const struct sockaddr_storage *ss, socklen_t len)
+{
+	const struct sockaddr_un *un = (const void *)ss;
+	size_t off = offsetof(struct sockaddr_un, sun_path);
+
+	if (len <= off)
+		return;
+	if (un->sun_path[0])
+		fds_put_path(b, key, un->sun_path, strnlen(un->sun_path, len - off));
+	else if (len > off + 1)
+		fds_put_path(b, akey, un->sun_path + 1, len - off - 1);
+}
+
+/* Reads what print_unix wrote. Returns 1 when an address was there, 0
+ * when not (an unnamed socket), -EBADMSG on a bad one. */
+static int parse_unix(struct fd_line *l, const char *key, const char *akey, struct sockaddr_storage *ss,
+		      socklen_t *len)
+{
+	struct sockaddr_un *un = (void *)ss;
+	size_t off = offsetof(struct sockaddr_un, sun_path);
+	char buf[sizeof(un->sun_path) + 1];
+	const char *v = fds_kv(l, key);
+	bool abstract = !v;
+	ssize_t n;
+
+	if (!v)
+		v = fds_kv(l, akey);
+	if (!v)
+		return 0;
+	n = fds_unescape(v, buf, sizeof(buf) - (abstract ? 1 : 0));
+	if (n <= 0 || (!abstract && (buf[0] != '/' || strlen(buf) != (size_t)n)))
+		return fds_bad(l, "%s=: not a socket address", abstract ? akey : key);
+	memset(ss, 0, sizeof(*ss));
+	un->sun_family = AF_UNIX;
+	memcpy(un->sun_path + (abstract ? 1 : 0), buf, (size_t)n);
+	/* A path is passed with its NUL; an abstract name is exact. */
+	*len = (socklen_t)(off + (size_t)n + 1);
+	return 1;
 }
 
 void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
@@ -420,6 +510,11 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 	case FD_KIND_UNIX_PAIR:
 		fds_printf(b, " type=%s pair=%lu shutdown=%d sndbuf=%d rcvbuf=%d queued=%lu", type_name(e->type),
 			   e->id, e->shutdown, e->sndbuf, e->rcvbuf, e->data_len);
+		break;
+	case FD_KIND_UNIX_DGRAM:
+		print_unix(b, "path", "abstract", &e->addr, e->addrlen);
+		if (e->peerlen)
+			print_unix(b, "peer", "peer-abstract", &e->peer, e->peerlen);
 		break;
 	default:
 		break;
@@ -522,6 +617,17 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 		e->family = AF_UNIX;
 		return 0;
 	}
+	case FD_KIND_UNIX_DGRAM:
+		e->family = AF_UNIX;
+		e->type = SOCK_DGRAM;
+		e->addr.ss_family = AF_UNIX;
+		e->addrlen = sizeof(sa_family_t);
+		if ((r = parse_unix(l, "path", "abstract", &e->addr, &e->addrlen)) < 0 ||
+		    (r = parse_unix(l, "peer", "peer-abstract", &e->peer, &e->peerlen)) < 0)
+			return r;
+		if (r == 0)
+			e->peerlen = 0;
+		return 0;
 	case FD_KIND_UNIX_PAIR:
 		if ((r = parse_type(l, &e->type)) < 0 || (r = fds_kv_u64(l, "pair", &e->id)) < 0 ||
 		    (r = fds_kv_u64(l, "shutdown", &u)) < 0 || (r = fds_kv_u64(l, "queued", &e->data_len)) < 0)
@@ -696,6 +802,39 @@ fail:
 	return r;
 }
 
+static void fmt_unix(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	const struct sockaddr_un *un = (const void *)ss;
+
+	snprintf(buf, len, "%s%s", un->sun_path[0] ? "" : "@", un->sun_path[0] ? un->sun_path : un->sun_path + 1);
+}
+
+static int open_dgram(struct fd_entry *e)
+{
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	const struct sockaddr_un *un = (const void *)&e->addr;
+	char as[120];
+
+	if (fd < 0)
+		return err_set(negerrno(), "fd %d: socket", e->fd);
+	if (e->addrlen > sizeof(sa_family_t)) {
+		fmt_unix(&e->addr, as, sizeof(as));
+		if (bind(fd, (const void *)&e->addr, e->addrlen) < 0) {
+			if (errno != EADDRINUSE || !un->sun_path[0] ||
+			    !stale_socket_file(un, e->addrlen, SOCK_DGRAM))
+				return err_set(negerrno(), "fd %d: cannot bind Unix dgram socket %s again", e->fd, as);
+			if (unlink(un->sun_path) < 0 || bind(fd, (const void *)&e->addr, e->addrlen) < 0)
+				return err_set(negerrno(), "fd %d: cannot bind Unix dgram socket %s again", e->fd, as);
+		}
+	}
+	if (e->peerlen) {
+		fmt_unix(&e->peer, as, sizeof(as));
+		if (connect(fd, (const void *)&e->peer, e->peerlen) < 0)
+			return err_set(negerrno(), "fd %d: cannot connect Unix dgram socket to %s again", e->fd, as);
+	}
+	return TAKE_FD(fd);
+}
+
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 {
 	switch (e->kind) {
@@ -704,6 +843,8 @@ int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 		return open_listen(e);
 	case FD_KIND_UNIX_PAIR:
 		return open_pair(img, e, above);
+	case FD_KIND_UNIX_DGRAM:
+		return open_dgram(e);
 	default:
 		return -EINVAL;
 	}

@@ -47,6 +47,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_TCP_LISTEN] = "tcp-listen",
 	[FD_KIND_UNIX_LISTEN] = "unix-listen",
 	[FD_KIND_UNIX_PAIR] = "unix-pair",
+	[FD_KIND_UNIX_DGRAM] = "unix-dgram",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -354,6 +355,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_TCP_LISTEN:
 	case FD_KIND_UNIX_LISTEN:
 	case FD_KIND_UNIX_PAIR:
+	case FD_KIND_UNIX_DGRAM:
 		return fds_socket_capture(img, e);
 	default:
 		return -EINVAL;
@@ -1011,6 +1013,11 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max)
 	return place(e, fd);
 }
 
+static bool connects(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_UNIX_DGRAM && e->peerlen;
+}
+
 static int place_dups(struct fd_image *img, bool of_epoll)
 {
 	for (size_t i = 0; i < img->n; i++) {
@@ -1047,7 +1054,13 @@ int fds_restore(struct fd_image *img)
 
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
-		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_EPOLL)
+		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_EPOLL && !connects(e))
+			r = open_one(img, e, max);
+	}
+	/* Datagram sockets connect by name once every bound one is back. */
+	for (size_t i = 0; i < img->n && r >= 0; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (connects(e))
 			r = open_one(img, e, max);
 	}
 	/* Dups before epoll (a watch may name a dup), dups of epoll after. */

@@ -2,7 +2,8 @@
  * Sockets: a TCP listener on 127.0.0.1 (an ephemeral port) with
  * SO_REUSEADDR, a Unix stream listener on a path, a Unix stream socket pair
  * with bytes queued both ways and one direction shut down, an empty Unix
- * datagram pair. After restore the listeners accept on the same addresses
+ * datagram pair, a datagram socket bound to SCRATCH.d and one connected to
+ * it by name. After restore the listeners accept on the same addresses
  * and the pairs carry their bytes. The original must be gone (killed)
  * before the restore: its listeners hold the addresses.
  * Arguments: SCRATCH, a path for the Unix listener.
@@ -53,6 +54,15 @@ int main(int argc, char **argv)
 	if (write(52, "to 53", 5) != 5 || write(53, "to 52", 5) != 5)
 		target_verdict(0, "pair write");
 	shutdown(52, SHUT_WR);
+	struct sockaddr_un du = { .sun_family = AF_UNIX };
+	snprintf(du.sun_path, sizeof(du.sun_path), "%s.d", argv[3]);
+	unlink(du.sun_path);
+	l = socket(AF_UNIX, SOCK_DGRAM, 0);
+	int cl = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (bind(l, (void *)&du, sizeof(du)) < 0 || connect(cl, (void *)&du, sizeof(du)) < 0)
+		target_verdict(0, "dgram: %s", strerror(errno));
+	at(cl, 56);
+	at(l, 57);
 
 	target_ready();
 	target_wait_restored();
@@ -76,6 +86,8 @@ int main(int argc, char **argv)
 	CHECK(read(53, buf, sizeof(buf)) == 0);
 	CHECK(read(52, buf, sizeof(buf)) == 5 && memcmp(buf, "to 52", 5) == 0);
 	CHECK(send(55, "d", 1, 0) == 1 && recv(54, buf, sizeof(buf), 0) == 1 && buf[0] == 'd');
+	CHECK(send(56, "dg", 2, 0) == 2 && recv(57, buf, sizeof(buf), 0) == 2 && !memcmp(buf, "dg", 2));
 	unlink(un.sun_path);
+	unlink(du.sun_path);
 	target_pass();
 }

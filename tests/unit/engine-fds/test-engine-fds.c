@@ -754,6 +754,21 @@ static void sockets_setup(void)
 	pair_hi(SOCK_DGRAM, sv);
 	at(sv[0], 7, false);
 	at(sv[1], 8, false);
+	/* Datagram sockets: a client (lower number) connected to a bound
+	 * one of ours, one connected to a socket outside, an unbound one. */
+	struct sockaddr_un du = { .sun_family = AF_UNIX };
+	snprintf(du.sun_path, sizeof(du.sun_path), "%s/dsock", tmpdir);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	bind(fd, (void *)&du, sizeof(du));
+	at(fd, 13, false);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	connect(fd, (void *)&du, sizeof(du));
+	at(fd, 12, false);
+	snprintf(du.sun_path, sizeof(du.sun_path), "%s/outside", tmpdir);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	connect(fd, (void *)&du, sizeof(du));
+	at(fd, 14, false);
+	at(hi(socket(AF_UNIX, SOCK_DGRAM, 0)), 15, false);
 	/* More bytes queued than default buffers hold. */
 	int big = 1 << 20;
 	pair_hi(SOCK_STREAM, sv);
@@ -809,6 +824,19 @@ static int sockets_verify(void)
 	V(n == sizeof(got));
 	for (size_t i = 0; i < n; i++)
 		V(got[i] == bigbuf[i % sizeof(bigbuf)]);
+	struct sockaddr_un pu;
+	char want[108];
+	len = sizeof(pu);
+	snprintf(want, sizeof(want), "%s/dsock", tmpdir);
+	V(getpeername(12, (void *)&pu, &len) == 0 && strcmp(pu.sun_path, want) == 0);
+	V(send(12, "c", 1, 0) == 1 && recv(13, buf, sizeof(buf), 0) == 1 && buf[0] == 'c');
+	len = sizeof(pu);
+	snprintf(want, sizeof(want), "%s/outside", tmpdir);
+	V(getpeername(14, (void *)&pu, &len) == 0 && strcmp(pu.sun_path, want) == 0);
+	V(send(14, "o", 1, 0) == 1);
+	len = sizeof(pu);
+	V(getsockname(15, (void *)&pu, &len) == 0 && len == sizeof(sa_family_t));
+	V(getpeername(15, (void *)&pu, &len) < 0 && errno == ENOTCONN);
 	V(is_open(9) == (tcp6_port != 0));
 	if (tcp6_port) {
 		struct sockaddr_in6 in6 = { 0 };
@@ -827,7 +855,12 @@ static int sockets_verify(void)
 
 START_TEST(sockets)
 {
-	char *text;
+	char *text, got[4];
+	struct sockaddr_un ou = { .sun_family = AF_UNIX };
+	int outside = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	snprintf(ou.sun_path, sizeof(ou.sun_path), "%s/outside", tmpdir);
+	ck_assert_int_eq(bind(outside, (void *)&ou, sizeof(ou)), 0);
 	for (size_t i = 0; i < sizeof(bigbuf); i++)
 		bigbuf[i] = (char)(i * 13 + 1);
 	pid_t pid = start_target(sockets_setup, NULL);
@@ -847,8 +880,15 @@ START_TEST(sockets)
 	ck_assert_msg(strstr(text, " backlog=17 reuseaddr=1 ") && strstr(text, " queued=4 data=fds-data/6\n") &&
 			      strstr(text, " type=dgram "),
 		      "unexpected text:\n%s", text);
-	/* The socket file of the dead listener is in the way: replaced. */
+	ck_assert_msg(strstr(text, "12 unix-dgram flags=02 cloexec=0 peer=/tmp/") &&
+			      strstr(text, "13 unix-dgram flags=02 cloexec=0 path=/tmp/") &&
+			      strstr(text, "15 unix-dgram flags=02 cloexec=0\n"),
+		      "%s", text);
+	/* The socket files of the dead listeners are in the way: replaced. */
 	RESTORE_OK(img, sockets_verify);
+	ck_assert_int_eq(recv(outside, got, sizeof(got), MSG_DONTWAIT), 1);
+	ck_assert_int_eq(got[0], 'o');
+	close(outside);
 	free(text);
 	fds_free(img);
 	fds_free(cap);
