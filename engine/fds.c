@@ -380,6 +380,74 @@ static void image_settle(struct fd_image *img)
 	img->pidfd = -1;
 }
 
+struct dup_sort {
+	struct fd_image *img;
+	int err;
+};
+
+/* Orders descriptors by inode, then by open file description as kcmp
+ * orders them (it gives a total order, for sorting), then by number. */
+static int cmp_description(const void *a, const void *b, void *ud)
+{
+	struct dup_sort *ds = ud;
+	const struct fd_entry *x = &ds->img->e[*(const size_t *)a], *y = &ds->img->e[*(const size_t *)b];
+	int r;
+
+	if (x->st->st_dev != y->st->st_dev)
+		return x->st->st_dev < y->st->st_dev ? -1 : 1;
+	if (x->st->st_ino != y->st->st_ino)
+		return x->st->st_ino < y->st->st_ino ? -1 : 1;
+	if (x->fd == y->fd)
+		return 0;
+	r = kcmp_file(ds->img->pid, x->fd, y->fd);
+	if (r < 0 || r > 2) {
+		if (!ds->err)
+			ds->err = err_set(r < 0 ? negerrno() : -EIO, "fd %d: kcmp with fd %d", x->fd, y->fd);
+		return 0;
+	}
+	if (r == 0)
+		return x->fd < y->fd ? -1 : 1;
+	return r == 1 ? -1 : 1;
+}
+
+/* Marks every descriptor that shares the open file description of a lower
+ * numbered one as a dup of the lowest. Only descriptors of one inode can
+ * share one; anon inodes (eventfd, epoll, ...) all share an inode, so
+ * kcmp decides, in a sort: n log n calls, not n squared. */
+static int find_dups(struct fd_image *img)
+{
+	struct dup_sort ds = { .img = img };
+	_cleanup_free_ size_t *idx = NULL;
+
+	for (size_t i = 0; i < img->n; i++)
+		img->e[i].kind = _FD_KIND_MAX;
+	if (img->n < 2)
+		return 0;
+	idx = malloc(img->n * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->n; i++)
+		idx[i] = i;
+	qsort_r(idx, img->n, sizeof(*idx), cmp_description, &ds);
+	if (ds.err)
+		return ds.err;
+	for (size_t i = 1; i < img->n; i++) {
+		struct fd_entry *p = &img->e[idx[i - 1]], *e = &img->e[idx[i]];
+		if (p->st->st_dev != e->st->st_dev || p->st->st_ino != e->st->st_ino)
+			continue;
+		int r = kcmp_file(img->pid, p->fd, e->fd);
+		if (r < 0)
+			return err_set(negerrno(), "fd %d: kcmp with fd %d", e->fd, p->fd);
+		if (r == 0) {
+			/* Runs are sorted by number: p is the run's lowest or
+			 * already points at it. */
+			e->kind = FD_KIND_DUP;
+			e->dup_of = p->kind == FD_KIND_DUP ? p->dup_of : p->fd;
+		}
+	}
+	return 0;
+}
+
 static int scan(pid_t pid, bool capture, struct fd_image **ret)
 {
 	_cleanup_free_ int *fds = NULL;
@@ -419,30 +487,9 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 			goto fail;
 	}
 
-	/* Shared open file descriptions. Only descriptors of one inode can
-	 * share one; anon inodes (eventfd, epoll, ...) all share an inode, so
-	 * kcmp decides. */
-	for (size_t i = 0; i < img->n; i++) {
-		struct fd_entry *e = &img->e[i];
-		for (size_t j = 0; j < i; j++) {
-			struct fd_entry *o = &img->e[j];
-			if (o->kind == FD_KIND_DUP || o->st->st_dev != e->st->st_dev ||
-			    o->st->st_ino != e->st->st_ino)
-				continue;
-			r = kcmp_file(pid, o->fd, e->fd);
-			if (r < 0) {
-				r = err_set(negerrno(), "fd %d: kcmp", e->fd);
-				goto fail;
-			}
-			if (r == 0) {
-				e->kind = FD_KIND_DUP;
-				e->dup_of = o->fd;
-				break;
-			}
-		}
-		if (e->dup_of < 0)
-			e->kind = _FD_KIND_MAX;
-	}
+	r = find_dups(img);
+	if (r < 0)
+		goto fail;
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		if (e->kind == FD_KIND_DUP)
