@@ -192,7 +192,7 @@ int bench_engine(int argc, char **argv)
 		r = engine_dump(pid, w, &dopts);
 	store_snap_close(w);
 	if (r < 0) {
-		log_err_errno(r, "bench engine: dump failed: %s", err_msg());
+		log_err("bench engine: dump failed: %s", tools_reason(r));
 		store_close(s);
 		goto out_kill;
 	}
@@ -261,7 +261,7 @@ int bench_engine(int argc, char **argv)
 	store_snap_close(rs);
 	store_close(s);
 	if (r < 0) {
-		log_err_errno(r, "bench engine: restore failed: %s", err_msg());
+		log_err("bench engine: restore failed: %s", tools_reason(r));
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/go", dir);

@@ -64,20 +64,21 @@ int cmd_restore(int argc, char **argv)
 	struct store_snap *snap = NULL;
 	int r = store_open_dir(parent, &s);
 	if (r < 0) {
-		log_err_errno(r, "cannot open '%s' %s", parent, err_msg());
+		log_err("cannot open '%s': %s", parent, tools_reason(r));
 		return EXIT_FAIL;
 	}
 	r = store_snap_open(s, name, flags, &snap);
 	if (r < 0) {
-		log_err_errno(r, "cannot open snapshot '%s': %s", argv[optind], err_msg());
+		log_err("cannot open snapshot '%s': %s", argv[optind], tools_reason(r));
 		store_close(s);
 		return EXIT_FAIL;
 	}
+	log_info("restoring %s", argv[optind]);
 	struct engine_restore_opts o = { .progress = restore_progress };
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)
-		log_err_errno(r, "restore of %s failed: %s", argv[optind], err_msg());
+		log_err("restore of %s failed: %s", argv[optind], tools_reason(r));
 	else
 		printf("%d\n", pid);
 	fflush(stdout);

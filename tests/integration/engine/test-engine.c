@@ -228,6 +228,7 @@ CYCLE_TESTS(mem, "target-mem", path("mapped-file"))
 CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
+CYCLE_TESTS(regs, "target-regs", NULL)
 
 START_TEST(bigmem_running)
 {
@@ -248,6 +249,39 @@ START_TEST(dump_twice_restore_first_last)
 	unlink(path("result"));
 	unlink(path("ready.restored"));
 	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* The same with the memory target, whose shared file mapping was written
+ * by the first restored process before the second restore. */
+START_TEST(dump_twice_mem)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, NULL, "store/s1");
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	verdict(restore("store/s2"));
+	unlink(path("result"));
+	unlink(path("ready.restored"));
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* A restored process dumps and restores again, twice. */
+START_TEST(redump_restored)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	usleep(50000);
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	ck_assert_int_eq(restore("store/s2"), pid);
+	usleep(50000);
+	dump(pid, NULL, "store/s3");
+	kill_original(pid, NULL);
+	verdict(restore("store/s3"));
 }
 END_TEST
 
@@ -395,8 +429,13 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("signals_running", signals_running, 30));
 		suite_add_tcase(s, tc("signals_kill", signals_kill, 30));
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
+		suite_add_tcase(s, tc("regs_running", regs_running, 30));
+		suite_add_tcase(s, tc("regs_kill", regs_kill, 30));
+		suite_add_tcase(s, tc("regs_stop", regs_stop, 30));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
+		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 30));
+		suite_add_tcase(s, tc("redump_restored", redump_restored, 30));
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
 		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
