@@ -356,16 +356,29 @@ int fds_file_check_host(struct fd_entry *e)
 	case FD_KIND_TTY: {
 		/* /dev/tty is the controlling terminal, and a restored process
 		 * has none: it runs in a session of its own. */
+		const char *why = "is gone";
 		if (strcmp(e->path, "/dev/tty") == 0) {
 			e->to_null = true;
-			log_warn("fd %d: /dev/tty: the restored process has no controlling terminal: "
-				 "restored as /dev/null", e->fd);
-			return 0;
+			why = "is the controlling terminal, and the restored process has none";
+		} else {
+			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+			e->to_null = fd < 0 || !isatty(fd);
 		}
-		_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-		e->to_null = fd < 0 || !isatty(fd);
-		if (e->to_null)
-			log_warn("fd %d: terminal %s is gone: restored as /dev/null", e->fd, e->path);
+		if (!e->to_null)
+			return 0;
+		/* Output meant for the terminal goes to CKPTFS_TTY_LOG when
+		 * set, so that it is not lost; reads see /dev/null. */
+		const char *logf = getenv("CKPTFS_TTY_LOG");
+		if (logf && logf[0] == '/' && (e->flags & O_ACCMODE) != O_RDONLY) {
+			e->tty_log = strdup(logf);
+			if (!e->tty_log)
+				return -ENOMEM;
+			log_warn("fd %d: terminal %s %s: restored as %s (CKPTFS_TTY_LOG), appended to", e->fd,
+				 e->path, why, logf);
+		} else {
+			log_warn("fd %d: terminal %s %s: restored as /dev/null%s", e->fd, e->path, why,
+				 (e->flags & O_ACCMODE) != O_RDONLY ? " (CKPTFS_TTY_LOG=FILE keeps its output)" : "");
+		}
 		return 0;
 	}
 	default:
@@ -444,6 +457,13 @@ int fds_file_open(struct fd_entry *e)
 
 	switch (e->kind) {
 	case FD_KIND_TTY:
+		if (e->tty_log) {
+			fd = open(e->tty_log, (int)(e->flags & O_ACCMODE) | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
+				  0600);
+			if (fd < 0)
+				return err_set(negerrno(), "fd %d: cannot open %s (CKPTFS_TTY_LOG)", e->fd, e->tty_log);
+			return fd;
+		}
 		fd = open(e->to_null ? "/dev/null" : e->path, flags);
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: cannot open %s", e->fd,

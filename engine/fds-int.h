@@ -109,7 +109,8 @@ struct fd_entry {
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
 
-	bool to_null;     /* tty: gone at load, opened as /dev/null instead */
+	bool to_null;     /* tty: gone at load, replaced by /dev/null or tty_log */
+	char *tty_log;    /* tty: CKPTFS_TTY_LOG, the file that replaces it, or NULL */
 
 	/* capture only */
 	int dupfd;        /* our pidfd_getfd(2) duplicate, -1 once closed */

@@ -277,6 +277,14 @@ int fds_pipe_check_host(struct fd_entry *e)
 {
 	struct stat st;
 
+	/* Not an error, but not the same either: say so where the restore is
+	 * decided. */
+	if (e->kind == FD_KIND_PIPE_W && !e->peer_in)
+		log_warn("fd %d: pipe whose reader was outside the process: restored as /dev/null", e->fd);
+	if (e->kind == FD_KIND_PIPE_R && !e->peer_in)
+		log_warn("fd %d: pipe whose writer was outside the process: restored with its %lu queued "
+			 "bytes, then end of file",
+			 e->fd, e->data_len);
 	if (e->kind != FD_KIND_FIFO)
 		return 0;
 	if (stat(e->path, &st) < 0)

@@ -162,6 +162,7 @@ static void entry_free(struct fd_entry *e)
 	if (e->tmp_other >= 0)
 		close(e->tmp_other);
 	free(e->path);
+	free(e->tty_log);
 	free(e->name);
 	free(e->data);
 	free(e->watches);

@@ -371,6 +371,17 @@ static int dev_null_verify(void)
 	return 0;
 }
 
+static char tty_log[128];
+
+static int tty_log_verify(void)
+{
+	struct stat st;
+
+	V(fstat(1, &st) == 0 && S_ISREG(st.st_mode) && (fcntl(1, F_GETFL) & O_APPEND));
+	V(write(1, "to the terminal\n", 16) == 16);
+	return 0;
+}
+
 START_TEST(gone_terminal_becomes_dev_null)
 {
 	struct fd_image *img = NULL;
@@ -378,6 +389,20 @@ START_TEST(gone_terminal_becomes_dev_null)
 	ck_assert_msg(r == 0, "%s", err_msg());
 	ck_assert_int_eq(fds_host_check(img), 0);
 	ck_assert(img->e[0].to_null);
+	fds_free(img);
+	/* With CKPTFS_TTY_LOG, what it writes lands in that file. */
+	snprintf(tty_log, sizeof(tty_log), "%s/tty.log", tmpdir);
+	setenv("CKPTFS_TTY_LOG", tty_log, 1);
+	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/pts/4095\n1 dup of=0 cloexec=0\n", NULL, NULL, &img);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert_str_eq(img->e[0].tty_log, tty_log);
+	char lm[256], *logged = NULL;
+	ck_assert_int_eq(restore_in_child(img, tty_log_verify, lm, sizeof(lm)), 0);
+	ck_assert_int_eq(read_file_full(tty_log, &logged, NULL), 0);
+	ck_assert_str_eq(logged, "to the terminal\n");
+	free(logged);
+	unsetenv("CKPTFS_TTY_LOG");
 	fds_free(img);
 	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/tty\n", NULL, NULL, &img);
 	ck_assert_int_eq(r, 0);
