@@ -12,7 +12,8 @@
  *  2. write the snapshot files and commit through store/.
  * With --kill/--stop the process stays frozen until the commit, so that
  * nothing it does after the view is lost, and is then killed or left
- * stopped. Every failure detaches every thread and leaves the process
+ * stopped; its memory then goes straight from the process to the store
+ * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
  * running as it was.
  */
 #include <signal.h>
@@ -42,7 +43,7 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
 
 /* Step 1: everything that needs the process stopped. */
 static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct fd_image **fds,
-		     uint64_t *bytes)
+		     bool copy, uint64_t *bytes)
 {
 	int r;
 
@@ -92,7 +93,7 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 	r = fds_capture(pid, fds);
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, bytes);
+	r = memory_capture(pid, img, copy, bytes);
 	log_debug("pid %d: injected queries %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;
@@ -121,7 +122,7 @@ static int write_image(struct store_snap *w, const struct proc_image *img, struc
 	r = fds_write(fds, w);
 	if (r < 0)
 		return r;
-	return memory_write(w, img, o);
+	return memory_write(w, img, img->pid, o);
 }
 
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
@@ -143,7 +144,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		goto out;
 	attached = true;
 	tf0 = now_ns();
-	r = take_view(pid, &s, &img, &fds, &bytes);
+	/* a copy in RAM only when the process runs again before the write */
+	r = take_view(pid, &s, &img, &fds, after == ENGINE_AFTER_RUN, &bytes);
 	if (r < 0)
 		goto out;
 	if (after == ENGINE_AFTER_RUN) {

@@ -225,11 +225,12 @@ int process_parse(const char *text, struct proc_image *img);
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
 int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
-/* Lists and copies the pages to save of every area of stopped pid into
- * RAM (vma->runs, vma->data). */
-int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes);
-/* Writes `maps` and `memory/<start>-<end>`. */
-int memory_write(struct store_snap *w, const struct proc_image *img,
+/* Lists the pages to save of every area of stopped pid (vma->runs) and,
+ * with copy, copies them into RAM (vma->data). *bytes: bytes to save. */
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes);
+/* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
+ * copied, else straight from pid, which must still be stopped. */
+int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);

@@ -19,11 +19,13 @@ const char *tools_reason(int r)
 static void dump_progress(const struct engine_progress *p, void *ud)
 {
 	static enum engine_phase last = _ENGINE_PHASE_MAX;
-	if (p->phase == ENGINE_PHASE_WRITE) {
+	char b[32];
+	if (p->phase == ENGINE_PHASE_WRITE && tools_interactive())
 		tools_progress("writing", p->done, p->total, p->total && p->done >= p->total);
-	} else if (p->phase != last && !tools_interactive()) {
-		/* not drawn: a line per phase */
-	}
+	else if (p->phase != last && !tools_interactive())
+		/* off a terminal: one line per phase */
+		log_info("%s%s%s", engine_phase_name(p->phase), p->total ? " " : "",
+			 p->total ? fmt_bytes(p->total, b, sizeof(b)) : "");
 	last = p->phase;
 }
 

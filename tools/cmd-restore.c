@@ -13,8 +13,12 @@
 
 static void restore_progress(const struct engine_progress *p, void *ud)
 {
-	if (p->phase == ENGINE_PHASE_RESTORE)
+	static enum engine_phase last = _ENGINE_PHASE_MAX;
+	if (p->phase == ENGINE_PHASE_RESTORE && tools_interactive())
 		tools_progress("restoring", p->done, p->total, p->total && p->done >= p->total);
+	else if (p->phase != last && !tools_interactive())
+		log_info("%s", engine_phase_name(p->phase));
+	last = p->phase;
 }
 
 static void restore_usage(FILE *out)

@@ -310,12 +310,13 @@ static void assert_untouched(pid_t pid)
 	ck_assert_int_eq(n, 9); /* the threads target: main + 8 */
 }
 
-static void dump_fault(const char *fault)
+static void dump_fault_mode(const char *fault, const char *mode)
 {
 	pid_t pid = spawn(NULL, "target-threads", NULL);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	int rc = mode ? run_ckpt(fault, NULL, 0, "dump", mode, p, path("store/bad"))
+		      : run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
 	ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
 	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
 	ck_assert(!file_exists(path("store/bad")));
@@ -326,7 +327,15 @@ static void dump_fault(const char *fault)
 	verdict(restore("store/s1"));
 }
 
+static void dump_fault(const char *fault)
+{
+	dump_fault_mode(fault, NULL);
+}
+
 START_TEST(fault_seize) { dump_fault("200:3"); } END_TEST
+/* --kill and --stop copy no memory into RAM: it is read while writing */
+START_TEST(fault_memory_kill) { dump_fault_mode("202:5", "--kill"); } END_TEST
+START_TEST(fault_commit_stop) { dump_fault_mode("205", "--stop"); } END_TEST
 START_TEST(fault_regs) { dump_fault("201:2"); } END_TEST
 START_TEST(fault_memory) { dump_fault("202:5"); } END_TEST
 START_TEST(fault_fds) { dump_fault("203"); } END_TEST
@@ -439,6 +448,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
 		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
+		suite_add_tcase(s, tc("fault_memory_kill", fault_memory_kill, 30));
+		suite_add_tcase(s, tc("fault_commit_stop", fault_commit_stop, 30));
 		suite_add_tcase(s, tc("fault_fds", fault_fds, 30));
 		suite_add_tcase(s, tc("fault_write", fault_write, 30));
 		suite_add_tcase(s, tc("fault_commit", fault_commit, 30));
