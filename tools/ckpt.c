@@ -16,6 +16,8 @@ static const struct ckpt_cmd cmds[] = {
 	{ "bench", "store [OPTIONS]", "run a benchmark", cmd_bench },
 	{ "version", "", "print the version", cmd_version },
 	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
+	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
+	{ "restore", "[--no-verify] DIR", "restore a process from a snapshot directory", cmd_restore },
 };
 
 static void usage(FILE *out)

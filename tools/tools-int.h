@@ -33,6 +33,12 @@ void tools_progress(const char *label, uint64_t done, uint64_t total, bool finis
 int cmd_store(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+/* The reason to print for a failed call: its err_msg() detail when there
+ * is one (it names the object), else strerror(-r). */
+const char *tools_reason(int r);
+int cmd_dump(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int bench_engine(int argc, char **argv);
 
 /* ckpt bench store (bench-store.c); cmd_bench dispatches to it. */
 int bench_store(int argc, char **argv);
