@@ -241,7 +241,9 @@ int chunk_decode(struct chunk_store *cs, const struct rec_hdr *h, const uint8_t 
 	ZSTD_DCtx *d = cs_dctx_get(cs);
 	if (!d)
 		return -ENOMEM;
-	size_t z = ZSTD_decompressDCtx(d, dst, STORE_BLOCK_SIZE, payload, h->stored_len);
+	/* Tell zstd the true room: given more, it may write past the end of a
+	 * caller's buffer sized exactly to the chunk. */
+	size_t z = ZSTD_decompressDCtx(d, dst, dst == tmp ? STORE_BLOCK_SIZE : plen, payload, h->stored_len);
 	cs_dctx_put(cs, d);
 	if (ZSTD_isError(z) || z != plen)
 		return -EIO;

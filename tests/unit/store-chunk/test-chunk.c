@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -1072,6 +1073,42 @@ START_TEST(hash2_is_sha256)
 }
 END_TEST
 
+/* A read into a buffer sized exactly to the data, with an unmapped page
+ * right after it: a decoder that writes past the end faults. zstd is not
+ * built with ASan, so only a guard page catches it. */
+START_TEST(exact_buffer_not_overrun)
+{
+	static const size_t lens[] = { 100, 4096, 5000, 16384, 20000 };
+	struct store *s = open_store();
+	char text[64 * KiB];
+
+	for (size_t i = 0; i < sizeof(text); i++)
+		text[i] = "compressible text "[i % 18];
+	for (size_t k = 0; k < ARRAY_SIZE(lens); k++) {
+		char name[32];
+		struct store_snap *r;
+		struct store_file *f;
+		size_t len = lens[k], span = ALIGN_UP(len, 4096) + 4096;
+		uint8_t *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ck_assert_ptr_ne(m, MAP_FAILED);
+		ck_assert_int_eq(mprotect(m + span - 4096, 4096, PROT_NONE), 0);
+		uint8_t *buf = m + span - 4096 - len;
+		struct file_spec fs = { "f", (const uint8_t *)text, len };
+
+		snprintf(name, sizeof(name), "exact-%zu", len);
+		write_snap(s, name, &fs, 1);
+		ck_assert_int_eq(store_snap_open(s, name, 0, &r), 0);
+		ck_assert_int_eq(store_file_open(r, "f", &f), 0);
+		ck_assert_int_eq(store_file_pread(f, buf, len, 0), (ssize_t)len);
+		ck_assert(memcmp(buf, text, len) == 0);
+		store_file_close(f);
+		store_snap_close(r);
+		munmap(m, span);
+	}
+	store_close(s);
+}
+END_TEST
+
 static TCase *tc(Suite *su, const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -1087,6 +1124,7 @@ int main(void)
 	Suite *su = suite_create("store-chunk");
 	tc(su, "hash2", hash2_is_sha256, 30);
 	tc(su, "roundtrip", roundtrip_holes_and_seek, 30);
+	tc(su, "exact-buffer", exact_buffer_not_overrun, 30);
 	tc(su, "sparse-huge", sparse_huge_file, 30);
 	tc(su, "zero-pages", zero_pages_cost_nothing, 30);
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
