@@ -237,12 +237,12 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       "phase: %s\n"
 		       "progress: %" PRIu64 "\n"
 		       "total: %" PRIu64 "\n"
-		       "last_snapshot: %s%" PRIu32 "\n"
+		       "last_snapshot: %" PRIu32 "\n"
 		       "last_error: %s\n",
 		       pid, state_names[s.state],
 		       running ? phase_name(s.phase) : "-",
 		       running ? s.done : 0, running ? s.total : 0,
-		       "", s.last_snap,
+		       s.last_snap,
 		       s.last_error[0] ? s.last_error : "-");
 	if (len < 0)
 		return -ENOMEM;
