@@ -95,7 +95,8 @@ int manifest_format(struct manifest *m, char **ret, size_t *ret_len)
 
 	if (m->nfiles > MANIFEST_MAX_FILES)
 		return err_set(-E2BIG, "manifest: %zu files, at most %u", m->nfiles, MANIFEST_MAX_FILES);
-	qsort(m->files, m->nfiles, sizeof(*m->files), cmp_entry);
+	if (m->nfiles > 0)
+		qsort(m->files, m->nfiles, sizeof(*m->files), cmp_entry);
 	for (size_t i = 0; i < m->nfiles; i++) {
 		int r = path_check(m->files[i].path);
 		if (r < 0)

@@ -13,6 +13,7 @@ static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
 	{ "version", "", "print the version", cmd_version },
+	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
 	{ "checkpoint", "[--kill|--stop] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs", cmd_checkpoint },
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
