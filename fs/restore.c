@@ -36,6 +36,8 @@
  * or anything else a snapshot holds. */
 #define RESTORE_MAX_FILE (1ull << 47)
 #define RESTORE_MAX_MANIFEST (16u << 20)
+/* How long a copy must be quiet before it is taken as complete. */
+#define RESTORE_QUIET_NS (300ull * 1000 * 1000)
 
 enum rstate {
 	R_RECEIVING,
@@ -78,6 +80,7 @@ struct restore {
 	unsigned open_files;      /* rfiles with opens > 0 */
 	bool thread;              /* the commit/restore thread runs */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
+	uint64_t activity;        /* now_ns() of the last create, write or release */
 	struct restore *next;
 };
 
@@ -248,12 +251,35 @@ static int run_engine(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 }
 #endif
 
+static int complete_locked(struct restore *rs);
+
 static void *restore_thread(void *arg)
 {
 	struct restore *rs = arg;
 	struct fs *fs = rs->fs;
 	pid_t pid = 0;
 	int r;
+
+	/* cp -r creates files in directory order: the manifest's files may
+	 * all be there while one it does not name is still to come. Wait
+	 * until the copy has been quiet for RESTORE_QUIET_NS, then decide
+	 * again. */
+	pthread_mutex_lock(&fs->lock);
+	for (;;) {
+		uint64_t idle = now_ns() - rs->activity;
+		if (idle >= RESTORE_QUIET_NS)
+			break;
+		pthread_mutex_unlock(&fs->lock);
+		usleep((useconds_t)((RESTORE_QUIET_NS - idle) / 1000 + 1000));
+		pthread_mutex_lock(&fs->lock);
+	}
+	if (rs->removed || complete_locked(rs) != 1) {
+		/* Failed, removed, or a file is open again: a later release
+		 * decides anew. */
+		goto out;
+	}
+	rs->state = R_VERIFYING;
+	pthread_mutex_unlock(&fs->lock);
 
 	/* Every file is closed and nothing writes any more: the writer is
 	 * this thread's alone. Commit verifies names, sizes and hashes
@@ -300,40 +326,48 @@ static struct rfile *rfile_find_locked(struct restore *rs, const char *path)
 	return NULL;
 }
 
-/* Decides, after a file became whole, whether the copy is complete,
- * can never be, or goes on. fs->lock held. */
-static void check_locked(struct fs *fs, struct restore *rs)
+/* Whether the copy is complete (1), can never be (-1: failed) or goes
+ * on (0). fs->lock held. */
+static int complete_locked(struct restore *rs)
 {
-	pthread_t t;
-	pthread_attr_t attr;
-
-	if (rs->state != R_RECEIVING || !rs->have_man)
-		return;
+	if (rs->state != R_RECEIVING)
+		return rs->state == R_FAILED ? -1 : 0;
+	if (!rs->have_man)
+		return 0;
 	for (struct rfile *f = rs->files; f; f = f->next) {
 		const struct manifest_entry *e;
 
-		if (!f->whole || !strcmp(f->path, STORE_MANIFEST))
+		if (!strcmp(f->path, STORE_MANIFEST))
 			continue;
 		e = manifest_find(&rs->man, f->path);
 		if (!e) {
 			fail_locked(rs, "%s: not named in the manifest", f->path);
-			return;
+			return -1;
 		}
-		if (e->size != f->size) {
+		if (f->whole && e->size != f->size) {
 			fail_locked(rs, "%s: %" PRIu64 " bytes arrived, the manifest says %" PRIu64, f->path,
 				    f->size, e->size);
-			return;
+			return -1;
 		}
 	}
 	for (size_t i = 0; i < rs->man.nfiles; i++) {
 		struct rfile *f = rfile_find_locked(rs, rs->man.files[i].path);
 		if (!f || !f->whole)
-			return; /* still receiving */
+			return 0;
 	}
-	if (rs->open_files)
-		return;
+	return rs->open_files ? 0 : 1;
+}
 
-	rs->state = R_VERIFYING;
+/* Starts the commit/restore thread once the copy looks complete. fs->lock
+ * held. */
+static void check_locked(struct fs *fs, struct restore *rs)
+{
+	pthread_t t;
+	pthread_attr_t attr;
+
+	rs->activity = now_ns();
+	if (rs->thread || complete_locked(rs) != 1)
+		return;
 	rs->thread = true;
 	fs->restore_threads++;
 	pthread_attr_init(&attr);
@@ -719,6 +753,7 @@ int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path,
 	f->rs = rs;
 	f->opens = 1;
 	rs->open_files++;
+	rs->activity = now_ns();
 	f->next = rs->files;
 	rs->files = f;
 	pthread_mutex_unlock(&fs->lock);
