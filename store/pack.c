@@ -1,0 +1,688 @@
+/*
+ * Pack files: append-only files packs/NNNNNNNN.pack of chunk records
+ * (docs/FORMAT.md, "The chunk store"). Writers append through io_uring
+ * with several 1 MiB buffers in flight, so that compressing the next
+ * chunks overlaps the copy into the page cache; bytes are durable only
+ * after pack_sync(), which a commit calls before it touches the index.
+ * Readers pread records through a cache of descriptors, and check each
+ * record's CRC32C before they trust it.
+ *
+ * What must stay true: a record's offset, once returned by pack_append,
+ * is where its bytes land; a pack is never rewritten in place (gc copies
+ * live records into a new pack and unlinks the old one).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include "store/chunk-int.h"
+
+#define PACK_BUFS 16
+#define PACK_BUF_SIZE (1u << 20)
+
+struct pack_writer {
+	struct chunk_store *cs;
+	uint32_t id;
+	int fd;
+	struct io_uring ring;
+	bool have_ring;      /* else plain pwrite: io_uring may be forbidden (seccomp) */
+	uint8_t *buf[PACK_BUFS];
+	bool busy[PACK_BUFS]; /* submitted, not completed */
+	size_t bufoff[PACK_BUFS];
+	size_t buflen[PACK_BUFS];
+	uint64_t fileoff[PACK_BUFS];
+	int cur;             /* buffer being filled, -1: none */
+	unsigned inflight;
+	uint64_t end;        /* logical end: bytes appended so far */
+	int error;           /* sticky: first write error */
+};
+
+/* ---- CRC32C ---------------------------------------------------------------
+ * The record checksum must cost nothing next to zstd: SSE4.2's crc32
+ * instruction does ~8 bytes a cycle; a table does the same job elsewhere. */
+
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	pthread_once(&crc_once, crc_init);
+	while (len >= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		v ^= crc;
+		crc = crc_table[7][v & 0xff] ^ crc_table[6][(v >> 8) & 0xff] ^ crc_table[5][(v >> 16) & 0xff] ^
+		      crc_table[4][(v >> 24) & 0xff] ^ crc_table[3][(v >> 32) & 0xff] ^
+		      crc_table[2][(v >> 40) & 0xff] ^ crc_table[1][(v >> 48) & 0xff] ^ crc_table[0][v >> 56];
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xff];
+	return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t c = crc;
+	while (len >= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	return (uint32_t)c;
+}
+#endif
+
+uint32_t crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	crc = ~crc;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~crc32c_hw(crc, buf, len);
+#endif
+	return ~crc32c_sw(crc, buf, len);
+}
+
+uint32_t rec_crc(const struct rec_hdr *h, const void *payload)
+{
+	struct rec_hdr c = *h;
+	c.crc = 0;
+	return crc32c(crc32c(0, &c, sizeof(c)), payload, h->stored_len);
+}
+
+size_t chunk_payload_len(uint32_t raw_len, unsigned mask)
+{
+	size_t n = 0;
+	for (unsigned i = 0; i < CHUNK_PAGES; i++) {
+		if (!(mask & (1u << i)) || i * STORE_PAGE_SIZE >= raw_len)
+			continue;
+		n += MIN(STORE_PAGE_SIZE, raw_len - i * STORE_PAGE_SIZE);
+	}
+	return n;
+}
+
+void pack_name(uint32_t id, char buf[32])
+{
+	snprintf(buf, 32, "%08x.pack", id);
+}
+
+/* ---- encoding -------------------------------------------------------------- */
+
+int chunk_encode(struct chunk_store *cs, ZSTD_CCtx *cctx, const uint8_t *block, uint32_t len, unsigned mask,
+		 const uint8_t id[STORE_HASH_LEN], struct rec_hdr *h, uint8_t *out, const uint8_t **ret_payload)
+{
+	uint8_t packed[STORE_BLOCK_SIZE];
+	const uint8_t *src = block;
+	size_t plen = chunk_payload_len(len, mask), cap = ZSTD_compressBound(STORE_BLOCK_SIZE), z;
+
+	/* Zero pages inside a block are cut out before compression, so they
+	 * cost nothing even in a block that holds data. */
+	if (plen != len) {
+		size_t o = 0;
+		for (unsigned i = 0; i < CHUNK_PAGES; i++) {
+			if (!(mask & (1u << i)) || i * STORE_PAGE_SIZE >= len)
+				continue;
+			size_t n = MIN(STORE_PAGE_SIZE, len - i * STORE_PAGE_SIZE);
+			memcpy(packed + o, block + i * STORE_PAGE_SIZE, n);
+			o += n;
+		}
+		src = packed;
+	}
+	memset(h, 0, sizeof(*h));
+	h->magic = REC_MAGIC;
+	h->mask = (uint8_t)mask;
+	h->raw_len = len;
+	memcpy(h->id, id, STORE_HASH_LEN);
+
+	z = ZSTD_compressCCtx(cctx, out, cap, src, plen, cs->zstd_level);
+	if (!ZSTD_isError(z) && z < plen) {
+		h->codec = CHUNK_CODEC_ZSTD;
+		h->stored_len = (uint32_t)z;
+		*ret_payload = out;
+	} else {
+		/* Incompressible (or zstd failed: raw is always correct). */
+		h->codec = CHUNK_CODEC_RAW;
+		h->stored_len = (uint32_t)plen;
+		if (src == packed) {
+			memcpy(out, packed, plen);
+			*ret_payload = out;
+		} else {
+			*ret_payload = block;
+		}
+	}
+	h->crc = rec_crc(h, *ret_payload);
+	return 0;
+}
+
+static void scatter(const struct rec_hdr *h, const uint8_t *src, uint8_t *out)
+{
+	size_t o = 0;
+	for (unsigned i = 0; i < CHUNK_PAGES && i * STORE_PAGE_SIZE < h->raw_len; i++) {
+		size_t n = MIN(STORE_PAGE_SIZE, h->raw_len - i * STORE_PAGE_SIZE);
+		if (h->mask & (1u << i)) {
+			memcpy(out + i * STORE_PAGE_SIZE, src + o, n);
+			o += n;
+		} else {
+			memset(out + i * STORE_PAGE_SIZE, 0, n);
+		}
+	}
+}
+
+int chunk_decode(struct chunk_store *cs, const struct rec_hdr *h, const uint8_t *payload, uint8_t *out)
+{
+	size_t plen = chunk_payload_len(h->raw_len, h->mask);
+
+	if (h->codec == CHUNK_CODEC_RAW) {
+		if (h->stored_len != plen)
+			return -EIO;
+		if (plen == h->raw_len)
+			memcpy(out, payload, plen);
+		else
+			scatter(h, payload, out);
+		return 0;
+	}
+	if (h->codec != CHUNK_CODEC_ZSTD)
+		return -EIO;
+
+	uint8_t tmp[STORE_BLOCK_SIZE];
+	uint8_t *dst = plen == h->raw_len ? out : tmp;
+	ZSTD_DCtx *d = cs_dctx_get(cs);
+	if (!d)
+		return -ENOMEM;
+	size_t z = ZSTD_decompressDCtx(d, dst, STORE_BLOCK_SIZE, payload, h->stored_len);
+	cs_dctx_put(cs, d);
+	if (ZSTD_isError(z) || z != plen)
+		return -EIO;
+	if (dst == tmp)
+		scatter(h, tmp, out);
+	return 0;
+}
+
+/* ---- writers ------------------------------------------------------------------ */
+
+static int reap_one(struct pack_writer *p, bool wait)
+{
+	struct io_uring_cqe *cqe;
+	int r = wait ? io_uring_wait_cqe(&p->ring, &cqe) : io_uring_peek_cqe(&p->ring, &cqe);
+	if (r < 0)
+		return r == -EAGAIN ? 0 : r;
+	int b = (int)io_uring_cqe_get_data64(cqe);
+	int res = cqe->res;
+	io_uring_cqe_seen(&p->ring, cqe);
+	if (b < 0 || b >= PACK_BUFS || !p->busy[b])
+		return err_set(-EIO, "pack %08x: stray completion", p->id);
+	p->busy[b] = false;
+	p->inflight--;
+	if (res < 0) {
+		if (!p->error)
+			p->error = err_set(res, "pack %08x: write at offset %llu failed: %s", p->id,
+					   (unsigned long long)p->fileoff[b], strerror(-res));
+	} else if ((size_t)res < p->buflen[b]) {
+		/* Short write (disk full on the way, signals): finish it by hand. */
+		int w = pwrite_full(p->fd, p->buf[b] + res, p->buflen[b] - (size_t)res,
+				    (off_t)(p->fileoff[b] + (uint64_t)res));
+		if (w < 0 && !p->error)
+			p->error = err_set(w, "pack %08x: write at offset %llu failed: %s", p->id,
+					   (unsigned long long)p->fileoff[b], strerror(-w));
+	}
+	return 1;
+}
+
+static int submit_cur(struct pack_writer *p)
+{
+	int b = p->cur;
+
+	if (b < 0 || p->buflen[b] == 0)
+		return 0;
+	p->cur = -1;
+	if (fault_hit(FAULT_STORE_PACK_WRITE)) {
+		if (!p->error)
+			p->error = err_set(-EIO, "pack %08x: write at offset %llu failed: injected fault", p->id,
+					   (unsigned long long)p->fileoff[b]);
+		return p->error;
+	}
+	if (!p->have_ring) {
+		int r = pwrite_full(p->fd, p->buf[b], p->buflen[b], (off_t)p->fileoff[b]);
+		if (r < 0 && !p->error)
+			p->error = err_set(r, "pack %08x: write at offset %llu failed: %s", p->id,
+					   (unsigned long long)p->fileoff[b], strerror(-r));
+		return p->error;
+	}
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&p->ring);
+	if (!sqe)
+		return err_set(-EIO, "pack %08x: submission queue full", p->id);
+	io_uring_prep_write(sqe, p->fd, p->buf[b], (unsigned)p->buflen[b], p->fileoff[b]);
+	io_uring_sqe_set_data64(sqe, (uint64_t)b);
+	p->busy[b] = true;
+	p->inflight++;
+	int r = io_uring_submit(&p->ring);
+	if (r < 0) {
+		p->busy[b] = false;
+		p->inflight--;
+		if (!p->error)
+			p->error = err_set(r, "pack %08x: io_uring submit: %s", p->id, strerror(-r));
+	}
+	return p->error;
+}
+
+/* Makes p->cur a buffer with room, waiting for a completion if all are in
+ * flight. */
+static int next_buf(struct pack_writer *p)
+{
+	for (;;) {
+		for (int b = 0; b < PACK_BUFS; b++) {
+			if (p->busy[b])
+				continue;
+			if (!p->buf[b]) {
+				p->buf[b] = aligned_alloc(4096, PACK_BUF_SIZE);
+				if (!p->buf[b])
+					return -ENOMEM;
+			}
+			p->cur = b;
+			p->buflen[b] = 0;
+			p->fileoff[b] = p->end;
+			return 0;
+		}
+		int r = reap_one(p, true);
+		if (r < 0)
+			return r;
+	}
+}
+
+int pack_writer_new(struct chunk_store *cs, struct pack_writer **ret)
+{
+	struct pack_writer *p = calloc(1, sizeof(*p));
+	char name[32];
+	struct pack_hdr h = { .magic = PACK_MAGIC, .version = CHUNK_FORMAT_VERSION };
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	p->cs = cs;
+	p->cur = -1;
+	p->fd = -1;
+	/* Ids only grow and are never reused, so a reader holding an old
+	 * location can tell a deleted pack (ENOENT) from a live one. */
+	for (;;) {
+		p->id = atomic_fetch_add(&cs->next_pack, 1);
+		pack_name(p->id, name);
+		p->fd = openat(cs->packs_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (p->fd >= 0)
+			break;
+		if (errno != EEXIST) {
+			r = err_set(negerrno(), "pack %s: cannot create: %m", name);
+			free(p);
+			return r;
+		}
+	}
+	h.id = p->id;
+	r = pwrite_full(p->fd, &h, sizeof(h), 0);
+	if (r < 0) {
+		err_set(r, "pack %s: cannot write header: %s", name, strerror(-r));
+		goto fail;
+	}
+	p->end = sizeof(h);
+	p->have_ring = io_uring_queue_init(PACK_BUFS, &p->ring, 0) == 0;
+	log_debug("pack %s: created (%s)", name, p->have_ring ? "io_uring" : "pwrite");
+	*ret = p;
+	return 0;
+fail:
+	close(p->fd);
+	unlinkat(cs->packs_fd, name, 0);
+	free(p);
+	return r;
+}
+
+int pack_append(struct pack_writer *p, const struct rec_hdr *h, const void *payload, uint64_t *ret_off)
+{
+	size_t need = sizeof(*h) + h->stored_len;
+	int r;
+
+	if (p->error)
+		return p->error;
+	if (p->have_ring)
+		while (p->inflight && reap_one(p, false) > 0)
+			;
+	if (p->cur >= 0 && p->buflen[p->cur] + need > PACK_BUF_SIZE) {
+		r = submit_cur(p);
+		if (r < 0)
+			return r;
+	}
+	if (p->cur < 0) {
+		r = next_buf(p);
+		if (r < 0)
+			return r;
+	}
+	uint8_t *d = p->buf[p->cur] + p->buflen[p->cur];
+	memcpy(d, h, sizeof(*h));
+	memcpy(d + sizeof(*h), payload, h->stored_len);
+	p->buflen[p->cur] += need;
+	*ret_off = p->end;
+	p->end += need;
+	return 0;
+}
+
+int pack_flush(struct pack_writer *p)
+{
+	int r = submit_cur(p);
+	while (p->have_ring && p->inflight) {
+		int q = reap_one(p, true);
+		if (q < 0) {
+			if (!p->error)
+				p->error = err_set(q, "pack %08x: io_uring wait: %s", p->id, strerror(-q));
+			break;
+		}
+	}
+	return p->error ? p->error : r;
+}
+
+uint32_t pack_writer_id(const struct pack_writer *p)
+{
+	return p->id;
+}
+
+uint64_t pack_writer_size(const struct pack_writer *p)
+{
+	return p->end;
+}
+
+int pack_writer_close(struct pack_writer *p)
+{
+	int r;
+	if (!p)
+		return 0;
+	r = pack_flush(p);
+	if (p->have_ring)
+		io_uring_queue_exit(&p->ring);
+	close(p->fd);
+	for (int b = 0; b < PACK_BUFS; b++)
+		free(p->buf[b]);
+	free(p);
+	return r;
+}
+
+int pack_take(struct chunk_store *cs, struct pack_writer **ret)
+{
+	pthread_mutex_lock(&cs->pool_lock);
+	if (cs->npool) {
+		*ret = cs->pool[--cs->npool];
+		pthread_mutex_unlock(&cs->pool_lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&cs->pool_lock);
+	return pack_writer_new(cs, ret);
+}
+
+int pack_give(struct chunk_store *cs, struct pack_writer *p)
+{
+	int r = pack_flush(p);
+	if (r < 0 || p->end >= CHUNK_PACK_MAX)
+		goto close;
+	pthread_mutex_lock(&cs->pool_lock);
+	if (cs->npool == cs->apool) {
+		size_t n = cs->apool ? cs->apool * 2 : 4;
+		struct pack_writer **np = realloc(cs->pool, n * sizeof(*np));
+		if (!np) {
+			pthread_mutex_unlock(&cs->pool_lock);
+			goto close;
+		}
+		cs->pool = np;
+		cs->apool = n;
+	}
+	cs->pool[cs->npool++] = p;
+	pthread_mutex_unlock(&cs->pool_lock);
+	return 0;
+close:
+	pack_writer_close(p);
+	return r;
+}
+
+void pack_pool_drain(struct chunk_store *cs)
+{
+	pthread_mutex_lock(&cs->pool_lock);
+	while (cs->npool)
+		pack_writer_close(cs->pool[--cs->npool]);
+	pthread_mutex_unlock(&cs->pool_lock);
+}
+
+int pack_sync(struct chunk_store *cs, uint32_t id)
+{
+	char name[32];
+	_cleanup_close_ int fd = -1;
+
+	pack_name(id, name);
+	fd = openat(cs->packs_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "pack %s: cannot open to sync: %m", name);
+	/* fsync, not fdatasync: the pack grew, its size is metadata. */
+	if (fsync(fd) < 0)
+		return err_set(negerrno(), "pack %s: fsync: %m", name);
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int pack_list(struct chunk_store *cs, uint32_t **ret, size_t *n)
+{
+	int fd = openat(cs->packs_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "%s/packs: %m", cs->dir);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	uint32_t *v = NULL;
+	size_t cnt = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long id = strtoul(de->d_name, &end, 16);
+		if (end != de->d_name + 8 || strcmp(end, ".pack") || id > UINT32_MAX)
+			continue;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 64;
+			uint32_t *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[cnt++] = (uint32_t)id;
+	}
+	closedir(d);
+	qsort(v, cnt, sizeof(*v), cmp_u32);
+	*ret = v;
+	*n = cnt;
+	return 0;
+}
+
+/* ---- readers ------------------------------------------------------------------ */
+
+static int fd_get(struct chunk_store *cs, uint32_t id, struct pack_fd **ret)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&cs->fd_lock);
+	if (id >= cs->nfds) {
+		size_t n = MAX((size_t)id + 1, cs->nfds * 2);
+		struct pack_fd **nf = realloc(cs->fds, n * sizeof(*nf));
+		if (!nf) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memset(nf + cs->nfds, 0, (n - cs->nfds) * sizeof(*nf));
+		cs->fds = nf;
+		cs->nfds = n;
+	}
+	struct pack_fd *pf = cs->fds[id];
+	if (!pf) {
+		char name[32];
+		pack_name(id, name);
+		int fd = openat(cs->packs_fd, name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			r = errno == ENOENT ? -ENOENT : err_set(negerrno(), "pack %s: cannot open: %m", name);
+			goto out;
+		}
+		pf = calloc(1, sizeof(*pf));
+		if (!pf) {
+			close(fd);
+			r = -ENOMEM;
+			goto out;
+		}
+		pf->fd = fd;
+		pf->refs = 1; /* the cache's */
+		cs->fds[id] = pf;
+	}
+	pf->refs++;
+	*ret = pf;
+out:
+	pthread_mutex_unlock(&cs->fd_lock);
+	return r;
+}
+
+static void fd_put(struct chunk_store *cs, struct pack_fd *pf)
+{
+	pthread_mutex_lock(&cs->fd_lock);
+	if (--pf->refs == 0) {
+		close(pf->fd);
+		free(pf);
+	}
+	pthread_mutex_unlock(&cs->fd_lock);
+}
+
+void pack_fd_forget(struct chunk_store *cs, uint32_t id)
+{
+	pthread_mutex_lock(&cs->fd_lock);
+	if (id < cs->nfds && cs->fds[id]) {
+		struct pack_fd *pf = cs->fds[id];
+		cs->fds[id] = NULL;
+		if (--pf->refs == 0) {
+			close(pf->fd);
+			free(pf);
+		}
+	}
+	pthread_mutex_unlock(&cs->fd_lock);
+}
+
+void pack_fds_close(struct chunk_store *cs)
+{
+	for (size_t i = 0; i < cs->nfds; i++) {
+		if (cs->fds[i]) {
+			close(cs->fds[i]->fd);
+			free(cs->fds[i]);
+		}
+	}
+	free(cs->fds);
+	cs->fds = NULL;
+	cs->nfds = 0;
+}
+
+static int check_hdr(const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN], const struct rec_hdr *h,
+		     const uint8_t *payload, ssize_t n, const char *name, const char *hex)
+{
+	unsigned long long off = (unsigned long long)loc->offset;
+
+	if (n >= 0 && (size_t)n < sizeof(*h) + loc->stored_len)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): record truncated: pack ends after %zd of %zu bytes",
+			       name, off, hex, n, sizeof(*h) + loc->stored_len);
+	if (h->magic != REC_MAGIC)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): no record header there", name, off, hex);
+	if (memcmp(h->id, id, STORE_HASH_LEN))
+		return -ESTALE;
+	if (h->stored_len != loc->stored_len || h->raw_len != loc->raw_len || h->codec != loc->codec ||
+	    h->mask != loc->mask)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): record header disagrees with the index", name,
+			       off, hex);
+	if (rec_crc(h, payload) != h->crc)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): checksum mismatch", name, off, hex);
+	return 0;
+}
+
+static int read_rec(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		    struct rec_hdr *h, uint8_t *payload, const char *name, const char *hex)
+{
+	struct pack_fd *pf = NULL;
+	struct iovec iov[2];
+	ssize_t n;
+	int r;
+
+	if (loc->stored_len > STORE_BLOCK_SIZE || loc->raw_len > STORE_BLOCK_SIZE || !loc->raw_len)
+		return err_set(-EIO, "chunk %s: bad location in the index (pack %s offset %llu)", hex, name,
+			       (unsigned long long)loc->offset);
+	r = fd_get(cs, loc->pack, &pf);
+	if (r < 0)
+		return r;
+	iov[0] = (struct iovec){ h, sizeof(*h) };
+	iov[1] = (struct iovec){ payload, loc->stored_len };
+	n = preadv(pf->fd, iov, 2, (off_t)loc->offset);
+	if (n < 0)
+		r = err_set(negerrno(), "pack %s offset %llu (chunk %s): read: %m", name,
+			    (unsigned long long)loc->offset, hex);
+	fd_put(cs, pf);
+	if (r < 0)
+		return r;
+	if ((size_t)n < sizeof(*h))
+		memset(h, 0, sizeof(*h));
+	return check_hdr(loc, id, h, payload, n, name, hex);
+}
+
+int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		     struct rec_hdr *h, uint8_t *payload)
+{
+	char name[32], hex[2 * STORE_HASH_LEN + 1];
+	pack_name(loc->pack, name);
+	store_hash_hex(id, hex);
+	return read_rec(cs, loc, id, h, payload, name, hex);
+}
+
+int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		    uint8_t *out)
+{
+	struct rec_hdr h;
+	uint8_t payload[STORE_BLOCK_SIZE];
+	char name[32], hex[2 * STORE_HASH_LEN + 1];
+	bool direct;
+	int r;
+
+	pack_name(loc->pack, name);
+	store_hash_hex(id, hex);
+	/* A whole raw block goes straight into the caller's buffer: no copy. */
+	direct = out && loc->codec == CHUNK_CODEC_RAW && loc->mask == CHUNK_MASK_FULL &&
+		 loc->stored_len == loc->raw_len;
+	r = read_rec(cs, loc, id, &h, direct ? out : payload, name, hex);
+	if (r < 0 || !out || direct)
+		return r;
+	r = chunk_decode(cs, &h, payload, out);
+	if (r < 0)
+		return err_set(-EIO, "pack %s offset %llu (chunk %s): cannot decode (codec %u)", name,
+			       (unsigned long long)loc->offset, hex, h.codec);
+	return 0;
+}
