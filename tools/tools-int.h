@@ -36,5 +36,8 @@ int cmd_verify(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv); /* cmd-mount.c */
 int cmd_ls(int argc, char **argv);         /* cmd-mount.c */
 int cmd_status(int argc, char **argv);     /* cmd-mount.c */
+int cmd_dump(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int bench_engine(int argc, char **argv);
 
 #endif

@@ -1,0 +1,190 @@
+/*
+ * engine_dump(): checkpoint one process into a snapshot being written.
+ *
+ * Two steps, kept apart so that a copy-on-write view can later replace the
+ * copy in step 1 without touching step 2:
+ *  1. freeze and take a consistent view: seize and stop every thread, read
+ *     registers and per-thread state, the injected queries, /proc state,
+ *     descriptors, the memory layout and a copy of the pages to save in our
+ *     RAM. With ENGINE_AFTER_RUN the process runs again right after this
+ *     (the frozen time reported is this step: it grows with the bytes
+ *     copied, at process_vm_readv speed);
+ *  2. write the snapshot files and commit through store/.
+ * With --kill/--stop the process stays frozen until the commit, so that
+ * nothing it does after the view is lost, and is then killed or left
+ * stopped. Every failure detaches every thread and leaves the process
+ * running as it was.
+ */
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+
+#include "engine/engine-int.h"
+#include "engine/fds.h"
+
+const char *engine_phase_name(enum engine_phase p)
+{
+	static const char *const names[_ENGINE_PHASE_MAX] = {
+		[ENGINE_PHASE_FREEZE] = "freeze",   [ENGINE_PHASE_WRITE] = "write",
+		[ENGINE_PHASE_COMMIT] = "commit",   [ENGINE_PHASE_READ] = "read",
+		[ENGINE_PHASE_RESTORE] = "restore",
+	};
+	return p < _ENGINE_PHASE_MAX ? names[p] : "?";
+}
+
+static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uint64_t done, uint64_t total)
+{
+	if (o && o->progress) {
+		struct engine_progress p = { ph, done, total };
+		o->progress(&p, o->ud);
+	}
+}
+
+/* Step 1: everything that needs the process stopped. */
+static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct fd_image **fds,
+		     uint64_t *bytes)
+{
+	int r;
+
+	img->pid = pid;
+	img->threads = calloc(s->ntids, sizeof(*img->threads));
+	if (!img->threads)
+		return -ENOMEM;
+	img->nthreads = s->ntids;
+	for (size_t i = 0; i < s->ntids; i++) {
+		r = thread_capture(s->tids[i], &img->threads[i]);
+		if (r < 0)
+			return r;
+	}
+	r = process_capture_proc(pid, img);
+	if (r < 0)
+		return r;
+	r = peek_shared_pending(pid, img);
+	if (r < 0)
+		return r;
+
+	/* the vDSO of this process: where our syscall instruction is */
+	struct vma *v;
+	size_t n;
+	r = maps_read(pid, &v, &n);
+	if (r < 0)
+		return r;
+	uint64_t vdso = 0, off, size;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].kind == VMA_VDSO) {
+			vdso = v[i].start;
+			size = v[i].end - v[i].start;
+		}
+	vmas_free(v, n);
+	r = vdso_syscall_offset(&off, &size);
+	if (r < 0)
+		return r;
+	if (!vdso)
+		return err_set(-EOPNOTSUPP, "pid %d: no [vdso]", pid);
+	r = process_capture_injected(img, vdso);
+	if (r < 0)
+		return r;
+
+	if (fault_hit(FAULT_ENGINE_FDS))
+		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
+	r = fds_capture(pid, fds);
+	if (r < 0)
+		return r;
+	return memory_capture(pid, img, bytes);
+}
+
+static int write_image(struct store_snap *w, const struct proc_image *img, struct fd_image *fds,
+		       const struct engine_dump_opts *o)
+{
+	_cleanup_free_ char *proc = process_format(img);
+	int r;
+	if (!proc)
+		return -ENOMEM;
+	r = store_snap_put(w, "process", proc, strlen(proc));
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < img->nthreads; i++) {
+		_cleanup_free_ char *t = thread_format(&img->threads[i]);
+		char name[32];
+		if (!t)
+			return -ENOMEM;
+		snprintf(name, sizeof(name), "regs/%d", img->threads[i].tid);
+		r = store_snap_put(w, name, t, strlen(t));
+		if (r < 0)
+			return r;
+	}
+	r = fds_write(fds, w);
+	if (r < 0)
+		return r;
+	return memory_write(w, img, o);
+}
+
+int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
+{
+	struct proc_image img = { 0 };
+	struct fd_image *fds = NULL;
+	struct seized s = { 0 };
+	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
+	uint64_t t0 = now_ns(), tf0, tf1 = 0, bytes = 0;
+	bool attached = false;
+	int r;
+
+	r = fds_check(pid);
+	if (r < 0)
+		goto out;
+	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
+	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
+	if (r < 0)
+		goto out;
+	attached = true;
+	tf0 = now_ns();
+	r = take_view(pid, &s, &img, &fds, &bytes);
+	if (r < 0)
+		goto out;
+	if (after == ENGINE_AFTER_RUN) {
+		seize_release(&s, 0);
+		attached = false;
+		tf1 = now_ns();
+	}
+
+	progress(o, ENGINE_PHASE_WRITE, 0, bytes);
+	r = write_image(w, &img, fds, o);
+	if (r < 0)
+		goto out;
+	progress(o, ENGINE_PHASE_COMMIT, 0, 0);
+	if (fault_hit(FAULT_ENGINE_COMMIT)) {
+		r = err_set(-EIO, "pid %d: commit: injected fault", pid);
+		goto out;
+	}
+	r = store_snap_commit(w);
+	if (r < 0)
+		goto out;
+
+	if (after == ENGINE_AFTER_KILL) {
+		kill(pid, SIGKILL);
+		seize_release(&s, 0);
+		attached = false;
+	} else if (after == ENGINE_AFTER_STOP) {
+		/* queued now, taken as a group stop once we let go */
+		seize_release(&s, SIGSTOP);
+		attached = false;
+	}
+	if (!tf1)
+		tf1 = now_ns();
+	if (o && o->stats) {
+		o->stats->frozen_ns = tf1 - tf0;
+		o->stats->total_ns = now_ns() - t0;
+		o->stats->memory_bytes = bytes;
+	}
+	log_debug("pid %d: dumped %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, bytes,
+		  (tf1 - tf0) / 1000);
+	r = 0;
+out:
+	if (attached)
+		seize_release(&s, 0);
+	seized_free(&s);
+	if (fds)
+		fds_free(fds);
+	proc_image_free(&img);
+	return r;
+}

@@ -1,0 +1,237 @@
+/*
+ * engine/ internals shared by the dump and restore code: the in-memory
+ * image of one process (threads, memory areas, process-wide state), the
+ * ptrace helpers (seize, syscall injection, parking a thread where the
+ * kernel's syscall-restart logic still applies) and the text codecs of
+ * the snapshot files `process`, `maps` and `regs/<tid>` (docs/FORMAT.md).
+ *
+ * Nothing outside engine/ includes this header.
+ */
+#ifndef CKPTFS_ENGINE_INT_H
+#define CKPTFS_ENGINE_INT_H
+
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+
+#define ENGINE_NSIG 64
+/* Largest xstate buffer we accept (AVX-512 + AMX needs ~11 KiB). */
+#define ENGINE_XSTATE_MAX (16u * 1024)
+
+/* Kernel-internal restart codes a stopped thread's rax may hold. */
+#define ENGINE_ERESTARTSYS 512
+#define ENGINE_ERESTARTNOINTR 513
+#define ENGINE_ERESTARTNOHAND 514
+#define ENGINE_ERESTART_RESTARTBLOCK 516
+
+/* The kernel's struct sigaction for rt_sigaction(2). */
+struct ksigaction {
+	uint64_t handler;
+	uint64_t flags;
+	uint64_t restorer;
+	uint64_t mask;
+};
+
+struct sig_pending {
+	int shared; /* 1: process-wide queue, 0: the thread's own */
+	siginfo_t info;
+};
+
+struct thread_image {
+	pid_t tid;
+	struct user_regs_struct regs;
+	uint8_t *xstate; /* XSAVE layout as PTRACE_GETREGSET NT_X86_XSTATE gives it */
+	size_t xstate_len;
+	uint64_t sigmask;
+	uint64_t robust_head, robust_len;
+	bool has_rseq;
+	uint64_t rseq_addr;
+	uint32_t rseq_len, rseq_sig;
+	uint64_t tid_address;
+	uint64_t altstack_sp, altstack_size;
+	int altstack_flags;
+	char comm[17];
+	struct sig_pending *pending; /* the thread's own queue */
+	size_t npending;
+};
+
+enum vma_kind {
+	VMA_ANON,         /* private anonymous, [heap], [stack]: populated pages saved */
+	VMA_FILE_PRIVATE, /* private file mapping: only pages that are anonymous copies saved */
+	VMA_FILE_SHARED,  /* shared file mapping: file + offset only */
+	VMA_SHMEM,        /* shared anonymous, memfd, SysV: content saved */
+	VMA_DELETED,      /* private mapping of a deleted file: every page saved, restored anonymous */
+	VMA_VVAR,         /* [vvar] */
+	VMA_VVAR_VCLOCK,  /* [vvar_vclock] */
+	VMA_VDSO,         /* [vdso] */
+	VMA_VSYSCALL,     /* [vsyscall]: fixed, nothing to do */
+	_VMA_KIND_MAX,
+};
+
+/* A run of saved bytes inside an area, offsets relative to its start. */
+struct mem_run {
+	uint64_t off, len;
+};
+
+struct vma {
+	uint64_t start, end, pgoff;
+	unsigned prot; /* PROT_* */
+	bool shared;
+	bool growsdown;
+	unsigned dev_major, dev_minor;
+	uint64_t ino;
+	char *path; /* as /proc/PID/maps shows it; "" for anonymous */
+	enum vma_kind kind;
+	/* backing file identity for VMA_FILE_*: refused at restore if changed */
+	uint64_t fsize;
+	int64_t mtime_sec;
+	long mtime_nsec;
+	struct mem_run *runs; /* what was saved */
+	size_t nruns;
+	uint64_t saved; /* sum of runs' lengths */
+	uint8_t *data;  /* dump only: the runs' bytes, back to back */
+};
+
+struct mm_fields {
+	uint64_t start_code, end_code, start_data, end_data;
+	uint64_t start_brk, brk, start_stack;
+	uint64_t arg_start, arg_end, env_start, env_end;
+};
+
+struct proc_image {
+	pid_t pid;
+	char comm[17];
+	char *exe;
+	char *cwd;
+	char *cmdline; /* informational: arguments joined by spaces */
+	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
+	unsigned umask;
+	uint64_t personality;
+	struct rlimit rlim[RLIM_NLIMITS];
+	bool has_sigact;
+	struct ksigaction sigact[ENGINE_NSIG + 1]; /* index = signal number */
+	struct itimerval itimer[3];
+	struct mm_fields mm;
+	uint8_t *auxv;
+	size_t auxv_len;
+	struct sig_pending *pending; /* shared queue */
+	size_t npending;
+
+	struct thread_image *threads; /* threads[0] is the leader (tid == pid) */
+	size_t nthreads;
+	struct vma *vmas; /* in address order */
+	size_t nvmas;
+};
+
+void proc_image_free(struct proc_image *img);
+
+const char *vma_kind_name(enum vma_kind k);
+
+/* ---- ptrace (ptrace.c) --------------------------------------------------- */
+
+/* Seized threads of one process. */
+struct seized {
+	pid_t pid;
+	pid_t *tids;
+	size_t ntids;
+	int *stash_sig; /* a signal taken from a thread while stopped, given back at detach */
+};
+
+/* Seizes and stops every thread of pid (PTRACE_SEIZE + PTRACE_INTERRUPT),
+ * looping until /proc/PID/task shows no thread it has not stopped. On
+ * failure every thread is detached again. */
+int seize_all(pid_t pid, unsigned options, struct seized *ret);
+/* Detaches every thread; sig is given to the leader (0 or SIGSTOP). */
+void seize_release(struct seized *s, int sig);
+void seized_free(struct seized *s);
+
+/* Waits for tid's next stop. Returns the raw wait status. */
+int ptrace_wait(pid_t tid, int *status);
+
+/* Runs one system call in stopped thread tid: sets rip to a `syscall`
+ * instruction at ip and the arguments from base's other registers, steps
+ * to the syscall exit and returns its result in *ret. The thread is left
+ * in syscall-exit-stop with modified registers; thread_park() + SETREGS
+ * bring it back. Other ptrace events (clone) on the way are passed. */
+int inject_syscall(pid_t tid, uint64_t ip, const struct user_regs_struct *base, long nr,
+		   uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
+		   int64_t *ret);
+
+/* Brings a thread stopped anywhere into a PTRACE_EVENT_STOP inside the
+ * kernel's signal path (PTRACE_INTERRUPT + PTRACE_CONT), where registers set
+ * now see the same syscall-restart handling as a thread that was stopped
+ * there in the first place. */
+int thread_park(pid_t tid);
+
+/* Offset of a `syscall` instruction in this kernel's vDSO image, and the
+ * vDSO's size (the same for every process on one kernel). */
+int vdso_syscall_offset(uint64_t *off, uint64_t *size);
+
+int regs_get(pid_t tid, struct user_regs_struct *r);
+int regs_set(pid_t tid, const struct user_regs_struct *r);
+
+/* ---- text helpers (regs.c) ---------------------------------------------- */
+
+/* A growing text buffer; on ENOMEM it stops growing and tb_take() fails. */
+struct tbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+void tb_printf(struct tbuf *b, const char *fmt, ...) _printf_(2, 3);
+void tb_hex(struct tbuf *b, const void *data, size_t len);
+/* Returns the text (malloc'd, caller frees) or NULL on ENOMEM. */
+char *tb_take(struct tbuf *b);
+int unhex(const char *s, uint8_t *out, size_t max, size_t *ret_len);
+
+/* ---- threads (regs.c) ---------------------------------------------------- */
+
+/* Reads what ptrace gives directly for a stopped thread. */
+int thread_capture(pid_t tid, struct thread_image *t);
+/* Text of regs/<tid>, and back. */
+char *thread_format(const struct thread_image *t);
+/* Reads the process-wide queue of pending signals through the leader. */
+int peek_shared_pending(pid_t pid, struct proc_image *img);
+int thread_parse(const char *text, const char *name, struct thread_image *t);
+void thread_image_free(struct thread_image *t);
+/* "sigpending[_shared] SIG HEX" lines, shared by regs/<tid> and process. */
+int engine_pending_parse(struct sig_pending **v, size_t *n, bool shared, const char *rest);
+char *engine_pending_format(const struct sig_pending *p, size_t n);
+
+/* ---- process (process.c) ------------------------------------------------- */
+
+/* Reads /proc/PID/{stat,status,cwd,exe,cmdline,auxv,comm} and rlimits. */
+int process_capture_proc(pid_t pid, struct proc_image *img);
+/* Injected queries: sigactions, itimers, personality (process-wide) and
+ * sigaltstack, clear-child-tid address (per thread). Every thread is left
+ * with its registers and signal mask as found. */
+int process_capture_injected(struct proc_image *img, uint64_t vdso_start);
+char *process_format(const struct proc_image *img);
+int process_parse(const char *text, struct proc_image *img);
+
+/* ---- memory (memory.c) --------------------------------------------------- */
+
+/* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
+int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
+int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
+/* Lists and copies the pages to save of every area of stopped pid into
+ * RAM (vma->runs, vma->data). */
+int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes);
+/* Writes `maps` and `memory/<start>-<end>`. */
+int memory_write(struct store_snap *w, const struct proc_image *img,
+		 const struct engine_dump_opts *o);
+char *maps_format(const struct proc_image *img);
+int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
+void vmas_free(struct vma *v, size_t n);
+
+#endif

@@ -1,0 +1,595 @@
+/*
+ * Memory of a stopped process: its areas (from /proc/PID/maps), which
+ * pages of each to save, a copy of those pages in our RAM, and the `maps`
+ * and `memory/<start>-<end>` files of the snapshot.
+ *
+ * Which pages: PAGEMAP_SCAN (Linux 6.7+) walks the page tables, so huge
+ * unpopulated reservations cost nothing. Private anonymous areas save
+ * present and swapped pages but those mapped to the shared zero page;
+ * private file mappings save only pages that are anonymous copies (not
+ * PAGE_IS_FILE): clean pages come back from the file; shared anonymous and
+ * memfd areas save the data ranges of their tmpfs file (SEEK_DATA over
+ * /proc/PID/map_files, so pages the process never touched are not read);
+ * shared file mappings save nothing (the file is the content).
+ *
+ * Reading: process_vm_readv in large pieces for readable areas;
+ * /proc/PID/mem (which may read PROT_NONE areas) for the others.
+ */
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include "engine/engine-int.h"
+
+/* PAGEMAP_SCAN, declared here: the build machine's headers predate it. */
+struct pm_scan_arg_ {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct page_region_ {
+	uint64_t start, end, categories;
+};
+#define PAGEMAP_SCAN_ _IOWR('f', 16, struct pm_scan_arg_)
+#define PAGE_IS_FILE_ (1ull << 2)
+#define PAGE_IS_PRESENT_ (1ull << 3)
+#define PAGE_IS_SWAPPED_ (1ull << 4)
+#define PAGE_IS_PFNZERO_ (1ull << 5)
+
+static const char *const kind_names[_VMA_KIND_MAX] = {
+	[VMA_ANON] = "anon",
+	[VMA_FILE_PRIVATE] = "file-private",
+	[VMA_FILE_SHARED] = "file-shared",
+	[VMA_SHMEM] = "shmem",
+	[VMA_DELETED] = "deleted",
+	[VMA_VVAR] = "vvar",
+	[VMA_VVAR_VCLOCK] = "vvar_vclock",
+	[VMA_VDSO] = "vdso",
+	[VMA_VSYSCALL] = "vsyscall",
+};
+
+const char *vma_kind_name(enum vma_kind k)
+{
+	return k < _VMA_KIND_MAX ? kind_names[k] : "?";
+}
+
+void vmas_free(struct vma *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].path);
+		free(v[i].runs);
+		if (v[i].data)
+			munmap(v[i].data, v[i].saved);
+	}
+	free(v);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* Parses "start-end perms offset maj:min inode" into v; returns the
+ * position after the inode, or NULL. */
+static const char *parse_head(const char *l, struct vma *v)
+{
+	unsigned long a, b, off, ino;
+	char perms[5];
+	int n = 0;
+	if (sscanf(l, "%lx-%lx %4s %lx %x:%x %lu%n", &a, &b, perms, &off, &v->dev_major,
+		   &v->dev_minor, &ino, &n) != 7 || a >= b || (a | b) & 4095)
+		return NULL;
+	v->start = a;
+	v->end = b;
+	v->pgoff = off;
+	v->ino = ino;
+	v->prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+		  (perms[2] == 'x' ? PROT_EXEC : 0);
+	v->shared = perms[3] == 's';
+	return l + n;
+}
+
+static int classify(struct vma *v)
+{
+	const char *p = v->path;
+	if (!strcmp(p, "[vvar]"))
+		v->kind = VMA_VVAR;
+	else if (!strcmp(p, "[vvar_vclock]"))
+		v->kind = VMA_VVAR_VCLOCK;
+	else if (!strcmp(p, "[vdso]"))
+		v->kind = VMA_VDSO;
+	else if (!strcmp(p, "[vsyscall]"))
+		v->kind = VMA_VSYSCALL;
+	else if (!*p || !strcmp(p, "[heap]") || !strcmp(p, "[stack]") || !strncmp(p, "[anon:", 6)) {
+		v->kind = v->shared ? VMA_SHMEM : VMA_ANON;
+		v->growsdown = !strcmp(p, "[stack]");
+	} else if (p[0] == '/') {
+		bool deleted = ends_with(p, " (deleted)");
+		if (v->shared)
+			v->kind = deleted ? VMA_SHMEM : VMA_FILE_SHARED;
+		else
+			v->kind = deleted ? VMA_DELETED : VMA_FILE_PRIVATE;
+	} else {
+		return err_set(-EOPNOTSUPP, "memory area %lx-%lx '%s': kind not supported",
+			       (unsigned long)v->start, (unsigned long)v->end, p);
+	}
+	return 0;
+}
+
+int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n)
+{
+	struct vma *v = NULL;
+	size_t n = 0;
+	int r = 0;
+	_cleanup_free_ char *copy = strdup(text);
+	if (!copy)
+		return -ENOMEM;
+	for (char *l = copy, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl)
+			*nl++ = 0;
+		struct vma *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		v = nv;
+		memset(&v[n], 0, sizeof(*v));
+		const char *rest = parse_head(l, &v[n]);
+		if (!rest) {
+			r = err_set(-EIO, "odd maps line '%.60s'", l);
+			goto fail;
+		}
+		while (*rest == ' ')
+			rest++;
+		v[n].path = strdup(rest);
+		n++;
+		if (!v[n - 1].path) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		r = classify(&v[n - 1]);
+		if (r < 0)
+			goto fail;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+fail:
+	vmas_free(v, n);
+	return r;
+}
+
+int maps_read(pid_t pid, struct vma **ret, size_t *ret_n)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	int r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read maps", pid);
+	return maps_parse_proc(text, ret, ret_n);
+}
+
+static int add_run(struct vma *v, uint64_t off, uint64_t len)
+{
+	if (v->nruns && v->runs[v->nruns - 1].off + v->runs[v->nruns - 1].len == off) {
+		v->runs[v->nruns - 1].len += len;
+	} else {
+		struct mem_run *nr = realloc(v->runs, (v->nruns + 1) * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		v->runs = nr;
+		v->runs[v->nruns++] = (struct mem_run){ off, len };
+	}
+	v->saved += len;
+	return 0;
+}
+
+static int scan_pages(pid_t pid, int pm, struct vma *v)
+{
+	struct page_region_ regs[512];
+	struct pm_scan_arg_ a = {
+		.size = sizeof(a),
+		.start = v->start,
+		.end = v->end,
+		.vec = (uintptr_t)regs,
+		.vec_len = ARRAY_SIZE(regs),
+		.category_anyof_mask = PAGE_IS_PRESENT_ | PAGE_IS_SWAPPED_,
+		.return_mask = PAGE_IS_PRESENT_ | PAGE_IS_SWAPPED_,
+	};
+	if (v->kind == VMA_FILE_PRIVATE) {
+		/* a present page that is not a file page is a private copy */
+		a.category_inverted = PAGE_IS_FILE_;
+		a.category_mask = PAGE_IS_FILE_;
+	} else {
+		a.category_inverted = PAGE_IS_PFNZERO_;
+		a.category_mask = PAGE_IS_PFNZERO_;
+	}
+	while (a.start < v->end) {
+		long k = ioctl(pm, PAGEMAP_SCAN_, &a);
+		if (k < 0)
+			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
+				       (unsigned long)v->start, (unsigned long)v->end);
+		for (long i = 0; i < k; i++) {
+			int r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
+			if (r < 0)
+				return r;
+		}
+		if (a.walk_end <= a.start)
+			break;
+		a.start = a.walk_end;
+	}
+	return 0;
+}
+
+/* Data ranges of a shared memory area's tmpfs file. */
+static int scan_shmem(pid_t pid, struct vma *v, int *ret_fd)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%lx-%lx", pid, (unsigned long)v->start,
+		 (unsigned long)v->end);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "pid %d: cannot open %s: %m", pid, path);
+	uint64_t end = v->pgoff + (v->end - v->start), pos = v->pgoff;
+	while (pos < end) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0 || (uint64_t)d >= end)
+			break;
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h > end)
+			h = end;
+		d = ALIGN_DOWN(d, 4096);
+		h = ALIGN_UP(h, 4096);
+		int r = add_run(v, d - v->pgoff, MIN((uint64_t)h, end) - d);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+		pos = h;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+static int stat_backing(pid_t pid, struct vma *v)
+{
+	char path[96];
+	struct stat st;
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%lx-%lx", pid, (unsigned long)v->start,
+		 (unsigned long)v->end);
+	if (stat(path, &st) < 0)
+		return err_set(negerrno(), "pid %d: cannot stat the file of %s: %m", pid, v->path);
+	v->fsize = st.st_size;
+	v->mtime_sec = st.st_mtim.tv_sec;
+	v->mtime_nsec = st.st_mtim.tv_nsec;
+	return 0;
+}
+
+/* Copies v's runs into v->data. */
+static int copy_runs(pid_t pid, int mem, int fd, struct vma *v)
+{
+	uint8_t *p = v->data;
+	if (fault_hit(FAULT_ENGINE_MEMORY))
+		return err_set(-EIO, "pid %d: reading memory %lx: injected fault", pid,
+			       (unsigned long)v->start);
+	if (fd >= 0 || !(v->prot & PROT_READ)) {
+		/* shared memory through its file; unreadable areas through
+		 * /proc/PID/mem, which process_vm_readv cannot read */
+		for (size_t i = 0; i < v->nruns; i++) {
+			const struct mem_run *u = &v->runs[i];
+			ssize_t n = fd >= 0 ? pread_full(fd, p, u->len, v->pgoff + u->off)
+					    : pread_full(mem, p, u->len, v->start + u->off);
+			if (n < 0)
+				return err_set((int)n, "pid %d: reading memory at %lx", pid,
+					       (unsigned long)(v->start + u->off));
+			if ((uint64_t)n < u->len)
+				memset(p + n, 0, u->len - n); /* beyond the file's end */
+			p += u->len;
+		}
+		return 0;
+	}
+	for (size_t i = 0; i < v->nruns;) {
+		struct iovec rem[512];
+		size_t k = 0, total = 0;
+		for (; i < v->nruns && k < ARRAY_SIZE(rem); i++, k++) {
+			rem[k].iov_base = (void *)(uintptr_t)(v->start + v->runs[i].off);
+			rem[k].iov_len = v->runs[i].len;
+			total += v->runs[i].len;
+		}
+		struct iovec loc = { p, total };
+		size_t done = 0;
+		/* one call moves at most ~2 GiB; a short count resumes */
+		size_t ri = 0;
+		while (done < total) {
+			ssize_t n = process_vm_readv(pid, &loc, 1, rem + ri, k - ri, 0);
+			if (n <= 0)
+				return err_set(n < 0 ? negerrno() : -EIO,
+					       "pid %d: process_vm_readv at %lx: %m", pid,
+					       (unsigned long)(uintptr_t)rem[ri].iov_base);
+			done += n;
+			loc.iov_base = (uint8_t *)loc.iov_base + n;
+			loc.iov_len -= n;
+			while (n > 0) {
+				if ((size_t)n >= rem[ri].iov_len) {
+					n -= rem[ri].iov_len;
+					ri++;
+				} else {
+					rem[ri].iov_base = (uint8_t *)rem[ri].iov_base + n;
+					rem[ri].iov_len -= n;
+					n = 0;
+				}
+			}
+		}
+		p += total;
+	}
+	return 0;
+}
+
+int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
+{
+	char path[64];
+	_cleanup_close_ int pm = -1, mem = -1;
+	int r;
+
+	r = maps_read(pid, &img->vmas, &img->nvmas);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	pm = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	mem = open(path, O_RDONLY | O_CLOEXEC);
+	if (pm < 0 || mem < 0)
+		return err_set(negerrno(), "pid %d: cannot open pagemap or mem: %m", pid);
+
+	*bytes = 0;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		struct vma *v = &img->vmas[i];
+		_cleanup_close_ int fd = -1;
+		switch (v->kind) {
+		case VMA_ANON:
+			r = scan_pages(pid, pm, v);
+			break;
+		case VMA_FILE_PRIVATE:
+			r = stat_backing(pid, v);
+			if (r >= 0)
+				r = scan_pages(pid, pm, v);
+			break;
+		case VMA_FILE_SHARED:
+			r = stat_backing(pid, v);
+			break;
+		case VMA_SHMEM:
+			r = scan_shmem(pid, v, &fd);
+			break;
+		case VMA_DELETED:
+			r = add_run(v, 0, v->end - v->start);
+			break;
+		default:
+			r = 0;
+			break;
+		}
+		if (r < 0)
+			return r;
+		if (!v->saved)
+			continue;
+		v->data = mmap(NULL, v->saved, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (v->data == MAP_FAILED) {
+			v->data = NULL;
+			return err_set(-ENOMEM, "pid %d: no memory for a copy of %lx-%lx", pid,
+				       (unsigned long)v->start, (unsigned long)v->end);
+		}
+		r = copy_runs(pid, mem, fd, v);
+		if (r < 0)
+			return r;
+		*bytes += v->saved;
+	}
+	return 0;
+}
+
+char *maps_format(const struct proc_image *img)
+{
+	struct tbuf b = { 0 };
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		tb_printf(&b, "%08lx-%08lx %c%c%c%c %08lx %02x:%02x %lu kind=%s saved=%" PRIu64,
+			  (unsigned long)v->start, (unsigned long)v->end,
+			  v->prot & PROT_READ ? 'r' : '-', v->prot & PROT_WRITE ? 'w' : '-',
+			  v->prot & PROT_EXEC ? 'x' : '-', v->shared ? 's' : 'p',
+			  (unsigned long)v->pgoff, v->dev_major, v->dev_minor, (unsigned long)v->ino,
+			  vma_kind_name(v->kind), v->saved);
+		if (v->kind == VMA_FILE_PRIVATE || v->kind == VMA_FILE_SHARED)
+			tb_printf(&b, " fsize=%" PRIu64 " mtime=%" PRId64 ".%09ld", v->fsize,
+				  v->mtime_sec, v->mtime_nsec);
+		if (v->growsdown)
+			tb_printf(&b, " growsdown=1");
+		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
+			tb_printf(&b, " pages=");
+			for (size_t k = 0; k < v->nruns; k++)
+				tb_printf(&b, "%s%lx+%lx", k ? "," : "", (unsigned long)v->runs[k].off,
+					  (unsigned long)v->runs[k].len);
+		}
+		tb_printf(&b, " %s\n", v->path);
+	}
+	return tb_take(&b);
+}
+
+static int parse_annot(struct vma *v, const char *tok)
+{
+	const char *eq = strchr(tok, '=');
+	size_t kl = eq - tok;
+	const char *val = eq + 1;
+	if (kl == 4 && !strncmp(tok, "kind", 4)) {
+		for (int k = 0; k < _VMA_KIND_MAX; k++)
+			if (!strcmp(val, kind_names[k])) {
+				v->kind = k;
+				return 0;
+			}
+		return -EINVAL;
+	}
+	if (kl == 5 && !strncmp(tok, "saved", 5))
+		return parse_u64(val, &v->saved);
+	if (kl == 5 && !strncmp(tok, "fsize", 5))
+		return parse_u64(val, &v->fsize);
+	if (kl == 5 && !strncmp(tok, "mtime", 5))
+		return sscanf(val, "%" SCNd64 ".%ld", &v->mtime_sec, &v->mtime_nsec) == 2 ? 0 : -EINVAL;
+	if (kl == 9 && !strncmp(tok, "growsdown", 9)) {
+		v->growsdown = !strcmp(val, "1");
+		return 0;
+	}
+	if (kl == 5 && !strncmp(tok, "pages", 5)) {
+		_cleanup_free_ char *c = strdup(val);
+		if (!c)
+			return -ENOMEM;
+		uint64_t saved = v->saved;
+		for (char *t = strtok(c, ","); t; t = strtok(NULL, ",")) {
+			unsigned long o, l;
+			if (sscanf(t, "%lx+%lx", &o, &l) != 2 || (o | l) & 4095 || !l ||
+			    o + l > v->end - v->start || o + l < o)
+				return -EINVAL;
+			if (add_run(v, o, l) < 0)
+				return -ENOMEM;
+		}
+		/* add_run counted them again */
+		if (v->saved != 2 * saved)
+			return -EINVAL;
+		v->saved = saved;
+		return 0;
+	}
+	return 0; /* unknown annotations of a newer minor format are ignored */
+}
+
+int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n)
+{
+	struct vma *v = NULL;
+	size_t n = 0;
+	int r = 0;
+	_cleanup_free_ char *copy = strdup(text);
+	if (!copy)
+		return -ENOMEM;
+	for (char *l = copy, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl)
+			*nl++ = 0;
+		struct vma *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		v = nv;
+		memset(&v[n], 0, sizeof(*v));
+		struct vma *x = &v[n++];
+		x->kind = _VMA_KIND_MAX;
+		const char *rest = parse_head(l, x);
+		if (!rest) {
+			r = err_set(-EBADMSG, "maps: malformed line '%.60s'", l);
+			goto fail;
+		}
+		for (;;) {
+			while (*rest == ' ')
+				rest++;
+			size_t tl = strcspn(rest, " ");
+			if (!tl || !memchr(rest, '=', tl) || *rest == '/' || *rest == '[')
+				break;
+			char tok[4096];
+			if (tl >= sizeof(tok)) {
+				/* long pages= lists */
+				char *big = strndup(rest, tl);
+				r = big ? parse_annot(x, big) : -ENOMEM;
+				free(big);
+			} else {
+				memcpy(tok, rest, tl);
+				tok[tl] = 0;
+				r = parse_annot(x, tok);
+			}
+			if (r < 0) {
+				r = err_set(-EBADMSG, "maps: bad annotation in line '%.60s'", l);
+				goto fail;
+			}
+			rest += tl;
+		}
+		x->path = strdup(rest);
+		if (!x->path) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		if (x->kind == _VMA_KIND_MAX) {
+			r = err_set(-EBADMSG, "maps: no kind in line '%.60s'", l);
+			goto fail;
+		}
+		if (n > 1 && x->start < v[n - 2].end) {
+			r = err_set(-EBADMSG, "maps: areas overlap or are out of order at %lx",
+				    (unsigned long)x->start);
+			goto fail;
+		}
+		if ((x->kind == VMA_FILE_PRIVATE || x->kind == VMA_FILE_SHARED) && x->path[0] != '/') {
+			r = err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
+			goto fail;
+		}
+		if (x->saved > x->end - x->start) {
+			r = err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
+			goto fail;
+		}
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+fail:
+	vmas_free(v, n);
+	return r;
+}
+
+int memory_write(struct store_snap *w, const struct proc_image *img, const struct engine_dump_opts *o)
+{
+	_cleanup_free_ char *maps = maps_format(img);
+	uint64_t total = 0, done = 0;
+	int r;
+	if (!maps)
+		return -ENOMEM;
+	r = store_snap_put(w, "maps", maps, strlen(maps));
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < img->nvmas; i++)
+		total += img->vmas[i].saved;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		struct store_file *f;
+		char name[64];
+		if (!v->saved)
+			continue;
+		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start,
+			 (unsigned long)v->end);
+		r = store_file_create(w, name, &f);
+		if (r < 0)
+			return r;
+		const uint8_t *p = v->data;
+		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
+			/* in pieces, for the progress report */
+			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
+				uint64_t len = MIN(v->runs[k].len - off, 64ull << 20);
+				if (fault_hit(FAULT_ENGINE_WRITE))
+					r = err_set(-EIO, "%s: write: injected fault", name);
+				else
+					r = store_file_pwrite(f, p, len, v->runs[k].off + off);
+				p += len;
+				off += len;
+				done += len;
+				if (o && o->progress) {
+					struct engine_progress pr = { ENGINE_PHASE_WRITE, done, total };
+					o->progress(&pr, o->ud);
+				}
+			}
+		}
+		if (r >= 0)
+			r = store_file_set_size(f, v->end - v->start);
+		int q = store_file_close(f);
+		if (r >= 0)
+			r = q;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

@@ -1,0 +1,433 @@
+/*
+ * Process-wide state: what /proc shows (comm, exe, cwd, umask, mm fields,
+ * auxv, rlimits, credentials) and what only the process itself can ask the
+ * kernel for (sigactions, itimers, brk; per thread the alternate signal
+ * stack and the clear-child-tid address), read by injecting system calls
+ * into the stopped threads. Also the text of the `process` file.
+ *
+ * Injection leaves nothing behind: a scratch page is mapped for the
+ * results and unmapped again, and every thread gets back its registers and
+ * signal mask while parked in the kernel's signal path (ptrace.c).
+ */
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include "engine/engine-int.h"
+
+static int read_proc(pid_t pid, const char *what, char **ret, size_t *len)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/%s", pid, what);
+	int r = read_file_full(path, ret, len);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read %s", pid, path);
+	return 0;
+}
+
+static int read_link(pid_t pid, const char *what, char **ret)
+{
+	char path[96], buf[PATH_MAX];
+	snprintf(path, sizeof(path), "/proc/%d/%s", pid, what);
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return err_set(negerrno(), "pid %d: cannot read link %s: %m", pid, path);
+	buf[n] = 0;
+	*ret = strdup(buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int process_capture_proc(pid_t pid, struct proc_image *img)
+{
+	_cleanup_free_ char *stat = NULL, *status = NULL, *cmd = NULL, *pers = NULL;
+	size_t cmdlen;
+	int r;
+
+	img->pid = pid;
+	if ((r = read_proc(pid, "stat", &stat, NULL)) < 0 ||
+	    (r = read_proc(pid, "status", &status, NULL)) < 0 ||
+	    (r = read_proc(pid, "cmdline", &cmd, &cmdlen)) < 0 ||
+	    (r = read_proc(pid, "auxv", (char **)&img->auxv, &img->auxv_len)) < 0 ||
+	    (r = read_link(pid, "exe", &img->exe)) < 0 ||
+	    (r = read_link(pid, "cwd", &img->cwd)) < 0)
+		return r;
+
+	/* comm may hold spaces and parentheses: it ends at the last ')' */
+	char *lp = strchr(stat, '('), *rp = strrchr(stat, ')');
+	if (!lp || !rp)
+		return err_set(-EIO, "pid %d: odd /proc/PID/stat", pid);
+	snprintf(img->comm, sizeof(img->comm), "%.*s", (int)(rp - lp - 1), lp + 1);
+	/* fields from 3 (state) on */
+	uint64_t f[64] = { 0 };
+	int nf = 3;
+	for (char *tok = strtok(rp + 2, " \n"); tok && nf < 64; tok = strtok(NULL, " \n"), nf++)
+		f[nf] = strtoull(tok, NULL, 10);
+	if (nf < 52)
+		return err_set(-EIO, "pid %d: /proc/PID/stat has %d fields", pid, nf);
+	img->mm.start_code = f[26];
+	img->mm.end_code = f[27];
+	img->mm.start_stack = f[28];
+	img->mm.start_data = f[45];
+	img->mm.end_data = f[46];
+	img->mm.start_brk = f[47];
+	img->mm.arg_start = f[48];
+	img->mm.arg_end = f[49];
+	img->mm.env_start = f[50];
+	img->mm.env_end = f[51];
+
+	char *u = strstr(status, "\nUmask:");
+	if (!u || sscanf(u + 7, "%o", &img->umask) != 1)
+		return err_set(-EIO, "pid %d: no Umask in status", pid);
+	if (strstr(status, "x86_Thread_features:\tshstk") ||
+	    strstr(status, "x86_Thread_features: shstk"))
+		return err_set(-EOPNOTSUPP, "pid %d: shadow stacks are not supported", pid);
+
+	struct tbuf cr = { 0 };
+	for (const char *key = "\nUid:"; key; key = strcmp(key, "\nUid:") ? NULL : "\nGid:") {
+		char *p = strstr(status, key);
+		if (p) {
+			p++;
+			tb_printf(&cr, "%.*s ", (int)strcspn(p, "\n"), p);
+		}
+	}
+	img->creds = tb_take(&cr);
+	if (!img->creds)
+		return -ENOMEM;
+	for (char *c = img->creds; *c; c++)
+		if (*c == '\t')
+			*c = ' ';
+
+	for (size_t i = 0; i + 1 < cmdlen; i++)
+		if (!cmd[i] || cmd[i] == '\n')
+			cmd[i] = ' ';
+	img->cmdline = strdup(cmdlen ? cmd : "");
+	if (!img->cmdline)
+		return -ENOMEM;
+
+	if ((r = read_proc(pid, "personality", &pers, NULL)) < 0)
+		return r;
+	img->personality = strtoull(pers, NULL, 16);
+
+	for (int i = 0; i < RLIM_NLIMITS; i++)
+		if (prlimit(pid, i, NULL, &img->rlim[i]) < 0)
+			return err_set(negerrno(), "pid %d: prlimit %d: %m", pid, i);
+	return 0;
+}
+
+static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
+{
+	struct iovec l = { buf, len }, rm = { (void *)addr, len };
+	ssize_t n = process_vm_readv(pid, &l, 1, &rm, 1, 0);
+	if (n != (ssize_t)len)
+		return err_set(n < 0 ? negerrno() : -EIO, "pid %d: reading injected results: %m", pid);
+	return 0;
+}
+
+#define INJ(tid, nr, a1, a2, a3, a4, a5, a6)                                            \
+	({                                                                              \
+		int _q = inject_syscall((tid), ip, &t->regs, (nr), (a1), (a2), (a3), (a4),  \
+					(a5), (a6), &ret);                              \
+		if (_q < 0) {                                                           \
+			r = _q;                                                         \
+			goto out;                                                       \
+		}                                                                       \
+		ret;                                                                    \
+	})
+
+int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
+{
+	uint64_t off, size, scratch = 0;
+	int64_t ret;
+	int r;
+	size_t touched = 0;
+	const uint64_t all = ~0ull;
+	struct thread_image *t = &img->threads[0];
+
+	r = vdso_syscall_offset(&off, &size);
+	if (r < 0)
+		return r;
+	uint64_t ip = vdso_start + off;
+
+	/* All signals blocked while we step the threads: no handler of
+	 * theirs may run in the middle of our calls. */
+	for (size_t i = 0; i < img->nthreads; i++) {
+		if (ptrace(PTRACE_SETSIGMASK, img->threads[i].tid, (void *)8, &all) < 0) {
+			r = err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", img->threads[i].tid);
+			goto out;
+		}
+		touched = i + 1;
+	}
+
+	pid_t lt = t->tid;
+	ret = INJ(lt, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ret < 0 && ret > -4096) {
+		r = err_set((int)ret, "pid %d: injected mmap failed", img->pid);
+		goto out;
+	}
+	scratch = ret;
+
+	img->has_sigact = true;
+	for (int sig = 1; sig <= ENGINE_NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		ret = INJ(lt, SYS_rt_sigaction, sig, 0, scratch, 8, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "pid %d: rt_sigaction(%d) failed", img->pid, sig);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &img->sigact[sig], sizeof(struct ksigaction))) < 0)
+			goto out;
+	}
+	for (int w = 0; w < 3; w++) {
+		ret = INJ(lt, SYS_getitimer, w, scratch, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "pid %d: getitimer failed", img->pid);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &img->itimer[w], sizeof(struct itimerval))) < 0)
+			goto out;
+	}
+	img->mm.brk = INJ(lt, SYS_brk, 0, 0, 0, 0, 0, 0);
+
+	for (size_t i = 0; i < img->nthreads; i++) {
+		t = &img->threads[i];
+		stack_t ss;
+		ret = INJ(t->tid, SYS_sigaltstack, 0, scratch, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "thread %d: sigaltstack failed", t->tid);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &ss, sizeof(ss))) < 0)
+			goto out;
+		t->altstack_sp = (uintptr_t)ss.ss_sp;
+		t->altstack_size = ss.ss_size;
+		t->altstack_flags = ss.ss_flags;
+		ret = INJ(t->tid, SYS_prctl, PR_GET_TID_ADDRESS, scratch, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "thread %d: PR_GET_TID_ADDRESS failed", t->tid);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &t->tid_address, 8)) < 0)
+			goto out;
+	}
+	r = 0;
+out:
+	t = &img->threads[0];
+	if (scratch) {
+		int64_t ign;
+		int q = inject_syscall(t->tid, ip, &t->regs, SYS_munmap, scratch, 4096, 0, 0, 0, 0, &ign);
+		if (q < 0 && r == 0)
+			r = q;
+	}
+	/* Every thread back as it was, whatever happened above. */
+	for (size_t i = 0; i < touched; i++) {
+		struct thread_image *x = &img->threads[i];
+		int q = thread_park(x->tid);
+		if (q >= 0)
+			q = regs_set(x->tid, &x->regs);
+		if (q >= 0 && ptrace(PTRACE_SETSIGMASK, x->tid, (void *)8, &x->sigmask) < 0)
+			q = err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", x->tid);
+		if (q < 0 && r == 0)
+			r = q;
+	}
+	return r;
+}
+
+static void fmt_rlim(struct tbuf *b, rlim_t v)
+{
+	if (v == RLIM_INFINITY)
+		tb_printf(b, " unlimited");
+	else
+		tb_printf(b, " %llu", (unsigned long long)v);
+}
+
+char *process_format(const struct proc_image *img)
+{
+	struct tbuf b = { 0 };
+	tb_printf(&b, "pid %d\n", img->pid);
+	tb_printf(&b, "comm %s\n", img->comm);
+	tb_printf(&b, "exe %s\n", img->exe);
+	tb_printf(&b, "cwd %s\n", img->cwd);
+	tb_printf(&b, "cmdline %s\n", img->cmdline);
+	tb_printf(&b, "creds %s\n", img->creds);
+	tb_printf(&b, "umask %04o\n", img->umask);
+	tb_printf(&b, "personality 0x%" PRIx64 "\n", img->personality);
+	tb_printf(&b, "threads");
+	for (size_t i = 0; i < img->nthreads; i++)
+		tb_printf(&b, " %d", img->threads[i].tid);
+	tb_printf(&b, "\n");
+	const struct mm_fields *m = &img->mm;
+	tb_printf(&b,
+		  "mm 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64
+		  " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64
+		  " 0x%" PRIx64 "\n",
+		  m->start_code, m->end_code, m->start_data, m->end_data, m->start_brk, m->brk,
+		  m->start_stack, m->arg_start, m->arg_end, m->env_start, m->env_end);
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		tb_printf(&b, "rlimit %d", i);
+		fmt_rlim(&b, img->rlim[i].rlim_cur);
+		fmt_rlim(&b, img->rlim[i].rlim_max);
+		tb_printf(&b, "\n");
+	}
+	for (int s = 1; img->has_sigact && s <= ENGINE_NSIG; s++) {
+		const struct ksigaction *a = &img->sigact[s];
+		if (s == SIGKILL || s == SIGSTOP)
+			continue;
+		tb_printf(&b, "sigaction %d 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 "\n",
+			  s, a->handler, a->flags, a->restorer, a->mask);
+	}
+	for (int w = 0; w < 3; w++) {
+		const struct itimerval *v = &img->itimer[w];
+		tb_printf(&b, "itimer %d %ld %ld %ld %ld\n", w, (long)v->it_interval.tv_sec,
+			  (long)v->it_interval.tv_usec, (long)v->it_value.tv_sec,
+			  (long)v->it_value.tv_usec);
+	}
+	tb_printf(&b, "auxv ");
+	tb_hex(&b, img->auxv, img->auxv_len);
+	tb_printf(&b, "\n");
+	char *p = engine_pending_format(img->pending, img->npending);
+	if (p)
+		tb_printf(&b, "%s", p);
+	else
+		b.oom = true;
+	free(p);
+	return tb_take(&b);
+}
+
+static int parse_rlim(const char *s, rlim_t *v)
+{
+	if (!strcmp(s, "unlimited")) {
+		*v = RLIM_INFINITY;
+		return 0;
+	}
+	uint64_t x;
+	int r = parse_u64(s, &x);
+	*v = x;
+	return r;
+}
+
+int process_parse(const char *text, struct proc_image *img)
+{
+	_cleanup_free_ char *copy = strdup(text);
+	bool seen_pid = false, seen_threads = false, seen_mm = false;
+	if (!copy)
+		return -ENOMEM;
+	for (char *l = copy, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl)
+			*nl++ = 0;
+		char *sp = strchr(l, ' ');
+		const char *val = sp ? sp + 1 : "";
+		if (sp)
+			*sp = 0;
+		const char *key = l;
+		bool ok = true;
+		if (!strcmp(key, "pid")) {
+			ok = sscanf(val, "%d", &img->pid) == 1 && img->pid > 0;
+			seen_pid = true;
+		} else if (!strcmp(key, "comm")) {
+			snprintf(img->comm, sizeof(img->comm), "%s", val);
+		} else if (!strcmp(key, "exe")) {
+			free(img->exe);
+			img->exe = strdup(val);
+			ok = img->exe && val[0] == '/';
+		} else if (!strcmp(key, "cwd")) {
+			free(img->cwd);
+			img->cwd = strdup(val);
+			ok = img->cwd && val[0] == '/';
+		} else if (!strcmp(key, "umask")) {
+			ok = sscanf(val, "%o", &img->umask) == 1 && img->umask <= 0777;
+		} else if (!strcmp(key, "personality")) {
+			ok = sscanf(val, "%" SCNx64, &img->personality) == 1;
+		} else if (!strcmp(key, "threads")) {
+			seen_threads = true;
+			_cleanup_free_ char *v = strdup(val);
+			if (!v)
+				return -ENOMEM;
+			for (char *tok = strtok(v, " "); tok; tok = strtok(NULL, " ")) {
+				uint64_t tid;
+				if (parse_u64(tok, &tid) < 0 || !tid || tid > INT32_MAX) {
+					ok = false;
+					break;
+				}
+				struct thread_image *nt = realloc(img->threads, (img->nthreads + 1) * sizeof(*nt));
+				if (!nt)
+					return -ENOMEM;
+				img->threads = nt;
+				memset(&nt[img->nthreads], 0, sizeof(*nt));
+				nt[img->nthreads++].tid = (pid_t)tid;
+			}
+		} else if (!strcmp(key, "mm")) {
+			struct mm_fields *m = &img->mm;
+			seen_mm = true;
+			ok = sscanf(val,
+				    "%" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64
+				    " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64
+				    " %" SCNx64,
+				    &m->start_code, &m->end_code, &m->start_data, &m->end_data,
+				    &m->start_brk, &m->brk, &m->start_stack, &m->arg_start, &m->arg_end,
+				    &m->env_start, &m->env_end) == 11;
+		} else if (!strcmp(key, "rlimit")) {
+			int i;
+			char a[32], c[32];
+			ok = sscanf(val, "%d %31s %31s", &i, a, c) == 3 && i >= 0 && i < RLIM_NLIMITS &&
+			     parse_rlim(a, &img->rlim[i].rlim_cur) == 0 &&
+			     parse_rlim(c, &img->rlim[i].rlim_max) == 0;
+		} else if (!strcmp(key, "sigaction")) {
+			int s;
+			struct ksigaction a;
+			ok = sscanf(val, "%d %" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64, &s,
+				    &a.handler, &a.flags, &a.restorer, &a.mask) == 5 &&
+			     s >= 1 && s <= ENGINE_NSIG;
+			if (ok) {
+				img->sigact[s] = a;
+				img->has_sigact = true;
+			}
+		} else if (!strcmp(key, "itimer")) {
+			int w;
+			long a, b2, c, d;
+			ok = sscanf(val, "%d %ld %ld %ld %ld", &w, &a, &b2, &c, &d) == 5 && w >= 0 && w < 3;
+			if (ok) {
+				img->itimer[w].it_interval.tv_sec = a;
+				img->itimer[w].it_interval.tv_usec = b2;
+				img->itimer[w].it_value.tv_sec = c;
+				img->itimer[w].it_value.tv_usec = d;
+			}
+		} else if (!strcmp(key, "auxv")) {
+			free(img->auxv);
+			img->auxv = malloc(strlen(val) / 2 + 1);
+			if (!img->auxv)
+				return -ENOMEM;
+			ok = unhex(val, img->auxv, strlen(val) / 2 + 1, &img->auxv_len) == 0;
+		} else if (!strcmp(key, "sigpending_shared")) {
+			ok = engine_pending_parse(&img->pending, &img->npending, true, val) == 0;
+		}
+		if (!ok)
+			return err_set(-EBADMSG, "process: bad value for '%s'", key);
+	}
+	if (!seen_pid || !seen_threads || !seen_mm || !img->exe || !img->cwd || !img->nthreads)
+		return err_set(-EBADMSG, "process: 'pid', 'threads', 'mm', 'exe' or 'cwd' missing");
+	if (img->threads[0].tid != img->pid)
+		return err_set(-EBADMSG, "process: the first thread must be the leader %d", img->pid);
+	return 0;
+}
+
+void proc_image_free(struct proc_image *img)
+{
+	for (size_t i = 0; i < img->nthreads; i++)
+		thread_image_free(&img->threads[i]);
+	free(img->threads);
+	vmas_free(img->vmas, img->nvmas);
+	free(img->exe);
+	free(img->cwd);
+	free(img->cmdline);
+	free(img->creds);
+	free(img->auxv);
+	free(img->pending);
+	memset(img, 0, sizeof(*img));
+}

@@ -1,0 +1,320 @@
+/*
+ * ptrace helpers: seizing every thread of a process, injecting system
+ * calls into a stopped thread, and parking a thread where registers can be
+ * set as if it had been stopped there by the kernel's signal path.
+ *
+ * Why park: the kernel turns -ERESTART* results into a restarted system
+ * call (or -EINTR) only in arch_do_signal_or_restart(), on the way back to
+ * user space after get_signal(). A thread stopped by PTRACE_INTERRUPT sits
+ * inside get_signal(), so registers written there get exactly that
+ * treatment when it runs again. A thread left in a syscall-exit-stop after
+ * an injected call would not: it would return -ERESTARTSYS to user space.
+ * So every thread we touched is brought back into an interrupt stop
+ * (PTRACE_INTERRUPT, then PTRACE_CONT) before its final registers are set.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <signal.h>
+
+#include "engine/engine-int.h"
+
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+
+int regs_get(pid_t tid, struct user_regs_struct *r)
+{
+	if (ptrace(PTRACE_GETREGS, tid, NULL, r) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_GETREGS: %m", tid);
+	return 0;
+}
+
+int regs_set(pid_t tid, const struct user_regs_struct *r)
+{
+	if (ptrace(PTRACE_SETREGS, tid, NULL, r) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_SETREGS: %m", tid);
+	return 0;
+}
+
+int ptrace_wait(pid_t tid, int *status)
+{
+	for (;;) {
+		pid_t r = waitpid(tid, status, __WALL);
+		if (r == tid)
+			return 0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		return err_set(r < 0 ? negerrno() : -ECHILD, "thread %d: waitpid: %m", tid);
+	}
+}
+
+static bool is_event_stop(int status)
+{
+	return WIFSTOPPED(status) && (status >> 16) == PTRACE_EVENT_STOP;
+}
+
+/* Waits until tid is in an event stop (the interrupt or group stop we
+ * asked for). Signal-delivery stops on the way are kept for detach time
+ * and suppressed now: the thread must not run its handlers while we work. */
+static int wait_event_stop(pid_t tid, int *stash)
+{
+	for (;;) {
+		int st, r = ptrace_wait(tid, &st);
+		if (r < 0)
+			return r;
+		if (WIFEXITED(st) || WIFSIGNALED(st))
+			return err_set(-ESRCH, "thread %d exited while being stopped", tid);
+		if (is_event_stop(st))
+			return 0;
+		if (WIFSTOPPED(st) && (st >> 16) == 0 && WSTOPSIG(st) != (SIGTRAP | 0x80)) {
+			if (stash)
+				*stash = WSTOPSIG(st);
+			/* continue without it: the pending interrupt traps next */
+		}
+		if (ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)
+			return err_set(negerrno(), "thread %d: PTRACE_CONT: %m", tid);
+	}
+}
+
+static int read_tids(pid_t pid, pid_t **ret, size_t *ret_n)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return err_set(negerrno(), "pid %d: cannot list threads: %m", pid);
+	pid_t *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		uint64_t t;
+		if (parse_u64(de->d_name, &t) < 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			pid_t *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = (pid_t)t;
+	}
+	closedir(d);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static bool has_tid(const struct seized *s, pid_t t)
+{
+	for (size_t i = 0; i < s->ntids; i++)
+		if (s->tids[i] == t)
+			return true;
+	return false;
+}
+
+int seize_all(pid_t pid, unsigned options, struct seized *ret)
+{
+	struct seized s = { .pid = pid };
+	size_t cap = 0;
+	int r;
+
+	if (pid == getpid())
+		return err_set(-EINVAL, "pid %d: cannot checkpoint ourselves", pid);
+	/* New threads may appear while we stop the others: list again until
+	 * a pass finds none we have not stopped. */
+	for (int pass = 0;; pass++) {
+		_cleanup_free_ pid_t *tids = NULL;
+		size_t n = 0, added = 0;
+		r = read_tids(pid, &tids, &n);
+		if (r < 0)
+			goto fail;
+		for (size_t i = 0; i < n; i++) {
+			pid_t t = tids[i];
+			if (has_tid(&s, t))
+				continue;
+			if (s.ntids == cap) {
+				cap = cap ? cap * 2 : 16;
+				pid_t *nt = realloc(s.tids, cap * sizeof(pid_t));
+				int *ns = nt ? realloc(s.stash_sig, cap * sizeof(int)) : NULL;
+				if (nt)
+					s.tids = nt;
+				if (!nt || !ns) {
+					r = -ENOMEM;
+					goto fail;
+				}
+				s.stash_sig = ns;
+			}
+			if (fault_hit(FAULT_ENGINE_SEIZE)) {
+				r = err_set(-EPERM, "thread %d: PTRACE_SEIZE: injected fault", t);
+				goto fail;
+			}
+			if (ptrace(PTRACE_SEIZE, t, NULL, (void *)(uintptr_t)options) < 0) {
+				if (errno == ESRCH)
+					continue; /* it exited meanwhile */
+				r = err_set(negerrno(), "thread %d: PTRACE_SEIZE: %m", t);
+				goto fail;
+			}
+			s.tids[s.ntids] = t;
+			s.stash_sig[s.ntids] = 0;
+			s.ntids++;
+			added++;
+			if (ptrace(PTRACE_INTERRUPT, t, NULL, NULL) < 0) {
+				r = err_set(negerrno(), "thread %d: PTRACE_INTERRUPT: %m", t);
+				goto fail;
+			}
+			r = wait_event_stop(t, &s.stash_sig[s.ntids - 1]);
+			if (r < 0)
+				goto fail;
+		}
+		if (!added && pass > 0)
+			break;
+		if (pass > 1000) {
+			r = err_set(-EAGAIN, "pid %d: threads keep appearing", pid);
+			goto fail;
+		}
+	}
+	if (!has_tid(&s, pid)) {
+		r = err_set(-ESRCH, "pid %d: no such process", pid);
+		goto fail;
+	}
+	/* the leader first: the image and the restore expect it there */
+	for (size_t i = 0; i < s.ntids; i++)
+		if (s.tids[i] == pid && i) {
+			pid_t t = s.tids[0];
+			int g = s.stash_sig[0];
+			s.tids[0] = pid;
+			s.stash_sig[0] = s.stash_sig[i];
+			s.tids[i] = t;
+			s.stash_sig[i] = g;
+		}
+	*ret = s;
+	return 0;
+fail:
+	seize_release(&s, 0);
+	seized_free(&s);
+	return r;
+}
+
+void seize_release(struct seized *s, int sig)
+{
+	/* A signal given to PTRACE_DETACH is dropped unless the thread is in
+	 * a signal-delivery stop; ours are in event stops: queue them. */
+	if (sig && s->ntids)
+		kill(s->pid, sig);
+	for (size_t i = 0; i < s->ntids; i++) {
+		if (s->stash_sig[i])
+			syscall(SYS_tgkill, s->pid, s->tids[i], s->stash_sig[i]);
+		if (ptrace(PTRACE_DETACH, s->tids[i], NULL, NULL) < 0 && errno != ESRCH)
+			log_debug("thread %d: PTRACE_DETACH: %m", s->tids[i]);
+	}
+	s->ntids = 0;
+}
+
+void seized_free(struct seized *s)
+{
+	free(s->tids);
+	free(s->stash_sig);
+	s->tids = NULL;
+	s->stash_sig = NULL;
+}
+
+int inject_syscall(pid_t tid, uint64_t ip, const struct user_regs_struct *base, long nr,
+		   uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
+		   int64_t *ret)
+{
+	struct user_regs_struct r = *base;
+	int st, q;
+	bool entered = false;
+
+	r.rip = ip;
+	r.rax = nr;
+	/* -1: no syscall in progress, so no restart fixup touches this one */
+	r.orig_rax = (uint64_t)-1;
+	r.rdi = a1;
+	r.rsi = a2;
+	r.rdx = a3;
+	r.r10 = a4;
+	r.r8 = a5;
+	r.r9 = a6;
+	q = regs_set(tid, &r);
+	if (q < 0)
+		return q;
+	for (;;) {
+		if (ptrace(PTRACE_SYSCALL, tid, NULL, NULL) < 0)
+			return err_set(negerrno(), "thread %d: PTRACE_SYSCALL: %m", tid);
+		q = ptrace_wait(tid, &st);
+		if (q < 0)
+			return q;
+		if (WIFEXITED(st) || WIFSIGNALED(st))
+			return err_set(-ESRCH, "thread %d died in injected syscall %ld", tid, nr);
+		if (!WIFSTOPPED(st))
+			continue;
+		if (WSTOPSIG(st) == (SIGTRAP | 0x80)) {
+			if (!entered) {
+				entered = true;
+				continue;
+			}
+			break;
+		}
+		if ((st >> 16) != 0)
+			continue; /* PTRACE_EVENT_CLONE etc.: go on */
+		/* a signal-delivery stop: our injection must not run handlers */
+		if (WSTOPSIG(st) == SIGSEGV || WSTOPSIG(st) == SIGBUS || WSTOPSIG(st) == SIGILL)
+			return err_set(-EFAULT, "thread %d: signal %d in injected syscall %ld",
+				       tid, WSTOPSIG(st), nr);
+	}
+	if (regs_get(tid, &r) < 0)
+		return -EIO;
+	*ret = (int64_t)r.rax;
+	return 0;
+}
+
+int thread_park(pid_t tid)
+{
+	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_INTERRUPT: %m", tid);
+	if (ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_CONT: %m", tid);
+	return wait_event_stop(tid, NULL);
+}
+
+int vdso_syscall_offset(uint64_t *off, uint64_t *size)
+{
+	static uint64_t c_off, c_size;
+	if (c_size) {
+		*off = c_off;
+		*size = c_size;
+		return 0;
+	}
+	_cleanup_free_ char *maps = NULL;
+	int r = read_file_full("/proc/self/maps", &maps, NULL);
+	if (r < 0)
+		return err_set(r, "cannot read /proc/self/maps");
+	for (char *l = maps; l && *l;) {
+		char *nl = strchr(l, '\n');
+		if (nl)
+			*nl = 0;
+		unsigned long a, b;
+		if (strstr(l, "[vdso]") && sscanf(l, "%lx-%lx", &a, &b) == 2) {
+			const uint8_t *p = (const uint8_t *)a;
+			for (unsigned long i = 0; i + 1 < b - a; i++)
+				if (p[i] == 0x0f && p[i + 1] == 0x05) {
+					c_off = i;
+					c_size = b - a;
+					*off = c_off;
+					*size = c_size;
+					return 0;
+				}
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+	return err_set(-ENOENT, "no syscall instruction found in the vDSO");
+}

@@ -1,0 +1,857 @@
+/*
+ * engine_restore(): bring a snapshot back to life with its PID and thread
+ * IDs, leaving nothing of ours inside it.
+ *
+ * How:
+ *  1. We fork an intermediate process, which creates the future process P
+ *     with clone3(set_tid = the image's PID) and exits at once, so that P
+ *     is re-parented (to init or the nearest subreaper) and needs nobody of
+ *     ours to wait for it.
+ *  2. P runs our ordinary C code: all signals blocked, its own session,
+ *     personality, umask, cwd, rlimits, sigactions, itimers, descriptors
+ *     (fds_restore()); then it reports through a shared page and waits.
+ *  3. We seize P and drive it by injecting system calls through a
+ *     `syscall` instruction of its vDSO: map a scratch page free in both
+ *     layouts, drop P's rseq registration, unmap P's whole old layout, move
+ *     the vDSO areas to the image's addresses, map every image area and
+ *     fill it (process_vm_writev), set the mm fields and exe link
+ *     (PR_SET_MM_MAP), create the other threads with clone3(set_tid), give
+ *     every thread its robust list, rseq, clear-child-tid address,
+ *     alternate stack, pending signals, unmap the scratch page, and finally
+ *     park each thread in the kernel's signal path, set its registers,
+ *     xstate and signal mask, and detach.
+ * Anything failing before the detach kills P; nothing half-restored runs.
+ * P runs with our credentials: the image's are never applied.
+ */
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <elf.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "engine/engine-int.h"
+#include "engine/fds.h"
+
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+#define RSEQ_FLAG_UNREGISTER_ 1
+
+/* Shared between the restoring caller and P (a MAP_SHARED page). */
+struct restore_sync {
+	volatile int state; /* 0 starting, 1 ready and waiting, 2 failed */
+	volatile int go;
+	int err;
+	char msg[512];
+};
+
+#define SCRATCH_SIZE (2 * 4096ul)
+
+struct ctx {
+	pid_t pid;
+	struct proc_image *img;
+	struct fd_image *fds;
+	struct store_snap *snap;
+	const struct engine_restore_opts *o;
+	struct user_regs_struct base; /* registers injections start from */
+	uint64_t ip;                  /* a syscall instruction in P's vDSO */
+	uint64_t vdso_off;
+	uint64_t scratch;
+	uint8_t *buf; /* transfer buffer */
+	size_t buf_len;
+	uint64_t done, total;
+};
+
+/* ---- the new process ----------------------------------------------------- */
+
+static _noreturn_ void child_fail(struct restore_sync *sync, int r, const char *what)
+{
+	snprintf(sync->msg, sizeof(sync->msg), "%s: %s%s%s", what, strerror(-r), *err_msg() ? ": " : "",
+		 err_msg());
+	sync->err = r;
+	__atomic_store_n(&sync->state, 2, __ATOMIC_SEQ_CST);
+	_exit(1);
+}
+
+static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync)
+{
+	sigset_t all;
+	int r;
+
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	if (setsid() < 0)
+		child_fail(sync, negerrno(), "setsid");
+	if (personality((unsigned long)img->personality) < 0)
+		child_fail(sync, negerrno(), "personality");
+	umask(img->umask);
+	if (chdir(img->cwd) < 0)
+		child_fail(sync, negerrno(), img->cwd);
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		struct rlimit rl = img->rlim[i];
+		if (setrlimit(i, &rl) < 0) {
+			/* a caller without the power to raise a hard limit
+			 * keeps its own: the restore runs with its rights */
+			struct rlimit cur;
+			getrlimit(i, &cur);
+			rl.rlim_max = cur.rlim_max;
+			rl.rlim_cur = MIN(rl.rlim_cur, cur.rlim_max);
+			setrlimit(i, &rl);
+		}
+	}
+	for (int s = 1; img->has_sigact && s <= ENGINE_NSIG; s++) {
+		if (s == SIGKILL || s == SIGSTOP)
+			continue;
+		if (syscall(SYS_rt_sigaction, s, &img->sigact[s], NULL, 8) < 0)
+			child_fail(sync, negerrno(), "rt_sigaction");
+	}
+	for (int w = 0; w < 3; w++)
+		if (setitimer(w, &img->itimer[w], NULL) < 0)
+			child_fail(sync, negerrno(), "setitimer");
+	r = fds_restore(fds);
+	if (r < 0)
+		child_fail(sync, r, "descriptors");
+	__atomic_store_n(&sync->state, 1, __ATOMIC_SEQ_CST);
+	/* Wait to be seized; we never run again after that. */
+	for (;;) {
+		syscall(SYS_futex, &sync->go, FUTEX_WAIT, 0, NULL, NULL, 0);
+		if (sync->go)
+			_exit(1); /* woken without being taken over */
+	}
+}
+
+/* ---- driving P ------------------------------------------------------------ */
+
+static int sys(struct ctx *c, pid_t tid, long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+	       uint64_t a5, uint64_t a6, int64_t *ret, const char *what)
+{
+	int64_t v;
+	int r = inject_syscall(tid, c->ip, &c->base, nr, a1, a2, a3, a4, a5, a6, &v);
+	if (r < 0)
+		return r;
+	if (v < 0 && v > -4096)
+		return err_set((int)v, "restore of pid %d: %s: %s", c->pid, what, strerror((int)-v));
+	if (ret)
+		*ret = v;
+	return 0;
+}
+
+static int poke(struct ctx *c, uint64_t addr, const void *buf, size_t len)
+{
+	struct iovec l = { (void *)buf, len }, rm = { (void *)addr, len };
+	ssize_t n = process_vm_writev(c->pid, &l, 1, &rm, 1, 0);
+	if (n != (ssize_t)len)
+		return err_set(n < 0 ? negerrno() : -EIO, "restore of pid %d: writing at %lx: %m", c->pid,
+			       (unsigned long)addr);
+	return 0;
+}
+
+static int put_string(struct ctx *c, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	if (n > SCRATCH_SIZE)
+		return err_set(-ENAMETOOLONG, "path too long: %.40s...", s);
+	return poke(c, c->scratch, s, n);
+}
+
+static bool overlaps(uint64_t a, uint64_t b, const struct vma *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a < v[i].end && v[i].start < b)
+			return true;
+	return false;
+}
+
+static bool is_trio(enum vma_kind k)
+{
+	return k == VMA_VVAR || k == VMA_VVAR_VCLOCK || k == VMA_VDSO;
+}
+
+/* The image's vDSO areas must be this kernel's: same names, same sizes. */
+static int check_vdso(const struct proc_image *img, const struct vma *mine, size_t nmine)
+{
+	for (int k = VMA_VVAR; k <= VMA_VDSO; k++) {
+		uint64_t a = 0, b = 0;
+		for (size_t i = 0; i < img->nvmas; i++)
+			if (img->vmas[i].kind == (enum vma_kind)k)
+				a += img->vmas[i].end - img->vmas[i].start;
+		for (size_t i = 0; i < nmine; i++)
+			if (mine[i].kind == (enum vma_kind)k)
+				b += mine[i].end - mine[i].start;
+		if (a != b)
+			return err_set(-EXDEV,
+				       "the snapshot comes from another kernel: its [%s] is %lu bytes, this kernel's %lu",
+				       vma_kind_name(k), (unsigned long)a, (unsigned long)b);
+	}
+	return 0;
+}
+
+static int file_unchanged(const struct vma *v)
+{
+	struct stat st;
+	if (stat(v->path, &st) < 0)
+		return err_set(negerrno(), "mapped file %s: %m", v->path);
+	if ((uint64_t)st.st_size != v->fsize || st.st_mtim.tv_sec != v->mtime_sec ||
+	    st.st_mtim.tv_nsec != v->mtime_nsec)
+		return err_set(-ESTALE, "mapped file %s changed since the checkpoint (size or mtime)",
+			       v->path);
+	return 0;
+}
+
+static void report(struct ctx *c)
+{
+	if (c->o && c->o->progress) {
+		struct engine_progress p = { ENGINE_PHASE_RESTORE, c->done, c->total };
+		c->o->progress(&p, c->o->ud);
+	}
+}
+
+/* Copies [off, off+len) of a memory file into P at v->start + off. */
+static int fill_range(struct ctx *c, struct store_file *f, const struct vma *v, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = MIN(len, c->buf_len);
+		ssize_t k = store_file_pread(f, c->buf, n, off);
+		if (k < 0)
+			return (int)k;
+		if ((size_t)k < n)
+			memset(c->buf + k, 0, n - k);
+		int r = poke(c, v->start + off, c->buf, n);
+		if (r < 0)
+			return r;
+		off += n;
+		len -= n;
+		c->done += n;
+		report(c);
+	}
+	return 0;
+}
+
+static int fill_area(struct ctx *c, const struct vma *v)
+{
+	char name[64];
+	struct store_file *f;
+	int r;
+
+	snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	r = store_file_open(c->snap, name, &f);
+	if (r < 0)
+		return r;
+	if (v->kind == VMA_FILE_PRIVATE) {
+		/* every saved page, zeros included: a hole here means a
+		 * private page of zeros, not the file's content */
+		for (size_t i = 0; i < v->nruns && r >= 0; i++)
+			r = fill_range(c, f, v, v->runs[i].off, v->runs[i].len);
+	} else {
+		/* fresh anonymous memory is zero: only data ranges */
+		uint64_t pos = 0, size = v->end - v->start;
+		while (pos < size && r >= 0) {
+			int64_t d = store_file_seek(f, pos, SEEK_DATA);
+			if (d == -ENXIO)
+				break;
+			if (d < 0) {
+				r = (int)d;
+				break;
+			}
+			int64_t h = store_file_seek(f, d, SEEK_HOLE);
+			if (h < 0) {
+				r = (int)h;
+				break;
+			}
+			if ((uint64_t)h > size)
+				h = size;
+			r = fill_range(c, f, v, d, h - d);
+			pos = h;
+		}
+	}
+	store_file_close(f);
+	return r;
+}
+
+/* Fills a shared memory area through its memfd, seen from here. */
+static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
+{
+	char path[64], name[64];
+	struct store_file *f;
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", c->pid, fd_in_p);
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "restore of pid %d: cannot open its memfd: %m", c->pid);
+	snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	int r = store_file_open(c->snap, name, &f);
+	if (r < 0)
+		return r;
+	uint64_t pos = 0, size = v->end - v->start;
+	while (pos < size && r >= 0) {
+		int64_t d = store_file_seek(f, pos, SEEK_DATA);
+		if (d == -ENXIO)
+			break;
+		int64_t h = d < 0 ? d : store_file_seek(f, d, SEEK_HOLE);
+		if (h < 0) {
+			r = (int)h;
+			break;
+		}
+		h = MIN((uint64_t)h, size);
+		for (uint64_t o = d; o < (uint64_t)h && r >= 0;) {
+			size_t n = MIN((uint64_t)h - o, c->buf_len);
+			ssize_t k = store_file_pread(f, c->buf, n, o);
+			if (k < 0)
+				r = (int)k;
+			else
+				r = pwrite_full(fd, c->buf, k, v->pgoff + o);
+			o += n;
+			c->done += n;
+		}
+		pos = h;
+	}
+	store_file_close(f);
+	return r;
+}
+
+static int map_area(struct ctx *c, const struct vma *v)
+{
+	uint64_t len = v->end - v->start;
+	int64_t fd = -1, ign;
+	int r;
+
+	if (fault_hit(FAULT_ENGINE_RESTORE_MAP))
+		return err_set(-ENOMEM, "mapping %lx-%lx: injected fault", (unsigned long)v->start,
+			       (unsigned long)v->end);
+	/* map writable first when bytes must be written, then the real prot */
+	bool fill = v->saved && v->kind != VMA_SHMEM;
+	unsigned prot = v->prot | (fill ? PROT_READ | PROT_WRITE : 0);
+
+	switch (v->kind) {
+	case VMA_ANON:
+	case VMA_DELETED:
+		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | (v->growsdown ? MAP_GROWSDOWN : 0),
+			-1, 0, &ign, "mmap anonymous");
+		break;
+	case VMA_FILE_PRIVATE:
+	case VMA_FILE_SHARED: {
+		bool shared = v->kind == VMA_FILE_SHARED;
+		r = file_unchanged(v);
+		if (r < 0)
+			return r;
+		r = put_string(c, v->path);
+		if (r < 0)
+			return r;
+		r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch,
+			(shared && (v->prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0, 0, 0, &fd,
+			v->path);
+		if (r < 0)
+			return r;
+		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,
+			(shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, v->pgoff, &ign,
+			"mmap of a file");
+		break;
+	}
+	case VMA_SHMEM: {
+		char name[64] = "ckptfs-shm";
+		if (!strncmp(v->path, "/memfd:", 7))
+			snprintf(name, sizeof(name), "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
+		r = put_string(c, name);
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_memfd_create, c->scratch, MFD_CLOEXEC, 0, 0, 0, 0, &fd,
+				"memfd_create");
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_ftruncate, fd, v->pgoff + len, 0, 0, 0, 0, &ign, "ftruncate");
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_mmap, v->start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd,
+				v->pgoff, &ign, "mmap of shared memory");
+		if (r >= 0 && v->saved)
+			r = fill_shmem(c, v, (int)fd);
+		break;
+	}
+	default:
+		return 0;
+	}
+	if (fd >= 0)
+		sys(c, c->pid, SYS_close, fd, 0, 0, 0, 0, 0, NULL, "close");
+	if (r < 0)
+		return r;
+	if (fill) {
+		r = fill_area(c, v);
+		if (r >= 0 && prot != v->prot)
+			r = sys(c, c->pid, SYS_mprotect, v->start, len, v->prot, 0, 0, 0, &ign, "mprotect");
+	}
+	return r;
+}
+
+/* Moves P's vDSO areas to the image's addresses, by way of tmp so that
+ * no move lands on an area not yet moved. */
+static int move_vdso(struct ctx *c, const struct vma *cur, size_t ncur, uint64_t tmp)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t t = tmp;
+		for (int k = VMA_VVAR; k <= VMA_VDSO; k++) {
+			const struct vma *from = NULL, *to = NULL;
+			for (size_t i = 0; i < ncur; i++)
+				if (cur[i].kind == (enum vma_kind)k)
+					from = &cur[i];
+			for (size_t i = 0; i < c->img->nvmas; i++)
+				if (c->img->vmas[i].kind == (enum vma_kind)k)
+					to = &c->img->vmas[i];
+			if (!from || !to)
+				continue;
+			uint64_t len = from->end - from->start;
+			uint64_t src = pass == 0 ? from->start : t, dst = pass == 0 ? t : to->start;
+			int64_t got;
+			int r = sys(c, c->pid, SYS_mremap, src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst, 0,
+				    &got, "mremap of the vDSO");
+			if (r < 0)
+				return r;
+			if (k == VMA_VDSO)
+				c->ip = dst + c->vdso_off;
+			t += len;
+		}
+	}
+	return 0;
+}
+
+static int set_mm(struct ctx *c)
+{
+	const struct mm_fields *m = &c->img->mm;
+	int64_t exe_fd, ign;
+	int r = put_string(c, c->img->exe);
+	if (r < 0)
+		return r;
+	r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch, O_RDONLY | O_CLOEXEC, 0, 0, 0, &exe_fd,
+		c->img->exe);
+	if (r < 0)
+		return r;
+	struct prctl_mm_map mm = {
+		.start_code = m->start_code, .end_code = m->end_code,
+		.start_data = m->start_data, .end_data = m->end_data,
+		.start_brk = m->start_brk,   .brk = m->brk,
+		.start_stack = m->start_stack,
+		.arg_start = m->arg_start,   .arg_end = m->arg_end,
+		.env_start = m->env_start,   .env_end = m->env_end,
+		.auxv = (void *)(uintptr_t)(c->scratch + 512),
+		.auxv_size = c->img->auxv_len,
+		.exe_fd = (uint32_t)exe_fd,
+	};
+	if (c->img->auxv_len > SCRATCH_SIZE - 512)
+		r = err_set(-EINVAL, "auxv too large");
+	if (r >= 0)
+		r = poke(c, c->scratch, &mm, sizeof(mm));
+	if (r >= 0 && c->img->auxv_len)
+		r = poke(c, c->scratch + 512, c->img->auxv, c->img->auxv_len);
+	if (r >= 0)
+		r = sys(c, c->pid, SYS_prctl, PR_SET_MM, PR_SET_MM_MAP, c->scratch, sizeof(mm), 0, 0, &ign,
+			"prctl(PR_SET_MM_MAP)");
+	sys(c, c->pid, SYS_close, exe_fd, 0, 0, 0, 0, 0, NULL, "close");
+	return r;
+}
+
+static int thread_setup(struct ctx *c, const struct thread_image *t)
+{
+	int64_t ign;
+	int r;
+	char path[64];
+
+	r = sys(c, t->tid, SYS_set_robust_list, t->robust_head, t->robust_len ? t->robust_len : 24, 0, 0, 0,
+		0, &ign, "set_robust_list");
+	if (r >= 0 && t->has_rseq)
+		r = sys(c, t->tid, SYS_rseq, t->rseq_addr, t->rseq_len, 0, t->rseq_sig, 0, 0, &ign, "rseq");
+	if (r >= 0)
+		r = sys(c, t->tid, SYS_set_tid_address, t->tid_address, 0, 0, 0, 0, 0, &ign, "set_tid_address");
+	if (r >= 0) {
+		stack_t ss = {
+			.ss_sp = (void *)(uintptr_t)t->altstack_sp,
+			.ss_size = t->altstack_size,
+			/* SS_ONSTACK is computed from sp, never set */
+			.ss_flags = t->altstack_flags & ~SS_ONSTACK,
+		};
+		if (ss.ss_flags & SS_DISABLE) {
+			ss.ss_flags = SS_DISABLE;
+			ss.ss_sp = NULL;
+			ss.ss_size = 0;
+		}
+		r = poke(c, c->scratch, &ss, sizeof(ss));
+		if (r >= 0)
+			r = sys(c, t->tid, SYS_sigaltstack, c->scratch, 0, 0, 0, 0, 0, &ign, "sigaltstack");
+	}
+	for (size_t i = 0; r >= 0 && i < t->npending; i++) {
+		r = poke(c, c->scratch, &t->pending[i].info, sizeof(siginfo_t));
+		if (r >= 0)
+			r = sys(c, t->tid, SYS_rt_tgsigqueueinfo, c->pid, t->tid, t->pending[i].info.si_signo,
+				c->scratch, 0, 0, &ign, "rt_tgsigqueueinfo");
+	}
+	if (r >= 0 && t->comm[0]) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", c->pid, t->tid);
+		_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd >= 0)
+			write_full(fd, t->comm, strlen(t->comm));
+	}
+	return r;
+}
+
+/* The registers a thread resumes with. A call interrupted with
+ * -ERESTART_RESTARTBLOCK (nanosleep, clock_nanosleep, poll, futex with a
+ * timeout) would go through restart_syscall(), whose state lives in the
+ * old task and is lost: it is issued again with its original arguments
+ * instead (a relative timeout starts over). The other -ERESTART* codes are
+ * left to the kernel, which restarts them or returns EINTR exactly as it
+ * would have (the thread is parked in its signal path). */
+static struct user_regs_struct final_regs(const struct thread_image *t)
+{
+	struct user_regs_struct r = t->regs;
+	if ((int64_t)r.orig_rax >= 0 && (int64_t)r.rax == -ENGINE_ERESTART_RESTARTBLOCK) {
+		r.rax = r.orig_rax;
+		r.rip -= 2;
+		r.orig_rax = (uint64_t)-1;
+	}
+	return r;
+}
+
+static int thread_finish(struct ctx *c, const struct thread_image *t)
+{
+	struct user_regs_struct r = final_regs(t);
+	struct iovec iov = { t->xstate, t->xstate_len };
+	int q = thread_park(t->tid);
+	if (q < 0)
+		return q;
+	q = regs_set(t->tid, &r);
+	if (q < 0)
+		return q;
+	if (ptrace(PTRACE_SETREGSET, t->tid, (void *)NT_X86_XSTATE, &iov) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_SETREGSET xstate: %m", t->tid);
+	if (ptrace(PTRACE_SETSIGMASK, t->tid, (void *)8, &t->sigmask) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", t->tid);
+	return 0;
+}
+
+static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t nb, uint64_t len,
+		     uint64_t *ret)
+{
+	for (uint64_t x = 1ull << 32; x < (1ull << 46); x += 1ull << 28)
+		if (!overlaps(x, x + len, a, na) && !overlaps(x, x + len, b, nb)) {
+			*ret = x;
+			return 0;
+		}
+	return err_set(-ENOMEM, "no address free in both layouts for the restore's scratch page");
+}
+
+static int drive(struct ctx *c)
+{
+	struct proc_image *img = c->img;
+	struct vma *cur = NULL;
+	size_t ncur = 0;
+	uint64_t vdso_size, region = 0, trio = 0;
+	int64_t ign;
+	int r;
+
+	r = regs_get(c->pid, &c->base);
+	if (r < 0)
+		return r;
+	r = vdso_syscall_offset(&c->vdso_off, &vdso_size);
+	if (r < 0)
+		return r;
+	r = maps_read(c->pid, &cur, &ncur);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ncur; i++) {
+		if (cur[i].kind == VMA_VDSO)
+			c->ip = cur[i].start + c->vdso_off;
+		if (is_trio(cur[i].kind))
+			trio += cur[i].end - cur[i].start;
+	}
+	r = find_free(cur, ncur, img->vmas, img->nvmas, SCRATCH_SIZE + trio, &region);
+	if (r < 0 || !c->ip) {
+		r = r < 0 ? r : err_set(-ENOENT, "no [vdso] in the new process");
+		goto out;
+	}
+	/* no stack is needed by our calls; this keeps sigaltstack's
+	 * "are we on it" test away from the image's alternate stacks */
+	c->base.rsp = region + SCRATCH_SIZE;
+
+	r = sys(c, c->pid, SYS_mmap, region, SCRATCH_SIZE, PROT_READ | PROT_WRITE,
+		MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0, &ign, "mmap scratch");
+	if (r < 0)
+		goto out;
+	c->scratch = region;
+
+	/* Our libc registered rseq at an address about to vanish: the kernel
+	 * would write there on the next return to user space. */
+	struct {
+		uint64_t ptr;
+		uint32_t size, sig, flags, pad;
+	} rc = { 0 };
+	if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, c->pid, (void *)sizeof(rc), &rc) >= 0 && rc.ptr) {
+		r = sys(c, c->pid, SYS_rseq, rc.ptr, rc.size, RSEQ_FLAG_UNREGISTER_, rc.sig, 0, 0, &ign,
+			"rseq unregister");
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < ncur; i++) {
+		if (is_trio(cur[i].kind) || cur[i].kind == VMA_VSYSCALL)
+			continue;
+		r = sys(c, c->pid, SYS_munmap, cur[i].start, cur[i].end - cur[i].start, 0, 0, 0, 0, &ign,
+			"munmap of the old layout");
+		if (r < 0)
+			goto out;
+	}
+	r = move_vdso(c, cur, ncur, region + SCRATCH_SIZE);
+	if (r < 0)
+		goto out;
+
+	for (size_t i = 0; i < img->nvmas; i++)
+		c->total += img->vmas[i].saved;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		r = map_area(c, &img->vmas[i]);
+		if (r < 0)
+			goto out;
+	}
+	r = set_mm(c);
+	if (r < 0)
+		goto out;
+
+	for (size_t i = 1; i < img->nthreads; i++) {
+		pid_t tid = img->threads[i].tid;
+		struct clone_args ca = {
+			.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+				 CLONE_SYSVSEM,
+			.set_tid = c->scratch + 256,
+			.set_tid_size = 1,
+		};
+		int64_t got;
+		r = poke(c, c->scratch, &ca, sizeof(ca));
+		if (r >= 0)
+			r = poke(c, c->scratch + 256, &tid, sizeof(tid));
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_clone3, c->scratch, sizeof(ca), 0, 0, 0, 0, &got, "clone3 of a thread");
+		if (r == -EEXIST)
+			r = err_set(r, "thread id %d is in use", tid);
+		if (r < 0)
+			goto out;
+		int st;
+		/* auto-attached (PTRACE_O_TRACECLONE): it starts stopped */
+		do {
+			r = ptrace_wait(tid, &st);
+		} while (r >= 0 && !(WIFSTOPPED(st) && (st >> 16) == PTRACE_EVENT_STOP));
+		if (r < 0)
+			goto out;
+	}
+	if (fault_hit(FAULT_ENGINE_RESTORE_LATE)) {
+		r = err_set(-EIO, "restore of pid %d: injected fault after the threads were created", c->pid);
+		goto out;
+	}
+	for (size_t i = 0; i < img->nthreads; i++) {
+		r = thread_setup(c, &img->threads[i]);
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < img->npending; i++) {
+		r = poke(c, c->scratch, &img->pending[i].info, sizeof(siginfo_t));
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_rt_sigqueueinfo, c->pid, img->pending[i].info.si_signo, c->scratch,
+				0, 0, 0, &ign, "rt_sigqueueinfo");
+		if (r < 0)
+			goto out;
+	}
+	r = sys(c, c->pid, SYS_munmap, c->scratch, SCRATCH_SIZE, 0, 0, 0, 0, &ign, "munmap scratch");
+	if (r < 0)
+		goto out;
+	c->scratch = 0;
+	for (size_t i = 0; i < img->nthreads; i++) {
+		r = thread_finish(c, &img->threads[i]);
+		if (r < 0)
+			goto out;
+	}
+	r = 0;
+out:
+	vmas_free(cur, ncur);
+	return r;
+}
+
+/* ---- reading the image ---------------------------------------------------- */
+
+static int load_image(struct store_snap *snap, struct proc_image *img, struct fd_image **fds)
+{
+	_cleanup_free_ char *proc = NULL, *maps = NULL;
+	int r;
+
+	r = store_snap_read_all(snap, "process", &proc, NULL);
+	if (r < 0)
+		return err_set(r, "process: %s", err_msg());
+	r = process_parse(proc, img);
+	if (r < 0)
+		return r;
+	r = store_snap_read_all(snap, "maps", &maps, NULL);
+	if (r < 0)
+		return err_set(r, "maps: %s", err_msg());
+	r = maps_parse_image(maps, &img->vmas, &img->nvmas);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < img->nthreads; i++) {
+		char name[32];
+		_cleanup_free_ char *text = NULL;
+		pid_t tid = img->threads[i].tid;
+		snprintf(name, sizeof(name), "regs/%d", tid);
+		r = store_snap_read_all(snap, name, &text, NULL);
+		if (r < 0)
+			return err_set(r, "%s: %s", name, err_msg());
+		r = thread_parse(text, name, &img->threads[i]);
+		if (r < 0)
+			return r;
+		if (img->threads[i].tid != tid)
+			return err_set(-EBADMSG, "%s: holds thread %d", name, img->threads[i].tid);
+	}
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		struct store_stat st;
+		char name[64];
+		if (!v->saved)
+			continue;
+		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+		r = store_snap_stat(snap, name, &st);
+		if (r < 0)
+			return err_set(r, "%s: missing", name);
+		if (st.size != v->end - v->start)
+			return err_set(-EBADMSG, "%s: size %" PRIu64 " does not match its area", name, st.size);
+	}
+	return fds_load(snap, fds);
+}
+
+int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid)
+{
+	struct proc_image img = { 0 };
+	struct fd_image *fds = NULL;
+	struct restore_sync *sync = MAP_FAILED;
+	struct vma *mine = NULL;
+	size_t nmine = 0;
+	struct seized s = { 0 };
+	bool attached = false;
+	pid_t pid = 0;
+	int q;
+
+	if (o && o->progress) {
+		struct engine_progress p = { ENGINE_PHASE_READ, 0, 0 };
+		o->progress(&p, o->ud);
+	}
+	q = load_image(r, &img, &fds);
+	if (q < 0)
+		goto out;
+	q = maps_read(getpid(), &mine, &nmine);
+	if (q < 0)
+		goto out;
+	q = check_vdso(&img, mine, nmine);
+	if (q < 0)
+		goto out;
+	pid = img.pid;
+	if (kill(pid, 0) == 0 || errno != ESRCH) {
+		q = err_set(-EEXIST, "pid %d is in use", pid);
+		goto out;
+	}
+	for (size_t i = 1; i < img.nthreads; i++)
+		if (kill(img.threads[i].tid, 0) == 0 || errno != ESRCH) {
+			q = err_set(-EEXIST, "thread id %d is in use", img.threads[i].tid);
+			goto out;
+		}
+
+	sync = mmap(NULL, sizeof(*sync), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sync == MAP_FAILED) {
+		q = negerrno();
+		goto out;
+	}
+	memset(sync, 0, sizeof(*sync));
+
+	pid_t mid = fork();
+	if (mid < 0) {
+		q = err_set(negerrno(), "fork: %m");
+		goto out;
+	}
+	if (mid == 0) {
+		struct clone_args ca = {
+			.exit_signal = SIGCHLD,
+			.set_tid = (uintptr_t)&pid,
+			.set_tid_size = 1,
+		};
+		long c = syscall(SYS_clone3, &ca, sizeof(ca));
+		if (c == 0)
+			child_main(&img, fds, sync);
+		if (c < 0) {
+			sync->err = negerrno();
+			snprintf(sync->msg, sizeof(sync->msg), "%s",
+				 errno == EEXIST ? "pid is in use" : strerror(errno));
+			sync->state = 2;
+		}
+		_exit(0);
+	}
+	int st;
+	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
+		;
+	uint64_t deadline = now_ns() + 30ull * 1000000000;
+	while (!__atomic_load_n(&sync->state, __ATOMIC_SEQ_CST)) {
+		if (now_ns() > deadline || (kill(pid, 0) < 0 && errno == ESRCH)) {
+			q = err_set(-ETIMEDOUT, "pid %d: the new process did not get ready", pid);
+			goto out_kill;
+		}
+		usleep(200);
+	}
+	if (sync->state == 2) {
+		q = err_set(sync->err ? sync->err : -EIO, "pid %d: %s", pid, sync->msg);
+		if (sync->err == -EEXIST)
+			q = err_set(-EEXIST, "pid %d is in use", pid);
+		goto out;
+	}
+	q = seize_all(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL, &s);
+	if (q < 0)
+		goto out_kill;
+	attached = true;
+
+	struct ctx c = { .pid = pid, .img = &img, .fds = fds, .snap = r, .o = o };
+	c.buf_len = 16u << 20;
+	c.buf = malloc(c.buf_len);
+	if (!c.buf) {
+		q = -ENOMEM;
+		goto out_kill;
+	}
+	q = drive(&c);
+	free(c.buf);
+	if (q < 0)
+		goto out_kill;
+	/* let go of every thread; the clones were auto-attached */
+	for (size_t i = 0; i < img.nthreads; i++)
+		if (ptrace(PTRACE_DETACH, img.threads[i].tid, NULL, NULL) < 0)
+			log_debug("thread %d: PTRACE_DETACH: %m", img.threads[i].tid);
+	s.ntids = 0;
+	attached = false;
+	*ret_pid = pid;
+	log_debug("pid %d: restored", pid);
+	q = 0;
+	goto out;
+
+out_kill:
+	/* nothing half-restored runs */
+	kill(pid, SIGKILL);
+	if (sync != MAP_FAILED) {
+		sync->go = 1;
+		syscall(SYS_futex, &sync->go, FUTEX_WAKE, 1, NULL, NULL, 0);
+	}
+out:
+	if (attached) {
+		kill(pid, SIGKILL);
+		seize_release(&s, 0);
+	}
+	seized_free(&s);
+	if (sync != MAP_FAILED)
+		munmap(sync, sizeof(*sync));
+	vmas_free(mine, nmine);
+	if (fds)
+		fds_free(fds);
+	proc_image_free(&img);
+	return q;
+}

@@ -1,0 +1,108 @@
+/*
+ * ckpt dump [--kill|--stop] PID DIR: checkpoint a process into the
+ * snapshot directory DIR (the directory backend: DIR's parent is the
+ * store, its last component the snapshot's name), without any daemon.
+ */
+#include <getopt.h>
+#include <libgen.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "tools/tools-int.h"
+
+static void dump_progress(const struct engine_progress *p, void *ud)
+{
+	static enum engine_phase last = _ENGINE_PHASE_MAX;
+	if (p->phase == ENGINE_PHASE_WRITE) {
+		tools_progress("writing", p->done, p->total, p->total && p->done >= p->total);
+	} else if (p->phase != last && !tools_interactive()) {
+		/* not drawn: a line per phase */
+	}
+	last = p->phase;
+}
+
+static void dump_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: ckpt dump [--kill|--stop] PID DIR\n"
+		"\n"
+		"Checkpoints process PID into the snapshot directory DIR (created; its\n"
+		"parent must exist). The process is frozen only while its state and a\n"
+		"copy of its memory are taken, then runs again while the snapshot is\n"
+		"written, unless:\n"
+		"  --kill   it stays frozen until the snapshot is durable, then is killed\n"
+		"  --stop   it stays frozen until the snapshot is durable, then is left\n"
+		"           stopped (SIGSTOP)\n");
+}
+
+int cmd_dump(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kill", no_argument, NULL, 'k' },
+		{ "stop", no_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	struct engine_dump_stats stats = { 0 };
+	struct engine_dump_opts o = { .after = ENGINE_AFTER_RUN, .progress = dump_progress, .stats = &stats };
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			o.after = ENGINE_AFTER_KILL;
+			break;
+		case 's':
+			o.after = ENGINE_AFTER_STOP;
+			break;
+		case 'h':
+			dump_usage(stdout);
+			return EXIT_OK;
+		default:
+			dump_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2) {
+		dump_usage(stderr);
+		return EXIT_USAGE;
+	}
+	uint64_t pid;
+	if (parse_u64(argv[optind], &pid) < 0 || !pid || pid > INT32_MAX) {
+		fprintf(stderr, "ckpt dump: '%s' is not a PID\n", argv[optind]);
+		return EXIT_USAGE;
+	}
+	_cleanup_free_ char *d1 = strdup(argv[optind + 1]), *d2 = strdup(argv[optind + 1]);
+	if (!d1 || !d2)
+		return EXIT_FAIL;
+	const char *parent = dirname(d1), *name = basename(d2);
+
+	struct store *s = NULL;
+	struct store_snap *w = NULL;
+	int r = store_open_dir(parent, &s);
+	if (r < 0) {
+		log_err_errno(r, "cannot open '%s' %s", parent, err_msg());
+		return EXIT_FAIL;
+	}
+	r = store_snap_create(s, name, 0, &w);
+	if (r < 0) {
+		log_err_errno(r, "cannot create snapshot '%s' %s", argv[optind + 1], err_msg());
+		store_close(s);
+		return EXIT_FAIL;
+	}
+	log_info("dumping pid %d into %s", (int)pid, argv[optind + 1]);
+	r = engine_dump((pid_t)pid, w, &o);
+	if (r < 0) {
+		log_err_errno(r, "dump of pid %d failed: %s", (int)pid, err_msg());
+	} else {
+		char b[32];
+		log_info("pid %d: %s of memory, frozen %.1f ms, %.1f ms in all", (int)pid,
+			 fmt_bytes(stats.memory_bytes, b, sizeof(b)), stats.frozen_ns / 1e6,
+			 stats.total_ns / 1e6);
+	}
+	store_snap_close(w);
+	store_close(s);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}

@@ -1,0 +1,87 @@
+/*
+ * ckpt restore DIR: restores the snapshot directory DIR, prints the PID
+ * and returns once the process runs (in a session of its own, re-parented:
+ * nobody needs to wait for it).
+ */
+#include <getopt.h>
+#include <libgen.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "tools/tools-int.h"
+
+static void restore_progress(const struct engine_progress *p, void *ud)
+{
+	if (p->phase == ENGINE_PHASE_RESTORE)
+		tools_progress("restoring", p->done, p->total, p->total && p->done >= p->total);
+}
+
+static void restore_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: ckpt restore [--no-verify] DIR\n"
+		"\n"
+		"Restores the process saved in the snapshot directory DIR with its PID\n"
+		"and thread IDs, prints the PID, and returns once it runs. Every file is\n"
+		"checked against the manifest first (--no-verify checks names and sizes\n"
+		"only). The process runs with the caller's credentials.\n");
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "no-verify", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	unsigned flags = STORE_OPEN_VERIFY;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			flags = 0;
+			break;
+		case 'h':
+			restore_usage(stdout);
+			return EXIT_OK;
+		default:
+			restore_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		restore_usage(stderr);
+		return EXIT_USAGE;
+	}
+	_cleanup_free_ char *d1 = strdup(argv[optind]), *d2 = strdup(argv[optind]);
+	if (!d1 || !d2)
+		return EXIT_FAIL;
+	const char *parent = dirname(d1), *name = basename(d2);
+	struct store *s = NULL;
+	struct store_snap *snap = NULL;
+	int r = store_open_dir(parent, &s);
+	if (r < 0) {
+		log_err_errno(r, "cannot open '%s' %s", parent, err_msg());
+		return EXIT_FAIL;
+	}
+	r = store_snap_open(s, name, flags, &snap);
+	if (r < 0) {
+		log_err_errno(r, "cannot open snapshot '%s': %s", argv[optind], err_msg());
+		store_close(s);
+		return EXIT_FAIL;
+	}
+	struct engine_restore_opts o = { .progress = restore_progress };
+	pid_t pid;
+	r = engine_restore(snap, &o, &pid);
+	if (r < 0)
+		log_err_errno(r, "restore of %s failed: %s", argv[optind], err_msg());
+	else
+		printf("%d\n", pid);
+	fflush(stdout);
+	store_snap_close(snap);
+	store_close(s);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
