@@ -142,7 +142,7 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
 {
 	struct store_snap *w = NULL;
 	struct dump_ctx c = { .fs = fs };
-	enum engine_after after;
+	enum engine_after after = ENGINE_AFTER_RUN;
 	uint32_t n = 0;
 	uid_t owner = 0;
 	char name[64];

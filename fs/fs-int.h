@@ -243,6 +243,8 @@ int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char
 /* Closes the file: it is whole now; may start the restore. */
 int restore_release(struct fs *fs, struct rfile *f);
 int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len);
+/* main() of `ckptfs --restore-helper ...` (see restore.c). */
+int restore_helper_main(int argc, char **argv);
 /* Waits for restore threads and frees everything. */
 void restore_free_all(struct fs *fs);
 

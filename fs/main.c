@@ -118,6 +118,8 @@ int main(int argc, char **argv)
 
 	log_set_target(LOG_TARGET_STDERR, "ckptfs");
 	log_setup_env();
+	if (argc > 1 && !strcmp(argv[1], "--restore-helper"))
+		return restore_helper_main(argc, argv);
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--"))

@@ -20,6 +20,7 @@
  * incoming manifest before the store sees the snapshot whole, and one
  * parser of that format is safer than two.
  */
+#include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -178,26 +179,76 @@ static void settle(struct fs *fs, struct restore *rs)
 
 /* ---- the restore itself ---------------------------------------------------- */
 
-#if HAVE_ENGINE
-/* Restores snapshot sname; in a child with the caller's credentials when
- * they differ from the daemon's. */
-static int run_engine(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pid_t *ret_pid)
+/*
+ * The restore runs in a helper process: this binary again, exec'd with
+ * --restore-helper. The engine forks the future process from its caller,
+ * and a child of the daemon would inherit the daemon's threads' state and
+ * mappings (the store's io_uring rings, FUSE buffers) and its locks; a
+ * fresh process has none of them. The helper opens the store read-only,
+ * opens the snapshot, then takes the credentials of the user who asked
+ * (never the image's) before calling the engine, and reports on stdout:
+ * "pid N" or "error ERRNO MESSAGE". A crash in there costs the daemon
+ * nothing but that restore.
+ */
+int restore_helper_main(int argc, char **argv)
 {
+	struct store *s = NULL;
 	struct store_snap *r = NULL;
-	int p[2], rc;
+	struct store_options o = { .read_only = true };
+	uint64_t uid, gid;
+	pid_t pid = 0;
+	int rc;
+
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID */
+	if (argc != 7 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0) {
+		printf("error %d bad helper arguments\n", EINVAL);
+		return 2;
+	}
+	rc = !strcmp(argv[2], "dir") ? store_open_dir(argv[3], &s) : store_open(argv[3], &o, &s);
+	if (rc >= 0)
+		rc = store_snap_open(s, argv[4], 0, &r);
+	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
+		/* Drop to the caller: the restored process and everything the
+		 * engine does for it run with their credentials. */
+		if (setgroups(0, NULL) < 0 || setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0 ||
+		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+			rc = err_set(negerrno(), "cannot take the credentials of uid %" PRIu64, uid);
+	}
+#if HAVE_ENGINE
+	if (rc >= 0)
+		rc = engine_restore(r, NULL, &pid);
+#else
+	if (rc >= 0)
+		rc = err_set(-ENOSYS, "this ckptfs was built without the engine");
+#endif
+	if (rc < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "%s", *err_msg() ? err_msg() : strerror(-rc));
+		for (char *c = msg; *c; c++)
+			if (*c == '\n')
+				*c = ' ';
+		printf("error %d %s\n", -rc, msg);
+	} else {
+		printf("pid %d\n", pid);
+	}
+	fflush(stdout);
+	store_snap_close(r);
+	store_close(s);
+	return rc < 0 ? 1 : 0;
+}
+
+static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pid_t *ret_pid)
+{
+	char suid[16], sgid[16], out[1024];
+	int p[2], status, rc;
+	size_t len = 0;
 	pid_t child;
 
-	if (uid == fs->uid) {
-		rc = store_snap_open(fs->store, sname, 0, &r);
-		if (rc >= 0)
-			rc = engine_restore(r, NULL, ret_pid);
-		store_snap_close(r);
-		return rc;
-	}
-	if (fs->uid != 0)
+	if (fs->uid != 0 && uid != fs->uid)
 		return err_set(-EPERM, "the daemon runs as uid %u and cannot restore for uid %u",
 			       (unsigned)fs->uid, (unsigned)uid);
-
+	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
+	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return negerrno();
 	child = fork();
@@ -208,48 +259,47 @@ static int run_engine(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 		return rc;
 	}
 	if (child == 0) {
-		struct {
-			int rc;
-			pid_t pid;
-			char msg[512];
-		} out = { 0 };
-
-		close(p[0]);
-		/* Drop to the caller: the restored process and everything the
-		 * engine does for it run with their credentials, never with
-		 * the daemon's nor with those in the image. */
-		if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-			out.rc = negerrno();
-			snprintf(out.msg, sizeof(out.msg), "cannot take the credentials of uid %u", (unsigned)uid);
-		} else {
-			out.rc = store_snap_open(fs->store, sname, 0, &r);
-			if (out.rc >= 0)
-				out.rc = engine_restore(r, NULL, &out.pid);
-			if (out.rc < 0)
-				snprintf(out.msg, sizeof(out.msg), "%s", err_msg());
-		}
-		(void)!write(p[1], &out, sizeof(out));
-		_exit(out.rc < 0 ? 1 : 0);
+		/* Only async-signal-safe calls between fork and exec. */
+		if (dup2(p[1], STDOUT_FILENO) < 0)
+			_exit(127);
+		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
+		      fs->store_dir, sname, suid, sgid, (char *)NULL);
+		_exit(127);
 	}
 	close(p[1]);
-	struct {
-		int rc;
-		pid_t pid;
-		char msg[512];
-	} in = { .rc = -EIO };
-	ssize_t n = read(p[0], &in, sizeof(in));
+	for (;;) {
+		ssize_t n = read(p[0], out + len, sizeof(out) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(out) - 1)
+			break;
+	}
+	out[len] = 0;
 	close(p[0]);
-	while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(in))
-		return err_set(-EIO, "the restoring child died");
-	in.msg[sizeof(in.msg) - 1] = 0;
-	if (in.rc < 0)
-		return err_set(in.rc, "%s", in.msg);
-	*ret_pid = in.pid;
-	return 0;
+	out[strcspn(out, "\n")] = 0;
+	if (!strncmp(out, "pid ", 4)) {
+		uint64_t v;
+		if (parse_u64(out + 4, &v) < 0 || v == 0 || v > INT32_MAX)
+			return err_set(-EIO, "the restore helper said '%s'", out);
+		*ret_pid = (pid_t)v;
+		return 0;
+	}
+	if (!strncmp(out, "error ", 6)) {
+		char *end;
+		long e = strtol(out + 6, &end, 10);
+		if (e <= 0 || e > 4095)
+			e = EIO;
+		return err_set((int)-e, "%s", *end ? end + 1 : "restore failed");
+	}
+	if (WIFSIGNALED(status))
+		return err_set(-EIO, "the restore helper died of signal %d", WTERMSIG(status));
+	return err_set(-EIO, "the restore helper failed (exit status %d)", WEXITSTATUS(status));
 }
-#endif
 
 static int complete_locked(struct restore *rs);
 
@@ -296,11 +346,7 @@ static void *restore_thread(void *arg)
 	rs->state = R_RESTORING;
 	pthread_mutex_unlock(&fs->lock);
 
-#if HAVE_ENGINE
-	r = run_engine(fs, rs->sname, rs->uid, rs->gid, &pid);
-#else
-	r = err_set(-ENOSYS, "this ckptfs was built without the engine");
-#endif
+	r = run_helper(fs, rs->sname, rs->uid, rs->gid, &pid);
 	pthread_mutex_lock(&fs->lock);
 	if (r < 0) {
 		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));

@@ -61,17 +61,21 @@ bool fs_snap_name_parse(struct fs *fs, const char *s, pid_t *pid, uint32_t *n)
 	return true;
 }
 
-/* Finds the uid in a `process` file: the first number on a line whose key
- * is "uid" (the real uid; the engine writes "uid: R E S F"). */
+/* Finds the real uid in a `process` file: the engine writes a line
+ * "creds Uid: R E S F Gid: R E S F" (docs/FORMAT.md). */
 static bool parse_owner(const char *text, uid_t *ret)
 {
 	for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-		if (strncmp(l, "uid", 3) != 0)
+		const char *p, *eol;
+
+		if (strncmp(l, "creds ", 6) != 0)
 			continue;
-		const char *p = l + 3;
-		if (*p != ':' && *p != ' ' && *p != '\t' && *p != '=')
-			continue;
-		while (*p == ':' || *p == ' ' || *p == '\t' || *p == '=')
+		eol = strchr(l, '\n');
+		p = strstr(l, "Uid:");
+		if (!p || (eol && p > eol))
+			return false;
+		p += 4;
+		while (*p == ' ' || *p == '\t')
 			p++;
 		if (*p < '0' || *p > '9')
 			return false;
