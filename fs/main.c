@@ -11,6 +11,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stddef.h>
 #include <sys/stat.h>
 
@@ -204,7 +205,9 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_set_idle_threads(loop, opts.max_idle_threads != UINT_MAX ? opts.max_idle_threads : 4);
 		r = fuse_session_loop_mt(fs->se, loop);
 	}
-	ret = r == 0 ? 0 : 1;
+	/* The loop returns the number of the signal that ended it: an
+	 * orderly end like an unmount. */
+	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
 	log_info("unmounting %s", opts.mountpoint);
 
 out_unmount:
