@@ -128,11 +128,42 @@ static void owner_drop(struct fs *fs, const char *name)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/* Reads a small text file whole. The buffer is rounded up to whole store
+ * blocks: a backend may decode a whole block into the caller's buffer. */
+static int read_text(struct store_snap *r, const char *path, char **ret)
+{
+	struct store_file *f = NULL;
+	struct store_stat st;
+	_cleanup_free_ char *buf = NULL;
+	ssize_t n;
+	int q;
+
+	q = store_file_open(r, path, &f);
+	if (q < 0)
+		return q;
+	q = store_file_stat(f, &st);
+	if (q >= 0 && st.size > (1u << 20))
+		q = -EFBIG;
+	if (q >= 0 && !(buf = calloc(1, ALIGN_UP(st.size, STORE_BLOCK_SIZE) + STORE_BLOCK_SIZE)))
+		q = -ENOMEM;
+	if (q >= 0) {
+		n = store_file_pread(f, buf, st.size, 0);
+		if (n < 0)
+			q = (int)n;
+		else
+			buf[n] = 0;
+	}
+	store_file_close(f);
+	if (q < 0)
+		return q;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
 uid_t snap_owner(struct fs *fs, const char *name)
 {
 	struct store_snap *r = NULL;
 	_cleanup_free_ char *text = NULL;
-	size_t len;
 	bool found;
 	uid_t uid;
 
@@ -144,7 +175,7 @@ uid_t snap_owner(struct fs *fs, const char *name)
 
 	uid = 0;
 	if (store_snap_open(fs->store, name, 0, &r) >= 0 &&
-	    store_snap_read_all(r, "process", &text, &len) >= 0 && !parse_owner(text, &uid))
+	    read_text(r, "process", &text) >= 0 && !parse_owner(text, &uid))
 		uid = 0;
 	store_snap_close(r);
 	snap_owner_set(fs, name, uid);

@@ -96,10 +96,20 @@ static bool mount_with(bool dir_backend)
 {
 	int status;
 
+	char readme[400];
+
+	/* A dead mount left on the directory (kill -9) goes first. */
+	for (int i = 0; i < 100 && mounted(H.mnt); i++) {
+		char cmd[1024];
+		snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s' 2>/dev/null", H.mnt);
+		if (system(cmd) != 0)
+			sleep_ms(10);
+	}
+	snprintf(readme, sizeof(readme), "%s/README", H.mnt);
 	H.daemon = start_daemon(dir_backend);
 	H.dir_backend = dir_backend;
 	for (int i = 0; i < 500; i++) {
-		if (mounted(H.mnt))
+		if (mounted(H.mnt) && access(readme, R_OK) == 0)
 			return true;
 		if (waitpid(H.daemon, &status, WNOHANG) == H.daemon) {
 			H.daemon = 0;

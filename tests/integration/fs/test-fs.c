@@ -239,7 +239,10 @@ static void roundtrip(bool inside)
 	}
 	s = restore_wait("back", 20000);
 	snprintf(want, sizeof(want), "running pid=%d", pid);
-	ck_assert_msg(!strcmp(s, want), "restore status '%s', want '%s'", s, want);
+	if (strcmp(s, want)) {
+		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
+		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
+	}
 	free(s);
 	ck_assert_int_eq(kill(pid, 0), 0);
 	s = verdict(dir);
@@ -326,7 +329,10 @@ START_TEST(test_kill9_daemon)
 	free(s);
 
 	harness_remount();
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\" && \"$CKPT\" verify \"$WORK/copy\" >/dev/null", pid), 0);
+	if (sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\" && \"$CKPT\" verify \"$WORK/copy\" >/dev/null", pid) != 0) {
+		char *log = sh_out("grep ckptfs /proc/mounts; ls -la \"$MNT\" | head; cat '%s/daemon.log'", H.base);
+		ck_abort_msg("snapshot 1 unreadable after the crash:\n%s", log);
+	}
 	ck_assert_int_eq(harness_umount(), 0);
 	if (sh("\"$CKPT\" store --help >/dev/null 2>&1") == 0)
 		ck_assert_int_eq(sh("\"$CKPT\" store fsck \"$STORE\" >/dev/null || \"$CKPT\" store fsck --store \"$STORE\""), 0);
