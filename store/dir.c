@@ -54,6 +54,14 @@ struct dir_store {
 	int root_fd;
 };
 
+/* What a committed file takes on disk: found once per snapshot handle
+ * (the snapshot never changes), so that stat, which a filesystem calls
+ * often, does not open the file each time. */
+struct space {
+	uint64_t allocated; /* data bytes; UINT64_MAX: not known yet (atomic) */
+	uint64_t stored;    /* st_blocks * 512; valid once allocated is */
+};
+
 struct dir_snap {
 	struct store_snap base;
 	char *name;
@@ -70,9 +78,10 @@ struct dir_snap {
 	unsigned nopen;            /* files open (lock) */
 	unsigned nkept;            /* fds >= 0 in fds (lock) */
 	int err;                   /* first failure of a file (lock) */
+	char err_detail[256];      /* and its detail (lock) */
 
 	/* reader */
-	uint64_t *allocated;       /* per manifest entry; UINT64_MAX: unknown (atomic) */
+	struct space *space;       /* per manifest entry, then the manifest's */
 	uint64_t manifest_size;
 	uint8_t manifest_hash[STORE_HASH_LEN];
 };
@@ -84,7 +93,7 @@ struct dir_file {
 	uint64_t size;
 
 	/* writer */
-	uint64_t data_end;     /* no data was written at or after this */
+	uint64_t data_end;     /* no data was written at or after this: holes */
 	struct leaf_set *leaves;
 	uint64_t *partial;     /* blocks written in part: leaf recomputed at close */
 	size_t npartial, partial_cap;
@@ -93,7 +102,7 @@ struct dir_file {
 
 	/* reader */
 	const struct manifest_entry *ent; /* NULL for the manifest itself */
-	uint64_t *allocated;              /* its slot in the snapshot's cache */
+	struct space *space;              /* its slot in the snapshot's cache */
 };
 
 static struct dir_store *to_store(struct store *s)
@@ -223,7 +232,7 @@ static uint64_t data_bytes(int fd, uint64_t size)
 /* ---- stale temporary directories ---------------------------------------- */
 
 /* Removes ROOT/.NAME.tmp-* and ROOT/.NAME.del-* that no live writer or
- * deleter holds (flock). Best effort: a failure leaves a hidden directory
+ * deleter holds (flock), and a ROOT/.NAME.new-* left for a minute. Best effort: a failure leaves a hidden directory
  * that listing ignores. */
 static void sweep_stale(struct dir_store *ds, const char *name)
 {
@@ -246,11 +255,19 @@ static void sweep_stale(struct dir_store *ds, const char *name)
 		if (strncmp(de->d_name, prefix, strlen(prefix)))
 			continue;
 		rest = de->d_name + strlen(prefix);
-		if (strncmp(rest, "tmp-", 4) && strncmp(rest, "del-", 4))
+		bool young = !strncmp(rest, "new-", 4);
+		if (strncmp(rest, "tmp-", 4) && strncmp(rest, "del-", 4) && !young)
 			continue;
 		int t = openat(ds->root_fd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (t < 0)
 			continue;
+		/* .new- is a writer between mkdir and lock: only one that has
+		 * stayed so for a minute is a crashed one. */
+		struct stat sb;
+		if (young && (fstat(t, &sb) < 0 || sb.st_ctime > time(NULL) - 60)) {
+			close(t);
+			continue;
+		}
 		if (flock(t, LOCK_EX | LOCK_NB) == 0) {
 			_cleanup_free_ char *p = NULL;
 			if (asprintf(&p, "%s/%s", ds->root, de->d_name) >= 0) {
@@ -261,6 +278,26 @@ static void sweep_stale(struct dir_store *ds, const char *name)
 		close(t);
 	}
 	closedir(d);
+}
+
+/* renameat2(RENAME_NOREPLACE) within ROOT. Filesystems without it (NFS,
+ * some FUSE ones) answer EINVAL: then a check and a plain rename, which a
+ * concurrent creator of the same name could race, but which still never
+ * replaces a committed snapshot (non-empty directories are not replaced
+ * by rename). */
+static int rename_noreplace(int root_fd, const char *from, const char *to)
+{
+	struct stat sb;
+
+	if (renameat2(root_fd, from, root_fd, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return negerrno();
+	if (fstatat(root_fd, to, &sb, AT_SYMLINK_NOFOLLOW) == 0)
+		return -EEXIST;
+	if (renameat(root_fd, from, root_fd, to) < 0)
+		return errno == ENOTEMPTY ? -EEXIST : negerrno();
+	return 0;
 }
 
 /* Makes ROOT/.NAME.<what>-XXXXXX with a random suffix; returns its name. */
@@ -280,13 +317,12 @@ static int make_hidden(struct dir_store *ds, const char *name, const char *what,
 		suffix[6] = 0;
 		if (asprintf(&p, ".%.200s.%s-%s", name, what, suffix) < 0)
 			return -ENOMEM;
-		int r = mkdir_it ? mkdirat(ds->root_fd, p, 0700) :
-				   renameat2(ds->root_fd, rename_from, ds->root_fd, p, RENAME_NOREPLACE);
+		int r = mkdir_it ? (mkdirat(ds->root_fd, p, 0700) < 0 ? negerrno() : 0) :
+				   rename_noreplace(ds->root_fd, rename_from, p);
 		if (r == 0) {
 			*ret = p;
 			return 0;
 		}
-		r = negerrno();
 		free(p);
 		if (r != -EEXIST)
 			return r;
@@ -336,7 +372,7 @@ static void snap_free(struct dir_snap *ds)
 	for (size_t i = 0; i < ds->ndirs; i++)
 		free(ds->dirs[i]);
 	free(ds->dirs);
-	free(ds->allocated);
+	free(ds->space);
 	free(ds->tmp);
 	free(ds->name);
 	pthread_mutex_destroy(&ds->lock);
@@ -363,6 +399,7 @@ static struct dir_snap *snap_new(const char *name)
 static int dir_snap_create(struct store *s, const char *name, unsigned flags, struct store_snap **ret)
 {
 	struct dir_store *st = to_store(s);
+	_cleanup_free_ char *fresh = NULL;
 	struct dir_snap *ds;
 	struct stat sb;
 	int r;
@@ -377,21 +414,28 @@ static int dir_snap_create(struct store *s, const char *name, unsigned flags, st
 	ds = snap_new(name);
 	if (!ds)
 		return -ENOMEM;
-	r = make_hidden(st, name, "tmp", true, NULL, &ds->tmp);
+	/* The directory is made under a name sweep_stale() never touches
+	 * and renamed to its .tmp- name only once it is locked: a sweeper
+	 * must never take a live writer's directory for a crashed one's. */
+	r = make_hidden(st, name, "new", true, NULL, &fresh);
 	if (r < 0) {
 		snap_free(ds);
 		return err_set(r, "%s: cannot make a directory for snapshot '%s'", st->root, name);
 	}
-	ds->dfd = openat(st->root_fd, ds->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	/* The lock marks this temporary directory as a live writer's. */
+	ds->dfd = openat(st->root_fd, fresh, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (ds->dfd < 0 || flock(ds->dfd, LOCK_EX | LOCK_NB) < 0) {
 		r = negerrno();
-		unlinkat(st->root_fd, ds->tmp, AT_REMOVEDIR);
-		snap_free(ds);
-		return err_set(r, "%s: cannot open a directory for snapshot '%s'", st->root, name);
+		goto fail;
 	}
+	r = make_hidden(st, name, "tmp", false, fresh, &ds->tmp);
+	if (r < 0)
+		goto fail;
 	*ret = &ds->base;
 	return 0;
+fail:
+	unlinkat(st->root_fd, fresh, AT_REMOVEDIR);
+	snap_free(ds);
+	return err_set(r, "%s: cannot make a directory for snapshot '%s'", st->root, name);
 }
 
 static void dir_made(void *ud, const char *path, size_t len)
@@ -476,6 +520,7 @@ static int write_run(struct dir_file *f, const uint8_t *p, size_t len, uint64_t 
 	int r = pwrite_full(f->fd, p, len, off);
 	if (r < 0)
 		return err_set(r, "'%s': write at %" PRIu64 ": %s", f->path, off, strerror(-r));
+	f->data_end = MAX(f->data_end, off + len);
 	return 0;
 }
 
@@ -555,10 +600,6 @@ static int dir_file_pwrite(struct store_file *sf, const void *buf, size_t len, u
 	r = write_sparse(f, p, len, off);
 	if (r < 0)
 		goto fail;
-	/* Whatever was not punched or skipped is data now: later zero pages
-	 * below this point must be punched. */
-	if (!buf_is_zero(p, len))
-		f->data_end = MAX(f->data_end, end);
 
 	/* Leaves of the blocks this write covers whole; the others are
 	 * recomputed from the file at close. */
@@ -713,8 +754,10 @@ static int dir_file_close(struct store_file *sf)
 		ds->nopen--;
 		/* A file that failed makes the snapshot fail at commit, even if
 		 * the caller goes on. */
-		if (r < 0 && ds->err == 0)
+		if (r < 0 && ds->err == 0) {
 			ds->err = r;
+			snprintf(ds->err_detail, sizeof(ds->err_detail), "%s", err_msg());
+		}
 		pthread_mutex_unlock(&ds->lock);
 		leaf_set_free(f->leaves);
 		free(f->partial);
@@ -836,14 +879,17 @@ static int dir_snap_commit(struct store_snap *w)
 	struct dir_store *st = to_store(w->store);
 	int r;
 
+	char detail[sizeof(ds->err_detail)];
+
 	pthread_mutex_lock(&ds->lock);
 	unsigned nopen = ds->nopen;
 	r = ds->err;
+	memcpy(detail, ds->err_detail, sizeof(detail));
 	pthread_mutex_unlock(&ds->lock);
 	if (nopen > 0)
 		return err_set(-EBUSY, "snapshot '%s': %u files still open", ds->name, nopen);
 	if (r < 0)
-		return err_set(r, "snapshot '%s': a file failed to write", ds->name);
+		return err_set(r, "snapshot '%s': a file failed: %s", ds->name, detail);
 
 	/* Step 1: the data. Every file's bytes reach the disk before the
 	 * manifest that vouches for them exists. */
@@ -895,17 +941,19 @@ static int dir_snap_commit(struct store_snap *w)
 
 	/* Step 4: the atomic switch. RENAME_NOREPLACE: a snapshot committed
 	 * meanwhile under the same name is never replaced. */
-	if (renameat2(st->root_fd, ds->tmp, st->root_fd, ds->name, RENAME_NOREPLACE) < 0) {
-		r = negerrno();
+	r = rename_noreplace(st->root_fd, ds->tmp, ds->name);
+	if (r < 0) {
 		if (r == -EEXIST || r == -ENOTEMPTY)
 			return err_set(-EEXIST, "snapshot '%s' exists", ds->name);
 		return err_set(r, "snapshot '%s': rename into place failed", ds->name);
 	}
-	/* Step 5: the rename itself is durable once ROOT is. */
+	free(ds->tmp);
+	ds->tmp = NULL; /* nothing for close to discard any more */
+	/* Step 5: the rename itself is durable once ROOT is. If this fails
+	 * the snapshot is visible but may not survive a crash: reported as
+	 * a failure all the same. */
 	if (fsync(st->root_fd) < 0)
 		return err_set(negerrno(), "%s: fsync failed after committing '%s'", st->root, ds->name);
-	free(ds->tmp);
-	ds->tmp = NULL;
 	return 0;
 }
 
@@ -1176,13 +1224,13 @@ static int dir_snap_open(struct store *s, const char *name, unsigned flags, stru
 		goto fail;
 	}
 
-	ds->allocated = malloc((ds->m.nfiles + 1) * sizeof(*ds->allocated));
-	if (!ds->allocated) {
+	ds->space = malloc((ds->m.nfiles + 1) * sizeof(*ds->space));
+	if (!ds->space) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	for (size_t i = 0; i <= ds->m.nfiles; i++)
-		ds->allocated[i] = UINT64_MAX;
+		ds->space[i].allocated = UINT64_MAX;
 	*ret = &ds->base;
 	return 0;
 fail:
@@ -1192,51 +1240,57 @@ fail:
 
 /* Size, hash and cache slot of `path` in a snapshot being read. */
 static int lookup(struct dir_snap *ds, const char *path, const struct manifest_entry **ent, uint64_t *size,
-		  uint64_t **slot)
+		  struct space **slot)
 {
 	if (!strcmp(path, STORE_MANIFEST)) {
 		*ent = NULL;
 		*size = ds->manifest_size;
-		*slot = &ds->allocated[ds->m.nfiles];
+		*slot = &ds->space[ds->m.nfiles];
 		return 0;
 	}
 	*ent = manifest_find(&ds->m, path);
 	if (!*ent)
 		return err_set(-ENOENT, "snapshot '%s': no file '%s'", ds->name, path);
 	*size = (*ent)->size;
-	*slot = &ds->allocated[*ent - ds->m.files];
+	*slot = &ds->space[*ent - ds->m.files];
 	return 0;
 }
 
-/* Data bytes of a file, computed once per snapshot handle. */
-static uint64_t allocated_of(int fd, uint64_t size, uint64_t *slot)
+/* Fills slot from fd once. Racing threads compute the same values. */
+static void space_of(int fd, uint64_t size, struct space *slot)
 {
-	uint64_t a = __atomic_load_n(slot, __ATOMIC_RELAXED);
-	if (a == UINT64_MAX) {
-		a = data_bytes(fd, size);
-		__atomic_store_n(slot, a, __ATOMIC_RELAXED);
-	}
-	return a;
+	struct stat st;
+
+	if (__atomic_load_n(&slot->allocated, __ATOMIC_ACQUIRE) != UINT64_MAX)
+		return;
+	slot->stored = fstat(fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+	__atomic_store_n(&slot->allocated, data_bytes(fd, size), __ATOMIC_RELEASE);
 }
 
 static int stat_path(struct dir_snap *ds, const char *path, struct store_stat *ret)
 {
 	const struct manifest_entry *e;
-	_cleanup_close_ int fd = -1;
-	uint64_t size, *slot;
-	struct stat st;
+	struct space *slot;
+	uint64_t size;
 	int r;
 
 	r = lookup(ds, path, &e, &size, &slot);
 	if (r < 0)
 		return r;
-	fd = open_file_nofollow(ds->dfd, path, &st);
-	if (fd < 0)
-		return err_set(fd == -EBADMSG ? -EIO : fd, "snapshot '%s': '%s' cannot be opened", ds->name, path);
+	if (__atomic_load_n(&slot->allocated, __ATOMIC_ACQUIRE) == UINT64_MAX) {
+		_cleanup_close_ int fd = -1;
+		struct stat st;
+
+		fd = open_file_nofollow(ds->dfd, path, &st);
+		if (fd < 0)
+			return err_set(fd == -EBADMSG ? -EIO : fd, "snapshot '%s': '%s' cannot be opened", ds->name,
+				       path);
+		space_of(fd, size, slot);
+	}
 	memset(ret, 0, sizeof(*ret));
 	ret->size = size;
-	ret->allocated = allocated_of(fd, size, slot);
-	ret->stored = (uint64_t)st.st_blocks * 512;
+	ret->allocated = slot->allocated;
+	ret->stored = slot->stored;
 	memcpy(ret->hash, e ? e->hash : ds->manifest_hash, STORE_HASH_LEN);
 	return 0;
 }
@@ -1287,7 +1341,7 @@ static int dir_file_open(struct store_snap *r, const char *path, struct store_fi
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
-	q = lookup(ds, path, &f->ent, &size, &f->allocated);
+	q = lookup(ds, path, &f->ent, &size, &f->space);
 	if (q < 0)
 		goto fail;
 	f->size = size;
@@ -1361,9 +1415,9 @@ static int dir_file_stat(struct store_file *sf, struct store_stat *ret)
 		ret->allocated = MIN(ret->stored, f->size);
 		return 0;
 	}
-	if (fstat(f->fd, &st) == 0)
-		ret->stored = (uint64_t)st.st_blocks * 512;
-	ret->allocated = allocated_of(f->fd, f->size, f->allocated);
+	space_of(f->fd, f->size, f->space);
+	ret->allocated = f->space->allocated;
+	ret->stored = f->space->stored;
 	memcpy(ret->hash, f->ent ? f->ent->hash : to_snap(sf->snap)->manifest_hash, STORE_HASH_LEN);
 	return 0;
 }

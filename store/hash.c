@@ -498,8 +498,13 @@ void leaf_set_drop(struct leaf_set *l, uint64_t block)
 	}
 	/* Unsorted: a drop entry; if it cannot be recorded (ENOMEM), sort
 	 * now and mark in place, which needs no memory beyond the sort's. */
-	if (append(l, block | LEAF_DEAD, NULL) < 0 && compact(l) == 0)
-		leaf_set_drop(l, block);
+	if (append(l, block | LEAF_DEAD, NULL) < 0) {
+		if (compact(l) == 0)
+			leaf_set_drop(l, block);
+		return;
+	}
+	if (l->n >= l->compact_at)
+		compact(l); /* on ENOMEM it stays unsorted, which is still right */
 }
 
 int leaf_set_final(struct leaf_set *l, uint64_t size, uint8_t out[STORE_HASH_LEN])
