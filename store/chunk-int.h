@@ -236,6 +236,7 @@ struct chunk_store {
 
 	pthread_mutex_t commit_lock;
 	uint64_t next_snapid; /* commit_lock */
+	atomic_uint_fast64_t commits; /* changed under commit_lock: snapshot commits so far */
 
 	pthread_mutex_t pool_lock;
 	struct pack_writer **pool; /* pool_lock: packs open for appending, not in use */
@@ -315,6 +316,14 @@ int chunk_encode(struct chunk_store *cs, ZSTD_CCtx *cctx, const uint8_t *block, 
 		 const uint8_t id[STORE_HASH_LEN], struct rec_hdr *h, uint8_t *out, const uint8_t **ret_payload);
 /* Decodes a checked payload into out (h->raw_len bytes). */
 int chunk_decode(struct chunk_store *cs, const struct rec_hdr *h, const uint8_t *payload, uint8_t *out);
+
+/* ---- hashing two blocks at once (sha256x2.c) ----------------------------- */
+
+/* SHA-256 of a and of b, both len bytes: hash_leaf() of each, about twice
+ * as fast where the CPU has the SHA extensions. CKPTFS_NO_SHA_NI=1 in the
+ * environment forces the one-at-a-time path (tests compare both). */
+void chunk_hash2(const uint8_t *a, const uint8_t *b, size_t len, uint8_t oa[STORE_HASH_LEN],
+		 uint8_t ob[STORE_HASH_LEN]);
 
 /* ---- snapshot records (chunk.c) ------------------------------------------- */
 

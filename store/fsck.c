@@ -205,7 +205,9 @@ int chunk_fsck(struct store *s, void (*report)(const char *object, const char *p
 	char pfx = KEY_SNAP, obj[128], hex[2 * STORE_HASH_LEN + 1];
 	int r;
 
+	/* No writer, no delete: counts and recipes are read as of one moment. */
 	cs_exclusive_enter(cs);
+	pthread_mutex_lock(&cs->commit_lock);
 	r = chunks_load(cs, &k.ch, &k.nch);
 	if (r < 0)
 		goto out;
@@ -256,6 +258,7 @@ out:
 	free(k.ch);
 	free(k.uses);
 	free(k.bad);
+	pthread_mutex_unlock(&cs->commit_lock);
 	cs_exclusive_leave(cs);
 	return r;
 }

@@ -12,6 +12,8 @@
 static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
+	{ "store", "[--store DIR] ls|rm|gc|fsck|stats", "look after a chunk store", cmd_store },
+	{ "bench", "store [OPTIONS]", "run a benchmark", cmd_bench },
 	{ "version", "", "print the version", cmd_version },
 	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
 	{ "checkpoint", "[--kill|--stop] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs", cmd_checkpoint },

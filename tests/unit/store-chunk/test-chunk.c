@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -180,6 +181,13 @@ START_TEST(roundtrip_holes_and_seek)
 	ck_assert_int_eq(store_file_pwrite(f, data, 1000, 0), 0);
 	ck_assert_int_eq(store_file_close(f), 0);
 	ck_assert_int_eq(store_snap_put(w, "regs/1", text, strlen(text)), 0);
+	/* Page by page, in a scrambled order, the tail page first. */
+	ck_assert_int_eq(store_file_create(w, "memory/pages", &f), 0);
+	for (size_t k = 0; k <= 40; k++) {
+		size_t pg = (k * 17 + 40) % 41;
+		ck_assert_int_eq(store_file_pwrite(f, data + pg * 4096, MIN((size_t)4096, len - pg * 4096), pg * 4096), 0);
+	}
+	ck_assert_int_eq(store_file_close(f), 0);
 	/* A file that is only a hole. */
 	ck_assert_int_eq(store_file_create(w, "memory/empty", &f), 0);
 	ck_assert_int_eq(store_file_set_size(f, 1 * MiB), 0);
@@ -189,8 +197,10 @@ START_TEST(roundtrip_holes_and_seek)
 	store_close(s);
 
 	s = open_store();
-	struct file_spec fs[] = { { "memory/0000-1000", data, len }, { "regs/1", (const uint8_t *)text, strlen(text) } };
-	check_snap(s, "a", fs, 2);
+	struct file_spec fs[] = { { "memory/0000-1000", data, len },
+				  { "memory/pages", data, len },
+				  { "regs/1", (const uint8_t *)text, strlen(text) } };
+	check_snap(s, "a", fs, 3);
 
 	ck_assert_int_eq(store_snap_open(s, "a", 0, &r), 0);
 	ck_assert_int_eq(store_file_open(r, "memory/0000-1000", &f), 0);
@@ -223,7 +233,7 @@ START_TEST(roundtrip_holes_and_seek)
 	struct manifest man;
 	ck_assert_int_eq(store_snap_read_all(r, STORE_MANIFEST, &m, &ml), 0);
 	ck_assert_int_eq(manifest_parse(m, ml, &man), 0);
-	ck_assert_uint_eq(man.nfiles, 3);
+	ck_assert_uint_eq(man.nfiles, 4);
 	const struct manifest_entry *e = manifest_find(&man, "memory/0000-1000");
 	ck_assert_ptr_nonnull(e);
 	uint8_t h[STORE_HASH_LEN];
@@ -463,6 +473,52 @@ START_TEST(reader_survives_gc_rewrite)
 	free(x);
 	free(y);
 	free(buf);
+}
+END_TEST
+
+struct gc_thr {
+	struct store *s;
+	struct store_gc_stats g;
+	int r;
+	atomic_bool done;
+};
+
+static void *gc_thread(void *p)
+{
+	struct gc_thr *t = p;
+	t->r = store_gc(t->s, &t->g);
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+/* A writer reuses the chunks of a snapshot deleted meanwhile: gc waits for
+ * it, and then frees nothing it uses. */
+START_TEST(gc_waits_for_writers)
+{
+	struct store *s = open_store();
+	size_t len = 2 * MiB;
+	uint8_t *x = memory_like(len, 5);
+	struct store_snap *w;
+	struct gc_thr t = { .s = s };
+	pthread_t th;
+
+	struct file_spec fx[] = { { "memory/x", x, len } };
+	write_snap(s, "x", fx, 1);
+	ck_assert_int_eq(store_snap_create(s, "y", 0, &w), 0);
+	ck_assert_int_eq(store_snap_put(w, "memory/x", x, len), 0);
+	ck_assert_int_eq(store_snap_delete(s, "x"), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, gc_thread, &t), 0);
+	usleep(200 * 1000);
+	ck_assert_msg(!atomic_load(&t.done), "gc ran with a writer in flight");
+	ck_assert_int_eq(store_snap_commit(w), 0);
+	store_snap_close(w);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(t.r, 0);
+	ck_assert_uint_eq(t.g.chunks_freed, 0);
+	check_snap(s, "y", fx, 1);
+	assert_fsck_clean(s);
+	store_close(s);
+	free(x);
 }
 END_TEST
 
@@ -861,6 +917,47 @@ START_TEST(crash_in_gc)
 }
 END_TEST
 
+/* Two-at-a-time hashing is plain SHA-256, at every length and both ways. */
+static int hash2_mismatches(const uint8_t *d)
+{
+	int bad = 0;
+	for (size_t len = 0; len <= STORE_BLOCK_SIZE; len += len < 300 ? 1 : 61) {
+		uint8_t a[STORE_HASH_LEN], b[STORE_HASH_LEN], ra[STORE_HASH_LEN], rb[STORE_HASH_LEN];
+		const uint8_t *pa = d + len % 13, *pb = d + STORE_BLOCK_SIZE + 7 + len;
+		chunk_hash2(pa, pb, len, a, b);
+		hash_leaf(pa, len, ra);
+		hash_leaf(pb, len, rb);
+		bad += memcmp(a, ra, STORE_HASH_LEN) || memcmp(b, rb, STORE_HASH_LEN);
+	}
+	uint8_t a[STORE_HASH_LEN], b[STORE_HASH_LEN], r[STORE_HASH_LEN];
+	chunk_hash2(d, d, STORE_BLOCK_SIZE, a, b);
+	hash_leaf(d, STORE_BLOCK_SIZE, r);
+	bad += memcmp(a, r, STORE_HASH_LEN) || memcmp(b, r, STORE_HASH_LEN);
+	return bad;
+}
+
+/* Two-at-a-time hashing is plain SHA-256, at every length, with the SHA
+ * extensions and (in a child) without. */
+START_TEST(hash2_is_sha256)
+{
+	uint8_t *d = malloc(3 * STORE_BLOCK_SIZE);
+	int st;
+
+	fill_random(d, 3 * STORE_BLOCK_SIZE, 9);
+	/* The child first: the choice of path is made once per process. */
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		setenv("CKPTFS_NO_SHA_NI", "1", 1);
+		_exit(hash2_mismatches(d) ? 1 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fallback child 0x%x", st);
+	ck_assert_int_eq(hash2_mismatches(d), 0);
+	free(d);
+}
+END_TEST
+
 static TCase *tc(Suite *su, const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -874,6 +971,7 @@ static TCase *tc(Suite *su, const char *name, const TTest *t, int timeout)
 int main(void)
 {
 	Suite *su = suite_create("store-chunk");
+	tc(su, "hash2", hash2_is_sha256, 30);
 	tc(su, "roundtrip", roundtrip_holes_and_seek, 30);
 	tc(su, "zero-pages", zero_pages_cost_nothing, 30);
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
@@ -881,6 +979,7 @@ int main(void)
 	tc(su, "concurrent", concurrent_snapshots, 60);
 	tc(su, "gc", delete_and_gc_give_space_back, 60);
 	tc(su, "gc-reader", reader_survives_gc_rewrite, 30);
+	tc(su, "gc-writer", gc_waits_for_writers, 30);
 	tc(su, "fsck-flip", fsck_names_flipped_byte, 30);
 	tc(su, "fsck-missing", fsck_names_missing_chunk, 30);
 	tc(su, "fsck-truncated", fsck_names_truncated_pack, 30);
