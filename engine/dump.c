@@ -81,16 +81,21 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 		return r;
 	if (!vdso)
 		return err_set(-EOPNOTSUPP, "pid %d: no [vdso]", pid);
+	uint64_t t1 = now_ns();
 	r = process_capture_injected(img, vdso);
 	if (r < 0)
 		return r;
+	uint64_t t2 = now_ns();
 
 	if (fault_hit(FAULT_ENGINE_FDS))
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
 	r = fds_capture(pid, fds);
 	if (r < 0)
 		return r;
-	return memory_capture(pid, img, bytes);
+	r = memory_capture(pid, img, bytes);
+	log_debug("pid %d: injected queries %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
+		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
+	return r;
 }
 
 static int write_image(struct store_snap *w, const struct proc_image *img, struct fd_image *fds,

@@ -88,6 +88,7 @@ struct vma {
 	unsigned prot; /* PROT_* */
 	bool shared;
 	bool growsdown;
+	bool noreserve; /* VM_NORESERVE (smaps "nr"): mapped again with MAP_NORESERVE */
 	unsigned dev_major, dev_minor;
 	uint64_t ino;
 	char *path; /* as /proc/PID/maps shows it; "" for anonymous */

@@ -115,9 +115,18 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 		if (syscall(SYS_rt_sigaction, s, &img->sigact[s], NULL, 8) < 0)
 			child_fail(sync, negerrno(), "rt_sigaction");
 	}
-	for (int w = 0; w < 3; w++)
-		if (setitimer(w, &img->itimer[w], NULL) < 0)
+	for (int w = 0; w < 3; w++) {
+		struct itimerval v = img->itimer[w];
+		/* ITIMER_REAL is re-armed only when its SIGALRM is dequeued: a
+		 * dump taken while SIGALRM was pending reads value 0 with an
+		 * interval, which setitimer() would take as "disarm". The
+		 * pending SIGALRM is queued again; the next comes an interval
+		 * later. */
+		if (!v.it_value.tv_sec && !v.it_value.tv_usec)
+			v.it_value = v.it_interval;
+		if (setitimer(w, &v, NULL) < 0)
 			child_fail(sync, negerrno(), "setitimer");
+	}
 	r = fds_restore(fds);
 	if (r < 0)
 		child_fail(sync, r, "descriptors");
@@ -335,7 +344,8 @@ static int map_area(struct ctx *c, const struct vma *v)
 	case VMA_ANON:
 	case VMA_DELETED:
 		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | (v->growsdown ? MAP_GROWSDOWN : 0),
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | (v->growsdown ? MAP_GROWSDOWN : 0) |
+				(v->noreserve ? MAP_NORESERVE : 0),
 			-1, 0, &ign, "mmap anonymous");
 		break;
 	case VMA_FILE_PRIVATE:
@@ -353,7 +363,8 @@ static int map_area(struct ctx *c, const struct vma *v)
 		if (r < 0)
 			return r;
 		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,
-			(shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, v->pgoff, &ign,
+			(shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE | (v->noreserve ? MAP_NORESERVE : 0),
+			fd, v->pgoff, &ign,
 			"mmap of a file");
 		break;
 	}
@@ -431,6 +442,13 @@ static int set_mm(struct ctx *c)
 		c->img->exe);
 	if (r < 0)
 		return r;
+	/* The kernel refuses to switch the exe link while the old exe file is
+	 * still mapped; P's old exe is ours, and it is mapped again when the
+	 * image is of a program that is ours too (a benchmark's child): then
+	 * the link is already right. */
+	struct stat a, b;
+	bool same = stat(c->img->exe, &a) == 0 && stat("/proc/self/exe", &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 	struct prctl_mm_map mm = {
 		.start_code = m->start_code, .end_code = m->end_code,
 		.start_data = m->start_data, .end_data = m->end_data,
@@ -440,7 +458,7 @@ static int set_mm(struct ctx *c)
 		.env_start = m->env_start,   .env_end = m->env_end,
 		.auxv = (void *)(uintptr_t)(c->scratch + 512),
 		.auxv_size = c->img->auxv_len,
-		.exe_fd = (uint32_t)exe_fd,
+		.exe_fd = same ? (uint32_t)-1 : (uint32_t)exe_fd,
 	};
 	if (c->img->auxv_len > SCRATCH_SIZE - 512)
 		r = err_set(-EINVAL, "auxv too large");

@@ -1,0 +1,415 @@
+/*
+ * engine/ against real processes: each target of tests/targets is started,
+ * dumped with `ckpt dump` (running, --kill, --stop), restored with
+ * `ckpt restore` once its PID is free, told it was restored, and its own
+ * verdict is checked. Also: two dumps restored in reverse order, every
+ * dump fault leaving the process running and intact, every restore fault
+ * leaving nothing running, and a PID in use.
+ *
+ * Needs root (ptrace of processes that are not our children, clone3 with
+ * set_tid, PR_SET_MM_MAP). The test process is a child subreaper, so
+ * restored processes become its children and are reaped here.
+ *
+ * `test-engine` runs the main suite; `test-engine python` and
+ * `test-engine pipe` run one case each, which skip (77) when python3 or
+ * the descriptor support is missing.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *targets;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-engine-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	char store[PATH_MAX + 16];
+	snprintf(store, sizeof(store), "%s/store", dir);
+	ck_assert_int_eq(mkdir(store, 0700), 0);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static bool file_exists(const char *p)
+{
+	return access(p, F_OK) == 0;
+}
+
+static void wait_file(const char *p, int ms)
+{
+	for (int i = 0; i < ms && !file_exists(p); i++)
+		usleep(1000);
+	ck_assert_msg(file_exists(p), "%s did not appear", p);
+}
+
+/* Starts a target: argv[0] is a program in tests/targets (or, with
+ * interp, a script run by it); READY and RESULT are inserted. */
+static pid_t spawn(const char *interp, const char *prog, const char *extra)
+{
+	char exe[PATH_MAX + 64];
+	snprintf(exe, sizeof(exe), "%s/%s", targets, prog);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		int log = open(path("target.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(log, 2);
+		/* Check's own files are not O_CLOEXEC */
+		syscall(SYS_close_range, 3, ~0u, 0);
+		char *argv[6] = { 0 };
+		int a = 0;
+		if (interp)
+			argv[a++] = (char *)interp;
+		argv[a++] = exe;
+		argv[a++] = path("ready");
+		argv[a++] = path("result");
+		if (extra)
+			argv[a++] = (char *)extra;
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	wait_file(path("ready"), 10000);
+	usleep(50000); /* let it get into its waiting loop */
+	return pid;
+}
+
+/* Runs ckpt with args; stdout into out (may be NULL), stderr into
+ * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the exit status. */
+static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
+		    const char *a3, const char *a4)
+{
+	int fds[2];
+	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fds[1], 1);
+		dup2(err, 2);
+		if (fault)
+			setenv("CKPTFS_FAULT", fault, 1);
+		else
+			unsetenv("CKPTFS_FAULT");
+		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	size_t len = 0;
+	char buf[256];
+	ssize_t n;
+	while ((n = read(fds[0], buf, sizeof(buf))) > 0)
+		if (out && len + n < outlen) {
+			memcpy(out + len, buf, n);
+			len += n;
+		}
+	if (out)
+		out[len] = 0;
+	close(fds[0]);
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	static char *text;
+	free(text);
+	text = NULL;
+	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
+		return "";
+	return text;
+}
+
+static void dump(pid_t pid, const char *mode, const char *snap)
+{
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path(snap))
+		      : run_ckpt(NULL, NULL, 0, "dump", p, path(snap), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s failed: %s", mode ? mode : "", ckpt_err());
+}
+
+/* Gets rid of the original so that its PID is free. */
+static void kill_original(pid_t pid, const char *mode)
+{
+	int st;
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+static pid_t restore(const char *snap)
+{
+	char out[64];
+	int rc = run_ckpt(NULL, out, sizeof(out), "restore", path(snap), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore failed: %s", ckpt_err());
+	return atoi(out);
+}
+
+/* Tells the restored process it was restored; checks its verdict. */
+static void verdict(pid_t pid)
+{
+	int st = 0;
+	pid_t w = 0;
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	for (int i = 0; i < 15000 && w == 0; i++) {
+		w = waitpid(pid, &st, WNOHANG);
+		if (!w)
+			usleep(1000);
+	}
+	if (w == 0)
+		kill(pid, SIGKILL);
+	ck_assert_msg(w == pid, "restored pid %d did not finish", pid);
+	char *res = NULL;
+	read_file_full(path("result"), &res, NULL);
+	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
+	ck_assert_msg(!strcmp(res, "PASS\n"), "target says: %s", res);
+	free(res);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void cycle(const char *prog, const char *extra, const char *mode)
+{
+	pid_t pid = spawn(NULL, prog, extra);
+	dump(pid, mode, "store/s1");
+	if (mode && !strcmp(mode, "--stop")) {
+		char p[64], *st = NULL;
+		snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+		for (int i = 0; i < 1000; i++) {
+			free(st);
+			st = NULL;
+			read_file_full(p, &st, NULL);
+			if (st && strstr(st, ") T "))
+				break;
+			usleep(1000);
+		}
+		ck_assert_msg(st && strstr(st, ") T "), "--stop left it running: %s", st);
+		free(st);
+	}
+	kill_original(pid, mode);
+	verdict(restore("store/s1"));
+}
+
+#define CYCLE_TESTS(name, prog, extra)                                     \
+	START_TEST(name##_running) { cycle(prog, extra, NULL); } END_TEST   \
+	START_TEST(name##_kill) { cycle(prog, extra, "--kill"); } END_TEST  \
+	START_TEST(name##_stop) { cycle(prog, extra, "--stop"); } END_TEST
+
+CYCLE_TESTS(mem, "target-mem", path("mapped-file"))
+CYCLE_TESTS(threads, "target-threads", NULL)
+CYCLE_TESTS(sleep, "target-sleep", NULL)
+CYCLE_TESTS(signals, "target-signals", NULL)
+
+START_TEST(bigmem_running)
+{
+	cycle("target-bigmem", "16", NULL);
+}
+END_TEST
+
+/* Two snapshots of one process; the later restored first, then the
+ * earlier, each with the right state. */
+START_TEST(dump_twice_restore_first_last)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	usleep(100000);
+	dump(pid, NULL, "store/s2");
+	kill_original(pid, NULL);
+	verdict(restore("store/s2"));
+	unlink(path("result"));
+	unlink(path("ready.restored"));
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* No thread of pid is traced or stopped, and it keeps running. */
+static void assert_untouched(pid_t pid)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/task", pid);
+	DIR *d = opendir(p);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sp[384], *st = NULL;
+		snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
+		ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
+		ck_assert_msg(strstr(st, "TracerPid:\t0\n"), "thread %s still traced", de->d_name);
+		ck_assert_msg(!strstr(st, "State:\tt") && !strstr(st, "State:\tT"),
+			      "thread %s left stopped", de->d_name);
+		free(st);
+		n++;
+	}
+	closedir(d);
+	ck_assert_int_eq(n, 9); /* the threads target: main + 8 */
+}
+
+static void dump_fault(const char *fault)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
+	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched(pid);
+	/* it still runs normally, and still dumps and restores correctly */
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(fault_seize) { dump_fault("200:3"); } END_TEST
+START_TEST(fault_regs) { dump_fault("201:2"); } END_TEST
+START_TEST(fault_memory) { dump_fault("202:5"); } END_TEST
+START_TEST(fault_fds) { dump_fault("203"); } END_TEST
+START_TEST(fault_write) { dump_fault("204"); } END_TEST
+START_TEST(fault_commit) { dump_fault("205"); } END_TEST
+
+static void restore_fault(const char *fault)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	int rc = run_ckpt(fault, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	ck_assert_msg(rc == 1, "restore with fault %s: exit %d", fault, rc);
+	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	/* what was half built was killed: reap it (we are its subreaper) */
+	int st;
+	pid_t w = waitpid(pid, &st, 0);
+	ck_assert_msg(w == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		      "half-restored pid %d not killed", pid);
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(fault_restore_map) { restore_fault("210:3"); } END_TEST
+START_TEST(fault_restore_late) { restore_fault("211"); } END_TEST
+
+START_TEST(restore_pid_in_use)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, NULL, "store/s1");
+	int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	ck_assert_int_eq(rc, 1);
+	char want[64];
+	snprintf(want, sizeof(want), "pid %d is in use", pid);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	kill_original(pid, NULL);
+}
+END_TEST
+
+START_TEST(python_running)
+{
+	pid_t pid = spawn("/usr/bin/python3", "python.py", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+START_TEST(pipe_read_running)
+{
+	cycle("target-pipe", NULL, NULL);
+}
+END_TEST
+
+static TCase *tc(const char *name, const TTest *t, int timeout)
+{
+	TCase *c = tcase_create(name);
+	tcase_add_checked_fixture(c, setup, teardown);
+	tcase_set_timeout(c, timeout);
+	tcase_add_test(c, t);
+	return c;
+}
+
+int main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : NULL;
+	if (geteuid() != 0) {
+		printf("skipped: needs root (ptrace of non-children, clone3 set_tid, PR_SET_MM_MAP)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	targets = getenv("TARGETS");
+	if (!ckpt_bin || !targets) {
+		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
+		return 1;
+	}
+	Suite *s = suite_create("engine");
+	if (only && !strcmp(only, "python")) {
+		if (access("/usr/bin/python3", X_OK) < 0) {
+			printf("skipped: /usr/bin/python3 is not installed\n");
+			return 77;
+		}
+		suite_add_tcase(s, tc("python_running", python_running, 30));
+	} else if (only && !strcmp(only, "pipe")) {
+		if (getenv("ENGINE_FDS_FALLBACK")) {
+			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");
+			return 77;
+		}
+		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 30));
+	} else {
+		suite_add_tcase(s, tc("mem_running", mem_running, 30));
+		suite_add_tcase(s, tc("mem_kill", mem_kill, 30));
+		suite_add_tcase(s, tc("mem_stop", mem_stop, 30));
+		suite_add_tcase(s, tc("threads_running", threads_running, 30));
+		suite_add_tcase(s, tc("threads_kill", threads_kill, 30));
+		suite_add_tcase(s, tc("threads_stop", threads_stop, 30));
+		suite_add_tcase(s, tc("sleep_running", sleep_running, 30));
+		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 30));
+		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 30));
+		suite_add_tcase(s, tc("signals_running", signals_running, 30));
+		suite_add_tcase(s, tc("signals_kill", signals_kill, 30));
+		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
+		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
+		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
+		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
+		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
+		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
+		suite_add_tcase(s, tc("fault_fds", fault_fds, 30));
+		suite_add_tcase(s, tc("fault_write", fault_write, 30));
+		suite_add_tcase(s, tc("fault_commit", fault_commit, 30));
+		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 30));
+		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 30));
+		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 30));
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

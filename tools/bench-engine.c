@@ -1,0 +1,298 @@
+/*
+ * ckpt bench engine [--size 2G] [--dir DIR] [--keep]: dumps and restores a
+ * process with SIZE of resident memory of mixed content (a quarter zeros,
+ * a quarter random, a quarter text, a quarter counters) into a snapshot
+ * directory under DIR, and reports time frozen, dump time, restore time
+ * and GB/s; beside them, in the same run, the time to copy the same bytes
+ * with process_vm_readv and to write them to DIR (write + fsync of the
+ * same buffer, and dd from /dev/zero). The restored process checks its own
+ * memory checksum; a mismatch fails the benchmark.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "tools/tools-int.h"
+
+#define PIECE (16u << 20)
+
+static uint64_t sum_words(const uint64_t *w, size_t n)
+{
+	uint64_t s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += w[i] * 2654435761u + (w[i] >> 32);
+	return s;
+}
+
+static void put_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		write_full(fd, text, strlen(text));
+		close(fd);
+	}
+}
+
+/* The process that is dumped and restored. */
+static _noreturn_ void child(const char *dir, size_t size, uint64_t **region)
+{
+	char ready[PATH_MAX + 16], go[PATH_MAX + 16], result[PATH_MAX + 16];
+	snprintf(ready, sizeof(ready), "%s/ready", dir);
+	snprintf(go, sizeof(go), "%s/go", dir);
+	snprintf(result, sizeof(result), "%s/result", dir);
+	int n = open("/dev/null", O_RDWR);
+	dup2(n, 0);
+	dup2(n, 1);
+	dup2(n, 2);
+	syscall(SYS_close_range, 3, ~0u, 0);
+	setsid();
+
+	size_t words = size / 8, q = words / 4;
+	uint64_t *w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w == MAP_FAILED)
+		_exit(1);
+	*region = w;
+	uint64_t x = 88172645463325252ull;
+	memset(w, 0, q * 8);
+	for (size_t i = q; i < 2 * q; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		w[i] = x;
+	}
+	static const char text[] = "the quick brown fox jumps over the lazy dog. ";
+	for (size_t i = 0; i < q * 8; i++)
+		((char *)(w + 2 * q))[i] = text[i % (sizeof(text) - 1)];
+	for (size_t i = 3 * q; i < words; i++)
+		w[i] = i / 512;
+	uint64_t s0 = sum_words(w, words);
+	put_file(ready, "ready\n");
+	while (access(go, F_OK) < 0)
+		usleep(1000);
+	put_file(result, sum_words(w, words) == s0 ? "PASS\n" : "FAIL: checksum\n");
+	_exit(0);
+}
+
+static int parse_size(const char *s, uint64_t *ret)
+{
+	char *end;
+	double v = strtod(s, &end);
+	uint64_t m = 1;
+	switch (*end) {
+	case 'k': case 'K': m = 1ull << 10; end++; break;
+	case 'm': case 'M': m = 1ull << 20; end++; break;
+	case 'g': case 'G': m = 1ull << 30; end++; break;
+	}
+	if (*end || v <= 0)
+		return -EINVAL;
+	*ret = ALIGN_UP((uint64_t)(v * m), 4096);
+	return 0;
+}
+
+static double gbps(uint64_t bytes, uint64_t ns)
+{
+	return ns ? bytes / (double)ns : 0;
+}
+
+static void line(const char *what, uint64_t ns, uint64_t bytes)
+{
+	printf("  %-34s %9.3f s  %6.2f GB/s\n", what, ns / 1e9, gbps(bytes, ns));
+}
+
+int bench_engine(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "size", required_argument, NULL, 's' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "keep", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	uint64_t size = 2ull << 30;
+	const char *base = "/var/tmp";
+	bool keep = false;
+	int c, r, rc = EXIT_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (parse_size(optarg, &size) < 0) {
+				fprintf(stderr, "ckpt bench engine: bad size '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'd':
+			base = optarg;
+			break;
+		case 'k':
+			keep = true;
+			break;
+		case 'h':
+			printf("Usage: ckpt bench engine [--size 2G] [--dir DIR] [--keep]\n"
+			       "Dumps and restores a process with SIZE resident (mixed content) to a\n"
+			       "snapshot directory in DIR (default /var/tmp); compares with\n"
+			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n");
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/ckptfs-bench-XXXXXX", base);
+	if (!mkdtemp(dir)) {
+		log_err_errno(negerrno(), "cannot create a directory in %s", base);
+		return EXIT_FAIL;
+	}
+	char store_dir[PATH_MAX + 16], path[PATH_MAX + 32], b1[32], b2[32];
+	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
+	mkdir(store_dir, 0700);
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+	/* shared so that the parent learns the region's address */
+	uint64_t **region = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (region == MAP_FAILED)
+		return EXIT_FAIL;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		child(dir, size, region);
+	snprintf(path, sizeof(path), "%s/ready", dir);
+	log_info("bench engine: filling %s in pid %d", fmt_bytes(size, b1, sizeof(b1)), pid);
+	while (access(path, F_OK) < 0) {
+		if (waitpid(pid, NULL, WNOHANG) == pid) {
+			log_err("bench engine: the process died while filling its memory");
+			goto out;
+		}
+		usleep(2000);
+	}
+	uintptr_t addr = (uintptr_t)*region;
+
+	/* 1. dump */
+	struct store *s = NULL;
+	struct store_snap *w = NULL;
+	struct engine_dump_stats st = { 0 };
+	struct engine_dump_opts dopts = { .after = ENGINE_AFTER_RUN, .stats = &st };
+	r = store_open_dir(store_dir, &s);
+	if (r >= 0)
+		r = store_snap_create(s, "bench", 0, &w);
+	if (r >= 0)
+		r = engine_dump(pid, w, &dopts);
+	store_snap_close(w);
+	if (r < 0) {
+		log_err_errno(r, "bench engine: dump failed: %s", err_msg());
+		store_close(s);
+		goto out_kill;
+	}
+
+	/* 2. the same bytes with process_vm_readv, into a pre-faulted buffer */
+	uint8_t *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	uint64_t t0 = now_ns(), readv_ns, write_ns, dd_ns = 0;
+	if (buf == MAP_FAILED) {
+		log_err("bench engine: no memory for the comparison buffer");
+		store_close(s);
+		goto out_kill;
+	}
+	for (uint64_t off = 0; off < size; off += PIECE) {
+		struct iovec l = { buf + off, MIN(PIECE, size - off) };
+		struct iovec rm = { (void *)(addr + off), l.iov_len };
+		if (process_vm_readv(pid, &l, 1, &rm, 1, 0) != (ssize_t)l.iov_len) {
+			log_err_errno(negerrno(), "bench engine: process_vm_readv");
+			store_close(s);
+			goto out_kill;
+		}
+	}
+	readv_ns = now_ns() - t0;
+
+	/* 3. writing them: the same buffer with write + fsync, then dd */
+	snprintf(path, sizeof(path), "%s/write", dir);
+	t0 = now_ns();
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	for (uint64_t off = 0; fd >= 0 && off < size; off += PIECE)
+		if (write_full(fd, buf + off, MIN(PIECE, size - off)) < 0)
+			break;
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	write_ns = now_ns() - t0;
+	unlink(path);
+	munmap(buf, size);
+	snprintf(path, sizeof(path), "%s/dd", dir);
+	char of[PATH_MAX + 40], count[32];
+	snprintf(of, sizeof(of), "of=%s", path);
+	snprintf(count, sizeof(count), "count=%" PRIu64, size / PIECE);
+	t0 = now_ns();
+	pid_t dd = fork();
+	if (dd == 0) {
+		int n = open("/dev/null", O_WRONLY);
+		dup2(n, 1);
+		dup2(n, 2);
+		execlp("dd", "dd", "if=/dev/zero", of, "bs=16M", count, "conv=fsync", (char *)NULL);
+		_exit(127);
+	}
+	int dst;
+	if (dd > 0 && waitpid(dd, &dst, 0) == dd && WIFEXITED(dst) && WEXITSTATUS(dst) == 0)
+		dd_ns = now_ns() - t0;
+	unlink(path);
+
+	/* 4. restore, once the original is gone */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	struct store_snap *rs = NULL;
+	pid_t npid = 0;
+	t0 = now_ns();
+	r = store_snap_open(s, "bench", 0, &rs);
+	if (r >= 0)
+		r = engine_restore(rs, NULL, &npid);
+	uint64_t restore_ns = now_ns() - t0;
+	store_snap_close(rs);
+	store_close(s);
+	if (r < 0) {
+		log_err_errno(r, "bench engine: restore failed: %s", err_msg());
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/go", dir);
+	put_file(path, "go\n");
+	waitpid(npid, NULL, 0);
+	snprintf(path, sizeof(path), "%s/result", dir);
+	_cleanup_free_ char *res = NULL;
+	if (read_file_full(path, &res, NULL) < 0 || strcmp(res, "PASS\n")) {
+		log_err("bench engine: the restored process says: %s", res ? res : "nothing");
+		goto out;
+	}
+
+	printf("ckpt bench engine: %s resident (%s saved), snapshot in %s\n",
+	       fmt_bytes(size, b1, sizeof(b1)), fmt_bytes(st.memory_bytes, b2, sizeof(b2)), store_dir);
+	printf("  %-34s %9.3f s\n", "frozen (dump, process stopped)", st.frozen_ns / 1e9);
+	line("dump (stop to durable snapshot)", st.total_ns, size);
+	line("restore (read to running)", restore_ns, size);
+	line("process_vm_readv, 16 MiB pieces", readv_ns, size);
+	line("write + fsync of the same bytes", write_ns, size);
+	if (dd_ns)
+		line("dd if=/dev/zero bs=16M conv=fsync", dd_ns, size);
+	printf("  restored process: memory checksum verified\n");
+	rc = EXIT_OK;
+	goto out;
+
+out_kill:
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+out:
+	munmap(region, 4096);
+	if (!keep)
+		rm_rf(dir);
+	return rc;
+}
