@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "engine/engine.h"
@@ -127,6 +128,7 @@ struct fs {
 	uid_t uid;   /* the daemon's own */
 	gid_t gid;
 	pid_t self;
+	time_t started; /* every node's times: nothing here has its own */
 	struct fuse_session *se;
 
 	pthread_mutex_t lock;

@@ -150,6 +150,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->restore_done, NULL);
 	fs->uid = getuid();
+	fs->started = time(NULL);
 	fs->gid = getgid();
 	fs->allow_other = conf.allow_other;
 	fs->dir_backend = conf.backend && !strcmp(conf.backend, "dir");

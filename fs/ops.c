@@ -109,6 +109,7 @@ static void attr_base(struct fs *fs, struct stat *st, fuse_ino_t ino)
 	st->st_uid = fs->uid;
 	st->st_gid = fs->gid;
 	st->st_blksize = FS_IO_SIZE;
+	st->st_atime = st->st_mtime = st->st_ctime = fs->started;
 }
 
 static void attr_dir(struct stat *st, mode_t mode)
