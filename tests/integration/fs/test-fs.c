@@ -389,6 +389,34 @@ START_TEST(test_hundred_in_a_row)
 }
 END_TEST
 
+START_TEST(test_ckpt_tools)
+{
+	char dir[PATH_MAX];
+	pid_t pid = target_start(dir);
+	char *s;
+
+	s = sh_out("\"$CKPT\" checkpoint --mount \"$MNT\" %d", pid);
+	ck_assert_msg(strstr(s, "/1\n"), "ckpt checkpoint printed '%s'", s);
+	free(s);
+	ck_assert_int_eq(sh("\"$CKPT\" checkpoint --stop --mount \"$MNT\" %d >/dev/null", pid), 0);
+	ck_assert_int_eq(sh("grep -q '(stopped)' /proc/%d/status", pid), 0);
+	kill(pid, SIGCONT);
+	s = sh_out("\"$CKPT\" ls --mount \"$MNT\" %d", pid);
+	ck_assert_msg(strstr(s, "/1 ") && strstr(s, "/2 "), "ckpt ls printed '%s'", s);
+	free(s);
+	s = sh_out("\"$CKPT\" status --mount \"$MNT\" %d", pid);
+	ck_assert_msg(strstr(s, "idle") && strstr(s, " 2 "), "ckpt status printed '%s'", s);
+	free(s);
+	/* Errors reach the exit status and say why. */
+	s = sh_out("\"$CKPT\" checkpoint --mount \"$MNT\" 999999999 2>&1; echo rc=$?");
+	ck_assert_msg(strstr(s, "rc=1"), "%s", s);
+	free(s);
+	s = verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, int timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -415,6 +443,7 @@ int main(void)
 		add(s, "restore_roundtrip", test_restore_roundtrip, 60);
 		add(s, "restore_inside", test_restore_inside, 60);
 		add(s, "rm_r", test_rm_r, 60);
+		add(s, "ckpt_tools", test_ckpt_tools, 60);
 		add(s, "failed_checkpoint", test_failed_checkpoint, 60);
 		add(s, "kill9_daemon", test_kill9_daemon, 60);
 		add(s, "ten_at_once", test_ten_at_once, 120);
