@@ -241,6 +241,8 @@ int restore_subdir(struct fs *fs, uid_t uid, const char *name, const char *path)
 int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path, struct rfile **ret);
 int restore_write(struct rfile *f, const void *buf, size_t len, uint64_t off);
 int restore_truncate(struct rfile *f, uint64_t size);
+/* Grows the file to size if it is smaller (a hole at its end). */
+int restore_extend(struct rfile *f, uint64_t size);
 int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t size);
 /* Closes the file: it is whole now; may start the restore. */
 int restore_release(struct fs *fs, struct rfile *f);

@@ -880,6 +880,82 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, size);
 }
 
+/* A copy inside the mount (cp -r /ckpt/PID/N /ckpt/restore/X): the bytes go
+ * from the snapshot's reader straight into the restore's writer, data
+ * extents only, without travelling through the kernel twice. The store
+ * still reads and re-hashes them (dedup makes the write cost no space);
+ * referencing the source's chunks without reading them would need a store
+ * call that does not exist yet. */
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+			       fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	struct handle *in = (struct handle *)(uintptr_t)fi_in->fh;
+	struct handle *out = (struct handle *)(uintptr_t)fi_out->fh;
+	struct store_stat st;
+	uint64_t pos, end, done = 0;
+	char *buf;
+	int r = 0;
+
+	if (flags || !in || !out || in->kind != NODE_SNAP_FILE || out->kind != NODE_RFILE || off_in < 0 ||
+	    off_out < 0) {
+		/* cp falls back to read and write. */
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	buf = io_buf_get();
+	if (!buf || store_file_stat(in->f, &st) < 0) {
+		fuse_reply_err(req, buf ? EIO : ENOMEM);
+		return;
+	}
+	pos = (uint64_t)off_in;
+	if (pos >= st.size) {
+		fuse_reply_write(req, 0);
+		return;
+	}
+	end = MIN(st.size, pos + len);
+	while (pos < end) {
+		int64_t data = store_file_seek(in->f, pos, SEEK_DATA);
+		int64_t hole;
+		ssize_t n;
+
+		if (data == -ENXIO || (data >= 0 && (uint64_t)data >= end))
+			break; /* only a hole is left in the range */
+		if (data < 0) {
+			r = (int)data;
+			break;
+		}
+		hole = store_file_seek(in->f, (uint64_t)data, SEEK_HOLE);
+		if (hole < 0) {
+			r = (int)hole;
+			break;
+		}
+		uint64_t stop = MIN((uint64_t)hole, end);
+		for (pos = (uint64_t)data; pos < stop; pos += (uint64_t)n) {
+			n = store_file_pread(in->f, buf, (size_t)MIN(stop - pos, FS_IO_SIZE), pos);
+			if (n <= 0) {
+				r = n < 0 ? (int)n : -EIO;
+				break;
+			}
+			r = restore_write(out->rf, buf, (size_t)n, (uint64_t)off_out + (pos - (uint64_t)off_in));
+			if (r < 0)
+				break;
+		}
+		if (r < 0)
+			break;
+	}
+	if (r >= 0) {
+		/* A hole at the end of the range still counts as copied: the
+		 * destination grows to cover it. */
+		done = end - (uint64_t)off_in;
+		r = restore_extend(out->rf, (uint64_t)off_out + done);
+	}
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_write(req, (size_t)done);
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, 0);
@@ -1103,6 +1179,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.open = op_open,
 	.read = op_read,
 	.lseek = op_lseek,
+	.copy_file_range = op_copy_file_range,
 	.write = op_write,
 	.flush = op_flush,
 	.release = op_release,

@@ -901,6 +901,17 @@ int restore_truncate(struct rfile *f, uint64_t size)
 	return r;
 }
 
+int restore_extend(struct rfile *f, uint64_t size)
+{
+	struct fs *fs = f->rs->fs;
+	bool grow;
+
+	pthread_mutex_lock(&fs->lock);
+	grow = size > f->size;
+	pthread_mutex_unlock(&fs->lock);
+	return grow ? restore_truncate(f, size) : 0;
+}
+
 int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t size)
 {
 	struct restore *rs;
