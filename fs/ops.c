@@ -643,12 +643,53 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		handle_free(fs, h);
 }
 
+/* One read buffer per FUSE thread, allocated at its first read and freed
+ * when the loop retires the thread. */
+static pthread_key_t io_key;
+static pthread_once_t io_once = PTHREAD_ONCE_INIT;
+
+static void io_key_make(void)
+{
+	if (pthread_key_create(&io_key, free) != 0)
+		abort();
+}
+
+static char *io_buf_get(void)
+{
+	char *b;
+
+	pthread_once(&io_once, io_key_make);
+	b = pthread_getspecific(io_key);
+	if (!b && (b = malloc(FS_IO_SIZE)) && pthread_setspecific(io_key, b) != 0) {
+		free(b);
+		b = NULL;
+	}
+	return b;
+}
+
+/* Replies with bytes a handle owns. They are copied to this thread's
+ * buffer first: once the kernel has the reply, the caller may close and a
+ * release on another thread free the handle, while a sanitizer's writev
+ * interceptor still looks at what was sent. */
+static void reply_copy(fuse_req_t req, const char *p, size_t n)
+{
+	char *buf = io_buf_get();
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = MIN(n, FS_IO_SIZE);
+	memcpy(buf, p, n);
+	fuse_reply_buf(req, buf, n);
+}
+
 static void reply_slice(fuse_req_t req, struct handle *h, size_t size, off_t off)
 {
 	if ((size_t)off >= h->len)
 		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_buf(req, h->text + off, MIN(size, h->len - (size_t)off));
+		reply_copy(req, h->text + off, MIN(size, h->len - (size_t)off));
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -675,7 +716,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			break;
 		end = next;
 	}
-	fuse_reply_buf(req, h->text + off, end - (size_t)off);
+	reply_copy(req, h->text + off, end - (size_t)off);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -767,30 +808,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(fs, h);
-}
-
-/* One read buffer per FUSE thread, allocated at its first read and freed
- * when the loop retires the thread. */
-static pthread_key_t io_key;
-static pthread_once_t io_once = PTHREAD_ONCE_INIT;
-
-static void io_key_make(void)
-{
-	if (pthread_key_create(&io_key, free) != 0)
-		abort();
-}
-
-static char *io_buf_get(void)
-{
-	char *b;
-
-	pthread_once(&io_once, io_key_make);
-	b = pthread_getspecific(io_key);
-	if (!b && (b = malloc(FS_IO_SIZE)) && pthread_setspecific(io_key, b) != 0) {
-		free(b);
-		b = NULL;
-	}
-	return b;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
