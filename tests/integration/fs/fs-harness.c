@@ -127,7 +127,8 @@ static void at_exit(void)
 
 void harness_mount(void)
 {
-	snprintf(H.base, sizeof(H.base), "/tmp/ckptfs-test.XXXXXX");
+	const char *run = getenv("CKPTFS_TEST_RUN");
+	snprintf(H.base, sizeof(H.base), "%s/t.XXXXXX", run && *run ? run : "/tmp");
 	ck_assert_ptr_nonnull(mkdtemp(H.base));
 	snprintf(H.mnt, sizeof(H.mnt), "%s/mnt", H.base);
 	snprintf(H.store, sizeof(H.store), "%s/store", H.base);
@@ -209,10 +210,33 @@ void harness_teardown(void)
 	H.mnt[0] = 0;
 }
 
+void harness_begin(void)
+{
+	static char run[64];
+
+	snprintf(run, sizeof(run), "/tmp/ckptfs-test.XXXXXX");
+	if (!mkdtemp(run)) {
+		printf("cannot make a temp dir: %s\n", strerror(errno));
+		exit(1);
+	}
+	setenv("CKPTFS_TEST_RUN", run, 1);
+}
+
 void harness_sweep(void)
 {
-	if (system("grep ' fuse.ckptfs ' /proc/mounts | awk '{print $2}' | grep '^/tmp/ckptfs-test\\.' |"
-		   " while read m; do fusermount3 -uz \"$m\"; done 2>/dev/null") != 0) {
+	const char *run = getenv("CKPTFS_TEST_RUN");
+	char cmd[1024];
+
+	if (!run || !*run)
+		return;
+	/* What a test that died before its teardown left: its targets (by
+	 * the pids they wrote), its mounts, its files. */
+	snprintf(cmd, sizeof(cmd),
+		 "for a in %s/*/work/*/addr; do test -s \"$a\" && kill -9 $(cut -d' ' -f2 \"$a\") 2>/dev/null; done; "
+		 "grep ' fuse.ckptfs ' /proc/mounts | cut -d' ' -f2 | grep '^%s/' | while read m; do fusermount3 -uz \"$m\"; done; "
+		 "rm -rf %s",
+		 run, run, run);
+	if (system(cmd) != 0) {
 	}
 }
 

@@ -37,7 +37,10 @@ void harness_remount(void);
 int harness_umount(void);
 /* Unmounts and removes the temp dir. */
 void harness_teardown(void);
-/* Lazily unmounts every ckptfs under /tmp/ckptfs-test.* (main's sweep). */
+/* Makes the run's temp dir (every test's dir goes inside). main() calls
+ * it first, and harness_sweep() last: it kills the targets, unmounts the
+ * mounts and removes the dirs that a test dying early left behind. */
+void harness_begin(void);
 void harness_sweep(void);
 
 /* Runs a shell command (printf format) with MNT, STORE, WORK, CKPT set in

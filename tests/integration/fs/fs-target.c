@@ -53,8 +53,13 @@ int main(int argc, char **argv)
 
 	if (argc != 2)
 		return 2;
-	a = mmap(NULL, AREA, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* A PROT_NONE page on each side keeps the kernel from merging the
+	 * area with a neighbour: the snapshot names it by these bounds. */
+	a = mmap(NULL, AREA + 2 * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (a == MAP_FAILED)
+		return 1;
+	a += 4096;
+	if (mprotect(a, AREA, PROT_READ | PROT_WRITE) < 0)
 		return 1;
 	for (size_t i = 0; i < DATA; i++)
 		a[i] = pattern(i);

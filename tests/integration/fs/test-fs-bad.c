@@ -217,6 +217,7 @@ int main(void)
 	int failed;
 
 	harness_require();
+	harness_begin();
 	sr = srunner_create(suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

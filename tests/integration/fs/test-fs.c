@@ -436,6 +436,7 @@ int main(void)
 	int failed;
 
 	harness_require();
+	harness_begin();
 	s = suite_create("fs-mount");
 	add(s, "basics", test_basics, 30);
 	add(s, "unmount_sigterm", test_unmount_sigterm, 30);
