@@ -1,6 +1,7 @@
 /*
  * The chunk store's private header, shared by chunk.c (the backend),
- * pack.c (pack files), index.c (RocksDB), gc.c and fsck.c. The on-disk
+ * pack.c (pack files), index.c (RocksDB), gc.c, fsck.c and sha256x2.c
+ * (hashing two blocks at once). The on-disk
  * layout it describes is documented in docs/FORMAT.md, "The chunk store";
  * a change to any struct marked "on disk" changes the format version.
  *
@@ -11,7 +12,7 @@
  *   gc lock           writers hold it shared from snap_create to
  *                     commit/close, gc and fsck exclusive: gc never frees a
  *                     chunk that a writer in flight decided to reuse;
- *   commit_lock       one index commit, delete or gc switch at a time;
+ *   commit_lock       one index commit, delete, gc or fsck at a time;
  *   snapshot mutex    a writer's chunk set, file list, pack list;
  *   pool_lock         the pools of pack writers and zstd contexts;
  *   fd_lock           the pack descriptors cache of readers.
@@ -24,6 +25,8 @@
 #include <zstd.h>
 
 #include "store/store-int.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "on-disk structs are little-endian as in memory");
 
 #define CHUNK_FORMAT_VERSION 1
 #define CHUNK_PAGES (STORE_BLOCK_SIZE / STORE_PAGE_SIZE) /* pages per block: 4 */
@@ -141,6 +144,9 @@ int index_write(struct index *x, struct index_batch *b, bool sync);
 /* Iterates keys starting with prefix, in order. next: 1 with key/value
  * (valid until the next call), 0 at the end, -errno. */
 int index_iter_new(struct index *x, const void *prefix, size_t plen, struct index_iter **ret);
+/* The same, starting at the first key >= start (which has the prefix). */
+int index_iter_new_at(struct index *x, const void *prefix, size_t plen, const void *start, size_t slen,
+		      struct index_iter **ret);
 int index_iter_next(struct index_iter *it, const uint8_t **k, size_t *kl, const uint8_t **v, size_t *vl);
 void index_iter_free(struct index_iter *it);
 
@@ -305,6 +311,13 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
  * which holds STORE_BLOCK_SIZE bytes) and checks it like pack_read_chunk. */
 int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		     struct rec_hdr *h, uint8_t *payload);
+/* Reads n records that lie back to back in one pack with one preadv and
+ * decodes each into outs[i] (raw_len bytes). Any failure (a gap, another
+ * pack, damage) returns < 0 without a useful detail: the caller then
+ * reads chunk by chunk with pack_read_chunk, which names the problem. */
+#define PACK_RUN_MAX 64
+int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
+		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
 /* Forgets a cached descriptor of a pack gc deleted. */
 void pack_fd_forget(struct chunk_store *cs, uint32_t id);
 void pack_fds_close(struct chunk_store *cs);

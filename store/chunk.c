@@ -116,14 +116,27 @@ struct rent {
 	bool missing;
 };
 
+/* Recipe segments a reader keeps decoded (each CHUNK_SEG_BLOCKS blocks,
+ * 64 MiB of file): opening a file costs nothing, and reading a huge one
+ * keeps a bounded window of it in memory. */
+#define RSEG_SLOTS 16
+
+struct rseg {
+	bool valid;
+	uint32_t seg;
+	uint64_t used;      /* tick of the last use: the least recent is evicted */
+	struct rent *ents;  /* by block */
+	size_t n;
+};
+
 struct rfile {
 	struct store_file base;
 	struct rsnap *snap;
 	int fileno;            /* -1: the manifest */
 	const struct snaprec_file *meta;
-	struct rent *ents;     /* by block */
-	size_t n;
-	pthread_mutex_t lock;  /* the cache below and location refreshes */
+	pthread_mutex_t lock;  /* everything below */
+	struct rseg segs[RSEG_SLOTS];
+	uint64_t tick;
 	uint64_t cblock;       /* block held in cache, UINT64_MAX: none */
 	uint8_t cache[STORE_BLOCK_SIZE];
 };
@@ -1217,6 +1230,11 @@ out:
 	return r;
 }
 
+static int cmp_ent_id(const void *a, const void *b)
+{
+	return memcmp((*(struct idset_ent *const *)a)->id, (*(struct idset_ent *const *)b)->id, STORE_HASH_LEN);
+}
+
 static _noreturn_ void crash(const char *where)
 {
 	log_debug("fault injected: crash %s", where);
@@ -1237,7 +1255,8 @@ static int chunk_snap_commit(struct store_snap *sw)
 	uint8_t (*nids)[STORE_HASH_LEN] = NULL;
 	struct chunk_loc *nlocs = NULL;
 	bool *nfound = NULL;
-	size_t nn = 0;
+	struct idset_ent **used = NULL, **newe = NULL;
+	size_t nn = 0, nused = 0;
 	int r;
 
 	if (w->open_files)
@@ -1253,6 +1272,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 	}
 
 	/* 1. Chunk bytes on disk before any index entry points at them. */
+	uint64_t t0 = now_ns(), t1, t2, t3;
 	if (fault_hit(FAULT_STORE_CRASH_BEFORE_PACK_FSYNC))
 		crash("before pack fsync");
 	for (size_t i = 0; i < w->npacks; i++) {
@@ -1267,6 +1287,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 		crash("before index commit");
 
 	/* 2. One batch, under the commit lock. */
+	t1 = now_ns();
 	b = index_batch_new();
 	if (!b)
 		return -ENOMEM;
@@ -1289,15 +1310,29 @@ static int chunk_snap_commit(struct store_snap *sw)
 	nids = malloc((w->set.n + 1) * sizeof(*nids));
 	nlocs = malloc((w->set.n + 1) * sizeof(*nlocs));
 	nfound = malloc((w->set.n + 1) * sizeof(*nfound));
-	if (!nids || !nlocs || !nfound) {
+	newe = malloc((w->set.n + 1) * sizeof(*newe));
+	if (!nids || !nlocs || !nfound || !newe) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < w->set.cap; i++) {
-		struct idset_ent *e = &w->set.e[i];
-		if (e->used && e->refs && e->state == IDSET_NEW)
-			memcpy(nids[nn++], e->id, STORE_HASH_LEN);
+	/* In id order: RocksDB's memtable inserts keys that come in order
+	 * at a fraction of the cost of random ones, and a commit writes one
+	 * key per distinct chunk. */
+	used = malloc((w->set.n + 1) * sizeof(*used));
+	if (!used) {
+		r = -ENOMEM;
+		goto out;
 	}
+	for (size_t i = 0; i < w->set.cap; i++)
+		if (w->set.e[i].used && w->set.e[i].refs)
+			used[nused++] = &w->set.e[i];
+	if (nused)
+		qsort(used, nused, sizeof(*used), cmp_ent_id);
+	for (size_t i = 0; i < nused; i++)
+		if (used[i]->state == IDSET_NEW) {
+			newe[nn] = used[i];
+			memcpy(nids[nn++], used[i]->id, STORE_HASH_LEN);
+		}
 
 	pthread_mutex_lock(&cs->commit_lock);
 	{
@@ -1324,7 +1359,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 		memset(nfound, 0, (w->set.n + 1) * sizeof(*nfound));
 	}
 	for (size_t i = 0; i < nn; i++) {
-		struct idset_ent *e = idset_find(&w->set, nids[i]);
+		struct idset_ent *e = newe[i];
 		if (nfound[i])
 			continue;
 		uint8_t k[CHUNK_KEY_LEN];
@@ -1332,11 +1367,8 @@ static int chunk_snap_commit(struct store_snap *sw)
 		index_batch_put(b, k, sizeof(k), &e->loc, sizeof(e->loc));
 		rec.stored += rec_size(&e->loc);
 	}
-	for (size_t i = 0; i < w->set.cap; i++) {
-		struct idset_ent *e = &w->set.e[i];
-		if (e->used && e->refs)
-			index_batch_add_ref(b, e->id, e->refs);
-	}
+	for (size_t i = 0; i < nused; i++)
+		index_batch_add_ref(b, used[i]->id, used[i]->refs);
 
 	rec.snapid = cs->next_snapid;
 	rec.created = time(NULL);
@@ -1416,6 +1448,7 @@ static int chunk_snap_commit(struct store_snap *sw)
 	 * the synced write returned (it must be present and whole). */
 	if (fault_hit(FAULT_STORE_CRASH_MID_BATCH))
 		crash("before the index batch");
+	t2 = now_ns();
 	r = index_write(cs->idx, b, true);
 	if (r < 0)
 		goto unlock;
@@ -1423,7 +1456,10 @@ static int chunk_snap_commit(struct store_snap *sw)
 		crash("after the index batch");
 	cs->next_snapid = rec.snapid + 1;
 	atomic_fetch_add(&cs->commits, 1);
-	log_debug("snapshot '%s' committed: %u files, %" PRIu64 " new bytes", w->name, rec.nfiles, rec.stored);
+	t3 = now_ns();
+	log_debug("snapshot '%s' committed: %u files, %" PRIu64 " new bytes; pack sync %.3f s, batch of %zu %.3f s, write %.3f s",
+		  w->name, rec.nfiles, rec.stored, (double)(t1 - t0) / 1e9, index_batch_count(b), (double)(t2 - t1) / 1e9,
+		  (double)(t3 - t2) / 1e9);
 unlock:
 	pthread_mutex_unlock(&cs->commit_lock);
 out:
@@ -1432,6 +1468,8 @@ out:
 	free(nids);
 	free(nlocs);
 	free(nfound);
+	free(used);
+	free(newe);
 	index_batch_free(b);
 	if (r >= 0 && w->in_gc_lock) {
 		w->in_gc_lock = false;
@@ -1570,36 +1608,11 @@ static int chunk_snap_stat(struct store_snap *sr, const char *path, struct store
 	return 0;
 }
 
-struct load {
-	struct rent *e;
-	size_t n, cap;
-};
-
-static int load_cb(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud)
-{
-	struct load *l = ud;
-	if (l->n == l->cap) {
-		size_t c = l->cap ? l->cap * 2 : 256;
-		struct rent *ne = realloc(l->e, c * sizeof(*ne));
-		if (!ne)
-			return -ENOMEM;
-		l->e = ne;
-		l->cap = c;
-	}
-	memset(&l->e[l->n], 0, sizeof(l->e[0]));
-	l->e[l->n].block = block;
-	memcpy(l->e[l->n].id, id, STORE_HASH_LEN);
-	l->n++;
-	return 0;
-}
-
 static int chunk_file_open(struct store_snap *sr, const char *path, struct store_file **ret)
 {
 	struct rsnap *rs = (struct rsnap *)sr;
-	struct chunk_store *cs = to_cs(sr->store);
-	struct load l = { 0 };
 	struct rfile *f;
-	int i = -1, r;
+	int i = -1;
 
 	if (strcmp(path, STORE_MANIFEST)) {
 		i = find_file(rs, path);
@@ -1611,89 +1624,132 @@ static int chunk_file_open(struct store_snap *sr, const char *path, struct store
 		return -ENOMEM;
 	f->snap = rs;
 	f->fileno = i;
+	f->meta = i >= 0 ? &rs->rec.files[i] : NULL;
 	f->cblock = UINT64_MAX;
 	pthread_mutex_init(&f->lock, NULL);
-	if (i >= 0) {
-		f->meta = &rs->rec.files[i];
-		r = recipe_foreach(cs->idx, rs->rec.snapid, (uint32_t)i, load_cb, &l);
-		if (r < 0)
-			goto fail;
-		uint8_t(*ids)[STORE_HASH_LEN] = malloc((l.n + 1) * sizeof(*ids));
-		struct chunk_loc *locs = malloc((l.n + 1) * sizeof(*locs));
-		bool *found = malloc(l.n + 1);
-		if (!ids || !locs || !found) {
-			free(ids);
-			free(locs);
-			free(found);
-			r = -ENOMEM;
-			goto fail;
-		}
-		for (size_t k = 0; k < l.n; k++)
-			memcpy(ids[k], l.e[k].id, STORE_HASH_LEN);
-		r = index_get_locs(cs->idx, l.n, (const uint8_t(*)[STORE_HASH_LEN])ids, locs, found);
-		for (size_t k = 0; r >= 0 && k < l.n; k++) {
-			l.e[k].loc = locs[k];
-			l.e[k].missing = !found[k];
-		}
-		free(ids);
-		free(locs);
-		free(found);
-		if (r < 0)
-			goto fail;
-		f->ents = l.e;
-		f->n = l.n;
-	}
 	*ret = &f->base;
 	return 0;
-fail:
-	free(l.e);
-	pthread_mutex_destroy(&f->lock);
-	free(f);
+}
+
+/* Makes segment seg of f's recipe decoded, with its chunks' locations
+ * (one Get, one MultiGet). Called with f->lock held. */
+static int seg_load(struct rfile *f, uint32_t seg, struct rseg **ret)
+{
+	struct chunk_store *cs = to_cs(f->snap->base.store);
+	struct rseg *victim = NULL;
+	uint8_t key[RECIPE_KEY_LEN];
+	uint8_t(*ids)[STORE_HASH_LEN] = NULL;
+	struct chunk_loc *locs = NULL;
+	bool *found = NULL;
+	struct rent *e = NULL;
+	void *v = NULL;
+	size_t vl = 0, n = 0;
+	int r;
+
+	for (unsigned i = 0; i < RSEG_SLOTS; i++)
+		if (f->segs[i].valid && f->segs[i].seg == seg) {
+			f->segs[i].used = ++f->tick;
+			*ret = &f->segs[i];
+			return 0;
+		}
+	for (unsigned i = 0; i < RSEG_SLOTS; i++)
+		if (!victim || !f->segs[i].valid || f->segs[i].used < victim->used) {
+			victim = &f->segs[i];
+			if (!victim->valid)
+				break;
+		}
+	recipe_key(key, f->snap->rec.snapid, (uint32_t)f->fileno, seg);
+	r = index_get(cs->idx, key, sizeof(key), &v, &vl);
+	if (r == -ENOENT)
+		vl = 0; /* all holes */
+	else if (r < 0)
+		return r;
+	if (vl % RECIPE_ENT_LEN) {
+		r = err_set(-EBADMSG, "snapshot '%s' file '%s': damaged recipe segment %u", f->snap->name,
+			    f->meta->path, seg);
+		goto out;
+	}
+	n = vl / RECIPE_ENT_LEN;
+	e = calloc(n + 1, sizeof(*e));
+	ids = malloc((n + 1) * sizeof(*ids));
+	locs = malloc((n + 1) * sizeof(*locs));
+	found = malloc(n + 1);
+	if (!e || !ids || !locs || !found) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < n; k++) {
+		const uint8_t *p = (const uint8_t *)v + k * RECIPE_ENT_LEN;
+		uint16_t b;
+		memcpy(&b, p, 2);
+		e[k].block = (uint64_t)seg * CHUNK_SEG_BLOCKS + b;
+		memcpy(e[k].id, p + 2, STORE_HASH_LEN);
+		memcpy(ids[k], p + 2, STORE_HASH_LEN);
+		if (b >= CHUNK_SEG_BLOCKS || (k && e[k].block <= e[k - 1].block)) {
+			r = err_set(-EBADMSG, "snapshot '%s' file '%s': damaged recipe segment %u", f->snap->name,
+				    f->meta->path, seg);
+			goto out;
+		}
+	}
+	r = index_get_locs(cs->idx, n, (const uint8_t(*)[STORE_HASH_LEN])ids, locs, found);
+	if (r < 0)
+		goto out;
+	for (size_t k = 0; k < n; k++) {
+		e[k].loc = locs[k];
+		e[k].missing = !found[k];
+	}
+	free(victim->ents);
+	*victim = (struct rseg){ .valid = true, .seg = seg, .used = ++f->tick, .ents = TAKE_PTR(e), .n = n };
+	*ret = victim;
+	r = 0;
+out:
+	free(e);
+	free(ids);
+	free(locs);
+	free(found);
+	free(v);
 	return r;
 }
 
-static struct rent *find_ent(struct rfile *f, uint64_t block)
+/* Index in s of the first entry with block >= block. */
+static size_t seg_lower(const struct rseg *s, uint64_t block)
 {
-	size_t lo = 0, hi = f->n;
+	size_t lo = 0, hi = s->n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (f->ents[mid].block == block)
-			return &f->ents[mid];
-		if (f->ents[mid].block < block)
+		if (s->ents[mid].block < block)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return lo;
 }
 
-/* The first entry with block >= block (or NULL). */
-static struct rent *find_ent_ge(struct rfile *f, uint64_t block)
+/* Copies the recipe entry of block into *out: 1, or 0 for a hole. With
+ * f->lock held. */
+static int ent_get(struct rfile *f, uint64_t block, struct rent *out)
 {
-	size_t lo = 0, hi = f->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (f->ents[mid].block < block)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < f->n ? &f->ents[lo] : NULL;
+	struct rseg *s;
+	int r = seg_load(f, (uint32_t)(block / CHUNK_SEG_BLOCKS), &s);
+	if (r < 0)
+		return r;
+	size_t i = seg_lower(s, block);
+	if (i == s->n || s->ents[i].block != block)
+		return 0;
+	*out = s->ents[i];
+	return 1;
 }
 
-/* Decodes the chunk of e into out. A location gc moved since the file was
- * opened is looked up again once. */
-static int read_ent(struct rfile *f, struct rent *e, uint8_t *out)
+/* Decodes the chunk of e into out. A location gc moved since it was
+ * looked up is looked up again once. */
+static int read_ent(struct rfile *f, const struct rent *e, uint8_t *out)
 {
 	struct chunk_store *cs = to_cs(f->snap->base.store);
 	char hex[2 * STORE_HASH_LEN + 1];
 	int r;
 
 	if (!e->missing) {
-		struct chunk_loc loc;
-		pthread_mutex_lock(&f->lock);
-		loc = e->loc;
-		pthread_mutex_unlock(&f->lock);
+		struct chunk_loc loc = e->loc;
 		r = pack_read_chunk(cs, &loc, e->id, out);
 		if (r != -ENOENT && r != -ESTALE)
 			return r;
@@ -1703,7 +1759,12 @@ static int read_ent(struct rfile *f, struct rent *e, uint8_t *out)
 			return r;
 		if (found) {
 			pthread_mutex_lock(&f->lock);
-			e->loc = loc;
+			for (unsigned i = 0; i < RSEG_SLOTS; i++) {
+				struct rseg *s = &f->segs[i];
+				size_t k = s->valid ? seg_lower(s, e->block) : 0;
+				if (s->valid && k < s->n && s->ents[k].block == e->block)
+					s->ents[k].loc = loc;
+			}
 			pthread_mutex_unlock(&f->lock);
 			r = pack_read_chunk(cs, &loc, e->id, out);
 			if (r != -ENOENT && r != -ESTALE)
@@ -1713,6 +1774,44 @@ static int read_ent(struct rfile *f, struct rent *e, uint8_t *out)
 	store_hash_hex(e->id, hex);
 	return err_set(-EIO, "snapshot '%s' file '%s' offset %" PRIu64 ": chunk %s is missing from the store",
 		       f->snap->name, f->meta->path, e->block * STORE_BLOCK_SIZE, hex);
+}
+
+/* Reads whole blocks from e on that lie back to back in one pack, into
+ * out, up to len bytes: returns the bytes done, 0 when fewer than two
+ * blocks qualify or the run read failed (the caller then goes block by
+ * block, which reports damage precisely). */
+static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint64_t len)
+{
+	struct chunk_store *cs = to_cs(f->snap->base.store);
+	struct chunk_loc locs[PACK_RUN_MAX];
+	uint8_t ids[PACK_RUN_MAX][STORE_HASH_LEN];
+	uint8_t *outs[PACK_RUN_MAX];
+	uint64_t size = f->meta->size, done = 0;
+	struct rseg *s;
+	size_t m = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (seg_load(f, (uint32_t)(e->block / CHUNK_SEG_BLOCKS), &s) < 0) {
+		pthread_mutex_unlock(&f->lock);
+		return 0;
+	}
+	for (size_t k = seg_lower(s, e->block); k < s->n && m < PACK_RUN_MAX; k++, m++) {
+		const struct rent *x = &s->ents[k];
+		uint64_t bstart = x->block * STORE_BLOCK_SIZE;
+		uint64_t blen = MIN((uint64_t)STORE_BLOCK_SIZE, size - bstart);
+		if (x->missing || x->block != e->block + m || done + blen > len || x->loc.raw_len != blen)
+			break;
+		if (m && (x->loc.pack != locs[0].pack || x->loc.offset != locs[m - 1].offset + rec_size(&locs[m - 1])))
+			break;
+		locs[m] = x->loc;
+		memcpy(ids[m], x->id, STORE_HASH_LEN);
+		outs[m] = out + done;
+		done += blen;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (m < 2 || pack_read_run(cs, m, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
+		return 0;
+	return (size_t)done;
 }
 
 static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
@@ -1742,29 +1841,41 @@ static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, u
 		uint32_t in = (uint32_t)(pos - bstart);
 		uint64_t blen = MIN((uint64_t)STORE_BLOCK_SIZE, size - bstart);
 		size_t n = (size_t)MIN(blen - in, end - pos);
-		struct rent *e = find_ent(f, block);
+		struct rent e;
 
-		if (!e) {
+		pthread_mutex_lock(&f->lock);
+		r = ent_get(f, block, &e);
+		if (r > 0 && f->cblock == block && (in || n != blen)) {
+			/* Sequential small reads: decoded once. */
+			memcpy(buf + (pos - off), f->cache + in, n);
+			pthread_mutex_unlock(&f->lock);
+			pos += n;
+			continue;
+		}
+		pthread_mutex_unlock(&f->lock);
+		if (r < 0)
+			return r;
+		if (r == 0) {
 			memset(buf + (pos - off), 0, n);
-		} else if (in == 0 && n == blen && e->loc.raw_len == blen) {
-			r = read_ent(f, e, buf + (pos - off));
+		} else if (in == 0 && n == blen && e.loc.raw_len == blen) {
+			size_t m = read_run(f, &e, buf + (pos - off), end - pos);
+			if (m) {
+				pos += m;
+				continue;
+			}
+			r = read_ent(f, &e, buf + (pos - off));
 			if (r < 0)
 				return r;
 		} else {
+			uint8_t tmp[STORE_BLOCK_SIZE];
+			memset(tmp, 0, sizeof(tmp));
+			r = read_ent(f, &e, tmp);
+			if (r < 0)
+				return r;
+			memcpy(buf + (pos - off), tmp + in, n);
 			pthread_mutex_lock(&f->lock);
-			if (f->cblock != block) {
-				f->cblock = UINT64_MAX;
-				pthread_mutex_unlock(&f->lock);
-				uint8_t tmp[STORE_BLOCK_SIZE];
-				memset(tmp, 0, sizeof(tmp));
-				r = read_ent(f, e, tmp);
-				if (r < 0)
-					return r;
-				pthread_mutex_lock(&f->lock);
-				memcpy(f->cache, tmp, sizeof(tmp));
-				f->cblock = block;
-			}
-			memcpy(buf + (pos - off), f->cache + in, n);
+			memcpy(f->cache, tmp, sizeof(tmp));
+			f->cblock = block;
 			pthread_mutex_unlock(&f->lock);
 		}
 		pos += n;
@@ -1772,10 +1883,93 @@ static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, u
 	return (ssize_t)len;
 }
 
-static bool page_data(struct rfile *f, uint64_t page)
+/* The first segment at or after seg that has a recipe key, or -ENOENT. */
+static int next_seg(struct rfile *f, uint32_t seg, uint32_t *ret)
 {
-	struct rent *e = find_ent(f, page / CHUNK_PAGES);
-	return e && (e->loc.mask & (1u << (page % CHUNK_PAGES)));
+	struct chunk_store *cs = to_cs(f->snap->base.store);
+	uint8_t prefix[RECIPE_KEY_LEN], start[RECIPE_KEY_LEN];
+	struct index_iter *it;
+	const uint8_t *k, *v;
+	size_t kl, vl;
+	int r;
+
+	recipe_key(prefix, f->snap->rec.snapid, (uint32_t)f->fileno, 0);
+	recipe_key(start, f->snap->rec.snapid, (uint32_t)f->fileno, seg);
+	r = index_iter_new_at(cs->idx, prefix, 13, start, sizeof(start), &it);
+	if (r < 0)
+		return r;
+	r = index_iter_next(it, &k, &kl, &v, &vl);
+	if (r > 0 && kl == RECIPE_KEY_LEN)
+		*ret = be32_get(k + 13);
+	index_iter_free(it);
+	return r > 0 ? 0 : r < 0 ? r : -ENOENT;
+}
+
+static int64_t seek_data(struct rfile *f, uint64_t off, uint64_t size)
+{
+	uint64_t page = off / STORE_PAGE_SIZE;
+	uint32_t seg = (uint32_t)(off / STORE_BLOCK_SIZE / CHUNK_SEG_BLOCKS);
+	int64_t r;
+
+	for (;;) {
+		struct rseg *s;
+		r = next_seg(f, seg, &seg);
+		if (r == -ENOENT)
+			return -ENXIO;
+		if (r < 0)
+			return r;
+		pthread_mutex_lock(&f->lock);
+		r = seg_load(f, seg, &s);
+		if (r < 0) {
+			pthread_mutex_unlock(&f->lock);
+			return r;
+		}
+		for (size_t k = seg_lower(s, page / CHUNK_PAGES); k < s->n; k++) {
+			const struct rent *e = &s->ents[k];
+			for (unsigned p = 0; p < CHUNK_PAGES; p++) {
+				uint64_t pg = e->block * CHUNK_PAGES + p;
+				if (pg < page || !(e->loc.mask & (1u << p)))
+					continue;
+				pthread_mutex_unlock(&f->lock);
+				uint64_t ps = pg * STORE_PAGE_SIZE;
+				return ps >= size ? -ENXIO : (int64_t)MAX(ps, off);
+			}
+		}
+		pthread_mutex_unlock(&f->lock);
+		if ((uint64_t)seg + 1 >= (size + (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS - 1) /
+						((uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS))
+			return -ENXIO;
+		seg++;
+	}
+}
+
+static int64_t seek_hole(struct rfile *f, uint64_t off, uint64_t size)
+{
+	/* Block by block: a missing entry or a clear page bit is a hole. */
+	for (uint64_t block = off / STORE_BLOCK_SIZE;; block++) {
+		uint64_t bstart = block * STORE_BLOCK_SIZE;
+		struct rent e;
+		int r;
+
+		if (bstart >= size)
+			return (int64_t)size;
+		pthread_mutex_lock(&f->lock);
+		r = ent_get(f, block, &e);
+		pthread_mutex_unlock(&f->lock);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return (int64_t)MAX(bstart, off);
+		for (unsigned p = 0; p < CHUNK_PAGES; p++) {
+			uint64_t ps = bstart + p * STORE_PAGE_SIZE;
+			if (ps >= size)
+				return (int64_t)size;
+			if (ps + STORE_PAGE_SIZE <= off)
+				continue;
+			if (!(e.loc.mask & (1u << p)))
+				return (int64_t)MAX(ps, off);
+		}
+	}
 }
 
 static int64_t chunk_file_seek(struct store_file *sf, uint64_t off, int whence)
@@ -1789,29 +1983,7 @@ static int64_t chunk_file_seek(struct store_file *sf, uint64_t off, int whence)
 		return -EINVAL;
 	if (f->fileno < 0)
 		return whence == SEEK_DATA ? (int64_t)off : (int64_t)size;
-	uint64_t page = off / STORE_PAGE_SIZE;
-	if (whence == SEEK_HOLE) {
-		/* Walk data pages until one is missing; a missing entry is a hole. */
-		for (;; page++) {
-			uint64_t ps = page * STORE_PAGE_SIZE;
-			if (ps >= size)
-				return (int64_t)size;
-			if (!page_data(f, page))
-				return (int64_t)MAX(ps, off);
-		}
-	}
-	for (struct rent *e = find_ent_ge(f, page / CHUNK_PAGES); e && e < f->ents + f->n; e++) {
-		for (unsigned p = 0; p < CHUNK_PAGES; p++) {
-			uint64_t pg = e->block * CHUNK_PAGES + p;
-			if (pg < page || !(e->loc.mask & (1u << p)))
-				continue;
-			uint64_t ps = pg * STORE_PAGE_SIZE;
-			if (ps >= size)
-				return -ENXIO;
-			return (int64_t)MAX(ps, off);
-		}
-	}
-	return -ENXIO;
+	return whence == SEEK_DATA ? seek_data(f, off, size) : seek_hole(f, off, size);
 }
 
 static int chunk_file_stat(struct store_file *sf, struct store_stat *ret)
@@ -1837,7 +2009,8 @@ static int chunk_file_close(struct store_file *sf)
 	if (sf->writing)
 		return chunk_file_close_w((struct wfile *)sf);
 	struct rfile *f = (struct rfile *)sf;
-	free(f->ents);
+	for (unsigned i = 0; i < RSEG_SLOTS; i++)
+		free(f->segs[i].ents);
 	pthread_mutex_destroy(&f->lock);
 	free(f);
 	return 0;

@@ -32,6 +32,8 @@ struct index_iter {
 	rocksdb_iterator_t *it;
 	uint8_t *prefix;
 	size_t plen;
+	uint8_t *start; /* first key to seek to; NULL: the prefix */
+	size_t slen;
 	bool started;
 };
 
@@ -289,6 +291,22 @@ int index_write(struct index *x, struct index_batch *b, bool sync)
 
 /* ---- iterators ----------------------------------------------------------- */
 
+int index_iter_new_at(struct index *x, const void *prefix, size_t plen, const void *start, size_t slen,
+		      struct index_iter **ret)
+{
+	int r = index_iter_new(x, prefix, plen, ret);
+	if (r < 0)
+		return r;
+	(*ret)->start = malloc(slen ? slen : 1);
+	if (!(*ret)->start) {
+		index_iter_free(*ret);
+		return -ENOMEM;
+	}
+	memcpy((*ret)->start, start, slen);
+	(*ret)->slen = slen;
+	return 0;
+}
+
 int index_iter_new(struct index *x, const void *prefix, size_t plen, struct index_iter **ret)
 {
 	struct index_iter *it = calloc(1, sizeof(*it));
@@ -311,7 +329,10 @@ int index_iter_next(struct index_iter *it, const uint8_t **k, size_t *kl, const 
 	char *e = NULL;
 
 	if (!it->started) {
-		rocksdb_iter_seek(it->it, (const char *)it->prefix, it->plen);
+		if (it->start)
+			rocksdb_iter_seek(it->it, (const char *)it->start, it->slen);
+		else
+			rocksdb_iter_seek(it->it, (const char *)it->prefix, it->plen);
 		it->started = true;
 	} else {
 		rocksdb_iter_next(it->it);
@@ -335,6 +356,7 @@ void index_iter_free(struct index_iter *it)
 		return;
 	rocksdb_iter_destroy(it->it);
 	free(it->prefix);
+	free(it->start);
 	free(it);
 }
 

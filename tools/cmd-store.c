@@ -5,6 +5,7 @@
  * a running daemon; rm and gc take the store's lock.
  */
 #include <inttypes.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/common.h"
@@ -226,6 +227,12 @@ int cmd_store(int argc, char **argv)
 	if (nargs && strcmp(sub, "ls") && strcmp(sub, "rm")) {
 		fprintf(stderr, "ckpt store %s: takes no arguments; see 'ckpt store %s --help'\n", sub, sub);
 		return EXIT_USAGE;
+	}
+	/* store_open creates a missing store; upkeep must not. */
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		log_err("no store at %s: %m", dir);
+		return EXIT_FAIL;
 	}
 	bool ro = !strcmp(sub, "ls") || !strcmp(sub, "fsck") || !strcmp(sub, "stats");
 	if (open_store(dir, ro, &s) < 0)

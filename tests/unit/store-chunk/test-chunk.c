@@ -248,6 +248,67 @@ START_TEST(roundtrip_holes_and_seek)
 }
 END_TEST
 
+/* A sparse 2 GiB file: data in a few of its 32 recipe segments (64 MiB
+ * each); readers load segments on demand and keep only some. */
+START_TEST(sparse_huge_file)
+{
+	struct store *s = open_store();
+	const uint64_t seg = (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS, size = 32 * seg;
+	const uint64_t at[] = { 0, 5 * seg + 3 * 4096, 20 * seg + STORE_BLOCK_SIZE, 31 * seg + seg - 4096 };
+	uint8_t page[4096], buf[8192];
+	struct store_snap *w, *r;
+	struct store_file *f;
+
+	ck_assert_int_eq(store_snap_create(s, "big", 0, &w), 0);
+	ck_assert_int_eq(store_file_create(w, "gpu/hbm", &f), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(at); i++) {
+		fill_random(page, sizeof(page), i + 1);
+		ck_assert_int_eq(store_file_pwrite(f, page, sizeof(page), at[i]), 0);
+	}
+	ck_assert_int_eq(store_file_set_size(f, size), 0);
+	ck_assert_int_eq(store_file_close(f), 0);
+	ck_assert_int_eq(store_snap_commit(w), 0);
+	store_snap_close(w);
+
+	ck_assert_int_eq(store_snap_open(s, "big", 0, &r), 0);
+	ck_assert_int_eq(store_file_open(r, "gpu/hbm", &f), 0);
+	/* Every segment touched, more than a reader keeps, twice. */
+	for (int pass = 0; pass < 2; pass++)
+		for (uint64_t sg = 0; sg < 32; sg++) {
+			uint64_t o = sg * seg + (sg == 5 ? 3 * 4096 : 0);
+			ck_assert_int_eq(store_file_pread(f, buf, sizeof(buf), o), (ssize_t)sizeof(buf));
+			bool data = false;
+			for (size_t i = 0; i < ARRAY_SIZE(at); i++)
+				if (at[i] == o) {
+					fill_random(page, sizeof(page), i + 1);
+					ck_assert(!memcmp(buf, page, 4096));
+					data = true;
+				}
+			if (!data)
+				ck_assert(buf_is_zero(buf, 4096));
+		}
+	ck_assert_int_eq(store_file_pread(f, buf, sizeof(buf), at[3]), 4096);
+	fill_random(page, sizeof(page), 4);
+	ck_assert(!memcmp(buf, page, 4096));
+	/* SEEK_DATA jumps over empty segments; SEEK_HOLE finds the page ends. */
+	ck_assert_int_eq(store_file_seek(f, 4096, SEEK_DATA), (int64_t)at[1]);
+	ck_assert_int_eq(store_file_seek(f, at[1], SEEK_HOLE), (int64_t)at[1] + 4096);
+	ck_assert_int_eq(store_file_seek(f, at[1] + 4096, SEEK_DATA), (int64_t)at[2]);
+	ck_assert_int_eq(store_file_seek(f, at[2] + 1, SEEK_DATA), (int64_t)at[2] + 1);
+	ck_assert_int_eq(store_file_seek(f, at[2] + 4096, SEEK_DATA), (int64_t)at[3]);
+	ck_assert_int_eq(store_file_seek(f, at[3], SEEK_HOLE), (int64_t)size);
+	ck_assert_int_eq(store_file_seek(f, 0, SEEK_HOLE), 4096);
+	struct store_stat st;
+	ck_assert_int_eq(store_file_stat(f, &st), 0);
+	ck_assert_uint_eq(st.size, size);
+	ck_assert_uint_eq(st.allocated, 4 * 4096);
+	store_file_close(f);
+	store_snap_close(r);
+	assert_fsck_clean(s);
+	store_close(s);
+}
+END_TEST
+
 static int count_cb(const struct store_snap_info *info, void *ud)
 {
 	(*(int *)ud)++;
@@ -795,6 +856,59 @@ START_TEST(pack_write_fault_fails_cleanly)
 }
 END_TEST
 
+struct rthr {
+	struct store_file *f;
+	const uint8_t *data;
+	size_t len;
+	uint64_t seed;
+	int bad;
+};
+
+static void *reader_thread(void *p)
+{
+	struct rthr *t = p;
+	uint8_t *buf = malloc(100 * KiB);
+	for (int i = 0; i < 300; i++) {
+		size_t off = rng_next(&t->seed) % t->len, n = 1 + rng_next(&t->seed) % (100 * KiB);
+		n = MIN(n, t->len - off);
+		if (store_file_pread(t->f, buf, n, off) != (ssize_t)n || memcmp(buf, t->data + off, n))
+			t->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Several threads read one open file at random places at once. */
+START_TEST(one_file_many_readers)
+{
+	struct store *s = open_store();
+	size_t len = 6 * MiB + 1234;
+	uint8_t *x = memory_like(len, 21);
+	struct store_snap *r;
+	struct store_file *f;
+	enum { N = 4 };
+	pthread_t th[N];
+	struct rthr t[N];
+
+	struct file_spec fx[] = { { "memory/x", x, len } };
+	write_snap(s, "x", fx, 1);
+	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
+	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
+	for (int i = 0; i < N; i++) {
+		t[i] = (struct rthr){ f, x, len, 1000 + i, 0 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, reader_thread, &t[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(t[i].bad, 0);
+	}
+	store_file_close(f);
+	store_snap_close(r);
+	store_close(s);
+	free(x);
+}
+END_TEST
+
 /* ---- crashes: a child writes with a crash armed, the parent checks ---------- */
 
 static void crash_case(const char *fault, bool present_after)
@@ -973,10 +1087,12 @@ int main(void)
 	Suite *su = suite_create("store-chunk");
 	tc(su, "hash2", hash2_is_sha256, 30);
 	tc(su, "roundtrip", roundtrip_holes_and_seek, 30);
+	tc(su, "sparse-huge", sparse_huge_file, 30);
 	tc(su, "zero-pages", zero_pages_cost_nothing, 30);
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
 	tc(su, "small-change", small_change_adds_little, 30);
 	tc(su, "concurrent", concurrent_snapshots, 60);
+	tc(su, "readers", one_file_many_readers, 60);
 	tc(su, "gc", delete_and_gc_give_space_back, 60);
 	tc(su, "gc-reader", reader_survives_gc_rewrite, 30);
 	tc(su, "gc-writer", gc_waits_for_writers, 30);
