@@ -12,7 +12,8 @@
  *  2. write the snapshot files and commit through store/.
  * With --kill/--stop the process stays frozen until the commit, so that
  * nothing it does after the view is lost, and is then killed or left
- * stopped. Every failure detaches every thread and leaves the process
+ * stopped; its memory then goes straight from the process to the store
+ * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
  * running as it was.
  */
 #include <signal.h>
@@ -42,7 +43,7 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
 
 /* Step 1: everything that needs the process stopped. */
 static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct fd_image **fds,
-		     uint64_t *bytes)
+		     bool copy, uint64_t *bytes)
 {
 	int r;
 
@@ -69,18 +70,21 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 	r = maps_read(pid, &v, &n);
 	if (r < 0)
 		return r;
-	uint64_t vdso = 0, off, size;
+	uint64_t vdso = 0, vdso_len = 0, off, size;
 	for (size_t i = 0; i < n; i++)
 		if (v[i].kind == VMA_VDSO) {
 			vdso = v[i].start;
-			size = v[i].end - v[i].start;
+			vdso_len = v[i].end - v[i].start;
 		}
 	vmas_free(v, n);
 	r = vdso_syscall_offset(&off, &size);
 	if (r < 0)
 		return r;
-	if (!vdso)
-		return err_set(-EOPNOTSUPP, "pid %d: no [vdso]", pid);
+	if (!vdso || vdso_len != size)
+		return err_set(-EOPNOTSUPP, "pid %d: no [vdso], or not this kernel's", pid);
+	/* the same kernel's vDSO as ours: a restore compares it with its own */
+	if (vdso_hash())
+		snprintf(img->vdso, sizeof(img->vdso), "%s", vdso_hash());
 	uint64_t t1 = now_ns();
 	r = process_capture_injected(img, vdso);
 	if (r < 0)
@@ -92,7 +96,7 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 	r = fds_capture(pid, fds);
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, bytes);
+	r = memory_capture(pid, img, copy, bytes);
 	log_debug("pid %d: injected queries %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;
@@ -121,7 +125,7 @@ static int write_image(struct store_snap *w, const struct proc_image *img, struc
 	r = fds_write(fds, w);
 	if (r < 0)
 		return r;
-	return memory_write(w, img, o);
+	return memory_write(w, img, img->pid, o);
 }
 
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
@@ -132,18 +136,26 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0, tf1 = 0, bytes = 0;
 	bool attached = false;
+	_cleanup_free_ char *stat = NULL; /* before any goto: freed on every path */
+	char sp[64];
 	int r;
 
 	r = fds_check(pid);
 	if (r < 0)
 		goto out;
+	/* stopped by a signal? Read before we seize it: a traced stop
+	 * shows as 't' afterwards */
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
+	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
+		img.stopped = strrchr(stat, ')')[2] == 'T';
 	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
 	if (r < 0)
 		goto out;
 	attached = true;
 	tf0 = now_ns();
-	r = take_view(pid, &s, &img, &fds, &bytes);
+	/* a copy in RAM only when the process runs again before the write */
+	r = take_view(pid, &s, &img, &fds, after == ENGINE_AFTER_RUN, &bytes);
 	if (r < 0)
 		goto out;
 	if (after == ENGINE_AFTER_RUN) {

@@ -116,7 +116,9 @@ struct proc_image {
 	char *cwd;
 	char *cmdline; /* informational: arguments joined by spaces */
 	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
+	char vdso[2 * 32 + 1]; /* SHA-256 hex of the vDSO it ran with; "" if unknown */
 	unsigned umask;
+	bool stopped; /* in a group stop (SIGSTOP) when dumped: restored stopped */
 	uint64_t personality;
 	struct rlimit rlim[RLIM_NLIMITS];
 	bool has_sigact;
@@ -177,6 +179,8 @@ int thread_park(pid_t tid);
 /* Offset of a `syscall` instruction in this kernel's vDSO image, and the
  * vDSO's size (the same for every process on one kernel). */
 int vdso_syscall_offset(uint64_t *off, uint64_t *size);
+/* SHA-256 (hex) of this kernel's vDSO image, or NULL. */
+const char *vdso_hash(void);
 
 int regs_get(pid_t tid, struct user_regs_struct *r);
 int regs_set(pid_t tid, const struct user_regs_struct *r);
@@ -225,11 +229,12 @@ int process_parse(const char *text, struct proc_image *img);
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
 int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
-/* Lists and copies the pages to save of every area of stopped pid into
- * RAM (vma->runs, vma->data). */
-int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes);
-/* Writes `maps` and `memory/<start>-<end>`. */
-int memory_write(struct store_snap *w, const struct proc_image *img,
+/* Lists the pages to save of every area of stopped pid (vma->runs) and,
+ * with copy, copies them into RAM (vma->data). *bytes: bytes to save. */
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes);
+/* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
+ * copied, else straight from pid, which must still be stopped. */
+int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);

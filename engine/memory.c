@@ -393,7 +393,7 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 	return 0;
 }
 
-int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -444,7 +444,8 @@ int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
 			return r;
 		uint64_t t1 = now_ns();
 		t_scan += t1 - t0;
-		if (!v->saved)
+		*bytes += v->saved;
+		if (!v->saved || !copy)
 			continue;
 		v->data = copy_alloc(v->saved);
 		if (!v->data)
@@ -456,7 +457,6 @@ int memory_capture(pid_t pid, struct proc_image *img, uint64_t *bytes)
 			return r;
 		t_alloc += t2 - t1;
 		t_copy += now_ns() - t2;
-		*bytes += v->saved;
 	}
 	log_debug("pid %d: page scan %" PRIu64 " us, copy %" PRIu64 " us (+%" PRIu64 " us alloc)", pid,
 		  t_scan / 1000, t_copy / 1000, t_alloc / 1000);
@@ -621,9 +621,39 @@ fail:
 	return r;
 }
 
-int memory_write(struct store_snap *w, const struct proc_image *img, const struct engine_dump_opts *o)
+/* Reads [off, off + len) of area v of the stopped process into buf. */
+static int read_piece(pid_t pid, int mem, int fd, const struct vma *v, uint64_t off, uint64_t len,
+		      uint8_t *buf)
+{
+	if (fault_hit(FAULT_ENGINE_MEMORY))
+		return err_set(-EIO, "pid %d: reading memory %lx: injected fault", pid,
+			       (unsigned long)(v->start + off));
+	if (fd >= 0 || !(v->prot & PROT_READ)) {
+		ssize_t n = fd >= 0 ? pread_full(fd, buf, len, v->pgoff + off)
+				    : pread_full(mem, buf, len, v->start + off);
+		if (n < 0)
+			return err_set((int)n, "pid %d: reading memory at %lx", pid,
+				       (unsigned long)(v->start + off));
+		if ((uint64_t)n < len)
+			memset(buf + n, 0, len - n);
+		return 0;
+	}
+	struct iovec l = { buf, len }, rm = { (void *)(uintptr_t)(v->start + off), len };
+	ssize_t n = process_vm_readv(pid, &l, 1, &rm, 1, 0);
+	if (n != (ssize_t)len)
+		return err_set(n < 0 ? negerrno() : -EIO, "pid %d: process_vm_readv at %lx: %m", pid,
+			       (unsigned long)(v->start + off));
+	return 0;
+}
+
+#define STREAM_PIECE (16ul << 20)
+
+int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
+		 const struct engine_dump_opts *o)
 {
 	_cleanup_free_ char *maps = maps_format(img);
+	_cleanup_close_ int mem = -1;
+	uint8_t *piece = NULL;
 	uint64_t total = 0, done = 0;
 	int r;
 	if (!maps)
@@ -641,19 +671,48 @@ int memory_write(struct store_snap *w, const struct proc_image *img, const struc
 			continue;
 		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start,
 			 (unsigned long)v->end);
+		/* Without a copy (the process is still frozen) the bytes go
+		 * from the process to the store through one reused buffer. */
+		_cleanup_close_ int fd = -1;
+		if (!v->data) {
+			char path[96];
+			if (!piece && !(piece = copy_alloc(STREAM_PIECE))) {
+				r = -ENOMEM;
+				goto out;
+			}
+			snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+			if (mem < 0 && (mem = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+				r = err_set(negerrno(), "pid %d: cannot open %s: %m", pid, path);
+				goto out;
+			}
+			snprintf(path, sizeof(path), "/proc/%d/map_files/%lx-%lx", pid,
+				 (unsigned long)v->start, (unsigned long)v->end);
+			if (v->kind == VMA_SHMEM && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+				r = err_set(negerrno(), "pid %d: cannot open %s: %m", pid, path);
+				goto out;
+			}
+		}
 		r = store_file_create(w, name, &f);
 		if (r < 0)
-			return r;
+			goto out;
 		const uint8_t *p = v->data;
 		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
-				uint64_t len = MIN(v->runs[k].len - off, 64ull << 20);
+				uint64_t len = MIN(v->runs[k].len - off, v->data ? 64ull << 20 : STREAM_PIECE);
+				const uint8_t *src = p;
+				if (!v->data) {
+					r = read_piece(pid, mem, fd, v, v->runs[k].off + off, len, piece);
+					src = piece;
+				}
+				if (r < 0)
+					break;
 				if (fault_hit(FAULT_ENGINE_WRITE))
 					r = err_set(-EIO, "%s: write: injected fault", name);
 				else
-					r = store_file_pwrite(f, p, len, v->runs[k].off + off);
-				p += len;
+					r = store_file_pwrite(f, src, len, v->runs[k].off + off);
+				if (p)
+					p += len;
 				off += len;
 				done += len;
 				if (o && o->progress) {
@@ -668,7 +727,11 @@ int memory_write(struct store_snap *w, const struct proc_image *img, const struc
 		if (r >= 0)
 			r = q;
 		if (r < 0)
-			return r;
+			goto out;
 	}
-	return 0;
+	r = 0;
+out:
+	if (piece)
+		munmap(piece, STREAM_PIECE);
+	return r;
 }

@@ -257,6 +257,10 @@ char *process_format(const struct proc_image *img)
 	tb_printf(&b, "creds %s\n", img->creds);
 	tb_printf(&b, "umask %04o\n", img->umask);
 	tb_printf(&b, "personality 0x%" PRIx64 "\n", img->personality);
+	if (img->vdso[0])
+		tb_printf(&b, "vdso sha256:%s\n", img->vdso);
+	if (img->stopped)
+		tb_printf(&b, "stopped 1\n");
 	tb_printf(&b, "threads");
 	for (size_t i = 0; i < img->nthreads; i++)
 		tb_printf(&b, " %d", img->threads[i].tid);
@@ -342,6 +346,12 @@ int process_parse(const char *text, struct proc_image *img)
 			ok = img->cwd && val[0] == '/';
 		} else if (!strcmp(key, "umask")) {
 			ok = sscanf(val, "%o", &img->umask) == 1 && img->umask <= 0777;
+		} else if (!strcmp(key, "vdso")) {
+			ok = !strncmp(val, "sha256:", 7) && strlen(val + 7) == 64;
+			if (ok)
+				snprintf(img->vdso, sizeof(img->vdso), "%s", val + 7);
+		} else if (!strcmp(key, "stopped")) {
+			img->stopped = !strcmp(val, "1");
 		} else if (!strcmp(key, "personality")) {
 			ok = sscanf(val, "%" SCNx64, &img->personality) == 1;
 		} else if (!strcmp(key, "threads")) {

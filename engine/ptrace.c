@@ -159,7 +159,15 @@ int seize_all(pid_t pid, unsigned options, struct seized *ret)
 			if (ptrace(PTRACE_SEIZE, t, NULL, (void *)(uintptr_t)options) < 0) {
 				if (errno == ESRCH)
 					continue; /* it exited meanwhile */
-				r = err_set(negerrno(), "thread %d: PTRACE_SEIZE: %m", t);
+				r = negerrno();
+				char sp[64];
+				_cleanup_free_ char *st = NULL;
+				snprintf(sp, sizeof(sp), "/proc/%d/status", t);
+				const char *tp = read_file_full(sp, &st, NULL) >= 0 ? strstr(st, "TracerPid:\t") : NULL;
+				if (r == -EPERM && tp && atoi(tp + 11) > 0)
+					r = err_set(r, "thread %d is already traced by pid %d", t, atoi(tp + 11));
+				else
+					r = err_set(r, "thread %d: PTRACE_SEIZE: %s", t, strerror(-r));
 				goto fail;
 			}
 			s.tids[s.ntids] = t;
@@ -286,6 +294,8 @@ int thread_park(pid_t tid)
 	return wait_event_stop(tid, NULL);
 }
 
+static char vdso_hex[2 * STORE_HASH_LEN + 1];
+
 int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 {
 	static uint64_t c_off, c_size;
@@ -305,6 +315,9 @@ int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 		unsigned long a, b;
 		if (strstr(l, "[vdso]") && sscanf(l, "%lx-%lx", &a, &b) == 2) {
 			const uint8_t *p = (const uint8_t *)a;
+			uint8_t h[STORE_HASH_LEN];
+			store_hash_buf(p, b - a, h);
+			store_hash_hex(h, vdso_hex);
 			for (unsigned long i = 0; i + 1 < b - a; i++)
 				if (p[i] == 0x0f && p[i + 1] == 0x05) {
 					c_off = i;
@@ -317,4 +330,12 @@ int vdso_syscall_offset(uint64_t *off, uint64_t *size)
 		l = nl ? nl + 1 : NULL;
 	}
 	return err_set(-ENOENT, "no syscall instruction found in the vDSO");
+}
+
+const char *vdso_hash(void)
+{
+	uint64_t off, size;
+	if (vdso_syscall_offset(&off, &size) < 0)
+		return NULL;
+	return vdso_hex;
 }

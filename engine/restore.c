@@ -131,12 +131,15 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 	if (r < 0)
 		child_fail(sync, r, "descriptors");
 	__atomic_store_n(&sync->state, 1, __ATOMIC_SEQ_CST);
-	/* Wait to be seized; we never run again after that. */
-	for (;;) {
-		syscall(SYS_futex, &sync->go, FUTEX_WAIT, 0, NULL, NULL, 0);
+	/* Wait to be seized; we never run again after that. Should the
+	 * restoring side vanish first, give up rather than linger. */
+	for (int i = 0; i < 60; i++) {
+		struct timespec ts = { 1, 0 };
+		syscall(SYS_futex, &sync->go, FUTEX_WAIT, 0, &ts, NULL, 0);
 		if (sync->go)
-			_exit(1); /* woken without being taken over */
+			break; /* woken without being taken over */
 	}
+	_exit(1);
 }
 
 /* ---- driving P ------------------------------------------------------------ */
@@ -202,6 +205,9 @@ static int check_vdso(const struct proc_image *img, const struct vma *mine, size
 				       "the snapshot comes from another kernel: its [%s] is %lu bytes, this kernel's %lu",
 				       vma_kind_name(k), (unsigned long)a, (unsigned long)b);
 	}
+	const char *mine_hash = vdso_hash();
+	if (img->vdso[0] && mine_hash && strcmp(img->vdso, mine_hash))
+		return err_set(-EXDEV, "the snapshot comes from another kernel: its vDSO differs from this kernel's");
 	return 0;
 }
 
@@ -351,7 +357,10 @@ static int map_area(struct ctx *c, const struct vma *v)
 	case VMA_FILE_PRIVATE:
 	case VMA_FILE_SHARED: {
 		bool shared = v->kind == VMA_FILE_SHARED;
-		r = file_unchanged(v);
+		/* a shared mapping's file is its content and may well have
+		 * changed since (the process writes through it); a private
+		 * one's clean pages come from the file and must be the same */
+		r = shared ? 0 : file_unchanged(v);
 		if (r < 0)
 			return r;
 		r = put_string(c, v->path);
@@ -477,7 +486,6 @@ static int thread_setup(struct ctx *c, const struct thread_image *t)
 {
 	int64_t ign;
 	int r;
-	char path[64];
 
 	r = sys(c, t->tid, SYS_set_robust_list, t->robust_head, t->robust_len ? t->robust_len : 24, 0, 0, 0,
 		0, &ign, "set_robust_list");
@@ -508,10 +516,10 @@ static int thread_setup(struct ctx *c, const struct thread_image *t)
 				c->scratch, 0, 0, &ign, "rt_tgsigqueueinfo");
 	}
 	if (r >= 0 && t->comm[0]) {
-		snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", c->pid, t->tid);
-		_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0)
-			write_full(fd, t->comm, strlen(t->comm));
+		/* /proc/PID/task/TID/comm is writable from its own process only */
+		r = poke(c, c->scratch, t->comm, strlen(t->comm) + 1);
+		if (r >= 0)
+			r = sys(c, t->tid, SYS_prctl, PR_SET_NAME, c->scratch, 0, 0, 0, 0, &ign, "PR_SET_NAME");
 	}
 	return r;
 }
@@ -841,6 +849,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	free(c.buf);
 	if (q < 0)
 		goto out_kill;
+	/* stopped when dumped: stopped again, taken as a group stop as soon
+	 * as we let go */
+	if (img.stopped)
+		kill(pid, SIGSTOP);
 	/* let go of every thread; the clones were auto-attached */
 	for (size_t i = 0; i < img.nthreads; i++)
 		if (ptrace(PTRACE_DETACH, img.threads[i].tid, NULL, NULL) < 0)

@@ -107,7 +107,7 @@ static double gbps(uint64_t bytes, uint64_t ns)
 
 static void line(const char *what, uint64_t ns, uint64_t bytes)
 {
-	printf("  %-34s %9.3f s  %6.2f GB/s\n", what, ns / 1e9, gbps(bytes, ns));
+	printf("  %-44s %9.3f s  %6.2f GB/s\n", what, ns / 1e9, gbps(bytes, ns));
 }
 
 int bench_engine(int argc, char **argv)
@@ -116,12 +116,14 @@ int bench_engine(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "dir", required_argument, NULL, 'd' },
 		{ "keep", no_argument, NULL, 'k' },
+		{ "kill", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	uint64_t size = 2ull << 30;
 	const char *base = "/var/tmp";
 	bool keep = false;
+	enum engine_after after = ENGINE_AFTER_RUN;
 	int c, r, rc = EXIT_FAIL;
 
 	optind = 1;
@@ -139,11 +141,16 @@ int bench_engine(int argc, char **argv)
 		case 'k':
 			keep = true;
 			break;
+		case 'K':
+			after = ENGINE_AFTER_KILL;
+			break;
 		case 'h':
-			printf("Usage: ckpt bench engine [--size 2G] [--dir DIR] [--keep]\n"
+			printf("Usage: ckpt bench engine [--size 2G] [--dir DIR] [--keep] [--kill]\n"
 			       "Dumps and restores a process with SIZE resident (mixed content) to a\n"
 			       "snapshot directory in DIR (default /var/tmp); compares with\n"
-			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n");
+			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n"
+			       "--kill dumps as `ckpt dump --kill` does: frozen until durable, no\n"
+			       "copy of the memory in RAM.\n");
 			return EXIT_OK;
 		default:
 			return EXIT_USAGE;
@@ -180,24 +187,8 @@ int bench_engine(int argc, char **argv)
 	}
 	uintptr_t addr = (uintptr_t)*region;
 
-	/* 1. dump */
 	struct store *s = NULL;
-	struct store_snap *w = NULL;
-	struct engine_dump_stats st = { 0 };
-	struct engine_dump_opts dopts = { .after = ENGINE_AFTER_RUN, .stats = &st };
-	r = store_open_dir(store_dir, &s);
-	if (r >= 0)
-		r = store_snap_create(s, "bench", 0, &w);
-	if (r >= 0)
-		r = engine_dump(pid, w, &dopts);
-	store_snap_close(w);
-	if (r < 0) {
-		log_err_errno(r, "bench engine: dump failed: %s", err_msg());
-		store_close(s);
-		goto out_kill;
-	}
-
-	/* 2. the same bytes with process_vm_readv, into a pre-faulted buffer */
+	/* 1. the same bytes with process_vm_readv, into a pre-faulted buffer */
 	uint8_t *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	uint64_t t0 = now_ns(), readv_ns, write_ns, dd_ns = 0;
 	if (buf == MAP_FAILED) {
@@ -216,7 +207,7 @@ int bench_engine(int argc, char **argv)
 	}
 	readv_ns = now_ns() - t0;
 
-	/* 3. writing them: the same buffer with write + fsync, then dd */
+	/* 2. writing them: the same buffer with write + fsync, then dd */
 	snprintf(path, sizeof(path), "%s/write", dir);
 	t0 = now_ns();
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -248,11 +239,39 @@ int bench_engine(int argc, char **argv)
 		dd_ns = now_ns() - t0;
 	unlink(path);
 
+	/* 3. dump (after the comparisons: --kill ends the process) */
+	struct store_snap *w = NULL;
+	struct engine_dump_stats st = { 0 };
+	struct engine_dump_opts dopts = { .after = after, .stats = &st };
+	r = store_open_dir(store_dir, &s);
+	if (r >= 0)
+		r = store_snap_create(s, "bench", 0, &w);
+	if (r >= 0)
+		r = engine_dump(pid, w, &dopts);
+	store_snap_close(w);
+	if (r < 0) {
+		log_err("bench engine: dump failed: %s", tools_reason(r));
+		store_close(s);
+		goto out_kill;
+	}
+
 	/* 4. restore, once the original is gone */
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	struct store_snap *rs = NULL;
 	pid_t npid = 0;
+	/* what `ckpt restore` adds by default: every file hashed against
+	 * the manifest before anything runs */
+	t0 = now_ns();
+	r = store_snap_open(s, "bench", STORE_OPEN_VERIFY, &rs);
+	uint64_t verify_ns = now_ns() - t0;
+	store_snap_close(rs);
+	rs = NULL;
+	if (r < 0) {
+		log_err("bench engine: verify failed: %s", tools_reason(r));
+		store_close(s);
+		goto out;
+	}
 	t0 = now_ns();
 	r = store_snap_open(s, "bench", 0, &rs);
 	if (r >= 0)
@@ -261,7 +280,7 @@ int bench_engine(int argc, char **argv)
 	store_snap_close(rs);
 	store_close(s);
 	if (r < 0) {
-		log_err_errno(r, "bench engine: restore failed: %s", err_msg());
+		log_err("bench engine: restore failed: %s", tools_reason(r));
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/go", dir);
@@ -276,9 +295,11 @@ int bench_engine(int argc, char **argv)
 
 	printf("ckpt bench engine: %s resident (%s saved), snapshot in %s\n",
 	       fmt_bytes(size, b1, sizeof(b1)), fmt_bytes(st.memory_bytes, b2, sizeof(b2)), store_dir);
-	printf("  %-34s %9.3f s\n", "frozen (dump, process stopped)", st.frozen_ns / 1e9);
+	printf("  %-44s %9.3f s%s\n", "frozen (dump, process stopped)", st.frozen_ns / 1e9,
+	       after == ENGINE_AFTER_KILL ? "  (--kill: until durable)" : "");
 	line("dump (stop to durable snapshot)", st.total_ns, size);
 	line("restore (read to running)", restore_ns, size);
+	line("verify (hash check, ckpt restore's default)", verify_ns, size);
 	line("process_vm_readv, 16 MiB pieces", readv_ns, size);
 	line("write + fsync of the same bytes", write_ns, size);
 	if (dd_ns)

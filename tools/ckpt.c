@@ -20,7 +20,7 @@ static const struct ckpt_cmd cmds[] = {
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
 	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
-	{ "restore", "DIR", "restore a process from a snapshot directory", cmd_restore },
+	{ "restore", "[--no-verify] DIR", "restore a process from a snapshot directory", cmd_restore },
 };
 
 static void usage(FILE *out)

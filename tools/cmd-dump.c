@@ -11,14 +11,21 @@
 #include "store/store.h"
 #include "tools/tools-int.h"
 
+const char *tools_reason(int r)
+{
+	return *err_msg() ? err_msg() : strerror(-r);
+}
+
 static void dump_progress(const struct engine_progress *p, void *ud)
 {
 	static enum engine_phase last = _ENGINE_PHASE_MAX;
-	if (p->phase == ENGINE_PHASE_WRITE) {
+	char b[32];
+	if (p->phase == ENGINE_PHASE_WRITE && tools_interactive())
 		tools_progress("writing", p->done, p->total, p->total && p->done >= p->total);
-	} else if (p->phase != last && !tools_interactive()) {
-		/* not drawn: a line per phase */
-	}
+	else if (p->phase != last && !tools_interactive())
+		/* off a terminal: one line per phase */
+		log_info("%s%s%s", engine_phase_name(p->phase), p->total ? " " : "",
+			 p->total ? fmt_bytes(p->total, b, sizeof(b)) : "");
 	last = p->phase;
 }
 
@@ -83,19 +90,19 @@ int cmd_dump(int argc, char **argv)
 	struct store_snap *w = NULL;
 	int r = store_open_dir(parent, &s);
 	if (r < 0) {
-		log_err_errno(r, "cannot open '%s' %s", parent, err_msg());
+		log_err("cannot open '%s': %s", parent, tools_reason(r));
 		return EXIT_FAIL;
 	}
 	r = store_snap_create(s, name, 0, &w);
 	if (r < 0) {
-		log_err_errno(r, "cannot create snapshot '%s' %s", argv[optind + 1], err_msg());
+		log_err("cannot create snapshot '%s': %s", argv[optind + 1], tools_reason(r));
 		store_close(s);
 		return EXIT_FAIL;
 	}
 	log_info("dumping pid %d into %s", (int)pid, argv[optind + 1]);
 	r = engine_dump((pid_t)pid, w, &o);
 	if (r < 0) {
-		log_err_errno(r, "dump of pid %d failed: %s", (int)pid, err_msg());
+		log_err("dump of pid %d failed: %s", (int)pid, tools_reason(r));
 	} else {
 		char b[32];
 		log_info("pid %d: %s of memory, frozen %.1f ms, %.1f ms in all", (int)pid,

@@ -13,8 +13,12 @@
 
 static void restore_progress(const struct engine_progress *p, void *ud)
 {
-	if (p->phase == ENGINE_PHASE_RESTORE)
+	static enum engine_phase last = _ENGINE_PHASE_MAX;
+	if (p->phase == ENGINE_PHASE_RESTORE && tools_interactive())
 		tools_progress("restoring", p->done, p->total, p->total && p->done >= p->total);
+	else if (p->phase != last && !tools_interactive())
+		log_info("%s", engine_phase_name(p->phase));
+	last = p->phase;
 }
 
 static void restore_usage(FILE *out)
@@ -64,20 +68,21 @@ int cmd_restore(int argc, char **argv)
 	struct store_snap *snap = NULL;
 	int r = store_open_dir(parent, &s);
 	if (r < 0) {
-		log_err_errno(r, "cannot open '%s' %s", parent, err_msg());
+		log_err("cannot open '%s': %s", parent, tools_reason(r));
 		return EXIT_FAIL;
 	}
 	r = store_snap_open(s, name, flags, &snap);
 	if (r < 0) {
-		log_err_errno(r, "cannot open snapshot '%s': %s", argv[optind], err_msg());
+		log_err("cannot open snapshot '%s': %s", argv[optind], tools_reason(r));
 		store_close(s);
 		return EXIT_FAIL;
 	}
+	log_info("restoring %s", argv[optind]);
 	struct engine_restore_opts o = { .progress = restore_progress };
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)
-		log_err_errno(r, "restore of %s failed: %s", argv[optind], err_msg());
+		log_err("restore of %s failed: %s", argv[optind], tools_reason(r));
 	else
 		printf("%d\n", pid);
 	fflush(stdout);

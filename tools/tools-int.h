@@ -36,6 +36,9 @@ int cmd_verify(int argc, char **argv);
 int cmd_checkpoint(int argc, char **argv); /* cmd-mount.c */
 int cmd_ls(int argc, char **argv);         /* cmd-mount.c */
 int cmd_status(int argc, char **argv);     /* cmd-mount.c */
+/* The reason to print for a failed call: its err_msg() detail when there
+ * is one (it names the object), else strerror(-r). */
+const char *tools_reason(int r);
 int cmd_dump(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int bench_engine(int argc, char **argv);

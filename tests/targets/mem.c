@@ -3,9 +3,15 @@
  * with holes, a private file mapping with some dirty pages (one of them
  * all zeros), a shared anonymous mapping, a PROT_NONE reservation, guard
  * pages, a populated area made PROT_NONE, a read-only private area, and
- * stack content. Checksums are computed before and checked after.
+ * stack content; a shared file mapping (still writing through to the
+ * file), a memfd mapping, a private mapping of a deleted file; and the
+ * process's comm, cwd, umask and an rlimit. Checksums are computed before
+ * and checked after.
  */
+#include <libgen.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "target.h"
 
@@ -80,6 +86,52 @@ int main(int argc, char **argv)
 	h_ro = target_hash(ro, 4 * PG, 0);
 
 	uint64_t h_res = target_hash(res + PG, 10 * PG, 0);
+
+	/* a shared file mapping */
+	char shpath[4096], delpath[4096], dirbuf[4096];
+	snprintf(shpath, sizeof(shpath), "%s.shared", file);
+	snprintf(delpath, sizeof(delpath), "%s.deleted", file);
+	fd = open(shpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || ftruncate(fd, 2 * PG) < 0)
+		target_verdict(0, "cannot create %s", shpath);
+	char *shf = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	strcpy(shf + PG, "written before the dump");
+
+	/* a memfd, mapped shared, its descriptor closed */
+	fd = memfd_create("ckpt-test", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, 8 * PG) < 0)
+		target_verdict(0, "memfd_create");
+	uint8_t *mfd = mmap(NULL, 8 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	fill(mfd + 2 * PG, 3 * PG, 21);
+	uint64_t h_mfd = target_hash(mfd, 8 * PG, 0);
+
+	/* a private mapping of a file deleted afterwards: clean pages too */
+	fd = open(delpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fill(fb, sizeof(fb), 77);
+	if (fd < 0 || write(fd, fb, sizeof(fb)) != sizeof(fb))
+		target_verdict(0, "cannot write %s", delpath);
+	uint8_t *del = mmap(NULL, sizeof(fb), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	close(fd);
+	unlink(delpath);
+	del[3 * PG] ^= 0xff;
+	uint64_t h_del = target_hash(del, sizeof(fb), 0);
+
+	/* process state */
+	prctl(PR_SET_NAME, "memtarget");
+	snprintf(dirbuf, sizeof(dirbuf), "%s", file);
+	if (chdir(dirname(dirbuf)) < 0)
+		target_verdict(0, "chdir");
+	char cwd0[4096];
+	if (!getcwd(cwd0, sizeof(cwd0)))
+		target_verdict(0, "getcwd");
+	umask(027);
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = 123;
+	setrlimit(RLIMIT_NOFILE, &rl);
+
 	target_ready();
 	target_wait_restored();
 
@@ -110,6 +162,32 @@ int main(int argc, char **argv)
 	mprotect(none, 4 * PG, PROT_READ);
 	if (target_hash(none, 4 * PG, 0) != h_none)
 		target_verdict(0, "PROT_NONE area changed");
+	if (strcmp(shf + PG, "written before the dump"))
+		target_verdict(0, "shared file mapping lost its content");
+	strcpy(shf, "written after restore");
+	msync(shf, 2 * PG, MS_SYNC);
+	char back[32] = { 0 };
+	fd = open(shpath, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pread(fd, back, 21, 0) != 21 || strcmp(back, "written after restore"))
+		target_verdict(0, "shared file mapping no longer writes to its file");
+	close(fd);
+	if (target_hash(mfd, 8 * PG, 0) != h_mfd)
+		target_verdict(0, "memfd mapping changed");
+	if (target_hash(del, sizeof(fb), 0) != h_del)
+		target_verdict(0, "mapping of the deleted file changed");
+	char comm[32] = { 0 };
+	prctl(PR_GET_NAME, comm);
+	if (strcmp(comm, "memtarget"))
+		target_verdict(0, "comm is '%s'", comm);
+	char cwd1[4096];
+	if (!getcwd(cwd1, sizeof(cwd1)) || strcmp(cwd0, cwd1))
+		target_verdict(0, "cwd changed");
+	mode_t um = umask(0);
+	if (um != 027)
+		target_verdict(0, "umask is %o", um);
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur != 123)
+		target_verdict(0, "RLIMIT_NOFILE is %lu", (unsigned long)rl.rlim_cur);
 	/* protections survived: ro must not be writable, check via mincore-free probe */
 	if (mprotect(ro, 4 * PG, PROT_READ | PROT_WRITE) < 0)
 		target_verdict(0, "read-only area vanished");

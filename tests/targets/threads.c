@@ -17,6 +17,9 @@ static int stop;
 static void *worker(void *arg)
 {
 	long i = (long)arg;
+	char name[16];
+	snprintf(name, sizeof(name), "worker-%ld", i);
+	pthread_setname_np(pthread_self(), name);
 	pthread_mutex_lock(&m);
 	for (;;) {
 		while (total % N != i && !stop)
@@ -55,9 +58,16 @@ int main(int argc, char **argv)
 		msleep(1);
 	target_ready();
 	target_wait_restored();
+	for (int i = 0; i < N; i++) {
+		char name[16], want[16];
+		snprintf(want, sizeof(want), "worker-%d", i);
+		pthread_getname_np(t[i], name, sizeof(name));
+		if (strcmp(name, want))
+			target_verdict(0, "thread %d is named '%s'", i, name);
+	}
 	long at = get_total();
-	for (int k = 0; get_total() < at + 10000; k++) {
-		if (k > 5000)
+	for (int k = 0; get_total() < at + 2000; k++) {
+		if (k > 20000)
 			target_verdict(0, "threads made no progress after restore (%ld turns)", get_total() - at);
 		msleep(1);
 	}

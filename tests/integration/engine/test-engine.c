@@ -19,7 +19,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <linux/netlink.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -181,7 +184,7 @@ static void verdict(pid_t pid)
 	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	for (int i = 0; i < 15000 && w == 0; i++) {
+	for (int i = 0; i < 40000 && w == 0; i++) {
 		w = waitpid(pid, &st, WNOHANG);
 		if (!w)
 			usleep(1000);
@@ -197,24 +200,29 @@ static void verdict(pid_t pid)
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* Waits until pid is in a group stop (state T). */
+static void assert_stopped(pid_t pid, const char *why)
+{
+	char p[64], *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+	for (int i = 0; i < 2000; i++) {
+		free(st);
+		st = NULL;
+		read_file_full(p, &st, NULL);
+		if (st && strstr(st, ") T "))
+			break;
+		usleep(1000);
+	}
+	ck_assert_msg(st && strstr(st, ") T "), "%s: not stopped: %s", why, st);
+	free(st);
+}
+
 static void cycle(const char *prog, const char *extra, const char *mode)
 {
 	pid_t pid = spawn(NULL, prog, extra);
 	dump(pid, mode, "store/s1");
-	if (mode && !strcmp(mode, "--stop")) {
-		char p[64], *st = NULL;
-		snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-		for (int i = 0; i < 1000; i++) {
-			free(st);
-			st = NULL;
-			read_file_full(p, &st, NULL);
-			if (st && strstr(st, ") T "))
-				break;
-			usleep(1000);
-		}
-		ck_assert_msg(st && strstr(st, ") T "), "--stop left it running: %s", st);
-		free(st);
-	}
+	if (mode && !strcmp(mode, "--stop"))
+		assert_stopped(pid, "--stop");
 	kill_original(pid, mode);
 	verdict(restore("store/s1"));
 }
@@ -228,6 +236,7 @@ CYCLE_TESTS(mem, "target-mem", path("mapped-file"))
 CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
+CYCLE_TESTS(regs, "target-regs", NULL)
 
 START_TEST(bigmem_running)
 {
@@ -248,6 +257,57 @@ START_TEST(dump_twice_restore_first_last)
 	unlink(path("result"));
 	unlink(path("ready.restored"));
 	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* The same with the memory target, whose shared file mapping was written
+ * by the first restored process before the second restore. */
+START_TEST(dump_twice_mem)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, NULL, "store/s1");
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	verdict(restore("store/s2"));
+	unlink(path("result"));
+	unlink(path("ready.restored"));
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* A process stopped (SIGSTOP) when dumped stays stopped, and is restored
+ * stopped; SIGCONT lets it go on. */
+START_TEST(stopped_stays_stopped)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	kill(pid, SIGSTOP);
+	assert_stopped(pid, "SIGSTOP");
+	dump(pid, NULL, "store/s1");
+	assert_stopped(pid, "after the dump");
+	kill_original(pid, NULL);
+	pid_t r = restore("store/s1");
+	ck_assert_int_eq(r, pid);
+	assert_stopped(r, "after the restore");
+	kill(r, SIGCONT);
+	verdict(r);
+}
+END_TEST
+
+/* A restored process dumps and restores again, twice. */
+START_TEST(redump_restored)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	usleep(50000);
+	dump(pid, "--kill", "store/s2");
+	kill_original(pid, "--kill");
+	ck_assert_int_eq(restore("store/s2"), pid);
+	usleep(50000);
+	dump(pid, NULL, "store/s3");
+	kill_original(pid, NULL);
+	verdict(restore("store/s3"));
 }
 END_TEST
 
@@ -276,12 +336,13 @@ static void assert_untouched(pid_t pid)
 	ck_assert_int_eq(n, 9); /* the threads target: main + 8 */
 }
 
-static void dump_fault(const char *fault)
+static void dump_fault_mode(const char *fault, const char *mode)
 {
 	pid_t pid = spawn(NULL, "target-threads", NULL);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	int rc = mode ? run_ckpt(fault, NULL, 0, "dump", mode, p, path("store/bad"))
+		      : run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
 	ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
 	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
 	ck_assert(!file_exists(path("store/bad")));
@@ -292,7 +353,15 @@ static void dump_fault(const char *fault)
 	verdict(restore("store/s1"));
 }
 
+static void dump_fault(const char *fault)
+{
+	dump_fault_mode(fault, NULL);
+}
+
 START_TEST(fault_seize) { dump_fault("200:3"); } END_TEST
+/* --kill and --stop copy no memory into RAM: it is read while writing */
+START_TEST(fault_memory_kill) { dump_fault_mode("202:5", "--kill"); } END_TEST
+START_TEST(fault_commit_stop) { dump_fault_mode("205", "--stop"); } END_TEST
 START_TEST(fault_regs) { dump_fault("201:2"); } END_TEST
 START_TEST(fault_memory) { dump_fault("202:5"); } END_TEST
 START_TEST(fault_fds) { dump_fault("203"); } END_TEST
@@ -329,6 +398,99 @@ START_TEST(restore_pid_in_use)
 	snprintf(want, sizeof(want), "pid %d is in use", pid);
 	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
 	kill_original(pid, NULL);
+}
+END_TEST
+
+/* A process someone else traces is refused, by name, and left alone. */
+START_TEST(dump_refuses_traced)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	ck_assert_int_eq(ptrace(PTRACE_SEIZE, pid, NULL, NULL), 0);
+	char p[32], want[64];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	snprintf(want, sizeof(want), "already traced by pid %d", getpid());
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	/* let go: a tracee must be stopped to be detached */
+	int st;
+	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, pid, NULL, NULL), 0);
+	ck_assert_int_eq(waitpid(pid, &st, __WALL), pid);
+	ck_assert_int_eq(ptrace(PTRACE_DETACH, pid, NULL, NULL), 0);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
+/* A descriptor of a refused kind (netlink) fails the dump before the
+ * process is touched, naming the descriptor. */
+START_TEST(dump_refuses_netlink)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+		if (s != 3)
+			_exit(2);
+		execl("/bin/sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	char fd3[64], *link = NULL;
+	snprintf(fd3, sizeof(fd3), "/proc/%d/fd/3", pid);
+	for (int i = 0; i < 2000; i++) {
+		char buf[64] = "";
+		ssize_t n = readlink(fd3, buf, sizeof(buf) - 1);
+		char exe[64], eb[64] = "";
+		snprintf(exe, sizeof(exe), "/proc/%d/exe", pid);
+		ssize_t m = readlink(exe, eb, sizeof(eb) - 1);
+		if (n > 0 && m > 0 && strstr(eb, "sleep")) {
+			link = strdup(buf);
+			break;
+		}
+		usleep(1000);
+	}
+	ck_assert_msg(link && strstr(link, "socket:"), "no socket at fd 3");
+	free(link);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "fd 3"), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	char sp[64], *st = NULL;
+	snprintf(sp, sizeof(sp), "/proc/%d/status", pid);
+	ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
+	ck_assert(strstr(st, "TracerPid:\t0\n"));
+	ck_assert(!strstr(st, "State:\tt") && !strstr(st, "State:\tT"));
+	free(st);
+	kill_original(pid, NULL);
+}
+END_TEST
+
+/* An image from a kernel with another vDSO is refused (the manifest
+ * check is skipped so that the edited file gets that far). */
+START_TEST(restore_refuses_other_vdso)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	char *text = NULL;
+	ck_assert_int_eq(read_file_full(path("store/s1/process"), &text, NULL), 0);
+	char *h = strstr(text, "\nvdso sha256:");
+	ck_assert_ptr_nonnull(h);
+	h[13] = h[13] == '0' ? '1' : '0';
+	int fd = open(path("store/s1/process"), O_WRONLY | O_CLOEXEC);
+	ck_assert_int_eq(write_full(fd, text, strlen(text)), 0);
+	close(fd);
+	free(text);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", "--no-verify", path("store/s1"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "another kernel"), "stderr: %s", ckpt_err());
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
 }
 END_TEST
 
@@ -375,37 +537,48 @@ int main(int argc, char **argv)
 			printf("skipped: /usr/bin/python3 is not installed\n");
 			return 77;
 		}
-		suite_add_tcase(s, tc("python_running", python_running, 30));
+		suite_add_tcase(s, tc("python_running", python_running, 60));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
 			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");
 			return 77;
 		}
-		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 30));
+		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 60));
 	} else {
-		suite_add_tcase(s, tc("mem_running", mem_running, 30));
-		suite_add_tcase(s, tc("mem_kill", mem_kill, 30));
-		suite_add_tcase(s, tc("mem_stop", mem_stop, 30));
-		suite_add_tcase(s, tc("threads_running", threads_running, 30));
-		suite_add_tcase(s, tc("threads_kill", threads_kill, 30));
-		suite_add_tcase(s, tc("threads_stop", threads_stop, 30));
-		suite_add_tcase(s, tc("sleep_running", sleep_running, 30));
-		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 30));
-		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 30));
-		suite_add_tcase(s, tc("signals_running", signals_running, 30));
-		suite_add_tcase(s, tc("signals_kill", signals_kill, 30));
-		suite_add_tcase(s, tc("signals_stop", signals_stop, 30));
-		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 60));
-		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 30));
-		suite_add_tcase(s, tc("fault_seize", fault_seize, 30));
-		suite_add_tcase(s, tc("fault_regs", fault_regs, 30));
-		suite_add_tcase(s, tc("fault_memory", fault_memory, 30));
-		suite_add_tcase(s, tc("fault_fds", fault_fds, 30));
-		suite_add_tcase(s, tc("fault_write", fault_write, 30));
-		suite_add_tcase(s, tc("fault_commit", fault_commit, 30));
-		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 30));
-		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 30));
-		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 30));
+		suite_add_tcase(s, tc("mem_running", mem_running, 60));
+		suite_add_tcase(s, tc("mem_kill", mem_kill, 60));
+		suite_add_tcase(s, tc("mem_stop", mem_stop, 60));
+		suite_add_tcase(s, tc("threads_running", threads_running, 60));
+		suite_add_tcase(s, tc("threads_kill", threads_kill, 60));
+		suite_add_tcase(s, tc("threads_stop", threads_stop, 60));
+		suite_add_tcase(s, tc("sleep_running", sleep_running, 60));
+		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 60));
+		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 60));
+		suite_add_tcase(s, tc("signals_running", signals_running, 60));
+		suite_add_tcase(s, tc("signals_kill", signals_kill, 60));
+		suite_add_tcase(s, tc("signals_stop", signals_stop, 60));
+		suite_add_tcase(s, tc("regs_running", regs_running, 60));
+		suite_add_tcase(s, tc("regs_kill", regs_kill, 60));
+		suite_add_tcase(s, tc("regs_stop", regs_stop, 60));
+		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 90));
+		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
+		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 60));
+		suite_add_tcase(s, tc("redump_restored", redump_restored, 60));
+		suite_add_tcase(s, tc("stopped_stays_stopped", stopped_stays_stopped, 60));
+		suite_add_tcase(s, tc("fault_seize", fault_seize, 60));
+		suite_add_tcase(s, tc("fault_regs", fault_regs, 60));
+		suite_add_tcase(s, tc("fault_memory", fault_memory, 60));
+		suite_add_tcase(s, tc("fault_memory_kill", fault_memory_kill, 60));
+		suite_add_tcase(s, tc("fault_commit_stop", fault_commit_stop, 60));
+		suite_add_tcase(s, tc("fault_fds", fault_fds, 60));
+		suite_add_tcase(s, tc("fault_write", fault_write, 60));
+		suite_add_tcase(s, tc("fault_commit", fault_commit, 60));
+		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 60));
+		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 60));
+		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
+		suite_add_tcase(s, tc("dump_refuses_traced", dump_refuses_traced, 60));
+		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
+		suite_add_tcase(s, tc("restore_refuses_other_vdso", restore_refuses_other_vdso, 60));
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

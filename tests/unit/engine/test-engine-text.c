@@ -1,0 +1,217 @@
+/*
+ * engine/ text codecs: maps, regs/TID and process survive a round trip,
+ * and malformed input is refused with EBADMSG and a detail, never
+ * half-parsed (a snapshot is verified before anything runs from it).
+ */
+#include <check.h>
+#include <sys/mman.h>
+
+#include "engine/engine-int.h"
+
+START_TEST(maps_round_trip)
+{
+	const char *proc =
+		"555555554000-555555556000 r-xp 00001000 fe:00 1234    /usr/bin/x y\n"
+		"555555556000-555555558000 rw-p 00003000 fe:00 1234    /usr/bin/x y\n"
+		"555555600000-555555700000 rw-p 00000000 00:00 0       [heap]\n"
+		"7f0000000000-7f0000010000 rw-s 00000000 00:01 77      /memfd:buf (deleted)\n"
+		"7f0000010000-7f0000020000 ---p 00000000 00:00 0 \n"
+		"7ffff7fc1000-7ffff7fc5000 r--p 00000000 00:00 0       [vvar]\n"
+		"7ffffffde000-7ffffffff000 rw-p 00000000 00:00 0       [stack]\n";
+	struct vma *v = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(maps_parse_proc(proc, &v, &n), 0);
+	ck_assert_int_eq(n, 7);
+	ck_assert_int_eq(v[0].kind, VMA_FILE_PRIVATE);
+	ck_assert_str_eq(v[0].path, "/usr/bin/x y");
+	ck_assert_int_eq(v[0].prot, PROT_READ | PROT_EXEC);
+	ck_assert_int_eq(v[3].kind, VMA_SHMEM);
+	ck_assert(v[3].shared);
+	ck_assert_int_eq(v[4].kind, VMA_ANON);
+	ck_assert_int_eq(v[5].kind, VMA_VVAR);
+	ck_assert(v[6].growsdown);
+
+	/* saved ranges and file identity go through the image text */
+	struct proc_image img = { .vmas = v, .nvmas = n };
+	v[1].fsize = 99;
+	v[1].mtime_sec = 1700000000;
+	v[1].mtime_nsec = 5;
+	v[1].runs = malloc(2 * sizeof(struct mem_run));
+	v[1].runs[0] = (struct mem_run){ 0, 4096 };
+	v[1].runs[1] = (struct mem_run){ 8192 - 4096, 4096 };
+	v[1].nruns = 1;
+	v[1].saved = 4096;
+	v[4].noreserve = true;
+	char *text = maps_format(&img);
+	ck_assert_ptr_nonnull(text);
+	struct vma *w = NULL;
+	size_t m = 0;
+	ck_assert_msg(maps_parse_image(text, &w, &m) == 0, "%s", err_msg());
+	ck_assert_int_eq(m, n);
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(w[i].start, v[i].start);
+		ck_assert_uint_eq(w[i].end, v[i].end);
+		ck_assert_int_eq(w[i].kind, v[i].kind);
+		ck_assert_int_eq(w[i].prot, v[i].prot);
+		ck_assert_str_eq(w[i].path, v[i].path);
+		ck_assert_uint_eq(w[i].saved, v[i].saved);
+		ck_assert_int_eq(w[i].growsdown, v[i].growsdown);
+		ck_assert_int_eq(w[i].noreserve, v[i].noreserve);
+	}
+	ck_assert_uint_eq(w[1].fsize, 99);
+	ck_assert_int_eq(w[1].mtime_nsec, 5);
+	ck_assert_int_eq(w[1].nruns, 1);
+	ck_assert_uint_eq(w[1].runs[0].len, 4096);
+	free(text);
+	vmas_free(w, m);
+	vmas_free(v, n);
+}
+END_TEST
+
+START_TEST(maps_refuses_garbage)
+{
+	static const char *bad[] = {
+		"zzzz\n",
+		/* no kind */
+		"1000-2000 rw-p 00000000 00:00 0 saved=0\n",
+		/* saves more than its size */
+		"1000-2000 rw-p 00000000 00:00 0 kind=anon saved=8192\n",
+		/* out of order */
+		"3000-4000 rw-p 00000000 00:00 0 kind=anon saved=0\n"
+		"1000-2000 rw-p 00000000 00:00 0 kind=anon saved=0\n",
+		/* a file area without a path */
+		"1000-2000 rw-p 00000000 00:00 0 kind=file-private saved=0\n",
+		/* pages outside the area */
+		"1000-2000 rw-p 00000000 00:00 0 kind=file-private saved=4096 pages=1000+1000 /x\n",
+		/* unaligned */
+		"1000-2800 rw-p 00000000 00:00 0 kind=anon saved=0\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct vma *v = NULL;
+		size_t n = 0;
+		err_clear();
+		ck_assert_msg(maps_parse_image(bad[i], &v, &n) == -EBADMSG, "accepted: %s", bad[i]);
+		ck_assert_str_ne(err_msg(), "");
+	}
+}
+END_TEST
+
+START_TEST(regs_round_trip)
+{
+	struct thread_image t = { .tid = 4321, .sigmask = 0x5000, .robust_head = 0x7f00, .robust_len = 24 };
+	strcpy(t.comm, "worker 1");
+	t.regs.rip = 0x401000;
+	t.regs.orig_rax = (unsigned long long)-1;
+	t.regs.rax = (unsigned long long)-ENGINE_ERESTARTSYS;
+	t.regs.fs_base = 0x7ffff7d8a740;
+	t.has_rseq = true;
+	t.rseq_addr = 0x7ffff7d8ae00;
+	t.rseq_len = 32;
+	t.rseq_sig = 0x53053053;
+	t.altstack_flags = SS_DISABLE;
+	t.xstate_len = 1024;
+	t.xstate = calloc(1, 1024);
+	for (int i = 0; i < 1024; i++)
+		t.xstate[i] = (uint8_t)(i * 7);
+	t.npending = 1;
+	t.pending = calloc(1, sizeof(*t.pending));
+	t.pending[0].info.si_signo = SIGTERM;
+	t.pending[0].info.si_code = -6;
+
+	char *text = thread_format(&t);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_ptr_nonnull(strstr(text, "\nrip 0x401000\n"));
+	struct thread_image u = { 0 };
+	ck_assert_msg(thread_parse(text, "regs/4321", &u) == 0, "%s", err_msg());
+	ck_assert_int_eq(u.tid, 4321);
+	ck_assert_str_eq(u.comm, "worker 1");
+	ck_assert(!memcmp(&u.regs, &t.regs, sizeof(t.regs)));
+	ck_assert_uint_eq(u.sigmask, 0x5000);
+	ck_assert_uint_eq(u.rseq_sig, 0x53053053);
+	ck_assert_int_eq(u.xstate_len, 1024);
+	ck_assert(!memcmp(u.xstate, t.xstate, 1024));
+	ck_assert_int_eq(u.npending, 1);
+	ck_assert_int_eq(u.pending[0].info.si_signo, SIGTERM);
+	ck_assert_int_eq(u.pending[0].info.si_code, -6);
+
+	/* a missing register is refused, naming it */
+	char *cut = strstr(text, "rsp 0x");
+	memcpy(cut, "xxx", 3);
+	struct thread_image z = { 0 };
+	ck_assert_int_eq(thread_parse(text, "regs/4321", &z), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err_msg(), "rsp"));
+	thread_image_free(&z);
+	free(text);
+	thread_image_free(&u);
+	thread_image_free(&t);
+}
+END_TEST
+
+START_TEST(process_round_trip)
+{
+	struct proc_image p = { .pid = 77, .umask = 022, .personality = 0x8 };
+	strcpy(p.comm, "python3");
+	p.exe = strdup("/usr/bin/python3.11");
+	p.cwd = strdup("/home/a b");
+	p.cmdline = strdup("python3 x.py");
+	p.creds = strdup("Uid: 0 0 0 0");
+	p.nthreads = 2;
+	p.threads = calloc(2, sizeof(*p.threads));
+	p.threads[0].tid = 77;
+	p.threads[1].tid = 78;
+	p.mm.brk = 0x555555600000;
+	p.rlim[RLIMIT_NOFILE].rlim_cur = 1024;
+	p.rlim[RLIMIT_NOFILE].rlim_max = RLIM_INFINITY;
+	p.has_sigact = true;
+	p.sigact[SIGUSR1] = (struct ksigaction){ 0x401234, 0x14000004, 0x7f0000001000, 0x800 };
+	p.itimer[0].it_interval.tv_usec = 20000;
+	p.auxv_len = 16;
+	p.auxv = calloc(1, 16);
+	p.auxv[0] = 6;
+	char *text = process_format(&p);
+	ck_assert_ptr_nonnull(text);
+	struct proc_image q = { 0 };
+	ck_assert_msg(process_parse(text, &q) == 0, "%s", err_msg());
+	ck_assert_int_eq(q.pid, 77);
+	ck_assert_str_eq(q.cwd, "/home/a b");
+	ck_assert_int_eq(q.nthreads, 2);
+	ck_assert_int_eq(q.threads[1].tid, 78);
+	ck_assert_uint_eq(q.mm.brk, 0x555555600000);
+	ck_assert_uint_eq(q.rlim[RLIMIT_NOFILE].rlim_max, RLIM_INFINITY);
+	ck_assert_uint_eq(q.sigact[SIGUSR1].flags, 0x14000004);
+	ck_assert_int_eq(q.itimer[0].it_interval.tv_usec, 20000);
+	ck_assert_int_eq(q.auxv_len, 16);
+	ck_assert_int_eq(q.umask, 022);
+	free(text);
+	proc_image_free(&q);
+
+	/* the leader must come first */
+	struct proc_image r = { 0 };
+	ck_assert_int_eq(process_parse("pid 5\nexe /x\ncwd /\nthreads 6 5\nmm 0 0 0 0 0 0 0 0 0 0 0\n", &r),
+			 -EBADMSG);
+	proc_image_free(&r);
+	proc_image_free(&p);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("engine-text");
+	TCase *c = tcase_create("maps_round_trip");
+	tcase_add_test(c, maps_round_trip);
+	suite_add_tcase(s, c);
+	c = tcase_create("maps_refuses_garbage");
+	tcase_add_test(c, maps_refuses_garbage);
+	suite_add_tcase(s, c);
+	c = tcase_create("regs_round_trip");
+	tcase_add_test(c, regs_round_trip);
+	suite_add_tcase(s, c);
+	c = tcase_create("process_round_trip");
+	tcase_add_test(c, process_round_trip);
+	suite_add_tcase(s, c);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
