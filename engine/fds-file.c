@@ -1,0 +1,503 @@
+/*
+ * engine/fds-file.c: descriptors of files: regular files and directories
+ * reachable by their path, /dev/null and friends, terminals, deleted but
+ * open files, memfds.
+ *
+ * A file reachable by its path is reopened by it; its identity (inode,
+ * size, mtime) is recorded so that a restore refuses a file that changed
+ * or vanished since, unless CKPTFS_RESTORE_CHANGED_FILES=1. Files that
+ * have no path any more (deleted, memfd) carry their content in the image.
+ * A terminal that is gone at restore becomes /dev/null, with a warning.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+
+#include "engine/fds-int.h"
+
+#define DELETED_SUFFIX " (deleted)"
+#define MEMFD_PREFIX "/memfd:"
+
+/* Flags that create or destroy content must never be replayed. */
+#define OPEN_DROP (O_CREAT | O_EXCL | O_TRUNC | O_TMPFILE)
+
+static bool has_suffix(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+
+	return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+static bool is_mem_dev(unsigned ma, unsigned mi)
+{
+	/* null, zero, full, random, urandom */
+	return ma == 1 && (mi == 3 || mi == 5 || mi == 7 || mi == 8 || mi == 9);
+}
+
+static bool is_tty_dev(unsigned ma, unsigned mi)
+{
+	/* pts slaves, virtual consoles and serial ports, /dev/tty, /dev/console */
+	return (ma >= 136 && ma <= 143) || ma == 4 || (ma == 5 && (mi == 0 || mi == 1));
+}
+
+/* The engine core gives a shared mapping of a memfd or deleted file a file
+ * of its own on restore; a descriptor of the same file would then part
+ * from the mapping without a word. Refused instead. */
+static int shared_mapping_refused(struct fd_image *img, struct fd_entry *e)
+{
+	char path[64], line[512];
+	_cleanup_fclose_ FILE *f = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", img->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return err_set(negerrno(), "pid %d: cannot read its maps", img->pid);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long start, ino;
+		unsigned ma, mi;
+		char perms[8];
+		if (sscanf(line, "%lx-%*x %7s %*x %x:%x %lu", &start, perms, &ma, &mi, &ino) != 5)
+			continue;
+		if (perms[3] == 's' && ino == e->st->st_ino && makedev(ma, mi) == e->st->st_dev)
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: %s is also mapped shared at 0x%lx: a descriptor and a shared "
+				       "mapping of one deleted file or memfd: not supported",
+				       e->fd, e->link, start);
+	}
+	return 1;
+}
+
+int fds_file_classify(struct fd_image *img, struct fd_entry *e)
+{
+	const struct stat *st = e->st;
+	struct stat here;
+	unsigned ma = major(st->st_rdev), mi = minor(st->st_rdev);
+
+	/* anon_inode:[...], pipe:[...], socket:[...] are other kinds, even
+	 * where anon inodes report S_IFREG (Linux 6.15+). */
+	if (e->link[0] != '/')
+		return 0;
+
+	if (S_ISREG(st->st_mode) && st->st_nlink == 0) {
+		if (e->flags & O_PATH)
+			return err_set(-EOPNOTSUPP, "fd %d: O_PATH descriptor of deleted file %s: not supported",
+				       e->fd, e->link);
+		struct statfs sfs;
+		if (fstatfs(e->dupfd, &sfs) == 0 && sfs.f_type == HUGETLBFS_MAGIC)
+			return err_set(-EOPNOTSUPP, "fd %d: %s on hugetlbfs: not supported", e->fd, e->link);
+		if (strncmp(e->link, MEMFD_PREFIX, strlen(MEMFD_PREFIX)) == 0 &&
+		    has_suffix(e->link, DELETED_SUFFIX)) {
+			e->kind = FD_KIND_MEMFD;
+			e->name = strndup(e->link + strlen(MEMFD_PREFIX),
+					  strlen(e->link) - strlen(MEMFD_PREFIX) - strlen(DELETED_SUFFIX));
+		} else {
+			e->kind = FD_KIND_DELETED;
+			e->path = strndup(e->link, has_suffix(e->link, DELETED_SUFFIX)
+							   ? strlen(e->link) - strlen(DELETED_SUFFIX)
+							   : strlen(e->link));
+		}
+		if (!e->name && !e->path)
+			return -ENOMEM;
+		if (st->st_size > (1ll << 30))
+			return err_set(-EOPNOTSUPP, "fd %d: %s holds %ld bytes, above 1 GiB: not supported", e->fd,
+				       e->link, st->st_size);
+		return shared_mapping_refused(img, e);
+	}
+
+	if (S_ISREG(st->st_mode) || S_ISDIR(st->st_mode)) {
+		/* The path must lead to this very file from our mount namespace,
+		 * or the restore would open another one. */
+		if (stat(e->link, &here) < 0 || here.st_dev != st->st_dev || here.st_ino != st->st_ino)
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: %s %s is not reachable by its path from here: not supported",
+				       e->fd, S_ISDIR(st->st_mode) ? "directory" : "file", e->link);
+		e->kind = S_ISDIR(st->st_mode) ? FD_KIND_DIR : FD_KIND_FILE;
+	} else if (S_ISCHR(st->st_mode) && is_mem_dev(ma, mi)) {
+		e->kind = FD_KIND_DEV;
+	} else if (S_ISCHR(st->st_mode) && is_tty_dev(ma, mi)) {
+		e->kind = FD_KIND_TTY;
+	} else if (S_ISCHR(st->st_mode)) {
+		return err_set(-EOPNOTSUPP, "fd %d: character device %s (%u:%u)%s: not supported", e->fd,
+			       e->link, ma, mi, ma == 5 && mi == 2 ? ", a pseudo-terminal master" : "");
+	} else if (S_ISBLK(st->st_mode)) {
+		return err_set(-EOPNOTSUPP, "fd %d: block device %s: not supported", e->fd, e->link);
+	} else if (S_ISFIFO(st->st_mode)) {
+		return 0; /* fds-pipe.c */
+	} else {
+		return err_set(-EOPNOTSUPP, "fd %d: %s (mode 0%o): not supported", e->fd, e->link,
+			       st->st_mode);
+	}
+	e->path = strdup(e->link);
+	return e->path ? 1 : -ENOMEM;
+}
+
+int fds_file_capture(struct fd_image *img, struct fd_entry *e)
+{
+	const struct stat *st = e->st;
+	char proc[64];
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	switch (e->kind) {
+	case FD_KIND_FILE:
+		e->size = (uint64_t)st->st_size;
+		e->mtime_ns = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+		/* fall through */
+	case FD_KIND_DIR:
+		e->ino = st->st_ino;
+		return 0;
+	case FD_KIND_DEV:
+		e->rdev_major = major(st->st_rdev);
+		e->rdev_minor = minor(st->st_rdev);
+		return 0;
+	case FD_KIND_TTY:
+		return 0;
+	case FD_KIND_MEMFD: {
+		int seals = fcntl(e->dupfd, F_GET_SEALS);
+		if (seals < 0)
+			return err_set(negerrno(), "fd %d: memfd %s: cannot read its seals", e->fd, e->name);
+		e->seals = (unsigned)seals;
+	}
+		/* fall through */
+	case FD_KIND_DELETED:
+		e->size = (uint64_t)st->st_size;
+		e->mode = st->st_mode & 07777;
+		/* Our duplicate may be write-only: read through a fresh
+		 * description of the same inode, which leaves the process's
+		 * offset alone too. */
+		snprintf(proc, sizeof(proc), "/proc/%d/fd/%d", img->pid, e->fd);
+		fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot reopen %s to copy its content", e->fd, e->link);
+		r = fds_copy_content(fd, e->size, &e->data);
+		if (r < 0)
+			return err_set(r, "fd %d: cannot copy the content of %s (%lu bytes)", e->fd, e->link,
+				       e->size);
+		e->data_len = e->size;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+void fds_file_print(struct fd_entry *e, struct fds_buf *b)
+{
+	switch (e->kind) {
+	case FD_KIND_FILE:
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		fds_printf(b, " pos=%lu ino=%lu size=%lu mtime=%ld", e->pos, e->ino, e->size, e->mtime_ns);
+		break;
+	case FD_KIND_DIR:
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		fds_printf(b, " pos=%lu ino=%lu", e->pos, e->ino);
+		break;
+	case FD_KIND_DEV:
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		fds_printf(b, " rdev=%u:%u", e->rdev_major, e->rdev_minor);
+		break;
+	case FD_KIND_TTY:
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		break;
+	case FD_KIND_DELETED:
+		fds_put_path(b, "path", e->path, strlen(e->path));
+		fds_printf(b, " pos=%lu size=%lu mode=0%o", e->pos, e->size, e->mode);
+		break;
+	case FD_KIND_MEMFD:
+		fds_put_path(b, "name", e->name, strlen(e->name));
+		fds_printf(b, " pos=%lu size=%lu mode=0%o seals=0x%x", e->pos, e->size, e->mode, e->seals);
+		break;
+	default:
+		break;
+	}
+}
+
+static int parse_mode(struct fd_line *l, unsigned *ret)
+{
+	const char *v;
+	char *end;
+	int r = fds_kv_req(l, "mode", &v);
+
+	if (r < 0)
+		return r;
+	errno = 0;
+	unsigned long m = strtoul(v, &end, 8);
+	if (v[0] != '0' || *end || errno || m > 07777)
+		return fds_bad(l, "mode=%s: not octal permission bits", v);
+	*ret = (unsigned)m;
+	return 0;
+}
+
+int fds_file_parse(struct fd_entry *e, struct fd_line *l)
+{
+	uint64_t u;
+	int r = 0;
+
+	if (e->kind == FD_KIND_MEMFD) {
+		const char *v;
+		char buf[256];
+		r = fds_kv_req(l, "name", &v);
+		if (r < 0)
+			return r;
+		/* memfd names may be empty and are at most 249 bytes. */
+		if (fds_unescape(v, buf, 250) < 0)
+			return fds_bad(l, "name=: bad escaped value");
+		e->name = strdup(buf);
+		if (!e->name)
+			return -ENOMEM;
+	} else {
+		r = fds_kv_path(l, "path", &e->path);
+		if (r < 0)
+			return r;
+		if (e->path[0] != '/' || strstr(e->path, "/../") || has_suffix(e->path, "/.."))
+			return fds_bad(l, "path=%s: not an absolute path", e->path);
+	}
+
+	switch (e->kind) {
+	case FD_KIND_FILE:
+		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0 ||
+		    (r = fds_kv_u64(l, "size", &e->size)) < 0 || (r = fds_kv_u64(l, "mtime", &u)) < 0)
+			return r;
+		if (u > INT64_MAX)
+			return fds_bad(l, "mtime out of range");
+		e->mtime_ns = (int64_t)u;
+		break;
+	case FD_KIND_DIR:
+		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0)
+			return r;
+		break;
+	case FD_KIND_DEV: {
+		const char *v;
+		if ((r = fds_kv_req(l, "rdev", &v)) < 0)
+			return r;
+		if (sscanf(v, "%u:%u", &e->rdev_major, &e->rdev_minor) != 2 ||
+		    !is_mem_dev(e->rdev_major, e->rdev_minor))
+			return fds_bad(l, "rdev=%s: not one of null, zero, full, random, urandom", v);
+		break;
+	}
+	case FD_KIND_TTY:
+		break;
+	case FD_KIND_MEMFD:
+		if ((r = fds_kv_hex(l, "seals", &u)) < 0)
+			return r;
+		if (u & ~(uint64_t)(F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+				    F_SEAL_FUTURE_WRITE | 0x20 /* F_SEAL_EXEC, Linux 6.3 */))
+			return fds_bad(l, "seals=0x%lx: unknown seals", u);
+		e->seals = (unsigned)u;
+		/* fall through */
+	case FD_KIND_DELETED:
+		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "size", &e->size)) < 0 ||
+		    (r = parse_mode(l, &e->mode)) < 0)
+			return r;
+		if (e->size > (1ull << 30))
+			return fds_bad(l, "size=%lu: larger than 1 GiB", e->size);
+		e->data_len = e->size;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return 0;
+}
+
+bool fds_changed_files_allowed(void)
+{
+	const char *v = getenv("CKPTFS_RESTORE_CHANGED_FILES");
+
+	return v && strcmp(v, "1") == 0;
+}
+
+/* Checks that path is still the file the image saw. */
+static int check_identity(struct fd_entry *e, const struct stat *st)
+{
+	int64_t mtime = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+
+	if (e->kind == FD_KIND_DIR) {
+		if (!S_ISDIR(st->st_mode))
+			return err_set(-ENOTDIR, "fd %d: %s is no longer a directory", e->fd, e->path);
+		if (st->st_ino != e->ino && !fds_changed_files_allowed())
+			return err_set(-ESTALE,
+				       "fd %d: directory %s was replaced since the dump (inode %lu, was %lu); "
+				       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
+				       e->fd, e->path, st->st_ino, e->ino);
+		return 0;
+	}
+	if (!S_ISREG(st->st_mode))
+		return err_set(-ESTALE, "fd %d: %s is no longer a regular file", e->fd, e->path);
+	if (fds_changed_files_allowed())
+		return 0;
+	if (st->st_ino != e->ino || (uint64_t)st->st_size != e->size || mtime != e->mtime_ns)
+		return err_set(-ESTALE,
+			       "fd %d: file %s changed since the dump (inode %lu size %ld mtime %ld, "
+			       "was %lu %lu %ld); CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
+			       e->fd, e->path, st->st_ino, st->st_size, mtime, e->ino, e->size, e->mtime_ns);
+	return 0;
+}
+
+int fds_file_check_host(struct fd_entry *e)
+{
+	struct stat st;
+
+	switch (e->kind) {
+	case FD_KIND_FILE:
+	case FD_KIND_DIR:
+		if (stat(e->path, &st) < 0)
+			return err_set(negerrno(), "fd %d: %s %s is gone", e->fd,
+				       e->kind == FD_KIND_DIR ? "directory" : "file", e->path);
+		return check_identity(e, &st);
+	case FD_KIND_DEV:
+		if (stat(e->path, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != e->rdev_major ||
+		    minor(st.st_rdev) != e->rdev_minor)
+			return err_set(-ENODEV, "fd %d: %s is not the device %u:%u here", e->fd, e->path,
+				       e->rdev_major, e->rdev_minor);
+		return 0;
+	case FD_KIND_TTY: {
+		/* /dev/tty is the controlling terminal, and a restored process
+		 * has none: it runs in a session of its own. */
+		const char *why = "is gone";
+		if (strcmp(e->path, "/dev/tty") == 0) {
+			e->to_null = true;
+			why = "is the controlling terminal, and the restored process has none";
+		} else {
+			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+			e->to_null = fd < 0 || !isatty(fd);
+		}
+		if (!e->to_null)
+			return 0;
+		/* Output meant for the terminal goes to CKPTFS_TTY_LOG when
+		 * set, so that it is not lost; reads see /dev/null. */
+		const char *logf = getenv("CKPTFS_TTY_LOG");
+		if (logf && logf[0] == '/' && (e->flags & O_ACCMODE) != O_RDONLY) {
+			e->tty_log = strdup(logf);
+			if (!e->tty_log)
+				return -ENOMEM;
+			log_warn("fd %d: terminal %s %s: restored as %s (CKPTFS_TTY_LOG), appended to", e->fd,
+				 e->path, why, logf);
+		} else {
+			log_warn("fd %d: terminal %s %s: restored as /dev/null%s", e->fd, e->path, why,
+				 (e->flags & O_ACCMODE) != O_RDONLY ? " (CKPTFS_TTY_LOG=FILE keeps its output)" : "");
+		}
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/* A new description of the inode open at fd, with the image's flags. */
+static int reopen(struct fd_entry *e, int fd)
+{
+	char proc[64];
+	int r;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	r = open(proc, (int)(e->flags & ~OPEN_DROP) | O_CLOEXEC | O_NOCTTY);
+	if (r < 0)
+		return err_set(negerrno(), "fd %d: cannot reopen the new file with flags 0%o", e->fd,
+			       e->flags);
+	return r;
+}
+
+static int seek_to(struct fd_entry *e, int fd)
+{
+	if (e->pos && lseek(fd, (off_t)e->pos, SEEK_SET) < 0) {
+		int r = negerrno();
+		close(fd);
+		return err_set(r, "fd %d: cannot seek to %lu", e->fd, e->pos);
+	}
+	return fd;
+}
+
+static int open_content(struct fd_entry *e)
+{
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	if (e->kind == FD_KIND_MEMFD) {
+		fd = memfd_create(e->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: memfd_create '%s'", e->fd, e->name);
+	} else {
+		/* An unnamed file beside where it lived, so it lands on the same
+		 * filesystem; /tmp when that directory is gone. */
+		_cleanup_free_ char *dir = strdup(e->path);
+		if (!dir)
+			return -ENOMEM;
+		fd = open(dirname(dir), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd < 0)
+			fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot create a file for deleted %s", e->fd, e->path);
+	}
+	r = fds_fill_content(fd, e->data, e->size);
+	if (r < 0)
+		return err_set(r, "fd %d: cannot write the content of %s", e->fd,
+			       e->path ? e->path : e->name);
+	if (fchmod(fd, e->mode) < 0)
+		return err_set(negerrno(), "fd %d: fchmod 0%o", e->fd, e->mode);
+	r = reopen(e, fd);
+	if (r < 0)
+		return r;
+	/* Seals last: they may forbid the writes above. */
+	if (e->kind == FD_KIND_MEMFD && e->seals && fcntl(fd, F_ADD_SEALS, (int)e->seals) < 0) {
+		int err = negerrno();
+		close(r);
+		return err_set(err, "fd %d: memfd '%s': cannot add seals 0x%x", e->fd, e->name, e->seals);
+	}
+	return seek_to(e, r);
+}
+
+int fds_file_open(struct fd_entry *e)
+{
+	int flags = (int)(e->flags & ~OPEN_DROP) | O_CLOEXEC | O_NOCTTY;
+	struct stat st;
+	int fd, r;
+
+	switch (e->kind) {
+	case FD_KIND_TTY:
+		if (e->tty_log) {
+			fd = open(e->tty_log, (int)(e->flags & O_ACCMODE) | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
+				  0600);
+			if (fd < 0)
+				return err_set(negerrno(), "fd %d: cannot open %s (CKPTFS_TTY_LOG)", e->fd, e->tty_log);
+			return fd;
+		}
+		fd = open(e->to_null ? "/dev/null" : e->path, flags);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot open %s", e->fd,
+				       e->to_null ? "/dev/null" : e->path);
+		return fd;
+	case FD_KIND_DEV:
+		fd = open(e->path, flags);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot open %s", e->fd, e->path);
+		return fd;
+	case FD_KIND_FILE:
+	case FD_KIND_DIR:
+		fd = open(e->path, flags);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot open %s", e->fd, e->path);
+		/* Again, on what was opened: the path may have changed since
+		 * fds_load() looked. */
+		if (fstat(fd, &st) < 0) {
+			r = err_set(negerrno(), "fd %d: fstat %s", e->fd, e->path);
+			close(fd);
+			return r;
+		}
+		r = check_identity(e, &st);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+		if (e->flags & O_PATH)
+			return fd;
+		return seek_to(e, fd);
+	case FD_KIND_DELETED:
+	case FD_KIND_MEMFD:
+		return open_content(e);
+	default:
+		return -EINVAL;
+	}
+}

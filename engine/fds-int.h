@@ -1,0 +1,248 @@
+/*
+ * engine/ private to the descriptor code (fds*.c): the in-memory image of
+ * a descriptor table and the per-kind hooks.
+ *
+ * fds.c walks /proc/PID/fd, classifies each descriptor, finds shared open
+ * file descriptions with kcmp(KCMP_FILE), writes and parses the `fds` text
+ * file and orders the restore. The files fds-<kind>.c know one family of
+ * kinds each: how to recognise it, capture it from a duplicate taken with
+ * pidfd_getfd(2), print and parse its keys, and recreate it.
+ *
+ * What must stay true:
+ *  - capture never changes what the process sees: queued bytes are peeked
+ *    (tee(2), MSG_PEEK), never consumed; our duplicates are closed before
+ *    fds_capture() returns, so that the process never runs with a
+ *    reference of ours (a held pipe write end would hide EOF from its
+ *    reader);
+ *  - everything fds_restore() needs is in memory: it runs in the new
+ *    process with no descriptor of the store.
+ */
+#ifndef CKPTFS_ENGINE_FDS_INT_H
+#define CKPTFS_ENGINE_FDS_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "engine/fds.h"
+
+struct stat;
+
+enum fd_kind {
+	FD_KIND_DUP,      /* shares the open file description of an earlier fd */
+	FD_KIND_FILE,     /* regular file reachable by its path */
+	FD_KIND_DIR,      /* directory */
+	FD_KIND_DEV,      /* /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom */
+	FD_KIND_TTY,      /* a terminal: reopened by path, or /dev/null when gone */
+	FD_KIND_DELETED,  /* regular file unlinked while open: content in the image */
+	FD_KIND_MEMFD,    /* memfd_create(2) file: content, name and seals in the image */
+	FD_KIND_PIPE_R,   /* read end of an anonymous pipe */
+	FD_KIND_PIPE_W,   /* write end of an anonymous pipe */
+	FD_KIND_FIFO,     /* named FIFO, reopened by path */
+	FD_KIND_EVENTFD,
+	FD_KIND_EPOLL,
+	FD_KIND_TIMERFD,
+	FD_KIND_SIGNALFD,
+	FD_KIND_TCP_LISTEN,  /* listening TCP socket, IPv4 or IPv6 */
+	FD_KIND_UNIX_LISTEN, /* listening Unix stream or seqpacket socket */
+	FD_KIND_UNIX_PAIR,   /* connected Unix socket whose peer is in the process */
+	FD_KIND_UNIX_DGRAM,  /* Unix datagram socket, unconnected or connected to a named socket */
+	_FD_KIND_MAX,
+};
+
+struct fd_watch {
+	int tfd;
+	uint32_t events;
+	uint64_t data;
+};
+
+/* One descriptor. Fields are meaningful for the kinds noted beside them. */
+struct fd_entry {
+	int fd;
+	enum fd_kind kind;
+	bool cloexec;
+	unsigned flags;   /* status flags and access mode, as in fdinfo "flags:" minus O_CLOEXEC */
+	uint64_t pos;     /* file, dir, deleted, memfd */
+	int dup_of;       /* dup: the earlier fd sharing the description */
+
+	char *path;       /* file, dir, dev, tty, deleted (where it was), unix-listen address */
+	char *name;       /* memfd name (without "memfd:") */
+	uint64_t ino;     /* file, dir, fifo: identity checked at restore */
+	uint64_t size;    /* file: size at dump; deleted, memfd: content size; pipe: capacity */
+	int64_t mtime_ns; /* file */
+	unsigned mode;    /* deleted, memfd: permission bits */
+	unsigned rdev_major, rdev_minor; /* dev */
+	unsigned seals;   /* memfd */
+
+	uint64_t id;      /* pipe: pipe inode; unix-pair: inode of the lower-numbered end */
+	bool peer_in;     /* pipe: the other end is in the process */
+
+	/* Bytes owned by this line: queued pipe or socket bytes, file content.
+	 * Written to data_path ("fds/<fd>.data") when data_len > 0. */
+	void *data;
+	uint64_t data_len;
+
+	uint64_t count;   /* eventfd */
+	bool semaphore;   /* eventfd */
+
+	struct fd_watch *watches; /* epoll */
+	size_t n_watches;
+
+	int clockid;      /* timerfd */
+	uint64_t ticks;
+	unsigned settime_flags;
+	struct timespec value, interval;
+
+	uint64_t sigmask; /* signalfd: bit n-1 is signal n */
+
+	int family;       /* sockets: AF_INET, AF_INET6, AF_UNIX */
+	int type;         /* sockets: SOCK_STREAM, ... */
+	int backlog;
+	bool reuseaddr, v6only;
+	struct sockaddr_storage addr;  /* bound address (unix: addrlen 2 when unbound) */
+	socklen_t addrlen;
+	struct sockaddr_storage peer;  /* unix-dgram: the named socket it is connected to */
+	socklen_t peerlen;             /* 0: not connected */
+	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
+	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
+
+	bool to_null;     /* tty: gone at load, replaced by /dev/null or tty_log */
+	char *tty_log;    /* tty: CKPTFS_TTY_LOG, the file that replaces it, or NULL */
+
+	/* capture only */
+	int dupfd;        /* our pidfd_getfd(2) duplicate, -1 once closed */
+	char *link;       /* readlink of /proc/PID/fd/N */
+	char *fdinfo;     /* the whole /proc/PID/fdinfo/N */
+	struct stat *st;
+
+	/* restore only */
+	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed */
+};
+
+struct fd_image {
+	struct fd_entry *e; /* sorted by fd */
+	size_t n;
+	pid_t pid;          /* capture only */
+	int pidfd;          /* capture only */
+	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
+};
+
+/* A key=value pair of one parsed line. */
+struct fd_kv {
+	const char *key;
+	const char *val;
+	bool used;
+};
+
+struct fd_line {
+	struct fd_kv kv[64];
+	size_t n;
+	int fd;
+	const char *kind;
+	unsigned lineno;
+};
+
+/* ---- fds.c: helpers for the kind files ---------------------------------- */
+
+/* The value of fdinfo line "key:" of e (whitespace skipped), or NULL. */
+const char *fds_info(const struct fd_entry *e, const char *key);
+/* Looks up (and marks used) key in a parsed line; NULL when absent. */
+const char *fds_kv(struct fd_line *l, const char *key);
+/* Like fds_kv but absent is -EBADMSG with a detail naming the line. */
+int fds_kv_req(struct fd_line *l, const char *key, const char **ret);
+int fds_kv_u64(struct fd_line *l, const char *key, uint64_t *ret);
+int fds_kv_u64_opt(struct fd_line *l, const char *key, uint64_t def, uint64_t *ret);
+int fds_kv_hex(struct fd_line *l, const char *key, uint64_t *ret);
+int fds_kv_bool(struct fd_line *l, const char *key, bool *ret);
+int fds_kv_path(struct fd_line *l, const char *key, char **ret);
+int fds_kv_ts(struct fd_line *l, const char *key, struct timespec *ret);
+/* Records "<fmt>: <previous detail>" (or just <fmt> when there is none)
+ * and returns r. */
+int fds_err_prefix(int r, const char *fmt, ...) _printf_(2, 3);
+/* -EBADMSG naming the line: "fds line N (fd F): ..." */
+int fds_bad(struct fd_line *l, const char *fmt, ...) _printf_(2, 3);
+
+/* Appends to a growing text buffer (fds_write). */
+struct fds_buf {
+	char *p;
+	size_t len, cap;
+	int err;
+};
+void fds_printf(struct fds_buf *b, const char *fmt, ...) _printf_(2, 3);
+/* Appends key=value with the value escaped (bytes outside 0x21..0x7e, '\\'
+ * and '=' as \xHH) so that a line splits on spaces. */
+void fds_put_path(struct fds_buf *b, const char *key, const char *val, size_t len);
+/* Decodes an escaped value; returns the length or -EINVAL. */
+ssize_t fds_unescape(const char *in, char *out, size_t outsz);
+
+/* Moves fd to a number above `above`, O_CLOEXEC; closes the old one.
+ * Returns the new fd or -errno (fd closed either way). */
+int fds_move_above(int fd, int above);
+/* Reads everything from fd (a pipe or file read from its current data)
+ * into a malloc'd buffer, at most max bytes. */
+int fds_copy_content(int fd, uint64_t size, void **ret);
+/* Writes content into a fresh file fd (pwrite, skipping zero pages). */
+int fds_fill_content(int fd, const void *data, uint64_t size);
+
+/* ---- per kind ------------------------------------------------------------ */
+
+/* fds-file.c: file, dir, dev, tty, deleted, memfd. Classify returns 1 when
+ * the entry is one of its kinds (kind set), 0 when not, -errno to refuse. */
+int fds_file_classify(struct fd_image *img, struct fd_entry *e);
+int fds_file_capture(struct fd_image *img, struct fd_entry *e);
+void fds_file_print(struct fd_entry *e, struct fds_buf *b);
+int fds_file_parse(struct fd_entry *e, struct fd_line *l);
+int fds_file_check_host(struct fd_entry *e);
+int fds_file_open(struct fd_entry *e);
+/* CKPTFS_RESTORE_CHANGED_FILES=1: restore files (and FIFOs) that changed
+ * since the dump instead of refusing them. */
+bool fds_changed_files_allowed(void);
+
+/* fds-pipe.c */
+int fds_pipe_classify(struct fd_image *img, struct fd_entry *e);
+int fds_pipe_capture(struct fd_image *img, struct fd_entry *e);
+void fds_pipe_print(struct fd_entry *e, struct fds_buf *b);
+int fds_pipe_parse(struct fd_entry *e, struct fd_line *l);
+int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above);
+/* Cross-line rules of a parsed table: both ends of a pipe agree. */
+int fds_pipe_validate(struct fd_image *img);
+/* fds_load(): a FIFO must still be there. */
+int fds_pipe_check_host(struct fd_entry *e);
+
+/* fds-event.c: eventfd, epoll, timerfd, signalfd */
+int fds_event_classify(struct fd_image *img, struct fd_entry *e);
+int fds_event_capture(struct fd_image *img, struct fd_entry *e);
+void fds_event_print(struct fd_entry *e, struct fds_buf *b);
+int fds_event_parse(struct fd_entry *e, struct fd_line *l);
+int fds_event_open(struct fd_image *img, struct fd_entry *e);
+
+/* fds-socket.c */
+int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
+int fds_socket_capture(struct fd_image *img, struct fd_entry *e);
+void fds_socket_print(struct fd_entry *e, struct fds_buf *b);
+int fds_socket_parse(struct fd_entry *e, struct fd_line *l);
+int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above);
+/* Cross-line rules: both ends of a socket pair agree. */
+int fds_socket_validate(struct fd_image *img);
+
+/* The kind's name in the `fds` file ("pipe-r"), and back. */
+const char *fds_kind_name(enum fd_kind k);
+int fds_kind_from_name(const char *s);
+
+/* The entry for fd, or NULL. */
+struct fd_entry *fds_find(struct fd_image *img, int fd);
+
+/* The host checks of fds_load(): files changed or gone (an error),
+ * terminals gone (replaced by /dev/null, with a warning). */
+int fds_host_check(struct fd_image *img);
+
+/* In-memory text form, for tests and fds_write. */
+int fds_format(struct fd_image *img, char **ret, size_t *ret_len);
+/* Parses text; data files are fetched through get(path, &buf, &len, ud). */
+int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_t *len, void *ud),
+	      void *ud, struct fd_image **ret);
+
+#endif

@@ -1,0 +1,1134 @@
+/*
+ * engine/fds.c: the descriptor table of a process, captured and restored.
+ *
+ * Capture never runs code in the process: pidfd_getfd(2) gives us a
+ * duplicate of each descriptor, sharing its open file description, from
+ * which the kind files read state (fstat, getsockopt, tee, MSG_PEEK), and
+ * /proc/PID/fdinfo/N holds the rest. Two descriptors sharing one open file
+ * description (dup, fork) are found with kcmp(KCMP_FILE) and restored as
+ * one description again, so that they share offset and status flags.
+ *
+ * Restore runs in the new process before its memory is replaced. Every
+ * descriptor number up to fds_max() is closed first; each description is
+ * then created, moved above fds_max() and dup3()'d onto its number, so
+ * that a freshly created descriptor can never land on (and be clobbered
+ * by) a number still to be filled. Epoll instances come last: their watch
+ * lists name the restored numbers. At the end every descriptor above
+ * fds_max() is closed too (the restorer's inherited ones, our temporary
+ * ones): the table is exactly the image's. Should the core need working
+ * descriptors in the new process afterwards, it creates them above
+ * fds_max() (F_DUPFD_CLOEXEC), so they never fill a gap of the image.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/kcmp.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "engine/fds-int.h"
+
+static const char *const kind_names[_FD_KIND_MAX] = {
+	[FD_KIND_DUP] = "dup",
+	[FD_KIND_FILE] = "file",
+	[FD_KIND_DIR] = "dir",
+	[FD_KIND_DEV] = "dev",
+	[FD_KIND_TTY] = "tty",
+	[FD_KIND_DELETED] = "deleted",
+	[FD_KIND_MEMFD] = "memfd",
+	[FD_KIND_PIPE_R] = "pipe-r",
+	[FD_KIND_PIPE_W] = "pipe-w",
+	[FD_KIND_FIFO] = "fifo",
+	[FD_KIND_EVENTFD] = "eventfd",
+	[FD_KIND_EPOLL] = "epoll",
+	[FD_KIND_TIMERFD] = "timerfd",
+	[FD_KIND_SIGNALFD] = "signalfd",
+	[FD_KIND_TCP_LISTEN] = "tcp-listen",
+	[FD_KIND_UNIX_LISTEN] = "unix-listen",
+	[FD_KIND_UNIX_PAIR] = "unix-pair",
+	[FD_KIND_UNIX_DGRAM] = "unix-dgram",
+};
+
+/* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
+#define SETFL_MASK (O_APPEND | O_NONBLOCK | O_ASYNC | O_DIRECT | O_NOATIME)
+
+const char *fds_kind_name(enum fd_kind k)
+{
+	return k < _FD_KIND_MAX ? kind_names[k] : "?";
+}
+
+int fds_kind_from_name(const char *s)
+{
+	for (int k = 0; k < _FD_KIND_MAX; k++)
+		if (strcmp(s, kind_names[k]) == 0)
+			return k;
+	return -EINVAL;
+}
+
+struct fd_entry *fds_find(struct fd_image *img, int fd)
+{
+	for (size_t i = 0; i < img->n; i++)
+		if (img->e[i].fd == fd)
+			return &img->e[i];
+	return NULL;
+}
+
+const char *fds_info(const struct fd_entry *e, const char *key)
+{
+	size_t kl = strlen(key);
+
+	for (const char *p = e->fdinfo; p && *p;) {
+		if (strncmp(p, key, kl) == 0 && p[kl] == ':') {
+			p += kl + 1;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			return p;
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int pidfd_getfd_(int pidfd, int fd)
+{
+	/* The duplicate is always O_CLOEXEC. */
+	return (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+}
+
+static int kcmp_file(pid_t pid, int a, int b)
+{
+	return (int)syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
+}
+
+int fds_move_above(int fd, int above)
+{
+	int r = fcntl(fd, F_DUPFD_CLOEXEC, above + 1);
+	int e = r < 0 ? negerrno() : 0;
+
+	close(fd);
+	return r < 0 ? e : r;
+}
+
+int fds_copy_content(int fd, uint64_t size, void **ret)
+{
+	_cleanup_free_ char *buf = NULL;
+
+	if (size > (1ull << 30))
+		return -EFBIG;
+	buf = malloc(size ? size : 1);
+	if (!buf)
+		return -ENOMEM;
+	/* pread: the description's offset is the process's, never ours. */
+	ssize_t n = pread_full(fd, buf, size, 0);
+	if (n < 0)
+		return (int)n;
+	if ((uint64_t)n != size)
+		return -EIO;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+int fds_fill_content(int fd, const void *data, uint64_t size)
+{
+	static const char zero[4096];
+	const char *p = data;
+
+	if (ftruncate(fd, (off_t)size) < 0)
+		return negerrno();
+	/* Zero pages stay holes, as they were in the image. */
+	for (uint64_t off = 0; off < size; off += sizeof(zero)) {
+		size_t len = MIN(sizeof(zero), size - off);
+		if (memcmp(p + off, zero, len) == 0)
+			continue;
+		int r = pwrite_full(fd, p + off, len, (off_t)off);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void entry_free(struct fd_entry *e)
+{
+	if (e->dupfd >= 0)
+		close(e->dupfd);
+	if (e->tmp_other >= 0)
+		close(e->tmp_other);
+	free(e->path);
+	free(e->tty_log);
+	free(e->name);
+	free(e->data);
+	free(e->watches);
+	free(e->link);
+	free(e->fdinfo);
+	free(e->st);
+}
+
+void fds_free(struct fd_image *img)
+{
+	if (!img)
+		return;
+	for (size_t i = 0; i < img->n; i++)
+		entry_free(&img->e[i]);
+	free(img->e);
+	if (img->pidfd >= 0)
+		close(img->pidfd);
+	free(img);
+}
+
+int fds_max(struct fd_image *img)
+{
+	return img && img->n ? img->e[img->n - 1].fd : -1;
+}
+
+static struct fd_image *image_new(void)
+{
+	struct fd_image *img = calloc(1, sizeof(*img));
+
+	if (img)
+		img->pidfd = -1;
+	return img;
+}
+
+static struct fd_entry *image_add(struct fd_image *img)
+{
+	struct fd_entry *n = realloc(img->e, (img->n + 1) * sizeof(*n));
+
+	if (!n)
+		return NULL;
+	img->e = n;
+	n = &img->e[img->n++];
+	memset(n, 0, sizeof(*n));
+	n->dupfd = -1;
+	n->tmp_other = -1;
+	n->dup_of = -1;
+	return n;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Numbers of pid's open descriptors, sorted. */
+static int list_fds(pid_t pid, int **ret, size_t *ret_n)
+{
+	char path[64];
+	_cleanup_free_ int *v = NULL;
+	size_t n = 0, cap = 0;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	d = opendir(path);
+	if (!d)
+		return err_set(negerrno(), "pid %d: cannot list descriptors", pid);
+	while ((de = readdir(d))) {
+		uint64_t fd;
+		if (de->d_name[0] == '.' || parse_u64(de->d_name, &fd) < 0 || fd > INT32_MAX)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			int *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = (int)fd;
+	}
+	closedir(d);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_int);
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
+/* Reads link, fdinfo, flags, pos and a duplicate of one descriptor.
+ * Returns 0, or -ENOENT when the descriptor went away (only possible while
+ * the process runs, during fds_check). */
+static int entry_read(struct fd_image *img, struct fd_entry *e)
+{
+	char path[64], link[PATH_MAX + 1];
+	ssize_t n;
+	const char *v;
+	uint64_t flags;
+	int r;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", img->pid, e->fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return errno == ENOENT ? -ENOENT : err_set(negerrno(), "fd %d: cannot read its link", e->fd);
+	link[n] = 0;
+	e->link = strdup(link);
+	if (!e->link)
+		return -ENOMEM;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", img->pid, e->fd);
+	r = read_file_full(path, &e->fdinfo, NULL);
+	if (r < 0)
+		return r == -ENOENT ? r : err_set(r, "fd %d: cannot read %s", e->fd, path);
+	v = fds_info(e, "flags");
+	if (!v || sscanf(v, "%lo", &flags) != 1)
+		return err_set(-EIO, "fd %d: no flags in fdinfo", e->fd);
+	e->cloexec = flags & O_CLOEXEC;
+	/* O_LARGEFILE (the kernel's value; glibc's is 0 on 64-bit) is
+	 * implied on 64-bit and set by the kernel itself. */
+	e->flags = (unsigned)(flags & ~(uint64_t)(O_CLOEXEC | 0100000));
+	v = fds_info(e, "pos");
+	if (!v || sscanf(v, "%lu", &e->pos) != 1)
+		return err_set(-EIO, "fd %d: no pos in fdinfo", e->fd);
+
+	e->dupfd = pidfd_getfd_(img->pidfd, e->fd);
+	if (e->dupfd < 0) {
+		r = negerrno();
+		return r == -EBADF ? -ENOENT
+				   : err_set(r, "fd %d: cannot duplicate it with pidfd_getfd", e->fd);
+	}
+	e->st = malloc(sizeof(*e->st));
+	if (!e->st)
+		return -ENOMEM;
+	if (fstat(e->dupfd, e->st) < 0)
+		return err_set(negerrno(), "fd %d: fstat", e->fd);
+	return 0;
+}
+
+static int classify(struct fd_image *img, struct fd_entry *e)
+{
+	int (*fns[])(struct fd_image *, struct fd_entry *) = {
+		fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
+	};
+
+	/* State of the description that no kind restores: refuse rather
+	 * than lose it. fdinfo lists the locks held on the file. */
+	if (strstr(e->fdinfo, "\nlock:"))
+		return err_set(-EOPNOTSUPP, "fd %d: %s: file locks held: not supported", e->fd, e->link);
+	if (e->flags & O_ASYNC)
+		return err_set(-EOPNOTSUPP, "fd %d: %s: signal-driven I/O (O_ASYNC): not supported", e->fd,
+			       e->link);
+
+	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
+		int r = fns[i](img, e);
+		if (r != 0)
+			return r < 0 ? r : 0;
+	}
+	return err_set(-EOPNOTSUPP, "fd %d: %s: not supported", e->fd, e->link);
+}
+
+static bool kind_is_file(enum fd_kind k)
+{
+	return k == FD_KIND_FILE || k == FD_KIND_DIR || k == FD_KIND_DEV || k == FD_KIND_TTY ||
+	       k == FD_KIND_DELETED || k == FD_KIND_MEMFD;
+}
+
+static int capture_one(struct fd_image *img, struct fd_entry *e)
+{
+	switch (e->kind) {
+	case FD_KIND_DUP:
+		return 0;
+	case FD_KIND_FILE:
+	case FD_KIND_DIR:
+	case FD_KIND_DEV:
+	case FD_KIND_TTY:
+	case FD_KIND_DELETED:
+	case FD_KIND_MEMFD:
+		return fds_file_capture(img, e);
+	case FD_KIND_PIPE_R:
+	case FD_KIND_PIPE_W:
+	case FD_KIND_FIFO:
+		return fds_pipe_capture(img, e);
+	case FD_KIND_EVENTFD:
+	case FD_KIND_EPOLL:
+	case FD_KIND_TIMERFD:
+	case FD_KIND_SIGNALFD:
+		return fds_event_capture(img, e);
+	case FD_KIND_TCP_LISTEN:
+	case FD_KIND_UNIX_LISTEN:
+	case FD_KIND_UNIX_PAIR:
+	case FD_KIND_UNIX_DGRAM:
+		return fds_socket_capture(img, e);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Drops what only capture needs, our duplicates first. */
+static void image_settle(struct fd_image *img)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->dupfd >= 0)
+			close(e->dupfd);
+		e->dupfd = -1;
+		free(e->fdinfo);
+		e->fdinfo = NULL;
+		free(e->st);
+		e->st = NULL;
+	}
+	if (img->pidfd >= 0)
+		close(img->pidfd);
+	img->pidfd = -1;
+}
+
+struct dup_sort {
+	struct fd_image *img;
+	int err;
+};
+
+/* Orders descriptors by inode, then by open file description as kcmp
+ * orders them (it gives a total order, for sorting), then by number. */
+static int cmp_description(const void *a, const void *b, void *ud)
+{
+	struct dup_sort *ds = ud;
+	const struct fd_entry *x = &ds->img->e[*(const size_t *)a], *y = &ds->img->e[*(const size_t *)b];
+	int r;
+
+	if (x->st->st_dev != y->st->st_dev)
+		return x->st->st_dev < y->st->st_dev ? -1 : 1;
+	if (x->st->st_ino != y->st->st_ino)
+		return x->st->st_ino < y->st->st_ino ? -1 : 1;
+	if (x->fd == y->fd)
+		return 0;
+	r = kcmp_file(ds->img->pid, x->fd, y->fd);
+	if (r < 0 || r > 2) {
+		if (!ds->err)
+			ds->err = err_set(r < 0 ? negerrno() : -EIO, "fd %d: kcmp with fd %d", x->fd, y->fd);
+		return 0;
+	}
+	if (r == 0)
+		return x->fd < y->fd ? -1 : 1;
+	return r == 1 ? -1 : 1;
+}
+
+/* Marks every descriptor that shares the open file description of a lower
+ * numbered one as a dup of the lowest. Only descriptors of one inode can
+ * share one; anon inodes (eventfd, epoll, ...) all share an inode, so
+ * kcmp decides, in a sort: n log n calls, not n squared. */
+static int find_dups(struct fd_image *img)
+{
+	struct dup_sort ds = { .img = img };
+	_cleanup_free_ size_t *idx = NULL;
+
+	for (size_t i = 0; i < img->n; i++)
+		img->e[i].kind = _FD_KIND_MAX;
+	if (img->n < 2)
+		return 0;
+	idx = malloc(img->n * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->n; i++)
+		idx[i] = i;
+	qsort_r(idx, img->n, sizeof(*idx), cmp_description, &ds);
+	if (ds.err)
+		return ds.err;
+	for (size_t i = 1; i < img->n; i++) {
+		struct fd_entry *p = &img->e[idx[i - 1]], *e = &img->e[idx[i]];
+		if (p->st->st_dev != e->st->st_dev || p->st->st_ino != e->st->st_ino)
+			continue;
+		int r = kcmp_file(img->pid, p->fd, e->fd);
+		if (r < 0)
+			return err_set(negerrno(), "fd %d: kcmp with fd %d", e->fd, p->fd);
+		if (r == 0) {
+			/* Runs are sorted by number: p is the run's lowest or
+			 * already points at it. */
+			e->kind = FD_KIND_DUP;
+			e->dup_of = p->kind == FD_KIND_DUP ? p->dup_of : p->fd;
+		}
+	}
+	return 0;
+}
+
+static int scan(pid_t pid, bool capture, struct fd_image **ret)
+{
+	_cleanup_free_ int *fds = NULL;
+	size_t n = 0;
+	struct fd_image *img;
+	int r;
+
+	img = image_new();
+	if (!img)
+		return -ENOMEM;
+	img->pid = pid;
+	img->checking = !capture;
+	img->pidfd = pidfd_open_(pid);
+	if (img->pidfd < 0) {
+		r = err_set(negerrno(), "pid %d: pidfd_open", pid);
+		goto fail;
+	}
+	r = list_fds(pid, &fds, &n);
+	if (r < 0)
+		goto fail;
+
+	for (size_t i = 0; i < n; i++) {
+		struct fd_entry *e = image_add(img);
+		if (!e) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		e->fd = fds[i];
+		r = entry_read(img, e);
+		if (r == -ENOENT && !capture) {
+			/* Closed while we looked: the process runs during fds_check. */
+			entry_free(e);
+			img->n--;
+			continue;
+		}
+		if (r < 0)
+			goto fail;
+	}
+
+	r = find_dups(img);
+	if (r < 0)
+		goto fail;
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind == FD_KIND_DUP)
+			continue;
+		r = classify(img, e);
+		if (r < 0)
+			goto fail;
+	}
+
+	if (capture && fault_hit(FAULT_ENGINE_FDS)) {
+		r = err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
+		goto fail;
+	}
+	for (size_t i = 0; i < img->n; i++) {
+		/* fds_check runs the captures that can refuse by state (an
+		 * epoll watch on a closed descriptor, connections waiting on a
+		 * listener, datagrams queued in a pair) so that the refusal
+		 * comes before the process is touched. They only peek. File
+		 * contents are copied at capture only. */
+		if (!capture && (kind_is_file(img->e[i].kind) || img->e[i].kind == FD_KIND_DUP))
+			continue;
+		r = capture_one(img, &img->e[i]);
+		if (r < 0)
+			goto fail;
+	}
+	image_settle(img);
+	*ret = img;
+	return 0;
+fail:
+	fds_free(img);
+	return r;
+}
+
+int fds_check(pid_t pid)
+{
+	struct fd_image *img = NULL;
+	int r = scan(pid, false, &img);
+
+	if (r >= 0)
+		log_debug("pid %d: %zu descriptors, all supported", pid, img->n);
+	fds_free(img);
+	return r;
+}
+
+int fds_capture(pid_t pid, struct fd_image **ret)
+{
+	return scan(pid, true, ret);
+}
+
+/* ---- the text form --------------------------------------------------------- */
+
+void fds_printf(struct fds_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->err)
+		return;
+	for (;;) {
+		size_t room = b->cap - b->len;
+		va_start(ap, fmt);
+		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->err = -EINVAL;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t cap = MAX(b->cap * 2, b->len + (size_t)n + 256);
+		char *p = realloc(b->p, cap);
+		if (!p) {
+			b->err = -ENOMEM;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+}
+
+void fds_put_path(struct fds_buf *b, const char *key, const char *val, size_t len)
+{
+	fds_printf(b, " %s=", key);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)val[i];
+		if (c <= 0x20 || c >= 0x7f || c == '\\' || c == '=')
+			fds_printf(b, "\\x%02x", c);
+		else
+			fds_printf(b, "%c", c);
+	}
+}
+
+ssize_t fds_unescape(const char *in, char *out, size_t outsz)
+{
+	size_t n = 0;
+
+	for (const char *p = in; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '\\') {
+			unsigned v;
+			if (p[1] != 'x' || !isxdigit((unsigned char)p[2]) || !isxdigit((unsigned char)p[3]))
+				return -EINVAL;
+			if (sscanf(p + 2, "%2x", &v) != 1)
+				return -EINVAL;
+			c = (unsigned char)v;
+			p += 3;
+		} else if (c <= 0x20 || c >= 0x7f || c == '=') {
+			return -EINVAL;
+		}
+		if (n + 1 >= outsz)
+			return -ENAMETOOLONG;
+		out[n++] = (char)c;
+	}
+	out[n] = 0;
+	return (ssize_t)n;
+}
+
+static void data_path(int fd, char *buf, size_t len)
+{
+	snprintf(buf, len, "fds-data/%d", fd);
+}
+
+int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
+{
+	struct fds_buf b = { 0 };
+
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		fds_printf(&b, "%d %s", e->fd, fds_kind_name(e->kind));
+		if (e->kind == FD_KIND_DUP) {
+			fds_printf(&b, " of=%d cloexec=%d\n", e->dup_of, e->cloexec);
+			continue;
+		}
+		fds_printf(&b, " flags=0%o cloexec=%d", e->flags, e->cloexec);
+		switch (e->kind) {
+		case FD_KIND_FILE:
+		case FD_KIND_DIR:
+		case FD_KIND_DEV:
+		case FD_KIND_TTY:
+		case FD_KIND_DELETED:
+		case FD_KIND_MEMFD:
+			fds_file_print(e, &b);
+			break;
+		case FD_KIND_PIPE_R:
+		case FD_KIND_PIPE_W:
+		case FD_KIND_FIFO:
+			fds_pipe_print(e, &b);
+			break;
+		case FD_KIND_EVENTFD:
+		case FD_KIND_EPOLL:
+		case FD_KIND_TIMERFD:
+		case FD_KIND_SIGNALFD:
+			fds_event_print(e, &b);
+			break;
+		default:
+			fds_socket_print(e, &b);
+			break;
+		}
+		if (e->data_len) {
+			char dp[64];
+			data_path(e->fd, dp, sizeof(dp));
+			fds_printf(&b, " data=%s", dp);
+		}
+		fds_printf(&b, "\n");
+	}
+	fds_printf(&b, "%s", ""); /* an empty table is an empty, allocated text */
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	*ret = b.p;
+	*ret_len = b.len;
+	return 0;
+}
+
+/* ---- parsing ------------------------------------------------------------------ */
+
+int fds_err_prefix(int r, const char *fmt, ...)
+{
+	char prev[512], msg[512];
+	va_list ap;
+
+	snprintf(prev, sizeof(prev), "%s", err_msg());
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return err_set(r, "%s%s%s", msg, prev[0] ? ": " : "", prev);
+}
+
+int fds_bad(struct fd_line *l, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return err_set(-EBADMSG, "fds line %u (fd %d): %s", l->lineno, l->fd, msg);
+}
+
+const char *fds_kv(struct fd_line *l, const char *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!l->kv[i].used && strcmp(l->kv[i].key, key) == 0) {
+			l->kv[i].used = true;
+			return l->kv[i].val;
+		}
+	return NULL;
+}
+
+int fds_kv_req(struct fd_line *l, const char *key, const char **ret)
+{
+	const char *v = fds_kv(l, key);
+
+	if (!v)
+		return fds_bad(l, "%s %s= missing", l->kind, key);
+	*ret = v;
+	return 0;
+}
+
+static int parse_num(const char *s, int base, uint64_t *ret)
+{
+	char *end;
+
+	/* strtoull accepts signs and spaces; the format has neither. */
+	if (!isxdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, base);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int fds_kv_u64(struct fd_line *l, const char *key, uint64_t *ret)
+{
+	const char *v;
+	int r = fds_kv_req(l, key, &v);
+
+	if (r < 0)
+		return r;
+	if (parse_u64(v, ret) < 0)
+		return fds_bad(l, "%s=%s: not a decimal number", key, v);
+	return 0;
+}
+
+int fds_kv_u64_opt(struct fd_line *l, const char *key, uint64_t def, uint64_t *ret)
+{
+	const char *v = fds_kv(l, key);
+
+	if (!v) {
+		*ret = def;
+		return 0;
+	}
+	if (parse_u64(v, ret) < 0)
+		return fds_bad(l, "%s=%s: not a decimal number", key, v);
+	return 0;
+}
+
+int fds_kv_hex(struct fd_line *l, const char *key, uint64_t *ret)
+{
+	const char *v;
+	int r = fds_kv_req(l, key, &v);
+
+	if (r < 0)
+		return r;
+	if (strncmp(v, "0x", 2) != 0 || parse_num(v + 2, 16, ret) < 0)
+		return fds_bad(l, "%s=%s: not a 0x hex number", key, v);
+	return 0;
+}
+
+int fds_kv_bool(struct fd_line *l, const char *key, bool *ret)
+{
+	const char *v;
+	int r = fds_kv_req(l, key, &v);
+
+	if (r < 0)
+		return r;
+	if (strcmp(v, "0") && strcmp(v, "1"))
+		return fds_bad(l, "%s=%s: not 0 or 1", key, v);
+	*ret = v[0] == '1';
+	return 0;
+}
+
+int fds_kv_path(struct fd_line *l, const char *key, char **ret)
+{
+	char buf[PATH_MAX + 1];
+	const char *v;
+	int r = fds_kv_req(l, key, &v);
+
+	if (r < 0)
+		return r;
+	if (fds_unescape(v, buf, sizeof(buf)) < 0 || strlen(buf) == 0)
+		return fds_bad(l, "%s=: bad escaped value", key);
+	*ret = strdup(buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int fds_kv_ts(struct fd_line *l, const char *key, struct timespec *ret)
+{
+	const char *v;
+	char *dot;
+	uint64_t s, ns;
+	char buf[64];
+	int r = fds_kv_req(l, key, &v);
+
+	if (r < 0)
+		return r;
+	snprintf(buf, sizeof(buf), "%s", v);
+	dot = strchr(buf, '.');
+	if (!dot || strlen(dot + 1) != 9)
+		return fds_bad(l, "%s=%s: not SECONDS.NNNNNNNNN", key, v);
+	*dot = 0;
+	if (parse_u64(buf, &s) < 0 || parse_u64(dot + 1, &ns) < 0 || s > INT64_MAX)
+		return fds_bad(l, "%s=%s: not SECONDS.NNNNNNNNN", key, v);
+	ret->tv_sec = (time_t)s;
+	ret->tv_nsec = (long)ns;
+	return 0;
+}
+
+static int parse_line(struct fd_image *img, char *line, unsigned lineno,
+		      int (*get)(const char *, void **, uint64_t *, void *), void *ud)
+{
+	struct fd_line l = { .lineno = lineno, .fd = -1 };
+	struct fd_entry *e;
+	char *tok, *save = NULL;
+	uint64_t u;
+	int r, k;
+
+	if (!*line)
+		return err_set(-EBADMSG, "fds line %u: empty", lineno);
+	if (line[0] == ' ' || line[strlen(line) - 1] == ' ' || strstr(line, "  "))
+		return err_set(-EBADMSG, "fds line %u: stray spaces", lineno);
+	tok = strtok_r(line, " ", &save);
+	if (parse_u64(tok, &u) < 0 || u > INT32_MAX)
+		return err_set(-EBADMSG, "fds line %u: bad descriptor number '%s'", lineno, tok);
+	l.fd = (int)u;
+	if (img->n && img->e[img->n - 1].fd >= l.fd)
+		return fds_bad(&l, "descriptor numbers must increase");
+	l.kind = strtok_r(NULL, " ", &save);
+	if (!l.kind)
+		return fds_bad(&l, "no kind");
+	k = fds_kind_from_name(l.kind);
+	if (k < 0)
+		return fds_bad(&l, "unknown kind '%s'", l.kind);
+	while ((tok = strtok_r(NULL, " ", &save))) {
+		char *eq = strchr(tok, '=');
+		if (!eq || eq == tok)
+			return fds_bad(&l, "'%s' is not key=value", tok);
+		if (l.n == ARRAY_SIZE(l.kv))
+			return fds_bad(&l, "too many keys");
+		*eq = 0;
+		for (size_t i = 0; i < l.n; i++)
+			if (strcmp(l.kv[i].key, tok) == 0 && strcmp(tok, "watch") != 0)
+				return fds_bad(&l, "key %s twice", tok);
+		l.kv[l.n++] = (struct fd_kv){ .key = tok, .val = eq + 1 };
+	}
+
+	e = image_add(img);
+	if (!e)
+		return -ENOMEM;
+	e->fd = l.fd;
+	e->kind = k;
+	r = fds_kv_bool(&l, "cloexec", &e->cloexec);
+	if (r < 0)
+		return r;
+	if (k == FD_KIND_DUP) {
+		struct fd_entry *o;
+		r = fds_kv_u64(&l, "of", &u);
+		if (r < 0)
+			return r;
+		o = u <= INT32_MAX ? fds_find(img, (int)u) : NULL;
+		if (!o || o == e || o->kind == FD_KIND_DUP)
+			return fds_bad(&l, "of=%lu: not an earlier, non-dup descriptor", u);
+		e->dup_of = (int)u;
+	} else {
+		const char *v;
+		r = fds_kv_req(&l, "flags", &v);
+		if (r < 0)
+			return r;
+		if (v[0] != '0' || parse_num(v, 8, &u) < 0 || u > 0x7fffffff || (u & O_CLOEXEC))
+			return fds_bad(&l, "flags=%s: not octal status flags", v);
+		e->flags = (unsigned)u;
+		switch (k) {
+		case FD_KIND_FILE:
+		case FD_KIND_DIR:
+		case FD_KIND_DEV:
+		case FD_KIND_TTY:
+		case FD_KIND_DELETED:
+		case FD_KIND_MEMFD:
+			r = fds_file_parse(e, &l);
+			break;
+		case FD_KIND_PIPE_R:
+		case FD_KIND_PIPE_W:
+		case FD_KIND_FIFO:
+			r = fds_pipe_parse(e, &l);
+			break;
+		case FD_KIND_EVENTFD:
+		case FD_KIND_EPOLL:
+		case FD_KIND_TIMERFD:
+		case FD_KIND_SIGNALFD:
+			r = fds_event_parse(e, &l);
+			break;
+		default:
+			r = fds_socket_parse(e, &l);
+			break;
+		}
+		if (r < 0)
+			return r;
+		/* The kind's parser set data_len from its own length key. */
+		const char *dv = fds_kv(&l, "data");
+		char want[64];
+		data_path(e->fd, want, sizeof(want));
+		if (e->data_len && (!dv || strcmp(dv, want) != 0))
+			return fds_bad(&l, "data= must be %s", want);
+		if (!e->data_len && dv)
+			return fds_bad(&l, "data= without bytes to hold");
+		if (e->data_len) {
+			void *buf = NULL;
+			uint64_t len = 0;
+			if (!get)
+				return fds_bad(&l, "data= but no data files to read");
+			r = get(want, &buf, &len, ud);
+			if (r < 0)
+				return fds_err_prefix(r, "fds line %u (fd %d): cannot read %s", lineno,
+						      l.fd, want);
+			if (len != e->data_len) {
+				free(buf);
+				return fds_bad(&l, "%s holds %lu bytes, the line says %lu", want, len,
+					       e->data_len);
+			}
+			e->data = buf;
+		}
+	}
+	for (size_t i = 0; i < l.n; i++)
+		if (!l.kv[i].used)
+			return fds_bad(&l, "unknown key %s for %s", l.kv[i].key, l.kind);
+	return 0;
+}
+
+int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_t *len, void *ud),
+	      void *ud, struct fd_image **ret)
+{
+	_cleanup_free_ char *copy = strdup(text);
+	struct fd_image *img;
+	char *p, *nl;
+	unsigned lineno = 0;
+	int r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	img = image_new();
+	if (!img)
+		return -ENOMEM;
+	size_t len = strlen(copy);
+	if (len && copy[len - 1] != '\n') {
+		r = err_set(-EBADMSG, "fds: last line not terminated");
+		goto fail;
+	}
+	for (p = copy; *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		*nl = 0;
+		r = parse_line(img, p, ++lineno, get, ud);
+		if (r < 0)
+			goto fail;
+	}
+	/* Cross-line rules: epoll watches name restored descriptors. */
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		for (size_t w = 0; w < e->n_watches; w++) {
+			struct fd_entry *t = fds_find(img, e->watches[w].tfd);
+			if (t && t->kind == FD_KIND_DUP)
+				t = fds_find(img, t->dup_of);
+			if (!t || t->kind == FD_KIND_EPOLL) {
+				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d, %s", e->fd,
+					    e->watches[w].tfd, t ? "an epoll instance" : "which is not in the table");
+				goto fail;
+			}
+		}
+	}
+	r = fds_pipe_validate(img);
+	if (r < 0)
+		goto fail;
+	r = fds_socket_validate(img);
+	if (r < 0)
+		goto fail;
+	*ret = img;
+	return 0;
+fail:
+	fds_free(img);
+	return r;
+}
+
+int fds_host_check(struct fd_image *img)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		int r = fds_file_check_host(&img->e[i]);
+		if (r >= 0)
+			r = fds_pipe_check_host(&img->e[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- restore -------------------------------------------------------------- */
+
+static int place(struct fd_entry *e, int tmp)
+{
+	/* tmp is above fds_max() and e->fd is free: dup3 cannot clobber. */
+	if (dup3(tmp, e->fd, e->cloexec ? O_CLOEXEC : 0) < 0) {
+		int r = negerrno();
+		close(tmp);
+		return err_set(r, "fd %d: dup3", e->fd);
+	}
+	close(tmp);
+	return 0;
+}
+
+static int open_one(struct fd_image *img, struct fd_entry *e, int max)
+{
+	int fd;
+
+	switch (e->kind) {
+	case FD_KIND_FILE:
+	case FD_KIND_DIR:
+	case FD_KIND_DEV:
+	case FD_KIND_TTY:
+	case FD_KIND_DELETED:
+	case FD_KIND_MEMFD:
+		fd = fds_file_open(e);
+		break;
+	case FD_KIND_PIPE_R:
+	case FD_KIND_PIPE_W:
+	case FD_KIND_FIFO:
+		fd = fds_pipe_open(img, e, max);
+		break;
+	case FD_KIND_EVENTFD:
+	case FD_KIND_TIMERFD:
+	case FD_KIND_SIGNALFD:
+	case FD_KIND_EPOLL:
+		fd = fds_event_open(img, e);
+		break;
+	default:
+		fd = fds_socket_open(img, e, max);
+		break;
+	}
+	if (fd < 0)
+		return fd;
+	fd = fds_move_above(fd, max);
+	if (fd < 0)
+		return err_set(fd, "fd %d: cannot move above %d", e->fd, max);
+	/* Status flags that opening did not set (O_NONBLOCK of a pipe, ...). */
+	if (e->kind != FD_KIND_TTY || !e->to_null) {
+		int cur = fcntl(fd, F_GETFL);
+		if (cur < 0 || ((unsigned)cur & SETFL_MASK) != (e->flags & SETFL_MASK)) {
+			if (fcntl(fd, F_SETFL, (int)(e->flags & SETFL_MASK)) < 0) {
+				int r = negerrno();
+				close(fd);
+				return err_set(r, "fd %d: cannot set status flags 0%o", e->fd,
+					       e->flags & SETFL_MASK);
+			}
+		}
+	}
+	return place(e, fd);
+}
+
+static bool connects(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_UNIX_DGRAM && e->peerlen;
+}
+
+static int place_dups(struct fd_image *img, bool of_epoll)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind != FD_KIND_DUP || (fds_find(img, e->dup_of)->kind == FD_KIND_EPOLL) != of_epoll)
+			continue;
+		if (dup3(e->dup_of, e->fd, e->cloexec ? O_CLOEXEC : 0) < 0)
+			return err_set(negerrno(), "fd %d: dup3 of fd %d", e->fd, e->dup_of);
+	}
+	return 0;
+}
+
+int fds_restore(struct fd_image *img)
+{
+	int max = fds_max(img);
+	int r = 0;
+
+	if (max < 0) {
+		if (syscall(SYS_close_range, 0, ~0u, 0) < 0)
+			return err_set(negerrno(), "close_range");
+		return 0;
+	}
+	/* Every number the image uses is ours to fill. */
+	if (syscall(SYS_close_range, 0, (unsigned)max, 0) < 0)
+		return err_set(negerrno(), "close_range up to fd %d", max);
+	/* Descriptors being built wait above max: room for them even when
+	 * the image's soft RLIMIT_NOFILE (set already) is just above max. */
+	struct rlimit rl, raised;
+	bool lowered = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max;
+	if (lowered) {
+		raised = (struct rlimit){ .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+		lowered = setrlimit(RLIMIT_NOFILE, &raised) == 0;
+	}
+
+	for (size_t i = 0; i < img->n && r >= 0; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_EPOLL && !connects(e))
+			r = open_one(img, e, max);
+	}
+	/* Datagram sockets connect by name once every bound one is back. */
+	for (size_t i = 0; i < img->n && r >= 0; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (connects(e))
+			r = open_one(img, e, max);
+	}
+	/* Dups before epoll (a watch may name a dup), dups of epoll after. */
+	r = r < 0 ? r : place_dups(img, false);
+	for (size_t i = 0; i < img->n && r >= 0; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind == FD_KIND_EPOLL)
+			r = open_one(img, e, max);
+	}
+	r = r < 0 ? r : place_dups(img, true);
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->tmp_other >= 0)
+			close(e->tmp_other);
+		e->tmp_other = -1;
+	}
+	/* Nothing of the restorer's may reach the restored process. */
+	if (syscall(SYS_close_range, (unsigned)max + 1, ~0u, 0) < 0 && r >= 0)
+		r = err_set(negerrno(), "close_range above fd %d", max);
+	if (lowered && setrlimit(RLIMIT_NOFILE, &rl) < 0 && r >= 0)
+		r = err_set(negerrno(), "cannot set RLIMIT_NOFILE back to %lu", (unsigned long)rl.rlim_cur);
+	return r;
+}

@@ -1,0 +1,231 @@
+/*
+ * Descriptor targets (tests/targets/fds-*.c) through the real tools: each
+ * is started, dumped with `ckpt dump` (running, --kill, --stop), its
+ * original killed, restored with `ckpt restore`, told it was restored,
+ * and its own verdict is checked. A target holding an established TCP
+ * connection must make the dump fail, naming the descriptor, and keep
+ * running as it was.
+ *
+ * Needs root. The test is a child subreaper, so that restored processes
+ * become its children and are reaped here.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *targets;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-e2e-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static void wait_file(const char *p, int ms)
+{
+	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+}
+
+/* Starts tests/targets/target-NAME READY RESULT [SCRATCH]. */
+static pid_t spawn(const char *name, bool scratch)
+{
+	char exe[PATH_MAX + 64];
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, (char *)NULL);
+		_exit(127);
+	}
+	wait_file(path("ready"), 10000);
+	usleep(20000); /* into its waiting loop */
+	return pid;
+}
+
+/* Runs ckpt; stdout into out, stderr into DIR/ckpt.err. Returns the exit status. */
+static int run_ckpt(char *out, size_t outlen, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	int p[2], st;
+	size_t len = 0;
+	ssize_t n;
+	char buf[256];
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(p[1], 1);
+		dup2(err, 2);
+		unsetenv("CKPTFS_FAULT");
+		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	while ((n = read(p[0], buf, sizeof(buf))) > 0)
+		if (out && len + (size_t)n < outlen) {
+			memcpy(out + len, buf, (size_t)n);
+			len += (size_t)n;
+		}
+	if (out)
+		out[len] = 0;
+	close(p[0]);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	static char *text;
+
+	free(text);
+	text = NULL;
+	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
+		return "";
+	return text;
+}
+
+/* Creates READY.restored and waits for pid's verdict. */
+static void verdict(pid_t pid)
+{
+	int st = 0, fd;
+	pid_t w = 0;
+	char *res = NULL;
+
+	fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	for (int i = 0; i < 15000 && w == 0; i++) {
+		w = waitpid(pid, &st, WNOHANG);
+		if (!w)
+			usleep(1000);
+	}
+	if (w == 0)
+		kill(pid, SIGKILL);
+	ck_assert_msg(w == pid, "pid %d did not finish", pid);
+	read_file_full(path("result"), &res, NULL);
+	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
+	ck_assert_msg(!strcmp(res, "PASS\n"), "target says: %s", res);
+	free(res);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void cycle(const char *name, bool scratch, const char *mode)
+{
+	char p[32], out[64];
+	int st, rc;
+	pid_t pid = spawn(name, scratch);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	rc = mode ? run_ckpt(NULL, 0, "dump", mode, p, path("snap")) : run_ckpt(NULL, 0, "dump", p, path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	/* The original goes; its PID (and its listeners' addresses) with it. */
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	rc = run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
+	verdict(atoi(out));
+}
+
+#define CYCLE_TESTS(name, target, scratch)                                          \
+	START_TEST(name##_running) { cycle(target, scratch, NULL); } END_TEST        \
+	START_TEST(name##_kill) { cycle(target, scratch, "--kill"); } END_TEST       \
+	START_TEST(name##_stop) { cycle(target, scratch, "--stop"); } END_TEST
+
+CYCLE_TESTS(file, "fds-file", true)
+CYCLE_TESTS(deleted, "fds-deleted", true)
+CYCLE_TESTS(pipe, "fds-pipe", true)
+CYCLE_TESTS(event, "fds-event", false)
+CYCLE_TESTS(socket, "fds-socket", true)
+
+START_TEST(established_tcp_refused)
+{
+	char p[32];
+	pid_t pid = spawn("fds-refused", false);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_ne(run_ckpt(NULL, 0, "dump", p, path("snap"), NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "established TCP socket 127.0.0.1:") &&
+			      strstr(ckpt_err(), "not supported"),
+		      "stderr: %s", ckpt_err());
+	/* Nothing was written and the original runs on, intact. */
+	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
+	verdict(pid);
+}
+END_TEST
+
+int main(void)
+{
+	struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "file_running", file_running },       { "file_kill", file_kill },
+		{ "file_stop", file_stop },             { "deleted_running", deleted_running },
+		{ "deleted_kill", deleted_kill },       { "deleted_stop", deleted_stop },
+		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
+		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
+		{ "event_kill", event_kill },           { "event_stop", event_stop },
+		{ "socket_running", socket_running },   { "socket_kill", socket_kill },
+		{ "socket_stop", socket_stop },         { "established_tcp_refused", established_tcp_refused },
+	};
+
+	if (geteuid() != 0) {
+		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	targets = getenv("TARGETS");
+	if (!ckpt_bin || !targets) {
+		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
+		return 1;
+	}
+	Suite *s = suite_create("engine-fds-e2e");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, 30);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,1212 @@
+/*
+ * engine/fds*.c: capture, text form and restore of descriptor tables.
+ *
+ * Each test forks a target that sets up descriptors of some kinds at known
+ * numbers and stops itself. The test captures its table, turns it into
+ * text and parses it back (the data files served from memory, or through
+ * a directory snapshot), then restores it in a fresh forked process, which
+ * checks through its own descriptors that it sees the same state and
+ * reports by exit status (the failing line) and, above fds_max(), a report
+ * pipe, which also shows that the restorer's own descriptors survive. The
+ * target is then let run to check that capture changed nothing it sees.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "engine/fds-int.h"
+
+static char tmpdir[64];
+static char fpath[96];
+static char fifo_path[96];
+static char *report_page; /* restored process: where V() explains */
+static uint16_t tcp_port, tcp6_port;
+static char bigbuf[1024];
+
+/* In a target or restored process: on failure, exit with the line. */
+#define V(c)                                                      \
+	do {                                                      \
+		if (!(c)) {                                       \
+			if (report_page)                          \
+				snprintf(report_page, 4096, "line %d: %s", __LINE__, #c); \
+			return __LINE__ % 250 + 1;                \
+		}                                                 \
+	} while (0)
+
+static void setup_tmp(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ckptfs-fds-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(fpath, sizeof(fpath), "%s/file", tmpdir);
+	snprintf(fifo_path, sizeof(fifo_path), "%s/fifo", tmpdir);
+}
+
+static void teardown_tmp(void)
+{
+	rm_rf(tmpdir);
+}
+
+/* Moves a fresh fd out of the way of the numbers the setups fill. */
+static int hi(int fd)
+{
+	int r = fcntl(fd, F_DUPFD, 200);
+
+	close(fd);
+	return r;
+}
+
+static void pipe_hi(int p[2])
+{
+	if (pipe(p) < 0)
+		_exit(91);
+	p[0] = hi(p[0]);
+	p[1] = hi(p[1]);
+}
+
+static void pair_hi(int type, int sv[2])
+{
+	if (socketpair(AF_UNIX, type, 0, sv) < 0)
+		_exit(92);
+	sv[0] = hi(sv[0]);
+	sv[1] = hi(sv[1]);
+}
+
+/* Puts fd at number n (cloexec or not) and closes the original. */
+static void at(int fd, int n, bool cloexec)
+{
+	if (fd == n) {
+		fcntl(n, F_SETFD, cloexec ? FD_CLOEXEC : 0);
+		return;
+	}
+	if (dup3(fd, n, cloexec ? O_CLOEXEC : 0) < 0)
+		_exit(90);
+	close(fd);
+}
+
+static bool is_open(int fd)
+{
+	return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* Forks a target: stdio on /dev/null, nothing else open, then setup(),
+ * then SIGSTOP; once continued it runs verify() (NULL: pause until
+ * killed) and exits with its result. Returns once it is stopped. */
+static pid_t start_target(void (*setup)(void), int (*verify)(void))
+{
+	pid_t pid = fork();
+	int st;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		dup2(null, 0);
+		dup2(null, 1);
+		dup2(null, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		report_page = NULL;
+		setup();
+		raise(SIGSTOP);
+		if (!verify)
+			for (;;)
+				pause();
+		_exit(verify());
+	}
+	ck_assert_int_eq(waitpid(pid, &st, WUNTRACED), pid);
+	ck_assert_msg(WIFSTOPPED(st), "target did not stop (status 0x%x)", st);
+	return pid;
+}
+
+/* Lets a stopped target run its own check; returns its exit status. */
+static int finish_target(pid_t pid)
+{
+	int st;
+
+	kill(pid, SIGCONT);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st), "target died (status 0x%x)", st);
+	return WEXITSTATUS(st);
+}
+
+static void kill_target(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static int get_mem(const char *path, void **buf, uint64_t *len, void *ud)
+{
+	struct fd_image *cap = ud;
+	int fd;
+
+	if (sscanf(path, "fds-data/%d", &fd) != 1)
+		return -ENOENT;
+	struct fd_entry *e = fds_find(cap, fd);
+	if (!e || !e->data_len)
+		return -ENOENT;
+	*buf = malloc(e->data_len);
+	memcpy(*buf, e->data, e->data_len);
+	*len = e->data_len;
+	return 0;
+}
+
+/* Captured image -> text -> parsed image, as a restore would see it. */
+static struct fd_image *roundtrip(struct fd_image *cap, char **text_out)
+{
+	char *text;
+	size_t len;
+	struct fd_image *img = NULL;
+	int r;
+
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	r = fds_parse(text, get_mem, cap, &img);
+	ck_assert_msg(r == 0, "parse: %s\n%s", err_msg(), text);
+	r = fds_host_check(img);
+	ck_assert_msg(r == 0, "host check: %s", err_msg());
+	if (text_out)
+		*text_out = text;
+	else
+		free(text);
+	return img;
+}
+
+static struct fd_image *capture(pid_t pid)
+{
+	struct fd_image *cap = NULL;
+	int r = fds_check(pid);
+
+	ck_assert_msg(r == 0, "check: %s", err_msg());
+	r = fds_capture(pid, &cap);
+	ck_assert_msg(r == 0, "capture: %s", err_msg());
+	return cap;
+}
+
+/* Restores img in a fresh process that then runs verify(); returns its
+ * exit status, with its report in msg. The report goes through a shared
+ * page, as the engine core's does: after fds_restore() the process holds
+ * nothing but the image's descriptors. A descriptor of ours open above
+ * fds_max() before the restore shows that it is closed. */
+static int restore_in_child(struct fd_image *img, int (*verify)(void), char *msg, size_t msglen)
+{
+	char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int st, extra;
+	pid_t pid;
+
+	ck_assert_ptr_ne(page, MAP_FAILED);
+	extra = fcntl(0, F_DUPFD_CLOEXEC, fds_max(img) + 20);
+	ck_assert_int_ge(extra, 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		report_page = page;
+		int r = fds_restore(img);
+		if (r < 0) {
+			snprintf(page, 4096, "restore: %s", err_msg());
+			_exit(100);
+		}
+		for (int fd = fds_max(img) + 1; fd < 1024; fd++)
+			if (is_open(fd)) {
+				snprintf(page, 4096, "fd %d above fds_max() is still open", fd);
+				_exit(101);
+			}
+		_exit(verify ? verify() : 0);
+	}
+	close(extra);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	snprintf(msg, msglen, "%s", page);
+	munmap(page, 4096);
+	ck_assert_msg(WIFEXITED(st), "restored process died (status 0x%x)", st);
+	return WEXITSTATUS(st);
+}
+
+#define RESTORE_OK(img, verify)                                                         \
+	do {                                                                             \
+		char _m[1024];                                                           \
+		int _s = restore_in_child(img, verify, _m, sizeof(_m));                  \
+		ck_assert_msg(_s == 0, "restored process: exit %d: %s", _s, _m);          \
+	} while (0)
+
+static off_t pos(int fd)
+{
+	return lseek(fd, 0, SEEK_CUR);
+}
+
+/* ---- regular files, devices, dups, cloexec ----------------------------------- */
+
+static void files_setup(void)
+{
+	int fd = open(fpath, O_RDWR | O_APPEND);
+	lseek(fd, 4, SEEK_SET);
+	at(fd, 5, false);
+	dup2(5, 6);                   /* shares description and offset */
+	dup3(5, 7, O_CLOEXEC);        /* shares too, but close-on-exec */
+	fd = open(fpath, O_RDONLY);
+	lseek(fd, 10, SEEK_SET);
+	at(fd, 8, true);
+	at(open("/dev/null", O_WRONLY), 3, false);
+	at(open("/dev/zero", O_RDONLY), 4, true);
+	at(open(tmpdir, O_RDONLY | O_DIRECTORY), 9, false);
+	at(open(fpath, O_PATH), 11, true);
+}
+
+static int files_verify_common(void)
+{
+	struct stat st;
+	char buf[4];
+
+	V(pos(5) == 4 && pos(8) == 10);
+	V((fcntl(5, F_GETFL) & (O_ACCMODE | O_APPEND)) == (O_RDWR | O_APPEND));
+	V(fcntl(5, F_GETFD) == 0 && fcntl(6, F_GETFD) == 0 && fcntl(7, F_GETFD) == FD_CLOEXEC);
+	V(fcntl(8, F_GETFD) == FD_CLOEXEC && fcntl(3, F_GETFD) == 0 && fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V((fcntl(8, F_GETFL) & O_ACCMODE) == O_RDONLY);
+	V(fstat(3, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3);
+	V((fcntl(3, F_GETFL) & O_ACCMODE) == O_WRONLY);
+	V(read(4, buf, 4) == 4 && memcmp(buf, "\0\0\0\0", 4) == 0);
+	V(fstat(9, &st) == 0 && S_ISDIR(st.st_mode));
+	V(fcntl(11, F_GETFL) & O_PATH);
+	V(read(8, buf, 2) == 2 && memcmp(buf, "ab", 2) == 0);
+	/* One description: moving one moves the others. */
+	V(lseek(6, 7, SEEK_SET) == 7 && pos(5) == 7 && pos(7) == 7);
+	return 0;
+}
+
+static int files_verify_restored(void)
+{
+	struct stat a, b;
+
+	V(!is_open(10));
+	V(fstat(0, &a) == 0 && S_ISCHR(a.st_mode) && minor(a.st_rdev) == 3);
+	V(fstat(5, &a) == 0 && stat(fpath, &b) == 0 && a.st_ino == b.st_ino);
+	return files_verify_common();
+}
+
+START_TEST(files)
+{
+	char *text;
+	int fd = open(fpath, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_eq(write_full(fd, "0123456789abcdef", 16), 0);
+	close(fd);
+
+	pid_t pid = start_target(files_setup, files_verify_common);
+	struct fd_image *cap = capture(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_int_eq(fds_max(img), 11);
+	ck_assert_msg(strstr(text, "6 dup of=5 cloexec=0\n") && strstr(text, "7 dup of=5 cloexec=1\n") &&
+			      strstr(text, " pos=4 ") && strstr(text, "3 dev flags=01 cloexec=0 path=/dev/null"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, files_verify_restored);
+	/* The target still sees its offsets: capture changed nothing. */
+	ck_assert_int_eq(finish_target(pid), 0);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+static void one_file_setup(void)
+{
+	at(open(fpath, O_RDONLY), 3, false);
+}
+
+START_TEST(file_changed_is_refused)
+{
+	int fd = open(fpath, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_eq(write_full(fd, "abc", 3), 0);
+	pid_t pid = start_target(one_file_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	char *text;
+	size_t len;
+	struct fd_image *img = NULL;
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	ck_assert_int_eq(fds_parse(text, get_mem, cap, &img), 0);
+
+	ck_assert_int_eq(write_full(fd, "d", 1), 0);
+	close(fd);
+	unsetenv("CKPTFS_RESTORE_CHANGED_FILES");
+	ck_assert_int_eq(fds_host_check(img), -ESTALE);
+	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), fpath) &&
+			      strstr(err_msg(), "changed since the dump"),
+		      "%s", err_msg());
+	/* In the new process too, should the file change after the load. */
+	char m[512];
+	ck_assert_int_eq(restore_in_child(img, NULL, m, sizeof(m)), 100);
+	ck_assert_msg(strstr(m, "fd 3: file "), "%s", m);
+
+	setenv("CKPTFS_RESTORE_CHANGED_FILES", "1", 1);
+	ck_assert_int_eq(fds_host_check(img), 0);
+	unsetenv("CKPTFS_RESTORE_CHANGED_FILES");
+
+	unlink(fpath);
+	ck_assert_int_eq(fds_host_check(img), -ENOENT);
+	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), "is gone"), "%s", err_msg());
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+static int dev_null_verify(void)
+{
+	struct stat st;
+
+	V(fstat(0, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
+	V((fcntl(0, F_GETFL) & O_ACCMODE) == O_RDWR);
+	return 0;
+}
+
+static char tty_log[128];
+
+static int tty_log_verify(void)
+{
+	struct stat st;
+
+	V(fstat(1, &st) == 0 && S_ISREG(st.st_mode) && (fcntl(1, F_GETFL) & O_APPEND));
+	V(write(1, "to the terminal\n", 16) == 16);
+	return 0;
+}
+
+START_TEST(gone_terminal_becomes_dev_null)
+{
+	struct fd_image *img = NULL;
+	int r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/pts/4095\n", NULL, NULL, &img);
+	ck_assert_msg(r == 0, "%s", err_msg());
+	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert(img->e[0].to_null);
+	fds_free(img);
+	/* With CKPTFS_TTY_LOG, what it writes lands in that file. */
+	snprintf(tty_log, sizeof(tty_log), "%s/tty.log", tmpdir);
+	setenv("CKPTFS_TTY_LOG", tty_log, 1);
+	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/pts/4095\n1 dup of=0 cloexec=0\n", NULL, NULL, &img);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert_str_eq(img->e[0].tty_log, tty_log);
+	char lm[256], *logged = NULL;
+	ck_assert_int_eq(restore_in_child(img, tty_log_verify, lm, sizeof(lm)), 0);
+	ck_assert_int_eq(read_file_full(tty_log, &logged, NULL), 0);
+	ck_assert_str_eq(logged, "to the terminal\n");
+	free(logged);
+	unsetenv("CKPTFS_TTY_LOG");
+	fds_free(img);
+	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/tty\n", NULL, NULL, &img);
+	ck_assert_int_eq(r, 0);
+	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert(img->e[0].to_null);
+	char m[256];
+	ck_assert_int_eq(restore_in_child(img, dev_null_verify, m, sizeof(m)), 0);
+	fds_free(img);
+}
+END_TEST
+
+static char pts[64];
+
+static void tty_setup(void)
+{
+	at(open(pts, O_RDWR | O_NOCTTY), 3, false);
+}
+
+static int tty_verify(void)
+{
+	char name[64];
+
+	V(isatty(3) && ttyname_r(3, name, sizeof(name)) == 0 && strcmp(name, pts) == 0);
+	V((fcntl(3, F_GETFL) & O_ACCMODE) == O_RDWR);
+	return 0;
+}
+
+START_TEST(terminal_is_reopened)
+{
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (m < 0 || grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, pts, sizeof(pts)) != 0) {
+		/* Said, not hidden: a container without /dev/pts. */
+		fprintf(stderr, "terminal_is_reopened: no pseudo-terminal here (%s), not run\n", strerror(errno));
+		return;
+	}
+	char *text;
+	pid_t pid = start_target(tty_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 tty flags=02 cloexec=0 path=/dev/pts/"), "%s", text);
+	ck_assert(!img->e[3].to_null);
+	RESTORE_OK(img, tty_verify);
+	close(m);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* ---- pipes ------------------------------------------------------------------- */
+
+static void pipes_setup(void)
+{
+	int p[2];
+
+	pipe_hi(p);
+	at(p[0], 3, false);
+	at(p[1], 4, true);
+	fcntl(3, F_SETPIPE_SZ, 131072);
+	fcntl(3, F_SETFL, O_NONBLOCK);
+	write(4, "hello pipe", 10);
+	pipe_hi(p); /* write end at the lower number */
+	write(p[1], "xyz", 3);
+	at(p[1], 5, false);
+	at(p[0], 6, false);
+	pipe_hi(p); /* the writer is gone: bytes, then EOF */
+	write(p[1], "eof", 3);
+	close(p[1]);
+	at(p[0], 7, false);
+	pipe_hi(p); /* the reader is outside */
+	at(p[1], 8, false);
+	close(p[0]);
+	/* A named FIFO, both ends, bytes queued. */
+	mkfifo(fifo_path, 0600);
+	at(open(fifo_path, O_RDONLY | O_NONBLOCK), 9, false);
+	at(open(fifo_path, O_WRONLY), 10, true);
+	write(10, "fifo!", 5);
+	/* For the target's own check of its pipes: a free number. */
+}
+
+static int pipes_verify_target(void)
+{
+	char buf[32];
+
+	V(read(3, buf, sizeof(buf)) == 10 && memcmp(buf, "hello pipe", 10) == 0);
+	V(read(6, buf, sizeof(buf)) == 3 && memcmp(buf, "xyz", 3) == 0);
+	V(read(7, buf, sizeof(buf)) == 3 && read(7, buf, sizeof(buf)) == 0);
+	V(read(9, buf, sizeof(buf)) == 5 && memcmp(buf, "fifo!", 5) == 0);
+	return 0;
+}
+
+static int pipes_verify_restored(void)
+{
+	char buf[32];
+	struct stat st;
+
+	V(fcntl(3, F_GETFL) & O_NONBLOCK);
+	V(fcntl(3, F_GETPIPE_SZ) == 131072);
+	V(fcntl(4, F_GETFD) == FD_CLOEXEC && fcntl(3, F_GETFD) == 0);
+	V(read(3, buf, sizeof(buf)) == 10 && memcmp(buf, "hello pipe", 10) == 0);
+	V(read(3, buf, sizeof(buf)) < 0 && errno == EAGAIN);
+	V(write(4, "x", 1) == 1 && read(3, buf, sizeof(buf)) == 1 && buf[0] == 'x');
+	V(read(6, buf, sizeof(buf)) == 3 && memcmp(buf, "xyz", 3) == 0);
+	V(write(5, "k", 1) == 1 && read(6, buf, 1) == 1 && buf[0] == 'k');
+	V(read(7, buf, sizeof(buf)) == 3 && memcmp(buf, "eof", 3) == 0);
+	V(read(7, buf, sizeof(buf)) == 0);
+	V(fstat(8, &st) == 0 && S_ISCHR(st.st_mode) && write(8, "gone", 4) == 4);
+	V((fcntl(9, F_GETFL) & (O_ACCMODE | O_NONBLOCK)) == (O_RDONLY | O_NONBLOCK));
+	V((fcntl(10, F_GETFL) & (O_ACCMODE | O_NONBLOCK)) == O_WRONLY && fcntl(10, F_GETFD) == FD_CLOEXEC);
+	V(read(9, buf, sizeof(buf)) == 5 && memcmp(buf, "fifo!", 5) == 0);
+	V(write(10, "again", 5) == 5 && read(9, buf, sizeof(buf)) == 5 && memcmp(buf, "again", 5) == 0);
+	return 0;
+}
+
+START_TEST(pipes)
+{
+	char *text;
+	pid_t pid = start_target(pipes_setup, pipes_verify_target);
+	struct fd_image *cap = capture(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, " queued=10 data=fds-data/3\n") && strstr(text, "8 pipe-w flags=01 cloexec=0 pipe=") &&
+			      strstr(text, "9 fifo flags=04000 cloexec=0 path=/tmp/") && strstr(text, " queued=5 data=fds-data/9\n") &&
+			      strstr(text, "10 fifo flags=01 cloexec=1 path=/tmp/"),
+		      "unexpected text:\n%s", text);
+	/* The original checks first: a FIFO is one object for both, and its
+	 * bytes are refilled only once the original has drained it. */
+	ck_assert_int_eq(finish_target(pid), 0);
+	RESTORE_OK(img, pipes_verify_restored);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* Through a real snapshot: fds_write into the directory backend, commit,
+ * open, fds_load. */
+START_TEST(through_a_snapshot)
+{
+	char dir[128], *text;
+	size_t len;
+	struct store *st;
+	struct store_snap *w, *r;
+	struct fd_image *img = NULL;
+
+	pid_t pid = start_target(pipes_setup, pipes_verify_target);
+	struct fd_image *cap = capture(pid);
+	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(store_open_dir(dir, &st), 0);
+	ck_assert_int_eq(store_snap_create(st, "1", 0, &w), 0);
+	ck_assert_msg(fds_write(cap, w) == 0, "%s", err_msg());
+	ck_assert_msg(store_snap_commit(w) == 0, "%s", err_msg());
+	store_snap_close(w);
+	ck_assert_int_eq(store_snap_open(st, "1", STORE_OPEN_VERIFY, &r), 0);
+	ck_assert_int_eq(store_snap_read_all(r, "fds-data/3", &text, &len), 0);
+	ck_assert_int_eq(len, 10);
+	ck_assert_mem_eq(text, "hello pipe", 10);
+	free(text);
+	ck_assert_msg(fds_load(r, &img) == 0, "%s", err_msg());
+	store_snap_close(r);
+	store_close(st);
+	ck_assert_int_eq(finish_target(pid), 0);
+	RESTORE_OK(img, pipes_verify_restored);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* fds_load refuses data files that do not match the lines. */
+START_TEST(load_is_strict)
+{
+	static const struct {
+		const char *fds, *extra, *extra_data, *want;
+	} cases[] = {
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=4 data=fds-data/3\n", "fds-data/3",
+		  "abc", "fds-data/3 holds 3 bytes, the line says 4" },
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=3 data=fds-data/3\n", NULL, NULL,
+		  "cannot read fds-data/3" },
+		{ "3 pipe-r flags=00 cloexec=0 pipe=7 size=65536 peer=out queued=0\n", "fds-data/3", "abc",
+		  "fds-data/3: no descriptor line names it" },
+		{ "0 dev flags=02 cloexec=0 path=/dev/null rdev=1:3\n", "fds-data/x", "abc", "fds-data/x: not a data file name" },
+	};
+	char dir[128], name[8];
+	struct store *st;
+	struct store_snap *w, *r;
+
+	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(store_open_dir(dir, &st), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct fd_image *img = NULL;
+		snprintf(name, sizeof(name), "%zu", i);
+		ck_assert_int_eq(store_snap_create(st, name, 0, &w), 0);
+		ck_assert_int_eq(store_snap_put(w, "fds", cases[i].fds, strlen(cases[i].fds)), 0);
+		if (cases[i].extra)
+			ck_assert_int_eq(store_snap_put(w, cases[i].extra, cases[i].extra_data, strlen(cases[i].extra_data)), 0);
+		ck_assert_int_eq(store_snap_commit(w), 0);
+		store_snap_close(w);
+		ck_assert_int_eq(store_snap_open(st, name, 0, &r), 0);
+		int rc = fds_load(r, &img);
+		ck_assert_msg(rc < 0 && strstr(err_msg(), cases[i].want), "case %zu: %d %s", i, rc, err_msg());
+		ck_assert_ptr_null(img);
+		store_snap_close(r);
+	}
+	store_close(st);
+}
+END_TEST
+
+/* ---- eventfd, timerfd, signalfd, epoll ---------------------------------------- */
+
+static void events_setup(void)
+{
+	uint64_t big = 0x100000000ull;
+	struct itimerspec its = { .it_value = { 100, 0 }, .it_interval = { 3, 0 } };
+	struct itimerspec once = { .it_value = { 0, 1000000 } };
+	sigset_t set;
+	int p[2];
+
+	at(eventfd(7, EFD_SEMAPHORE), 3, false);
+	at(eventfd(0, EFD_NONBLOCK), 4, true);
+	write(4, &big, 8);
+	at(timerfd_create(CLOCK_MONOTONIC, 0), 5, false);
+	timerfd_settime(5, 0, &its, NULL);
+	at(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), 9, false);
+	timerfd_settime(9, 0, &once, NULL);
+	usleep(20000);
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGRTMIN + 1);
+	at(signalfd(-1, &set, 0), 6, false);
+	pipe_hi(p);
+	at(p[0], 8, false);
+	at(p[1], 10, false);
+	write(10, "q", 1);
+	at(epoll_create1(0), 7, true);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x1234 };
+	epoll_ctl(7, EPOLL_CTL_ADD, 3, &ev);
+	ev = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.u64 = 42 };
+	epoll_ctl(7, EPOLL_CTL_ADD, 8, &ev);
+	ev = (struct epoll_event){ .events = EPOLLOUT, .data.u64 = 7 };
+	epoll_ctl(7, EPOLL_CTL_ADD, 10, &ev);
+}
+
+static int events_verify(void)
+{
+	uint64_t v;
+	struct itimerspec its;
+	struct epoll_event evs[8];
+	char buf[256];
+	int n, seen = 0;
+
+	V(read(3, &v, 8) == 8 && v == 1);
+	V(read(3, &v, 8) == 8 && v == 1);
+	V(read(4, &v, 8) == 8 && v == 0x100000000ull);
+	V(read(4, &v, 8) < 0 && errno == EAGAIN);
+	V(fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V(timerfd_gettime(5, &its) == 0 && its.it_value.tv_sec >= 60 && its.it_value.tv_sec < 100);
+	V(its.it_interval.tv_sec == 3 && its.it_interval.tv_nsec == 0);
+	V(read(9, &v, 8) == 8 && v == 1);
+	V(timerfd_gettime(9, &its) == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0);
+	snprintf(buf, sizeof(buf), "/proc/self/fdinfo/6");
+	char *info = NULL;
+	V(read_file_full(buf, &info, NULL) == 0);
+	snprintf(buf, sizeof(buf), "sigmask:\t%016llx", (1ull << (SIGUSR1 - 1)) | (1ull << (SIGRTMIN + 1 - 1)));
+	V(strstr(info, buf));
+	free(info);
+	n = epoll_wait(7, evs, 8, 0);
+	V(n == 3);
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.u64 == 0x1234 && (evs[i].events & EPOLLIN))
+			seen |= 1;
+		if (evs[i].data.u64 == 42 && (evs[i].events & EPOLLIN))
+			seen |= 2;
+		if (evs[i].data.u64 == 7 && (evs[i].events & EPOLLOUT))
+			seen |= 4;
+	}
+	V(seen == 7);
+	return 0;
+}
+
+START_TEST(events)
+{
+	char *text;
+	pid_t pid = start_target(events_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 eventfd flags=02 cloexec=0 count=7 semaphore=1\n") &&
+			      strstr(text, " watch=3:0x19:0x1234") && strstr(text, " ticks=1 "),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, events_verify);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* ---- memfd and deleted files --------------------------------------------------- */
+
+static char pattern[10000];
+
+static void memfd_setup(void)
+{
+	int fd = memfd_create("test-mem", MFD_ALLOW_SEALING);
+	write(fd, pattern, sizeof(pattern));
+	fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK);
+	lseek(fd, 100, SEEK_SET);
+	at(fd, 3, false);
+	fd = open(fpath, O_RDWR | O_CREAT, 0640);
+	write(fd, "deleted content", 15);
+	lseek(fd, 3, SEEK_SET);
+	unlink(fpath);
+	at(fd, 4, true);
+}
+
+static int memfd_verify(void)
+{
+	char link[128], buf[sizeof(pattern)];
+	struct stat st;
+	ssize_t n = readlink("/proc/self/fd/3", link, sizeof(link) - 1);
+
+	V(n > 0);
+	link[n] = 0;
+	V(strcmp(link, "/memfd:test-mem (deleted)") == 0);
+	V(fcntl(3, F_GET_SEALS) == (F_SEAL_GROW | F_SEAL_SHRINK));
+	V(pos(3) == 100);
+	V(pread(3, buf, sizeof(buf), 0) == sizeof(buf) && memcmp(buf, pattern, sizeof(buf)) == 0);
+	V(fstat(4, &st) == 0 && st.st_nlink == 0 && st.st_size == 15 && (st.st_mode & 07777) == 0640);
+	V(pos(4) == 3 && fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V(read(4, buf, 4) == 4 && memcmp(buf, "eted", 4) == 0);
+	return 0;
+}
+
+START_TEST(memfd_and_deleted)
+{
+	for (size_t i = 0; i < sizeof(pattern); i++)
+		pattern[i] = (char)(i * 7 + (i >> 8));
+	pid_t pid = start_target(memfd_setup, memfd_verify);
+	struct fd_image *cap = capture(pid);
+	struct fd_image *img = roundtrip(cap, NULL);
+	RESTORE_OK(img, memfd_verify);
+	ck_assert_int_eq(finish_target(pid), 0);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* ---- sockets --------------------------------------------------------------------- */
+
+static void sockets_setup(void)
+{
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	int one = 1, sv[2];
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	bind(fd, (void *)&in, sizeof(in));
+	listen(fd, 17);
+	at(fd, 3, false);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s/sock", tmpdir);
+	bind(fd, (void *)&un, sizeof(un));
+	listen(fd, 5);
+	at(fd, 4, true);
+	pair_hi(SOCK_STREAM, sv);
+	at(sv[0], 5, false);
+	at(sv[1], 6, false);
+	write(5, "pi", 2);
+	write(5, "ng", 2);
+	write(6, "pong", 4);
+	shutdown(5, SHUT_WR);
+	pair_hi(SOCK_DGRAM, sv);
+	at(sv[0], 7, false);
+	at(sv[1], 8, false);
+	/* Datagram sockets: a client (lower number) connected to a bound
+	 * one of ours, one connected to a socket outside, an unbound one. */
+	struct sockaddr_un du = { .sun_family = AF_UNIX };
+	snprintf(du.sun_path, sizeof(du.sun_path), "%s/dsock", tmpdir);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	bind(fd, (void *)&du, sizeof(du));
+	at(fd, 13, false);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	connect(fd, (void *)&du, sizeof(du));
+	at(fd, 12, false);
+	snprintf(du.sun_path, sizeof(du.sun_path), "%s/outside", tmpdir);
+	fd = hi(socket(AF_UNIX, SOCK_DGRAM, 0));
+	connect(fd, (void *)&du, sizeof(du));
+	at(fd, 14, false);
+	at(hi(socket(AF_UNIX, SOCK_DGRAM, 0)), 15, false);
+	/* More bytes queued than default buffers hold. */
+	int big = 1 << 20;
+	pair_hi(SOCK_STREAM, sv);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big));
+	fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 300; i++)
+		write(sv[0], bigbuf, sizeof(bigbuf));
+	at(sv[0], 10, false);
+	at(sv[1], 11, false);
+	/* IPv6, where the machine has ::1. */
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (void *)&in6, sizeof(in6)) == 0 && listen(fd, 3) == 0)
+		at(fd, 9, true);
+	else
+		close(fd);
+}
+
+static int sockets_verify(void)
+{
+	struct sockaddr_in in = { 0 };
+	socklen_t len = sizeof(in);
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	char buf[16];
+	int v;
+
+	V(getsockname(3, (void *)&in, &len) == 0 && ntohs(in.sin_port) == tcp_port);
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	V(connect(c, (void *)&in, sizeof(in)) == 0);
+	int a = accept(3, NULL, NULL);
+	V(a >= 0 && write(c, "t", 1) == 1 && read(a, buf, 1) == 1 && buf[0] == 't');
+	len = sizeof(v);
+	V(getsockopt(3, SOL_SOCKET, SO_REUSEADDR, &v, &len) == 0 && v == 1);
+
+	c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s/sock", tmpdir);
+	V(connect(c, (void *)&un, sizeof(un)) == 0);
+	a = accept(4, NULL, NULL);
+	V(a >= 0 && fcntl(4, F_GETFD) == FD_CLOEXEC);
+
+	V(read(6, buf, sizeof(buf)) == 4 && memcmp(buf, "ping", 4) == 0);
+	V(read(6, buf, sizeof(buf)) == 0); /* 5 shut its writing down */
+	V(read(5, buf, sizeof(buf)) == 4 && memcmp(buf, "pong", 4) == 0);
+	V(write(6, "z", 1) == 1 && read(5, buf, 1) == 1 && buf[0] == 'z');
+	V(send(7, "d", 1, 0) == 1 && recv(8, buf, sizeof(buf), 0) == 1 && buf[0] == 'd');
+	static char got[300 * sizeof(bigbuf)];
+	V(fcntl(11, F_SETFL, O_NONBLOCK) == 0);
+	size_t n = 0;
+	for (ssize_t k; (k = read(11, got + n, sizeof(got) - n)) > 0;)
+		n += (size_t)k;
+	V(n == sizeof(got));
+	for (size_t i = 0; i < n; i++)
+		V(got[i] == bigbuf[i % sizeof(bigbuf)]);
+	struct sockaddr_un pu;
+	char want[108];
+	len = sizeof(pu);
+	snprintf(want, sizeof(want), "%s/dsock", tmpdir);
+	V(getpeername(12, (void *)&pu, &len) == 0 && strcmp(pu.sun_path, want) == 0);
+	V(send(12, "c", 1, 0) == 1 && recv(13, buf, sizeof(buf), 0) == 1 && buf[0] == 'c');
+	len = sizeof(pu);
+	snprintf(want, sizeof(want), "%s/outside", tmpdir);
+	V(getpeername(14, (void *)&pu, &len) == 0 && strcmp(pu.sun_path, want) == 0);
+	V(send(14, "o", 1, 0) == 1);
+	len = sizeof(pu);
+	V(getsockname(15, (void *)&pu, &len) == 0 && len == sizeof(sa_family_t));
+	V(getpeername(15, (void *)&pu, &len) < 0 && errno == ENOTCONN);
+	V(is_open(9) == (tcp6_port != 0));
+	if (tcp6_port) {
+		struct sockaddr_in6 in6 = { 0 };
+		len = sizeof(in6);
+		V(getsockname(9, (void *)&in6, &len) == 0 && in6.sin6_family == AF_INET6);
+		V(ntohs(in6.sin6_port) == tcp6_port);
+		len = sizeof(v);
+		V(getsockopt(9, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len) == 0 && v == 1);
+		V((fcntl(9, F_GETFL) & O_NONBLOCK) && fcntl(9, F_GETFD) == FD_CLOEXEC);
+		c = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		V(connect(c, (void *)&in6, sizeof(in6)) == 0);
+		V(accept(9, NULL, NULL) >= 0);
+	}
+	return 0;
+}
+
+START_TEST(sockets)
+{
+	char *text, got[4];
+	struct sockaddr_un ou = { .sun_family = AF_UNIX };
+	int outside = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	snprintf(ou.sun_path, sizeof(ou.sun_path), "%s/outside", tmpdir);
+	ck_assert_int_eq(bind(outside, (void *)&ou, sizeof(ou)), 0);
+	for (size_t i = 0; i < sizeof(bigbuf); i++)
+		bigbuf[i] = (char)(i * 13 + 1);
+	pid_t pid = start_target(sockets_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	struct fd_entry *e = fds_find(img, 3);
+	ck_assert_int_eq(e->kind, FD_KIND_TCP_LISTEN);
+	tcp_port = ntohs(((struct sockaddr_in *)&e->addr)->sin_port);
+	e = fds_find(img, 9);
+	tcp6_port = e ? ntohs(((struct sockaddr_in6 *)&e->addr)->sin6_port) : 0;
+	if (!e)
+		fprintf(stderr, "sockets: no IPv6 loopback here, IPv6 listener not tested\n");
+	else
+		ck_assert_msg(strstr(text, "9 tcp-listen flags=04002 cloexec=1 family=inet6 addr=::1 port="), "%s", text);
+	ck_assert_msg(strstr(text, " queued=307200 data=fds-data/11\n"), "%s", text);
+	ck_assert_msg(strstr(text, " backlog=17 reuseaddr=1 ") && strstr(text, " queued=4 data=fds-data/6\n") &&
+			      strstr(text, " type=dgram "),
+		      "unexpected text:\n%s", text);
+	ck_assert_msg(strstr(text, "12 unix-dgram flags=02 cloexec=0 peer=/tmp/") &&
+			      strstr(text, "13 unix-dgram flags=02 cloexec=0 path=/tmp/") &&
+			      strstr(text, "15 unix-dgram flags=02 cloexec=0\n"),
+		      "%s", text);
+	/* The socket files of the dead listeners are in the way: replaced. */
+	RESTORE_OK(img, sockets_verify);
+	ck_assert_int_eq(recv(outside, got, sizeof(got), MSG_DONTWAIT), 1);
+	ck_assert_int_eq(got[0], 'o');
+	close(outside);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* ---- refusals ------------------------------------------------------------------------ */
+
+static void established_setup(void)
+{
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(in);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	bind(l, (void *)&in, sizeof(in));
+	listen(l, 4);
+	getsockname(l, (void *)&in, &len);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	connect(c, (void *)&in, sizeof(in));
+	int a = accept(l, NULL, NULL);
+	at(l, 3, false);
+	at(c, 4, false);
+	at(a, 5, false);
+}
+
+START_TEST(established_tcp_is_refused)
+{
+	pid_t pid = start_target(established_setup, NULL);
+	struct fd_image *cap = NULL;
+
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strncmp(err_msg(), "fd 4: established TCP socket 127.0.0.1:", 39) == 0 &&
+			      strstr(err_msg(), " -> 127.0.0.1:") && strstr(err_msg(), ": not supported"),
+		      "%s", err_msg());
+	ck_assert_int_eq(fds_capture(pid, &cap), -EOPNOTSUPP);
+	ck_assert_ptr_null(cap);
+	kill_target(pid);
+}
+END_TEST
+
+static void inotify_setup(void)
+{
+	at(inotify_init1(0), 3, false);
+}
+
+static void netlink_setup(void)
+{
+	at(socket(AF_NETLINK, SOCK_RAW, 0), 4, false);
+}
+
+static void flock_setup(void)
+{
+	int fd = open(fpath, O_RDWR | O_CREAT, 0600);
+	flock(fd, LOCK_EX);
+	at(fd, 3, false);
+}
+
+static void async_setup(void)
+{
+	int p[2];
+	pipe_hi(p);
+	at(p[0], 3, false);
+	at(p[1], 4, false);
+	fcntl(3, F_SETFL, O_ASYNC);
+}
+
+static void mapped_memfd_setup(void)
+{
+	int fd = memfd_create("mapped", 0);
+	ftruncate(fd, 4096);
+	mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	at(fd, 5, false);
+}
+
+static void epoll_stale_setup(void)
+{
+	int p[2];
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	pipe_hi(p);
+	at(epoll_create1(0), 3, false);
+	at(p[0], 4, false);
+	at(p[1], 5, false);
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	dup2(4, 6);
+	close(4); /* the watch stays, under a number that is gone */
+}
+
+static void scm_rights_setup(void)
+{
+	int sv[2], one = open("/dev/null", O_RDONLY);
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = "x", .iov_len = 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &one, sizeof(int));
+	pair_hi(SOCK_STREAM, sv);
+	write(sv[0], "ab", 2);
+	sendmsg(sv[0], &mh, 0);
+	close(one);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+}
+
+static void dgram_queued_setup(void)
+{
+	int sv[2];
+
+	pair_hi(SOCK_DGRAM, sv);
+	write(sv[0], "dg", 2);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+}
+
+static uint16_t *shared_port; /* a MAP_SHARED page: the target tells its port */
+
+static void backlog_setup(void)
+{
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(in);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+
+	bind(l, (void *)&in, sizeof(in));
+	listen(l, 4);
+	getsockname(l, (void *)&in, &len);
+	*shared_port = ntohs(in.sin_port);
+	at(l, 3, false);
+}
+
+START_TEST(listener_with_waiting_connection_is_refused)
+{
+	shared_port = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(shared_port, MAP_FAILED);
+	pid_t pid = start_target(backlog_setup, NULL);
+	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				  .sin_port = htons(*shared_port) };
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* The kernel completes the handshake for the stopped target. */
+	ck_assert_int_eq(connect(c, (void *)&in, sizeof(in)), 0);
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err_msg(), "fd 3: listening TCP socket 127.0.0.1:") &&
+			      strstr(err_msg(), "with 1 connections waiting to be accepted: not supported"),
+		      "%s", err_msg());
+	close(c);
+	kill_target(pid);
+	munmap(shared_port, 4096);
+}
+END_TEST
+
+static void expect_refused(void (*setup)(void), const char *what)
+{
+	pid_t pid = start_target(setup, NULL);
+	struct fd_image *cap = NULL;
+
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err_msg(), what) && strstr(err_msg(), ": not supported"), "%s", err_msg());
+	ck_assert_int_eq(fds_capture(pid, &cap), -EOPNOTSUPP);
+	ck_assert_ptr_null(cap);
+	kill_target(pid);
+}
+
+START_TEST(other_kinds_are_refused)
+{
+	expect_refused(flock_setup, "fd 3: /tmp/");
+	ck_assert_msg(strstr(err_msg(), "file locks held"), "%s", err_msg());
+	expect_refused(async_setup, "fd 3: pipe:[");
+	ck_assert_msg(strstr(err_msg(), "O_ASYNC"), "%s", err_msg());
+	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
+	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
+	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
+	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
+
+	pid_t pid = start_target(inotify_setup, NULL);
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strcmp(err_msg(), "fd 3: anon_inode:inotify: not supported") == 0, "%s", err_msg());
+	kill_target(pid);
+	pid = start_target(netlink_setup, NULL);
+	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err_msg(), "fd 4: netlink socket"), "%s", err_msg());
+	kill_target(pid);
+}
+END_TEST
+
+/* ---- fault injection: a failed capture leaves everything as it was ---------------- */
+
+static int count_fds(void)
+{
+	int n = 0;
+	for (int fd = 0; fd < 1024; fd++)
+		n += is_open(fd);
+	return n;
+}
+
+START_TEST(capture_fault_changes_nothing)
+{
+	pid_t pid = start_target(pipes_setup, pipes_verify_target);
+	struct fd_image *cap = NULL;
+	int before = count_fds();
+
+	setenv("CKPTFS_FAULT", "203", 1);
+	fault_reload();
+	ck_assert_int_eq(fds_capture(pid, &cap), -EIO);
+	unsetenv("CKPTFS_FAULT");
+	fault_reload();
+	ck_assert_ptr_null(cap);
+	ck_assert_int_eq(count_fds(), before);
+	ck_assert_int_eq(finish_target(pid), 0);
+}
+END_TEST
+
+/* ---- strict parsing --------------------------------------------------------------- */
+
+START_TEST(parse_is_strict)
+{
+	static const char *bad[] = {
+		"3 file flags=0 cloexec=0 path=/x pos=0 ino=1 size=0\n",              /* mtime missing */
+		"3 file flags=0 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 foo=1\n", /* unknown key */
+		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n2 dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+		"3 dup of=4 cloexec=0\n",
+		"3 dev flags=0 cloexec=2 path=/dev/null rdev=1:3\n",
+		"3 dev flags=0 cloexec=0 path=/dev/null rdev=8:0\n",
+		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3",                       /* no newline */
+		"3 dev  flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+		"3 pipe-r flags=0 cloexec=0 pipe=5 size=65536 peer=in queued=0\n",      /* no write end */
+		"3 pipe-r flags=0 cloexec=0 pipe=5 size=65536 peer=out queued=4\n",     /* data= missing */
+		"3 socket flags=0 cloexec=0\n",
+		"3 eventfd flags=0 cloexec=0 count=-1 semaphore=0\n",
+		"3 epoll flags=0 cloexec=0 watch=4:0x1:0x0\n",                          /* fd 4 absent */
+		"3 dev flags=0 cloexec=0 path=relative rdev=1:3\n",
+		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3 flags=0\n",
+		"x dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+		ck_assert_msg(strncmp(err_msg(), "fds", 3) == 0, "detail: %s", err_msg());
+	}
+	struct fd_image *img = NULL;
+	ck_assert_int_eq(fds_parse("", NULL, NULL, &img), 0);
+	ck_assert_int_eq(fds_max(img), -1);
+	fds_free(img);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("engine-fds");
+	struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "files", files },
+		{ "file_changed_is_refused", file_changed_is_refused },
+		{ "gone_terminal_becomes_dev_null", gone_terminal_becomes_dev_null },
+		{ "terminal_is_reopened", terminal_is_reopened },
+		{ "pipes", pipes },
+		{ "through_a_snapshot", through_a_snapshot },
+		{ "load_is_strict", load_is_strict },
+		{ "events", events },
+		{ "memfd_and_deleted", memfd_and_deleted },
+		{ "sockets", sockets },
+		{ "established_tcp_is_refused", established_tcp_is_refused },
+		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
+		{ "other_kinds_are_refused", other_kinds_are_refused },
+		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
+		{ "parse_is_strict", parse_is_strict },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_checked_fixture(tc, setup_tmp, teardown_tmp);
+		tcase_set_timeout(tc, 30);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	return s;
+}
+
+int main(void)
+{
+	if (geteuid() != 0) {
+		printf("skip: capturing descriptors with pidfd_getfd needs root\n");
+		return 77;
+	}
+	SRunner *sr = srunner_create(suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
