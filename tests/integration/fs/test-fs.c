@@ -420,6 +420,23 @@ START_TEST(test_ckpt_tools)
 }
 END_TEST
 
+START_TEST(test_exits_meanwhile)
+{
+	/* Processes that end while (or just before) they are checkpointed:
+	 * each checkpoint succeeds or fails, none hangs, status tells which,
+	 * and the daemon serves on. */
+	char *out = sh_out("for i in 1 2 3 4 5 6 7 8; do sleep 0.0$i & p=$!; "
+			   "if echo checkpoint > \"$MNT/$p/ctl\" 2>/dev/null; then r=ok; else r=failed; fi; "
+			   "s=$(grep '^state:' \"$MNT/$p/status\" 2>/dev/null); echo \"$p $r $s\"; wait; done");
+	ck_assert_msg(!strstr(out, "checkpointing"), "%s", out);
+	free(out);
+	ck_assert_int_eq(sh("grep -q ckptfs \"$MNT/README\" && ls \"$MNT\" >/dev/null"), 0);
+	char dir[PATH_MAX];
+	pid_t pid = target_start(dir);
+	checkpoint_ok(pid, 1);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, int timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -450,6 +467,7 @@ int main(void)
 		add(s, "ckpt_tools", test_ckpt_tools, 60);
 		add(s, "failed_checkpoint", test_failed_checkpoint, 60);
 		add(s, "kill9_daemon", test_kill9_daemon, 60);
+		add(s, "exits_meanwhile", test_exits_meanwhile, 60);
 		add(s, "ten_at_once", test_ten_at_once, 120);
 		add(s, "hundred_in_a_row", test_hundred_in_a_row, 180);
 	} else {
