@@ -75,7 +75,8 @@ static pid_t start_daemon(bool dir_backend)
 	char opt[512];
 	pid_t pid;
 
-	snprintf(opt, sizeof(opt), "store=%s%s", H.store, dir_backend ? ",backend=dir" : "");
+	snprintf(opt, sizeof(opt), "store=%s%s%s%s", H.store, dir_backend ? ",backend=dir" : "", H.opts[0] ? "," : "",
+		 H.opts);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {

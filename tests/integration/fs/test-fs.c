@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -437,6 +438,99 @@ START_TEST(test_exits_meanwhile)
 }
 END_TEST
 
+/* Runs a shell command as uid/gid 65534 with MNT and WORK set. */
+static int as_nobody(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int as_nobody(const char *fmt, ...)
+{
+	char inner[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(inner, sizeof(inner), fmt, ap);
+	va_end(ap);
+	return sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '%s'", inner);
+}
+
+START_TEST(test_allow_other)
+{
+	char rdir[PATH_MAX], udir[PATH_MAX];
+	pid_t rpid, upid;
+	char *s;
+
+	/* A root daemon shared with other users. */
+	harness_umount();
+	snprintf(H.opts, sizeof(H.opts), "allow_other");
+	harness_remount();
+	ck_assert_int_eq(sh("chmod 755 \"$WORK\" \"$(dirname \"$WORK\")\" \"$(dirname \"$(dirname \"$WORK\")\")\""), 0);
+
+	rpid = target_start(rdir);
+	/* The user's own process. */
+	snprintf(udir, sizeof(udir), "%s/user", H.work);
+	ck_assert_int_eq(sh("mkdir \"%s\" && chown 65534:65534 \"%s\"", udir, udir), 0);
+	ck_assert_int_eq(as_nobody("(\"%s\" \"%s\" &)", getenv("FS_TARGET"), udir), 0);
+	s = sh_out("for i in $(seq 300); do test -s '%s/addr' && break; sleep 0.01; done; cut -d' ' -f2 '%s/addr'", udir, udir);
+	upid = atoi(s);
+	free(s);
+	ck_assert_int_gt(upid, 0);
+	if (H.ntargets < 64)
+		H.targets[H.ntargets++] = upid;
+
+	/* The user sees their process, not root's, and cannot touch root's. */
+	ck_assert_int_eq(as_nobody("ls %s | grep -qx %d", H.mnt, upid), 0);
+	ck_assert_int_ne(as_nobody("ls %s | grep -qx %d", H.mnt, rpid), 0);
+	ck_assert_int_ne(as_nobody("cat %s/%d/status 2>/dev/null", H.mnt, rpid), 0);
+	ck_assert_int_ne(as_nobody("echo checkpoint > %s/%d/ctl 2>/dev/null", H.mnt, rpid), 0);
+
+	/* Root's snapshot is root's alone; the user's is theirs and root's. */
+	checkpoint_ok(rpid, 1);
+	ck_assert_int_ne(as_nobody("ls %s/%d/1 2>/dev/null", H.mnt, rpid), 0);
+	ck_assert_int_ne(as_nobody("cat %s/%d/1/maps 2>/dev/null", H.mnt, rpid), 0);
+	/* The user cannot delete root's snapshot. */
+	ck_assert_int_ne(as_nobody("rm -rf %s/%d/1 2>/dev/null; ls %s/%d/1", H.mnt, rpid, H.mnt, rpid), 0);
+	ck_assert_int_eq(sh("ls \"$MNT/%d/1/maps\" >/dev/null", rpid), 0);
+
+	/* Restores: each user their own names. */
+	ck_assert_int_eq(as_nobody("mkdir %s/restore/mine", H.mnt), 0);
+	ck_assert_int_ne(sh("ls \"$MNT/restore\" | grep -qx mine"), 0);
+	ck_assert_int_eq(as_nobody("rmdir %s/restore/mine", H.mnt), 0);
+
+	/* The user's own process. The engine, running as root, still needs
+	 * CAP_SYS_RESOURCE for another uid's rlimits (prlimit): where the
+	 * daemon lacks it the checkpoint fails with EPERM, which is checked
+	 * and ends the case. */
+	if (as_nobody("echo checkpoint > %s/%d/ctl 2>/dev/null", H.mnt, upid) != 0) {
+		s = sh_out("cat \"$MNT/%d/status\"", upid);
+		ck_assert_msg(strstr(s, "last_error: Operation not permitted"), "the user's checkpoint failed:\n%s", s);
+		free(s);
+		return;
+	}
+	ck_assert_int_eq(as_nobody("grep -q \"^rip 0x\" %s/%d/1/regs/*", H.mnt, upid), 0);
+	ck_assert_int_eq(sh("stat -c %%u \"$MNT/%d/1/maps\" | grep -qx 65534", upid), 0);
+	ck_assert_int_eq(sh("ls \"$MNT/%d/1\" >/dev/null", upid), 0);
+	/* The user restores their own process: it runs as the user, or the
+	 * restore fails for want of privilege; never as root. */
+	ck_assert_int_eq(as_nobody("kill -9 %d", upid), 0);
+	usleep(200000);
+	as_nobody("cp -r %s/%d/1 %s/restore/u", H.mnt, upid, H.mnt);
+	s = NULL;
+	for (int i = 0; i < 200; i++) {
+		free(s);
+		s = sh_out("setpriv --reuid=65534 --regid=65534 --clear-groups head -1 %s/restore/u/status", H.mnt);
+		if (strncmp(s, "receiving", 9) && strncmp(s, "verifying", 9) && strncmp(s, "restoring", 9) && *s)
+			break;
+		usleep(50000);
+	}
+	if (!strncmp(s, "running pid=", 12)) {
+		ck_assert_int_eq(sh("grep -q '^Uid:.65534.65534.65534.65534' /proc/%d/status", upid), 0);
+	} else {
+		ck_assert_msg(!strncmp(s, "failed: ", 8) && (strstr(s, "not permitted") || strstr(s, "ermission")),
+			      "the user's restore: '%s'", s);
+	}
+	free(s);
+	ck_assert_int_ne(sh("ls \"$MNT/restore\" | grep -qx u"), 0);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t, int timeout)
 {
 	TCase *tc = tcase_create(name);
@@ -468,6 +562,7 @@ int main(void)
 		add(s, "failed_checkpoint", test_failed_checkpoint, 60);
 		add(s, "kill9_daemon", test_kill9_daemon, 60);
 		add(s, "exits_meanwhile", test_exits_meanwhile, 60);
+		add(s, "allow_other", test_allow_other, 60);
 		add(s, "ten_at_once", test_ten_at_once, 120);
 		add(s, "hundred_in_a_row", test_hundred_in_a_row, 180);
 	} else {
