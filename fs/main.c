@@ -161,6 +161,14 @@ int main(int argc, char **argv)
 	fs->store_dir = conf.store ? strdup(conf.store) : store_default_path();
 	if (!fs->store_dir)
 		goto out_fs;
+	if (fs->store_dir[0] != '/') {
+		/* Daemonizing changes to /: keep the store where it was meant. */
+		char cwd[PATH_MAX], *abs = NULL;
+		if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, fs->store_dir) < 0)
+			goto out_fs;
+		free(fs->store_dir);
+		fs->store_dir = abs;
+	}
 	node_table_init(fs);
 
 	/* Report a store that cannot be opened here, on the terminal. */
