@@ -8,7 +8,7 @@
  *     descriptors, the memory layout and a copy of the pages to save in our
  *     RAM. With ENGINE_AFTER_RUN the process runs again right after this
  *     (the frozen time reported is this step: it grows with the bytes
- *     copied, at process_vm_readv speed);
+ *     copied, at process_vm_readv speed, with up to 4 threads copying);
  *  2. write the snapshot files and commit through store/.
  * With --kill/--stop the process stays frozen until the commit, so that
  * nothing it does after the view is lost, and is then killed or left
@@ -140,6 +140,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	char sp[64];
 	int r;
 
+	r = process_check(pid);
+	if (r < 0)
+		goto out;
 	r = fds_check(pid);
 	if (r < 0)
 		goto out;

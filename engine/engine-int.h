@@ -215,6 +215,10 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
 
 /* ---- process (process.c) ------------------------------------------------- */
 
+/* Refuses, before the process is touched, what a dump cannot bring back:
+ * seccomp filters, posix timers, child processes, other pid or mount
+ * namespaces. -EOPNOTSUPP with a detail. */
+int process_check(pid_t pid);
 /* Reads /proc/PID/{stat,status,cwd,exe,cmdline,auxv,comm} and rlimits. */
 int process_capture_proc(pid_t pid, struct proc_image *img);
 /* Injected queries: sigactions, itimers, personality (process-wide) and

@@ -17,6 +17,7 @@
  */
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -270,63 +271,111 @@ static int stat_backing(pid_t pid, struct vma *v)
 	return 0;
 }
 
-/* Copies v's runs into v->data. */
-static int copy_runs(pid_t pid, int mem, int fd, struct vma *v)
+/* Reads [off, off + len) of area v of the stopped process into buf. */
+static int read_piece(pid_t pid, int mem, int fd, const struct vma *v, uint64_t off, uint64_t len,
+		      uint8_t *buf)
 {
-	uint8_t *p = v->data;
 	if (fault_hit(FAULT_ENGINE_MEMORY))
 		return err_set(-EIO, "pid %d: reading memory %lx: injected fault", pid,
-			       (unsigned long)v->start);
+			       (unsigned long)(v->start + off));
 	if (fd >= 0 || !(v->prot & PROT_READ)) {
-		/* shared memory through its file; unreadable areas through
-		 * /proc/PID/mem, which process_vm_readv cannot read */
-		for (size_t i = 0; i < v->nruns; i++) {
-			const struct mem_run *u = &v->runs[i];
-			ssize_t n = fd >= 0 ? pread_full(fd, p, u->len, v->pgoff + u->off)
-					    : pread_full(mem, p, u->len, v->start + u->off);
-			if (n < 0)
-				return err_set((int)n, "pid %d: reading memory at %lx", pid,
-					       (unsigned long)(v->start + u->off));
-			if ((uint64_t)n < u->len)
-				memset(p + n, 0, u->len - n); /* beyond the file's end */
-			p += u->len;
-		}
+		ssize_t n = fd >= 0 ? pread_full(fd, buf, len, v->pgoff + off)
+				    : pread_full(mem, buf, len, v->start + off);
+		if (n < 0)
+			return err_set((int)n, "pid %d: reading memory at %lx", pid,
+				       (unsigned long)(v->start + off));
+		if ((uint64_t)n < len)
+			memset(buf + n, 0, len - n);
 		return 0;
 	}
-	for (size_t i = 0; i < v->nruns;) {
-		struct iovec rem[512];
-		size_t k = 0, total = 0;
-		for (; i < v->nruns && k < ARRAY_SIZE(rem); i++, k++) {
-			rem[k].iov_base = (void *)(uintptr_t)(v->start + v->runs[i].off);
-			rem[k].iov_len = v->runs[i].len;
-			total += v->runs[i].len;
-		}
-		struct iovec loc = { p, total };
-		size_t done = 0;
-		/* one call moves at most ~2 GiB; a short count resumes */
-		size_t ri = 0;
-		while (done < total) {
-			ssize_t n = process_vm_readv(pid, &loc, 1, rem + ri, k - ri, 0);
-			if (n <= 0)
-				return err_set(n < 0 ? negerrno() : -EIO,
-					       "pid %d: process_vm_readv at %lx: %m", pid,
-					       (unsigned long)(uintptr_t)rem[ri].iov_base);
-			done += n;
-			loc.iov_base = (uint8_t *)loc.iov_base + n;
-			loc.iov_len -= n;
-			while (n > 0) {
-				if ((size_t)n >= rem[ri].iov_len) {
-					n -= rem[ri].iov_len;
-					ri++;
-				} else {
-					rem[ri].iov_base = (uint8_t *)rem[ri].iov_base + n;
-					rem[ri].iov_len -= n;
-					n = 0;
-				}
-			}
-		}
-		p += total;
+	struct iovec l = { buf, len }, rm = { (void *)(uintptr_t)(v->start + off), len };
+	ssize_t n = process_vm_readv(pid, &l, 1, &rm, 1, 0);
+	if (n != (ssize_t)len)
+		return err_set(n < 0 ? negerrno() : -EIO, "pid %d: process_vm_readv at %lx: %m", pid,
+			       (unsigned long)(v->start + off));
+	return 0;
+}
+
+/* One piece of the copy into RAM. */
+struct copy_job {
+	struct vma *v;
+	int fd; /* the area's tmpfs file (shmem), or -1 */
+	uint64_t off, len;
+	uint8_t *dst;
+};
+
+struct copy_ctx {
+	pid_t pid;
+	int mem;
+	struct copy_job *jobs;
+	size_t njobs;
+	size_t next;    /* atomic: the next job to take */
+	int err;        /* atomic: the first failure */
+	char msg[256];  /* its detail (err_msg() is per thread) */
+};
+
+static void *copy_worker(void *arg)
+{
+	struct copy_ctx *c = arg;
+	for (;;) {
+		if (__atomic_load_n(&c->err, __ATOMIC_RELAXED))
+			break;
+		size_t i = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED);
+		if (i >= c->njobs)
+			break;
+		struct copy_job *j = &c->jobs[i];
+		int r = read_piece(c->pid, c->mem, j->fd, j->v, j->off, j->len, j->dst);
+		int zero = 0;
+		if (r < 0 && __atomic_compare_exchange_n(&c->err, &zero, r, false, __ATOMIC_SEQ_CST,
+							 __ATOMIC_SEQ_CST))
+			snprintf(c->msg, sizeof(c->msg), "%s", err_msg());
 	}
+	return NULL;
+}
+
+#define COPY_PIECE (32ull << 20)
+
+/* Copies every saved run of every area into its v->data, with a few
+ * threads: faulting in the copy's fresh pages is most of the cost, and
+ * it spreads over cores, which shortens the time the process is frozen. */
+static int copy_all(pid_t pid, int mem, struct proc_image *img, const int *fds)
+{
+	struct copy_ctx c = { .pid = pid, .mem = mem };
+	size_t cap = 0;
+	uint64_t total = 0;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		struct vma *v = &img->vmas[i];
+		uint8_t *dst = v->data;
+		for (size_t k = 0; v->data && k < v->nruns; k++)
+			for (uint64_t o = 0; o < v->runs[k].len; o += COPY_PIECE) {
+				if (c.njobs == cap) {
+					cap = cap ? 2 * cap : 256;
+					struct copy_job *nj = realloc(c.jobs, cap * sizeof(*nj));
+					if (!nj) {
+						free(c.jobs);
+						return -ENOMEM;
+					}
+					c.jobs = nj;
+				}
+				uint64_t len = MIN(COPY_PIECE, v->runs[k].len - o);
+				c.jobs[c.njobs++] = (struct copy_job){ v, fds[i], v->runs[k].off + o, len, dst };
+				dst += len;
+				total += len;
+			}
+	}
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = total < 4 * COPY_PIECE ? 1 : (size_t)MAX(1, MIN(cpus, 4));
+	pthread_t th[4];
+	size_t started = 0;
+	for (size_t i = 1; i < n; i++)
+		if (pthread_create(&th[started], NULL, copy_worker, &c) == 0)
+			started++;
+	copy_worker(&c);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(c.jobs);
+	if (c.err)
+		return err_set(c.err, "%s", c.msg);
 	return 0;
 }
 
@@ -413,11 +462,14 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes
 		return err_set(negerrno(), "pid %d: cannot open pagemap or mem: %m", pid);
 
 	*bytes = 0;
-	uint64_t t_scan = 0, t_copy = 0, t_alloc = 0;
-	for (size_t i = 0; i < img->nvmas; i++) {
-		uint64_t t0 = now_ns();
+	_cleanup_free_ int *fds = calloc(img->nvmas, sizeof(int));
+	if (!fds)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++)
+		fds[i] = -1;
+	uint64_t t0 = now_ns();
+	for (size_t i = 0; i < img->nvmas && r >= 0; i++) {
 		struct vma *v = &img->vmas[i];
-		_cleanup_close_ int fd = -1;
 		switch (v->kind) {
 		case VMA_ANON:
 			r = scan_pages(pid, pm, v);
@@ -431,7 +483,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes
 			r = stat_backing(pid, v);
 			break;
 		case VMA_SHMEM:
-			r = scan_shmem(pid, v, &fd);
+			r = scan_shmem(pid, v, &fds[i]);
 			break;
 		case VMA_DELETED:
 			r = add_run(v, 0, v->end - v->start);
@@ -441,26 +493,24 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes
 			break;
 		}
 		if (r < 0)
-			return r;
-		uint64_t t1 = now_ns();
-		t_scan += t1 - t0;
+			break;
 		*bytes += v->saved;
 		if (!v->saved || !copy)
 			continue;
 		v->data = copy_alloc(v->saved);
 		if (!v->data)
-			return err_set(-ENOMEM, "pid %d: no memory for a copy of %lx-%lx", pid,
-				       (unsigned long)v->start, (unsigned long)v->end);
-		uint64_t t2 = now_ns();
-		r = copy_runs(pid, mem, fd, v);
-		if (r < 0)
-			return r;
-		t_alloc += t2 - t1;
-		t_copy += now_ns() - t2;
+			r = err_set(-ENOMEM, "pid %d: no memory for a copy of %lx-%lx", pid,
+				    (unsigned long)v->start, (unsigned long)v->end);
 	}
-	log_debug("pid %d: page scan %" PRIu64 " us, copy %" PRIu64 " us (+%" PRIu64 " us alloc)", pid,
-		  t_scan / 1000, t_copy / 1000, t_alloc / 1000);
-	return 0;
+	uint64_t t1 = now_ns();
+	if (r >= 0 && copy)
+		r = copy_all(pid, mem, img, fds);
+	for (size_t i = 0; i < img->nvmas; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	log_debug("pid %d: page scan %" PRIu64 " us, copy %" PRIu64 " us", pid, (t1 - t0) / 1000,
+		  (now_ns() - t1) / 1000);
+	return r < 0 ? r : 0;
 }
 
 char *maps_format(const struct proc_image *img)
@@ -619,31 +669,6 @@ int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n)
 fail:
 	vmas_free(v, n);
 	return r;
-}
-
-/* Reads [off, off + len) of area v of the stopped process into buf. */
-static int read_piece(pid_t pid, int mem, int fd, const struct vma *v, uint64_t off, uint64_t len,
-		      uint8_t *buf)
-{
-	if (fault_hit(FAULT_ENGINE_MEMORY))
-		return err_set(-EIO, "pid %d: reading memory %lx: injected fault", pid,
-			       (unsigned long)(v->start + off));
-	if (fd >= 0 || !(v->prot & PROT_READ)) {
-		ssize_t n = fd >= 0 ? pread_full(fd, buf, len, v->pgoff + off)
-				    : pread_full(mem, buf, len, v->start + off);
-		if (n < 0)
-			return err_set((int)n, "pid %d: reading memory at %lx", pid,
-				       (unsigned long)(v->start + off));
-		if ((uint64_t)n < len)
-			memset(buf + n, 0, len - n);
-		return 0;
-	}
-	struct iovec l = { buf, len }, rm = { (void *)(uintptr_t)(v->start + off), len };
-	ssize_t n = process_vm_readv(pid, &l, 1, &rm, 1, 0);
-	if (n != (ssize_t)len)
-		return err_set(n < 0 ? negerrno() : -EIO, "pid %d: process_vm_readv at %lx: %m", pid,
-			       (unsigned long)(v->start + off));
-	return 0;
 }
 
 #define STREAM_PIECE (16ul << 20)

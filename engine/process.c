@@ -9,6 +9,7 @@
  * results and unmapped again, and every thread gets back its registers and
  * signal mask while parked in the kernel's signal path (ptrace.c).
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -40,6 +41,54 @@ static int read_link(pid_t pid, const char *what, char **ret)
 	buf[n] = 0;
 	*ret = strdup(buf);
 	return *ret ? 0 : -ENOMEM;
+}
+
+int process_check(pid_t pid)
+{
+	_cleanup_free_ char *status = NULL, *timers = NULL;
+	char path[96], a[64], b[64];
+	int r = read_proc(pid, "status", &status, NULL);
+	if (r < 0)
+		return r;
+	char *sc = strstr(status, "\nSeccomp:");
+	if (sc && atoi(sc + 9) != 0)
+		return err_set(-EOPNOTSUPP, "pid %d: seccomp filters are not supported", pid);
+	/* posix timers would be lost on restore: refuse rather than lose them */
+	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0])
+		return err_set(-EOPNOTSUPP, "pid %d: posix timers (timer_create) are not supported", pid);
+	/* its children would not come back with it */
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			_cleanup_free_ char *ch = NULL;
+			char what[80];
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(what, sizeof(what), "task/%.20s/children", de->d_name);
+			if (read_proc(pid, what, &ch, NULL) >= 0 && ch[0]) {
+				closedir(d);
+				return err_set(-EOPNOTSUPP, "pid %d has child processes (%.*s): process trees are not supported",
+					       pid, (int)strcspn(ch, "\n"), ch);
+			}
+		}
+		closedir(d);
+	}
+	/* PIDs and paths mean what they mean in our namespaces only */
+	static const char *const ns[] = { "pid", "mnt" };
+	for (size_t i = 0; i < ARRAY_SIZE(ns); i++) {
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, ns[i]);
+		ssize_t n1 = readlink(path, a, sizeof(a) - 1);
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", ns[i]);
+		ssize_t n2 = readlink(path, b, sizeof(b) - 1);
+		if (n1 < 0 || n2 < 0)
+			continue;
+		a[n1] = b[n2] = 0;
+		if (strcmp(a, b))
+			return err_set(-EOPNOTSUPP, "pid %d is in another %s namespace: not supported", pid, ns[i]);
+	}
+	return 0;
 }
 
 int process_capture_proc(pid_t pid, struct proc_image *img)

@@ -38,9 +38,3 @@ int gpu_restore_tid(pid_t pid, pid_t *ret)
 {
 	return -EOPNOTSUPP;
 }
-
-const char *gpu_state_name(enum gpu_state s)
-{
-	static const char *n[_GPU_STATE_MAX] = { "running", "locked", "checkpointed", "failed" };
-	return s < _GPU_STATE_MAX ? n[s] : "unknown";
-}

@@ -17,23 +17,6 @@
 /* The largest file offset accepted (1 PiB); matches the manifest's limit. */
 #define FILE_MAX_SIZE (1ull << 50)
 
-/*
- * Fallback until the chunk store (chunk.c) is in the tree: store/ is built
- * from two halves written in parallel, and store_open() must link before
- * chunk.c exists. It is weak so that a strong definition wins wherever
- * both are linked; but a weak definition also stops the linker from
- * pulling chunk.o out of the static archive at all, so it is compiled
- * only while chunk.c is absent (store/meson.build). Remove it once
- * chunk.c has landed.
- */
-#ifdef STORE_CHUNK_FALLBACK
-__attribute__((weak)) int chunk_store_open(const char *dir, const struct store_options *o,
-					   struct store **ret)
-{
-	return err_set(-EOPNOTSUPP, "%s: the chunk store is not built in", dir);
-}
-#endif
-
 /* ---- stores --------------------------------------------------------------- */
 
 int store_open(const char *dir, const struct store_options *o, struct store **ret)

@@ -11,6 +11,7 @@ static const struct {
 	int (*run)(int argc, char **argv);
 } benches[] = {
 	{ "store", "ingest, re-ingest, small changes and read back of the chunk store", bench_store },
+	{ "engine", "dump and restore of a process with 2 GiB resident, beside process_vm_readv and dd", bench_engine },
 };
 
 static void usage(FILE *out)

@@ -494,6 +494,82 @@ START_TEST(restore_refuses_other_vdso)
 }
 END_TEST
 
+/* What a dump cannot bring back is refused before the process is
+ * touched: a posix timer, a child process. The process runs on. */
+static void refused(pid_t pid, const char *want)
+{
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(kill(pid, 0), 0);
+}
+
+START_TEST(dump_refuses_posix_timer)
+{
+	pid_t pid = spawn(NULL, "target-timer", NULL);
+	refused(pid, "posix timers");
+	/* still running: it finishes when told */
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
+START_TEST(dump_refuses_children)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		execl("/bin/sh", "sh", "-c", "sleep 30 & wait", (char *)NULL);
+		_exit(127);
+	}
+	char ch[64], *text = NULL;
+	snprintf(ch, sizeof(ch), "/proc/%d/task/%d/children", pid, pid);
+	for (int i = 0; i < 2000; i++) {
+		free(text);
+		text = NULL;
+		if (read_file_full(ch, &text, NULL) >= 0 && text[0])
+			break;
+		usleep(1000);
+	}
+	ck_assert_msg(text && text[0], "no child appeared");
+	pid_t child = atoi(text);
+	free(text);
+	refused(pid, "child processes");
+	kill(child, SIGKILL);
+	kill_original(pid, NULL);
+}
+END_TEST
+
+/* A private file mapping's file changed since the dump: the restore is
+ * refused, naming the file, and nothing runs. */
+START_TEST(restore_refuses_changed_file)
+{
+	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	int fd = open(path("mapped-file"), O_WRONLY | O_APPEND | O_CLOEXEC);
+	ck_assert_int_eq(write_full(fd, "x", 1), 0);
+	close(fd);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "changed since the checkpoint") && strstr(ckpt_err(), "mapped-file"),
+		      "stderr: %s", ckpt_err());
+	int st;
+	pid_t w = waitpid(pid, &st, 0); /* the half-built one, killed */
+	ck_assert(w == pid && WIFSIGNALED(st));
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+}
+END_TEST
+
 START_TEST(python_running)
 {
 	pid_t pid = spawn("/usr/bin/python3", "python.py", NULL);
@@ -579,6 +655,9 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("dump_refuses_traced", dump_refuses_traced, 60));
 		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
 		suite_add_tcase(s, tc("restore_refuses_other_vdso", restore_refuses_other_vdso, 60));
+		suite_add_tcase(s, tc("dump_refuses_posix_timer", dump_refuses_posix_timer, 60));
+		suite_add_tcase(s, tc("dump_refuses_children", dump_refuses_children, 60));
+		suite_add_tcase(s, tc("restore_refuses_changed_file", restore_refuses_changed_file, 60));
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -168,6 +168,8 @@ START_TEST(process_round_trip)
 	p.auxv_len = 16;
 	p.auxv = calloc(1, 16);
 	p.auxv[0] = 6;
+	p.stopped = true;
+	memset(p.vdso, 'a', 64);
 	char *text = process_format(&p);
 	ck_assert_ptr_nonnull(text);
 	struct proc_image q = { 0 };
@@ -182,6 +184,8 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(q.itimer[0].it_interval.tv_usec, 20000);
 	ck_assert_int_eq(q.auxv_len, 16);
 	ck_assert_int_eq(q.umask, 022);
+	ck_assert(q.stopped);
+	ck_assert_int_eq(strlen(q.vdso), 64);
 	free(text);
 	proc_image_free(&q);
 

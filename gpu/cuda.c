@@ -1,0 +1,197 @@
+/*
+ * gpu/ with the CUDA driver's checkpoint API (CUDA 12.8+, driver 550+).
+ *
+ * libcuda is loaded with dlopen on first use so that the daemon and the
+ * command line run on machines without a driver; cuda.h is needed only to
+ * build. The driver does the work inside the target process (a restore
+ * thread of its own), so the target's threads that the driver names must
+ * be running while these calls are made: callers freeze the process only
+ * after gpu_checkpoint() and thaw it before gpu_restore().
+ *
+ * A CUresult becomes an errno here, once, with the driver's name for it in
+ * err_msg().
+ */
+#include <cuda.h>
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include "common/common.h"
+#include "gpu/gpu.h"
+
+struct cuda_api {
+	CUresult (*init)(unsigned int);
+	CUresult (*get_error_name)(CUresult, const char **);
+	CUresult (*get_state)(int, CUprocessState *);
+	CUresult (*lock)(int, CUcheckpointLockArgs *);
+	CUresult (*checkpoint)(int, CUcheckpointCheckpointArgs *);
+	CUresult (*restore)(int, CUcheckpointRestoreArgs *);
+	CUresult (*unlock)(int, CUcheckpointUnlockArgs *);
+	CUresult (*restore_tid)(int, int *);
+};
+
+static struct cuda_api api;
+static int api_err = -ENODEV;
+static char api_why[256];
+static pthread_once_t api_once = PTHREAD_ONCE_INIT;
+
+static void api_load(void)
+{
+	void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		snprintf(api_why, sizeof(api_why), "cannot load libcuda.so.1: %s", dlerror());
+		return;
+	}
+#define SYM(field, name)                                                                   \
+	do {                                                                               \
+		*(void **)&api.field = dlsym(h, name);                                     \
+		if (!api.field) {                                                          \
+			snprintf(api_why, sizeof(api_why),                                 \
+				 "the CUDA driver has no %s (driver 550 or newer needed)", name); \
+			api_err = -EOPNOTSUPP;                                             \
+			return;                                                            \
+		}                                                                          \
+	} while (0)
+	SYM(init, "cuInit");
+	SYM(get_error_name, "cuGetErrorName");
+	SYM(get_state, "cuCheckpointProcessGetState");
+	SYM(lock, "cuCheckpointProcessLock");
+	SYM(checkpoint, "cuCheckpointProcessCheckpoint");
+	SYM(restore, "cuCheckpointProcessRestore");
+	SYM(unlock, "cuCheckpointProcessUnlock");
+	SYM(restore_tid, "cuCheckpointProcessGetRestoreThreadId");
+#undef SYM
+	/* cuCheckpointProcessRestore needs cuInit in the caller. */
+	CUresult r = api.init(0);
+	if (r != CUDA_SUCCESS) {
+		const char *n = "?";
+		api.get_error_name(r, &n);
+		snprintf(api_why, sizeof(api_why), "cuInit failed: %s", n);
+		api_err = r == CUDA_ERROR_NO_DEVICE ? -ENODEV : -EIO;
+		return;
+	}
+	api_err = 0;
+}
+
+static int api_get(void)
+{
+	pthread_once(&api_once, api_load);
+	if (api_err)
+		return err_set(api_err, "%s", api_why);
+	return 0;
+}
+
+/* The one place a CUresult becomes an errno. */
+static int cu_err(CUresult r, pid_t pid, const char *what)
+{
+	const char *n = "?";
+	int e;
+
+	if (r == CUDA_SUCCESS)
+		return 0;
+	api.get_error_name(r, &n);
+	switch (r) {
+	case CUDA_ERROR_INVALID_VALUE:
+		e = -ESRCH; /* no CUDA context in that process */
+		break;
+	case CUDA_ERROR_NOT_READY:
+		e = -ETIMEDOUT; /* lock timeout */
+		break;
+	case CUDA_ERROR_ILLEGAL_STATE:
+		e = -EBUSY;
+		break;
+	case CUDA_ERROR_NOT_SUPPORTED:
+		e = -EOPNOTSUPP;
+		break;
+	case CUDA_ERROR_NOT_INITIALIZED:
+	case CUDA_ERROR_NO_DEVICE:
+		e = -ENODEV;
+		break;
+	default:
+		e = -EIO;
+	}
+	return err_set(e, "pid %d: %s: %s", pid, what, n);
+}
+
+int gpu_probe(void)
+{
+	return api_get();
+}
+
+int gpu_get_state(pid_t pid, enum gpu_state *ret)
+{
+	CUprocessState st;
+	int r = api_get();
+	if (r < 0)
+		return r;
+	r = cu_err(api.get_state(pid, &st), pid, "cuCheckpointProcessGetState");
+	if (r < 0)
+		return r;
+	switch (st) {
+	case CU_PROCESS_STATE_RUNNING:
+		*ret = GPU_STATE_RUNNING;
+		break;
+	case CU_PROCESS_STATE_LOCKED:
+		*ret = GPU_STATE_LOCKED;
+		break;
+	case CU_PROCESS_STATE_CHECKPOINTED:
+		*ret = GPU_STATE_CHECKPOINTED;
+		break;
+	default:
+		*ret = GPU_STATE_FAILED;
+	}
+	return 0;
+}
+
+int gpu_lock(pid_t pid, unsigned timeout_ms)
+{
+	CUcheckpointLockArgs a = { .timeoutMs = timeout_ms };
+	int r = api_get();
+	if (r < 0)
+		return r;
+	if (fault_hit(FAULT_GPU_LOCK))
+		return err_set(-EIO, "pid %d: injected GPU lock failure", pid);
+	return cu_err(api.lock(pid, &a), pid, "cuCheckpointProcessLock");
+}
+
+int gpu_checkpoint(pid_t pid)
+{
+	CUcheckpointCheckpointArgs a = { { 0 } };
+	int r = api_get();
+	if (r < 0)
+		return r;
+	if (fault_hit(FAULT_GPU_CHECKPOINT))
+		return err_set(-EIO, "pid %d: injected GPU checkpoint failure", pid);
+	return cu_err(api.checkpoint(pid, &a), pid, "cuCheckpointProcessCheckpoint");
+}
+
+int gpu_restore(pid_t pid)
+{
+	CUcheckpointRestoreArgs a;
+	int r = api_get();
+	if (r < 0)
+		return r;
+	memset(&a, 0, sizeof(a));
+	return cu_err(api.restore(pid, &a), pid, "cuCheckpointProcessRestore");
+}
+
+int gpu_unlock(pid_t pid)
+{
+	CUcheckpointUnlockArgs a = { { 0 } };
+	int r = api_get();
+	if (r < 0)
+		return r;
+	return cu_err(api.unlock(pid, &a), pid, "cuCheckpointProcessUnlock");
+}
+
+int gpu_restore_tid(pid_t pid, pid_t *ret)
+{
+	int tid = 0;
+	int r = api_get();
+	if (r < 0)
+		return r;
+	r = cu_err(api.restore_tid(pid, &tid), pid, "cuCheckpointProcessGetRestoreThreadId");
+	if (r < 0)
+		return r;
+	*ret = tid;
+	return 0;
+}
