@@ -16,6 +16,9 @@ static const struct ckpt_cmd cmds[] = {
 	{ "bench", "store [OPTIONS]", "run a benchmark", cmd_bench },
 	{ "version", "", "print the version", cmd_version },
 	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
+	{ "checkpoint", "[--kill|--stop] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs", cmd_checkpoint },
+	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
+	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
 	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
 	{ "restore", "[--no-verify] DIR", "restore a process from a snapshot directory", cmd_restore },
 };

@@ -1,0 +1,277 @@
+/*
+ * /<pid>/ctl and /<pid>/status.
+ *
+ * A write of one command line to ctl runs the checkpoint in the writing
+ * thread and replies when the snapshot is durable (engine_dump commits
+ * it) or failed; status tells the phase while it runs and the outcome
+ * after. One checkpoint of a pid at a time (-EBUSY for a second); any
+ * number of pids at once, bounded by the FUSE loop's threads.
+ *
+ * The grammar (documented in --help and the README):
+ *   checkpoint          snapshot; the process keeps running
+ *   checkpoint kill     snapshot; SIGKILL once it is durable
+ *   checkpoint stop     snapshot; left stopped once it is durable
+ */
+#include <inttypes.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "fs/fs-int.h"
+
+static const char *phase_name(enum engine_phase p)
+{
+	/* The engine names its phases; without it the names are ours. */
+	static const char *const names[_ENGINE_PHASE_MAX] = {
+		[ENGINE_PHASE_FREEZE] = "freeze",
+		[ENGINE_PHASE_WRITE] = "write",
+		[ENGINE_PHASE_COMMIT] = "commit",
+		[ENGINE_PHASE_READ] = "read",
+		[ENGINE_PHASE_RESTORE] = "restore",
+	};
+	return (unsigned)p < _ENGINE_PHASE_MAX ? names[p] : "?";
+}
+
+static const char *const state_names[_PID_STATE_MAX] = {
+	[PID_IDLE] = "idle",
+	[PID_CHECKPOINTING] = "checkpointing",
+	[PID_FAILED] = "failed",
+};
+
+static struct pidstate *pidstate_locked(struct fs *fs, pid_t pid, bool create)
+{
+	struct pidstate *ps;
+
+	for (ps = fs->pids; ps; ps = ps->next)
+		if (ps->pid == pid)
+			return ps;
+	if (!create || !(ps = calloc(1, sizeof(*ps))))
+		return NULL;
+	ps->pid = pid;
+	ps->next = fs->pids;
+	fs->pids = ps;
+	return ps;
+}
+
+bool ctl_known(struct fs *fs, pid_t pid)
+{
+	bool r;
+
+	pthread_mutex_lock(&fs->lock);
+	r = pidstate_locked(fs, pid, false) != NULL;
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+static int max_n(pid_t pid, uint32_t n, const struct store_snap_info *info, void *ud)
+{
+	uint32_t *m = ud;
+	if (n > *m)
+		*m = n;
+	return 0;
+}
+
+struct dump_ctx {
+	struct fs *fs;
+	struct pidstate *ps; /* lives until the daemon exits */
+};
+
+static void progress(const struct engine_progress *p, void *ud)
+{
+	struct dump_ctx *c = ud;
+
+	pthread_mutex_lock(&c->fs->lock);
+	c->ps->phase = p->phase;
+	c->ps->done = p->done;
+	c->ps->total = p->total;
+	pthread_mutex_unlock(&c->fs->lock);
+}
+
+#ifndef HAVE_ENGINE
+#define HAVE_ENGINE 0
+#endif
+
+static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_after after, struct dump_ctx *c)
+{
+#if HAVE_ENGINE
+	struct engine_dump_opts o = {
+		.after = after,
+		.progress = progress,
+		.ud = c,
+	};
+	return engine_dump(pid, w, &o);
+#else
+	(void)progress;
+	return err_set(-ENOSYS, "pid %d: this ckptfs was built without the engine", pid);
+#endif
+}
+
+/* After `checkpoint kill` the engine may still be the tracer of the dead
+ * process; then its parent cannot reap it until the tracer waits for it.
+ * A tracer that already detached gets ECHILD here at once. */
+static void reap_killed(pid_t pid)
+{
+	for (int i = 0; i < 200; i++) {
+		pid_t r = waitpid(pid, NULL, __WALL | WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR))
+			return;
+		usleep(10 * 1000);
+	}
+}
+
+static int parse_command(const char *line, size_t len, enum engine_after *after)
+{
+	char buf[128], *words[4], *save = NULL, *w;
+	size_t n = 0;
+
+	/* One line; a trailing newline (echo) is fine, anything after it
+	 * is not. */
+	if (len >= sizeof(buf))
+		return err_set(-EINVAL, "command too long");
+	memcpy(buf, line, len);
+	buf[len] = 0;
+	if (len && buf[len - 1] == '\n')
+		buf[--len] = 0;
+	if (strchr(buf, '\n') || memchr(buf, 0, len))
+		return err_set(-EINVAL, "one command line per write");
+	for (w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+		if (n == ARRAY_SIZE(words))
+			return err_set(-EINVAL, "too many words");
+		words[n++] = w;
+	}
+	if (n == 0 || strcmp(words[0], "checkpoint"))
+		return err_set(-EINVAL, "unknown command '%s' (try: checkpoint [kill|stop])", n ? words[0] : "");
+	if (n == 1)
+		*after = ENGINE_AFTER_RUN;
+	else if (n == 2 && !strcmp(words[1], "kill"))
+		*after = ENGINE_AFTER_KILL;
+	else if (n == 2 && !strcmp(words[1], "stop"))
+		*after = ENGINE_AFTER_STOP;
+	else
+		return err_set(-EINVAL, "checkpoint takes 'kill' or 'stop', not '%s'", words[1]);
+	return 0;
+}
+
+int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t len)
+{
+	struct store_snap *w = NULL;
+	struct dump_ctx c = { .fs = fs };
+	enum engine_after after = ENGINE_AFTER_RUN;
+	uint32_t n = 0;
+	uid_t owner = 0;
+	char name[64];
+	int r;
+
+	r = parse_command(line, len, &after);
+	if (r < 0)
+		return r;
+	if (!access_pid(fs, caller, pid, &owner))
+		return err_set(kill(pid, 0) < 0 && errno == ESRCH ? -ESRCH : -EPERM,
+			       "pid %d: no such process, or not yours", pid);
+
+	pthread_mutex_lock(&fs->lock);
+	c.ps = pidstate_locked(fs, pid, true);
+	if (!c.ps) {
+		pthread_mutex_unlock(&fs->lock);
+		return -ENOMEM;
+	}
+	if (c.ps->state == PID_CHECKPOINTING) {
+		pthread_mutex_unlock(&fs->lock);
+		return err_set(-EBUSY, "pid %d: a checkpoint is already running", pid);
+	}
+	c.ps->state = PID_CHECKPOINTING;
+	c.ps->phase = ENGINE_PHASE_FREEZE;
+	c.ps->done = c.ps->total = 0;
+	pthread_mutex_unlock(&fs->lock);
+
+	uint64_t t0 = now_ns();
+	if (fault_hit(FAULT_FS_CTL)) {
+		r = err_set(-EIO, "pid %d: injected fault", pid);
+		goto out;
+	}
+	/* Numbers continue after the highest one in the store, whoever made
+	 * it; the busy state above keeps two writers of one pid apart. */
+	r = snap_foreach(fs, pid, 0, max_n, &n);
+	if (r < 0)
+		goto out;
+	n++;
+	r = fs_snap_name(fs, pid, n, name, sizeof(name));
+	if (r < 0)
+		goto out;
+	r = store_snap_create(fs->store, name, 0, &w);
+	if (r < 0)
+		goto out;
+	r = dump(fs, pid, w, after, &c);
+	store_snap_close(w);
+	if (r >= 0 && after == ENGINE_AFTER_KILL)
+		reap_killed(pid);
+	if (r >= 0)
+		snap_owner_set(fs, name, owner);
+
+out:
+	pthread_mutex_lock(&fs->lock);
+	if (r < 0) {
+		const char *d = err_msg();
+		c.ps->state = PID_FAILED;
+		snprintf(c.ps->last_error, sizeof(c.ps->last_error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
+	} else {
+		c.ps->state = PID_IDLE;
+		c.ps->last_snap = n;
+		c.ps->last_error[0] = 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		log_err_errno(r, "pid %d: checkpoint failed: %s", pid, err_msg());
+	else
+		log_info("pid %d: checkpoint %s taken in %" PRIu64 " ms", pid, name, (now_ns() - t0) / 1000000);
+	return r;
+}
+
+int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
+{
+	struct pidstate s = { .pid = pid, .state = PID_IDLE };
+	bool running = false;
+	uint32_t newest = 0;
+	char *text = NULL;
+	int len;
+
+	pthread_mutex_lock(&fs->lock);
+	struct pidstate *ps = pidstate_locked(fs, pid, false);
+	if (ps) {
+		s = *ps;
+		running = ps->state == PID_CHECKPOINTING;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	/* The newest snapshot in the store, this daemon's or an older one's. */
+	snap_foreach(fs, pid, 0, max_n, &newest);
+	if (!s.last_snap)
+		s.last_snap = newest;
+
+	len = asprintf(&text,
+		       "pid: %d\n"
+		       "state: %s\n"
+		       "phase: %s\n"
+		       "progress: %" PRIu64 "\n"
+		       "total: %" PRIu64 "\n"
+		       "last_snapshot: %" PRIu32 "\n"
+		       "last_error: %s\n",
+		       pid, state_names[s.state],
+		       running ? phase_name(s.phase) : "-",
+		       running ? s.done : 0, running ? s.total : 0,
+		       s.last_snap,
+		       s.last_error[0] ? s.last_error : "-");
+	if (len < 0)
+		return -ENOMEM;
+	*ret = text;
+	*ret_len = (size_t)len;
+	return 0;
+}
+
+void ctl_free(struct fs *fs)
+{
+	while (fs->pids) {
+		struct pidstate *ps = fs->pids;
+		fs->pids = ps->next;
+		free(ps);
+	}
+}

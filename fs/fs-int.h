@@ -1,0 +1,264 @@
+/*
+ * fs/ internals: the state of one ckptfs daemon, shared by its files.
+ *
+ *   main.c     options, mount, signals, the FUSE loop
+ *   inode.c    the inode table: a node per name the kernel looked up
+ *   ops.c      the FUSE low-level operations, dispatching on node kinds
+ *   access.c   who may see and checkpoint which process
+ *   snap.c     committed snapshots opened for browsing (a small cache)
+ *   ctl.c      <pid>/ctl and <pid>/status: checkpoints through the engine
+ *   restore.c  restore/<name>/: import writers, verification, restore
+ *   readme.c   the /README text
+ *
+ * Locking: one mutex, fs->lock, protects the inode table, the snapshot
+ * cache, the per-pid states and the list of restores (field comments say
+ * so where it matters). It is never held across store or engine calls
+ * that may block for long; those work on objects kept alive by a
+ * reference count taken under the lock.
+ *
+ * Names in the store: a checkpoint of pid P is snapshot "P/N" (chunk
+ * store) and a restore named X by uid U is "restore/U/X". The directory
+ * backend (-o backend=dir, for tests and debugging) takes one component,
+ * so there the names are "P.N" and "restore.U.X".
+ */
+#ifndef CKPTFS_FS_INT_H
+#define CKPTFS_FS_INT_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+
+/* Largest read and write the kernel sends us, and st_blksize, so that cp
+ * moves 1 MiB at a time. */
+#define FS_IO_SIZE (1024u * 1024)
+
+enum node_kind {
+	NODE_ROOT,     /* / */
+	NODE_README,   /* /README */
+	NODE_PID,      /* /<pid>/ */
+	NODE_CTL,      /* /<pid>/ctl */
+	NODE_STATUS,   /* /<pid>/status */
+	NODE_SNAP,     /* /<pid>/<n>/ and directories inside it (path "" at its root) */
+	NODE_SNAP_FILE,/* a file inside a snapshot */
+	NODE_RESTORE,  /* /restore/ */
+	NODE_RDIR,     /* /restore/<name>/ and directories inside it */
+	NODE_RFILE,    /* a file being copied into a restore */
+	NODE_RSTATUS,  /* /restore/<name>/status */
+	_NODE_KIND_MAX,
+};
+
+/* One name the kernel knows. Fields other than nlookup and the hash links
+ * never change after creation, so an operation on an inode the kernel
+ * holds may read them without the lock. */
+struct node {
+	fuse_ino_t ino;
+	enum node_kind kind;
+	pid_t pid;       /* PID, CTL, STATUS, SNAP, SNAP_FILE */
+	uint32_t n;      /* SNAP, SNAP_FILE: snapshot number */
+	uid_t uid;       /* RDIR, RFILE, RSTATUS: who owns the restore */
+	char *name;      /* RDIR, RFILE, RSTATUS: the restore's name */
+	char *path;      /* SNAP*, R*: path inside the snapshot, "" at its root */
+	char *key;       /* unique: kind and fields above */
+	uint64_t nlookup; /* fs->lock: the kernel's references */
+	struct node *next_ino, *next_key; /* fs->lock */
+};
+
+#define FS_HASH_SIZE 4096
+
+/* Progress and outcome of checkpoints of one pid (/<pid>/status). */
+enum pid_state {
+	PID_IDLE,
+	PID_CHECKPOINTING,
+	PID_FAILED,
+	_PID_STATE_MAX,
+};
+
+struct pidstate {
+	pid_t pid;
+	enum pid_state state;       /* fs->lock, and so are all below */
+	enum engine_phase phase;
+	uint64_t done, total;
+	uint32_t last_snap;          /* 0: none taken by this daemon */
+	char last_error[512];
+	struct pidstate *next;
+};
+
+/* A committed snapshot open for reading, with its file list. */
+struct snap_file {
+	char *path;
+	struct store_stat st;
+};
+
+struct snapview {
+	char *name;
+	pid_t pid;
+	uint32_t n;
+	uid_t owner;
+	struct store_snap *snap;
+	struct snap_file *files; /* sorted by path, as the store lists them */
+	size_t nfiles;
+	unsigned refs;           /* fs->lock */
+	bool dead;               /* fs->lock: deleted, drop at last put */
+	uint64_t used;           /* fs->lock: LRU clock */
+	struct snapview *next;   /* fs->lock */
+};
+
+/* Owners of snapshots, learnt from their `process` files. */
+struct owner_ent {
+	char *name;
+	uid_t uid;
+	struct owner_ent *next;
+};
+
+struct restore;
+
+struct fs {
+	struct store *store;
+	char *store_dir;
+	bool dir_backend;
+	bool allow_other;
+	uid_t uid;   /* the daemon's own */
+	gid_t gid;
+	pid_t self;
+	time_t started; /* every node's times: nothing here has its own */
+	struct fuse_session *se;
+
+	pthread_mutex_t lock;
+	struct node *by_ino[FS_HASH_SIZE];  /* fs->lock */
+	struct node *by_key[FS_HASH_SIZE];  /* fs->lock */
+	struct pidstate *pids;              /* fs->lock */
+	struct snapview *snaps;             /* fs->lock */
+	size_t nsnaps;                      /* fs->lock */
+	uint64_t clock;                     /* fs->lock */
+	struct owner_ent *owners;           /* fs->lock */
+	struct restore *restores;           /* fs->lock */
+	unsigned restore_threads;           /* fs->lock: restore threads still running */
+	pthread_cond_t restore_done;        /* signalled when restore_threads drops */
+};
+
+/* ---- inode.c ------------------------------------------------------------ */
+
+/* Node parameters; unused fields zero / NULL. */
+struct node_id {
+	enum node_kind kind;
+	pid_t pid;
+	uint32_t n;
+	uid_t uid;
+	const char *name;
+	const char *path;
+};
+
+/* The inode number a node with these parameters has (stable: derived from
+ * the key), for readdir. */
+fuse_ino_t node_ino_of(const struct node_id *id);
+/* Finds or creates the node and takes one lookup reference. */
+int node_get(struct fs *fs, const struct node_id *id, struct node **ret);
+/* The node for ino, or NULL. Takes no reference: valid while the kernel
+ * holds the inode (during an operation on it). */
+struct node *node_find(struct fs *fs, fuse_ino_t ino);
+/* Drops n kernel references; frees the node at zero (never the root). */
+void node_forget(struct fs *fs, fuse_ino_t ino, uint64_t n);
+void node_table_init(struct fs *fs);
+void node_table_free(struct fs *fs);
+
+/* ---- access.c ----------------------------------------------------------- */
+
+/* True when the process exists, is not a kernel thread nor the daemon,
+ * and caller uid may checkpoint it (root: all; others: their real uid).
+ * *owner receives the process's real uid. */
+bool access_pid(struct fs *fs, uid_t caller, pid_t pid, uid_t *owner);
+/* True when uid may see an object owned by owner. */
+static inline bool access_owner(uid_t caller, uid_t owner)
+{
+	return caller == 0 || caller == owner;
+}
+/* Calls cb for every process visible to caller. */
+int access_foreach_pid(struct fs *fs, uid_t caller, int (*cb)(pid_t pid, void *ud), void *ud);
+
+/* ---- snap.c -------------------------------------------------------------- */
+
+/* Store names of checkpoint snapshots and of restores (see top). */
+int fs_snap_name(struct fs *fs, pid_t pid, uint32_t n, char *buf, size_t len);
+int fs_restore_name(struct fs *fs, uid_t uid, const char *name, char *buf, size_t len);
+/* Parses a store name made by fs_snap_name(); false for others. */
+bool fs_snap_name_parse(struct fs *fs, const char *s, pid_t *pid, uint32_t *n);
+/* Calls cb for each committed snapshot of pid (pid 0: of every pid)
+ * visible to caller, oldest first per pid. */
+int snap_foreach(struct fs *fs, pid_t pid, uid_t caller,
+		 int (*cb)(pid_t pid, uint32_t n, const struct store_snap_info *info, void *ud), void *ud);
+/* The owner recorded in a snapshot (the uid of the process it holds);
+ * root when it cannot be read, so that only root sees it. */
+uid_t snap_owner(struct fs *fs, const char *name);
+void snap_owner_set(struct fs *fs, const char *name, uid_t uid);
+/* Opens (or finds in the cache) snapshot pid/n, reference taken.
+ * -ENOENT if absent. */
+int snapview_get(struct fs *fs, pid_t pid, uint32_t n, struct snapview **ret);
+void snapview_put(struct fs *fs, struct snapview *v);
+/* Deletes snapshot pid/n from the store and the cache. */
+int snapview_delete(struct fs *fs, pid_t pid, uint32_t n);
+/* Looks path up in v: 1 for a file (*ret set), 2 for a directory, 0 absent. */
+int snapview_lookup(struct snapview *v, const char *path, const struct snap_file **ret);
+/* Calls cb for each direct child of directory dir ("" = root) once. */
+int snapview_list(struct snapview *v, const char *dir,
+		  int (*cb)(const char *child, const struct snap_file *f, void *ud), void *ud);
+void snap_cache_free(struct fs *fs);
+
+/* ---- ctl.c ---------------------------------------------------------------- */
+
+/* Runs one ctl command line for pid on behalf of caller; returns when the
+ * snapshot is durable. -EINVAL for a bad command. */
+int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t len);
+/* The text of /<pid>/status into a malloc'd buffer. */
+int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len);
+/* True while a checkpoint of pid runs or pid has state here. */
+bool ctl_known(struct fs *fs, pid_t pid);
+void ctl_free(struct fs *fs);
+
+/* ---- restore.c ------------------------------------------------------------ */
+
+/* A file of a restore being written, as an open FUSE file holds it. */
+struct rfile;
+
+int restore_mkdir(struct fs *fs, uid_t uid, gid_t gid, const char *name);
+/* Removes restore name: aborts it when still receiving, deletes the
+ * committed snapshot otherwise (a running process is not touched). */
+int restore_rmdir(struct fs *fs, uid_t uid, const char *name);
+bool restore_exists(struct fs *fs, uid_t uid, const char *name);
+int restore_foreach(struct fs *fs, uid_t uid, int (*cb)(const char *name, void *ud), void *ud);
+/* Inside restore name: 1 file (size in *size), 2 directory, 0 absent. */
+int restore_lookup(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t *size);
+int restore_list(struct fs *fs, uid_t uid, const char *name, const char *dir,
+		 int (*cb)(const char *child, bool is_dir, uint64_t size, void *ud), void *ud);
+int restore_subdir(struct fs *fs, uid_t uid, const char *name, const char *path);
+int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path, struct rfile **ret);
+int restore_write(struct rfile *f, const void *buf, size_t len, uint64_t off);
+int restore_truncate(struct rfile *f, uint64_t size);
+/* Grows the file to size if it is smaller (a hole at its end). */
+int restore_extend(struct rfile *f, uint64_t size);
+int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t size);
+/* Closes the file: it is whole now; may start the restore. */
+int restore_release(struct fs *fs, struct rfile *f);
+int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len);
+/* main() of `ckptfs --restore-helper ...` (see restore.c). */
+int restore_helper_main(int argc, char **argv);
+/* Waits for restore threads and frees everything. */
+void restore_free_all(struct fs *fs);
+
+/* ---- readme.c ------------------------------------------------------------- */
+
+extern const char fs_readme[];
+size_t fs_readme_len(void);
+
+/* ---- ops.c ----------------------------------------------------------------- */
+
+extern const struct fuse_lowlevel_ops fs_ops;
+
+#endif

@@ -1,0 +1,247 @@
+/*
+ * ckptfs: the daemon. Parses options, opens the store, mounts, runs the
+ * multi-threaded FUSE loop until SIGTERM, SIGINT or `fusermount3 -u`, then
+ * unmounts and closes everything in order: restores still verifying are
+ * waited for, then snapshots, then the store.
+ *
+ * The store is opened after fuse_daemonize(): its backends start threads
+ * (RocksDB, io_uring), and threads do not survive the fork that
+ * daemonizing does. It is also opened once before, to report a bad store
+ * on the terminal instead of only in syslog.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include "fs/fs-int.h"
+
+struct config {
+	char *store;
+	char *backend;
+	int allow_other;
+};
+
+enum {
+	KEY_ALLOW_OTHER,
+};
+
+static const struct fuse_opt config_opts[] = {
+	{ "store=%s", offsetof(struct config, store), 0 },
+	{ "backend=%s", offsetof(struct config, backend), 0 },
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_END,
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct config *c = data;
+
+	if (key == KEY_ALLOW_OTHER) {
+		c->allow_other = 1;
+		return 1; /* keep it: it is a mount option too */
+	}
+	return 1;
+}
+
+static void usage(FILE *out, const char *prog)
+{
+	fprintf(out,
+		"Usage: %s [OPTIONS] MOUNTPOINT\n"
+		"\n"
+		"Mounts ckptfs: checkpoint processes by writing to /<pid>/ctl, browse\n"
+		"snapshots as directories, restore by copying one into /restore/<name>/.\n"
+		"\n"
+		"Options:\n"
+		"  -f                     stay in the foreground, log to stderr (else syslog)\n"
+		"  -d                     FUSE debug output (implies -f)\n"
+		"  -s                     single-threaded loop (checkpoints then run one at a time)\n"
+		"  -o store=DIR           the chunk store (default: /var/lib/ckptfs for root,\n"
+		"                         else $XDG_DATA_HOME/ckptfs or ~/.local/share/ckptfs)\n"
+		"  -o backend=dir         keep snapshots as plain directories in DIR instead\n"
+		"                         (testing and debugging)\n"
+		"  -o allow_other         let other users in: each sees and checkpoints only\n"
+		"                         the processes it may ptrace and its own snapshots\n"
+		"                         and restores (needs root, or user_allow_other in\n"
+		"                         /etc/fuse.conf)\n"
+		"  -h, --help             this text\n"
+		"  -V, --version          versions of ckptfs and libfuse\n"
+		"\n"
+		"The tree:\n"
+		"  README                 how to use the mount\n"
+		"  <pid>/ctl              write one line: 'checkpoint' (the process keeps\n"
+		"                         running), 'checkpoint kill' (killed once the snapshot\n"
+		"                         is durable), 'checkpoint stop' (left stopped); the\n"
+		"                         write returns when the snapshot is durable, or fails\n"
+		"                         with an errno (EINVAL: bad command, ESRCH: no such\n"
+		"                         process, EPERM: not yours, EBUSY: one is running)\n"
+		"  <pid>/status           key: value lines: pid, state (idle|checkpointing|\n"
+		"                         failed), phase, progress, total, last_snapshot,\n"
+		"                         last_error\n"
+		"  <pid>/<n>/             snapshot n, read-only, in the snapshot directory\n"
+		"                         format; 'rm -r' deletes it\n"
+		"  restore/<name>/        'cp -r SNAPSHOT restore/<name>' restores it once every\n"
+		"                         file has arrived and verified; restore/<name>/status\n"
+		"                         says receiving, verifying, restoring, 'running pid=N'\n"
+		"                         or 'failed: FILE: REASON'\n"
+		"\n"
+		"Unmount with 'fusermount3 -u MOUNTPOINT' (or umount as root), or send\n"
+		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug.\n"
+		"More: docs/FS.md.\n",
+		prog);
+}
+
+static int open_store(struct fs *fs)
+{
+	int r;
+
+	if (fs->dir_backend) {
+		r = mkdir_p(fs->store_dir, 0700);
+		if (r >= 0)
+			r = store_open_dir(fs->store_dir, &fs->store);
+	} else {
+		r = store_open(fs->store_dir, NULL, &fs->store);
+	}
+	if (r < 0)
+		log_err_errno(r, "cannot open the store '%s': %s", fs->store_dir, err_msg());
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts opts = { 0 };
+	struct fuse_loop_config *loop = NULL;
+	struct config conf = { 0 };
+	struct fs *fs = NULL;
+	int ret = 1, r;
+
+	log_set_target(LOG_TARGET_STDERR, "ckptfs");
+	log_setup_env();
+	if (argc > 1 && !strcmp(argv[1], "--restore-helper"))
+		return restore_helper_main(argc, argv);
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			break;
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout, argv[0]);
+			return 0;
+		}
+		if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+			printf("ckptfs " CKPTFS_VERSION "\n");
+			printf("libfuse %s (API %d)\n", fuse_pkgversion(), FUSE_USE_VERSION);
+			return 0;
+		}
+	}
+	if (fuse_opt_parse(&args, &conf, config_opts, opt_proc) != 0)
+		return 2;
+	if (fuse_parse_cmdline(&args, &opts) != 0)
+		return 2;
+	if (!opts.mountpoint) {
+		usage(stderr, argv[0]);
+		goto out_args;
+	}
+
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		goto out_args;
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->restore_done, NULL);
+	fs->uid = getuid();
+	fs->started = time(NULL);
+	fs->gid = getgid();
+	fs->allow_other = conf.allow_other;
+	fs->dir_backend = conf.backend && !strcmp(conf.backend, "dir");
+	if (conf.backend && !fs->dir_backend && strcmp(conf.backend, "chunk")) {
+		log_err("unknown backend '%s' (chunk or dir)", conf.backend);
+		goto out_fs;
+	}
+	fs->store_dir = conf.store ? strdup(conf.store) : store_default_path();
+	if (!fs->store_dir)
+		goto out_fs;
+	if (fs->store_dir[0] != '/') {
+		/* Daemonizing changes to /: keep the store where it was meant. */
+		char cwd[PATH_MAX], *abs = NULL;
+		if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, fs->store_dir) < 0)
+			goto out_fs;
+		free(fs->store_dir);
+		fs->store_dir = abs;
+	}
+	node_table_init(fs);
+
+	/* Report a store that cannot be opened here, on the terminal. */
+	if (!opts.foreground) {
+		if (open_store(fs) < 0)
+			goto out_fs;
+		store_close(fs->store);
+		fs->store = NULL;
+	}
+
+	/* The kernel checks modes (the daemon sets owners and 0700 where a
+	 * thing is someone's); the fstype reads fuse.ckptfs in /proc/mounts,
+	 * which is how `ckpt` finds a mount. */
+	if (fuse_opt_add_arg(&args, "-odefault_permissions,fsname=ckptfs,subtype=ckptfs") != 0)
+		goto out_fs;
+	fs->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), fs);
+	if (!fs->se)
+		goto out_fs;
+	if (fuse_set_signal_handlers(fs->se) != 0)
+		goto out_session;
+	if (fuse_session_mount(fs->se, opts.mountpoint) != 0)
+		goto out_signals;
+	if (!opts.foreground)
+		log_set_target(LOG_TARGET_SYSLOG, "ckptfs");
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_unmount;
+	fs->self = getpid();
+	if (open_store(fs) < 0)
+		goto out_unmount;
+	log_info("mounted on %s, store %s (%s)", opts.mountpoint, fs->store_dir,
+		 fs->dir_backend ? "directories" : "chunk store");
+
+	if (opts.singlethread) {
+		r = fuse_session_loop(fs->se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		if (!loop)
+			goto out_unmount;
+		/* A ctl write holds its thread for the whole checkpoint: allow
+		 * many at once, keep a few idle ones for browsing. */
+		fuse_loop_cfg_set_clone_fd(loop, opts.clone_fd);
+		fuse_loop_cfg_set_max_threads(loop, opts.max_threads > 10 ? opts.max_threads : 64);
+		fuse_loop_cfg_set_idle_threads(loop, opts.max_idle_threads != UINT_MAX ? opts.max_idle_threads : 4);
+		r = fuse_session_loop_mt(fs->se, loop);
+	}
+	/* The loop returns the number of the signal that ended it: an
+	 * orderly end like an unmount. */
+	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
+	log_info("unmounting %s", opts.mountpoint);
+
+out_unmount:
+	fuse_session_unmount(fs->se);
+out_signals:
+	fuse_remove_signal_handlers(fs->se);
+out_session:
+	fuse_session_destroy(fs->se);
+out_fs:
+	if (fs) {
+		restore_free_all(fs);
+		snap_cache_free(fs);
+		ctl_free(fs);
+		node_table_free(fs);
+		store_close(fs->store);
+		free(fs->store_dir);
+		pthread_cond_destroy(&fs->restore_done);
+		pthread_mutex_destroy(&fs->lock);
+		free(fs);
+	}
+	fuse_loop_cfg_destroy(loop);
+out_args:
+	free(opts.mountpoint);
+	free(conf.store);
+	free(conf.backend);
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,39 @@
+/*
+ * The /README at the root of the mount: a screenful on how to use it.
+ */
+#include "fs/fs-int.h"
+
+const char fs_readme[] =
+	"ckptfs: checkpoint and restore processes with plain file operations.\n"
+	"\n"
+	"  /<pid>/            a process you may checkpoint, or a pid with snapshots\n"
+	"  /<pid>/ctl         write one line:\n"
+	"                       checkpoint        take a snapshot; the process keeps running\n"
+	"                       checkpoint kill   ... then kill it (migration, preemption)\n"
+	"                       checkpoint stop   ... then leave it stopped\n"
+	"                     the write returns when the snapshot is durable, or fails\n"
+	"  /<pid>/status      state, phase, progress, last_snapshot, last_error\n"
+	"  /<pid>/<n>/        snapshot n (1 = oldest), read-only: manifest, process,\n"
+	"                     maps, memory/<start>-<end>, regs/<tid>, fds, gpu/...\n"
+	"  /restore/<name>/   copy a snapshot here to restore it\n"
+	"  /restore/<name>/status   receiving | verifying | restoring |\n"
+	"                     running pid=N | failed: <file>: <reason>\n"
+	"\n"
+	"Examples:\n"
+	"  echo checkpoint > /ckpt/1234/ctl        # take a snapshot\n"
+	"  cat /ckpt/1234/status\n"
+	"  grep rip /ckpt/1234/1/regs/*            # browse it\n"
+	"  cp -r /ckpt/1234/1 /backup/snap         # copy it out (sparse, exact)\n"
+	"  rm -r /ckpt/1234/1                      # delete it\n"
+	"  cp -r /backup/snap /ckpt/restore/web    # restore it (name must be new)\n"
+	"  cat /ckpt/restore/web/status            # ... until 'running pid=N'\n"
+	"  rmdir /ckpt/restore/web                 # forget the restore (the process stays)\n"
+	"\n"
+	"You see your own processes and snapshots only (root sees all); a restore\n"
+	"runs with your credentials. The same is possible without a mount:\n"
+	"ckpt dump, ckpt restore, ckpt ls. More: docs/FS.md in the source tree.\n";
+
+size_t fs_readme_len(void)
+{
+	return sizeof(fs_readme) - 1;
+}

@@ -1,0 +1,1039 @@
+/*
+ * restore/<name>/: a snapshot copied in starts a restore by itself.
+ *
+ * mkdir restore/<name> opens an import writer on store snapshot
+ * "restore/<uid>/<name>" (STORE_CREATE_IMPORT). Each file created inside
+ * is written straight into it as its bytes arrive and is whole when its
+ * last handle is released. The manifest is also kept in memory and
+ * parsed once whole, so that status can say what is still missing and a
+ * file that can never match (wrong size, not in the manifest, a name the
+ * store refuses) fails the restore at once, naming it. When every file
+ * the manifest names is whole with its size, a thread commits the writer,
+ * which verifies every hash, and runs the engine's restore with the
+ * credentials of the uid that made the directory.
+ *
+ * What must stay true: nothing runs from a snapshot that did not verify;
+ * a bad copy changes no other snapshot (an aborted import writer
+ * discards only its own data); the daemon keeps serving whatever arrives.
+ *
+ * The manifest parser is store/'s (store-int.h): the daemon must read an
+ * incoming manifest before the store sees the snapshot whole, and one
+ * parser of that format is safer than two.
+ */
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "fs/fs-int.h"
+#include "store/store-int.h"
+
+#ifndef HAVE_ENGINE
+#define HAVE_ENGINE 0
+#endif
+
+/* Files larger than the x86-64 user address space cannot be memory areas
+ * or anything else a snapshot holds. */
+#define RESTORE_MAX_FILE (1ull << 47)
+#define RESTORE_MAX_MANIFEST (16u << 20)
+/* How long a copy must be quiet before it is taken as complete. */
+#define RESTORE_QUIET_NS (300ull * 1000 * 1000)
+
+enum rstate {
+	R_RECEIVING,
+	R_VERIFYING,
+	R_RESTORING,
+	R_RUNNING,
+	R_FAILED,
+	R_STORED, /* committed by an earlier daemon: nothing runs from here */
+	_R_STATE_MAX,
+};
+
+struct rfile {
+	struct restore *rs;
+	char *path;
+	struct store_file *f; /* lock: open for writing; NULL once whole */
+	pthread_mutex_t lock; /* serializes writes to f (one writer per file) */
+	uint64_t size;        /* fs->lock: end of data written or set */
+	bool whole;           /* fs->lock */
+	unsigned opens;       /* fs->lock: FUSE handles open on it */
+	char *buf;            /* manifest only: its bytes, kept to parse */
+	size_t buflen;
+	struct rfile *next;   /* fs->lock */
+};
+
+struct restore {
+	struct fs *fs;
+	char *name;
+	uid_t uid;
+	gid_t gid;
+	char sname[320];          /* the store's name for it */
+	struct store_snap *w;     /* the import writer until commit or abort */
+	enum rstate state;        /* fs->lock, and all below */
+	char why[768];
+	pid_t pid;
+	struct rfile *files;
+	char **dirs;
+	size_t ndirs;
+	struct manifest man;
+	bool have_man;
+	unsigned open_files;      /* rfiles with opens > 0 */
+	bool thread;              /* the commit/restore thread runs */
+	bool removed;             /* rmdir'd: freed when nothing uses it */
+	uint64_t activity;        /* now_ns() of the last create, write or release */
+	struct restore *next;
+};
+
+static const char *const rstate_names[_R_STATE_MAX] = {
+	[R_RECEIVING] = "receiving", [R_VERIFYING] = "verifying", [R_RESTORING] = "restoring",
+	[R_RUNNING] = "running",     [R_FAILED] = "failed",       [R_STORED] = "stored",
+};
+
+static struct restore *find_locked(struct fs *fs, uid_t uid, const char *name)
+{
+	for (struct restore *rs = fs->restores; rs; rs = rs->next)
+		if (rs->uid == uid && !rs->removed && !strcmp(rs->name, name))
+			return rs;
+	return NULL;
+}
+
+static void fail_locked(struct restore *rs, const char *fmt, ...) _printf_(2, 3);
+static void fail_locked(struct restore *rs, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (rs->state == R_FAILED)
+		return;
+	rs->state = R_FAILED;
+	va_start(ap, fmt);
+	vsnprintf(rs->why, sizeof(rs->why), fmt, ap);
+	va_end(ap);
+	log_warn("restore %s: failed: %s", rs->name, rs->why);
+}
+
+static void rfile_free(struct rfile *f)
+{
+	if (!f)
+		return;
+	store_file_close(f->f);
+	pthread_mutex_destroy(&f->lock);
+	free(f->path);
+	free(f->buf);
+	free(f);
+}
+
+static void restore_free(struct restore *rs)
+{
+	if (!rs)
+		return;
+	while (rs->files) {
+		struct rfile *f = rs->files;
+		rs->files = f->next;
+		rfile_free(f);
+	}
+	store_snap_close(rs->w);
+	for (size_t i = 0; i < rs->ndirs; i++)
+		free(rs->dirs[i]);
+	free(rs->dirs);
+	if (rs->have_man)
+		manifest_clear(&rs->man);
+	free(rs->name);
+	free(rs);
+}
+
+/* Drops a failed or removed restore's writer once no file is open on it
+ * (a writer is closed only after its files). Returns what the caller
+ * frees outside the lock. */
+static struct store_snap *settle_locked(struct fs *fs, struct restore *rs, struct restore **free_rs)
+{
+	struct store_snap *w = NULL;
+
+	*free_rs = NULL;
+	if (rs->open_files || rs->thread)
+		return NULL;
+	if ((rs->state == R_FAILED || rs->removed) && rs->w)
+		w = TAKE_PTR(rs->w);
+	if (rs->removed) {
+		for (struct restore **p = &fs->restores; *p; p = &(*p)->next)
+			if (*p == rs) {
+				*p = rs->next;
+				break;
+			}
+		*free_rs = rs;
+	}
+	return w;
+}
+
+static void settle(struct fs *fs, struct restore *rs)
+{
+	struct restore *f;
+	struct store_snap *w;
+
+	pthread_mutex_lock(&fs->lock);
+	w = settle_locked(fs, rs, &f);
+	pthread_mutex_unlock(&fs->lock);
+	store_snap_close(w);
+	restore_free(f);
+}
+
+/* ---- the restore itself ---------------------------------------------------- */
+
+/*
+ * The restore runs in a helper process: this binary again, exec'd with
+ * --restore-helper. The engine forks the future process from its caller,
+ * and a child of the daemon would inherit the daemon's threads' state and
+ * mappings (the store's io_uring rings, FUSE buffers) and its locks; a
+ * fresh process has none of them. The helper opens the store read-only,
+ * opens the snapshot, then takes the credentials of the user who asked
+ * (never the image's) before calling the engine, and reports on stdout:
+ * "pid N" or "error ERRNO MESSAGE". A crash in there costs the daemon
+ * nothing but that restore.
+ */
+int restore_helper_main(int argc, char **argv)
+{
+	struct store *s = NULL;
+	struct store_snap *r = NULL;
+	struct store_options o = { .read_only = true };
+	uint64_t uid, gid;
+	pid_t pid = 0;
+	int rc;
+
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID */
+	if (argc != 7 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0) {
+		printf("error %d bad helper arguments\n", EINVAL);
+		return 2;
+	}
+	rc = !strcmp(argv[2], "dir") ? store_open_dir(argv[3], &s) : store_open(argv[3], &o, &s);
+	if (rc >= 0)
+		rc = store_snap_open(s, argv[4], 0, &r);
+	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
+		/* Drop to the caller: the restored process and everything the
+		 * engine does for it run with their credentials. */
+		if (setgroups(0, NULL) < 0 || setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0 ||
+		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+			rc = err_set(negerrno(), "cannot take the credentials of uid %" PRIu64, uid);
+	}
+#if HAVE_ENGINE
+	if (rc >= 0)
+		rc = engine_restore(r, NULL, &pid);
+#else
+	if (rc >= 0)
+		rc = err_set(-ENOSYS, "this ckptfs was built without the engine");
+#endif
+	if (rc < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "%s", *err_msg() ? err_msg() : strerror(-rc));
+		for (char *c = msg; *c; c++)
+			if (*c == '\n')
+				*c = ' ';
+		printf("error %d %s\n", -rc, msg);
+	} else {
+		printf("pid %d\n", pid);
+	}
+	fflush(stdout);
+	store_snap_close(r);
+	store_close(s);
+	return rc < 0 ? 1 : 0;
+}
+
+static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pid_t *ret_pid)
+{
+	char suid[16], sgid[16], out[1024];
+	int p[2], status, rc;
+	size_t len = 0;
+	pid_t child;
+
+	if (fs->uid != 0 && uid != fs->uid)
+		return err_set(-EPERM, "the daemon runs as uid %u and cannot restore for uid %u",
+			       (unsigned)fs->uid, (unsigned)uid);
+	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
+	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return negerrno();
+	child = fork();
+	if (child < 0) {
+		rc = negerrno();
+		close(p[0]);
+		close(p[1]);
+		return rc;
+	}
+	if (child == 0) {
+		/* Only async-signal-safe calls between fork and exec. */
+		if (dup2(p[1], STDOUT_FILENO) < 0)
+			_exit(127);
+		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
+		      fs->store_dir, sname, suid, sgid, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	for (;;) {
+		ssize_t n = read(p[0], out + len, sizeof(out) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(out) - 1)
+			break;
+	}
+	out[len] = 0;
+	close(p[0]);
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	out[strcspn(out, "\n")] = 0;
+	if (!strncmp(out, "pid ", 4)) {
+		uint64_t v;
+		if (parse_u64(out + 4, &v) < 0 || v == 0 || v > INT32_MAX)
+			return err_set(-EIO, "the restore helper said '%s'", out);
+		*ret_pid = (pid_t)v;
+		return 0;
+	}
+	if (!strncmp(out, "error ", 6)) {
+		char *end;
+		long e = strtol(out + 6, &end, 10);
+		if (e <= 0 || e > 4095)
+			e = EIO;
+		return err_set((int)-e, "%s", *end ? end + 1 : "restore failed");
+	}
+	if (WIFSIGNALED(status))
+		return err_set(-EIO, "the restore helper died of signal %d", WTERMSIG(status));
+	return err_set(-EIO, "the restore helper failed (exit status %d)", WEXITSTATUS(status));
+}
+
+static int complete_locked(struct restore *rs);
+
+static void *restore_thread(void *arg)
+{
+	struct restore *rs = arg;
+	struct fs *fs = rs->fs;
+	pid_t pid = 0;
+	int r;
+
+	/* cp -r creates files in directory order: the manifest's files may
+	 * all be there while one it does not name is still to come. Wait
+	 * until the copy has been quiet for RESTORE_QUIET_NS, then decide
+	 * again. */
+	pthread_mutex_lock(&fs->lock);
+	for (;;) {
+		uint64_t idle = now_ns() - rs->activity;
+		if (idle >= RESTORE_QUIET_NS)
+			break;
+		pthread_mutex_unlock(&fs->lock);
+		usleep((useconds_t)((RESTORE_QUIET_NS - idle) / 1000 + 1000));
+		pthread_mutex_lock(&fs->lock);
+	}
+	if (rs->removed || complete_locked(rs) != 1) {
+		/* Failed, removed, or a file is open again: a later release
+		 * decides anew. */
+		goto out;
+	}
+	rs->state = R_VERIFYING;
+	pthread_mutex_unlock(&fs->lock);
+
+	/* Every file is closed and nothing writes any more: the writer is
+	 * this thread's alone. Commit verifies names, sizes and hashes
+	 * against the manifest and names the first file that fails. */
+	r = store_snap_commit(rs->w);
+	store_snap_close(rs->w);
+	rs->w = NULL;
+	if (r < 0) {
+		pthread_mutex_lock(&fs->lock);
+		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
+		goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	rs->state = R_RESTORING;
+	pthread_mutex_unlock(&fs->lock);
+
+	r = run_helper(fs, rs->sname, rs->uid, rs->gid, &pid);
+	pthread_mutex_lock(&fs->lock);
+	if (r < 0) {
+		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
+	} else {
+		rs->state = R_RUNNING;
+		rs->pid = pid;
+		log_info("restore %s: running as pid %d", rs->name, pid);
+	}
+out:
+	rs->thread = false;
+	fs->restore_threads--;
+	pthread_cond_broadcast(&fs->restore_done);
+	pthread_mutex_unlock(&fs->lock);
+	settle(fs, rs);
+	return NULL;
+}
+
+static struct rfile *rfile_find_locked(struct restore *rs, const char *path)
+{
+	for (struct rfile *f = rs->files; f; f = f->next)
+		if (!strcmp(f->path, path))
+			return f;
+	return NULL;
+}
+
+/* Whether the copy is complete (1), can never be (-1: failed) or goes
+ * on (0). fs->lock held. */
+static int complete_locked(struct restore *rs)
+{
+	if (rs->state != R_RECEIVING)
+		return rs->state == R_FAILED ? -1 : 0;
+	if (!rs->have_man)
+		return 0;
+	for (struct rfile *f = rs->files; f; f = f->next) {
+		const struct manifest_entry *e;
+
+		if (!strcmp(f->path, STORE_MANIFEST))
+			continue;
+		e = manifest_find(&rs->man, f->path);
+		if (!e) {
+			fail_locked(rs, "%s: not named in the manifest", f->path);
+			return -1;
+		}
+		if (f->whole && e->size != f->size) {
+			fail_locked(rs, "%s: %" PRIu64 " bytes arrived, the manifest says %" PRIu64, f->path,
+				    f->size, e->size);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < rs->man.nfiles; i++) {
+		struct rfile *f = rfile_find_locked(rs, rs->man.files[i].path);
+		if (!f || !f->whole)
+			return 0;
+	}
+	return rs->open_files ? 0 : 1;
+}
+
+/* Starts the commit/restore thread once the copy looks complete. fs->lock
+ * held. */
+static void check_locked(struct fs *fs, struct restore *rs)
+{
+	pthread_t t;
+	pthread_attr_t attr;
+
+	rs->activity = now_ns();
+	if (rs->thread || complete_locked(rs) != 1)
+		return;
+	rs->thread = true;
+	fs->restore_threads++;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, restore_thread, rs) != 0) {
+		rs->thread = false;
+		fs->restore_threads--;
+		fail_locked(rs, "cannot start the restore thread");
+	}
+	pthread_attr_destroy(&attr);
+}
+
+/* ---- the tree ------------------------------------------------------------- */
+
+static int stored_exists(struct fs *fs, const char *sname);
+
+int restore_mkdir(struct fs *fs, uid_t uid, gid_t gid, const char *name)
+{
+	struct restore *rs;
+	int r;
+
+	if (!strcmp(name, "status"))
+		return -EINVAL;
+	rs = calloc(1, sizeof(*rs));
+	if (!rs)
+		return -ENOMEM;
+	rs->fs = fs;
+	rs->uid = uid;
+	rs->gid = gid;
+	rs->name = strdup(name);
+	if (!rs->name) {
+		free(rs);
+		return -ENOMEM;
+	}
+	r = fs_restore_name(fs, uid, name, rs->sname, sizeof(rs->sname));
+	if (r < 0) {
+		restore_free(rs);
+		return r;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (find_locked(fs, uid, name)) {
+		pthread_mutex_unlock(&fs->lock);
+		restore_free(rs);
+		return -EEXIST;
+	}
+	pthread_mutex_unlock(&fs->lock);
+
+	r = store_snap_create(fs->store, rs->sname, STORE_CREATE_IMPORT, &rs->w);
+	if (r < 0) {
+		log_warn_errno(r, "restore %s: cannot start: %s", name, err_msg());
+		restore_free(rs);
+		return r;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (find_locked(fs, uid, name)) {
+		pthread_mutex_unlock(&fs->lock);
+		restore_free(rs);
+		return -EEXIST;
+	}
+	rs->next = fs->restores;
+	fs->restores = rs;
+	pthread_mutex_unlock(&fs->lock);
+	log_info("restore %s: receiving (uid %u)", name, (unsigned)uid);
+	return 0;
+}
+
+int restore_rmdir(struct fs *fs, uid_t uid, const char *name)
+{
+	struct restore *rs;
+	char sname[320];
+	bool delete_stored;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (rs && (rs->thread || rs->open_files)) {
+		pthread_mutex_unlock(&fs->lock);
+		return -EBUSY;
+	}
+	if (rs) {
+		/* Once committed the snapshot is in the store: remove it
+		 * there too. The restored process does not depend on it. */
+		delete_stored = rs->state == R_RESTORING || rs->state == R_RUNNING || rs->state == R_STORED ||
+				(rs->state == R_FAILED && !rs->w);
+		rs->removed = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+
+	r = fs_restore_name(fs, uid, name, sname, sizeof(sname));
+	if (r < 0)
+		return r;
+	if (!rs) {
+		if (stored_exists(fs, sname) <= 0)
+			return -ENOENT;
+		delete_stored = true;
+	} else {
+		settle(fs, rs);
+	}
+	if (delete_stored) {
+		r = store_snap_delete(fs->store, sname);
+		if (r < 0 && r != -ENOENT)
+			return r;
+	}
+	return 0;
+}
+
+struct exists_ctx {
+	const char *name;
+	bool found;
+};
+
+static int exists_cb(const struct store_snap_info *info, void *ud)
+{
+	struct exists_ctx *c = ud;
+	if (!strcmp(info->name, c->name))
+		c->found = true;
+	return 0;
+}
+
+static int stored_exists(struct fs *fs, const char *sname)
+{
+	struct exists_ctx c = { sname, false };
+	int r = store_foreach_snap(fs->store, sname, exists_cb, &c);
+	return r < 0 ? r : c.found;
+}
+
+/* A restore committed by an earlier daemon shows as "stored". */
+static struct restore *find_or_stored(struct fs *fs, uid_t uid, const char *name)
+{
+	struct restore *rs;
+	char sname[320];
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (rs)
+		return rs;
+	if (fs_restore_name(fs, uid, name, sname, sizeof(sname)) < 0 || stored_exists(fs, sname) <= 0)
+		return NULL;
+	rs = calloc(1, sizeof(*rs));
+	if (!rs || !(rs->name = strdup(name))) {
+		free(rs);
+		return NULL;
+	}
+	rs->fs = fs;
+	rs->uid = uid;
+	rs->state = R_STORED;
+	memcpy(rs->sname, sname, sizeof(sname));
+	pthread_mutex_lock(&fs->lock);
+	struct restore *other = find_locked(fs, uid, name);
+	if (other) {
+		pthread_mutex_unlock(&fs->lock);
+		restore_free(rs);
+		return other;
+	}
+	rs->next = fs->restores;
+	fs->restores = rs;
+	pthread_mutex_unlock(&fs->lock);
+	return rs;
+}
+
+bool restore_exists(struct fs *fs, uid_t uid, const char *name)
+{
+	return find_or_stored(fs, uid, name) != NULL;
+}
+
+struct list_stored {
+	struct fs *fs;
+	size_t skip;
+	int (*cb)(const char *name, void *ud);
+	void *ud;
+};
+
+static int list_stored_cb(const struct store_snap_info *info, void *ud)
+{
+	struct list_stored *c = ud;
+	const char *name = info->name + c->skip;
+	bool mem;
+
+	pthread_mutex_lock(&c->fs->lock);
+	mem = false;
+	for (struct restore *rs = c->fs->restores; rs; rs = rs->next)
+		if (!rs->removed && !strcmp(rs->sname, info->name))
+			mem = true;
+	pthread_mutex_unlock(&c->fs->lock);
+	return mem ? 0 : c->cb(name, c->ud);
+}
+
+int restore_foreach(struct fs *fs, uid_t uid, int (*cb)(const char *name, void *ud), void *ud)
+{
+	char prefix[64];
+	char **names = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	/* Collect under the lock, call outside it. */
+	pthread_mutex_lock(&fs->lock);
+	for (struct restore *rs = fs->restores; rs; rs = rs->next)
+		n += rs->uid == uid && !rs->removed;
+	names = calloc(n + 1, sizeof(*names));
+	n = 0;
+	for (struct restore *rs = fs->restores; names && rs; rs = rs->next)
+		if (rs->uid == uid && !rs->removed)
+			names[n++] = strdup(rs->name);
+	pthread_mutex_unlock(&fs->lock);
+	if (!names)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !r; i++)
+		if (names[i])
+			r = cb(names[i], ud);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (r)
+		return r;
+
+	snprintf(prefix, sizeof(prefix), fs->dir_backend ? "restore.%u." : "restore/%u/", (unsigned)uid);
+	struct list_stored c = { fs, strlen(prefix), cb, ud };
+	r = store_foreach_snap(fs->store, prefix, list_stored_cb, &c);
+	return r;
+}
+
+static bool is_dir_locked(struct restore *rs, const char *path)
+{
+	size_t len = strlen(path);
+
+	for (size_t i = 0; i < rs->ndirs; i++)
+		if (!strcmp(rs->dirs[i], path))
+			return true;
+	for (struct rfile *f = rs->files; f; f = f->next)
+		if (!strncmp(f->path, path, len) && f->path[len] == '/')
+			return true;
+	return false;
+}
+
+int restore_lookup(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t *size)
+{
+	struct restore *rs = find_or_stored(fs, uid, name);
+	int r = 0;
+
+	if (!rs)
+		return 0;
+	if (!*path)
+		return 2;
+	pthread_mutex_lock(&fs->lock);
+	struct rfile *f = rfile_find_locked(rs, path);
+	if (f) {
+		*size = f->size;
+		r = 1;
+	} else if (is_dir_locked(rs, path)) {
+		r = 2;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+struct child {
+	char *name;
+	bool is_dir;
+	uint64_t size;
+};
+
+static void add_child(struct child **v, size_t *n, const char *name, size_t len, bool is_dir, uint64_t size)
+{
+	struct child *c;
+
+	for (size_t i = 0; i < *n; i++)
+		if (strlen((*v)[i].name) == len && !strncmp((*v)[i].name, name, len))
+			return;
+	c = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!c)
+		return;
+	*v = c;
+	c[*n].name = strndup(name, len);
+	c[*n].is_dir = is_dir;
+	c[*n].size = size;
+	if (c[*n].name)
+		(*n)++;
+}
+
+int restore_list(struct fs *fs, uid_t uid, const char *name, const char *dir,
+		 int (*cb)(const char *child, bool is_dir, uint64_t size, void *ud), void *ud)
+{
+	struct restore *rs = find_or_stored(fs, uid, name);
+	struct child *v = NULL;
+	size_t n = 0, dlen = strlen(dir);
+	int r = 0;
+
+	if (!rs)
+		return -ENOENT;
+	pthread_mutex_lock(&fs->lock);
+	/* Paths under dir: "dir/child..." or, at the root, "child...". */
+	for (struct rfile *f = rs->files; f; f = f->next) {
+		const char *p = f->path;
+		if (dlen) {
+			if (strncmp(p, dir, dlen) || p[dlen] != '/')
+				continue;
+			p += dlen + 1;
+		}
+		const char *slash = strchr(p, '/');
+		add_child(&v, &n, p, slash ? (size_t)(slash - p) : strlen(p), slash != NULL, f->size);
+	}
+	for (size_t i = 0; i < rs->ndirs; i++) {
+		const char *p = rs->dirs[i];
+		if (dlen) {
+			if (strncmp(p, dir, dlen) || p[dlen] != '/')
+				continue;
+			p += dlen + 1;
+		}
+		const char *slash = strchr(p, '/');
+		add_child(&v, &n, p, slash ? (size_t)(slash - p) : strlen(p), true, 0);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!r)
+			r = cb(v[i].name, v[i].is_dir, v[i].size, ud);
+		free(v[i].name);
+	}
+	free(v);
+	return r;
+}
+
+int restore_subdir(struct fs *fs, uid_t uid, const char *name, const char *path)
+{
+	struct restore *rs;
+	char *copy;
+	int r;
+
+	r = store_path_valid(path);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (!rs) {
+		r = -ENOENT;
+	} else if (rs->state != R_RECEIVING) {
+		r = -EROFS;
+	} else if (rfile_find_locked(rs, path) || is_dir_locked(rs, path)) {
+		r = -EEXIST;
+	} else if (!(copy = strdup(path))) {
+		r = -ENOMEM;
+	} else {
+		char **d = realloc(rs->dirs, (rs->ndirs + 1) * sizeof(*d));
+		if (!d) {
+			free(copy);
+			r = -ENOMEM;
+		} else {
+			rs->dirs = d;
+			rs->dirs[rs->ndirs++] = copy;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path, struct rfile **ret)
+{
+	struct restore *rs;
+	struct rfile *f;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (!rs) {
+		pthread_mutex_unlock(&fs->lock);
+		return -ENOENT;
+	}
+	if (rs->state != R_RECEIVING) {
+		pthread_mutex_unlock(&fs->lock);
+		return rs->state == R_FAILED ? -EIO : -EROFS;
+	}
+	if (rfile_find_locked(rs, path) || is_dir_locked(rs, path)) {
+		pthread_mutex_unlock(&fs->lock);
+		return -EEXIST;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->path = strdup(path))) {
+		pthread_mutex_unlock(&fs->lock);
+		free(f);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&f->lock, NULL);
+	f->rs = rs;
+	f->opens = 1;
+	rs->open_files++;
+	rs->activity = now_ns();
+	f->next = rs->files;
+	rs->files = f;
+	pthread_mutex_unlock(&fs->lock);
+
+	/* The writer stays valid: a restore with open files is neither
+	 * committed nor aborted. */
+	r = store_file_create(rs->w, path, &f->f);
+	if (r < 0) {
+		pthread_mutex_lock(&fs->lock);
+		fail_locked(rs, "%s: %s", path, *err_msg() ? err_msg() : strerror(-r));
+		pthread_mutex_unlock(&fs->lock);
+		restore_release(fs, f);
+		return r;
+	}
+	*ret = f;
+	return 0;
+}
+
+int restore_write(struct rfile *f, const void *buf, size_t len, uint64_t off)
+{
+	struct restore *rs = f->rs;
+	struct fs *fs = rs->fs;
+	int r = 0;
+
+	if (off > RESTORE_MAX_FILE || len > RESTORE_MAX_FILE - off) {
+		pthread_mutex_lock(&fs->lock);
+		fail_locked(rs, "%s: absurd size", f->path);
+		pthread_mutex_unlock(&fs->lock);
+		return -EFBIG;
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (rs->state == R_FAILED)
+		r = -EIO;
+	pthread_mutex_unlock(&fs->lock);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&f->lock);
+	if (!f->f) {
+		r = -EROFS;
+	} else if (!strcmp(f->path, STORE_MANIFEST)) {
+		/* Keep the manifest's bytes to parse them once it is whole. */
+		if (off + len > RESTORE_MAX_MANIFEST) {
+			r = -EFBIG;
+		} else {
+			if (off + len > f->buflen) {
+				char *b = realloc(f->buf, off + len);
+				if (!b) {
+					r = -ENOMEM;
+					goto out;
+				}
+				memset(b + f->buflen, 0, off + len - f->buflen);
+				f->buf = b;
+				f->buflen = off + len;
+			}
+			memcpy(f->buf + off, buf, len);
+		}
+	}
+	if (r >= 0)
+		r = store_file_pwrite(f->f, buf, len, off);
+out:
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_lock(&fs->lock);
+	if (r < 0)
+		fail_locked(rs, "%s: %s", f->path,
+			    r == -EFBIG ? "too large" : *err_msg() ? err_msg() : strerror(-r));
+	else if (off + len > f->size)
+		f->size = off + len;
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
+int restore_truncate(struct rfile *f, uint64_t size)
+{
+	struct restore *rs = f->rs;
+	struct fs *fs = rs->fs;
+	int r;
+
+	if (size > RESTORE_MAX_FILE) {
+		pthread_mutex_lock(&fs->lock);
+		fail_locked(rs, "%s: absurd size %" PRIu64, f->path, size);
+		pthread_mutex_unlock(&fs->lock);
+		return -EFBIG;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (!f->f) {
+		r = -EROFS;
+	} else {
+		if (!strcmp(f->path, STORE_MANIFEST) && size < f->buflen)
+			f->buflen = size;
+		r = store_file_set_size(f->f, size);
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (r >= 0) {
+		pthread_mutex_lock(&fs->lock);
+		f->size = size;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	return r;
+}
+
+int restore_extend(struct rfile *f, uint64_t size)
+{
+	struct fs *fs = f->rs->fs;
+	bool grow;
+
+	pthread_mutex_lock(&fs->lock);
+	grow = size > f->size;
+	pthread_mutex_unlock(&fs->lock);
+	return grow ? restore_truncate(f, size) : 0;
+}
+
+int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char *path, uint64_t size)
+{
+	struct restore *rs;
+	struct rfile *f = NULL;
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (rs)
+		f = rfile_find_locked(rs, path);
+	/* Only a file still open may change (cp's ftruncate comes with its
+	 * handle; an O_TRUNC open of a new file is a no-op). */
+	if (f && f->opens == 0)
+		f = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (!f)
+		return size == 0 ? 0 : -EROFS;
+	return restore_truncate(f, size);
+}
+
+int restore_release(struct fs *fs, struct rfile *f)
+{
+	struct restore *rs = f->rs;
+	struct store_file *sf = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	if (--f->opens > 0) {
+		pthread_mutex_unlock(&fs->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+
+	pthread_mutex_lock(&f->lock);
+	sf = TAKE_PTR(f->f);
+	pthread_mutex_unlock(&f->lock);
+	if (sf)
+		r = store_file_close(sf);
+
+	pthread_mutex_lock(&fs->lock);
+	rs->open_files--;
+	if (r < 0) {
+		fail_locked(rs, "%s: %s", f->path, *err_msg() ? err_msg() : strerror(-r));
+	} else if (sf && rs->state == R_RECEIVING) {
+		f->whole = true;
+		if (!strcmp(f->path, STORE_MANIFEST)) {
+			int pr = manifest_parse(f->buf ? f->buf : "", f->buflen, &rs->man);
+			if (pr < 0)
+				fail_locked(rs, "manifest: %s", *err_msg() ? err_msg() : strerror(-pr));
+			else
+				rs->have_man = true;
+		}
+	}
+	check_locked(fs, rs);
+	pthread_mutex_unlock(&fs->lock);
+	settle(fs, rs);
+	return r;
+}
+
+int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len)
+{
+	struct restore *rs = find_or_stored(fs, uid, name);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out;
+
+	if (!rs)
+		return -ENOENT;
+	out = open_memstream(&text, &len);
+	if (!out)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->lock);
+	switch (rs->state) {
+	case R_RUNNING:
+		fprintf(out, "running pid=%d\n", rs->pid);
+		break;
+	case R_FAILED:
+		fprintf(out, "failed: %s\n", rs->why);
+		break;
+	case R_RECEIVING: {
+		unsigned shown = 0, missing = 0;
+		fprintf(out, "receiving\n");
+		if (!rs->have_man) {
+			fprintf(out, "missing: %s\n", STORE_MANIFEST);
+			break;
+		}
+		for (size_t i = 0; i < rs->man.nfiles; i++) {
+			struct rfile *f = rfile_find_locked(rs, rs->man.files[i].path);
+			if (f && f->whole)
+				continue;
+			missing++;
+			if (shown++ < 32)
+				fprintf(out, "missing: %s\n", rs->man.files[i].path);
+		}
+		if (missing > shown)
+			fprintf(out, "missing: ... and %u more\n", missing - shown);
+		break;
+	}
+	default:
+		fprintf(out, "%s\n", rstate_names[rs->state]);
+		break;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (fclose(out) != 0) {
+		free(text);
+		return -ENOMEM;
+	}
+	*ret = text;
+	*ret_len = len;
+	return 0;
+}
+
+void restore_free_all(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->restore_threads)
+		pthread_cond_wait(&fs->restore_done, &fs->lock);
+	struct restore *list = fs->restores;
+	fs->restores = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	while (list) {
+		struct restore *next = list->next;
+		restore_free(list);
+		list = next;
+	}
+}

@@ -1,0 +1,94 @@
+/*
+ * Feeds every file of the fuzz corpus (tests/fuzz/corpus/manifest: seeds
+ * and any input a fuzzing run found interesting or crashing) through the
+ * fuzz target, in normal runs and under gcc, so that a crash once found
+ * stays fixed. Also checks what the seeds must give.
+ */
+#include <check.h>
+#include <dirent.h>
+
+#include "store/store-int.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char *corpus(void)
+{
+	const char *d = getenv("FUZZ_CORPUS");
+	return d && *d ? d : "tests/fuzz/corpus/manifest";
+}
+
+static int parse_file(const char *name, struct manifest *m)
+{
+	char path[4096];
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", corpus(), name);
+	r = read_file_full(path, &text, &len);
+	ck_assert_msg(r >= 0, "cannot read %s", path);
+	memset(m, 0, sizeof(*m));
+	return manifest_parse(text, len, m);
+}
+
+START_TEST(test_corpus)
+{
+	DIR *d = opendir(corpus());
+	struct dirent *de;
+	unsigned n = 0;
+
+	ck_assert_msg(d, "no corpus at %s", corpus());
+	while ((de = readdir(d))) {
+		char path[4096];
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", corpus(), de->d_name);
+		ck_assert_int_ge(read_file_full(path, &text, &len), 0);
+		LLVMFuzzerTestOneInput((const uint8_t *)text, len);
+		n++;
+	}
+	closedir(d);
+	ck_assert_uint_ge(n, 10);
+}
+END_TEST
+
+START_TEST(test_seeds)
+{
+	static const char *const bad[] = {
+		"version-2", "dotdot", "duplicate", "absurd-size", "count-lies",
+		"file-and-dir", "nul", "other-hash", "reserved",
+	};
+	struct manifest m;
+
+	ck_assert_int_eq(parse_file("valid-2", &m), 0);
+	ck_assert_uint_eq(m.nfiles, 2);
+	ck_assert_str_eq(m.files[1].path, "memory/00007f0000000000-00007f0000100000");
+	ck_assert_uint_eq(m.files[1].size, 1048576);
+	manifest_clear(&m);
+	ck_assert_int_eq(parse_file("valid-empty", &m), 0);
+	manifest_clear(&m);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		int r = parse_file(bad[i], &m);
+		ck_assert_msg(r == -EBADMSG, "%s: %d, want -EBADMSG", bad[i], r);
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("fuzz-corpus");
+	TCase *tc = tcase_create("corpus");
+	tcase_add_test(tc, test_corpus);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("seeds");
+	tcase_add_test(tc, test_seeds);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,370 @@
+/*
+ * The harness of the ckptfs integration tests (see fs-harness.h).
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/integration/fs/fs-harness.h"
+
+struct harness H;
+static bool atexit_done;
+
+static const char *env_or(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : def;
+}
+
+void harness_require(void)
+{
+	if (geteuid() != 0) {
+		printf("SKIP: the ckptfs integration tests need root (ptrace of targets, mounts)\n");
+		exit(77);
+	}
+	if (access("/dev/fuse", R_OK | W_OK) != 0) {
+		printf("SKIP: no usable /dev/fuse: %s\n", strerror(errno));
+		exit(77);
+	}
+	if (system("command -v fusermount3 >/dev/null 2>&1") != 0) {
+		printf("SKIP: fusermount3 is not installed\n");
+		exit(77);
+	}
+	if (access(env_or("CKPTFS", ""), X_OK) != 0 || access(env_or("CKPT", ""), X_OK) != 0) {
+		printf("SKIP: $CKPTFS and $CKPT must name the built binaries\n");
+		exit(77);
+	}
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static bool mounted(const char *dir)
+{
+	FILE *f = fopen("/proc/mounts", "re");
+	char line[4096];
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char dev[1024], mnt[1024], type[256];
+		if (sscanf(line, "%1023s %1023s %255s", dev, mnt, type) == 3 && !strcmp(mnt, dir) &&
+		    !strcmp(type, "fuse.ckptfs"))
+			found = true;
+	}
+	fclose(f);
+	return found;
+}
+
+static pid_t start_daemon(bool dir_backend)
+{
+	char opt[512];
+	pid_t pid;
+
+	snprintf(opt, sizeof(opt), "store=%s%s%s%s", H.store, dir_backend ? ",backend=dir" : "", H.opts[0] ? "," : "",
+		 H.opts);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char log[400];
+		snprintf(log, sizeof(log), "%s/daemon.log", H.base);
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			dup2(fd, 1);
+		}
+		execl(getenv("CKPTFS"), "ckptfs", "-f", "-o", opt, H.mnt, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+static bool mount_with(bool dir_backend)
+{
+	int status;
+
+	char readme[400];
+
+	/* A dead mount left on the directory (kill -9) goes first. */
+	for (int i = 0; i < 100 && mounted(H.mnt); i++) {
+		char cmd[1024];
+		snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s' 2>/dev/null", H.mnt);
+		if (system(cmd) != 0)
+			sleep_ms(10);
+	}
+	snprintf(readme, sizeof(readme), "%s/README", H.mnt);
+	H.daemon = start_daemon(dir_backend);
+	H.dir_backend = dir_backend;
+	for (int i = 0; i < 500; i++) {
+		if (mounted(H.mnt) && access(readme, R_OK) == 0)
+			return true;
+		if (waitpid(H.daemon, &status, WNOHANG) == H.daemon) {
+			H.daemon = 0;
+			return false;
+		}
+		sleep_ms(10);
+	}
+	return false;
+}
+
+static void at_exit(void)
+{
+	harness_teardown();
+}
+
+void harness_mount(void)
+{
+	const char *run = getenv("CKPTFS_TEST_RUN");
+	snprintf(H.base, sizeof(H.base), "%s/t.XXXXXX", run && *run ? run : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(H.base));
+	snprintf(H.mnt, sizeof(H.mnt), "%s/mnt", H.base);
+	snprintf(H.store, sizeof(H.store), "%s/store", H.base);
+	snprintf(H.work, sizeof(H.work), "%s/work", H.base);
+	ck_assert_int_eq(mkdir(H.mnt, 0755), 0);
+	ck_assert_int_eq(mkdir(H.work, 0755), 0);
+	if (!atexit_done) {
+		atexit(at_exit);
+		atexit_done = true;
+	}
+	/* The chunk store is the daemon's own; the directory backend
+	 * stands in where the chunk store is not built. */
+	if (!mount_with(false)) {
+		ck_assert_msg(mount_with(true), "ckptfs did not mount; see %s/daemon.log", H.base);
+		fprintf(stderr, "note: chunk store unavailable, testing with -o backend=dir\n");
+	}
+}
+
+void harness_remount(void)
+{
+	ck_assert_msg(mount_with(H.dir_backend), "ckptfs did not mount again; see %s/daemon.log", H.base);
+}
+
+int harness_umount(void)
+{
+	int status = 0, ret = -1;
+	char cmd[1024];
+
+	if (!H.mnt[0])
+		return 0;
+	if (mounted(H.mnt)) {
+		snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s' 2>/dev/null || fusermount3 -uz '%s' 2>/dev/null", H.mnt,
+			 H.mnt);
+		if (system(cmd) != 0) {
+		}
+	}
+	if (H.daemon > 0) {
+		for (int i = 0; i < 500; i++) {
+			pid_t r = waitpid(H.daemon, &status, WNOHANG);
+			if (r == H.daemon) {
+				ret = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+				H.daemon = 0;
+				break;
+			}
+			if (r < 0) {
+				H.daemon = 0;
+				break;
+			}
+			sleep_ms(10);
+		}
+		if (H.daemon > 0) {
+			kill(H.daemon, SIGKILL);
+			waitpid(H.daemon, NULL, 0);
+			H.daemon = 0;
+			snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s' 2>/dev/null", H.mnt);
+			if (system(cmd) != 0) {
+			}
+		}
+	}
+	return ret;
+}
+
+void harness_teardown(void)
+{
+	char cmd[1024];
+
+	if (!H.base[0])
+		return;
+	harness_umount();
+	/* Targets left behind by a failed test (a restored one has the
+	 * same pid). */
+	for (unsigned i = 0; i < H.ntargets; i++)
+		kill(H.targets[i], SIGKILL);
+	H.ntargets = 0;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", H.base);
+	if (system(cmd) != 0) {
+	}
+	H.base[0] = 0;
+	H.mnt[0] = 0;
+}
+
+void harness_begin(void)
+{
+	static char run[64];
+
+	snprintf(run, sizeof(run), "/tmp/ckptfs-test.XXXXXX");
+	if (!mkdtemp(run)) {
+		printf("cannot make a temp dir: %s\n", strerror(errno));
+		exit(1);
+	}
+	setenv("CKPTFS_TEST_RUN", run, 1);
+}
+
+void harness_sweep(void)
+{
+	const char *run = getenv("CKPTFS_TEST_RUN");
+	char cmd[1024];
+
+	if (!run || !*run)
+		return;
+	/* What a test that died before its teardown left: its targets (by
+	 * the pids they wrote), its mounts, its files. */
+	snprintf(cmd, sizeof(cmd),
+		 "for a in %s/*/work/*/addr; do test -s \"$a\" && kill -9 $(cut -d' ' -f2 \"$a\") 2>/dev/null; done; "
+		 "grep ' fuse.ckptfs ' /proc/mounts | cut -d' ' -f2 | grep '^%s/' | while read m; do fusermount3 -uz \"$m\"; done; "
+		 "rm -rf %s",
+		 run, run, run);
+	if (system(cmd) != 0) {
+	}
+}
+
+static int run(char **out, const char *fmt, va_list ap)
+{
+	char *cmd = NULL, *full = NULL;
+	int status;
+
+	if (vasprintf(&cmd, fmt, ap) < 0)
+		return -1;
+	if (asprintf(&full, "MNT='%s' STORE='%s' WORK='%s' CKPT='%s'; export MNT STORE WORK CKPT; %s", H.mnt,
+		     H.store, H.work, env_or("CKPT", "ckpt"), cmd) < 0) {
+		free(cmd);
+		return -1;
+	}
+	free(cmd);
+	if (!out) {
+		status = system(full);
+	} else {
+		FILE *p = popen(full, "r");
+		size_t len = 0, cap = 4096;
+		char *buf = malloc(cap);
+		if (!p || !buf) {
+			free(buf);
+			free(full);
+			*out = strdup("");
+			return -1;
+		}
+		for (;;) {
+			size_t n = fread(buf + len, 1, cap - len - 1, p);
+			len += n;
+			if (n == 0)
+				break;
+			if (cap - len < 2) {
+				cap *= 2;
+				buf = realloc(buf, cap);
+			}
+		}
+		buf[len] = 0;
+		*out = buf;
+		status = pclose(p);
+	}
+	free(full);
+	if (status < 0)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int sh(const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = run(NULL, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+char *sh_out(const char *fmt, ...)
+{
+	va_list ap;
+	char *out = NULL;
+
+	va_start(ap, fmt);
+	run(&out, fmt, ap);
+	va_end(ap);
+	return out;
+}
+
+bool wait_file(const char *path, unsigned ms)
+{
+	for (unsigned i = 0; i < ms / 10 + 1; i++) {
+		if (access(path, F_OK) == 0)
+			return true;
+		sleep_ms(10);
+	}
+	return false;
+}
+
+pid_t target_start(char *dir)
+{
+	static int count;
+	char addr[PATH_MAX];
+	pid_t pid;
+
+	snprintf(dir, PATH_MAX, "%s/t%d", H.work, count++);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		execl(getenv("FS_TARGET"), "fs-target", dir, (char *)NULL);
+		_exit(127);
+	}
+	if (H.ntargets < sizeof(H.targets) / sizeof(H.targets[0]))
+		H.targets[H.ntargets++] = pid;
+	snprintf(addr, sizeof(addr), "%s/addr", dir);
+	ck_assert_msg(wait_file(addr, 5000), "the target did not start");
+	return pid;
+}
+
+void target_kill(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+char *restore_wait(const char *name, unsigned ms)
+{
+	char path[600];
+	char *line = NULL;
+
+	snprintf(path, sizeof(path), "%s/restore/%s/status", H.mnt, name);
+	for (unsigned i = 0; i < ms / 20 + 1; i++) {
+		FILE *f = fopen(path, "re");
+		char buf[1024] = "";
+		if (f) {
+			if (!fgets(buf, sizeof(buf), f))
+				buf[0] = 0;
+			fclose(f);
+		}
+		buf[strcspn(buf, "\n")] = 0;
+		free(line);
+		line = strdup(buf);
+		if (strcmp(buf, "receiving") && strcmp(buf, "verifying") && strcmp(buf, "restoring") && *buf)
+			break;
+		sleep_ms(20);
+	}
+	return line;
+}

@@ -1,0 +1,64 @@
+/*
+ * What the ckptfs integration tests share: a real daemon mounted on a
+ * temporary directory with a temporary store, driven with shell commands
+ * as a user would. Every test mounts in its setup; the unmount runs from
+ * atexit() too, so that a failing assertion (which exits the forked test)
+ * still leaves no mount behind, and main() sweeps what a timeout left.
+ */
+#ifndef CKPTFS_FS_HARNESS_H
+#define CKPTFS_FS_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct harness {
+	char base[256];  /* the test's temp dir */
+	char mnt[300];   /* base/mnt */
+	char store[300]; /* base/store */
+	char work[300];  /* base/work: scratch for copies and targets */
+	pid_t daemon;
+	pid_t targets[64]; /* started by target_start, killed at teardown */
+	unsigned ntargets;
+	bool dir_backend;
+	char opts[64];   /* more -o options for the daemon (set before mounting) */
+};
+
+extern struct harness H;
+
+/* Exits 77 with the reason when the tests cannot run here (not root, no
+ * /dev/fuse, no fusermount3, binaries missing). */
+void harness_require(void);
+/* Makes the temp dirs and mounts ckptfs (chunk store; the directory
+ * backend when the chunk store is not built). Asserts on failure. */
+void harness_mount(void);
+/* Mounts again on the same store (after a crash or unmount). */
+void harness_remount(void);
+/* Unmounts (fusermount3 -u, then -uz) and reaps the daemon; returns the
+ * daemon's exit status, -1 if it had to be killed. Idempotent. */
+int harness_umount(void);
+/* Unmounts and removes the temp dir. */
+void harness_teardown(void);
+/* Makes the run's temp dir (every test's dir goes inside). main() calls
+ * it first, and harness_sweep() last: it kills the targets, unmounts the
+ * mounts and removes the dirs that a test dying early left behind. */
+void harness_begin(void);
+void harness_sweep(void);
+
+/* Runs a shell command (printf format) with MNT, STORE, WORK, CKPT set in
+ * its environment; returns its exit status (or 128+signal). */
+int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Same, returns its stdout (malloc'd, NUL-terminated; "" on failure). */
+char *sh_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Starts fs-target in a fresh dir under WORK; returns its pid (waits for
+ * its addr file). dir receives the directory (PATH_MAX). */
+pid_t target_start(char *dir);
+/* Kills and reaps a target. */
+void target_kill(pid_t pid);
+/* Waits up to ms for path to exist; true if it does. */
+bool wait_file(const char *path, unsigned ms);
+/* Polls restore/NAME/status until it leaves receiving/verifying/
+ * restoring or ms pass; returns its first line (malloc'd). */
+char *restore_wait(const char *name, unsigned ms);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * ckptfs run by a normal user (nobody), through fusermount3: the user
+ * mounts and sees their own processes only; a checkpoint and a restore
+ * work where the daemon has CAP_CHECKPOINT_RESTORE, and otherwise fail
+ * with a permission error that status spells out, as docs/FS.md says.
+ * Skips (77) where the machine lets no normal user mount FUSE (/dev/fuse
+ * not open to them, no setuid fusermount3).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests/integration/fs/fs-harness.h"
+
+#define USER_UID 65534
+
+static char base[64];
+
+/* Runs a shell command as the normal user, in base. */
+static int as_user(const char *fmt, const char *arg)
+{
+	char cmd[4096], inner[3072];
+	snprintf(inner, sizeof(inner), fmt, arg ? arg : "");
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s && setpriv --reuid=%d --regid=%d --clear-groups env B=%s CKPTFS='%s' CKPT='%s' T='%s' sh -c '%s'",
+		 base, USER_UID, USER_UID, base, getenv("CKPTFS"), getenv("CKPT"), getenv("FS_TARGET"), inner);
+	int s = system(cmd);
+	return WIFEXITED(s) ? WEXITSTATUS(s) : 128;
+}
+
+static void user_unmount(void)
+{
+	char cmd[512];
+	/* The target, by its pid (a restored one has the same). */
+	snprintf(cmd, sizeof(cmd),
+		 "fusermount3 -uz %s/m 2>/dev/null; test -s %s/t/addr && kill -9 $(cut -d' ' -f2 %s/t/addr) 2>/dev/null; rm -rf %s",
+		 base, base, base, base);
+	if (system(cmd) != 0) {
+	}
+}
+
+static bool user_mount(void)
+{
+	if (as_user("mkdir -p $B/m $B/t && ($CKPTFS -f -o store=$B/store $B/m > $B/log 2>&1 &) ; "
+		    "for i in $(seq 300); do test -e $B/m/README && exit 0; sleep 0.01; done; exit 1", NULL) == 0)
+		return true;
+	return false;
+}
+
+START_TEST(test_user_roundtrip)
+{
+	char *out;
+
+	ck_assert(user_mount());
+	/* The user sees their own process, not others' (init). */
+	ck_assert_int_eq(as_user("($T $B/t &) ; for i in $(seq 300); do test -s $B/t/addr && break; sleep 0.01; done; "
+				 "P=$(cut -d\" \" -f2 $B/t/addr); ls $B/m | grep -qx $P && grep -q ckptfs $B/m/README",
+				 NULL),
+			 0);
+	ck_assert_int_ne(as_user("test -e $B/m/1", NULL), 0);
+	/* Checkpoint: the engine reads /proc/PID/map_files, which takes
+	 * CAP_CHECKPOINT_RESTORE; without it the write fails and status
+	 * says why (docs/FS.md). */
+	if (as_user("P=$(cut -d\" \" -f2 $B/t/addr); echo checkpoint > $B/m/$P/ctl 2>/dev/null", NULL) != 0) {
+		ck_assert_int_eq(as_user("P=$(cut -d\" \" -f2 $B/t/addr); grep -q \"^last_error: Operation not permitted\" $B/m/$P/status", NULL), 0);
+		return;
+	}
+	ck_assert_int_eq(as_user("P=$(cut -d\" \" -f2 $B/t/addr); "
+				 "grep -q \"^rip 0x\" $B/m/$P/1/regs/* && cp -r $B/m/$P/1 $B/copy && $CKPT verify $B/copy >/dev/null",
+				 NULL),
+			 0);
+	/* Restore: works with CAP_CHECKPOINT_RESTORE, else says why. */
+	ck_assert_int_eq(as_user("P=$(cut -d\" \" -f2 $B/t/addr); kill -9 $P; sleep 0.2; cp -r $B/copy $B/m/restore/r && "
+				 "for i in $(seq 200); do s=$(head -1 $B/m/restore/r/status); "
+				 "case $s in receiving|verifying|restoring) sleep 0.05;; *) break;; esac; done; "
+				 "echo \"$s\" > $B/rstatus",
+				 NULL),
+			 0);
+	char path[128];
+	snprintf(path, sizeof(path), "cat %s/rstatus", base);
+	FILE *p = popen(path, "r");
+	char line[512] = "";
+	ck_assert_ptr_nonnull(p);
+	if (!fgets(line, sizeof(line), p))
+		line[0] = 0;
+	pclose(p);
+	out = line;
+	ck_assert_msg(!strncmp(out, "running pid=", 12) ||
+			      (!strncmp(out, "failed: ", 8) &&
+			       (strstr(out, "not permitted") || strstr(out, "EPERM") || strstr(out, "ermission"))),
+		      "restore as a normal user: '%s'", out);
+}
+END_TEST
+
+int main(void)
+{
+	harness_require();
+	snprintf(base, sizeof(base), "/tmp/ckptfs-user.XXXXXX");
+	if (!mkdtemp(base))
+		return 1;
+	if (chown(base, USER_UID, USER_UID) < 0 || system("command -v setpriv >/dev/null") != 0) {
+		printf("SKIP: cannot prepare a directory for uid %d or no setpriv\n", USER_UID);
+		return 77;
+	}
+	if (!user_mount()) {
+		char cmd[256];
+		snprintf(cmd, sizeof(cmd), "cat %s/log", base);
+		printf("SKIP: a normal user cannot mount FUSE here (/dev/fuse or fusermount3): ");
+		fflush(stdout);
+		if (system(cmd) != 0) {
+		}
+		user_unmount();
+		return 77;
+	}
+	user_unmount();
+	if (mkdtemp(strcpy(base, "/tmp/ckptfs-user.XXXXXX")) == NULL || chown(base, USER_UID, USER_UID) < 0)
+		return 1;
+
+	Suite *s = suite_create("fs-user");
+	TCase *tc = tcase_create("user_roundtrip");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_user_roundtrip);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	user_unmount();
+	return failed ? 1 : 0;
+}
