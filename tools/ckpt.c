@@ -12,15 +12,15 @@
 static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
-	{ "store", "[--store DIR] ls|rm|gc|fsck|stats", "look after a chunk store", cmd_store },
-	{ "bench", "store [OPTIONS]", "run a benchmark", cmd_bench },
-	{ "version", "", "print the version", cmd_version },
-	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
+	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
+	{ "restore", "[--no-verify] DIR", "restore a process from a snapshot directory", cmd_restore },
 	{ "checkpoint", "[--kill|--stop] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs", cmd_checkpoint },
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
-	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
-	{ "restore", "[--no-verify] DIR", "restore a process from a snapshot directory", cmd_restore },
+	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
+	{ "store", "[--store DIR] ls|rm|gc|fsck|stats", "look after a chunk store", cmd_store },
+	{ "bench", "store|engine [OPTIONS]", "run a benchmark (figures in docs/PERFORMANCE.md)", cmd_bench },
+	{ "version", "", "print the version", cmd_version },
 };
 
 static void usage(FILE *out)
@@ -32,7 +32,7 @@ static void usage(FILE *out)
 		"\n"
 		"Commands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
-		fprintf(out, "  %-8s %-40s %s\n", cmds[i].name, cmds[i].args, cmds[i].summary);
+		fprintf(out, "  %-10s %-38s %s\n", cmds[i].name, cmds[i].args, cmds[i].summary);
 	fprintf(out,
 		"\n"
 		"  ckpt COMMAND --help   says more about one command.\n"
