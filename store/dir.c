@@ -554,7 +554,7 @@ static int write_run(struct dir_file *f, const uint8_t *p, size_t len, uint64_t 
 	    (uintptr_t)p % STORE_PAGE_SIZE == 0)
 		direct = ALIGN_DOWN(len, (size_t)STORE_PAGE_SIZE);
 	if (direct) {
-		r = pwrite_full(f->dio_fd, p, direct, off);
+		r = fault_hit(FAULT_STORE_DIR_DIRECT) ? -EINVAL : pwrite_full(f->dio_fd, p, direct, off);
 		if (r == -EINVAL) {
 			/* accepted at open, refused at write (some FUSE and
 			 * network filesystems): the page cache from now on;
