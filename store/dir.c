@@ -11,7 +11,10 @@
  *    ROOT/NAME (never over an existing one) and fsyncs ROOT. A crash
  *    before the rename leaves only a hidden directory, which nothing
  *    reads; after it, the snapshot is whole.
- *  - all-zero 4 KiB pages are never written: they stay holes;
+ *  - all-zero 4 KiB pages are never written: they stay holes; large
+ *    page-aligned runs of data go to the disk with O_DIRECT (not through
+ *    the page cache), the rest, and everything on a filesystem that
+ *    refuses it, with buffered writes; the commit's fsync covers both;
  *  - nothing in a snapshot directory is trusted: every file is reached
  *    with openat() relative to the snapshot directory and O_NOFOLLOW at
  *    each step, so a symlink (or a symlinked directory) never leads out;
@@ -23,7 +26,9 @@
  *
  * Locking: a snapshot's `lock` protects its file list, directory list and
  * open count (files of one snapshot are created and closed from several
- * threads). A file is used by one thread at a time when written; readers
+ * threads). A file is used by one caller at a time when written (a large
+ * write hands the disk part to a thread of its own and waits for it, so
+ * that the disk works while the caller hashes); readers
  * share nothing mutable but the atomically updated allocation cache.
  */
 #include <dirent.h>
