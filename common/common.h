@@ -159,6 +159,7 @@ enum fault_id {
 	FAULT_STORE_DIR_WRITE = 110,        /* a snapshot-directory write fails (EIO) */
 	FAULT_STORE_CRASH_BEFORE_MANIFEST = 111, /* _exit before the manifest is written */
 	FAULT_STORE_CRASH_BEFORE_RENAME = 112, /* _exit before the snapshot directory is renamed in place */
+	FAULT_STORE_DIR_DIRECT = 113,       /* an O_DIRECT snapshot-directory write is refused (EINVAL) */
 	FAULT_STORE_GC_CRASH = 120,         /* _exit in gc after new packs, before the index switch */
 	/* engine/ 200-299 */
 	FAULT_ENGINE_SEIZE = 200,           /* seizing a thread fails */

@@ -673,12 +673,35 @@ fail:
 
 #define STREAM_PIECE (16ul << 20)
 
+/* The next piece read from the frozen process while the current one is
+ * written: reading (a copy by the CPU) and the store's hashing and disk
+ * writing then overlap instead of taking turns. */
+struct prefetch {
+	pid_t pid;
+	int mem, fd;
+	const struct vma *v;
+	uint64_t off, len;
+	uint8_t *buf;
+	int r;
+	char msg[256]; /* err_msg() is per thread */
+};
+
+static void *prefetch_worker(void *arg)
+{
+	struct prefetch *p = arg;
+
+	p->r = read_piece(p->pid, p->mem, p->fd, p->v, p->off, p->len, p->buf);
+	if (p->r < 0)
+		snprintf(p->msg, sizeof(p->msg), "%s", err_msg());
+	return NULL;
+}
+
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o)
 {
 	_cleanup_free_ char *maps = maps_format(img);
 	_cleanup_close_ int mem = -1;
-	uint8_t *piece = NULL;
+	uint8_t *piece[2] = { NULL, NULL };
 	uint64_t total = 0, done = 0;
 	int r;
 	if (!maps)
@@ -697,14 +720,16 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start,
 			 (unsigned long)v->end);
 		/* Without a copy (the process is still frozen) the bytes go
-		 * from the process to the store through one reused buffer. */
+		 * from the process to the store through two reused buffers,
+		 * one read while the other is written. */
 		_cleanup_close_ int fd = -1;
 		if (!v->data) {
 			char path[96];
-			if (!piece && !(piece = copy_alloc(STREAM_PIECE))) {
-				r = -ENOMEM;
-				goto out;
-			}
+			for (int b = 0; b < 2; b++)
+				if (!piece[b] && !(piece[b] = copy_alloc(STREAM_PIECE))) {
+					r = -ENOMEM;
+					goto out;
+				}
 			snprintf(path, sizeof(path), "/proc/%d/mem", pid);
 			if (mem < 0 && (mem = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
 				r = err_set(negerrno(), "pid %d: cannot open %s: %m", pid, path);
@@ -722,22 +747,36 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 			goto out;
 		const uint8_t *p = v->data;
 		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
+			uint64_t step = v->data ? 64ull << 20 : STREAM_PIECE;
+			int cur = 0;
+			if (!v->data)
+				r = read_piece(pid, mem, fd, v, v->runs[k].off, MIN(v->runs[k].len, step), piece[0]);
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
-				uint64_t len = MIN(v->runs[k].len - off, v->data ? 64ull << 20 : STREAM_PIECE);
-				const uint8_t *src = p;
-				if (!v->data) {
-					r = read_piece(pid, mem, fd, v, v->runs[k].off + off, len, piece);
-					src = piece;
+				uint64_t len = MIN(v->runs[k].len - off, step);
+				const uint8_t *src = v->data ? p : piece[cur];
+				struct prefetch pf = { .pid = pid, .mem = mem, .fd = fd, .v = v,
+						       .off = v->runs[k].off + off + len,
+						       .len = MIN(v->runs[k].len - off - len, step),
+						       .buf = piece[cur ^ 1] };
+				pthread_t th;
+				bool started = false;
+				if (!v->data && pf.len > 0) {
+					started = pthread_create(&th, NULL, prefetch_worker, &pf) == 0;
+					if (!started)
+						prefetch_worker(&pf); /* read it now, in turn */
 				}
-				if (r < 0)
-					break;
 				if (fault_hit(FAULT_ENGINE_WRITE))
 					r = err_set(-EIO, "%s: write: injected fault", name);
 				else
 					r = store_file_pwrite(f, src, len, v->runs[k].off + off);
+				if (started)
+					pthread_join(th, NULL);
+				if (r >= 0 && pf.r < 0)
+					r = err_set(pf.r, "%s", pf.msg);
 				if (p)
 					p += len;
+				cur ^= 1;
 				off += len;
 				done += len;
 				if (o && o->progress) {
@@ -756,7 +795,9 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 	}
 	r = 0;
 out:
-	if (piece)
-		munmap(piece, STREAM_PIECE);
+	for (int b = 0; b < 2; b++)
+		if (piece[b])
+			munmap(piece[b], STREAM_PIECE);
 	return r;
 }
+

@@ -11,7 +11,10 @@
  *    ROOT/NAME (never over an existing one) and fsyncs ROOT. A crash
  *    before the rename leaves only a hidden directory, which nothing
  *    reads; after it, the snapshot is whole.
- *  - all-zero 4 KiB pages are never written: they stay holes;
+ *  - all-zero 4 KiB pages are never written: they stay holes; large
+ *    page-aligned runs of data go to the disk with O_DIRECT (not through
+ *    the page cache), the rest, and everything on a filesystem that
+ *    refuses it, with buffered writes; the commit's fsync covers both;
  *  - nothing in a snapshot directory is trusted: every file is reached
  *    with openat() relative to the snapshot directory and O_NOFOLLOW at
  *    each step, so a symlink (or a symlinked directory) never leads out;
@@ -23,7 +26,9 @@
  *
  * Locking: a snapshot's `lock` protects its file list, directory list and
  * open count (files of one snapshot are created and closed from several
- * threads). A file is used by one thread at a time when written; readers
+ * threads). A file is used by one caller at a time when written (a large
+ * write hands the disk part to a thread of its own and waits for it, so
+ * that the disk works while the caller hashes); readers
  * share nothing mutable but the atomically updated allocation cache.
  */
 #include <dirent.h>
@@ -36,6 +41,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "store/chunk-int.h" /* chunk_hash2() */
 #include "store/store-int.h"
 
 #ifndef RENAME_NOREPLACE
@@ -47,6 +53,13 @@
 #define KEEP_FDS_MAX 128
 #define MANIFEST_READ_MAX (64u << 20)
 #define MAX_DEPTH 8
+/* Runs of data at least this long go through the O_DIRECT descriptor when
+ * they are page-aligned: below it a synchronous direct write costs more
+ * than the page cache does. */
+#define DIRECT_MIN (256u << 10)
+/* A write at least this long is written by a second thread while the
+ * caller hashes it. */
+#define OVERLAP_MIN (1u << 20)
 
 struct dir_store {
 	struct store base;
@@ -93,6 +106,7 @@ struct dir_file {
 	uint64_t size;
 
 	/* writer */
+	int dio_fd;            /* the same file opened O_DIRECT, or -1 (tmpfs) */
 	uint64_t data_end;     /* no data was written at or after this: holes */
 	struct leaf_set *leaves;
 	uint64_t *partial;     /* blocks written in part: leaf recomputed at close */
@@ -468,6 +482,7 @@ static int dir_file_create(struct store_snap *w, const char *path, struct store_
 	if (!f)
 		return -ENOMEM;
 	f->fd = -1;
+	f->dio_fd = -1;
 	f->path = strdup(path);
 	r = f->path ? leaf_set_new(&f->leaves) : -ENOMEM;
 	if (r < 0)
@@ -484,6 +499,21 @@ static int dir_file_create(struct store_snap *w, const char *path, struct store_
 		r = negerrno();
 		r = err_set(r, "'%s': %s", path, r == -EEXIST ? "created before in this snapshot" : strerror(-r));
 		goto fail;
+	}
+	/* A second descriptor for the large aligned runs: O_DIRECT takes the
+	 * bytes from the caller's buffer to the disk, where the page cache
+	 * costs several times the CPU (copying, then reclaiming gigabytes of
+	 * pages on a machine that does not need them again). The file is
+	 * ours alone, in our locked temporary directory; the inode check
+	 * only guards against surprises. A filesystem that refuses O_DIRECT
+	 * (tmpfs: EINVAL) gets everything through the page cache. */
+	f->dio_fd = openat(pfd, leaf, O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+	if (f->dio_fd >= 0) {
+		struct stat a, b;
+		if (fstat(f->fd, &a) < 0 || fstat(f->dio_fd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+			close(f->dio_fd);
+			f->dio_fd = -1;
+		}
 	}
 	pthread_mutex_lock(&ds->lock);
 	ds->nopen++;
@@ -517,9 +547,36 @@ static int write_run(struct dir_file *f, const uint8_t *p, size_t len, uint64_t 
 {
 	if (fault_hit(FAULT_STORE_DIR_WRITE))
 		return err_set(-EIO, "'%s': write at %" PRIu64 " failed (injected)", f->path, off);
-	int r = pwrite_full(f->fd, p, len, off);
-	if (r < 0)
-		return err_set(r, "'%s': write at %" PRIu64 ": %s", f->path, off, strerror(-r));
+	size_t direct = 0;
+	int r;
+
+	/* O_DIRECT wants buffer, offset and length aligned to the device's
+	 * logical block (at most a page): the aligned head goes direct, a
+	 * short tail through the page cache. Direct and buffered writes
+	 * never overlap here, and the kernel keeps the two coherent anyway
+	 * (a direct write flushes and drops cached pages in its range). */
+	if (f->dio_fd >= 0 && len >= DIRECT_MIN && off % STORE_PAGE_SIZE == 0 &&
+	    (uintptr_t)p % STORE_PAGE_SIZE == 0)
+		direct = ALIGN_DOWN(len, (size_t)STORE_PAGE_SIZE);
+	if (direct) {
+		r = fault_hit(FAULT_STORE_DIR_DIRECT) ? -EINVAL : pwrite_full(f->dio_fd, p, direct, off);
+		if (r == -EINVAL) {
+			/* accepted at open, refused at write (some FUSE and
+			 * network filesystems): the page cache from now on;
+			 * what went through is rewritten, which is harmless */
+			log_debug("'%s': O_DIRECT write refused, writing through the page cache", f->path);
+			close(f->dio_fd);
+			f->dio_fd = -1;
+			direct = 0;
+		} else if (r < 0) {
+			return err_set(r, "'%s': write at %" PRIu64 ": %s", f->path, off, strerror(-r));
+		}
+	}
+	if (len > direct) {
+		r = pwrite_full(f->fd, p + direct, len - direct, off + direct);
+		if (r < 0)
+			return err_set(r, "'%s': write at %" PRIu64 ": %s", f->path, off + direct, strerror(-r));
+	}
 	f->data_end = MAX(f->data_end, off + len);
 	return 0;
 }
@@ -587,45 +644,100 @@ static int write_sparse(struct dir_file *f, const uint8_t *buf, size_t len, uint
 	return 0;
 }
 
-static int dir_file_pwrite(struct store_file *sf, const void *buf, size_t len, uint64_t off)
+/* write_sparse() on a second thread, so that the disk works while the
+ * caller hashes the same bytes. */
+struct write_job {
+	struct dir_file *f;
+	const uint8_t *p;
+	size_t len;
+	uint64_t off;
+	int r;
+	char msg[256]; /* err_msg() is per thread */
+};
+
+static void *write_worker(void *arg)
 {
-	struct dir_file *f = to_file(sf);
-	const uint8_t *p = buf;
-	uint64_t end = off + len;
-	uint8_t leaf[STORE_HASH_LEN];
+	struct write_job *j = arg;
+
+	j->r = write_sparse(j->f, j->p, j->len, j->off);
+	if (j->r < 0)
+		snprintf(j->msg, sizeof(j->msg), "%s", err_msg());
+	return NULL;
+}
+
+/* Leaves of the blocks [off, off+len) covers whole; the others are
+ * recorded as partial and recomputed from the file at close. Full
+ * non-zero blocks are hashed two at a time (chunk_hash2: SHA-NI lanes). */
+static int hash_blocks(struct dir_file *f, const uint8_t *p, size_t len, uint64_t off)
+{
+	uint64_t end = off + len, pend = UINT64_MAX;
+	uint8_t leaf[STORE_HASH_LEN], leaf2[STORE_HASH_LEN];
 	int r;
 
-	if (f->err)
-		return f->err;
-	r = write_sparse(f, p, len, off);
-	if (r < 0)
-		goto fail;
-
-	/* Leaves of the blocks this write covers whole; the others are
-	 * recomputed from the file at close. */
 	for (uint64_t b = off / STORE_BLOCK_SIZE; b * STORE_BLOCK_SIZE < end; b++) {
 		uint64_t bs = b * STORE_BLOCK_SIZE, be = bs + STORE_BLOCK_SIZE;
 		if (bs < off || be > end) {
 			r = add_partial(f, b);
 			if (r < 0)
-				goto fail;
+				return r;
 			continue;
 		}
 		if (buf_is_zero(p + (bs - off), STORE_BLOCK_SIZE)) {
 			leaf_set_drop(f->leaves, b);
 			continue;
 		}
-		hash_leaf(p + (bs - off), STORE_BLOCK_SIZE, leaf);
-		r = leaf_set_put(f->leaves, b, leaf);
+		if (pend == UINT64_MAX) {
+			pend = b;
+			continue;
+		}
+		chunk_hash2(p + (pend * STORE_BLOCK_SIZE - off), p + (bs - off), STORE_BLOCK_SIZE, leaf, leaf2);
+		r = leaf_set_put(f->leaves, pend, leaf);
+		if (r == 0)
+			r = leaf_set_put(f->leaves, b, leaf2);
 		if (r < 0)
-			goto fail;
+			return r;
+		pend = UINT64_MAX;
 	}
-	f->size = MAX(f->size, end);
+	if (pend != UINT64_MAX) {
+		hash_leaf(p + (pend * STORE_BLOCK_SIZE - off), STORE_BLOCK_SIZE, leaf);
+		r = leaf_set_put(f->leaves, pend, leaf);
+		if (r < 0)
+			return r;
+	}
 	return 0;
-fail:
-	/* The file's content is unknown now: it can only fail. */
-	f->err = r;
-	return r;
+}
+
+static int dir_file_pwrite(struct store_file *sf, const void *buf, size_t len, uint64_t off)
+{
+	struct dir_file *f = to_file(sf);
+	struct write_job j = { .f = f, .p = buf, .len = len, .off = off };
+	pthread_t th;
+	bool threaded = false;
+	int r, q;
+
+	if (f->err)
+		return f->err;
+	/* write_sparse touches the descriptors and data_end, hash_blocks the
+	 * leaves and the partial list: nothing shared between the two. */
+	if (len >= OVERLAP_MIN)
+		threaded = pthread_create(&th, NULL, write_worker, &j) == 0;
+	if (!threaded)
+		j.r = write_sparse(f, buf, len, off);
+	r = hash_blocks(f, buf, len, off);
+	if (threaded) {
+		pthread_join(th, NULL);
+		if (j.r < 0)
+			err_set(j.r, "%s", j.msg);
+	}
+	/* A write failure is the one to report; a hashing one is ENOMEM. */
+	q = j.r < 0 ? j.r : r;
+	if (q < 0) {
+		/* The file's content is unknown now: it can only fail. */
+		f->err = q;
+		return q;
+	}
+	f->size = MAX(f->size, off + len);
+	return 0;
 }
 
 static int dir_file_set_size(struct store_file *sf, uint64_t size)
@@ -761,6 +873,8 @@ static int dir_file_close(struct store_file *sf)
 		pthread_mutex_unlock(&ds->lock);
 		leaf_set_free(f->leaves);
 		free(f->partial);
+		if (f->dio_fd >= 0)
+			close(f->dio_fd);
 	}
 	if (f->fd >= 0)
 		close(f->fd);
