@@ -128,6 +128,50 @@ static int write_image(struct store_snap *w, const struct proc_image *img, struc
 	return memory_write(w, img, img->pid, o);
 }
 
+/* Kills a seized process and waits out every traced thread, so that no
+ * ptrace link survives: a killed tracee cannot be detached (it is no longer
+ * in a ptrace stop, PTRACE_DETACH says ESRCH), and until its tracer waits
+ * for it the thread stays a traced zombie, which its real parent cannot
+ * reap and a long-lived caller (the daemon) would hold for ever. Waiting
+ * as tracer releases the link; the leader's zombie then goes back to its
+ * real parent, which reaps it and sees SIGKILL. The leader's exit is
+ * reported only after every other thread's, hence the order. When the
+ * caller is the real parent itself, the leader is left to the caller's own
+ * waitpid() (WNOWAIT): reaping it here would steal the exit status. */
+static void kill_seized(struct seized *s)
+{
+	char sp[64];
+	_cleanup_free_ char *stat = NULL;
+	bool our_child = false;
+
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", s->pid);
+	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')')) {
+		int ppid = 0;
+		if (sscanf(strrchr(stat, ')') + 2, "%*c %d", &ppid) == 1)
+			our_child = ppid == getpid();
+	}
+	kill(s->pid, SIGKILL);
+	for (size_t k = 1; k <= s->ntids; k++) {
+		pid_t t = s->tids[k % s->ntids]; /* the others, then the leader (tids[0]) */
+		bool leader = t == s->pid;
+		for (;;) {
+			siginfo_t si = { 0 };
+			int flags = WEXITED | __WALL | (leader && our_child ? WNOWAIT : 0);
+			if (waitid(P_PID, t, &si, flags) < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != ECHILD)
+					log_debug("thread %d: waitid: %m", t);
+				break;
+			}
+			if (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
+				break;
+			/* a stop reported before the kill took effect: go on */
+		}
+	}
+	s->ntids = 0;
+}
+
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
 	struct proc_image img = { 0 };
@@ -181,8 +225,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		goto out;
 
 	if (after == ENGINE_AFTER_KILL) {
-		kill(pid, SIGKILL);
-		seize_release(&s, 0);
+		kill_seized(&s);
 		attached = false;
 	} else if (after == ENGINE_AFTER_STOP) {
 		/* queued now, taken as a group stop once we let go */
