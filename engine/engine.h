@@ -63,6 +63,9 @@ struct engine_dump_opts {
 	void (*progress)(const struct engine_progress *p, void *ud);
 	void *ud;
 	struct engine_dump_stats *stats; /* filled on success if not NULL */
+	/* A CUDA process's work is drained (cuCheckpointProcessLock) for at
+	 * most this long before the dump gives up; 0: 10 s. */
+	unsigned gpu_lock_timeout_ms;
 };
 
 struct engine_restore_opts {

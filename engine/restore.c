@@ -20,6 +20,13 @@
  *     alternate stack, pending signals, unmap the scratch page, and finally
  *     park each thread in the kernel's signal path, set its registers,
  *     xstate and signal mask, and detach.
+ *  4. A CUDA process (the snapshot has gpu/info) comes back CHECKPOINTED
+ *     on the GPU: its device memory is in the host memory just restored.
+ *     Once detached, its driver's restore thread runs and we ask the
+ *     driver to restore (device memory goes back to the GPU) and unlock;
+ *     its own threads' CUDA calls wait meanwhile. A failure there kills
+ *     it. A snapshot with gpu/info is refused up front where this machine
+ *     has no usable driver.
  * Anything failing before the detach kills P; nothing half-restored runs.
  * P runs with our credentials, or with those the caller names in
  * engine_restore_opts (taken in step 2, before P opens anything of the
@@ -45,6 +52,7 @@
 
 #include "engine/engine-int.h"
 #include "engine/fds.h"
+#include "gpu/gpu.h"
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
 #define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
@@ -636,6 +644,47 @@ static int creds_final(struct ctx *c)
 	return r;
 }
 
+/* Whether the snapshot holds CUDA state, and if so whether this machine
+ * can take it: refused before anything is built. */
+static int gpu_check(struct store_snap *snap, bool *ret)
+{
+	struct store_stat st;
+	*ret = false;
+	if (store_snap_stat(snap, "gpu/info", &st) < 0)
+		return 0;
+	int r = gpu_probe();
+	if (r < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		return err_set(r == -EOPNOTSUPP ? -EOPNOTSUPP : -ENODEV,
+			       "the snapshot holds CUDA state (gpu/info) but this machine has no usable CUDA driver: %s",
+			       why);
+	}
+	*ret = true;
+	return 0;
+}
+
+/* After the detach: the driver's restore thread inside pid runs and
+ * brings device memory back (CHECKPOINTED -> LOCKED), then the process
+ * gets its GPU (-> RUNNING). */
+static int gpu_resume(pid_t pid)
+{
+	enum gpu_state st;
+	pid_t tid = 0;
+	int r = gpu_get_state(pid, &st);
+	if (r < 0)
+		return err_set(r, "pid %d: no CUDA state after the restore: %s", pid, err_msg());
+	if (st != GPU_STATE_CHECKPOINTED)
+		return err_set(-EBADMSG, "pid %d: its CUDA state is %s after the restore, not checkpointed", pid,
+			       gpu_state_name(st));
+	if (gpu_restore_tid(pid, &tid) >= 0)
+		log_debug("pid %d: the driver's restore thread is %d", pid, tid);
+	r = gpu_restore(pid);
+	if (r >= 0)
+		r = gpu_unlock(pid);
+	return r;
+}
+
 static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t nb, uint64_t len,
 		     uint64_t *ret)
 {
@@ -839,7 +888,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	struct vma *mine = NULL;
 	size_t nmine = 0;
 	struct seized s = { 0 };
-	bool attached = false;
+	bool attached = false, gpu = false;
 	pid_t pid = 0;
 	int q;
 
@@ -854,6 +903,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	if (q < 0)
 		goto out;
 	q = check_vdso(&img, mine, nmine);
+	if (q < 0)
+		goto out;
+	q = gpu_check(r, &gpu);
 	if (q < 0)
 		goto out;
 	pid = img.pid;
@@ -939,6 +991,14 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			log_debug("thread %d: PTRACE_DETACH: %m", img.threads[i].tid);
 	s.ntids = 0;
 	attached = false;
+	if (gpu) {
+		q = gpu_resume(pid);
+		if (q < 0) {
+			/* its device memory is not back: it must not run on */
+			kill(pid, SIGKILL);
+			goto out;
+		}
+	}
 	*ret_pid = pid;
 	log_debug("pid %d: restored", pid);
 	q = 0;

@@ -6,7 +6,9 @@
  *    gets the status;
  *  - engine_restore() with set_creds gives the restored process exactly
  *    the requested uid, gid and groups and no capability at all, in every
- *    thread, and it still runs to its own PASS verdict.
+ *    thread, and it still runs to its own PASS verdict;
+ *  - a snapshot with gpu/info is refused before anything is built where
+ *    no CUDA driver can be used.
  *
  * Needs root. The target is tests/targets' target-threads (8 threads).
  */
@@ -22,6 +24,7 @@
 
 #include "common/common.h"
 #include "engine/engine.h"
+#include "gpu/gpu.h"
 #include "store/store.h"
 
 static char dir[PATH_MAX];
@@ -274,6 +277,83 @@ START_TEST(restore_creds)
 }
 END_TEST
 
+struct copy {
+	struct store_snap *from, *to;
+};
+
+/* Copies one file of a snapshot into another, sparse as it is. */
+static int copy_file(const char *name, const struct store_stat *st, void *ud)
+{
+	struct copy *c = ud;
+	struct store_file *in, *out;
+	static char buf[1 << 16];
+	if (!strcmp(name, "manifest"))
+		return 0;
+	ck_assert_int_eq(store_file_open(c->from, name, &in), 0);
+	ck_assert_int_eq(store_file_create(c->to, name, &out), 0);
+	for (uint64_t off = 0; off < st->size;) {
+		ssize_t n = store_file_pread(in, buf, sizeof(buf), off);
+		ck_assert_int_gt(n, 0);
+		ck_assert_int_eq(store_file_pwrite(out, buf, n, off), 0);
+		off += n;
+	}
+	ck_assert_int_eq(store_file_set_size(out, st->size), 0);
+	store_file_close(out);
+	store_file_close(in);
+	return 0;
+}
+
+/* A snapshot that says it holds CUDA state is refused, before anything
+ * is built, where no driver can be used (this machine, unless it has
+ * one: then the case skips itself). */
+START_TEST(restore_refuses_gpu_without_driver)
+{
+	if (gpu_probe() == 0) {
+		printf("restore_refuses_gpu_without_driver: a CUDA driver is here; nothing to check\n");
+		return;
+	}
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0)
+		exec_target();
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	int st;
+	ck_assert_int_eq(waitpid(t, &st, 0), t);
+
+	struct store *s = NULL;
+	struct copy c = { 0 };
+	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &c.from), 0);
+	ck_assert_int_eq(store_snap_create(s, "2", 0, &c.to), 0);
+	ck_assert_int_eq(store_snap_foreach_file(c.from, copy_file, &c), 0);
+	const char *info = "state_at_dump: running\nstate_in_image: checkpointed\n";
+	ck_assert_int_eq(store_snap_put(c.to, "gpu/info", info, strlen(info)), 0);
+	ck_assert_int_eq(store_snap_commit(c.to), 0);
+	store_snap_close(c.to);
+	store_snap_close(c.from);
+
+	struct store_snap *r = NULL;
+	pid_t pid = 0;
+	ck_assert_int_eq(store_snap_open(s, "2", 0, &r), 0);
+	int q = engine_restore(r, NULL, &pid);
+	ck_assert_msg(q < 0 && strstr(err_msg(), "no usable CUDA driver"), "restore: %d: %s", q, err_msg());
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", t);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d runs", t);
+	/* the same image without gpu/info comes back */
+	store_snap_close(r);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
+	q = engine_restore(r, NULL, &pid);
+	ck_assert_msg(q == 0, "restore: %s", err_msg());
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	store_snap_close(r);
+	store_close(s);
+}
+END_TEST
+
 int main(void)
 {
 	if (geteuid() != 0) {
@@ -286,8 +366,9 @@ int main(void)
 		return 77;
 	}
 	Suite *su = suite_create("engine-api");
-	const char *names[] = { "kill_parent_reaps", "kill_own_child", "restore_creds" };
-	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds };
+	const char *names[] = { "kill_parent_reaps", "kill_own_child", "restore_creds",
+				"restore_refuses_gpu_without_driver" };
+	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds, restore_refuses_gpu_without_driver };
 	for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
 		TCase *tc = tcase_create(names[i]);
 		tcase_add_checked_fixture(tc, setup, teardown);
