@@ -162,15 +162,20 @@ static int gpu_give_back(pid_t pid, enum gpu_hold *hold)
 	if (*hold == GPU_HOLD_CHECKPOINTED) {
 		r = gpu_restore(pid);
 		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
 			*hold = GPU_HOLD_NONE;
-			return err_set(r, "pid %d: giving its device memory back failed: %s", pid, err_msg());
+			return err_set(r, "pid %d: giving its device memory back failed: %s", pid, why);
 		}
 		*hold = GPU_HOLD_LOCKED;
 	}
 	if (*hold == GPU_HOLD_LOCKED) {
 		r = gpu_unlock(pid);
-		if (r < 0)
-			r = err_set(r, "pid %d: unlocking its GPU failed: %s", pid, err_msg());
+		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			r = err_set(r, "pid %d: unlocking its GPU failed: %s", pid, why);
+		}
 	}
 	*hold = GPU_HOLD_NONE;
 	return r;
@@ -189,15 +194,21 @@ static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, e
 	*used = false;
 	r = gpu_probe();
 	if (r < 0) {
-		if (uses_nvidia(pid))
+		if (uses_nvidia(pid)) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
 			return err_set(-EOPNOTSUPP,
 				       "pid %d uses an NVIDIA GPU, but the CUDA checkpoint API cannot be used here: %s",
-				       pid, err_msg());
+				       pid, why);
+		}
+		err_clear(); /* not our failure: no later one should read it */
 		return 0;
 	}
 	r = gpu_get_state(pid, &st);
-	if (r == -ESRCH)
+	if (r == -ESRCH) {
+		err_clear();
 		return 0; /* no CUDA context in it */
+	}
 	if (r < 0)
 		return r;
 	if (st != GPU_STATE_RUNNING)

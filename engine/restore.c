@@ -672,8 +672,11 @@ static int gpu_resume(pid_t pid)
 	enum gpu_state st;
 	pid_t tid = 0;
 	int r = gpu_get_state(pid, &st);
-	if (r < 0)
-		return err_set(r, "pid %d: no CUDA state after the restore: %s", pid, err_msg());
+	if (r < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		return err_set(r, "pid %d: no CUDA state after the restore: %s", pid, why);
+	}
 	if (st != GPU_STATE_CHECKPOINTED)
 		return err_set(-EBADMSG, "pid %d: its CUDA state is %s after the restore, not checkpointed", pid,
 			       gpu_state_name(st));
@@ -833,6 +836,15 @@ out:
 
 /* ---- reading the image ---------------------------------------------------- */
 
+/* err_set(r, "PREFIX: <the detail so far>"): err_msg() is the buffer
+ * err_set() writes, so it is copied first. */
+static int err_prefix(int r, const char *prefix)
+{
+	char why[512];
+	snprintf(why, sizeof(why), "%s", err_msg());
+	return err_set(r, "%s: %s", prefix, why);
+}
+
 static int load_image(struct store_snap *snap, struct proc_image *img, struct fd_image **fds)
 {
 	_cleanup_free_ char *proc = NULL, *maps = NULL;
@@ -840,13 +852,13 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 
 	r = store_snap_read_all(snap, "process", &proc, NULL);
 	if (r < 0)
-		return err_set(r, "process: %s", err_msg());
+		return err_prefix(r, "process");
 	r = process_parse(proc, img);
 	if (r < 0)
 		return r;
 	r = store_snap_read_all(snap, "maps", &maps, NULL);
 	if (r < 0)
-		return err_set(r, "maps: %s", err_msg());
+		return err_prefix(r, "maps");
 	r = maps_parse_image(maps, &img->vmas, &img->nvmas);
 	if (r < 0)
 		return r;
@@ -857,7 +869,7 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 		snprintf(name, sizeof(name), "regs/%d", tid);
 		r = store_snap_read_all(snap, name, &text, NULL);
 		if (r < 0)
-			return err_set(r, "%s: %s", name, err_msg());
+			return err_prefix(r, name);
 		r = thread_parse(text, name, &img->threads[i]);
 		if (r < 0)
 			return r;
