@@ -15,6 +15,15 @@
  * stopped; its memory then goes straight from the process to the store
  * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
  * running as it was.
+ *
+ * A CUDA process (gpu/ finds a context in it) is locked on the GPU and
+ * checkpointed there before any thread is seized: the driver's own thread
+ * inside it does that work and must run. Its device memory is then in its
+ * host memory, which the ordinary memory capture saves. Once the view is
+ * taken and it is to run on, it is thawed first and given its GPU back
+ * (restore, unlock); every failure does the same. gpu/info records the
+ * driver and devices. With --stop it is left stopped and checkpointed on
+ * the GPU (its device memory stays in host memory, the GPU is free).
  */
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -22,6 +31,7 @@
 
 #include "engine/engine-int.h"
 #include "engine/fds.h"
+#include "gpu/gpu.h"
 
 const char *engine_phase_name(enum engine_phase p)
 {
@@ -128,11 +138,173 @@ static int write_image(struct store_snap *w, const struct proc_image *img, struc
 	return memory_write(w, img, img->pid, o);
 }
 
+/* How far a dump has taken the process's CUDA state. */
+enum gpu_hold {
+	GPU_HOLD_NONE,         /* not a CUDA process, or given back */
+	GPU_HOLD_LOCKED,       /* cuCheckpointProcessLock done */
+	GPU_HOLD_CHECKPOINTED, /* device memory moved into host memory */
+};
+
+/* True when pid has an NVIDIA device file mapped or open: a GPU process. */
+static bool uses_nvidia(pid_t pid)
+{
+	char p[64];
+	_cleanup_free_ char *maps = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	return read_file_full(p, &maps, NULL) >= 0 && strstr(maps, "/dev/nvidia");
+}
+
+/* Gives the GPU back to a process that is not frozen (the driver's
+ * thread inside it does the work): CHECKPOINTED -> LOCKED -> RUNNING. */
+static int gpu_give_back(pid_t pid, enum gpu_hold *hold)
+{
+	int r = 0;
+	if (*hold == GPU_HOLD_CHECKPOINTED) {
+		r = gpu_restore(pid);
+		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			*hold = GPU_HOLD_NONE;
+			return err_set(r, "pid %d: giving its device memory back failed: %s", pid, why);
+		}
+		*hold = GPU_HOLD_LOCKED;
+	}
+	if (*hold == GPU_HOLD_LOCKED) {
+		r = gpu_unlock(pid);
+		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			r = err_set(r, "pid %d: unlocking its GPU failed: %s", pid, why);
+		}
+	}
+	*hold = GPU_HOLD_NONE;
+	return r;
+}
+
+/* Before any thread is seized: a CUDA process is locked and checkpointed
+ * on the GPU. Not a CUDA process, or no driver here and no NVIDIA device
+ * in the process: nothing to do. On failure the process is RUNNING on
+ * the GPU as it was. */
+static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, enum gpu_hold *hold, bool *used)
+{
+	enum gpu_state st;
+	int r;
+
+	*hold = GPU_HOLD_NONE;
+	*used = false;
+	r = gpu_probe();
+	if (r < 0) {
+		if (uses_nvidia(pid)) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			return err_set(-EOPNOTSUPP,
+				       "pid %d uses an NVIDIA GPU, but the CUDA checkpoint API cannot be used here: %s",
+				       pid, why);
+		}
+		err_clear(); /* not our failure: no later one should read it */
+		return 0;
+	}
+	r = gpu_get_state(pid, &st);
+	if (r == -ESRCH) {
+		err_clear();
+		return 0; /* no CUDA context in it */
+	}
+	if (r < 0)
+		return r;
+	if (st != GPU_STATE_RUNNING)
+		return err_set(-EBUSY, "pid %d: its CUDA state is %s, not running (another checkpoint?)", pid,
+			       gpu_state_name(st));
+	/* the driver's thread in it cannot lock while it is stopped */
+	if (stopped)
+		return err_set(-EBUSY, "pid %d is stopped (SIGSTOP): a CUDA process must run to be locked", pid);
+	*used = true;
+	r = gpu_lock(pid, o && o->gpu_lock_timeout_ms ? o->gpu_lock_timeout_ms : 10000);
+	if (r < 0) {
+		/* a lock that failed half-way would leave it locked */
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		if (gpu_get_state(pid, &st) >= 0 && st == GPU_STATE_LOCKED)
+			gpu_unlock(pid);
+		return err_set(r, "%s", why);
+	}
+	*hold = GPU_HOLD_LOCKED;
+	r = gpu_checkpoint(pid);
+	if (r < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		/* it may have got as far as CHECKPOINTED */
+		if (gpu_get_state(pid, &st) >= 0 && st == GPU_STATE_CHECKPOINTED)
+			*hold = GPU_HOLD_CHECKPOINTED;
+		gpu_give_back(pid, hold);
+		return err_set(r, "%s", why);
+	}
+	*hold = GPU_HOLD_CHECKPOINTED;
+	return 0;
+}
+
+/* gpu/info: the state the image holds and the machine it came from. */
+static int gpu_write_info(struct store_snap *w, pid_t pid)
+{
+	_cleanup_free_ char *dev = NULL, *text = NULL;
+	int r = gpu_describe(&dev);
+	if (r < 0)
+		log_debug("pid %d: no GPU description: %s", pid, err_msg());
+	if (asprintf(&text, "state_at_dump: running\nstate_in_image: checkpointed\n%s", dev ? dev : "") < 0)
+		return -ENOMEM;
+	return store_snap_put(w, "gpu/info", text, strlen(text));
+}
+
+/* Kills a seized process and waits out every traced thread, so that no
+ * ptrace link survives: a killed tracee cannot be detached (it is no longer
+ * in a ptrace stop, PTRACE_DETACH says ESRCH), and until its tracer waits
+ * for it the thread stays a traced zombie, which its real parent cannot
+ * reap and a long-lived caller (the daemon) would hold for ever. Waiting
+ * as tracer releases the link; the leader's zombie then goes back to its
+ * real parent, which reaps it and sees SIGKILL. The leader's exit is
+ * reported only after every other thread's, hence the order. When the
+ * caller is the real parent itself, the leader is left to the caller's own
+ * waitpid() (WNOWAIT): reaping it here would steal the exit status. */
+static void kill_seized(struct seized *s)
+{
+	char sp[64];
+	_cleanup_free_ char *stat = NULL;
+	bool our_child = false;
+
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", s->pid);
+	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')')) {
+		int ppid = 0;
+		if (sscanf(strrchr(stat, ')') + 2, "%*c %d", &ppid) == 1)
+			our_child = ppid == getpid();
+	}
+	kill(s->pid, SIGKILL);
+	for (size_t k = 1; k <= s->ntids; k++) {
+		pid_t t = s->tids[k % s->ntids]; /* the others, then the leader (tids[0]) */
+		bool leader = t == s->pid;
+		for (;;) {
+			siginfo_t si = { 0 };
+			int flags = WEXITED | __WALL | (leader && our_child ? WNOWAIT : 0);
+			if (waitid(P_PID, t, &si, flags) < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != ECHILD)
+					log_debug("thread %d: waitid: %m", t);
+				break;
+			}
+			if (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
+				break;
+			/* a stop reported before the kill took effect: go on */
+		}
+	}
+	s->ntids = 0;
+}
+
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
 	struct proc_image img = { 0 };
 	struct fd_image *fds = NULL;
 	struct seized s = { 0 };
+	enum gpu_hold gpu = GPU_HOLD_NONE;
+	bool gpu_used = false;
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0, tf1 = 0, bytes = 0;
 	bool attached = false;
@@ -152,6 +324,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
 		img.stopped = strrchr(stat, ')')[2] == 'T';
 	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
+	/* before the seize: the driver's thread in it must run meanwhile */
+	r = gpu_take(pid, o, img.stopped, &gpu, &gpu_used);
+	if (r < 0)
+		goto out;
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
 	if (r < 0)
 		goto out;
@@ -165,10 +341,15 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		seize_release(&s, 0);
 		attached = false;
 		tf1 = now_ns();
+		r = gpu_give_back(pid, &gpu);
+		if (r < 0)
+			goto out;
 	}
 
 	progress(o, ENGINE_PHASE_WRITE, 0, bytes);
 	r = write_image(w, &img, fds, o);
+	if (r >= 0 && gpu_used)
+		r = gpu_write_info(w, pid);
 	if (r < 0)
 		goto out;
 	progress(o, ENGINE_PHASE_COMMIT, 0, 0);
@@ -181,13 +362,16 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		goto out;
 
 	if (after == ENGINE_AFTER_KILL) {
-		kill(pid, SIGKILL);
-		seize_release(&s, 0);
+		kill_seized(&s);
 		attached = false;
+		gpu = GPU_HOLD_NONE; /* the driver lets go of a dead process */
 	} else if (after == ENGINE_AFTER_STOP) {
-		/* queued now, taken as a group stop once we let go */
+		/* queued now, taken as a group stop once we let go; a CUDA
+		 * process stays checkpointed on the GPU: its driver thread
+		 * cannot run in a group stop */
 		seize_release(&s, SIGSTOP);
 		attached = false;
+		gpu = GPU_HOLD_NONE;
 	}
 	if (!tf1)
 		tf1 = now_ns();
@@ -202,6 +386,18 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 out:
 	if (attached)
 		seize_release(&s, 0);
+	/* thawed first: the driver's thread does the restore */
+	if (gpu != GPU_HOLD_NONE) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		if (gpu_give_back(pid, &gpu) < 0) {
+			char more[512];
+			snprintf(more, sizeof(more), "%s", err_msg());
+			err_set(r, "%s; and %s", why, more);
+		} else {
+			err_set(r, "%s", why);
+		}
+	}
 	seized_free(&s);
 	if (fds)
 		fds_free(fds);

@@ -21,6 +21,7 @@
 #ifndef CKPTFS_ENGINE_H
 #define CKPTFS_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -62,11 +63,30 @@ struct engine_dump_opts {
 	void (*progress)(const struct engine_progress *p, void *ud);
 	void *ud;
 	struct engine_dump_stats *stats; /* filled on success if not NULL */
+	/* A CUDA process's work is drained (cuCheckpointProcessLock) for at
+	 * most this long before the dump gives up; 0: 10 s. */
+	unsigned gpu_lock_timeout_ms;
 };
 
 struct engine_restore_opts {
 	void (*progress)(const struct engine_progress *p, void *ud);
 	void *ud;
+	/* The credentials the restored process runs with, for a privileged
+	 * caller restoring on behalf of someone else (the daemon for a user):
+	 * the caller needs CAP_CHECKPOINT_RESTORE (clone3 with set_tid,
+	 * PR_SET_MM_MAP) and CAP_SETUID/CAP_SETGID; the new process takes
+	 * exactly uid, gid and groups (real, effective, saved and filesystem
+	 * IDs) before it opens anything of the image (cwd, descriptors, mapped
+	 * files, rlimits are set with those rights), keeps only
+	 * CAP_CHECKPOINT_RESTORE while we still drive it, and loses every
+	 * capability (permitted, effective, inheritable, ambient) before it
+	 * runs; uid 0 keeps root's. Without set_creds it runs with the
+	 * caller's credentials. groups is borrowed for the call. */
+	bool set_creds;
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	size_t ngroups;
 };
 
 /* Checkpoints process pid into the snapshot being written, w, and commits

@@ -91,6 +91,27 @@ int process_check(pid_t pid)
 	return 0;
 }
 
+/* /proc/PID/limits: a header, then one line per resource in RLIMIT_*
+ * order; the name column is 26 characters wide, then soft and hard limits
+ * ("unlimited" or a number). */
+static int limits_from_proc(pid_t pid, struct rlimit *rl)
+{
+	_cleanup_free_ char *text = NULL;
+	int r = read_proc(pid, "limits", &text, NULL);
+	if (r < 0)
+		return r;
+	char *l = strchr(text, '\n');
+	for (int i = 0; i < RLIM_NLIMITS; i++) {
+		char soft[32], hard[32];
+		if (!l || strlen(++l) < 26 || sscanf(l + 26, "%31s %31s", soft, hard) != 2)
+			return -EBADMSG;
+		rl[i].rlim_cur = strcmp(soft, "unlimited") ? strtoull(soft, NULL, 10) : RLIM_INFINITY;
+		rl[i].rlim_max = strcmp(hard, "unlimited") ? strtoull(hard, NULL, 10) : RLIM_INFINITY;
+		l = strchr(l, '\n');
+	}
+	return 0;
+}
+
 int process_capture_proc(pid_t pid, struct proc_image *img)
 {
 	_cleanup_free_ char *stat = NULL, *status = NULL, *cmd = NULL, *pers = NULL;
@@ -163,8 +184,18 @@ int process_capture_proc(pid_t pid, struct proc_image *img)
 	img->personality = strtoull(pers, NULL, 16);
 
 	for (int i = 0; i < RLIM_NLIMITS; i++)
-		if (prlimit(pid, i, NULL, &img->rlim[i]) < 0)
-			return err_set(negerrno(), "pid %d: prlimit %d: %m", pid, i);
+		if (prlimit(pid, i, NULL, &img->rlim[i]) < 0) {
+			/* another uid's limits take CAP_SYS_RESOURCE, which a
+			 * root daemon may lack (containers): the same values
+			 * are in /proc/PID/limits, readable by all */
+			if (errno != EPERM)
+				return err_set(negerrno(), "pid %d: prlimit %d: %m", pid, i);
+			r = limits_from_proc(pid, img->rlim);
+			if (r < 0)
+				return err_set(-EPERM, "pid %d: prlimit %d: %s, and /proc/%d/limits: %s", pid, i,
+					       strerror(EPERM), pid, strerror(-r));
+			break;
+		}
 	return 0;
 }
 

@@ -20,10 +20,21 @@
  *     alternate stack, pending signals, unmap the scratch page, and finally
  *     park each thread in the kernel's signal path, set its registers,
  *     xstate and signal mask, and detach.
+ *  4. A CUDA process (the snapshot has gpu/info) comes back CHECKPOINTED
+ *     on the GPU: its device memory is in the host memory just restored.
+ *     Once detached, its driver's restore thread runs and we ask the
+ *     driver to restore (device memory goes back to the GPU) and unlock;
+ *     its own threads' CUDA calls wait meanwhile. A failure there kills
+ *     it. A snapshot with gpu/info is refused up front where this machine
+ *     has no usable driver.
  * Anything failing before the detach kills P; nothing half-restored runs.
- * P runs with our credentials: the image's are never applied.
+ * P runs with our credentials, or with those the caller names in
+ * engine_restore_opts (taken in step 2, before P opens anything of the
+ * image; the last capability it kept for step 3 goes just before the
+ * detach): the image's are never applied.
  */
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/futex.h>
 #include <linux/sched.h>
 #include <sched.h>
@@ -41,6 +52,7 @@
 
 #include "engine/engine-int.h"
 #include "engine/fds.h"
+#include "gpu/gpu.h"
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
 #define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
@@ -83,7 +95,48 @@ static _noreturn_ void child_fail(struct restore_sync *sync, int r, const char *
 	_exit(1);
 }
 
-static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync)
+/* Sets P's capability sets: effective = permitted = keep, nothing
+ * inheritable (which also clears the ambient set). */
+static int caps_set(uint64_t keep)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2] = {
+		{ .effective = (uint32_t)keep, .permitted = (uint32_t)keep },
+		{ .effective = (uint32_t)(keep >> 32), .permitted = (uint32_t)(keep >> 32) },
+	};
+	return syscall(SYS_capset, &h, d) < 0 ? negerrno() : 0;
+}
+
+/* P takes the requested credentials before it touches anything of the
+ * image, so that the cwd, descriptors, mapped files and rlimits are
+ * opened and set with the rights of whoever asked. Raw system calls: P
+ * came from clone3 and libc's set*id broadcast to threads must not run.
+ * A non-root target keeps CAP_CHECKPOINT_RESTORE alone, for the steps we
+ * still inject (clone3 with set_tid for its threads, PR_SET_MM_MAP's exe
+ * link); creds_final() takes it away from every thread before it runs. */
+static int creds_take(const struct engine_restore_opts *o)
+{
+	if (syscall(SYS_setgroups, o->ngroups, o->groups) < 0)
+		return err_set(negerrno(), "setgroups: %m");
+	if (syscall(SYS_setresgid, o->gid, o->gid, o->gid) < 0)
+		return err_set(negerrno(), "setresgid(%u): %m", (unsigned)o->gid);
+	if (o->uid == 0)
+		return syscall(SYS_setresuid, 0, 0, 0) < 0 ? err_set(negerrno(), "setresuid(0): %m") : 0;
+	/* keep the permitted set across the change of uid, then narrow it */
+	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		return err_set(negerrno(), "PR_SET_KEEPCAPS: %m");
+	if (syscall(SYS_setresuid, o->uid, o->uid, o->uid) < 0)
+		return err_set(negerrno(), "setresuid(%u): %m", (unsigned)o->uid);
+	int r = caps_set(1ull << CAP_CHECKPOINT_RESTORE);
+	if (r < 0)
+		return err_set(r, "capset: %s", strerror(-r));
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+		return err_set(negerrno(), "PR_SET_KEEPCAPS: %m");
+	return 0;
+}
+
+static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync,
+				  const struct engine_restore_opts *o)
 {
 	sigset_t all;
 	int r;
@@ -92,6 +145,11 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	if (setsid() < 0)
 		child_fail(sync, negerrno(), "setsid");
+	if (o && o->set_creds) {
+		r = creds_take(o);
+		if (r < 0)
+			child_fail(sync, r, "credentials");
+	}
 	if (personality((unsigned long)img->personality) < 0)
 		child_fail(sync, negerrno(), "personality");
 	umask(img->umask);
@@ -559,6 +617,77 @@ static int thread_finish(struct ctx *c, const struct thread_image *t)
 	return 0;
 }
 
+/* The last of the credentials: with a non-root target, every thread
+ * (credentials are per thread; the clones copied P's) gives up the
+ * CAP_CHECKPOINT_RESTORE kept so far, leaving no capability at all, and
+ * only then is the process made dumpable again (the change of uid made it
+ * not), so that its owner can trace and checkpoint it like any process of
+ * theirs. Nothing privileged is injected after this. */
+static int creds_final(struct ctx *c)
+{
+	const struct engine_restore_opts *o = c->o;
+	struct {
+		struct __user_cap_header_struct h;
+		struct __user_cap_data_struct d[2];
+	} caps = { .h = { .version = _LINUX_CAPABILITY_VERSION_3 } };
+	int64_t ign;
+	int r;
+
+	if (!o || !o->set_creds || o->uid == 0)
+		return 0;
+	r = poke(c, c->scratch, &caps, sizeof(caps));
+	for (size_t i = 0; r >= 0 && i < c->img->nthreads; i++)
+		r = sys(c, c->img->threads[i].tid, SYS_capset, c->scratch, c->scratch + sizeof(caps.h), 0, 0,
+			0, 0, &ign, "capset");
+	if (r >= 0)
+		r = sys(c, c->pid, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0, 0, &ign, "PR_SET_DUMPABLE");
+	return r;
+}
+
+/* Whether the snapshot holds CUDA state, and if so whether this machine
+ * can take it: refused before anything is built. */
+static int gpu_check(struct store_snap *snap, bool *ret)
+{
+	struct store_stat st;
+	*ret = false;
+	if (store_snap_stat(snap, "gpu/info", &st) < 0)
+		return 0;
+	int r = gpu_probe();
+	if (r < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		return err_set(r == -EOPNOTSUPP ? -EOPNOTSUPP : -ENODEV,
+			       "the snapshot holds CUDA state (gpu/info) but this machine has no usable CUDA driver: %s",
+			       why);
+	}
+	*ret = true;
+	return 0;
+}
+
+/* After the detach: the driver's restore thread inside pid runs and
+ * brings device memory back (CHECKPOINTED -> LOCKED), then the process
+ * gets its GPU (-> RUNNING). */
+static int gpu_resume(pid_t pid)
+{
+	enum gpu_state st;
+	pid_t tid = 0;
+	int r = gpu_get_state(pid, &st);
+	if (r < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		return err_set(r, "pid %d: no CUDA state after the restore: %s", pid, why);
+	}
+	if (st != GPU_STATE_CHECKPOINTED)
+		return err_set(-EBADMSG, "pid %d: its CUDA state is %s after the restore, not checkpointed", pid,
+			       gpu_state_name(st));
+	if (gpu_restore_tid(pid, &tid) >= 0)
+		log_debug("pid %d: the driver's restore thread is %d", pid, tid);
+	r = gpu_restore(pid);
+	if (r >= 0)
+		r = gpu_unlock(pid);
+	return r;
+}
+
 static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t nb, uint64_t len,
 		     uint64_t *ret)
 {
@@ -687,6 +816,9 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	r = creds_final(c);
+	if (r < 0)
+		goto out;
 	r = sys(c, c->pid, SYS_munmap, c->scratch, SCRATCH_SIZE, 0, 0, 0, 0, &ign, "munmap scratch");
 	if (r < 0)
 		goto out;
@@ -704,6 +836,15 @@ out:
 
 /* ---- reading the image ---------------------------------------------------- */
 
+/* err_set(r, "PREFIX: <the detail so far>"): err_msg() is the buffer
+ * err_set() writes, so it is copied first. */
+static int err_prefix(int r, const char *prefix)
+{
+	char why[512];
+	snprintf(why, sizeof(why), "%s", err_msg());
+	return err_set(r, "%s: %s", prefix, why);
+}
+
 static int load_image(struct store_snap *snap, struct proc_image *img, struct fd_image **fds)
 {
 	_cleanup_free_ char *proc = NULL, *maps = NULL;
@@ -711,13 +852,13 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 
 	r = store_snap_read_all(snap, "process", &proc, NULL);
 	if (r < 0)
-		return err_set(r, "process: %s", err_msg());
+		return err_prefix(r, "process");
 	r = process_parse(proc, img);
 	if (r < 0)
 		return r;
 	r = store_snap_read_all(snap, "maps", &maps, NULL);
 	if (r < 0)
-		return err_set(r, "maps: %s", err_msg());
+		return err_prefix(r, "maps");
 	r = maps_parse_image(maps, &img->vmas, &img->nvmas);
 	if (r < 0)
 		return r;
@@ -728,7 +869,7 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 		snprintf(name, sizeof(name), "regs/%d", tid);
 		r = store_snap_read_all(snap, name, &text, NULL);
 		if (r < 0)
-			return err_set(r, "%s: %s", name, err_msg());
+			return err_prefix(r, name);
 		r = thread_parse(text, name, &img->threads[i]);
 		if (r < 0)
 			return r;
@@ -759,7 +900,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	struct vma *mine = NULL;
 	size_t nmine = 0;
 	struct seized s = { 0 };
-	bool attached = false;
+	bool attached = false, gpu = false;
 	pid_t pid = 0;
 	int q;
 
@@ -774,6 +915,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	if (q < 0)
 		goto out;
 	q = check_vdso(&img, mine, nmine);
+	if (q < 0)
+		goto out;
+	q = gpu_check(r, &gpu);
 	if (q < 0)
 		goto out;
 	pid = img.pid;
@@ -807,7 +951,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		};
 		long c = syscall(SYS_clone3, &ca, sizeof(ca));
 		if (c == 0)
-			child_main(&img, fds, sync);
+			child_main(&img, fds, sync, o);
 		if (c < 0) {
 			sync->err = negerrno();
 			snprintf(sync->msg, sizeof(sync->msg), "%s",
@@ -859,6 +1003,14 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			log_debug("thread %d: PTRACE_DETACH: %m", img.threads[i].tid);
 	s.ntids = 0;
 	attached = false;
+	if (gpu) {
+		q = gpu_resume(pid);
+		if (q < 0) {
+			/* its device memory is not back: it must not run on */
+			kill(pid, SIGKILL);
+			goto out;
+		}
+	}
 	*ret_pid = pid;
 	log_debug("pid %d: restored", pid);
 	q = 0;

@@ -15,7 +15,6 @@
 #include <inttypes.h>
 
 #include <signal.h>
-#include <sys/wait.h>
 
 #include "fs/fs-int.h"
 
@@ -106,19 +105,6 @@ static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_afte
 #endif
 }
 
-/* After `checkpoint kill` the engine may still be the tracer of the dead
- * process; then its parent cannot reap it until the tracer waits for it.
- * A tracer that already detached gets ECHILD here at once. */
-static void reap_killed(pid_t pid)
-{
-	for (int i = 0; i < 200; i++) {
-		pid_t r = waitpid(pid, NULL, __WALL | WNOHANG);
-		if (r == pid || (r < 0 && errno != EINTR))
-			return;
-		usleep(10 * 1000);
-	}
-}
-
 static int parse_command(const char *line, size_t len, enum engine_after *after)
 {
 	char buf[128], *words[4], *save = NULL, *w;
@@ -202,9 +188,9 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
 	if (r < 0)
 		goto out;
 	r = dump(fs, pid, w, after, &c);
+	/* engine_dump() leaves no ptrace link behind, --kill included: the
+	 * killed process's parent reaps it, not us */
 	store_snap_close(w);
-	if (r >= 0 && after == ENGINE_AFTER_KILL)
-		reap_killed(pid);
 	if (r >= 0)
 		snap_owner_set(fs, name, owner);
 

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -185,8 +186,10 @@ static void settle(struct fs *fs, struct restore *rs)
  * and a child of the daemon would inherit the daemon's threads' state and
  * mappings (the store's io_uring rings, FUSE buffers) and its locks; a
  * fresh process has none of them. The helper opens the store read-only,
- * opens the snapshot, then takes the credentials of the user who asked
- * (never the image's) before calling the engine, and reports on stdout:
+ * opens the snapshot and calls the engine with the credentials of the
+ * user who asked (never the image's): the engine keeps ours for the steps
+ * that need them and gives the new process exactly the user's before it
+ * opens anything of the image or runs. It reports on stdout:
  * "pid N" or "error ERRNO MESSAGE". A crash in there costs the daemon
  * nothing but that restore.
  */
@@ -207,17 +210,30 @@ int restore_helper_main(int argc, char **argv)
 	rc = !strcmp(argv[2], "dir") ? store_open_dir(argv[3], &s) : store_open(argv[3], &o, &s);
 	if (rc >= 0)
 		rc = store_snap_open(s, argv[4], 0, &r);
+	struct engine_restore_opts eo = { .uid = (uid_t)uid, .gid = (gid_t)gid };
+	gid_t groups[64];
 	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
-		/* Drop to the caller: the restored process and everything the
-		 * engine does for it run with their credentials. */
-		if (setgroups(0, NULL) < 0 || setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0 ||
-		    setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
-			rc = err_set(negerrno(), "cannot take the credentials of uid %" PRIu64, uid);
+		/* The restored process runs as the caller, with the caller's
+		 * login groups; the engine needs our privileges to build it
+		 * (same PID, PR_SET_MM_MAP) and drops the new process to the
+		 * caller's before it opens or runs anything. The store is open read-only: nothing in it changes
+		 * whatever the image says. */
+		struct passwd *pw = getpwuid((uid_t)uid);
+		int n = ARRAY_SIZE(groups);
+		eo.set_creds = true;
+		eo.groups = groups;
+		if (pw && getgrouplist(pw->pw_name, (gid_t)gid, groups, &n) >= 0) {
+			eo.ngroups = (size_t)n;
+		} else {
+			groups[0] = (gid_t)gid;
+			eo.ngroups = 1;
+		}
 	}
 #if HAVE_ENGINE
 	if (rc >= 0)
-		rc = engine_restore(r, NULL, &pid);
+		rc = engine_restore(r, &eo, &pid);
 #else
+	(void)eo;
 	if (rc >= 0)
 		rc = err_set(-ENOSYS, "this ckptfs was built without the engine");
 #endif

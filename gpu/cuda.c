@@ -27,6 +27,12 @@ struct cuda_api {
 	CUresult (*restore)(int, CUcheckpointRestoreArgs *);
 	CUresult (*unlock)(int, CUcheckpointUnlockArgs *);
 	CUresult (*restore_tid)(int, int *);
+	/* optional: what gpu/info says of the machine */
+	CUresult (*driver_version)(int *);
+	CUresult (*device_count)(int *);
+	CUresult (*device_get)(CUdevice *, int);
+	CUresult (*device_name)(char *, int, CUdevice);
+	CUresult (*device_uuid)(CUuuid *, CUdevice);
 };
 
 static struct cuda_api api;
@@ -60,6 +66,14 @@ static void api_load(void)
 	SYM(unlock, "cuCheckpointProcessUnlock");
 	SYM(restore_tid, "cuCheckpointProcessGetRestoreThreadId");
 #undef SYM
+	*(void **)&api.driver_version = dlsym(h, "cuDriverGetVersion");
+	*(void **)&api.device_count = dlsym(h, "cuDeviceGetCount");
+	*(void **)&api.device_get = dlsym(h, "cuDeviceGet");
+	*(void **)&api.device_name = dlsym(h, "cuDeviceGetName");
+	/* cuda.h maps cuDeviceGetUuid to its _v2 since CUDA 11.4 */
+	*(void **)&api.device_uuid = dlsym(h, "cuDeviceGetUuid_v2");
+	if (!api.device_uuid)
+		*(void **)&api.device_uuid = dlsym(h, "cuDeviceGetUuid");
 	/* cuCheckpointProcessRestore needs cuInit in the caller. */
 	CUresult r = api.init(0);
 	if (r != CUDA_SUCCESS) {
@@ -193,5 +207,46 @@ int gpu_restore_tid(pid_t pid, pid_t *ret)
 	if (r < 0)
 		return r;
 	*ret = tid;
+	return 0;
+}
+
+int gpu_describe(char **ret)
+{
+	char buf[4096];
+	size_t n = 0;
+	int v, count = 0;
+	int r = api_get();
+	if (r < 0)
+		return r;
+#define ADD(...) n += (size_t)snprintf(buf + n, n < sizeof(buf) ? sizeof(buf) - n : 0, __VA_ARGS__)
+	if (api.driver_version && api.driver_version(&v) == CUDA_SUCCESS)
+		ADD("driver_version: %d\n", v);
+	if (api.device_count && api.device_count(&count) == CUDA_SUCCESS)
+		ADD("device_count: %d\n", count);
+	for (int i = 0; i < count && i < 16 && api.device_get; i++) {
+		CUdevice d;
+		char name[256];
+		CUuuid u;
+		if (api.device_get(&d, i) != CUDA_SUCCESS)
+			continue;
+		if (api.device_name && api.device_name(name, sizeof(name), d) == CUDA_SUCCESS) {
+			name[strcspn(name, "\n")] = 0;
+			ADD("device%d_name: %s\n", i, name);
+		}
+		if (api.device_uuid && api.device_uuid(&u, d) == CUDA_SUCCESS) {
+			const unsigned char *b = (const unsigned char *)u.bytes;
+			ADD("device%d_uuid: GPU-", i);
+			for (int k = 0; k < 16; k++)
+				ADD("%02x%s", b[k], k == 3 || k == 5 || k == 7 || k == 9 ? "-" : "");
+			ADD("\n");
+		}
+	}
+#undef ADD
+	if (n >= sizeof(buf))
+		return err_set(-EOVERFLOW, "GPU description too long");
+	char *t = strdup(buf);
+	if (!t)
+		return -ENOMEM;
+	*ret = t;
 	return 0;
 }

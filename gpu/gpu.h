@@ -37,5 +37,12 @@ int gpu_unlock(pid_t pid);
 /* The driver thread inside pid that must run while the rest is frozen. */
 int gpu_restore_tid(pid_t pid, pid_t *ret);
 const char *gpu_state_name(enum gpu_state s);
+/* This machine's driver and devices, as "key: value" lines for a
+ * snapshot's gpu/info: driver_version (cuDriverGetVersion's number,
+ * e.g. 12080), device_count, then device<N>_name and device<N>_uuid
+ * ("GPU-xxxxxxxx-xxxx-...") for each device the driver shows. A field
+ * the driver cannot give is left out. *ret is malloc'd, the caller's to
+ * free; errors as gpu_probe(). */
+int gpu_describe(char **ret);
 
 #endif

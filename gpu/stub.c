@@ -38,3 +38,8 @@ int gpu_restore_tid(pid_t pid, pid_t *ret)
 {
 	return -EOPNOTSUPP;
 }
+
+int gpu_describe(char **ret)
+{
+	return -EOPNOTSUPP;
+}

@@ -1,0 +1,384 @@
+/*
+ * engine/ called from a long-lived process, as the daemon calls it:
+ *  - engine_dump() with ENGINE_AFTER_KILL leaves no ptrace link behind:
+ *    the target's real parent reaps it and sees SIGKILL; the caller holds
+ *    no traced zombie; when the caller is the parent, its own waitpid()
+ *    gets the status;
+ *  - engine_restore() with set_creds gives the restored process exactly
+ *    the requested uid, gid and groups and no capability at all, in every
+ *    thread, and it still runs to its own PASS verdict;
+ *  - a snapshot with gpu/info is refused before anything is built where
+ *    no CUDA driver can be used.
+ *
+ * Needs root. The target is tests/targets' target-threads (8 threads).
+ */
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "gpu/gpu.h"
+#include "store/store.h"
+
+static char dir[PATH_MAX];
+static const char *targets;
+static pid_t restored; /* killed when a failed check ends the case */
+
+static void kill_restored(void)
+{
+	if (restored > 0)
+		kill(restored, SIGKILL);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-engine-api-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	/* the restored target runs as nobody and writes its verdict here */
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	char p[PATH_MAX + 16];
+	snprintf(p, sizeof(p), "%s/store", dir);
+	ck_assert_int_eq(mkdir(p, 0700), 0);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static void wait_file(const char *p, int ms)
+{
+	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+}
+
+/* Execs target-threads (never returns). Its cwd is our temp dir, which
+ * a restore as another user can enter. */
+static _noreturn_ void exec_target(void)
+{
+	char exe[PATH_MAX + 64];
+	snprintf(exe, sizeof(exe), "%s/target-threads", targets);
+	int n = open("/dev/null", O_RDWR);
+	dup2(n, 0);
+	dup2(n, 1);
+	syscall(SYS_close_range, 3, ~0u, 0);
+	if (chdir(dir) < 0)
+		_exit(126);
+	execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+	_exit(127);
+}
+
+static int dump(pid_t pid, enum engine_after after)
+{
+	struct store *s = NULL;
+	struct store_snap *w = NULL;
+	struct engine_dump_opts o = { .after = after };
+	int r = store_open_dir(path("store"), &s);
+	ck_assert_int_eq(r, 0);
+	r = store_snap_create(s, "1", 0, &w);
+	ck_assert_int_eq(r, 0);
+	r = engine_dump(pid, w, &o);
+	ck_assert_msg(r == 0, "dump: %s: %s", strerror(-r), err_msg());
+	store_snap_close(w);
+	store_close(s);
+	return r;
+}
+
+/* No thread of pid is traced by anyone any more, and we have no child
+ * of that pid to wait for. */
+static void check_no_trace(pid_t pid)
+{
+	ck_assert_int_eq(waitpid(pid, NULL, __WALL | WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+	char p[64];
+	_cleanup_free_ char *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/status", pid);
+	if (read_file_full(p, &st, NULL) >= 0) {
+		const char *t = strstr(st, "TracerPid:\t");
+		ck_assert_ptr_nonnull(t);
+		ck_assert_msg(atoi(t + 11) == 0, "pid %d is still traced by %d", pid, atoi(t + 11));
+	}
+}
+
+/* The target's parent is a process of its own, which reaps it after the
+ * dump: the case of the daemon killing somebody else's child. */
+START_TEST(kill_parent_reaps)
+{
+	int pfd[2], go[2];
+	ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
+	pid_t parent = fork();
+	ck_assert_int_ge(parent, 0);
+	if (parent == 0) {
+		pid_t t = fork();
+		if (t == 0)
+			exec_target();
+		if (write(pfd[1], &t, sizeof(t)) != sizeof(t))
+			_exit(3);
+		char c;
+		if (read(go[0], &c, 1) != 1)
+			_exit(4);
+		/* an engine that left its tracee behind blocks this for ever */
+		alarm(10);
+		int st;
+		if (waitpid(t, &st, 0) != t)
+			_exit(5);
+		_exit(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? 0 : 6);
+	}
+	close(pfd[1]);
+	close(go[0]);
+	pid_t t;
+	ck_assert_int_eq(read(pfd[0], &t, sizeof(t)), sizeof(t));
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+
+	dump(t, ENGINE_AFTER_KILL);
+	check_no_trace(t);
+	ck_assert_int_eq(write(go[1], "g", 1), 1);
+	int st;
+	ck_assert_int_eq(waitpid(parent, &st, 0), parent);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the parent could not reap its killed child (status %#x)",
+		      st);
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", t);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d is still there", t);
+	ck_assert_int_eq(waitpid(-1, NULL, __WALL | WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+}
+END_TEST
+
+/* We are the target's parent: our own waitpid() gets its status. */
+START_TEST(kill_own_child)
+{
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0)
+		exec_target();
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	int st;
+	ck_assert_int_eq(waitpid(t, &st, 0), t);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	check_no_trace(t);
+	ck_assert_int_eq(waitpid(-1, NULL, __WALL | WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+}
+END_TEST
+
+static void status_line(const char *st, const char *key, char *out, size_t len)
+{
+	const char *l = strstr(st, key);
+	ck_assert_msg(l, "no %s", key);
+	l += strlen(key);
+	size_t n = strcspn(l, "\n");
+	snprintf(out, len, "%.*s", (int)n, l);
+}
+
+static void check_creds(pid_t pid, pid_t tid)
+{
+	char p[96], v[128];
+	_cleanup_free_ char *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/task/%d/status", pid, tid);
+	ck_assert_int_ge(read_file_full(p, &st, NULL), 0);
+	status_line(st, "\nUid:\t", v, sizeof(v));
+	ck_assert_str_eq(v, "65534\t65534\t65534\t65534");
+	status_line(st, "\nGid:\t", v, sizeof(v));
+	ck_assert_str_eq(v, "65534\t65534\t65534\t65534");
+	status_line(st, "\nGroups:\t", v, sizeof(v));
+	ck_assert_str_eq(v, "4242 65534 "); /* sorted by the kernel */
+	static const char *caps[] = { "\nCapInh:\t", "\nCapPrm:\t", "\nCapEff:\t", "\nCapAmb:\t" };
+	for (size_t i = 0; i < ARRAY_SIZE(caps); i++) {
+		status_line(st, caps[i], v, sizeof(v));
+		ck_assert_msg(!strcmp(v, "0000000000000000"), "thread %d: %s %s", tid, caps[i] + 1, v);
+	}
+}
+
+/* Restored as nobody (65534, groups 65534 and 4242) by root. */
+START_TEST(restore_creds)
+{
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0)
+		exec_target();
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	int st;
+	ck_assert_int_eq(waitpid(t, &st, 0), t);
+
+	struct store *s = NULL;
+	struct store_snap *r = NULL;
+	gid_t groups[] = { 65534, 4242 };
+	struct engine_restore_opts o = {
+		.set_creds = true, .uid = 65534, .gid = 65534, .groups = groups, .ngroups = 2,
+	};
+	pid_t pid = 0;
+	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
+	int q = engine_restore(r, &o, &pid);
+	ck_assert_msg(q == 0, "restore: %s: %s", strerror(-q), err_msg());
+	restored = pid;
+	atexit(kill_restored);
+	ck_assert_int_eq(pid, t);
+	store_snap_close(r);
+	store_close(s);
+
+	/* every thread: 8 workers and the main one */
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/task", pid);
+	DIR *d = opendir(p);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.') {
+			check_creds(pid, atoi(de->d_name));
+			n++;
+		}
+	closedir(d);
+	ck_assert_int_eq(n, 9);
+	_cleanup_free_ char *pstat = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/status", pid);
+	ck_assert_int_ge(read_file_full(p, &pstat, NULL), 0);
+	ck_assert_msg(!strstr(pstat, "NoNewPrivs:\t1"), "no_new_privs was not asked for");
+
+	/* it runs as nobody: its verdict file is nobody's */
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	restored = 0;
+	_cleanup_free_ char *res = NULL;
+	ck_assert_int_ge(read_file_full(path("result"), &res, NULL), 0);
+	ck_assert_str_eq(res, "PASS\n");
+	struct stat sb;
+	ck_assert_int_eq(stat(path("result"), &sb), 0);
+	ck_assert_int_eq(sb.st_uid, 65534);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
+struct copy {
+	struct store_snap *from, *to;
+};
+
+/* Copies one file of a snapshot into another, sparse as it is. */
+static int copy_file(const char *name, const struct store_stat *st, void *ud)
+{
+	struct copy *c = ud;
+	struct store_file *in, *out;
+	static char buf[1 << 16];
+	if (!strcmp(name, "manifest"))
+		return 0;
+	ck_assert_int_eq(store_file_open(c->from, name, &in), 0);
+	ck_assert_int_eq(store_file_create(c->to, name, &out), 0);
+	for (uint64_t off = 0; off < st->size;) {
+		ssize_t n = store_file_pread(in, buf, sizeof(buf), off);
+		ck_assert_int_gt(n, 0);
+		ck_assert_int_eq(store_file_pwrite(out, buf, n, off), 0);
+		off += n;
+	}
+	ck_assert_int_eq(store_file_set_size(out, st->size), 0);
+	store_file_close(out);
+	store_file_close(in);
+	return 0;
+}
+
+/* A snapshot that says it holds CUDA state is refused, before anything
+ * is built, where no driver can be used (this machine, unless it has
+ * one: then the case skips itself). */
+START_TEST(restore_refuses_gpu_without_driver)
+{
+	if (gpu_probe() == 0) {
+		printf("restore_refuses_gpu_without_driver: a CUDA driver is here; nothing to check\n");
+		return;
+	}
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0)
+		exec_target();
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	int st;
+	ck_assert_int_eq(waitpid(t, &st, 0), t);
+
+	struct store *s = NULL;
+	struct copy c = { 0 };
+	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &c.from), 0);
+	ck_assert_int_eq(store_snap_create(s, "2", 0, &c.to), 0);
+	ck_assert_int_eq(store_snap_foreach_file(c.from, copy_file, &c), 0);
+	const char *info = "state_at_dump: running\nstate_in_image: checkpointed\n";
+	ck_assert_int_eq(store_snap_put(c.to, "gpu/info", info, strlen(info)), 0);
+	ck_assert_int_eq(store_snap_commit(c.to), 0);
+	store_snap_close(c.to);
+	store_snap_close(c.from);
+
+	struct store_snap *r = NULL;
+	pid_t pid = 0;
+	ck_assert_int_eq(store_snap_open(s, "2", 0, &r), 0);
+	int q = engine_restore(r, NULL, &pid);
+	ck_assert_msg(q < 0 && strstr(err_msg(), "no usable CUDA driver"), "restore: %d: %s", q, err_msg());
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", t);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d runs", t);
+	/* the same image without gpu/info comes back */
+	store_snap_close(r);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
+	q = engine_restore(r, NULL, &pid);
+	ck_assert_msg(q == 0, "restore: %s", err_msg());
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	store_snap_close(r);
+	store_close(s);
+}
+END_TEST
+
+int main(void)
+{
+	if (geteuid() != 0) {
+		printf("skip: needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)\n");
+		return 77;
+	}
+	targets = getenv("TARGETS");
+	if (!targets) {
+		printf("skip: TARGETS not set (run under meson test)\n");
+		return 77;
+	}
+	Suite *su = suite_create("engine-api");
+	const char *names[] = { "kill_parent_reaps", "kill_own_child", "restore_creds",
+				"restore_refuses_gpu_without_driver" };
+	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds, restore_refuses_gpu_without_driver };
+	for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
+		TCase *tc = tcase_create(names[i]);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, 60);
+		tcase_add_test(tc, tests[i]);
+		suite_add_tcase(su, tc);
+	}
+	SRunner *sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
