@@ -218,6 +218,7 @@ struct pack_writer;
 
 struct pack_fd {
 	int fd;   /* -1: not open */
+	int dfd;  /* the same pack opened O_DIRECT, for runs; -1: the filesystem has none */
 	int refs; /* readers using fd, plus 1 while cached; fd_lock */
 	bool gone;
 };
@@ -318,6 +319,13 @@ int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const 
 #define PACK_RUN_MAX 64
 int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
 		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
+/* Like pack_read_run for nruns runs at once (run k: cnt[k] records, the
+ * next cnt[k] entries of locs, ids and outs): their reads are in flight
+ * together (io_uring, O_DIRECT) while the earlier runs are decoded. Any
+ * failure returns < 0 with no detail, as above. */
+#define PACK_RUNS_MAX 4
+int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
+		   const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
 /* Forgets a cached descriptor of a pack gc deleted. */
 void pack_fd_forget(struct chunk_store *cs, uint32_t id);
 void pack_fds_close(struct chunk_store *cs);

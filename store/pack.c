@@ -617,6 +617,14 @@ int pack_list(struct chunk_store *cs, uint32_t **ret, size_t *n)
 
 /* ---- readers ------------------------------------------------------------------ */
 
+static void pf_free(struct pack_fd *pf)
+{
+	close(pf->fd);
+	if (pf->dfd >= 0)
+		close(pf->dfd);
+	free(pf);
+}
+
 static int fd_get(struct chunk_store *cs, uint32_t id, struct pack_fd **ret)
 {
 	int r = 0;
@@ -649,6 +657,10 @@ static int fd_get(struct chunk_store *cs, uint32_t id, struct pack_fd **ret)
 			goto out;
 		}
 		pf->fd = fd;
+		/* Runs are read O_DIRECT: the packs were written so, and filling
+		 * the page cache costs more CPU than the read itself here
+		 * (memory we would read once and then drop). */
+		pf->dfd = openat(cs->packs_fd, name, O_RDONLY | O_CLOEXEC | O_DIRECT);
 		pf->refs = 1; /* the cache's */
 		cs->fds[id] = pf;
 	}
@@ -663,8 +675,7 @@ static void fd_put(struct chunk_store *cs, struct pack_fd *pf)
 {
 	pthread_mutex_lock(&cs->fd_lock);
 	if (--pf->refs == 0) {
-		close(pf->fd);
-		free(pf);
+		pf_free(pf);
 	}
 	pthread_mutex_unlock(&cs->fd_lock);
 }
@@ -675,10 +686,8 @@ void pack_fd_forget(struct chunk_store *cs, uint32_t id)
 	if (id < cs->nfds && cs->fds[id]) {
 		struct pack_fd *pf = cs->fds[id];
 		cs->fds[id] = NULL;
-		if (--pf->refs == 0) {
-			close(pf->fd);
-			free(pf);
-		}
+		if (--pf->refs == 0)
+			pf_free(pf);
 	}
 	pthread_mutex_unlock(&cs->fd_lock);
 }
@@ -687,8 +696,7 @@ void pack_fds_close(struct chunk_store *cs)
 {
 	for (size_t i = 0; i < cs->nfds; i++) {
 		if (cs->fds[i]) {
-			close(cs->fds[i]->fd);
-			free(cs->fds[i]);
+			pf_free(cs->fds[i]);
 		}
 	}
 	free(cs->fds);
@@ -791,10 +799,46 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
 static pthread_key_t run_key;
 static pthread_once_t run_once = PTHREAD_ONCE_INIT;
 
+/* A thread's run buffer: the records of one run and the page each end
+ * shares with its neighbours, page aligned for O_DIRECT. */
+#define RUN_BUF_LEN (ALIGN_UP((size_t)PACK_RUN_MAX * (sizeof(struct rec_hdr) + STORE_BLOCK_SIZE), \
+			      (size_t)STORE_PAGE_SIZE) + 2 * (size_t)STORE_PAGE_SIZE)
+
 static void run_init(void)
 {
 	if (pthread_key_create(&run_key, free) != 0)
 		abort();
+}
+
+static uint8_t *run_buf(void)
+{
+	void *b;
+
+	pthread_once(&run_once, run_init);
+	b = pthread_getspecific(run_key);
+	if (b)
+		return b;
+	if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0)
+		return NULL;
+	if (pthread_setspecific(run_key, b) != 0) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* Checks and decodes record i of a run whose bytes are in memory at rec. */
+static int run_rec(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		   const uint8_t *rec, uint8_t *out)
+{
+	struct rec_hdr h;
+	int r;
+
+	memcpy(&h, rec, sizeof(h));
+	r = check_hdr(loc, id, &h, rec + sizeof(h), (ssize_t)(sizeof(h) + loc->stored_len));
+	if (r < 0)
+		return r;
+	return chunk_decode(cs, &h, rec + sizeof(h), out);
 }
 
 int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
@@ -811,28 +855,42 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 
 	if (n == 0 || n > PACK_RUN_MAX)
 		return -EINVAL;
-	pthread_once(&run_once, run_init);
-	scratch = pthread_getspecific(run_key);
-	if (!scratch) {
-		scratch = malloc((size_t)PACK_RUN_MAX * STORE_BLOCK_SIZE);
-		if (!scratch || pthread_setspecific(run_key, scratch) != 0) {
-			free(scratch);
-			return -ENOMEM;
-		}
-	}
+	scratch = run_buf();
+	if (!scratch)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		const struct chunk_loc *l = &locs[i];
 		if (l->pack != locs[0].pack || l->stored_len > STORE_BLOCK_SIZE || l->raw_len > STORE_BLOCK_SIZE ||
 		    l->offset != locs[0].offset + total)
 			return -EINVAL;
-		direct[i] = l->codec == CHUNK_CODEC_RAW && l->mask == CHUNK_MASK_FULL && l->stored_len == l->raw_len;
-		iov[2 * i] = (struct iovec){ &hdrs[i], sizeof(hdrs[i]) };
-		iov[2 * i + 1] = (struct iovec){ direct[i] ? outs[i] : scratch + i * STORE_BLOCK_SIZE, l->stored_len };
 		total += sizeof(struct rec_hdr) + l->stored_len;
 	}
 	r = fd_get(cs, locs[0].pack, &pf);
 	if (r < 0)
 		return r;
+	if (pf->dfd >= 0) {
+		/* One aligned read of the pages the run covers, straight from
+		 * the disk into our buffer; records are decoded from there
+		 * (one copy for raw blocks instead of the page cache's). */
+		uint64_t start = ALIGN_DOWN(locs[0].offset, (uint64_t)STORE_PAGE_SIZE);
+		uint64_t end = ALIGN_UP(locs[0].offset + total, (uint64_t)STORE_PAGE_SIZE);
+		got = pread(pf->dfd, scratch, (size_t)(end - start), (off_t)start);
+		fd_put(cs, pf);
+		if (got < (ssize_t)(locs[0].offset + total - start))
+			return -EIO;
+		for (size_t i = 0; i < n; i++) {
+			r = run_rec(cs, &locs[i], ids[i], scratch + (locs[i].offset - start), outs[i]);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct chunk_loc *l = &locs[i];
+		direct[i] = l->codec == CHUNK_CODEC_RAW && l->mask == CHUNK_MASK_FULL && l->stored_len == l->raw_len;
+		iov[2 * i] = (struct iovec){ &hdrs[i], sizeof(hdrs[i]) };
+		iov[2 * i + 1] = (struct iovec){ direct[i] ? outs[i] : scratch + i * STORE_BLOCK_SIZE, l->stored_len };
+	}
 	got = preadv(pf->fd, iov, (int)(2 * n), (off_t)locs[0].offset);
 	fd_put(cs, pf);
 	/* Anything unusual: the caller reads chunk by chunk, which says
@@ -851,4 +909,162 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 		}
 	}
 	return 0;
+}
+
+/* ---- several runs in flight ---------------------------------------------------
+ * A synchronous O_DIRECT read leaves the core idle while the disk works,
+ * and the decoding idle while it waits: a thread keeps up to
+ * PACK_RUNS_MAX runs' reads in flight on its own ring and decodes each as
+ * it lands. */
+
+struct runs_tls {
+	uint8_t *buf[PACK_RUNS_MAX]; /* RUN_BUF_LEN each, page aligned */
+	struct io_uring ring;
+	bool have_ring;
+};
+
+static pthread_key_t runs_key;
+static pthread_once_t runs_once = PTHREAD_ONCE_INIT;
+
+static void runs_free(void *v)
+{
+	struct runs_tls *t = v;
+	if (t->have_ring)
+		io_uring_queue_exit(&t->ring);
+	for (unsigned i = 0; i < PACK_RUNS_MAX; i++)
+		free(t->buf[i]);
+	free(t);
+}
+
+static void runs_init(void)
+{
+	if (pthread_key_create(&runs_key, runs_free) != 0)
+		abort();
+}
+
+static struct runs_tls *runs_tls(void)
+{
+	struct runs_tls *t;
+
+	pthread_once(&runs_once, runs_init);
+	t = pthread_getspecific(runs_key);
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	for (unsigned i = 0; i < PACK_RUNS_MAX; i++) {
+		void *b;
+		if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0) {
+			runs_free(t);
+			return NULL;
+		}
+		t->buf[i] = b;
+	}
+	t->have_ring = io_uring_queue_init(PACK_RUNS_MAX, &t->ring, 0) == 0;
+	if (pthread_setspecific(runs_key, t) != 0) {
+		runs_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
+		   const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
+{
+	struct pack_fd *pf[PACK_RUNS_MAX] = { NULL };
+	uint64_t start[PACK_RUNS_MAX], need[PACK_RUNS_MAX];
+	ssize_t res[PACK_RUNS_MAX];
+	bool done[PACK_RUNS_MAX] = { false };
+	size_t first[PACK_RUNS_MAX], inflight = 0;
+	struct runs_tls *t;
+	int r = 0;
+
+	if (nruns == 0 || nruns > PACK_RUNS_MAX)
+		return -EINVAL;
+	for (size_t k = 0, i = 0; k < nruns; i += cnt[k], k++) {
+		uint64_t total = 0;
+		if (cnt[k] == 0 || cnt[k] > PACK_RUN_MAX)
+			return -EINVAL;
+		first[k] = i;
+		for (size_t j = i; j < i + cnt[k]; j++) {
+			const struct chunk_loc *l = &locs[j];
+			if (l->pack != locs[i].pack || l->stored_len > STORE_BLOCK_SIZE ||
+			    l->raw_len > STORE_BLOCK_SIZE || l->offset != locs[i].offset + total)
+				return -EINVAL;
+			total += sizeof(struct rec_hdr) + l->stored_len;
+		}
+		start[k] = ALIGN_DOWN(locs[i].offset, (uint64_t)STORE_PAGE_SIZE);
+		need[k] = locs[i].offset + total - start[k];
+	}
+	t = runs_tls();
+	if (!t)
+		return -ENOMEM;
+	for (size_t k = 0; k < nruns; k++) {
+		r = fd_get(cs, locs[first[k]].pack, &pf[k]);
+		if (r < 0)
+			goto out;
+		if (pf[k]->dfd < 0 || !t->have_ring) {
+			r = -EOPNOTSUPP;
+			goto out;
+		}
+	}
+	for (size_t k = 0; k < nruns; k++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+		if (!sqe) {
+			r = -EBUSY;
+			break;
+		}
+		io_uring_prep_read(sqe, pf[k]->dfd, t->buf[k], (unsigned)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
+				   start[k]);
+		io_uring_sqe_set_data64(sqe, k);
+		inflight++;
+	}
+	if (inflight) {
+		int s = io_uring_submit(&t->ring);
+		if (s < 0) {
+			/* Nothing went out: forget the prepared entries. */
+			io_uring_queue_exit(&t->ring);
+			t->have_ring = false;
+			inflight = 0;
+			r = s;
+		}
+	}
+	/* Decode in order as the reads land; every read is reaped before we
+	 * return, since the buffers are reused by the next call. */
+	for (size_t k = 0; inflight || (r == 0 && k < nruns);) {
+		if (r == 0 && k < nruns && done[k]) {
+			if (res[k] < (ssize_t)need[k]) {
+				r = -EIO;
+				continue;
+			}
+			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
+				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
+			k++;
+			continue;
+		}
+		struct io_uring_cqe *cqe;
+		int w = io_uring_wait_cqe(&t->ring, &cqe);
+		if (w == -EINTR)
+			continue;
+		if (w < 0) {
+			/* Cannot reap: the ring may still write into our
+			 * buffers; drop it (exit waits for the reads). */
+			io_uring_queue_exit(&t->ring);
+			t->have_ring = false;
+			if (r == 0)
+				r = w;
+			break;
+		}
+		size_t d = (size_t)io_uring_cqe_get_data64(cqe);
+		res[d] = cqe->res;
+		done[d] = true;
+		io_uring_cqe_seen(&t->ring, cqe);
+		inflight--;
+	}
+out:
+	for (size_t k = 0; k < nruns; k++)
+		if (pf[k])
+			fd_put(cs, pf[k]);
+	return r;
 }
