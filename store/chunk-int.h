@@ -312,17 +312,14 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
  * which holds STORE_BLOCK_SIZE bytes) and checks it like pack_read_chunk. */
 int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		     struct rec_hdr *h, uint8_t *payload);
-/* Reads n records that lie back to back in one pack with one preadv and
- * decodes each into outs[i] (raw_len bytes). Any failure (a gap, another
- * pack, damage) returns < 0 without a useful detail: the caller then
- * reads chunk by chunk with pack_read_chunk, which names the problem. */
 #define PACK_RUN_MAX 64
-int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
-		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
-/* Like pack_read_run for nruns runs at once (run k: cnt[k] records, the
- * next cnt[k] entries of locs, ids and outs): their reads are in flight
- * together (io_uring, O_DIRECT) while the earlier runs are decoded. Any
- * failure returns < 0 with no detail, as above. */
+/* Reads nruns runs of records and decodes each record into outs[i]
+ * (raw_len bytes). Run k is cnt[k] (<= PACK_RUN_MAX) records that lie
+ * back to back in one pack: the next cnt[k] entries of locs, ids and
+ * outs. The runs' reads are in flight together (io_uring, O_DIRECT) while
+ * the earlier runs are decoded. Any failure (a gap, damage) returns < 0
+ * without a useful detail: the caller then reads chunk by chunk with
+ * pack_read_chunk, which names the problem. */
 #define PACK_RUNS_MAX 4
 int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
 		   const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);

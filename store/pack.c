@@ -4,8 +4,10 @@
  * with several 1 MiB buffers in flight, so that compressing the next
  * chunks overlaps the copy into the page cache; bytes are durable only
  * after pack_sync(), which a commit calls before it touches the index.
- * Readers pread records through a cache of descriptors, and check each
- * record's CRC32C before they trust it.
+ * Readers read records through a cache of descriptors, runs of records
+ * O_DIRECT with several in flight on a per-thread io_uring (the packs are
+ * not in the page cache, and filling it costs more than the read), and
+ * check each record's CRC32C before they trust it.
  *
  * What must stay true: a record's offset, once returned by pack_append,
  * is where its bytes land; a pack is never rewritten in place (gc copies
@@ -434,6 +436,11 @@ int pack_writer_new(struct chunk_store *cs, struct pack_writer **ret)
 	}
 	p->end = sizeof(h);
 	p->have_ring = io_uring_queue_init(2 * PACK_BUFS, &p->ring, 0) == 0;
+	/* Not into a process forked meanwhile (a restore). */
+	if (p->have_ring && io_uring_ring_dontfork(&p->ring) < 0) {
+		io_uring_queue_exit(&p->ring);
+		p->have_ring = false;
+	}
 	log_debug("pack %s: created (%s%s)", name, p->have_ring ? "io_uring" : "pwrite", p->direct ? ", O_DIRECT" : "");
 	*ret = p;
 	return 0;
@@ -841,8 +848,10 @@ static int run_rec(struct chunk_store *cs, const struct chunk_loc *loc, const ui
 	return chunk_decode(cs, &h, rec + sizeof(h), out);
 }
 
-int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
-		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
+/* Reads n records that lie back to back in one pack with one preadv and
+ * decodes each into outs[i]: the way without O_DIRECT. */
+static int read_run_buffered(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
+			     const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
 {
 	struct rec_hdr hdrs[PACK_RUN_MAX];
 	struct iovec iov[2 * PACK_RUN_MAX];
@@ -868,23 +877,6 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 	r = fd_get(cs, locs[0].pack, &pf);
 	if (r < 0)
 		return r;
-	if (pf->dfd >= 0) {
-		/* One aligned read of the pages the run covers, straight from
-		 * the disk into our buffer; records are decoded from there
-		 * (one copy for raw blocks instead of the page cache's). */
-		uint64_t start = ALIGN_DOWN(locs[0].offset, (uint64_t)STORE_PAGE_SIZE);
-		uint64_t end = ALIGN_UP(locs[0].offset + total, (uint64_t)STORE_PAGE_SIZE);
-		got = pread(pf->dfd, scratch, (size_t)(end - start), (off_t)start);
-		fd_put(cs, pf);
-		if (got < (ssize_t)(locs[0].offset + total - start))
-			return -EIO;
-		for (size_t i = 0; i < n; i++) {
-			r = run_rec(cs, &locs[i], ids[i], scratch + (locs[i].offset - start), outs[i]);
-			if (r < 0)
-				return r;
-		}
-		return 0;
-	}
 	for (size_t i = 0; i < n; i++) {
 		const struct chunk_loc *l = &locs[i];
 		direct[i] = l->codec == CHUNK_CODEC_RAW && l->mask == CHUNK_MASK_FULL && l->stored_len == l->raw_len;
@@ -914,13 +906,14 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 /* ---- several runs in flight ---------------------------------------------------
  * A synchronous O_DIRECT read leaves the core idle while the disk works,
  * and the decoding idle while it waits: a thread keeps up to
- * PACK_RUNS_MAX runs' reads in flight on its own ring and decodes each as
- * it lands. */
+ * PACK_RUNS_MAX runs' reads in flight on a ring and decodes each as it
+ * lands. The ring is set up per call (tens of microseconds a 4 MiB read):
+ * a ring kept for the thread's life would be an area of the daemon's
+ * memory no restore knows what to do with. */
 
 struct runs_tls {
 	uint8_t *buf[PACK_RUNS_MAX]; /* RUN_BUF_LEN each, page aligned */
-	struct io_uring ring;
-	bool have_ring;
+	bool no_ring;                /* io_uring_queue_init failed once */
 };
 
 static pthread_key_t runs_key;
@@ -929,8 +922,6 @@ static pthread_once_t runs_once = PTHREAD_ONCE_INIT;
 static void runs_free(void *v)
 {
 	struct runs_tls *t = v;
-	if (t->have_ring)
-		io_uring_queue_exit(&t->ring);
 	for (unsigned i = 0; i < PACK_RUNS_MAX; i++)
 		free(t->buf[i]);
 	free(t);
@@ -961,7 +952,6 @@ static struct runs_tls *runs_tls(void)
 		}
 		t->buf[i] = b;
 	}
-	t->have_ring = io_uring_queue_init(PACK_RUNS_MAX, &t->ring, 0) == 0;
 	if (pthread_setspecific(runs_key, t) != 0) {
 		runs_free(t);
 		return NULL;
@@ -978,6 +968,8 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 	bool done[PACK_RUNS_MAX] = { false };
 	size_t first[PACK_RUNS_MAX], inflight = 0;
 	struct runs_tls *t;
+	struct io_uring ring;
+	bool have_ring = false;
 	int r = 0;
 
 	if (nruns == 0 || nruns > PACK_RUNS_MAX)
@@ -1000,17 +992,26 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 	t = runs_tls();
 	if (!t)
 		return -ENOMEM;
+	if (!t->no_ring) {
+		have_ring = io_uring_queue_init(PACK_RUNS_MAX, &ring, 0) == 0;
+		t->no_ring = !have_ring;
+	}
+	bool buffered = !have_ring;
 	for (size_t k = 0; k < nruns; k++) {
 		r = fd_get(cs, locs[first[k]].pack, &pf[k]);
 		if (r < 0)
 			goto out;
-		if (pf[k]->dfd < 0 || !t->have_ring) {
-			r = -EOPNOTSUPP;
-			goto out;
-		}
+		buffered |= pf[k]->dfd < 0;
+	}
+	if (buffered) {
+		/* No O_DIRECT here (tmpfs before Linux 6.6) or no ring: one
+		 * buffered preadv a run. */
+		for (size_t k = 0; k < nruns && r == 0; k++)
+			r = read_run_buffered(cs, cnt[k], &locs[first[k]], &ids[first[k]], &outs[first[k]]);
+		goto out;
 	}
 	for (size_t k = 0; k < nruns; k++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		if (!sqe) {
 			r = -EBUSY;
 			break;
@@ -1021,11 +1022,9 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 		inflight++;
 	}
 	if (inflight) {
-		int s = io_uring_submit(&t->ring);
+		int s = io_uring_submit(&ring);
 		if (s < 0) {
-			/* Nothing went out: forget the prepared entries. */
-			io_uring_queue_exit(&t->ring);
-			t->have_ring = false;
+			/* Nothing went out. */
 			inflight = 0;
 			r = s;
 		}
@@ -1044,14 +1043,14 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 			continue;
 		}
 		struct io_uring_cqe *cqe;
-		int w = io_uring_wait_cqe(&t->ring, &cqe);
+		int w = io_uring_wait_cqe(&ring, &cqe);
 		if (w == -EINTR)
 			continue;
 		if (w < 0) {
-			/* Cannot reap: the ring may still write into our
-			 * buffers; drop it (exit waits for the reads). */
-			io_uring_queue_exit(&t->ring);
-			t->have_ring = false;
+			/* Cannot reap: reads may still land in our buffers
+			 * after the ring is closed. Leave them to the kernel
+			 * (leaked); the next call makes new ones. */
+			pthread_setspecific(runs_key, NULL);
 			if (r == 0)
 				r = w;
 			break;
@@ -1059,10 +1058,12 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 		size_t d = (size_t)io_uring_cqe_get_data64(cqe);
 		res[d] = cqe->res;
 		done[d] = true;
-		io_uring_cqe_seen(&t->ring, cqe);
+		io_uring_cqe_seen(&ring, cqe);
 		inflight--;
 	}
 out:
+	if (have_ring)
+		io_uring_queue_exit(&ring);
 	for (size_t k = 0; k < nruns; k++)
 		if (pf[k])
 			fd_put(cs, pf[k]);
