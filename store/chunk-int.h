@@ -316,8 +316,7 @@ int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const 
 /* Reads nruns runs of records and decodes each record into outs[i]
  * (raw_len bytes). Run k is cnt[k] (<= PACK_RUN_MAX) records that lie
  * back to back in one pack: the next cnt[k] entries of locs, ids and
- * outs. The runs' reads are in flight together (io_uring, O_DIRECT) while
- * the earlier runs are decoded. Any failure (a gap, damage) returns < 0
+ * outs. Read O_DIRECT where the pack allows, buffered else. Any failure (a gap, damage) returns < 0
  * without a useful detail: the caller then reads chunk by chunk with
  * pack_read_chunk, which names the problem. */
 #define PACK_RUNS_MAX 4

@@ -903,13 +903,14 @@ static int read_run_buffered(struct chunk_store *cs, size_t n, const struct chun
 	return 0;
 }
 
-/* ---- several runs in flight ---------------------------------------------------
- * A synchronous O_DIRECT read leaves the core idle while the disk works,
- * and the decoding idle while it waits: a thread keeps up to
- * PACK_RUNS_MAX runs' reads in flight on a ring and decodes each as it
- * lands. The ring is set up per call (tens of microseconds a 4 MiB read):
- * a ring kept for the thread's life would be an area of the daemon's
- * memory no restore knows what to do with. */
+/* ---- several runs a call ------------------------------------------------------
+ * Up to PACK_RUNS_MAX runs, each read with one O_DIRECT pread into a
+ * page-aligned per-thread buffer and decoded from there. With
+ * CKPTFS_READ_RING=1 their reads are in flight together on an io_uring
+ * and each is decoded as it lands; the ring has to be set up per call (a
+ * ring kept for the thread's life would be an area of the daemon's memory
+ * that the engine's restore refuses), and that costs more than the
+ * overlap saves on the development machine, so it is off by default. */
 
 struct runs_tls {
 	uint8_t *buf[PACK_RUNS_MAX]; /* RUN_BUF_LEN each, page aligned */
@@ -944,6 +945,9 @@ static struct runs_tls *runs_tls(void)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
+	/* The ring is opt-in: set up per call, it cost more CPU and time than
+	 * its overlap saved in measurements here (docs/PERFORMANCE.md). */
+	t->no_ring = getenv("CKPTFS_READ_RING") == NULL;
 	for (unsigned i = 0; i < PACK_RUNS_MAX; i++) {
 		void *b;
 		if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0) {
@@ -992,11 +996,7 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 	t = runs_tls();
 	if (!t)
 		return -ENOMEM;
-	if (!t->no_ring) {
-		have_ring = io_uring_queue_init(PACK_RUNS_MAX, &ring, 0) == 0;
-		t->no_ring = !have_ring;
-	}
-	bool buffered = !have_ring;
+	bool buffered = false;
 	for (size_t k = 0; k < nruns; k++) {
 		r = fd_get(cs, locs[first[k]].pack, &pf[k]);
 		if (r < 0)
@@ -1004,10 +1004,28 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 		buffered |= pf[k]->dfd < 0;
 	}
 	if (buffered) {
-		/* No O_DIRECT here (tmpfs before Linux 6.6) or no ring: one
-		 * buffered preadv a run. */
+		/* No O_DIRECT here (tmpfs before Linux 6.6): one buffered
+		 * preadv a run. */
 		for (size_t k = 0; k < nruns && r == 0; k++)
 			r = read_run_buffered(cs, cnt[k], &locs[first[k]], &ids[first[k]], &outs[first[k]]);
+		goto out;
+	}
+	if (!t->no_ring && nruns > 1) {
+		have_ring = io_uring_queue_init(PACK_RUNS_MAX, &ring, 0) == 0;
+		t->no_ring = !have_ring;
+	}
+	if (!have_ring) {
+		/* One run, or no ring: synchronous direct reads. */
+		for (size_t k = 0; k < nruns && r == 0; k++) {
+			ssize_t got = pread(pf[k]->dfd, t->buf[k], (size_t)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
+					    (off_t)start[k]);
+			if (got < (ssize_t)need[k]) {
+				r = -EIO;
+				break;
+			}
+			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
+				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
+		}
 		goto out;
 	}
 	for (size_t k = 0; k < nruns; k++) {
