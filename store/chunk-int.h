@@ -218,6 +218,7 @@ struct pack_writer;
 
 struct pack_fd {
 	int fd;   /* -1: not open */
+	int dfd;  /* the same pack opened O_DIRECT, for runs; -1: the filesystem has none */
 	int refs; /* readers using fd, plus 1 while cached; fd_lock */
 	bool gone;
 };
@@ -311,13 +312,16 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
  * which holds STORE_BLOCK_SIZE bytes) and checks it like pack_read_chunk. */
 int pack_read_record(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
 		     struct rec_hdr *h, uint8_t *payload);
-/* Reads n records that lie back to back in one pack with one preadv and
- * decodes each into outs[i] (raw_len bytes). Any failure (a gap, another
- * pack, damage) returns < 0 without a useful detail: the caller then
- * reads chunk by chunk with pack_read_chunk, which names the problem. */
 #define PACK_RUN_MAX 64
-int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
-		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
+/* Reads nruns runs of records and decodes each record into outs[i]
+ * (raw_len bytes). Run k is cnt[k] (<= PACK_RUN_MAX) records that lie
+ * back to back in one pack: the next cnt[k] entries of locs, ids and
+ * outs. Read O_DIRECT where the pack allows, buffered else. Any failure (a gap, damage) returns < 0
+ * without a useful detail: the caller then reads chunk by chunk with
+ * pack_read_chunk, which names the problem. */
+#define PACK_RUNS_MAX 4
+int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
+		   const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs);
 /* Forgets a cached descriptor of a pack gc deleted. */
 void pack_fd_forget(struct chunk_store *cs, uint32_t id);
 void pack_fds_close(struct chunk_store *cs);

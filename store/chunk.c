@@ -1776,41 +1776,60 @@ static int read_ent(struct rfile *f, const struct rent *e, uint8_t *out)
 		       f->snap->name, f->meta->path, e->block * STORE_BLOCK_SIZE, hex);
 }
 
-/* Reads whole blocks from e on that lie back to back in one pack, into
- * out, up to len bytes: returns the bytes done, 0 when fewer than two
- * blocks qualify or the run read failed (the caller then goes block by
- * block, which reports damage precisely). */
+/* Reads the blocks from e on into out, up to len bytes, in up to
+ * PACK_RUNS_MAX runs of records that lie back to back in a pack (holes
+ * between them are zeroed), with their reads in flight together: returns
+ * the bytes done, 0 when nothing qualifies or the read failed (the caller
+ * then goes block by block, which reports damage precisely). */
 static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint64_t len)
 {
 	struct chunk_store *cs = to_cs(f->snap->base.store);
-	struct chunk_loc locs[PACK_RUN_MAX];
-	uint8_t ids[PACK_RUN_MAX][STORE_HASH_LEN];
-	uint8_t *outs[PACK_RUN_MAX];
-	uint64_t size = f->meta->size, done = 0;
+	struct chunk_loc locs[PACK_RUNS_MAX * PACK_RUN_MAX];
+	uint8_t ids[PACK_RUNS_MAX * PACK_RUN_MAX][STORE_HASH_LEN];
+	uint8_t *outs[PACK_RUNS_MAX * PACK_RUN_MAX];
+	size_t cnt[PACK_RUNS_MAX], nruns = 0, m = 0;
+	struct { uint64_t off, len; } holes[PACK_RUNS_MAX * PACK_RUN_MAX];
+	size_t nholes = 0;
+	uint64_t size = f->meta->size, done = 0, next = e->block;
 	struct rseg *s;
-	size_t m = 0;
 
 	pthread_mutex_lock(&f->lock);
 	if (seg_load(f, (uint32_t)(e->block / CHUNK_SEG_BLOCKS), &s) < 0) {
 		pthread_mutex_unlock(&f->lock);
 		return 0;
 	}
-	for (size_t k = seg_lower(s, e->block); k < s->n && m < PACK_RUN_MAX; k++, m++) {
+	for (size_t k = seg_lower(s, e->block); k < s->n; k++) {
 		const struct rent *x = &s->ents[k];
 		uint64_t bstart = x->block * STORE_BLOCK_SIZE;
 		uint64_t blen = MIN((uint64_t)STORE_BLOCK_SIZE, size - bstart);
-		if (x->missing || x->block != e->block + m || done + blen > len || x->loc.raw_len != blen)
+		uint64_t gap = (x->block - next) * STORE_BLOCK_SIZE;
+		bool joins;
+
+		if (x->missing || done + gap + blen > len || x->loc.raw_len != blen)
 			break;
-		if (m && (x->loc.pack != locs[0].pack || x->loc.offset != locs[m - 1].offset + rec_size(&locs[m - 1])))
+		joins = nruns && gap == 0 && cnt[nruns - 1] < PACK_RUN_MAX && x->loc.pack == locs[m - 1].pack &&
+			x->loc.offset == locs[m - 1].offset + rec_size(&locs[m - 1]);
+		if (!joins && nruns == PACK_RUNS_MAX)
 			break;
+		if (gap) {
+			holes[nholes].off = done;
+			holes[nholes++].len = gap;
+			done += gap;
+		}
+		if (!joins)
+			cnt[nruns++] = 0;
+		cnt[nruns - 1]++;
 		locs[m] = x->loc;
 		memcpy(ids[m], x->id, STORE_HASH_LEN);
-		outs[m] = out + done;
+		outs[m++] = out + done;
 		done += blen;
+		next = x->block + 1;
 	}
 	pthread_mutex_unlock(&f->lock);
-	if (m < 2 || pack_read_run(cs, m, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
+	if (!nruns || pack_read_runs(cs, nruns, cnt, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
 		return 0;
+	for (size_t i = 0; i < nholes; i++)
+		memset(out + holes[i].off, 0, holes[i].len);
 	return (size_t)done;
 }
 

@@ -4,8 +4,10 @@
  * with several 1 MiB buffers in flight, so that compressing the next
  * chunks overlaps the copy into the page cache; bytes are durable only
  * after pack_sync(), which a commit calls before it touches the index.
- * Readers pread records through a cache of descriptors, and check each
- * record's CRC32C before they trust it.
+ * Readers read records through a cache of descriptors, runs of records
+ * O_DIRECT with several in flight on a per-thread io_uring (the packs are
+ * not in the page cache, and filling it costs more than the read), and
+ * check each record's CRC32C before they trust it.
  *
  * What must stay true: a record's offset, once returned by pack_append,
  * is where its bytes land; a pack is never rewritten in place (gc copies
@@ -434,6 +436,11 @@ int pack_writer_new(struct chunk_store *cs, struct pack_writer **ret)
 	}
 	p->end = sizeof(h);
 	p->have_ring = io_uring_queue_init(2 * PACK_BUFS, &p->ring, 0) == 0;
+	/* Not into a process forked meanwhile (a restore). */
+	if (p->have_ring && io_uring_ring_dontfork(&p->ring) < 0) {
+		io_uring_queue_exit(&p->ring);
+		p->have_ring = false;
+	}
 	log_debug("pack %s: created (%s%s)", name, p->have_ring ? "io_uring" : "pwrite", p->direct ? ", O_DIRECT" : "");
 	*ret = p;
 	return 0;
@@ -617,6 +624,14 @@ int pack_list(struct chunk_store *cs, uint32_t **ret, size_t *n)
 
 /* ---- readers ------------------------------------------------------------------ */
 
+static void pf_free(struct pack_fd *pf)
+{
+	close(pf->fd);
+	if (pf->dfd >= 0)
+		close(pf->dfd);
+	free(pf);
+}
+
 static int fd_get(struct chunk_store *cs, uint32_t id, struct pack_fd **ret)
 {
 	int r = 0;
@@ -649,6 +664,10 @@ static int fd_get(struct chunk_store *cs, uint32_t id, struct pack_fd **ret)
 			goto out;
 		}
 		pf->fd = fd;
+		/* Runs are read O_DIRECT: the packs were written so, and filling
+		 * the page cache costs more CPU than the read itself here
+		 * (memory we would read once and then drop). */
+		pf->dfd = openat(cs->packs_fd, name, O_RDONLY | O_CLOEXEC | O_DIRECT);
 		pf->refs = 1; /* the cache's */
 		cs->fds[id] = pf;
 	}
@@ -663,8 +682,7 @@ static void fd_put(struct chunk_store *cs, struct pack_fd *pf)
 {
 	pthread_mutex_lock(&cs->fd_lock);
 	if (--pf->refs == 0) {
-		close(pf->fd);
-		free(pf);
+		pf_free(pf);
 	}
 	pthread_mutex_unlock(&cs->fd_lock);
 }
@@ -675,10 +693,8 @@ void pack_fd_forget(struct chunk_store *cs, uint32_t id)
 	if (id < cs->nfds && cs->fds[id]) {
 		struct pack_fd *pf = cs->fds[id];
 		cs->fds[id] = NULL;
-		if (--pf->refs == 0) {
-			close(pf->fd);
-			free(pf);
-		}
+		if (--pf->refs == 0)
+			pf_free(pf);
 	}
 	pthread_mutex_unlock(&cs->fd_lock);
 }
@@ -687,8 +703,7 @@ void pack_fds_close(struct chunk_store *cs)
 {
 	for (size_t i = 0; i < cs->nfds; i++) {
 		if (cs->fds[i]) {
-			close(cs->fds[i]->fd);
-			free(cs->fds[i]);
+			pf_free(cs->fds[i]);
 		}
 	}
 	free(cs->fds);
@@ -791,14 +806,52 @@ int pack_read_chunk(struct chunk_store *cs, const struct chunk_loc *loc, const u
 static pthread_key_t run_key;
 static pthread_once_t run_once = PTHREAD_ONCE_INIT;
 
+/* A thread's run buffer: the records of one run and the page each end
+ * shares with its neighbours, page aligned for O_DIRECT. */
+#define RUN_BUF_LEN (ALIGN_UP((size_t)PACK_RUN_MAX * (sizeof(struct rec_hdr) + STORE_BLOCK_SIZE), \
+			      (size_t)STORE_PAGE_SIZE) + 2 * (size_t)STORE_PAGE_SIZE)
+
 static void run_init(void)
 {
 	if (pthread_key_create(&run_key, free) != 0)
 		abort();
 }
 
-int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
-		  const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
+static uint8_t *run_buf(void)
+{
+	void *b;
+
+	pthread_once(&run_once, run_init);
+	b = pthread_getspecific(run_key);
+	if (b)
+		return b;
+	if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0)
+		return NULL;
+	if (pthread_setspecific(run_key, b) != 0) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* Checks and decodes record i of a run whose bytes are in memory at rec. */
+static int run_rec(struct chunk_store *cs, const struct chunk_loc *loc, const uint8_t id[STORE_HASH_LEN],
+		   const uint8_t *rec, uint8_t *out)
+{
+	struct rec_hdr h;
+	int r;
+
+	memcpy(&h, rec, sizeof(h));
+	r = check_hdr(loc, id, &h, rec + sizeof(h), (ssize_t)(sizeof(h) + loc->stored_len));
+	if (r < 0)
+		return r;
+	return chunk_decode(cs, &h, rec + sizeof(h), out);
+}
+
+/* Reads n records that lie back to back in one pack with one preadv and
+ * decodes each into outs[i]: the way without O_DIRECT. */
+static int read_run_buffered(struct chunk_store *cs, size_t n, const struct chunk_loc *locs,
+			     const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
 {
 	struct rec_hdr hdrs[PACK_RUN_MAX];
 	struct iovec iov[2 * PACK_RUN_MAX];
@@ -811,28 +864,25 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 
 	if (n == 0 || n > PACK_RUN_MAX)
 		return -EINVAL;
-	pthread_once(&run_once, run_init);
-	scratch = pthread_getspecific(run_key);
-	if (!scratch) {
-		scratch = malloc((size_t)PACK_RUN_MAX * STORE_BLOCK_SIZE);
-		if (!scratch || pthread_setspecific(run_key, scratch) != 0) {
-			free(scratch);
-			return -ENOMEM;
-		}
-	}
+	scratch = run_buf();
+	if (!scratch)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
 		const struct chunk_loc *l = &locs[i];
 		if (l->pack != locs[0].pack || l->stored_len > STORE_BLOCK_SIZE || l->raw_len > STORE_BLOCK_SIZE ||
 		    l->offset != locs[0].offset + total)
 			return -EINVAL;
-		direct[i] = l->codec == CHUNK_CODEC_RAW && l->mask == CHUNK_MASK_FULL && l->stored_len == l->raw_len;
-		iov[2 * i] = (struct iovec){ &hdrs[i], sizeof(hdrs[i]) };
-		iov[2 * i + 1] = (struct iovec){ direct[i] ? outs[i] : scratch + i * STORE_BLOCK_SIZE, l->stored_len };
 		total += sizeof(struct rec_hdr) + l->stored_len;
 	}
 	r = fd_get(cs, locs[0].pack, &pf);
 	if (r < 0)
 		return r;
+	for (size_t i = 0; i < n; i++) {
+		const struct chunk_loc *l = &locs[i];
+		direct[i] = l->codec == CHUNK_CODEC_RAW && l->mask == CHUNK_MASK_FULL && l->stored_len == l->raw_len;
+		iov[2 * i] = (struct iovec){ &hdrs[i], sizeof(hdrs[i]) };
+		iov[2 * i + 1] = (struct iovec){ direct[i] ? outs[i] : scratch + i * STORE_BLOCK_SIZE, l->stored_len };
+	}
 	got = preadv(pf->fd, iov, (int)(2 * n), (off_t)locs[0].offset);
 	fd_put(cs, pf);
 	/* Anything unusual: the caller reads chunk by chunk, which says
@@ -851,4 +901,189 @@ int pack_read_run(struct chunk_store *cs, size_t n, const struct chunk_loc *locs
 		}
 	}
 	return 0;
+}
+
+/* ---- several runs a call ------------------------------------------------------
+ * Up to PACK_RUNS_MAX runs, each read with one O_DIRECT pread into a
+ * page-aligned per-thread buffer and decoded from there. With
+ * CKPTFS_READ_RING=1 their reads are in flight together on an io_uring
+ * and each is decoded as it lands; the ring has to be set up per call (a
+ * ring kept for the thread's life would be an area of the daemon's memory
+ * that the engine's restore refuses), and that costs more than the
+ * overlap saves on the development machine, so it is off by default. */
+
+struct runs_tls {
+	uint8_t *buf[PACK_RUNS_MAX]; /* RUN_BUF_LEN each, page aligned */
+	bool no_ring;                /* io_uring_queue_init failed once */
+};
+
+static pthread_key_t runs_key;
+static pthread_once_t runs_once = PTHREAD_ONCE_INIT;
+
+static void runs_free(void *v)
+{
+	struct runs_tls *t = v;
+	for (unsigned i = 0; i < PACK_RUNS_MAX; i++)
+		free(t->buf[i]);
+	free(t);
+}
+
+static void runs_init(void)
+{
+	if (pthread_key_create(&runs_key, runs_free) != 0)
+		abort();
+}
+
+static struct runs_tls *runs_tls(void)
+{
+	struct runs_tls *t;
+
+	pthread_once(&runs_once, runs_init);
+	t = pthread_getspecific(runs_key);
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	/* The ring is opt-in: set up per call, it cost more CPU and time than
+	 * its overlap saved in measurements here (docs/PERFORMANCE.md). */
+	t->no_ring = getenv("CKPTFS_READ_RING") == NULL;
+	for (unsigned i = 0; i < PACK_RUNS_MAX; i++) {
+		void *b;
+		if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0) {
+			runs_free(t);
+			return NULL;
+		}
+		t->buf[i] = b;
+	}
+	if (pthread_setspecific(runs_key, t) != 0) {
+		runs_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
+		   const uint8_t (*ids)[STORE_HASH_LEN], uint8_t *const *outs)
+{
+	struct pack_fd *pf[PACK_RUNS_MAX] = { NULL };
+	uint64_t start[PACK_RUNS_MAX], need[PACK_RUNS_MAX];
+	ssize_t res[PACK_RUNS_MAX];
+	bool done[PACK_RUNS_MAX] = { false };
+	size_t first[PACK_RUNS_MAX], inflight = 0;
+	struct runs_tls *t;
+	struct io_uring ring;
+	bool have_ring = false;
+	int r = 0;
+
+	if (nruns == 0 || nruns > PACK_RUNS_MAX)
+		return -EINVAL;
+	for (size_t k = 0, i = 0; k < nruns; i += cnt[k], k++) {
+		uint64_t total = 0;
+		if (cnt[k] == 0 || cnt[k] > PACK_RUN_MAX)
+			return -EINVAL;
+		first[k] = i;
+		for (size_t j = i; j < i + cnt[k]; j++) {
+			const struct chunk_loc *l = &locs[j];
+			if (l->pack != locs[i].pack || l->stored_len > STORE_BLOCK_SIZE ||
+			    l->raw_len > STORE_BLOCK_SIZE || l->offset != locs[i].offset + total)
+				return -EINVAL;
+			total += sizeof(struct rec_hdr) + l->stored_len;
+		}
+		start[k] = ALIGN_DOWN(locs[i].offset, (uint64_t)STORE_PAGE_SIZE);
+		need[k] = locs[i].offset + total - start[k];
+	}
+	t = runs_tls();
+	if (!t)
+		return -ENOMEM;
+	bool buffered = false;
+	for (size_t k = 0; k < nruns; k++) {
+		r = fd_get(cs, locs[first[k]].pack, &pf[k]);
+		if (r < 0)
+			goto out;
+		buffered |= pf[k]->dfd < 0;
+	}
+	if (buffered) {
+		/* No O_DIRECT here (tmpfs before Linux 6.6): one buffered
+		 * preadv a run. */
+		for (size_t k = 0; k < nruns && r == 0; k++)
+			r = read_run_buffered(cs, cnt[k], &locs[first[k]], &ids[first[k]], &outs[first[k]]);
+		goto out;
+	}
+	if (!t->no_ring && nruns > 1) {
+		have_ring = io_uring_queue_init(PACK_RUNS_MAX, &ring, 0) == 0;
+		t->no_ring = !have_ring;
+	}
+	if (!have_ring) {
+		/* One run, or no ring: synchronous direct reads. */
+		for (size_t k = 0; k < nruns && r == 0; k++) {
+			ssize_t got = pread(pf[k]->dfd, t->buf[k], (size_t)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
+					    (off_t)start[k]);
+			if (got < (ssize_t)need[k]) {
+				r = -EIO;
+				break;
+			}
+			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
+				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
+		}
+		goto out;
+	}
+	for (size_t k = 0; k < nruns; k++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		if (!sqe) {
+			r = -EBUSY;
+			break;
+		}
+		io_uring_prep_read(sqe, pf[k]->dfd, t->buf[k], (unsigned)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
+				   start[k]);
+		io_uring_sqe_set_data64(sqe, k);
+		inflight++;
+	}
+	if (inflight) {
+		int s = io_uring_submit(&ring);
+		if (s < 0) {
+			/* Nothing went out. */
+			inflight = 0;
+			r = s;
+		}
+	}
+	/* Decode in order as the reads land; every read is reaped before we
+	 * return, since the buffers are reused by the next call. */
+	for (size_t k = 0; inflight || (r == 0 && k < nruns);) {
+		if (r == 0 && k < nruns && done[k]) {
+			if (res[k] < (ssize_t)need[k]) {
+				r = -EIO;
+				continue;
+			}
+			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
+				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
+			k++;
+			continue;
+		}
+		struct io_uring_cqe *cqe;
+		int w = io_uring_wait_cqe(&ring, &cqe);
+		if (w == -EINTR)
+			continue;
+		if (w < 0) {
+			/* Cannot reap: reads may still land in our buffers
+			 * after the ring is closed. Leave them to the kernel
+			 * (leaked); the next call makes new ones. */
+			pthread_setspecific(runs_key, NULL);
+			if (r == 0)
+				r = w;
+			break;
+		}
+		size_t d = (size_t)io_uring_cqe_get_data64(cqe);
+		res[d] = cqe->res;
+		done[d] = true;
+		io_uring_cqe_seen(&ring, cqe);
+		inflight--;
+	}
+out:
+	if (have_ring)
+		io_uring_queue_exit(&ring);
+	for (size_t k = 0; k < nruns; k++)
+		if (pf[k])
+			fd_put(cs, pf[k]);
+	return r;
 }

@@ -590,6 +590,48 @@ static char *first_pack(char *out, size_t len)
 	return out;
 }
 
+/* Large reads go in several runs of records at once, across holes and
+ * across packs: a second snapshot that changed every third 64 KiB keeps
+ * the rest in the first pack, so its runs alternate between two packs. */
+START_TEST(large_reads_across_runs)
+{
+	struct store *s = open_store();
+	size_t len = 12 * MiB + 5000;
+	uint8_t *a = memory_like(len, 7), *b = malloc(len), *buf = malloc(len + 1);
+	struct store_snap *r;
+	struct store_file *f;
+
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_nonnull(buf);
+	memcpy(b, a, len);
+	for (size_t o = 0; o < len; o += 3 * 65536)
+		fill_random(b + o, MIN((size_t)65536, len - o), o + 1);
+	struct file_spec fa[] = { { "memory/a", a, len } }, fb[] = { { "memory/a", b, len } };
+	write_snap(s, "a", fa, 1);
+	write_snap(s, "b", fb, 1);
+	store_close(s);
+	s = open_store();
+	check_snap(s, "a", fa, 1);
+	ck_assert_int_eq(store_snap_open(s, "b", 0, &r), 0);
+	ck_assert_int_eq(store_file_open(r, "memory/a", &f), 0);
+	ck_assert_int_eq(store_file_pread(f, buf, len + 1, 0), (ssize_t)len);
+	ck_assert_msg(!memcmp(buf, b, len), "content differs (one read)");
+	memset(buf, 0x5a, len);
+	for (size_t o = 0; o < len;) {
+		size_t n = MIN((size_t)5 * MiB + 4096, len - o);
+		ck_assert_int_eq(store_file_pread(f, buf + o, n, o), (ssize_t)n);
+		o += n;
+	}
+	ck_assert_msg(!memcmp(buf, b, len), "content differs (5 MiB reads)");
+	store_file_close(f);
+	store_snap_close(r);
+	store_close(s);
+	free(a);
+	free(b);
+	free(buf);
+}
+END_TEST
+
 START_TEST(fsck_names_flipped_byte)
 {
 	struct store *s = open_store();
@@ -1125,6 +1167,7 @@ int main(void)
 	tc(su, "hash2", hash2_is_sha256, 30);
 	tc(su, "roundtrip", roundtrip_holes_and_seek, 30);
 	tc(su, "exact-buffer", exact_buffer_not_overrun, 30);
+	tc(su, "large-reads", large_reads_across_runs, 60);
 	tc(su, "sparse-huge", sparse_huge_file, 30);
 	tc(su, "zero-pages", zero_pages_cost_nothing, 30);
 	tc(su, "dedup", same_data_twice_writes_nothing, 30);
