@@ -244,6 +244,20 @@ START_TEST(bigmem_running)
 }
 END_TEST
 
+/* The issue's program computing with 1 GiB of mixed memory, dumped while
+ * it runs and with --kill (the two write paths: copy in RAM, streamed). */
+START_TEST(bigmem_1g_running)
+{
+	cycle("target-bigmem", "1024", NULL);
+}
+END_TEST
+
+START_TEST(bigmem_1g_kill)
+{
+	cycle("target-bigmem", "1024", "--kill");
+}
+END_TEST
+
 /* Two snapshots of one process; the later restored first, then the
  * earlier, each with the right state. */
 START_TEST(dump_twice_restore_first_last)
@@ -637,6 +651,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("regs_kill", regs_kill, 60));
 		suite_add_tcase(s, tc("regs_stop", regs_stop, 60));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 90));
+		suite_add_tcase(s, tc("bigmem_1g_running", bigmem_1g_running, 240));
+		suite_add_tcase(s, tc("bigmem_1g_kill", bigmem_1g_kill, 240));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
 		suite_add_tcase(s, tc("dump_twice_mem", dump_twice_mem, 60));
 		suite_add_tcase(s, tc("redump_restored", redump_restored, 60));
