@@ -108,6 +108,40 @@ static int open_store(struct fs *fs)
 	return r;
 }
 
+/* The kernel sizes its read-ahead on a FUSE mount by the mount's bdi,
+ * which starts at the system default (128 KiB) and which max_readahead in
+ * the INIT reply may only lower. With 128 KiB a sequential reader (cp -r of
+ * a snapshot) reaches us as ~230 KiB requests, each a synchronous store
+ * read; at FS_IO_SIZE the same copy makes a quarter as many and runs ~25%
+ * faster (docs/PERFORMANCE.md, "The filesystem"). Only root may raise it;
+ * otherwise the default stays, and nothing else changes. */
+static void raise_readahead(const char *mountpoint)
+{
+	_cleanup_free_ char *info = NULL, *path = NULL;
+	_cleanup_close_ int fd = -1;
+	char dev[32] = "", val[32];
+	size_t len;
+	char *line, *save = NULL;
+	int n;
+
+	if (read_file_full("/proc/self/mountinfo", &info, &len) < 0)
+		return;
+	/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...": the last mount on our
+	 * mount point is ours. */
+	for (line = strtok_r(info, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char mdev[32], mnt[PATH_MAX];
+
+		if (sscanf(line, "%*u %*u %31s %*s %4095s", mdev, mnt) == 2 && strcmp(mnt, mountpoint) == 0)
+			memcpy(dev, mdev, sizeof(dev));
+	}
+	if (!dev[0] || asprintf(&path, "/sys/class/bdi/%s/read_ahead_kb", dev) < 0)
+		return;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	n = snprintf(val, sizeof(val), "%u\n", FS_IO_SIZE / 1024);
+	if (fd < 0 || write_full(fd, val, (size_t)n) < 0)
+		log_debug("read-ahead of %s stays at the default (%s not writable)", mountpoint, path);
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -191,6 +225,7 @@ int main(int argc, char **argv)
 		goto out_session;
 	if (fuse_session_mount(fs->se, opts.mountpoint) != 0)
 		goto out_signals;
+	raise_readahead(opts.mountpoint);
 	if (!opts.foreground)
 		log_set_target(LOG_TARGET_SYSLOG, "ckptfs");
 	if (fuse_daemonize(opts.foreground) != 0)
