@@ -120,7 +120,11 @@ static int classify(struct vma *v)
 	return 0;
 }
 
-int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n)
+/* Splits text into lines and hands each to parse_line with a fresh, zeroed
+ * area (prev: the one before, or NULL). The areas grow one array; on any
+ * failure everything parsed so far is freed. */
+static int maps_parse_lines(const char *text, int (*parse_line)(char *l, struct vma *x, const struct vma *prev),
+			    struct vma **ret, size_t *ret_n)
 {
 	struct vma *v = NULL;
 	size_t n = 0;
@@ -139,20 +143,8 @@ int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n)
 		}
 		v = nv;
 		memset(&v[n], 0, sizeof(*v));
-		const char *rest = parse_head(l, &v[n]);
-		if (!rest) {
-			r = err_set(-EIO, "odd maps line '%.60s'", l);
-			goto fail;
-		}
-		while (*rest == ' ')
-			rest++;
-		v[n].path = strdup(rest);
 		n++;
-		if (!v[n - 1].path) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		r = classify(&v[n - 1]);
+		r = parse_line(l, &v[n - 1], n > 1 ? &v[n - 2] : NULL);
 		if (r < 0)
 			goto fail;
 	}
@@ -162,6 +154,24 @@ int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n)
 fail:
 	vmas_free(v, n);
 	return r;
+}
+
+static int proc_line(char *l, struct vma *x, const struct vma *prev)
+{
+	const char *rest = parse_head(l, x);
+	if (!rest)
+		return err_set(-EIO, "odd maps line '%.60s'", l);
+	while (*rest == ' ')
+		rest++;
+	x->path = strdup(rest);
+	if (!x->path)
+		return -ENOMEM;
+	return classify(x);
+}
+
+int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n)
+{
+	return maps_parse_lines(text, proc_line, ret, ret_n);
 }
 
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n)
@@ -591,84 +601,53 @@ static int parse_annot(struct vma *v, const char *tok)
 	return 0; /* unknown annotations of a newer minor format are ignored */
 }
 
+static int image_line(char *l, struct vma *x, const struct vma *prev)
+{
+	int r;
+
+	x->kind = _VMA_KIND_MAX;
+	const char *rest = parse_head(l, x);
+	if (!rest)
+		return err_set(-EBADMSG, "maps: malformed line '%.60s'", l);
+	for (;;) {
+		while (*rest == ' ')
+			rest++;
+		size_t tl = strcspn(rest, " ");
+		if (!tl || !memchr(rest, '=', tl) || *rest == '/' || *rest == '[')
+			break;
+		char tok[4096];
+		if (tl >= sizeof(tok)) {
+			/* long pages= lists */
+			char *big = strndup(rest, tl);
+			r = big ? parse_annot(x, big) : -ENOMEM;
+			free(big);
+		} else {
+			memcpy(tok, rest, tl);
+			tok[tl] = 0;
+			r = parse_annot(x, tok);
+		}
+		if (r < 0)
+			return err_set(-EBADMSG, "maps: bad annotation in line '%.60s'", l);
+		rest += tl;
+	}
+	x->path = strdup(rest);
+	if (!x->path)
+		return -ENOMEM;
+	if (x->kind == _VMA_KIND_MAX)
+		return err_set(-EBADMSG, "maps: no kind in line '%.60s'", l);
+	if (prev && x->start < prev->end)
+		return err_set(-EBADMSG, "maps: areas overlap or are out of order at %lx",
+			       (unsigned long)x->start);
+	if ((x->kind == VMA_FILE_PRIVATE || x->kind == VMA_FILE_SHARED) && x->path[0] != '/')
+		return err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
+	if (x->saved > x->end - x->start)
+		return err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
+	return 0;
+}
+
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n)
 {
-	struct vma *v = NULL;
-	size_t n = 0;
-	int r = 0;
-	_cleanup_free_ char *copy = strdup(text);
-	if (!copy)
-		return -ENOMEM;
-	for (char *l = copy, *nl; l && *l; l = nl) {
-		nl = strchr(l, '\n');
-		if (nl)
-			*nl++ = 0;
-		struct vma *nv = realloc(v, (n + 1) * sizeof(*v));
-		if (!nv) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		v = nv;
-		memset(&v[n], 0, sizeof(*v));
-		struct vma *x = &v[n++];
-		x->kind = _VMA_KIND_MAX;
-		const char *rest = parse_head(l, x);
-		if (!rest) {
-			r = err_set(-EBADMSG, "maps: malformed line '%.60s'", l);
-			goto fail;
-		}
-		for (;;) {
-			while (*rest == ' ')
-				rest++;
-			size_t tl = strcspn(rest, " ");
-			if (!tl || !memchr(rest, '=', tl) || *rest == '/' || *rest == '[')
-				break;
-			char tok[4096];
-			if (tl >= sizeof(tok)) {
-				/* long pages= lists */
-				char *big = strndup(rest, tl);
-				r = big ? parse_annot(x, big) : -ENOMEM;
-				free(big);
-			} else {
-				memcpy(tok, rest, tl);
-				tok[tl] = 0;
-				r = parse_annot(x, tok);
-			}
-			if (r < 0) {
-				r = err_set(-EBADMSG, "maps: bad annotation in line '%.60s'", l);
-				goto fail;
-			}
-			rest += tl;
-		}
-		x->path = strdup(rest);
-		if (!x->path) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		if (x->kind == _VMA_KIND_MAX) {
-			r = err_set(-EBADMSG, "maps: no kind in line '%.60s'", l);
-			goto fail;
-		}
-		if (n > 1 && x->start < v[n - 2].end) {
-			r = err_set(-EBADMSG, "maps: areas overlap or are out of order at %lx",
-				    (unsigned long)x->start);
-			goto fail;
-		}
-		if ((x->kind == VMA_FILE_PRIVATE || x->kind == VMA_FILE_SHARED) && x->path[0] != '/') {
-			r = err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
-			goto fail;
-		}
-		if (x->saved > x->end - x->start) {
-			r = err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
-			goto fail;
-		}
-	}
-	*ret = v;
-	*ret_n = n;
-	return 0;
-fail:
-	vmas_free(v, n);
-	return r;
+	return maps_parse_lines(text, image_line, ret, ret_n);
 }
 
 #define STREAM_PIECE (16ul << 20)

@@ -123,28 +123,37 @@ static int read_path_ok(const char *path)
 
 /* ---- writing -------------------------------------------------------------- */
 
-int store_snap_create(struct store *s, const char *name, unsigned flags, struct store_snap **ret)
+/* What creating and opening a snapshot share: argument checks, then the
+ * backend, then the common handle fields. */
+static int snap_begin(struct store *s, const char *name, unsigned flags, unsigned known, bool writing,
+		      struct store_snap **ret)
 {
-	struct store_snap *w;
+	const char *what = writing ? "store_snap_create" : "store_snap_open";
+	struct store_snap *h;
 	int r;
 
 	if (!s || !ret)
-		return err_set(-EINVAL, "store_snap_create: no store");
-	if (flags & ~(unsigned)STORE_CREATE_IMPORT)
-		return err_set(-EINVAL, "store_snap_create: unknown flags 0x%x", flags);
+		return err_set(-EINVAL, "%s: no store", what);
+	if (flags & ~known)
+		return err_set(-EINVAL, "%s: unknown flags 0x%x", what, flags);
 	r = store_name_valid(name);
 	if (r < 0)
 		return r;
-	r = s->ops->snap_create(s, name, flags, &w);
+	r = writing ? s->ops->snap_create(s, name, flags, &h) : s->ops->snap_open(s, name, flags, &h);
 	if (r < 0)
 		return r;
-	w->store = s;
-	w->writing = true;
-	w->committed = false;
-	w->failed = false;
-	w->flags = flags;
-	*ret = w;
+	h->store = s;
+	h->writing = writing;
+	h->committed = !writing;
+	h->failed = false;
+	h->flags = flags;
+	*ret = h;
 	return 0;
+}
+
+int store_snap_create(struct store *s, const char *name, unsigned flags, struct store_snap **ret)
+{
+	return snap_begin(s, name, flags, STORE_CREATE_IMPORT, true, ret);
 }
 
 int store_file_create(struct store_snap *w, const char *path, struct store_file **ret)
@@ -230,26 +239,7 @@ int store_snap_commit(struct store_snap *w)
 
 int store_snap_open(struct store *s, const char *name, unsigned flags, struct store_snap **ret)
 {
-	struct store_snap *r;
-	int q;
-
-	if (!s || !ret)
-		return err_set(-EINVAL, "store_snap_open: no store");
-	if (flags & ~(unsigned)STORE_OPEN_VERIFY)
-		return err_set(-EINVAL, "store_snap_open: unknown flags 0x%x", flags);
-	q = store_name_valid(name);
-	if (q < 0)
-		return q;
-	q = s->ops->snap_open(s, name, flags, &r);
-	if (q < 0)
-		return q;
-	r->store = s;
-	r->writing = false;
-	r->committed = true;
-	r->failed = false;
-	r->flags = flags;
-	*ret = r;
-	return 0;
+	return snap_begin(s, name, flags, STORE_OPEN_VERIFY, false, ret);
 }
 
 int store_snap_foreach_file(struct store_snap *r,
