@@ -29,6 +29,11 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "on-disk structs are little-endian as in memory");
 
 #define CHUNK_FORMAT_VERSION 1
+/* The index's version (key "V"). 2 added 'p' keys: an older build would
+ * not count their snapshots' references and its gc would free their
+ * chunks. A version 1 index is a valid version 2 one and is raised to 2
+ * when opened for writing. */
+#define CHUNK_INDEX_VERSION 2
 #define CHUNK_PAGES (STORE_BLOCK_SIZE / STORE_PAGE_SIZE) /* pages per block: 4 */
 #define CHUNK_MASK_FULL ((1u << CHUNK_PAGES) - 1)
 /* Blocks per recipe segment key: a 1 TiB file is 16384 keys of 136 KiB. */
@@ -104,6 +109,8 @@ size_t chunk_payload_len(uint32_t raw_len, unsigned mask);
  *   "N"                         next snapshot id (u64)
  *   'c' id[32]                  struct chunk_loc
  *   'r' id[32]                  int64 reference count (merge operator: add)
+ *   'p' snapid(be64)            empty: the snapshot's references are not
+ *                               in the 'r' counts yet (chunks_load adds them)
  *   's' name                    snapshot record (chunk.c: snaprec_*)
  *   'm' snapid(be64)            the snapshot's manifest text
  *   'f' snapid(be64) file(be32) seg(be32)
@@ -112,6 +119,7 @@ size_t chunk_payload_len(uint32_t raw_len, unsigned mask);
  */
 #define KEY_CHUNK 'c'
 #define KEY_REF 'r'
+#define KEY_PENDING 'p'
 #define KEY_SNAP 's'
 #define KEY_MANIFEST 'm'
 #define KEY_RECIPE 'f'
@@ -130,6 +138,17 @@ int index_get(struct index *x, const void *key, size_t klen, void **ret, size_t 
 /* Looks up n chunk ids at once; found[i] and locs[i] filled. */
 int index_get_locs(struct index *x, size_t n, const uint8_t (*ids)[STORE_HASH_LEN], struct chunk_loc *locs,
 		   bool *found);
+
+/* The same through the index's cache of chunks it has (writers' dedup
+ * lookups): a hit costs no RocksDB lookup; what RocksDB finds is cached. */
+int index_find_chunks(struct index *x, size_t n, const uint8_t (*ids)[STORE_HASH_LEN], struct chunk_loc *locs,
+		      bool *found);
+/* Caches the locations of chunks now in the index (those with skip[i] or
+ * a zero raw_len are left out; skip may be NULL). */
+void index_known_put(struct index *x, size_t n, const uint8_t (*ids)[STORE_HASH_LEN], const struct chunk_loc *locs,
+		     const bool *skip);
+/* Forgets every cached location: gc, after it moved or freed chunks. */
+void index_known_clear(struct index *x);
 
 struct index_batch *index_batch_new(void);
 void index_batch_free(struct index_batch *b);
@@ -364,13 +383,20 @@ void snaprec_clear(struct snaprec *r);
 /* Calls cb for every (block, id) of a file's recipe, in block order. */
 int recipe_foreach(struct index *x, uint64_t snapid, uint32_t file,
 		   int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud);
+/* The same for every file of the snapshot (file by file). */
+int recipe_foreach_snap(struct index *x, uint64_t snapid,
+			int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud);
+void pending_key(uint8_t key[9], uint64_t snapid);
 
-/* Every chunk of the index with its reference count, by id (gc.c). An
- * entry with has_loc false is a count without a location. */
+/* Every chunk of the index with its reference count, by id (gc.c): the
+ * 'r' count plus the uses by snapshots whose references are still
+ * pending ('p'), which are also in pending. An entry with has_loc false
+ * is a count without a location. */
 struct chunk_ent {
 	uint8_t id[STORE_HASH_LEN];
 	struct chunk_loc loc;
 	int64_t refs;
+	int64_t pending;
 	bool has_loc;
 };
 int chunks_load(struct chunk_store *cs, struct chunk_ent **ret, size_t *n);

@@ -13,8 +13,9 @@
  *   1. every pack the snapshot wrote to is fsynced, then packs/ itself:
  *      the chunk bytes are on disk before anything points at them;
  *   2. under the commit lock, one RocksDB WriteBatch with the new chunks'
- *      locations, +refs for every chunk used, the recipes, the manifest
- *      and the snapshot record, written with sync=true (WAL fdatasync).
+ *      locations, the recipes, the manifest, the snapshot record and a
+ *      'p' key saying that its references are not counted yet, written
+ *      with sync=true (WAL fdatasync). gc counts them (chunks_load).
  * A crash before 2 leaves only unreferenced bytes in packs (gc takes them
  * back); RocksDB applies a batch whole or not at all.
  *
@@ -348,9 +349,20 @@ int chunk_store_open(const char *dir, const struct store_options *o, struct stor
 		goto fail;
 
 	r = index_get(cs->idx, "V", 1, &v, &vl);
-	if (r == -ENOENT && !cs->read_only) {
+	uint32_t ver = 0;
+	if (r == 0) {
+		if (vl == sizeof(ver))
+			memcpy(&ver, v, sizeof(ver));
+		free(v);
+		if (ver != 1 && ver != CHUNK_INDEX_VERSION) {
+			r = err_set(-EPROTONOSUPPORT, "store %s: format version %u, this build reads 1 and %u", dir,
+				    ver, CHUNK_INDEX_VERSION);
+			goto fail;
+		}
+	}
+	if ((r == -ENOENT || (r == 0 && ver < CHUNK_INDEX_VERSION)) && !cs->read_only) {
 		struct index_batch *b = index_batch_new();
-		uint32_t ver = CHUNK_FORMAT_VERSION;
+		ver = CHUNK_INDEX_VERSION;
 		if (!b) {
 			r = -ENOMEM;
 			goto fail;
@@ -368,16 +380,6 @@ int chunk_store_open(const char *dir, const struct store_options *o, struct stor
 		if (r == -ENOENT)
 			r = err_set(-EBADMSG, "store %s: index has no format version", dir);
 		goto fail;
-	} else {
-		uint32_t ver = 0;
-		if (vl == sizeof(ver))
-			memcpy(&ver, v, sizeof(ver));
-		free(v);
-		if (ver != CHUNK_FORMAT_VERSION) {
-			r = err_set(-EPROTONOSUPPORT, "store %s: format version %u, this build reads %u", dir, ver,
-				    CHUNK_FORMAT_VERSION);
-			goto fail;
-		}
 	}
 	r = index_get(cs->idx, "N", 1, &v, &vl);
 	if (r == 0) {
@@ -566,22 +568,22 @@ static int load_snaprec(struct chunk_store *cs, const char *name, struct snaprec
 	return r;
 }
 
-int recipe_foreach(struct index *x, uint64_t snapid, uint32_t file,
-		   int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud)
+/* Walks the recipe keys under prefix (plen bytes of a recipe key). */
+static int recipe_walk(struct index *x, const uint8_t *prefix, size_t plen,
+		       int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud)
 {
-	uint8_t prefix[RECIPE_KEY_LEN];
 	struct index_iter *it;
 	const uint8_t *k, *v;
 	size_t kl, vl;
 	int r;
 
-	recipe_key(prefix, snapid, file, 0);
-	r = index_iter_new(x, prefix, 13, &it);
+	r = index_iter_new(x, prefix, plen, &it);
 	if (r < 0)
 		return r;
 	while ((r = index_iter_next(it, &k, &kl, &v, &vl)) > 0) {
 		if (kl != RECIPE_KEY_LEN || vl % RECIPE_ENT_LEN) {
-			r = err_set(-EBADMSG, "snapshot %" PRIu64 " file %u: damaged recipe key", snapid, file);
+			r = err_set(-EBADMSG, "snapshot %" PRIu64 " file %u: damaged recipe key", be64_get(k + 1),
+				    kl >= 13 ? be32_get(k + 9) : 0);
 			break;
 		}
 		uint64_t seg = be32_get(k + 13);
@@ -596,6 +598,28 @@ int recipe_foreach(struct index *x, uint64_t snapid, uint32_t file,
 out:
 	index_iter_free(it);
 	return r;
+}
+
+int recipe_foreach(struct index *x, uint64_t snapid, uint32_t file,
+		   int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud)
+{
+	uint8_t prefix[RECIPE_KEY_LEN];
+	recipe_key(prefix, snapid, file, 0);
+	return recipe_walk(x, prefix, 13, cb, ud);
+}
+
+int recipe_foreach_snap(struct index *x, uint64_t snapid,
+			int (*cb)(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud), void *ud)
+{
+	uint8_t prefix[RECIPE_KEY_LEN];
+	recipe_key(prefix, snapid, 0, 0);
+	return recipe_walk(x, prefix, 9, cb, ud);
+}
+
+void pending_key(uint8_t key[9], uint64_t snapid)
+{
+	key[0] = KEY_PENDING;
+	be64_put(key + 1, snapid);
 }
 
 /* ---- writing ------------------------------------------------------------------- */
@@ -858,7 +882,7 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 		pthread_mutex_unlock(&w->lock);
 
 		if (nl) {
-			r = index_get_locs(cs->idx, nl, (const uint8_t(*)[STORE_HASH_LEN])look, locs, found);
+			r = index_find_chunks(cs->idx, nl, (const uint8_t(*)[STORE_HASH_LEN])look, locs, found);
 			if (r < 0)
 				return r;
 			/* Claim the ids nobody has: this file writes them. Another
@@ -1255,8 +1279,8 @@ static int chunk_snap_commit(struct store_snap *sw)
 	uint8_t (*nids)[STORE_HASH_LEN] = NULL;
 	struct chunk_loc *nlocs = NULL;
 	bool *nfound = NULL;
-	struct idset_ent **used = NULL, **newe = NULL;
-	size_t nn = 0, nused = 0;
+	struct idset_ent **newe = NULL;
+	size_t nn = 0;
 	int r;
 
 	if (w->open_files)
@@ -1295,7 +1319,8 @@ static int chunk_snap_commit(struct store_snap *sw)
 	if (r < 0)
 		goto out;
 
-	/* References: one merge per distinct chunk, for all its uses. */
+	/* Every entry must name a chunk that is on disk; the stored bytes of
+	 * each file count its chunks as they are in the packs. */
 	for (size_t i = 0; i < w->nfiles; i++)
 		for (size_t k = 0; k < w->files[i].nents; k++) {
 			struct idset_ent *e = idset_find(&w->set, w->files[i].ents[k].id);
@@ -1315,24 +1340,15 @@ static int chunk_snap_commit(struct store_snap *sw)
 		r = -ENOMEM;
 		goto out;
 	}
-	/* In id order: RocksDB's memtable inserts keys that come in order
-	 * at a fraction of the cost of random ones, and a commit writes one
-	 * key per distinct chunk. */
-	used = malloc((w->set.n + 1) * sizeof(*used));
-	if (!used) {
-		r = -ENOMEM;
-		goto out;
-	}
+	/* New chunks in id order: RocksDB's memtable inserts keys that come
+	 * in order at a fraction of the cost of random ones. */
 	for (size_t i = 0; i < w->set.cap; i++)
-		if (w->set.e[i].used && w->set.e[i].refs)
-			used[nused++] = &w->set.e[i];
-	if (nused)
-		qsort(used, nused, sizeof(*used), cmp_ent_id);
-	for (size_t i = 0; i < nused; i++)
-		if (used[i]->state == IDSET_NEW) {
-			newe[nn] = used[i];
-			memcpy(nids[nn++], used[i]->id, STORE_HASH_LEN);
-		}
+		if (w->set.e[i].used && w->set.e[i].refs && w->set.e[i].state == IDSET_NEW)
+			newe[nn++] = &w->set.e[i];
+	if (nn)
+		qsort(newe, nn, sizeof(*newe), cmp_ent_id);
+	for (size_t i = 0; i < nn; i++)
+		memcpy(nids[i], newe[i]->id, STORE_HASH_LEN);
 
 	pthread_mutex_lock(&cs->commit_lock);
 	{
@@ -1367,10 +1383,14 @@ static int chunk_snap_commit(struct store_snap *sw)
 		index_batch_put(b, k, sizeof(k), &e->loc, sizeof(e->loc));
 		rec.stored += rec_size(&e->loc);
 	}
-	for (size_t i = 0; i < nused; i++)
-		index_batch_add_ref(b, used[i]->id, used[i]->refs);
-
+	/* References: counted later (chunks_load), not one merge per chunk
+	 * here, where a re-ingest would spend most of its commit. */
 	rec.snapid = cs->next_snapid;
+	{
+		uint8_t pk[9];
+		pending_key(pk, rec.snapid);
+		index_batch_put(b, pk, sizeof(pk), "", 0);
+	}
 	rec.created = time(NULL);
 	rec.files = calloc(w->nfiles + 1, sizeof(*rec.files));
 	if (!rec.files) {
@@ -1454,6 +1474,10 @@ static int chunk_snap_commit(struct store_snap *sw)
 		goto unlock;
 	if (fault_hit(FAULT_STORE_CRASH_MID_BATCH))
 		crash("after the index batch");
+	for (size_t i = 0; i < nn; i++)
+		if (!nfound[i])
+			nlocs[i] = newe[i]->loc;
+	index_known_put(cs->idx, nn, (const uint8_t(*)[STORE_HASH_LEN])nids, nlocs, NULL);
 	cs->next_snapid = rec.snapid + 1;
 	atomic_fetch_add(&cs->commits, 1);
 	t3 = now_ns();
@@ -1468,7 +1492,6 @@ out:
 	free(nids);
 	free(nlocs);
 	free(nfound);
-	free(used);
 	free(newe);
 	index_batch_free(b);
 	if (r >= 0 && w->in_gc_lock) {
@@ -2126,20 +2149,30 @@ static int chunk_snap_delete(struct store *s, const char *name)
 	r = load_snaprec(cs, name, &rec);
 	if (r < 0)
 		goto out;
-	for (uint32_t i = 0; i < rec.nfiles; i++) {
-		r = recipe_foreach(cs->idx, rec.snapid, i, count_cb, &rc);
-		if (r < 0)
-			goto out;
-	}
 	b = index_batch_new();
 	if (!b) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < rc.set.cap; i++)
-		if (rc.set.e[i].used)
-			index_batch_add_ref(b, rc.set.e[i].id, -(int64_t)rc.set.e[i].refs);
-	uint8_t from[RECIPE_KEY_LEN], to[RECIPE_KEY_LEN], mk[9];
+	uint8_t from[RECIPE_KEY_LEN], to[RECIPE_KEY_LEN], mk[9], pk[9];
+	void *pv;
+	size_t pvl;
+	pending_key(pk, rec.snapid);
+	r = index_get(cs->idx, pk, sizeof(pk), &pv, &pvl);
+	if (r == 0) {
+		/* Its references were never counted: nothing to subtract. */
+		free(pv);
+		index_batch_delete(b, pk, sizeof(pk));
+	} else if (r == -ENOENT) {
+		r = recipe_foreach_snap(cs->idx, rec.snapid, count_cb, &rc);
+		if (r < 0)
+			goto out;
+		for (size_t i = 0; i < rc.set.cap; i++)
+			if (rc.set.e[i].used)
+				index_batch_add_ref(b, rc.set.e[i].id, -(int64_t)rc.set.e[i].refs);
+	} else {
+		goto out;
+	}
 	recipe_key(from, rec.snapid, 0, 0);
 	recipe_key(to, rec.snapid + 1, 0, 0);
 	index_batch_delete_range(b, from, sizeof(from), to, sizeof(to));

@@ -20,6 +20,24 @@
 
 #include "store/chunk-int.h"
 
+struct pending_walk {
+	struct chunk_ent *v;
+	size_t n;
+};
+
+static int pending_cb(uint64_t block, const uint8_t id[STORE_HASH_LEN], void *ud)
+{
+	struct pending_walk *pw = ud;
+	struct chunk_ent *e = chunks_find(pw->v, pw->n, id);
+	(void)block;
+	/* No location: fsck names the recipe entry; gc has nothing to keep. */
+	if (e) {
+		e->refs++;
+		e->pending++;
+	}
+	return 0;
+}
+
 int chunks_load(struct chunk_store *cs, struct chunk_ent **ret, size_t *n)
 {
 	struct chunk_ent *v = NULL;
@@ -89,6 +107,24 @@ int chunks_load(struct chunk_store *cs, struct chunk_ent **ret, size_t *n)
 		memcpy(v[cnt].id, k + 1, STORE_HASH_LEN);
 		v[cnt].refs = refs;
 		cnt++;
+	}
+	if (r < 0)
+		goto fail;
+	index_iter_free(it);
+	it = NULL;
+
+	/* Snapshots committed since the last gc: their uses count too. */
+	struct pending_walk pw = { .v = v, .n = cnt };
+	pfx = KEY_PENDING;
+	r = index_iter_new(cs->idx, &pfx, 1, &it);
+	if (r < 0)
+		goto fail;
+	while ((r = index_iter_next(it, &k, &kl, &val, &vl)) > 0) {
+		if (kl != 9)
+			continue;
+		r = recipe_foreach_snap(cs->idx, be64_get(k + 1), pending_cb, &pw);
+		if (r < 0)
+			goto fail;
 	}
 	if (r < 0)
 		goto fail;
@@ -168,6 +204,22 @@ static int packs_load(struct chunk_store *cs, struct pack_use **ret, size_t *n)
 	return 0;
 }
 
+/* Deletes every 'p' key into b. */
+static int pending_drop(struct chunk_store *cs, struct index_batch *b)
+{
+	struct index_iter *it;
+	const uint8_t *k, *v;
+	size_t kl, vl;
+	char pfx = KEY_PENDING;
+	int r = index_iter_new(cs->idx, &pfx, 1, &it);
+	if (r < 0)
+		return r;
+	while ((r = index_iter_next(it, &k, &kl, &v, &vl)) > 0)
+		index_batch_delete(b, k, kl);
+	index_iter_free(it);
+	return r;
+}
+
 int chunk_gc(struct store *s, struct store_gc_stats *ret)
 {
 	struct chunk_store *cs = to_cs(s);
@@ -200,9 +252,16 @@ int chunk_gc(struct store *s, struct store_gc_stats *ret)
 		goto out;
 	}
 
+	/* The pending snapshots' uses become counts in the same batch. */
+	r = pending_drop(cs, b);
+	if (r < 0)
+		goto out;
+
 	/* 1, 2: free what nobody references, count what is live. */
 	for (size_t i = 0; i < nch; i++) {
 		uint8_t k[CHUNK_KEY_LEN];
+		if (ch[i].pending > 0)
+			index_batch_add_ref(b, ch[i].id, ch[i].pending);
 		if (ch[i].refs > 0 && ch[i].has_loc) {
 			struct pack_use *p = find_pack(pk, npk, ch[i].loc.pack);
 			if (p)
@@ -285,6 +344,8 @@ int chunk_gc(struct store *s, struct store_gc_stats *ret)
 	/* 4: the switch. */
 	if (index_batch_count(b)) {
 		r = index_write(cs->idx, b, true);
+		/* Cached locations may be gone or moved now. */
+		index_known_clear(cs->idx);
 		if (r < 0)
 			goto out;
 	}

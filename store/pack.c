@@ -23,7 +23,8 @@
 
 #define PACK_BUFS 8
 #define PACK_BUF_SIZE (1u << 20)
-/* user_data of the writeback request linked behind a buffer's write. */
+/* user_data of the writeback or early datasync request linked behind a
+ * buffer's write. */
 #define SFR_TAG 0x1000u
 
 struct pack_writer {
@@ -49,7 +50,17 @@ struct pack_writer {
 	 * next buffer and written again with what follows. */
 	bool direct;
 	uint8_t carry[STORE_PAGE_SIZE]; /* bytes of the page at ALIGN_DOWN(end) */
+	uint64_t unsynced;   /* bytes submitted since the last early fdatasync */
 };
+
+/* O_DIRECT writes complete when the device has the bytes, which may still
+ * be only in its volatile cache; the commit's fsync then waits for the
+ * device to flush all of them at once (on the development machine's
+ * virtual disk, 0.3 s for 550 MB after an ingest that took 0.8 s). A
+ * datasync queued on the ring every so often flushes in the background
+ * while ingest goes on, so that little is left for the commit. Only a
+ * hint: the commit's fsync is still what makes the pack durable. */
+#define PACK_EARLY_SYNC (64ull << 20)
 
 /* ---- CRC32C ---------------------------------------------------------------
  * The record checksum must cost nothing next to zstd: SSE4.2's crc32
@@ -344,11 +355,17 @@ static int submit_cur(struct pack_writer *p, bool final)
 	/* Buffered: start writeback of the range as soon as it is written, so
 	 * that the commit's fsync finds most of the pack on disk already
 	 * instead of writing it all while the caller waits. */
-	if (!p->direct)
+	p->unsynced += len;
+	if (!p->direct || p->unsynced >= PACK_EARLY_SYNC)
 		sfr = io_uring_get_sqe(&p->ring);
 	if (sfr) {
 		sqe->flags |= IOSQE_IO_LINK;
-		io_uring_prep_sync_file_range(sfr, p->fd, (unsigned)len, p->fileoff[b], SYNC_FILE_RANGE_WRITE);
+		if (p->direct) {
+			io_uring_prep_fsync(sfr, p->fd, IORING_FSYNC_DATASYNC);
+			p->unsynced = 0;
+		} else {
+			io_uring_prep_sync_file_range(sfr, p->fd, (unsigned)len, p->fileoff[b], SYNC_FILE_RANGE_WRITE);
+		}
 		io_uring_sqe_set_data64(sfr, SFR_TAG | (uint64_t)b);
 		p->inflight++;
 	}

@@ -489,6 +489,12 @@ START_TEST(delete_and_gc_give_space_back)
 	ck_assert_uint_lt(b.pack_bytes, a.pack_bytes - big);
 	check_snap(s, "y", fy, 1);
 	assert_fsck_clean(s);
+	/* The same handle once knew x's chunks; gc freed them, so writing x
+	 * again must store them again. */
+	write_snap(s, "x2", fx, 1);
+	check_snap(s, "x2", fx, 1);
+	assert_fsck_clean(s);
+	ck_assert_int_eq(store_snap_delete(s, "x2"), 0);
 	store_close(s);
 
 	/* Everything deleted: no pack bytes left. */
@@ -504,6 +510,52 @@ START_TEST(delete_and_gc_give_space_back)
 	store_close(s);
 	free(x);
 	free(y);
+}
+END_TEST
+
+/* References are counted at gc, not at commit: a snapshot deleted before
+ * any gc counted it must not take chunks from one that shares them, and
+ * one deleted after must give its share back. */
+START_TEST(counts_settle_at_gc)
+{
+	struct store *s = open_store();
+	size_t big = 2 * MiB;
+	uint8_t *x = malloc(big);
+	struct store_gc_stats g;
+	struct store_stats st;
+
+	fill_random(x, big, 7);
+	struct file_spec fx[] = { { "memory/x", x, big } };
+	write_snap(s, "a", fx, 1);
+	write_snap(s, "b", fx, 1);
+	assert_fsck_clean(s);
+	ck_assert_int_eq(store_gc(s, &g), 0); /* a and b counted */
+	ck_assert_uint_eq(g.chunks_freed, 0);
+	write_snap(s, "c", fx, 1);                /* not counted yet */
+	ck_assert_int_eq(store_snap_delete(s, "a"), 0); /* counted: subtracts */
+	ck_assert_int_eq(store_snap_delete(s, "c"), 0); /* pending: drops its key */
+	assert_fsck_clean(s);
+	ck_assert_int_eq(store_gc(s, &g), 0);
+	ck_assert_uint_eq(g.chunks_freed, 0);
+	check_snap(s, "b", fx, 1);
+	assert_fsck_clean(s);
+	store_close(s);
+
+	/* After a reopen, the last user goes: every chunk is freed. */
+	s = open_store();
+	write_snap(s, "d", fx, 1);
+	ck_assert_int_eq(store_snap_delete(s, "b"), 0);
+	ck_assert_int_eq(store_gc(s, &g), 0);
+	ck_assert_uint_eq(g.chunks_freed, 0);
+	check_snap(s, "d", fx, 1);
+	ck_assert_int_eq(store_snap_delete(s, "d"), 0);
+	ck_assert_int_eq(store_gc(s, &g), 0);
+	ck_assert_uint_eq(g.chunks_freed, big / STORE_BLOCK_SIZE);
+	ck_assert_int_eq(store_stats(s, &st), 0);
+	ck_assert_uint_eq(st.chunks, 0);
+	assert_fsck_clean(s);
+	store_close(s);
+	free(x);
 }
 END_TEST
 
@@ -1175,6 +1227,7 @@ int main(void)
 	tc(su, "concurrent", concurrent_snapshots, 60);
 	tc(su, "readers", one_file_many_readers, 60);
 	tc(su, "gc", delete_and_gc_give_space_back, 60);
+	tc(su, "gc-counts", counts_settle_at_gc, 60);
 	tc(su, "gc-reader", reader_survives_gc_rewrite, 30);
 	tc(su, "gc-writer", gc_waits_for_writers, 30);
 	tc(su, "fsck-flip", fsck_names_flipped_byte, 30);
