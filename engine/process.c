@@ -242,6 +242,7 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 		}
 		touched = i + 1;
 	}
+	keeper_fault_kill_dumper(FAULT_ENGINE_DIE_SIGMASK);
 
 	pid_t lt = t->tid;
 	ret = INJ(lt, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
