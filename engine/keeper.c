@@ -34,6 +34,7 @@
  * fork) and one write() per log line, never the store, gpu/ or stdio
  * buffers, and leaves with _exit() (no atexit handler of the dumper's).
  */
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -337,6 +338,15 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 	if (fd > 3)
 		syscall(SYS_close_range, 3, fd - 1, 0);
 	syscall(SYS_close_range, fd + 1, ~0u, 0);
+	/* nor its output: whoever reads it (a pipe from `ckpt dump`) sees its
+	 * end when the dumper ends; stderr stays for log lines */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		if (null > 2)
+			close(null);
+	}
 	if (dumper_gone())
 		_exit(1);
 
