@@ -16,6 +16,13 @@
  * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
  * running as it was.
  *
+ * We are not the tracer: a keeper process, forked before the freeze,
+ * seizes the threads, captures what needs a tracer (registers, masks,
+ * the injected queries) and holds them stopped until our word (keeper.c).
+ * Should we die at any moment (kill -9, the OOM killer), it puts every
+ * thread back and lets go; the process is only killed or left stopped on
+ * our word, sent once the snapshot is durable.
+ *
  * A CUDA process (gpu/ finds a context in it) is locked on the GPU and
  * checkpointed there before any thread is seized: the driver's own thread
  * inside it does that work and must run. Its device memory is then in its

@@ -3,7 +3,8 @@
  * auxv, rlimits, credentials) and what only the process itself can ask the
  * kernel for (sigactions, itimers, brk; per thread the alternate signal
  * stack and the clear-child-tid address), read by injecting system calls
- * into the stopped threads. Also the text of the `process` file.
+ * into the stopped threads (in a dump, by the keeper: keeper.c). Also the
+ * text of the `process` file.
  *
  * Injection leaves nothing behind: a scratch page is mapped for the
  * results and unmapped again, and every thread gets back its registers and
