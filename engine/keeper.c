@@ -28,11 +28,15 @@
  * the target only dies or stays stopped on the dumper's word, which it
  * sends after the commit.
  *
- * After fork() in a multithreaded dumper only the forking thread exists
- * here, and locks other threads held stay held for ever: the keeper uses
- * the engine's ptrace and /proc code, malloc (glibc resets its locks at
- * fork) and one write() per log line, never the store, gpu/ or stdio
- * buffers, and leaves with _exit() (no atexit handler of the dumper's).
+ * The keeper is our own program executed afresh (/proc/self/exe, sent to
+ * keeper_main() by a constructor before main()), not a bare fork of the
+ * dumper: after fork() in a multithreaded dumper (the daemon runs RocksDB
+ * and FUSE threads) locks that other threads held stay held for ever, and
+ * an allocator without fork handlers (AddressSanitizer's in GCC 12) hung
+ * the keeper with the target frozen. It is forked and executed before the
+ * freeze, so that cost is not frozen time. Small all the same: the
+ * engine's ptrace and /proc code, one write() per log line, never the
+ * store or gpu/; it leaves with _exit().
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -47,6 +51,10 @@
 
 /* Set in the keeper only: the dumper, its parent. */
 static pid_t keeper_dumper;
+
+/* How a keeper finds its socket and its target after execve. */
+#define KEEPER_ENV "CKPTFS_KEEPER"
+#define KEEPER_FD 3
 
 static int send_all(int fd, const void *buf, size_t len)
 {
@@ -379,21 +387,59 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 
 /* ---- in the dumper --------------------------------------------------- */
 
+/* A keeper starts as a fresh copy of our own program: CKPTFS_KEEPER in
+ * its environment sends it here before main() (every program that links
+ * the dump code links this file). Fresh, because after a plain fork() of
+ * a multithreaded dumper only async-signal-safe calls are safe: an
+ * allocator without fork handlers (AddressSanitizer's, in GCC 12) stays
+ * locked for ever if another thread held it, and the keeper would then
+ * hold the target frozen for ever. */
+__attribute__((constructor)) static void keeper_entry(void)
+{
+	const char *e = getenv(KEEPER_ENV);
+	int fd, pid, dumper;
+	if (!e)
+		return;
+	if (sscanf(e, "%d:%d:%d", &fd, &pid, &dumper) != 3)
+		_exit(127);
+	unsetenv(KEEPER_ENV);
+	keeper_main(pid, fd, dumper);
+}
+
 int keeper_start(pid_t pid, struct keeper *k)
 {
 	int sv[2];
 	uint64_t off, size;
+	char var[96];
+	size_t n = 0;
 
 	k->pid = 0;
 	k->fd = -1;
 	k->target = pid;
-	/* what the keeper uses is set up before the fork: no lazy
-	 * initialisation (pthread_once, caches) runs in it */
+	/* what a keeper that could not exec uses is set up before the fork */
 	(void)fault_hit(FAULT_NONE);
 	(void)vdso_syscall_offset(&off, &size);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_set(negerrno(), "pid %d: socketpair for the keeper: %m", pid);
 	pid_t dumper = getpid();
+	/* its environment is ours plus KEEPER_ENV, built before the fork:
+	 * after it, only async-signal-safe calls until execve */
+	while (environ && environ[n])
+		n++;
+	_cleanup_free_ char **env = calloc(n + 2, sizeof(char *));
+	if (!env) {
+		close(sv[0]);
+		close(sv[1]);
+		return -ENOMEM;
+	}
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], KEEPER_ENV "=", sizeof(KEEPER_ENV)))
+			env[m++] = environ[i];
+	snprintf(var, sizeof(var), KEEPER_ENV "=%d:%d:%d", KEEPER_FD, (int)pid, (int)dumper);
+	env[m] = var;
+	char *argv[] = { (char *)"ckptfs-keeper", NULL };
+
 	pid_t c = fork();
 	if (c < 0) {
 		int r = err_set(negerrno(), "pid %d: cannot fork the keeper: %m", pid);
@@ -402,7 +448,12 @@ int keeper_start(pid_t pid, struct keeper *k)
 		return r;
 	}
 	if (c == 0) {
-		close(sv[0]);
+		/* dup2 clears close-on-exec on the copy; on the same number it
+		 * does nothing, hence fcntl */
+		if (sv[1] == KEEPER_FD ? fcntl(KEEPER_FD, F_SETFD, 0) >= 0 : dup2(sv[1], KEEPER_FD) == KEEPER_FD)
+			execve("/proc/self/exe", argv, env);
+		/* no /proc, or our program is gone: go on in this copy (safe
+		 * with glibc's allocator, which forks with its locks held) */
 		keeper_main(pid, sv[1], dumper);
 	}
 	close(sv[1]);
