@@ -175,6 +175,14 @@ enum fault_id {
 	FAULT_GPU_CHECKPOINT = 301,
 	/* fs/ 400-499 */
 	FAULT_FS_CTL = 400,
+	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
+	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
+	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */
+	FAULT_ENGINE_DIE_SIGMASK = 222,     /* keeper kills the dumper: every signal blocked */
+	FAULT_ENGINE_DIE_MEMORY = 223,      /* dumper: copying memory */
+	FAULT_ENGINE_DIE_FDS = 224,         /* dumper: capturing descriptors */
+	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
+	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
 	_FAULT_MAX,
 };
 

@@ -16,6 +16,13 @@
  * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
  * running as it was.
  *
+ * We are not the tracer: a keeper process, forked before the freeze,
+ * seizes the threads, captures what needs a tracer (registers, masks,
+ * the injected queries) and holds them stopped until our word (keeper.c).
+ * Should we die at any moment (kill -9, the OOM killer), it puts every
+ * thread back and lets go; the process is only killed or left stopped on
+ * our word, sent once the snapshot is durable.
+ *
  * A CUDA process (gpu/ finds a context in it) is locked on the GPU and
  * checkpointed there before any thread is seized: the driver's own thread
  * inside it does that work and must run. Its device memory is then in its
@@ -51,55 +58,26 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
 	}
 }
 
-/* Step 1: everything that needs the process stopped. */
-static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct fd_image **fds,
+/* Step 1: everything that needs the process stopped. The keeper has
+ * stopped every thread and captures the tracer's part meanwhile; /proc
+ * state, descriptors and memory we read ourselves. */
+static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds,
 		     bool copy, uint64_t *bytes)
 {
 	int r;
 
-	img->pid = pid;
-	img->threads = calloc(s->ntids, sizeof(*img->threads));
-	if (!img->threads)
-		return -ENOMEM;
-	img->nthreads = s->ntids;
-	for (size_t i = 0; i < s->ntids; i++) {
-		r = thread_capture(s->tids[i], &img->threads[i]);
-		if (r < 0)
-			return r;
-	}
-	r = process_capture_proc(pid, img);
-	if (r < 0)
-		return r;
-	r = peek_shared_pending(pid, img);
-	if (r < 0)
-		return r;
-
-	/* the vDSO of this process: where our syscall instruction is */
-	struct vma *v;
-	size_t n;
-	r = maps_read(pid, &v, &n);
-	if (r < 0)
-		return r;
-	uint64_t vdso = 0, vdso_len = 0, off, size;
-	for (size_t i = 0; i < n; i++)
-		if (v[i].kind == VMA_VDSO) {
-			vdso = v[i].start;
-			vdso_len = v[i].end - v[i].start;
-		}
-	vmas_free(v, n);
-	r = vdso_syscall_offset(&off, &size);
-	if (r < 0)
-		return r;
-	if (!vdso || vdso_len != size)
-		return err_set(-EOPNOTSUPP, "pid %d: no [vdso], or not this kernel's", pid);
-	/* the same kernel's vDSO as ours: a restore compares it with its own */
-	if (vdso_hash())
-		snprintf(img->vdso, sizeof(img->vdso), "%s", vdso_hash());
+	/* first: until it is read, the keeper may be blocked sending it */
 	uint64_t t1 = now_ns();
-	r = process_capture_injected(img, vdso);
+	r = keeper_recv_view(k, img);
 	if (r < 0)
 		return r;
 	uint64_t t2 = now_ns();
+	r = process_capture_proc(pid, img);
+	if (r < 0)
+		return r;
+	/* the same kernel's vDSO as ours: a restore compares it with its own */
+	if (vdso_hash())
+		snprintf(img->vdso, sizeof(img->vdso), "%s", vdso_hash());
 
 	if (fault_hit(FAULT_ENGINE_FDS))
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
@@ -107,7 +85,7 @@ static int take_view(pid_t pid, struct seized *s, struct proc_image *img, struct
 	if (r < 0)
 		return r;
 	r = memory_capture(pid, img, copy, bytes);
-	log_debug("pid %d: injected queries %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
+	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;
 }
@@ -254,64 +232,23 @@ static int gpu_write_info(struct store_snap *w, pid_t pid)
 	return store_snap_put(w, "gpu/info", text, strlen(text));
 }
 
-/* Kills a seized process and waits out every traced thread, so that no
- * ptrace link survives: a killed tracee cannot be detached (it is no longer
- * in a ptrace stop, PTRACE_DETACH says ESRCH), and until its tracer waits
- * for it the thread stays a traced zombie, which its real parent cannot
- * reap and a long-lived caller (the daemon) would hold for ever. Waiting
- * as tracer releases the link; the leader's zombie then goes back to its
- * real parent, which reaps it and sees SIGKILL. The leader's exit is
- * reported only after every other thread's, hence the order. When the
- * caller is the real parent itself, the leader is left to the caller's own
- * waitpid() (WNOWAIT): reaping it here would steal the exit status. */
-static void kill_seized(struct seized *s)
-{
-	char sp[64];
-	_cleanup_free_ char *stat = NULL;
-	bool our_child = false;
-
-	snprintf(sp, sizeof(sp), "/proc/%d/stat", s->pid);
-	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')')) {
-		int ppid = 0;
-		if (sscanf(strrchr(stat, ')') + 2, "%*c %d", &ppid) == 1)
-			our_child = ppid == getpid();
-	}
-	kill(s->pid, SIGKILL);
-	for (size_t k = 1; k <= s->ntids; k++) {
-		pid_t t = s->tids[k % s->ntids]; /* the others, then the leader (tids[0]) */
-		bool leader = t == s->pid;
-		for (;;) {
-			siginfo_t si = { 0 };
-			int flags = WEXITED | __WALL | (leader && our_child ? WNOWAIT : 0);
-			if (waitid(P_PID, t, &si, flags) < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != ECHILD)
-					log_debug("thread %d: waitid: %m", t);
-				break;
-			}
-			if (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
-				break;
-			/* a stop reported before the kill took effect: go on */
-		}
-	}
-	s->ntids = 0;
-}
-
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
 	struct proc_image img = { 0 };
 	struct fd_image *fds = NULL;
-	struct seized s = { 0 };
+	struct keeper k = { 0 };
 	enum gpu_hold gpu = GPU_HOLD_NONE;
 	bool gpu_used = false;
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
-	uint64_t t0 = now_ns(), tf0, tf1 = 0, bytes = 0;
-	bool attached = false;
+	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
 	_cleanup_free_ char *stat = NULL; /* before any goto: freed on every path */
 	char sp[64];
 	int r;
 
+	if (pid == getpid()) {
+		r = err_set(-EINVAL, "pid %d: cannot checkpoint ourselves", pid);
+		goto out;
+	}
 	r = process_check(pid);
 	if (r < 0)
 		goto out;
@@ -328,19 +265,27 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = gpu_take(pid, o, img.stopped, &gpu, &gpu_used);
 	if (r < 0)
 		goto out;
-	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
+	/* The keeper traces it, not us: should we die from here on, it puts
+	 * every thread back and lets go (keeper.c). Forked before the freeze,
+	 * so the fork's cost is not frozen time. */
+	r = keeper_start(pid, &k);
 	if (r < 0)
 		goto out;
-	attached = true;
+	r = keeper_wait_seized(&k);
+	if (r < 0)
+		goto out;
 	tf0 = now_ns();
+	if (fault_hit(FAULT_ENGINE_DIE_SEIZED))
+		raise(SIGKILL);
 	/* a copy in RAM only when the process runs again before the write */
-	r = take_view(pid, &s, &img, &fds, after == ENGINE_AFTER_RUN, &bytes);
+	r = take_view(pid, &k, &img, &fds, after == ENGINE_AFTER_RUN, &bytes);
 	if (r < 0)
 		goto out;
 	if (after == ENGINE_AFTER_RUN) {
-		seize_release(&s, 0);
-		attached = false;
+		r = keeper_finish(&k, KEEPER_THAW);
 		tf1 = now_ns();
+		if (r < 0)
+			goto out;
 		r = gpu_give_back(pid, &gpu);
 		if (r < 0)
 			goto out;
@@ -357,22 +302,28 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		r = err_set(-EIO, "pid %d: commit: injected fault", pid);
 		goto out;
 	}
+	/* with --kill: dying here, before the snapshot is durable, must
+	 * leave the process running */
+	if (fault_hit(FAULT_ENGINE_DIE_COMMIT))
+		raise(SIGKILL);
 	r = store_snap_commit(w);
 	if (r < 0)
 		goto out;
 
+	/* Durable: only now may the keeper kill or stop it. Should we die
+	 * before this word, it runs on, and the snapshot is there too. */
 	if (after == ENGINE_AFTER_KILL) {
-		kill_seized(&s);
-		attached = false;
+		r = keeper_finish(&k, KEEPER_KILL);
 		gpu = GPU_HOLD_NONE; /* the driver lets go of a dead process */
 	} else if (after == ENGINE_AFTER_STOP) {
-		/* queued now, taken as a group stop once we let go; a CUDA
+		/* queued now, taken as a group stop once it is let go; a CUDA
 		 * process stays checkpointed on the GPU: its driver thread
 		 * cannot run in a group stop */
-		seize_release(&s, SIGSTOP);
-		attached = false;
+		r = keeper_finish(&k, KEEPER_STOP);
 		gpu = GPU_HOLD_NONE;
 	}
+	if (r < 0)
+		goto out;
 	if (!tf1)
 		tf1 = now_ns();
 	if (o && o->stats) {
@@ -384,8 +335,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		  (tf1 - tf0) / 1000);
 	r = 0;
 out:
-	if (attached)
-		seize_release(&s, 0);
+	/* the detail of the failure survives the keeper's ending */
+	if (k.pid) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err_msg());
+		keeper_finish(&k, KEEPER_THAW);
+		err_set(r, "%s", why);
+	}
 	/* thawed first: the driver's thread does the restore */
 	if (gpu != GPU_HOLD_NONE) {
 		char why[512];
@@ -398,7 +354,6 @@ out:
 			err_set(r, "%s", why);
 		}
 	}
-	seized_free(&s);
 	if (fds)
 		fds_free(fds);
 	proc_image_free(&img);

@@ -185,6 +185,41 @@ const char *vdso_hash(void);
 int regs_get(pid_t tid, struct user_regs_struct *r);
 int regs_set(pid_t tid, const struct user_regs_struct *r);
 
+/* ---- the keeper (keeper.c) ----------------------------------------------- */
+
+/* The process that traces the target during a dump, so that the dumper's
+ * death at any moment leaves the target running as it was. */
+struct keeper {
+	pid_t pid;    /* the keeper process; 0 when none */
+	int fd;       /* the dumper's end of its socket */
+	pid_t target;
+};
+
+/* What the keeper does once the dumper is done with the frozen target. */
+enum keeper_word {
+	KEEPER_THAW = 'T', /* detach: the target runs on; also on end of file */
+	KEEPER_STOP = 'S', /* detach, SIGSTOP queued */
+	KEEPER_KILL = 'K', /* SIGKILL, every traced thread waited out */
+};
+
+/* Forks the keeper (before the target is touched), which seizes and stops
+ * every thread of pid and captures the tracer's part of the view. */
+int keeper_start(pid_t pid, struct keeper *k);
+/* Waits until every thread is stopped (or the keeper's failure, with its
+ * detail; the target then runs untraced already). */
+int keeper_wait_seized(struct keeper *k);
+/* Receives the tracer's part of the view into img: threads (registers,
+ * xstate, masks, pending signals, altstack, ...), the shared pending
+ * queue, sigactions, itimers, brk. On failure img holds what came. */
+int keeper_recv_view(struct keeper *k, struct proc_image *img);
+/* Sends w and waits for the keeper to have done it and exited. Accepts a
+ * keeper that already ended (it let go of the target before that); does
+ * nothing when none was started. */
+int keeper_finish(struct keeper *k, enum keeper_word w);
+/* In the keeper only: when fault id fires, kills the dumper and waits for
+ * its death, so that a test sees what follows it. */
+void keeper_fault_kill_dumper(enum fault_id id);
+
 /* ---- text helpers (regs.c) ---------------------------------------------- */
 
 /* A growing text buffer; on ENOMEM it stops growing and tb_take() fails. */

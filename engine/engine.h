@@ -10,7 +10,9 @@
  *
  * What must stay true:
  *  - a dump that fails leaves the process running as it was: no ptrace
- *    attachment, no code or descriptor of ours inside it;
+ *    attachment, no code or descriptor of ours inside it; so does a
+ *    caller that dies during engine_dump() (kill -9): a separate keeper
+ *    process is the tracer and puts the process back (engine/keeper.c);
  *  - a restore that fails kills whatever it half built; nothing
  *    half-restored runs;
  *  - a restore runs with the credentials of the caller, never with those

@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -500,6 +501,8 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 			goto fail;
 	}
 
+	if (capture && fault_hit(FAULT_ENGINE_DIE_FDS))
+		raise(SIGKILL); /* with every descriptor duplicated */
 	if (capture && fault_hit(FAULT_ENGINE_FDS)) {
 		r = err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
 		goto fail;

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -285,6 +286,8 @@ static int stat_backing(pid_t pid, struct vma *v)
 static int read_piece(pid_t pid, int mem, int fd, const struct vma *v, uint64_t off, uint64_t len,
 		      uint8_t *buf)
 {
+	if (fault_hit(FAULT_ENGINE_DIE_MEMORY))
+		raise(SIGKILL);
 	if (fault_hit(FAULT_ENGINE_MEMORY))
 		return err_set(-EIO, "pid %d: reading memory %lx: injected fault", pid,
 			       (unsigned long)(v->start + off));
@@ -745,6 +748,8 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 					if (!started)
 						prefetch_worker(&pf); /* read it now, in turn */
 				}
+				if (fault_hit(FAULT_ENGINE_DIE_WRITE))
+					raise(SIGKILL);
 				if (fault_hit(FAULT_ENGINE_WRITE))
 					r = err_set(-EIO, "%s: write: injected fault", name);
 				else

@@ -3,7 +3,8 @@
  * auxv, rlimits, credentials) and what only the process itself can ask the
  * kernel for (sigactions, itimers, brk; per thread the alternate signal
  * stack and the clear-child-tid address), read by injecting system calls
- * into the stopped threads. Also the text of the `process` file.
+ * into the stopped threads (in a dump, by the keeper: keeper.c). Also the
+ * text of the `process` file.
  *
  * Injection leaves nothing behind: a scratch page is mapped for the
  * results and unmapped again, and every thread gets back its registers and
@@ -242,6 +243,7 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 		}
 		touched = i + 1;
 	}
+	keeper_fault_kill_dumper(FAULT_ENGINE_DIE_SIGMASK);
 
 	pid_t lt = t->tid;
 	ret = INJ(lt, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -255,6 +255,8 @@ int inject_syscall(pid_t tid, uint64_t ip, const struct user_regs_struct *base, 
 	q = regs_set(tid, &r);
 	if (q < 0)
 		return q;
+	/* the dumper's death while this thread's registers are ours */
+	keeper_fault_kill_dumper(FAULT_ENGINE_DIE_INJECT);
 	for (;;) {
 		if (ptrace(PTRACE_SYSCALL, tid, NULL, NULL) < 0)
 			return err_set(negerrno(), "thread %d: PTRACE_SYSCALL: %m", tid);

@@ -12,7 +12,8 @@
  *
  * `test-engine` runs the main suite; `test-engine python` and
  * `test-engine pipe` run one case each, which skip (77) when python3 or
- * the descriptor support is missing.
+ * the descriptor support is missing; `test-engine die` kills the dumper
+ * at every point of a dump (faults 220-226) and checks the target.
  */
 #include <check.h>
 #include <dirent.h>
@@ -102,9 +103,10 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 }
 
 /* Runs ckpt with args; stdout into out (may be NULL), stderr into
- * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the exit status. */
-static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
-		    const char *a3, const char *a4)
+ * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the wait
+ * status. */
+static int run_ckpt_status(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
+			   const char *a3, const char *a4)
 {
 	int fds[2];
 	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
@@ -135,7 +137,15 @@ static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1,
 	close(fds[0]);
 	int st;
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	ck_assert(WIFEXITED(st));
+	return st;
+}
+
+/* The same; ckpt must exit: returns its exit status. */
+static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
+		    const char *a3, const char *a4)
+{
+	int st = run_ckpt_status(fault, out, outlen, a1, a2, a3, a4);
+	ck_assert_msg(WIFEXITED(st), "ckpt ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 	return WEXITSTATUS(st);
 }
 
@@ -325,8 +335,8 @@ START_TEST(redump_restored)
 }
 END_TEST
 
-/* No thread of pid is traced or stopped, and it keeps running. */
-static void assert_untouched(pid_t pid)
+/* No thread of pid is traced or stopped, and it has nthreads. */
+static void assert_untouched_n(pid_t pid, int nthreads)
 {
 	char p[64];
 	snprintf(p, sizeof(p), "/proc/%d/task", pid);
@@ -347,7 +357,12 @@ static void assert_untouched(pid_t pid)
 		n++;
 	}
 	closedir(d);
-	ck_assert_int_eq(n, 9); /* the threads target: main + 8 */
+	ck_assert_int_eq(n, nthreads);
+}
+
+static void assert_untouched(pid_t pid)
+{
+	assert_untouched_n(pid, 9); /* the threads target: main + 8 */
 }
 
 static void dump_fault_mode(const char *fault, const char *mode)
@@ -381,6 +396,117 @@ START_TEST(fault_memory) { dump_fault("202:5"); } END_TEST
 START_TEST(fault_fds) { dump_fault("203"); } END_TEST
 START_TEST(fault_write) { dump_fault("204"); } END_TEST
 START_TEST(fault_commit) { dump_fault("205"); } END_TEST
+
+/* Every thread's "SigBlk:" value, in /proc/PID/task order. */
+static char *sigblk(pid_t pid)
+{
+	char p[64], *all = NULL;
+	size_t len = 0;
+	snprintf(p, sizeof(p), "/proc/%d/task", pid);
+	DIR *d = opendir(p);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sp[384], *st = NULL;
+		snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
+		ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
+		char *b = strstr(st, "SigBlk:");
+		ck_assert_ptr_nonnull(b);
+		b[strcspn(b, "\n")] = 0;
+		all = realloc(all, len + strlen(de->d_name) + strlen(b) + 3);
+		len += sprintf(all + len, "%s %s\n", de->d_name, b);
+		free(st);
+	}
+	closedir(d);
+	return all;
+}
+
+static char *maps_of(pid_t pid)
+{
+	char p[64], *text = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	ck_assert_int_eq(read_file_full(p, &text, NULL), 0);
+	return text;
+}
+
+/* Waits (up to 10 s) until no thread of pid is traced or in a ptrace or
+ * group stop: the keeper lets go once it sees the dumper dead. */
+static void wait_let_go(pid_t pid)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/task", pid);
+	for (int i = 0; i < 10000; i++) {
+		bool held = false;
+		DIR *d = opendir(p);
+		ck_assert_ptr_nonnull(d);
+		struct dirent *de;
+		while ((de = readdir(d)) && !held) {
+			char sp[384], *st = NULL;
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
+			if (read_file_full(sp, &st, NULL) < 0)
+				continue;
+			held = !strstr(st, "TracerPid:\t0\n") || strstr(st, "State:\tt") || strstr(st, "State:\tT");
+			free(st);
+		}
+		closedir(d);
+		if (!held)
+			return;
+		usleep(1000);
+	}
+	ck_abort_msg("pid %d still traced or stopped 10 s after its dumper died", pid);
+}
+
+/* The dumper (`ckpt dump`) is SIGKILLed at the point fault names (220-226;
+ * 221 and 222 fire in the keeper, which then kills the dumper and waits
+ * for its death before going on). The target must run on as it was: not
+ * traced, not stopped, every thread's signal mask as before, no mapping
+ * more or less, no snapshot; then, told to check itself, it passes (its
+ * turns or its timer's signals go on, its signal state is intact). */
+static void dump_dies(const char *prog, const char *fault, const char *mode, int nthreads)
+{
+	pid_t pid = spawn(NULL, prog, NULL);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	char *blk0 = sigblk(pid), *maps0 = maps_of(pid);
+	int st = mode ? run_ckpt_status(fault, NULL, 0, "dump", mode, p, path("store/bad"))
+		      : run_ckpt_status(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s",
+		      fault, st, ckpt_err());
+	wait_let_go(pid);
+	ck_assert_msg(kill(pid, 0) == 0 && waitpid(pid, &st, WNOHANG) == 0, "pid %d is gone", pid);
+	assert_untouched_n(pid, nthreads);
+	char *blk1 = sigblk(pid), *maps1 = maps_of(pid);
+	ck_assert_msg(!strcmp(blk0, blk1), "signal masks changed:\n%s---\n%s", blk0, blk1);
+	ck_assert_msg(!strcmp(maps0, maps1), "mappings changed:\n%s---\n%s", maps0, maps1);
+	free(blk0);
+	free(blk1);
+	free(maps0);
+	free(maps1);
+	ck_assert(!file_exists(path("store/bad")));
+	verdict(pid);
+}
+
+START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
+/* in the rt_sigaction loop */
+START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
+/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, then 2 a thread: 72 is
+ * the third thread's sigaltstack */
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:72", NULL, 9); } END_TEST
+/* the last one, 67 + 2 + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:70", NULL, 1); } END_TEST
+START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
+START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
+START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
+/* streamed from the frozen process while written */
+START_TEST(die_memory_kill) { dump_dies("target-signals", "223:2", "--kill", 1); } END_TEST
+START_TEST(die_fds) { dump_dies("target-signals", "224", NULL, 1); } END_TEST
+START_TEST(die_write) { dump_dies("target-signals", "225", NULL, 1); } END_TEST
+START_TEST(die_commit_kill) { dump_dies("target-signals", "226", "--kill", 1); } END_TEST
+START_TEST(die_commit_stop) { dump_dies("target-threads", "226", "--stop", 9); } END_TEST
 
 static void restore_fault(const char *fault)
 {
@@ -630,6 +756,19 @@ int main(int argc, char **argv)
 			return 77;
 		}
 		suite_add_tcase(s, tc("python_running", python_running, 60));
+	} else if (only && !strcmp(only, "die")) {
+		suite_add_tcase(s, tc("die_seized", die_seized, 60));
+		suite_add_tcase(s, tc("die_inject", die_inject, 60));
+		suite_add_tcase(s, tc("die_inject_thread", die_inject_thread, 60));
+		suite_add_tcase(s, tc("die_inject_munmap", die_inject_munmap, 60));
+		suite_add_tcase(s, tc("die_sigmask", die_sigmask, 60));
+		suite_add_tcase(s, tc("die_sigmask_threads", die_sigmask_threads, 60));
+		suite_add_tcase(s, tc("die_memory", die_memory, 60));
+		suite_add_tcase(s, tc("die_memory_kill", die_memory_kill, 60));
+		suite_add_tcase(s, tc("die_fds", die_fds, 60));
+		suite_add_tcase(s, tc("die_write", die_write, 60));
+		suite_add_tcase(s, tc("die_commit_kill", die_commit_kill, 60));
+		suite_add_tcase(s, tc("die_commit_stop", die_commit_stop, 60));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
 			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");

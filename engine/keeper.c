@@ -1,0 +1,513 @@
+/*
+ * The keeper: a short-lived process, forked by the dumper before it
+ * touches the target, that is the target's only tracer. It seizes every
+ * thread, captures what only a tracer can (registers, xstate, signal
+ * masks, pending signals, robust list, rseq, and the injected queries:
+ * sigactions, itimers, brk, sigaltstack, clear-child-tid address), sends
+ * that to the dumper over a socket, and holds the threads stopped while
+ * the dumper copies memory and descriptors itself (process_vm_readv,
+ * /proc/PID/mem and pidfd_getfd need ptrace rights, not the tracer).
+ *
+ * Why a separate process: when a tracer dies, the kernel detaches its
+ * tracees as they are. A dumper killed (kill -9, the OOM killer) while a
+ * thread's registers were set for an injected call, or while every signal
+ * was blocked, would leave the target to run on from our vDSO syscall
+ * with foreign registers, or deaf to signals. The dumper is big (the
+ * daemon runs RocksDB, FUSE, GPU threads); the keeper does little and
+ * ends only on purpose, and always through the same door: every thread
+ * put back as found (process.c undoes its own changes before the view
+ * is sent), then detached. It takes one word from the dumper:
+ *
+ *   KEEPER_THAW  detach: the target runs on (also on any failure);
+ *   KEEPER_STOP  detach with SIGSTOP queued (--stop, once durable);
+ *   KEEPER_KILL  SIGKILL and wait out every traced thread (--kill, once
+ *                durable);
+ *
+ * and takes end of file, or finding itself re-parented (the dumper died
+ * while some other process still holds a copy of its socket), as THAW:
+ * the target only dies or stays stopped on the dumper's word, which it
+ * sends after the commit.
+ *
+ * The keeper is our own program executed afresh (/proc/self/exe, sent to
+ * keeper_main() by a constructor before main()), not a bare fork of the
+ * dumper: after fork() in a multithreaded dumper (the daemon runs RocksDB
+ * and FUSE threads) locks that other threads held stay held for ever, and
+ * an allocator without fork handlers (AddressSanitizer's in GCC 12) hung
+ * the keeper with the target frozen. It is forked and executed before the
+ * freeze, so that cost is not frozen time. Small all the same: the
+ * engine's ptrace and /proc code, one write() per log line, never the
+ * store or gpu/; it leaves with _exit().
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "engine/engine-int.h"
+
+/* Set in the keeper only: the dumper, its parent. */
+static pid_t keeper_dumper;
+
+/* How a keeper finds its socket and its target after execve. */
+#define KEEPER_ENV "CKPTFS_KEEPER"
+#define KEEPER_FD 3
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		/* MSG_NOSIGNAL: a dead peer must not SIGPIPE us */
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return negerrno();
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Reads exactly len bytes; -EPIPE at end of file. */
+static int recv_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return negerrno();
+		if (n == 0)
+			return -EPIPE;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* ---- the wire: status, then (for the view) the image's tracer part ---- */
+
+struct wire_status {
+	int32_t r;
+	uint32_t msglen; /* err_msg() follows when r < 0 */
+};
+
+struct wire_view {
+	uint32_t nthreads;
+	uint32_t nshared; /* shared pending signals, after the threads */
+	uint32_t has_sigact;
+	uint64_t brk;
+	struct ksigaction sigact[ENGINE_NSIG + 1];
+	struct itimerval itimer[3];
+};
+
+/* Each thread: struct thread_image as is (its pointers mean nothing on
+ * the other side), then xstate_len bytes, then npending entries. */
+
+static void send_status(int fd, int r)
+{
+	const char *m = r < 0 ? err_msg() : "";
+	struct wire_status s = { r < 0 ? r : 0, (uint32_t)strlen(m) };
+	if (send_all(fd, &s, sizeof(s)) >= 0 && s.msglen)
+		send_all(fd, m, s.msglen);
+}
+
+/* -EPIPE: the keeper is gone without a word. */
+static int recv_status(struct keeper *k)
+{
+	struct wire_status s;
+	int r = recv_all(k->fd, &s, sizeof(s));
+	if (r < 0)
+		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
+	if (s.r >= 0)
+		return 0;
+	char msg[512] = "";
+	size_t take = MIN((size_t)s.msglen, sizeof(msg) - 1);
+	if (recv_all(k->fd, msg, take) < 0)
+		return err_set(s.r, "pid %d: the keeper failed: %s", k->target, strerror(-s.r));
+	msg[take] = 0;
+	/* skip what did not fit */
+	for (size_t left = s.msglen - take; left;) {
+		char junk[256];
+		size_t n = MIN(left, sizeof(junk));
+		if (recv_all(k->fd, junk, n) < 0)
+			break;
+		left -= n;
+	}
+	return err_set(s.r, "%s", msg);
+}
+
+static int send_view(int fd, const struct proc_image *img)
+{
+	struct wire_view v = { .nthreads = img->nthreads, .nshared = img->npending,
+			       .has_sigact = img->has_sigact, .brk = img->mm.brk };
+	int r;
+	memcpy(v.sigact, img->sigact, sizeof(v.sigact));
+	memcpy(v.itimer, img->itimer, sizeof(v.itimer));
+	send_status(fd, 0);
+	if ((r = send_all(fd, &v, sizeof(v))) < 0)
+		return r;
+	for (size_t i = 0; i < img->nthreads; i++) {
+		const struct thread_image *t = &img->threads[i];
+		if ((r = send_all(fd, t, sizeof(*t))) < 0 ||
+		    (r = send_all(fd, t->xstate, t->xstate_len)) < 0 ||
+		    (r = send_all(fd, t->pending, t->npending * sizeof(*t->pending))) < 0)
+			return r;
+	}
+	return send_all(fd, img->pending, img->npending * sizeof(*img->pending));
+}
+
+int keeper_recv_view(struct keeper *k, struct proc_image *img)
+{
+	struct wire_view v;
+	int r = recv_status(k);
+	if (r < 0)
+		return r;
+	if (recv_all(k->fd, &v, sizeof(v)) < 0)
+		goto died;
+	if (!v.nthreads || v.nthreads > 1u << 22 || v.nshared > 1u << 20)
+		return err_set(-EBADMSG, "pid %d: the keeper sent %u threads", k->target, v.nthreads);
+	img->threads = calloc(v.nthreads, sizeof(*img->threads));
+	if (!img->threads)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v.nthreads; i++) {
+		struct thread_image *t = &img->threads[i];
+		if (recv_all(k->fd, t, sizeof(*t)) < 0) {
+			memset(t, 0, sizeof(*t));
+			goto died;
+		}
+		img->nthreads = i + 1;
+		size_t np = t->npending;
+		t->xstate = NULL;
+		t->pending = NULL;
+		t->npending = 0;
+		if (t->xstate_len > ENGINE_XSTATE_MAX || np > 1u << 20)
+			return err_set(-EBADMSG, "pid %d: the keeper sent a bad thread", k->target);
+		t->xstate = malloc(MAX(t->xstate_len, (size_t)1));
+		t->pending = np ? calloc(np, sizeof(*t->pending)) : NULL;
+		if (!t->xstate || (np && !t->pending))
+			return -ENOMEM;
+		t->npending = np;
+		if (recv_all(k->fd, t->xstate, t->xstate_len) < 0 ||
+		    recv_all(k->fd, t->pending, np * sizeof(*t->pending)) < 0)
+			goto died;
+	}
+	if (v.nshared) {
+		img->pending = calloc(v.nshared, sizeof(*img->pending));
+		if (!img->pending)
+			return -ENOMEM;
+		img->npending = v.nshared;
+		if (recv_all(k->fd, img->pending, v.nshared * sizeof(*img->pending)) < 0)
+			goto died;
+	}
+	img->has_sigact = v.has_sigact;
+	memcpy(img->sigact, v.sigact, sizeof(v.sigact));
+	memcpy(img->itimer, v.itimer, sizeof(v.itimer));
+	img->mm.brk = v.brk;
+	return 0;
+died:
+	return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
+}
+
+/* ---- in the keeper --------------------------------------------------- */
+
+/* True once the dumper is gone: we were re-parented (to init or a
+ * subreaper). A thread of the dumper ending is not its death: our parent
+ * is its thread group. */
+static bool dumper_gone(void)
+{
+	return getppid() != keeper_dumper;
+}
+
+void keeper_fault_kill_dumper(enum fault_id id)
+{
+	if (!keeper_dumper || !fault_hit(id))
+		return;
+	if (!dumper_gone())
+		kill(keeper_dumper, SIGKILL);
+	/* until it is really dead: the point is what we do after that */
+	for (int i = 0; i < 5000 && !dumper_gone(); i++)
+		usleep(1000);
+}
+
+/* Everything that needs the tracer, into img. Every thread is left as
+ * found (registers, signal mask; the scratch page unmapped). */
+static int capture(struct seized *s, struct proc_image *img)
+{
+	int r;
+
+	img->pid = s->pid;
+	img->threads = calloc(s->ntids, sizeof(*img->threads));
+	if (!img->threads)
+		return -ENOMEM;
+	img->nthreads = s->ntids;
+	for (size_t i = 0; i < s->ntids; i++) {
+		r = thread_capture(s->tids[i], &img->threads[i]);
+		if (r < 0)
+			return r;
+	}
+	r = peek_shared_pending(s->pid, img);
+	if (r < 0)
+		return r;
+
+	/* the vDSO of this process: where our syscall instruction is */
+	struct vma *v;
+	size_t n;
+	r = maps_read(s->pid, &v, &n);
+	if (r < 0)
+		return r;
+	uint64_t vdso = 0, vdso_len = 0, off, size;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].kind == VMA_VDSO) {
+			vdso = v[i].start;
+			vdso_len = v[i].end - v[i].start;
+		}
+	vmas_free(v, n);
+	r = vdso_syscall_offset(&off, &size);
+	if (r < 0)
+		return r;
+	if (!vdso || vdso_len != size)
+		return err_set(-EOPNOTSUPP, "pid %d: no [vdso], or not this kernel's", s->pid);
+	return process_capture_injected(img, vdso);
+}
+
+/* Kills a seized process and waits out every traced thread, so that no
+ * ptrace link survives: a killed tracee cannot be detached (it is no longer
+ * in a ptrace stop, PTRACE_DETACH says ESRCH), and until its tracer waits
+ * for it the thread stays a traced zombie. Waiting as tracer releases the
+ * link; the leader's zombie then goes back to its real parent (never the
+ * keeper, a process younger than the target), which reaps it and sees
+ * SIGKILL. The leader's exit is reported only after every other thread's,
+ * hence the order. */
+static void kill_seized(struct seized *s)
+{
+	kill(s->pid, SIGKILL);
+	for (size_t k = 1; k <= s->ntids; k++) {
+		pid_t t = s->tids[k % s->ntids]; /* the others, then the leader (tids[0]) */
+		for (;;) {
+			siginfo_t si = { 0 };
+			if (waitid(P_PID, t, &si, WEXITED | __WALL) < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != ECHILD)
+					log_debug("thread %d: waitid: %m", t);
+				break;
+			}
+			if (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
+				break;
+			/* a stop reported before the kill took effect: go on */
+		}
+	}
+	s->ntids = 0;
+}
+
+/* The dumper's word; THAW on end of file or once the dumper is gone. */
+static char wait_word(int fd)
+{
+	for (;;) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int n = poll(&p, 1, 200);
+		if (n < 0 && errno != EINTR)
+			return KEEPER_THAW;
+		if (n > 0) {
+			char w;
+			ssize_t k = read(fd, &w, 1);
+			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL))
+				return w;
+			if (k < 0 && errno == EINTR)
+				continue;
+			return KEEPER_THAW;
+		}
+		if (dumper_gone())
+			return KEEPER_THAW;
+	}
+}
+
+static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
+{
+	struct seized s = { 0 };
+	struct proc_image img = { 0 };
+	int r;
+
+	keeper_dumper = dumper;
+	prctl(PR_SET_NAME, "ckptfs-keeper", 0, 0, 0);
+	/* A terminal's ^C reaches the whole process group; we end only by
+	 * the door below, whatever happens to the dumper. */
+	static const int ign[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1, SIGUSR2 };
+	for (size_t i = 0; i < ARRAY_SIZE(ign); i++)
+		signal(ign[i], SIG_IGN);
+	/* the dumper's descriptors (store, FUSE, other keepers' sockets) are
+	 * not ours to hold: another keeper's dumper would never look dead */
+	if (fd > 3)
+		syscall(SYS_close_range, 3, fd - 1, 0);
+	syscall(SYS_close_range, fd + 1, ~0u, 0);
+	/* nor its output: whoever reads it (a pipe from `ckpt dump`) sees its
+	 * end when the dumper ends; stderr stays for log lines */
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		if (null > 2)
+			close(null);
+	}
+	if (dumper_gone())
+		_exit(1);
+
+	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
+	send_status(fd, r);
+	if (r < 0)
+		_exit(1);
+	r = capture(&s, &img);
+	if (r < 0) {
+		/* let go before we say so: the dumper reports at once */
+		seize_release(&s, 0);
+		send_status(fd, r);
+		_exit(1);
+	}
+	/* a dumper that died meanwhile does not read it: no matter */
+	send_view(fd, &img);
+	switch (wait_word(fd)) {
+	case KEEPER_KILL:
+		kill_seized(&s);
+		break;
+	case KEEPER_STOP:
+		seize_release(&s, SIGSTOP);
+		break;
+	default:
+		seize_release(&s, 0);
+		break;
+	}
+	_exit(0);
+}
+
+/* ---- in the dumper --------------------------------------------------- */
+
+/* A keeper starts as a fresh copy of our own program: CKPTFS_KEEPER in
+ * its environment sends it here before main() (every program that links
+ * the dump code links this file). Fresh, because after a plain fork() of
+ * a multithreaded dumper only async-signal-safe calls are safe: an
+ * allocator without fork handlers (AddressSanitizer's, in GCC 12) stays
+ * locked for ever if another thread held it, and the keeper would then
+ * hold the target frozen for ever. */
+__attribute__((constructor)) static void keeper_entry(void)
+{
+	const char *e = getenv(KEEPER_ENV);
+	int fd, pid, dumper;
+	if (!e)
+		return;
+	if (sscanf(e, "%d:%d:%d", &fd, &pid, &dumper) != 3)
+		_exit(127);
+	unsetenv(KEEPER_ENV);
+	keeper_main(pid, fd, dumper);
+}
+
+int keeper_start(pid_t pid, struct keeper *k)
+{
+	int sv[2];
+	uint64_t off, size;
+	char var[96];
+	size_t n = 0;
+
+	k->pid = 0;
+	k->fd = -1;
+	k->target = pid;
+	/* what a keeper that could not exec uses is set up before the fork */
+	(void)fault_hit(FAULT_NONE);
+	(void)vdso_syscall_offset(&off, &size);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return err_set(negerrno(), "pid %d: socketpair for the keeper: %m", pid);
+	pid_t dumper = getpid();
+	/* its environment is ours plus KEEPER_ENV, built before the fork:
+	 * after it, only async-signal-safe calls until execve */
+	while (environ && environ[n])
+		n++;
+	_cleanup_free_ char **env = calloc(n + 2, sizeof(char *));
+	if (!env) {
+		close(sv[0]);
+		close(sv[1]);
+		return -ENOMEM;
+	}
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], KEEPER_ENV "=", sizeof(KEEPER_ENV)))
+			env[m++] = environ[i];
+	snprintf(var, sizeof(var), KEEPER_ENV "=%d:%d:%d", KEEPER_FD, (int)pid, (int)dumper);
+	env[m] = var;
+	char *argv[] = { (char *)"ckptfs-keeper", NULL };
+
+	pid_t c = fork();
+	if (c < 0) {
+		int r = err_set(negerrno(), "pid %d: cannot fork the keeper: %m", pid);
+		close(sv[0]);
+		close(sv[1]);
+		return r;
+	}
+	if (c == 0) {
+		/* dup2 clears close-on-exec on the copy; on the same number it
+		 * does nothing, hence fcntl */
+		if (sv[1] == KEEPER_FD ? fcntl(KEEPER_FD, F_SETFD, 0) >= 0 : dup2(sv[1], KEEPER_FD) == KEEPER_FD)
+			execve("/proc/self/exe", argv, env);
+		/* no /proc, or our program is gone: go on in this copy (safe
+		 * with glibc's allocator, which forks with its locks held) */
+		keeper_main(pid, sv[1], dumper);
+	}
+	close(sv[1]);
+	k->pid = c;
+	k->fd = sv[0];
+	return 0;
+}
+
+int keeper_wait_seized(struct keeper *k)
+{
+	return recv_status(k);
+}
+
+int keeper_finish(struct keeper *k, enum keeper_word w)
+{
+	int r = 0, st;
+	if (!k->pid)
+		return 0;
+	char c = (char)w;
+	(void)send_all(k->fd, &c, 1);
+	/* Drain what it may still be sending (a view we did not read), so
+	 * that it never blocks on a full socket; stop at its exit, not only
+	 * at end of file: a process forked meanwhile may hold its end. */
+	for (;;) {
+		struct pollfd p = { k->fd, POLLIN, 0 };
+		int n = poll(&p, 1, 50);
+		if (n > 0) {
+			char junk[4096];
+			ssize_t m = read(k->fd, junk, sizeof(junk));
+			if (m > 0 || (m < 0 && errno == EINTR))
+				continue;
+			break;
+		}
+		if (n < 0 && errno != EINTR)
+			break;
+		pid_t q = waitpid(k->pid, &st, WNOHANG);
+		if (q == k->pid || (q < 0 && errno == ECHILD)) {
+			if (q < 0)
+				st = 0;
+			goto reaped;
+		}
+	}
+	while (waitpid(k->pid, &st, 0) < 0) {
+		if (errno != EINTR) {
+			st = 0; /* SIGCHLD ignored: reaped by the kernel */
+			break;
+		}
+	}
+reaped:
+	if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && w != KEEPER_THAW))
+		r = err_set(-EIO, "pid %d: the keeper (pid %d) did not finish (status 0x%x)", k->target,
+			    k->pid, st);
+	close(k->fd);
+	k->fd = -1;
+	k->pid = 0;
+	return r;
+}
