@@ -18,8 +18,10 @@
  * A crash before 2 leaves only unreferenced bytes in packs (gc takes them
  * back); RocksDB applies a batch whole or not at all.
  *
- * Reading: a file's recipe and chunk locations are loaded at open; pread
- * decodes the chunks it needs, checking each record's checksum.
+ * Reading: a file's recipe is loaded piecewise as it is read; pread
+ * decodes the chunks it needs, checking each record's checksum. A reader
+ * that reads sequentially has the next units read and decoded ahead of
+ * it by the store's threads (readahead.c), through the same direct read.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -139,6 +141,7 @@ struct rfile {
 	uint64_t tick;
 	uint64_t cblock;       /* block held in cache, UINT64_MAX: none */
 	uint8_t cache[STORE_BLOCK_SIZE];
+	struct ra *ra;         /* read-ahead (readahead.c); NULL: none */
 };
 
 /* ---- the store ---------------------------------------------------------------- */
@@ -235,6 +238,7 @@ static void chunk_close(struct store *s)
 {
 	struct chunk_store *cs = to_cs(s);
 
+	ra_pool_free(cs);
 	pack_pool_drain(cs);
 	free(cs->pool);
 	for (size_t i = 0; i < cs->ncctx; i++)
@@ -1608,6 +1612,8 @@ static int chunk_snap_stat(struct store_snap *sr, const char *path, struct store
 	return 0;
 }
 
+static ssize_t pread_direct(void *ud, uint8_t *buf, size_t len, uint64_t off);
+
 static int chunk_file_open(struct store_snap *sr, const char *path, struct store_file **ret)
 {
 	struct rsnap *rs = (struct rsnap *)sr;
@@ -1627,6 +1633,14 @@ static int chunk_file_open(struct store_snap *sr, const char *path, struct store
 	f->meta = i >= 0 ? &rs->rec.files[i] : NULL;
 	f->cblock = UINT64_MAX;
 	pthread_mutex_init(&f->lock, NULL);
+	if (f->meta) {
+		int r = ra_open(to_cs(rs->base.store), f->meta->size, pread_direct, f, &f->ra);
+		if (r < 0) {
+			pthread_mutex_destroy(&f->lock);
+			free(f);
+			return r;
+		}
+	}
 	*ret = &f->base;
 	return 0;
 }
@@ -1833,28 +1847,15 @@ static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint
 	return (size_t)done;
 }
 
-static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
+/* The direct read: [off, off + len), inside the file, block by block
+ * and run by run, waiting for each read. Returns len or -errno with a
+ * detail naming the chunk. */
+static ssize_t pread_direct(void *ud, uint8_t *buf, size_t len, uint64_t off)
 {
-	struct rfile *f = (struct rfile *)sf;
-	uint8_t *buf = vbuf;
-	uint64_t size, pos, end;
+	struct rfile *f = ud;
+	uint64_t size = f->meta->size, pos, end = off + len;
 	int r;
 
-	if (f->fileno < 0) {
-		size = f->snap->manifest_len;
-		if (off >= size)
-			return 0;
-		len = (size_t)MIN((uint64_t)len, size - off);
-		memcpy(buf, f->snap->manifest + off, len);
-		return (ssize_t)len;
-	}
-	size = f->meta->size;
-	if (off >= size)
-		return 0;
-	len = (size_t)MIN((uint64_t)len, size - off);
-	if (len > SSIZE_MAX)
-		len = SSIZE_MAX;
-	end = off + len;
 	for (pos = off; pos < end;) {
 		uint64_t block = pos / STORE_BLOCK_SIZE, bstart = block * STORE_BLOCK_SIZE;
 		uint32_t in = (uint32_t)(pos - bstart);
@@ -1900,6 +1901,30 @@ static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, u
 		pos += n;
 	}
 	return (ssize_t)len;
+}
+
+static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
+{
+	struct rfile *f = (struct rfile *)sf;
+	uint64_t size;
+
+	if (f->fileno < 0) {
+		size = f->snap->manifest_len;
+		if (off >= size)
+			return 0;
+		len = (size_t)MIN((uint64_t)len, size - off);
+		memcpy(vbuf, f->snap->manifest + off, len);
+		return (ssize_t)len;
+	}
+	size = f->meta->size;
+	if (off >= size || !len)
+		return 0;
+	len = (size_t)MIN((uint64_t)len, size - off);
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	if (f->ra)
+		return ra_pread(f->ra, vbuf, len, off);
+	return pread_direct(f, vbuf, len, off);
 }
 
 /* The first segment at or after seg that has a recipe key, or -ENOENT. */
@@ -2028,6 +2053,7 @@ static int chunk_file_close(struct store_file *sf)
 	if (sf->writing)
 		return chunk_file_close_w((struct wfile *)sf);
 	struct rfile *f = (struct rfile *)sf;
+	ra_close(f->ra); /* first: its threads read through f */
 	for (unsigned i = 0; i < RSEG_SLOTS; i++)
 		free(f->segs[i].ents);
 	pthread_mutex_destroy(&f->lock);
