@@ -1953,15 +1953,25 @@ static int64_t seek_data(struct rfile *f, uint64_t off, uint64_t size)
 {
 	uint64_t page = off / STORE_PAGE_SIZE;
 	uint32_t seg = (uint32_t)(off / STORE_BLOCK_SIZE / CHUNK_SEG_BLOCKS);
+	uint32_t nsegs = (uint32_t)((size + (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS - 1) /
+				    ((uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS));
+	bool first = true;
 	int64_t r;
 
 	for (;;) {
 		struct rseg *s;
-		r = next_seg(f, seg, &seg);
-		if (r == -ENOENT)
-			return -ENXIO;
-		if (r < 0)
-			return r;
+		/* The segment of off first: it is usually loaded already
+		 * (cp asks SEEK_DATA and SEEK_HOLE around every extent it
+		 * copies, and a RocksDB iterator costs more than the read).
+		 * Past it, skip segments without a key with one seek. */
+		if (!first) {
+			r = next_seg(f, seg, &seg);
+			if (r == -ENOENT)
+				return -ENXIO;
+			if (r < 0)
+				return r;
+		}
+		first = false;
 		pthread_mutex_lock(&f->lock);
 		r = seg_load(f, seg, &s);
 		if (r < 0) {
@@ -1980,8 +1990,7 @@ static int64_t seek_data(struct rfile *f, uint64_t off, uint64_t size)
 			}
 		}
 		pthread_mutex_unlock(&f->lock);
-		if ((uint64_t)seg + 1 >= (size + (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS - 1) /
-						((uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS))
+		if ((uint64_t)seg + 1 >= nsegs)
 			return -ENXIO;
 		seg++;
 	}

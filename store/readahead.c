@@ -95,6 +95,7 @@ struct ra {
 	uint64_t next_unit;   /* first unit not queued yet */
 	bool active;          /* reading sequentially: the window is kept */
 	unsigned busy;        /* slots BUSY or pinned */
+	uint64_t ahead, direct; /* bytes the caller found read ahead, read itself */
 	struct ra_slot slots[RA_SLOTS];
 };
 
@@ -403,6 +404,9 @@ void ra_close(struct ra *ra)
 		pthread_cond_wait(&ra->cond, &p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
+	if (ra->ahead)
+		log_debug("read-ahead: %" PRIu64 " bytes were ready, %" PRIu64 " read by the caller in the window",
+			  ra->ahead, ra->direct);
 	pthread_cond_destroy(&ra->cond);
 	free(ra);
 }
@@ -448,6 +452,7 @@ ssize_t ra_pread(struct ra *ra, uint8_t *buf, size_t len, uint64_t off)
 		if (s && s->state == SLOT_READY && s->dest) {
 			/* Already in place. */
 			slot_free(p, s);
+			ra->ahead += n;
 			pos += n;
 			fill(ra, pos, off, end, buf, &token);
 			continue;
@@ -462,6 +467,7 @@ ssize_t ra_pread(struct ra *ra, uint8_t *buf, size_t len, uint64_t off)
 			s->pins--;
 			ra->busy--;
 			s->consumed += (uint32_t)n;
+			ra->ahead += n;
 			if (s->consumed >= s->len && !s->pins)
 				slot_free(p, s);
 			pthread_cond_broadcast(&ra->cond);
@@ -478,6 +484,7 @@ ssize_t ra_pread(struct ra *ra, uint8_t *buf, size_t len, uint64_t off)
 		pthread_mutex_unlock(&p->lock);
 		ssize_t r = ra->read(ra->ud, buf + (pos - off), n, pos);
 		pthread_mutex_lock(&p->lock);
+		ra->direct += n;
 		if (r < 0) {
 			forget_call(ra, &token);
 			pthread_mutex_unlock(&p->lock);
