@@ -15,7 +15,9 @@
  *   commit_lock       one index commit, delete, gc or fsck at a time;
  *   snapshot mutex    a writer's chunk set, file list, pack list;
  *   pool_lock         the pools of pack writers and zstd contexts;
- *   fd_lock           the pack descriptors cache of readers.
+ *   fd_lock           the pack descriptors cache of readers;
+ *   read-ahead lock   readahead.c: its queue, slots and windows; taken
+ *                     alone, never with any lock above.
  */
 #ifndef CKPTFS_STORE_CHUNK_INT_H
 #define CKPTFS_STORE_CHUNK_INT_H
@@ -276,6 +278,8 @@ struct chunk_store {
 	pthread_mutex_t fd_lock;
 	struct pack_fd **fds; /* fd_lock: by pack id */
 	size_t nfds;
+
+	struct ra_pool *ra;   /* read-ahead threads and buffers; made at first use */
 };
 
 static inline struct chunk_store *to_cs(struct store *s)
@@ -352,6 +356,30 @@ int chunk_encode(struct chunk_store *cs, ZSTD_CCtx *cctx, const uint8_t *block, 
 		 const uint8_t id[STORE_HASH_LEN], struct rec_hdr *h, uint8_t *out, const uint8_t **ret_payload);
 /* Decodes a checked payload into out (h->raw_len bytes). */
 int chunk_decode(struct chunk_store *cs, const struct rec_hdr *h, const uint8_t *payload, uint8_t *out);
+
+/* ---- read-ahead (readahead.c) ---------------------------------------------- */
+
+struct ra;
+/* The reader's direct read: len bytes at off, all inside the file;
+ * returns len or -errno with a detail (on the calling thread). */
+typedef ssize_t (*ra_read_fn)(void *ud, uint8_t *buf, size_t len, uint64_t off);
+/* Read-ahead for one reader of a file of `size` bytes whose direct read
+ * is read(ud, ...). *ret is NULL (and 0 returned) when there is nothing
+ * to gain: a small file, or CKPTFS_READAHEAD=0. */
+int ra_open(struct chunk_store *cs, uint64_t size, ra_read_fn read, void *ud, struct ra **ret);
+/* Reads len bytes at off (inside the file) through the window; what is
+ * not ready is read with the direct read, whose error is returned. Safe
+ * from several threads at once. */
+ssize_t ra_pread(struct ra *ra, uint8_t *buf, size_t len, uint64_t off);
+/* Cancels queued units and waits for those being read. Accepts NULL. */
+void ra_close(struct ra *ra);
+/* Stops the store's read-ahead threads (every reader closed). */
+void ra_pool_free(struct chunk_store *cs);
+/* Units the store's threads have read ahead so far, and how many of those
+ * failed (and were left to the reader): for tests. */
+void ra_pool_stats(struct chunk_store *cs, uint64_t *units, uint64_t *failed);
+/* Bytes of file a read-ahead unit covers. */
+#define RA_UNIT (1u << 20)
 
 /* ---- hashing two blocks at once (sha256x2.c) ----------------------------- */
 

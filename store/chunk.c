@@ -19,8 +19,10 @@
  * A crash before 2 leaves only unreferenced bytes in packs (gc takes them
  * back); RocksDB applies a batch whole or not at all.
  *
- * Reading: a file's recipe and chunk locations are loaded at open; pread
- * decodes the chunks it needs, checking each record's checksum.
+ * Reading: a file's recipe is loaded piecewise as it is read; pread
+ * decodes the chunks it needs, checking each record's checksum. A reader
+ * that reads sequentially has the next units read and decoded ahead of
+ * it by the store's threads (readahead.c), through the same direct read.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -140,6 +142,7 @@ struct rfile {
 	uint64_t tick;
 	uint64_t cblock;       /* block held in cache, UINT64_MAX: none */
 	uint8_t cache[STORE_BLOCK_SIZE];
+	struct ra *ra;         /* read-ahead (readahead.c); NULL: none */
 };
 
 /* ---- the store ---------------------------------------------------------------- */
@@ -236,6 +239,7 @@ static void chunk_close(struct store *s)
 {
 	struct chunk_store *cs = to_cs(s);
 
+	ra_pool_free(cs);
 	pack_pool_drain(cs);
 	free(cs->pool);
 	for (size_t i = 0; i < cs->ncctx; i++)
@@ -1631,6 +1635,8 @@ static int chunk_snap_stat(struct store_snap *sr, const char *path, struct store
 	return 0;
 }
 
+static ssize_t pread_direct(void *ud, uint8_t *buf, size_t len, uint64_t off);
+
 static int chunk_file_open(struct store_snap *sr, const char *path, struct store_file **ret)
 {
 	struct rsnap *rs = (struct rsnap *)sr;
@@ -1650,6 +1656,14 @@ static int chunk_file_open(struct store_snap *sr, const char *path, struct store
 	f->meta = i >= 0 ? &rs->rec.files[i] : NULL;
 	f->cblock = UINT64_MAX;
 	pthread_mutex_init(&f->lock, NULL);
+	if (f->meta) {
+		int r = ra_open(to_cs(rs->base.store), f->meta->size, pread_direct, f, &f->ra);
+		if (r < 0) {
+			pthread_mutex_destroy(&f->lock);
+			free(f);
+			return r;
+		}
+	}
 	*ret = &f->base;
 	return 0;
 }
@@ -1856,28 +1870,15 @@ static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint
 	return (size_t)done;
 }
 
-static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
+/* The direct read: [off, off + len), inside the file, block by block
+ * and run by run, waiting for each read. Returns len or -errno with a
+ * detail naming the chunk. */
+static ssize_t pread_direct(void *ud, uint8_t *buf, size_t len, uint64_t off)
 {
-	struct rfile *f = (struct rfile *)sf;
-	uint8_t *buf = vbuf;
-	uint64_t size, pos, end;
+	struct rfile *f = ud;
+	uint64_t size = f->meta->size, pos, end = off + len;
 	int r;
 
-	if (f->fileno < 0) {
-		size = f->snap->manifest_len;
-		if (off >= size)
-			return 0;
-		len = (size_t)MIN((uint64_t)len, size - off);
-		memcpy(buf, f->snap->manifest + off, len);
-		return (ssize_t)len;
-	}
-	size = f->meta->size;
-	if (off >= size)
-		return 0;
-	len = (size_t)MIN((uint64_t)len, size - off);
-	if (len > SSIZE_MAX)
-		len = SSIZE_MAX;
-	end = off + len;
 	for (pos = off; pos < end;) {
 		uint64_t block = pos / STORE_BLOCK_SIZE, bstart = block * STORE_BLOCK_SIZE;
 		uint32_t in = (uint32_t)(pos - bstart);
@@ -1925,6 +1926,30 @@ static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, u
 	return (ssize_t)len;
 }
 
+static ssize_t chunk_file_pread(struct store_file *sf, void *vbuf, size_t len, uint64_t off)
+{
+	struct rfile *f = (struct rfile *)sf;
+	uint64_t size;
+
+	if (f->fileno < 0) {
+		size = f->snap->manifest_len;
+		if (off >= size)
+			return 0;
+		len = (size_t)MIN((uint64_t)len, size - off);
+		memcpy(vbuf, f->snap->manifest + off, len);
+		return (ssize_t)len;
+	}
+	size = f->meta->size;
+	if (off >= size || !len)
+		return 0;
+	len = (size_t)MIN((uint64_t)len, size - off);
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	if (f->ra)
+		return ra_pread(f->ra, vbuf, len, off);
+	return pread_direct(f, vbuf, len, off);
+}
+
 /* The first segment at or after seg that has a recipe key, or -ENOENT. */
 static int next_seg(struct rfile *f, uint32_t seg, uint32_t *ret)
 {
@@ -1951,15 +1976,25 @@ static int64_t seek_data(struct rfile *f, uint64_t off, uint64_t size)
 {
 	uint64_t page = off / STORE_PAGE_SIZE;
 	uint32_t seg = (uint32_t)(off / STORE_BLOCK_SIZE / CHUNK_SEG_BLOCKS);
+	uint32_t nsegs = (uint32_t)((size + (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS - 1) /
+				    ((uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS));
+	bool first = true;
 	int64_t r;
 
 	for (;;) {
 		struct rseg *s;
-		r = next_seg(f, seg, &seg);
-		if (r == -ENOENT)
-			return -ENXIO;
-		if (r < 0)
-			return r;
+		/* The segment of off first: it is usually loaded already
+		 * (cp asks SEEK_DATA and SEEK_HOLE around every extent it
+		 * copies, and a RocksDB iterator costs more than the read).
+		 * Past it, skip segments without a key with one seek. */
+		if (!first) {
+			r = next_seg(f, seg, &seg);
+			if (r == -ENOENT)
+				return -ENXIO;
+			if (r < 0)
+				return r;
+		}
+		first = false;
 		pthread_mutex_lock(&f->lock);
 		r = seg_load(f, seg, &s);
 		if (r < 0) {
@@ -1978,8 +2013,7 @@ static int64_t seek_data(struct rfile *f, uint64_t off, uint64_t size)
 			}
 		}
 		pthread_mutex_unlock(&f->lock);
-		if ((uint64_t)seg + 1 >= (size + (uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS - 1) /
-						((uint64_t)STORE_BLOCK_SIZE * CHUNK_SEG_BLOCKS))
+		if ((uint64_t)seg + 1 >= nsegs)
 			return -ENXIO;
 		seg++;
 	}
@@ -2051,6 +2085,7 @@ static int chunk_file_close(struct store_file *sf)
 	if (sf->writing)
 		return chunk_file_close_w((struct wfile *)sf);
 	struct rfile *f = (struct rfile *)sf;
+	ra_close(f->ra); /* first: its threads read through f */
 	for (unsigned i = 0; i < RSEG_SLOTS; i++)
 		free(f->segs[i].ents);
 	pthread_mutex_destroy(&f->lock);

@@ -5,9 +5,10 @@
  * chunks overlaps the copy into the page cache; bytes are durable only
  * after pack_sync(), which a commit calls before it touches the index.
  * Readers read records through a cache of descriptors, runs of records
- * O_DIRECT with several in flight on a per-thread io_uring (the packs are
- * not in the page cache, and filling it costs more than the read), and
- * check each record's CRC32C before they trust it.
+ * with synchronous O_DIRECT preads (the packs are not in the page cache,
+ * and filling it costs more than the read; reads in flight together come
+ * from the read-ahead threads, readahead.c), and check each record's
+ * CRC32C before they trust it.
  *
  * What must stay true: a record's offset, once returned by pack_append,
  * is where its bytes land; a pack is never rewritten in place (gc copies
@@ -921,63 +922,39 @@ static int read_run_buffered(struct chunk_store *cs, size_t n, const struct chun
 }
 
 /* ---- several runs a call ------------------------------------------------------
- * Up to PACK_RUNS_MAX runs, each read with one O_DIRECT pread into a
- * page-aligned per-thread buffer and decoded from there. With
- * CKPTFS_READ_RING=1 their reads are in flight together on an io_uring
- * and each is decoded as it lands; the ring has to be set up per call (a
- * ring kept for the thread's life would be an area of the daemon's memory
- * that the engine's restore refuses), and that costs more than the
- * overlap saves on the development machine, so it is off by default. */
-
-struct runs_tls {
-	uint8_t *buf[PACK_RUNS_MAX]; /* RUN_BUF_LEN each, page aligned */
-	bool no_ring;                /* io_uring_queue_init failed once */
-};
+ * Up to PACK_RUNS_MAX runs, each read with one synchronous O_DIRECT pread
+ * into a page-aligned per-thread buffer and decoded from there. Reads in
+ * flight together come from the store's read-ahead threads
+ * (readahead.c), each doing this on its own unit of the file: an
+ * io_uring per call cost more to set up than its overlap saved, and one
+ * kept per thread or reader is a mapping the engine's restore would find
+ * in its own process. */
 
 static pthread_key_t runs_key;
 static pthread_once_t runs_once = PTHREAD_ONCE_INIT;
 
-static void runs_free(void *v)
-{
-	struct runs_tls *t = v;
-	for (unsigned i = 0; i < PACK_RUNS_MAX; i++)
-		free(t->buf[i]);
-	free(t);
-}
-
 static void runs_init(void)
 {
-	if (pthread_key_create(&runs_key, runs_free) != 0)
+	if (pthread_key_create(&runs_key, free) != 0)
 		abort();
 }
 
-static struct runs_tls *runs_tls(void)
+/* The thread's direct-read buffer: RUN_BUF_LEN bytes, page aligned. */
+static uint8_t *runs_buf(void)
 {
-	struct runs_tls *t;
+	void *b;
 
 	pthread_once(&runs_once, runs_init);
-	t = pthread_getspecific(runs_key);
-	if (t)
-		return t;
-	t = calloc(1, sizeof(*t));
-	if (!t)
+	b = pthread_getspecific(runs_key);
+	if (b)
+		return b;
+	if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0)
 		return NULL;
-	/* The ring is opt-in: set up per call, it cost more CPU and time than
-	 * its overlap saved in measurements here (docs/PERFORMANCE.md). */
-	t->no_ring = getenv("CKPTFS_READ_RING") == NULL;
-	for (unsigned i = 0; i < PACK_RUNS_MAX; i++) {
-		void *b;
-		if (posix_memalign(&b, STORE_PAGE_SIZE, RUN_BUF_LEN) != 0) {
-			runs_free(t);
-			return NULL;
-		}
-		t->buf[i] = b;
-	}
-	if (pthread_setspecific(runs_key, t) != 0) {
-		runs_free(t);
+	if (pthread_setspecific(runs_key, b) != 0) {
+		free(b);
 		return NULL;
 	}
-	return t;
+	return b;
 }
 
 int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, const struct chunk_loc *locs,
@@ -985,12 +962,9 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 {
 	struct pack_fd *pf[PACK_RUNS_MAX] = { NULL };
 	uint64_t start[PACK_RUNS_MAX], need[PACK_RUNS_MAX];
-	ssize_t res[PACK_RUNS_MAX];
-	bool done[PACK_RUNS_MAX] = { false };
-	size_t first[PACK_RUNS_MAX], inflight = 0;
-	struct runs_tls *t;
-	struct io_uring ring;
-	bool have_ring = false;
+	size_t first[PACK_RUNS_MAX];
+	uint8_t *buf;
+	bool buffered = false;
 	int r = 0;
 
 	if (nruns == 0 || nruns > PACK_RUNS_MAX)
@@ -1010,95 +984,34 @@ int pack_read_runs(struct chunk_store *cs, size_t nruns, const size_t *cnt, cons
 		start[k] = ALIGN_DOWN(locs[i].offset, (uint64_t)STORE_PAGE_SIZE);
 		need[k] = locs[i].offset + total - start[k];
 	}
-	t = runs_tls();
-	if (!t)
-		return -ENOMEM;
-	bool buffered = false;
 	for (size_t k = 0; k < nruns; k++) {
 		r = fd_get(cs, locs[first[k]].pack, &pf[k]);
 		if (r < 0)
 			goto out;
 		buffered |= pf[k]->dfd < 0;
 	}
-	if (buffered) {
-		/* No O_DIRECT here (tmpfs before Linux 6.6): one buffered
-		 * preadv a run. */
-		for (size_t k = 0; k < nruns && r == 0; k++)
+	buf = buffered ? NULL : runs_buf();
+	if (!buffered && !buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < nruns && r == 0; k++) {
+		if (buffered) {
+			/* No O_DIRECT here (tmpfs before Linux 6.6): one
+			 * buffered preadv a run. */
 			r = read_run_buffered(cs, cnt[k], &locs[first[k]], &ids[first[k]], &outs[first[k]]);
-		goto out;
-	}
-	if (!t->no_ring && nruns > 1) {
-		have_ring = io_uring_queue_init(PACK_RUNS_MAX, &ring, 0) == 0;
-		t->no_ring = !have_ring;
-	}
-	if (!have_ring) {
-		/* One run, or no ring: synchronous direct reads. */
-		for (size_t k = 0; k < nruns && r == 0; k++) {
-			ssize_t got = pread(pf[k]->dfd, t->buf[k], (size_t)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
-					    (off_t)start[k]);
-			if (got < (ssize_t)need[k]) {
-				r = -EIO;
-				break;
-			}
-			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
-				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
-		}
-		goto out;
-	}
-	for (size_t k = 0; k < nruns; k++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-		if (!sqe) {
-			r = -EBUSY;
-			break;
-		}
-		io_uring_prep_read(sqe, pf[k]->dfd, t->buf[k], (unsigned)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
-				   start[k]);
-		io_uring_sqe_set_data64(sqe, k);
-		inflight++;
-	}
-	if (inflight) {
-		int s = io_uring_submit(&ring);
-		if (s < 0) {
-			/* Nothing went out. */
-			inflight = 0;
-			r = s;
-		}
-	}
-	/* Decode in order as the reads land; every read is reaped before we
-	 * return, since the buffers are reused by the next call. */
-	for (size_t k = 0; inflight || (r == 0 && k < nruns);) {
-		if (r == 0 && k < nruns && done[k]) {
-			if (res[k] < (ssize_t)need[k]) {
-				r = -EIO;
-				continue;
-			}
-			for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
-				r = run_rec(cs, &locs[j], ids[j], t->buf[k] + (locs[j].offset - start[k]), outs[j]);
-			k++;
 			continue;
 		}
-		struct io_uring_cqe *cqe;
-		int w = io_uring_wait_cqe(&ring, &cqe);
-		if (w == -EINTR)
-			continue;
-		if (w < 0) {
-			/* Cannot reap: reads may still land in our buffers
-			 * after the ring is closed. Leave them to the kernel
-			 * (leaked); the next call makes new ones. */
-			pthread_setspecific(runs_key, NULL);
-			if (r == 0)
-				r = w;
+		ssize_t got = pread(pf[k]->dfd, buf, (size_t)ALIGN_UP(need[k], (uint64_t)STORE_PAGE_SIZE),
+				    (off_t)start[k]);
+		if (got < (ssize_t)need[k]) {
+			r = -EIO;
 			break;
 		}
-		size_t d = (size_t)io_uring_cqe_get_data64(cqe);
-		res[d] = cqe->res;
-		done[d] = true;
-		io_uring_cqe_seen(&ring, cqe);
-		inflight--;
+		for (size_t j = first[k]; j < first[k] + cnt[k] && r == 0; j++)
+			r = run_rec(cs, &locs[j], ids[j], buf + (locs[j].offset - start[k]), outs[j]);
 	}
 out:
-	if (have_ring)
-		io_uring_queue_exit(&ring);
 	for (size_t k = 0; k < nruns; k++)
 		if (pf[k])
 			fd_put(cs, pf[k]);
