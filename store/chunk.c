@@ -1728,7 +1728,10 @@ static int seg_load(struct rfile *f, uint32_t seg, struct rseg **ret)
 			goto out;
 		}
 	}
-	r = index_get_locs(cs->idx, n, (const uint8_t(*)[STORE_HASH_LEN])ids, locs, found);
+	/* Through the cache: a snapshot just written is read back (cp -r
+	 * out, a restore) without a RocksDB lookup per chunk. A location gc
+	 * moved since is caught by read_ent and looked up in RocksDB. */
+	r = index_find_chunks(cs->idx, n, (const uint8_t(*)[STORE_HASH_LEN])ids, locs, found);
 	if (r < 0)
 		goto out;
 	for (size_t k = 0; k < n; k++) {
