@@ -884,9 +884,21 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		err_clear();
 		r = ctl_command(fs, n->pid, caller_of(req), buf, size);
 		break;
-	case NODE_RFILE:
-		r = restore_write(h->rf, buf, size, (uint64_t)off);
-		break;
+	case NODE_RFILE: {
+		uint64_t ticket;
+
+		/* Answered first, ingested after from the request's buffer
+		 * (ours until we return): the writer sends its next piece
+		 * meanwhile (restore.c). */
+		r = restore_write_begin(h->rf, size, (uint64_t)off, &ticket);
+		if (r < 0)
+			break;
+		err_clear();
+		if (fuse_reply_write(req, size) != 0)
+			buf = NULL;
+		restore_write_end(h->rf, ticket, buf, size, (uint64_t)off);
+		return;
+	}
 	default:
 		r = -EBADF;
 		break;
@@ -975,7 +987,11 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	/* close() of a file copied in returns once its writes are ingested,
+	 * with EIO when the restore failed meanwhile. */
+	fuse_reply_err(req, h && h->rf ? -restore_flush(h->rf) : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
