@@ -211,6 +211,30 @@ static int node_attr(struct fs *fs, struct node *n, uid_t caller, struct stat *s
 	}
 }
 
+/* The opening lines of most handlers: the node of ino and, when st is
+ * given, its attributes as the caller sees them. NULL once the error has
+ * been replied (ENOENT for an inode we do not know or that is not the
+ * caller's to see). */
+static struct node *req_node(fuse_req_t req, fuse_ino_t ino, struct stat *st, double *ttl)
+{
+	struct fs *fs = fs_of(req);
+	struct node *n = node_find(fs, ino);
+	int r;
+
+	if (!n) {
+		fuse_reply_err(req, ENOENT);
+		return NULL;
+	}
+	if (st) {
+		r = node_attr(fs, n, caller_of(req), st, ttl);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return NULL;
+		}
+	}
+	return n;
+}
+
 static void reply_entry_node(fuse_req_t req, struct fs *fs, const struct node_id *id)
 {
 	struct fuse_entry_param e;
@@ -243,16 +267,14 @@ static void reply_entry_node(fuse_req_t req, struct fs *fs, const struct node_id
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct node *p = node_find(fs, parent);
+	struct node *p = req_node(req, parent, NULL, NULL);
 	uid_t caller = caller_of(req);
 	struct node_id id = { 0 };
 	_cleanup_free_ char *path = NULL;
 	uint64_t v;
 
-	if (!p) {
-		fuse_reply_err(req, ENOENT);
+	if (!p)
 		return;
-	}
 	switch (p->kind) {
 	case NODE_ROOT:
 		if (!strcmp(name, "README"))
@@ -362,20 +384,10 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct fs *fs = fs_of(req);
-	struct node *n = node_find(fs, ino);
 	struct stat st;
 	double ttl;
-	int r;
 
-	if (!n) {
-		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	r = node_attr(fs, n, caller_of(req), &st, &ttl);
-	if (r < 0)
-		fuse_reply_err(req, -r);
-	else
+	if (req_node(req, ino, &st, &ttl))
 		fuse_reply_attr(req, &st, ttl);
 }
 
@@ -383,13 +395,11 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct node *n = node_find(fs, ino);
+	struct node *n = req_node(req, ino, NULL, NULL);
 	int r = 0;
 
-	if (!n) {
-		fuse_reply_err(req, ENOENT);
+	if (!n)
 		return;
-	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		switch (n->kind) {
 		case NODE_CTL:
@@ -540,23 +550,16 @@ static int rchild_add(const char *child, bool is_dir, uint64_t size, void *ud)
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct node *n = node_find(fs, ino);
 	uid_t caller = caller_of(req);
 	struct dirbuf b = { .req = req };
 	struct handle *h;
 	struct stat st;
 	double ttl;
-	int r;
+	struct node *n = req_node(req, ino, &st, &ttl);
+	int r = 0;
 
-	if (!n) {
-		fuse_reply_err(req, ENOENT);
+	if (!n)
 		return;
-	}
-	r = node_attr(fs, n, caller, &st, &ttl);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
 	if (!S_ISDIR(st.st_mode)) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -730,23 +733,15 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct node *n = node_find(fs, ino);
-	uid_t caller = caller_of(req);
 	int acc = fi->flags & O_ACCMODE;
 	struct handle *h;
 	struct stat st;
 	double ttl;
-	int r;
+	struct node *n = req_node(req, ino, &st, &ttl);
+	int r = 0;
 
-	if (!n) {
-		fuse_reply_err(req, ENOENT);
+	if (!n)
 		return;
-	}
-	r = node_attr(fs, n, caller, &st, &ttl);
-	if (r < 0) {
-		fuse_reply_err(req, -r);
-		return;
-	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
@@ -872,21 +867,34 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	struct fs *fs = fs_of(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct node *n = node_find(fs, ino);
+	struct node *n = req_node(req, ino, NULL, NULL);
 	int r;
 
-	if (!n) {
-		fuse_reply_err(req, ENOENT);
+	if (!n)
 		return;
-	}
 	switch (h->kind) {
 	case NODE_CTL:
 		err_clear();
 		r = ctl_command(fs, n->pid, caller_of(req), buf, size);
 		break;
-	case NODE_RFILE:
-		r = restore_write(h->rf, buf, size, (uint64_t)off);
-		break;
+	case NODE_RFILE: {
+		/* The handle may be released once the answer is out; its
+		 * rfile stays until the writes it answered are ingested. */
+		struct rfile *rf = h->rf;
+		uint64_t ticket;
+
+		/* Answered first, ingested after from the request's buffer
+		 * (ours until we return): the writer sends its next piece
+		 * meanwhile (restore.c). */
+		r = restore_write_begin(rf, size, (uint64_t)off, &ticket);
+		if (r < 0)
+			break;
+		err_clear();
+		if (fuse_reply_write(req, size) != 0)
+			buf = NULL;
+		restore_write_end(rf, ticket, buf, size, (uint64_t)off);
+		return;
+	}
 	default:
 		r = -EBADF;
 		break;
@@ -975,7 +983,11 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	/* close() of a file copied in returns once its writes are ingested,
+	 * with EIO when the restore failed meanwhile. */
+	fuse_reply_err(req, h && h->rf ? -restore_flush(h->rf) : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -993,7 +1005,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		      struct fuse_file_info *fi)
 {
 	struct fs *fs = fs_of(req);
-	struct node *p = node_find(fs, parent);
+	struct node *p = req_node(req, parent, NULL, NULL);
 	_cleanup_free_ char *path = NULL;
 	struct fuse_entry_param e;
 	struct handle *h;
@@ -1002,10 +1014,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	double ttl;
 	int r;
 
-	if (!p) {
-		fuse_reply_err(req, ENOENT);
+	if (!p)
 		return;
-	}
 	if (p->kind != NODE_RDIR) {
 		fuse_reply_err(req, p->kind == NODE_SNAP ? EROFS : EACCES);
 		return;
@@ -1053,16 +1063,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct fs *fs = fs_of(req);
-	struct node *p = node_find(fs, parent);
+	struct node *p = req_node(req, parent, NULL, NULL);
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	_cleanup_free_ char *path = NULL;
 	struct node_id id = { 0 };
 	int r;
 
-	if (!p) {
-		fuse_reply_err(req, ENOENT);
+	if (!p)
 		return;
-	}
 	err_clear();
 	switch (p->kind) {
 	case NODE_RESTORE:
@@ -1095,15 +1103,13 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fs_of(req);
-	struct node *p = node_find(fs, parent);
+	struct node *p = req_node(req, parent, NULL, NULL);
 	uid_t caller = caller_of(req);
 	uint64_t v;
 	int r;
 
-	if (!p) {
-		fuse_reply_err(req, ENOENT);
+	if (!p)
 		return;
-	}
 	err_clear();
 	switch (p->kind) {
 	case NODE_PID: {
@@ -1145,13 +1151,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct fs *fs = fs_of(req);
-	struct node *p = node_find(fs, parent);
+	struct node *p = req_node(req, parent, NULL, NULL);
 
-	if (!p) {
-		fuse_reply_err(req, ENOENT);
+	if (!p)
 		return;
-	}
 	/* See rmdir: files of a snapshot or restore go with their top
 	 * directory; removing one alone changes nothing. */
 	if (p->kind == NODE_SNAP || p->kind == NODE_RDIR)

@@ -187,6 +187,32 @@ START_TEST(test_garbage_manifest)
 }
 END_TEST
 
+/* The daemon with every store write failing (pack writes, snapshot
+ * directory writes): fault injection, see docs/TESTING.md. */
+static void setup_store_fails(void)
+{
+	setenv("CKPTFS_FAULT", "100,110", 1);
+	harness_mount();
+	unsetenv("CKPTFS_FAULT");
+}
+
+/* A write into restore/ is answered before it is stored (restore.c): a
+ * store failure after the answer must still fail the copy, at a later
+ * write or at close(), and the restore, naming the file and the reason. */
+START_TEST(test_store_fails)
+{
+	char *s;
+
+	ck_assert_int_eq(sh("mkdir \"$WORK/s\" && head -c 8M /dev/urandom > \"$WORK/s/big\""), 0);
+	ck_assert_int_ne(sh("cp -r \"$WORK/s\" \"$MNT/restore/bad\" 2>/dev/null"), 0);
+	s = restore_wait("bad", 10000);
+	ck_assert_msg(!strncmp(s, "failed: big: ", 13), "status '%s', want failed naming big", s);
+	ck_assert_msg(strstr(s, "injected"), "status '%s' does not give the reason", s);
+	free(s);
+	ck_assert_int_eq(sh("grep -q ckptfs \"$MNT/README\""), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("fs-bad-input");
@@ -208,6 +234,11 @@ static Suite *suite(void)
 		tcase_add_test(tc, cases[i].t);
 		suite_add_tcase(s, tc);
 	}
+	TCase *tc = tcase_create("store_fails");
+	tcase_add_checked_fixture(tc, setup_store_fails, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_store_fails);
+	suite_add_tcase(s, tc);
 	return s;
 }
 
