@@ -39,6 +39,8 @@
 /* Largest read and write the kernel sends us, and st_blksize, so that cp
  * moves 1 MiB at a time. */
 #define FS_IO_SIZE (1024u * 1024)
+/* Holes shorter than this are shown as data by SEEK_HOLE (ops.c, shown_hole). */
+#define FS_MIN_HOLE (64u * 1024)
 
 enum node_kind {
 	NODE_ROOT,     /* / */
