@@ -945,11 +945,29 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 	return 0;
 }
 
+/* f->parts is kept sorted by block: a file written in pieces around holes
+ * (cp -r into restore/ skips them) leaves thousands of blocks partly
+ * written until close, and a scan of them all at every write made such a
+ * copy quadratic. Writers go forward, so inserts are mostly appends and
+ * the blocks completed are mostly the last ones. */
+static size_t partial_pos(const struct wfile *f, uint64_t block)
+{
+	size_t lo = 0, hi = f->nparts;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->parts[mid].block < block)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 static struct partial *partial_get(struct wfile *f, uint64_t block)
 {
-	for (size_t i = 0; i < f->nparts; i++)
-		if (f->parts[i].block == block)
-			return &f->parts[i];
+	size_t pos = partial_pos(f, block);
+	if (pos < f->nparts && f->parts[pos].block == block)
+		return &f->parts[pos];
 	if (f->nparts == f->aparts) {
 		size_t n = f->aparts ? f->aparts * 2 : 4;
 		struct partial *np = realloc(f->parts, n * sizeof(*np));
@@ -958,25 +976,36 @@ static struct partial *partial_get(struct wfile *f, uint64_t block)
 		f->parts = np;
 		f->aparts = n;
 	}
-	struct partial *p = &f->parts[f->nparts];
-	p->block = block;
-	p->covered = 0;
-	p->data = calloc(1, STORE_BLOCK_SIZE);
-	p->bits = calloc(1, STORE_BLOCK_SIZE / 8);
-	if (!p->data || !p->bits) {
-		free(p->data);
-		free(p->bits);
+	struct partial q = { .block = block };
+	q.data = calloc(1, STORE_BLOCK_SIZE);
+	q.bits = calloc(1, STORE_BLOCK_SIZE / 8);
+	if (!q.data || !q.bits) {
+		free(q.data);
+		free(q.bits);
 		return NULL;
 	}
+	memmove(&f->parts[pos + 1], &f->parts[pos], (f->nparts - pos) * sizeof(*f->parts));
+	f->parts[pos] = q;
 	f->nparts++;
-	return p;
+	return &f->parts[pos];
 }
 
 static void partial_drop(struct wfile *f, struct partial *p)
 {
+	size_t pos = (size_t)(p - f->parts);
 	free(p->data);
 	free(p->bits);
-	*p = f->parts[--f->nparts];
+	memmove(p, p + 1, (f->nparts - pos - 1) * sizeof(*p));
+	f->nparts--;
+}
+
+static void partials_free(struct wfile *f)
+{
+	for (size_t i = 0; i < f->nparts; i++) {
+		free(f->parts[i].data);
+		free(f->parts[i].bits);
+	}
+	f->nparts = 0;
 }
 
 /* Buffers a write inside one block; ingests the block once complete. */
@@ -1056,13 +1085,9 @@ static int chunk_file_pwrite(struct store_file *sf, const void *vbuf, size_t len
 		}
 		/* The fast path: whole aligned blocks straight from the caller. */
 		size_t nb = len / STORE_BLOCK_SIZE;
-		for (size_t i = 0; i < f->nparts; i++) {
-			struct partial *p = &f->parts[i];
-			if (p->block >= off / STORE_BLOCK_SIZE && p->block < off / STORE_BLOCK_SIZE + nb) {
-				partial_drop(f, p);
-				i--;
-			}
-		}
+		for (size_t i = partial_pos(f, off / STORE_BLOCK_SIZE);
+		     i < f->nparts && f->parts[i].block < off / STORE_BLOCK_SIZE + nb;)
+			partial_drop(f, &f->parts[i]);
 		r = ingest(f, buf, off / STORE_BLOCK_SIZE, nb, STORE_BLOCK_SIZE);
 		if (r < 0)
 			break;
@@ -1109,16 +1134,16 @@ static int finish_file(struct wfile *f, struct wmeta *m)
 		return 0;
 	}
 	/* Partial blocks are cut at the file's size, now known. */
-	while (f->nparts) {
-		struct partial *p = &f->parts[0];
+	for (size_t i = 0; i < f->nparts; i++) {
+		struct partial *p = &f->parts[i];
 		uint64_t start = p->block * STORE_BLOCK_SIZE;
 		if (start < size) {
 			r = ingest(f, p->data, p->block, 1, (uint32_t)MIN((uint64_t)STORE_BLOCK_SIZE, size - start));
 			if (r < 0)
 				return r;
 		}
-		partial_drop(f, p);
 	}
+	partials_free(f);
 	if (f->pack) {
 		r = pack_give(cs, f->pack);
 		f->pack = NULL;
@@ -1152,8 +1177,6 @@ static int finish_file(struct wfile *f, struct wmeta *m)
 				m->allocated += MIN((uint64_t)STORE_PAGE_SIZE, size - ps);
 		}
 	}
-	for (size_t i = 0; i < f->nparts; i++)
-		partial_drop(f, &f->parts[i]);
 	r = leaf_set_final(f->leaves, size, m->hash);
 	if (r < 0)
 		return r;
@@ -1167,8 +1190,7 @@ static int finish_file(struct wfile *f, struct wmeta *m)
 static void wfile_free(struct wfile *f)
 {
 	struct chunk_store *cs = to_cs(f->snap->base.store);
-	while (f->nparts)
-		partial_drop(f, &f->parts[0]);
+	partials_free(f);
 	free(f->parts);
 	if (f->pack)
 		pack_give(cs, f->pack);
