@@ -77,6 +77,7 @@ struct partial {
 	uint32_t covered; /* bytes written (ranges are written once) */
 	uint8_t *data;    /* STORE_BLOCK_SIZE, zero where not written */
 	uint8_t *bits;    /* STORE_BLOCK_SIZE / 8: which bytes were written */
+	bool reloaded;    /* from the store, all counted as written: more writes may come */
 };
 
 struct wfile {
@@ -93,6 +94,8 @@ struct wfile {
 	uint32_t seq;
 	struct partial *parts;
 	size_t nparts, aparts;
+	uint64_t *flushed;   /* sorted: blocks ingested while partly written */
+	size_t nflushed, aflushed;
 	struct pack_writer *pack;
 	uint32_t last_pack;  /* recorded in snap->packs */
 	bool have_last_pack;
@@ -1008,15 +1011,155 @@ static void partials_free(struct wfile *f)
 	f->nparts = 0;
 }
 
+/* ---- blocks the writer left behind ------------------------------------------
+ * cp -r into restore/ writes the data of a memory file and skips its holes,
+ * so blocks that hold a hole stay partly written, and a copy of 1 GiB left
+ * 16k of them (18 KiB each) in memory until close. Once PARTIALS_KEPT are
+ * waiting, those behind the block being written are ingested as they are
+ * (the bytes never written are zero, as at close) and only their numbers
+ * kept. A write that comes back to such a block first reloads it from the
+ * chunk it became, and waits again. That chunk must be readable now: one the index has, or
+ * one this file wrote to its own pack (flushed first); a block whose chunk
+ * another file of the snapshot is writing stays in memory instead. */
+#define PARTIALS_KEPT 16
+
+static size_t flushed_pos(const struct wfile *f, uint64_t block)
+{
+	size_t lo = 0, hi = f->nflushed;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->flushed[mid] < block)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int flushed_add(struct wfile *f, uint64_t block)
+{
+	size_t pos = flushed_pos(f, block);
+	if (pos < f->nflushed && f->flushed[pos] == block)
+		return 0;
+	if (f->nflushed == f->aflushed) {
+		size_t n = f->aflushed ? f->aflushed * 2 : 64;
+		uint64_t *nf = realloc(f->flushed, n * sizeof(*nf));
+		if (!nf)
+			return -ENOMEM;
+		f->flushed = nf;
+		f->aflushed = n;
+	}
+	memmove(&f->flushed[pos + 1], &f->flushed[pos], (f->nflushed - pos) * sizeof(*f->flushed));
+	f->flushed[pos] = block;
+	f->nflushed++;
+	return 0;
+}
+
+/* Forgets block; true if it was there. */
+static bool flushed_take(struct wfile *f, uint64_t block)
+{
+	size_t pos = flushed_pos(f, block);
+	if (pos == f->nflushed || f->flushed[pos] != block)
+		return false;
+	memmove(&f->flushed[pos], &f->flushed[pos + 1], (f->nflushed - pos - 1) * sizeof(*f->flushed));
+	f->nflushed--;
+	return true;
+}
+
+/* Where the chunk of this file's last entry for block can be read now;
+ * false if nowhere yet (another file is writing it). Zero blocks: mask 0. */
+static bool block_readable(struct wfile *f, uint64_t block, struct went *ret, struct chunk_loc *loc)
+{
+	struct wsnap *w = f->snap;
+	size_t i = f->nents;
+	while (i && f->ents[i - 1].block != block)
+		i--;
+	if (!i)
+		return false;
+	*ret = f->ents[i - 1];
+	if (!ret->mask)
+		return true;
+	pthread_mutex_lock(&w->lock);
+	struct idset_ent *e = idset_find(&w->set, ret->id);
+	bool ok = e && (e->state == IDSET_OLD ||
+			(e->state == IDSET_NEW && f->pack && e->loc.pack == pack_writer_id(f->pack)));
+	if (ok)
+		*loc = e->loc;
+	pthread_mutex_unlock(&w->lock);
+	return ok;
+}
+
+/* Ingests the partial blocks behind block, down to PARTIALS_KEPT waiting. */
+static int partials_leave_behind(struct wfile *f, uint64_t block)
+{
+	size_t i = 0;
+	while (f->nparts > PARTIALS_KEPT && i < f->nparts && f->parts[i].block < block) {
+		struct partial *p = &f->parts[i];
+		struct went e;
+		struct chunk_loc loc;
+		int r = ingest(f, p->data, p->block, 1, STORE_BLOCK_SIZE);
+		if (r < 0)
+			return r;
+		if (!block_readable(f, p->block, &e, &loc)) {
+			i++; /* kept: its chunk cannot be read back yet */
+			continue;
+		}
+		r = flushed_add(f, p->block);
+		if (r < 0)
+			return r;
+		partial_drop(f, p);
+	}
+	return 0;
+}
+
+/* A write came back to a block ingested while partly written: the block
+ * as it was, all of it counted as written. */
+static int partial_reload(struct wfile *f, struct partial *p)
+{
+	struct went e;
+	struct chunk_loc loc;
+	int r;
+
+	if (!block_readable(f, p->block, &e, &loc))
+		return err_set(-EIO, "block %" PRIu64 ": written in part, left, and its chunk is not readable",
+			       p->block);
+	if (e.mask) {
+		if (f->pack && loc.pack == pack_writer_id(f->pack)) {
+			r = pack_flush(f->pack);
+			if (r < 0)
+				return r;
+		}
+		r = pack_read_chunk(to_cs(f->snap->base.store), &loc, e.id, p->data);
+		if (r < 0)
+			return r;
+	}
+	memset(p->bits, 0xff, STORE_BLOCK_SIZE / 8);
+	p->covered = STORE_BLOCK_SIZE;
+	p->reloaded = true;
+	return 0;
+}
+
 /* Buffers a write inside one block; ingests the block once complete. */
 static int write_partial(struct wfile *f, const uint8_t *buf, size_t len, uint64_t off)
 {
 	uint64_t block = off / STORE_BLOCK_SIZE;
 	uint32_t in = (uint32_t)(off % STORE_BLOCK_SIZE);
-	struct partial *p = partial_get(f, block);
+	int r;
 
+	if (f->nparts >= PARTIALS_KEPT) {
+		r = partials_leave_behind(f, block);
+		if (r < 0)
+			return r;
+	}
+	size_t had = f->nparts;
+	struct partial *p = partial_get(f, block);
 	if (!p)
 		return -ENOMEM;
+	if (f->nparts > had && f->nflushed && flushed_take(f, block)) {
+		r = partial_reload(f, p);
+		if (r < 0)
+			return r;
+	}
 	memcpy(p->data + in, buf, len);
 	/* Count bytes newly covered; whole bitmap bytes at a time in the
 	 * middle, so that page-sized pieces cost little. */
@@ -1035,9 +1178,11 @@ static int write_partial(struct wfile *f, const uint8_t *buf, size_t len, uint64
 			p->bits[i / 8] |= (uint8_t)(1u << (i % 8));
 			p->covered++;
 		}
-	if (p->covered < STORE_BLOCK_SIZE)
+	/* A reloaded block waits like any other: the rest of what was not
+	 * written before may still come. */
+	if (p->covered < STORE_BLOCK_SIZE || p->reloaded)
 		return 0;
-	int r = ingest(f, p->data, block, 1, STORE_BLOCK_SIZE);
+	r = ingest(f, p->data, block, 1, STORE_BLOCK_SIZE);
 	partial_drop(f, p);
 	return r;
 }
@@ -1088,6 +1233,12 @@ static int chunk_file_pwrite(struct store_file *sf, const void *vbuf, size_t len
 		for (size_t i = partial_pos(f, off / STORE_BLOCK_SIZE);
 		     i < f->nparts && f->parts[i].block < off / STORE_BLOCK_SIZE + nb;)
 			partial_drop(f, &f->parts[i]);
+		while (f->nflushed) {
+			size_t i = flushed_pos(f, off / STORE_BLOCK_SIZE);
+			if (i == f->nflushed || f->flushed[i] >= off / STORE_BLOCK_SIZE + nb)
+				break;
+			flushed_take(f, f->flushed[i]);
+		}
 		r = ingest(f, buf, off / STORE_BLOCK_SIZE, nb, STORE_BLOCK_SIZE);
 		if (r < 0)
 			break;
@@ -1192,6 +1343,7 @@ static void wfile_free(struct wfile *f)
 	struct chunk_store *cs = to_cs(f->snap->base.store);
 	partials_free(f);
 	free(f->parts);
+	free(f->flushed);
 	if (f->pack)
 		pack_give(cs, f->pack);
 	cs_cctx_put(cs, f->cctx);
