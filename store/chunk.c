@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -953,17 +954,26 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
  * written until close, and a scan of them all at every write made such a
  * copy quadratic. Writers go forward, so inserts are mostly appends and
  * the blocks completed are mostly the last ones. */
-static size_t partial_pos(const struct wfile *f, uint64_t block)
+/* Index of the first of n elements, stride bytes each and sorted by the
+ * uint64_t at offset off, whose key is >= key. */
+static size_t lower_bound_u64(const void *base, size_t n, size_t stride, size_t off, uint64_t key)
 {
-	size_t lo = 0, hi = f->nparts;
+	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (f->parts[mid].block < block)
+		uint64_t k;
+		memcpy(&k, (const uint8_t *)base + mid * stride + off, sizeof(k));
+		if (k < key)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return lo;
+}
+
+static size_t partial_pos(const struct wfile *f, uint64_t block)
+{
+	return lower_bound_u64(f->parts, f->nparts, sizeof(*f->parts), offsetof(struct partial, block), block);
 }
 
 static struct partial *partial_get(struct wfile *f, uint64_t block)
@@ -1025,15 +1035,7 @@ static void partials_free(struct wfile *f)
 
 static size_t flushed_pos(const struct wfile *f, uint64_t block)
 {
-	size_t lo = 0, hi = f->nflushed;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (f->flushed[mid] < block)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return lower_bound_u64(f->flushed, f->nflushed, sizeof(*f->flushed), 0, block);
 }
 
 static int flushed_add(struct wfile *f, uint64_t block)
@@ -1928,15 +1930,7 @@ out:
 /* Index in s of the first entry with block >= block. */
 static size_t seg_lower(const struct rseg *s, uint64_t block)
 {
-	size_t lo = 0, hi = s->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (s->ents[mid].block < block)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return lower_bound_u64(s->ents, s->n, sizeof(*s->ents), offsetof(struct rent, block), block);
 }
 
 /* Copies the recipe entry of block into *out: 1, or 0 for a hole. With
