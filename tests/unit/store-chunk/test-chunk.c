@@ -11,45 +11,14 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "store/chunk-int.h"
-
-#define KiB 1024u
-#define MiB (1024u * 1024u)
-
-static char tmp[64];
-static char dir[128];
+#include "chunk-test.h"
 
 static void setup(void)
 {
-	snprintf(tmp, sizeof(tmp), "/tmp/ckptfs-chunk-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmp));
-	snprintf(dir, sizeof(dir), "%s/store", tmp);
-	unsetenv("CKPTFS_FAULT");
-	fault_reload();
-}
-
-static void teardown(void)
-{
-	rm_rf(tmp);
+	test_dir_setup("ckptfs-chunk");
 }
 
 /* ---- data ---------------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static void fill_random(uint8_t *p, size_t len, uint64_t seed)
-{
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t v = rng_next(&seed);
-		memcpy(p + i, &v, MIN((size_t)8, len - i));
-	}
-}
 
 /* Memory-like: pages that are zero, text, or random, in runs. */
 static uint8_t *memory_like(size_t len, uint64_t seed)

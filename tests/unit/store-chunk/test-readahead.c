@@ -11,45 +11,11 @@
 #include <pthread.h>
 #include <sys/stat.h>
 
-#include "store/chunk-int.h"
-
-#define KiB 1024u
-#define MiB (1024u * 1024u)
-
-static char tmp[64];
-static char dir[128];
+#include "chunk-test.h"
 
 static void setup(void)
 {
-	snprintf(tmp, sizeof(tmp), "/var/tmp/ckptfs-ra-XXXXXX");
-	if (!mkdtemp(tmp)) {
-		/* no /var/tmp: any temp dir will do */
-		snprintf(tmp, sizeof(tmp), "/tmp/ckptfs-ra-XXXXXX");
-		ck_assert_ptr_nonnull(mkdtemp(tmp));
-	}
-	snprintf(dir, sizeof(dir), "%s/store", tmp);
-	unsetenv("CKPTFS_READAHEAD");
-}
-
-static void teardown(void)
-{
-	rm_rf(tmp);
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static void fill_random(uint8_t *p, size_t len, uint64_t seed)
-{
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t v = rng_next(&seed);
-		memcpy(p + i, &v, MIN((size_t)8, len - i));
-	}
+	test_dir_setup("ckptfs-ra");
 }
 
 /* Memory-like: runs of zero, text and random pages, a whole read-ahead

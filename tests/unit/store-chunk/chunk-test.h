@@ -1,0 +1,55 @@
+/*
+ * What the chunk store's test binaries share: a fresh store directory per
+ * test, and reproducible data.
+ */
+#ifndef CKPTFS_TEST_CHUNK_TEST_H
+#define CKPTFS_TEST_CHUNK_TEST_H
+
+#include <check.h>
+
+#include "store/chunk-int.h"
+
+#define KiB 1024u
+#define MiB (1024u * 1024u)
+
+static char tmp[64];
+static char dir[128]; /* tmp/store: the store of the test */
+
+/* A fresh directory under /var/tmp (or /tmp without it), named prefix-*;
+ * no fault injected, store read-ahead at its default. */
+static inline void test_dir_setup(const char *prefix)
+{
+	snprintf(tmp, sizeof(tmp), "/var/tmp/%s-XXXXXX", prefix);
+	if (!mkdtemp(tmp)) {
+		snprintf(tmp, sizeof(tmp), "/tmp/%s-XXXXXX", prefix);
+		ck_assert_ptr_nonnull(mkdtemp(tmp));
+	}
+	snprintf(dir, sizeof(dir), "%s/store", tmp);
+	unsetenv("CKPTFS_FAULT");
+	unsetenv("CKPTFS_READAHEAD");
+	fault_reload();
+}
+
+static inline void teardown(void)
+{
+	rm_rf(tmp);
+}
+
+/* splitmix64 */
+static inline uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static inline void fill_random(uint8_t *p, size_t len, uint64_t seed)
+{
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = rng_next(&seed);
+		memcpy(p + i, &v, MIN((size_t)8, len - i));
+	}
+}
+
+#endif
