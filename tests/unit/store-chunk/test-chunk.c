@@ -20,28 +20,6 @@ static void setup(void)
 
 /* ---- data ---------------------------------------------------------------- */
 
-/* Memory-like: pages that are zero, text, or random, in runs. */
-static uint8_t *memory_like(size_t len, uint64_t seed)
-{
-	uint8_t *p = calloc(1, len);
-	ck_assert_ptr_nonnull(p);
-	for (size_t pg = 0; pg * 4096 < len;) {
-		unsigned kind = rng_next(&seed) % 4, run = 1 + rng_next(&seed) % 6;
-		for (unsigned i = 0; i < run && pg * 4096 < len; i++, pg++) {
-			uint8_t *q = p + pg * 4096;
-			size_t n = MIN((size_t)4096, len - pg * 4096);
-			if (kind == 0)
-				continue;
-			if (kind == 1) {
-				for (size_t o = 0; o < n; o++)
-					q[o] = "the quick brown fox jumps over the lazy dog\n"[(o + pg) % 44];
-			} else {
-				fill_random(q, n, rng_next(&seed));
-			}
-		}
-	}
-	return p;
-}
 
 /* ---- helpers --------------------------------------------------------------- */
 

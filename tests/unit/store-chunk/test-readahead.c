@@ -18,27 +18,11 @@ static void setup(void)
 	test_dir_setup("ckptfs-ra");
 }
 
-/* Memory-like: runs of zero, text and random pages, a whole read-ahead
- * unit of zeros (a hole as big as a unit) at 2 MiB, and zeros at the end. */
-static uint8_t *memory_like(size_t len, uint64_t seed)
+/* memory_like, with a whole read-ahead unit of zeros (a hole as big as a
+ * unit) at 2 MiB and zeros at the end. */
+static uint8_t *memory_with_holes(size_t len, uint64_t seed)
 {
-	uint8_t *p = calloc(1, len);
-	ck_assert_ptr_nonnull(p);
-	for (size_t pg = 0; pg * 4096 < len;) {
-		unsigned kind = rng_next(&seed) % 4, run = 1 + rng_next(&seed) % 6;
-		for (unsigned i = 0; i < run && pg * 4096 < len; i++, pg++) {
-			uint8_t *q = p + pg * 4096;
-			size_t n = MIN((size_t)4096, len - pg * 4096);
-			if (kind == 0)
-				continue;
-			if (kind == 1) {
-				for (size_t o = 0; o < n; o++)
-					q[o] = "the quick brown fox jumps over the lazy dog\n"[(o + pg) % 44];
-			} else {
-				fill_random(q, n, rng_next(&seed));
-			}
-		}
-	}
+	uint8_t *p = memory_like(len, seed);
 	if (len > 3 * MiB)
 		memset(p + 2 * MiB, 0, MiB);
 	memset(p + len - MIN(len, (size_t)20000), 0, MIN(len, (size_t)20000));
@@ -98,7 +82,7 @@ START_TEST(sequential_and_random_exact)
 	struct store_snap *r;
 	struct store_file *f;
 
-	fx.data = memory_like(fx.len, 11);
+	fx.data = memory_with_holes(fx.len, 11);
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	/* Sequential, in pieces smaller than a unit, a unit, odd ones that
@@ -153,7 +137,7 @@ START_TEST(readahead_off_reads_the_same)
 
 	setenv("CKPTFS_READAHEAD", "0", 1);
 	s = open_store();
-	fx.data = memory_like(fx.len, 5);
+	fx.data = memory_with_holes(fx.len, 5);
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
@@ -260,7 +244,7 @@ START_TEST(close_with_reads_in_flight)
 	uint64_t units, failed;
 	struct store_snap *r;
 
-	fx.data = memory_like(fx.len, 21);
+	fx.data = memory_with_holes(fx.len, 21);
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	for (int i = 0; i < 40; i++) {
@@ -352,7 +336,7 @@ START_TEST(many_readers_many_files)
 	for (unsigned i = 0; i < NFILES; i++) {
 		snprintf(fx[i].path, sizeof(fx[i].path), "memory/f%u", i);
 		fx[i].len = 3 * MiB + i * 300 * KiB + 17 * i;
-		fx[i].data = memory_like(fx[i].len, 100 + i);
+		fx[i].data = memory_with_holes(fx[i].len, 100 + i);
 	}
 	write_snap(s, "x", fx, NFILES);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
