@@ -293,8 +293,11 @@ static void drop(struct ra *ra, uint64_t from, bool all)
 
 /* Queues the units from the one at pos to the one holding byte
  * end + RA_AHEAD - 1 that have no slot yet, as far as slots and the
- * store's buffers allow. Units wholly inside the call's range [off, end)
- * go straight into its buffer (buf is at off). */
+ * store's buffers allow. Units wholly inside what is left of the call's
+ * range, [pos, end), go straight into its buffer (buf is at off): the call
+ * still meets them and waits for them before it returns. A unit the call
+ * has passed (the file's short last unit, once pos is at end) must not:
+ * it would be read into the buffer after the call returned. */
 static void fill(struct ra *ra, uint64_t pos, uint64_t off, uint64_t end, uint8_t *buf, const void *owner)
 {
 	struct ra_pool *p = ra->pool;
@@ -305,7 +308,7 @@ static void fill(struct ra *ra, uint64_t pos, uint64_t off, uint64_t end, uint8_
 	for (; u <= last; u++) {
 		uint64_t ustart = u * RA_UNIT;
 		uint32_t len = (uint32_t)MIN((uint64_t)RA_UNIT, ra->size - ustart);
-		bool inside = ustart >= off && ustart + len <= end;
+		bool inside = ustart >= pos && ustart >= off && ustart + len <= end;
 		if (slot_of(ra, u))
 			continue;
 		struct ra_slot *s = NULL;

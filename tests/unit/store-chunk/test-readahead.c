@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "chunk-test.h"
 
@@ -121,6 +122,64 @@ START_TEST(sequential_and_random_exact)
 	}
 	store_file_close(f);
 	free(buf);
+	store_snap_close(r);
+	store_close(s);
+	free(fx.data);
+}
+END_TEST
+
+/* Reads that end at the end of the file, whose last unit is short, by
+ * several threads on one handle: nothing may land in a caller's buffer
+ * after its call returned (the short unit was once queued into the
+ * buffer of a call that had already passed it, and overwrote the next
+ * read of the same buffer). */
+struct tail_reader {
+	struct store_file *f;
+	const uint8_t *data;
+	size_t len;
+	uint64_t seed;
+	unsigned bad;
+};
+
+static void *tail_reader(void *p)
+{
+	struct tail_reader *t = p;
+	uint8_t *buf = malloc(3 * MiB);
+	for (int i = 0; i < 400; i++) {
+		uint64_t back = 1 + rng_next(&t->seed) % (3 * MiB - 1), off = t->len - back;
+		size_t n = i % 2 ? back : 1 + rng_next(&t->seed) % back;
+		if (store_file_pread(t->f, buf, n, off) != (ssize_t)n || memcmp(buf, t->data + off, n))
+			t->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+START_TEST(nothing_lands_after_return)
+{
+	struct store *s = open_store();
+	struct file_spec fx = { "memory/x", NULL, 6 * MiB + 1234 };
+	struct store_snap *r;
+	struct store_file *f;
+	enum { N = 4 };
+	pthread_t th[N];
+	struct tail_reader t[N];
+
+	fx.data = memory_with_holes(fx.len, 5);
+	/* Data in the last unit: a hole there would read the same either way. */
+	fill_random(fx.data + 6 * MiB, 1234, 77);
+	write_snap(s, "x", &fx, 1);
+	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
+	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
+	for (int i = 0; i < N; i++) {
+		t[i] = (struct tail_reader){ f, fx.data, fx.len, 500 + (uint64_t)i, 0 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, tail_reader, &t[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_msg(t[i].bad == 0, "reader %d: %u reads differ", i, t[i].bad);
+	}
+	store_file_close(f);
 	store_snap_close(r);
 	store_close(s);
 	free(fx.data);
@@ -381,6 +440,7 @@ int main(void)
 	Suite *su = suite_create("store-readahead");
 	tc(su, "exact", sequential_and_random_exact, 60);
 	tc(su, "off", readahead_off_reads_the_same, 30);
+	tc(su, "after-return", nothing_lands_after_return, 60);
 	tc(su, "damage-ahead", damage_ahead_is_not_reported, 30);
 	tc(su, "close-in-flight", close_with_reads_in_flight, 60);
 	tc(su, "many-readers", many_readers_many_files, 90);
