@@ -143,7 +143,8 @@ struct fs {
 	struct owner_ent *owners;           /* fs->lock */
 	struct restore *restores;           /* fs->lock */
 	unsigned restore_threads;           /* fs->lock: restore threads still running */
-	pthread_cond_t restore_done;        /* signalled when restore_threads drops */
+	unsigned ctl_jobs;                  /* fs->lock: ctl writes still running (ops.c) */
+	pthread_cond_t restore_done;        /* signalled when either drops */
 };
 
 /* ---- inode.c ------------------------------------------------------------ */
@@ -223,6 +224,8 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len);
 /* True while a checkpoint of pid runs or pid has state here. */
 bool ctl_known(struct fs *fs, pid_t pid);
 void ctl_free(struct fs *fs);
+/* Waits until every ctl write being run has been answered (ops.c). */
+void ctl_jobs_wait(struct fs *fs);
 
 /* ---- restore.c ------------------------------------------------------------ */
 

@@ -1,6 +1,6 @@
 /*
  * ckptfs: the daemon. Parses options, opens the store, mounts, runs the
- * multi-threaded FUSE loop until SIGTERM, SIGINT or `fusermount3 -u`, then
+ * FUSE loop (one thread) until SIGTERM, SIGINT or `fusermount3 -u`, then
  * unmounts and closes everything in order: restores still verifying are
  * waited for, then snapshots, then the store.
  *
@@ -56,7 +56,8 @@ static void usage(FILE *out, const char *prog)
 		"Options:\n"
 		"  -f                     stay in the foreground, log to stderr (else syslog)\n"
 		"  -d                     FUSE debug output (implies -f)\n"
-		"  -s                     single-threaded loop (checkpoints then run one at a time)\n"
+		"  -s                     accepted for compatibility: one thread always serves\n"
+		"                         requests, and checkpoints run on threads of their own\n"
 		"  -o store=DIR           the chunk store (default: /var/lib/ckptfs for root,\n"
 		"                         else $XDG_DATA_HOME/ckptfs or ~/.local/share/ckptfs)\n"
 		"  -o backend=dir         keep snapshots as plain directories in DIR instead\n"
@@ -146,7 +147,6 @@ int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts opts = { 0 };
-	struct fuse_loop_config *loop = NULL;
 	struct config conf = { 0 };
 	struct fs *fs = NULL;
 	int ret = 1, r;
@@ -236,23 +236,18 @@ int main(int argc, char **argv)
 	log_info("mounted on %s, store %s (%s)", opts.mountpoint, fs->store_dir,
 		 fs->dir_backend ? "directories" : "chunk store");
 
-	if (opts.singlethread) {
-		r = fuse_session_loop(fs->se);
-	} else {
-		loop = fuse_loop_cfg_create();
-		if (!loop)
-			goto out_unmount;
-		/* A ctl write holds its thread for the whole checkpoint: allow
-		 * many at once. Keep enough idle ones for a copy into
-		 * restore/ (a write answered and still being ingested holds
-		 * its thread, up to 3 per file, restore.c): with 4, a 512 MiB
-		 * copy started and ended ~140 threads, each faulting in a new
-		 * 1 MiB buffer, and the daemon spent ~25% more CPU on it. */
-		fuse_loop_cfg_set_clone_fd(loop, opts.clone_fd);
-		fuse_loop_cfg_set_max_threads(loop, opts.max_threads > 10 ? opts.max_threads : 64);
-		fuse_loop_cfg_set_idle_threads(loop, opts.max_idle_threads != UINT_MAX ? opts.max_idle_threads : 8);
-		r = fuse_session_loop_mt(fs->se, loop);
-	}
+	/* One thread serves every request. With a pool of them (libfuse's
+	 * multithreaded loop, 8 idle), the kernel gave each request to the
+	 * thread that had waited longest, so every request woke another
+	 * thread: cp -r of 1 GiB out of the mount took 1.3-1.4 daemon CPU-s
+	 * and ran at 0.77-0.86 GB/s, against 1.0-1.1 CPU-s and 0.89-1.00 GB/s
+	 * with one (docs/PERFORMANCE.md). What takes long is not done on it:
+	 * a ctl write runs the checkpoint on a thread of its own (ops.c), a
+	 * restore its commit and process (restore.c), the store its
+	 * read-ahead and pack writes. */
+	r = fuse_session_loop(fs->se);
+	/* Checkpoints under way finish and are answered first. */
+	ctl_jobs_wait(fs);
 	/* The loop returns the number of the signal that ended it: an
 	 * orderly end like an unmount. */
 	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
@@ -276,7 +271,6 @@ out_fs:
 		pthread_mutex_destroy(&fs->lock);
 		free(fs);
 	}
-	fuse_loop_cfg_destroy(loop);
 out_args:
 	free(opts.mountpoint);
 	free(conf.store);

@@ -887,6 +887,76 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 		fuse_reply_lseek(req, (off_t)r);
 }
 
+/* A checkpoint takes seconds, and one thread serves the whole mount
+ * (main.c): a ctl write is answered from a thread of its own once the
+ * snapshot is durable or has failed, while the mount goes on serving
+ * (status, the snapshot's files, other checkpoints). */
+struct ctl_job {
+	struct fs *fs;
+	fuse_req_t req;
+	pid_t pid;
+	uid_t caller;
+	size_t size;
+	char line[];
+};
+
+static void *ctl_job_run(void *arg)
+{
+	struct ctl_job *j = arg;
+	int r;
+
+	err_clear();
+	r = ctl_command(j->fs, j->pid, j->caller, j->line, j->size);
+	if (r < 0)
+		fuse_reply_err(j->req, -r);
+	else
+		fuse_reply_write(j->req, j->size);
+	pthread_mutex_lock(&j->fs->lock);
+	j->fs->ctl_jobs--;
+	pthread_cond_broadcast(&j->fs->restore_done);
+	pthread_mutex_unlock(&j->fs->lock);
+	free(j);
+	return NULL;
+}
+
+void ctl_jobs_wait(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->ctl_jobs)
+		pthread_cond_wait(&fs->restore_done, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static int ctl_job_start(struct fs *fs, fuse_req_t req, pid_t pid, const char *buf, size_t size)
+{
+	struct ctl_job *j = malloc(sizeof(*j) + size + 1);
+	pthread_attr_t a;
+	pthread_t t;
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	*j = (struct ctl_job){ .fs = fs, .req = req, .pid = pid, .caller = caller_of(req), .size = size };
+	memcpy(j->line, buf, size);
+	j->line[size] = 0;
+	pthread_mutex_lock(&fs->lock);
+	fs->ctl_jobs++;
+	pthread_mutex_unlock(&fs->lock);
+	r = -pthread_attr_init(&a);
+	if (r == 0) {
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		r = -pthread_create(&t, &a, ctl_job_run, j);
+		pthread_attr_destroy(&a);
+	}
+	if (r < 0) {
+		pthread_mutex_lock(&fs->lock);
+		fs->ctl_jobs--;
+		pthread_mutex_unlock(&fs->lock);
+		free(j);
+	}
+	return r;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -899,8 +969,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	switch (h->kind) {
 	case NODE_CTL:
-		err_clear();
-		r = ctl_command(fs, n->pid, caller_of(req), buf, size);
+		r = ctl_job_start(fs, req, n->pid, buf, size);
+		if (r == 0)
+			return; /* answered by the job */
 		break;
 	case NODE_RFILE: {
 		/* The handle may be released once the answer is out; its
