@@ -27,6 +27,9 @@
  * fails after its answer fails the restore (status names the file and the
  * reason); the next write, the flush at close() and the release see it.
  * flush, truncate and release first wait for the file's answered writes.
+ * With one thread serving the mount (main.c) a write is ingested before
+ * the next request is read, so at most one is outstanding; the tickets
+ * keep the order and the bound should requests ever be served by several.
  *
  * The manifest parser is store/'s (store-int.h): the daemon must read an
  * incoming manifest before the store sees the snapshot whole, and one
