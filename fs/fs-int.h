@@ -245,17 +245,15 @@ int restore_list(struct fs *fs, uid_t uid, const char *name, const char *dir,
 int restore_subdir(struct fs *fs, uid_t uid, const char *name, const char *path);
 int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path, struct rfile **ret);
 /* A write in two steps, so that it can be answered before it is
- * ingested: begin (before the answer; blocks while RESTORE_WRITE_AHEAD
- * writes of the file are still to be ingested, -EIO once the restore has
- * failed) gives a ticket; end (after it) ingests the bytes in ticket
- * order, buf NULL when the answer could not be sent. A failure in end
- * fails the restore, and reaches the writer at its next write or flush.
- * restore_write() does both, for a caller that answers afterwards. */
-int restore_write_begin(struct rfile *f, size_t len, uint64_t off, uint64_t *ticket);
-int restore_write_end(struct rfile *f, uint64_t ticket, const void *buf, size_t len, uint64_t off);
+ * ingested: begin (before the answer; -EIO once the restore has failed),
+ * then end (after it, on the same thread) ingests the bytes, buf NULL
+ * when the answer could not be sent. A failure in end fails the restore,
+ * and reaches the writer at its next write or flush. restore_write() does
+ * both, for a caller that answers afterwards. */
+int restore_write_begin(struct rfile *f, size_t len, uint64_t off);
+int restore_write_end(struct rfile *f, const void *buf, size_t len, uint64_t off);
 int restore_write(struct rfile *f, const void *buf, size_t len, uint64_t off);
-/* Waits until the file's answered writes are ingested; -EIO when the
- * restore has failed (close() then reports it). */
+/* -EIO when the restore has failed (close() then reports it). */
 int restore_flush(struct rfile *f);
 int restore_truncate(struct rfile *f, uint64_t size);
 /* Grows the file to size if it is smaller (a hole at its end). */

@@ -974,21 +974,19 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 			return; /* answered by the job */
 		break;
 	case NODE_RFILE: {
-		/* The handle may be released once the answer is out; its
-		 * rfile stays until the writes it answered are ingested. */
-		struct rfile *rf = h->rf;
-		uint64_t ticket;
-
 		/* Answered first, ingested after from the request's buffer
-		 * (ours until we return): the writer sends its next piece
-		 * meanwhile (restore.c). */
-		r = restore_write_begin(rf, size, (uint64_t)off, &ticket);
+		 * (ours until we return): the writer reads its next piece
+		 * meanwhile. Its release is a request too, read only after
+		 * this one is done, so the rfile stays (restore.c). */
+		struct rfile *rf = h->rf;
+
+		r = restore_write_begin(rf, size, (uint64_t)off);
 		if (r < 0)
 			break;
 		err_clear();
 		if (fuse_reply_write(req, size) != 0)
 			buf = NULL;
-		restore_write_end(rf, ticket, buf, size, (uint64_t)off);
+		restore_write_end(rf, buf, size, (uint64_t)off);
 		return;
 	}
 	default:

@@ -17,19 +17,13 @@
  * discards only its own data); the daemon keeps serving whatever arrives.
  *
  * Writes are answered before they are ingested (restore_write_begin(),
- * then the reply, then restore_write_end() on the same FUSE thread, from
- * the request's own buffer): cp's write() returns at once, so cp reads
- * and sends its next piece while the daemon hashes, looks up, compresses
- * and appends this one, instead of each waiting for the other. At most
- * RESTORE_WRITE_AHEAD writes per file are answered and not yet ingested;
- * they are ingested in the order they were answered (tickets), so a
- * range written twice ends as the second write left it. A write that
+ * then the reply, then restore_write_end() on the thread that serves the
+ * mount, main.c, from the request's own buffer): cp's write() returns at
+ * once, so cp reads its next piece while the daemon hashes, looks up,
+ * compresses and appends this one. The next request is read only after
+ * that, so writes are ingested one at a time and in order. A write that
  * fails after its answer fails the restore (status names the file and the
  * reason); the next write, the flush at close() and the release see it.
- * flush, truncate and release first wait for the file's answered writes.
- * With one thread serving the mount (main.c) a write is ingested before
- * the next request is read, so at most one is outstanding; the tickets
- * keep the order and the bound should requests ever be served by several.
  *
  * The manifest parser is store/'s (store-int.h): the daemon must read an
  * incoming manifest before the store sees the snapshot whole, and one
@@ -55,10 +49,6 @@
 #define RESTORE_MAX_MANIFEST (16u << 20)
 /* How long a copy must be quiet before it is taken as complete. */
 #define RESTORE_QUIET_NS (300ull * 1000 * 1000)
-/* Writes per file answered before they are ingested: enough to keep the
- * daemon busy while cp reads and sends the next (1 MiB each), few enough
- * that the FUSE threads holding them stay few. */
-#define RESTORE_WRITE_AHEAD 3
 
 enum rstate {
 	R_RECEIVING,
@@ -80,9 +70,6 @@ struct rfile {
 	unsigned opens;       /* fs->lock: FUSE handles open on it */
 	char *buf;            /* manifest only: its bytes, kept to parse */
 	size_t buflen;
-	unsigned inflight;    /* fs->lock: writes answered, not yet ingested */
-	uint64_t tickets;     /* fs->lock: next ticket restore_write_begin() gives */
-	uint64_t serving;     /* fs->lock: the ticket whose write goes next */
 	struct rfile *next;   /* fs->lock */
 };
 
@@ -105,7 +92,6 @@ struct restore {
 	bool thread;              /* the commit/restore thread runs */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
 	uint64_t activity;        /* now_ns() of the last create, write or release */
-	pthread_cond_t written;   /* with fs->lock: a file's inflight or serving moved, or a failure */
 	struct restore *next;
 };
 
@@ -134,8 +120,6 @@ static void fail_locked(struct restore *rs, const char *fmt, ...)
 	vsnprintf(rs->why, sizeof(rs->why), fmt, ap);
 	va_end(ap);
 	log_warn("restore %s: failed: %s", rs->name, rs->why);
-	/* Writers waiting for room give up now. */
-	pthread_cond_broadcast(&rs->written);
 }
 
 static void rfile_free(struct rfile *f)
@@ -164,7 +148,6 @@ static void restore_free(struct restore *rs)
 	free(rs->dirs);
 	if (rs->have_man)
 		manifest_clear(&rs->man);
-	pthread_cond_destroy(&rs->written);
 	free(rs->name);
 	free(rs);
 }
@@ -485,10 +468,8 @@ int restore_mkdir(struct fs *fs, uid_t uid, gid_t gid, const char *name)
 	rs->fs = fs;
 	rs->uid = uid;
 	rs->gid = gid;
-	pthread_cond_init(&rs->written, NULL);
 	rs->name = strdup(name);
 	if (!rs->name) {
-		pthread_cond_destroy(&rs->written);
 		free(rs);
 		return -ENOMEM;
 	}
@@ -602,7 +583,6 @@ static struct restore *find_or_stored(struct fs *fs, uid_t uid, const char *name
 		free(rs);
 		return NULL;
 	}
-	pthread_cond_init(&rs->written, NULL);
 	rs->fs = fs;
 	rs->uid = uid;
 	rs->state = R_STORED;
@@ -863,27 +843,16 @@ int restore_create(struct fs *fs, uid_t uid, const char *name, const char *path,
 	return 0;
 }
 
-/* Waits until the file's answered writes are ingested. fs->lock held. */
-static void drain_locked(struct rfile *f)
-{
-	while (f->inflight)
-		pthread_cond_wait(&f->rs->written, &f->rs->fs->lock);
-}
-
-int restore_write_begin(struct rfile *f, size_t len, uint64_t off, uint64_t *ticket)
+int restore_write_begin(struct rfile *f, size_t len, uint64_t off)
 {
 	struct restore *rs = f->rs;
 	struct fs *fs = rs->fs;
 	int r = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	while (rs->state != R_FAILED && f->inflight >= RESTORE_WRITE_AHEAD)
-		pthread_cond_wait(&rs->written, &fs->lock);
 	if (rs->state == R_FAILED) {
 		r = -EIO;
 	} else {
-		*ticket = f->tickets++;
-		f->inflight++;
 		/* What the kernel is told by the answer; status and stat
 		 * agree with it from now on (a failure makes it moot). */
 		if (off <= RESTORE_MAX_FILE && len <= RESTORE_MAX_FILE - off && off + len > f->size)
@@ -941,38 +910,24 @@ out:
 	return r;
 }
 
-int restore_write_end(struct rfile *f, uint64_t ticket, const void *buf, size_t len, uint64_t off)
+int restore_write_end(struct rfile *f, const void *buf, size_t len, uint64_t off)
 {
-	struct restore *rs = f->rs;
-	struct fs *fs = rs->fs;
+	struct fs *fs = f->rs->fs;
 	bool skip;
-	int r = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	while (f->serving != ticket)
-		pthread_cond_wait(&rs->written, &fs->lock);
-	skip = rs->state == R_FAILED;
+	skip = f->rs->state == R_FAILED;
 	pthread_mutex_unlock(&fs->lock);
-
 	if (skip)
-		r = -EIO;
-	else if (buf)
-		r = write_now(f, buf, len, off);
-
-	pthread_mutex_lock(&fs->lock);
-	f->serving++;
-	f->inflight--;
-	pthread_cond_broadcast(&rs->written);
-	pthread_mutex_unlock(&fs->lock);
-	return r;
+		return -EIO;
+	return buf ? write_now(f, buf, len, off) : 0;
 }
 
 int restore_write(struct rfile *f, const void *buf, size_t len, uint64_t off)
 {
-	uint64_t ticket;
-	int r = restore_write_begin(f, len, off, &ticket);
+	int r = restore_write_begin(f, len, off);
 
-	return r < 0 ? r : restore_write_end(f, ticket, buf, len, off);
+	return r < 0 ? r : restore_write_end(f, buf, len, off);
 }
 
 int restore_flush(struct rfile *f)
@@ -981,7 +936,6 @@ int restore_flush(struct rfile *f)
 	int r;
 
 	pthread_mutex_lock(&fs->lock);
-	drain_locked(f);
 	r = f->rs->state == R_FAILED ? -EIO : 0;
 	pthread_mutex_unlock(&fs->lock);
 	return r;
@@ -999,10 +953,6 @@ int restore_truncate(struct rfile *f, uint64_t size)
 		pthread_mutex_unlock(&fs->lock);
 		return -EFBIG;
 	}
-	/* After the writes answered before it, as the caller made them. */
-	pthread_mutex_lock(&fs->lock);
-	drain_locked(f);
-	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_lock(&f->lock);
 	if (!f->f) {
 		r = -EROFS;
@@ -1061,8 +1011,6 @@ int restore_release(struct fs *fs, struct rfile *f)
 		pthread_mutex_unlock(&fs->lock);
 		return 0;
 	}
-	/* Nothing may still be on its way into the file it closes. */
-	drain_locked(f);
 	pthread_mutex_unlock(&fs->lock);
 
 	pthread_mutex_lock(&f->lock);
