@@ -79,6 +79,7 @@ struct partial {
 	uint8_t *data;    /* STORE_BLOCK_SIZE, zero where not written */
 	uint8_t *bits;    /* STORE_BLOCK_SIZE / 8: which bytes were written */
 	bool reloaded;    /* from the store, all counted as written: more writes may come */
+	bool kept;        /* ingested once, but its chunk could not be read back */
 };
 
 struct wfile {
@@ -1099,11 +1100,16 @@ static int partials_leave_behind(struct wfile *f, uint64_t block)
 		struct partial *p = &f->parts[i];
 		struct went e;
 		struct chunk_loc loc;
+		if (p->kept) {
+			i++;
+			continue;
+		}
 		int r = ingest(f, p->data, p->block, 1, STORE_BLOCK_SIZE);
 		if (r < 0)
 			return r;
 		if (!block_readable(f, p->block, &e, &loc)) {
-			i++; /* kept: its chunk cannot be read back yet */
+			p->kept = true; /* its chunk cannot be read back yet: waits for close */
+			i++;
 			continue;
 		}
 		r = flushed_add(f, p->block);

@@ -308,7 +308,7 @@ static void fill(struct ra *ra, uint64_t pos, uint64_t off, uint64_t end, uint8_
 	for (; u <= last; u++) {
 		uint64_t ustart = u * RA_UNIT;
 		uint32_t len = (uint32_t)MIN((uint64_t)RA_UNIT, ra->size - ustart);
-		bool inside = ustart >= pos && ustart >= off && ustart + len <= end;
+		bool inside = ustart >= pos && ustart + len <= end; /* pos >= off */
 		if (slot_of(ra, u))
 			continue;
 		struct ra_slot *s = NULL;
