@@ -280,6 +280,7 @@ struct chunk_store {
 	size_t nfds;
 
 	struct ra_pool *ra;   /* read-ahead threads and buffers; made at first use */
+	struct hot *hot;      /* decoded chunks read again and again; NULL: none */
 };
 
 static inline struct chunk_store *to_cs(struct store *s)
@@ -380,6 +381,23 @@ void ra_pool_free(struct chunk_store *cs);
 void ra_pool_stats(struct chunk_store *cs, uint64_t *units, uint64_t *failed);
 /* Bytes of file a read-ahead unit covers. */
 #define RA_UNIT (1u << 20)
+
+/* ---- the hot chunk cache (hot.c) ------------------------------------------ */
+
+/* Records in a run this short or shorter are offered to the cache. */
+#define HOT_RUN_MAX 8
+struct hot;
+/* *ret NULL (and 0) with CKPTFS_HOT_CACHE=0. */
+int hot_new(struct hot **ret);
+void hot_free(struct hot *h);
+/* Copies the decoded block of chunk id (len bytes) into out: true when
+ * it is cached. Accepts a NULL h. */
+bool hot_get(struct hot *h, const uint8_t id[STORE_HASH_LEN], uint32_t len, uint8_t *out);
+/* A chunk just read and checked (len decoded bytes at data): kept from
+ * its second offer on. Accepts a NULL h. */
+void hot_offer(struct hot *h, const uint8_t id[STORE_HASH_LEN], uint32_t len, const uint8_t *data);
+/* Blocks served from the cache and blocks put in it so far: for tests. */
+void hot_stats(const struct hot *h, uint64_t *hits, uint64_t *puts);
 
 /* ---- hashing two blocks at once (sha256x2.c) ----------------------------- */
 

@@ -245,6 +245,7 @@ static void chunk_close(struct store *s)
 	struct chunk_store *cs = to_cs(s);
 
 	ra_pool_free(cs);
+	hot_free(cs->hot);
 	pack_pool_drain(cs);
 	free(cs->pool);
 	for (size_t i = 0; i < cs->ncctx; i++)
@@ -352,6 +353,9 @@ int chunk_store_open(const char *dir, const struct store_options *o, struct stor
 		r = err_set(negerrno(), "store %s: no packs/ directory: %m", dir);
 		goto fail;
 	}
+	r = hot_new(&cs->hot);
+	if (r < 0)
+		goto fail;
 	snprintf(path, sizeof(path), "%s/index", dir);
 	r = index_open(path, cs->read_only, &cs->idx);
 	if (r < 0)
@@ -1964,7 +1968,11 @@ static int read_ent(struct rfile *f, const struct rent *e, uint8_t *out)
 
 	if (!e->missing) {
 		struct chunk_loc loc = e->loc;
+		if (hot_get(cs->hot, e->id, loc.raw_len, out))
+			return 0;
 		r = pack_read_chunk(cs, &loc, e->id, out);
+		if (r == 0)
+			hot_offer(cs->hot, e->id, loc.raw_len, out);
 		if (r != -ENOENT && r != -ESTALE)
 			return r;
 		bool found;
@@ -2023,6 +2031,17 @@ static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint
 			break;
 		joins = nruns && gap == 0 && cnt[nruns - 1] < PACK_RUN_MAX && x->loc.pack == locs[m - 1].pack &&
 			x->loc.offset == locs[m - 1].offset + rec_size(&locs[m - 1]);
+		/* A record away from the one before is a read of its own:
+		 * unless the hot cache has it. */
+		if (!joins && hot_get(cs->hot, x->id, (uint32_t)blen, out + done + gap)) {
+			if (gap) {
+				holes[nholes].off = done;
+				holes[nholes++].len = gap;
+			}
+			done += gap + blen;
+			next = x->block + 1;
+			continue;
+		}
 		if (!joins && nruns == PACK_RUNS_MAX)
 			break;
 		if (gap) {
@@ -2040,8 +2059,11 @@ static size_t read_run(struct rfile *f, const struct rent *e, uint8_t *out, uint
 		next = x->block + 1;
 	}
 	pthread_mutex_unlock(&f->lock);
-	if (!nruns || pack_read_runs(cs, nruns, cnt, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
+	if (nruns && pack_read_runs(cs, nruns, cnt, locs, (const uint8_t(*)[STORE_HASH_LEN])ids, outs) < 0)
 		return 0;
+	for (size_t k = 0, i = 0; k < nruns; i += cnt[k], k++)
+		for (size_t j = i; cnt[k] <= HOT_RUN_MAX && j < i + cnt[k]; j++)
+			hot_offer(cs->hot, ids[j], locs[j].raw_len, outs[j]);
 	for (size_t i = 0; i < nholes; i++)
 		memset(out + holes[i].off, 0, holes[i].len);
 	return (size_t)done;
