@@ -423,6 +423,28 @@ static char *sigblk(pid_t pid)
 	return all;
 }
 
+/* The masks as they stay: a thread inside a handler has that signal
+ * blocked until the handler returns, and the targets' interval timers
+ * fire every 20 ms (a signal held while a thread was stopped comes the
+ * moment it runs). Read until two reads 1 ms apart agree, or `want` is
+ * read (not NULL): a mask is wrong only if it stays wrong. */
+static char *sigblk_settled(pid_t pid, const char *want)
+{
+	char *cur = sigblk(pid);
+	for (int i = 0; i < 200; i++) {
+		if (want && !strcmp(cur, want))
+			break;
+		usleep(1000);
+		char *next = sigblk(pid);
+		bool same = !strcmp(cur, next);
+		free(cur);
+		cur = next;
+		if (same && !want)
+			break;
+	}
+	return cur;
+}
+
 static char *maps_of(pid_t pid)
 {
 	char p[64], *text = NULL;
@@ -471,7 +493,7 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 	pid_t pid = spawn(NULL, prog, NULL);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	char *blk0 = sigblk(pid), *maps0 = maps_of(pid);
+	char *blk0 = sigblk_settled(pid, NULL), *maps0 = maps_of(pid);
 	int st = mode ? run_ckpt_status(fault, NULL, 0, "dump", mode, p, path("store/bad"))
 		      : run_ckpt_status(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s",
@@ -479,7 +501,7 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 	wait_let_go(pid);
 	ck_assert_msg(kill(pid, 0) == 0 && waitpid(pid, &st, WNOHANG) == 0, "pid %d is gone", pid);
 	assert_untouched_n(pid, nthreads);
-	char *blk1 = sigblk(pid), *maps1 = maps_of(pid);
+	char *blk1 = sigblk_settled(pid, blk0), *maps1 = maps_of(pid);
 	ck_assert_msg(!strcmp(blk0, blk1), "signal masks changed:\n%s---\n%s", blk0, blk1);
 	ck_assert_msg(!strcmp(maps0, maps1), "mappings changed:\n%s---\n%s", maps0, maps1);
 	free(blk0);
