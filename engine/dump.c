@@ -62,7 +62,7 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds,
-		     bool copy, uint64_t *bytes)
+		     bool copy, struct copy_arena *arena, uint64_t *bytes)
 {
 	int r;
 
@@ -84,7 +84,7 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 	r = fds_capture(pid, fds);
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, copy, bytes);
+	r = memory_capture(pid, img, copy, arena, bytes);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;
@@ -241,6 +241,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	bool gpu_used = false;
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
+	struct copy_arena arena = { 0 };
 	_cleanup_free_ char *stat = NULL; /* before any goto: freed on every path */
 	char sp[64];
 	int r;
@@ -265,6 +266,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = gpu_take(pid, o, img.stopped, &gpu, &gpu_used);
 	if (r < 0)
 		goto out;
+	/* The copy's memory is faulted in while the process runs. */
+	if (after == ENGINE_AFTER_RUN)
+		copy_arena_reserve(pid, &arena);
 	/* The keeper traces it, not us: should we die from here on, it puts
 	 * every thread back and lets go (keeper.c). Forked before the freeze,
 	 * so the fork's cost is not frozen time. */
@@ -278,7 +282,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	if (fault_hit(FAULT_ENGINE_DIE_SEIZED))
 		raise(SIGKILL);
 	/* a copy in RAM only when the process runs again before the write */
-	r = take_view(pid, &k, &img, &fds, after == ENGINE_AFTER_RUN, &bytes);
+	r = take_view(pid, &k, &img, &fds, after == ENGINE_AFTER_RUN, &arena, &bytes);
+	copy_arena_release(&arena);
 	if (r < 0)
 		goto out;
 	if (after == ENGINE_AFTER_RUN) {
@@ -335,6 +340,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		  (tf1 - tf0) / 1000);
 	r = 0;
 out:
+	copy_arena_release(&arena);
 	/* the detail of the failure survives the keeper's ending */
 	if (k.pid) {
 		char why[512];

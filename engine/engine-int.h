@@ -268,9 +268,23 @@ int process_parse(const char *text, struct proc_image *img);
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
 int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
+/* Memory for the copy in RAM, faulted in before the freeze: on a virtual
+ * machine the first touch of a page can cost more than the copy into it
+ * (the host backs guest memory lazily), and paid during the copy it is
+ * frozen time. Areas' copies are carved from it in turn. */
+struct copy_arena {
+	uint8_t *base, *pos, *end;
+};
+/* Reserves and faults in about what pid's copy will take (its anonymous
+ * memory). Best effort: with no memory to spare it reserves nothing. */
+void copy_arena_reserve(pid_t pid, struct copy_arena *a);
+/* Unmaps what was not handed out; the copies are unmapped with their
+ * areas (vmas_free). */
+void copy_arena_release(struct copy_arena *a);
 /* Lists the pages to save of every area of stopped pid (vma->runs) and,
- * with copy, copies them into RAM (vma->data). *bytes: bytes to save. */
-int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes);
+ * with copy, copies them into RAM (vma->data), taking the buffers from
+ * arena first where there is one. *bytes: bytes to save. */
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, uint64_t *bytes);
 /* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
  * copied, else straight from pid, which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,

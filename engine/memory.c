@@ -394,11 +394,18 @@ static int copy_all(pid_t pid, int mem, struct proc_image *img, const int *fds)
 
 #define HUGE_SZ (2ul << 20)
 
-/* A buffer for a copy of saved pages. Large ones are backed by huge pages:
- * faulting in 4 KiB pages one by one costs more than the copy itself
- * (about 3 us a page in a virtual machine, ~0.8 s per GiB). */
-static uint8_t *copy_alloc(size_t len)
+/* A buffer for a copy of saved pages: from the arena while it lasts (its
+ * pages are faulted in already), else mapped now. Large ones are backed by
+ * huge pages: faulting in 4 KiB pages one by one costs more than the copy
+ * itself (about 3 us a page in a virtual machine, ~0.8 s per GiB). */
+static uint8_t *copy_alloc(struct copy_arena *arena, size_t len)
 {
+	size_t need = ALIGN_UP(len, (size_t)4096);
+	if (arena && arena->pos && (size_t)(arena->end - arena->pos) >= need) {
+		uint8_t *p = arena->pos;
+		arena->pos += need;
+		return p;
+	}
 	if (len < HUGE_SZ) {
 		void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		return p == MAP_FAILED ? NULL : p;
@@ -416,6 +423,96 @@ static uint8_t *copy_alloc(size_t len)
 		munmap(end, p + full - end);
 	madvise(a, len, MADV_HUGEPAGE);
 	return a;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* kB of `key` in /proc/PID/smaps_rollup, or 0. */
+static uint64_t rollup_kb(pid_t pid, const char *key)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	uint64_t kb = 0;
+	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+	if (read_file_full(path, &text, NULL) < 0)
+		return 0;
+	const char *l = strstr(text, key);
+	if (l)
+		sscanf(l + strlen(key), " %" SCNu64, &kb);
+	return kb;
+}
+
+struct populate {
+	uint8_t *p;
+	size_t len;
+	int err;
+};
+
+static void *populate(void *arg)
+{
+	struct populate *q = arg;
+	if (madvise(q->p, q->len, MADV_POPULATE_WRITE) < 0) {
+		q->err = errno;
+		if (q->err == EINVAL) /* before Linux 5.14 */
+			for (size_t o = 0; o < q->len; o += 4096)
+				q->p[o] = 0;
+		q->err = q->err == EINVAL ? 0 : q->err;
+	}
+	return NULL;
+}
+
+void copy_arena_reserve(pid_t pid, struct copy_arena *a)
+{
+	uint64_t t0 = now_ns();
+	size_t len = ALIGN_UP((size_t)rollup_kb(pid, "\nAnonymous:") * 1024, HUGE_SZ);
+	struct populate q[4];
+	pthread_t th[4];
+	size_t n, started = 0;
+	bool failed = false;
+
+	*a = (struct copy_arena){ 0 };
+	if (len < HUGE_SZ)
+		return;
+	a->base = copy_alloc(NULL, len);
+	if (!a->base)
+		return;
+	/* Faulted in now, while the process still runs, by as many threads
+	 * as the copy would use (the host's faults run per virtual CPU). A
+	 * machine short of memory refuses: the copy then maps its buffers
+	 * as it goes, as it would have. */
+	n = (size_t)MAX(1, MIN(sysconf(_SC_NPROCESSORS_ONLN), 4));
+	n = MIN(n, len / HUGE_SZ);
+	for (size_t i = 0; i < n; i++) {
+		size_t from = len / HUGE_SZ * i / n * HUGE_SZ, to = len / HUGE_SZ * (i + 1) / n * HUGE_SZ;
+		q[i] = (struct populate){ a->base + from, to - from, 0 };
+	}
+	for (size_t i = 1; i < n && pthread_create(&th[i - 1], NULL, populate, &q[i]) == 0; i++)
+		started++;
+	populate(&q[0]);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = started + 1; i < n; i++)
+		populate(&q[i]);
+	for (size_t i = 0; i < n; i++)
+		failed |= q[i].err != 0;
+	if (failed) {
+		munmap(a->base, len);
+		*a = (struct copy_arena){ 0 };
+		return;
+	}
+	a->pos = a->base;
+	a->end = a->base + len;
+	log_debug("pid %d: %zu MiB for the copy faulted in before the freeze in %" PRIu64 " us", pid, len >> 20,
+		  (now_ns() - t0) / 1000);
+}
+
+void copy_arena_release(struct copy_arena *a)
+{
+	if (a->pos && a->end > a->pos)
+		munmap(a->pos, (size_t)(a->end - a->pos));
+	*a = (struct copy_arena){ 0 };
 }
 
 /* Flags /proc/PID/maps does not show: growsdown, noreserve (smaps). */
@@ -455,7 +552,7 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 	return 0;
 }
 
-int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes)
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -510,7 +607,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, uint64_t *bytes
 		*bytes += v->saved;
 		if (!v->saved || !copy)
 			continue;
-		v->data = copy_alloc(v->saved);
+		v->data = copy_alloc(arena, v->saved);
 		if (!v->data)
 			r = err_set(-ENOMEM, "pid %d: no memory for a copy of %lx-%lx", pid,
 				    (unsigned long)v->start, (unsigned long)v->end);
@@ -708,7 +805,7 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		if (!v->data) {
 			char path[96];
 			for (int b = 0; b < 2; b++)
-				if (!piece[b] && !(piece[b] = copy_alloc(STREAM_PIECE))) {
+				if (!piece[b] && !(piece[b] = copy_alloc(NULL, STREAM_PIECE))) {
 					r = -ENOMEM;
 					goto out;
 				}
