@@ -168,6 +168,7 @@ enum fault_id {
 	FAULT_ENGINE_FDS = 203,             /* capturing descriptors fails */
 	FAULT_ENGINE_WRITE = 204,           /* writing the image fails */
 	FAULT_ENGINE_COMMIT = 205,          /* the snapshot commit fails */
+	FAULT_ENGINE_ARENA = 206,           /* no memory for the copy before the freeze (it maps as it goes) */
 	FAULT_ENGINE_RESTORE_MAP = 210,     /* restore: mapping memory fails */
 	FAULT_ENGINE_RESTORE_LATE = 211,    /* restore: failure after threads were created */
 	/* gpu/ 300-399 */

@@ -473,7 +473,7 @@ void copy_arena_reserve(pid_t pid, struct copy_arena *a)
 	bool failed = false;
 
 	*a = (struct copy_arena){ 0 };
-	if (len < HUGE_SZ)
+	if (len < HUGE_SZ || fault_hit(FAULT_ENGINE_ARENA))
 		return;
 	a->base = copy_alloc(NULL, len);
 	if (!a->base)

@@ -159,13 +159,18 @@ static const char *ckpt_err(void)
 	return text;
 }
 
-static void dump(pid_t pid, const char *mode, const char *snap)
+static void dump_with(const char *fault, pid_t pid, const char *mode, const char *snap)
 {
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path(snap))
-		      : run_ckpt(NULL, NULL, 0, "dump", p, path(snap), NULL);
+	int rc = mode ? run_ckpt(fault, NULL, 0, "dump", mode, p, path(snap))
+		      : run_ckpt(fault, NULL, 0, "dump", p, path(snap), NULL);
 	ck_assert_msg(rc == 0, "ckpt dump %s failed: %s", mode ? mode : "", ckpt_err());
+}
+
+static void dump(pid_t pid, const char *mode, const char *snap)
+{
+	dump_with(NULL, pid, mode, snap);
 }
 
 /* Gets rid of the original so that its PID is free. */
@@ -251,6 +256,18 @@ CYCLE_TESTS(regs, "target-regs", NULL)
 START_TEST(bigmem_running)
 {
 	cycle("target-bigmem", "16", NULL);
+}
+END_TEST
+
+/* The copy's memory is not reserved before the freeze (fault 206: a
+ * machine short of memory): it is mapped as the copy goes, and the
+ * snapshot is the same. */
+START_TEST(bigmem_no_arena)
+{
+	pid_t pid = spawn(NULL, "target-bigmem", "16");
+	dump_with("206", pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
 }
 END_TEST
 
@@ -814,6 +831,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("regs_kill", regs_kill, 60));
 		suite_add_tcase(s, tc("regs_stop", regs_stop, 60));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 90));
+		suite_add_tcase(s, tc("bigmem_no_arena", bigmem_no_arena, 90));
 		suite_add_tcase(s, tc("bigmem_1g_running", bigmem_1g_running, 240));
 		suite_add_tcase(s, tc("bigmem_1g_kill", bigmem_1g_kill, 240));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
