@@ -336,6 +336,7 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 
 	keeper_dumper = dumper;
 	prctl(PR_SET_NAME, "ckptfs-keeper", 0, 0, 0);
+	log_setup_env();
 	/* A terminal's ^C reaches the whole process group; we end only by
 	 * the door below, whatever happens to the dumper. */
 	static const int ign[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGUSR1, SIGUSR2 };
