@@ -43,7 +43,8 @@
 const char *engine_phase_name(enum engine_phase p)
 {
 	static const char *const names[_ENGINE_PHASE_MAX] = {
-		[ENGINE_PHASE_FREEZE] = "freeze",   [ENGINE_PHASE_WRITE] = "write",
+		[ENGINE_PHASE_PREPARE] = "prepare", [ENGINE_PHASE_FREEZE] = "freeze",
+		[ENGINE_PHASE_WRITE] = "write",
 		[ENGINE_PHASE_COMMIT] = "commit",   [ENGINE_PHASE_READ] = "read",
 		[ENGINE_PHASE_RESTORE] = "restore",
 	};
@@ -261,7 +262,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
 	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
 		img.stopped = strrchr(stat, ')')[2] == 'T';
-	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
+	progress(o, ENGINE_PHASE_PREPARE, 0, 0);
 	/* before the seize: the driver's thread in it must run meanwhile */
 	r = gpu_take(pid, o, img.stopped, &gpu, &gpu_used);
 	if (r < 0)
@@ -269,6 +270,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	/* The copy's memory is faulted in while the process runs. */
 	if (after == ENGINE_AFTER_RUN)
 		copy_arena_reserve(pid, &arena);
+	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
 	/* The keeper traces it, not us: should we die from here on, it puts
 	 * every thread back and lets go (keeper.c). Forked before the freeze,
 	 * so the fork's cost is not frozen time. */

@@ -38,6 +38,7 @@ enum engine_after {
 };
 
 enum engine_phase {
+	ENGINE_PHASE_PREPARE,  /* before the freeze: the GPU's state into host memory, memory for the copy */
 	ENGINE_PHASE_FREEZE,   /* stopping threads, taking the view */
 	ENGINE_PHASE_WRITE,    /* writing memory and state to the store */
 	ENGINE_PHASE_COMMIT,   /* making the snapshot durable */

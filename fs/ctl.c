@@ -18,19 +18,6 @@
 
 #include "fs/fs-int.h"
 
-static const char *phase_name(enum engine_phase p)
-{
-	/* The engine names its phases; without it the names are ours. */
-	static const char *const names[_ENGINE_PHASE_MAX] = {
-		[ENGINE_PHASE_FREEZE] = "freeze",
-		[ENGINE_PHASE_WRITE] = "write",
-		[ENGINE_PHASE_COMMIT] = "commit",
-		[ENGINE_PHASE_READ] = "read",
-		[ENGINE_PHASE_RESTORE] = "restore",
-	};
-	return (unsigned)p < _ENGINE_PHASE_MAX ? names[p] : "?";
-}
-
 static const char *const state_names[_PID_STATE_MAX] = {
 	[PID_IDLE] = "idle",
 	[PID_CHECKPOINTING] = "checkpointing",
@@ -166,7 +153,7 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
 		return err_set(-EBUSY, "pid %d: a checkpoint is already running", pid);
 	}
 	c.ps->state = PID_CHECKPOINTING;
-	c.ps->phase = ENGINE_PHASE_FREEZE;
+	c.ps->phase = ENGINE_PHASE_PREPARE;
 	c.ps->done = c.ps->total = 0;
 	pthread_mutex_unlock(&fs->lock);
 
@@ -242,7 +229,7 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       "last_snapshot: %" PRIu32 "\n"
 		       "last_error: %s\n",
 		       pid, state_names[s.state],
-		       running ? phase_name(s.phase) : "-",
+		       running ? engine_phase_name(s.phase) : "-",
 		       running ? s.done : 0, running ? s.total : 0,
 		       s.last_snap,
 		       s.last_error[0] ? s.last_error : "-");
