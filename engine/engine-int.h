@@ -19,6 +19,7 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/user.h>
+#include <time.h>
 
 #include "common/common.h"
 #include "engine/engine.h"
@@ -109,6 +110,18 @@ struct mm_fields {
 	uint64_t arg_start, arg_end, env_start, env_end;
 };
 
+/* A POSIX timer (timer_create) of the process: /proc/PID/timers for the
+ * kind, timer_gettime() in the process for the times. */
+#define ENGINE_MAX_PTIMERS 32
+struct ptimer {
+	int32_t id;
+	int32_t clock;
+	int32_t notify; /* SIGEV_SIGNAL, SIGEV_NONE, or SIGEV_THREAD_ID (to the leader) */
+	int32_t signo;
+	uint64_t value; /* sigev_value */
+	struct itimerspec spec; /* interval, time left (0: disarmed) */
+};
+
 struct proc_image {
 	pid_t pid;
 	char comm[17];
@@ -124,6 +137,8 @@ struct proc_image {
 	bool has_sigact;
 	struct ksigaction sigact[ENGINE_NSIG + 1]; /* index = signal number */
 	struct itimerval itimer[3];
+	struct ptimer ptimers[ENGINE_MAX_PTIMERS];
+	size_t nptimers;
 	struct mm_fields mm;
 	uint8_t *auxv;
 	size_t auxv_len;
@@ -254,9 +269,14 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
  * seccomp filters, posix timers, child processes, other pid or mount
  * namespaces. -EOPNOTSUPP with a detail. */
 int process_check(pid_t pid);
+/* Parses /proc/PID/timers (text) into t[*n] (no times yet). Refuses
+ * (-EOPNOTSUPP, with a detail) a timer a restore could not make again:
+ * one that notifies a thread other than the leader, on a thread's CPU
+ * clock or another process's, or more than ENGINE_MAX_PTIMERS. */
+int ptimers_parse(pid_t pid, const char *text, struct ptimer *t, size_t *n);
 /* Reads /proc/PID/{stat,status,cwd,exe,cmdline,auxv,comm} and rlimits. */
 int process_capture_proc(pid_t pid, struct proc_image *img);
-/* Injected queries: sigactions, itimers, personality (process-wide) and
+/* Injected queries: sigactions, itimers, posix timers' times, brk (process-wide) and
  * sigaltstack, clear-child-tid address (per thread). Every thread is left
  * with its registers and signal mask as found. */
 int process_capture_injected(struct proc_image *img, uint64_t vdso_start);

@@ -3,7 +3,8 @@
  * touches the target, that is the target's only tracer. It seizes every
  * thread, captures what only a tracer can (registers, xstate, signal
  * masks, pending signals, robust list, rseq, and the injected queries:
- * sigactions, itimers, brk, sigaltstack, clear-child-tid address), sends
+ * sigactions, itimers, posix timers' times, brk, sigaltstack,
+ * clear-child-tid address), sends
  * that to the dumper over a socket, and holds the threads stopped while
  * the dumper copies memory and descriptors itself (process_vm_readv,
  * /proc/PID/mem and pidfd_getfd need ptrace rights, not the tracer).
@@ -104,6 +105,8 @@ struct wire_view {
 	uint64_t brk;
 	struct ksigaction sigact[ENGINE_NSIG + 1];
 	struct itimerval itimer[3];
+	uint32_t nptimers;
+	struct ptimer ptimers[ENGINE_MAX_PTIMERS];
 };
 
 /* Each thread: struct thread_image as is (its pointers mean nothing on
@@ -149,6 +152,8 @@ static int send_view(int fd, const struct proc_image *img)
 	int r;
 	memcpy(v.sigact, img->sigact, sizeof(v.sigact));
 	memcpy(v.itimer, img->itimer, sizeof(v.itimer));
+	v.nptimers = (uint32_t)img->nptimers;
+	memcpy(v.ptimers, img->ptimers, sizeof(v.ptimers));
 	send_status(fd, 0);
 	if ((r = send_all(fd, &v, sizeof(v))) < 0)
 		return r;
@@ -208,6 +213,10 @@ int keeper_recv_view(struct keeper *k, struct proc_image *img)
 	img->has_sigact = v.has_sigact;
 	memcpy(img->sigact, v.sigact, sizeof(v.sigact));
 	memcpy(img->itimer, v.itimer, sizeof(v.itimer));
+	if (v.nptimers > ENGINE_MAX_PTIMERS)
+		goto died;
+	img->nptimers = v.nptimers;
+	memcpy(img->ptimers, v.ptimers, sizeof(v.ptimers));
 	img->mm.brk = v.brk;
 	return 0;
 died:

@@ -1,10 +1,10 @@
 /*
  * Process-wide state: what /proc shows (comm, exe, cwd, umask, mm fields,
  * auxv, rlimits, credentials) and what only the process itself can ask the
- * kernel for (sigactions, itimers, brk; per thread the alternate signal
- * stack and the clear-child-tid address), read by injecting system calls
- * into the stopped threads (in a dump, by the keeper: keeper.c). Also the
- * text of the `process` file.
+ * kernel for (sigactions, itimers, posix timers' times, brk; per thread
+ * the alternate signal stack and the clear-child-tid address), read by
+ * injecting system calls into the stopped threads (in a dump, by the
+ * keeper: keeper.c). Also the text of the `process` file.
  *
  * Injection leaves nothing behind: a scratch page is mapped for the
  * results and unmapped again, and every thread gets back its registers and
@@ -44,6 +44,71 @@ static int read_link(pid_t pid, const char *what, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* The clocks a restored timer can run on again: wall, monotonic, boot
+ * time, TAI, and the whole process's CPU time (a thread's CPU clock or
+ * another process's are not ours to make again). */
+static bool ptimer_clock_ok(int clock)
+{
+	return clock == CLOCK_REALTIME || clock == CLOCK_MONOTONIC || clock == CLOCK_PROCESS_CPUTIME_ID ||
+	       clock == CLOCK_BOOTTIME || clock == CLOCK_TAI;
+}
+
+int ptimers_parse(pid_t pid, const char *text, struct ptimer *t, size_t *n)
+{
+	const char *l = text;
+	struct ptimer *cur = NULL;
+
+	*n = 0;
+	while (l && *l) {
+		const char *end = strchr(l, '\n');
+		char line[160], how[16], whom[16];
+		size_t len = end ? (size_t)(end - l) : strlen(l);
+		snprintf(line, sizeof(line), "%.*s", (int)MIN(len, sizeof(line) - 1), l);
+		l = end ? end + 1 : NULL;
+		int id, clock, sig;
+		uint64_t value;
+		long who;
+		if (sscanf(line, "ID: %d", &id) == 1) {
+			if (*n == ENGINE_MAX_PTIMERS)
+				return err_set(-EOPNOTSUPP, "pid %d: more than %d posix timers are not supported", pid,
+					       ENGINE_MAX_PTIMERS);
+			cur = &t[(*n)++];
+			memset(cur, 0, sizeof(*cur));
+			cur->id = id;
+			cur->notify = -1;
+			cur->clock = -1;
+		} else if (!cur) {
+			continue;
+		} else if (sscanf(line, "signal: %d/%" SCNx64, &sig, &value) == 2) {
+			cur->signo = sig;
+			cur->value = value;
+		} else if (sscanf(line, "notify: %15[a-z]/%15[a-z].%ld", how, whom, &who) == 3) {
+			bool tid = !strcmp(whom, "tid");
+			if (!strcmp(how, "none") && !tid)
+				cur->notify = SIGEV_NONE;
+			else if (!strcmp(how, "signal") && !tid)
+				cur->notify = SIGEV_SIGNAL;
+			else if (!strcmp(how, "signal") && tid && who == pid)
+				cur->notify = SIGEV_THREAD_ID;
+			else
+				return err_set(-EOPNOTSUPP,
+					       "pid %d: posix timer %d notifies thread %ld: only timers of the process "
+					       "or its main thread are supported",
+					       pid, cur->id, who);
+		} else if (sscanf(line, "ClockID: %d", &clock) == 1) {
+			if (!ptimer_clock_ok(clock))
+				return err_set(-EOPNOTSUPP, "pid %d: posix timer %d runs on clock %d: not supported",
+					       pid, cur->id, clock);
+			cur->clock = clock;
+		}
+	}
+	for (size_t i = 0; i < *n; i++)
+		if (t[i].notify < 0 || t[i].clock < 0)
+			return err_set(-EIO, "pid %d: cannot read posix timer %d in /proc/%d/timers", pid, t[i].id,
+				       pid);
+	return 0;
+}
+
 int process_check(pid_t pid)
 {
 	_cleanup_free_ char *status = NULL, *timers = NULL;
@@ -54,9 +119,14 @@ int process_check(pid_t pid)
 	char *sc = strstr(status, "\nSeccomp:");
 	if (sc && atoi(sc + 9) != 0)
 		return err_set(-EOPNOTSUPP, "pid %d: seccomp filters are not supported", pid);
-	/* posix timers would be lost on restore: refuse rather than lose them */
-	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0])
-		return err_set(-EOPNOTSUPP, "pid %d: posix timers (timer_create) are not supported", pid);
+	/* posix timers a restore could not make again: refused up front */
+	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0]) {
+		struct ptimer t[ENGINE_MAX_PTIMERS];
+		size_t n;
+		r = ptimers_parse(pid, timers, t, &n);
+		if (r < 0)
+			return r;
+	}
 	/* its children would not come back with it */
 	snprintf(path, sizeof(path), "/proc/%d/task", pid);
 	DIR *d = opendir(path);
@@ -276,6 +346,24 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 	}
 	img->mm.brk = INJ(lt, SYS_brk, 0, 0, 0, 0, 0, 0);
 
+	/* posix timers: their kind from /proc, their times from inside */
+	{
+		_cleanup_free_ char *timers = NULL;
+		if (read_proc(img->pid, "timers", &timers, NULL) >= 0 &&
+		    (r = ptimers_parse(img->pid, timers, img->ptimers, &img->nptimers)) < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < img->nptimers; i++) {
+		struct ptimer *pt = &img->ptimers[i];
+		ret = INJ(lt, SYS_timer_gettime, pt->id, scratch, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "pid %d: timer_gettime(%d) failed", img->pid, pt->id);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &pt->spec, sizeof(pt->spec))) < 0)
+			goto out;
+	}
+
 	for (size_t i = 0; i < img->nthreads; i++) {
 		t = &img->threads[i];
 		stack_t ss;
@@ -372,6 +460,13 @@ char *process_format(const struct proc_image *img)
 		tb_printf(&b, "itimer %d %ld %ld %ld %ld\n", w, (long)v->it_interval.tv_sec,
 			  (long)v->it_interval.tv_usec, (long)v->it_value.tv_sec,
 			  (long)v->it_value.tv_usec);
+	}
+	for (size_t i = 0; i < img->nptimers; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		tb_printf(&b, "ptimer %d %d %s %d 0x%" PRIx64 " %ld %ld %ld %ld\n", t->id, t->clock,
+			  t->notify == SIGEV_NONE ? "none" : t->notify == SIGEV_THREAD_ID ? "leader" : "signal",
+			  t->signo, t->value, (long)t->spec.it_interval.tv_sec, t->spec.it_interval.tv_nsec,
+			  (long)t->spec.it_value.tv_sec, t->spec.it_value.tv_nsec);
 	}
 	tb_printf(&b, "auxv ");
 	tb_hex(&b, img->auxv, img->auxv_len);
@@ -490,6 +585,28 @@ int process_parse(const char *text, struct proc_image *img)
 				img->itimer[w].it_value.tv_sec = c;
 				img->itimer[w].it_value.tv_usec = d;
 			}
+		} else if (!strcmp(key, "ptimer")) {
+			struct ptimer t = { 0 };
+			char how[16];
+			long is, ins, vs, vns;
+			ok = img->nptimers < ENGINE_MAX_PTIMERS &&
+			     sscanf(val, "%d %d %15s %d %" SCNx64 " %ld %ld %ld %ld", &t.id, &t.clock, how, &t.signo,
+				    &t.value, &is, &ins, &vs, &vns) == 9 &&
+			     t.id >= 0 && ptimer_clock_ok(t.clock) && t.signo >= 0 && t.signo <= ENGINE_NSIG &&
+			     is >= 0 && vs >= 0 && ins >= 0 && ins < 1000000000 && vns >= 0 && vns < 1000000000;
+			t.notify = !strcmp(how, "none") ? SIGEV_NONE : !strcmp(how, "leader") ? SIGEV_THREAD_ID
+				   : !strcmp(how, "signal") ? SIGEV_SIGNAL : -1;
+			ok = ok && t.notify >= 0 && (t.notify == SIGEV_NONE || t.signo >= 1);
+			if (ok) {
+				t.spec.it_interval.tv_sec = is;
+				t.spec.it_interval.tv_nsec = ins;
+				t.spec.it_value.tv_sec = vs;
+				t.spec.it_value.tv_nsec = vns;
+				for (size_t i = 0; i < img->nptimers; i++)
+					ok = ok && img->ptimers[i].id != t.id;
+			}
+			if (ok)
+				img->ptimers[img->nptimers++] = t;
 		} else if (!strcmp(key, "auxv")) {
 			free(img->auxv);
 			img->auxv = malloc(strlen(val) / 2 + 1);

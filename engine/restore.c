@@ -135,6 +135,54 @@ static int creds_take(const struct engine_restore_opts *o)
 	return 0;
 }
 
+#ifndef PR_TIMER_CREATE_RESTORE_IDS
+#define PR_TIMER_CREATE_RESTORE_IDS 77
+#endif
+
+/* P's posix timers, made again with their IDs (Linux 6.16's
+ * PR_TIMER_CREATE_RESTORE_IDS, which takes CAP_CHECKPOINT_RESTORE: P
+ * still has it) and armed with the time they had left. */
+static int ptimers_restore(const struct proc_image *img)
+{
+	if (!img->nptimers)
+		return 0;
+	if (prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) < 0)
+		return err_set(negerrno(), "the snapshot has posix timers, and this kernel cannot make them with "
+					   "their IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16): %m");
+	for (size_t i = 0; i < img->nptimers; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		struct sigevent ev;
+		struct itimerspec v = t->spec;
+		int id = t->id;
+		memset(&ev, 0, sizeof(ev));
+		ev.sigev_notify = t->notify;
+		ev.sigev_signo = t->signo;
+		ev.sigev_value.sival_ptr = (void *)(uintptr_t)t->value;
+		if (t->notify == SIGEV_THREAD_ID)
+			ev._sigev_un._tid = img->pid; /* P is the leader */
+		if (syscall(SYS_timer_create, t->clock, &ev, &id) < 0) {
+			int e = negerrno();
+			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+			return err_set(e, "timer_create of posix timer %d: %s", t->id, strerror(-e));
+		}
+		if (id != t->id) {
+			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+			return err_set(-EEXIST, "timer_create of posix timer %d gave ID %d", t->id, id);
+		}
+		/* As for ITIMER_REAL: a periodic timer whose signal was
+		 * pending reads 0 left; it goes on an interval later. */
+		if (!v.it_value.tv_sec && !v.it_value.tv_nsec)
+			v.it_value = v.it_interval;
+		if ((v.it_value.tv_sec || v.it_value.tv_nsec) && syscall(SYS_timer_settime, id, 0, &v, NULL) < 0) {
+			int e = negerrno();
+			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+			return err_set(e, "timer_settime of posix timer %d: %s", t->id, strerror(-e));
+		}
+	}
+	prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+	return 0;
+}
+
 static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync,
 				  const struct engine_restore_opts *o)
 {
@@ -185,6 +233,9 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(sync, negerrno(), "setitimer");
 	}
+	r = ptimers_restore(img);
+	if (r < 0)
+		child_fail(sync, r, "posix timers");
 	r = fds_restore(fds);
 	if (r < 0)
 		child_fail(sync, r, "descriptors");

@@ -259,6 +259,13 @@ START_TEST(bigmem_running)
 }
 END_TEST
 
+/* Posix timers: IDs (with a gap), kinds, values and times left. */
+START_TEST(posix_timers)
+{
+	cycle("target-ptimers", NULL, NULL);
+}
+END_TEST
+
 /* The copy's memory is not reserved before the freeze (fault 206: a
  * machine short of memory): it is mapped as the copy goes, and the
  * snapshot is the same. */
@@ -688,7 +695,7 @@ static void refused(pid_t pid, const char *want)
 START_TEST(dump_refuses_posix_timer)
 {
 	pid_t pid = spawn(NULL, "target-timer", NULL);
-	refused(pid, "posix timers");
+	refused(pid, "only timers of the process or its main thread");
 	/* still running: it finishes when told */
 	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
 	close(fd);
@@ -832,6 +839,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("regs_stop", regs_stop, 60));
 		suite_add_tcase(s, tc("bigmem_running", bigmem_running, 90));
 		suite_add_tcase(s, tc("bigmem_no_arena", bigmem_no_arena, 90));
+		suite_add_tcase(s, tc("posix_timers", posix_timers, 60));
 		suite_add_tcase(s, tc("bigmem_1g_running", bigmem_1g_running, 240));
 		suite_add_tcase(s, tc("bigmem_1g_kill", bigmem_1g_kill, 240));
 		suite_add_tcase(s, tc("dump_twice_restore_first_last", dump_twice_restore_first_last, 60));
