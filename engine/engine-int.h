@@ -116,7 +116,8 @@ struct mm_fields {
 struct ptimer {
 	int32_t id;
 	int32_t clock;
-	int32_t notify; /* SIGEV_SIGNAL, SIGEV_NONE, or SIGEV_THREAD_ID (to the leader) */
+	int32_t notify; /* SIGEV_SIGNAL, SIGEV_NONE, or SIGEV_THREAD_ID to thread tid */
+	int32_t tid;
 	int32_t signo;
 	uint64_t value; /* sigev_value */
 	struct itimerspec spec; /* interval, time left (0: disarmed) */
@@ -271,8 +272,8 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
 int process_check(pid_t pid);
 /* Parses /proc/PID/timers (text) into t[*n] (no times yet). Refuses
  * (-EOPNOTSUPP, with a detail) a timer a restore could not make again:
- * one that notifies a thread other than the leader, on a thread's CPU
- * clock or another process's, or more than ENGINE_MAX_PTIMERS. */
+ * one on a thread's CPU clock or another process's, or more than
+ * ENGINE_MAX_PTIMERS. */
 int ptimers_parse(pid_t pid, const char *text, struct ptimer *t, size_t *n);
 /* Reads /proc/PID/{stat,status,cwd,exe,cmdline,auxv,comm} and rlimits. */
 int process_capture_proc(pid_t pid, struct proc_image *img);

@@ -88,13 +88,14 @@ int ptimers_parse(pid_t pid, const char *text, struct ptimer *t, size_t *n)
 				cur->notify = SIGEV_NONE;
 			else if (!strcmp(how, "signal") && !tid)
 				cur->notify = SIGEV_SIGNAL;
-			else if (!strcmp(how, "signal") && tid && who == pid)
+			else if (!strcmp(how, "signal") && tid && who > 0 && who <= INT32_MAX) {
+				/* the kernel keeps it to a thread of the process */
 				cur->notify = SIGEV_THREAD_ID;
-			else
-				return err_set(-EOPNOTSUPP,
-					       "pid %d: posix timer %d notifies thread %ld: only timers of the process "
-					       "or its main thread are supported",
-					       pid, cur->id, who);
+				cur->tid = (int32_t)who;
+			} else {
+				return err_set(-EOPNOTSUPP, "pid %d: posix timer %d: notification '%s/%s' not supported",
+					       pid, cur->id, how, whom);
+			}
 		} else if (sscanf(line, "ClockID: %d", &clock) == 1) {
 			if (!ptimer_clock_ok(clock))
 				return err_set(-EOPNOTSUPP, "pid %d: posix timer %d runs on clock %d: not supported",
@@ -463,9 +464,13 @@ char *process_format(const struct proc_image *img)
 	}
 	for (size_t i = 0; i < img->nptimers; i++) {
 		const struct ptimer *t = &img->ptimers[i];
-		tb_printf(&b, "ptimer %d %d %s %d 0x%" PRIx64 " %ld %ld %ld %ld\n", t->id, t->clock,
-			  t->notify == SIGEV_NONE ? "none" : t->notify == SIGEV_THREAD_ID ? "leader" : "signal",
-			  t->signo, t->value, (long)t->spec.it_interval.tv_sec, t->spec.it_interval.tv_nsec,
+		char how[32];
+		if (t->notify == SIGEV_THREAD_ID)
+			snprintf(how, sizeof(how), "thread:%d", t->tid);
+		else
+			snprintf(how, sizeof(how), "%s", t->notify == SIGEV_NONE ? "none" : "signal");
+		tb_printf(&b, "ptimer %d %d %s %d 0x%" PRIx64 " %ld %ld %ld %ld\n", t->id, t->clock, how, t->signo,
+			  t->value, (long)t->spec.it_interval.tv_sec, t->spec.it_interval.tv_nsec,
 			  (long)t->spec.it_value.tv_sec, t->spec.it_value.tv_nsec);
 	}
 	tb_printf(&b, "auxv ");
@@ -587,15 +592,19 @@ int process_parse(const char *text, struct proc_image *img)
 			}
 		} else if (!strcmp(key, "ptimer")) {
 			struct ptimer t = { 0 };
-			char how[16];
+			char how[32];
 			long is, ins, vs, vns;
+			int tid;
 			ok = img->nptimers < ENGINE_MAX_PTIMERS &&
-			     sscanf(val, "%d %d %15s %d %" SCNx64 " %ld %ld %ld %ld", &t.id, &t.clock, how, &t.signo,
+			     sscanf(val, "%d %d %31s %d %" SCNx64 " %ld %ld %ld %ld", &t.id, &t.clock, how, &t.signo,
 				    &t.value, &is, &ins, &vs, &vns) == 9 &&
 			     t.id >= 0 && ptimer_clock_ok(t.clock) && t.signo >= 0 && t.signo <= ENGINE_NSIG &&
 			     is >= 0 && vs >= 0 && ins >= 0 && ins < 1000000000 && vns >= 0 && vns < 1000000000;
-			t.notify = !strcmp(how, "none") ? SIGEV_NONE : !strcmp(how, "leader") ? SIGEV_THREAD_ID
-				   : !strcmp(how, "signal") ? SIGEV_SIGNAL : -1;
+			t.notify = !strcmp(how, "none") ? SIGEV_NONE : !strcmp(how, "signal") ? SIGEV_SIGNAL : -1;
+			if (sscanf(how, "thread:%d", &tid) == 1 && tid > 0) {
+				t.notify = SIGEV_THREAD_ID;
+				t.tid = tid;
+			}
 			ok = ok && t.notify >= 0 && (t.notify == SIGEV_NONE || t.signo >= 1);
 			if (ok) {
 				t.spec.it_interval.tv_sec = is;

@@ -139,11 +139,43 @@ static int creds_take(const struct engine_restore_opts *o)
 #define PR_TIMER_CREATE_RESTORE_IDS 77
 #endif
 
-/* P's posix timers, made again with their IDs (Linux 6.16's
- * PR_TIMER_CREATE_RESTORE_IDS, which takes CAP_CHECKPOINT_RESTORE: P
- * still has it) and armed with the time they had left. */
+/* A timer aimed at a thread other than the leader: made once that thread
+ * exists (step 3), by injection. */
+static bool ptimer_later(const struct proc_image *img, const struct ptimer *t)
+{
+	return t->notify == SIGEV_THREAD_ID && t->tid != img->pid;
+}
+
+static void ptimer_event(const struct ptimer *t, struct sigevent *ev, struct itimerspec *v)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->sigev_notify = t->notify;
+	ev->sigev_signo = t->signo;
+	ev->sigev_value.sival_ptr = (void *)(uintptr_t)t->value;
+	if (t->notify == SIGEV_THREAD_ID)
+		ev->_sigev_un._tid = t->tid;
+	/* As for ITIMER_REAL: a periodic timer whose signal was pending
+	 * reads 0 left; it goes on an interval later. */
+	*v = t->spec;
+	if (!v->it_value.tv_sec && !v->it_value.tv_nsec)
+		v->it_value = v->it_interval;
+}
+
+/* P's posix timers, but those aimed at its other threads, made again
+ * with their IDs (Linux 6.16's PR_TIMER_CREATE_RESTORE_IDS, which takes
+ * CAP_CHECKPOINT_RESTORE: P still has it) and armed with the time they
+ * had left. */
 static int ptimers_restore(const struct proc_image *img)
 {
+	for (size_t i = 0; i < img->nptimers; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		bool ours = t->notify != SIGEV_THREAD_ID;
+		for (size_t k = 0; k < img->nthreads && !ours; k++)
+			ours = img->threads[k].tid == t->tid;
+		if (!ours)
+			return err_set(-EBADMSG, "posix timer %d notifies thread %d, which is not in the snapshot",
+				       t->id, t->tid);
+	}
 	if (!img->nptimers)
 		return 0;
 	if (prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) < 0)
@@ -152,14 +184,11 @@ static int ptimers_restore(const struct proc_image *img)
 	for (size_t i = 0; i < img->nptimers; i++) {
 		const struct ptimer *t = &img->ptimers[i];
 		struct sigevent ev;
-		struct itimerspec v = t->spec;
+		struct itimerspec v;
 		int id = t->id;
-		memset(&ev, 0, sizeof(ev));
-		ev.sigev_notify = t->notify;
-		ev.sigev_signo = t->signo;
-		ev.sigev_value.sival_ptr = (void *)(uintptr_t)t->value;
-		if (t->notify == SIGEV_THREAD_ID)
-			ev._sigev_un._tid = img->pid; /* P is the leader */
+		if (ptimer_later(img, t))
+			continue;
+		ptimer_event(t, &ev, &v);
 		if (syscall(SYS_timer_create, t->clock, &ev, &id) < 0) {
 			int e = negerrno();
 			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
@@ -169,10 +198,6 @@ static int ptimers_restore(const struct proc_image *img)
 			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
 			return err_set(-EEXIST, "timer_create of posix timer %d gave ID %d", t->id, id);
 		}
-		/* As for ITIMER_REAL: a periodic timer whose signal was
-		 * pending reads 0 left; it goes on an interval later. */
-		if (!v.it_value.tv_sec && !v.it_value.tv_nsec)
-			v.it_value = v.it_interval;
 		if ((v.it_value.tv_sec || v.it_value.tv_nsec) && syscall(SYS_timer_settime, id, 0, &v, NULL) < 0) {
 			int e = negerrno();
 			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
@@ -674,6 +699,51 @@ static int thread_finish(struct ctx *c, const struct thread_image *t)
  * only then is the process made dumpable again (the change of uid made it
  * not), so that its owner can trace and checkpoint it like any process of
  * theirs. Nothing privileged is injected after this. */
+/* The posix timers aimed at threads other than the leader, now that the
+ * threads exist: made and armed by injection, with their IDs. */
+static int ptimers_inject(struct ctx *c)
+{
+	const struct proc_image *img = c->img;
+	int64_t ign;
+	bool on = false;
+	int r = 0;
+
+	for (size_t i = 0; i < img->nptimers && r >= 0; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		struct sigevent ev;
+		struct itimerspec v;
+		int32_t id = t->id;
+		if (!ptimer_later(img, t))
+			continue;
+		if (!on) {
+			r = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0, &ign,
+				"PR_TIMER_CREATE_RESTORE_IDS (Linux 6.16)");
+			if (r < 0)
+				return r;
+			on = true;
+		}
+		ptimer_event(t, &ev, &v);
+		r = poke(c, c->scratch, &ev, sizeof(ev));
+		if (r >= 0)
+			r = poke(c, c->scratch + 128, &id, sizeof(id));
+		if (r >= 0)
+			r = poke(c, c->scratch + 256, &v, sizeof(v));
+		if (r >= 0)
+			r = sys(c, c->pid, SYS_timer_create, (uint64_t)t->clock, c->scratch, c->scratch + 128, 0, 0, 0,
+				&ign, "timer_create of a thread's posix timer");
+		if (r >= 0 && (v.it_value.tv_sec || v.it_value.tv_nsec))
+			r = sys(c, c->pid, SYS_timer_settime, (uint64_t)id, 0, c->scratch + 256, 0, 0, 0, &ign,
+				"timer_settime of a thread's posix timer");
+	}
+	if (on) {
+		int q = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0, &ign,
+			    "PR_TIMER_CREATE_RESTORE_IDS");
+		if (r >= 0)
+			r = q;
+	}
+	return r;
+}
+
 static int creds_final(struct ctx *c)
 {
 	const struct engine_restore_opts *o = c->o;
@@ -859,6 +929,9 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	r = ptimers_inject(c);
+	if (r < 0)
+		goto out;
 	for (size_t i = 0; i < img->npending; i++) {
 		r = poke(c, c->scratch, &img->pending[i].info, sizeof(siginfo_t));
 		if (r >= 0)

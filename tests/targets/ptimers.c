@@ -1,19 +1,23 @@
 /*
  * POSIX timers (timer_create) of every kind a restore makes again: a
  * periodic one on CLOCK_MONOTONIC signalling the process with a value, a
- * periodic one on CLOCK_REALTIME signalling the main thread, a one-shot
+ * periodic one on CLOCK_REALTIME signalling the main thread, a periodic
+ * one on CLOCK_BOOTTIME signalling a second thread (made again once that
+ * thread exists), a one-shot
  * CLOCK_BOOTTIME one that notifies nobody and has 1000 s to run, and a
  * gap in the IDs (one timer deleted). After restore: the same IDs, the
- * deleted one still absent, the signals carry their timer's value and ID
- * and keep coming, the one-shot has less than 1000 s left but not much
- * less, and a new timer can still be made.
+ * deleted one still absent, the signals carry their timer's value and ID,
+ * reach their thread and keep coming, the one-shot has less than 1000 s
+ * left but not much less, and a new timer can still be made.
  */
+#include <pthread.h>
 #include <signal.h>
 
 #include "target.h"
 
-static volatile sig_atomic_t ticks1, ticks2, bad;
-static timer_t t1, t2, t3, gone;
+static volatile sig_atomic_t ticks1, ticks2, ticks3, bad;
+static volatile pid_t helper;
+static timer_t t1, t2, t3, t5, gone;
 
 static void on_tick(int sig, siginfo_t *si, void *uc)
 {
@@ -23,16 +27,31 @@ static void on_tick(int sig, siginfo_t *si, void *uc)
 		ticks1++;
 	else if (sig == SIGUSR2 && si->si_value.sival_int == 99 && si->si_timerid == (int)(intptr_t)t2)
 		ticks2++;
+	else if (sig == SIGRTMIN + 2 && si->si_value.sival_int == 7 && si->si_timerid == (int)(intptr_t)t5 &&
+		 (pid_t)syscall(SYS_gettid) == helper)
+		ticks3++;
 	else
 		bad = 2;
 }
 
-static void wait_ticks(int n1, int n2, const char *when)
+static void *helper_main(void *arg)
 {
-	for (int k = 0; ticks1 < n1 || ticks2 < n2; k++) {
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &s, NULL); /* the process's ticks go to main */
+	helper = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void wait_ticks(int n1, int n2, int n3, const char *when)
+{
+	for (int k = 0; ticks1 < n1 || ticks2 < n2 || ticks3 < n3; k++) {
 		if (k > 3000)
-			target_verdict(0, "%s: the timers stopped (%d of %d, %d of %d ticks)", when, (int)ticks1, n1,
-				       (int)ticks2, n2);
+			target_verdict(0, "%s: the timers stopped (%d of %d, %d of %d, %d of %d ticks)", when,
+				       (int)ticks1, n1, (int)ticks2, n2, (int)ticks3, n3);
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
@@ -44,6 +63,12 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_sigaction = on_tick, .sa_flags = SA_SIGINFO | SA_RESTART };
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGUSR2, &sa, NULL);
+	sigaction(SIGRTMIN + 2, &sa, NULL);
+	pthread_t th;
+	if (pthread_create(&th, NULL, helper_main, NULL) != 0)
+		target_verdict(0, "pthread_create failed");
+	while (!helper)
+		usleep(1000);
 
 	struct sigevent e1 = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1 };
 	e1.sigev_value.sival_int = 1234;
@@ -51,8 +76,12 @@ int main(int argc, char **argv)
 	e2.sigev_value.sival_int = 99;
 	e2._sigev_un._tid = (pid_t)syscall(SYS_gettid);
 	struct sigevent e3 = { .sigev_notify = SIGEV_NONE };
+	struct sigevent e5 = { .sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 2 };
+	e5.sigev_value.sival_int = 7;
+	e5._sigev_un._tid = helper;
 	if (timer_create(CLOCK_MONOTONIC, &e1, &t1) < 0 || timer_create(CLOCK_REALTIME, &e3, &gone) < 0 ||
-	    timer_create(CLOCK_REALTIME, &e2, &t2) < 0 || timer_create(CLOCK_BOOTTIME, &e3, &t3) < 0)
+	    timer_create(CLOCK_REALTIME, &e2, &t2) < 0 || timer_create(CLOCK_BOOTTIME, &e3, &t3) < 0 ||
+	    timer_create(CLOCK_BOOTTIME, &e5, &t5) < 0)
 		target_verdict(0, "timer_create: %s", strerror(errno));
 	timer_delete(gone);
 	struct itimerspec p1 = { { 0, 10000000 }, { 0, 10000000 } }, p2 = { { 0, 15000000 }, { 0, 15000000 } };
@@ -60,12 +89,14 @@ int main(int argc, char **argv)
 	timer_settime(t1, 0, &p1, NULL);
 	timer_settime(t2, 0, &p2, NULL);
 	timer_settime(t3, 0, &once, NULL);
-	wait_ticks(3, 3, "before");
+	struct itimerspec p5 = { { 0, 12000000 }, { 0, 12000000 } };
+	timer_settime(t5, 0, &p5, NULL);
+	wait_ticks(3, 3, 3, "before");
 	target_ready();
 	target_wait_restored();
 
-	int n1 = ticks1, n2 = ticks2;
-	wait_ticks(n1 + 3, n2 + 3, "after restore");
+	int n1 = ticks1, n2 = ticks2, n3 = ticks3;
+	wait_ticks(n1 + 3, n2 + 3, n3 + 3, "after restore");
 	if (bad)
 		target_verdict(0, "a timer signal came with the wrong code, value or timer ID (%d)", (int)bad);
 	struct itimerspec left;
