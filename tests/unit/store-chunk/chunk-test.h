@@ -75,4 +75,34 @@ static inline uint8_t *memory_like(size_t len, uint64_t seed)
 	return p;
 }
 
+/* The store of the test, opened read-write. */
+static inline struct store *open_store(void)
+{
+	struct store *s;
+	int r = store_open(dir, NULL, &s);
+	ck_assert_msg(r == 0, "store_open: %s (%s)", strerror(-r), err_msg());
+	return s;
+}
+
+struct file_spec {
+	char path[64];
+	const uint8_t *data;
+	size_t len;
+};
+
+/* Snapshot `name` of the n files, committed. */
+static inline void write_snap(struct store *s, const char *name, const struct file_spec *f, size_t n)
+{
+	struct store_snap *w;
+	int r = store_snap_create(s, name, 0, &w);
+	ck_assert_msg(r == 0, "create %s: %s", name, err_msg());
+	for (size_t i = 0; i < n; i++) {
+		r = store_snap_put(w, f[i].path, f[i].data, f[i].len);
+		ck_assert_msg(r == 0, "put %s: %s", f[i].path, err_msg());
+	}
+	r = store_snap_commit(w);
+	ck_assert_msg(r == 0, "commit %s: %s", name, err_msg());
+	store_snap_close(w);
+}
+
 #endif

@@ -152,10 +152,9 @@ static void *read_file(void *p)
 static void read_all(bool hot, bool readahead)
 {
 	struct store *s;
-	struct store_snap *w, *r;
-	const char *paths[3] = { "memory/a", "memory/b", "memory/c" };
+	struct store_snap *r;
+	struct file_spec fs[3] = { { "memory/a", NULL, 0 }, { "memory/b", NULL, 0 }, { "memory/c", NULL, 0 } };
 	uint8_t *data[3];
-	size_t len[3];
 	struct reader t[6];
 	pthread_t th[6];
 	uint64_t hits, puts;
@@ -164,18 +163,16 @@ static void read_all(bool hot, bool readahead)
 		setenv("CKPTFS_HOT_CACHE", "0", 1);
 	if (!readahead)
 		setenv("CKPTFS_READAHEAD", "0", 1);
-	ck_assert_int_eq(store_open(dir, NULL, &s), 0);
-	ck_assert_int_eq(store_snap_create(s, "x", 0, &w), 0);
+	s = open_store();
 	for (unsigned i = 0; i < 3; i++) {
-		data[i] = repeats_file(400 + 100 * i, 5000, 7 + i);
-		len[i] = (400 + 100 * i) * STORE_BLOCK_SIZE + 5000;
-		ck_assert_int_eq(store_snap_put(w, paths[i], data[i], len[i]), 0);
+		fs[i].data = data[i] = repeats_file(400 + 100 * i, 5000, 7 + i);
+		fs[i].len = (400 + 100 * i) * STORE_BLOCK_SIZE + 5000;
 	}
-	ck_assert_int_eq(store_snap_commit(w), 0);
-	store_snap_close(w);
+	write_snap(s, "x", fs, 3);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	for (unsigned i = 0; i < 6; i++) {
-		t[i] = (struct reader){ r, paths[i % 3], data[i % 3], len[i % 3], i % 2 ? 100000 : MiB, 40 + i, 0 };
+		const struct file_spec *f = &fs[i % 3];
+		t[i] = (struct reader){ r, f->path, f->data, f->len, i % 2 ? 100000 : MiB, 40 + i, 0 };
 		ck_assert_int_eq(pthread_create(&th[i], NULL, read_file, &t[i]), 0);
 	}
 	for (unsigned i = 0; i < 6; i++) {

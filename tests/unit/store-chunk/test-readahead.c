@@ -30,34 +30,6 @@ static uint8_t *memory_with_holes(size_t len, uint64_t seed)
 	return p;
 }
 
-static struct store *open_store(void)
-{
-	struct store *s;
-	int r = store_open(dir, NULL, &s);
-	ck_assert_msg(r == 0, "store_open: %s (%s)", strerror(-r), err_msg());
-	return s;
-}
-
-struct file_spec {
-	char path[64];
-	uint8_t *data;
-	size_t len;
-};
-
-static void write_snap(struct store *s, const char *name, const struct file_spec *f, size_t n)
-{
-	struct store_snap *w;
-	int r = store_snap_create(s, name, 0, &w);
-	ck_assert_msg(r == 0, "create %s: %s", name, err_msg());
-	for (size_t i = 0; i < n; i++) {
-		r = store_snap_put(w, f[i].path, f[i].data, f[i].len);
-		ck_assert_msg(r == 0, "put %s: %s", f[i].path, err_msg());
-	}
-	r = store_snap_commit(w);
-	ck_assert_msg(r == 0, "commit %s: %s", name, err_msg());
-	store_snap_close(w);
-}
-
 /* Reads the whole file in pieces of `piece` bytes from 0, sequentially. */
 static void read_seq(struct store_file *f, const uint8_t *data, size_t len, size_t piece, const char *what)
 {
@@ -83,7 +55,8 @@ START_TEST(sequential_and_random_exact)
 	struct store_snap *r;
 	struct store_file *f;
 
-	fx.data = memory_with_holes(fx.len, 11);
+	uint8_t *data = memory_with_holes(fx.len, 11);
+	fx.data = data;
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	/* Sequential, in pieces smaller than a unit, a unit, odd ones that
@@ -124,7 +97,7 @@ START_TEST(sequential_and_random_exact)
 	free(buf);
 	store_snap_close(r);
 	store_close(s);
-	free(fx.data);
+	free(data);
 }
 END_TEST
 
@@ -165,9 +138,10 @@ START_TEST(nothing_lands_after_return)
 	pthread_t th[N];
 	struct tail_reader t[N];
 
-	fx.data = memory_with_holes(fx.len, 5);
+	uint8_t *data = memory_with_holes(fx.len, 5);
+	fx.data = data;
 	/* Data in the last unit: a hole there would read the same either way. */
-	fill_random(fx.data + 6 * MiB, 1234, 77);
+	fill_random(data + 6 * MiB, 1234, 77);
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
@@ -182,7 +156,7 @@ START_TEST(nothing_lands_after_return)
 	store_file_close(f);
 	store_snap_close(r);
 	store_close(s);
-	free(fx.data);
+	free(data);
 }
 END_TEST
 
@@ -196,7 +170,8 @@ START_TEST(readahead_off_reads_the_same)
 
 	setenv("CKPTFS_READAHEAD", "0", 1);
 	s = open_store();
-	fx.data = memory_with_holes(fx.len, 5);
+	uint8_t *data = memory_with_holes(fx.len, 5);
+	fx.data = data;
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	ck_assert_int_eq(store_file_open(r, "memory/x", &f), 0);
@@ -206,7 +181,7 @@ START_TEST(readahead_off_reads_the_same)
 	ck_assert_uint_eq(units, 0);
 	store_snap_close(r);
 	store_close(s);
-	free(fx.data);
+	free(data);
 }
 END_TEST
 
@@ -251,8 +226,9 @@ START_TEST(damage_ahead_is_not_reported)
 	struct store_file *f;
 	uint8_t *buf = malloc(2 * MiB);
 
-	fx.data = malloc(fx.len);
-	fill_random(fx.data, fx.len, 9);
+	uint8_t *data = malloc(fx.len);
+	fx.data = data;
+	fill_random(data, fx.len, 9);
 	write_snap(s, "x", &fx, 1);
 	damage_block(s, fx.data, bad, hex);
 	store_close(s);
@@ -288,7 +264,7 @@ START_TEST(damage_ahead_is_not_reported)
 	store_snap_close(r);
 	store_close(s);
 	free(buf);
-	free(fx.data);
+	free(data);
 }
 END_TEST
 
@@ -303,7 +279,8 @@ START_TEST(close_with_reads_in_flight)
 	uint64_t units, failed;
 	struct store_snap *r;
 
-	fx.data = memory_with_holes(fx.len, 21);
+	uint8_t *data = memory_with_holes(fx.len, 21);
+	fx.data = data;
 	write_snap(s, "x", &fx, 1);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
 	for (int i = 0; i < 40; i++) {
@@ -322,7 +299,7 @@ START_TEST(close_with_reads_in_flight)
 	 * past close is not allowed, so none here. */
 	store_close(s);
 	free(buf);
-	free(fx.data);
+	free(data);
 }
 END_TEST
 
@@ -388,6 +365,7 @@ START_TEST(many_readers_many_files)
 {
 	struct store *s = open_store();
 	struct file_spec fx[NFILES];
+	uint8_t *data[NFILES];
 	struct job jobs[NTHREADS];
 	pthread_t t[NTHREADS];
 	struct store_snap *r;
@@ -395,7 +373,7 @@ START_TEST(many_readers_many_files)
 	for (unsigned i = 0; i < NFILES; i++) {
 		snprintf(fx[i].path, sizeof(fx[i].path), "memory/f%u", i);
 		fx[i].len = 3 * MiB + i * 300 * KiB + 17 * i;
-		fx[i].data = memory_with_holes(fx[i].len, 100 + i);
+		fx[i].data = data[i] = memory_with_holes(fx[i].len, 100 + i);
 	}
 	write_snap(s, "x", fx, NFILES);
 	ck_assert_int_eq(store_snap_open(s, "x", 0, &r), 0);
@@ -422,7 +400,7 @@ START_TEST(many_readers_many_files)
 	store_snap_close(r);
 	store_close(s);
 	for (unsigned i = 0; i < NFILES; i++)
-		free(fx[i].data);
+		free(data[i]);
 }
 END_TEST
 
