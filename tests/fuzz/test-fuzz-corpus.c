@@ -4,54 +4,26 @@
  * fuzz target, in normal runs and under gcc, so that a crash once found
  * stays fixed. Also checks what the seeds must give.
  */
-#include <check.h>
-#include <dirent.h>
-
+#include "fuzz-corpus.h"
 #include "store/store-int.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const char *corpus(void)
 {
-	const char *d = getenv("FUZZ_CORPUS");
-	return d && *d ? d : "tests/fuzz/corpus/manifest";
+	return corpus_dir("tests/fuzz/corpus/manifest");
 }
 
 static int parse_file(const char *name, struct manifest *m)
 {
-	char path[4096];
-	_cleanup_free_ char *text = NULL;
 	size_t len;
-	int r;
+	_cleanup_free_ char *text = corpus_file(corpus(), name, &len);
 
-	snprintf(path, sizeof(path), "%s/%s", corpus(), name);
-	r = read_file_full(path, &text, &len);
-	ck_assert_msg(r >= 0, "cannot read %s", path);
 	memset(m, 0, sizeof(*m));
 	return manifest_parse(text, len, m);
 }
 
 START_TEST(test_corpus)
 {
-	DIR *d = opendir(corpus());
-	struct dirent *de;
-	unsigned n = 0;
-
-	ck_assert_msg(d, "no corpus at %s", corpus());
-	while ((de = readdir(d))) {
-		char path[4096];
-		_cleanup_free_ char *text = NULL;
-		size_t len;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", corpus(), de->d_name);
-		ck_assert_int_ge(read_file_full(path, &text, &len), 0);
-		LLVMFuzzerTestOneInput((const uint8_t *)text, len);
-		n++;
-	}
-	closedir(d);
-	ck_assert_uint_ge(n, 10);
+	ck_assert_uint_ge(corpus_run(corpus()), 10);
 }
 END_TEST
 

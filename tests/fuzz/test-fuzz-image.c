@@ -4,55 +4,24 @@
  * runs and under gcc, so that a crash once found stays fixed; and checks
  * that the seeds, real files of a snapshot, still parse.
  */
-#include <check.h>
-#include <dirent.h>
-
 #include "engine/engine-int.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz-corpus.h"
 
 static const char *corpus(void)
 {
-	const char *d = getenv("FUZZ_CORPUS");
-	return d && *d ? d : "tests/fuzz/corpus/image";
-}
-
-static char *seed(const char *name)
-{
-	char path[4096];
-	char *text = NULL;
-	snprintf(path, sizeof(path), "%s/%s", corpus(), name);
-	ck_assert_msg(read_file_full(path, &text, NULL) >= 0, "cannot read %s", path);
-	return text;
+	return corpus_dir("tests/fuzz/corpus/image");
 }
 
 START_TEST(test_corpus)
 {
-	DIR *d = opendir(corpus());
-	struct dirent *de;
-	unsigned n = 0;
-
-	ck_assert_msg(d, "no corpus at %s", corpus());
-	while ((de = readdir(d))) {
-		char path[4096];
-		_cleanup_free_ char *text = NULL;
-		size_t len;
-
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", corpus(), de->d_name);
-		ck_assert_int_ge(read_file_full(path, &text, &len), 0);
-		LLVMFuzzerTestOneInput((const uint8_t *)text, len);
-		n++;
-	}
-	closedir(d);
-	ck_assert_uint_ge(n, 10);
+	ck_assert_uint_ge(corpus_run(corpus()), 10);
 }
 END_TEST
 
 START_TEST(test_seeds)
 {
-	_cleanup_free_ char *p = seed("seed-process"), *m = seed("seed-maps"), *t = seed("seed-regs");
+	_cleanup_free_ char *p = corpus_file(corpus(), "seed-process", NULL), *m = corpus_file(corpus(), "seed-maps", NULL),
+			    *t = corpus_file(corpus(), "seed-regs", NULL);
 	struct proc_image img = { 0 };
 	struct thread_image th = { 0 };
 	struct vma *v = NULL;
