@@ -359,8 +359,9 @@ START_TEST(redump_restored)
 }
 END_TEST
 
-/* No thread of pid is traced or stopped, and it has nthreads. */
-static void assert_untouched_n(pid_t pid, int nthreads)
+/* Calls fn with each thread's TID and /proc status text, until fn returns
+ * true; a thread gone meanwhile is skipped. Returns the threads seen. */
+static int each_task(pid_t pid, bool (*fn)(const char *tid, const char *status, void *ud), void *ud)
 {
 	char p[64];
 	snprintf(p, sizeof(p), "/proc/%d/task", pid);
@@ -369,19 +370,37 @@ static void assert_untouched_n(pid_t pid, int nthreads)
 	struct dirent *de;
 	int n = 0;
 	while ((de = readdir(d))) {
+		char sp[384];
+		_cleanup_free_ char *st = NULL;
 		if (de->d_name[0] == '.')
 			continue;
-		char sp[384], *st = NULL;
 		snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
-		ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
-		ck_assert_msg(strstr(st, "TracerPid:\t0\n"), "thread %s still traced", de->d_name);
-		ck_assert_msg(!strstr(st, "State:\tt") && !strstr(st, "State:\tT"),
-			      "thread %s left stopped", de->d_name);
-		free(st);
+		if (read_file_full(sp, &st, NULL) < 0)
+			continue;
 		n++;
+		if (fn(de->d_name, st, ud))
+			break;
 	}
 	closedir(d);
-	ck_assert_int_eq(n, nthreads);
+	return n;
+}
+
+static bool traced_or_stopped(const char *status)
+{
+	return !strstr(status, "TracerPid:\t0\n") || strstr(status, "State:\tt") || strstr(status, "State:\tT");
+}
+
+static bool assert_free(const char *tid, const char *status, void *ud)
+{
+	ck_assert_msg(strstr(status, "TracerPid:\t0\n"), "thread %s still traced", tid);
+	ck_assert_msg(!strstr(status, "State:\tt") && !strstr(status, "State:\tT"), "thread %s left stopped", tid);
+	return false;
+}
+
+/* No thread of pid is traced or stopped, and it has nthreads. */
+static void assert_untouched_n(pid_t pid, int nthreads)
+{
+	ck_assert_int_eq(each_task(pid, assert_free, NULL), nthreads);
 }
 
 static void assert_untouched(pid_t pid)
@@ -421,30 +440,28 @@ START_TEST(fault_fds) { dump_fault("203"); } END_TEST
 START_TEST(fault_write) { dump_fault("204"); } END_TEST
 START_TEST(fault_commit) { dump_fault("205"); } END_TEST
 
+struct text {
+	char *all;
+	size_t len;
+};
+
+static bool add_sigblk(const char *tid, const char *status, void *ud)
+{
+	struct text *t = ud;
+	const char *b = strstr(status, "SigBlk:");
+	ck_assert_ptr_nonnull(b);
+	int n = (int)strcspn(b, "\n");
+	t->all = realloc(t->all, t->len + strlen(tid) + (size_t)n + 3);
+	t->len += (size_t)sprintf(t->all + t->len, "%s %.*s\n", tid, n, b);
+	return false;
+}
+
 /* Every thread's "SigBlk:" value, in /proc/PID/task order. */
 static char *sigblk(pid_t pid)
 {
-	char p[64], *all = NULL;
-	size_t len = 0;
-	snprintf(p, sizeof(p), "/proc/%d/task", pid);
-	DIR *d = opendir(p);
-	ck_assert_ptr_nonnull(d);
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		char sp[384], *st = NULL;
-		snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
-		ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
-		char *b = strstr(st, "SigBlk:");
-		ck_assert_ptr_nonnull(b);
-		b[strcspn(b, "\n")] = 0;
-		all = realloc(all, len + strlen(de->d_name) + strlen(b) + 3);
-		len += sprintf(all + len, "%s %s\n", de->d_name, b);
-		free(st);
-	}
-	closedir(d);
-	return all;
+	struct text t = { NULL, 0 };
+	each_task(pid, add_sigblk, &t);
+	return t.all;
 }
 
 /* The masks as they stay: a thread inside a handler has that signal
@@ -477,29 +494,19 @@ static char *maps_of(pid_t pid)
 	return text;
 }
 
+static bool held(const char *tid, const char *status, void *ud)
+{
+	return *(bool *)ud = traced_or_stopped(status);
+}
+
 /* Waits (up to 10 s) until no thread of pid is traced or in a ptrace or
  * group stop: the keeper lets go once it sees the dumper dead. */
 static void wait_let_go(pid_t pid)
 {
-	char p[64];
-	snprintf(p, sizeof(p), "/proc/%d/task", pid);
 	for (int i = 0; i < 10000; i++) {
-		bool held = false;
-		DIR *d = opendir(p);
-		ck_assert_ptr_nonnull(d);
-		struct dirent *de;
-		while ((de = readdir(d)) && !held) {
-			char sp[384], *st = NULL;
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(sp, sizeof(sp), "/proc/%d/task/%s/status", pid, de->d_name);
-			if (read_file_full(sp, &st, NULL) < 0)
-				continue;
-			held = !strstr(st, "TracerPid:\t0\n") || strstr(st, "State:\tt") || strstr(st, "State:\tT");
-			free(st);
-		}
-		closedir(d);
-		if (!held)
+		bool any = false;
+		each_task(pid, held, &any);
+		if (!any)
 			return;
 		usleep(1000);
 	}
