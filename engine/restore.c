@@ -17,7 +17,8 @@
  *     fill it (process_vm_writev), set the mm fields and exe link
  *     (PR_SET_MM_MAP), create the other threads with clone3(set_tid), give
  *     every thread its robust list, rseq, clear-child-tid address,
- *     alternate stack, pending signals, unmap the scratch page, and finally
+ *     alternate stack, make the posix timers again with their IDs, queue
+ *     the pending signals, unmap the scratch page, and finally
  *     park each thread in the kernel's signal path, set its registers,
  *     xstate and signal mask, and detach.
  *  4. A CUDA process (the snapshot has gpu/info) comes back CHECKPOINTED
@@ -139,13 +140,6 @@ static int creds_take(const struct engine_restore_opts *o)
 #define PR_TIMER_CREATE_RESTORE_IDS 77
 #endif
 
-/* A timer aimed at a thread other than the leader: made once that thread
- * exists (step 3), by injection. */
-static bool ptimer_later(const struct proc_image *img, const struct ptimer *t)
-{
-	return t->notify == SIGEV_THREAD_ID && t->tid != img->pid;
-}
-
 static void ptimer_event(const struct ptimer *t, struct sigevent *ev, struct itimerspec *v)
 {
 	memset(ev, 0, sizeof(*ev));
@@ -159,53 +153,6 @@ static void ptimer_event(const struct ptimer *t, struct sigevent *ev, struct iti
 	*v = t->spec;
 	if (!v->it_value.tv_sec && !v->it_value.tv_nsec)
 		v->it_value = v->it_interval;
-}
-
-/* P's posix timers, but those aimed at its other threads, made again
- * with their IDs (Linux 6.16's PR_TIMER_CREATE_RESTORE_IDS, which takes
- * CAP_CHECKPOINT_RESTORE: P still has it) and armed with the time they
- * had left. */
-static int ptimers_restore(const struct proc_image *img)
-{
-	for (size_t i = 0; i < img->nptimers; i++) {
-		const struct ptimer *t = &img->ptimers[i];
-		bool ours = t->notify != SIGEV_THREAD_ID;
-		for (size_t k = 0; k < img->nthreads && !ours; k++)
-			ours = img->threads[k].tid == t->tid;
-		if (!ours)
-			return err_set(-EBADMSG, "posix timer %d notifies thread %d, which is not in the snapshot",
-				       t->id, t->tid);
-	}
-	if (!img->nptimers)
-		return 0;
-	if (prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) < 0)
-		return err_set(negerrno(), "the snapshot has posix timers, and this kernel cannot make them with "
-					   "their IDs (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16): %m");
-	for (size_t i = 0; i < img->nptimers; i++) {
-		const struct ptimer *t = &img->ptimers[i];
-		struct sigevent ev;
-		struct itimerspec v;
-		int id = t->id;
-		if (ptimer_later(img, t))
-			continue;
-		ptimer_event(t, &ev, &v);
-		if (syscall(SYS_timer_create, t->clock, &ev, &id) < 0) {
-			int e = negerrno();
-			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
-			return err_set(e, "timer_create of posix timer %d: %s", t->id, strerror(-e));
-		}
-		if (id != t->id) {
-			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
-			return err_set(-EEXIST, "timer_create of posix timer %d gave ID %d", t->id, id);
-		}
-		if ((v.it_value.tv_sec || v.it_value.tv_nsec) && syscall(SYS_timer_settime, id, 0, &v, NULL) < 0) {
-			int e = negerrno();
-			prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
-			return err_set(e, "timer_settime of posix timer %d: %s", t->id, strerror(-e));
-		}
-	}
-	prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
-	return 0;
 }
 
 static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync,
@@ -258,9 +205,6 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(sync, negerrno(), "setitimer");
 	}
-	r = ptimers_restore(img);
-	if (r < 0)
-		child_fail(sync, r, "posix timers");
 	r = fds_restore(fds);
 	if (r < 0)
 		child_fail(sync, r, "descriptors");
@@ -699,29 +643,37 @@ static int thread_finish(struct ctx *c, const struct thread_image *t)
  * only then is the process made dumpable again (the change of uid made it
  * not), so that its owner can trace and checkpoint it like any process of
  * theirs. Nothing privileged is injected after this. */
-/* The posix timers aimed at threads other than the leader, now that the
- * threads exist: made and armed by injection, with their IDs. */
+/* P's posix timers, once all its threads exist (a timer may notify any of
+ * them): made again by injection with their IDs (Linux 6.16's
+ * PR_TIMER_CREATE_RESTORE_IDS, which takes CAP_CHECKPOINT_RESTORE: P still
+ * has it) and armed with the time they had left. */
 static int ptimers_inject(struct ctx *c)
 {
 	const struct proc_image *img = c->img;
 	int64_t ign;
-	bool on = false;
-	int r = 0;
+	int r, q;
 
+	if (!img->nptimers)
+		return 0;
+	for (size_t i = 0; i < img->nptimers; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		bool ours = t->notify != SIGEV_THREAD_ID;
+		for (size_t k = 0; k < img->nthreads && !ours; k++)
+			ours = img->threads[k].tid == t->tid;
+		if (!ours)
+			return err_set(-EBADMSG, "restore of pid %d: posix timer %d notifies thread %d, which is not "
+						 "in the snapshot", c->pid, t->id, t->tid);
+	}
+	r = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0, &ign,
+		"the snapshot has posix timers, and making them with their IDs takes Linux 6.16 "
+		"(PR_TIMER_CREATE_RESTORE_IDS)");
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < img->nptimers && r >= 0; i++) {
 		const struct ptimer *t = &img->ptimers[i];
 		struct sigevent ev;
 		struct itimerspec v;
 		int32_t id = t->id;
-		if (!ptimer_later(img, t))
-			continue;
-		if (!on) {
-			r = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0, &ign,
-				"PR_TIMER_CREATE_RESTORE_IDS (Linux 6.16)");
-			if (r < 0)
-				return r;
-			on = true;
-		}
 		ptimer_event(t, &ev, &v);
 		r = poke(c, c->scratch, &ev, sizeof(ev));
 		if (r >= 0)
@@ -730,18 +682,13 @@ static int ptimers_inject(struct ctx *c)
 			r = poke(c, c->scratch + 256, &v, sizeof(v));
 		if (r >= 0)
 			r = sys(c, c->pid, SYS_timer_create, (uint64_t)t->clock, c->scratch, c->scratch + 128, 0, 0, 0,
-				&ign, "timer_create of a thread's posix timer");
+				&ign, "timer_create of a posix timer");
 		if (r >= 0 && (v.it_value.tv_sec || v.it_value.tv_nsec))
 			r = sys(c, c->pid, SYS_timer_settime, (uint64_t)id, 0, c->scratch + 256, 0, 0, 0, &ign,
-				"timer_settime of a thread's posix timer");
+				"timer_settime of a posix timer");
 	}
-	if (on) {
-		int q = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0, &ign,
-			    "PR_TIMER_CREATE_RESTORE_IDS");
-		if (r >= 0)
-			r = q;
-	}
-	return r;
+	q = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0, 0, &ign, "PR_TIMER_CREATE_RESTORE_IDS");
+	return r < 0 ? r : q;
 }
 
 static int creds_final(struct ctx *c)
