@@ -347,6 +347,28 @@ static void *copy_worker(void *arg)
 }
 
 #define COPY_PIECE (32ull << 20)
+#define COPY_THREADS 4
+
+/* Threads the copy runs on: one per core, at most COPY_THREADS. */
+static size_t copy_threads(void)
+{
+	return (size_t)MAX(1, MIN(sysconf(_SC_NPROCESSORS_ONLN), COPY_THREADS));
+}
+
+/* Runs fn(args + i * size) for i < n (n <= COPY_THREADS), the first on
+ * this thread; a thread that cannot start has its share run here. */
+static void fan_out(void *(*fn)(void *), void *args, size_t size, size_t n)
+{
+	pthread_t th[COPY_THREADS];
+	size_t started = 0;
+	for (size_t i = 1; i < n && pthread_create(&th[i - 1], NULL, fn, (uint8_t *)args + i * size) == 0; i++)
+		started++;
+	fn(args);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = started + 1; i < n; i++)
+		fn((uint8_t *)args + i * size);
+}
 
 /* Copies every saved run of every area into its v->data, with a few
  * threads: faulting in the copy's fresh pages is most of the cost, and
@@ -376,16 +398,8 @@ static int copy_all(pid_t pid, int mem, struct proc_image *img, const int *fds)
 				total += len;
 			}
 	}
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t n = total < 4 * COPY_PIECE ? 1 : (size_t)MAX(1, MIN(cpus, 4));
-	pthread_t th[4];
-	size_t started = 0;
-	for (size_t i = 1; i < n; i++)
-		if (pthread_create(&th[started], NULL, copy_worker, &c) == 0)
-			started++;
-	copy_worker(&c);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	/* every thread takes jobs from the same context */
+	fan_out(copy_worker, &c, 0, total < 4 * COPY_PIECE ? 1 : copy_threads());
 	free(c.jobs);
 	if (c.err)
 		return err_set(c.err, "%s", c.msg);
@@ -453,13 +467,14 @@ struct populate {
 static void *populate(void *arg)
 {
 	struct populate *q = arg;
-	if (madvise(q->p, q->len, MADV_POPULATE_WRITE) < 0) {
+	if (madvise(q->p, q->len, MADV_POPULATE_WRITE) == 0)
+		return NULL;
+	if (errno != EINVAL) {
 		q->err = errno;
-		if (q->err == EINVAL) /* before Linux 5.14 */
-			for (size_t o = 0; o < q->len; o += 4096)
-				q->p[o] = 0;
-		q->err = q->err == EINVAL ? 0 : q->err;
+		return NULL;
 	}
+	for (size_t o = 0; o < q->len; o += 4096) /* before Linux 5.14 */
+		q->p[o] = 0;
 	return NULL;
 }
 
@@ -467,9 +482,8 @@ void copy_arena_reserve(pid_t pid, struct copy_arena *a)
 {
 	uint64_t t0 = now_ns();
 	size_t len = ALIGN_UP((size_t)rollup_kb(pid, "\nAnonymous:") * 1024, HUGE_SZ);
-	struct populate q[4];
-	pthread_t th[4];
-	size_t n, started = 0;
+	struct populate q[COPY_THREADS];
+	size_t n;
 	bool failed = false;
 
 	*a = (struct copy_arena){ 0 };
@@ -482,19 +496,12 @@ void copy_arena_reserve(pid_t pid, struct copy_arena *a)
 	 * as the copy would use (the host's faults run per virtual CPU). A
 	 * machine short of memory refuses: the copy then maps its buffers
 	 * as it goes, as it would have. */
-	n = (size_t)MAX(1, MIN(sysconf(_SC_NPROCESSORS_ONLN), 4));
-	n = MIN(n, len / HUGE_SZ);
+	n = MIN(copy_threads(), len / HUGE_SZ);
 	for (size_t i = 0; i < n; i++) {
 		size_t from = len / HUGE_SZ * i / n * HUGE_SZ, to = len / HUGE_SZ * (i + 1) / n * HUGE_SZ;
 		q[i] = (struct populate){ a->base + from, to - from, 0 };
 	}
-	for (size_t i = 1; i < n && pthread_create(&th[i - 1], NULL, populate, &q[i]) == 0; i++)
-		started++;
-	populate(&q[0]);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	for (size_t i = started + 1; i < n; i++)
-		populate(&q[i]);
+	fan_out(populate, q, sizeof(q[0]), n);
 	for (size_t i = 0; i < n; i++)
 		failed |= q[i].err != 0;
 	if (failed) {
