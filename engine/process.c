@@ -632,6 +632,15 @@ int process_parse(const char *text, struct proc_image *img)
 		return err_set(-EBADMSG, "process: 'pid', 'threads', 'mm', 'exe' or 'cwd' missing");
 	if (img->threads[0].tid != img->pid)
 		return err_set(-EBADMSG, "process: the first thread must be the leader %d", img->pid);
+	for (size_t i = 0; i < img->nptimers; i++) {
+		const struct ptimer *t = &img->ptimers[i];
+		bool known = t->notify != SIGEV_THREAD_ID;
+		for (size_t k = 0; k < img->nthreads && !known; k++)
+			known = img->threads[k].tid == t->tid;
+		if (!known)
+			return err_set(-EBADMSG, "process: posix timer %d notifies thread %d, which is not in the snapshot",
+				       t->id, t->tid);
+	}
 	return 0;
 }
 

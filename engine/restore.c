@@ -655,15 +655,6 @@ static int ptimers_inject(struct ctx *c)
 
 	if (!img->nptimers)
 		return 0;
-	for (size_t i = 0; i < img->nptimers; i++) {
-		const struct ptimer *t = &img->ptimers[i];
-		bool ours = t->notify != SIGEV_THREAD_ID;
-		for (size_t k = 0; k < img->nthreads && !ours; k++)
-			ours = img->threads[k].tid == t->tid;
-		if (!ours)
-			return err_set(-EBADMSG, "restore of pid %d: posix timer %d notifies thread %d, which is not "
-						 "in the snapshot", c->pid, t->id, t->tid);
-	}
 	r = sys(c, c->pid, SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0, 0, &ign,
 		"the snapshot has posix timers, and making them with their IDs takes Linux 6.16 "
 		"(PR_TIMER_CREATE_RESTORE_IDS)");

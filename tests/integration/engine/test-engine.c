@@ -687,6 +687,30 @@ START_TEST(restore_refuses_other_vdso)
 }
 END_TEST
 
+/* A posix timer aimed at a thread the snapshot does not have: the
+ * restore is refused saying so before anything is built. */
+START_TEST(restore_refuses_timer_of_unknown_thread)
+{
+	pid_t pid = spawn(NULL, "target-ptimers", NULL);
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	char *text = NULL;
+	ck_assert_int_eq(read_file_full(path("store/s1/process"), &text, NULL), 0);
+	char *t = strstr(text, " thread:");
+	ck_assert_ptr_nonnull(t);
+	/* the same length: a TID no thread of it has */
+	for (char *d = t + 8; *d >= '0' && *d <= '9'; d++)
+		*d = '9';
+	int fd = open(path("store/s1/process"), O_WRONLY | O_TRUNC | O_CLOEXEC);
+	ck_assert_int_eq(write_full(fd, text, strlen(text)), 0);
+	close(fd);
+	free(text);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", "--no-verify", path("store/s1"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "not in the snapshot"), "stderr: %s", ckpt_err());
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+}
+END_TEST
+
 /* What a dump cannot bring back is refused before the process is
  * touched: a posix timer, a child process. The process runs on. */
 static void refused(pid_t pid, const char *want)
@@ -868,6 +892,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
 		suite_add_tcase(s, tc("restore_refuses_other_vdso", restore_refuses_other_vdso, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_timer", dump_refuses_posix_timer, 60));
+		suite_add_tcase(s, tc("restore_refuses_timer_of_unknown_thread", restore_refuses_timer_of_unknown_thread,
+				      60));
 		suite_add_tcase(s, tc("dump_refuses_children", dump_refuses_children, 60));
 		suite_add_tcase(s, tc("restore_refuses_changed_file", restore_refuses_changed_file, 60));
 	}
