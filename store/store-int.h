@@ -24,6 +24,10 @@ struct store_snap {
 	bool committed; /* store_snap_commit succeeded */
 	bool failed;    /* a commit failed: only close is allowed */
 	unsigned flags; /* STORE_CREATE_* or STORE_OPEN_* */
+	/* A view made by store_snap_at(): never handed to a backend; every
+	 * call goes to parent with prefix "DIR/" before its path. */
+	struct store_snap *parent;
+	char *prefix;
 };
 
 struct store_file {

@@ -121,6 +121,49 @@ static int read_path_ok(const char *path)
 	return path_check(path);
 }
 
+/* A view's call goes to its parent with the view's directory in front of
+ * path (into buf); a plain snapshot's goes through as it is. */
+static struct store_snap *resolve(struct store_snap *s, const char *path, char *buf, size_t len,
+				  const char **ret)
+{
+	*ret = path;
+	if (!s || !s->parent)
+		return s;
+	if (!path || (size_t)snprintf(buf, len, "%s%s", s->prefix, path) >= len) {
+		*ret = NULL;
+		return s->parent;
+	}
+	*ret = buf;
+	return s->parent;
+}
+
+#define VIEW_PATH_MAX 2048
+
+int store_snap_at(struct store_snap *s, const char *dir, struct store_snap **ret)
+{
+	struct store_snap *v;
+	int r;
+
+	if (!s || !ret)
+		return -EINVAL;
+	r = path_check(dir);
+	if (r < 0)
+		return r;
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	if (asprintf(&v->prefix, "%s%s/", s->parent ? s->prefix : "", dir) < 0) {
+		free(v);
+		return -ENOMEM;
+	}
+	v->parent = s->parent ? s->parent : s;
+	v->store = s->store;
+	v->writing = v->parent->writing;
+	v->flags = v->parent->flags;
+	*ret = v;
+	return 0;
+}
+
 /* ---- writing -------------------------------------------------------------- */
 
 /* What creating and opening a snapshot share: argument checks, then the
@@ -147,6 +190,8 @@ static int snap_begin(struct store *s, const char *name, unsigned flags, unsigne
 	h->committed = !writing;
 	h->failed = false;
 	h->flags = flags;
+	h->parent = NULL;
+	h->prefix = NULL;
 	*ret = h;
 	return 0;
 }
@@ -159,7 +204,12 @@ int store_snap_create(struct store *s, const char *name, unsigned flags, struct 
 int store_file_create(struct store_snap *w, const char *path, struct store_file **ret)
 {
 	struct store_file *f;
+	char buf[VIEW_PATH_MAX];
 	int r;
+
+	w = resolve(w, path, buf, sizeof(buf), &path);
+	if (!path)
+		return err_set(-ENAMETOOLONG, "store_file_create: path too long");
 
 	r = need_writer(w, "store_file_create");
 	if (r < 0)
@@ -226,6 +276,8 @@ int store_snap_commit(struct store_snap *w)
 	int r = need_writer(w, "store_snap_commit");
 	if (r < 0)
 		return r;
+	if (w->parent)
+		return err_set(-EINVAL, "store_snap_commit: '%s' is a view of a snapshot, not one", w->prefix);
 	r = w->store->ops->snap_commit(w);
 	if (r < 0) {
 		w->failed = true;
@@ -242,6 +294,19 @@ int store_snap_open(struct store *s, const char *name, unsigned flags, struct st
 	return snap_begin(s, name, flags, STORE_OPEN_VERIFY, false, ret);
 }
 
+struct view_walk {
+	const char *prefix;
+	size_t len;
+	int (*cb)(const char *path, const struct store_stat *st, void *ud);
+	void *ud;
+};
+
+static int view_file(const char *path, const struct store_stat *st, void *ud)
+{
+	struct view_walk *w = ud;
+	return strncmp(path, w->prefix, w->len) ? 0 : w->cb(path + w->len, st, w->ud);
+}
+
 int store_snap_foreach_file(struct store_snap *r,
 			    int (*cb)(const char *path, const struct store_stat *st, void *ud), void *ud)
 {
@@ -250,11 +315,19 @@ int store_snap_foreach_file(struct store_snap *r,
 		return q;
 	if (!cb)
 		return -EINVAL;
+	if (r->parent) {
+		struct view_walk w = { r->prefix, strlen(r->prefix), cb, ud };
+		return r->parent->store->ops->snap_foreach_file(r->parent, view_file, &w);
+	}
 	return r->store->ops->snap_foreach_file(r, cb, ud);
 }
 
 int store_snap_stat(struct store_snap *r, const char *path, struct store_stat *ret)
 {
+	char buf[VIEW_PATH_MAX];
+	r = resolve(r, path, buf, sizeof(buf), &path);
+	if (!path)
+		return err_set(-ENAMETOOLONG, "store_snap_stat: path too long");
 	int q = need_reader(r, "store_snap_stat");
 	if (q < 0)
 		return q;
@@ -269,6 +342,10 @@ int store_snap_stat(struct store_snap *r, const char *path, struct store_stat *r
 int store_file_open(struct store_snap *r, const char *path, struct store_file **ret)
 {
 	struct store_file *f;
+	char buf[VIEW_PATH_MAX];
+	r = resolve(r, path, buf, sizeof(buf), &path);
+	if (!path)
+		return err_set(-ENAMETOOLONG, "store_file_open: path too long");
 	int q = need_reader(r, "store_file_open");
 	if (q < 0)
 		return q;
@@ -368,8 +445,12 @@ int store_file_close(struct store_file *f)
 
 void store_snap_close(struct store_snap *w)
 {
-	if (w)
+	if (w && w->parent) {
+		free(w->prefix);
+		free(w);
+	} else if (w) {
 		w->store->ops->snap_close(w);
+	}
 }
 
 /* ---- managing ------------------------------------------------------------- */

@@ -209,6 +209,14 @@ int store_file_stat(struct store_file *f, struct store_stat *ret);
  * is closed whatever it returns. Accepts NULL. */
 int store_file_close(struct store_file *f);
 
+/* A view of directory `dir` of snapshot s (being written or read): paths
+ * given to the view are taken inside dir ("process" is "dir/process"),
+ * foreach_file lists only dir's files, without the prefix. A view cannot
+ * be committed; it must be closed (store_snap_close, which leaves s
+ * alone) before s is. Process trees write each process's files through a
+ * view of its directory with the code that writes one process. */
+int store_snap_at(struct store_snap *s, const char *dir, struct store_snap **ret);
+
 /* Closes a snapshot. A writer not committed is aborted: everything it
  * wrote is discarded (chunk bytes already in packs are reclaimed by gc).
  * Accepts NULL. */
