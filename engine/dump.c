@@ -233,137 +233,368 @@ static int gpu_write_info(struct store_snap *w, pid_t pid)
 	return store_snap_put(w, "gpu/info", text, strlen(text));
 }
 
+/* One process of the tree being dumped. */
+struct pdump {
+	struct proc_image img;
+	struct fd_image *fds;
+	struct keeper k;
+	enum gpu_hold gpu;
+	bool gpu_used;
+	bool checked; /* process_check and fds_check passed */
+	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
+	struct copy_arena arena;
+	uint64_t bytes;
+};
+
+/* Adds pid to the tree (and its slot in *p); NULL on ENOMEM. */
+static struct tree_node *tree_grow(struct tree *t, struct pdump **p, pid_t pid)
+{
+	struct pdump *np = realloc(*p, (t->n + 1) * sizeof(**p));
+	if (!np)
+		return NULL;
+	*p = np;
+	memset(&np[t->n], 0, sizeof(np[t->n]));
+	np[t->n].k.fd = -1;
+	return tree_add(t, pid);
+}
+
+/* What a dump refuses, read from /proc while the process still runs
+ * untouched; and whether it is stopped, read before we seize it (a traced
+ * stop shows as 't' afterwards). */
+static int check_one(pid_t pid, struct pdump *d)
+{
+	_cleanup_free_ char *stat = NULL;
+	char sp[64];
+	int r = process_check(pid);
+	if (r < 0)
+		return r;
+	r = fds_check(pid);
+	if (r < 0)
+		return r;
+	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
+	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
+		d->img.stopped = strrchr(stat, ')')[2] == 'T';
+	d->checked = true;
+	return 0;
+}
+
+/* Adds the children of t->v[i] that t lacks, and marks gone those it
+ * lists that are no longer children (reaped meanwhile). */
+static int add_children(struct tree *t, struct pdump **p, size_t i)
+{
+	_cleanup_free_ pid_t *ch = NULL;
+	size_t n;
+	pid_t parent = t->v[i].pid;
+	int r = tree_children(parent, &ch, &n);
+	if (r < 0)
+		return r;
+	for (size_t j = i + 1; j < t->n; j++) {
+		bool still = false;
+		for (size_t c = 0; c < n && !still; c++)
+			still = ch[c] == t->v[j].pid;
+		if (t->v[j].ppid == parent && !still)
+			(*p)[j].gone = true;
+	}
+	for (size_t c = 0; c < n; c++) {
+		if (tree_find(t, ch[c]) >= 0)
+			continue;
+		struct tree_node node;
+		r = tree_node_read(ch[c], &node);
+		if (r == -ESRCH)
+			continue; /* reaped already */
+		if (r < 0)
+			return r;
+		struct tree_node *x = tree_grow(t, p, ch[c]);
+		if (!x)
+			return -ENOMEM;
+		*x = node;
+	}
+	return 0;
+}
+
+/* Shared memory that several processes of the tree map would come back
+ * as one copy each: refused until it is restored shared. */
+static int check_shared_memory(const struct tree *t, const struct pdump *p)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].zombie || p[i].gone)
+			continue;
+		const struct proc_image *a = &p[i].img;
+		for (size_t va = 0; va < a->nvmas; va++) {
+			if (a->vmas[va].kind != VMA_SHMEM)
+				continue;
+			for (size_t j = i + 1; j < t->n; j++) {
+				if (t->v[j].zombie || p[j].gone)
+					continue;
+				const struct proc_image *b = &p[j].img;
+				for (size_t vb = 0; vb < b->nvmas; vb++)
+					if (b->vmas[vb].kind == VMA_SHMEM && b->vmas[vb].ino == a->vmas[va].ino &&
+					    b->vmas[vb].dev_major == a->vmas[va].dev_major &&
+					    b->vmas[vb].dev_minor == a->vmas[va].dev_minor)
+						return err_set(-EOPNOTSUPP,
+							       "shared memory %s (inode %" PRIu64 ") is mapped by pids %d and %d: "
+							       "memory shared between processes is not supported yet",
+							       a->vmas[va].path[0] ? a->vmas[va].path : "(anonymous)",
+							       a->vmas[va].ino, t->v[i].pid, t->v[j].pid);
+			}
+		}
+	}
+	return 0;
+}
+
+/* Writes process i's files into directory "<pid>/" of w. */
+static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const struct engine_dump_opts *o)
+{
+	struct store_snap *v;
+	char dir[16];
+	snprintf(dir, sizeof(dir), "%d", pid);
+	int r = store_snap_at(w, dir, &v);
+	if (r < 0)
+		return r;
+	r = write_image(v, &d->img, d->fds, o);
+	if (r >= 0 && d->gpu_used)
+		r = gpu_write_info(v, pid);
+	store_snap_close(v);
+	return r;
+}
+
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
-	struct proc_image img = { 0 };
-	struct fd_image *fds = NULL;
-	struct keeper k = { 0 };
-	enum gpu_hold gpu = GPU_HOLD_NONE;
-	bool gpu_used = false;
+	struct tree t = { 0 };
+	struct pdump *p = NULL;
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
-	struct copy_arena arena = { 0 };
-	_cleanup_free_ char *stat = NULL; /* before any goto: freed on every path */
-	char sp[64];
+	bool copy = after == ENGINE_AFTER_RUN;
 	int r;
 
 	if (pid == getpid()) {
 		r = err_set(-EINVAL, "pid %d: cannot checkpoint ourselves", pid);
 		goto out;
 	}
-	r = process_check(pid);
+	/* 1. The tree as it is, each process checked, before anything is
+	 * touched: what a dump refuses is refused here, naming it. */
+	struct tree_node *root = tree_grow(&t, &p, pid);
+	if (!root) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = tree_node_read(pid, root);
 	if (r < 0)
 		goto out;
-	r = fds_check(pid);
-	if (r < 0)
+	if (root->zombie) {
+		r = err_set(-ESRCH, "pid %d has exited (a zombie)", pid);
 		goto out;
-	/* stopped by a signal? Read before we seize it: a traced stop
-	 * shows as 't' afterwards */
-	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
-	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
-		img.stopped = strrchr(stat, ')')[2] == 'T';
-	progress(o, ENGINE_PHASE_PREPARE, 0, 0);
-	/* before the seize: the driver's thread in it must run meanwhile */
-	r = gpu_take(pid, o, img.stopped, &gpu, &gpu_used);
-	if (r < 0)
-		goto out;
-	/* The copy's memory is faulted in while the process runs. */
-	if (after == ENGINE_AFTER_RUN)
-		copy_arena_reserve(pid, &arena);
-	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
-	/* The keeper traces it, not us: should we die from here on, it puts
-	 * every thread back and lets go (keeper.c). Forked before the freeze,
-	 * so the fork's cost is not frozen time. */
-	r = keeper_start(pid, &k);
-	if (r < 0)
-		goto out;
-	r = keeper_wait_seized(&k);
-	if (r < 0)
-		goto out;
-	tf0 = now_ns();
-	if (fault_hit(FAULT_ENGINE_DIE_SEIZED))
-		raise(SIGKILL);
-	/* a copy in RAM only when the process runs again before the write */
-	r = take_view(pid, &k, &img, &fds, after == ENGINE_AFTER_RUN, &arena, &bytes);
-	copy_arena_release(&arena);
-	if (r < 0)
-		goto out;
-	if (after == ENGINE_AFTER_RUN) {
-		r = keeper_finish(&k, KEEPER_THAW);
-		tf1 = now_ns();
-		if (r < 0)
-			goto out;
-		r = gpu_give_back(pid, &gpu);
+	}
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie)
+			continue;
+		r = check_one(t.v[i].pid, &p[i]);
+		if (r >= 0)
+			r = add_children(&t, &p, i);
+		if (r == -ESRCH && i > 0) {
+			p[i].gone = true; /* ended meanwhile */
+			err_clear();
+			continue;
+		}
 		if (r < 0)
 			goto out;
 	}
-
-	progress(o, ENGINE_PHASE_WRITE, 0, bytes);
-	r = write_image(w, &img, fds, o);
-	if (r >= 0 && gpu_used)
-		r = gpu_write_info(w, pid);
+	r = tree_check(&t);
 	if (r < 0)
 		goto out;
+
+	progress(o, ENGINE_PHASE_PREPARE, 0, 0);
+	/* before the seize: a CUDA process's driver thread must run meanwhile,
+	 * and the copy's memory is faulted in while the processes run */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie || p[i].gone)
+			continue;
+		r = gpu_take(t.v[i].pid, o, p[i].img.stopped, &p[i].gpu, &p[i].gpu_used);
+		if (r < 0)
+			goto out;
+		if (copy)
+			copy_arena_reserve(t.v[i].pid, &p[i].arena);
+	}
+
+	/* 2. Freeze, parents first: once a process is stopped its children
+	 * are the ones it will have, so each is listed once its parent is
+	 * frozen. The keepers trace them, not us: should we die from here on,
+	 * each puts its process back and lets go (keeper.c). */
+	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
+	for (size_t i = 0; i < t.n; i++) {
+		if (p[i].gone)
+			continue;
+		if (!t.v[i].zombie) {
+			if (!p[i].checked) {
+				/* born after the first look: checked now, untouched */
+				r = check_one(t.v[i].pid, &p[i]);
+				if (r >= 0 && uses_nvidia(t.v[i].pid))
+					r = err_set(-EBUSY, "pid %d, a GPU process, was started during the checkpoint",
+						    t.v[i].pid);
+				if (r < 0)
+					goto out;
+			}
+			r = keeper_start(t.v[i].pid, &p[i].k);
+			if (r >= 0)
+				r = keeper_wait_seized(&p[i].k);
+			if (r < 0) {
+				/* it may have died before the seize: then it is a
+				 * zombie of a frozen parent, or gone */
+				struct tree_node now;
+				char why[512];
+				snprintf(why, sizeof(why), "%s", err_msg());
+				keeper_finish(&p[i].k, KEEPER_THAW);
+				if (i > 0 && tree_node_read(t.v[i].pid, &now) >= 0 && now.zombie &&
+				    now.ppid == t.v[i].ppid) {
+					t.v[i] = now;
+					err_clear();
+					continue;
+				}
+				r = err_set(r, "%s", why);
+				goto out;
+			}
+		}
+		if (!tf0)
+			tf0 = now_ns();
+		if (fault_hit(FAULT_ENGINE_DIE_SEIZED))
+			raise(SIGKILL);
+		if (t.v[i].zombie)
+			continue;
+		r = add_children(&t, &p, i);
+		if (r < 0)
+			goto out;
+	}
+	r = tree_check(&t);
+	if (r < 0)
+		goto out;
+
+	/* 3. Every process is frozen: now each is read. A copy in RAM only
+	 * when they run again before the write. */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie || p[i].gone)
+			continue;
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &p[i].arena, &p[i].bytes);
+		copy_arena_release(&p[i].arena);
+		if (r < 0)
+			goto out;
+		bytes += p[i].bytes;
+	}
+	r = check_shared_memory(&t, p);
+	if (r < 0)
+		goto out;
+	if (copy) {
+		/* they run again together */
+		for (size_t i = 0; i < t.n; i++) {
+			if (t.v[i].zombie || p[i].gone)
+				continue;
+			r = keeper_finish(&p[i].k, KEEPER_THAW);
+			if (r < 0)
+				goto out;
+		}
+		tf1 = now_ns();
+		for (size_t i = 0; i < t.n; i++) {
+			if (t.v[i].zombie || p[i].gone)
+				continue;
+			r = gpu_give_back(t.v[i].pid, &p[i].gpu);
+			if (r < 0)
+				goto out;
+		}
+	}
+
+	/* 4. Write: the tree, then each process in its directory. */
+	progress(o, ENGINE_PHASE_WRITE, 0, bytes);
+	{
+		struct tree live = { 0 };
+		for (size_t i = 0; i < t.n; i++) {
+			if (p[i].gone)
+				continue;
+			struct tree_node *x = tree_add(&live, t.v[i].pid);
+			if (!x) {
+				tree_free(&live);
+				r = -ENOMEM;
+				goto out;
+			}
+			*x = t.v[i];
+		}
+		_cleanup_free_ char *text = tree_format(&live);
+		tree_free(&live);
+		r = text ? store_snap_put(w, "tree", text, strlen(text)) : -ENOMEM;
+		if (r < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie || p[i].gone)
+			continue;
+		r = write_process(w, t.v[i].pid, &p[i], o);
+		if (r < 0)
+			goto out;
+	}
 	progress(o, ENGINE_PHASE_COMMIT, 0, 0);
 	if (fault_hit(FAULT_ENGINE_COMMIT)) {
 		r = err_set(-EIO, "pid %d: commit: injected fault", pid);
 		goto out;
 	}
 	/* with --kill: dying here, before the snapshot is durable, must
-	 * leave the process running */
+	 * leave every process running */
 	if (fault_hit(FAULT_ENGINE_DIE_COMMIT))
 		raise(SIGKILL);
 	r = store_snap_commit(w);
 	if (r < 0)
 		goto out;
 
-	/* Durable: only now may the keeper kill or stop it. Should we die
-	 * before this word, it runs on, and the snapshot is there too. */
-	if (after == ENGINE_AFTER_KILL) {
-		r = keeper_finish(&k, KEEPER_KILL);
-		gpu = GPU_HOLD_NONE; /* the driver lets go of a dead process */
-	} else if (after == ENGINE_AFTER_STOP) {
-		/* queued now, taken as a group stop once it is let go; a CUDA
-		 * process stays checkpointed on the GPU: its driver thread
-		 * cannot run in a group stop */
-		r = keeper_finish(&k, KEEPER_STOP);
-		gpu = GPU_HOLD_NONE;
+	/* Durable: only now may the keepers kill or stop them, children
+	 * first. Should we die before a word, its process runs on, and the
+	 * snapshot is there too. */
+	for (size_t k = t.n; k-- > 0 && after != ENGINE_AFTER_RUN;) {
+		if (t.v[k].zombie || p[k].gone)
+			continue;
+		/* a killed process lets go of its GPU; a stopped CUDA process
+		 * stays checkpointed on it: its driver thread cannot run in a
+		 * group stop */
+		r = keeper_finish(&p[k].k, after == ENGINE_AFTER_KILL ? KEEPER_KILL : KEEPER_STOP);
+		p[k].gpu = GPU_HOLD_NONE;
+		if (r < 0)
+			goto out;
 	}
-	if (r < 0)
-		goto out;
 	if (!tf1)
 		tf1 = now_ns();
 	if (o && o->stats) {
 		o->stats->frozen_ns = tf1 - tf0;
 		o->stats->total_ns = now_ns() - t0;
 		o->stats->memory_bytes = bytes;
+		o->stats->processes = t.n;
 	}
-	log_debug("pid %d: dumped %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, bytes,
-		  (tf1 - tf0) / 1000);
+	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, t.n,
+		  bytes, (tf1 - tf0) / 1000);
 	r = 0;
 out:
-	copy_arena_release(&arena);
-	/* the detail of the failure survives the keeper's ending */
-	if (k.pid) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", err_msg());
-		keeper_finish(&k, KEEPER_THAW);
-		err_set(r, "%s", why);
-	}
-	/* thawed first: the driver's thread does the restore */
-	if (gpu != GPU_HOLD_NONE) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", err_msg());
-		if (gpu_give_back(pid, &gpu) < 0) {
-			char more[512];
-			snprintf(more, sizeof(more), "%s", err_msg());
-			err_set(r, "%s; and %s", why, more);
-		} else {
+	for (size_t i = 0; i < t.n; i++) {
+		struct pdump *d = &p[i];
+		copy_arena_release(&d->arena);
+		/* the detail of the failure survives the keeper's ending */
+		if (d->k.pid) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			keeper_finish(&d->k, KEEPER_THAW);
 			err_set(r, "%s", why);
 		}
+		/* thawed first: the driver's thread does the restore */
+		if (d->gpu != GPU_HOLD_NONE) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			if (gpu_give_back(t.v[i].pid, &d->gpu) < 0) {
+				char more[512];
+				snprintf(more, sizeof(more), "%s", err_msg());
+				err_set(r, "%s; and %s", why, more);
+			} else {
+				err_set(r, "%s", why);
+			}
+		}
+		if (d->fds)
+			fds_free(d->fds);
+		proc_image_free(&d->img);
 	}
-	if (fds)
-		fds_free(fds);
-	proc_image_free(&img);
+	free(p);
+	tree_free(&t);
 	return r;
 }

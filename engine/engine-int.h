@@ -314,4 +314,41 @@ char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
 
+/* ---- process trees (tree.c) ---------------------------------------------- */
+
+/* One process of a tree, as the `tree` file lines it: parents before
+ * children, the root first. */
+struct tree_node {
+	pid_t pid, ppid, pgid, sid;
+	bool zombie;     /* dead, not yet reaped by its parent */
+	int exit_status; /* a zombie's, as waitpid() reports it */
+};
+
+struct tree {
+	struct tree_node *v;
+	size_t n;
+};
+
+/* Appends a zeroed node for pid; NULL on ENOMEM. */
+struct tree_node *tree_add(struct tree *t, pid_t pid);
+/* Index of pid in t, or -1. */
+int tree_find(const struct tree *t, pid_t pid);
+void tree_free(struct tree *t);
+/* Reads pid's parent, group, session and, for a zombie, its exit status
+ * from /proc/PID/stat. -ESRCH when it is gone. */
+int tree_node_read(pid_t pid, struct tree_node *n);
+/* The children of every thread of pid (malloc'd; zombies included). */
+int tree_children(pid_t pid, pid_t **ret, size_t *ret_n);
+/* The session and group node i has once restored: the root's session and
+ * group (wherever they were) are the root's own, made with setsid(). */
+pid_t tree_sid(const struct tree *t, size_t i);
+pid_t tree_pgid(const struct tree *t, size_t i);
+/* Refuses (-EOPNOTSUPP or -EBADMSG, with a detail) a tree a restore could
+ * not build: parents after children, a session or group led from outside
+ * the tree (other than the root's own). */
+int tree_check(const struct tree *t);
+/* The `tree` file, and back (tree_parse runs tree_check). */
+char *tree_format(const struct tree *t);
+int tree_parse(const char *text, struct tree *t);
+
 #endif

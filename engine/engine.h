@@ -58,6 +58,7 @@ struct engine_dump_stats {
 	uint64_t frozen_ns; /* the process did not run for this long */
 	uint64_t total_ns;
 	uint64_t memory_bytes; /* bytes of memory saved */
+	uint64_t processes;    /* processes in the snapshot, zombies included */
 };
 
 struct engine_dump_opts {

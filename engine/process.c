@@ -128,25 +128,6 @@ int process_check(pid_t pid)
 		if (r < 0)
 			return r;
 	}
-	/* its children would not come back with it */
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	DIR *d = opendir(path);
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			_cleanup_free_ char *ch = NULL;
-			char what[80];
-			if (de->d_name[0] == '.')
-				continue;
-			snprintf(what, sizeof(what), "task/%.20s/children", de->d_name);
-			if (read_proc(pid, what, &ch, NULL) >= 0 && ch[0]) {
-				closedir(d);
-				return err_set(-EOPNOTSUPP, "pid %d has child processes (%.*s): process trees are not supported",
-					       pid, (int)strcspn(ch, "\n"), ch);
-			}
-		}
-		closedir(d);
-	}
 	/* PIDs and paths mean what they mean in our namespaces only */
 	static const char *const ns[] = { "pid", "mnt" };
 	for (size_t i = 0; i < ARRAY_SIZE(ns); i++) {

@@ -60,12 +60,19 @@
 #endif
 #define RSEQ_FLAG_UNREGISTER_ 1
 
-/* Shared between the restoring caller and P (a MAP_SHARED page). */
-struct restore_sync {
+/* One process's report to the restoring caller. */
+struct restore_slot {
 	volatile int state; /* 0 starting, 1 ready and waiting, 2 failed */
-	volatile int go;
 	int err;
 	char msg[512];
+};
+
+/* Shared between the restoring caller and every process of the tree being
+ * built (a MAP_SHARED mapping, inherited across their forks). */
+struct restore_sync {
+	volatile int go;      /* the caller gave up: whoever still waits exits */
+	volatile int forked;  /* processes that made their session and group and forked their children */
+	struct restore_slot slot[];
 };
 
 #define SCRATCH_SIZE (2 * 4096ul)
@@ -87,12 +94,12 @@ struct ctx {
 
 /* ---- the new process ----------------------------------------------------- */
 
-static _noreturn_ void child_fail(struct restore_sync *sync, int r, const char *what)
+static _noreturn_ void child_fail(struct restore_slot *slot, int r, const char *what)
 {
-	snprintf(sync->msg, sizeof(sync->msg), "%s: %s%s%s", what, strerror(-r), *err_msg() ? ": " : "",
+	snprintf(slot->msg, sizeof(slot->msg), "%s: %s%s%s", what, strerror(-r), *err_msg() ? ": " : "",
 		 err_msg());
-	sync->err = r;
-	__atomic_store_n(&sync->state, 2, __ATOMIC_SEQ_CST);
+	slot->err = r;
+	__atomic_store_n(&slot->state, 2, __ATOMIC_SEQ_CST);
 	_exit(1);
 }
 
@@ -155,43 +162,142 @@ static void ptimer_event(const struct ptimer *t, struct sigevent *ev, struct iti
 		v->it_value = v->it_interval;
 }
 
-static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, struct restore_sync *sync,
-				  const struct engine_restore_opts *o)
+/* One process of the tree being restored. */
+struct prestore {
+	struct proc_image img;
+	struct fd_image *fds;
+	struct store_snap *dir; /* its directory of the snapshot (a view) */
+	bool gpu;               /* it holds CUDA state */
+	struct seized s;
+	bool attached;
+};
+
+/* What the restore of a tree shares with each process it forks: all of
+ * it in memory, inherited; nothing of the store is read in there. */
+struct tree_build {
+	const struct tree *t;
+	struct prestore *p; /* p[i]: process t->v[i] */
+	struct restore_sync *sync;
+	const struct engine_restore_opts *o;
+};
+
+/* Waits on a futex word until cond holds or the caller gives up (go);
+ * false after about a minute: whoever started us has vanished. */
+static bool wait_until(struct restore_sync *sync, volatile int *word, int want)
 {
-	sigset_t all;
+	for (int i = 0; i < 600; i++) {
+		int v = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+		if (v >= want)
+			return true;
+		if (sync->go)
+			return false;
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		syscall(SYS_futex, word, FUTEX_WAIT, v, &ts, NULL, 0);
+	}
+	return false;
+}
+
+/* A process of the tree, as ordinary C code in a copy of the restorer:
+ * its session and group, its children (forked with their IDs, so that
+ * they are its children), then, once every process has made its group,
+ * the group it joins; a zombie then dies as it did; a live process sets
+ * what it can set from inside (personality, cwd, rlimits, sigactions,
+ * itimers, descriptors), reports ready and waits to be seized and given
+ * its memory by the restoring caller. */
+static _noreturn_ void tree_child(struct tree_build *B, size_t i)
+{
+	const struct tree *t = B->t;
+	const struct tree_node *n = &t->v[i];
+	struct restore_slot *slot = &B->sync->slot[i];
+	struct proc_image *img = &B->p[i].img;
+	sigset_t all, chld;
 	int r;
 
+	/* Every signal blocked but SIGCHLD, left at its default: a child of
+	 * ours that dies as the zombie it was must not queue one here. */
+	sigfillset(&all);
+	sigdelset(&all, SIGCHLD);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	signal(SIGCHLD, SIG_DFL);
+	if (i == 0 || tree_sid(t, i) == n->pid) {
+		if (setsid() < 0)
+			child_fail(slot, negerrno(), "setsid");
+	} else if (tree_pgid(t, i) == n->pid && setpgid(0, 0) < 0) {
+		child_fail(slot, negerrno(), "setpgid");
+	}
+	for (size_t j = i + 1; j < t->n; j++) {
+		if (t->v[j].ppid != n->pid)
+			continue;
+		pid_t want = t->v[j].pid;
+		struct clone_args ca = {
+			.exit_signal = SIGCHLD,
+			.set_tid = (uintptr_t)&want,
+			.set_tid_size = 1,
+		};
+		long c = syscall(SYS_clone3, &ca, sizeof(ca));
+		if (c == 0)
+			tree_child(B, j);
+		if (c < 0) {
+			r = negerrno();
+			child_fail(slot, r, r == -EEXIST ? "a child's pid is in use" : "clone3 of a child");
+		}
+	}
+	__atomic_add_fetch(&B->sync->forked, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &B->sync->forked, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+	/* Groups are joined once every leader has made its own. */
+	if (!wait_until(B->sync, &B->sync->forked, (int)t->n))
+		_exit(1);
+	if (getpgid(0) != tree_pgid(t, i) && setpgid(0, tree_pgid(t, i)) < 0)
+		child_fail(slot, negerrno(), "setpgid");
+	if (n->zombie) {
+		int st = n->exit_status;
+		if (WIFSIGNALED(st)) {
+			/* killed by it again, without a core file */
+			struct rlimit none = { 0, 0 };
+			setrlimit(RLIMIT_CORE, &none);
+			signal(WTERMSIG(st), SIG_DFL);
+			sigemptyset(&chld);
+			sigaddset(&chld, WTERMSIG(st));
+			sigprocmask(SIG_UNBLOCK, &chld, NULL);
+			/* raw: libc's cached thread ID is the restorer's */
+			syscall(SYS_kill, syscall(SYS_getpid), WTERMSIG(st));
+		}
+		_exit(WEXITSTATUS(st));
+	}
+	/* our zombies dead before our own signal state is set */
+	for (size_t j = i + 1; j < t->n; j++) {
+		siginfo_t si;
+		if (t->v[j].ppid != n->pid || !t->v[j].zombie)
+			continue;
+		while (waitid(P_PID, t->v[j].pid, &si, WEXITED | WNOWAIT) < 0)
+			if (errno != EINTR)
+				child_fail(slot, negerrno(), "waiting for a zombie child");
+	}
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
-	if (setsid() < 0)
-		child_fail(sync, negerrno(), "setsid");
-	if (o && o->set_creds) {
-		r = creds_take(o);
-		if (r < 0)
-			child_fail(sync, r, "credentials");
-	}
+
 	if (personality((unsigned long)img->personality) < 0)
-		child_fail(sync, negerrno(), "personality");
+		child_fail(slot, negerrno(), "personality");
 	umask(img->umask);
 	if (chdir(img->cwd) < 0)
-		child_fail(sync, negerrno(), img->cwd);
-	for (int i = 0; i < RLIM_NLIMITS; i++) {
-		struct rlimit rl = img->rlim[i];
-		if (setrlimit(i, &rl) < 0) {
+		child_fail(slot, negerrno(), img->cwd);
+	for (int k = 0; k < RLIM_NLIMITS; k++) {
+		struct rlimit rl = img->rlim[k];
+		if (setrlimit(k, &rl) < 0) {
 			/* a caller without the power to raise a hard limit
 			 * keeps its own: the restore runs with its rights */
 			struct rlimit cur;
-			getrlimit(i, &cur);
+			getrlimit(k, &cur);
 			rl.rlim_max = cur.rlim_max;
 			rl.rlim_cur = MIN(rl.rlim_cur, cur.rlim_max);
-			setrlimit(i, &rl);
+			setrlimit(k, &rl);
 		}
 	}
 	for (int s = 1; img->has_sigact && s <= ENGINE_NSIG; s++) {
 		if (s == SIGKILL || s == SIGSTOP)
 			continue;
 		if (syscall(SYS_rt_sigaction, s, &img->sigact[s], NULL, 8) < 0)
-			child_fail(sync, negerrno(), "rt_sigaction");
+			child_fail(slot, negerrno(), "rt_sigaction");
 	}
 	for (int w = 0; w < 3; w++) {
 		struct itimerval v = img->itimer[w];
@@ -203,20 +309,15 @@ static _noreturn_ void child_main(struct proc_image *img, struct fd_image *fds, 
 		if (!v.it_value.tv_sec && !v.it_value.tv_usec)
 			v.it_value = v.it_interval;
 		if (setitimer(w, &v, NULL) < 0)
-			child_fail(sync, negerrno(), "setitimer");
+			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(fds);
+	r = fds_restore(B->p[i].fds);
 	if (r < 0)
-		child_fail(sync, r, "descriptors");
-	__atomic_store_n(&sync->state, 1, __ATOMIC_SEQ_CST);
+		child_fail(slot, r, "descriptors");
+	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);
 	/* Wait to be seized; we never run again after that. Should the
 	 * restoring side vanish first, give up rather than linger. */
-	for (int i = 0; i < 60; i++) {
-		struct timespec ts = { 1, 0 };
-		syscall(SYS_futex, &sync->go, FUTEX_WAIT, 0, &ts, NULL, 0);
-		if (sync->go)
-			break; /* woken without being taken over */
-	}
+	wait_until(B->sync, &B->sync->go, 1);
 	_exit(1);
 }
 
@@ -954,148 +1055,258 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 	return fds_load(snap, fds);
 }
 
+/* The tree of snapshot r: its `tree` file, or, in a snapshot of format 1
+ * (one process, its files at the top), that process alone. */
+static int load_tree(struct store_snap *r, struct tree *t, bool *flat)
+{
+	_cleanup_free_ char *text = NULL;
+	struct store_stat st;
+	int q;
+
+	*flat = store_snap_stat(r, "tree", &st) < 0;
+	if (*flat) {
+		q = store_snap_read_all(r, "process", &text, NULL);
+		if (q < 0)
+			return err_prefix(q, "neither 'tree' nor 'process'");
+		int pid = 0;
+		const char *l = strstr(text, "pid ");
+		if (l != text || sscanf(l, "pid %d", &pid) != 1 || pid <= 0)
+			return err_set(-EBADMSG, "process: 'pid' missing");
+		struct tree_node *n = tree_add(t, pid);
+		if (!n)
+			return -ENOMEM;
+		n->pgid = n->sid = pid;
+		return 0;
+	}
+	q = store_snap_read_all(r, "tree", &text, NULL);
+	if (q < 0)
+		return err_prefix(q, "tree");
+	return tree_parse(text, t);
+}
+
+/* Every pid and thread id the tree takes must be free. */
+static int check_ids_free(const struct tree *t, const struct prestore *p)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		pid_t pid = t->v[i].pid;
+		if (kill(pid, 0) == 0 || errno != ESRCH)
+			return err_set(-EEXIST, "pid %d is in use", pid);
+		for (size_t k = 1; !t->v[i].zombie && k < p[i].img.nthreads; k++)
+			if (kill(p[i].img.threads[k].tid, 0) == 0 || errno != ESRCH)
+				return err_set(-EEXIST, "thread id %d is in use", p[i].img.threads[k].tid);
+	}
+	return 0;
+}
+
+/* The first failure a process of the tree reported, or 0 once every live
+ * one is ready; -EAGAIN while some are still on their way. */
+static int tree_ready(const struct tree *t, struct restore_sync *sync)
+{
+	int waiting = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		int st = __atomic_load_n(&sync->slot[i].state, __ATOMIC_SEQ_CST);
+		if (st == 2) {
+			int e = sync->slot[i].err ? sync->slot[i].err : -EIO;
+			if (e == -EEXIST)
+				return err_set(-EEXIST, "pid %d: %s", t->v[i].pid, sync->slot[i].msg);
+			return err_set(e, "pid %d: %s", t->v[i].pid, sync->slot[i].msg);
+		}
+		if (st != 1 && !t->v[i].zombie)
+			waiting++;
+	}
+	return waiting ? -EAGAIN : 0;
+}
+
 int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid)
 {
-	struct proc_image img = { 0 };
-	struct fd_image *fds = NULL;
+	struct tree t = { 0 };
+	struct prestore *p = NULL;
 	struct restore_sync *sync = MAP_FAILED;
+	size_t sync_len = 0;
 	struct vma *mine = NULL;
 	size_t nmine = 0;
-	struct seized s = { 0 };
-	bool attached = false, gpu = false;
-	pid_t pid = 0;
+	bool flat, started = false;
+	pid_t root = 0;
 	int q;
 
 	if (o && o->progress) {
-		struct engine_progress p = { ENGINE_PHASE_READ, 0, 0 };
-		o->progress(&p, o->ud);
+		struct engine_progress pr = { ENGINE_PHASE_READ, 0, 0 };
+		o->progress(&pr, o->ud);
 	}
-	q = load_image(r, &img, &fds);
+	q = load_tree(r, &t, &flat);
 	if (q < 0)
 		goto out;
+	root = t.v[0].pid;
+	p = calloc(t.n, sizeof(*p));
+	if (!p) {
+		q = -ENOMEM;
+		goto out;
+	}
 	q = maps_read(getpid(), &mine, &nmine);
 	if (q < 0)
 		goto out;
-	q = check_vdso(&img, mine, nmine);
-	if (q < 0)
-		goto out;
-	q = gpu_check(r, &gpu);
-	if (q < 0)
-		goto out;
-	pid = img.pid;
-	if (kill(pid, 0) == 0 || errno != ESRCH) {
-		q = err_set(-EEXIST, "pid %d is in use", pid);
-		goto out;
-	}
-	for (size_t i = 1; i < img.nthreads; i++)
-		if (kill(img.threads[i].tid, 0) == 0 || errno != ESRCH) {
-			q = err_set(-EEXIST, "thread id %d is in use", img.threads[i].tid);
+	/* Everything is read and checked before anything is built. */
+	for (size_t i = 0; i < t.n; i++) {
+		char dir[16];
+		if (t.v[i].zombie)
+			continue;
+		snprintf(dir, sizeof(dir), "%d", t.v[i].pid);
+		q = flat ? 0 : store_snap_at(r, dir, &p[i].dir);
+		if (q < 0)
+			goto out;
+		struct store_snap *d = flat ? r : p[i].dir;
+		q = load_image(d, &p[i].img, &p[i].fds);
+		if (q >= 0 && p[i].img.pid != t.v[i].pid)
+			q = err_set(-EBADMSG, "%s/process: holds pid %d", dir, p[i].img.pid);
+		if (q >= 0)
+			q = check_vdso(&p[i].img, mine, nmine);
+		if (q >= 0)
+			q = gpu_check(d, &p[i].gpu);
+		if (q < 0) {
+			if (!flat)
+				q = err_prefix(q, dir);
 			goto out;
 		}
+	}
+	q = check_ids_free(&t, p);
+	if (q < 0)
+		goto out;
 
-	sync = mmap(NULL, sizeof(*sync), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	sync_len = sizeof(*sync) + t.n * sizeof(sync->slot[0]);
+	sync = mmap(NULL, sync_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sync == MAP_FAILED) {
 		q = negerrno();
 		goto out;
 	}
-	memset(sync, 0, sizeof(*sync));
+	memset(sync, 0, sync_len);
 
+	/* An intermediate process forks the root and exits at once, so that
+	 * the root is re-parented (to init or the nearest subreaper) and
+	 * needs nobody of ours to wait for it. It takes the credentials the
+	 * caller names first: everything the tree opens, it opens with them. */
+	struct tree_build B = { .t = &t, .p = p, .sync = sync, .o = o };
 	pid_t mid = fork();
 	if (mid < 0) {
 		q = err_set(negerrno(), "fork: %m");
 		goto out;
 	}
 	if (mid == 0) {
+		sigset_t all;
+		sigfillset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		if (o && o->set_creds) {
+			int c = creds_take(o);
+			if (c < 0)
+				child_fail(&sync->slot[0], c, "credentials");
+		}
 		struct clone_args ca = {
 			.exit_signal = SIGCHLD,
-			.set_tid = (uintptr_t)&pid,
+			.set_tid = (uintptr_t)&root,
 			.set_tid_size = 1,
 		};
 		long c = syscall(SYS_clone3, &ca, sizeof(ca));
 		if (c == 0)
-			child_main(&img, fds, sync, o);
-		if (c < 0) {
-			sync->err = negerrno();
-			snprintf(sync->msg, sizeof(sync->msg), "%s",
-				 errno == EEXIST ? "pid is in use" : strerror(errno));
-			sync->state = 2;
-		}
+			tree_child(&B, 0);
+		if (c < 0)
+			child_fail(&sync->slot[0], negerrno(), errno == EEXIST ? "pid is in use" : "clone3");
 		_exit(0);
 	}
+	started = true;
 	int st;
 	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
 		;
 	uint64_t deadline = now_ns() + 30ull * 1000000000;
-	while (!__atomic_load_n(&sync->state, __ATOMIC_SEQ_CST)) {
-		if (now_ns() > deadline || (kill(pid, 0) < 0 && errno == ESRCH)) {
-			q = err_set(-ETIMEDOUT, "pid %d: the new process did not get ready", pid);
-			goto out_kill;
+	while ((q = tree_ready(&t, sync)) == -EAGAIN) {
+		bool gone = false;
+		for (size_t i = 0; i < t.n && !gone; i++)
+			gone = !t.v[i].zombie && sync->slot[i].state == 0 && __atomic_load_n(&sync->forked, __ATOMIC_SEQ_CST) >= (int)t.n &&
+			       kill(t.v[i].pid, 0) < 0 && errno == ESRCH;
+		if (now_ns() > deadline || gone || (kill(root, 0) < 0 && errno == ESRCH)) {
+			q = err_set(-ETIMEDOUT, "pid %d: the new processes did not get ready", root);
+			break;
 		}
 		usleep(200);
 	}
-	if (sync->state == 2) {
-		q = err_set(sync->err ? sync->err : -EIO, "pid %d: %s", pid, sync->msg);
-		if (sync->err == -EEXIST)
-			q = err_set(-EEXIST, "pid %d is in use", pid);
-		goto out;
-	}
-	q = seize_all(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL, &s);
 	if (q < 0)
 		goto out_kill;
-	attached = true;
 
-	struct ctx c = { .pid = pid, .img = &img, .fds = fds, .snap = r, .o = o };
-	c.buf_len = 16u << 20;
-	c.buf = malloc(c.buf_len);
-	if (!c.buf) {
-		q = -ENOMEM;
-		goto out_kill;
-	}
-	q = drive(&c);
-	free(c.buf);
-	if (q < 0)
-		goto out_kill;
-	/* stopped when dumped: stopped again, taken as a group stop as soon
-	 * as we let go */
-	if (img.stopped)
-		kill(pid, SIGSTOP);
-	/* let go of every thread; the clones were auto-attached */
-	for (size_t i = 0; i < img.nthreads; i++)
-		if (ptrace(PTRACE_DETACH, img.threads[i].tid, NULL, NULL) < 0)
-			log_debug("thread %d: PTRACE_DETACH: %m", img.threads[i].tid);
-	s.ntids = 0;
-	attached = false;
-	if (gpu) {
-		q = gpu_resume(pid);
+	/* Each live process gets its memory and threads; none runs yet. */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie)
+			continue;
+		pid_t pid = t.v[i].pid;
+		q = seize_all(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL, &p[i].s);
+		if (q < 0)
+			goto out_kill;
+		p[i].attached = true;
+		struct ctx c = { .pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o };
+		c.buf_len = 16u << 20;
+		c.buf = malloc(c.buf_len);
+		if (!c.buf) {
+			q = -ENOMEM;
+			goto out_kill;
+		}
+		q = drive(&c);
+		free(c.buf);
 		if (q < 0) {
-			/* its device memory is not back: it must not run on */
-			kill(pid, SIGKILL);
-			goto out;
+			if (!flat)
+				q = err_prefix(q, "restore of the tree");
+			goto out_kill;
 		}
 	}
-	*ret_pid = pid;
-	log_debug("pid %d: restored", pid);
+	/* They run again together: let go of every thread (the clones were
+	 * auto-attached); a process stopped when dumped is stopped again,
+	 * taken as a group stop as soon as we let go. */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie)
+			continue;
+		if (p[i].img.stopped)
+			kill(t.v[i].pid, SIGSTOP);
+		for (size_t k = 0; k < p[i].img.nthreads; k++)
+			if (ptrace(PTRACE_DETACH, p[i].img.threads[k].tid, NULL, NULL) < 0)
+				log_debug("thread %d: PTRACE_DETACH: %m", p[i].img.threads[k].tid);
+		p[i].s.ntids = 0;
+		p[i].attached = false;
+	}
+	for (size_t i = 0; i < t.n; i++) {
+		if (!p[i].gpu)
+			continue;
+		q = gpu_resume(t.v[i].pid);
+		if (q < 0) {
+			/* its device memory is not back: the tree must not run on */
+			goto out_kill;
+		}
+	}
+	*ret_pid = root;
+	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;
 	goto out;
 
 out_kill:
-	/* nothing half-restored runs */
-	kill(pid, SIGKILL);
+	/* nothing half-restored runs: every process we made dies */
+	for (size_t i = t.n; i-- > 0;)
+		kill(t.v[i].pid, SIGKILL);
+out:
 	if (sync != MAP_FAILED) {
 		sync->go = 1;
-		syscall(SYS_futex, &sync->go, FUTEX_WAKE, 1, NULL, NULL, 0);
+		syscall(SYS_futex, &sync->go, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
 	}
-out:
-	if (attached) {
-		kill(pid, SIGKILL);
-		seize_release(&s, 0);
+	for (size_t i = 0; p && i < t.n; i++) {
+		if (p[i].attached) {
+			kill(t.v[i].pid, SIGKILL);
+			seize_release(&p[i].s, 0);
+		}
+		seized_free(&p[i].s);
+		if (p[i].fds)
+			fds_free(p[i].fds);
+		proc_image_free(&p[i].img);
+		store_snap_close(p[i].dir);
 	}
-	seized_free(&s);
+	(void)started;
 	if (sync != MAP_FAILED)
-		munmap(sync, sizeof(*sync));
+		munmap(sync, sync_len);
 	vmas_free(mine, nmine);
-	if (fds)
-		fds_free(fds);
-	proc_image_free(&img);
+	free(p);
+	tree_free(&t);
 	return q;
 }

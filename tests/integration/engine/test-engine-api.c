@@ -329,7 +329,9 @@ START_TEST(restore_refuses_gpu_without_driver)
 	ck_assert_int_eq(store_snap_create(s, "2", 0, &c.to), 0);
 	ck_assert_int_eq(store_snap_foreach_file(c.from, copy_file, &c), 0);
 	const char *info = "state_at_dump: running\nstate_in_image: checkpointed\n";
-	ck_assert_int_eq(store_snap_put(c.to, "gpu/info", info, strlen(info)), 0);
+	char gi[64];
+	snprintf(gi, sizeof(gi), "%d/gpu/info", t);
+	ck_assert_int_eq(store_snap_put(c.to, gi, info, strlen(info)), 0);
 	ck_assert_int_eq(store_snap_commit(c.to), 0);
 	store_snap_close(c.to);
 	store_snap_close(c.from);

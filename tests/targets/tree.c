@@ -1,0 +1,232 @@
+/*
+ * target-tree: a process family of three generations, checkpointed and
+ * restored as one.
+ *
+ *   R (this program, the root)
+ *   ├── C (its own process group), reads G's numbers, sends R its own
+ *   │   └── G (in C's group), sends C numbers
+ *   └── Z exits with status 7 at once and stays a zombie until R reaps
+ *       it, after the restore
+ *
+ * G -> C and C -> R are pipes carrying 1, 2, 3, ... as 8-byte numbers,
+ * one every millisecond; each reader checks that none is lost, repeated
+ * or out of order, across the checkpoint too. Each process also holds
+ * 1 MiB of its own pattern. After the restore each checks that its
+ * parent, process group and session are what they were (the root leads
+ * its own session and group once restored), its memory, and that at
+ * least 50 more numbers came through. R then reaps Z (exit status 7),
+ * closes its pipe, which ends C, which ends G, and each reports up by its
+ * exit status; SCRATCH/why holds the first failure's reason.
+ *
+ * Command line: target-tree READY RESULT SCRATCH
+ */
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "target.h"
+
+#define MEM (1u << 20)
+
+static const char *scratch;
+static pid_t root_pid, c_pid;
+
+static _Noreturn void fail(const char *who, const char *fmt, ...)
+{
+	char path[4096], buf[512];
+	va_list ap;
+	int n = snprintf(buf, sizeof(buf), "%s: ", who);
+	va_start(ap, fmt);
+	vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+	va_end(ap);
+	snprintf(path, sizeof(path), "%s/why", scratch);
+	/* the first reason wins */
+	if (access(path, F_OK) < 0)
+		target_write_file(path, buf);
+	exit(1);
+}
+
+static uint8_t *pattern(uint8_t seed)
+{
+	uint8_t *m = malloc(MEM);
+	if (!m)
+		exit(3);
+	for (size_t i = 0; i < MEM; i++)
+		m[i] = (uint8_t)(i * 31 + seed);
+	return m;
+}
+
+static void check_pattern(const char *who, const uint8_t *m, uint8_t seed)
+{
+	for (size_t i = 0; i < MEM; i++)
+		if (m[i] != (uint8_t)(i * 31 + seed))
+			fail(who, "memory differs at %zu", i);
+}
+
+static void ms(void)
+{
+	struct timespec ts = { 0, 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* Reads what has arrived; the numbers must follow each other. */
+static long drain(const char *who, int fd, uint64_t *next)
+{
+	long got = 0;
+	struct pollfd p = { fd, POLLIN, 0 };
+	if (poll(&p, 1, 2) <= 0)
+		return 0;
+	uint64_t v[64];
+	ssize_t n = read(fd, v, sizeof(v));
+	if (n == 0)
+		return -1;
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -1;
+	if (n % 8)
+		fail(who, "read %zd bytes, not whole numbers", n);
+	for (ssize_t i = 0; i < n / 8; i++, got++)
+		if (v[i] != (*next)++)
+			fail(who, "got %llu, expected %llu", (unsigned long long)v[i], (unsigned long long)*next - 1);
+	return got;
+}
+
+static void check_ids(const char *who, pid_t ppid, pid_t pgid, pid_t sid)
+{
+	if (getppid() != ppid)
+		fail(who, "parent %d, expected %d", getppid(), ppid);
+	if (getpgrp() != pgid)
+		fail(who, "process group %d, expected %d", getpgrp(), pgid);
+	if (getsid(0) != sid)
+		fail(who, "session %d, expected %d", getsid(0), sid);
+}
+
+/* G: sends numbers to C until C goes away. */
+static _Noreturn void grandchild(int out)
+{
+	uint8_t *m = pattern(3);
+	uint64_t v = 1;
+	for (;;) {
+		if (write(out, &v, 8) != 8) {
+			if (errno != EPIPE)
+				fail("G", "write: %s", strerror(errno));
+			break;
+		}
+		v++;
+		ms();
+	}
+	/* C closed its end after the restore: check ourselves */
+	check_ids("G", c_pid, c_pid, root_pid);
+	check_pattern("G", m, 3);
+	exit(0);
+}
+
+/* C: reads G, sends R, in its own group. */
+static _Noreturn void child(int out)
+{
+	int p[2];
+	c_pid = getpid();
+	if (setpgid(0, 0) < 0 || pipe(p) < 0)
+		exit(3);
+	pid_t g = fork();
+	if (g == 0) {
+		close(p[0]);
+		close(out);
+		grandchild(p[1]);
+	}
+	close(p[1]);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	uint8_t *m = pattern(2);
+	uint64_t next = 1, v = 1;
+	long after = -1;
+	bool r_gone = false;
+	/* until R has closed its end and 50 numbers came from G since the
+	 * restore */
+	while (!r_gone || after < 50) {
+		long k = drain("C", p[0], &next);
+		if (k < 0)
+			fail("C", "G's pipe ended early");
+		if (after < 0 && target_restored())
+			after = 0;
+		else if (after >= 0)
+			after += k;
+		if (r_gone)
+			continue;
+		if (write(out, &v, 8) != 8) {
+			if (errno != EPIPE)
+				fail("C", "write: %s", strerror(errno));
+			r_gone = true;
+		}
+		v++;
+		ms();
+	}
+	check_ids("C", root_pid, getpid(), root_pid);
+	check_pattern("C", m, 2);
+	close(p[0]);
+	int st;
+	if (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		exit(1);
+	exit(0);
+}
+
+int main(int argc, char **argv)
+{
+	target_init(argc, argv, 1);
+	scratch = argv[3];
+	signal(SIGPIPE, SIG_IGN);
+	root_pid = getpid();
+	int p[2];
+	if (pipe(p) < 0)
+		return 3;
+	c_pid = fork();
+	if (c_pid == 0) {
+		close(p[0]);
+		child(p[1]);
+	}
+	close(p[1]);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	pid_t z = fork();
+	if (z == 0)
+		_exit(7);
+	/* Z dead but not reaped, G there, numbers flowing: ready */
+	siginfo_t si;
+	if (waitid(P_PID, z, &si, WEXITED | WNOWAIT) < 0)
+		return 3;
+	uint8_t *m = pattern(1);
+	uint64_t next = 1;
+	while (next < 100)
+		if (drain("R", p[0], &next) < 0)
+			target_verdict(0, "C's pipe ended before ready");
+	target_ready();
+	while (!target_restored())
+		if (drain("R", p[0], &next) < 0)
+			target_verdict(0, "C's pipe ended");
+	long after = 0;
+	while (after < 50) {
+		long k = drain("R", p[0], &next);
+		if (k < 0)
+			target_verdict(0, "C's pipe ended after the restore");
+		after += k;
+	}
+	/* restored: the root leads a session and group of its own */
+	if (getsid(0) != getpid() || getpgrp() != getpid())
+		target_verdict(0, "root: session %d, group %d, expected %d", getsid(0), getpgrp(), getpid());
+	check_pattern("R", m, 1);
+	int st;
+	if (waitpid(z, &st, WNOHANG) != z)
+		target_verdict(0, "the zombie %d is not there to reap", z);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 7)
+		target_verdict(0, "the zombie's status is 0x%x, not exit 7", st);
+	close(p[0]);
+	if (waitpid(c_pid, &st, 0) != c_pid)
+		target_verdict(0, "waitpid C: %s", strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		char path[4096], *why = NULL;
+		snprintf(path, sizeof(path), "%s/why", scratch);
+		FILE *f = fopen(path, "r");
+		char buf[512] = "no reason";
+		if (f && fgets(buf, sizeof(buf), f))
+			why = buf;
+		target_verdict(0, "C ended with 0x%x: %s", st, why ? why : buf);
+	}
+	target_pass();
+}
