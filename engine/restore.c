@@ -304,7 +304,7 @@ static int file_unchanged(const struct vma *v)
 static void report(struct ctx *c)
 {
 	if (c->o && c->o->progress) {
-		struct engine_progress p = { ENGINE_PHASE_RESTORE, c->done, c->total };
+		struct engine_progress p = { .phase = ENGINE_PHASE_RESTORE, .done = c->done, .total = c->total };
 		c->o->progress(&p, c->o->ud);
 	}
 }
@@ -954,6 +954,35 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 	return fds_load(snap, fds);
 }
 
+static void report_wait(const struct pid_wait *w, void *ud)
+{
+	const struct engine_restore_opts *o = ud;
+	struct engine_progress p = {
+		.phase = ENGINE_PHASE_WAIT,
+		.done = w->waited_ms,
+		.total = w->timeout_ms,
+		.wait_id = w->id,
+		.wait_parent = w->parent,
+		.wait_parent_comm = w->parent_comm,
+	};
+	o->progress(&p, o->ud);
+}
+
+/* The pid and every thread id must be free: a zombie's parent may still
+ * be about to reap it (pidwait.c). */
+static int restore_wait_ids(const struct proc_image *img, const struct engine_restore_opts *o)
+{
+	unsigned ms = o && o->pid_wait_ms ? o->pid_wait_ms : ENGINE_PID_WAIT_DEFAULT_MS;
+	_cleanup_free_ pid_t *ids = calloc(img->nthreads, sizeof(*ids));
+
+	if (!ids)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nthreads; i++)
+		ids[i] = img->threads[i].tid;
+	return pids_wait_free(ids, img->nthreads, ms == ENGINE_PID_WAIT_NONE ? 0 : ms,
+			      o && o->progress ? report_wait : NULL, (void *)o);
+}
+
 int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid)
 {
 	struct proc_image img = { 0 };
@@ -967,7 +996,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	int q;
 
 	if (o && o->progress) {
-		struct engine_progress p = { ENGINE_PHASE_READ, 0, 0 };
+		struct engine_progress p = { .phase = ENGINE_PHASE_READ };
 		o->progress(&p, o->ud);
 	}
 	q = load_image(r, &img, &fds);
@@ -983,15 +1012,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	if (q < 0)
 		goto out;
 	pid = img.pid;
-	if (kill(pid, 0) == 0 || errno != ESRCH) {
-		q = err_set(-EEXIST, "pid %d is in use", pid);
+	q = restore_wait_ids(&img, o);
+	if (q < 0)
 		goto out;
-	}
-	for (size_t i = 1; i < img.nthreads; i++)
-		if (kill(img.threads[i].tid, 0) == 0 || errno != ESRCH) {
-			q = err_set(-EEXIST, "thread id %d is in use", img.threads[i].tid);
-			goto out;
-		}
 
 	sync = mmap(NULL, sizeof(*sync), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sync == MAP_FAILED) {
