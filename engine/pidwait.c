@@ -133,12 +133,12 @@ static int refuse_live(pid_t id, const struct id_info *in)
 }
 
 /* The error for an ID still held by a dying task when we stop waiting. */
-static int refuse_dying(pid_t id, const struct id_info *in, unsigned waited_ms)
+static int refuse_dying(pid_t id, const struct id_info *in, unsigned timeout_ms)
 {
 	char comm[17], after[48] = "";
 	parent_comm(in->ppid, comm, sizeof(comm));
-	if (waited_ms)
-		snprintf(after, sizeof(after), " within %u.%03u s", waited_ms / 1000, waited_ms % 1000);
+	if (timeout_ms)
+		snprintf(after, sizeof(after), " within %g s", timeout_ms / 1000.0);
 	if (in->tgid && in->tgid != id)
 		return err_set(-EEXIST, "thread id %d is in use by an exiting thread of pid %d that did not go%s",
 			       id, in->tgid, after);
@@ -176,7 +176,7 @@ int pids_wait_free(const pid_t *ids, size_t n, unsigned timeout_ms,
 		uint64_t now = now_ns();
 		unsigned waited = (unsigned)MIN((now - start) / 1000000, (uint64_t)UINT_MAX);
 		if (waited >= timeout_ms)
-			return refuse_dying(ids[i], &in, waited);
+			return refuse_dying(ids[i], &in, timeout_ms);
 		if (waiting && (ids[i] != last_id || in.ppid != last_parent ||
 				now - last_report >= PIDWAIT_REPORT_MS * 1000000ull)) {
 			struct pid_wait w = {
