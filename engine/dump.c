@@ -46,7 +46,7 @@ const char *engine_phase_name(enum engine_phase p)
 		[ENGINE_PHASE_PREPARE] = "prepare", [ENGINE_PHASE_FREEZE] = "freeze",
 		[ENGINE_PHASE_WRITE] = "write",
 		[ENGINE_PHASE_COMMIT] = "commit",   [ENGINE_PHASE_READ] = "read",
-		[ENGINE_PHASE_RESTORE] = "restore",
+		[ENGINE_PHASE_RESTORE] = "restore", [ENGINE_PHASE_WAIT] = "wait",
 	};
 	return p < _ENGINE_PHASE_MAX ? names[p] : "?";
 }
@@ -54,7 +54,7 @@ const char *engine_phase_name(enum engine_phase p)
 static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uint64_t done, uint64_t total)
 {
 	if (o && o->progress) {
-		struct engine_progress p = { ph, done, total };
+		struct engine_progress p = { .phase = ph, .done = done, .total = total };
 		o->progress(&p, o->ud);
 	}
 }

@@ -201,6 +201,29 @@ const char *vdso_hash(void);
 int regs_get(pid_t tid, struct user_regs_struct *r);
 int regs_set(pid_t tid, const struct user_regs_struct *r);
 
+/* ---- IDs a restore needs (pidwait.c) ------------------------------------ */
+
+/* What pids_wait_free() waits for, as its waiting callback hears it. */
+struct pid_wait {
+	pid_t id;             /* the ID still held */
+	pid_t parent;         /* the parent of the process holding it, who must reap it */
+	char parent_comm[17]; /* its comm, "?" if gone */
+	bool zombie;          /* a zombie (else a task still on its way out) */
+	unsigned waited_ms, timeout_ms;
+};
+
+/* Waits until no task holds any of ids[n] (a restore's pid and thread
+ * ids), polling /proc. An ID held by a live process or thread fails at
+ * once; one held by a zombie its parent has not reaped yet, or by a task
+ * that is dying, is waited for up to timeout_ms (0: not at all). waiting,
+ * if not NULL, is called when the wait starts, when it moves to another ID
+ * or parent, and every 100 ms meanwhile. Returns 0 once all are free,
+ * -EEXIST with a detail naming the ID and its holder (its comm; for a
+ * zombie, the parent that has not reaped it) otherwise. An ID can be taken
+ * again after it was seen free: clone3(set_tid) still has the last word. */
+int pids_wait_free(const pid_t *ids, size_t n, unsigned timeout_ms,
+		   void (*waiting)(const struct pid_wait *w, void *ud), void *ud);
+
 /* ---- the keeper (keeper.c) ----------------------------------------------- */
 
 /* The process that traces the target during a dump, so that the dumper's

@@ -44,13 +44,19 @@ enum engine_phase {
 	ENGINE_PHASE_COMMIT,   /* making the snapshot durable */
 	ENGINE_PHASE_READ,     /* restore: reading the snapshot */
 	ENGINE_PHASE_RESTORE,  /* restore: building the process */
+	ENGINE_PHASE_WAIT,     /* restore: waiting for a zombie holding the pid to be reaped */
 	_ENGINE_PHASE_MAX,
 };
 
 struct engine_progress {
 	enum engine_phase phase;
-	uint64_t done;  /* bytes done in this phase */
-	uint64_t total; /* bytes in this phase, 0 if unknown */
+	uint64_t done;  /* bytes done in this phase (WAIT: ms waited) */
+	uint64_t total; /* bytes in this phase, 0 if unknown (WAIT: ms it waits at most) */
+	/* ENGINE_PHASE_WAIT only: the ID still held (the pid or a thread id),
+	 * and the parent of its process, which has not reaped it yet, with
+	 * its comm (valid during the call). */
+	pid_t wait_id, wait_parent;
+	const char *wait_parent_comm;
 };
 
 /* Times measured by a dump, for status and benchmarks. */
@@ -91,7 +97,16 @@ struct engine_restore_opts {
 	gid_t gid;
 	const gid_t *groups;
 	size_t ngroups;
+	/* The pid or a thread id still held by a zombie (its parent has not
+	 * reaped it yet: `checkpoint kill`, kill -9 a moment ago) or by a task
+	 * on its way out is waited for this long before the restore fails;
+	 * 0: 5 s; ENGINE_PID_WAIT_NONE: not at all. One held by a live task
+	 * fails at once. */
+	unsigned pid_wait_ms;
 };
+
+#define ENGINE_PID_WAIT_DEFAULT_MS 5000u
+#define ENGINE_PID_WAIT_NONE (~0u)
 
 /* Checkpoints process pid into the snapshot being written, w, and commits
  * it. The caller still closes w. */

@@ -868,7 +868,7 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 				off += len;
 				done += len;
 				if (o && o->progress) {
-					struct engine_progress pr = { ENGINE_PHASE_WRITE, done, total };
+					struct engine_progress pr = { .phase = ENGINE_PHASE_WRITE, .done = done, .total = total };
 					o->progress(&pr, o->ud);
 				}
 			}

@@ -405,7 +405,7 @@ static int file_unchanged(const struct vma *v)
 static void report(struct ctx *c)
 {
 	if (c->o && c->o->progress) {
-		struct engine_progress p = { ENGINE_PHASE_RESTORE, c->done, c->total };
+		struct engine_progress p = { .phase = ENGINE_PHASE_RESTORE, .done = c->done, .total = c->total };
 		c->o->progress(&p, c->o->ud);
 	}
 }
@@ -1084,18 +1084,40 @@ static int load_tree(struct store_snap *r, struct tree *t, bool *flat)
 	return tree_parse(text, t);
 }
 
-/* Every pid and thread id the tree takes must be free. */
-static int check_ids_free(const struct tree *t, const struct prestore *p)
+static void report_wait(const struct pid_wait *w, void *ud)
 {
+	const struct engine_restore_opts *o = ud;
+	struct engine_progress p = {
+		.phase = ENGINE_PHASE_WAIT,
+		.done = w->waited_ms,
+		.total = w->timeout_ms,
+		.wait_id = w->id,
+		.wait_parent = w->parent,
+		.wait_parent_comm = w->parent_comm,
+	};
+	o->progress(&p, o->ud);
+}
+
+/* Every pid and thread id the tree takes must be free: a zombie's parent
+ * may still be about to reap it (pidwait.c). */
+static int check_ids_free(const struct tree *t, const struct prestore *p, const struct engine_restore_opts *o)
+{
+	unsigned ms = o && o->pid_wait_ms ? o->pid_wait_ms : ENGINE_PID_WAIT_DEFAULT_MS;
+	size_t n = 0;
+	for (size_t i = 0; i < t->n; i++)
+		n += t->v[i].zombie ? 1 : p[i].img.nthreads;
+	_cleanup_free_ pid_t *ids = calloc(n, sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	n = 0;
 	for (size_t i = 0; i < t->n; i++) {
-		pid_t pid = t->v[i].pid;
-		if (kill(pid, 0) == 0 || errno != ESRCH)
-			return err_set(-EEXIST, "pid %d is in use", pid);
-		for (size_t k = 1; !t->v[i].zombie && k < p[i].img.nthreads; k++)
-			if (kill(p[i].img.threads[k].tid, 0) == 0 || errno != ESRCH)
-				return err_set(-EEXIST, "thread id %d is in use", p[i].img.threads[k].tid);
+		if (t->v[i].zombie)
+			ids[n++] = t->v[i].pid;
+		for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nthreads; k++)
+			ids[n++] = p[i].img.threads[k].tid;
 	}
-	return 0;
+	return pids_wait_free(ids, n, ms == ENGINE_PID_WAIT_NONE ? 0 : ms, o && o->progress ? report_wait : NULL,
+			      (void *)o);
 }
 
 /* The first failure a process of the tree reported, or 0 once every live
@@ -1130,7 +1152,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	int q;
 
 	if (o && o->progress) {
-		struct engine_progress pr = { ENGINE_PHASE_READ, 0, 0 };
+		struct engine_progress pr = { .phase = ENGINE_PHASE_READ };
 		o->progress(&pr, o->ud);
 	}
 	q = load_tree(r, &t, &flat);
@@ -1168,7 +1190,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out;
 		}
 	}
-	q = check_ids_free(&t, p);
+	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
 

@@ -127,6 +127,7 @@ struct fs {
 	char *store_dir;
 	bool dir_backend;
 	bool allow_other;
+	unsigned pid_wait_ms; /* -o pid_wait: engine_restore_opts.pid_wait_ms for every restore */
 	uid_t uid;   /* the daemon's own */
 	gid_t gid;
 	pid_t self;

@@ -20,6 +20,7 @@
 struct config {
 	char *store;
 	char *backend;
+	char *pid_wait;
 	int allow_other;
 };
 
@@ -30,6 +31,7 @@ enum {
 static const struct fuse_opt config_opts[] = {
 	{ "store=%s", offsetof(struct config, store), 0 },
 	{ "backend=%s", offsetof(struct config, backend), 0 },
+	{ "pid_wait=%s", offsetof(struct config, pid_wait), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -66,6 +68,10 @@ static void usage(FILE *out, const char *prog)
 		"                         the processes it may ptrace and its own snapshots\n"
 		"                         and restores (needs root, or user_allow_other in\n"
 		"                         /etc/fuse.conf)\n"
+		"  -o pid_wait=SECONDS    how long a restore waits for a zombie holding its\n"
+		"                         pid or a thread id to be reaped by its parent\n"
+		"                         (default 5, 0: do not wait; fractions allowed);\n"
+		"                         one held by a live process fails at once\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -84,8 +90,10 @@ static void usage(FILE *out, const char *prog)
 		"                         format; 'rm -r' deletes it\n"
 		"  restore/<name>/        'cp -r SNAPSHOT restore/<name>' restores it once every\n"
 		"                         file has arrived and verified; restore/<name>/status\n"
-		"                         says receiving, verifying, restoring, 'running pid=N'\n"
-		"                         or 'failed: FILE: REASON'\n"
+		"                         says receiving, verifying, restoring (with ': waiting\n"
+		"                         for pid N to be reaped by its parent P (COMM)' while\n"
+		"                         a zombie holds the pid), 'running pid=N' or\n"
+		"                         'failed: FILE: REASON'\n"
 		"\n"
 		"Unmount with 'fusermount3 -u MOUNTPOINT' (or umount as root), or send\n"
 		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug.\n"
@@ -192,6 +200,18 @@ int main(int argc, char **argv)
 		log_err("unknown backend '%s' (chunk or dir)", conf.backend);
 		goto out_fs;
 	}
+	if (conf.pid_wait) {
+		char *end;
+		errno = 0;
+		double sec = strtod(conf.pid_wait, &end);
+		/* an hour is more than any parent should need; the bound keeps
+		 * the milliseconds clear of ENGINE_PID_WAIT_NONE */
+		if (errno || end == conf.pid_wait || *end || !(sec >= 0 && sec <= 3600)) {
+			log_err("pid_wait: '%s' is not a number of seconds from 0 to 3600", conf.pid_wait);
+			goto out_fs;
+		}
+		fs->pid_wait_ms = sec == 0 ? ENGINE_PID_WAIT_NONE : MAX(1u, (unsigned)(sec * 1000 + 0.5));
+	}
 	fs->store_dir = conf.store ? strdup(conf.store) : store_default_path();
 	if (!fs->store_dir)
 		goto out_fs;
@@ -275,6 +295,7 @@ out_args:
 	free(opts.mountpoint);
 	free(conf.store);
 	free(conf.backend);
+	free(conf.pid_wait);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -18,6 +18,8 @@ const char fs_readme[] =
 	"  /restore/<name>/   copy a snapshot here to restore it\n"
 	"  /restore/<name>/status   receiving | verifying | restoring |\n"
 	"                     running pid=N | failed: <file>: <reason>\n"
+	"                     (restoring: waiting for pid N ... while a zombie\n"
+	"                     not yet reaped by its parent holds the pid)\n"
 	"\n"
 	"Examples:\n"
 	"  echo checkpoint > /ckpt/1234/ctl        # take a snapshot\n"

@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -89,6 +90,7 @@ struct restore {
 	struct manifest man;
 	bool have_man;
 	unsigned open_files;      /* rfiles with opens > 0 */
+	char waiting[160];        /* restoring: whom the engine waits for, "" if nobody */
 	bool thread;              /* the commit/restore thread runs */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
 	uint64_t activity;        /* now_ns() of the last create, write or release */
@@ -198,10 +200,38 @@ static void settle(struct fs *fs, struct restore *rs)
  * opens the snapshot and calls the engine with the credentials of the
  * user who asked (never the image's): the engine keeps ours for the steps
  * that need them and gives the new process exactly the user's before it
- * opens anything of the image or runs. It reports on stdout:
- * "pid N" or "error ERRNO MESSAGE". A crash in there costs the daemon
- * nothing but that restore.
+ * opens anything of the image or runs. It reports on stdout, a line
+ * each: "wait ID PARENT COMM" while the engine waits for a zombie holding
+ * the pid or a thread id to be reaped (its parent and the parent's comm),
+ * "restoring" once it goes on, and last "pid N" or "error ERRNO MESSAGE".
+ * A crash in there costs the daemon nothing but that restore.
  */
+static void helper_progress(const struct engine_progress *p, void *ud)
+{
+	static bool waited;
+	static pid_t last_id, last_parent;
+	(void)ud;
+	if (p->phase == ENGINE_PHASE_WAIT) {
+		/* once per ID and parent: the engine reports every 100 ms */
+		if (!waited || p->wait_id != last_id || p->wait_parent != last_parent) {
+			char comm[17];
+			snprintf(comm, sizeof(comm), "%s", p->wait_parent_comm);
+			for (char *c = comm; *c; c++)
+				if (*c == '\n')
+					*c = ' ';
+			printf("wait %d %d %s\n", p->wait_id, p->wait_parent, comm);
+			fflush(stdout);
+		}
+		waited = true;
+		last_id = p->wait_id;
+		last_parent = p->wait_parent;
+	} else if (waited) {
+		printf("restoring\n");
+		fflush(stdout);
+		waited = false;
+	}
+}
+
 int restore_helper_main(int argc, char **argv)
 {
 	struct store *s = NULL;
@@ -211,15 +241,23 @@ int restore_helper_main(int argc, char **argv)
 	pid_t pid = 0;
 	int rc;
 
-	/* ckptfs --restore-helper BACKEND STORE NAME UID GID */
-	if (argc != 7 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0) {
+	uint64_t wait_ms;
+
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID PID_WAIT_MS */
+	if (argc != 8 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0 ||
+	    parse_u64(argv[7], &wait_ms) < 0 || wait_ms > UINT_MAX) {
 		printf("error %d bad helper arguments\n", EINVAL);
 		return 2;
 	}
 	rc = !strcmp(argv[2], "dir") ? store_open_dir(argv[3], &s) : store_open(argv[3], &o, &s);
 	if (rc >= 0)
 		rc = store_snap_open(s, argv[4], 0, &r);
-	struct engine_restore_opts eo = { .uid = (uid_t)uid, .gid = (gid_t)gid };
+	struct engine_restore_opts eo = {
+		.uid = (uid_t)uid,
+		.gid = (gid_t)gid,
+		.pid_wait_ms = (unsigned)wait_ms,
+		.progress = helper_progress,
+	};
 	gid_t groups[64];
 	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
 		/* The restored process runs as the caller, with the caller's
@@ -262,9 +300,26 @@ int restore_helper_main(int argc, char **argv)
 	return rc < 0 ? 1 : 0;
 }
 
-static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pid_t *ret_pid)
+/* One line of the helper's progress: what status shows while it waits. */
+static void helper_line(struct restore *rs, const char *line)
 {
-	char suid[16], sgid[16], out[1024];
+	int id, parent, n = 0;
+
+	pthread_mutex_lock(&rs->fs->lock);
+	if (sscanf(line, "wait %d %d %n", &id, &parent, &n) == 2 && n)
+		snprintf(rs->waiting, sizeof(rs->waiting), "waiting for pid %d to be reaped by its parent %d (%s)",
+			 id, parent, line + n);
+	else if (!strcmp(line, "restoring"))
+		rs->waiting[0] = 0;
+	pthread_mutex_unlock(&rs->fs->lock);
+}
+
+static int run_helper(struct fs *fs, struct restore *rs, pid_t *ret_pid)
+{
+	const char *sname = rs->sname;
+	uid_t uid = rs->uid;
+	gid_t gid = rs->gid;
+	char suid[16], sgid[16], swait[16], out[1024];
 	int p[2], status, rc;
 	size_t len = 0;
 	pid_t child;
@@ -274,6 +329,7 @@ static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 			       (unsigned)fs->uid, (unsigned)uid);
 	snprintf(suid, sizeof(suid), "%u", (unsigned)uid);
 	snprintf(sgid, sizeof(sgid), "%u", (unsigned)gid);
+	snprintf(swait, sizeof(swait), "%u", fs->pid_wait_ms);
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return negerrno();
 	child = fork();
@@ -288,10 +344,12 @@ static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 		if (dup2(p[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
-		      fs->store_dir, sname, suid, sgid, (char *)NULL);
+		      fs->store_dir, sname, suid, sgid, swait, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
+	/* Progress lines come while it works and are taken as they come;
+	 * the last line is the answer. */
 	for (;;) {
 		ssize_t n = read(p[0], out + len, sizeof(out) - 1 - len);
 		if (n < 0 && errno == EINTR)
@@ -299,6 +357,14 @@ static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 		if (n <= 0)
 			break;
 		len += (size_t)n;
+		out[len] = 0;
+		char *nl;
+		while ((nl = strchr(out, '\n')) && (!strncmp(out, "wait ", 5) || !strncmp(out, "restoring\n", 10))) {
+			*nl = 0;
+			helper_line(rs, out);
+			len -= (size_t)(nl + 1 - out);
+			memmove(out, nl + 1, len + 1);
+		}
 		if (len == sizeof(out) - 1)
 			break;
 	}
@@ -371,8 +437,9 @@ static void *restore_thread(void *arg)
 	rs->state = R_RESTORING;
 	pthread_mutex_unlock(&fs->lock);
 
-	r = run_helper(fs, rs->sname, rs->uid, rs->gid, &pid);
+	r = run_helper(fs, rs, &pid);
 	pthread_mutex_lock(&fs->lock);
+	rs->waiting[0] = 0;
 	if (r < 0) {
 		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
 	} else {
@@ -1078,6 +1145,12 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 			fprintf(out, "missing: ... and %u more\n", missing - shown);
 		break;
 	}
+	case R_RESTORING:
+		if (rs->waiting[0]) {
+			fprintf(out, "restoring: %s\n", rs->waiting);
+			break;
+		}
+		/* fall through */
 	default:
 		fprintf(out, "%s\n", rstate_names[rs->state]);
 		break;

@@ -14,7 +14,15 @@
 static void restore_progress(const struct engine_progress *p, void *ud)
 {
 	static enum engine_phase last = _ENGINE_PHASE_MAX;
-	if (p->phase == ENGINE_PHASE_RESTORE && tools_interactive())
+	static pid_t last_id, last_parent;
+	if (p->phase == ENGINE_PHASE_WAIT) {
+		/* once per ID and parent: the engine reports every 100 ms */
+		if (last != ENGINE_PHASE_WAIT || p->wait_id != last_id || p->wait_parent != last_parent)
+			log_info("waiting for pid %d to be reaped by its parent %d (%s), at most %.1f s",
+				 p->wait_id, p->wait_parent, p->wait_parent_comm, p->total / 1000.0);
+		last_id = p->wait_id;
+		last_parent = p->wait_parent;
+	} else if (p->phase == ENGINE_PHASE_RESTORE && tools_interactive())
 		tools_progress("restoring", p->done, p->total, p->total && p->done >= p->total);
 	else if (p->phase != last && !tools_interactive())
 		log_info("%s", engine_phase_name(p->phase));
@@ -24,22 +32,29 @@ static void restore_progress(const struct engine_progress *p, void *ud)
 static void restore_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt restore [--no-verify] DIR\n"
+		"Usage: ckpt restore [--no-verify] [--pid-wait SECONDS] DIR\n"
 		"\n"
 		"Restores the process saved in the snapshot directory DIR with its PID\n"
 		"and thread IDs, prints the PID, and returns once it runs. Every file is\n"
 		"checked against the manifest first (--no-verify checks names and sizes\n"
-		"only). The process runs with the caller's credentials.\n");
+		"only). The process runs with the caller's credentials.\n"
+		"\n"
+		"A PID or thread ID still held by a zombie (the process was killed and\n"
+		"its parent has not reaped it yet) is waited for, --pid-wait SECONDS at\n"
+		"most (default 5, 0: do not wait; fractions allowed), saying whom it\n"
+		"waits for. One held by a live process fails at once.\n");
 }
 
 int cmd_restore(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "no-verify", no_argument, NULL, 'n' },
+		{ "pid-wait", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	unsigned flags = STORE_OPEN_VERIFY;
+	unsigned wait_ms = 0; /* the engine's default */
 	int c;
 
 	optind = 1;
@@ -48,6 +63,21 @@ int cmd_restore(int argc, char **argv)
 		case 'n':
 			flags = 0;
 			break;
+		case 'w': {
+			char *end;
+			errno = 0;
+			double sec = strtod(optarg, &end);
+			/* an hour is more than any parent should need; the
+			 * bound keeps the milliseconds clear of the NONE value */
+			if (errno || end == optarg || *end || !(sec >= 0 && sec <= 3600)) {
+				log_err("--pid-wait: '%s' is not a number of seconds from 0 to 3600", optarg);
+				return EXIT_USAGE;
+			}
+			wait_ms = sec == 0 ? ENGINE_PID_WAIT_NONE : (unsigned)(sec * 1000 + 0.5);
+			if (!wait_ms)
+				wait_ms = 1;
+			break;
+		}
 		case 'h':
 			restore_usage(stdout);
 			return EXIT_OK;
@@ -78,7 +108,7 @@ int cmd_restore(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	log_info("restoring %s", argv[optind]);
-	struct engine_restore_opts o = { .progress = restore_progress };
+	struct engine_restore_opts o = { .progress = restore_progress, .pid_wait_ms = wait_ms };
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)

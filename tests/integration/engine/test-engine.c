@@ -13,11 +13,14 @@
  * `test-engine` runs the main suite; `test-engine python` and
  * `test-engine pipe` run one case each, which skip (77) when python3 or
  * the descriptor support is missing; `test-engine die` kills the dumper
- * at every point of a dump (faults 220-226) and checks the target.
+ * at every point of a dump (faults 220-226) and checks the target;
+ * `test-engine pid` restores onto a PID still held: by a live process,
+ * by a zombie reaped while the restore waits, by one never reaped in time.
  */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <linux/netlink.h>
@@ -581,16 +584,152 @@ static void restore_fault(const char *fault)
 START_TEST(fault_restore_map) { restore_fault("210:3"); } END_TEST
 START_TEST(fault_restore_late) { restore_fault("211"); } END_TEST
 
+/* /proc/PID/comm, without the newline (static buffer). */
+static const char *comm_of(pid_t pid)
+{
+	static char comm[32];
+	char p[64], *text = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+	ck_assert_int_eq(read_file_full(p, &text, NULL), 0);
+	text[strcspn(text, "\n")] = 0;
+	snprintf(comm, sizeof(comm), "%s", text);
+	free(text);
+	return comm;
+}
+
+/* A live process on the PID is refused at once, by name: no waiting. */
 START_TEST(restore_pid_in_use)
 {
 	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
 	dump(pid, NULL, "store/s1");
+	uint64_t t0 = now_ns();
 	int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	uint64_t took = now_ns() - t0;
 	ck_assert_int_eq(rc, 1);
-	char want[64];
-	snprintf(want, sizeof(want), "pid %d is in use", pid);
+	char want[96];
+	snprintf(want, sizeof(want), "pid %d is in use by live process %s", pid, comm_of(pid));
 	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert_msg(!strstr(ckpt_err(), "waiting"), "it waited for a live process: %s", ckpt_err());
+	/* had it waited, it would have taken the whole default bound (5 s) */
+	ck_assert_msg(took < 5000000000ull, "refusing took %" PRIu64 " ms", took / 1000000);
 	kill_original(pid, NULL);
+}
+END_TEST
+
+/* Waits until pid is a zombie (state Z), as dump --kill leaves it for us,
+ * its parent, to reap. */
+static void assert_zombie(pid_t pid)
+{
+	char p[64], *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+	for (int i = 0; i < 10000; i++) {
+		free(st);
+		st = NULL;
+		read_file_full(p, &st, NULL);
+		if (st && strstr(st, ") Z "))
+			break;
+		usleep(1000);
+	}
+	ck_assert_msg(st && strstr(st, ") Z "), "pid %d is no zombie: %s", pid, st);
+	free(st);
+}
+
+/* Starts ckpt in the background; its stdout comes through *out_fd, its
+ * stderr goes to DIR/ckpt.err. */
+static pid_t run_ckpt_bg(int *out_fd, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	int fds[2];
+	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fds[1], 1);
+		dup2(err, 2);
+		unsetenv("CKPTFS_FAULT");
+		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	*out_fd = fds[0];
+	return pid;
+}
+
+/* What ckpt restore says while it waits for the zombie pid, whose parent
+ * is us. */
+static const char *waiting_line(pid_t pid)
+{
+	static char want[128];
+	snprintf(want, sizeof(want), "waiting for pid %d to be reaped by its parent %d (%s)", pid, getpid(),
+		 comm_of(getpid()));
+	return want;
+}
+
+/* dump --kill leaves the target a zombie until we reap it: the restore
+ * waits, says so, and goes on as soon as we do. */
+START_TEST(restore_waits_for_zombie)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, "--kill", "store/s1");
+	assert_zombie(pid);
+	int out;
+	/* a bound far above what the test needs: the reap decides */
+	pid_t ck = run_ckpt_bg(&out, "restore", "--pid-wait", "120", path("store/s1"));
+	const char *want = waiting_line(pid);
+	bool said = false;
+	for (int i = 0; i < 30000 && !said; i++) {
+		said = strstr(ckpt_err(), want) != NULL;
+		if (!said)
+			usleep(1000);
+	}
+	ck_assert_msg(said, "ckpt restore did not say '%s': %s", want, ckpt_err());
+	/* still waiting: the zombie holds the pid */
+	int st;
+	ck_assert_int_eq(waitpid(ck, &st, WNOHANG), 0);
+	assert_zombie(pid);
+	kill_original(pid, "--kill");
+	char buf[64] = "";
+	ssize_t n, len = 0;
+	while ((n = read(out, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += n;
+	buf[len] = 0;
+	close(out);
+	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckpt restore failed (0x%x): %s", st, ckpt_err());
+	ck_assert_int_eq(atoi(buf), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* A zombie not reaped within --pid-wait fails the restore with a reason
+ * naming it and its parent; nothing is left of the attempt, and a restore
+ * after the reap succeeds. */
+START_TEST(restore_zombie_not_reaped)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	char target_comm[32];
+	snprintf(target_comm, sizeof(target_comm), "%s", comm_of(pid));
+	dump(pid, "--kill", "store/s1");
+	assert_zombie(pid);
+	uint64_t t0 = now_ns();
+	int rc = run_ckpt(NULL, NULL, 0, "restore", "--pid-wait", "1", path("store/s1"));
+	uint64_t took = now_ns() - t0;
+	ck_assert_msg(rc == 1, "restore past a zombie: exit %d: %s", rc, ckpt_err());
+	ck_assert_msg(strstr(ckpt_err(), waiting_line(pid)), "no waiting line: %s", ckpt_err());
+	char want[160];
+	snprintf(want, sizeof(want), "pid %d is in use by a zombie (%s) that its parent %d (", pid, target_comm,
+		 getpid());
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s) did not reap", comm_of(getpid()));
+	ck_assert_msg(strstr(ckpt_err(), want), "want '%s' in: %s", want, ckpt_err());
+	ck_assert_msg(took >= 1000000000ull, "gave up after %" PRIu64 " ms, before the bound", took / 1000000);
+	/* the zombie is still ours and nothing else is: no half-built
+	 * process was left (we are every orphan's subreaper) */
+	assert_zombie(pid);
+	kill_original(pid, "--kill");
+	int st;
+	ck_assert_int_eq(waitpid(-1, &st, WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+	verdict(restore("store/s1"));
 }
 END_TEST
 
@@ -963,6 +1102,10 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_running", tree_running, 90));
 		suite_add_tcase(s, tc("tree_kill", tree_kill, 90));
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));
+	} else if (only && !strcmp(only, "pid")) {
+		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
+		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
+		suite_add_tcase(s, tc("restore_zombie_not_reaped", restore_zombie_not_reaped, 120));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
 			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");
@@ -1004,7 +1147,6 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("fault_commit", fault_commit, 60));
 		suite_add_tcase(s, tc("fault_restore_map", fault_restore_map, 60));
 		suite_add_tcase(s, tc("fault_restore_late", fault_restore_late, 60));
-		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("dump_refuses_traced", dump_refuses_traced, 60));
 		suite_add_tcase(s, tc("dump_refuses_netlink", dump_refuses_netlink, 60));
 		suite_add_tcase(s, tc("restore_refuses_other_vdso", restore_refuses_other_vdso, 60));

@@ -362,7 +362,8 @@ char *restore_wait(const char *name, unsigned ms)
 		buf[strcspn(buf, "\n")] = 0;
 		free(line);
 		line = strdup(buf);
-		if (strcmp(buf, "receiving") && strcmp(buf, "verifying") && strcmp(buf, "restoring") && *buf)
+		/* "restoring: waiting for pid N ..." goes on too */
+		if (strcmp(buf, "receiving") && strcmp(buf, "verifying") && strncmp(buf, "restoring", 9) && *buf)
 			break;
 		sleep_ms(20);
 	}

@@ -58,7 +58,8 @@ void target_kill(pid_t pid);
 /* Waits up to ms for path to exist; true if it does. */
 bool wait_file(const char *path, unsigned ms);
 /* Polls restore/NAME/status until it leaves receiving/verifying/
- * restoring or ms pass; returns its first line (malloc'd). */
+ * restoring (waiting for a pid included) or ms pass; returns its first
+ * line (malloc'd). */
 char *restore_wait(const char *name, unsigned ms);
 
 #endif

@@ -276,6 +276,75 @@ START_TEST(test_restore_inside)
 }
 END_TEST
 
+/* The first line of restore/NAME/status once it starts with prefix, or
+ * what it says after ms. */
+static char *status_until(const char *name, const char *prefix, unsigned ms)
+{
+	char path[PATH_MAX + 32], buf[1024] = "";
+
+	snprintf(path, sizeof(path), "%s/restore/%s/status", H.mnt, name);
+	for (unsigned i = 0; i < ms / 10 + 1; i++) {
+		FILE *f = fopen(path, "re");
+		buf[0] = 0;
+		if (f) {
+			if (!fgets(buf, sizeof(buf), f))
+				buf[0] = 0;
+			fclose(f);
+		}
+		buf[strcspn(buf, "\n")] = 0;
+		if (!strncmp(buf, prefix, strlen(prefix)))
+			break;
+		usleep(10000);
+	}
+	return strdup(buf);
+}
+
+/* checkpoint kill leaves the target a zombie until we, its parent, reap
+ * it: restore/<name>/status says whom the restore waits for, and the
+ * restore goes on once we do. */
+START_TEST(test_restore_zombie)
+{
+	char dir[PATH_MAX], want[160], comm[32] = "";
+	char *s;
+	pid_t pid;
+	FILE *f;
+
+	/* a bound far above what the test needs: the reap decides */
+	harness_umount();
+	snprintf(H.opts, sizeof(H.opts), "pid_wait=120");
+	harness_remount();
+	pid = target_start(dir);
+	ck_assert_int_eq(sh("echo checkpoint kill > \"$MNT/%d/ctl\"", pid), 0);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$MNT/restore/back\"", pid), 0);
+	f = fopen("/proc/self/comm", "re");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(comm, sizeof(comm), f));
+	fclose(f);
+	comm[strcspn(comm, "\n")] = 0;
+	snprintf(want, sizeof(want), "restoring: waiting for pid %d to be reaped by its parent %d (%s)", pid,
+		 getpid(), comm);
+	s = status_until("back", want, 30000);
+	ck_assert_msg(!strcmp(s, want), "restore status '%s', want '%s'", s, want);
+	free(s);
+	/* still a zombie of ours (WNOWAIT: looked at, not reaped): the
+	 * restore cannot have taken the pid */
+	siginfo_t si = { 0 };
+	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), 0);
+	ck_assert_int_eq(si.si_pid, pid);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	s = restore_wait("back", 20000);
+	snprintf(want, sizeof(want), "running pid=%d", pid);
+	if (strcmp(s, want)) {
+		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
+		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
+	}
+	free(s);
+	s = verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+END_TEST
+
 START_TEST(test_rm_r)
 {
 	char dir[PATH_MAX];
@@ -696,6 +765,7 @@ int main(void)
 	s = suite_create("fs-restore");
 	add(s, "restore_roundtrip", test_restore_roundtrip, 60);
 	add(s, "restore_inside", test_restore_inside, 60);
+	add(s, "restore_zombie", test_restore_zombie, 90);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -703,7 +773,7 @@ int main(void)
 #else
 	harness_begin();
 	s = suite_create("fs-mount");
-	(void)test_restore_roundtrip, (void)test_restore_inside;
+	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie;
 	add(s, "basics", test_basics, 30);
 	add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	add(s, "unmount_fusermount", test_unmount_fusermount, 30);
