@@ -90,7 +90,21 @@ struct engine_restore_opts {
 	gid_t gid;
 	const gid_t *groups;
 	size_t ngroups;
+	/* Restore files that changed since the dump instead of refusing
+	 * them: a file, directory or FIFO reopened by path that is another
+	 * inode or, for a regular file, another size (a log, a regular file
+	 * open O_WRONLY|O_APPEND, is never checked: it is reopened at its
+	 * end), and a file mapped private whose size or mtime changed (its
+	 * clean pages come from the file). A file that is gone is refused
+	 * either way. */
+	bool accept_changed_files;
 };
+
+/* How a refusal of a changed file ends: the ways to accept it, in the
+ * words of each front end. */
+#define ENGINE_ACCEPT_HINT                                                                                   \
+	"accept changed files to restore it anyway (ckpt restore --accept-changed-files, or "               \
+	"'accept-changed-files' in restore/NAME/ctl)"
 
 /* Checkpoints process pid into the snapshot being written, w, and commits
  * it. The caller still closes w. */
