@@ -24,22 +24,31 @@ static void restore_progress(const struct engine_progress *p, void *ud)
 static void restore_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt restore [--no-verify] DIR\n"
+		"Usage: ckpt restore [--no-verify] [--accept-changed-files] DIR\n"
 		"\n"
 		"Restores the process saved in the snapshot directory DIR with its PID\n"
 		"and thread IDs, prints the PID, and returns once it runs. Every file is\n"
 		"checked against the manifest first (--no-verify checks names and sizes\n"
-		"only). The process runs with the caller's credentials.\n");
+		"only). The process runs with the caller's credentials.\n"
+		"\n"
+		"Files the process had open are reopened by their paths. A log (a file\n"
+		"open write-only with O_APPEND) is reopened at its end. Any other file\n"
+		"that is another inode or has another size than at the dump, and a file\n"
+		"mapped private whose size or modification time changed, stops the\n"
+		"restore, naming it; --accept-changed-files restores them as they are\n"
+		"now. A file that is gone stops it either way.\n");
 }
 
 int cmd_restore(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "no-verify", no_argument, NULL, 'n' },
+		{ "accept-changed-files", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	unsigned flags = STORE_OPEN_VERIFY;
+	bool accept_changed = false;
 	int c;
 
 	optind = 1;
@@ -47,6 +56,9 @@ int cmd_restore(int argc, char **argv)
 		switch (c) {
 		case 'n':
 			flags = 0;
+			break;
+		case 'a':
+			accept_changed = true;
 			break;
 		case 'h':
 			restore_usage(stdout);
@@ -78,7 +90,7 @@ int cmd_restore(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	log_info("restoring %s", argv[optind]);
-	struct engine_restore_opts o = { .progress = restore_progress };
+	struct engine_restore_opts o = { .progress = restore_progress, .accept_changed_files = accept_changed };
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)
