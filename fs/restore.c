@@ -25,6 +25,15 @@
  * fails after its answer fails the restore (status names the file and the
  * reason); the next write, the flush at close() and the release see it.
  *
+ * restore/<name>/ctl takes a line of words. `accept-changed-files` makes
+ * the engine restore files that changed since the dump instead of
+ * refusing them (engine_restore_opts.accept_changed_files); it is written
+ * before or while the copy goes in. Once a restore failed in the engine,
+ * its snapshot is verified and kept in the store: `retry` runs the
+ * engine's restore again, with the options given so far and any on its
+ * line (`retry accept-changed-files`), and so does a line of options
+ * alone, since that is what the engine's refusal tells the user to write.
+ *
  * The manifest parser is store/'s (store-int.h): the daemon must read an
  * incoming manifest before the store sees the snapshot whole, and one
  * parser of that format is safer than two.
@@ -90,6 +99,8 @@ struct restore {
 	bool have_man;
 	unsigned open_files;      /* rfiles with opens > 0 */
 	bool thread;              /* the commit/restore thread runs */
+	bool verified;            /* committed: a failed restore may run again (ctl retry) */
+	bool accept_changed;      /* ctl accept-changed-files: passed to the engine */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
 	uint64_t activity;        /* now_ns() of the last create, write or release */
 	struct restore *next;
@@ -211,15 +222,16 @@ int restore_helper_main(int argc, char **argv)
 	pid_t pid = 0;
 	int rc;
 
-	/* ckptfs --restore-helper BACKEND STORE NAME UID GID */
-	if (argc != 7 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0) {
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID [accept-changed-files] */
+	if ((argc != 7 && (argc != 8 || strcmp(argv[7], "accept-changed-files"))) ||
+	    parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0) {
 		printf("error %d bad helper arguments\n", EINVAL);
 		return 2;
 	}
 	rc = !strcmp(argv[2], "dir") ? store_open_dir(argv[3], &s) : store_open(argv[3], &o, &s);
 	if (rc >= 0)
 		rc = store_snap_open(s, argv[4], 0, &r);
-	struct engine_restore_opts eo = { .uid = (uid_t)uid, .gid = (gid_t)gid };
+	struct engine_restore_opts eo = { .uid = (uid_t)uid, .gid = (gid_t)gid, .accept_changed_files = argc == 8 };
 	gid_t groups[64];
 	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
 		/* The restored process runs as the caller, with the caller's
@@ -262,7 +274,7 @@ int restore_helper_main(int argc, char **argv)
 	return rc < 0 ? 1 : 0;
 }
 
-static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pid_t *ret_pid)
+static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, bool accept_changed, pid_t *ret_pid)
 {
 	char suid[16], sgid[16], out[1024];
 	int p[2], status, rc;
@@ -288,7 +300,8 @@ static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 		if (dup2(p[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
-		      fs->store_dir, sname, suid, sgid, (char *)NULL);
+		      fs->store_dir, sname, suid, sgid, accept_changed ? "accept-changed-files" : (char *)NULL,
+		      (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -328,11 +341,46 @@ static int run_helper(struct fs *fs, const char *sname, uid_t uid, gid_t gid, pi
 
 static int complete_locked(struct restore *rs);
 
+/* Runs the engine's restore of the committed snapshot (state restoring)
+ * and records the outcome; returns with fs->lock held. */
+static void run_engine(struct restore *rs)
+{
+	struct fs *fs = rs->fs;
+	pid_t pid = 0;
+	bool accept;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	accept = rs->accept_changed;
+	pthread_mutex_unlock(&fs->lock);
+
+	r = run_helper(fs, rs->sname, rs->uid, rs->gid, accept, &pid);
+	pthread_mutex_lock(&fs->lock);
+	if (r < 0) {
+		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
+	} else {
+		rs->state = R_RUNNING;
+		rs->pid = pid;
+		log_info("restore %s: running as pid %d", rs->name, pid);
+	}
+}
+
+/* The end of a restore thread, fs->lock held: released here. */
+static void thread_done_locked(struct restore *rs)
+{
+	struct fs *fs = rs->fs;
+
+	rs->thread = false;
+	fs->restore_threads--;
+	pthread_cond_broadcast(&fs->restore_done);
+	pthread_mutex_unlock(&fs->lock);
+	settle(fs, rs);
+}
+
 static void *restore_thread(void *arg)
 {
 	struct restore *rs = arg;
 	struct fs *fs = rs->fs;
-	pid_t pid = 0;
 	int r;
 
 	/* cp -r creates files in directory order: the manifest's files may
@@ -369,23 +417,22 @@ static void *restore_thread(void *arg)
 	}
 	pthread_mutex_lock(&fs->lock);
 	rs->state = R_RESTORING;
+	rs->verified = true;
 	pthread_mutex_unlock(&fs->lock);
 
-	r = run_helper(fs, rs->sname, rs->uid, rs->gid, &pid);
-	pthread_mutex_lock(&fs->lock);
-	if (r < 0) {
-		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
-	} else {
-		rs->state = R_RUNNING;
-		rs->pid = pid;
-		log_info("restore %s: running as pid %d", rs->name, pid);
-	}
+	run_engine(rs);
 out:
-	rs->thread = false;
-	fs->restore_threads--;
-	pthread_cond_broadcast(&fs->restore_done);
-	pthread_mutex_unlock(&fs->lock);
-	settle(fs, rs);
+	thread_done_locked(rs);
+	return NULL;
+}
+
+/* ctl retry: the snapshot verified before; only the engine runs again. */
+static void *retry_thread(void *arg)
+{
+	struct restore *rs = arg;
+
+	run_engine(rs);
+	thread_done_locked(rs);
 	return NULL;
 }
 
@@ -429,26 +476,33 @@ static int complete_locked(struct restore *rs)
 	return rs->open_files ? 0 : 1;
 }
 
-/* Starts the commit/restore thread once the copy looks complete. fs->lock
- * held. */
-static void check_locked(struct fs *fs, struct restore *rs)
+/* Starts fn(rs) on a thread of its own. fs->lock held. */
+static void start_thread_locked(struct fs *fs, struct restore *rs, void *(*fn)(void *))
 {
 	pthread_t t;
 	pthread_attr_t attr;
 
-	rs->activity = now_ns();
-	if (rs->thread || complete_locked(rs) != 1)
-		return;
 	rs->thread = true;
 	fs->restore_threads++;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, restore_thread, rs) != 0) {
+	if (pthread_create(&t, &attr, fn, rs) != 0) {
 		rs->thread = false;
 		fs->restore_threads--;
 		fail_locked(rs, "cannot start the restore thread");
 	}
 	pthread_attr_destroy(&attr);
+}
+
+/* Starts the commit/restore thread once the copy looks complete. fs->lock
+ * held. */
+static void check_locked(struct fs *fs, struct restore *rs)
+{
+
+	rs->activity = now_ns();
+	if (rs->thread || complete_locked(rs) != 1)
+		return;
+	start_thread_locked(fs, rs, restore_thread);
 }
 
 /* ---- the tree ------------------------------------------------------------- */
@@ -1090,6 +1144,56 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 	*ret = text;
 	*ret_len = len;
 	return 0;
+}
+
+int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, size_t len)
+{
+	char line[256], *save = NULL;
+	bool retry = false, accept = false, any = false;
+	struct restore *rs;
+	int r = 0;
+
+	if (len >= sizeof(line))
+		return -EINVAL;
+	memcpy(line, buf, len);
+	line[len] = 0;
+	for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		if (!strcmp(w, "retry") && !any)
+			retry = true;
+		else if (!strcmp(w, "accept-changed-files"))
+			accept = true;
+		else
+			return -EINVAL;
+		any = true;
+	}
+	if (!any)
+		return -EINVAL;
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (!rs) {
+		r = -ENOENT;
+	} else if (rs->state == R_RECEIVING || rs->state == R_VERIFYING) {
+		/* Read by the restore thread when the engine starts. */
+		if (retry)
+			r = -EINVAL;
+		else
+			rs->accept_changed |= accept;
+	} else if (rs->state == R_FAILED && rs->verified && !rs->thread) {
+		rs->accept_changed |= accept;
+		rs->state = R_RESTORING;
+		rs->why[0] = 0;
+		log_info("restore %s: retried%s", rs->name, rs->accept_changed ? ", accepting changed files" : "");
+		start_thread_locked(fs, rs, retry_thread);
+	} else if (rs->state == R_FAILED || rs->state == R_STORED) {
+		/* A copy that failed is no snapshot to run; one an earlier
+		 * daemon committed has no one to run it for. */
+		r = -EINVAL;
+	} else {
+		r = -EBUSY;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
 }
 
 void restore_free_all(struct fs *fs)
