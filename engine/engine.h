@@ -103,10 +103,24 @@ struct engine_restore_opts {
 	 * 0: 5 s; ENGINE_PID_WAIT_NONE: not at all. One held by a live task
 	 * fails at once. */
 	unsigned pid_wait_ms;
+	/* Restore files that changed since the dump instead of refusing
+	 * them: a file, directory or FIFO reopened by path that is another
+	 * inode or, for a regular file, another size (a log, a regular file
+	 * open O_WRONLY|O_APPEND, is never checked: it is reopened at its
+	 * end), and a file mapped private whose size or mtime changed (its
+	 * clean pages come from the file). A file that is gone is refused
+	 * either way. */
+	bool accept_changed_files;
 };
 
 #define ENGINE_PID_WAIT_DEFAULT_MS 5000u
 #define ENGINE_PID_WAIT_NONE (~0u)
+
+/* How a refusal of a changed file ends: the ways to accept it, in the
+ * words of each front end. */
+#define ENGINE_ACCEPT_HINT                                                                                   \
+	"accept changed files to restore it anyway (ckpt restore --accept-changed-files, or "               \
+	"'accept-changed-files' in restore/NAME/ctl)"
 
 /* Checkpoints process pid into the snapshot being written, w, and commits
  * it. The caller still closes w. */

@@ -84,7 +84,7 @@ __attribute__((weak)) int fds_write(struct fd_image *img, struct store_snap *w)
 	return store_snap_put(w, "fds", img->lines, strlen(img->lines));
 }
 
-__attribute__((weak)) int fds_load(struct store_snap *r, struct fd_image **ret)
+__attribute__((weak)) int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret)
 {
 	struct fd_image *img = calloc(1, sizeof(*img));
 	size_t len;

@@ -3,11 +3,19 @@
  * reachable by their path, /dev/null and friends, terminals, deleted but
  * open files, memfds.
  *
- * A file reachable by its path is reopened by it; its identity (inode,
- * size, mtime) is recorded so that a restore refuses a file that changed
- * or vanished since, unless CKPTFS_RESTORE_CHANGED_FILES=1. Files that
- * have no path any more (deleted, memfd) carry their content in the image.
- * A terminal that is gone at restore becomes /dev/null, with a warning.
+ * A file reachable by its path is reopened by it. A log (a regular file
+ * open write-only with O_APPEND) is reopened at its end, whatever it
+ * became: the program only ever adds to its end, and the lines it wrote
+ * after the dump are no reason to refuse it (CRIU does the same). Any
+ * other regular file must be the same inode with the same size, the
+ * narrowest check that still catches another file or another content
+ * under the path; mtime is recorded but not compared, since a touch or a
+ * rewrite of the same bytes leaves the file as it was. A directory must
+ * be the same inode. A restore that accepts changed files
+ * (engine_restore_opts.accept_changed_files) reopens them anyway; one
+ * that is gone is refused either way. Files that have no path any more
+ * (deleted, memfd) carry their content in the image. A terminal that is
+ * gone at restore becomes /dev/null, with a warning.
  */
 #include <fcntl.h>
 #include <libgen.h>
@@ -302,41 +310,40 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 	return 0;
 }
 
-bool fds_changed_files_allowed(void)
+bool fds_file_is_log(const struct fd_entry *e)
 {
-	const char *v = getenv("CKPTFS_RESTORE_CHANGED_FILES");
-
-	return v && strcmp(v, "1") == 0;
+	return e->kind == FD_KIND_FILE && (e->flags & O_ACCMODE) == O_WRONLY && (e->flags & O_APPEND);
 }
 
 /* Checks that path is still the file the image saw. */
-static int check_identity(struct fd_entry *e, const struct stat *st)
+static int check_identity(struct fd_image *img, struct fd_entry *e, const struct stat *st)
 {
-	int64_t mtime = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
-
 	if (e->kind == FD_KIND_DIR) {
 		if (!S_ISDIR(st->st_mode))
 			return err_set(-ENOTDIR, "fd %d: %s is no longer a directory", e->fd, e->path);
-		if (st->st_ino != e->ino && !fds_changed_files_allowed())
+		if (st->st_ino != e->ino && !img->accept_changed)
 			return err_set(-ESTALE,
 				       "fd %d: directory %s was replaced since the dump (inode %lu, was %lu); "
-				       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
+				       ENGINE_ACCEPT_HINT,
 				       e->fd, e->path, st->st_ino, e->ino);
 		return 0;
 	}
 	if (!S_ISREG(st->st_mode))
 		return err_set(-ESTALE, "fd %d: %s is no longer a regular file", e->fd, e->path);
-	if (fds_changed_files_allowed())
+	if (fds_file_is_log(e) || img->accept_changed)
 		return 0;
-	if (st->st_ino != e->ino || (uint64_t)st->st_size != e->size || mtime != e->mtime_ns)
+	if (st->st_ino != e->ino)
 		return err_set(-ESTALE,
-			       "fd %d: file %s changed since the dump (inode %lu size %ld mtime %ld, "
-			       "was %lu %lu %ld); CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
-			       e->fd, e->path, st->st_ino, st->st_size, mtime, e->ino, e->size, e->mtime_ns);
+			       "fd %d: file %s was replaced since the dump (inode %lu, was %lu); " ENGINE_ACCEPT_HINT,
+			       e->fd, e->path, st->st_ino, e->ino);
+	if ((uint64_t)st->st_size != e->size)
+		return err_set(-ESTALE,
+			       "fd %d: file %s changed since the dump (size %ld, was %lu); " ENGINE_ACCEPT_HINT,
+			       e->fd, e->path, st->st_size, e->size);
 	return 0;
 }
 
-int fds_file_check_host(struct fd_entry *e)
+int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 {
 	struct stat st;
 
@@ -346,7 +353,7 @@ int fds_file_check_host(struct fd_entry *e)
 		if (stat(e->path, &st) < 0)
 			return err_set(negerrno(), "fd %d: %s %s is gone", e->fd,
 				       e->kind == FD_KIND_DIR ? "directory" : "file", e->path);
-		return check_identity(e, &st);
+		return check_identity(img, e, &st);
 	case FD_KIND_DEV:
 		if (stat(e->path, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != e->rdev_major ||
 		    minor(st.st_rdev) != e->rdev_minor)
@@ -449,7 +456,7 @@ static int open_content(struct fd_entry *e)
 	return seek_to(e, r);
 }
 
-int fds_file_open(struct fd_entry *e)
+int fds_file_open(struct fd_image *img, struct fd_entry *e)
 {
 	int flags = (int)(e->flags & ~OPEN_DROP) | O_CLOEXEC | O_NOCTTY;
 	struct stat st;
@@ -486,12 +493,21 @@ int fds_file_open(struct fd_entry *e)
 			close(fd);
 			return r;
 		}
-		r = check_identity(e, &st);
+		r = check_identity(img, e, &st);
 		if (r < 0) {
 			close(fd);
 			return r;
 		}
 		if (e->flags & O_PATH)
+			return fd;
+		/* A log's writes go to its end anyway; its offset goes there
+		 * too, where a write-only file with O_APPEND keeps it. */
+		if (fds_file_is_log(e) && lseek(fd, 0, SEEK_END) < 0) {
+			r = err_set(negerrno(), "fd %d: cannot seek to the end of %s", e->fd, e->path);
+			close(fd);
+			return r;
+		}
+		if (fds_file_is_log(e))
 			return fd;
 		return seek_to(e, fd);
 	case FD_KIND_DELETED:

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "common/common.h"
+#include "engine/engine.h"
 #include "engine/fds.h"
 
 struct stat;
@@ -72,7 +73,7 @@ struct fd_entry {
 	char *name;       /* memfd name (without "memfd:") */
 	uint64_t ino;     /* file, dir, fifo: identity checked at restore */
 	uint64_t size;    /* file: size at dump; deleted, memfd: content size; pipe: capacity */
-	int64_t mtime_ns; /* file */
+	int64_t mtime_ns; /* file: recorded, not checked (a touch changes no content) */
 	unsigned mode;    /* deleted, memfd: permission bits */
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
@@ -128,6 +129,8 @@ struct fd_image {
 	pid_t pid;          /* capture only */
 	int pidfd;          /* capture only */
 	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
+	bool accept_changed; /* restore only: files and FIFOs that changed since the dump are
+			      * restored anyway (engine_restore_opts.accept_changed_files) */
 };
 
 /* A key=value pair of one parsed line. */
@@ -195,11 +198,11 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e);
 int fds_file_capture(struct fd_image *img, struct fd_entry *e);
 void fds_file_print(struct fd_entry *e, struct fds_buf *b);
 int fds_file_parse(struct fd_entry *e, struct fd_line *l);
-int fds_file_check_host(struct fd_entry *e);
-int fds_file_open(struct fd_entry *e);
-/* CKPTFS_RESTORE_CHANGED_FILES=1: restore files (and FIFOs) that changed
- * since the dump instead of refusing them. */
-bool fds_changed_files_allowed(void);
+int fds_file_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_file_open(struct fd_image *img, struct fd_entry *e);
+/* A regular file opened write-only with O_APPEND: a log, reopened at its
+ * end whatever it became (fds-file.c). */
+bool fds_file_is_log(const struct fd_entry *e);
 
 /* fds-pipe.c */
 int fds_pipe_classify(struct fd_image *img, struct fd_entry *e);
@@ -210,7 +213,7 @@ int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules of a parsed table: both ends of a pipe agree. */
 int fds_pipe_validate(struct fd_image *img);
 /* fds_load(): a FIFO must still be there. */
-int fds_pipe_check_host(struct fd_entry *e);
+int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e);
 
 /* fds-event.c: eventfd, epoll, timerfd, signalfd */
 int fds_event_classify(struct fd_image *img, struct fd_entry *e);
@@ -235,9 +238,11 @@ int fds_kind_from_name(const char *s);
 /* The entry for fd, or NULL. */
 struct fd_entry *fds_find(struct fd_image *img, int fd);
 
-/* The host checks of fds_load(): files changed or gone (an error),
- * terminals gone (replaced by /dev/null, with a warning). */
-int fds_host_check(struct fd_image *img);
+/* The host checks of fds_load(): files changed or gone (an error, but a
+ * changed one is restored anyway when accept_changed), terminals gone
+ * (replaced by /dev/null, with a warning). Records accept_changed in img
+ * for fds_restore(), which checks again on what it opens. */
+int fds_host_check(struct fd_image *img, bool accept_changed);
 
 /* In-memory text form, for tests and fds_write. */
 int fds_format(struct fd_image *img, char **ret, size_t *ret_len);

@@ -14,7 +14,7 @@
  * that writes succeed and go nowhere instead of raising SIGPIPE.
  *
  * A named FIFO is reopened by its path, which must still be a FIFO (the
- * same inode, unless CKPTFS_RESTORE_CHANGED_FILES=1). Its queued bytes are
+ * same inode, unless the restore accepts changed files). Its queued bytes are
  * saved on the first line of that FIFO and written back only if the FIFO
  * is empty at restore: a FIFO is shared with whoever else has it open,
  * and bytes still in it are the same bytes. While the descriptors are
@@ -273,7 +273,7 @@ static int fill(int wfd, const void *data, uint64_t len)
 	return fcntl(wfd, F_SETFL, fl) < 0 ? negerrno() : 0;
 }
 
-int fds_pipe_check_host(struct fd_entry *e)
+int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
 {
 	struct stat st;
 
@@ -291,10 +291,9 @@ int fds_pipe_check_host(struct fd_entry *e)
 		return err_set(negerrno(), "fd %d: FIFO %s is gone", e->fd, e->path);
 	if (!S_ISFIFO(st.st_mode))
 		return err_set(-ESTALE, "fd %d: %s is no longer a FIFO", e->fd, e->path);
-	if (st.st_ino != e->ino && !fds_changed_files_allowed())
+	if (st.st_ino != e->ino && !img->accept_changed)
 		return err_set(-ESTALE,
-			       "fd %d: FIFO %s was replaced since the dump (inode %lu, was %lu); "
-			       "CKPTFS_RESTORE_CHANGED_FILES=1 restores it anyway",
+			       "fd %d: FIFO %s was replaced since the dump (inode %lu, was %lu); " ENGINE_ACCEPT_HINT,
 			       e->fd, e->path, st.st_ino, e->ino);
 	return 0;
 }
@@ -310,7 +309,7 @@ static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 		_cleanup_close_ int h = open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 		if (h < 0)
 			return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
-		r = fds_pipe_check_host(e);
+		r = fds_pipe_check_host(img, e);
 		if (r < 0)
 			return r;
 		if (fcntl(h, F_GETPIPE_SZ) < (int)e->size && fcntl(h, F_SETPIPE_SZ, (int)e->size) < 0)

@@ -84,7 +84,7 @@ static int check_stray(const char *path, const struct store_stat *st, void *ud)
 	return 0;
 }
 
-int fds_load(struct store_snap *r, struct fd_image **ret)
+int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret)
 {
 	_cleanup_free_ char *text = NULL;
 	struct fd_image *img = NULL;
@@ -106,7 +106,7 @@ int fds_load(struct store_snap *r, struct fd_image **ret)
 	}
 	/* Host checks now, in the restorer, where the outcome can be
 	 * reported. */
-	rr = fds_host_check(img);
+	rr = fds_host_check(img, accept_changed);
 	if (rr < 0) {
 		fds_free(img);
 		return rr;

@@ -990,12 +990,13 @@ fail:
 	return r;
 }
 
-int fds_host_check(struct fd_image *img)
+int fds_host_check(struct fd_image *img, bool accept_changed)
 {
+	img->accept_changed = accept_changed;
 	for (size_t i = 0; i < img->n; i++) {
-		int r = fds_file_check_host(&img->e[i]);
+		int r = fds_file_check_host(img, &img->e[i]);
 		if (r >= 0)
-			r = fds_pipe_check_host(&img->e[i]);
+			r = fds_pipe_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1027,7 +1028,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max)
 	case FD_KIND_TTY:
 	case FD_KIND_DELETED:
 	case FD_KIND_MEMFD:
-		fd = fds_file_open(e);
+		fd = fds_file_open(img, e);
 		break;
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:

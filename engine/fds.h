@@ -12,6 +12,7 @@
 #ifndef CKPTFS_ENGINE_FDS_H
 #define CKPTFS_ENGINE_FDS_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "store/store.h"
@@ -32,8 +33,10 @@ int fds_capture(pid_t pid, struct fd_image **ret);
 int fds_write(struct fd_image *img, struct store_snap *w);
 
 /* Reads `fds` (and its data files) from a snapshot and validates it:
- * numbers, kinds, paths. */
-int fds_load(struct store_snap *r, struct fd_image **ret);
+ * numbers, kinds, paths; then checks the host: a file, directory or FIFO
+ * reopened by path must still be there and be the one dumped (-ESTALE
+ * naming it and what changed), unless accept_changed. */
+int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret);
 
 /* Runs in the new process, before its memory is replaced, with all signals
  * blocked: makes the descriptor table exactly the image's. Returns -errno

@@ -390,15 +390,24 @@ static int check_vdso(const struct proc_image *img, const struct vma *mine, size
 	return 0;
 }
 
-static int file_unchanged(const struct vma *v)
+/* A private mapping's clean pages come from the file, so its content must
+ * be the one dumped: size and mtime stand for it (unlike a descriptor's
+ * file, a touch counts here, as a rewrite would). The caller's option to
+ * accept changed files covers this too. */
+static int file_unchanged(const struct engine_restore_opts *o, const struct vma *v)
 {
 	struct stat st;
 	if (stat(v->path, &st) < 0)
 		return err_set(negerrno(), "mapped file %s: %m", v->path);
+	if (o && o->accept_changed_files)
+		return 0;
 	if ((uint64_t)st.st_size != v->fsize || st.st_mtim.tv_sec != v->mtime_sec ||
 	    st.st_mtim.tv_nsec != v->mtime_nsec)
-		return err_set(-ESTALE, "mapped file %s changed since the checkpoint (size or mtime)",
-			       v->path);
+		return err_set(-ESTALE,
+			       "mapped file %s changed since the checkpoint (size %ld mtime %ld.%09ld, was %lu "
+			       "%ld.%09ld); " ENGINE_ACCEPT_HINT,
+			       v->path, st.st_size, (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+			       (unsigned long)v->fsize, (long)v->mtime_sec, (long)v->mtime_nsec);
 	return 0;
 }
 
@@ -539,7 +548,7 @@ static int map_area(struct ctx *c, const struct vma *v)
 		/* a shared mapping's file is its content and may well have
 		 * changed since (the process writes through it); a private
 		 * one's clean pages come from the file and must be the same */
-		r = shared ? 0 : file_unchanged(v);
+		r = shared ? 0 : file_unchanged(c->o, v);
 		if (r < 0)
 			return r;
 		r = put_string(c, v->path);
@@ -1008,7 +1017,8 @@ static int err_prefix(int r, const char *prefix)
 	return err_set(r, "%s: %s", prefix, why);
 }
 
-static int load_image(struct store_snap *snap, struct proc_image *img, struct fd_image **fds)
+static int load_image(struct store_snap *snap, const struct engine_restore_opts *o, struct proc_image *img,
+		      struct fd_image **fds)
 {
 	_cleanup_free_ char *proc = NULL, *maps = NULL;
 	int r;
@@ -1052,7 +1062,7 @@ static int load_image(struct store_snap *snap, struct proc_image *img, struct fd
 		if (st.size != v->end - v->start)
 			return err_set(-EBADMSG, "%s: size %" PRIu64 " does not match its area", name, st.size);
 	}
-	return fds_load(snap, fds);
+	return fds_load(snap, o && o->accept_changed_files, fds);
 }
 
 /* The tree of snapshot r: its `tree` file, or, in a snapshot of format 1
@@ -1177,7 +1187,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		if (q < 0)
 			goto out;
 		struct store_snap *d = flat ? r : p[i].dir;
-		q = load_image(d, &p[i].img, &p[i].fds);
+		q = load_image(d, o, &p[i].img, &p[i].fds);
 		if (q >= 0 && p[i].img.pid != t.v[i].pid)
 			q = err_set(-EBADMSG, "%s/process: holds pid %d", dir, p[i].img.pid);
 		if (q >= 0)

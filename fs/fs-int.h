@@ -54,6 +54,7 @@ enum node_kind {
 	NODE_RDIR,     /* /restore/<name>/ and directories inside it */
 	NODE_RFILE,    /* a file being copied into a restore */
 	NODE_RSTATUS,  /* /restore/<name>/status */
+	NODE_RCTL,     /* /restore/<name>/ctl */
 	_NODE_KIND_MAX,
 };
 
@@ -65,8 +66,8 @@ struct node {
 	enum node_kind kind;
 	pid_t pid;       /* PID, CTL, STATUS, SNAP, SNAP_FILE */
 	uint32_t n;      /* SNAP, SNAP_FILE: snapshot number */
-	uid_t uid;       /* RDIR, RFILE, RSTATUS: who owns the restore */
-	char *name;      /* RDIR, RFILE, RSTATUS: the restore's name */
+	uid_t uid;       /* RDIR, RFILE, RSTATUS, RCTL: who owns the restore */
+	char *name;      /* RDIR, RFILE, RSTATUS, RCTL: the restore's name */
 	char *path;      /* SNAP*, R*: path inside the snapshot, "" at its root */
 	char *key;       /* unique: kind and fields above */
 	uint64_t nlookup; /* fs->lock: the kernel's references */
@@ -263,6 +264,11 @@ int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char
 /* Closes the file: it is whole now; may start the restore. */
 int restore_release(struct fs *fs, struct rfile *f);
 int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len);
+/* One line written to restore/<name>/ctl (see restore.c): options for the
+ * engine's restore, or a retry of one that failed. Returns at once; the
+ * outcome shows in status. -EINVAL for a word it does not know or nothing
+ * to retry, -EBUSY while the restore runs or once the process runs. */
+int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, size_t len);
 /* main() of `ckptfs --restore-helper ...` (see restore.c). */
 int restore_helper_main(int argc, char **argv);
 /* Waits for restore threads and frees everything. */

@@ -188,14 +188,15 @@ static int node_attr(struct fs *fs, struct node *n, uid_t caller, struct stat *s
 	case NODE_RDIR:
 	case NODE_RFILE:
 	case NODE_RSTATUS:
+	case NODE_RCTL:
 		if (!access_owner(caller, n->uid))
 			return -ENOENT;
 		st->st_uid = n->uid;
 		st->st_gid = n->uid == fs->uid ? fs->gid : (gid_t)n->uid;
-		if (n->kind == NODE_RSTATUS) {
+		if (n->kind == NODE_RSTATUS || n->kind == NODE_RCTL) {
 			if (!restore_exists(fs, n->uid, n->name))
 				return -ENOENT;
-			attr_file(st, 0444, 0, 0);
+			attr_file(st, n->kind == NODE_RCTL ? 0600 : 0444, 0, 0);
 			return 0;
 		}
 		r = restore_lookup(fs, n->uid, n->name, n->path, &size);
@@ -342,6 +343,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			id.kind = NODE_RSTATUS;
 			break;
 		}
+		if (!*p->path && !strcmp(name, "ctl")) {
+			id.kind = NODE_RCTL;
+			break;
+		}
 		path = join(p->path, name);
 		if (!path) {
 			fuse_reply_err(req, ENOMEM);
@@ -404,6 +409,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		switch (n->kind) {
 		case NODE_CTL:
 		case NODE_STATUS:
+		case NODE_RCTL:
 			/* `echo ... > ctl` opens with O_TRUNC: nothing to do. */
 			break;
 		case NODE_RFILE:
@@ -617,6 +623,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		if (!*n->path) {
 			struct node_id id = { .kind = NODE_RSTATUS, .uid = n->uid, .name = n->name, .path = "" };
 			dir_add(&b, "status", node_ino_of(&id), S_IFREG);
+			id.kind = NODE_RCTL;
+			dir_add(&b, "ctl", node_ino_of(&id), S_IFREG);
 		}
 		r = restore_list(fs, n->uid, n->name, n->path, rchild_add, &c);
 		break;
@@ -755,6 +763,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fi->keep_cache = 1;
 		break;
 	case NODE_CTL:
+	case NODE_RCTL:
 		if (acc == O_RDONLY)
 			r = -EACCES;
 		fi->direct_io = 1;
@@ -973,6 +982,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		if (r == 0)
 			return; /* answered by the job */
 		break;
+	case NODE_RCTL:
+		/* Sets options or starts a retry; status tells how it ends. */
+		r = restore_ctl(fs, n->uid, n->name, buf, size);
+		break;
 	case NODE_RFILE: {
 		/* Answered first, ingested after from the request's buffer
 		 * (ours until we return): the writer reads its next piece
@@ -1114,7 +1127,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, p->kind == NODE_SNAP ? EROFS : EACCES);
 		return;
 	}
-	if (!*p->path && !strcmp(name, "status")) {
+	if (!*p->path && (!strcmp(name, "status") || !strcmp(name, "ctl"))) {
 		fuse_reply_err(req, EEXIST);
 		return;
 	}
@@ -1172,6 +1185,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		id = (struct node_id){ .kind = NODE_RDIR, .uid = ctx->uid, .name = name, .path = "" };
 		break;
 	case NODE_RDIR:
+		if (!*p->path && (!strcmp(name, "status") || !strcmp(name, "ctl"))) {
+			fuse_reply_err(req, EEXIST);
+			return;
+		}
 		path = join(p->path, name);
 		if (!path) {
 			fuse_reply_err(req, ENOMEM);

@@ -25,6 +25,15 @@
  * fails after its answer fails the restore (status names the file and the
  * reason); the next write, the flush at close() and the release see it.
  *
+ * restore/<name>/ctl takes a line of words. `accept-changed-files` makes
+ * the engine restore files that changed since the dump instead of
+ * refusing them (engine_restore_opts.accept_changed_files); it is written
+ * before or while the copy goes in. Once a restore failed in the engine,
+ * its snapshot is verified and kept in the store: `retry` runs the
+ * engine's restore again, with the options given so far and any on its
+ * line (`retry accept-changed-files`), and so does a line of options
+ * alone, since that is what the engine's refusal tells the user to write.
+ *
  * The manifest parser is store/'s (store-int.h): the daemon must read an
  * incoming manifest before the store sees the snapshot whole, and one
  * parser of that format is safer than two.
@@ -92,6 +101,8 @@ struct restore {
 	unsigned open_files;      /* rfiles with opens > 0 */
 	char waiting[160];        /* restoring: whom the engine waits for, "" if nobody */
 	bool thread;              /* the commit/restore thread runs */
+	bool verified;            /* committed: a failed restore may run again (ctl retry) */
+	bool accept_changed;      /* ctl accept-changed-files: passed to the engine */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
 	uint64_t activity;        /* now_ns() of the last create, write or release */
 	struct restore *next;
@@ -243,8 +254,9 @@ int restore_helper_main(int argc, char **argv)
 
 	uint64_t wait_ms;
 
-	/* ckptfs --restore-helper BACKEND STORE NAME UID GID PID_WAIT_MS */
-	if (argc != 8 || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0 ||
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID PID_WAIT_MS [accept-changed-files] */
+	if ((argc != 8 && (argc != 9 || strcmp(argv[8], "accept-changed-files"))) ||
+	    parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0 ||
 	    parse_u64(argv[7], &wait_ms) < 0 || wait_ms > UINT_MAX) {
 		printf("error %d bad helper arguments\n", EINVAL);
 		return 2;
@@ -257,6 +269,7 @@ int restore_helper_main(int argc, char **argv)
 		.gid = (gid_t)gid,
 		.pid_wait_ms = (unsigned)wait_ms,
 		.progress = helper_progress,
+		.accept_changed_files = argc == 9,
 	};
 	gid_t groups[64];
 	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
@@ -314,7 +327,7 @@ static void helper_line(struct restore *rs, const char *line)
 	pthread_mutex_unlock(&rs->fs->lock);
 }
 
-static int run_helper(struct fs *fs, struct restore *rs, pid_t *ret_pid)
+static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pid_t *ret_pid)
 {
 	const char *sname = rs->sname;
 	uid_t uid = rs->uid;
@@ -344,7 +357,8 @@ static int run_helper(struct fs *fs, struct restore *rs, pid_t *ret_pid)
 		if (dup2(p[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
-		      fs->store_dir, sname, suid, sgid, swait, (char *)NULL);
+		      fs->store_dir, sname, suid, sgid, swait, accept_changed ? "accept-changed-files" : (char *)NULL,
+		      (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -394,11 +408,47 @@ static int run_helper(struct fs *fs, struct restore *rs, pid_t *ret_pid)
 
 static int complete_locked(struct restore *rs);
 
+/* Runs the engine's restore of the committed snapshot (state restoring)
+ * and records the outcome; returns with fs->lock held. */
+static void run_engine(struct restore *rs)
+{
+	struct fs *fs = rs->fs;
+	pid_t pid = 0;
+	bool accept;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	accept = rs->accept_changed;
+	pthread_mutex_unlock(&fs->lock);
+
+	r = run_helper(fs, rs, accept, &pid);
+	pthread_mutex_lock(&fs->lock);
+	rs->waiting[0] = 0;
+	if (r < 0) {
+		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
+	} else {
+		rs->state = R_RUNNING;
+		rs->pid = pid;
+		log_info("restore %s: running as pid %d", rs->name, pid);
+	}
+}
+
+/* The end of a restore thread, fs->lock held: released here. */
+static void thread_done_locked(struct restore *rs)
+{
+	struct fs *fs = rs->fs;
+
+	rs->thread = false;
+	fs->restore_threads--;
+	pthread_cond_broadcast(&fs->restore_done);
+	pthread_mutex_unlock(&fs->lock);
+	settle(fs, rs);
+}
+
 static void *restore_thread(void *arg)
 {
 	struct restore *rs = arg;
 	struct fs *fs = rs->fs;
-	pid_t pid = 0;
 	int r;
 
 	/* cp -r creates files in directory order: the manifest's files may
@@ -435,24 +485,22 @@ static void *restore_thread(void *arg)
 	}
 	pthread_mutex_lock(&fs->lock);
 	rs->state = R_RESTORING;
+	rs->verified = true;
 	pthread_mutex_unlock(&fs->lock);
 
-	r = run_helper(fs, rs, &pid);
-	pthread_mutex_lock(&fs->lock);
-	rs->waiting[0] = 0;
-	if (r < 0) {
-		fail_locked(rs, "%s", *err_msg() ? err_msg() : strerror(-r));
-	} else {
-		rs->state = R_RUNNING;
-		rs->pid = pid;
-		log_info("restore %s: running as pid %d", rs->name, pid);
-	}
+	run_engine(rs);
 out:
-	rs->thread = false;
-	fs->restore_threads--;
-	pthread_cond_broadcast(&fs->restore_done);
-	pthread_mutex_unlock(&fs->lock);
-	settle(fs, rs);
+	thread_done_locked(rs);
+	return NULL;
+}
+
+/* ctl retry: the snapshot verified before; only the engine runs again. */
+static void *retry_thread(void *arg)
+{
+	struct restore *rs = arg;
+
+	run_engine(rs);
+	thread_done_locked(rs);
 	return NULL;
 }
 
@@ -496,26 +544,33 @@ static int complete_locked(struct restore *rs)
 	return rs->open_files ? 0 : 1;
 }
 
-/* Starts the commit/restore thread once the copy looks complete. fs->lock
- * held. */
-static void check_locked(struct fs *fs, struct restore *rs)
+/* Starts fn(rs) on a thread of its own. fs->lock held. */
+static void start_thread_locked(struct fs *fs, struct restore *rs, void *(*fn)(void *))
 {
 	pthread_t t;
 	pthread_attr_t attr;
 
-	rs->activity = now_ns();
-	if (rs->thread || complete_locked(rs) != 1)
-		return;
 	rs->thread = true;
 	fs->restore_threads++;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, restore_thread, rs) != 0) {
+	if (pthread_create(&t, &attr, fn, rs) != 0) {
 		rs->thread = false;
 		fs->restore_threads--;
 		fail_locked(rs, "cannot start the restore thread");
 	}
 	pthread_attr_destroy(&attr);
+}
+
+/* Starts the commit/restore thread once the copy looks complete. fs->lock
+ * held. */
+static void check_locked(struct fs *fs, struct restore *rs)
+{
+
+	rs->activity = now_ns();
+	if (rs->thread || complete_locked(rs) != 1)
+		return;
+	start_thread_locked(fs, rs, restore_thread);
 }
 
 /* ---- the tree ------------------------------------------------------------- */
@@ -1163,6 +1218,56 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 	*ret = text;
 	*ret_len = len;
 	return 0;
+}
+
+int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, size_t len)
+{
+	char line[256], *save = NULL;
+	bool retry = false, accept = false, any = false;
+	struct restore *rs;
+	int r = 0;
+
+	if (len >= sizeof(line))
+		return -EINVAL;
+	memcpy(line, buf, len);
+	line[len] = 0;
+	for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+		if (!strcmp(w, "retry") && !any)
+			retry = true;
+		else if (!strcmp(w, "accept-changed-files"))
+			accept = true;
+		else
+			return -EINVAL;
+		any = true;
+	}
+	if (!any)
+		return -EINVAL;
+
+	pthread_mutex_lock(&fs->lock);
+	rs = find_locked(fs, uid, name);
+	if (!rs) {
+		r = -ENOENT;
+	} else if (rs->state == R_RECEIVING || rs->state == R_VERIFYING) {
+		/* Read by the restore thread when the engine starts. */
+		if (retry)
+			r = -EINVAL;
+		else
+			rs->accept_changed |= accept;
+	} else if (rs->state == R_FAILED && rs->verified && !rs->thread) {
+		rs->accept_changed |= accept;
+		rs->state = R_RESTORING;
+		rs->why[0] = 0;
+		log_info("restore %s: retried%s", rs->name, rs->accept_changed ? ", accepting changed files" : "");
+		start_thread_locked(fs, rs, retry_thread);
+	} else if (rs->state == R_FAILED || rs->state == R_STORED) {
+		/* A copy that failed is no snapshot to run; one an earlier
+		 * daemon committed has no one to run it for. */
+		r = -EINVAL;
+	} else {
+		r = -EBUSY;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return r;
 }
 
 void restore_free_all(struct fs *fs)

@@ -32,7 +32,7 @@ static void restore_progress(const struct engine_progress *p, void *ud)
 static void restore_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt restore [--no-verify] [--pid-wait SECONDS] DIR\n"
+		"Usage: ckpt restore [--no-verify] [--pid-wait SECONDS] [--accept-changed-files] DIR\n"
 		"\n"
 		"Restores the process saved in the snapshot directory DIR with its PID\n"
 		"and thread IDs, prints the PID, and returns once it runs. Every file is\n"
@@ -42,7 +42,14 @@ static void restore_usage(FILE *out)
 		"A PID or thread ID still held by a zombie (the process was killed and\n"
 		"its parent has not reaped it yet) is waited for, --pid-wait SECONDS at\n"
 		"most (default 5, 0: do not wait; fractions allowed), saying whom it\n"
-		"waits for. One held by a live process fails at once.\n");
+		"waits for. One held by a live process fails at once.\n"
+		"\n"
+		"Files the process had open are reopened by their paths. A log (a file\n"
+		"open write-only with O_APPEND) is reopened at its end. Any other file\n"
+		"that is another inode or has another size than at the dump, and a file\n"
+		"mapped private whose size or modification time changed, stops the\n"
+		"restore, naming it; --accept-changed-files restores them as they are\n"
+		"now. A file that is gone stops it either way.\n");
 }
 
 int cmd_restore(int argc, char **argv)
@@ -50,11 +57,13 @@ int cmd_restore(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "pid-wait", required_argument, NULL, 'w' },
+		{ "accept-changed-files", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	unsigned flags = STORE_OPEN_VERIFY;
 	unsigned wait_ms = 0; /* the engine's default */
+	bool accept_changed = false;
 	int c;
 
 	optind = 1;
@@ -78,6 +87,9 @@ int cmd_restore(int argc, char **argv)
 				wait_ms = 1;
 			break;
 		}
+		case 'a':
+			accept_changed = true;
+			break;
 		case 'h':
 			restore_usage(stdout);
 			return EXIT_OK;
@@ -108,7 +120,11 @@ int cmd_restore(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	log_info("restoring %s", argv[optind]);
-	struct engine_restore_opts o = { .progress = restore_progress, .pid_wait_ms = wait_ms };
+	struct engine_restore_opts o = {
+		.progress = restore_progress,
+		.pid_wait_ms = wait_ms,
+		.accept_changed_files = accept_changed,
+	};
 	pid_t pid;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)

@@ -320,6 +320,11 @@ bool wait_file(const char *path, unsigned ms)
 
 pid_t target_start(char *dir)
 {
+	return target_start_file(dir, NULL);
+}
+
+pid_t target_start_file(char *dir, const char *file)
+{
 	static int count;
 	char addr[PATH_MAX];
 	pid_t pid;
@@ -329,7 +334,7 @@ pid_t target_start(char *dir)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		execl(getenv("FS_TARGET"), "fs-target", dir, (char *)NULL);
+		execl(getenv("FS_TARGET"), "fs-target", dir, file, (char *)NULL);
 		_exit(127);
 	}
 	if (H.ntargets < sizeof(H.targets) / sizeof(H.targets[0]))

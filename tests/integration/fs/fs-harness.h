@@ -53,6 +53,9 @@ char *sh_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Starts fs-target in a fresh dir under WORK; returns its pid (waits for
  * its addr file). dir receives the directory (PATH_MAX). */
 pid_t target_start(char *dir);
+/* The same, the target holding file (which must exist) open read-write
+ * at fd 3 while it waits. */
+pid_t target_start_file(char *dir, const char *file);
 /* Kills and reaps a target. */
 void target_kill(pid_t pid);
 /* Waits up to ms for path to exist; true if it does. */

@@ -6,16 +6,19 @@
  * "ok" or what was wrong to DIR/verdict and exits: run again after a
  * restore, that verdict is the restored process's own.
  *
- *   fs-target DIR
+ *   fs-target DIR [FILE]
  *
  * It holds no descriptor while waiting (stdio goes to /dev/null) so that
- * it asks nothing of the engine beyond memory and registers.
+ * it asks nothing of the engine beyond memory and registers; given FILE,
+ * it holds that one open read-write at fd 3, and its verdict also checks
+ * that fd 3 is still FILE.
  */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,7 +58,7 @@ int main(int argc, char **argv)
 	unsigned char *a;
 	int fd;
 
-	if (argc != 2)
+	if (argc != 2 && argc != 3)
 		return 2;
 	/* A PROT_NONE page on each side keeps the kernel from merging the
 	 * area with a neighbour: the snapshot names it by these bounds. */
@@ -78,6 +81,8 @@ int main(int argc, char **argv)
 	/* Whatever the caller leaked stays out of the snapshot. */
 	for (int i = 3; i < 1024; i++)
 		close(i);
+	if (argc == 3 && open(argv[2], O_RDWR) != 3)
+		return 4;
 	setsid();
 
 	snprintf(buf, sizeof(buf), "%lx-%lx %d\n", (unsigned long)(uintptr_t)a,
@@ -96,6 +101,14 @@ int main(int argc, char **argv)
 		if (a[i] != want) {
 			snprintf(buf, sizeof(buf), "bad byte at offset %zu: %u, want %u\n", i, a[i], want);
 			put(argv[1], "verdict", buf);
+			return 1;
+		}
+	}
+	if (argc == 3) {
+		struct stat held, now;
+		if (fstat(3, &held) < 0 || stat(argv[2], &now) < 0 || held.st_ino != now.st_ino ||
+		    (fcntl(3, F_GETFL) & O_ACCMODE) != O_RDWR) {
+			put(argv[1], "verdict", "fd 3 is not the file it held\n");
 			return 1;
 		}
 	}

@@ -345,6 +345,66 @@ START_TEST(test_restore_zombie)
 }
 END_TEST
 
+/* A file the process held changed between the checkpoint and the restore:
+ * the restore fails, status naming the file, what changed and the ctl
+ * word; `echo accept-changed-files > ctl` runs it again, and it is back.
+ * Then the same option given before the copy: it restores at once. */
+START_TEST(test_restore_changed_file)
+{
+	char dir[PATH_MAX], file[PATH_MAX + 16], want[64];
+	char *s;
+
+	snprintf(file, sizeof(file), "%s/held", H.work);
+	ck_assert_int_eq(sh("printf abc > '%s'", file), 0);
+	pid_t pid = target_start_file(dir, file);
+	checkpoint_ok(pid, 1);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("printf d >> '%s'", file), 0);
+
+	/* ctl takes no word it does not know, and nothing to retry yet. */
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/back\""), 0);
+	ck_assert_int_eq(sh("ls \"$MNT/restore/back\" | tr '\\n' ' ' | grep -qx 'ctl status '"), 0);
+	ck_assert_int_ne(sh("echo bogus > \"$MNT/restore/back/ctl\" 2>/dev/null"), 0);
+	ck_assert_int_ne(sh("echo retry > \"$MNT/restore/back/ctl\" 2>/dev/null"), 0);
+	ck_assert_int_eq(sh("cp -r \"$WORK/copy/.\" \"$MNT/restore/back/\""), 0);
+	s = restore_wait("back", 20000);
+	ck_assert_msg(strstr(s, "failed: ") && strstr(s, file) && strstr(s, "size 4, was 3") &&
+			      strstr(s, "'accept-changed-files' in restore/NAME/ctl"),
+		      "status: %s", s);
+	free(s);
+	ck_assert_int_ne(kill(pid, 0), 0);
+
+	ck_assert_int_eq(sh("echo accept-changed-files > \"$MNT/restore/back/ctl\""), 0);
+	s = restore_wait("back", 20000);
+	snprintf(want, sizeof(want), "running pid=%d", pid);
+	ck_assert_msg(!strcmp(s, want), "status after the retry: '%s', want '%s'", s, want);
+	free(s);
+	/* Running: nothing more to set or retry. */
+	ck_assert_int_ne(sh("echo retry > \"$MNT/restore/back/ctl\" 2>/dev/null"), 0);
+	s = verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+	ck_assert_int_eq(sh("rm -r \"$MNT/restore/back\""), 0);
+	/* It exits after its verdict; its PID is free once init reaps it. */
+	for (int i = 0; i < 500 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	ck_assert_int_ne(kill(pid, 0), 0);
+
+	/* The option before the copy. */
+	ck_assert_int_eq(sh("rm -f '%s/verdict' '%s/go'", dir, dir), 0);
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/again\" && echo accept-changed-files > \"$MNT/restore/again/ctl\" && "
+			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/again/\""),
+			 0);
+	s = restore_wait("again", 20000);
+	ck_assert_msg(!strcmp(s, want), "status: '%s', want '%s'", s, want);
+	free(s);
+	s = verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+END_TEST
+
 START_TEST(test_rm_r)
 {
 	char dir[PATH_MAX];
@@ -766,6 +826,7 @@ int main(void)
 	add(s, "restore_roundtrip", test_restore_roundtrip, 60);
 	add(s, "restore_inside", test_restore_inside, 60);
 	add(s, "restore_zombie", test_restore_zombie, 90);
+	add(s, "restore_changed_file", test_restore_changed_file, 90);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -773,7 +834,7 @@ int main(void)
 #else
 	harness_begin();
 	s = suite_create("fs-mount");
-	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie;
+	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
 	add(s, "basics", test_basics, 30);
 	add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	add(s, "unmount_fusermount", test_unmount_fusermount, 30);

@@ -177,7 +177,7 @@ static struct fd_image *roundtrip(struct fd_image *cap, char **text_out)
 	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
 	r = fds_parse(text, get_mem, cap, &img);
 	ck_assert_msg(r == 0, "parse: %s\n%s", err_msg(), text);
-	r = fds_host_check(img);
+	r = fds_host_check(img, false);
 	ck_assert_msg(r == 0, "host check: %s", err_msg());
 	if (text_out)
 		*text_out = text;
@@ -321,44 +321,148 @@ END_TEST
 
 static void one_file_setup(void)
 {
-	at(open(fpath, O_RDONLY), 3, false);
+	at(open(fpath, O_RDWR), 3, false);
+}
+
+/* The restored fd 3 is the file at fpath, read-write, at offset 0. */
+static int one_file_verify(void)
+{
+	struct stat a, b;
+
+	V(fstat(3, &a) == 0 && stat(fpath, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+	V((fcntl(3, F_GETFL) & O_ACCMODE) == O_RDWR);
+	V(lseek(3, 0, SEEK_CUR) == 0);
+	return 0;
+}
+
+/* Captures one_file_setup's table and parses it back, without the host
+ * check: the tests change the file first. */
+static struct fd_image *one_file_image(void (*setup)(void))
+{
+	pid_t pid = start_target(setup, NULL);
+	struct fd_image *cap = capture(pid), *img = NULL;
+	char *text;
+	size_t len;
+
+	kill_target(pid);
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	ck_assert_msg(fds_parse(text, get_mem, cap, &img) == 0, "%s", err_msg());
+	free(text);
+	fds_free(cap);
+	return img;
 }
 
 START_TEST(file_changed_is_refused)
 {
 	int fd = open(fpath, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
 	ck_assert_int_eq(write_full(fd, "abc", 3), 0);
-	pid_t pid = start_target(one_file_setup, NULL);
-	struct fd_image *cap = capture(pid);
-	kill_target(pid);
-	char *text;
-	size_t len;
-	struct fd_image *img = NULL;
-	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
-	ck_assert_int_eq(fds_parse(text, get_mem, cap, &img), 0);
-
+	struct fd_image *img = one_file_image(one_file_setup);
 	ck_assert_int_eq(write_full(fd, "d", 1), 0);
 	close(fd);
-	unsetenv("CKPTFS_RESTORE_CHANGED_FILES");
-	ck_assert_int_eq(fds_host_check(img), -ESTALE);
+
+	/* A read-write file that grew: refused, naming the file, what
+	 * changed and how to restore it anyway. */
+	ck_assert_int_eq(fds_host_check(img, false), -ESTALE);
 	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), fpath) &&
-			      strstr(err_msg(), "changed since the dump"),
+			      strstr(err_msg(), "size 4, was 3") && strstr(err_msg(), "--accept-changed-files") &&
+			      strstr(err_msg(), "accept-changed-files' in restore/NAME/ctl"),
 		      "%s", err_msg());
 	/* In the new process too, should the file change after the load. */
 	char m[512];
 	ck_assert_int_eq(restore_in_child(img, NULL, m, sizeof(m)), 100);
-	ck_assert_msg(strstr(m, "fd 3: file "), "%s", m);
+	ck_assert_msg(strstr(m, "fd 3: file ") && strstr(m, "size 4, was 3"), "%s", m);
 
-	setenv("CKPTFS_RESTORE_CHANGED_FILES", "1", 1);
-	ck_assert_int_eq(fds_host_check(img), 0);
-	unsetenv("CKPTFS_RESTORE_CHANGED_FILES");
+	/* Accepted: the file as it is now, at the offset it had. */
+	ck_assert_msg(fds_host_check(img, true) == 0, "%s", err_msg());
+	ck_assert_int_eq(restore_in_child(img, one_file_verify, m, sizeof(m)), 0);
+
+	/* Another file under the path, even of the same size: refused as
+	 * replaced, and accepted with the option. */
+	char other[128];
+	snprintf(other, sizeof(other), "%s/other", tmpdir);
+	fd = open(other, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_eq(write_full(fd, "abc", 3), 0);
+	close(fd);
+	ck_assert_int_eq(rename(other, fpath), 0);
+	ck_assert_int_eq(fds_host_check(img, false), -ESTALE);
+	ck_assert_msg(strstr(err_msg(), "was replaced since the dump (inode ") &&
+			      strstr(err_msg(), "--accept-changed-files"),
+		      "%s", err_msg());
+	ck_assert_int_eq(fds_host_check(img, true), 0);
+
+	/* Gone: refused whatever the option says, naming it. */
+	unlink(fpath);
+	ck_assert_int_eq(fds_host_check(img, true), -ENOENT);
+	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), fpath) && strstr(err_msg(), "is gone"),
+		      "%s", err_msg());
+	fds_free(img);
+}
+END_TEST
+
+/* A new mtime and nothing else (touch) is the same file. */
+START_TEST(file_touched_is_restored)
+{
+	int fd = open(fpath, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_eq(write_full(fd, "abc", 3), 0);
+	close(fd);
+	struct fd_image *img = one_file_image(one_file_setup);
+	struct stat before, after;
+	ck_assert_int_eq(stat(fpath, &before), 0);
+	struct timespec ts[2] = { { 1000000000, 0 }, { 1000000000, 0 } };
+	ck_assert_int_eq(utimensat(AT_FDCWD, fpath, ts, 0), 0);
+	ck_assert_int_eq(stat(fpath, &after), 0);
+	ck_assert_int_ne(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+
+	ck_assert_msg(fds_host_check(img, false) == 0, "%s", err_msg());
+	char m[512];
+	ck_assert_msg(restore_in_child(img, one_file_verify, m, sizeof(m)) == 0, "%s", m);
+	fds_free(img);
+}
+END_TEST
+
+static void log_setup(void)
+{
+	at(open(fpath, O_WRONLY | O_APPEND), 3, false);
+	if (write(3, "one\n", 4) != 4)
+		_exit(93);
+}
+
+/* The restored log is at the end of what the file holds now, and what it
+ * writes lands after it. */
+static int log_verify(void)
+{
+	struct stat st;
+
+	V(fstat(3, &st) == 0 && st.st_size == 8);
+	V(lseek(3, 0, SEEK_CUR) == 8);
+	V((fcntl(3, F_GETFL) & (O_ACCMODE | O_APPEND)) == (O_WRONLY | O_APPEND));
+	V(write(3, "three\n", 6) == 6);
+	return 0;
+}
+
+/* A log (O_WRONLY|O_APPEND) that grew after the dump is restored at its
+ * new end without being accepted; a gone one is refused. */
+START_TEST(log_grown_is_restored_at_its_end)
+{
+	int fd = open(fpath, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	close(fd);
+	struct fd_image *img = one_file_image(log_setup);
+	fd = open(fpath, O_WRONLY | O_APPEND | O_CLOEXEC);
+	ck_assert_int_eq(write_full(fd, "two\n", 4), 0);
+	close(fd);
+
+	ck_assert_msg(fds_host_check(img, false) == 0, "%s", err_msg());
+	char m[512], *text = NULL;
+	ck_assert_msg(restore_in_child(img, log_verify, m, sizeof(m)) == 0, "%s", m);
+	ck_assert_int_eq(read_file_full(fpath, &text, NULL), 0);
+	ck_assert_str_eq(text, "one\ntwo\nthree\n");
+	free(text);
 
 	unlink(fpath);
-	ck_assert_int_eq(fds_host_check(img), -ENOENT);
-	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), "is gone"), "%s", err_msg());
-	free(text);
+	ck_assert_int_eq(fds_host_check(img, false), -ENOENT);
+	ck_assert_msg(strstr(err_msg(), "fd 3: file ") && strstr(err_msg(), fpath) && strstr(err_msg(), "is gone"),
+		      "%s", err_msg());
 	fds_free(img);
-	fds_free(cap);
 }
 END_TEST
 
@@ -387,7 +491,7 @@ START_TEST(gone_terminal_becomes_dev_null)
 	struct fd_image *img = NULL;
 	int r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/pts/4095\n", NULL, NULL, &img);
 	ck_assert_msg(r == 0, "%s", err_msg());
-	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert_int_eq(fds_host_check(img, false), 0);
 	ck_assert(img->e[0].to_null);
 	fds_free(img);
 	/* With CKPTFS_TTY_LOG, what it writes lands in that file. */
@@ -395,7 +499,7 @@ START_TEST(gone_terminal_becomes_dev_null)
 	setenv("CKPTFS_TTY_LOG", tty_log, 1);
 	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/pts/4095\n1 dup of=0 cloexec=0\n", NULL, NULL, &img);
 	ck_assert_int_eq(r, 0);
-	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert_int_eq(fds_host_check(img, false), 0);
 	ck_assert_str_eq(img->e[0].tty_log, tty_log);
 	char lm[256], *logged = NULL;
 	ck_assert_int_eq(restore_in_child(img, tty_log_verify, lm, sizeof(lm)), 0);
@@ -406,7 +510,7 @@ START_TEST(gone_terminal_becomes_dev_null)
 	fds_free(img);
 	r = fds_parse("0 tty flags=02 cloexec=0 path=/dev/tty\n", NULL, NULL, &img);
 	ck_assert_int_eq(r, 0);
-	ck_assert_int_eq(fds_host_check(img), 0);
+	ck_assert_int_eq(fds_host_check(img, false), 0);
 	ck_assert(img->e[0].to_null);
 	char m[256];
 	ck_assert_int_eq(restore_in_child(img, dev_null_verify, m, sizeof(m)), 0);
@@ -562,7 +666,7 @@ START_TEST(through_a_snapshot)
 	ck_assert_int_eq(len, 10);
 	ck_assert_mem_eq(text, "hello pipe", 10);
 	free(text);
-	ck_assert_msg(fds_load(r, &img) == 0, "%s", err_msg());
+	ck_assert_msg(fds_load(r, false, &img) == 0, "%s", err_msg());
 	store_snap_close(r);
 	store_close(st);
 	ck_assert_int_eq(finish_target(pid), 0);
@@ -603,7 +707,7 @@ START_TEST(load_is_strict)
 		ck_assert_int_eq(store_snap_commit(w), 0);
 		store_snap_close(w);
 		ck_assert_int_eq(store_snap_open(st, name, 0, &r), 0);
-		int rc = fds_load(r, &img);
+		int rc = fds_load(r, false, &img);
 		ck_assert_msg(rc < 0 && strstr(err_msg(), cases[i].want), "case %zu: %d %s", i, rc, err_msg());
 		ck_assert_ptr_null(img);
 		store_snap_close(r);
@@ -1173,6 +1277,8 @@ static Suite *suite(void)
 	} cases[] = {
 		{ "files", files },
 		{ "file_changed_is_refused", file_changed_is_refused },
+		{ "file_touched_is_restored", file_touched_is_restored },
+		{ "log_grown_is_restored_at_its_end", log_grown_is_restored_at_its_end },
 		{ "gone_terminal_becomes_dev_null", gone_terminal_becomes_dev_null },
 		{ "terminal_is_reopened", terminal_is_reopened },
 		{ "pipes", pipes },
