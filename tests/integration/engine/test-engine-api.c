@@ -10,7 +10,8 @@
  *  - a snapshot with gpu/info is refused before anything is built where
  *    no CUDA driver can be used.
  *
- * Needs root. The target is tests/targets' target-threads (8 threads).
+ * Needs root. The target is tests/targets' target-threads (8 threads),
+ * run from a copy that the user of restore_creds can reach (exe-copy.h).
  */
 #include <check.h>
 #include <dirent.h>
@@ -26,9 +27,12 @@
 #include "engine/engine.h"
 #include "gpu/gpu.h"
 #include "store/store.h"
+#include "tests/integration/exe-copy.h"
 
 static char dir[PATH_MAX];
 static const char *targets;
+/* the case's copy of target-threads, in a directory anyone can enter */
+static char bin[PATH_MAX];
 static pid_t restored; /* killed when a failed check ends the case */
 
 static void kill_restored(void)
@@ -43,6 +47,12 @@ static void setup(void)
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	/* the restored target runs as nobody and writes its verdict here */
 	ck_assert_int_eq(chmod(dir, 0777), 0);
+	/* restore_creds maps the target's executable again as nobody, who
+	 * may not reach the build directory: every case runs a copy, kept
+	 * in the case's dir and removed with it */
+	char exe[PATH_MAX + 32];
+	snprintf(exe, sizeof(exe), "%s/target-threads", targets);
+	ck_assert_int_eq(exe_copy(dir, (const char *const[]){ exe }, 1, bin), 0);
 	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
 	char p[PATH_MAX + 16];
 	snprintf(p, sizeof(p), "%s/store", dir);
@@ -74,8 +84,9 @@ static void wait_file(const char *p, int ms)
  * a restore as another user can enter. */
 static _noreturn_ void exec_target(void)
 {
-	char exe[PATH_MAX + 64];
-	snprintf(exe, sizeof(exe), "%s/target-threads", targets);
+	char exe[PATH_MAX];
+	if (exe_copy_path(bin, "target-threads", exe) < 0)
+		_exit(127);
 	int n = open("/dev/null", O_RDWR);
 	dup2(n, 0);
 	dup2(n, 1);

@@ -15,10 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/integration/exe-copy.h"
 #include "tests/integration/fs/fs-harness.h"
 
 struct harness H;
 static bool atexit_done;
+/* The copies of harness_exes_for_others(), "" when none. */
+static char exes[PATH_MAX];
 
 static const char *env_or(const char *name, const char *def)
 {
@@ -44,6 +47,51 @@ void harness_require(void)
 		printf("SKIP: $CKPTFS and $CKPT must name the built binaries\n");
 		exit(77);
 	}
+}
+
+static void exes_remove(void)
+{
+	exe_copy_remove(exes);
+}
+
+int harness_exes_for_others(const char *const *vars)
+{
+	const char *paths[8] = { 0 };
+	size_t n = 0;
+	char copy[PATH_MAX];
+	const char *run;
+	int r;
+
+	if (exes[0])
+		return -EEXIST;
+	for (; vars[n]; n++) {
+		if (n == sizeof(paths) / sizeof(paths[0]))
+			return -E2BIG;
+		paths[n] = getenv(vars[n]);
+		if (!paths[n] || !*paths[n]) {
+			fprintf(stderr, "$%s is not set\n", vars[n]);
+			return -EINVAL;
+		}
+	}
+	/* Inside the run's dir where there is one: harness_sweep() then
+	 * removes them even after a failed assertion, which leaves with
+	 * _exit() and no atexit handler. The run's dir opens to others for
+	 * that (as allow_other opens it for the user's files). */
+	run = getenv("CKPTFS_TEST_RUN");
+	if (run && *run && chmod(run, 0755) < 0)
+		return -errno;
+	r = exe_copy(run && *run ? run : NULL, paths, n, exes);
+	if (r < 0)
+		return r;
+	atexit(exes_remove);
+	for (size_t i = 0; i < n; i++) {
+		r = exe_copy_path(exes, paths[i], copy);
+		if (r < 0)
+			return r;
+		if (setenv(vars[i], copy, 1) < 0)
+			return -errno;
+	}
+	return 0;
 }
 
 static void sleep_ms(unsigned ms)
@@ -204,6 +252,7 @@ void harness_teardown(void)
 	for (unsigned i = 0; i < H.ntargets; i++)
 		kill(H.targets[i], SIGKILL);
 	H.ntargets = 0;
+	exes_remove();
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", H.base);
 	if (system(cmd) != 0) {
 	}

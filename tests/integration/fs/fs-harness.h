@@ -28,6 +28,15 @@ extern struct harness H;
 /* Exits 77 with the reason when the tests cannot run here (not root, no
  * /dev/fuse, no fusermount3, binaries missing). */
 void harness_require(void);
+/* For a test that runs programs as another user: points each environment
+ * variable named in vars (NULL-terminated: "CKPTFS", "CKPT", "FS_TARGET")
+ * at a copy of the program it names, in a fresh directory that every user
+ * can reach (see tests/integration/exe-copy.h), so that the test passes
+ * from a checkout others cannot enter. Call it before starting any of
+ * them; everything after runs the copies. They are removed by
+ * harness_teardown(), at exit, or by harness_sweep(). Returns 0 or -errno
+ * (what failed is on stderr). */
+int harness_exes_for_others(const char *const *vars);
 /* Makes the temp dirs and mounts ckptfs (chunk store; the directory
  * backend when the chunk store is not built). Asserts on failure. */
 void harness_mount(void);

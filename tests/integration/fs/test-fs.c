@@ -662,6 +662,9 @@ START_TEST(test_allow_other)
 	harness_remount();
 	ck_assert_int_eq(sh("chmod 755 \"$WORK\" \"$(dirname \"$WORK\")\" \"$(dirname \"$(dirname \"$WORK\")\")\""), 0);
 
+	/* fs-target is run by the user: from a copy they can reach, by root
+	 * too, whatever the checkout's permissions. */
+	ck_assert_int_eq(harness_exes_for_others((const char *const[]){ "FS_TARGET", NULL }), 0);
 	rpid = target_start(rdir);
 	/* The user's own process. */
 	snprintf(udir, sizeof(udir), "%s/user", H.work);
@@ -669,7 +672,9 @@ START_TEST(test_allow_other)
 	/* its parent exits at once: we reap it once killed, so that its PID
 	 * is free for the restore (init need not reap promptly) */
 	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-	ck_assert_int_eq(as_nobody("(\"%s\" \"%s\" &)", getenv("FS_TARGET"), udir), 0);
+	/* in its own directory: the restore, as the user, goes back to the
+	 * process's cwd, and ours (the build's) may be closed to them */
+	ck_assert_int_eq(as_nobody("cd \"%s\" && (\"%s\" \"%s\" &)", udir, getenv("FS_TARGET"), udir), 0);
 	s = sh_out("for i in $(seq 300); do test -s '%s/addr' && break; sleep 0.01; done; cut -d' ' -f2 '%s/addr'", udir, udir);
 	upid = atoi(s);
 	free(s);
