@@ -819,8 +819,10 @@ static int gpu_check(struct store_snap *snap, bool *ret)
 {
 	struct store_stat st;
 	*ret = false;
-	if (store_snap_stat(snap, "gpu/info", &st) < 0)
+	if (store_snap_stat(snap, "gpu/info", &st) < 0) {
+		err_clear(); /* not a failure: no later message may carry it */
 		return 0;
+	}
 	int r = gpu_probe();
 	if (r < 0) {
 		char why[512];
