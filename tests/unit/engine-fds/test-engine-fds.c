@@ -215,7 +215,7 @@ static int restore_in_child(struct fd_image *img, int (*verify)(void), char *msg
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		report_page = page;
-		int r = fds_restore(img);
+		int r = fds_restore(img, -1);
 		if (r < 0) {
 			snprintf(page, 4096, "restore: %s", err_msg());
 			_exit(100);
