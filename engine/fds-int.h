@@ -6,7 +6,8 @@
  * file descriptions with kcmp(KCMP_FILE), writes and parses the `fds` text
  * file and orders the restore. The files fds-<kind>.c know one family of
  * kinds each: how to recognise it, capture it from a duplicate taken with
- * pidfd_getfd(2), print and parse its keys, and recreate it.
+ * pidfd_getfd(2), print and parse its keys, and recreate it. fds-share.c
+ * moves what the processes of a tree share into one image of its own.
  *
  * What must stay true:
  *  - capture never changes what the process sees: queued bytes are peeked
