@@ -1374,26 +1374,42 @@ static char *format(struct fd_image *img)
 	return text;
 }
 
-/* Writes img as snapshot name of a directory store and loads it back. */
-static struct fd_image *through_snapshot(struct store *st, const char *name, struct fd_image *img)
+/* Writes the images into one snapshot of a directory store, each through
+ * a view of its directory (shared/, parent/, child/) as a tree's dump
+ * does, and loads them back the same way. */
+static void through_snapshot(const char *dir, struct fd_image **imgs, const char *const *names,
+			     struct fd_image **back, int n)
 {
-	struct store_snap *w, *r;
-	struct fd_image *back = NULL;
+	struct store *st;
+	struct store_snap *w, *r, *v;
+	char *text;
+	size_t len;
 
-	ck_assert_int_eq(store_snap_create(st, name, 0, &w), 0);
-	ck_assert_msg(fds_write(img, w) == 0, "%s", err_msg());
+	ck_assert_int_eq(store_open_dir(dir, &st), 0);
+	ck_assert_int_eq(store_snap_create(st, "1", 0, &w), 0);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(store_snap_at(w, names[i], &v), 0);
+		ck_assert_msg(fds_write(imgs[i], v) == 0, "%s", err_msg());
+		store_snap_close(v);
+	}
 	ck_assert_msg(store_snap_commit(w) == 0, "%s", err_msg());
 	store_snap_close(w);
-	ck_assert_int_eq(store_snap_open(st, name, STORE_OPEN_VERIFY, &r), 0);
-	ck_assert_msg(fds_load(r, false, &back) == 0, "%s: %s", name, err_msg());
+	ck_assert_int_eq(store_snap_open(st, "1", STORE_OPEN_VERIFY, &r), 0);
+	ck_assert_int_eq(store_snap_read_all(r, "shared/fds-data/4", &text, &len), 0);
+	ck_assert_int_eq(len, 7);
+	free(text);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(store_snap_at(r, names[i], &v), 0);
+		ck_assert_msg(fds_load(v, false, &back[i]) == 0, "%s: %s", names[i], err_msg());
+		store_snap_close(v);
+	}
 	store_snap_close(r);
-	return back;
+	store_close(st);
 }
 
 START_TEST(tree_shares_descriptions)
 {
 	char dir[128], *text, *ptext, *ctext;
-	struct store *store;
 	struct fd_image *sh = NULL, *loaded[3], *parsed;
 
 	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1422,25 +1438,23 @@ START_TEST(tree_shares_descriptions)
 				"3 shared of=1 cloexec=0\n5 shared of=4 cloexec=1\n6 dup of=3 cloexec=0\n"
 				"7 shared of=3 cloexec=0\n");
 
-	/* Text and back, and through a directory snapshot each. */
-	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
-	ck_assert_int_eq(mkdir(dir, 0700), 0);
-	ck_assert_int_eq(store_open_dir(dir, &store), 0);
-	const char *names[3] = { "shared", "parent", "child" };
+	/* Text and back, and through one directory snapshot. */
+	static const char *const names[3] = { "shared", "parent", "child" };
 	struct fd_image *all[3] = { sh, cap[0], cap[1] };
 	const char *texts[3] = { text, ptext, ctext };
+	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	through_snapshot(dir, all, names, loaded, 3);
 	for (int i = 0; i < 3; i++) {
 		char *again;
 		parsed = roundtrip(all[i], &again);
 		ck_assert_str_eq(again, texts[i]);
 		free(again);
 		fds_free(parsed);
-		loaded[i] = through_snapshot(store, names[i], all[i]);
 		again = format(loaded[i]);
 		ck_assert_str_eq(again, texts[i]);
 		free(again);
 	}
-	store_close(store);
 	ck_assert_int_eq(fds_validate_shared(loaded[1], loaded[0]), 0);
 	ck_assert_int_eq(fds_validate_shared(loaded[2], loaded[0]), 0);
 
