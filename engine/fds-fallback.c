@@ -99,7 +99,7 @@ __attribute__((weak)) int fds_load(struct store_snap *r, bool accept_changed, st
 	return 0;
 }
 
-__attribute__((weak)) int fds_restore(struct fd_image *img)
+__attribute__((weak)) int fds_restore(struct fd_image *img, int shared_base)
 {
 	for (int fd = 0; fd <= 2; fd++) {
 		int n = open("/dev/null", O_RDWR);
@@ -119,6 +119,35 @@ __attribute__((weak)) int fds_restore(struct fd_image *img)
 __attribute__((weak)) int fds_max(struct fd_image *img)
 {
 	return 2;
+}
+
+__attribute__((weak)) int fds_count(struct fd_image *img)
+{
+	return img ? img->n : 0;
+}
+
+/* Descriptors 0-2 on /dev/null come back as /dev/null anyway: nothing is
+ * shared. */
+__attribute__((weak)) int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_image **ret)
+{
+	struct fd_image *img = calloc(1, sizeof(*img));
+
+	if (!img || !(img->lines = strdup(""))) {
+		free(img);
+		return -ENOMEM;
+	}
+	*ret = img;
+	return 0;
+}
+
+__attribute__((weak)) int fds_validate_shared(struct fd_image *img, struct fd_image *shared)
+{
+	return fds_count(shared) ? err_set(-EOPNOTSUPP, "shared descriptors: not supported by this build") : 0;
+}
+
+__attribute__((weak)) int fds_open_shared(struct fd_image *shared, int base)
+{
+	return fds_validate_shared(NULL, shared);
 }
 
 __attribute__((weak)) void fds_free(struct fd_image *img)

@@ -6,7 +6,8 @@
  * file descriptions with kcmp(KCMP_FILE), writes and parses the `fds` text
  * file and orders the restore. The files fds-<kind>.c know one family of
  * kinds each: how to recognise it, capture it from a duplicate taken with
- * pidfd_getfd(2), print and parse its keys, and recreate it.
+ * pidfd_getfd(2), print and parse its keys, and recreate it. fds-share.c
+ * moves what the processes of a tree share into one image of its own.
  *
  * What must stay true:
  *  - capture never changes what the process sees: queued bytes are peeked
@@ -51,6 +52,7 @@ enum fd_kind {
 	FD_KIND_UNIX_LISTEN, /* listening Unix stream or seqpacket socket */
 	FD_KIND_UNIX_PAIR,   /* connected Unix socket whose peer is in the process */
 	FD_KIND_UNIX_DGRAM,  /* Unix datagram socket, unconnected or connected to a named socket */
+	FD_KIND_SHARED,      /* names open file description dup_of of the tree's shared image */
 	_FD_KIND_MAX,
 };
 
@@ -67,7 +69,7 @@ struct fd_entry {
 	bool cloexec;
 	unsigned flags;   /* status flags and access mode, as in fdinfo "flags:" minus O_CLOEXEC */
 	uint64_t pos;     /* file, dir, deleted, memfd */
-	int dup_of;       /* dup: the earlier fd sharing the description */
+	int dup_of;       /* dup: the earlier fd sharing the description; shared: the id */
 
 	char *path;       /* file, dir, dev, tty, deleted (where it was), unix-listen address */
 	char *name;       /* memfd name (without "memfd:") */
@@ -118,6 +120,7 @@ struct fd_entry {
 	char *link;       /* readlink of /proc/PID/fd/N */
 	char *fdinfo;     /* the whole /proc/PID/fdinfo/N */
 	struct stat *st;
+	uint64_t sdev, sino; /* st_dev, st_ino of st, kept for fds_share() */
 
 	/* restore only */
 	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed */
@@ -237,6 +240,13 @@ int fds_kind_from_name(const char *s);
 
 /* The entry for fd, or NULL. */
 struct fd_entry *fds_find(struct fd_image *img, int fd);
+
+/* An empty image, and a zeroed entry appended to one (fd numbers are the
+ * caller's to keep increasing); NULL when out of memory. */
+struct fd_image *fds_image_new(void);
+struct fd_entry *fds_image_add(struct fd_image *img);
+/* Frees what the entry owns and closes its descriptors; not the entry. */
+void fds_entry_free(struct fd_entry *e);
 
 /* The host checks of fds_load(): files changed or gone (an error, but a
  * changed one is restored anyway when accept_changed), terminals gone

@@ -18,10 +18,16 @@
  * ones): the table is exactly the image's. Should the core need working
  * descriptors in the new process afterwards, it creates them above
  * fds_max() (F_DUPFD_CLOEXEC), so they never fill a gap of the image.
+ *
+ * In a tree, what processes share (fds-share.c) is opened once by the
+ * process that forks the tree, at shared_base + id above every process's
+ * fds_max(), and inherited: fds_restore() dup3()s each `shared` line from
+ * there first, and its final close drops the inherited copies.
  */
 #include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kcmp.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -49,6 +55,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_UNIX_LISTEN] = "unix-listen",
 	[FD_KIND_UNIX_PAIR] = "unix-pair",
 	[FD_KIND_UNIX_DGRAM] = "unix-dgram",
+	[FD_KIND_SHARED] = "shared",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -156,7 +163,7 @@ int fds_fill_content(int fd, const void *data, uint64_t size)
 	return 0;
 }
 
-static void entry_free(struct fd_entry *e)
+void fds_entry_free(struct fd_entry *e)
 {
 	if (e->dupfd >= 0)
 		close(e->dupfd);
@@ -177,7 +184,7 @@ void fds_free(struct fd_image *img)
 	if (!img)
 		return;
 	for (size_t i = 0; i < img->n; i++)
-		entry_free(&img->e[i]);
+		fds_entry_free(&img->e[i]);
 	free(img->e);
 	if (img->pidfd >= 0)
 		close(img->pidfd);
@@ -189,7 +196,12 @@ int fds_max(struct fd_image *img)
 	return img && img->n ? img->e[img->n - 1].fd : -1;
 }
 
-static struct fd_image *image_new(void)
+int fds_count(struct fd_image *img)
+{
+	return img ? (int)img->n : 0;
+}
+
+struct fd_image *fds_image_new(void)
 {
 	struct fd_image *img = calloc(1, sizeof(*img));
 
@@ -198,7 +210,7 @@ static struct fd_image *image_new(void)
 	return img;
 }
 
-static struct fd_entry *image_add(struct fd_image *img)
+struct fd_entry *fds_image_add(struct fd_image *img)
 {
 	struct fd_entry *n = realloc(img->e, (img->n + 1) * sizeof(*n));
 
@@ -302,6 +314,8 @@ static int entry_read(struct fd_image *img, struct fd_entry *e)
 		return -ENOMEM;
 	if (fstat(e->dupfd, e->st) < 0)
 		return err_set(negerrno(), "fd %d: fstat", e->fd);
+	e->sdev = e->st->st_dev;
+	e->sino = e->st->st_ino;
 	return 0;
 }
 
@@ -457,7 +471,7 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 	struct fd_image *img;
 	int r;
 
-	img = image_new();
+	img = fds_image_new();
 	if (!img)
 		return -ENOMEM;
 	img->pid = pid;
@@ -472,7 +486,7 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 		goto fail;
 
 	for (size_t i = 0; i < n; i++) {
-		struct fd_entry *e = image_add(img);
+		struct fd_entry *e = fds_image_add(img);
 		if (!e) {
 			r = -ENOMEM;
 			goto fail;
@@ -481,7 +495,7 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 		r = entry_read(img, e);
 		if (r == -ENOENT && !capture) {
 			/* Closed while we looked: the process runs during fds_check. */
-			entry_free(e);
+			fds_entry_free(e);
 			img->n--;
 			continue;
 		}
@@ -625,7 +639,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		fds_printf(&b, "%d %s", e->fd, fds_kind_name(e->kind));
-		if (e->kind == FD_KIND_DUP) {
+		if (e->kind == FD_KIND_DUP || e->kind == FD_KIND_SHARED) {
 			fds_printf(&b, " of=%d cloexec=%d\n", e->dup_of, e->cloexec);
 			continue;
 		}
@@ -855,7 +869,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		l.kv[l.n++] = (struct fd_kv){ .key = tok, .val = eq + 1 };
 	}
 
-	e = image_add(img);
+	e = fds_image_add(img);
 	if (!e)
 		return -ENOMEM;
 	e->fd = l.fd;
@@ -871,6 +885,15 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		o = u <= INT32_MAX ? fds_find(img, (int)u) : NULL;
 		if (!o || o == e || o->kind == FD_KIND_DUP)
 			return fds_bad(&l, "of=%lu: not an earlier, non-dup descriptor", u);
+		e->dup_of = (int)u;
+	} else if (k == FD_KIND_SHARED) {
+		/* Names the tree's shared image, checked against it by
+		 * fds_validate_shared(). */
+		r = fds_kv_u64(&l, "of", &u);
+		if (r < 0)
+			return r;
+		if (u > INT32_MAX)
+			return fds_bad(&l, "of=%lu: not a shared id", u);
 		e->dup_of = (int)u;
 	} else {
 		const char *v;
@@ -948,7 +971,7 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 
 	if (!copy)
 		return -ENOMEM;
-	img = image_new();
+	img = fds_image_new();
 	if (!img)
 		return -ENOMEM;
 	size_t len = strlen(copy);
@@ -1005,19 +1028,22 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 
 /* ---- restore -------------------------------------------------------------- */
 
-static int place(struct fd_entry *e, int tmp)
+static int place(struct fd_entry *e, int tmp, int at, bool cloexec)
 {
-	/* tmp is above fds_max() and e->fd is free: dup3 cannot clobber. */
-	if (dup3(tmp, e->fd, e->cloexec ? O_CLOEXEC : 0) < 0) {
+	/* tmp is above the numbers being filled and at is free: dup3 cannot
+	 * clobber. */
+	if (dup3(tmp, at, cloexec ? O_CLOEXEC : 0) < 0) {
 		int r = negerrno();
 		close(tmp);
-		return err_set(r, "fd %d: dup3", e->fd);
+		return err_set(r, "fd %d: dup3 to %d", e->fd, at);
 	}
 	close(tmp);
 	return 0;
 }
 
-static int open_one(struct fd_image *img, struct fd_entry *e, int max)
+/* Creates e's description, its temporaries above max, and puts it at
+ * descriptor number at. */
+static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, bool cloexec)
 {
 	int fd;
 
@@ -1062,7 +1088,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max)
 			}
 		}
 	}
-	return place(e, fd);
+	return place(e, fd, at, cloexec);
 }
 
 static bool connects(const struct fd_entry *e)
@@ -1082,11 +1108,31 @@ static int place_dups(struct fd_image *img, bool of_epoll)
 	return 0;
 }
 
-int fds_restore(struct fd_image *img)
+/* A tree's shared descriptions, inherited at shared_base + id, come first:
+ * dups and epoll watches may name them. */
+static int place_shared(struct fd_image *img, int shared_base)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind != FD_KIND_SHARED)
+			continue;
+		if (dup3(shared_base + e->dup_of, e->fd, e->cloexec ? O_CLOEXEC : 0) < 0)
+			return err_set(negerrno(), "fd %d: dup3 of shared description %d (fd %d)", e->fd,
+				       e->dup_of, shared_base + e->dup_of);
+	}
+	return 0;
+}
+
+int fds_restore(struct fd_image *img, int shared_base)
 {
 	int max = fds_max(img);
 	int r = 0;
 
+	for (size_t i = 0; i < img->n; i++)
+		if (img->e[i].kind == FD_KIND_SHARED &&
+		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
+			return err_set(-EINVAL, "fd %d: shared description %d, but the shared base %d is not above fd %d",
+				       img->e[i].fd, img->e[i].dup_of, shared_base, max);
 	if (max < 0) {
 		if (syscall(SYS_close_range, 0, ~0u, 0) < 0)
 			return err_set(negerrno(), "close_range");
@@ -1104,23 +1150,24 @@ int fds_restore(struct fd_image *img)
 		lowered = setrlimit(RLIMIT_NOFILE, &raised) == 0;
 	}
 
+	r = place_shared(img, shared_base);
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
-		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_EPOLL && !connects(e))
-			r = open_one(img, e, max);
+		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_SHARED && e->kind != FD_KIND_EPOLL && !connects(e))
+			r = open_one(img, e, max, e->fd, e->cloexec);
 	}
 	/* Datagram sockets connect by name once every bound one is back. */
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
 		if (connects(e))
-			r = open_one(img, e, max);
+			r = open_one(img, e, max, e->fd, e->cloexec);
 	}
 	/* Dups before epoll (a watch may name a dup), dups of epoll after. */
 	r = r < 0 ? r : place_dups(img, false);
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
 		if (e->kind == FD_KIND_EPOLL)
-			r = open_one(img, e, max);
+			r = open_one(img, e, max, e->fd, e->cloexec);
 	}
 	r = r < 0 ? r : place_dups(img, true);
 	for (size_t i = 0; i < img->n; i++) {
@@ -1134,5 +1181,47 @@ int fds_restore(struct fd_image *img)
 		r = err_set(negerrno(), "close_range above fd %d", max);
 	if (lowered && setrlimit(RLIMIT_NOFILE, &rl) < 0 && r >= 0)
 		r = err_set(negerrno(), "cannot set RLIMIT_NOFILE back to %lu", (unsigned long)rl.rlim_cur);
+	return r;
+}
+
+int fds_open_shared(struct fd_image *shared, int base)
+{
+	int n = fds_count(shared), top, r;
+
+	if (n == 0)
+		return 0;
+	r = fds_validate_shared(NULL, shared);
+	if (r < 0)
+		return r;
+	if (base < 0 || base > INT_MAX - n)
+		return err_set(-EINVAL, "shared descriptions: base %d", base);
+	top = base + n - 1;
+	/* Checked first, as the numbers only fill up from here on: a
+	 * descriptor of the restorer there would be clobbered silently. */
+	for (int fd = base; fd <= top; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			return err_set(-EBUSY, "shared descriptions: fd %d (base %d + %d) is in use", fd, base,
+				       fd - base);
+	/* As fds_restore(), but every temporary goes above top, and the
+	 * description of id i lands at base + i, ours (O_CLOEXEC) until the
+	 * processes of the tree dup3 it onto their numbers. */
+	for (int i = 0; i < n && r >= 0; i++) {
+		struct fd_entry *e = &shared->e[i];
+		if (!connects(e))
+			r = open_one(shared, e, top, base + i, true);
+	}
+	for (int i = 0; i < n && r >= 0; i++) {
+		struct fd_entry *e = &shared->e[i];
+		if (connects(e))
+			r = open_one(shared, e, top, base + i, true);
+	}
+	for (int i = 0; i < n; i++) {
+		struct fd_entry *e = &shared->e[i];
+		if (e->tmp_other >= 0)
+			close(e->tmp_other);
+		e->tmp_other = -1;
+	}
+	if (r < 0)
+		syscall(SYS_close_range, (unsigned)base, (unsigned)top, 0);
 	return r;
 }

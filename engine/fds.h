@@ -39,13 +39,57 @@ int fds_write(struct fd_image *img, struct store_snap *w);
 int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret);
 
 /* Runs in the new process, before its memory is replaced, with all signals
- * blocked: makes the descriptor table exactly the image's. Returns -errno
- * with a detail; the caller then reports and the process is killed. */
-int fds_restore(struct fd_image *img);
+ * blocked: makes the descriptor table exactly the image's. A `shared` line
+ * is dup3()'d from descriptor shared_base + its id, which the process
+ * inherited from fds_open_shared() in the one that forked the tree;
+ * shared_base must be above fds_max(img), or -1 when the image has no
+ * `shared` line (a single process). Every descriptor above fds_max() is
+ * closed at the end, the shared ones included. Returns -errno with a
+ * detail; the caller then reports and the process is killed. */
+int fds_restore(struct fd_image *img, int shared_base);
 
 /* Highest descriptor number the image uses, or -1: the restore keeps its
  * own working descriptors above it. */
 int fds_max(struct fd_image *img);
+
+/* Number of lines of the image: for a tree's shared image, the number of
+ * shared open file descriptions (ids 0..count-1). */
+int fds_count(struct fd_image *img);
+
+/* ---- process trees ------------------------------------------------------------
+ *
+ * A tree's snapshot holds one image per process and one shared image (the
+ * `fds` format, the first number of a line being an id, not a descriptor
+ * number) of what several processes share: open file descriptions
+ * inherited across fork, and pipes whose ends are in different processes.
+ * A process's image names a shared description with a `shared of=<id>`
+ * line. */
+
+/* Dump, once every process of the tree is frozen and fds_capture()d
+ * (imgs[i] of pids[i], i < n): moves every open file description used by
+ * several processes (kcmp(KCMP_FILE)), and every end of each pipe whose
+ * ends are in different processes, into a new image *ret, ids 0.. in the
+ * order of imgs and descriptor numbers, and turns each descriptor of them
+ * into a `shared` line. A process's dups of such a descriptor stay dups.
+ * Returns -EOPNOTSUPP naming the pids and descriptors for what cannot be
+ * shared (an epoll instance, whose watches name one process's
+ * descriptors); the images are then unchanged. *ret is empty when nothing
+ * is shared; it is the caller's, to fds_write() and fds_free(). */
+int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_image **ret);
+
+/* Restore, after fds_load() of every image: -EBADMSG with a detail unless
+ * shared is a shared image (ids 0..n-1 in order, no dup, shared or epoll
+ * line) and every `shared` line of img (NULL: none checked) names one of
+ * its ids. */
+int fds_validate_shared(struct fd_image *img, struct fd_image *shared);
+
+/* Restore, in the process that forks the whole tree, before any process of
+ * it exists: opens every shared description (queued pipe bytes, offsets,
+ * status flags) at descriptor base + id, O_CLOEXEC. base must be above
+ * every process's fds_max(), and base .. base + fds_count() - 1 free
+ * (-EBUSY otherwise) and below RLIMIT_NOFILE. On failure nothing of it
+ * stays open. */
+int fds_open_shared(struct fd_image *shared, int base);
 
 void fds_free(struct fd_image *img);
 

@@ -14,6 +14,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -215,7 +216,7 @@ static int restore_in_child(struct fd_image *img, int (*verify)(void), char *msg
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		report_page = page;
-		int r = fds_restore(img);
+		int r = fds_restore(img, -1);
 		if (r < 0) {
 			snprintf(page, 4096, "restore: %s", err_msg());
 			_exit(100);
@@ -1205,6 +1206,374 @@ START_TEST(other_kinds_are_refused)
 }
 END_TEST
 
+/* ---- process trees: descriptions shared across processes ----------------------- */
+
+static char *tree_page;     /* MAP_SHARED: pids, steps and reports between processes */
+#define TREE_CHILD ((volatile pid_t *)(tree_page + 4000))
+#define TREE_STEP ((volatile int *)(tree_page + 4008))
+#define TREE_BASE 100
+
+/* In a target: forks a child that runs in_child() and stops itself, waits
+ * until it is stopped and tells the test its pid. */
+static void fork_stopped_child(void (*in_child)(void))
+{
+	int st;
+	pid_t c = fork();
+
+	if (c < 0)
+		_exit(93);
+	if (c == 0) {
+		in_child();
+		raise(SIGSTOP);
+		for (;;)
+			pause();
+	}
+	if (waitpid(c, &st, WUNTRACED) != c || !WIFSTOPPED(st))
+		_exit(94);
+	*TREE_CHILD = c;
+}
+
+static void tree_in_child(void)
+{
+	close(4);     /* the child reads, the parent writes */
+	dup2(3, 6);   /* a dup of its own of the inherited file */
+}
+
+/* Parent: 3 the file (offset 10), 4 the pipe's write end, 7 an eventfd.
+ * Child: 3 and 7 inherited, 5 the pipe's read end, 6 a dup of 3. 0-2 are
+ * one /dev/null description for both. 7 bytes wait in the pipe. */
+static void tree_setup(void)
+{
+	int p[2];
+
+	at(open(fpath, O_RDWR | O_CREAT, 0600), 3, false);
+	write(3, "0123456789", 10);
+	pipe_hi(p);
+	at(p[1], 4, false);
+	at(p[0], 5, true);
+	write(4, "queued!", 7);
+	at(eventfd(5, EFD_NONBLOCK), 7, false);
+	fork_stopped_child(tree_in_child);
+	close(5);
+}
+
+static bool tree_wait_step(int want)
+{
+	for (int i = 0; i < 5000; i++) {
+		if (__atomic_load_n(TREE_STEP, __ATOMIC_SEQ_CST) >= want)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* Exactly the image's numbers are open: nothing of the shared base, nothing
+ * of the restorer. */
+static int only_image_fds(struct fd_image *img)
+{
+	for (int fd = 0; fd < 1024; fd++)
+		if (is_open(fd) != (fds_find(img, fd) != NULL)) {
+			snprintf(report_page, 2048, "fd %d is %s", fd, is_open(fd) ? "open, not in the image" : "not open");
+			return 200;
+		}
+	return 0;
+}
+
+static int tree_child_verify(void)
+{
+	struct pollfd pfd = { .fd = 5, .events = POLLIN };
+	char buf[32];
+	uint64_t v;
+
+	V(fcntl(5, F_GETFD) == FD_CLOEXEC && fcntl(3, F_GETFD) == 0 && fcntl(6, F_GETFD) == 0);
+	V(pos(3) == 10 && pos(6) == 10);
+	V(read(5, buf, sizeof(buf)) == 7 && memcmp(buf, "queued!", 7) == 0);
+	/* The parent's write end is there: no bytes, no hang-up. */
+	V(poll(&pfd, 1, 0) == 0);
+	V(read(7, &v, sizeof(v)) == sizeof(v) && v == 5);
+	__atomic_store_n(TREE_STEP, 1, __ATOMIC_SEQ_CST);
+	V(tree_wait_step(2));
+	/* The parent wrote at the file's one offset. */
+	V(pos(3) == 12 && pos(6) == 12);
+	V(read(5, buf, sizeof(buf)) == 4 && memcmp(buf, "more", 4) == 0);
+	/* The parent closed its end, the last writer anywhere: end of file. */
+	V(poll(&pfd, 1, 5000) == 1 && (pfd.revents & POLLHUP));
+	V(read(5, buf, sizeof(buf)) == 0);
+	V(write(6, "C", 1) == 1);
+	return 0;
+}
+
+static int tree_parent_verify(pid_t child)
+{
+	uint64_t v;
+	int st;
+
+	V(tree_wait_step(1));
+	V(pos(3) == 10);
+	V(write(3, "AB", 2) == 2);
+	V(write(4, "more", 4) == 4);
+	V(close(4) == 0);
+	__atomic_store_n(TREE_STEP, 2, __ATOMIC_SEQ_CST);
+	V(waitpid(child, &st, 0) == child);
+	V(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* The child's write moved this offset too. */
+	V(pos(3) == 13);
+	/* One eventfd: the child took its count. */
+	V(read(7, &v, sizeof(v)) < 0 && errno == EAGAIN);
+	return 0;
+}
+
+/* As the tree's restore does it: the shared descriptions opened once, a
+ * fork, each process restoring its own table over the inherited ones. */
+static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_image *cimg)
+{
+	int st, r;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		report_page = tree_page;
+		r = fds_open_shared(sh, TREE_BASE);
+		if (r < 0) {
+			snprintf(report_page, 2048, "open shared: %s", err_msg());
+			_exit(100);
+		}
+		pid_t c = fork();
+		if (c == 0) {
+			report_page = tree_page + 2048;
+			r = fds_restore(cimg, TREE_BASE);
+			if (r < 0) {
+				snprintf(report_page, 1900, "child restore: %s", err_msg());
+				_exit(100);
+			}
+			r = only_image_fds(cimg);
+			_exit(r ? r : tree_child_verify());
+		}
+		r = fds_restore(pimg, TREE_BASE);
+		if (r < 0) {
+			snprintf(report_page, 2048, "parent restore: %s", err_msg());
+			kill(c, SIGKILL);
+			_exit(100);
+		}
+		r = only_image_fds(pimg);
+		if (r)
+			kill(c, SIGKILL);
+		_exit(r ? r : tree_parent_verify(c));
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st), "restored parent died (status 0x%x)", st);
+	return WEXITSTATUS(st);
+}
+
+static char *format(struct fd_image *img)
+{
+	char *text;
+	size_t len;
+
+	ck_assert_int_eq(fds_format(img, &text, &len), 0);
+	return text;
+}
+
+/* Writes the images into one snapshot of a directory store, each through
+ * a view of its directory (shared/, parent/, child/) as a tree's dump
+ * does, and loads them back the same way. */
+static void through_snapshot(const char *dir, struct fd_image **imgs, const char *const *names,
+			     struct fd_image **back, int n)
+{
+	struct store *st;
+	struct store_snap *w, *r, *v;
+	char *text;
+	size_t len;
+
+	ck_assert_int_eq(store_open_dir(dir, &st), 0);
+	ck_assert_int_eq(store_snap_create(st, "1", 0, &w), 0);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(store_snap_at(w, names[i], &v), 0);
+		ck_assert_msg(fds_write(imgs[i], v) == 0, "%s", err_msg());
+		store_snap_close(v);
+	}
+	ck_assert_msg(store_snap_commit(w) == 0, "%s", err_msg());
+	store_snap_close(w);
+	ck_assert_int_eq(store_snap_open(st, "1", STORE_OPEN_VERIFY, &r), 0);
+	ck_assert_int_eq(store_snap_read_all(r, "shared/fds-data/4", &text, &len), 0);
+	ck_assert_int_eq(len, 7);
+	free(text);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(store_snap_at(r, names[i], &v), 0);
+		ck_assert_msg(fds_load(v, false, &back[i]) == 0, "%s: %s", names[i], err_msg());
+		store_snap_close(v);
+	}
+	store_snap_close(r);
+	store_close(st);
+}
+
+START_TEST(tree_shares_descriptions)
+{
+	char dir[128], *text, *ptext, *ctext;
+	struct fd_image *sh = NULL, *loaded[3], *parsed;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(tree_setup, NULL), pc = *TREE_CHILD;
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	ck_assert_msg(fds_share(cap, pids, 2, &sh) == 0, "share: %s", err_msg());
+	kill_target(pc);
+	kill_target(pp);
+
+	text = format(sh);
+	ptext = format(cap[0]);
+	ctext = format(cap[1]);
+	ck_assert_int_eq(fds_count(sh), 5);
+	static const char head[] = "0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n1 file flags=02 cloexec=1 path=";
+	ck_assert_msg(strncmp(text, head, strlen(head)) == 0 &&
+			      strstr(text, " pos=10 ") && strstr(text, "\n2 pipe-w flags=01 cloexec=1 pipe=") &&
+			      strstr(text, "\n3 eventfd flags=04002 cloexec=1 count=5 semaphore=0\n") &&
+			      strstr(text, "\n4 pipe-r flags=00 cloexec=1 pipe=") &&
+			      strstr(text, " peer=in queued=7 data=fds-data/4\n") && !strstr(text, "peer=out"),
+		      "unexpected shared text:\n%s", text);
+	ck_assert_str_eq(ptext, "0 shared of=0 cloexec=0\n1 dup of=0 cloexec=0\n2 dup of=0 cloexec=0\n"
+				"3 shared of=1 cloexec=0\n4 shared of=2 cloexec=0\n7 shared of=3 cloexec=0\n");
+	ck_assert_str_eq(ctext, "0 shared of=0 cloexec=0\n1 dup of=0 cloexec=0\n2 dup of=0 cloexec=0\n"
+				"3 shared of=1 cloexec=0\n5 shared of=4 cloexec=1\n6 dup of=3 cloexec=0\n"
+				"7 shared of=3 cloexec=0\n");
+
+	/* Text and back, and through one directory snapshot. */
+	static const char *const names[3] = { "shared", "parent", "child" };
+	struct fd_image *all[3] = { sh, cap[0], cap[1] };
+	const char *texts[3] = { text, ptext, ctext };
+	snprintf(dir, sizeof(dir), "%s/snaps", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	through_snapshot(dir, all, names, loaded, 3);
+	for (int i = 0; i < 3; i++) {
+		char *again;
+		parsed = roundtrip(all[i], &again);
+		ck_assert_str_eq(again, texts[i]);
+		free(again);
+		fds_free(parsed);
+		again = format(loaded[i]);
+		ck_assert_str_eq(again, texts[i]);
+		free(again);
+	}
+	ck_assert_int_eq(fds_validate_shared(loaded[1], loaded[0]), 0);
+	ck_assert_int_eq(fds_validate_shared(loaded[2], loaded[0]), 0);
+
+	memset(tree_page, 0, 4096);
+	int s = restore_tree(loaded[0], loaded[1], loaded[2]);
+	ck_assert_msg(s == 0, "restored parent: exit %d: %s; child: %s", s, tree_page, tree_page + 2048);
+	char *content = NULL;
+	ck_assert_int_eq(read_file_full(fpath, &content, NULL), 0);
+	ck_assert_str_eq(content, "0123456789ABC");
+	free(content);
+	for (int i = 0; i < 3; i++)
+		fds_free(loaded[i]);
+	free(text);
+	free(ptext);
+	free(ctext);
+	fds_free(sh);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
+static void nothing(void)
+{
+}
+
+static void tree_epoll_setup(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 4 };
+
+	at(eventfd(0, 0), 4, false);
+	at(epoll_create1(0), 3, false);
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	fork_stopped_child(nothing);
+}
+
+START_TEST(tree_shared_epoll_is_refused)
+{
+	char want[128], *before[2], *after;
+	struct fd_image *sh = NULL;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(tree_epoll_setup, NULL), pc = *TREE_CHILD;
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	before[0] = format(cap[0]);
+	before[1] = format(cap[1]);
+	ck_assert_int_eq(fds_share(cap, pids, 2, &sh), -EOPNOTSUPP);
+	ck_assert_ptr_null(sh);
+	snprintf(want, sizeof(want), "pid %d fd 3, pid %d fd 3: one epoll instance shared by processes", pp, pc);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	/* Refused before anything moved. */
+	for (int i = 0; i < 2; i++) {
+		after = format(cap[i]);
+		ck_assert_str_eq(after, before[i]);
+		free(after);
+		free(before[i]);
+	}
+	/* One process alone shares nothing with itself: an empty image, the
+	 * table as it was. */
+	before[0] = format(cap[0]);
+	ck_assert_msg(fds_share(cap, pids, 1, &sh) == 0, "%s", err_msg());
+	ck_assert_int_eq(fds_count(sh), 0);
+	after = format(cap[0]);
+	ck_assert_str_eq(after, before[0]);
+	free(after);
+	free(before[0]);
+	fds_free(sh);
+	kill_target(pc);
+	kill_target(pp);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
+/* A `shared` line names an id of the shared image; the shared image is
+ * numbered 0, 1, 2, ... and holds nothing that names a process's numbers. */
+START_TEST(shared_lines_are_checked)
+{
+	struct fd_image *img = NULL, *sh = NULL, *bad = NULL;
+	int fd;
+
+	ck_assert_msg(fds_parse("3 shared of=1 cloexec=1\n4 dup of=3 cloexec=0\n", NULL, NULL, &img) == 0, "%s",
+		      err_msg());
+	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
+	ck_assert_int_eq(fds_validate_shared(img, sh), -EBADMSG);
+	ck_assert_msg(strstr(err_msg(), "fd 3: shared of=1, but the shared image has 1"), "%s", err_msg());
+	fds_free(sh);
+	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
+				   "2 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &bad), 0);
+	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
+	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE), -EBADMSG);
+	fds_free(bad);
+	ck_assert_int_eq(fds_parse("0 shared of=0 cloexec=1\n", NULL, NULL, &bad), 0);
+	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
+	fds_free(bad);
+	ck_assert_int_eq(fds_parse("3 shared of=x cloexec=1\n", NULL, NULL, &bad), -EBADMSG);
+	/* A base that is not above the image is refused before anything is
+	 * closed; so is a base whose numbers are taken. */
+	ck_assert_int_eq(fds_restore(img, -1), -EINVAL);
+	ck_assert_int_eq(fds_restore(img, 4), -EINVAL);
+	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
+				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
+	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
+	ck_assert_int_eq(fd, TREE_BASE + 1);
+	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE), -EBUSY);
+	ck_assert_msg(!is_open(TREE_BASE), "fd %d left open", TREE_BASE);
+	close(fd);
+	ck_assert_msg(fds_open_shared(sh, TREE_BASE) == 0, "%s", err_msg());
+	ck_assert(is_open(TREE_BASE) && is_open(TREE_BASE + 1) && fcntl(TREE_BASE, F_GETFD) == FD_CLOEXEC);
+	close(TREE_BASE);
+	close(TREE_BASE + 1);
+	fds_free(sh);
+	fds_free(img);
+}
+END_TEST
+
 /* ---- fault injection: a failed capture leaves everything as it was ---------------- */
 
 static int count_fds(void)
@@ -1290,6 +1659,9 @@ static Suite *suite(void)
 		{ "established_tcp_is_refused", established_tcp_is_refused },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
+		{ "tree_shares_descriptions", tree_shares_descriptions },
+		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
+		{ "shared_lines_are_checked", shared_lines_are_checked },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
 	};

@@ -1,0 +1,326 @@
+/*
+ * engine/fds-share.c: what the processes of a tree share of their
+ * descriptor tables, stored once.
+ *
+ * Each process's table is captured alone (fds.c), which finds its own
+ * dups but not the open file descriptions it shares with other processes
+ * of the tree (inherited across fork: a log file on stdout, a pipe between
+ * a shell and its children). fds_share() looks across the captured images
+ * of a frozen tree with kcmp(pid1, pid2, KCMP_FILE, fd1, fd2), candidates
+ * only among entries with one inode, sorted as find_dups() sorts one
+ * process's, and moves every description used by several processes into a
+ * separate image whose line numbers are ids; each user's line becomes
+ * `shared of=<id>`. A pipe whose ends are in different processes moves
+ * whole, every end of it, so that it is made once, with its bytes, by the
+ * process that forks the tree, and inherited by all.
+ *
+ * What must stay true:
+ *  - a refusal leaves every image as it was: all the checks and
+ *    allocations come before the first entry is moved;
+ *  - the shared image holds no dup, shared or epoll line: an epoll
+ *    instance's watch list names one process's descriptor numbers.
+ */
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
+
+#include "engine/fds-int.h"
+
+/* One non-dup entry of one process. */
+struct cand {
+	size_t img, ent; /* imgs[img]->e[ent] */
+	size_t desc;     /* its open file description, numbered over all processes */
+};
+
+struct share_sort {
+	struct fd_image **imgs;
+	const pid_t *pids;
+	struct cand *c;
+	int err;
+};
+
+static struct fd_entry *entry_of(struct fd_image **imgs, const struct cand *c)
+{
+	return &imgs[c->img]->e[c->ent];
+}
+
+static bool is_pipe(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
+}
+
+static int kcmp_files(pid_t p1, pid_t p2, int fd1, int fd2)
+{
+	return (int)syscall(SYS_kcmp, p1, p2, KCMP_FILE, fd1, fd2);
+}
+
+/* By inode, then by open file description as kcmp orders them (a total
+ * order), then by process and number. */
+static int cmp_cand(const void *a, const void *b, void *ud)
+{
+	struct share_sort *ss = ud;
+	const struct cand *x = &ss->c[*(const size_t *)a], *y = &ss->c[*(const size_t *)b];
+	const struct fd_entry *ex = entry_of(ss->imgs, x), *ey = entry_of(ss->imgs, y);
+	int r;
+
+	if (ex->sdev != ey->sdev)
+		return ex->sdev < ey->sdev ? -1 : 1;
+	if (ex->sino != ey->sino)
+		return ex->sino < ey->sino ? -1 : 1;
+	if (x == y)
+		return 0;
+	r = kcmp_files(ss->pids[x->img], ss->pids[y->img], ex->fd, ey->fd);
+	if (r < 0 || r > 2) {
+		if (!ss->err)
+			ss->err = err_set(r < 0 ? negerrno() : -EIO, "pid %d fd %d: kcmp with pid %d fd %d",
+					  ss->pids[x->img], ex->fd, ss->pids[y->img], ey->fd);
+		return 0;
+	}
+	if (r == 0) {
+		if (x->img != y->img)
+			return x->img < y->img ? -1 : 1;
+		return ex->fd < ey->fd ? -1 : 1;
+	}
+	return r == 1 ? -1 : 1;
+}
+
+/* "pid P fd F, pid Q fd G" for every user of description d. */
+static void users(struct fd_image **imgs, const pid_t *pids, const struct cand *c, size_t nc, size_t d,
+		  char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (size_t k = 0; k < nc && off < len; k++) {
+		if (c[k].desc != d)
+			continue;
+		int w = snprintf(buf + off, len - off, "%spid %d fd %d", off ? ", " : "", pids[c[k].img],
+				 entry_of(imgs, &c[k])->fd);
+		off += w > 0 ? (size_t)w : 0;
+	}
+}
+
+/* The reasons to refuse, before anything is changed. */
+static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct cand *c, size_t nc,
+			 const bool *moved)
+{
+	char who[512];
+
+	for (size_t k = 0; k < nc; k++) {
+		struct fd_entry *e = entry_of(imgs, &c[k]);
+		if (!moved[c[k].desc])
+			continue;
+		if (e->kind == FD_KIND_EPOLL) {
+			users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
+			return err_set(-EOPNOTSUPP,
+				       "%s: one epoll instance shared by processes (its watches name one "
+				       "process's descriptors): not supported",
+				       who);
+		}
+		if (!is_pipe(e) && e->kind != FD_KIND_UNIX_PAIR)
+			continue;
+		for (size_t o = 0; o < nc; o++) {
+			struct fd_entry *f = entry_of(imgs, &c[o]);
+			if (o == k || c[o].desc == c[k].desc)
+				continue;
+			/* Two descriptions of one pipe end (one reopened
+			 * through /proc/PID/fd): one process refuses it at
+			 * capture, a tree here. */
+			if (is_pipe(e) && f->kind == e->kind && f->id == e->id) {
+				users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
+				return err_set(-EOPNOTSUPP,
+					       "%s and pid %d fd %d: pipe:[%lu] has several descriptions of one end: "
+					       "not supported",
+					       who, pids[c[o].img], f->fd, e->id);
+			}
+			/* Both ends of a pair go together, as a pipe's. */
+			if (e->kind == FD_KIND_UNIX_PAIR && f->kind == FD_KIND_UNIX_PAIR && f->id == e->id &&
+			    !moved[c[o].desc]) {
+				users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
+				return err_set(-EOPNOTSUPP,
+					       "%s: Unix socket pair shared by processes whose other end, pid %d "
+					       "fd %d, is not: not supported",
+					       who, pids[c[o].img], f->fd);
+			}
+		}
+	}
+	return 0;
+}
+
+/* Turns e into a `shared` line naming id, keeping its number and cloexec. */
+static void make_shared(struct fd_entry *e, int id)
+{
+	int fd = e->fd;
+	bool cloexec = e->cloexec;
+
+	memset(e, 0, sizeof(*e));
+	e->fd = fd;
+	e->cloexec = cloexec;
+	e->kind = FD_KIND_SHARED;
+	e->dup_of = id;
+	e->dupfd = -1;
+	e->tmp_other = -1;
+}
+
+/* Within the shared image: a pipe's ends are both in it or the other is
+ * outside the tree; a FIFO's bytes are on its first line only. */
+static void settle_shared(struct fd_image *sh)
+{
+	for (size_t i = 0; i < sh->n; i++) {
+		struct fd_entry *e = &sh->e[i];
+		if (is_pipe(e)) {
+			e->peer_in = false;
+			for (size_t j = 0; j < sh->n; j++)
+				e->peer_in |= is_pipe(&sh->e[j]) && sh->e[j].id == e->id && sh->e[j].kind != e->kind;
+		}
+		if (e->kind != FD_KIND_FIFO)
+			continue;
+		for (size_t j = 0; j < i; j++)
+			if (sh->e[j].kind == FD_KIND_FIFO && sh->e[j].id == e->id) {
+				free(e->data);
+				e->data = NULL;
+				e->data_len = 0;
+				break;
+			}
+	}
+}
+
+int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_image **ret)
+{
+	_cleanup_free_ struct cand *c = NULL;
+	_cleanup_free_ size_t *idx = NULL;
+	_cleanup_free_ bool *moved = NULL;
+	_cleanup_free_ int *ids = NULL;
+	struct share_sort ss = { .imgs = imgs, .pids = pids };
+	struct fd_image *sh;
+	size_t nc = 0, ndesc = 0, nmoved = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			if (e->kind == FD_KIND_SHARED)
+				return err_set(-EINVAL, "pid %d fd %d: already a shared line", pids[i], e->fd);
+			nc += e->kind != FD_KIND_DUP;
+		}
+	c = calloc(nc ? nc : 1, sizeof(*c));
+	idx = calloc(nc ? nc : 1, sizeof(*idx));
+	moved = calloc(nc ? nc : 1, sizeof(*moved));
+	ids = calloc(nc ? nc : 1, sizeof(*ids));
+	if (!c || !idx || !moved || !ids)
+		return -ENOMEM;
+	/* c in process then descriptor order: the order of the ids. */
+	nc = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++)
+			if (imgs[i]->e[j].kind != FD_KIND_DUP) {
+				c[nc] = (struct cand){ .img = i, .ent = j };
+				idx[nc] = nc;
+				nc++;
+			}
+	ss.c = c;
+	if (nc > 1)
+		qsort_r(idx, nc, sizeof(*idx), cmp_cand, &ss);
+	if (ss.err)
+		return ss.err;
+
+	/* Number the descriptions: neighbours in the order share one when
+	 * kcmp says so. A description used by several processes moves. */
+	for (size_t k = 0; k < nc; k++) {
+		struct cand *cur = &c[idx[k]];
+		if (k > 0) {
+			struct cand *prev = &c[idx[k - 1]];
+			struct fd_entry *pe = entry_of(imgs, prev), *ce = entry_of(imgs, cur);
+			bool same = false;
+			if (pe->sdev == ce->sdev && pe->sino == ce->sino) {
+				r = kcmp_files(pids[prev->img], pids[cur->img], pe->fd, ce->fd);
+				if (r < 0)
+					return err_set(negerrno(), "pid %d fd %d: kcmp with pid %d fd %d",
+						       pids[cur->img], ce->fd, pids[prev->img], pe->fd);
+				same = r == 0;
+			}
+			if (!same)
+				ndesc++;
+			else
+				moved[ndesc] = true; /* two processes: one has no two non-dup lines of one */
+		}
+		cur->desc = ndesc;
+	}
+	/* A pipe whose ends (one inode, a run in the order) are in several
+	 * processes moves whole. */
+	for (size_t k = 0; k < nc;) {
+		struct fd_entry *first = entry_of(imgs, &c[idx[k]]);
+		size_t end = k + 1;
+		bool spans = false;
+		while (end < nc && entry_of(imgs, &c[idx[end]])->sdev == first->sdev &&
+		       entry_of(imgs, &c[idx[end]])->sino == first->sino)
+			end++;
+		for (size_t m = k; m < end; m++)
+			spans |= is_pipe(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
+		if (spans && is_pipe(first))
+			for (size_t m = k; m < end; m++)
+				moved[c[idx[m]].desc] = true;
+		k = end;
+	}
+	r = check_movable(imgs, pids, c, nc, moved);
+	if (r < 0)
+		return r;
+
+	for (size_t d = 0; d <= ndesc && nc; d++) {
+		ids[d] = -1;
+		nmoved += moved[d];
+	}
+	sh = fds_image_new();
+	if (!sh)
+		return -ENOMEM;
+	for (size_t m = 0; m < nmoved; m++)
+		if (!fds_image_add(sh)) {
+			fds_free(sh);
+			return -ENOMEM;
+		}
+
+	/* Nothing can fail from here on. The first user of a description
+	 * (by process, then number) gives its line to the shared image. */
+	int next = 0;
+	for (size_t k = 0; k < nc; k++) {
+		struct fd_entry *e = entry_of(imgs, &c[k]);
+		size_t d = c[k].desc;
+		if (!moved[d])
+			continue;
+		if (ids[d] < 0) {
+			struct fd_entry *se = &sh->e[next];
+			ids[d] = next++;
+			*se = *e;
+			se->fd = ids[d];
+			se->cloexec = true; /* the forking process's copy, at base + id */
+		} else {
+			fds_entry_free(e);
+		}
+		make_shared(e, ids[d]);
+	}
+	settle_shared(sh);
+	log_debug("%zu processes: %zu open file descriptions shared", n, sh->n);
+	*ret = sh;
+	return 0;
+}
+
+int fds_validate_shared(struct fd_image *img, struct fd_image *shared)
+{
+	size_t n = shared ? shared->n : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct fd_entry *e = &shared->e[i];
+		if ((size_t)e->fd != i)
+			return err_set(-EBADMSG, "shared fds: line %zu has id %d; ids go 0, 1, 2, ...", i + 1,
+				       e->fd);
+		if (e->kind == FD_KIND_DUP || e->kind == FD_KIND_SHARED || e->kind == FD_KIND_EPOLL)
+			return err_set(-EBADMSG, "shared fds: id %d: a %s line cannot be shared", e->fd,
+				       fds_kind_name(e->kind));
+	}
+	for (size_t i = 0; img && i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind == FD_KIND_SHARED && (size_t)e->dup_of >= n)
+			return err_set(-EBADMSG, "fds: fd %d: shared of=%d, but the shared image has %zu", e->fd,
+				       e->dup_of, n);
+	}
+	return 0;
+}
