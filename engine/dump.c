@@ -342,6 +342,25 @@ static int check_shared_memory(const struct tree *t, const struct pdump *p)
 	return 0;
 }
 
+/* Descriptions that several processes of the tree use, and pipes between
+ * them, move into *shared (stored once, in shared/fds), and each process
+ * names them (fds-share.c). */
+static int share_fds(const struct tree *t, struct pdump *p, struct fd_image **shared)
+{
+	_cleanup_free_ struct fd_image **imgs = calloc(t->n, sizeof(*imgs));
+	_cleanup_free_ pid_t *pids = calloc(t->n, sizeof(*pids));
+	size_t n = 0;
+	if (!imgs || !pids)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].zombie || p[i].gone)
+			continue;
+		imgs[n] = p[i].fds;
+		pids[n++] = t->v[i].pid;
+	}
+	return fds_share(imgs, pids, n, shared);
+}
+
 /* Writes process i's files into directory "<pid>/" of w. */
 static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const struct engine_dump_opts *o)
 {
@@ -362,6 +381,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 {
 	struct tree t = { 0 };
 	struct pdump *p = NULL;
+	struct fd_image *shared = NULL;
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
 	bool copy = after == ENGINE_AFTER_RUN;
@@ -482,6 +502,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = check_shared_memory(&t, p);
 	if (r < 0)
 		goto out;
+	/* while they are all frozen and alive: kcmp compares their tables */
+	r = share_fds(&t, p, &shared);
+	if (r < 0)
+		goto out;
 	if (copy) {
 		/* they run again together */
 		for (size_t i = 0; i < t.n; i++) {
@@ -526,6 +550,16 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (t.v[i].zombie || p[i].gone)
 			continue;
 		r = write_process(w, t.v[i].pid, &p[i], o);
+		if (r < 0)
+			goto out;
+	}
+	if (fds_count(shared) > 0) {
+		struct store_snap *v;
+		r = store_snap_at(w, "shared", &v);
+		if (r >= 0) {
+			r = fds_write(shared, v);
+			store_snap_close(v);
+		}
 		if (r < 0)
 			goto out;
 	}
@@ -594,6 +628,8 @@ out:
 			fds_free(d->fds);
 		proc_image_free(&d->img);
 	}
+	if (shared)
+		fds_free(shared);
 	free(p);
 	tree_free(&t);
 	return r;

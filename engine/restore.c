@@ -177,6 +177,8 @@ struct prestore {
 struct tree_build {
 	const struct tree *t;
 	struct prestore *p; /* p[i]: process t->v[i] */
+	struct fd_image *shared; /* what several of them share (shared/fds) */
+	int shared_base;         /* where: shared id k is descriptor base + k */
 	struct restore_sync *sync;
 	const struct engine_restore_opts *o;
 };
@@ -311,7 +313,7 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(B->p[i].fds, -1);
+	r = fds_restore(B->p[i].fds, B->shared_base);
 	if (r < 0)
 		child_fail(slot, r, "descriptors");
 	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);
@@ -1110,6 +1112,42 @@ static void report_wait(const struct pid_wait *w, void *ud)
 	o->progress(&p, o->ud);
 }
 
+/* shared/fds, when the snapshot has one: what several processes use,
+ * opened once at *base and up in the process that forks the tree. */
+static int load_shared(struct store_snap *r, bool flat, const struct engine_restore_opts *o, const struct tree *t,
+		       struct prestore *p, struct fd_image **shared, int *base)
+{
+	struct store_snap *v = NULL;
+	struct store_stat st;
+	int max = 2, q;
+
+	if (flat || store_snap_stat(r, "shared/fds", &st) < 0) {
+		/* then no process may name a shared description */
+		err_clear();
+		for (size_t i = 0; i < t->n; i++)
+			if (!t->v[i].zombie && (q = fds_validate_shared(p[i].fds, NULL)) < 0)
+				return q;
+		return 0;
+	}
+	q = store_snap_at(r, "shared", &v);
+	if (q < 0)
+		return q;
+	q = fds_load(v, o && o->accept_changed_files, shared);
+	store_snap_close(v);
+	if (q < 0)
+		return err_prefix(q, "shared");
+	for (size_t i = 0; i < t->n && q >= 0; i++) {
+		if (t->v[i].zombie)
+			continue;
+		q = fds_validate_shared(p[i].fds, *shared);
+		max = MAX(max, fds_max(p[i].fds));
+	}
+	if (q < 0)
+		return q;
+	*base = max + 1;
+	return 0;
+}
+
 /* Every pid and thread id the tree takes must be free: a zombie's parent
  * may still be about to reap it (pidwait.c). */
 static int check_ids_free(const struct tree *t, const struct prestore *p, const struct engine_restore_opts *o)
@@ -1155,6 +1193,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 {
 	struct tree t = { 0 };
 	struct prestore *p = NULL;
+	struct fd_image *shared = NULL;
+	int shared_base = -1;
 	struct restore_sync *sync = MAP_FAILED;
 	size_t sync_len = 0;
 	struct vma *mine = NULL;
@@ -1202,6 +1242,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out;
 		}
 	}
+	q = load_shared(r, flat, o, &t, p, &shared, &shared_base);
+	if (q < 0)
+		goto out;
 	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
@@ -1218,7 +1261,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	 * the root is re-parented (to init or the nearest subreaper) and
 	 * needs nobody of ours to wait for it. It takes the credentials the
 	 * caller names first: everything the tree opens, it opens with them. */
-	struct tree_build B = { .t = &t, .p = p, .sync = sync, .o = o };
+	struct tree_build B = { .t = &t, .p = p, .shared = shared, .shared_base = shared_base, .sync = sync, .o = o };
 	pid_t mid = fork();
 	if (mid < 0) {
 		q = err_set(negerrno(), "fork: %m");
@@ -1232,6 +1275,19 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			int c = creds_take(o);
 			if (c < 0)
 				child_fail(&sync->slot[0], c, "credentials");
+		}
+		/* What processes share is made once, here, and inherited by
+		 * every one of them; our own copies go when we exit. */
+		if (shared_base >= 0) {
+			struct rlimit rl;
+			if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+				rl.rlim_cur = rl.rlim_max;
+				setrlimit(RLIMIT_NOFILE, &rl);
+			}
+			syscall(SYS_close_range, (unsigned)shared_base, ~0u, 0);
+			int c = fds_open_shared(shared, shared_base);
+			if (c < 0)
+				child_fail(&sync->slot[0], c, "descriptors shared by the processes");
 		}
 		struct clone_args ca = {
 			.exit_signal = SIGCHLD,
@@ -1337,6 +1393,8 @@ out:
 		store_snap_close(p[i].dir);
 	}
 	(void)started;
+	if (shared)
+		fds_free(shared);
 	if (sync != MAP_FAILED)
 		munmap(sync, sync_len);
 	vmas_free(mine, nmine);
