@@ -5,6 +5,8 @@
  *   R (this program, the root)
  *   ├── C (its own process group), reads G's numbers, sends R its own
  *   │   └── G (in C's group), sends C numbers
+ *   ├── D joins C's process group (as the second command of a shell
+ *   │   pipeline joins the first's): a group led by its sibling
  *   └── Z exits with status 7 at once and stays a zombie until R reaps
  *       it, after the restore
  *
@@ -90,6 +92,17 @@ static long drain(const char *who, int fd, uint64_t *next)
 	return got;
 }
 
+/* A descendant failed: its reason, from SCRATCH/why. */
+static _Noreturn void why_verdict(const char *who, int st)
+{
+	char path[4096], buf[512] = "no reason";
+	snprintf(path, sizeof(path), "%s/why", scratch);
+	FILE *f = fopen(path, "r");
+	if (f && !fgets(buf, sizeof(buf), f))
+		snprintf(buf, sizeof(buf), "no reason");
+	target_verdict(0, "%s ended with 0x%x: %s", who, st, buf);
+}
+
 static void check_ids(const char *who, pid_t ppid, pid_t pgid, pid_t sid)
 {
 	if (getppid() != ppid)
@@ -168,6 +181,18 @@ static _Noreturn void child(int out)
 	exit(0);
 }
 
+/* D: in C's group; checks itself once restored. */
+static _Noreturn void sibling(void)
+{
+	uint8_t *m = pattern(4);
+	if (setpgid(0, c_pid) < 0)
+		exit(3);
+	target_wait_restored();
+	check_ids("D", root_pid, c_pid, root_pid);
+	check_pattern("D", m, 4);
+	exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv, 1);
@@ -184,6 +209,11 @@ int main(int argc, char **argv)
 	}
 	close(p[1]);
 	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	pid_t d = fork();
+	if (d == 0) {
+		close(p[0]);
+		sibling();
+	}
 	pid_t z = fork();
 	if (z == 0)
 		_exit(7);
@@ -191,6 +221,9 @@ int main(int argc, char **argv)
 	siginfo_t si;
 	if (waitid(P_PID, z, &si, WEXITED | WNOWAIT) < 0)
 		return 3;
+	/* D in C's group before we say ready */
+	while (getpgid(d) != c_pid)
+		ms();
 	uint8_t *m = pattern(1);
 	uint64_t next = 1;
 	while (next < 100)
@@ -216,17 +249,14 @@ int main(int argc, char **argv)
 		target_verdict(0, "the zombie %d is not there to reap", z);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 7)
 		target_verdict(0, "the zombie's status is 0x%x, not exit 7", st);
+	if (waitpid(d, &st, 0) != d)
+		target_verdict(0, "waitpid D: %s", strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		why_verdict("D", st);
 	close(p[0]);
 	if (waitpid(c_pid, &st, 0) != c_pid)
 		target_verdict(0, "waitpid C: %s", strerror(errno));
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		char path[4096], *why = NULL;
-		snprintf(path, sizeof(path), "%s/why", scratch);
-		FILE *f = fopen(path, "r");
-		char buf[512] = "no reason";
-		if (f && fgets(buf, sizeof(buf), f))
-			why = buf;
-		target_verdict(0, "C ended with 0x%x: %s", st, why ? why : buf);
-	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		why_verdict("C", st);
 	target_pass();
 }
