@@ -111,6 +111,9 @@ struct engine_restore_opts {
 	 * clean pages come from the file). A file that is gone is refused
 	 * either way. */
 	bool accept_changed_files;
+	/* Filled on success when not NULL: how many processes the snapshot
+	 * held (the root and its descendants, zombies included). */
+	size_t *ret_processes;
 };
 
 #define ENGINE_PID_WAIT_DEFAULT_MS 5000u
@@ -122,12 +125,16 @@ struct engine_restore_opts {
 	"accept changed files to restore it anyway (ckpt restore --accept-changed-files, or "               \
 	"'accept-changed-files' in restore/NAME/ctl)"
 
-/* Checkpoints process pid into the snapshot being written, w, and commits
- * it. The caller still closes w. */
+/* Checkpoints process pid with all its descendants (a tree: every
+ * process frozen before any is read, all run again together) into the
+ * snapshot being written, w, and commits it. The caller still closes w. */
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o);
 
-/* Restores the snapshot r. On success the process runs (re-parented to
- * init, in a session of its own) and *ret_pid is its PID. */
+/* Restores the snapshot r: one process, or a tree of them (the root with
+ * its descendants, each with its PID and thread IDs, parents, process
+ * groups and sessions; zombies as zombies). On success they run, the
+ * root re-parented to init (or the nearest subreaper) in a session of
+ * its own, and *ret_pid is the root's PID. */
 int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid);
 
 const char *engine_phase_name(enum engine_phase p);

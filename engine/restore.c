@@ -1368,6 +1368,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		}
 	}
 	*ret_pid = root;
+	if (o && o->ret_processes)
+		*o->ret_processes = t.n;
 	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;
 	goto out;

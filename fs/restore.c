@@ -93,6 +93,7 @@ struct restore {
 	enum rstate state;        /* fs->lock, and all below */
 	char why[768];
 	pid_t pid;
+	size_t processes;         /* running: the tree's, zombies included */
 	struct rfile *files;
 	char **dirs;
 	size_t ndirs;
@@ -289,6 +290,8 @@ int restore_helper_main(int argc, char **argv)
 			eo.ngroups = 1;
 		}
 	}
+	size_t procs = 1;
+	eo.ret_processes = &procs;
 #if HAVE_ENGINE
 	if (rc >= 0)
 		rc = engine_restore(r, &eo, &pid);
@@ -305,7 +308,7 @@ int restore_helper_main(int argc, char **argv)
 				*c = ' ';
 		printf("error %d %s\n", -rc, msg);
 	} else {
-		printf("pid %d\n", pid);
+		printf("pid %d %zu\n", pid, procs);
 	}
 	fflush(stdout);
 	store_snap_close(r);
@@ -327,7 +330,7 @@ static void helper_line(struct restore *rs, const char *line)
 	pthread_mutex_unlock(&rs->fs->lock);
 }
 
-static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pid_t *ret_pid)
+static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pid_t *ret_pid, size_t *ret_processes)
 {
 	const char *sname = rs->sname;
 	uid_t uid = rs->uid;
@@ -388,10 +391,12 @@ static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pi
 		;
 	out[strcspn(out, "\n")] = 0;
 	if (!strncmp(out, "pid ", 4)) {
-		uint64_t v;
-		if (parse_u64(out + 4, &v) < 0 || v == 0 || v > INT32_MAX)
+		int v = 0, n = 0;
+		size_t k = 0;
+		if (sscanf(out + 4, "%d %zu%n", &v, &k, &n) != 2 || v <= 0 || !k || out[4 + n])
 			return err_set(-EIO, "the restore helper said '%s'", out);
 		*ret_pid = (pid_t)v;
+		*ret_processes = k;
 		return 0;
 	}
 	if (!strncmp(out, "error ", 6)) {
@@ -421,7 +426,8 @@ static void run_engine(struct restore *rs)
 	accept = rs->accept_changed;
 	pthread_mutex_unlock(&fs->lock);
 
-	r = run_helper(fs, rs, accept, &pid);
+	size_t procs = 0;
+	r = run_helper(fs, rs, accept, &pid, &procs);
 	pthread_mutex_lock(&fs->lock);
 	rs->waiting[0] = 0;
 	if (r < 0) {
@@ -429,7 +435,8 @@ static void run_engine(struct restore *rs)
 	} else {
 		rs->state = R_RUNNING;
 		rs->pid = pid;
-		log_info("restore %s: running as pid %d", rs->name, pid);
+		rs->processes = procs;
+		log_info("restore %s: running as pid %d (%zu processes)", rs->name, pid, rs->processes);
 	}
 }
 
@@ -1176,7 +1183,7 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 	pthread_mutex_lock(&fs->lock);
 	switch (rs->state) {
 	case R_RUNNING:
-		fprintf(out, "running pid=%d\n", rs->pid);
+		fprintf(out, "running pid=%d processes=%zu\n", rs->pid, rs->processes);
 		break;
 	case R_FAILED:
 		fprintf(out, "failed: %s\n", rs->why);

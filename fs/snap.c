@@ -160,6 +160,22 @@ static int read_text(struct store_snap *r, const char *path, char **ret)
 	return 0;
 }
 
+/* The `process` file of the snapshot's root: "<root>/process" in a tree
+ * (the first pid of `tree`), "process" in a format 1 snapshot. */
+static int root_process(struct store_snap *r, char **ret)
+{
+	_cleanup_free_ char *tree = NULL;
+	char path[32];
+	int root;
+
+	if (read_text(r, "tree", &tree) < 0)
+		return read_text(r, "process", ret);
+	if (sscanf(tree, "%d", &root) != 1 || root <= 0)
+		return -EBADMSG;
+	snprintf(path, sizeof(path), "%d/process", root);
+	return read_text(r, path, ret);
+}
+
 uid_t snap_owner(struct fs *fs, const char *name)
 {
 	struct store_snap *r = NULL;
@@ -174,8 +190,7 @@ uid_t snap_owner(struct fs *fs, const char *name)
 		return uid;
 
 	uid = 0;
-	if (store_snap_open(fs->store, name, 0, &r) >= 0 &&
-	    read_text(r, "process", &text) >= 0 && !parse_owner(text, &uid))
+	if (store_snap_open(fs->store, name, 0, &r) >= 0 && root_process(r, &text) >= 0 && !parse_owner(text, &uid))
 		uid = 0;
 	store_snap_close(r);
 	snap_owner_set(fs, name, uid);

@@ -378,9 +378,10 @@ int manifest_parse(const char *text, size_t len, struct manifest *ret)
 					    show(l.p + nlen + 1, l.len - nlen - 1, shown, sizeof(shown)));
 				goto fail;
 			}
-			if (v != STORE_FORMAT_VERSION) {
-				r = err_set(-EBADMSG, "manifest line 1: format version %" PRIu64 " not supported (this is version %u)",
-					    v, (unsigned)STORE_FORMAT_VERSION);
+			if (v < STORE_FORMAT_VERSION_MIN || v > STORE_FORMAT_VERSION) {
+				r = err_set(-EBADMSG,
+					    "manifest line 1: format version %" PRIu64 " not supported (this reads versions %u to %u)",
+					    v, (unsigned)STORE_FORMAT_VERSION_MIN, (unsigned)STORE_FORMAT_VERSION);
 				goto fail;
 			}
 			ps.m.version = v;

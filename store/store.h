@@ -51,9 +51,12 @@ enum store_backend {
 
 /* The file name the store reserves for the manifest it writes. */
 #define STORE_MANIFEST "manifest"
-/* First line of every manifest; the number is the format version. */
+/* First line of every manifest; the number is the format version. Version
+ * 2 added process trees (a `tree` file, a directory per process, shared/);
+ * version 1 snapshots (one process, its files at the top) are still read. */
 #define STORE_FORMAT_NAME "ckptfs-snapshot"
-#define STORE_FORMAT_VERSION 1
+#define STORE_FORMAT_VERSION 2
+#define STORE_FORMAT_VERSION_MIN 1
 /* Size of the blocks the file hash and the chunk store cut files into. */
 #define STORE_BLOCK_SIZE (16u * 1024)
 #define STORE_PAGE_SIZE 4096u

@@ -30,7 +30,7 @@ END_TEST
 START_TEST(test_seeds)
 {
 	static const char *const bad[] = {
-		"version-2", "dotdot", "duplicate", "absurd-size", "count-lies",
+		"version-3", "dotdot", "duplicate", "absurd-size", "count-lies",
 		"file-and-dir", "nul", "other-hash", "reserved",
 	};
 	struct manifest m;

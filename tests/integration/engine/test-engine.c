@@ -1017,6 +1017,25 @@ static void tree_cycle(const char *mode)
 	verdict(restore("store/s1"));
 }
 
+/* A snapshot of format 1 (one process, its files at the top, no tree
+ * file) still restores: made here from a new one by moving its process's
+ * files up and writing the manifest as version 1 wrote it. */
+START_TEST(format1_snapshot_restores)
+{
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	char cmd[PATH_MAX * 2];
+	snprintf(cmd, sizeof(cmd),
+		 "cd '%s' && mv %d/* . && rmdir %d && rm tree && n=$(wc -l < manifest) && "
+		 "sed -i -e '1s/ 2$/ 1/' -e '/ tree$/d' -e 's# %d/# #' -e \"s/^files .*/files $((n - 5))/\" manifest && "
+		 "head -1 manifest | grep -qx 'ckptfs-snapshot 1' && test -f process && test ! -e tree",
+		 path("store/s1"), pid, pid, pid);
+	ck_assert_msg(system(cmd) == 0, "%s", cmd);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
 START_TEST(tree_running) { tree_cycle(NULL); } END_TEST
 START_TEST(tree_kill) { tree_cycle("--kill"); } END_TEST
 START_TEST(tree_stop) { tree_cycle("--stop"); } END_TEST
@@ -1107,6 +1126,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("die_commit_stop", die_commit_stop, 60));
 	} else if (only && !strcmp(only, "tree")) {
 		suite_add_tcase(s, tc("tree_shell_job", tree_shell_job, 60));
+		suite_add_tcase(s, tc("format1_snapshot_restores", format1_snapshot_restores, 60));
 		suite_add_tcase(s, tc("tree_running", tree_running, 90));
 		suite_add_tcase(s, tc("tree_kill", tree_kill, 90));
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));

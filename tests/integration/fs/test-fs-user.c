@@ -142,7 +142,7 @@ START_TEST(test_user_roundtrip)
 		return;
 	}
 	ck_assert_int_eq(as_user("P=$(cut -d\" \" -f2 $B/t/addr); "
-				 "grep -q \"^rip 0x\" $B/m/$P/1/regs/* && cp -r $B/m/$P/1 $B/copy && $CKPT verify $B/copy >/dev/null",
+				 "grep -q \"^rip 0x\" $B/m/$P/1/$P/regs/* && cp -r $B/m/$P/1 $B/copy && $CKPT verify $B/copy >/dev/null",
 				 NULL),
 			 0);
 	/* Restore: works with CAP_CHECKPOINT_RESTORE, else says why. The

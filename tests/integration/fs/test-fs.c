@@ -172,17 +172,20 @@ START_TEST(test_checkpoint_browse)
 	/* The process keeps running. */
 	ck_assert_int_eq(kill(pid, 0), 0);
 
-	ck_assert_int_eq(sh("cd \"$MNT/%d/1\" && ls | tr '\\n' ' ' | grep -q 'fds manifest maps memory process regs'", pid), 0);
-	ck_assert_int_eq(sh("head -1 \"$MNT/%d/1/manifest\" | grep -qx 'ckptfs-snapshot 1'", pid), 0);
-	ck_assert_int_eq(sh("grep -h '^rip 0x' \"$MNT/%d/1/regs/\"* | grep -q rip", pid), 0);
+	/* a tree of one: the tree file, and the process's files in its directory */
+	ck_assert_int_eq(sh("cd \"$MNT/%d/1\" && ls | tr '\\n' ' ' | grep -qx '%d manifest tree '", pid, pid), 0);
+	ck_assert_int_eq(sh("cd \"$MNT/%d/1/%d\" && ls | tr '\\n' ' ' | grep -q 'fds maps memory process regs'", pid, pid), 0);
+	ck_assert_int_eq(sh("grep -qx '%d [0-9]* [0-9]* [0-9]*' \"$MNT/%d/1/tree\"", pid, pid), 0);
+	ck_assert_int_eq(sh("head -1 \"$MNT/%d/1/manifest\" | grep -qx 'ckptfs-snapshot 2'", pid), 0);
+	ck_assert_int_eq(sh("grep -h '^rip 0x' \"$MNT/%d/1/%d/regs/\"* | grep -q rip", pid, pid), 0);
 	{
 		unsigned long a, b;
 		ck_assert_int_eq(sscanf(area, "memory/%lx-%lx", &a, &b), 2);
-		ck_assert_int_eq(sh("grep -q '^%lx-%lx ' \"$MNT/%d/1/maps\"", a, b, pid), 0);
+		ck_assert_int_eq(sh("grep -q '^%lx-%lx ' \"$MNT/%d/1/%d/maps\"", a, b, pid, pid), 0);
 	}
 
 	/* The memory file: exact size, sparse, the target's bytes. */
-	snprintf(path, sizeof(path), "%s/%d/1/%s", H.mnt, pid, area);
+	snprintf(path, sizeof(path), "%s/%d/1/%d/%s", H.mnt, pid, pid, area);
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_int_eq(st.st_size, AREA);
 	ck_assert_msg(st.st_blocks * 512 == DATA - SMALL_LEN + 4096, "st_blocks %ld",
@@ -212,7 +215,7 @@ START_TEST(test_checkpoint_browse)
 	ck_assert_int_eq(errno, ENXIO);
 	close(fd);
 	/* Read-only. */
-	ck_assert_int_ne(sh("echo x >> \"$MNT/%d/1/maps\" 2>/dev/null", pid), 0);
+	ck_assert_int_ne(sh("echo x >> \"$MNT/%d/1/%d/maps\" 2>/dev/null", pid, pid), 0);
 }
 END_TEST
 
@@ -227,7 +230,7 @@ START_TEST(test_cp_out_verify)
 	ck_assert_int_eq(sh("diff -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
 	ck_assert_int_eq(sh("\"$CKPT\" verify \"$WORK/copy\" >/dev/null"), 0);
 	/* Still sparse: about 1 MiB of data, not 8. */
-	ck_assert_int_eq(sh("test $(du -k \"$WORK/copy/%s\" | cut -f1) -lt 2048", area), 0);
+	ck_assert_int_eq(sh("test $(du -k \"$WORK/copy/%d/%s\" | cut -f1) -lt 2048", pid, area), 0);
 }
 END_TEST
 
@@ -249,7 +252,7 @@ static void roundtrip(bool inside)
 		ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
 	}
 	s = restore_wait("back", 20000);
-	snprintf(want, sizeof(want), "running pid=%d", pid);
+	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	if (strcmp(s, want)) {
 		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
 		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
@@ -333,7 +336,7 @@ START_TEST(test_restore_zombie)
 	ck_assert_int_eq(si.si_pid, pid);
 	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
 	s = restore_wait("back", 20000);
-	snprintf(want, sizeof(want), "running pid=%d", pid);
+	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	if (strcmp(s, want)) {
 		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
 		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
@@ -377,7 +380,7 @@ START_TEST(test_restore_changed_file)
 
 	ck_assert_int_eq(sh("echo accept-changed-files > \"$MNT/restore/back/ctl\""), 0);
 	s = restore_wait("back", 20000);
-	snprintf(want, sizeof(want), "running pid=%d", pid);
+	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	ck_assert_msg(!strcmp(s, want), "status after the retry: '%s', want '%s'", s, want);
 	free(s);
 	/* Running: nothing more to set or retry. */
@@ -691,10 +694,10 @@ START_TEST(test_allow_other)
 	/* Root's snapshot is root's alone; the user's is theirs and root's. */
 	checkpoint_ok(rpid, 1);
 	ck_assert_int_ne(as_nobody("ls %s/%d/1 2>/dev/null", H.mnt, rpid), 0);
-	ck_assert_int_ne(as_nobody("cat %s/%d/1/maps 2>/dev/null", H.mnt, rpid), 0);
+	ck_assert_int_ne(as_nobody("cat %s/%d/1/%d/maps 2>/dev/null", H.mnt, rpid, rpid), 0);
 	/* The user cannot delete root's snapshot. */
 	ck_assert_int_ne(as_nobody("rm -rf %s/%d/1 2>/dev/null; ls %s/%d/1", H.mnt, rpid, H.mnt, rpid), 0);
-	ck_assert_int_eq(sh("ls \"$MNT/%d/1/maps\" >/dev/null", rpid), 0);
+	ck_assert_int_eq(sh("ls \"$MNT/%d/1/%d/maps\" >/dev/null", rpid, rpid), 0);
 
 	/* Restores: each user their own names. */
 	ck_assert_int_eq(as_nobody("mkdir %s/restore/mine", H.mnt), 0);
@@ -711,8 +714,8 @@ START_TEST(test_allow_other)
 		free(s);
 		return;
 	}
-	ck_assert_int_eq(as_nobody("grep -q \"^rip 0x\" %s/%d/1/regs/*", H.mnt, upid), 0);
-	ck_assert_int_eq(sh("stat -c %%u \"$MNT/%d/1/maps\" | grep -qx 65534", upid), 0);
+	ck_assert_int_eq(as_nobody("grep -q \"^rip 0x\" %s/%d/1/%d/regs/*", H.mnt, upid, upid), 0);
+	ck_assert_int_eq(sh("stat -c %%u \"$MNT/%d/1/%d/maps\" | grep -qx 65534", upid, upid), 0);
 	ck_assert_int_eq(sh("ls \"$MNT/%d/1\" >/dev/null", upid), 0);
 	/* The user restores their own process: it runs as the user, never as
 	 * root, though the daemon restoring it is root. */

@@ -218,7 +218,7 @@ START_TEST(round_trip)
 	ck_assert_int_eq(text[300], 0);
 	free(text);
 	ck_assert_int_eq(store_snap_read_all(r, "manifest", &text, &len), 0);
-	ck_assert(!strncmp(text, "ckptfs-snapshot 1\nhash sha256-tree\ncreated ", 43));
+	ck_assert(!strncmp(text, "ckptfs-snapshot 2\nhash sha256-tree\ncreated ", 43));
 	ck_assert_ptr_nonnull(strstr(text, "\nfiles 5\n"));
 	ck_assert_ptr_nonnull(strstr(text, " 77 regs/1234\n"));
 	free(text);
@@ -655,7 +655,7 @@ START_TEST(damaged)
 	expect_bad("echo x > memory/extra", 0, "'memory/extra': not in the manifest");
 	expect_bad("mkdir empty", 0, "'empty/': a directory the manifest does not list");
 	expect_bad("sed -i 's/ 77 regs/ 78 regs/' manifest", 0, "'regs/1234': size 77, manifest says 78");
-	expect_bad("sed -i 's/^ckptfs-snapshot 1/ckptfs-snapshot 7/' manifest", 0,
+	expect_bad("sed -i 's/^ckptfs-snapshot 2/ckptfs-snapshot 7/' manifest", 0,
 		   "manifest line 1: format version 7 not supported");
 	expect_bad("sed -i 's/regs\\/1234/..\\/..\\/etc\\/passwd/' manifest", 0, "invalid path '../../etc/passwd'");
 	expect_bad("rm manifest", 0, "no manifest");

@@ -35,12 +35,12 @@ START_TEST(format_then_parse)
 	ck_assert_int_eq(manifest_format(&m, &text, &len), 0);
 	ck_assert_uint_eq(strlen(text), len);
 	ck_assert_str_eq(text,
-			 "ckptfs-snapshot 1\nhash sha256-tree\ncreated 1700000000\nfiles 3\n"
+			 "ckptfs-snapshot 2\nhash sha256-tree\ncreated 1700000000\nfiles 3\n"
 			 "3333333333333333333333333333333333333333333333333333333333333333 0 maps\n"
 			 "2222222222222222222222222222222222222222222222222222222222222222 1099511627776 memory/0000-1000\n"
 			 "1111111111111111111111111111111111111111111111111111111111111111 300 regs/12\n");
 	ck_assert_int_eq(manifest_parse(text, len, &p), 0);
-	ck_assert_uint_eq(p.version, 1);
+	ck_assert_uint_eq(p.version, 2);
 	ck_assert_int_eq(p.created, 1700000000);
 	ck_assert_uint_eq(p.nfiles, 3);
 	for (int i = 0; i < 3; i++) {

@@ -48,7 +48,7 @@ expect_bad "printf Z | dd of=big bs=1 seek=20000 conv=notrunc status=none" "'big
 expect_bad "rm process" "'process': missing"
 expect_bad "echo hi > notes" "'notes': not in the manifest"
 expect_bad "rm regs/42 && ln -s /etc/passwd regs/42" "'regs/42': a symlink"
-expect_bad "sed -i 's/^ckptfs-snapshot 1/ckptfs-snapshot 2/' manifest" "format version 2 not supported"
+expect_bad "sed -i 's/^ckptfs-snapshot 1/ckptfs-snapshot 3/' manifest" "format version 3 not supported"
 
 # --quick checks sizes only: the flipped byte passes, the size does not
 rm -rf "$T/bad" && cp -a "$T/snap" "$T/bad"
