@@ -290,7 +290,7 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
 /* ---- process (process.c) ------------------------------------------------- */
 
 /* Refuses, before the process is touched, what a dump cannot bring back:
- * seccomp filters, posix timers, child processes, other pid or mount
+ * seccomp filters, posix timers, other pid or mount
  * namespaces. -EOPNOTSUPP with a detail. */
 int process_check(pid_t pid);
 /* Parses /proc/PID/timers (text) into t[*n] (no times yet). Refuses
