@@ -982,25 +982,33 @@ START_TEST(tree_shell_job)
 END_TEST
 
 /* target-tree: three generations, a group led by a sibling, a zombie,
- * pipes between them. */
-static void tree_cycle(const char *mode)
+ * pipes between them. Starts it; kids: its descendants. */
+static pid_t tree_spawn(pid_t *kids, size_t *nk)
 {
 	char scratch[PATH_MAX + 64];
 	snprintf(scratch, sizeof(scratch), "%s", path("scratch"));
 	ck_assert_int_eq(mkdir(scratch, 0700), 0);
 	pid_t pid = spawn(NULL, "target-tree", scratch);
-	pid_t kids[16];
-	size_t nk = descendants(pid, kids, 16);
-	ck_assert_msg(nk == 4, "%zu descendants, expected 4", nk);
+	*nk = descendants(pid, kids, 16);
+	ck_assert_msg(*nk == 4, "%zu descendants, expected 4", *nk);
+	return pid;
+}
+
+static bool is_zombie(pid_t pid)
+{
+	char *st = proc_stat(pid);
+	bool z = strstr(st, ") Z ");
+	free(st);
+	return z;
+}
+
+static void tree_dump_restore(pid_t pid, const pid_t *kids, size_t nk, const char *mode)
+{
 	dump(pid, mode, "store/s1");
 	if (mode && !strcmp(mode, "--stop"))
-		for (size_t i = 0; i < nk; i++) {
-			char *st = proc_stat(kids[i]);
-			bool z = strstr(st, ") Z ");
-			free(st);
-			if (!z)
+		for (size_t i = 0; i < nk; i++)
+			if (!is_zombie(kids[i]))
 				assert_stopped(kids[i], "--stop");
-		}
 	/* the whole original tree goes, the root first (its children would
 	 * end it otherwise): its pids are the restore's */
 	if (!mode || strcmp(mode, "--kill"))
@@ -1016,6 +1024,66 @@ static void tree_cycle(const char *mode)
 	free(tree);
 	verdict(restore("store/s1"));
 }
+
+static void tree_cycle(const char *mode)
+{
+	pid_t kids[16];
+	size_t nk;
+	pid_t pid = tree_spawn(kids, &nk);
+	tree_dump_restore(pid, kids, nk, mode);
+}
+
+START_TEST(tree_running) { tree_cycle(NULL); } END_TEST
+START_TEST(tree_kill) { tree_cycle("--kill"); } END_TEST
+START_TEST(tree_stop) { tree_cycle("--stop"); } END_TEST
+
+/* A dump that fails once every process of the tree is frozen (fault 203
+ * on the second process's descriptors; the first process had two hits)
+ * lets every process go as it was and writes nothing: the tree then
+ * dumps, restores and passes its own checks, its pipes intact. */
+START_TEST(tree_fault_dump)
+{
+	pid_t kids[16];
+	size_t nk;
+	pid_t pid = tree_spawn(kids, &nk);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = run_ckpt("203:3", NULL, 0, "dump", p, path("store/bad"), NULL);
+	ck_assert_msg(rc == 1, "dump with fault 203:3: exit %d", rc);
+	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	/* every thread of every process: not traced, not stopped */
+	assert_untouched_n(pid, 1);
+	for (size_t i = 0; i < nk; i++)
+		if (!is_zombie(kids[i]))
+			assert_untouched_n(kids[i], 1);
+	tree_dump_restore(pid, kids, nk, "--kill");
+}
+END_TEST
+
+/* A restore that fails part-way (fault 211 in the second process, the
+ * first one built whole) kills every process it made: none of the
+ * tree's pids is left; the next restore passes. */
+START_TEST(tree_fault_restore)
+{
+	pid_t kids[16];
+	size_t nk;
+	pid_t pid = tree_spawn(kids, &nk);
+	dump(pid, "--kill", "store/s1");
+	for (size_t i = 0; i < nk; i++)
+		kill(kids[i], SIGKILL);
+	kill_original(pid, "--kill");
+	for (size_t i = 0; i < nk; i++)
+		wait_gone(kids[i]);
+	int rc = run_ckpt("211:2", NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	ck_assert_msg(rc == 1, "restore with fault 211:2: exit %d", rc);
+	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	wait_gone(pid);
+	for (size_t i = 0; i < nk; i++)
+		wait_gone(kids[i]);
+	verdict(restore("store/s1"));
+}
+END_TEST
 
 /* A snapshot of format 1 (one process, its files at the top, no tree
  * file) still restores: made here from a new one by moving its process's
@@ -1036,9 +1104,6 @@ START_TEST(format1_snapshot_restores)
 }
 END_TEST
 
-START_TEST(tree_running) { tree_cycle(NULL); } END_TEST
-START_TEST(tree_kill) { tree_cycle("--kill"); } END_TEST
-START_TEST(tree_stop) { tree_cycle("--stop"); } END_TEST
 
 /* A private file mapping's file changed since the dump: the restore is
  * refused, naming the file and the option, and nothing runs; with
@@ -1130,6 +1195,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_running", tree_running, 90));
 		suite_add_tcase(s, tc("tree_kill", tree_kill, 90));
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));
+		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
+		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
