@@ -63,7 +63,7 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds,
-		     bool copy, struct copy_arena *arena, uint64_t *bytes)
+		     bool copy, struct copy_arena *arena, struct shm_table *shm, uint64_t *bytes)
 {
 	int r;
 
@@ -85,7 +85,7 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 	r = fds_capture(pid, fds);
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, copy, arena, bytes);
+	r = memory_capture(pid, img, copy, arena, shm, bytes);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;
@@ -312,36 +312,6 @@ static int add_children(struct tree *t, struct pdump **p, size_t i)
 	return 0;
 }
 
-/* Shared memory that several processes of the tree map would come back
- * as one copy each: refused until it is restored shared. */
-static int check_shared_memory(const struct tree *t, const struct pdump *p)
-{
-	for (size_t i = 0; i < t->n; i++) {
-		if (t->v[i].zombie || p[i].gone)
-			continue;
-		const struct proc_image *a = &p[i].img;
-		for (size_t va = 0; va < a->nvmas; va++) {
-			if (a->vmas[va].kind != VMA_SHMEM)
-				continue;
-			for (size_t j = i + 1; j < t->n; j++) {
-				if (t->v[j].zombie || p[j].gone)
-					continue;
-				const struct proc_image *b = &p[j].img;
-				for (size_t vb = 0; vb < b->nvmas; vb++)
-					if (b->vmas[vb].kind == VMA_SHMEM && b->vmas[vb].ino == a->vmas[va].ino &&
-					    b->vmas[vb].dev_major == a->vmas[va].dev_major &&
-					    b->vmas[vb].dev_minor == a->vmas[va].dev_minor)
-						return err_set(-EOPNOTSUPP,
-							       "shared memory %s (inode %" PRIu64 ") is mapped by pids %d and %d: "
-							       "memory shared between processes is not supported yet",
-							       a->vmas[va].path[0] ? a->vmas[va].path : "(anonymous)",
-							       a->vmas[va].ino, t->v[i].pid, t->v[j].pid);
-			}
-		}
-	}
-	return 0;
-}
-
 /* Descriptions that several processes of the tree use, and pipes between
  * them, move into *shared (stored once, in shared/fds), and each process
  * names them (fds-share.c). */
@@ -382,6 +352,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct tree t = { 0 };
 	struct pdump *p = NULL;
 	struct fd_image *shared = NULL;
+	struct shm_table shm = { 0 };
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
 	bool copy = after == ENGINE_AFTER_RUN;
@@ -493,15 +464,17 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &p[i].arena, &p[i].bytes);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &p[i].arena, &shm, &p[i].bytes);
 		copy_arena_release(&p[i].arena);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
 	}
-	r = check_shared_memory(&t, p);
-	if (r < 0)
+	if (shm.n > ENGINE_MAX_SHM) {
+		r = err_set(-EOPNOTSUPP, "pid %d: its tree maps %zu shared memory objects, more than %u", pid, shm.n,
+			    ENGINE_MAX_SHM);
 		goto out;
+	}
 	/* while they are all frozen and alive: kcmp compares their tables */
 	r = share_fds(&t, p, &shared);
 	if (r < 0)
@@ -630,6 +603,7 @@ out:
 	}
 	if (shared)
 		fds_free(shared);
+	shm_table_free(&shm);
 	free(p);
 	tree_free(&t);
 	return r;

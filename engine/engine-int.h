@@ -79,6 +79,9 @@ enum vma_kind {
 	_VMA_KIND_MAX,
 };
 
+/* Shared memory objects a tree's snapshot may hold. */
+#define ENGINE_MAX_SHM 4096u
+
 /* A run of saved bytes inside an area, offsets relative to its start. */
 struct mem_run {
 	uint64_t off, len;
@@ -98,6 +101,11 @@ struct vma {
 	uint64_t fsize;
 	int64_t mtime_sec;
 	long mtime_nsec;
+	/* VMA_SHMEM, format 2: the shared memory object it maps, one for
+	 * every area of the tree that maps it (restored as one memfd) */
+	bool has_shm;
+	uint32_t shm_id;
+	uint64_t shm_size; /* the object's size */
 	struct mem_run *runs; /* what was saved */
 	size_t nruns;
 	uint64_t saved; /* sum of runs' lengths */
@@ -325,10 +333,28 @@ void copy_arena_reserve(pid_t pid, struct copy_arena *a);
 /* Unmaps what was not handed out; the copies are unmapped with their
  * areas (vmas_free). */
 void copy_arena_release(struct copy_arena *a);
+/* The shared memory objects (shared anonymous memory, memfds, SysV
+ * segments) that the areas of a tree map, in the order first met: each
+ * area mapping one gets its id, and saves its bytes only where no earlier
+ * area (of any process) saved that range of the object already. */
+struct shm_obj {
+	unsigned dev_major, dev_minor;
+	uint64_t ino, size;
+	struct mem_run *saved; /* ranges of the object saved by some area */
+	size_t nsaved;
+};
+struct shm_table {
+	struct shm_obj *v;
+	size_t n;
+};
+void shm_table_free(struct shm_table *t);
+
 /* Lists the pages to save of every area of stopped pid (vma->runs) and,
  * with copy, copies them into RAM (vma->data), taking the buffers from
- * arena first where there is one. *bytes: bytes to save. */
-int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, uint64_t *bytes);
+ * arena first where there is one. Shared memory areas are entered in shm
+ * (tree-wide). *bytes: bytes to save. */
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
+		   uint64_t *bytes);
 /* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
  * copied, else straight from pid, which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,

@@ -99,7 +99,7 @@ __attribute__((weak)) int fds_load(struct store_snap *r, bool accept_changed, st
 	return 0;
 }
 
-__attribute__((weak)) int fds_restore(struct fd_image *img, int shared_base)
+__attribute__((weak)) int fds_restore(struct fd_image *img, int shared_base, int keep_from)
 {
 	for (int fd = 0; fd <= 2; fd++) {
 		int n = open("/dev/null", O_RDWR);
@@ -111,7 +111,7 @@ __attribute__((weak)) int fds_restore(struct fd_image *img, int shared_base)
 			close(n);
 		}
 	}
-	if (syscall(SYS_close_range, 3, ~0u, 0) < 0)
+	if (syscall(SYS_close_range, 3, keep_from > 3 ? (unsigned)keep_from - 1 : ~0u, 0) < 0)
 		return err_set(negerrno(), "close_range: %m");
 	return 0;
 }

@@ -1123,20 +1123,30 @@ static int place_shared(struct fd_image *img, int shared_base)
 	return 0;
 }
 
-int fds_restore(struct fd_image *img, int shared_base)
+/* Closes [from, ~0u], sparing [keep_from, ~0u] when keep_from >= 0. */
+static int close_from(unsigned from, int keep_from)
+{
+	if (keep_from >= 0 && (unsigned)keep_from <= from)
+		return 0;
+	unsigned to = keep_from >= 0 ? (unsigned)keep_from - 1 : ~0u;
+	return syscall(SYS_close_range, from, to, 0) < 0 ? negerrno() : 0;
+}
+
+int fds_restore(struct fd_image *img, int shared_base, int keep_from)
 {
 	int max = fds_max(img);
 	int r = 0;
 
+	if (keep_from >= 0 && keep_from <= max)
+		return err_set(-EINVAL, "descriptors kept from %d, but the image uses fd %d", keep_from, max);
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_SHARED &&
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
 			return err_set(-EINVAL, "fd %d: shared description %d, but the shared base %d is not above fd %d",
 				       img->e[i].fd, img->e[i].dup_of, shared_base, max);
 	if (max < 0) {
-		if (syscall(SYS_close_range, 0, ~0u, 0) < 0)
-			return err_set(negerrno(), "close_range");
-		return 0;
+		r = close_from(0, keep_from);
+		return r < 0 ? err_set(r, "close_range") : 0;
 	}
 	/* Every number the image uses is ours to fill. */
 	if (syscall(SYS_close_range, 0, (unsigned)max, 0) < 0)
@@ -1176,9 +1186,11 @@ int fds_restore(struct fd_image *img, int shared_base)
 			close(e->tmp_other);
 		e->tmp_other = -1;
 	}
-	/* Nothing of the restorer's may reach the restored process. */
-	if (syscall(SYS_close_range, (unsigned)max + 1, ~0u, 0) < 0 && r >= 0)
-		r = err_set(negerrno(), "close_range above fd %d", max);
+	/* Nothing of the restorer's may reach the restored process (what is
+	 * kept, the core closes once it has mapped it). */
+	int q = close_from((unsigned)max + 1, keep_from);
+	if (q < 0 && r >= 0)
+		r = err_set(q, "close_range above fd %d", max);
 	if (lowered && setrlimit(RLIMIT_NOFILE, &rl) < 0 && r >= 0)
 		r = err_set(negerrno(), "cannot set RLIMIT_NOFILE back to %lu", (unsigned long)rl.rlim_cur);
 	return r;

@@ -44,9 +44,11 @@ int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret);
  * inherited from fds_open_shared() in the one that forked the tree;
  * shared_base must be above fds_max(img), or -1 when the image has no
  * `shared` line (a single process). Every descriptor above fds_max() is
- * closed at the end, the shared ones included. Returns -errno with a
- * detail; the caller then reports and the process is killed. */
-int fds_restore(struct fd_image *img, int shared_base);
+ * closed at the end, the shared ones included, but those from keep_from
+ * up when keep_from >= 0 (above fds_max(): the shared memory objects the
+ * core maps afterwards and then closes). Returns -errno with a detail;
+ * the caller then reports and the process is killed. */
+int fds_restore(struct fd_image *img, int shared_base, int keep_from);
 
 /* Highest descriptor number the image uses, or -1: the restore keeps its
  * own working descriptors above it. */

@@ -559,7 +559,58 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 	return 0;
 }
 
-int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, uint64_t *bytes)
+void shm_table_free(struct shm_table *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].saved);
+	free(t->v);
+	t->v = NULL;
+	t->n = 0;
+}
+
+/* Enters shared memory area v of pid in t: its object's id and size, and
+ * whether an earlier area saved its range of the object already. */
+static int shm_enter(struct shm_table *t, pid_t pid, struct vma *v, bool *covered)
+{
+	char path[96];
+	struct stat st;
+	struct shm_obj *o = NULL;
+	uint64_t a = v->pgoff, b = v->pgoff + (v->end - v->start);
+
+	snprintf(path, sizeof(path), "/proc/%d/map_files/%lx-%lx", pid, (unsigned long)v->start,
+		 (unsigned long)v->end);
+	if (stat(path, &st) < 0)
+		return err_set(negerrno(), "pid %d: cannot stat the object of %s: %m", pid, path);
+	for (size_t i = 0; i < t->n && !o; i++)
+		if (t->v[i].ino == v->ino && t->v[i].dev_major == v->dev_major && t->v[i].dev_minor == v->dev_minor)
+			o = &t->v[i];
+	if (!o) {
+		struct shm_obj *nv = realloc(t->v, (t->n + 1) * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		t->v = nv;
+		o = &nv[t->n++];
+		*o = (struct shm_obj){ .dev_major = v->dev_major, .dev_minor = v->dev_minor, .ino = v->ino };
+	}
+	o->size = MAX(o->size, MAX((uint64_t)st.st_size, b));
+	v->has_shm = true;
+	v->shm_id = (uint32_t)(o - t->v);
+	v->shm_size = o->size;
+	*covered = false;
+	for (size_t i = 0; i < o->nsaved && !*covered; i++)
+		*covered = o->saved[i].off <= a && b <= o->saved[i].off + o->saved[i].len;
+	if (*covered)
+		return 0;
+	struct mem_run *nr = realloc(o->saved, (o->nsaved + 1) * sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	o->saved = nr;
+	nr[o->nsaved++] = (struct mem_run){ a, b - a };
+	return 0;
+}
+
+int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
+		   uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -599,9 +650,13 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		case VMA_FILE_SHARED:
 			r = stat_backing(pid, v);
 			break;
-		case VMA_SHMEM:
-			r = scan_shmem(pid, v, &fds[i]);
+		case VMA_SHMEM: {
+			bool covered = false;
+			r = shm ? shm_enter(shm, pid, v, &covered) : 0;
+			if (r >= 0 && !covered)
+				r = scan_shmem(pid, v, &fds[i]);
 			break;
+		}
 		case VMA_DELETED:
 			r = add_run(v, 0, v->end - v->start);
 			break;
@@ -644,6 +699,8 @@ char *maps_format(const struct proc_image *img)
 		if (v->kind == VMA_FILE_PRIVATE || v->kind == VMA_FILE_SHARED)
 			tb_printf(&b, " fsize=%" PRIu64 " mtime=%" PRId64 ".%09ld", v->fsize,
 				  v->mtime_sec, v->mtime_nsec);
+		if (v->has_shm)
+			tb_printf(&b, " shm=%" PRIu32 " shmsize=%" PRIu64, v->shm_id, v->shm_size);
 		if (v->growsdown)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
@@ -678,6 +735,17 @@ static int parse_annot(struct vma *v, const char *tok)
 		return parse_u64(val, &v->fsize);
 	if (kl == 5 && !strncmp(tok, "mtime", 5))
 		return sscanf(val, "%" SCNd64 ".%ld", &v->mtime_sec, &v->mtime_nsec) == 2 ? 0 : -EINVAL;
+	if (kl == 3 && !strncmp(tok, "shm", 3)) {
+		uint64_t id;
+		int r = parse_u64(val, &id);
+		if (r < 0 || id >= ENGINE_MAX_SHM)
+			return -EINVAL;
+		v->has_shm = true;
+		v->shm_id = (uint32_t)id;
+		return 0;
+	}
+	if (kl == 7 && !strncmp(tok, "shmsize", 7))
+		return parse_u64(val, &v->shm_size);
 	if (kl == 9 && !strncmp(tok, "growsdown", 9)) {
 		v->growsdown = !strcmp(val, "1");
 		return 0;
@@ -749,6 +817,10 @@ static int image_line(char *l, struct vma *x, const struct vma *prev)
 		return err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
 	if (x->saved > x->end - x->start)
 		return err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
+	if (x->has_shm && (x->kind != VMA_SHMEM || x->pgoff > x->shm_size ||
+			   x->end - x->start > x->shm_size - x->pgoff || x->shm_size > (1ull << 47)))
+		return err_set(-EBADMSG, "maps: area %lx: its shared object (shm=%u shmsize=%" PRIu64 ") does not hold it",
+			       (unsigned long)x->start, x->shm_id, x->shm_size);
 	return 0;
 }
 

@@ -90,6 +90,7 @@ struct ctx {
 	uint8_t *buf; /* transfer buffer */
 	size_t buf_len;
 	uint64_t done, total;
+	int shm_base; /* the tree's shared memory objects: shm_base + id in P, -1: none */
 };
 
 /* ---- the new process ----------------------------------------------------- */
@@ -179,6 +180,7 @@ struct tree_build {
 	struct prestore *p; /* p[i]: process t->v[i] */
 	struct fd_image *shared; /* what several of them share (shared/fds) */
 	int shared_base;         /* where: shared id k is descriptor base + k */
+	int shm_base;            /* the shared memory objects: id k at shm_base + k, -1: none */
 	struct restore_sync *sync;
 	const struct engine_restore_opts *o;
 };
@@ -313,7 +315,7 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(B->p[i].fds, B->shared_base);
+	r = fds_restore(B->p[i].fds, B->shared_base, B->shm_base);
 	if (r < 0)
 		child_fail(slot, r, "descriptors");
 	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);
@@ -483,17 +485,15 @@ static int fill_area(struct ctx *c, const struct vma *v)
 	return r;
 }
 
-/* Fills a shared memory area through its memfd, seen from here. */
-static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
+/* Copies the saved bytes of shared memory area v (its memory/ file in
+ * snap) into fd, its object, at the area's offset in it. */
+static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uint8_t *buf, size_t buf_len,
+		       uint64_t *done)
 {
-	char path[64], name[64];
+	char name[64];
 	struct store_file *f;
-	snprintf(path, sizeof(path), "/proc/%d/fd/%d", c->pid, fd_in_p);
-	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return err_set(negerrno(), "restore of pid %d: cannot open its memfd: %m", c->pid);
 	snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
-	int r = store_file_open(c->snap, name, &f);
+	int r = store_file_open(snap, name, &f);
 	if (r < 0)
 		return r;
 	uint64_t pos = 0, size = v->end - v->start;
@@ -508,19 +508,41 @@ static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
 		}
 		h = MIN((uint64_t)h, size);
 		for (uint64_t o = d; o < (uint64_t)h && r >= 0;) {
-			size_t n = MIN((uint64_t)h - o, c->buf_len);
-			ssize_t k = store_file_pread(f, c->buf, n, o);
+			size_t n = MIN((uint64_t)h - o, buf_len);
+			ssize_t k = store_file_pread(f, buf, n, o);
 			if (k < 0)
 				r = (int)k;
 			else
-				r = pwrite_full(fd, c->buf, k, v->pgoff + o);
+				r = pwrite_full(fd, buf, k, v->pgoff + o);
 			o += n;
-			c->done += n;
+			if (done)
+				*done += n;
 		}
 		pos = h;
 	}
 	store_file_close(f);
 	return r;
+}
+
+/* Fills a shared memory area of a format 1 snapshot through the memfd
+ * made in P, seen from here. */
+static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", c->pid, fd_in_p);
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "restore of pid %d: cannot open its memfd: %m", c->pid);
+	return fill_object(c->snap, v, fd, c->buf, c->buf_len, &c->done);
+}
+
+/* The memfd name a shared memory area had ("/memfd:NAME (deleted)"), or
+ * one of ours for shared anonymous memory and SysV segments. */
+static void shm_name(const struct vma *v, char *name, size_t len)
+{
+	snprintf(name, len, "ckptfs-shm");
+	if (!strncmp(v->path, "/memfd:", 7))
+		snprintf(name, len, "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
 }
 
 static int map_area(struct ctx *c, const struct vma *v)
@@ -568,9 +590,17 @@ static int map_area(struct ctx *c, const struct vma *v)
 		break;
 	}
 	case VMA_SHMEM: {
-		char name[64] = "ckptfs-shm";
-		if (!strncmp(v->path, "/memfd:", 7))
-			snprintf(name, sizeof(name), "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
+		if (v->has_shm) {
+			/* its object, made once for the tree and inherited */
+			if (c->shm_base < 0)
+				return err_set(-EBADMSG, "area %lx: shared object %u, but the tree has none",
+					       (unsigned long)v->start, v->shm_id);
+			r = sys(c, c->pid, SYS_mmap, v->start, len, v->prot, MAP_SHARED | MAP_FIXED_NOREPLACE,
+				(uint64_t)c->shm_base + v->shm_id, v->pgoff, &ign, "mmap of shared memory");
+			return r;
+		}
+		char name[64];
+		shm_name(v, name, sizeof(name));
 		r = put_string(c, name);
 		if (r >= 0)
 			r = sys(c, c->pid, SYS_memfd_create, c->scratch, MFD_CLOEXEC, 0, 0, 0, 0, &fd,
@@ -942,6 +972,13 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	/* the tree's shared memory objects, inherited to be mapped: no more */
+	if (c->shm_base >= 0) {
+		r = sys(c, c->pid, SYS_close_range, (uint64_t)c->shm_base, ~0u, 0, 0, 0, 0, &ign,
+			"close_range of the shared memory objects");
+		if (r < 0)
+			goto out;
+	}
 	r = set_mm(c);
 	if (r < 0)
 		goto out;
@@ -1113,7 +1150,8 @@ static void report_wait(const struct pid_wait *w, void *ud)
 }
 
 /* shared/fds, when the snapshot has one: what several processes use,
- * opened once at *base and up in the process that forks the tree. */
+ * opened once at *base and up in the process that forks the tree (*base
+ * stays -1 without one). */
 static int load_shared(struct store_snap *r, bool flat, const struct engine_restore_opts *o, const struct tree *t,
 		       struct prestore *p, struct fd_image **shared, int *base)
 {
@@ -1189,12 +1227,112 @@ static int tree_ready(const struct tree *t, struct restore_sync *sync)
 	return waiting ? -EAGAIN : 0;
 }
 
+/* Above every descriptor any process of the tree uses: where what they
+ * share is put in the process that forks them. */
+static int tree_top(const struct tree *t, const struct prestore *p)
+{
+	int max = 2;
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->v[i].zombie)
+			max = MAX(max, fds_max(p[i].fds));
+	return max + 1;
+}
+
+/* The tree's shared memory objects, made here before anything is forked:
+ * one memfd each, its size, and the bytes of every area that saved a
+ * part of it (stored once, dump.c). */
+struct shm_set {
+	int fd[ENGINE_MAX_SHM];
+	size_t n;
+};
+
+static void shm_set_close(struct shm_set *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (m->fd[i] >= 0)
+			close(m->fd[i]);
+	m->n = 0;
+}
+
+static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struct prestore *p, struct shm_set *m)
+{
+	_cleanup_free_ uint8_t *buf = NULL;
+	const size_t buf_len = 4u << 20;
+	size_t n = 0;
+	int q = 0;
+
+	for (size_t i = 0; i < t->n; i++)
+		for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas; k++)
+			if (p[i].img.vmas[k].has_shm)
+				n = MAX(n, (size_t)p[i].img.vmas[k].shm_id + 1);
+	if (!n)
+		return 0;
+	if (flat)
+		return err_set(-EBADMSG, "maps: a shared object (shm=) in a snapshot of one process");
+	buf = malloc(buf_len);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t id = 0; id < n; id++) {
+		const struct vma *first = NULL;
+		uint64_t size = 0;
+		m->fd[id] = -1;
+		m->n = id + 1;
+		for (size_t i = 0; i < t->n; i++)
+			for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas; k++) {
+				const struct vma *v = &p[i].img.vmas[k];
+				if (!v->has_shm || v->shm_id != id)
+					continue;
+				first = first ? first : v;
+				size = MAX(size, v->shm_size);
+			}
+		if (!first)
+			return err_set(-EBADMSG, "maps: shared object %zu is mapped by no area", id);
+		char name[64];
+		shm_name(first, name, sizeof(name));
+		m->fd[id] = memfd_create(name, MFD_CLOEXEC);
+		if (m->fd[id] < 0)
+			return err_set(negerrno(), "memfd_create for shared memory %s: %m", first->path);
+		if (ftruncate(m->fd[id], (off_t)size) < 0)
+			return err_set(negerrno(), "shared memory %s: %" PRIu64 " bytes: %m", first->path, size);
+		for (size_t i = 0; i < t->n && q >= 0; i++)
+			for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas && q >= 0; k++) {
+				const struct vma *v = &p[i].img.vmas[k];
+				if (v->has_shm && v->shm_id == id && v->saved)
+					q = fill_object(p[i].dir, v, m->fd[id], buf, buf_len, NULL);
+			}
+		if (q < 0)
+			return err_prefix(q, "shared memory");
+	}
+	return 0;
+}
+
+/* In the intermediate process: the shared memory objects to base + id,
+ * and nothing else of ours from top up (restorer's descriptors that
+ * happen to be there are closed: they are copies, ours are untouched). */
+static int shm_place(struct shm_set *m, int top, int base)
+{
+	int high = base + (int)m->n;
+	for (size_t id = 0; id < m->n; id++) {
+		int fd = fcntl(m->fd[id], F_DUPFD_CLOEXEC, high);
+		if (fd < 0)
+			return err_set(negerrno(), "shared memory object %zu: F_DUPFD: %m", id);
+		m->fd[id] = fd;
+	}
+	syscall(SYS_close_range, (unsigned)top, (unsigned)high - 1, 0);
+	for (size_t id = 0; id < m->n; id++)
+		if (dup3(m->fd[id], base + (int)id, O_CLOEXEC) < 0)
+			return err_set(negerrno(), "shared memory object %zu: dup3: %m", id);
+	syscall(SYS_close_range, (unsigned)high, ~0u, 0);
+	return 0;
+}
+
 int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid)
 {
 	struct tree t = { 0 };
 	struct prestore *p = NULL;
 	struct fd_image *shared = NULL;
-	int shared_base = -1;
+	int shared_base = -1, shm_base = -1, top;
+	struct shm_set shm = { .n = 0 };
 	struct restore_sync *sync = MAP_FAILED;
 	size_t sync_len = 0;
 	struct vma *mine = NULL;
@@ -1248,6 +1386,15 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
+	/* what the processes share, at top and up in every one of them: the
+	 * shared descriptions (shared_base), then the memory objects */
+	top = tree_top(&t, p);
+	if (shared_base >= 0)
+		shared_base = top;
+	q = shm_make(r, flat, &t, p, &shm);
+	if (q < 0)
+		goto out;
+	shm_base = shm.n ? top + fds_count(shared) : -1;
 
 	sync_len = sizeof(*sync) + t.n * sizeof(sync->slot[0]);
 	sync = mmap(NULL, sync_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1261,7 +1408,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	 * the root is re-parented (to init or the nearest subreaper) and
 	 * needs nobody of ours to wait for it. It takes the credentials the
 	 * caller names first: everything the tree opens, it opens with them. */
-	struct tree_build B = { .t = &t, .p = p, .shared = shared, .shared_base = shared_base, .sync = sync, .o = o };
+	struct tree_build B = {
+		.t = &t, .p = p, .shared = shared, .shared_base = shared_base, .shm_base = shm_base,
+		.sync = sync, .o = o,
+	};
 	pid_t mid = fork();
 	if (mid < 0) {
 		q = err_set(negerrno(), "fork: %m");
@@ -1278,14 +1428,18 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		}
 		/* What processes share is made once, here, and inherited by
 		 * every one of them; our own copies go when we exit. */
-		if (shared_base >= 0) {
+		if (shared_base >= 0 || shm.n) {
 			struct rlimit rl;
 			if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 				rl.rlim_cur = rl.rlim_max;
 				setrlimit(RLIMIT_NOFILE, &rl);
 			}
-			syscall(SYS_close_range, (unsigned)shared_base, ~0u, 0);
-			int c = fds_open_shared(shared, shared_base);
+			int c = shm.n ? shm_place(&shm, top, shm_base) : 0;
+			if (c < 0)
+				child_fail(&sync->slot[0], c, "shared memory");
+			if (!shm.n)
+				syscall(SYS_close_range, (unsigned)top, ~0u, 0);
+			c = shared_base >= 0 ? fds_open_shared(shared, shared_base) : 0;
 			if (c < 0)
 				child_fail(&sync->slot[0], c, "descriptors shared by the processes");
 		}
@@ -1305,6 +1459,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	int st;
 	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
 		;
+	/* the tree holds them now */
+	shm_set_close(&shm);
 	uint64_t deadline = now_ns() + 30ull * 1000000000;
 	while ((q = tree_ready(&t, sync)) == -EAGAIN) {
 		bool gone = false;
@@ -1329,7 +1485,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		if (q < 0)
 			goto out_kill;
 		p[i].attached = true;
-		struct ctx c = { .pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o };
+		struct ctx c = {
+			.pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o,
+			.shm_base = shm_base,
+		};
 		c.buf_len = 16u << 20;
 		c.buf = malloc(c.buf_len);
 		if (!c.buf) {
@@ -1395,6 +1554,7 @@ out:
 		store_snap_close(p[i].dir);
 	}
 	(void)started;
+	shm_set_close(&shm);
 	if (shared)
 		fds_free(shared);
 	if (sync != MAP_FAILED)

@@ -10,6 +10,11 @@
  *   └── Z exits with status 7 at once and stays a zombie until R reaps
  *       it, after the restore
  *
+ * All of them share memory made before the forks: shared anonymous memory
+ * (each writes its mark there before the checkpoint; after the restore R
+ * writes a token every other process must see) and a memfd mapped by R,
+ * C and G (after the restore C writes a token R must see).
+ *
  * G -> C and C -> R are pipes carrying 1, 2, 3, ... as 8-byte numbers,
  * one every millisecond; each reader checks that none is lost, repeated
  * or out of order, across the checkpoint too. Each process also holds
@@ -24,14 +29,23 @@
  */
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include "target.h"
 
 #define MEM (1u << 20)
+#define TOKEN 0x5eed5eed5eedull
+
+struct shared {
+	volatile uint64_t mark[4]; /* R, C, G, D: written before the checkpoint */
+	volatile uint64_t token;   /* R writes it after the restore */
+};
 
 static const char *scratch;
 static pid_t root_pid, c_pid;
+static struct shared *sh;      /* shared anonymous memory */
+static volatile uint64_t *mfd; /* a memfd's page: C's token after the restore */
 
 static _Noreturn void fail(const char *who, const char *fmt, ...)
 {
@@ -103,6 +117,24 @@ static _Noreturn void why_verdict(const char *who, int st)
 	target_verdict(0, "%s ended with 0x%x: %s", who, st, buf);
 }
 
+/* Waits (10 s at most) until *p holds want: a value another process
+ * writes into memory we share. */
+static bool see(volatile uint64_t *p, uint64_t want)
+{
+	for (int i = 0; i < 10000 && *p != want; i++)
+		ms();
+	return *p == want;
+}
+
+static void check_shared(const char *who)
+{
+	for (int i = 0; i < 4; i++)
+		if (sh->mark[i] != 100u + (unsigned)i)
+			fail(who, "shared memory: mark %d is %llu", i, (unsigned long long)sh->mark[i]);
+	if (!see(&sh->token, TOKEN ^ (uint64_t)root_pid))
+		fail(who, "shared memory: R's token did not arrive");
+}
+
 static void check_ids(const char *who, pid_t ppid, pid_t pgid, pid_t sid)
 {
 	if (getppid() != ppid)
@@ -118,6 +150,7 @@ static _Noreturn void grandchild(int out)
 {
 	uint8_t *m = pattern(3);
 	uint64_t v = 1;
+	sh->mark[2] = 102;
 	for (;;) {
 		if (write(out, &v, 8) != 8) {
 			if (errno != EPIPE)
@@ -130,6 +163,7 @@ static _Noreturn void grandchild(int out)
 	/* C closed its end after the restore: check ourselves */
 	check_ids("G", c_pid, c_pid, root_pid);
 	check_pattern("G", m, 3);
+	check_shared("G");
 	exit(0);
 }
 
@@ -150,6 +184,7 @@ static _Noreturn void child(int out)
 	fcntl(p[0], F_SETFL, O_NONBLOCK);
 	uint8_t *m = pattern(2);
 	uint64_t next = 1, v = 1;
+	sh->mark[1] = 101;
 	long after = -1;
 	bool r_gone = false;
 	/* until R has closed its end and 50 numbers came from G since the
@@ -158,10 +193,12 @@ static _Noreturn void child(int out)
 		long k = drain("C", p[0], &next);
 		if (k < 0)
 			fail("C", "G's pipe ended early");
-		if (after < 0 && target_restored())
+		if (after < 0 && target_restored()) {
 			after = 0;
-		else if (after >= 0)
+			*mfd = TOKEN ^ (uint64_t)getpid();
+		} else if (after >= 0) {
 			after += k;
+		}
 		if (r_gone)
 			continue;
 		if (write(out, &v, 8) != 8) {
@@ -174,6 +211,7 @@ static _Noreturn void child(int out)
 	}
 	check_ids("C", root_pid, getpid(), root_pid);
 	check_pattern("C", m, 2);
+	check_shared("C");
 	close(p[0]);
 	int st;
 	if (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
@@ -187,9 +225,11 @@ static _Noreturn void sibling(void)
 	uint8_t *m = pattern(4);
 	if (setpgid(0, c_pid) < 0)
 		exit(3);
+	sh->mark[3] = 103;
 	target_wait_restored();
 	check_ids("D", root_pid, c_pid, root_pid);
 	check_pattern("D", m, 4);
+	check_shared("D");
 	exit(0);
 }
 
@@ -199,6 +239,16 @@ int main(int argc, char **argv)
 	scratch = argv[3];
 	signal(SIGPIPE, SIG_IGN);
 	root_pid = getpid();
+	sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int mf = memfd_create("tree-shared", MFD_CLOEXEC);
+	if (sh == MAP_FAILED || mf < 0 || ftruncate(mf, 8192) < 0)
+		return 3;
+	/* mapped from its second page; the descriptor is not kept */
+	mfd = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mf, 4096);
+	close(mf);
+	if (mfd == MAP_FAILED)
+		return 3;
+	sh->mark[0] = 100;
 	int p[2];
 	if (pipe(p) < 0)
 		return 3;
@@ -221,8 +271,8 @@ int main(int argc, char **argv)
 	siginfo_t si;
 	if (waitid(P_PID, z, &si, WEXITED | WNOWAIT) < 0)
 		return 3;
-	/* D in C's group before we say ready */
-	while (getpgid(d) != c_pid)
+	/* D in C's group, and every mark there, before we say ready */
+	while (getpgid(d) != c_pid || sh->mark[1] != 101 || sh->mark[2] != 102 || sh->mark[3] != 103)
 		ms();
 	uint8_t *m = pattern(1);
 	uint64_t next = 1;
@@ -244,6 +294,12 @@ int main(int argc, char **argv)
 	if (getsid(0) != getpid() || getpgrp() != getpid())
 		target_verdict(0, "root: session %d, group %d, expected %d", getsid(0), getpgrp(), getpid());
 	check_pattern("R", m, 1);
+	sh->token = TOKEN ^ (uint64_t)getpid();
+	if (!see(mfd, TOKEN ^ (uint64_t)c_pid))
+		target_verdict(0, "shared memfd: C's token did not arrive");
+	for (int i = 0; i < 4; i++)
+		if (sh->mark[i] != 100u + (unsigned)i)
+			target_verdict(0, "shared memory: mark %d is %llu", i, (unsigned long long)sh->mark[i]);
 	int st;
 	if (waitpid(z, &st, WNOHANG) != z)
 		target_verdict(0, "the zombie %d is not there to reap", z);
