@@ -242,7 +242,6 @@ struct pdump {
 	bool gpu_used;
 	bool checked; /* process_check and fds_check passed */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
-	struct copy_arena arena;
 	uint64_t bytes;
 };
 
@@ -353,6 +352,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct pdump *p = NULL;
 	struct fd_image *shared = NULL;
 	struct shm_table shm = { 0 };
+	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
 	bool copy = after == ENGINE_AFTER_RUN;
@@ -403,14 +403,31 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		r = gpu_take(t.v[i].pid, o, p[i].img.stopped, &p[i].gpu, &p[i].gpu_used);
 		if (r < 0)
 			goto out;
-		if (copy)
-			copy_arena_reserve(t.v[i].pid, &p[i].arena);
+	}
+	/* every keeper forked and executed now, while the tree runs: each
+	 * seizes its process on our word. The keepers trace them, not us:
+	 * should we die from here on, each puts its process back and lets
+	 * go (keeper.c). */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie || p[i].gone)
+			continue;
+		r = keeper_start(t.v[i].pid, &p[i].k);
+		if (r < 0)
+			goto out;
+	}
+	if (copy) {
+		_cleanup_free_ pid_t *pids = calloc(t.n, sizeof(*pids));
+		size_t np = 0;
+		for (size_t i = 0; pids && i < t.n; i++)
+			if (!t.v[i].zombie && !p[i].gone)
+				pids[np++] = t.v[i].pid;
+		if (pids)
+			copy_arena_reserve(pids, np, &arena);
 	}
 
 	/* 2. Freeze, parents first: once a process is stopped its children
 	 * are the ones it will have, so each is listed once its parent is
-	 * frozen. The keepers trace them, not us: should we die from here on,
-	 * each puts its process back and lets go (keeper.c). */
+	 * frozen. */
 	progress(o, ENGINE_PHASE_FREEZE, 0, 0);
 	for (size_t i = 0; i < t.n; i++) {
 		if (p[i].gone)
@@ -425,7 +442,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 				if (r < 0)
 					goto out;
 			}
-			r = keeper_start(t.v[i].pid, &p[i].k);
+			r = p[i].k.pid ? 0 : keeper_start(t.v[i].pid, &p[i].k);
 			if (r >= 0)
 				r = keeper_wait_seized(&p[i].k);
 			if (r < 0) {
@@ -464,12 +481,12 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &p[i].arena, &shm, &p[i].bytes);
-		copy_arena_release(&p[i].arena);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &arena, &shm, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
 	}
+	copy_arena_release(&arena);
 	if (shm.n > ENGINE_MAX_SHM) {
 		r = err_set(-EOPNOTSUPP, "pid %d: its tree maps %zu shared memory objects, more than %u", pid, shm.n,
 			    ENGINE_MAX_SHM);
@@ -577,7 +594,6 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 out:
 	for (size_t i = 0; i < t.n; i++) {
 		struct pdump *d = &p[i];
-		copy_arena_release(&d->arena);
 		/* the detail of the failure survives the keeper's ending */
 		if (d->k.pid) {
 			char why[512];
@@ -604,6 +620,7 @@ out:
 	if (shared)
 		fds_free(shared);
 	shm_table_free(&shm);
+	copy_arena_release(&arena);
 	free(p);
 	tree_free(&t);
 	return r;

@@ -244,16 +244,19 @@ struct keeper {
 
 /* What the keeper does once the dumper is done with the frozen target. */
 enum keeper_word {
+	KEEPER_GO = 'G',   /* seize and capture (the first word) */
 	KEEPER_THAW = 'T', /* detach: the target runs on; also on end of file */
 	KEEPER_STOP = 'S', /* detach, SIGSTOP queued */
 	KEEPER_KILL = 'K', /* SIGKILL, every traced thread waited out */
 };
 
-/* Forks the keeper (before the target is touched), which seizes and stops
- * every thread of pid and captures the tracer's part of the view. */
+/* Forks the keeper (before the target is touched), which waits for the
+ * word to seize. */
 int keeper_start(pid_t pid, struct keeper *k);
-/* Waits until every thread is stopped (or the keeper's failure, with its
- * detail; the target then runs untraced already). */
+/* Tells it to seize and stop every thread of pid and capture the
+ * tracer's part of the view, and waits until every thread is stopped (or
+ * the keeper's failure, with its detail; the target then runs untraced
+ * already). */
 int keeper_wait_seized(struct keeper *k);
 /* Receives the tracer's part of the view into img: threads (registers,
  * xstate, masks, pending signals, altstack, ...), the shared pending
@@ -327,9 +330,11 @@ int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
 struct copy_arena {
 	uint8_t *base, *pos, *end;
 };
-/* Reserves and faults in about what pid's copy will take (its anonymous
- * memory). Best effort: with no memory to spare it reserves nothing. */
-void copy_arena_reserve(pid_t pid, struct copy_arena *a);
+/* Reserves and faults in about what the copy of pids will take (their
+ * anonymous memory, and each one's share of the shared memory they map,
+ * which is copied once). Best effort: with no memory to spare it
+ * reserves nothing. */
+void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a);
 /* Unmaps what was not handed out; the copies are unmapped with their
  * areas (vmas_free). */
 void copy_arena_release(struct copy_arena *a);

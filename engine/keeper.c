@@ -24,7 +24,9 @@
  *   KEEPER_KILL  SIGKILL and wait out every traced thread (--kill, once
  *                durable);
  *
- * and takes end of file, or finding itself re-parented (the dumper died
+ * It is started before the freeze and seizes on a first word, KEEPER_GO,
+ * so that a tree's keepers are all forked and executed while it runs.
+ * It takes end of file, or finding itself re-parented (the dumper died
  * while some other process still holds a copy of its socket), as THAW:
  * the target only dies or stays stopped on the dumper's word, which it
  * sends after the commit.
@@ -326,7 +328,7 @@ static char wait_word(int fd)
 		if (n > 0) {
 			char w;
 			ssize_t k = read(fd, &w, 1);
-			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL))
+			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO))
 				return w;
 			if (k < 0 && errno == EINTR)
 				continue;
@@ -367,6 +369,10 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 	}
 	if (dumper_gone())
 		_exit(1);
+	/* Started before the freeze (the fork and exec are not frozen time),
+	 * we seize on the dumper's word; anything else: nothing to do. */
+	if (wait_word(fd) != KEEPER_GO)
+		_exit(0);
 
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
 	send_status(fd, r);
@@ -474,6 +480,9 @@ int keeper_start(pid_t pid, struct keeper *k)
 
 int keeper_wait_seized(struct keeper *k)
 {
+	char c = KEEPER_GO;
+	if (send_all(k->fd, &c, 1) < 0)
+		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
 	return recv_status(k);
 }
 

@@ -478,10 +478,13 @@ static void *populate(void *arg)
 	return NULL;
 }
 
-void copy_arena_reserve(pid_t pid, struct copy_arena *a)
+void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a)
 {
-	uint64_t t0 = now_ns();
-	size_t len = ALIGN_UP((size_t)rollup_kb(pid, "\nAnonymous:") * 1024, HUGE_SZ);
+	uint64_t t0 = now_ns(), kb = 0;
+	/* shared memory counted once for the tree: each process's share */
+	for (size_t i = 0; i < npids; i++)
+		kb += rollup_kb(pids[i], "\nAnonymous:") + rollup_kb(pids[i], "\nPss_Shmem:");
+	size_t len = ALIGN_UP((size_t)kb * 1024, HUGE_SZ);
 	struct populate q[COPY_THREADS];
 	size_t n;
 	bool failed = false;
@@ -511,7 +514,7 @@ void copy_arena_reserve(pid_t pid, struct copy_arena *a)
 	}
 	a->pos = a->base;
 	a->end = a->base + len;
-	log_debug("pid %d: %zu MiB for the copy faulted in before the freeze in %" PRIu64 " us", pid, len >> 20,
+	log_debug("pid %d: %zu MiB for the copy faulted in before the freeze in %" PRIu64 " us", pids[0], len >> 20,
 		  (now_ns() - t0) / 1000);
 }
 
