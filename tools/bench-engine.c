@@ -1,12 +1,15 @@
 /*
- * ckpt bench engine [--size 2G] [--dir DIR] [--keep]: dumps and restores a
- * process with SIZE of resident memory of mixed content (a quarter zeros,
- * a quarter random, a quarter text, a quarter counters) into a snapshot
- * directory under DIR, and reports time frozen, dump time, restore time
- * and GB/s; beside them, in the same run, the time to copy the same bytes
- * with process_vm_readv and to write them to DIR (write + fsync of the
- * same buffer, and dd from /dev/zero). The restored process checks its own
- * memory checksum; a mismatch fails the benchmark.
+ * ckpt bench engine [--size 2G] [--procs N] [--dir DIR] [--keep]: dumps
+ * and restores a process with SIZE of resident memory of mixed content (a
+ * quarter zeros, a quarter random, a quarter text, a quarter counters)
+ * into a snapshot directory under DIR, and reports time frozen, dump
+ * time, restore time and GB/s; beside them, in the same run, the time to
+ * copy the same bytes with process_vm_readv and to write them to DIR
+ * (write + fsync of the same buffer, and dd from /dev/zero). With
+ * --procs N it then does the same with a tree of N processes sharing the
+ * SIZE (the root and N-1 children it forks after filling it) and prints
+ * both, with the ratio of their frozen times. The restored processes
+ * check the memory's checksum themselves; a mismatch fails the benchmark.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -44,8 +47,9 @@ static void put_file(const char *path, const char *text)
 	}
 }
 
-/* The process that is dumped and restored. */
-static _noreturn_ void child(const char *dir, size_t size, uint64_t **region)
+/* The process that is dumped and restored: with procs > 1 its memory is
+ * shared and it forks procs - 1 children that check it too. */
+static _noreturn_ void child(const char *dir, size_t size, unsigned procs, uint64_t **region)
 {
 	char ready[PATH_MAX + 16], go[PATH_MAX + 16], result[PATH_MAX + 16];
 	snprintf(ready, sizeof(ready), "%s/ready", dir);
@@ -59,7 +63,8 @@ static _noreturn_ void child(const char *dir, size_t size, uint64_t **region)
 	setsid();
 
 	size_t words = size / 8, q = words / 4;
-	uint64_t *w = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t *w = mmap(NULL, size, PROT_READ | PROT_WRITE, (procs > 1 ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS,
+			   -1, 0);
 	if (w == MAP_FAILED)
 		_exit(1);
 	*region = w;
@@ -77,10 +82,26 @@ static _noreturn_ void child(const char *dir, size_t size, uint64_t **region)
 	for (size_t i = 3 * q; i < words; i++)
 		w[i] = i / 512;
 	uint64_t s0 = sum_words(w, words);
+	pid_t kids[64];
+	for (unsigned k = 1; k < procs; k++) {
+		kids[k] = fork();
+		if (kids[k] == 0) {
+			while (access(go, F_OK) < 0)
+				usleep(1000);
+			_exit(sum_words(w, words) == s0 ? 0 : 1);
+		}
+		if (kids[k] < 0)
+			_exit(1);
+	}
 	put_file(ready, "ready\n");
 	while (access(go, F_OK) < 0)
 		usleep(1000);
-	put_file(result, sum_words(w, words) == s0 ? "PASS\n" : "FAIL: checksum\n");
+	bool ok = sum_words(w, words) == s0;
+	for (unsigned k = 1; k < procs; k++) {
+		int st;
+		ok = ok && waitpid(kids[k], &st, 0) == kids[k] && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	}
+	put_file(result, ok ? "PASS\n" : "FAIL: checksum\n");
 	_exit(0);
 }
 
@@ -110,104 +131,42 @@ static void line(const char *what, uint64_t ns, uint64_t bytes)
 	printf("  %-44s %9.3f s  %6.2f GB/s\n", what, ns / 1e9, gbps(bytes, ns));
 }
 
-int bench_engine(int argc, char **argv)
+struct cycle {
+	uint64_t frozen_ns, dump_ns, restore_ns, verify_ns, saved, processes;
+	uint64_t readv_ns, write_ns, dd_ns; /* the comparisons, when asked */
+};
+
+/* Waits until no child of ours is left (we are a subreaper: the dumped
+ * tree's orphans are ours), so that their pids are free for the restore. */
+static void reap_all(void)
 {
-	static const struct option opts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ "dir", required_argument, NULL, 'd' },
-		{ "keep", no_argument, NULL, 'k' },
-		{ "kill", no_argument, NULL, 'K' },
-		{ "help", no_argument, NULL, 'h' },
-		{},
-	};
-	uint64_t size = 2ull << 30;
-	const char *base = "/var/tmp";
-	bool keep = false;
-	enum engine_after after = ENGINE_AFTER_RUN;
-	int c, r, rc = EXIT_FAIL;
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+}
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			if (parse_size(optarg, &size) < 0) {
-				fprintf(stderr, "ckpt bench engine: bad size '%s'\n", optarg);
-				return EXIT_USAGE;
-			}
-			break;
-		case 'd':
-			base = optarg;
-			break;
-		case 'k':
-			keep = true;
-			break;
-		case 'K':
-			after = ENGINE_AFTER_KILL;
-			break;
-		case 'h':
-			printf("Usage: ckpt bench engine [--size 2G] [--dir DIR] [--keep] [--kill]\n"
-			       "Dumps and restores a process with SIZE resident (mixed content) to a\n"
-			       "snapshot directory in DIR (default /var/tmp); compares with\n"
-			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n"
-			       "--kill dumps as `ckpt dump --kill` does: frozen until durable, no\n"
-			       "copy of the memory in RAM.\n");
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s/ckptfs-bench-XXXXXX", base);
-	if (!mkdtemp(dir)) {
-		log_err_errno(negerrno(), "cannot create a directory in %s", base);
-		return EXIT_FAIL;
-	}
-	char store_dir[PATH_MAX + 16], path[PATH_MAX + 32], b1[32], b2[32];
-	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
-	mkdir(store_dir, 0700);
-	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-
-	/* shared so that the parent learns the region's address */
-	uint64_t **region = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (region == MAP_FAILED)
-		return EXIT_FAIL;
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0)
-		child(dir, size, region);
-	snprintf(path, sizeof(path), "%s/ready", dir);
-	log_info("bench engine: filling %s in pid %d", fmt_bytes(size, b1, sizeof(b1)), pid);
-	while (access(path, F_OK) < 0) {
-		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			log_err("bench engine: the process died while filling its memory");
-			goto out;
-		}
-		usleep(2000);
-	}
-	uintptr_t addr = (uintptr_t)*region;
-
-	struct store *s = NULL;
-	/* 1. the same bytes with process_vm_readv, into a pre-faulted buffer */
+/* The comparisons: the same bytes copied with process_vm_readv, written
+ * with write + fsync, and dd from /dev/zero. */
+static int compare(const char *dir, pid_t pid, uintptr_t addr, uint64_t size, struct cycle *c)
+{
+	char path[PATH_MAX + 32];
 	uint8_t *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	uint64_t t0 = now_ns(), readv_ns, write_ns, dd_ns = 0;
 	if (buf == MAP_FAILED) {
 		log_err("bench engine: no memory for the comparison buffer");
-		store_close(s);
-		goto out_kill;
+		return -ENOMEM;
 	}
+	uint64_t t0 = now_ns();
 	for (uint64_t off = 0; off < size; off += PIECE) {
 		struct iovec l = { buf + off, MIN(PIECE, size - off) };
 		struct iovec rm = { (void *)(addr + off), l.iov_len };
 		if (process_vm_readv(pid, &l, 1, &rm, 1, 0) != (ssize_t)l.iov_len) {
-			log_err_errno(negerrno(), "bench engine: process_vm_readv");
-			store_close(s);
-			goto out_kill;
+			int r = negerrno();
+			log_err_errno(r, "bench engine: process_vm_readv");
+			munmap(buf, size);
+			return r;
 		}
 	}
-	readv_ns = now_ns() - t0;
+	c->readv_ns = now_ns() - t0;
 
-	/* 2. writing them: the same buffer with write + fsync, then dd */
 	snprintf(path, sizeof(path), "%s/write", dir);
 	t0 = now_ns();
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -218,7 +177,7 @@ int bench_engine(int argc, char **argv)
 		fsync(fd);
 		close(fd);
 	}
-	write_ns = now_ns() - t0;
+	c->write_ns = now_ns() - t0;
 	unlink(path);
 	munmap(buf, size);
 	snprintf(path, sizeof(path), "%s/dd", dir);
@@ -236,16 +195,55 @@ int bench_engine(int argc, char **argv)
 	}
 	int dst;
 	if (dd > 0 && waitpid(dd, &dst, 0) == dd && WIFEXITED(dst) && WEXITSTATUS(dst) == 0)
-		dd_ns = now_ns() - t0;
+		c->dd_ns = now_ns() - t0;
 	unlink(path);
+	return 0;
+}
 
-	/* 3. dump (after the comparisons: --kill ends the process) */
+/* One run: a process (or a tree of procs) filled with size, dumped into
+ * snapshot `name`, killed, restored, and its own check read. */
+static int cycle(const char *dir, const char *store_dir, const char *name, uint64_t size, unsigned procs,
+		 enum engine_after after, bool comparisons, struct cycle *c)
+{
+	char path[PATH_MAX + 32], b1[32];
+	int r;
+
+	static const char *const files[] = { "ready", "go", "result" };
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		unlink(path);
+	}
+	/* shared so that the parent learns the region's address */
+	uint64_t **region = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (region == MAP_FAILED)
+		return -ENOMEM;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		child(dir, size, procs, region);
+	snprintf(path, sizeof(path), "%s/ready", dir);
+	log_info("bench engine: filling %s in pid %d (%u process%s)", fmt_bytes(size, b1, sizeof(b1)), pid, procs,
+		 procs > 1 ? "es" : "");
+	while (access(path, F_OK) < 0) {
+		if (waitpid(pid, NULL, WNOHANG) == pid) {
+			log_err("bench engine: the process died while filling its memory");
+			r = -ECHILD;
+			goto out;
+		}
+		usleep(2000);
+	}
+	uintptr_t addr = (uintptr_t)*region;
+	if (comparisons && (r = compare(dir, pid, addr, size, c)) < 0)
+		goto out_kill;
+
+	/* dump (after the comparisons: --kill ends the process) */
+	struct store *s = NULL;
 	struct store_snap *w = NULL;
 	struct engine_dump_stats st = { 0 };
 	struct engine_dump_opts dopts = { .after = after, .stats = &st };
 	r = store_open_dir(store_dir, &s);
 	if (r >= 0)
-		r = store_snap_create(s, "bench", 0, &w);
+		r = store_snap_create(s, name, 0, &w);
 	if (r >= 0)
 		r = engine_dump(pid, w, &dopts);
 	store_snap_close(w);
@@ -254,17 +252,21 @@ int bench_engine(int argc, char **argv)
 		store_close(s);
 		goto out_kill;
 	}
+	c->frozen_ns = st.frozen_ns;
+	c->dump_ns = st.total_ns;
+	c->saved = st.memory_bytes;
+	c->processes = st.processes;
 
-	/* 4. restore, once the original is gone */
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	/* restore, once the originals are gone (the root's session) */
+	kill(-pid, SIGKILL);
+	reap_all();
 	struct store_snap *rs = NULL;
 	pid_t npid = 0;
 	/* what `ckpt restore` adds by default: every file hashed against
 	 * the manifest before anything runs */
-	t0 = now_ns();
-	r = store_snap_open(s, "bench", STORE_OPEN_VERIFY, &rs);
-	uint64_t verify_ns = now_ns() - t0;
+	uint64_t t0 = now_ns();
+	r = store_snap_open(s, name, STORE_OPEN_VERIFY, &rs);
+	c->verify_ns = now_ns() - t0;
 	store_snap_close(rs);
 	rs = NULL;
 	if (r < 0) {
@@ -273,10 +275,10 @@ int bench_engine(int argc, char **argv)
 		goto out;
 	}
 	t0 = now_ns();
-	r = store_snap_open(s, "bench", 0, &rs);
+	r = store_snap_open(s, name, 0, &rs);
 	if (r >= 0)
 		r = engine_restore(rs, NULL, &npid);
-	uint64_t restore_ns = now_ns() - t0;
+	c->restore_ns = now_ns() - t0;
 	store_snap_close(rs);
 	store_close(s);
 	if (r < 0) {
@@ -286,33 +288,129 @@ int bench_engine(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/go", dir);
 	put_file(path, "go\n");
 	waitpid(npid, NULL, 0);
+	reap_all();
 	snprintf(path, sizeof(path), "%s/result", dir);
 	_cleanup_free_ char *res = NULL;
 	if (read_file_full(path, &res, NULL) < 0 || strcmp(res, "PASS\n")) {
 		log_err("bench engine: the restored process says: %s", res ? res : "nothing");
+		r = -EBADMSG;
 		goto out;
 	}
-
-	printf("ckpt bench engine: %s resident (%s saved), snapshot in %s\n",
-	       fmt_bytes(size, b1, sizeof(b1)), fmt_bytes(st.memory_bytes, b2, sizeof(b2)), store_dir);
-	printf("  %-44s %9.3f s%s\n", "frozen (dump, process stopped)", st.frozen_ns / 1e9,
-	       after == ENGINE_AFTER_KILL ? "  (--kill: until durable)" : "");
-	line("dump (stop to durable snapshot)", st.total_ns, size);
-	line("restore (read to running)", restore_ns, size);
-	line("verify (hash check, ckpt restore's default)", verify_ns, size);
-	line("process_vm_readv, 16 MiB pieces", readv_ns, size);
-	line("write + fsync of the same bytes", write_ns, size);
-	if (dd_ns)
-		line("dd if=/dev/zero bs=16M conv=fsync", dd_ns, size);
-	printf("  restored process: memory checksum verified\n");
-	rc = EXIT_OK;
+	r = 0;
 	goto out;
-
 out_kill:
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	kill(-pid, SIGKILL);
+	reap_all();
 out:
 	munmap(region, 4096);
+	return r;
+}
+
+static void report(const struct cycle *c, uint64_t size, enum engine_after after)
+{
+	printf("  %-44s %9.3f s%s\n", "frozen (dump, process stopped)", c->frozen_ns / 1e9,
+	       after == ENGINE_AFTER_KILL ? "  (--kill: until durable)" : "");
+	line("dump (stop to durable snapshot)", c->dump_ns, size);
+	line("restore (read to running)", c->restore_ns, size);
+	line("verify (hash check, ckpt restore's default)", c->verify_ns, size);
+}
+
+int bench_engine(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "size", required_argument, NULL, 's' },
+		{ "procs", required_argument, NULL, 'p' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "keep", no_argument, NULL, 'k' },
+		{ "kill", no_argument, NULL, 'K' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	uint64_t size = 2ull << 30;
+	unsigned procs = 1;
+	const char *base = "/var/tmp";
+	bool keep = false;
+	enum engine_after after = ENGINE_AFTER_RUN;
+	int c, rc = EXIT_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (parse_size(optarg, &size) < 0) {
+				fprintf(stderr, "ckpt bench engine: bad size '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'p': {
+			uint64_t v;
+			if (parse_u64(optarg, &v) < 0 || v < 1 || v > 64) {
+				fprintf(stderr, "ckpt bench engine: --procs takes 1 to 64, not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			procs = (unsigned)v;
+			break;
+		}
+		case 'd':
+			base = optarg;
+			break;
+		case 'k':
+			keep = true;
+			break;
+		case 'K':
+			after = ENGINE_AFTER_KILL;
+			break;
+		case 'h':
+			printf("Usage: ckpt bench engine [--size 2G] [--procs N] [--dir DIR] [--keep] [--kill]\n"
+			       "Dumps and restores a process with SIZE resident (mixed content) to a\n"
+			       "snapshot directory in DIR (default /var/tmp); compares with\n"
+			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n"
+			       "--procs N then does the same with a tree of N processes sharing SIZE\n"
+			       "(shared anonymous memory) and prints both, with the ratio of their\n"
+			       "frozen times.\n"
+			       "--kill dumps as `ckpt dump --kill` does: frozen until durable, no\n"
+			       "copy of the memory in RAM.\n");
+			return EXIT_OK;
+		default:
+			return EXIT_USAGE;
+		}
+	}
+
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/ckptfs-bench-XXXXXX", base);
+	if (!mkdtemp(dir)) {
+		log_err_errno(negerrno(), "cannot create a directory in %s", base);
+		return EXIT_FAIL;
+	}
+	char store_dir[PATH_MAX + 16], b1[32], b2[32];
+	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
+	mkdir(store_dir, 0700);
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+	struct cycle one = { 0 }, tree = { 0 };
+	if (cycle(dir, store_dir, "bench", size, 1, after, true, &one) < 0)
+		goto out;
+	if (procs > 1 && cycle(dir, store_dir, "bench-tree", size, procs, after, false, &tree) < 0)
+		goto out;
+
+	printf("ckpt bench engine: %s resident (%s saved), snapshot in %s\n",
+	       fmt_bytes(size, b1, sizeof(b1)), fmt_bytes(one.saved, b2, sizeof(b2)), store_dir);
+	report(&one, size, after);
+	line("process_vm_readv, 16 MiB pieces", one.readv_ns, size);
+	line("write + fsync of the same bytes", one.write_ns, size);
+	if (one.dd_ns)
+		line("dd if=/dev/zero bs=16M conv=fsync", one.dd_ns, size);
+	printf("  restored process: memory checksum verified\n");
+	if (procs > 1) {
+		printf("a tree of %u processes sharing those %s (%s saved, once):\n", procs,
+		       fmt_bytes(size, b1, sizeof(b1)), fmt_bytes(tree.saved, b2, sizeof(b2)));
+		report(&tree, size, after);
+		printf("  %-44s %9.2f\n", "frozen, tree / one process",
+		       one.frozen_ns ? tree.frozen_ns / (double)one.frozen_ns : 0);
+		printf("  restored processes: memory checksum verified by each of the %u\n", procs);
+	}
+	rc = EXIT_OK;
+out:
 	if (!keep)
 		rm_rf(dir);
 	return rc;
