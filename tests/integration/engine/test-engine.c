@@ -1142,6 +1142,25 @@ START_TEST(python_running)
 }
 END_TEST
 
+/* A Python multiprocessing pool, a tree with threads, pipes and
+ * semaphores in shared memory: the same pool works after the restore. */
+START_TEST(python_pool_running)
+{
+	pid_t pid = spawn("/usr/bin/python3", "python-pool.py", NULL);
+	pid_t kids[16];
+	size_t nk = descendants(pid, kids, 16);
+	ck_assert_msg(nk >= 3, "%zu descendants, expected the 3 workers", nk);
+	dump(pid, NULL, "store/s1");
+	kill(pid, SIGKILL);
+	for (size_t i = 0; i < nk; i++)
+		kill(kids[i], SIGKILL);
+	kill_original(pid, "--kill");
+	for (size_t i = 0; i < nk; i++)
+		wait_gone(kids[i]);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
 START_TEST(pipe_read_running)
 {
 	cycle("target-pipe", NULL, NULL);
@@ -1177,6 +1196,7 @@ int main(int argc, char **argv)
 			return 77;
 		}
 		suite_add_tcase(s, tc("python_running", python_running, 60));
+		suite_add_tcase(s, tc("python_pool_running", python_pool_running, 120));
 	} else if (only && !strcmp(only, "die")) {
 		suite_add_tcase(s, tc("die_seized", die_seized, 60));
 		suite_add_tcase(s, tc("die_inject", die_inject, 60));
