@@ -279,6 +279,63 @@ START_TEST(test_restore_inside)
 }
 END_TEST
 
+/* A process tree through the mount: `checkpoint kill` of target-tree's
+ * root takes its five processes (one a zombie); the snapshot shows the
+ * tree file and a directory per live process; a copy into restore/
+ * brings it back, status counting the processes, and the tree passes its
+ * own checks (pipes, shared memory, groups, the zombie's status). */
+START_TEST(test_restore_tree)
+{
+	char dir[PATH_MAX], ready[PATH_MAX + 16], result[PATH_MAX + 16], scratch[PATH_MAX + 16], exe[PATH_MAX];
+	char want[96];
+	snprintf(dir, sizeof(dir), "%s/tree", H.work);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	snprintf(ready, sizeof(ready), "%s/ready", dir);
+	snprintf(result, sizeof(result), "%s/result", dir);
+	snprintf(scratch, sizeof(scratch), "%s/scratch", dir);
+	ck_assert_int_eq(mkdir(scratch, 0755), 0);
+	snprintf(exe, sizeof(exe), "%s/target-tree", getenv("TARGETS"));
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, "target-tree", ready, result, scratch, (char *)NULL);
+		_exit(127);
+	}
+	ck_assert_msg(wait_file(ready, 30000), "target-tree did not get ready");
+	ck_assert_int_eq(sh("echo checkpoint kill > \"$MNT/%d/ctl\"", pid), 0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	ck_assert_int_eq(sh("test $(wc -l < \"$MNT/%d/1/tree\") -eq 5", pid), 0);
+	ck_assert_int_eq(sh("grep -q ' zombie exit=7$' \"$MNT/%d/1/tree\"", pid), 0);
+	/* a directory for each live process, and what they share */
+	ck_assert_int_eq(sh("test $(ls -d \"$MNT/%d/1\"/[0-9]* | wc -l) -eq 4 && test -s \"$MNT/%d/1/shared/fds\"", pid,
+			    pid),
+			 0);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$MNT/restore/tree\"", pid), 0);
+	/* its orphans, reaped by init, free their pids meanwhile: the
+	 * restore waits for them */
+	char *s = restore_wait("tree", 30000);
+	snprintf(want, sizeof(want), "running pid=%d processes=5", pid);
+	if (strcmp(s, want)) {
+		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
+		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
+	}
+	free(s);
+	char rr[PATH_MAX + 32];
+	snprintf(rr, sizeof(rr), "%s.restored", ready);
+	int fd = open(rr, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_msg(wait_file(result, 40000), "the restored tree gave no verdict");
+	char *text = sh_out("cat '%s'", result);
+	ck_assert_msg(!strcmp(text, "PASS\n"), "target-tree says: %s", text);
+	free(text);
+}
+END_TEST
+
 /* The first line of restore/NAME/status once it starts with prefix, or
  * what it says after ms. */
 static char *status_until(const char *name, const char *prefix, unsigned ms)
@@ -835,6 +892,7 @@ int main(void)
 	add(s, "restore_inside", test_restore_inside, 60);
 	add(s, "restore_zombie", test_restore_zombie, 90);
 	add(s, "restore_changed_file", test_restore_changed_file, 90);
+	add(s, "restore_tree", test_restore_tree, 120);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -843,6 +901,7 @@ int main(void)
 	harness_begin();
 	s = suite_create("fs-mount");
 	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
+	(void)test_restore_tree;
 	add(s, "basics", test_basics, 30);
 	add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	add(s, "unmount_fusermount", test_unmount_fusermount, 30);
