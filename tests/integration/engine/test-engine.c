@@ -15,7 +15,9 @@
  * the descriptor support is missing; `test-engine die` kills the dumper
  * at every point of a dump (faults 220-226) and checks the target;
  * `test-engine pid` restores onto a PID still held: by a live process,
- * by a zombie reaped while the restore waits, by one never reaped in time.
+ * by a zombie reaped while the restore waits, by one never reaped in time;
+ * `test-engine creds` restores threads with credentials and seccomp
+ * filters of their own, and refuses a user's restore of root's process.
  */
 #include <check.h>
 #include <dirent.h>
@@ -255,6 +257,52 @@ CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
 CYCLE_TESTS(regs, "target-regs", NULL)
+
+/* Credentials and seccomp filters, per thread (the targets check their
+ * own after restore; target-creds writes as nobody into our dir). */
+static void cycle_open(const char *prog, const char *mode)
+{
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	cycle(prog, NULL, mode);
+}
+
+START_TEST(seccomp_running) { cycle_open("target-seccomp", NULL); } END_TEST
+START_TEST(seccomp_kill) { cycle_open("target-seccomp", "--kill"); } END_TEST
+START_TEST(creds_running) { cycle_open("target-creds", NULL); } END_TEST
+START_TEST(creds_stop) { cycle_open("target-creds", "--stop"); } END_TEST
+
+/* A user's restore (nobody, with CAP_CHECKPOINT_RESTORE as the one power
+ * it has) of root's process is refused before anything is built, naming
+ * the thread and the id; the same snapshot restores as root. */
+START_TEST(user_restore_refuses_root_creds)
+{
+	if (access("/usr/bin/setpriv", X_OK) < 0) {
+		printf("user_restore_refuses_root_creds: no setpriv; nothing to check\n");
+		return;
+	}
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	/* the user may read the snapshot: only its credentials stop it */
+	char cmd[PATH_MAX * 3];
+	snprintf(cmd, sizeof(cmd),
+		 "chmod -R a+rX '%s' && setpriv --reuid=65534 --regid=65534 --clear-groups "
+		 "--inh-caps=+checkpoint_restore --ambient-caps=+checkpoint_restore '%s' restore '%s' "
+		 ">/dev/null 2>'%s'",
+		 path("store"), ckpt_bin, path("store/s1"), path("ckpt.err"));
+	int st = system(cmd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "nobody restored root's process");
+	const char *e = ckpt_err();
+	char want[64];
+	snprintf(want, sizeof(want), "pid %d thread %d: its real uid 0", pid, pid);
+	ck_assert_msg(strstr(e, want), "want '%s' in: %s", want, e);
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", pid);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d was built", pid);
+	verdict(restore("store/s1"));
+}
+END_TEST
 
 START_TEST(bigmem_running)
 {
@@ -1109,6 +1157,12 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_running", tree_running, 90));
 		suite_add_tcase(s, tc("tree_kill", tree_kill, 90));
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));
+	} else if (only && !strcmp(only, "creds")) {
+		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
+		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
+		suite_add_tcase(s, tc("creds_running", creds_running, 60));
+		suite_add_tcase(s, tc("creds_stop", creds_stop, 60));
+		suite_add_tcase(s, tc("user_restore_refuses_root_creds", user_restore_refuses_root_creds, 60));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
