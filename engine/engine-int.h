@@ -331,8 +331,8 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
 /* ---- process (process.c) ------------------------------------------------- */
 
 /* Refuses, before the process is touched, what a dump cannot bring back:
- * seccomp filters, posix timers, child processes, other pid or mount
- * namespaces. -EOPNOTSUPP with a detail. */
+ * seccomp strict mode (and filters we may not read: -EPERM), posix
+ * timers, other pid or mount namespaces. -EOPNOTSUPP with a detail. */
 int process_check(pid_t pid);
 /* Parses /proc/PID/timers (text) into t[*n] (no times yet). Refuses
  * (-EOPNOTSUPP, with a detail) a timer a restore could not make again:

@@ -29,10 +29,13 @@
  *     it. A snapshot with gpu/info is refused up front where this machine
  *     has no usable driver.
  * Anything failing before the detach kills P; nothing half-restored runs.
- * P runs with our credentials, or with those the caller names in
+ * P starts with our credentials, or with those the caller names in
  * engine_restore_opts (taken in step 2, before P opens anything of the
- * image; the last capability it kept for step 3 goes just before the
- * detach): the image's are never applied.
+ * image). The last injected steps give each thread the image's
+ * credentials, then its seccomp filters (final_steps(), creds.c,
+ * seccomp.c); creds_check() refused, before anything was built, an image
+ * whose credentials we could not have granted. An image without them
+ * keeps ours (or the caller's named ones, without any capability).
  */
 #include <fcntl.h>
 #include <linux/capability.h>
