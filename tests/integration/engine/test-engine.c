@@ -603,11 +603,12 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
 /* in the rt_sigaction loop */
 START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
-/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, then 2 a thread: 72 is
+/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 3
+ * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS): 75 is
  * the third thread's sigaltstack */
-START_TEST(die_inject_thread) { dump_dies("target-threads", "221:72", NULL, 9); } END_TEST
-/* the last one, 67 + 2 + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:70", NULL, 1); } END_TEST
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:75", NULL, 9); } END_TEST
+/* the last one, 68 + 3 + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:72", NULL, 1); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
