@@ -111,6 +111,9 @@ static int write_image(struct store_snap *w, const struct proc_image *img, struc
 		if (r < 0)
 			return r;
 	}
+	r = seccomp_write(w, img);
+	if (r < 0)
+		return r;
 	r = fds_write(fds, w);
 	if (r < 0)
 		return r;

@@ -48,6 +48,21 @@ struct sig_pending {
 	siginfo_t info;
 };
 
+/* A thread's credentials (creds.c): /proc/PID/task/TID/status, and
+ * PR_GET_SECUREBITS from inside. */
+struct thread_creds {
+	bool valid;       /* recorded; a snapshot without them restores with the caller's */
+	uint32_t uid[4];  /* real, effective, saved, filesystem */
+	uint32_t gid[4];
+	uint32_t *groups; /* supplementary, as the kernel keeps them (sorted) */
+	size_t ngroups;
+	uint64_t cap_inh, cap_prm, cap_eff, cap_bnd, cap_amb;
+	uint32_t securebits;
+	bool no_new_privs;
+	int seccomp_mode; /* dump only: /proc's Seccomp (0 none, 1 strict, 2 filter) */
+	unsigned nfilters; /* dump only: /proc's Seccomp_filters */
+};
+
 struct thread_image {
 	pid_t tid;
 	struct user_regs_struct regs;
@@ -64,6 +79,18 @@ struct thread_image {
 	char comm[17];
 	struct sig_pending *pending; /* the thread's own queue */
 	size_t npending;
+	struct thread_creds creds;
+	int32_t seccomp; /* its newest seccomp filter, an index in proc_image.filters; -1: none */
+};
+
+/* One seccomp filter (seccomp.c). Threads that share a chain (TSYNC,
+ * fork, clone) share its filters: each names the one installed before
+ * it, so that the filters of a process are a tree, stored once. */
+struct seccomp_filter {
+	int32_t parent;  /* the filter installed before it, or -1 */
+	uint32_t flags;  /* SECCOMP_FILTER_FLAG_LOG */
+	uint32_t len;    /* instructions */
+	void *insns;     /* struct sock_filter[len] */
 };
 
 enum vma_kind {
@@ -153,6 +180,9 @@ struct proc_image {
 	size_t auxv_len;
 	struct sig_pending *pending; /* shared queue */
 	size_t npending;
+	int dumpable;  /* PR_GET_DUMPABLE; -1: not recorded */
+	struct seccomp_filter *filters;
+	size_t nfilters;
 
 	struct thread_image *threads; /* threads[0] is the leader (tid == pid) */
 	size_t nthreads;
@@ -270,6 +300,17 @@ int keeper_finish(struct keeper *k, enum keeper_word w);
  * its death, so that a test sees what follows it. */
 void keeper_fault_kill_dumper(enum fault_id id);
 
+/* ---- seccomp (seccomp.c) ------------------------------------------------ */
+
+/* In the tracer: reads every thread's filters (PTRACE_SECCOMP_GET_FILTER,
+ * needs CAP_SYS_ADMIN) into img->filters, one entry per filter of the
+ * process, and sets each thread's seccomp. */
+int seccomp_capture(struct proc_image *img);
+/* The files seccomp/<n>, and back (after process and regs/ are read). */
+int seccomp_write(struct store_snap *w, const struct proc_image *img);
+int seccomp_load(struct store_snap *snap, struct proc_image *img);
+void seccomp_filters_free(struct seccomp_filter *f, size_t n);
+
 /* ---- text helpers (regs.c) ---------------------------------------------- */
 
 /* A growing text buffer; on ENOMEM it stops growing and tb_take() fails. */
@@ -301,8 +342,8 @@ char *engine_pending_format(const struct sig_pending *p, size_t n);
 /* ---- process (process.c) ------------------------------------------------- */
 
 /* Refuses, before the process is touched, what a dump cannot bring back:
- * seccomp filters, posix timers, other pid or mount
- * namespaces. -EOPNOTSUPP with a detail. */
+ * seccomp strict mode (and filters we may not read: -EPERM), posix
+ * timers, other pid or mount namespaces. -EOPNOTSUPP with a detail. */
 int process_check(pid_t pid);
 /* Parses /proc/PID/timers (text) into t[*n] (no times yet). Refuses
  * (-EOPNOTSUPP, with a detail) a timer a restore could not make again:
@@ -317,6 +358,64 @@ int process_capture_proc(pid_t pid, struct proc_image *img);
 int process_capture_injected(struct proc_image *img, uint64_t vdso_start);
 char *process_format(const struct proc_image *img);
 int process_parse(const char *text, struct proc_image *img);
+
+/* ---- credentials (creds.c) ----------------------------------------------- */
+
+/* Reads tid's credentials (all but securebits) and seccomp mode from
+ * /proc/PID/task/TID/status. */
+int creds_read(pid_t pid, pid_t tid, struct thread_creds *c);
+void creds_free(struct thread_creds *c);
+/* Lines of regs/<tid> (nothing when !c->valid), and one line back: 1 when
+ * key was a credential key, 0 when not, -EBADMSG on a bad value. */
+void creds_format(struct tbuf *b, const struct thread_creds *c);
+int creds_parse_line(const char *key, const char *val, struct thread_creds *c);
+/* After parsing: a thread with some credential lines must have all. */
+int creds_parse_done(const char *name, const struct thread_creds *c);
+
+/* What the one who restores may grant: its own credentials and powers,
+ * or, with opts->set_creds, the user it restores for. */
+struct creds_grant {
+	bool any;           /* root with CAP_SETUID, CAP_SETGID, CAP_SETPCAP: any ids */
+	bool set_creds;
+	struct thread_creds own; /* the caller's (set_creds: the user's ids, caps the user may hold) */
+	bool sys_admin;     /* the new process holds CAP_SYS_ADMIN when its filters go in */
+};
+int creds_grant_init(const struct engine_restore_opts *o, struct creds_grant *g);
+void creds_grant_free(struct creds_grant *g);
+/* Refuses (-EPERM, naming the process, thread and id) an image whose
+ * credentials g cannot grant. An image without credentials passes. */
+int creds_check(const struct proc_image *img, const struct creds_grant *g);
+
+/* ---- injection into a process being restored (restore.c) ----------------- */
+
+/* The process restore.c is driving: every thread seized and stopped, a
+ * scratch page of RESTORE_SCRATCH_SIZE bytes mapped in it. */
+struct ctx;
+#define RESTORE_SCRATCH_SIZE (2 * 4096ul)
+/* Runs system call nr in thread tid of the process; a result in
+ * [-4095, -1] is a failure: -errno, detail "restore of pid P: what: ...". */
+int restore_sys(struct ctx *c, pid_t tid, long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+		uint64_t a5, uint64_t a6, int64_t *ret, const char *what);
+/* Writes len bytes into the process at addr. */
+int restore_poke(struct ctx *c, uint64_t addr, const void *buf, size_t len);
+/* The scratch page's address in the process. */
+uint64_t restore_scratch(const struct ctx *c);
+
+/* The steps of a restore that give a thread its credentials back, by
+ * injection, skipping what is already in place. The first (ids, groups,
+ * inheritable and ambient sets, bounding set, securebits, no_new_privs)
+ * keeps the restorer's effective capabilities, which the seccomp filters
+ * may need; the second sets the image's capability sets. Nothing for a
+ * thread without recorded credentials. creds_verify() reads them back
+ * and fails (-EPERM, naming the thread and what) where they differ. */
+int creds_apply_ids(struct ctx *c, pid_t pid, const struct thread_image *t);
+int creds_apply_caps(struct ctx *c, pid_t pid, const struct thread_image *t);
+int creds_verify(pid_t pid, const struct thread_image *t);
+/* Installs img's filters again in every thread, oldest first; those all
+ * threads share with SECCOMP_FILTER_FLAG_TSYNC, so that they stay one
+ * chain. Where the restorer may (CAP_SYS_ADMIN), PTRACE_O_SUSPEND_SECCOMP
+ * keeps the filters off the calls we inject after them. */
+int seccomp_install(struct ctx *c, const struct proc_image *img, unsigned ptrace_opts);
 
 /* ---- memory (memory.c) --------------------------------------------------- */
 

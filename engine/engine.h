@@ -15,8 +15,15 @@
  *    process is the tracer and puts the process back (engine/keeper.c);
  *  - a restore that fails kills whatever it half built; nothing
  *    half-restored runs;
- *  - a restore runs with the credentials of the caller, never with those
- *    read from the image.
+ *  - nobody gains power through a restore: each thread gets back the
+ *    credentials read from the image (ids, groups, capability sets,
+ *    securebits, no_new_privs) only where the caller could have granted
+ *    them (root: any ids and the capabilities it holds; a user: its own
+ *    ids, no capability it lacks; set_creds: that user's ids, no
+ *    capability unless uid 0), else the restore is refused before
+ *    anything is built (-EPERM, naming the process, thread and id). An
+ *    image without recorded credentials runs with the caller's (or
+ *    set_creds'). Seccomp filters go back in last.
  *
  * Errors: -errno, with a detail in err_msg() naming the object and reason.
  */
@@ -81,17 +88,20 @@ struct engine_dump_opts {
 struct engine_restore_opts {
 	void (*progress)(const struct engine_progress *p, void *ud);
 	void *ud;
-	/* The credentials the restored process runs with, for a privileged
-	 * caller restoring on behalf of someone else (the daemon for a user):
-	 * the caller needs CAP_CHECKPOINT_RESTORE (clone3 with set_tid,
-	 * PR_SET_MM_MAP) and CAP_SETUID/CAP_SETGID; the new process takes
-	 * exactly uid, gid and groups (real, effective, saved and filesystem
-	 * IDs) before it opens anything of the image (cwd, descriptors, mapped
-	 * files, rlimits are set with those rights), keeps only
-	 * CAP_CHECKPOINT_RESTORE while we still drive it, and loses every
-	 * capability (permitted, effective, inheritable, ambient) before it
-	 * runs; uid 0 keeps root's. Without set_creds it runs with the
-	 * caller's credentials. groups is borrowed for the call. */
+	/* The user a privileged caller restores for (the daemon for a
+	 * user): the caller needs CAP_CHECKPOINT_RESTORE (clone3 with
+	 * set_tid, PR_SET_MM_MAP), CAP_SETUID, CAP_SETGID and CAP_SETPCAP;
+	 * the new processes take uid, gid and groups (real, effective, saved
+	 * and filesystem IDs) before they open anything of the image (cwd,
+	 * descriptors, mapped files, rlimits are set with those rights) and
+	 * keep only CAP_CHECKPOINT_RESTORE, CAP_SETUID, CAP_SETGID and
+	 * CAP_SETPCAP while we still drive them. Each thread then gets the
+	 * image's credentials, which must be that user's (its uid; its gid or
+	 * groups; no capability unless uid is 0): else the restore is refused
+	 * before anything is built. An image without recorded credentials
+	 * runs with exactly uid, gid and groups and no capability at all
+	 * (uid 0 keeps root's). Without set_creds the caller's own
+	 * credentials are the limit. groups is borrowed for the call. */
 	bool set_creds;
 	uid_t uid;
 	gid_t gid;

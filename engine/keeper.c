@@ -4,7 +4,8 @@
  * thread, captures what only a tracer can (registers, xstate, signal
  * masks, pending signals, robust list, rseq, and the injected queries:
  * sigactions, itimers, posix timers' times, brk, sigaltstack,
- * clear-child-tid address), sends
+ * clear-child-tid address, securebits, dumpable; and each thread's seccomp
+ * filters, which only a tracer with CAP_SYS_ADMIN can read), sends
  * that to the dumper over a socket, and holds the threads stopped while
  * the dumper copies memory and descriptors itself (process_vm_readv,
  * /proc/PID/mem and pidfd_getfd need ptrace rights, not the tracer).
@@ -109,10 +110,18 @@ struct wire_view {
 	struct itimerval itimer[3];
 	uint32_t nptimers;
 	struct ptimer ptimers[ENGINE_MAX_PTIMERS];
+	int32_t dumpable;
+	uint32_t nfilters; /* seccomp filters, after the shared pending signals */
 };
 
 /* Each thread: struct thread_image as is (its pointers mean nothing on
- * the other side), then xstate_len bytes, then npending entries. */
+ * the other side), then xstate_len bytes, then npending entries, then
+ * creds.ngroups group IDs. Each filter: struct wire_filter, then len
+ * instructions. */
+struct wire_filter {
+	int32_t parent;
+	uint32_t flags, len;
+};
 
 static void send_status(int fd, int r)
 {
@@ -156,6 +165,8 @@ static int send_view(int fd, const struct proc_image *img)
 	memcpy(v.itimer, img->itimer, sizeof(v.itimer));
 	v.nptimers = (uint32_t)img->nptimers;
 	memcpy(v.ptimers, img->ptimers, sizeof(v.ptimers));
+	v.dumpable = img->dumpable;
+	v.nfilters = (uint32_t)img->nfilters;
 	send_status(fd, 0);
 	if ((r = send_all(fd, &v, sizeof(v))) < 0)
 		return r;
@@ -163,10 +174,19 @@ static int send_view(int fd, const struct proc_image *img)
 		const struct thread_image *t = &img->threads[i];
 		if ((r = send_all(fd, t, sizeof(*t))) < 0 ||
 		    (r = send_all(fd, t->xstate, t->xstate_len)) < 0 ||
-		    (r = send_all(fd, t->pending, t->npending * sizeof(*t->pending))) < 0)
+		    (r = send_all(fd, t->pending, t->npending * sizeof(*t->pending))) < 0 ||
+		    (r = send_all(fd, t->creds.groups, t->creds.ngroups * sizeof(*t->creds.groups))) < 0)
 			return r;
 	}
-	return send_all(fd, img->pending, img->npending * sizeof(*img->pending));
+	r = send_all(fd, img->pending, img->npending * sizeof(*img->pending));
+	for (size_t i = 0; r >= 0 && i < img->nfilters; i++) {
+		const struct seccomp_filter *f = &img->filters[i];
+		struct wire_filter wf = { f->parent, f->flags, f->len };
+		r = send_all(fd, &wf, sizeof(wf));
+		if (r >= 0)
+			r = send_all(fd, f->insns, f->len * 8ul);
+	}
+	return r;
 }
 
 int keeper_recv_view(struct keeper *k, struct proc_image *img)
@@ -189,11 +209,13 @@ int keeper_recv_view(struct keeper *k, struct proc_image *img)
 			goto died;
 		}
 		img->nthreads = i + 1;
-		size_t np = t->npending;
+		size_t np = t->npending, ng = t->creds.ngroups;
 		t->xstate = NULL;
 		t->pending = NULL;
 		t->npending = 0;
-		if (t->xstate_len > ENGINE_XSTATE_MAX || np > 1u << 20)
+		t->creds.groups = NULL;
+		t->creds.ngroups = 0;
+		if (t->xstate_len > ENGINE_XSTATE_MAX || np > 1u << 20 || ng > 65536)
 			return err_set(-EBADMSG, "pid %d: the keeper sent a bad thread", k->target);
 		t->xstate = malloc(MAX(t->xstate_len, (size_t)1));
 		t->pending = np ? calloc(np, sizeof(*t->pending)) : NULL;
@@ -203,6 +225,14 @@ int keeper_recv_view(struct keeper *k, struct proc_image *img)
 		if (recv_all(k->fd, t->xstate, t->xstate_len) < 0 ||
 		    recv_all(k->fd, t->pending, np * sizeof(*t->pending)) < 0)
 			goto died;
+		if (ng) {
+			t->creds.groups = calloc(ng, sizeof(*t->creds.groups));
+			if (!t->creds.groups)
+				return -ENOMEM;
+			t->creds.ngroups = ng;
+			if (recv_all(k->fd, t->creds.groups, ng * sizeof(*t->creds.groups)) < 0)
+				goto died;
+		}
 	}
 	if (v.nshared) {
 		img->pending = calloc(v.nshared, sizeof(*img->pending));
@@ -212,6 +242,31 @@ int keeper_recv_view(struct keeper *k, struct proc_image *img)
 		if (recv_all(k->fd, img->pending, v.nshared * sizeof(*img->pending)) < 0)
 			goto died;
 	}
+	if (v.nfilters > 65536)
+		return err_set(-EBADMSG, "pid %d: the keeper sent %u seccomp filters", k->target, v.nfilters);
+	if (v.nfilters) {
+		img->filters = calloc(v.nfilters, sizeof(*img->filters));
+		if (!img->filters)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < v.nfilters; i++) {
+		struct wire_filter wf;
+		if (recv_all(k->fd, &wf, sizeof(wf)) < 0)
+			goto died;
+		if (!wf.len || wf.len > 4096 || wf.parent >= (int32_t)i)
+			return err_set(-EBADMSG, "pid %d: the keeper sent a bad seccomp filter", k->target);
+		struct seccomp_filter *f = &img->filters[i];
+		f->insns = malloc(wf.len * 8ul);
+		if (!f->insns)
+			return -ENOMEM;
+		img->nfilters = i + 1;
+		f->parent = wf.parent;
+		f->flags = wf.flags;
+		f->len = wf.len;
+		if (recv_all(k->fd, f->insns, wf.len * 8ul) < 0)
+			goto died;
+	}
+	img->dumpable = v.dumpable;
 	img->has_sigact = v.has_sigact;
 	memcpy(img->sigact, v.sigact, sizeof(v.sigact));
 	memcpy(img->itimer, v.itimer, sizeof(v.itimer));
@@ -259,9 +314,14 @@ static int capture(struct seized *s, struct proc_image *img)
 	img->nthreads = s->ntids;
 	for (size_t i = 0; i < s->ntids; i++) {
 		r = thread_capture(s->tids[i], &img->threads[i]);
+		if (r >= 0)
+			r = creds_read(s->pid, s->tids[i], &img->threads[i].creds);
 		if (r < 0)
 			return r;
 	}
+	r = seccomp_capture(img);
+	if (r < 0)
+		return r;
 	r = peek_shared_pending(s->pid, img);
 	if (r < 0)
 		return r;

@@ -44,6 +44,15 @@ static int read_link(pid_t pid, const char *what, char **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
+static bool has_sys_admin(void)
+{
+	struct thread_creds me = { 0 };
+	if (creds_read(getpid(), getpid(), &me) < 0)
+		return false;
+	creds_free(&me);
+	return me.cap_eff & (1ull << 21); /* CAP_SYS_ADMIN */
+}
+
 /* The clocks a restored timer can run on again: wall, monotonic, boot
  * time, TAI, and the whole process's CPU time (a thread's CPU clock or
  * another process's are not ours to make again). */
@@ -110,6 +119,35 @@ int ptimers_parse(pid_t pid, const char *text, struct ptimer *t, size_t *n)
 	return 0;
 }
 
+/* Every thread's seccomp mode: strict is refused; filters need
+ * CAP_SYS_ADMIN to be read (PTRACE_SECCOMP_GET_FILTER), which the keeper
+ * has when we have it. */
+static int seccomp_check(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return err_set(negerrno(), "pid %d: cannot list %s: %m", pid, path);
+	struct dirent *de;
+	int r = 0;
+	while (r >= 0 && (de = readdir(d))) {
+		struct thread_creds c = { 0 };
+		pid_t tid = atoi(de->d_name);
+		if (tid <= 0 || creds_read(pid, tid, &c) < 0)
+			continue; /* gone meanwhile: the seize sees what is left */
+		creds_free(&c);
+		if (c.seccomp_mode == 1)
+			r = err_set(-EOPNOTSUPP, "pid %d: thread %d is in seccomp strict mode (SECCOMP_MODE_STRICT): "
+					   "not supported", pid, tid);
+		else if (c.seccomp_mode == 2 && !has_sys_admin())
+			r = err_set(-EPERM, "pid %d: thread %d has seccomp filters, and reading them takes "
+					    "CAP_SYS_ADMIN", pid, tid);
+	}
+	closedir(d);
+	return r;
+}
+
 int process_check(pid_t pid)
 {
 	_cleanup_free_ char *status = NULL, *timers = NULL;
@@ -117,9 +155,9 @@ int process_check(pid_t pid)
 	int r = read_proc(pid, "status", &status, NULL);
 	if (r < 0)
 		return r;
-	char *sc = strstr(status, "\nSeccomp:");
-	if (sc && atoi(sc + 9) != 0)
-		return err_set(-EOPNOTSUPP, "pid %d: seccomp filters are not supported", pid);
+	r = seccomp_check(pid);
+	if (r < 0)
+		return r;
 	/* posix timers a restore could not make again: refused up front */
 	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0]) {
 		struct ptimer t[ENGINE_MAX_PTIMERS];
@@ -327,6 +365,7 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 			goto out;
 	}
 	img->mm.brk = INJ(lt, SYS_brk, 0, 0, 0, 0, 0, 0);
+	img->dumpable = (int)INJ(lt, SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, 0, 0);
 
 	/* posix timers: their kind from /proc, their times from inside */
 	{
@@ -366,6 +405,13 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 		}
 		if ((r = peek(img->pid, scratch, &t->tid_address, 8)) < 0)
 			goto out;
+		/* per thread, and /proc does not show it */
+		ret = INJ(t->tid, SYS_prctl, PR_GET_SECUREBITS, 0, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "thread %d: PR_GET_SECUREBITS failed", t->tid);
+			goto out;
+		}
+		t->creds.securebits = (uint32_t)ret;
 	}
 	r = 0;
 out:
@@ -413,6 +459,10 @@ char *process_format(const struct proc_image *img)
 		tb_printf(&b, "vdso sha256:%s\n", img->vdso);
 	if (img->stopped)
 		tb_printf(&b, "stopped 1\n");
+	if (img->dumpable >= 0)
+		tb_printf(&b, "dumpable %d\n", img->dumpable);
+	if (img->nfilters)
+		tb_printf(&b, "seccomp_filters %zu\n", img->nfilters);
 	tb_printf(&b, "threads");
 	for (size_t i = 0; i < img->nthreads; i++)
 		tb_printf(&b, " %d", img->threads[i].tid);
@@ -484,6 +534,7 @@ int process_parse(const char *text, struct proc_image *img)
 	bool seen_pid = false, seen_threads = false, seen_mm = false;
 	if (!copy)
 		return -ENOMEM;
+	img->dumpable = -1;
 	for (char *l = copy, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
 		if (nl)
@@ -513,6 +564,13 @@ int process_parse(const char *text, struct proc_image *img)
 			ok = !strncmp(val, "sha256:", 7) && strlen(val + 7) == 64;
 			if (ok)
 				snprintf(img->vdso, sizeof(img->vdso), "%s", val + 7);
+		} else if (!strcmp(key, "dumpable")) {
+			ok = sscanf(val, "%d", &img->dumpable) == 1 && img->dumpable >= 0 && img->dumpable <= 2;
+		} else if (!strcmp(key, "seccomp_filters")) {
+			uint64_t n;
+			/* a thread has at most MAX_INSNS_PER_PATH / 4 filters */
+			ok = parse_u64(val, &n) == 0 && n <= 65536;
+			img->nfilters = n;
 		} else if (!strcmp(key, "stopped")) {
 			img->stopped = !strcmp(val, "1");
 		} else if (!strcmp(key, "personality")) {
@@ -637,5 +695,6 @@ void proc_image_free(struct proc_image *img)
 	free(img->creds);
 	free(img->auxv);
 	free(img->pending);
+	seccomp_filters_free(img->filters, img->nfilters);
 	memset(img, 0, sizeof(*img));
 }

@@ -116,6 +116,7 @@ void thread_image_free(struct thread_image *t)
 {
 	free(t->xstate);
 	free(t->pending);
+	creds_free(&t->creds);
 	t->xstate = NULL;
 	t->pending = NULL;
 }
@@ -193,6 +194,9 @@ char *thread_format(const struct thread_image *t)
 	tb_printf(&b, "sigaltstack 0x%" PRIx64 " %" PRIu64 " %d\n", t->altstack_sp,
 		  t->altstack_size, t->altstack_flags);
 	format_pending(&b, t->pending, t->npending);
+	creds_format(&b, &t->creds);
+	if (t->seccomp >= 0)
+		tb_printf(&b, "seccomp %d\n", t->seccomp);
 	tb_printf(&b, "xstate ");
 	tb_hex(&b, t->xstate, t->xstate_len);
 	tb_printf(&b, "\n");
@@ -253,6 +257,7 @@ int thread_parse(const char *text, const char *name, struct thread_image *t)
 	bool seen_tid = false;
 	if (!copy)
 		return -ENOMEM;
+	t->seccomp = -1;
 	for (char *l = copy, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
 		if (nl)
@@ -299,8 +304,13 @@ int thread_parse(const char *text, const char *name, struct thread_image *t)
 				return -ENOMEM;
 			ok = unhex(val, t->xstate, ENGINE_XSTATE_MAX, &t->xstate_len) == 0 &&
 			     t->xstate_len >= 512 + 64;
+		} else if (!strcmp(key, "seccomp")) {
+			ok = sscanf(val, "%d", &t->seccomp) == 1 && t->seccomp >= 0;
 		} else {
-			/* unknown keys of a newer minor format are ignored */
+			/* credentials; unknown keys of a newer minor format
+			 * are ignored */
+			int c = creds_parse_line(key, val, &t->creds);
+			ok = c >= 0;
 		}
 		if (!ok)
 			return err_set(-EBADMSG, "%s: bad value for '%s'", name, key);
@@ -310,7 +320,7 @@ int thread_parse(const char *text, const char *name, struct thread_image *t)
 	for (size_t i = 0; i < ARRAY_SIZE(reg_names); i++)
 		if (!seen_regs[i])
 			return err_set(-EBADMSG, "%s: register '%s' missing", name, reg_names[i].name);
-	return 0;
+	return creds_parse_done(name, &t->creds);
 }
 
 int peek_shared_pending(pid_t pid, struct proc_image *img)

@@ -29,10 +29,13 @@
  *     it. A snapshot with gpu/info is refused up front where this machine
  *     has no usable driver.
  * Anything failing before the detach kills P; nothing half-restored runs.
- * P runs with our credentials, or with those the caller names in
+ * P starts with our credentials, or with those the caller names in
  * engine_restore_opts (taken in step 2, before P opens anything of the
- * image; the last capability it kept for step 3 goes just before the
- * detach): the image's are never applied.
+ * image). The last injected steps give each thread the image's
+ * credentials, then its seccomp filters (final_steps(), creds.c,
+ * seccomp.c); creds_check() refused, before anything was built, an image
+ * whose credentials we could not have granted. An image without them
+ * keeps ours (or the caller's named ones, without any capability).
  */
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -75,7 +78,7 @@ struct restore_sync {
 	struct restore_slot slot[];
 };
 
-#define SCRATCH_SIZE (2 * 4096ul)
+#define SCRATCH_SIZE RESTORE_SCRATCH_SIZE
 
 struct ctx {
 	pid_t pid;
@@ -120,9 +123,15 @@ static int caps_set(uint64_t keep)
  * image, so that the cwd, descriptors, mapped files and rlimits are
  * opened and set with the rights of whoever asked. Raw system calls: P
  * came from clone3 and libc's set*id broadcast to threads must not run.
- * A non-root target keeps CAP_CHECKPOINT_RESTORE alone, for the steps we
- * still inject (clone3 with set_tid for its threads, PR_SET_MM_MAP's exe
- * link); creds_final() takes it away from every thread before it runs. */
+ * A non-root target keeps CAP_CHECKPOINT_RESTORE, for the steps we still
+ * inject (clone3 with set_tid for its threads, PR_SET_MM_MAP's exe link),
+ * and CAP_SETUID, CAP_SETGID and CAP_SETPCAP, with which each thread
+ * narrows itself to the image's credentials (creds.c: groups, the
+ * bounding set, securebits; creds_check() allowed only the user's ids);
+ * those steps, or creds_final() for a snapshot without credentials, take
+ * every one of them away from every thread before it runs. None of them
+ * opens a file the user could not: that is the fs uid's and
+ * CAP_DAC_*'s business. */
 static int creds_take(const struct engine_restore_opts *o)
 {
 	if (syscall(SYS_setgroups, o->ngroups, o->groups) < 0)
@@ -136,7 +145,8 @@ static int creds_take(const struct engine_restore_opts *o)
 		return err_set(negerrno(), "PR_SET_KEEPCAPS: %m");
 	if (syscall(SYS_setresuid, o->uid, o->uid, o->uid) < 0)
 		return err_set(negerrno(), "setresuid(%u): %m", (unsigned)o->uid);
-	int r = caps_set(1ull << CAP_CHECKPOINT_RESTORE);
+	int r = caps_set(1ull << CAP_CHECKPOINT_RESTORE | 1ull << CAP_SETUID | 1ull << CAP_SETGID |
+			 1ull << CAP_SETPCAP);
 	if (r < 0)
 		return err_set(r, "capset: %s", strerror(-r));
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
@@ -349,6 +359,22 @@ static int poke(struct ctx *c, uint64_t addr, const void *buf, size_t len)
 		return err_set(n < 0 ? negerrno() : -EIO, "restore of pid %d: writing at %lx: %m", c->pid,
 			       (unsigned long)addr);
 	return 0;
+}
+
+int restore_sys(struct ctx *c, pid_t tid, long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+		uint64_t a5, uint64_t a6, int64_t *ret, const char *what)
+{
+	return sys(c, tid, nr, a1, a2, a3, a4, a5, a6, ret, what);
+}
+
+int restore_poke(struct ctx *c, uint64_t addr, const void *buf, size_t len)
+{
+	return poke(c, addr, buf, len);
+}
+
+uint64_t restore_scratch(const struct ctx *c)
+{
+	return c->scratch;
 }
 
 static int put_string(struct ctx *c, const char *s)
@@ -845,6 +871,58 @@ static int creds_final(struct ctx *c)
 	return r;
 }
 
+#define RESTORE_PTRACE_OPTS (PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)
+
+/* The last injected steps, once everything that needs the restorer's
+ * privilege is done (clone3 with set_tid, PR_SET_MM_MAP, the posix
+ * timers): each thread's credentials, then its seccomp filters.
+ *
+ * The order, per thread: ids, groups, the inheritable, ambient and
+ * bounding sets, securebits and no_new_privs first (creds_apply_ids), all
+ * while the thread still holds the restorer's effective capabilities;
+ * then the filters, which a thread may install with no_new_privs (set
+ * just before, where the image has it) or with CAP_SYS_ADMIN (still held
+ * here where the restorer has it: a process that installed its filters
+ * as root and dropped the capability after gets them back the same
+ * way); then the image's capability sets, and the dumpable flag, which a
+ * change of ids reset. Where the restorer may, the filters are suspended
+ * for the calls we inject after them (PTRACE_O_SUSPEND_SECCOMP, until
+ * the detach); where not, those calls (capset, prctl, munmap) pass
+ * through the filters as the process's own would, and one they forbid
+ * fails the restore, saying which. A snapshot without credentials keeps
+ * the caller's (creds_final()). */
+static int final_steps(struct ctx *c)
+{
+	struct proc_image *img = c->img;
+	bool has = false;
+	int64_t cur;
+	int r = 0;
+
+	for (size_t i = 0; i < img->nthreads; i++)
+		has |= img->threads[i].creds.valid;
+	if (!has) {
+		r = creds_final(c);
+		return r < 0 ? r : seccomp_install(c, img, RESTORE_PTRACE_OPTS);
+	}
+	for (size_t i = 0; i < img->nthreads && r >= 0; i++)
+		r = creds_apply_ids(c, c->pid, &img->threads[i]);
+	if (r >= 0)
+		r = seccomp_install(c, img, RESTORE_PTRACE_OPTS);
+	for (size_t i = 0; i < img->nthreads && r >= 0; i++)
+		r = creds_apply_caps(c, c->pid, &img->threads[i]);
+	/* 2 (suid_dumpable's "root only") cannot be asked for: left to the
+	 * kernel, which sets it on a change of ids where so configured */
+	if (r >= 0 && (img->dumpable == 0 || img->dumpable == 1)) {
+		r = sys(c, c->pid, SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, 0, 0, &cur, "PR_GET_DUMPABLE");
+		if (r >= 0 && cur != img->dumpable)
+			r = sys(c, c->pid, SYS_prctl, PR_SET_DUMPABLE, img->dumpable, 0, 0, 0, 0, NULL,
+				"PR_SET_DUMPABLE");
+	}
+	for (size_t i = 0; i < img->nthreads && r >= 0; i++)
+		r = creds_verify(c->pid, &img->threads[i]);
+	return r;
+}
+
 /* Whether the snapshot holds CUDA state, and if so whether this machine
  * can take it: refused before anything is built. */
 static int gpu_check(struct store_snap *snap, bool *ret)
@@ -1029,7 +1107,7 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
-	r = creds_final(c);
+	r = final_steps(c);
 	if (r < 0)
 		goto out;
 	r = sys(c, c->pid, SYS_munmap, c->scratch, SCRATCH_SIZE, 0, 0, 0, 0, &ign, "munmap scratch");
@@ -1090,6 +1168,9 @@ static int load_image(struct store_snap *snap, const struct engine_restore_opts 
 		if (img->threads[i].tid != tid)
 			return err_set(-EBADMSG, "%s: holds thread %d", name, img->threads[i].tid);
 	}
+	r = seccomp_load(snap, img);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < img->nvmas; i++) {
 		const struct vma *v = &img->vmas[i];
 		struct store_stat st;
@@ -1337,6 +1418,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	size_t sync_len = 0;
 	struct vma *mine = NULL;
 	size_t nmine = 0;
+	struct creds_grant grant = { 0 };
 	bool flat, started = false;
 	pid_t root = 0;
 	int q;
@@ -1357,6 +1439,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	q = maps_read(getpid(), &mine, &nmine);
 	if (q < 0)
 		goto out;
+	q = creds_grant_init(o, &grant);
+	if (q < 0)
+		goto out;
 	/* Everything is read and checked before anything is built. */
 	for (size_t i = 0; i < t.n; i++) {
 		char dir[16];
@@ -1372,6 +1457,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			q = err_set(-EBADMSG, "%s/process: holds pid %d", dir, p[i].img.pid);
 		if (q >= 0)
 			q = check_vdso(&p[i].img, mine, nmine);
+		if (q >= 0)
+			q = creds_check(&p[i].img, &grant);
 		if (q >= 0)
 			q = gpu_check(d, &p[i].gpu);
 		if (q < 0) {
@@ -1481,7 +1568,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		if (t.v[i].zombie)
 			continue;
 		pid_t pid = t.v[i].pid;
-		q = seize_all(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL, &p[i].s);
+		q = seize_all(pid, RESTORE_PTRACE_OPTS, &p[i].s);
 		if (q < 0)
 			goto out_kill;
 		p[i].attached = true;
@@ -1560,6 +1647,7 @@ out:
 	if (sync != MAP_FAILED)
 		munmap(sync, sync_len);
 	vmas_free(mine, nmine);
+	creds_grant_free(&grant);
 	free(p);
 	tree_free(&t);
 	return q;

@@ -4,18 +4,21 @@
  *    the target's real parent reaps it and sees SIGKILL; the caller holds
  *    no traced zombie; when the caller is the parent, its own waitpid()
  *    gets the status;
- *  - engine_restore() with set_creds gives the restored process exactly
- *    the requested uid, gid and groups and no capability at all, in every
- *    thread, and it still runs to its own PASS verdict;
+ *  - engine_restore() with set_creds gives a process of that user's back
+ *    exactly its uid, gid and groups and no capability at all, in every
+ *    thread, and it still runs to its own PASS verdict; a process of
+ *    another user's (root's) is refused before anything is built;
  *  - a snapshot with gpu/info is refused before anything is built where
  *    no CUDA driver can be used.
  *
  * Needs root. The target is tests/targets' target-threads (8 threads),
- * run from a copy that the user of restore_creds can reach (exe-copy.h).
+ * run from a copy that the user of restore_creds can reach (exe-copy.h);
+ * restore_creds runs it as that user.
  */
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -223,13 +226,24 @@ static void check_creds(pid_t pid, pid_t tid)
 	}
 }
 
-/* Restored as nobody (65534, groups 65534 and 4242) by root. */
+/* Becomes nobody (65534, groups 65534 and 4242), then execs the target:
+ * the process of a user the daemon restores for. */
+static _noreturn_ void exec_target_as_nobody(void)
+{
+	gid_t groups[] = { 65534, 4242 };
+	if (setgroups(2, groups) < 0 || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+		_exit(125);
+	exec_target();
+}
+
+/* A process of nobody's (65534, groups 65534 and 4242), restored for
+ * nobody by root (the daemon's allow_other restore). */
 START_TEST(restore_creds)
 {
 	pid_t t = fork();
 	ck_assert_int_ge(t, 0);
 	if (t == 0)
-		exec_target();
+		exec_target_as_nobody();
 	wait_file(path("ready"), 10000);
 	usleep(50000);
 	dump(t, ENGINE_AFTER_KILL);
@@ -285,6 +299,41 @@ START_TEST(restore_creds)
 	ck_assert_int_eq(stat(path("result"), &sb), 0);
 	ck_assert_int_eq(sb.st_uid, 65534);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
+/* Root's process, restored for nobody: refused before anything is built,
+ * naming the process, the thread and the id. */
+START_TEST(restore_creds_refuses_other_user)
+{
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0)
+		exec_target();
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	int st;
+	ck_assert_int_eq(waitpid(t, &st, 0), t);
+
+	struct store *s = NULL;
+	struct store_snap *r = NULL;
+	gid_t groups[] = { 65534 };
+	struct engine_restore_opts o = {
+		.set_creds = true, .uid = 65534, .gid = 65534, .groups = groups, .ngroups = 1,
+	};
+	pid_t pid = 0;
+	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
+	int q = engine_restore(r, &o, &pid);
+	char want[96];
+	snprintf(want, sizeof(want), "pid %d thread %d: its real uid 0 is not the restoring user's (65534)", t, t);
+	ck_assert_msg(q == -EPERM && strstr(err_msg(), want), "restore: %d: %s", q, err_msg());
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", t);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d was built", t);
+	store_snap_close(r);
+	store_close(s);
 }
 END_TEST
 
@@ -380,8 +429,9 @@ int main(void)
 	}
 	Suite *su = suite_create("engine-api");
 	const char *names[] = { "kill_parent_reaps", "kill_own_child", "restore_creds",
-				"restore_refuses_gpu_without_driver" };
-	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds, restore_refuses_gpu_without_driver };
+				"restore_creds_refuses_other_user", "restore_refuses_gpu_without_driver" };
+	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds, restore_creds_refuses_other_user,
+				 restore_refuses_gpu_without_driver };
 	for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
 		TCase *tc = tcase_create(names[i]);
 		tcase_add_checked_fixture(tc, setup, teardown);

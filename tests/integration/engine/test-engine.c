@@ -15,7 +15,9 @@
  * the descriptor support is missing; `test-engine die` kills the dumper
  * at every point of a dump (faults 220-226) and checks the target;
  * `test-engine pid` restores onto a PID still held: by a live process,
- * by a zombie reaped while the restore waits, by one never reaped in time.
+ * by a zombie reaped while the restore waits, by one never reaped in time;
+ * `test-engine creds` restores threads with credentials and seccomp
+ * filters of their own, and refuses a user's restore of root's process.
  */
 #include <check.h>
 #include <dirent.h>
@@ -255,6 +257,58 @@ CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
 CYCLE_TESTS(regs, "target-regs", NULL)
+
+/* Credentials and seccomp filters, per thread (the targets check their
+ * own after restore; target-creds writes as nobody into our dir). */
+static void cycle_open(const char *prog, const char *mode)
+{
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	cycle(prog, NULL, mode);
+}
+
+START_TEST(seccomp_running) { cycle_open("target-seccomp", NULL); } END_TEST
+START_TEST(seccomp_kill) { cycle_open("target-seccomp", "--kill"); } END_TEST
+START_TEST(creds_running) { cycle_open("target-creds", NULL); } END_TEST
+START_TEST(creds_stop) { cycle_open("target-creds", "--stop"); } END_TEST
+
+/* A user's restore (nobody, with CAP_CHECKPOINT_RESTORE as the one power
+ * it has) of root's process is refused before anything is built, naming
+ * the thread and the id; the same snapshot restores as root. */
+START_TEST(user_restore_refuses_root_creds)
+{
+	if (access("/usr/bin/setpriv", X_OK) < 0) {
+		printf("user_restore_refuses_root_creds: no setpriv; nothing to check\n");
+		return;
+	}
+	char cmd[PATH_MAX * 3];
+	/* a checkout closed to other users (docs/TESTING.md) */
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups test -x '%s'", ckpt_bin);
+	if (system(cmd) != 0) {
+		printf("user_restore_refuses_root_creds: nobody cannot run %s; nothing to check\n", ckpt_bin);
+		return;
+	}
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	pid_t pid = spawn(NULL, "target-threads", NULL);
+	dump(pid, NULL, "store/s1");
+	kill_original(pid, NULL);
+	/* the user may read the snapshot: only its credentials stop it */
+	snprintf(cmd, sizeof(cmd),
+		 "chmod -R a+rX '%s' && setpriv --reuid=65534 --regid=65534 --clear-groups "
+		 "--inh-caps=+checkpoint_restore --ambient-caps=+checkpoint_restore '%s' restore '%s' "
+		 ">/dev/null 2>'%s'",
+		 path("store"), ckpt_bin, path("store/s1"), path("ckpt.err"));
+	int st = system(cmd);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "nobody restored root's process");
+	const char *e = ckpt_err();
+	char want[64];
+	snprintf(want, sizeof(want), "pid %d thread %d: its real uid 0", pid, pid);
+	ck_assert_msg(strstr(e, want), "want '%s' in: %s", want, e);
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d", pid);
+	ck_assert_msg(access(p, F_OK) < 0, "pid %d was built", pid);
+	verdict(restore("store/s1"));
+}
+END_TEST
 
 START_TEST(bigmem_running)
 {
@@ -549,11 +603,12 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
 /* in the rt_sigaction loop */
 START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
-/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, then 2 a thread: 72 is
+/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 3
+ * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS): 75 is
  * the third thread's sigaltstack */
-START_TEST(die_inject_thread) { dump_dies("target-threads", "221:72", NULL, 9); } END_TEST
-/* the last one, 67 + 2 + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:70", NULL, 1); } END_TEST
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:75", NULL, 9); } END_TEST
+/* the last one, 68 + 3 + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:72", NULL, 1); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
@@ -1218,6 +1273,12 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
+	} else if (only && !strcmp(only, "creds")) {
+		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
+		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
+		suite_add_tcase(s, tc("creds_running", creds_running, 60));
+		suite_add_tcase(s, tc("creds_stop", creds_stop, 60));
+		suite_add_tcase(s, tc("user_restore_refuses_root_creds", user_restore_refuses_root_creds, 60));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
