@@ -259,6 +259,10 @@ int main(int argc, char **argv)
 	}
 	close(p[1]);
 	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	/* as a shell does: the parent makes the child's group too, so that
+	 * D can join it whichever of them runs first */
+	if (setpgid(c_pid, c_pid) < 0 && errno != EACCES)
+		return 3;
 	pid_t d = fork();
 	if (d == 0) {
 		close(p[0]);
@@ -272,8 +276,14 @@ int main(int argc, char **argv)
 	if (waitid(P_PID, z, &si, WEXITED | WNOWAIT) < 0)
 		return 3;
 	/* D in C's group, and every mark there, before we say ready */
-	while (getpgid(d) != c_pid || sh->mark[1] != 101 || sh->mark[2] != 102 || sh->mark[3] != 103)
+	while (getpgid(d) != c_pid || sh->mark[1] != 101 || sh->mark[2] != 102 || sh->mark[3] != 103) {
+		siginfo_t ci = { 0 }, di = { 0 };
+		waitid(P_PID, c_pid, &ci, WEXITED | WNOHANG | WNOWAIT);
+		waitid(P_PID, d, &di, WEXITED | WNOHANG | WNOWAIT);
+		if (ci.si_pid || di.si_pid)
+			target_verdict(0, "C or D ended before the checkpoint");
 		ms();
+	}
 	uint8_t *m = pattern(1);
 	uint64_t next = 1;
 	while (next < 100)

@@ -193,7 +193,9 @@ START_TEST(log_grown_after_dump)
 	snprintf(p, sizeof(p), "%d", pid);
 	rc = run_ckpt(NULL, 0, "dump", p, path("snap"), NULL);
 	ck_assert_msg(rc == 0, "ckpt dump: %s", ckpt_err());
-	ck_assert_int_eq(read_file_full(path("snap/fds"), &fds, NULL), 0);
+	char fp[64];
+	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, "3 file flags=02001 "), "fds: %s", fds);
 	free(fds);
 	/* Three more lines at least (a line a millisecond) before it goes. */
