@@ -210,12 +210,14 @@ static void settle(struct fs *fs, struct restore *rs)
  * mappings (the store's io_uring rings, FUSE buffers) and its locks; a
  * fresh process has none of them. The helper opens the store read-only,
  * opens the snapshot and calls the engine with the credentials of the
- * user who asked (never the image's): the engine keeps ours for the steps
- * that need them and gives the new process exactly the user's before it
- * opens anything of the image or runs. It reports on stdout, a line
+ * user who asked: the engine keeps ours for the steps that need them,
+ * opens everything of the image with the user's, and gives each thread
+ * the image's credentials only where that user could have held them
+ * (refusing the snapshot otherwise). It reports on stdout, a line
  * each: "wait ID PARENT COMM" while the engine waits for a zombie holding
  * the pid or a thread id to be reaped (its parent and the parent's comm),
- * "restoring" once it goes on, and last "pid N" or "error ERRNO MESSAGE".
+ * "restoring" once it goes on, and last "pid N PROCESSES" or "error ERRNO
+ * MESSAGE".
  * A crash in there costs the daemon nothing but that restore.
  */
 static void helper_progress(const struct engine_progress *p, void *ud)

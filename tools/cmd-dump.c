@@ -4,6 +4,7 @@
  * store, its last component the snapshot's name), without any daemon.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <libgen.h>
 
 #include "common/common.h"
@@ -34,13 +35,15 @@ static void dump_usage(FILE *out)
 	fprintf(out,
 		"Usage: ckpt dump [--kill|--stop] PID DIR\n"
 		"\n"
-		"Checkpoints process PID into the snapshot directory DIR (created; its\n"
-		"parent must exist). The process is frozen only while its state and a\n"
-		"copy of its memory are taken, then runs again while the snapshot is\n"
-		"written, unless:\n"
-		"  --kill   it stays frozen until the snapshot is durable, then is killed\n"
-		"  --stop   it stays frozen until the snapshot is durable, then is left\n"
-		"           stopped (SIGSTOP)\n");
+		"Checkpoints process PID with all its descendants into the snapshot\n"
+		"directory DIR (created; its parent must exist): a `tree` file and a\n"
+		"directory per process. Every process is frozen before any is read, only\n"
+		"while their state and a copy of their memory are taken; they run again\n"
+		"together while the snapshot is written, unless:\n"
+		"  --kill   they stay frozen until the snapshot is durable, then are killed\n"
+		"  --stop   they stay frozen until the snapshot is durable, then are left\n"
+		"           stopped (SIGSTOP)\n"
+		"A failure leaves every process running as it was.\n");
 }
 
 int cmd_dump(int argc, char **argv)
@@ -105,9 +108,9 @@ int cmd_dump(int argc, char **argv)
 		log_err("dump of pid %d failed: %s", (int)pid, tools_reason(r));
 	} else {
 		char b[32];
-		log_info("pid %d: %s of memory, frozen %.1f ms, %.1f ms in all", (int)pid,
-			 fmt_bytes(stats.memory_bytes, b, sizeof(b)), stats.frozen_ns / 1e6,
-			 stats.total_ns / 1e6);
+		log_info("pid %d: %" PRIu64 " process%s, %s of memory, frozen %.1f ms, %.1f ms in all", (int)pid,
+			 stats.processes, stats.processes == 1 ? "" : "es", fmt_bytes(stats.memory_bytes, b, sizeof(b)),
+			 stats.frozen_ns / 1e6, stats.total_ns / 1e6);
 	}
 	store_snap_close(w);
 	store_close(s);
