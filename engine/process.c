@@ -274,19 +274,12 @@ int process_capture_proc(pid_t pid, struct proc_image *img)
 		return r;
 	img->personality = strtoull(pers, NULL, 16);
 
-	for (int i = 0; i < RLIM_NLIMITS; i++)
-		if (prlimit(pid, i, NULL, &img->rlim[i]) < 0) {
-			/* another uid's limits take CAP_SYS_RESOURCE, which a
-			 * root daemon may lack (containers): the same values
-			 * are in /proc/PID/limits, readable by all */
-			if (errno != EPERM)
-				return err_set(negerrno(), "pid %d: prlimit %d: %m", pid, i);
-			r = limits_from_proc(pid, img->rlim);
-			if (r < 0)
-				return err_set(-EPERM, "pid %d: prlimit %d: %s, and /proc/%d/limits: %s", pid, i,
-					       strerror(EPERM), pid, strerror(-r));
-			break;
-		}
+	/* /proc/PID/limits, readable by all: prlimit() on another uid's
+	 * process takes CAP_SYS_RESOURCE, which a root daemon may lack
+	 * (containers), and nginx's workers run as another uid */
+	r = limits_from_proc(pid, img->rlim);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read /proc/%d/limits", pid, pid);
 	return 0;
 }
 
