@@ -100,6 +100,16 @@ static _noreturn_ void exec_target(void)
 	_exit(127);
 }
 
+/* Becomes nobody (65534, groups 65534 and 4242), then execs the target:
+ * the process of a user the daemon restores for. */
+static _noreturn_ void exec_target_as_nobody(void)
+{
+	gid_t groups[] = { 65534, 4242 };
+	if (setgroups(2, groups) < 0 || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
+		_exit(125);
+	exec_target();
+}
+
 static int dump(pid_t pid, enum engine_after after)
 {
 	struct store *s = NULL;
@@ -114,6 +124,24 @@ static int dump(pid_t pid, enum engine_after after)
 	store_snap_close(w);
 	store_close(s);
 	return r;
+}
+
+/* Starts the target (as nobody, or as we are), dumps it with --kill
+ * into snapshot "1" and reaps it: *st is its wait status. */
+static pid_t dumped_target(bool as_nobody, int *st)
+{
+	pid_t t = fork();
+	ck_assert_int_ge(t, 0);
+	if (t == 0) {
+		if (as_nobody)
+			exec_target_as_nobody();
+		exec_target();
+	}
+	wait_file(path("ready"), 10000);
+	usleep(50000);
+	dump(t, ENGINE_AFTER_KILL);
+	ck_assert_int_eq(waitpid(t, st, 0), t);
+	return t;
 }
 
 /* No thread of pid is traced by anyone any more, and we have no child
@@ -182,15 +210,8 @@ END_TEST
 /* We are the target's parent: our own waitpid() gets its status. */
 START_TEST(kill_own_child)
 {
-	pid_t t = fork();
-	ck_assert_int_ge(t, 0);
-	if (t == 0)
-		exec_target();
-	wait_file(path("ready"), 10000);
-	usleep(50000);
-	dump(t, ENGINE_AFTER_KILL);
 	int st;
-	ck_assert_int_eq(waitpid(t, &st, 0), t);
+	pid_t t = dumped_target(false, &st);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	check_no_trace(t);
 	ck_assert_int_eq(waitpid(-1, NULL, __WALL | WNOHANG), -1);
@@ -226,29 +247,13 @@ static void check_creds(pid_t pid, pid_t tid)
 	}
 }
 
-/* Becomes nobody (65534, groups 65534 and 4242), then execs the target:
- * the process of a user the daemon restores for. */
-static _noreturn_ void exec_target_as_nobody(void)
-{
-	gid_t groups[] = { 65534, 4242 };
-	if (setgroups(2, groups) < 0 || setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
-		_exit(125);
-	exec_target();
-}
 
 /* A process of nobody's (65534, groups 65534 and 4242), restored for
  * nobody by root (the daemon's allow_other restore). */
 START_TEST(restore_creds)
 {
-	pid_t t = fork();
-	ck_assert_int_ge(t, 0);
-	if (t == 0)
-		exec_target_as_nobody();
-	wait_file(path("ready"), 10000);
-	usleep(50000);
-	dump(t, ENGINE_AFTER_KILL);
 	int st;
-	ck_assert_int_eq(waitpid(t, &st, 0), t);
+	pid_t t = dumped_target(true, &st);
 
 	struct store *s = NULL;
 	struct store_snap *r = NULL;
@@ -306,15 +311,8 @@ END_TEST
  * naming the process, the thread and the id. */
 START_TEST(restore_creds_refuses_other_user)
 {
-	pid_t t = fork();
-	ck_assert_int_ge(t, 0);
-	if (t == 0)
-		exec_target();
-	wait_file(path("ready"), 10000);
-	usleep(50000);
-	dump(t, ENGINE_AFTER_KILL);
 	int st;
-	ck_assert_int_eq(waitpid(t, &st, 0), t);
+	pid_t t = dumped_target(false, &st);
 
 	struct store *s = NULL;
 	struct store_snap *r = NULL;
@@ -372,15 +370,8 @@ START_TEST(restore_refuses_gpu_without_driver)
 		printf("restore_refuses_gpu_without_driver: a CUDA driver is here; nothing to check\n");
 		return;
 	}
-	pid_t t = fork();
-	ck_assert_int_ge(t, 0);
-	if (t == 0)
-		exec_target();
-	wait_file(path("ready"), 10000);
-	usleep(50000);
-	dump(t, ENGINE_AFTER_KILL);
 	int st;
-	ck_assert_int_eq(waitpid(t, &st, 0), t);
+	pid_t t = dumped_target(false, &st);
 
 	struct store *s = NULL;
 	struct copy c = { 0 };

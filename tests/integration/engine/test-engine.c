@@ -220,21 +220,28 @@ static void verdict(pid_t pid)
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
-/* Waits until pid is in a group stop (state T). */
-static void assert_stopped(pid_t pid, const char *why)
+/* Waits (10 s at most: a loaded 2-core machine) until pid is in state
+ * ('T' a group stop, 'Z' a zombie) as /proc/PID/stat shows it. */
+static void assert_state(pid_t pid, char state, const char *why)
 {
-	char p[64], *st = NULL;
+	char p[64], want[8], *st = NULL;
 	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-	for (int i = 0; i < 2000; i++) {
+	snprintf(want, sizeof(want), ") %c ", state);
+	for (int i = 0; i < 10000; i++) {
 		free(st);
 		st = NULL;
 		read_file_full(p, &st, NULL);
-		if (st && strstr(st, ") T "))
+		if (st && strstr(st, want))
 			break;
 		usleep(1000);
 	}
-	ck_assert_msg(st && strstr(st, ") T "), "%s: not stopped: %s", why, st);
+	ck_assert_msg(st && strstr(st, want), "%s: pid %d not in state %c: %s", why, pid, state, st);
 	free(st);
+}
+
+static void assert_stopped(pid_t pid, const char *why)
+{
+	assert_state(pid, 'T', why);
 }
 
 static void cycle(const char *prog, const char *extra, const char *mode)
@@ -671,22 +678,11 @@ START_TEST(restore_pid_in_use)
 }
 END_TEST
 
-/* Waits until pid is a zombie (state Z), as dump --kill leaves it for us,
- * its parent, to reap. */
+/* Waits until pid is a zombie, as dump --kill leaves it for us, its
+ * parent, to reap. */
 static void assert_zombie(pid_t pid)
 {
-	char p[64], *st = NULL;
-	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-	for (int i = 0; i < 10000; i++) {
-		free(st);
-		st = NULL;
-		read_file_full(p, &st, NULL);
-		if (st && strstr(st, ") Z "))
-			break;
-		usleep(1000);
-	}
-	ck_assert_msg(st && strstr(st, ") Z "), "pid %d is no zombie: %s", pid, st);
-	free(st);
+	assert_state(pid, 'Z', "zombie");
 }
 
 /* Starts ckpt in the background; its stdout comes through *out_fd, its
