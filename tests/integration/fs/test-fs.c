@@ -234,9 +234,24 @@ START_TEST(test_cp_out_verify)
 }
 END_TEST
 
+/* Waits (ms at most) until restore/NAME is no longer on its way and
+ * checks it runs pid with that many processes; else shows the daemon's
+ * log. */
+static void assert_running(const char *name, pid_t pid, int processes, unsigned ms)
+{
+	char want[96];
+	char *s = restore_wait(name, ms);
+	snprintf(want, sizeof(want), "running pid=%d processes=%d", pid, processes);
+	if (strcmp(s, want)) {
+		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
+		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
+	}
+	free(s);
+}
+
 static void roundtrip(bool inside)
 {
-	char dir[PATH_MAX], want[64];
+	char dir[PATH_MAX];
 	pid_t pid = target_start(dir);
 	char *s;
 
@@ -251,13 +266,7 @@ static void roundtrip(bool inside)
 		target_kill(pid);
 		ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
 	}
-	s = restore_wait("back", 20000);
-	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
-	if (strcmp(s, want)) {
-		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
-		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
-	}
-	free(s);
+	assert_running("back", pid, 1, 20000);
 	ck_assert_int_eq(kill(pid, 0), 0);
 	s = verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
@@ -287,7 +296,6 @@ END_TEST
 START_TEST(test_restore_tree)
 {
 	char dir[PATH_MAX], ready[PATH_MAX + 16], result[PATH_MAX + 16], scratch[PATH_MAX + 16], exe[PATH_MAX];
-	char want[96];
 	snprintf(dir, sizeof(dir), "%s/tree", H.work);
 	ck_assert_int_eq(mkdir(dir, 0755), 0);
 	snprintf(ready, sizeof(ready), "%s/ready", dir);
@@ -317,13 +325,7 @@ START_TEST(test_restore_tree)
 	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$MNT/restore/tree\"", pid), 0);
 	/* its orphans, reaped by init, free their pids meanwhile: the
 	 * restore waits for them */
-	char *s = restore_wait("tree", 30000);
-	snprintf(want, sizeof(want), "running pid=%d processes=5", pid);
-	if (strcmp(s, want)) {
-		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
-		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
-	}
-	free(s);
+	assert_running("tree", pid, 5, 30000);
 	char rr[PATH_MAX + 32];
 	snprintf(rr, sizeof(rr), "%s.restored", ready);
 	int fd = open(rr, O_WRONLY | O_CREAT, 0644);
@@ -392,13 +394,7 @@ START_TEST(test_restore_zombie)
 	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), 0);
 	ck_assert_int_eq(si.si_pid, pid);
 	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
-	s = restore_wait("back", 20000);
-	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
-	if (strcmp(s, want)) {
-		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
-		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
-	}
-	free(s);
+	assert_running("back", pid, 1, 20000);
 	s = verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
