@@ -223,22 +223,6 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 	}
 }
 
-static int parse_mode(struct fd_line *l, unsigned *ret)
-{
-	const char *v;
-	char *end;
-	int r = fds_kv_req(l, "mode", &v);
-
-	if (r < 0)
-		return r;
-	errno = 0;
-	unsigned long m = strtoul(v, &end, 8);
-	if (v[0] != '0' || *end || errno || m > 07777)
-		return fds_bad(l, "mode=%s: not octal permission bits", v);
-	*ret = (unsigned)m;
-	return 0;
-}
-
 int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 {
 	uint64_t u;
@@ -298,7 +282,7 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		/* fall through */
 	case FD_KIND_DELETED:
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "size", &e->size)) < 0 ||
-		    (r = parse_mode(l, &e->mode)) < 0)
+		    (r = fds_kv_mode(l, &e->mode)) < 0)
 			return r;
 		if (e->size > (1ull << 30))
 			return fds_bad(l, "size=%lu: larger than 1 GiB", e->size);

@@ -76,7 +76,10 @@ struct fd_entry {
 	uint64_t ino;     /* file, dir, fifo: identity checked at restore */
 	uint64_t size;    /* file: size at dump; deleted, memfd: content size; pipe: capacity */
 	int64_t mtime_ns; /* file: recorded, not checked (a touch changes no content) */
-	unsigned mode;    /* deleted, memfd: permission bits */
+	unsigned mode;    /* deleted, memfd: permission bits; unix-listen: its socket file's (with has_owner) */
+	bool has_owner;   /* unix-listen bound to a path: mode, uid and gid of its socket file */
+	uid_t uid;
+	gid_t gid;
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
 
@@ -157,6 +160,10 @@ struct fd_line {
 const char *fds_info(const struct fd_entry *e, const char *key);
 /* Looks up (and marks used) key in a parsed line; NULL when absent. */
 const char *fds_kv(struct fd_line *l, const char *key);
+/* Whether key is there (not yet used), without using it. */
+bool fds_kv_has(const struct fd_line *l, const char *key);
+/* mode=0... : octal permission bits (required). */
+int fds_kv_mode(struct fd_line *l, unsigned *ret);
 /* Like fds_kv but absent is -EBADMSG with a detail naming the line. */
 int fds_kv_req(struct fd_line *l, const char *key, const char **ret);
 int fds_kv_u64(struct fd_line *l, const char *key, uint64_t *ret);

@@ -402,6 +402,17 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 			return err_set(-EOPNOTSUPP,
 				       "fd %d: listening Unix socket bound to relative path %.*s: not supported", e->fd,
 				       (int)sizeof(un->sun_path), un->sun_path);
+		/* who may connect: the socket file's owner and mode (a server
+		 * makes it 0777, or its own user's), made again at restore */
+		struct stat fst;
+		char sp[sizeof(un->sun_path) + 1];
+		snprintf(sp, sizeof(sp), "%.*s", (int)sizeof(un->sun_path), un->sun_path);
+		if (sp[0] && lstat(sp, &fst) == 0 && S_ISSOCK(fst.st_mode)) {
+			e->has_owner = true;
+			e->mode = fst.st_mode & 07777;
+			e->uid = fst.st_uid;
+			e->gid = fst.st_gid;
+		}
 		return 0;
 	}
 	case FD_KIND_UNIX_DGRAM: {
@@ -506,6 +517,8 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 		else
 			fds_put_path(b, "abstract", un->sun_path + 1, e->addrlen - off - 1);
 		fds_printf(b, " backlog=%d", e->backlog);
+		if (e->has_owner)
+			fds_printf(b, " mode=0%o uid=%u gid=%u", e->mode, (unsigned)e->uid, (unsigned)e->gid);
 		break;
 	case FD_KIND_UNIX_PAIR:
 		fds_printf(b, " type=%s pair=%lu shutdown=%d sndbuf=%d rcvbuf=%d queued=%lu", type_name(e->type),
@@ -615,6 +628,17 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 			return fds_bad(l, "backlog=%lu: out of range", u);
 		e->backlog = (int)u;
 		e->family = AF_UNIX;
+		if (fds_kv_has(l, "mode")) {
+			uint64_t uid, gid;
+			if ((r = fds_kv_mode(l, &e->mode)) < 0 || (r = fds_kv_u64(l, "uid", &uid)) < 0 ||
+			    (r = fds_kv_u64(l, "gid", &gid)) < 0)
+				return r;
+			if (uid >= UINT32_MAX || gid >= UINT32_MAX || abstract)
+				return fds_bad(l, "uid= or gid= out of range, or an owner for an abstract socket");
+			e->has_owner = true;
+			e->uid = (uid_t)uid;
+			e->gid = (gid_t)gid;
+		}
 		return 0;
 	}
 	case FD_KIND_UNIX_DGRAM:
@@ -718,6 +742,11 @@ static int open_listen(struct fd_entry *e)
 			if (unlink(un->sun_path) < 0 || bind(fd, (const void *)&e->addr, e->addrlen) < 0)
 				return err_set(negerrno(), "fd %d: cannot bind Unix socket %s again", e->fd, as);
 		}
+		/* bind made it ours, with our umask: given back its owner and
+		 * mode, or its clients (another user's) could not connect */
+		if (e->has_owner && (lchown(un->sun_path, e->uid, e->gid) < 0 || chmod(un->sun_path, e->mode) < 0))
+			return err_set(negerrno(), "fd %d: cannot give socket file %s back its owner %u:%u and mode 0%o",
+				       e->fd, as, (unsigned)e->uid, (unsigned)e->gid, e->mode);
 	} else {
 		fmt_inet(&e->addr, as, sizeof(as));
 		/* Connections of the old socket in TIME_WAIT must not block

@@ -720,6 +720,30 @@ const char *fds_kv(struct fd_line *l, const char *key)
 	return NULL;
 }
 
+bool fds_kv_has(const struct fd_line *l, const char *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!l->kv[i].used && strcmp(l->kv[i].key, key) == 0)
+			return true;
+	return false;
+}
+
+int fds_kv_mode(struct fd_line *l, unsigned *ret)
+{
+	const char *v;
+	char *end;
+	int r = fds_kv_req(l, "mode", &v);
+
+	if (r < 0)
+		return r;
+	errno = 0;
+	unsigned long m = strtoul(v, &end, 8);
+	if (v[0] != '0' || *end || errno || m > 07777)
+		return fds_bad(l, "mode=%s: not octal permission bits", v);
+	*ret = (unsigned)m;
+	return 0;
+}
+
 int fds_kv_req(struct fd_line *l, const char *key, const char **ret)
 {
 	const char *v = fds_kv(l, key);
