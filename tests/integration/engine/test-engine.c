@@ -26,6 +26,10 @@
 #include <limits.h>
 #include <signal.h>
 #include <linux/netlink.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <grp.h>
+#include <stdarg.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/ptrace.h>
@@ -1218,6 +1222,157 @@ START_TEST(pipe_read_running)
 }
 END_TEST
 
+/* ---- PostgreSQL: a real server's tree ------------------------------------ */
+
+/* The newest installed PostgreSQL's bin directory, or NULL. */
+static const char *pg_bin(void)
+{
+	static char bin[128];
+	DIR *d = opendir("/usr/lib/postgresql");
+	int best = 0;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		char p[160];
+		int v = atoi(de->d_name);
+		snprintf(p, sizeof(p), "/usr/lib/postgresql/%d/bin/initdb", v);
+		if (v > best && access(p, X_OK) == 0) {
+			best = v;
+			snprintf(bin, sizeof(bin), "/usr/lib/postgresql/%d/bin", v);
+		}
+	}
+	if (d)
+		closedir(d);
+	return best ? bin : NULL;
+}
+
+/* Runs a shell command as uid/gid (the postgres user); returns its exit
+ * status, its output (first 4 KiB) in out when not NULL. */
+static int run_as(uid_t uid, gid_t gid, char *out, size_t outlen, const char *fmt, ...) _printf_(5, 6);
+static int run_as(uid_t uid, gid_t gid, char *out, size_t outlen, const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	int p[2];
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	pid_t c = fork();
+	ck_assert_int_ge(c, 0);
+	if (c == 0) {
+		int n = open("/dev/null", O_RDONLY);
+		dup2(n, 0);
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+			_exit(125);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t len = 0;
+	char buf[512];
+	ssize_t n;
+	while ((n = read(p[0], buf, sizeof(buf))) > 0)
+		if (out && len + n < outlen) {
+			memcpy(out + len, buf, n);
+			len += n;
+		}
+	if (out)
+		out[len] = 0;
+	close(p[0]);
+	int st;
+	ck_assert_int_eq(waitpid(c, &st, 0), c);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A TCP port on 127.0.0.1 nobody listens on now. */
+static int free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(s, 0);
+	ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(s, (struct sockaddr *)&a, &l), 0);
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+/* A PostgreSQL server (the postmaster and its background processes, as
+ * the postgres user, with System V and anonymous shared memory, pipes,
+ * Unix and TCP listening sockets, latches) with a table of 1000 rows is
+ * checkpointed (--kill, or running and then killed), every process of
+ * it gone; restored as root, the same postmaster pid runs as postgres,
+ * the rows are there, a new connection (a backend forked by the
+ * restored postmaster) inserts one more, and it shuts down cleanly. */
+static void postgres_cycle(const char *mode)
+{
+	const char *bin = pg_bin();
+	struct passwd *pw = getpwnam("postgres");
+	if (!bin || !pw) {
+		printf("postgres_cycle: PostgreSQL is not installed (postgresql package): nothing to check\n");
+		return;
+	}
+	uid_t u = pw->pw_uid;
+	gid_t g = pw->pw_gid;
+	char pg[PATH_MAX + 16], out[4096];
+	_Static_assert(sizeof(pg) + 32 < PATH_MAX + 64, "pidfile fits");
+	snprintf(pg, sizeof(pg), "%s", path("pg"));
+	ck_assert_int_eq(mkdir(pg, 0700), 0);
+	ck_assert_int_eq(chown(pg, u, g), 0);
+	/* the test's directory must be reachable by postgres */
+	ck_assert_int_eq(chmod(path(""), 0755), 0);
+	int port = free_port();
+	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s/initdb -D %s/data -A trust", bin, pg) == 0, "initdb: %s", out);
+	ck_assert_msg(run_as(u, g, out, sizeof(out),
+			     "%s/pg_ctl -D %s/data -l %s/log -w -t 60 -o '-p %d -k %s -c listen_addresses=127.0.0.1' start",
+			     bin, pg, pg, port, pg) == 0,
+		      "pg_ctl start: %s", out);
+	char psql[PATH_MAX + 128];
+	snprintf(psql, sizeof(psql), "%s/psql -X -h %s -p %d -U postgres -tAc", bin, pg, port);
+	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s 'create table t(x int); insert into t select generate_series(1, 1000)'",
+			     psql) == 0,
+		      "psql: %s", out);
+	char pidfile[PATH_MAX + 64], *text = NULL;
+	snprintf(pidfile, sizeof(pidfile), "%s/data/postmaster.pid", pg);
+	ck_assert_int_eq(read_file_full(pidfile, &text, NULL), 0);
+	pid_t pm = atoi(text);
+	free(text);
+	pid_t kids[32];
+	size_t nk = descendants(pm, kids, 32);
+	ck_assert_msg(nk >= 3, "the postmaster has %zu children", nk);
+
+	dump(pm, mode, "store/s1");
+	if (!mode || strcmp(mode, "--kill")) {
+		kill(pm, SIGKILL);
+		for (size_t i = 0; i < nk; i++)
+			kill(kids[i], SIGKILL);
+	}
+	wait_gone(pm);
+	for (size_t i = 0; i < nk; i++)
+		wait_gone(kids[i]);
+	ck_assert_int_eq(restore("store/s1"), pm);
+	char st[64], *status = NULL;
+	snprintf(st, sizeof(st), "/proc/%d/status", pm);
+	ck_assert_int_eq(read_file_full(st, &status, NULL), 0);
+	char want[64];
+	snprintf(want, sizeof(want), "\nUid:\t%u\t%u\t%u\t%u\n", u, u, u, u);
+	ck_assert_msg(strstr(status, want), "the postmaster's credentials: %s", status);
+	free(status);
+	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s 'select count(*), sum(x) from t'", psql) == 0, "psql: %s", out);
+	ck_assert_msg(!strcmp(out, "1000|500500\n"), "after the restore: %s", out);
+	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s 'insert into t values (1001); select count(*) from t'", psql) == 0,
+		      "psql: %s", out);
+	ck_assert_msg(strstr(out, "1001\n"), "after an insert: %s", out);
+	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s/pg_ctl -D %s/data -m fast -w -t 60 stop", bin, pg) == 0,
+		      "pg_ctl stop: %s", out);
+	wait_gone(pm);
+}
+
+START_TEST(postgres_kill) { postgres_cycle("--kill"); } END_TEST
+START_TEST(postgres_running) { postgres_cycle(NULL); } END_TEST
+
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -1275,6 +1430,13 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("creds_running", creds_running, 60));
 		suite_add_tcase(s, tc("creds_stop", creds_stop, 60));
 		suite_add_tcase(s, tc("user_restore_refuses_root_creds", user_restore_refuses_root_creds, 60));
+	} else if (only && !strcmp(only, "postgres")) {
+		if (!pg_bin() || !getpwnam("postgres")) {
+			printf("skipped: PostgreSQL is not installed (the postgresql package; ./setup --deps installs it)\n");
+			return 77;
+		}
+		suite_add_tcase(s, tc("postgres_kill", postgres_kill, 180));
+		suite_add_tcase(s, tc("postgres_running", postgres_running, 180));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
