@@ -1,23 +1,33 @@
 /*
- * engine_dump(): checkpoint one process into a snapshot being written.
+ * engine_dump(): checkpoint a process with all its descendants (a tree;
+ * one process is a tree of one) into a snapshot being written.
  *
  * Two steps, kept apart so that a copy-on-write view can later replace the
  * copy in step 1 without touching step 2:
- *  1. freeze and take a consistent view: seize and stop every thread, read
- *     registers and per-thread state, the injected queries, /proc state,
- *     descriptors, the memory layout and a copy of the pages to save in our
- *     RAM. With ENGINE_AFTER_RUN the process runs again right after this
- *     (the frozen time reported is this step: it grows with the bytes
- *     copied, at process_vm_readv speed, with up to 4 threads copying);
- *  2. write the snapshot files and commit through store/.
- * With --kill/--stop the process stays frozen until the commit, so that
- * nothing it does after the view is lost, and is then killed or left
- * stopped; its memory then goes straight from the process to the store
- * through one reused buffer, without a copy in RAM. Every failure detaches every thread and leaves the process
- * running as it was.
+ *  1. freeze and take a consistent view. Every process is checked first,
+ *     untouched (what is refused is refused here, naming it). Then they
+ *     are frozen parents first: a stopped process has the children it will
+ *     have, so each process's children are listed once it is frozen (one
+ *     born meanwhile is checked then). Only once all are frozen is any of
+ *     them read by us: /proc state, descriptors (and what several share,
+ *     fds_share), the memory layout and a copy of the pages to save in our
+ *     RAM (memory several share, once). Each keeper reads its own
+ *     process's registers and injected queries as soon as it has stopped
+ *     it: that state is the process's own and cannot change while it is
+ *     stopped. With ENGINE_AFTER_RUN they all run again right after this
+ *     (the frozen time reported is this step, from the first seize to the
+ *     last thaw: it grows with the bytes copied, at process_vm_readv
+ *     speed, with up to 4 threads copying);
+ *  2. write the `tree` file, each process's files in its directory,
+ *     shared/, and commit through store/.
+ * With --kill/--stop the processes stay frozen until the commit, so that
+ * nothing they do after the view is lost, and are then killed or left
+ * stopped; memory then goes straight from each process to the store
+ * through reused buffers, without a copy in RAM. Every failure detaches
+ * every thread of every process and leaves them running as they were.
  *
- * We are not the tracer: a keeper process, forked before the freeze,
- * seizes the threads, captures what needs a tracer (registers, masks,
+ * We are not the tracer: a keeper process per process of the tree,
+ * forked and executed before the freeze, seizes its threads on our word, captures what needs a tracer (registers, masks,
  * the injected queries) and holds them stopped until our word (keeper.c).
  * Should we die at any moment (kill -9, the OOM killer), it puts every
  * thread back and lets go; the process is only killed or left stopped on
