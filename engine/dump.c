@@ -27,8 +27,9 @@
  * every thread of every process and leaves them running as they were.
  *
  * We are not the tracer: a keeper process per process of the tree,
- * forked and executed before the freeze, seizes its threads on our word, captures what needs a tracer (registers, masks,
- * the injected queries) and holds them stopped until our word (keeper.c).
+ * forked and executed before the freeze, seizes its threads on our word,
+ * captures what needs a tracer (registers, masks, the injected queries)
+ * and holds them stopped until our next word (keeper.c).
  * Should we die at any moment (kill -9, the OOM killer), it puts every
  * thread back and lets go; the process is only killed or left stopped on
  * our word, sent once the snapshot is durable.
