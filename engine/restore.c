@@ -1,26 +1,39 @@
 /*
- * engine_restore(): bring a snapshot back to life with its PID and thread
- * IDs, leaving nothing of ours inside it.
+ * engine_restore(): bring a snapshot back to life, a process with all its
+ * descendants, with their PIDs and thread IDs, leaving nothing of ours
+ * inside them.
  *
  * How:
- *  1. We fork an intermediate process, which creates the future process P
- *     with clone3(set_tid = the image's PID) and exits at once, so that P
- *     is re-parented (to init or the nearest subreaper) and needs nobody of
- *     ours to wait for it.
- *  2. P runs our ordinary C code: all signals blocked, its own session,
- *     personality, umask, cwd, rlimits, sigactions, itimers, descriptors
- *     (fds_restore()); then it reports through a shared page and waits.
- *  3. We seize P and drive it by injecting system calls through a
+ *  0. Everything is read and checked first: the tree, every process's
+ *     image, what they share; their pids and thread ids must be free (a
+ *     zombie holding one is waited for, pidwait.c). The shared memory
+ *     objects are made here, one memfd each, filled.
+ *  1. We fork an intermediate process: it takes the credentials the
+ *     caller names, puts the shared memory objects and the shared
+ *     descriptions (fds_open_shared) above every descriptor number the
+ *     processes use, creates the root with clone3(set_tid = its PID) and
+ *     exits at once, so that the root is re-parented (to init or the
+ *     nearest subreaper) and needs nobody of ours to wait for it.
+ *  2. Each process P runs our ordinary C code (tree_child()), all signals
+ *     blocked: its session or group, its children forked with their PIDs
+ *     (so that it is their parent), then once every group exists the group
+ *     it joins; a zombie dies as it did; a live one sets its personality,
+ *     umask, cwd, rlimits, sigactions, itimers, descriptors
+ *     (fds_restore(), the shared ones from what it inherited), reports
+ *     through a shared page and waits.
+ *  3. We seize each P and drive it by injecting system calls through a
  *     `syscall` instruction of its vDSO: map a scratch page free in both
  *     layouts, drop P's rseq registration, unmap P's whole old layout, move
  *     the vDSO areas to the image's addresses, map every image area and
- *     fill it (process_vm_writev), set the mm fields and exe link
+ *     fill it (process_vm_writev; a shared memory area maps its object
+ *     from the descriptor P inherited, then closes them), set the mm fields and exe link
  *     (PR_SET_MM_MAP), create the other threads with clone3(set_tid), give
  *     every thread its robust list, rseq, clear-child-tid address,
  *     alternate stack, make the posix timers again with their IDs, queue
  *     the pending signals, unmap the scratch page, and finally
  *     park each thread in the kernel's signal path, set its registers,
- *     xstate and signal mask, and detach.
+ *     xstate and signal mask. Once every process is ready, all are
+ *     detached: the tree runs again together.
  *  4. A CUDA process (the snapshot has gpu/info) comes back CHECKPOINTED
  *     on the GPU: its device memory is in the host memory just restored.
  *     Once detached, its driver's restore thread runs and we ask the
@@ -28,7 +41,8 @@
  *     its own threads' CUDA calls wait meanwhile. A failure there kills
  *     it. A snapshot with gpu/info is refused up front where this machine
  *     has no usable driver.
- * Anything failing before the detach kills P; nothing half-restored runs.
+ * Anything failing before the detach kills every process made; nothing
+ * half-restored runs.
  * P starts with our credentials, or with those the caller names in
  * engine_restore_opts (taken in step 2, before P opens anything of the
  * image). The last injected steps give each thread the image's
