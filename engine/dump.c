@@ -325,6 +325,17 @@ static int add_children(struct tree *t, struct pdump **p, size_t i)
 	return 0;
 }
 
+/* What only threads may share, shared by processes of the tree: refused. */
+static int check_sharing(const struct tree *t, const struct pdump *p)
+{
+	_cleanup_free_ bool *skip = calloc(t->n, sizeof(*skip));
+	if (!skip)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		skip[i] = p[i].gone;
+	return tree_check_sharing(t, skip);
+}
+
 /* Descriptions that several processes of the tree use, and pipes between
  * them, move into *shared (stored once, in shared/fds), and each process
  * names them (fds-share.c). */
@@ -405,6 +416,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			goto out;
 	}
 	r = tree_check(&t);
+	if (r >= 0)
+		r = check_sharing(&t, p);
 	if (r < 0)
 		goto out;
 
@@ -487,6 +500,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			goto out;
 	}
 	r = tree_check(&t);
+	if (r >= 0)
+		r = check_sharing(&t, p);
 	if (r < 0)
 		goto out;
 

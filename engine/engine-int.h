@@ -500,6 +500,11 @@ pid_t tree_pgid(const struct tree *t, size_t i);
  * not build: parents after children, a session or group led from outside
  * the tree (other than the root's own). */
 int tree_check(const struct tree *t);
+/* Refuses (-EOPNOTSUPP naming both pids and what) processes of the tree
+ * that share what only threads of one process may share here: an
+ * address space, a descriptor table, filesystem context or signal
+ * handlers. skip[i] (may be NULL) leaves t->v[i] out. */
+int tree_check_sharing(const struct tree *t, const bool *skip);
 /* The `tree` file, and back (tree_parse runs tree_check). */
 char *tree_format(const struct tree *t);
 int tree_parse(const char *text, struct tree *t);

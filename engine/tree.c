@@ -12,6 +12,8 @@
  * every other session or group must be led by a process of the tree.
  */
 #include <dirent.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
@@ -206,4 +208,34 @@ int tree_parse(const char *text, struct tree *t)
 		}
 	}
 	return tree_check(t);
+}
+
+int tree_check_sharing(const struct tree *t, const bool *skip)
+{
+	static const struct {
+		int type;
+		const char *what;
+	} kinds[] = {
+		{ KCMP_VM, "one address space (CLONE_VM without CLONE_THREAD, or a vfork() not yet followed by exec)" },
+		{ KCMP_FILES, "one descriptor table (CLONE_FILES)" },
+		{ KCMP_FS, "one filesystem context, cwd and umask (CLONE_FS)" },
+		{ KCMP_SIGHAND, "one table of signal handlers (CLONE_SIGHAND)" },
+	};
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].zombie || (skip && skip[i]))
+			continue;
+		for (size_t j = i + 1; j < t->n; j++) {
+			if (t->v[j].zombie || (skip && skip[j]))
+				continue;
+			for (size_t k = 0; k < ARRAY_SIZE(kinds); k++) {
+				long r = syscall(SYS_kcmp, t->v[i].pid, t->v[j].pid, kinds[k].type, 0, 0);
+				if (r == 0)
+					return err_set(-EOPNOTSUPP, "pids %d and %d share %s: not supported", t->v[i].pid,
+						       t->v[j].pid, kinds[k].what);
+				if (r < 0 && errno != ESRCH)
+					return err_set(negerrno(), "pids %d and %d: kcmp: %m", t->v[i].pid, t->v[j].pid);
+			}
+		}
+	}
+	return 0;
 }

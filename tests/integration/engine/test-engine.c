@@ -1117,6 +1117,48 @@ START_TEST(tree_fault_dump)
 }
 END_TEST
 
+/* A child in vfork() (it shares its parent's memory until it execs) is
+ * refused before anything is touched, naming both: the processes run on,
+ * untraced, not stopped. */
+START_TEST(tree_refuses_vfork)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		if (vfork() == 0) {
+			/* raw: nothing of the parent's stack may change */
+			for (;;)
+				syscall(SYS_pause);
+		}
+		_exit(0);
+	}
+	pid_t kids[4];
+	size_t nk = 0;
+	for (int i = 0; i < 20000 && nk == 0; i++) {
+		nk = descendants(pid, kids, 4);
+		if (!nk)
+			usleep(1000);
+	}
+	ck_assert_msg(nk == 1, "no vfork child appeared");
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "share one address space"), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched_n(pid, 1);
+	assert_untouched_n(kids[0], 1);
+	kill(kids[0], SIGKILL);
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
 /* A restore that fails part-way (fault 211 in the second process, the
  * first one built whole) kills every process it made: none of the
  * tree's pids is left; the next restore passes. */
@@ -1424,6 +1466,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_stop", tree_stop, 90));
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
+		suite_add_tcase(s, tc("tree_refuses_vfork", tree_refuses_vfork, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
