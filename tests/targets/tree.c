@@ -233,6 +233,19 @@ static _Noreturn void sibling(void)
 	exit(0);
 }
 
+/* R's exit, whatever the verdict: a failure must not leave its family
+ * behind (C's end takes G's). Forked children inherit the handler. */
+static pid_t d_pid;
+static void end_family(void)
+{
+	if (getpid() != root_pid)
+		return;
+	if (c_pid > 0)
+		kill(c_pid, SIGKILL);
+	if (d_pid > 0)
+		kill(d_pid, SIGKILL);
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv, 1);
@@ -268,6 +281,8 @@ int main(int argc, char **argv)
 		close(p[0]);
 		sibling();
 	}
+	d_pid = d;
+	atexit(end_family);
 	pid_t z = fork();
 	if (z == 0)
 		_exit(7);
@@ -317,11 +332,13 @@ int main(int argc, char **argv)
 		target_verdict(0, "the zombie's status is 0x%x, not exit 7", st);
 	if (waitpid(d, &st, 0) != d)
 		target_verdict(0, "waitpid D: %s", strerror(errno));
+	d_pid = 0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		why_verdict("D", st);
 	close(p[0]);
 	if (waitpid(c_pid, &st, 0) != c_pid)
 		target_verdict(0, "waitpid C: %s", strerror(errno));
+	c_pid = 0;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		why_verdict("C", st);
 	target_pass();
