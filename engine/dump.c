@@ -611,13 +611,16 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	}
 	if (!tf1)
 		tf1 = now_ns();
+	size_t in_snapshot = 0;
+	for (size_t i = 0; i < t.n; i++)
+		in_snapshot += !p[i].gone;
 	if (o && o->stats) {
 		o->stats->frozen_ns = tf1 - tf0;
 		o->stats->total_ns = now_ns() - t0;
 		o->stats->memory_bytes = bytes;
-		o->stats->processes = t.n;
+		o->stats->processes = in_snapshot;
 	}
-	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, t.n,
+	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, in_snapshot,
 		  bytes, (tf1 - tf0) / 1000);
 	r = 0;
 out:
