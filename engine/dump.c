@@ -407,8 +407,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		r = check_one(t.v[i].pid, &p[i]);
 		if (r >= 0)
 			r = add_children(&t, &p, i);
-		if (r == -ESRCH && i > 0) {
-			p[i].gone = true; /* ended meanwhile */
+		if ((r == -ESRCH || r == -ENOENT) && i > 0) {
+			p[i].gone = true; /* ended and reaped meanwhile */
 			err_clear();
 			continue;
 		}
