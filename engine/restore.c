@@ -1433,7 +1433,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	struct vma *mine = NULL;
 	size_t nmine = 0;
 	struct creds_grant grant = { 0 };
-	bool flat, started = false;
+	bool flat;
 	pid_t root = 0;
 	int q;
 
@@ -1556,7 +1556,6 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			child_fail(&sync->slot[0], negerrno(), errno == EEXIST ? "pid is in use" : "clone3");
 		_exit(0);
 	}
-	started = true;
 	int st;
 	while (waitpid(mid, &st, 0) < 0 && errno == EINTR)
 		;
@@ -1564,10 +1563,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	shm_set_close(&shm);
 	uint64_t deadline = now_ns() + 30ull * 1000000000;
 	while ((q = tree_ready(&t, sync)) == -EAGAIN) {
-		bool gone = false;
-		for (size_t i = 0; i < t.n && !gone; i++)
-			gone = !t.v[i].zombie && sync->slot[i].state == 0 && __atomic_load_n(&sync->forked, __ATOMIC_SEQ_CST) >= (int)t.n &&
-			       kill(t.v[i].pid, 0) < 0 && errno == ESRCH;
+		/* once all were forked, one that vanished without a word died */
+		bool all = __atomic_load_n(&sync->forked, __ATOMIC_SEQ_CST) >= (int)t.n, gone = false;
+		for (size_t i = 0; all && i < t.n && !gone; i++)
+			gone = !t.v[i].zombie && !sync->slot[i].state && kill(t.v[i].pid, 0) < 0 && errno == ESRCH;
 		if (now_ns() > deadline || gone || (kill(root, 0) < 0 && errno == ESRCH)) {
 			q = err_set(-ETIMEDOUT, "pid %d: the new processes did not get ready", root);
 			break;
@@ -1654,7 +1653,6 @@ out:
 		proc_image_free(&p[i].img);
 		store_snap_close(p[i].dir);
 	}
-	(void)started;
 	shm_set_close(&shm);
 	if (shared)
 		fds_free(shared);
