@@ -48,7 +48,7 @@ struct sig_pending {
 	siginfo_t info;
 };
 
-/* A thread's credentials (creds.c): /proc/PID/task/TID/status, and
+/* A thread's credentials (sandbox/creds.c): /proc/PID/task/TID/status, and
  * PR_GET_SECUREBITS from inside. */
 struct thread_creds {
 	bool valid;       /* recorded; a snapshot without them restores with the caller's */
@@ -83,7 +83,7 @@ struct thread_image {
 	int32_t seccomp; /* its newest seccomp filter, an index in proc_image.filters; -1: none */
 };
 
-/* One seccomp filter (seccomp.c). Threads that share a chain (TSYNC,
+/* One seccomp filter (sandbox/seccomp.c). Threads that share a chain (TSYNC,
  * fork, clone) share its filters: each names the one installed before
  * it, so that the filters of a process are a tree, stored once. */
 struct seccomp_filter {
@@ -239,7 +239,7 @@ const char *vdso_hash(void);
 int regs_get(pid_t tid, struct user_regs_struct *r);
 int regs_set(pid_t tid, const struct user_regs_struct *r);
 
-/* ---- IDs a restore needs (pidwait.c) ------------------------------------ */
+/* ---- IDs a restore needs (tree/pidwait.c) -------------------------------- */
 
 /* What pids_wait_free() waits for, as its waiting callback hears it. */
 struct pid_wait {
@@ -300,7 +300,7 @@ int keeper_finish(struct keeper *k, enum keeper_word w);
  * its death, so that a test sees what follows it. */
 void keeper_fault_kill_dumper(enum fault_id id);
 
-/* ---- seccomp (seccomp.c) ------------------------------------------------ */
+/* ---- seccomp (sandbox/seccomp.c) ----------------------------------------- */
 
 /* In the tracer: reads every thread's filters (PTRACE_SECCOMP_GET_FILTER,
  * needs CAP_SYS_ADMIN) into img->filters, one entry per filter of the
@@ -311,7 +311,7 @@ int seccomp_write(struct store_snap *w, const struct proc_image *img);
 int seccomp_load(struct store_snap *snap, struct proc_image *img);
 void seccomp_filters_free(struct seccomp_filter *f, size_t n);
 
-/* ---- text helpers (regs.c) ---------------------------------------------- */
+/* ---- text helpers (regs.c) ----------------------------------------------- */
 
 /* A growing text buffer; on ENOMEM it stops growing and tb_take() fails. */
 struct tbuf {
@@ -359,7 +359,7 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start);
 char *process_format(const struct proc_image *img);
 int process_parse(const char *text, struct proc_image *img);
 
-/* ---- credentials (creds.c) ----------------------------------------------- */
+/* ---- credentials (sandbox/creds.c) --------------------------------------- */
 
 /* Reads tid's credentials (all but securebits) and seccomp mode from
  * /proc/PID/task/TID/status. */
@@ -467,7 +467,7 @@ char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
 
-/* ---- process trees (tree.c) ---------------------------------------------- */
+/* ---- process trees (tree/tree.c) ----------------------------------------- */
 
 /* One process of a tree, as the `tree` file lines it: parents before
  * children, the root first. */

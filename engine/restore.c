@@ -6,7 +6,7 @@
  * How:
  *  0. Everything is read and checked first: the tree, every process's
  *     image, what they share; their pids and thread ids must be free (a
- *     zombie holding one is waited for, pidwait.c). The shared memory
+ *     zombie holding one is waited for, tree/pidwait.c). The shared memory
  *     objects are made here, one memfd each, filled.
  *  1. We fork an intermediate process: it takes the credentials the
  *     caller names, puts the shared memory objects and the shared
@@ -46,8 +46,8 @@
  * P starts with our credentials, or with those the caller names in
  * engine_restore_opts (taken in step 2, before P opens anything of the
  * image). The last injected steps give each thread the image's
- * credentials, then its seccomp filters (final_steps(), creds.c,
- * seccomp.c); creds_check() refused, before anything was built, an image
+ * credentials, then its seccomp filters (final_steps(), sandbox/creds.c,
+ * sandbox/seccomp.c); creds_check() refused, before anything was built, an image
  * whose credentials we could not have granted. An image without them
  * keeps ours (or the caller's named ones, without any capability).
  */
@@ -140,7 +140,7 @@ static int caps_set(uint64_t keep)
  * A non-root target keeps CAP_CHECKPOINT_RESTORE, for the steps we still
  * inject (clone3 with set_tid for its threads, PR_SET_MM_MAP's exe link),
  * and CAP_SETUID, CAP_SETGID and CAP_SETPCAP, with which each thread
- * narrows itself to the image's credentials (creds.c: groups, the
+ * narrows itself to the image's credentials (sandbox/creds.c: groups, the
  * bounding set, securebits; creds_check() allowed only the user's ids);
  * those steps, or creds_final() for a snapshot without credentials, take
  * every one of them away from every thread before it runs. None of them
@@ -1282,7 +1282,7 @@ static int load_shared(struct store_snap *r, bool flat, const struct engine_rest
 }
 
 /* Every pid and thread id the tree takes must be free: a zombie's parent
- * may still be about to reap it (pidwait.c). */
+ * may still be about to reap it (tree/pidwait.c). */
 static int check_ids_free(const struct tree *t, const struct prestore *p, const struct engine_restore_opts *o)
 {
 	unsigned ms = o && o->pid_wait_ms ? o->pid_wait_ms : ENGINE_PID_WAIT_DEFAULT_MS;

@@ -1,5 +1,5 @@
 /*
- * engine/pidwait.c: pids_wait_free() against real tasks of our own (no
+ * engine/tree/pidwait.c: pids_wait_free() against real tasks of our own (no
  * root needed): a free ID passes; a zombie child is waited for, reported
  * with us as the parent, and passes once reaped (by a thread of ours
  * meanwhile) or fails at the bound naming it; a live child, a live thread
