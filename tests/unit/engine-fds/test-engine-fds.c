@@ -216,7 +216,7 @@ static int restore_in_child(struct fd_image *img, int (*verify)(void), char *msg
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		report_page = page;
-		int r = fds_restore(img, -1, -1);
+		int r = fds_restore(img, NULL, -1, -1);
 		if (r < 0) {
 			snprintf(page, 4096, "restore: %s", err_msg());
 			_exit(100);
@@ -1341,7 +1341,7 @@ static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_im
 		pid_t c = fork();
 		if (c == 0) {
 			report_page = tree_page + 2048;
-			r = fds_restore(cimg, TREE_BASE, -1);
+			r = fds_restore(cimg, sh, TREE_BASE, -1);
 			if (r < 0) {
 				snprintf(report_page, 1900, "child restore: %s", err_msg());
 				_exit(100);
@@ -1349,7 +1349,7 @@ static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_im
 			r = only_image_fds(cimg);
 			_exit(r ? r : tree_child_verify());
 		}
-		r = fds_restore(pimg, TREE_BASE, -1);
+		r = fds_restore(pimg, sh, TREE_BASE, -1);
 		if (r < 0) {
 			snprintf(report_page, 2048, "parent restore: %s", err_msg());
 			kill(c, SIGKILL);
@@ -1556,8 +1556,8 @@ START_TEST(shared_lines_are_checked)
 	ck_assert_int_eq(fds_parse("3 shared of=x cloexec=1\n", NULL, NULL, &bad), -EBADMSG);
 	/* A base that is not above the image is refused before anything is
 	 * closed; so is a base whose numbers are taken. */
-	ck_assert_int_eq(fds_restore(img, -1, -1), -EINVAL);
-	ck_assert_int_eq(fds_restore(img, 4, -1), -EINVAL);
+	ck_assert_int_eq(fds_restore(img, NULL, -1, -1), -EINVAL);
+	ck_assert_int_eq(fds_restore(img, NULL, 4, -1), -EINVAL);
 	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
 				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
 	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
