@@ -1226,20 +1226,32 @@ static int place_shared(struct fd_image *img, int shared_base)
  * to exist, and in a tree every process and group of it does by the time
  * each restores its table (not yet when the shared descriptions are
  * opened, before the first process). A shared description's owner is set
- * by each process that holds it: one value, set again. */
+ * by each process that holds it: one value, set again.
+ *
+ * The kernel notes the descriptor number O_ASYNC was set on and hands it
+ * to the owner as si_fd (F_SETSIG): it was set on a temporary number, so
+ * it is set again (off, on) on the final one, by the only holder, or, for
+ * a shared description, by its owner, the one who reads si_fd. */
 static int set_owners(struct fd_image *img, struct fd_image *shared)
 {
+	pid_t self = (pid_t)syscall(SYS_getpid);
+
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		const struct fd_entry *o = e;
 		if (e->kind == FD_KIND_SHARED)
 			o = shared && (size_t)e->dup_of < shared->n ? &shared->e[e->dup_of] : NULL;
-		if (!o || o->kind == FD_KIND_DUP || !o->owner_pid)
+		if (!o || o->kind == FD_KIND_DUP || !(o->flags & O_ASYNC))
 			continue;
 		struct f_owner_ex ox = { .type = o->owner_type, .pid = o->owner_pid };
-		if (fcntl(e->fd, F_SETOWN_EX, &ox) < 0)
+		if (o->owner_pid && fcntl(e->fd, F_SETOWN_EX, &ox) < 0)
 			return err_set(negerrno(), "fd %d: cannot give its O_ASYNC signal to %s %d", e->fd,
 				       owner_name(o->owner_type), o->owner_pid);
+		if (e->kind == FD_KIND_SHARED && (o->owner_type == F_OWNER_PGRP || o->owner_pid != self))
+			continue;
+		int fl = fcntl(e->fd, F_GETFL);
+		if (fl < 0 || fcntl(e->fd, F_SETFL, fl & ~O_ASYNC) < 0 || fcntl(e->fd, F_SETFL, fl | O_ASYNC) < 0)
+			return err_set(negerrno(), "fd %d: cannot set O_ASYNC on it", e->fd);
 	}
 	return 0;
 }
