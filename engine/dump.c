@@ -355,6 +355,20 @@ static int share_fds(const struct tree *t, struct pdump *p, struct fd_image **sh
 	return fds_share(imgs, pids, n, shared);
 }
 
+/* What no process's fds_check() can tell alone: the other end of a socket
+ * pair, an O_ASYNC owner, in another process of the tree. */
+static int check_fds_tree(const struct tree *t, const struct pdump *p)
+{
+	_cleanup_free_ pid_t *pids = calloc(t->n, sizeof(*pids));
+	size_t n = 0;
+	if (!pids)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->v[i].zombie && !p[i].gone)
+			pids[n++] = t->v[i].pid;
+	return fds_check_tree(pids, n);
+}
+
 /* Writes process i's files into directory "<pid>/" of w. */
 static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const struct engine_dump_opts *o)
 {
@@ -418,6 +432,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = tree_check(&t);
 	if (r >= 0)
 		r = check_sharing(&t, p);
+	if (r >= 0)
+		r = check_fds_tree(&t, p);
 	if (r < 0)
 		goto out;
 

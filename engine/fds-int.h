@@ -84,7 +84,14 @@ struct fd_entry {
 	unsigned seals;   /* memfd */
 
 	uint64_t id;      /* pipe: pipe inode; unix-pair: inode of the lower-numbered end */
-	bool peer_in;     /* pipe: the other end is in the process */
+	bool peer_in;     /* pipe, unix-pair: the other end is in the process */
+	uint64_t peer_ino; /* unix-pair, capture only: the other end's inode */
+
+	/* O_ASYNC (flags): who gets the signal (F_GETOWN_EX) and which one
+	 * (F_GETSIG, 0: SIGIO). owner_pid 0: nobody. Any kind. */
+	int owner_type;   /* F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP */
+	pid_t owner_pid;
+	int sig;
 
 	/* Bytes owned by this line: queued pipe or socket bytes, file content.
 	 * Written to data_path ("fds/<fd>.data") when data_len > 0. */
@@ -240,6 +247,13 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l);
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules: both ends of a socket pair agree. */
 int fds_socket_validate(struct fd_image *img);
+
+/* fds-share.c: what only the whole tree can tell, over the images of
+ * its processes (capture or check): the other end of every Unix socket
+ * pair is held by one of them, and every O_ASYNC owner is one of them (a
+ * process, a group one of them leads, a main thread). -EOPNOTSUPP naming
+ * the pid, descriptor and what is outside. */
+int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* The kind's name in the `fds` file ("pipe-r"), and back. */
 const char *fds_kind_name(enum fd_kind k);

@@ -12,7 +12,14 @@
  * separate image whose line numbers are ids; each user's line becomes
  * `shared of=<id>`. A pipe whose ends are in different processes moves
  * whole, every end of it, so that it is made once, with its bytes, by the
- * process that forks the tree, and inherited by all.
+ * process that forks the tree, and inherited by all. So does a Unix socket
+ * pair whose ends are in different processes (nginx's channel between its
+ * master and each worker): both ends, all their users, one socketpair().
+ *
+ * What only the tree can tell is checked here too (fds_tree_check()),
+ * once at the check before the tree is touched and again on the frozen
+ * tree's captures: each process's capture takes a pair end whose other
+ * end it does not hold, and an O_ASYNC owner other than itself, on trust.
  *
  * What must stay true:
  *  - a refusal leaves every image as it was: all the checks and
@@ -20,7 +27,9 @@
  *  - the shared image holds no dup, shared or epoll line: an epoll
  *    instance's watch list names one process's descriptor numbers.
  */
+#include <fcntl.h>
 #include <linux/kcmp.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "engine/fds-int.h"
@@ -146,6 +155,72 @@ static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct
 	return 0;
 }
 
+static bool has_pid(const pid_t *pids, size_t n, pid_t pid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (pids[i] == pid)
+			return true;
+	return false;
+}
+
+/* The owner must be there again after the restore, with the same number:
+ * a process of the tree; a group one of them leads (the restore makes it
+ * again); a main thread (other threads are made after the descriptors). */
+static int check_owner(const struct fd_entry *e, pid_t pid, const pid_t *pids, size_t n)
+{
+	pid_t o = e->owner_pid;
+
+	if (!o)
+		return 0;
+	if (e->owner_type == F_OWNER_PGRP) {
+		if (has_pid(pids, n, o) && getpgid(o) == o)
+			return 0;
+		return err_set(-EOPNOTSUPP,
+			       "pid %d fd %d: O_ASYNC signals go to process group %d, not one led by a process "
+			       "of the tree: not supported",
+			       pid, e->fd, o);
+	}
+	if (has_pid(pids, n, o))
+		return 0;
+	char task[64];
+	struct stat st;
+	bool thread = false;
+	for (size_t i = 0; i < n && !thread; i++) {
+		snprintf(task, sizeof(task), "/proc/%d/task/%d", pids[i], o);
+		thread = stat(task, &st) == 0;
+	}
+	return err_set(-EOPNOTSUPP, "pid %d fd %d: O_ASYNC signals go to %s %d, %s: not supported", pid, e->fd,
+		       thread ? "thread" : e->owner_type == F_OWNER_TID ? "thread" : "process", o,
+		       thread ? "not the main thread of a process of the tree" : "outside the process tree");
+}
+
+int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			int r = check_owner(e, pids[i], pids, n);
+			if (r < 0)
+				return r;
+			if (e->kind != FD_KIND_UNIX_PAIR || e->peer_in)
+				continue;
+			/* The other end, in another process (any of its users
+			 * will do: they share the socket). */
+			bool found = false;
+			for (size_t k = 0; k < n && !found; k++)
+				for (size_t m = 0; k != i && m < imgs[k]->n && !found; m++)
+					found = imgs[k]->e[m].kind == FD_KIND_UNIX_PAIR && imgs[k]->e[m].sino == e->peer_ino;
+			if (!found)
+				return err_set(-EOPNOTSUPP,
+					       "pid %d fd %d: Unix %s socket connected to socket:[%lu] outside the process "
+					       "tree: not supported",
+					       pids[i], e->fd,
+					       e->type == SOCK_STREAM ? "stream" : e->type == SOCK_DGRAM ? "dgram" : "seqpacket",
+					       e->peer_ino);
+		}
+	return 0;
+}
+
 /* Turns e into a `shared` line naming id, keeping its number and cloexec. */
 static void make_shared(struct fd_entry *e, int id)
 {
@@ -202,6 +277,11 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 				return err_set(-EINVAL, "pid %d fd %d: already a shared line", pids[i], e->fd);
 			nc += e->kind != FD_KIND_DUP;
 		}
+	/* The frozen tree is what counts: it may have changed since the
+	 * check. */
+	r = fds_tree_check(imgs, pids, n);
+	if (r < 0)
+		return r;
 	c = calloc(nc ? nc : 1, sizeof(*c));
 	idx = calloc(nc ? nc : 1, sizeof(*idx));
 	moved = calloc(nc ? nc : 1, sizeof(*moved));
@@ -260,6 +340,24 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 			for (size_t m = k; m < end; m++)
 				moved[c[idx[m]].desc] = true;
 		k = end;
+	}
+	/* So does a socket pair whose ends (two inodes, one id) are in
+	 * several processes: every description of either end. Pairs are few;
+	 * a pass over them for each is enough. */
+	for (size_t k = 0; k < nc; k++) {
+		struct fd_entry *e = entry_of(imgs, &c[k]);
+		if (e->kind != FD_KIND_UNIX_PAIR || moved[c[k].desc])
+			continue;
+		bool spans = false;
+		for (size_t o = 0; o < nc && !spans; o++) {
+			struct fd_entry *f = entry_of(imgs, &c[o]);
+			spans = f->kind == FD_KIND_UNIX_PAIR && f->id == e->id && c[o].img != c[k].img;
+		}
+		for (size_t o = 0; spans && o < nc; o++) {
+			struct fd_entry *f = entry_of(imgs, &c[o]);
+			if (f->kind == FD_KIND_UNIX_PAIR && f->id == e->id)
+				moved[c[o].desc] = true;
+		}
 	}
 	r = check_movable(imgs, pids, c, nc, moved);
 	if (r < 0)

@@ -1,7 +1,14 @@
 /*
  * engine/fds-socket.c: listening TCP and Unix sockets, and Unix socket
- * pairs whose two ends are both in the process. Every other socket is
- * refused by name ("established TCP socket A -> B").
+ * pairs. Every other socket is refused by name ("established TCP socket
+ * A -> B").
+ *
+ * A pair is two Unix sockets, each the other's peer. When the other end is
+ * not in the process, the end is still taken as one (peer_in false, its
+ * peer's inode kept): in a tree the other end may be in another process,
+ * and only the tree can tell (fds_tree_check(), which refuses an end
+ * whose peer no process of the tree holds; fds_share() then moves both
+ * ends into the shared image, where they are made as one pair).
  *
  * What is read where: family, type and listening state with getsockopt on
  * our duplicate; the bound address with getsockname; the backlog and the
@@ -275,10 +282,13 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 		if (r < 0 && r != -ENOENT)
 			return err_set(r, "fd %d: sock_diag of its peer socket:[%u]", e->fd, ui.peer);
 		/* A pair: each is the other's peer (a datagram socket may be
-		 * connected to one that is not connected back). */
-		if (inside && r == 0 && pi.peer == e->st->st_ino) {
+		 * connected to one that is not connected back). The other end
+		 * may be in another process of the tree: the tree decides. */
+		if (r == 0 && pi.peer == e->st->st_ino) {
 			e->kind = FD_KIND_UNIX_PAIR;
 			e->id = MIN(e->st->st_ino, (uint64_t)ui.peer);
+			e->peer_in = inside;
+			e->peer_ino = ui.peer;
 			return 1;
 		}
 		if (type != SOCK_DGRAM)

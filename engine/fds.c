@@ -19,6 +19,10 @@
  * descriptors in the new process afterwards, it creates them above
  * fds_max() (F_DUPFD_CLOEXEC), so they never fill a gap of the image.
  *
+ * O_ASYNC is state of the description too: its owner (F_GETOWN_EX) and
+ * signal (F_GETSIG) are read on our duplicate and set again, the owner
+ * last, once the process it names exists.
+ *
  * In a tree, what processes share (fds-share.c) is opened once by the
  * process that forks the tree, at shared_base + id above every process's
  * fds_max(), and inherited: fds_restore() dup3()s each `shared` line from
@@ -329,9 +333,6 @@ static int classify(struct fd_image *img, struct fd_entry *e)
 	 * than lose it. fdinfo lists the locks held on the file. */
 	if (strstr(e->fdinfo, "\nlock:"))
 		return err_set(-EOPNOTSUPP, "fd %d: %s: file locks held: not supported", e->fd, e->link);
-	if (e->flags & O_ASYNC)
-		return err_set(-EOPNOTSUPP, "fd %d: %s: signal-driven I/O (O_ASYNC): not supported", e->fd,
-			       e->link);
 
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
 		int r = fns[i](img, e);
@@ -339,6 +340,25 @@ static int classify(struct fd_image *img, struct fd_entry *e)
 			return r < 0 ? r : 0;
 	}
 	return err_set(-EOPNOTSUPP, "fd %d: %s: not supported", e->fd, e->link);
+}
+
+/* O_ASYNC: who gets the signal and which, read on our duplicate (it shares
+ * the description). Without O_ASYNC an owner only ever gets SIGURG (TCP
+ * urgent data): not kept. Whether the owner is in the tree is for
+ * fds_tree_check(). */
+static int read_owner(struct fd_entry *e)
+{
+	struct f_owner_ex o;
+	int sig;
+
+	if (!(e->flags & O_ASYNC))
+		return 0;
+	if (fcntl(e->dupfd, F_GETOWN_EX, &o) < 0 || (sig = fcntl(e->dupfd, F_GETSIG)) < 0)
+		return err_set(negerrno(), "fd %d: %s: cannot read its O_ASYNC owner and signal", e->fd, e->link);
+	e->owner_type = o.type;
+	e->owner_pid = o.pid > 0 ? o.pid : 0;
+	e->sig = sig;
+	return 0;
 }
 
 static bool kind_is_file(enum fd_kind k)
@@ -511,6 +531,8 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 		if (e->kind == FD_KIND_DUP)
 			continue;
 		r = classify(img, e);
+		if (r >= 0)
+			r = read_owner(e);
 		if (r < 0)
 			goto fail;
 	}
@@ -549,6 +571,31 @@ int fds_check(pid_t pid)
 	if (r >= 0)
 		log_debug("pid %d: %zu descriptors, all supported", pid, img->n);
 	fds_free(img);
+	return r;
+}
+
+int fds_check_tree(const pid_t *pids, size_t n)
+{
+	_cleanup_free_ struct fd_image **imgs = calloc(n ? n : 1, sizeof(*imgs));
+	int r = 0;
+
+	if (!imgs)
+		return -ENOMEM;
+	/* The tree runs: a second look at each table, as fds_check() took
+	 * it, now that every process is known. */
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		r = scan(pids[i], false, &imgs[i]);
+		if (r == -ESRCH) {
+			/* ended meanwhile: the freeze sees the tree as it is */
+			err_clear();
+			imgs[i] = fds_image_new();
+			r = imgs[i] ? 0 : -ENOMEM;
+		}
+	}
+	if (r >= 0)
+		r = fds_tree_check(imgs, pids, n);
+	for (size_t i = 0; i < n; i++)
+		fds_free(imgs[i]);
 	return r;
 }
 
@@ -627,6 +674,17 @@ ssize_t fds_unescape(const char *in, char *out, size_t outsz)
 	return (ssize_t)n;
 }
 
+static const char *const owner_names[] = {
+	[F_OWNER_TID] = "tid",
+	[F_OWNER_PID] = "pid",
+	[F_OWNER_PGRP] = "pgrp",
+};
+
+static const char *owner_name(int type)
+{
+	return type >= 0 && (size_t)type < ARRAY_SIZE(owner_names) && owner_names[type] ? owner_names[type] : "?";
+}
+
 static void data_path(int fd, char *buf, size_t len)
 {
 	snprintf(buf, len, "fds-data/%d", fd);
@@ -668,6 +726,10 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			fds_socket_print(e, &b);
 			break;
 		}
+		if (e->owner_pid)
+			fds_printf(&b, " owner=%s:%d", owner_name(e->owner_type), e->owner_pid);
+		if (e->sig)
+			fds_printf(&b, " sig=%d", e->sig);
 		if (e->data_len) {
 			char dp[64];
 			data_path(e->fd, dp, sizeof(dp));
@@ -855,6 +917,34 @@ int fds_kv_ts(struct fd_line *l, const char *key, struct timespec *ret)
 	return 0;
 }
 
+/* owner=TYPE:PID and sig=N, of a description with O_ASYNC only. */
+static int parse_owner(struct fd_entry *e, struct fd_line *l)
+{
+	const char *v = fds_kv(l, "owner");
+	uint64_t sig, pid;
+	int r = fds_kv_u64_opt(l, "sig", 0, &sig);
+
+	if (r < 0)
+		return r;
+	if ((v || sig) && !(e->flags & O_ASYNC))
+		return fds_bad(l, "owner= and sig= without O_ASYNC in flags");
+	if (sig >= _NSIG)
+		return fds_bad(l, "sig=%lu: not a signal", sig);
+	e->sig = (int)sig;
+	if (!v)
+		return 0;
+	const char *colon = strchr(v, ':');
+	e->owner_type = -1;
+	for (size_t t = 0; colon && t < ARRAY_SIZE(owner_names); t++)
+		if (owner_names[t] && strlen(owner_names[t]) == (size_t)(colon - v) &&
+		    strncmp(v, owner_names[t], (size_t)(colon - v)) == 0)
+			e->owner_type = (int)t;
+	if (e->owner_type < 0 || parse_u64(colon + 1, &pid) < 0 || pid == 0 || pid > INT32_MAX)
+		return fds_bad(l, "owner=%s: not tid:, pid: or pgrp: and a number", v);
+	e->owner_pid = (pid_t)pid;
+	return 0;
+}
+
 static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		      int (*get)(const char *, void **, uint64_t *, void *), void *ud)
 {
@@ -951,6 +1041,8 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 			r = fds_socket_parse(e, &l);
 			break;
 		}
+		if (r >= 0)
+			r = parse_owner(e, &l);
 		if (r < 0)
 			return r;
 		/* The kind's parser set data_len from its own length key. */
@@ -1100,6 +1192,13 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	fd = fds_move_above(fd, max);
 	if (fd < 0)
 		return err_set(fd, "fd %d: cannot move above %d", e->fd, max);
+	/* The signal O_ASYNC sends, before O_ASYNC; its owner comes last
+	 * (set_owners()). */
+	if (e->sig && fcntl(fd, F_SETSIG, e->sig) < 0) {
+		int r = negerrno();
+		close(fd);
+		return err_set(r, "fd %d: cannot set its O_ASYNC signal %d", e->fd, e->sig);
+	}
 	/* Status flags that opening did not set (O_NONBLOCK of a pipe, ...). */
 	if (e->kind != FD_KIND_TTY || !e->to_null) {
 		int cur = fcntl(fd, F_GETFL);
@@ -1147,6 +1246,40 @@ static int place_shared(struct fd_image *img, int shared_base)
 	return 0;
 }
 
+/* O_ASYNC owners, once the table is in place: F_SETOWN_EX needs the owner
+ * to exist, and in a tree every process and group of it does by the time
+ * each restores its table (not yet when the shared descriptions are
+ * opened, before the first process). A shared description's owner is set
+ * by each process that holds it: one value, set again.
+ *
+ * The kernel notes the descriptor number O_ASYNC was set on and hands it
+ * to the owner as si_fd (F_SETSIG): it was set on a temporary number, so
+ * it is set again (off, on) on the final one, by the only holder, or, for
+ * a shared description, by its owner, the one who reads si_fd. */
+static int set_owners(struct fd_image *img, struct fd_image *shared)
+{
+	pid_t self = (pid_t)syscall(SYS_getpid);
+
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		const struct fd_entry *o = e;
+		if (e->kind == FD_KIND_SHARED)
+			o = shared && (size_t)e->dup_of < shared->n ? &shared->e[e->dup_of] : NULL;
+		if (!o || o->kind == FD_KIND_DUP || !(o->flags & O_ASYNC))
+			continue;
+		struct f_owner_ex ox = { .type = o->owner_type, .pid = o->owner_pid };
+		if (o->owner_pid && fcntl(e->fd, F_SETOWN_EX, &ox) < 0)
+			return err_set(negerrno(), "fd %d: cannot give its O_ASYNC signal to %s %d", e->fd,
+				       owner_name(o->owner_type), o->owner_pid);
+		if (e->kind == FD_KIND_SHARED && (o->owner_type == F_OWNER_PGRP || o->owner_pid != self))
+			continue;
+		int fl = fcntl(e->fd, F_GETFL);
+		if (fl < 0 || fcntl(e->fd, F_SETFL, fl & ~O_ASYNC) < 0 || fcntl(e->fd, F_SETFL, fl | O_ASYNC) < 0)
+			return err_set(negerrno(), "fd %d: cannot set O_ASYNC on it", e->fd);
+	}
+	return 0;
+}
+
 /* Closes [from, ~0u], sparing [keep_from, ~0u] when keep_from >= 0. */
 static int close_from(unsigned from, int keep_from)
 {
@@ -1156,7 +1289,7 @@ static int close_from(unsigned from, int keep_from)
 	return syscall(SYS_close_range, from, to, 0) < 0 ? negerrno() : 0;
 }
 
-int fds_restore(struct fd_image *img, int shared_base, int keep_from)
+int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, int keep_from)
 {
 	int max = fds_max(img);
 	int r = 0;
@@ -1204,6 +1337,7 @@ int fds_restore(struct fd_image *img, int shared_base, int keep_from)
 			r = open_one(img, e, max, e->fd, e->cloexec);
 	}
 	r = r < 0 ? r : place_dups(img, true);
+	r = r < 0 ? r : set_owners(img, shared);
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		if (e->tmp_other >= 0)

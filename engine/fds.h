@@ -24,6 +24,13 @@ struct fd_image; /* every descriptor of one process, captured or loaded */
  * supported ("fd 5: established TCP socket 10.0.0.1:22 -> ...: not supported"). */
 int fds_check(pid_t pid);
 
+/* The checks only the whole tree allows, before any process of it is
+ * touched (pids: every live process of the tree): a Unix socket pair whose
+ * other end no process of the tree holds, an O_ASYNC owner outside the
+ * tree. fds_check() of each accepts those, as its process alone cannot
+ * tell. -EOPNOTSUPP with a detail naming the pid and descriptor. */
+int fds_check_tree(const pid_t *pids, size_t n);
+
 /* Captures pid's descriptor table while all its threads are stopped
  * (queued pipe bytes, offsets, fdinfo state). Never changes what the
  * process sees: bytes are peeked, not consumed. */
@@ -43,12 +50,15 @@ int fds_load(struct store_snap *r, bool accept_changed, struct fd_image **ret);
  * is dup3()'d from descriptor shared_base + its id, which the process
  * inherited from fds_open_shared() in the one that forked the tree;
  * shared_base must be above fds_max(img), or -1 when the image has no
- * `shared` line (a single process). Every descriptor above fds_max() is
+ * `shared` line (a single process). shared is the tree's shared image
+ * (NULL: none): the O_ASYNC owner of a shared description is set here, by
+ * the processes that hold it, since it names a process of the tree and
+ * every process of it must exist by now (F_SETOWN_EX fails otherwise). Every descriptor above fds_max() is
  * closed at the end, the shared ones included, but those from keep_from
  * up when keep_from >= 0 (above fds_max(): the shared memory objects the
  * core maps afterwards and then closes). Returns -errno with a detail;
  * the caller then reports and the process is killed. */
-int fds_restore(struct fd_image *img, int shared_base, int keep_from);
+int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, int keep_from);
 
 /* Highest descriptor number the image uses, or -1: the restore keeps its
  * own working descriptors above it. */

@@ -339,7 +339,7 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(B->p[i].fds, B->shared_base, B->shm_base);
+	r = fds_restore(B->p[i].fds, B->shared, B->shared_base, B->shm_base);
 	if (r < 0)
 		child_fail(slot, r, "descriptors");
 	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);

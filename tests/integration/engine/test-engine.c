@@ -1415,6 +1415,218 @@ static void postgres_cycle(const char *mode)
 START_TEST(postgres_kill) { postgres_cycle("--kill"); } END_TEST
 START_TEST(postgres_running) { postgres_cycle(NULL); } END_TEST
 
+/* ---- nginx: a master and its workers, a listener they share, channels ----
+ *
+ * nginx -c CONF: the master (root) daemonizes, re-parented to us (the
+ * subreaper), and forks two workers running as www-data (or as us when
+ * there is no such user). Each worker talks to the master over a Unix
+ * socket pair made before the fork, the master's end with O_ASYNC to
+ * itself; all three share the listening socket. */
+
+#define NGINX "/usr/sbin/nginx"
+
+/* Whether something listens on the port: a bind of our own says. */
+static bool port_free(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* GET / over HTTP/1.0; true when the answer is 200 with nginx's "hello". */
+static bool http_hello(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct timeval tv = { 5, 0 };
+	char buf[1024];
+	size_t n = 0;
+	ssize_t k;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	static const char req[] = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || write(fd, req, sizeof(req) - 1) != sizeof(req) - 1) {
+		close(fd);
+		return false;
+	}
+	while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += (size_t)k;
+	close(fd);
+	buf[n] = 0;
+	return !strncmp(buf, "HTTP/1.1 200 ", 13) && strstr(buf, "\r\n\r\nhello\n");
+}
+
+struct nginx {
+	int port;
+	pid_t master, workers[2];
+	char user[32];
+};
+
+static uid_t uid_of(pid_t pid)
+{
+	char p[64];
+	_cleanup_free_ char *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/status", pid);
+	if (read_file_full(p, &st, NULL) < 0 || !strstr(st, "\nUid:"))
+		return (uid_t)-1;
+	return (uid_t)strtoul(strstr(st, "\nUid:") + 5, NULL, 10);
+}
+
+/* The master's two children, in pid order. */
+static void nginx_workers(pid_t master, pid_t w[2])
+{
+	char p[64];
+	_cleanup_free_ char *ch = NULL;
+	int n = 0;
+	snprintf(p, sizeof(p), "/proc/%d/task/%d/children", master, master);
+	for (int i = 0; i < 10000 && n < 2; i++) {
+		free(ch);
+		ch = NULL;
+		n = read_file_full(p, &ch, NULL) < 0 ? 0 : sscanf(ch, "%d %d", &w[0], &w[1]);
+		if (n < 2)
+			usleep(1000);
+	}
+	ck_assert_msg(n == 2, "nginx master %d: no two workers (%s)", master, ch ? ch : "?");
+	if (w[0] > w[1]) {
+		pid_t t = w[0];
+		w[0] = w[1];
+		w[1] = t;
+	}
+}
+
+static void nginx_start(struct nginx *g)
+{
+	char conf[PATH_MAX + 64], text[1024], *pidtext = NULL;
+	struct passwd *pw = getpwnam("www-data");
+	int st;
+
+	snprintf(g->user, sizeof(g->user), "%s", pw ? "www-data" : "root");
+	g->port = free_port();
+	snprintf(conf, sizeof(conf), "%s", path("nginx.conf"));
+	snprintf(text, sizeof(text),
+		 "worker_processes 2; user %s; pid %s; error_log %s;\n"
+		 "events { worker_connections 64; }\n"
+		 "http { access_log off; server { listen 127.0.0.1:%d; location / { return 200 \"hello\\n\"; } } }\n",
+		 g->user, path("nginx.pid"), path("error.log"), g->port);
+	FILE *f = fopen(conf, "we");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fputs(text, f) >= 0 && fclose(f) == 0, 1);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		execl(NGINX, "nginx", "-c", conf, "-p", dir, (char *)NULL);
+		_exit(127);
+	}
+	/* it daemonizes: this one returns once the master runs */
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "nginx failed to start (status 0x%x)", st);
+	wait_file(path("nginx.pid"), 10000);
+	ck_assert_int_eq(read_file_full(path("nginx.pid"), &pidtext, NULL), 0);
+	g->master = atoi(pidtext);
+	free(pidtext);
+	ck_assert_int_gt(g->master, 0);
+	nginx_workers(g->master, g->workers);
+	bool up = false;
+	for (int i = 0; i < 100 && !up; i++) {
+		up = http_hello(g->port);
+		if (!up)
+			usleep(50000);
+	}
+	ck_assert_msg(up, "nginx on port %d does not answer", g->port);
+}
+
+/* Reaps pid (a child of ours, as the subreaper), waiting at most ms. */
+static bool reap(pid_t pid, int ms, int *status)
+{
+	for (int i = 0; i < ms; i++) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+		if (r == pid)
+			return true;
+		if (r < 0 && errno != EINTR)
+			return false;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* Dumps nginx (mode "--kill" or NULL: it runs on, then is killed), makes
+ * sure none of it is left and the port is free, restores it, and checks it
+ * as the same processes, serving, stopping cleanly through its channels. */
+static void nginx_cycle(const char *mode)
+{
+	struct nginx g;
+	char pids[32];
+	int st;
+
+	nginx_start(&g);
+	uid_t wuid = uid_of(g.workers[0]);
+	snprintf(pids, sizeof(pids), "%d", g.master);
+	int rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, pids, path("snap"))
+		      : run_ckpt(NULL, NULL, 0, "dump", pids, path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s of nginx failed: %s", mode ? mode : "", ckpt_err());
+	if (!mode) {
+		/* it ran on: still serving, then gone at our hand */
+		ck_assert(http_hello(g.port));
+		ck_assert_int_eq(kill(g.master, SIGKILL), 0);
+		kill(g.workers[0], SIGKILL);
+		kill(g.workers[1], SIGKILL);
+	}
+	/* the master was our child (it daemonized), the workers are once it
+	 * is gone: all three reaped, nothing of them left */
+	ck_assert_msg(reap(g.master, 10000, &st) && WIFSIGNALED(st), "nginx master %d not killed", g.master);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(reap(g.workers[i], 10000, &st), "nginx worker %d not gone", g.workers[i]);
+	ck_assert_msg(port_free(g.port), "port %d still held after the dump", g.port);
+	ck_assert(!http_hello(g.port));
+
+	pid_t root = restore("snap");
+	ck_assert_int_eq(root, g.master);
+	pid_t w[2];
+	nginx_workers(root, w);
+	ck_assert_msg(w[0] == g.workers[0] && w[1] == g.workers[1], "workers %d %d, were %d %d", w[0], w[1],
+		      g.workers[0], g.workers[1]);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(uid_of(w[i]) == wuid && uid_of(w[i]) != (uid_t)-1, "worker %d runs as uid %u, not %u (%s)",
+			      w[i], uid_of(w[i]), wuid, g.user);
+	ck_assert_int_eq(uid_of(root), 0);
+	/* several requests: both workers accept on the shared listener */
+	for (int i = 0; i < 10; i++)
+		ck_assert_msg(http_hello(g.port), "request %d after the restore: no hello", i);
+
+	/* SIGQUIT: the master tells each worker over its channel to finish,
+	 * then exits once both have */
+	ck_assert_int_eq(kill(root, SIGQUIT), 0);
+	ck_assert_msg(reap(root, 20000, &st), "nginx master %d did not exit after SIGQUIT", root);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "nginx master: status 0x%x", st);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(kill(w[i], 0) < 0 || reap(w[i], 5000, &st), "worker %d still there", w[i]);
+	ck_assert(port_free(g.port));
+}
+
+START_TEST(nginx_kill)
+{
+	nginx_cycle("--kill");
+}
+END_TEST
+
+START_TEST(nginx_running)
+{
+	nginx_cycle(NULL);
+}
+END_TEST
+
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -1467,6 +1679,13 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
 		suite_add_tcase(s, tc("tree_refuses_vfork", tree_refuses_vfork, 60));
+	} else if (only && !strcmp(only, "nginx")) {
+		if (access(NGINX, X_OK) < 0) {
+			printf("skipped: %s is not installed (apt-get install nginx-light)\n", NGINX);
+			return 77;
+		}
+		suite_add_tcase(s, tc("nginx_kill", nginx_kill, 90));
+		suite_add_tcase(s, tc("nginx_running", nginx_running, 90));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));

@@ -216,7 +216,7 @@ static int restore_in_child(struct fd_image *img, int (*verify)(void), char *msg
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		report_page = page;
-		int r = fds_restore(img, -1, -1);
+		int r = fds_restore(img, NULL, -1, -1);
 		if (r < 0) {
 			snprintf(page, 4096, "restore: %s", err_msg());
 			_exit(100);
@@ -1076,15 +1076,6 @@ static void flock_setup(void)
 	at(fd, 3, false);
 }
 
-static void async_setup(void)
-{
-	int p[2];
-	pipe_hi(p);
-	at(p[0], 3, false);
-	at(p[1], 4, false);
-	fcntl(3, F_SETFL, O_ASYNC);
-}
-
 static void mapped_memfd_setup(void)
 {
 	int fd = memfd_create("mapped", 0);
@@ -1188,8 +1179,6 @@ START_TEST(other_kinds_are_refused)
 {
 	expect_refused(flock_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), "file locks held"), "%s", err_msg());
-	expect_refused(async_setup, "fd 3: pipe:[");
-	ck_assert_msg(strstr(err_msg(), "O_ASYNC"), "%s", err_msg());
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
@@ -1341,7 +1330,7 @@ static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_im
 		pid_t c = fork();
 		if (c == 0) {
 			report_page = tree_page + 2048;
-			r = fds_restore(cimg, TREE_BASE, -1);
+			r = fds_restore(cimg, sh, TREE_BASE, -1);
 			if (r < 0) {
 				snprintf(report_page, 1900, "child restore: %s", err_msg());
 				_exit(100);
@@ -1349,7 +1338,7 @@ static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_im
 			r = only_image_fds(cimg);
 			_exit(r ? r : tree_child_verify());
 		}
-		r = fds_restore(pimg, TREE_BASE, -1);
+		r = fds_restore(pimg, sh, TREE_BASE, -1);
 		if (r < 0) {
 			snprintf(report_page, 2048, "parent restore: %s", err_msg());
 			kill(c, SIGKILL);
@@ -1477,6 +1466,288 @@ START_TEST(tree_shares_descriptions)
 }
 END_TEST
 
+/* ---- process trees: a socket pair between them, O_ASYNC to the parent --------- */
+
+#define ASYNC_SIG (SIGRTMIN + 1)
+
+/* As restore_tree(), with the processes' own checks, and with the O_ASYNC
+ * owner that named the dumped parent (old) made to name the restored one:
+ * this restore cannot give it its pid again, as the engine's does. */
+static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct fd_image *cimg, pid_t old,
+			     int (*child_verify)(void), int (*parent_verify)(pid_t))
+{
+	int st, r;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		report_page = tree_page;
+		for (size_t i = 0; i < sh->n; i++)
+			if (sh->e[i].owner_pid == old)
+				sh->e[i].owner_pid = getpid();
+		for (size_t i = 0; i < pimg->n; i++)
+			if (pimg->e[i].owner_pid == old)
+				pimg->e[i].owner_pid = getpid();
+		r = fds_open_shared(sh, TREE_BASE);
+		if (r < 0) {
+			snprintf(report_page, 2048, "open shared: %s", err_msg());
+			_exit(100);
+		}
+		pid_t c = fork();
+		if (c == 0) {
+			report_page = tree_page + 2048;
+			r = fds_restore(cimg, sh, TREE_BASE, -1);
+			if (r < 0) {
+				snprintf(report_page, 1900, "child restore: %s", err_msg());
+				_exit(100);
+			}
+			r = only_image_fds(cimg);
+			_exit(r ? r : child_verify());
+		}
+		r = fds_restore(pimg, sh, TREE_BASE, -1);
+		if (r < 0) {
+			snprintf(report_page, 2048, "parent restore: %s", err_msg());
+			kill(c, SIGKILL);
+			_exit(100);
+		}
+		r = only_image_fds(pimg);
+		if (r)
+			kill(c, SIGKILL);
+		r = r ? r : parent_verify(c);
+		if (r)
+			kill(c, SIGKILL);
+		_exit(r);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(WIFEXITED(st), "restored parent died (status 0x%x)", st);
+	return WEXITSTATUS(st);
+}
+
+/* Captures the stopped parent and its child, shares, and restores them
+ * through the text form; returns the shared image's text. */
+static char *tree_cycle(pid_t pp, pid_t pc, int (*child_verify)(void), int (*parent_verify)(pid_t))
+{
+	struct fd_image *sh = NULL, *back[3];
+	char *text;
+
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	ck_assert_msg(fds_tree_check(cap, pids, 2) == 0, "tree check: %s", err_msg());
+	ck_assert_msg(fds_share(cap, pids, 2, &sh) == 0, "share: %s", err_msg());
+	kill_target(pc);
+	kill_target(pp);
+	text = format(sh);
+	back[0] = roundtrip(sh, NULL);
+	back[1] = roundtrip(cap[0], NULL);
+	back[2] = roundtrip(cap[1], NULL);
+	ck_assert_msg(fds_validate_shared(back[1], back[0]) == 0 && fds_validate_shared(back[2], back[0]) == 0,
+		      "%s", err_msg());
+	memset(tree_page, 0, 4096);
+	int s = restore_tree_with(back[0], back[1], back[2], pp, child_verify, parent_verify);
+	ck_assert_msg(s == 0, "restored parent: exit %d: %s; child: %s\nshared:\n%s", s, tree_page, tree_page + 2048,
+		      text);
+	for (int i = 0; i < 3; i++)
+		fds_free(back[i]);
+	fds_free(sh);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	return text;
+}
+
+static void pair_in_child(void)
+{
+	close(3);
+	write(4, "pong!", 5); /* queued at the parent's end */
+}
+
+/* Parent: 3, one end of a stream pair, 4 bytes queued for the child.
+ * Child: 4, the other end, 5 bytes queued for the parent. Made before the
+ * fork, as nginx makes its channels: both held both ends at first. */
+static void pair_setup(void)
+{
+	int sv[2];
+
+	pair_hi(SOCK_STREAM, sv);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+	write(3, "ping", 4);
+	fork_stopped_child(pair_in_child);
+	close(4);
+}
+
+static int pair_child_verify(void)
+{
+	struct pollfd pfd = { .fd = 4, .events = POLLIN };
+	char buf[16];
+
+	V(read(4, buf, sizeof(buf)) == 4 && memcmp(buf, "ping", 4) == 0);
+	__atomic_store_n(TREE_STEP, 1, __ATOMIC_SEQ_CST);
+	V(poll(&pfd, 1, 5000) == 1 && read(4, buf, sizeof(buf)) == 4 && memcmp(buf, "more", 4) == 0);
+	/* The parent closed its end, the last one: end of file. One pair. */
+	V(poll(&pfd, 1, 5000) == 1 && read(4, buf, sizeof(buf)) == 0);
+	return 0;
+}
+
+static int pair_parent_verify(pid_t child)
+{
+	char buf[16];
+	int st;
+
+	V(read(3, buf, sizeof(buf)) == 5 && memcmp(buf, "pong!", 5) == 0);
+	V(tree_wait_step(1));
+	V(write(3, "more", 4) == 4);
+	V(close(3) == 0);
+	V(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return 0;
+}
+
+START_TEST(tree_socket_pair)
+{
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(pair_setup, NULL), pc = *TREE_CHILD;
+	char *text = tree_cycle(pp, pc, pair_child_verify, pair_parent_verify);
+	/* Both ends in the shared image, each with what it had to read. */
+	ck_assert_msg(strstr(text, " unix-pair flags=02 cloexec=1 type=stream pair=") &&
+			      strstr(text, " queued=5 data=fds-data/") && strstr(text, " queued=4 data=fds-data/"),
+		      "unexpected shared text:\n%s", text);
+	free(text);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
+static void async_in_child(void)
+{
+	/* keeps 3, the parent's end (one description, with its owner), and 4 */
+}
+
+/* Parent: 3, a pair end with O_ASYNC, its signals (ASYNC_SIG) to the
+ * parent's pid, shared with the child. Child: 3, and 4, the other end. */
+static void async_setup(void)
+{
+	int sv[2];
+
+	pair_hi(SOCK_STREAM, sv);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+	fcntl(3, F_SETOWN, getpid());
+	fcntl(3, F_SETSIG, ASYNC_SIG);
+	fcntl(3, F_SETFL, O_ASYNC | O_NONBLOCK);
+	fork_stopped_child(async_in_child);
+	close(4);
+}
+
+static int async_child_verify(void)
+{
+	V(tree_wait_step(1));
+	V(write(4, "x", 1) == 1);
+	return 0;
+}
+
+static int async_parent_verify(pid_t child)
+{
+	struct f_owner_ex o;
+	sigset_t set;
+	siginfo_t si;
+	struct timespec ts = { 5, 0 };
+	char c;
+	int st;
+
+	sigemptyset(&set);
+	sigaddset(&set, ASYNC_SIG);
+	V(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+	V(fcntl(3, F_GETOWN_EX, &o) == 0 && o.type == F_OWNER_PID && o.pid == getpid());
+	V(fcntl(3, F_GETSIG) == ASYNC_SIG);
+	V((fcntl(3, F_GETFL) & (O_ASYNC | O_NONBLOCK)) == (O_ASYNC | O_NONBLOCK));
+	__atomic_store_n(TREE_STEP, 1, __ATOMIC_SEQ_CST);
+	/* The child's write signals us, naming the descriptor. */
+	V(sigtimedwait(&set, &si, &ts) == ASYNC_SIG && si.si_fd == 3);
+	V(read(3, &c, 1) == 1 && c == 'x');
+	V(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return 0;
+}
+
+START_TEST(tree_async_owner)
+{
+	char want[64];
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(async_setup, NULL), pc = *TREE_CHILD;
+	char *text = tree_cycle(pp, pc, async_child_verify, async_parent_verify);
+	snprintf(want, sizeof(want), " queued=0 owner=pid:%d sig=%d\n", pp, ASYNC_SIG);
+	ck_assert_msg(strstr(text, " unix-pair flags=024002 cloexec=1 type=stream pair=") && strstr(text, want),
+		      "unexpected shared text:\n%s", text);
+	free(text);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
+/* Signals to the test itself, a pair end whose other end is in a process
+ * outside the tree: each process's check takes them, the tree refuses. */
+static void async_outside_setup(void)
+{
+	int p[2];
+	pipe_hi(p);
+	at(p[0], 3, false);
+	at(p[1], 4, false);
+	fcntl(3, F_SETOWN, getppid());
+	fcntl(3, F_SETSIG, SIGWINCH); /* the test ignores it when the pipe closes */
+	fcntl(3, F_SETFL, O_ASYNC);
+}
+
+static void outside_in_child(void)
+{
+	close(3);
+}
+
+static void pair_outside_setup(void)
+{
+	int sv[2];
+
+	pair_hi(SOCK_SEQPACKET, sv);
+	at(sv[0], 3, false);
+	at(sv[1], 4, false);
+	fork_stopped_child(outside_in_child);
+	close(4);
+}
+
+START_TEST(tree_refuses_what_is_outside)
+{
+	char want[128];
+	struct fd_image *cap, *sh = NULL;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pid = start_target(async_outside_setup, NULL);
+	cap = capture(pid);
+	ck_assert_int_eq(fds_check_tree(&pid, 1), -EOPNOTSUPP);
+	snprintf(want, sizeof(want), "pid %d fd 3: O_ASYNC signals go to process %d, outside the process tree", pid,
+		 getpid());
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	ck_assert_int_eq(fds_share(&cap, &pid, 1, &sh), -EOPNOTSUPP);
+	ck_assert_ptr_null(sh);
+	fds_free(cap);
+	kill_target(pid);
+
+	pid = start_target(pair_outside_setup, NULL);
+	pid_t child = *TREE_CHILD;
+	cap = capture(pid);
+	ck_assert_int_eq(fds_check_tree(&pid, 1), -EOPNOTSUPP);
+	snprintf(want, sizeof(want), "pid %d fd 3: Unix seqpacket socket connected to socket:[", pid);
+	ck_assert_msg(strstr(err_msg(), want) && strstr(err_msg(), "] outside the process tree: not supported"), "%s",
+		      err_msg());
+	ck_assert_int_eq(fds_share(&cap, &pid, 1, &sh), -EOPNOTSUPP);
+	/* With the child, the tree holds both ends. */
+	pid_t both[2] = { pid, child };
+	ck_assert_msg(fds_check_tree(both, 2) == 0, "%s", err_msg());
+	fds_free(cap);
+	kill(child, SIGKILL);
+	kill_target(pid);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
 static void nothing(void)
 {
 }
@@ -1556,8 +1827,8 @@ START_TEST(shared_lines_are_checked)
 	ck_assert_int_eq(fds_parse("3 shared of=x cloexec=1\n", NULL, NULL, &bad), -EBADMSG);
 	/* A base that is not above the image is refused before anything is
 	 * closed; so is a base whose numbers are taken. */
-	ck_assert_int_eq(fds_restore(img, -1, -1), -EINVAL);
-	ck_assert_int_eq(fds_restore(img, 4, -1), -EINVAL);
+	ck_assert_int_eq(fds_restore(img, NULL, -1, -1), -EINVAL);
+	ck_assert_int_eq(fds_restore(img, NULL, 4, -1), -EINVAL);
 	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
 				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
 	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
@@ -1661,6 +1932,9 @@ static Suite *suite(void)
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
+		{ "tree_socket_pair", tree_socket_pair },
+		{ "tree_async_owner", tree_async_owner },
+		{ "tree_refuses_what_is_outside", tree_refuses_what_is_outside },
 		{ "shared_lines_are_checked", shared_lines_are_checked },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
