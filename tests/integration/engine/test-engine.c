@@ -1467,6 +1467,7 @@ struct nginx {
 	int port;
 	pid_t master, workers[2];
 	char user[32];
+	uid_t uid; /* the workers' */
 };
 
 static uid_t uid_of(pid_t pid)
@@ -1508,6 +1509,7 @@ static void nginx_start(struct nginx *g)
 	int st;
 
 	snprintf(g->user, sizeof(g->user), "%s", pw ? "www-data" : "root");
+	g->uid = pw ? pw->pw_uid : 0;
 	g->port = free_port();
 	snprintf(conf, sizeof(conf), "%s", path("nginx.conf"));
 	snprintf(text, sizeof(text),
@@ -1545,6 +1547,13 @@ static void nginx_start(struct nginx *g)
 			usleep(50000);
 	}
 	ck_assert_msg(up, "nginx on port %d does not answer", g->port);
+	/* a worker drops to its user a moment after it is forked */
+	for (int i = 0; i < 2; i++) {
+		for (int k = 0; k < 10000 && uid_of(g->workers[i]) != g->uid; k++)
+			usleep(1000);
+		ck_assert_msg(uid_of(g->workers[i]) == g->uid, "worker %d runs as uid %u, not %s's", g->workers[i],
+			      uid_of(g->workers[i]), g->user);
+	}
 }
 
 /* Reaps pid (a child of ours, as the subreaper), waiting at most ms. */
@@ -1571,7 +1580,7 @@ static void nginx_cycle(const char *mode)
 	int st;
 
 	nginx_start(&g);
-	uid_t wuid = uid_of(g.workers[0]);
+	uid_t wuid = g.uid;
 	snprintf(pids, sizeof(pids), "%d", g.master);
 	int rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, pids, path("snap"))
 		      : run_ckpt(NULL, NULL, 0, "dump", pids, path("snap"), NULL);
