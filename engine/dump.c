@@ -48,7 +48,7 @@
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
-#include "engine/fds.h"
+#include "engine/fds/fds.h"
 #include "gpu/gpu.h"
 
 const char *engine_phase_name(enum engine_phase p)

@@ -69,7 +69,7 @@
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
-#include "engine/fds.h"
+#include "engine/fds/fds.h"
 #include "gpu/gpu.h"
 
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION

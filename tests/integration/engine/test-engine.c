@@ -1714,7 +1714,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("restore_zombie_not_reaped", restore_zombie_not_reaped, 120));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
-			printf("skipped: this build has no descriptor support (pipes): engine/fds-fallback.c only\n");
+			printf("skipped: this build has no descriptor support (pipes): engine/fds/fds-fallback.c only\n");
 			return 77;
 		}
 		suite_add_tcase(s, tc("pipe_read_running", pipe_read_running, 60));

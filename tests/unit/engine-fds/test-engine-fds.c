@@ -1,5 +1,5 @@
 /*
- * engine/fds*.c: capture, text form and restore of descriptor tables.
+ * engine/fds/: capture, text form and restore of descriptor tables.
  *
  * Each test forks a target that sets up descriptors of some kinds at known
  * numbers and stops itself. The test captures its table, turns it into
@@ -32,7 +32,7 @@
 #include <sys/wait.h>
 
 #include "common/common.h"
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 static char tmpdir[64];
 static char fpath[96];

@@ -29,7 +29,7 @@
 
 #include "common/common.h"
 #include "engine/engine.h"
-#include "engine/fds.h"
+#include "engine/fds/fds.h"
 
 struct stat;
 

@@ -1,5 +1,5 @@
 /*
- * engine/fds-share.c: what the processes of a tree share of their
+ * engine/fds/fds-share.c: what the processes of a tree share of their
  * descriptor tables, stored once.
  *
  * Each process's table is captured alone (fds.c), which finds its own
@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 /* One non-dup entry of one process. */
 struct cand {

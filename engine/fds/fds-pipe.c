@@ -1,5 +1,5 @@
 /*
- * engine/fds-pipe.c: anonymous pipes and named FIFOs.
+ * engine/fds/fds-pipe.c: anonymous pipes and named FIFOs.
  *
  * Both ends of one pipe carry the pipe's inode number as `pipe=`. The
  * bytes queued in a pipe are copied at capture with tee(2) from our
@@ -25,7 +25,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 {

@@ -1,5 +1,5 @@
 /*
- * engine/fds-socket.c: listening TCP and Unix sockets, and Unix socket
+ * engine/fds/fds-socket.c: listening TCP and Unix sockets, and Unix socket
  * pairs. Every other socket is refused by name ("established TCP socket
  * A -> B").
  *
@@ -40,7 +40,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 #define TCP_LISTEN_STATE 10
 

@@ -1,5 +1,5 @@
 /*
- * A minimal stand-in for the descriptor code (engine/fds*.c), linked only
+ * A minimal stand-in for the descriptor code (engine/fds/), linked only
  * while that code is absent: every function here is weak and is replaced
  * as a whole when the real implementation is linked in.
  *
@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 
 #include "engine/engine-int.h"
-#include "engine/fds.h"
+#include "engine/fds/fds.h"
 
 struct fd_image {
 	int n;

@@ -1,9 +1,9 @@
 /*
- * engine/fds-store.c: the descriptor table in a snapshot: `fds` and the
+ * engine/fds/fds-store.c: the descriptor table in a snapshot: `fds` and the
  * data files it names (fds-data/<fd>), through store/'s interface. Apart
  * from fds.c so that the descriptor code links without a store backend.
  */
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 int fds_write(struct fd_image *img, struct store_snap *w)
 {

@@ -1,5 +1,5 @@
 /*
- * engine/fds-file.c: descriptors of files: regular files and directories
+ * engine/fds/fds-file.c: descriptors of files: regular files and directories
  * reachable by their path, /dev/null and friends, terminals, deleted but
  * open files, memfds.
  *
@@ -25,7 +25,7 @@
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 #define DELETED_SUFFIX " (deleted)"
 #define MEMFD_PREFIX "/memfd:"

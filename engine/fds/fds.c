@@ -1,5 +1,5 @@
 /*
- * engine/fds.c: the descriptor table of a process, captured and restored.
+ * engine/fds/fds.c: the descriptor table of a process, captured and restored.
  *
  * Capture never runs code in the process: pidfd_getfd(2) gives us a
  * duplicate of each descriptor, sharing its open file description, from
@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_DUP] = "dup",

@@ -1,5 +1,5 @@
 /*
- * engine/fds-event.c: eventfd, epoll, timerfd and signalfd, all read from
+ * engine/fds/fds-event.c: eventfd, epoll, timerfd and signalfd, all read from
  * /proc/PID/fdinfo/N, which shows their whole state.
  *
  * eventfd: the counter and the semaphore mode. timerfd: the clock, the
@@ -23,7 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 
-#include "engine/fds-int.h"
+#include "engine/fds/fds-int.h"
 
 /* linux/timerfd.h clashes with sys/timerfd.h; Linux 3.17+. */
 #ifndef TFD_IOC_SET_TICKS
