@@ -56,6 +56,13 @@ enum fd_kind {
 	_FD_KIND_MAX,
 };
 
+/* A byte-range lock: type F_RDLCK or F_WRLCK, from start, len bytes (0: to
+ * the end of the file, however far it grows), as in struct flock. */
+struct fd_lock {
+	short type;
+	uint64_t start, len;
+};
+
 struct fd_watch {
 	int tfd;
 	uint32_t events;
@@ -121,6 +128,14 @@ struct fd_entry {
 	socklen_t peerlen;             /* 0: not connected */
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
+
+	/* File locks (fds-lock.c): flock and OFD locks are the description's,
+	 * POSIX locks the process's, taken through this descriptor. */
+	int flock;        /* LOCK_SH, LOCK_EX, or 0: none */
+	struct fd_lock *ofd;
+	size_t n_ofd;
+	struct fd_lock *posix; /* also on a `shared` line: never in the shared image */
+	size_t n_posix;
 
 	bool to_null;     /* tty: gone at load, replaced by /dev/null or tty_log */
 	char *tty_log;    /* tty: CKPTFS_TTY_LOG, the file that replaces it, or NULL */
@@ -247,6 +262,20 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l);
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules: both ends of a socket pair agree. */
 int fds_socket_validate(struct fd_image *img);
+
+/* fds-lock.c. Capture: the locks fdinfo lists for e (its description's and
+ * its process's), -EOPNOTSUPP naming the descriptor for a lease, a
+ * mandatory lock or a lock on a kind not reopened by path. Print and parse
+ * the flock=, ofd= and posix= keys (parse: any line but dup). Restore:
+ * fds_lock_take_desc() on the description just opened, as fd (any
+ * number); fds_lock_take_posix() once the table is final, in the process
+ * that owns them. Both take without waiting: -EAGAIN naming the file, the
+ * lock and its holder when it is held by someone else. */
+int fds_lock_capture(struct fd_image *img, struct fd_entry *e);
+void fds_lock_print(const struct fd_entry *e, struct fds_buf *b);
+int fds_lock_parse(struct fd_entry *e, struct fd_line *l);
+int fds_lock_take_desc(const struct fd_entry *e, int fd);
+int fds_lock_take_posix(struct fd_image *img, struct fd_image *shared);
 
 /* fds-share.c: what only the whole tree can tell, over the images of
  * its processes (capture or check): the other end of every Unix socket

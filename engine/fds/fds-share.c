@@ -384,6 +384,12 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		size_t d = c[k].desc;
 		if (!moved[d])
 			continue;
+		/* POSIX locks are the process's: they stay on its `shared`
+		 * line. */
+		struct fd_lock *posix = e->posix;
+		size_t n_posix = e->n_posix;
+		e->posix = NULL;
+		e->n_posix = 0;
 		if (ids[d] < 0) {
 			struct fd_entry *se = &sh->e[next];
 			ids[d] = next++;
@@ -394,6 +400,8 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 			fds_entry_free(e);
 		}
 		make_shared(e, ids[d]);
+		e->posix = posix;
+		e->n_posix = n_posix;
 	}
 	settle_shared(sh);
 	log_debug("%zu processes: %zu open file descriptions shared", n, sh->n);
@@ -413,6 +421,9 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared)
 		if (e->kind == FD_KIND_DUP || e->kind == FD_KIND_SHARED || e->kind == FD_KIND_EPOLL)
 			return err_set(-EBADMSG, "shared fds: id %d: a %s line cannot be shared", e->fd,
 				       fds_kind_name(e->kind));
+		if (e->n_posix)
+			return err_set(-EBADMSG, "shared fds: id %d: posix= locks are a process's, not of a shared description",
+				       e->fd);
 	}
 	for (size_t i = 0; img && i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];

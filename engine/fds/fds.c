@@ -178,6 +178,8 @@ void fds_entry_free(struct fd_entry *e)
 	free(e->name);
 	free(e->data);
 	free(e->watches);
+	free(e->ofd);
+	free(e->posix);
 	free(e->link);
 	free(e->fdinfo);
 	free(e->st);
@@ -329,15 +331,10 @@ static int classify(struct fd_image *img, struct fd_entry *e)
 		fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
 	};
 
-	/* State of the description that no kind restores: refuse rather
-	 * than lose it. fdinfo lists the locks held on the file. */
-	if (strstr(e->fdinfo, "\nlock:"))
-		return err_set(-EOPNOTSUPP, "fd %d: %s: file locks held: not supported", e->fd, e->link);
-
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
 		int r = fns[i](img, e);
 		if (r != 0)
-			return r < 0 ? r : 0;
+			return r < 0 ? r : fds_lock_capture(img, e);
 	}
 	return err_set(-EOPNOTSUPP, "fd %d: %s: not supported", e->fd, e->link);
 }
@@ -698,7 +695,9 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		struct fd_entry *e = &img->e[i];
 		fds_printf(&b, "%d %s", e->fd, fds_kind_name(e->kind));
 		if (e->kind == FD_KIND_DUP || e->kind == FD_KIND_SHARED) {
-			fds_printf(&b, " of=%d cloexec=%d\n", e->dup_of, e->cloexec);
+			fds_printf(&b, " of=%d cloexec=%d", e->dup_of, e->cloexec);
+			fds_lock_print(e, &b);
+			fds_printf(&b, "\n");
 			continue;
 		}
 		fds_printf(&b, " flags=0%o cloexec=%d", e->flags, e->cloexec);
@@ -730,6 +729,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			fds_printf(&b, " owner=%s:%d", owner_name(e->owner_type), e->owner_pid);
 		if (e->sig)
 			fds_printf(&b, " sig=%d", e->sig);
+		fds_lock_print(e, &b);
 		if (e->data_len) {
 			char dp[64];
 			data_path(e->fd, dp, sizeof(dp));
@@ -1009,6 +1009,9 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		if (u > INT32_MAX)
 			return fds_bad(&l, "of=%lu: not a shared id", u);
 		e->dup_of = (int)u;
+		r = fds_lock_parse(e, &l);
+		if (r < 0)
+			return r;
 	} else {
 		const char *v;
 		r = fds_kv_req(&l, "flags", &v);
@@ -1043,6 +1046,8 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		}
 		if (r >= 0)
 			r = parse_owner(e, &l);
+		if (r >= 0)
+			r = fds_lock_parse(e, &l);
 		if (r < 0)
 			return r;
 		/* The kind's parser set data_len from its own length key. */
@@ -1192,6 +1197,14 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	fd = fds_move_above(fd, max);
 	if (fd < 0)
 		return err_set(fd, "fd %d: cannot move above %d", e->fd, max);
+	/* The description owns its flock and OFD locks: taken on it now,
+	 * whoever opens it (in a tree, the forking process for a shared
+	 * one). */
+	int q = fds_lock_take_desc(e, fd);
+	if (q < 0) {
+		close(fd);
+		return q;
+	}
 	/* The signal O_ASYNC sends, before O_ASYNC; its owner comes last
 	 * (set_owners()). */
 	if (e->sig && fcntl(fd, F_SETSIG, e->sig) < 0) {
@@ -1349,6 +1362,10 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 	int q = close_from((unsigned)max + 1, keep_from);
 	if (q < 0 && r >= 0)
 		r = err_set(q, "close_range above fd %d", max);
+	/* POSIX locks last: closing any descriptor of a file drops the
+	 * process's POSIX locks on it, and the table is final only now (the
+	 * inherited shared descriptions are closed just above). */
+	r = r < 0 ? r : fds_lock_take_posix(img, shared);
 	if (lowered && setrlimit(RLIMIT_NOFILE, &rl) < 0 && r >= 0)
 		r = err_set(negerrno(), "cannot set RLIMIT_NOFILE back to %lu", (unsigned long)rl.rlim_cur);
 	return r;
