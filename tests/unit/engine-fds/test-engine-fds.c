@@ -1069,10 +1069,24 @@ static void netlink_setup(void)
 	at(socket(AF_NETLINK, SOCK_RAW, 0), 4, false);
 }
 
-static void flock_setup(void)
+/* A read lease: state of the description no restore can take back. */
+static void lease_setup(void)
+{
+	close(open(fpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	int fd = open(fpath, O_RDONLY);
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0)
+		_exit(5);
+	at(fd, 3, false);
+}
+
+/* A flock on a file unlinked since: restored from the image as a new
+ * inode, so nobody else could be kept out by its lock. */
+static void deleted_flock_setup(void)
 {
 	int fd = open(fpath, O_RDWR | O_CREAT, 0600);
-	flock(fd, LOCK_EX);
+	if (flock(fd, LOCK_EX) < 0)
+		_exit(5);
+	unlink(fpath);
 	at(fd, 3, false);
 }
 
@@ -1177,8 +1191,11 @@ static void expect_refused(void (*setup)(void), const char *what)
 
 START_TEST(other_kinds_are_refused)
 {
-	expect_refused(flock_setup, "fd 3: /tmp/");
-	ck_assert_msg(strstr(err_msg(), "file locks held"), "%s", err_msg());
+	expect_refused(lease_setup, "fd 3: /tmp/");
+	ck_assert_msg(strstr(err_msg(), ": LEASE held (lease or delegation)"), "%s", err_msg());
+	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
+	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a deleted, which is not reopened by its path"),
+		      "%s", err_msg());
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
@@ -1908,6 +1925,44 @@ START_TEST(parse_is_strict)
 }
 END_TEST
 
+/* The lock keys round-trip, stay where they may be, and are strict. */
+START_TEST(lock_keys)
+{
+	static const char *good = "3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 flock=ex ofd=w:10:20\n"
+				  "4 shared of=0 cloexec=0 posix=w:0:5,r:100:0\n";
+	static const char *bad[] = {
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 flock=up\n",
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 ofd=x:1:2\n",
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 posix=w:1:2,\n",
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 posix=w:1\n",
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0 posix=w:9223372036854775807:2\n",
+		"3 dev flags=02 cloexec=0 path=/dev/null rdev=1:3 flock=ex\n",  /* not reopened by path */
+		"3 shared of=0 cloexec=0 flock=ex\n",                            /* the description's */
+		"3 file flags=02 cloexec=0 path=/x pos=0 ino=1 size=0 mtime=0\n4 dup of=3 cloexec=0 posix=w:0:1\n",
+	};
+	struct fd_image *img = NULL, *sh = NULL;
+	char *text = NULL;
+	size_t len;
+
+	ck_assert_msg(fds_parse(good, NULL, NULL, &img) == 0, "%s", err_msg());
+	ck_assert_int_eq(fds_format(img, &text, &len), 0);
+	ck_assert_str_eq(text, good);
+	free(text);
+	/* POSIX locks are a process's: never in a tree's shared image. */
+	ck_assert_int_eq(fds_parse("0 file flags=02 cloexec=1 path=/x pos=0 ino=1 size=0 mtime=0 posix=w:0:1\n", NULL,
+				   NULL, &sh), 0);
+	ck_assert_int_eq(fds_validate_shared(img, sh), -EBADMSG);
+	fds_free(sh);
+	fds_free(img);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		img = NULL;
+		int r = fds_parse(bad[i], NULL, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("engine-fds");
@@ -1938,6 +1993,7 @@ static Suite *suite(void)
 		{ "shared_lines_are_checked", shared_lines_are_checked },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
+		{ "lock_keys", lock_keys },
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
