@@ -269,7 +269,7 @@ int fds_socket_validate(struct fd_image *img);
  * the flock=, ofd= and posix= keys (parse: any line but dup). Restore:
  * fds_lock_take_desc() on the description just opened, as fd (any
  * number); fds_lock_take_posix() once the table is final, in the process
- * that owns them. Both take without waiting: -EAGAIN naming the file, the
+ * that owns them. Both take without waiting: -EBUSY naming the file, the
  * lock and its holder when it is held by someone else. */
 int fds_lock_capture(struct fd_image *img, struct fd_entry *e);
 void fds_lock_print(const struct fd_entry *e, struct fds_buf *b);

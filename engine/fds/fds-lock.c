@@ -20,7 +20,9 @@
  * fds_restore(), once the table is final, since closing any descriptor
  * of a file drops the process's POSIX locks on it. Every lock is taken
  * without waiting: one held by someone else (the original still running)
- * fails the restore, naming the file and the holder where it is known.
+ * fails the restore with -EBUSY, naming the file and the holder where it
+ * is known. Not -EAGAIN, the kernel's word for it: the restore of a tree
+ * reads -EAGAIN from a process as "not ready yet" (restore.c tree_ready()).
  *
  * Refused: leases and delegations, mandatory locks, and locks on a file
  * that is not reopened by its path (deleted, memfd, devices, ...).
@@ -202,7 +204,7 @@ static int take_ranges(const struct fd_entry *e, int fd, int cmd, int getcmd, co
 				    .l_len = (off_t)v[i].len };
 		if (fcntl(fd, cmd, &fl) < 0) {
 			int r = negerrno();
-			return conflict(e, fd, getcmd, what, &v[i], r == -EACCES ? -EAGAIN : r);
+			return conflict(e, fd, getcmd, what, &v[i], r == -EACCES || r == -EAGAIN ? -EBUSY : r);
 		}
 	}
 	return 0;
@@ -211,7 +213,8 @@ static int take_ranges(const struct fd_entry *e, int fd, int cmd, int getcmd, co
 int fds_lock_take_desc(const struct fd_entry *e, int fd)
 {
 	if (e->flock && flock(fd, e->flock | LOCK_NB) < 0)
-		return conflict(e, fd, 0, e->flock == LOCK_EX ? "flock LOCK_EX" : "flock LOCK_SH", NULL, negerrno());
+		return conflict(e, fd, 0, e->flock == LOCK_EX ? "flock LOCK_EX" : "flock LOCK_SH", NULL,
+				errno == EWOULDBLOCK ? -EBUSY : negerrno());
 	return take_ranges(e, fd, F_OFD_SETLK, F_OFD_GETLK, "OFD", e->ofd, e->n_ofd);
 }
 

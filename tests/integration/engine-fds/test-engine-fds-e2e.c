@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -247,6 +248,70 @@ START_TEST(changed_file_needs_the_option)
 }
 END_TEST
 
+/* A tree killed by `ckpt dump --kill`: its root, then its children, which
+ * came to us (the subreaper) and hold their pids until reaped. Every one
+ * is dead already: waiting for each ends. */
+static void reap_tree(pid_t root)
+{
+	int st;
+
+	ck_assert_int_eq(waitpid(root, &st, 0), root);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+}
+
+/* target-fds-lock (a tree: a flock on a description shared with a child,
+ * an OFD range, two POSIX ranges): dumped with --kill, the image holds
+ * each lock where it belongs, and the restored target checks them from a
+ * probe and releases them. */
+START_TEST(locks)
+{
+	char p[32], out[64], fp[64], *fds = NULL, *shared = NULL;
+	pid_t pid = spawn("fds-lock", true);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	reap_tree(pid);
+	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(path("snap/shared/fds"), &shared, NULL), 0);
+	ck_assert_msg(strstr(shared, "scratch.a ") && strstr(shared, " flock=ex\n"), "shared/fds: %s", shared);
+	ck_assert_msg(strstr(fds, "\n10 shared of=") && strstr(fds, " ofd=w:10:20\n") &&
+			      strstr(fds, " posix=w:0:5,r:100:0\n"),
+		      "fds: %s", fds);
+	free(fds);
+	free(shared);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+END_TEST
+
+/* Someone else holds a conflicting lock at restore: refused, naming the
+ * file and the holder; once it lets go, the same snapshot restores. */
+START_TEST(lock_held_elsewhere_fails_restore)
+{
+	char p[32], out[64];
+	pid_t pid = spawn("fds-lock", true);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	reap_tree(pid);
+	int fd = open(path("scratch.a"), O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(flock(fd, LOCK_SH | LOCK_NB), 0);
+	ck_assert_int_ne(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	snprintf(p, sizeof(p), "held by pid %d", getpid());
+	ck_assert_msg(strstr(ckpt_err(), path("scratch.a")) && strstr(ckpt_err(), "flock LOCK_EX") &&
+			      strstr(ckpt_err(), p),
+		      "stderr: %s", ckpt_err());
+	close(fd);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+END_TEST
+
 START_TEST(established_tcp_refused)
 {
 	char p[32];
@@ -279,6 +344,8 @@ int main(void)
 		{ "socket_stop", socket_stop },         { "established_tcp_refused", established_tcp_refused },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
+		{ "locks", locks },
+		{ "lock_held_elsewhere_fails_restore", lock_held_elsewhere_fails_restore },
 	};
 
 	if (geteuid() != 0) {
