@@ -8,9 +8,9 @@
  * After restore a probe (a process of its own, forked then) checks from
  * outside that each lock is held, with the right range, type and owner,
  * the parent releases them, and the probe finds them all free. The child
- * checks that it still shares the description: its flock is the parent's
- * (a conversion to LOCK_SH through it succeeds, through a fresh open of
- * the file it would not).
+ * checks first that the flock is held (a fresh open of the file is kept
+ * out), then that it is its own description's too (taking LOCK_EX again
+ * through its fd 10 succeeds).
  * Arguments: SCRATCH, a path prefix the target may create files under.
  */
 #include <sys/file.h>
@@ -119,17 +119,22 @@ int main(int argc, char **argv)
 		close(11);
 		close(12);
 		target_wait_restored();
+		/* Held first (through another description, which must be
+		 * kept out), then ours: taking it again through 10 is no
+		 * conflict only if 10 is the holder. In that order, as the
+		 * second would take a lock that was not restored. */
 		int fresh = open(pa, O_RDONLY | O_CLOEXEC);
-		bool shared = flock(10, LOCK_EX | LOCK_NB) == 0;
 		bool other_blocked = fresh >= 0 && flock(fresh, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
-		_exit(shared && other_blocked ? 0 : 1);
+		close(fresh);
+		bool shared = other_blocked && flock(10, LOCK_EX | LOCK_NB) == 0;
+		_exit(shared ? 0 : 1);
 	}
 	target_ready();
 	target_wait_restored();
 
 	int st, bad;
 	if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st))
-		target_verdict(0, "child: its flock description is not shared with the parent (status 0x%x)", st);
+		target_verdict(0, "child: the flock is not held by the description it shares with the parent (status 0x%x)", st);
 	bad = probe(probe_held, getpid());
 	if (bad)
 		target_verdict(0, "probe of the held locks: 0x%x (2 flock, 4 OFD, 8/16 POSIX)", bad);
