@@ -70,7 +70,7 @@ int fds_lock_capture(struct fd_image *img, struct fd_entry *e)
 			return err_set(-EOPNOTSUPP, "fd %d: %s: %s %s lock held: not supported", e->fd, e->link, adv,
 				       kind);
 		if (!lockable(e->kind))
-			return err_set(-EOPNOTSUPP, "fd %d: %s: %s lock on a %s, which is not reopened by its path: not supported",
+			return err_set(-EOPNOTSUPP, "fd %d: %s: %s lock on a '%s' descriptor, which is not reopened by its path: not supported",
 				       e->fd, e->link, kind, fds_kind_name(e->kind));
 		bool wr = strcmp(rw, "WRITE") == 0;
 		if (!wr && strcmp(rw, "READ"))
@@ -113,7 +113,7 @@ void fds_lock_print(const struct fd_entry *e, struct fds_buf *b)
 
 static int parse_ranges(struct fd_line *l, const char *key, struct fd_lock **v, size_t *n)
 {
-	const char *s = fds_kv(l, key);
+	const char *all = fds_kv(l, key), *s = all;
 
 	while (s) {
 		char t;
@@ -122,7 +122,7 @@ static int parse_ranges(struct fd_line *l, const char *key, struct fd_lock **v, 
 		if (sscanf(s, "%c:%lu:%lu%n", &t, &start, &len, &used) != 3 || (t != 'r' && t != 'w') ||
 		    (s[used] && s[used] != ',') || start > INT64_MAX || len > INT64_MAX ||
 		    (len && start > INT64_MAX - len))
-			return fds_bad(l, "%s=%s: not r|w:start:len ranges", key, fds_kv(l, key) ? "" : s);
+			return fds_bad(l, "%s=%s: not r|w:start:len ranges", key, all);
 		if (add_range(v, n, t == 'w' ? F_WRLCK : F_RDLCK, start, len) < 0)
 			return -ENOMEM;
 		s = s[used] ? s + used + 1 : NULL;

@@ -1194,7 +1194,7 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(lease_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), ": LEASE held (lease or delegation)"), "%s", err_msg());
 	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
-	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a deleted, which is not reopened by its path"),
+	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a 'deleted' descriptor, which is not reopened by its path"),
 		      "%s", err_msg());
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
