@@ -45,6 +45,7 @@
  */
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
@@ -68,6 +69,22 @@ static void progress(const struct engine_dump_opts *o, enum engine_phase ph, uin
 		struct engine_progress p = { .phase = ph, .done = done, .total = total };
 		o->progress(&p, o->ud);
 	}
+}
+
+/* POSIX locks on a file the process maps: refused (fds-lock.c). */
+static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds)
+{
+	_cleanup_free_ uint64_t *dev = calloc(img->nvmas + 1, sizeof(*dev));
+	_cleanup_free_ uint64_t *ino = calloc(img->nvmas + 1, sizeof(*ino));
+	size_t n = 0;
+	if (!dev || !ino)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++)
+		if (img->vmas[i].kind == VMA_FILE_PRIVATE || img->vmas[i].kind == VMA_FILE_SHARED) {
+			dev[n] = makedev(img->vmas[i].dev_major, img->vmas[i].dev_minor);
+			ino[n++] = img->vmas[i].ino;
+		}
+	return fds_check_mapped_locks(fds, dev, ino, n);
 }
 
 /* Step 1: everything that needs the process stopped. The keeper has
@@ -97,6 +114,8 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 	if (r < 0)
 		return r;
 	r = memory_capture(pid, img, copy, arena, shm, bytes);
+	if (r >= 0)
+		r = check_mapped_locks(img, *fds);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
 		  (t2 - t1) / 1000, (now_ns() - t2) / 1000);
 	return r;

@@ -164,3 +164,9 @@ __attribute__((weak)) void fds_free(struct fd_image *img)
 		free(img);
 	}
 }
+
+__attribute__((weak)) int fds_check_mapped_locks(struct fd_image *img, const uint64_t *dev, const uint64_t *ino,
+						 size_t n)
+{
+	return 0;
+}

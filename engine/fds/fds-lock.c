@@ -236,3 +236,21 @@ int fds_lock_take_posix(struct fd_image *img, struct fd_image *shared)
 	}
 	return 0;
 }
+
+int fds_check_mapped_locks(struct fd_image *img, const uint64_t *dev, const uint64_t *ino, size_t n)
+{
+	/* The restore opens and closes a mapped file inside the process to
+	 * map it, and any close of a file drops the process's POSIX locks on
+	 * it: such a lock would be lost without a word. */
+	for (size_t i = 0; img && i < img->n; i++) {
+		const struct fd_entry *e = &img->e[i];
+		if (!e->n_posix)
+			continue;
+		for (size_t k = 0; k < n; k++)
+			if (dev[k] == e->sdev && ino[k] == e->sino)
+				return err_set(-EOPNOTSUPP,
+					       "fd %d: %s: POSIX locks on a file the process also maps: not supported", e->fd,
+					       e->path ? e->path : e->link ? e->link : "?");
+	}
+	return 0;
+}

@@ -103,6 +103,11 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared);
  * stays open. */
 int fds_open_shared(struct fd_image *shared, int base);
 
+/* Dump, after fds_capture(): refuses (-EOPNOTSUPP, naming the fd) a POSIX
+ * lock of the process on a file it also maps (dev[k], ino[k]: st_dev and
+ * st_ino of its mapped files), which the restore would lose. */
+int fds_check_mapped_locks(struct fd_image *img, const uint64_t *dev, const uint64_t *ino, size_t n);
+
 void fds_free(struct fd_image *img);
 
 #endif

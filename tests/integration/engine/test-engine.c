@@ -30,6 +30,7 @@
 #include <pwd.h>
 #include <grp.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/ptrace.h>
@@ -1117,6 +1118,48 @@ START_TEST(tree_fault_dump)
 }
 END_TEST
 
+/* A POSIX lock on a file the process also maps would be dropped by the
+ * restore (mapping the file opens and closes it in the process): refused
+ * by name, the process left as it was. */
+START_TEST(dump_refuses_posix_lock_on_mapped_file)
+{
+	char file[PATH_MAX + 64];
+	snprintf(file, sizeof(file), "%s", path("locked"));
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		int fd = open(file, O_RDWR | O_CREAT, 0600);
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+		if (fd != 3 || ftruncate(fd, 4096) < 0 || fcntl(fd, F_SETLK, &fl) < 0 ||
+		    mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
+			_exit(2);
+		int r = open(path("ready"), O_WRONLY | O_CREAT, 0600);
+		close(r);
+		for (;;)
+			pause();
+	}
+	wait_file(path("ready"), 30000);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), "POSIX locks on a file the process also maps"), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched_n(pid, 1);
+	/* still its lock */
+	int fd = open(file, O_RDWR | O_CLOEXEC);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	ck_assert_int_eq(fcntl(fd, F_GETLK, &fl), 0);
+	ck_assert_int_eq(fl.l_pid, pid);
+	close(fd);
+	kill_original(pid, NULL);
+}
+END_TEST
+
 /* A child in vfork() (it shares its parent's memory until it execs) is
  * refused before anything is touched, naming both: the processes run on,
  * untraced, not stopped. */
@@ -1688,6 +1731,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
 		suite_add_tcase(s, tc("tree_refuses_vfork", tree_refuses_vfork, 60));
+		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
 			printf("skipped: %s is not installed (apt-get install nginx-light)\n", NGINX);
