@@ -1304,7 +1304,8 @@ static int check_ids_free(const struct tree *t, const struct prestore *p, const 
 }
 
 /* The first failure a process of the tree reported, or 0 once every live
- * one is ready; -EAGAIN while some are still on their way. */
+ * one is ready; 1 while some are still on their way (not -EAGAIN: a
+ * process may fail with that). */
 static int tree_ready(const struct tree *t, struct restore_sync *sync)
 {
 	int waiting = 0;
@@ -1319,7 +1320,7 @@ static int tree_ready(const struct tree *t, struct restore_sync *sync)
 		if (st != 1 && !t->v[i].zombie)
 			waiting++;
 	}
-	return waiting ? -EAGAIN : 0;
+	return waiting ? 1 : 0;
 }
 
 /* Above every descriptor any process of the tree uses: where what they
@@ -1562,7 +1563,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	/* the tree holds them now */
 	shm_set_close(&shm);
 	uint64_t deadline = now_ns() + 30ull * 1000000000;
-	while ((q = tree_ready(&t, sync)) == -EAGAIN) {
+	while ((q = tree_ready(&t, sync)) == 1) {
 		/* once all were forked, one that vanished without a word died */
 		bool all = __atomic_load_n(&sync->forked, __ATOMIC_SEQ_CST) >= (int)t.n, gone = false;
 		for (size_t i = 0; all && i < t.n && !gone; i++)
