@@ -112,6 +112,23 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 	return pid;
 }
 
+/* Reads what a child writes into fd until it closes it, keeping the first
+ * outlen - 1 bytes in out (NUL-terminated; out may be NULL), and closes fd. */
+static void read_output(int fd, char *out, size_t outlen)
+{
+	size_t len = 0;
+	char buf[512];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (out && len + n < outlen) {
+			memcpy(out + len, buf, n);
+			len += n;
+		}
+	if (out)
+		out[len] = 0;
+	close(fd);
+}
+
 /* Runs ckpt with args; stdout into out (may be NULL), stderr into
  * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the wait
  * status. */
@@ -134,17 +151,7 @@ static int run_ckpt_status(const char *fault, char *out, size_t outlen, const ch
 		_exit(127);
 	}
 	close(fds[1]);
-	size_t len = 0;
-	char buf[256];
-	ssize_t n;
-	while ((n = read(fds[0], buf, sizeof(buf))) > 0)
-		if (out && len + n < outlen) {
-			memcpy(out + len, buf, n);
-			len += n;
-		}
-	if (out)
-		out[len] = 0;
-	close(fds[0]);
+	read_output(fds[0], out, outlen);
 	int st;
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	return st;
@@ -1355,17 +1362,7 @@ static int run_as(uid_t uid, gid_t gid, char *out, size_t outlen, const char *fm
 		_exit(127);
 	}
 	close(p[1]);
-	size_t len = 0;
-	char buf[512];
-	ssize_t n;
-	while ((n = read(p[0], buf, sizeof(buf))) > 0)
-		if (out && len + n < outlen) {
-			memcpy(out + len, buf, n);
-			len += n;
-		}
-	if (out)
-		out[len] = 0;
-	close(p[0]);
+	read_output(p[0], out, outlen);
 	int st;
 	ck_assert_int_eq(waitpid(c, &st, 0), c);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
