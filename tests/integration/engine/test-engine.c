@@ -79,6 +79,23 @@ static void wait_file(const char *p, int ms)
 	ck_assert_msg(file_exists(p), "%s did not appear", p);
 }
 
+/* fork(), the child with /dev/null on 0, 1 and 2 and no other descriptor
+ * (Check's own files are not O_CLOEXEC): a process of the test's own to
+ * checkpoint. */
+static pid_t fork_quiet(void)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+	}
+	return pid;
+}
+
 /* Starts a target: argv[0] is a program in tests/targets (or, with
  * interp, a script run by it); READY and RESULT are inserted. */
 static pid_t spawn(const char *interp, const char *prog, const char *extra)
@@ -822,14 +839,8 @@ END_TEST
  * process is touched, naming the descriptor. */
 START_TEST(dump_refuses_netlink)
 {
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = fork_quiet();
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 		if (s != 3)
 			_exit(2);
@@ -998,14 +1009,8 @@ static void ids_of(pid_t pid, int *ppid, int *pgid, int *sid)
  * group. */
 START_TEST(tree_shell_job)
 {
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = fork_quiet();
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		execl("/bin/sh", "sh", "-c", "sleep 1000 & wait", (char *)NULL);
 		_exit(127);
 	}
@@ -1132,14 +1137,8 @@ START_TEST(dump_refuses_posix_lock_on_mapped_file)
 {
 	char file[PATH_MAX + 64];
 	snprintf(file, sizeof(file), "%s", path("locked"));
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = fork_quiet();
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		int fd = open(file, O_RDWR | O_CREAT, 0600);
 		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
 		if (fd != 3 || ftruncate(fd, 4096) < 0 || fcntl(fd, F_SETLK, &fl) < 0 ||
@@ -1172,14 +1171,8 @@ END_TEST
  * untraced, not stopped. */
 START_TEST(tree_refuses_vfork)
 {
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = fork_quiet();
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		if (vfork() == 0) {
 			/* raw: nothing of the parent's stack may change */
 			for (;;)
@@ -1560,14 +1553,8 @@ static void nginx_start(struct nginx *g)
 	FILE *f = fopen(conf, "we");
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(fputs(text, f) >= 0 && fclose(f) == 0, 1);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = fork_quiet();
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		execl(NGINX, "nginx", "-c", conf, "-p", dir, (char *)NULL);
 		_exit(127);
 	}
