@@ -1349,7 +1349,9 @@ static int run_as(uid_t uid, gid_t gid, char *out, size_t outlen, const char *fm
 		dup2(n, 0);
 		dup2(p[1], 1);
 		dup2(p[1], 2);
-		if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+		/* from "/": a checkout may be where that user cannot enter */
+		if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0 ||
+		    chdir("/") < 0)
 			_exit(125);
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
