@@ -18,6 +18,7 @@
  * of mode 0700 is no reason to skip.
  */
 #include <check.h>
+#include <limits.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/common.h"
 #include "tests/integration/fs/fs-harness.h"
 
 #define USER_UID 65534
@@ -121,7 +123,18 @@ static bool user_mount(void)
 	return false;
 }
 
-START_TEST(test_user_roundtrip)
+/* A fresh directory of the user's for a case. */
+static void fresh_base(void)
+{
+	ck_assert_ptr_nonnull(mkdtemp(strcpy(base, "/tmp/ckptfs-user.XXXXXX")));
+	ck_assert_int_eq(chown(base, USER_UID, USER_UID), 0);
+}
+
+/* The user's daemon: checkpoint, cp -r out, restore. With capable (the
+ * daemon's copy has CAP_CHECKPOINT_RESTORE, as README says a user's
+ * daemon needs) both must work; without, each may fail with EPERM, which
+ * status must spell out. */
+static void user_roundtrip(bool capable)
 {
 	char *out;
 
@@ -136,6 +149,7 @@ START_TEST(test_user_roundtrip)
 	 * CAP_CHECKPOINT_RESTORE; without it the write fails and status
 	 * says why (docs/FS.md). */
 	if (as_user("P=$(cut -d\" \" -f2 $B/t/addr); echo checkpoint > $B/m/$P/ctl 2>/dev/null", NULL) != 0) {
+		ck_assert_msg(!capable, "the capable daemon's checkpoint failed");
 		ck_assert_int_eq(as_user("P=$(cut -d\" \" -f2 $B/t/addr); grep -q \"^last_error: Operation not permitted\" $B/m/$P/status", NULL), 0);
 		printf("note: ckptfs has no CAP_CHECKPOINT_RESTORE here: the checkpoint was refused with EPERM, "
 		       "as documented; checkpoint and restore were not tried\n");
@@ -172,11 +186,44 @@ START_TEST(test_user_roundtrip)
 		line[0] = 0;
 	pclose(p);
 	out = line;
+	char want[64];
+	snprintf(want, sizeof(want), "running pid=%d processes=1", tpid);
+	if (capable) {
+		/* back with its pid, as the user it was */
+		char st[64], *status = NULL, uid[64];
+		ck_assert_msg(!strncmp(out, want, strlen(want)), "restore by the capable daemon: '%s'", out);
+		snprintf(st, sizeof(st), "/proc/%d/status", tpid);
+		ck_assert_int_eq(read_file_full(st, &status, NULL), 0);
+		snprintf(uid, sizeof(uid), "\nUid:\t%d\t%d\t%d\t%d\n", USER_UID, USER_UID, USER_UID, USER_UID);
+		ck_assert_msg(strstr(status, uid), "the restored process: %s", status);
+		free(status);
+	}
 	ck_assert_msg(!strncmp(out, "running pid=", 12) ||
 			      (!strncmp(out, "failed: ", 8) &&
 			       (strstr(out, "not permitted") || strstr(out, "EPERM") || strstr(out, "ermission"))),
 		      "restore as a normal user: '%s'", out);
 	printf("note: restore as uid %d: %s", USER_UID, out);
+}
+
+START_TEST(test_user_roundtrip)
+{
+	fresh_base();
+	user_roundtrip(false);
+	user_unmount();
+}
+END_TEST
+
+START_TEST(test_user_roundtrip_capable)
+{
+	char cmd[PATH_MAX + 64];
+	snprintf(cmd, sizeof(cmd), "setcap cap_checkpoint_restore+ep '%s'", getenv("CKPTFS"));
+	if (system("command -v setcap >/dev/null") != 0 || system(cmd) != 0) {
+		printf("note: no setcap here (libcap2-bin): the capable daemon was not tried\n");
+		return;
+	}
+	fresh_base();
+	user_roundtrip(true);
+	user_unmount();
 }
 END_TEST
 
@@ -214,14 +261,16 @@ int main(void)
 		return 77;
 	}
 	user_unmount();
-	if (mkdtemp(strcpy(base, "/tmp/ckptfs-user.XXXXXX")) == NULL || chown(base, USER_UID, USER_UID) < 0)
-		return 1;
 
 	Suite *s = suite_create("fs-user");
 	TCase *tc = tcase_create("user_roundtrip");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_user_roundtrip);
 	suite_add_tcase(s, tc);
+	TCase *tc2 = tcase_create("user_roundtrip_capable");
+	tcase_set_timeout(tc2, 60);
+	tcase_add_test(tc2, test_user_roundtrip_capable);
+	suite_add_tcase(s, tc2);
 	SRunner *sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);
 	srunner_run_all(sr, CK_NORMAL);
