@@ -762,7 +762,8 @@ static int parse_annot(struct vma *v, const char *tok)
 		if (!c)
 			return -ENOMEM;
 		uint64_t saved = v->saved;
-		for (char *t = strtok(c, ","); t; t = strtok(NULL, ",")) {
+		char *save = NULL;
+		for (char *t = strtok_r(c, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			unsigned long o, l;
 			if (sscanf(t, "%lx+%lx", &o, &l) != 2 || (o | l) & 4095 || !l ||
 			    o + l > v->end - v->start || o + l < o)

@@ -226,7 +226,8 @@ int process_capture_proc(pid_t pid, struct proc_image *img)
 	/* fields from 3 (state) on */
 	uint64_t f[64] = { 0 };
 	int nf = 3;
-	for (char *tok = strtok(rp + 2, " \n"); tok && nf < 64; tok = strtok(NULL, " \n"), nf++)
+	char *save = NULL;
+	for (char *tok = strtok_r(rp + 2, " \n", &save); tok && nf < 64; tok = strtok_r(NULL, " \n", &save), nf++)
 		f[nf] = strtoull(tok, NULL, 10);
 	if (nf < 52)
 		return err_set(-EIO, "pid %d: /proc/PID/stat has %d fields", pid, nf);
@@ -573,7 +574,8 @@ int process_parse(const char *text, struct proc_image *img)
 			_cleanup_free_ char *v = strdup(val);
 			if (!v)
 				return -ENOMEM;
-			for (char *tok = strtok(v, " "); tok; tok = strtok(NULL, " ")) {
+			char *save = NULL;
+			for (char *tok = strtok_r(v, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
 				uint64_t tid;
 				if (parse_u64(tok, &tid) < 0 || !tid || tid > INT32_MAX) {
 					ok = false;

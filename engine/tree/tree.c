@@ -59,7 +59,8 @@ int tree_node_read(pid_t pid, struct tree_node *n)
 	uint64_t f[64] = { 0 };
 	int nf = 3;
 	char state = rp[2];
-	for (char *tok = strtok(rp + 4, " \n"); tok && nf < 64; tok = strtok(NULL, " \n"))
+	char *save = NULL;
+	for (char *tok = strtok_r(rp + 4, " \n", &save); tok && nf < 64; tok = strtok_r(NULL, " \n", &save))
 		f[++nf] = strtoull(tok, NULL, 10);
 	if (nf < 52)
 		return err_set(-EIO, "pid %d: /proc/PID/stat has %d fields", pid, nf);
@@ -93,7 +94,8 @@ int tree_children(pid_t pid, pid_t **ret, size_t *ret_n)
 		snprintf(p, sizeof(p), "/proc/%d/task/%.20s/children", pid, de->d_name);
 		if (read_file_full(p, &text, NULL) < 0)
 			continue; /* the thread ended */
-		for (char *tok = strtok(text, " \n"); tok; tok = strtok(NULL, " \n")) {
+		char *save = NULL;
+		for (char *tok = strtok_r(text, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
 			uint64_t c;
 			if (parse_u64(tok, &c) < 0 || !c || c > INT32_MAX)
 				continue;
