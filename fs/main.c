@@ -92,7 +92,7 @@ static void usage(FILE *out, const char *prog)
 		"                         file has arrived and verified; restore/<name>/status\n"
 		"                         says receiving, verifying, restoring (with ': waiting\n"
 		"                         for pid N to be reaped by its parent P (COMM)' while\n"
-		"                         a zombie holds the pid), 'running pid=N' or\n"
+		"                         a zombie holds the pid), 'running pid=N processes=K' or\n"
 		"                         'failed: FILE: REASON'; restore/<name>/ctl takes\n"
 		"                         'accept-changed-files' (restore files that changed\n"
 		"                         since the checkpoint; after a failure it runs the\n"
