@@ -1329,46 +1329,14 @@ static int tree_parent_verify(pid_t child)
 	return 0;
 }
 
+static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct fd_image *cimg, pid_t old,
+			     int (*child_verify)(void), int (*parent_verify)(pid_t));
+
 /* As the tree's restore does it: the shared descriptions opened once, a
  * fork, each process restoring its own table over the inherited ones. */
 static int restore_tree(struct fd_image *sh, struct fd_image *pimg, struct fd_image *cimg)
 {
-	int st, r;
-	pid_t pid = fork();
-
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		report_page = tree_page;
-		r = fds_open_shared(sh, TREE_BASE);
-		if (r < 0) {
-			snprintf(report_page, 2048, "open shared: %s", err_msg());
-			_exit(100);
-		}
-		pid_t c = fork();
-		if (c == 0) {
-			report_page = tree_page + 2048;
-			r = fds_restore(cimg, sh, TREE_BASE, -1);
-			if (r < 0) {
-				snprintf(report_page, 1900, "child restore: %s", err_msg());
-				_exit(100);
-			}
-			r = only_image_fds(cimg);
-			_exit(r ? r : tree_child_verify());
-		}
-		r = fds_restore(pimg, sh, TREE_BASE, -1);
-		if (r < 0) {
-			snprintf(report_page, 2048, "parent restore: %s", err_msg());
-			kill(c, SIGKILL);
-			_exit(100);
-		}
-		r = only_image_fds(pimg);
-		if (r)
-			kill(c, SIGKILL);
-		_exit(r ? r : tree_parent_verify(c));
-	}
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	ck_assert_msg(WIFEXITED(st), "restored parent died (status 0x%x)", st);
-	return WEXITSTATUS(st);
+	return restore_tree_with(sh, pimg, cimg, 0, tree_child_verify, tree_parent_verify);
 }
 
 static char *format(struct fd_image *img)
@@ -1488,8 +1456,9 @@ END_TEST
 #define ASYNC_SIG (SIGRTMIN + 1)
 
 /* As restore_tree(), with the processes' own checks, and with the O_ASYNC
- * owner that named the dumped parent (old) made to name the restored one:
- * this restore cannot give it its pid again, as the engine's does. */
+ * owner that named the dumped parent (old, when > 0) made to name the
+ * restored one: this restore cannot give it its pid again, as the
+ * engine's does. */
 static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct fd_image *cimg, pid_t old,
 			     int (*child_verify)(void), int (*parent_verify)(pid_t))
 {
@@ -1499,10 +1468,10 @@ static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct 
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		report_page = tree_page;
-		for (size_t i = 0; i < sh->n; i++)
+		for (size_t i = 0; old > 0 && i < sh->n; i++)
 			if (sh->e[i].owner_pid == old)
 				sh->e[i].owner_pid = getpid();
-		for (size_t i = 0; i < pimg->n; i++)
+		for (size_t i = 0; old > 0 && i < pimg->n; i++)
 			if (pimg->e[i].owner_pid == old)
 				pimg->e[i].owner_pid = getpid();
 		r = fds_open_shared(sh, TREE_BASE);
