@@ -444,18 +444,23 @@ static uint8_t *copy_alloc(struct copy_arena *arena, size_t len)
 #endif
 
 /* kB of `key` in /proc/PID/smaps_rollup, or 0. */
-static uint64_t rollup_kb(pid_t pid, const char *key)
+/* The sum of the kB values of keys (NULL-terminated) in
+ * /proc/PID/smaps_rollup; 0 for a key it lacks or when it is gone. */
+static uint64_t rollup_kb(pid_t pid, const char *const *keys)
 {
 	char path[64];
 	_cleanup_free_ char *text = NULL;
-	uint64_t kb = 0;
+	uint64_t sum = 0;
 	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
 	if (read_file_full(path, &text, NULL) < 0)
 		return 0;
-	const char *l = strstr(text, key);
-	if (l)
-		sscanf(l + strlen(key), " %" SCNu64, &kb);
-	return kb;
+	for (; *keys; keys++) {
+		uint64_t kb = 0;
+		const char *l = strstr(text, *keys);
+		if (l && sscanf(l + strlen(*keys), " %" SCNu64, &kb) == 1)
+			sum += kb;
+	}
+	return sum;
 }
 
 struct populate {
@@ -482,8 +487,9 @@ void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a)
 {
 	uint64_t t0 = now_ns(), kb = 0;
 	/* shared memory counted once for the tree: each process's share */
+	static const char *const keys[] = { "\nAnonymous:", "\nPss_Shmem:", NULL };
 	for (size_t i = 0; i < npids; i++)
-		kb += rollup_kb(pids[i], "\nAnonymous:") + rollup_kb(pids[i], "\nPss_Shmem:");
+		kb += rollup_kb(pids[i], keys);
 	size_t len = ALIGN_UP((size_t)kb * 1024, HUGE_SZ);
 	struct populate q[COPY_THREADS];
 	size_t n;

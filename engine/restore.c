@@ -1244,40 +1244,31 @@ static void report_wait(const struct pid_wait *w, void *ud)
 	o->progress(&p, o->ud);
 }
 
-/* shared/fds, when the snapshot has one: what several processes use,
- * opened once at *base and up in the process that forks the tree (*base
- * stays -1 without one). */
+/* shared/fds, when the snapshot has one (*shared stays NULL without):
+ * what several processes use, each process's `shared` lines checked
+ * against it. */
 static int load_shared(struct store_snap *r, bool flat, const struct engine_restore_opts *o, const struct tree *t,
-		       struct prestore *p, struct fd_image **shared, int *base)
+		       struct prestore *p, struct fd_image **shared)
 {
 	struct store_snap *v = NULL;
 	struct store_stat st;
-	int max = 2, q;
+	int q;
 
 	if (flat || store_snap_stat(r, "shared/fds", &st) < 0) {
-		/* then no process may name a shared description */
 		err_clear();
-		for (size_t i = 0; i < t->n; i++)
-			if (!t->v[i].zombie && (q = fds_validate_shared(p[i].fds, NULL)) < 0)
-				return q;
-		return 0;
+	} else {
+		q = store_snap_at(r, "shared", &v);
+		if (q < 0)
+			return q;
+		q = fds_load(v, o && o->accept_changed_files, shared);
+		store_snap_close(v);
+		if (q < 0)
+			return err_prefix(q, "shared");
 	}
-	q = store_snap_at(r, "shared", &v);
-	if (q < 0)
-		return q;
-	q = fds_load(v, o && o->accept_changed_files, shared);
-	store_snap_close(v);
-	if (q < 0)
-		return err_prefix(q, "shared");
-	for (size_t i = 0; i < t->n && q >= 0; i++) {
-		if (t->v[i].zombie)
-			continue;
-		q = fds_validate_shared(p[i].fds, *shared);
-		max = MAX(max, fds_max(p[i].fds));
-	}
-	if (q < 0)
-		return q;
-	*base = max + 1;
+	/* without one, no process may name a shared description */
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->v[i].zombie && (q = fds_validate_shared(p[i].fds, *shared)) < 0)
+			return q;
 	return 0;
 }
 
@@ -1482,7 +1473,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out;
 		}
 	}
-	q = load_shared(r, flat, o, &t, p, &shared, &shared_base);
+	q = load_shared(r, flat, o, &t, p, &shared);
 	if (q < 0)
 		goto out;
 	q = check_ids_free(&t, p, o);
@@ -1491,8 +1482,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	/* what the processes share, at top and up in every one of them: the
 	 * shared descriptions (shared_base), then the memory objects */
 	top = tree_top(&t, p);
-	if (shared_base >= 0)
-		shared_base = top;
+	shared_base = shared ? top : -1;
 	q = shm_make(r, flat, &t, p, &shm);
 	if (q < 0)
 		goto out;
