@@ -125,6 +125,7 @@ size_t chunk_payload_len(uint32_t raw_len, unsigned mask);
 #define KEY_SNAP 's'
 #define KEY_MANIFEST 'm'
 #define KEY_RECIPE 'f'
+#define KEY_META 'a'
 #define CHUNK_KEY_LEN (1 + STORE_HASH_LEN)
 #define RECIPE_KEY_LEN 17
 #define RECIPE_ENT_LEN (2 + STORE_HASH_LEN)

@@ -547,17 +547,23 @@ bad:
 	return -EBADMSG;
 }
 
-static int snap_key(const char *name, uint8_t **ret, size_t *len)
+/* An index key of one type byte and a name (a snapshot's, a record's). */
+static int name_key(char type, const char *name, uint8_t **ret, size_t *len)
 {
 	size_t n = strlen(name);
 	uint8_t *k = malloc(n + 1);
 	if (!k)
 		return -ENOMEM;
-	k[0] = KEY_SNAP;
+	k[0] = (uint8_t)type;
 	memcpy(k + 1, name, n);
 	*ret = k;
 	*len = n + 1;
 	return 0;
+}
+
+static int snap_key(const char *name, uint8_t **ret, size_t *len)
+{
+	return name_key(KEY_SNAP, name, ret, len);
 }
 
 static int load_snaprec(struct chunk_store *cs, const char *name, struct snaprec *ret)
@@ -2425,6 +2431,61 @@ out:
 	return r;
 }
 
+/* ---- small records ---------------------------------------------------------- */
+
+static int chunk_meta_put(struct store *s, const char *key, const void *buf, size_t len)
+{
+	struct chunk_store *cs = to_cs(s);
+	_cleanup_free_ uint8_t *k = NULL;
+	struct index_batch *b;
+	size_t kl;
+	int r;
+
+	if (cs->read_only)
+		return err_set(-EROFS, "store %s is open read-only", cs->dir);
+	r = name_key(KEY_META, key, &k, &kl);
+	if (r < 0)
+		return r;
+	b = index_batch_new();
+	if (!b)
+		return -ENOMEM;
+	/* One synced write: RocksDB applies it whole or not at all. */
+	index_batch_put(b, k, kl, buf, len);
+	r = index_write(cs->idx, b, true);
+	index_batch_free(b);
+	return r < 0 ? err_set(r, "store %s: cannot write record '%s'", cs->dir, key) : 0;
+}
+
+static int chunk_meta_get(struct store *s, const char *key, char **ret, size_t *ret_len)
+{
+	struct chunk_store *cs = to_cs(s);
+	_cleanup_free_ uint8_t *k = NULL;
+	void *v = NULL;
+	size_t kl, vl;
+	char *out;
+	int r;
+
+	r = name_key(KEY_META, key, &k, &kl);
+	if (r < 0)
+		return r;
+	r = index_get(cs->idx, k, kl, &v, &vl);
+	if (r == -ENOENT)
+		return err_set(r, "store %s: no record '%s'", cs->dir, key);
+	if (r < 0)
+		return r;
+	out = malloc(vl + 1);
+	if (!out) {
+		free(v);
+		return -ENOMEM;
+	}
+	memcpy(out, v, vl);
+	out[vl] = 0;
+	free(v);
+	*ret = out;
+	*ret_len = vl;
+	return 0;
+}
+
 const struct store_ops store_chunk_ops = {
 	.close = chunk_close,
 	.snap_create = chunk_snap_create,
@@ -2446,4 +2507,6 @@ const struct store_ops store_chunk_ops = {
 	.stats = chunk_stats,
 	.gc = chunk_gc,
 	.fsck = chunk_fsck,
+	.meta_put = chunk_meta_put,
+	.meta_get = chunk_meta_get,
 };

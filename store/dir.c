@@ -1655,6 +1655,63 @@ static int dir_fsck(struct store *s, void (*report)(const char *object, const ch
 	return err_set(-EOPNOTSUPP, "fsck is for the chunk store; open a snapshot with verification instead");
 }
 
+/* ---- small records ---------------------------------------------------------- */
+
+/* Record KEY is the file ROOT/.meta/KEY: hidden, like every name of ours
+ * that is not a snapshot. */
+#define META_DIR ".meta"
+
+static int dir_meta_put(struct store *s, const char *key, const void *buf, size_t len)
+{
+	struct dir_store *st = to_store(s);
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char tmp[300];
+	int r;
+
+	if (mkdirat(st->root_fd, META_DIR, 0700) == 0) {
+		if (fsync(st->root_fd) < 0)
+			return err_set(negerrno(), "%s: fsync: %m", st->root);
+	} else if (errno != EEXIST) {
+		return err_set(negerrno(), "%s/" META_DIR ": cannot create: %m", st->root);
+	}
+	dfd = openat(st->root_fd, META_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return err_set(negerrno(), "%s/" META_DIR ": %m", st->root);
+	/* Written aside, synced, renamed over the old one, the directory
+	 * synced: a crash leaves the old record or the new one. The
+	 * thread's id keeps two writers of one key apart. */
+	snprintf(tmp, sizeof(tmp), ".%s.tmp-%d", key, (int)gettid());
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return err_set(negerrno(), "%s/" META_DIR "/%s: %m", st->root, tmp);
+	r = write_full(fd, buf, len);
+	if (r >= 0 && fsync(fd) < 0)
+		r = negerrno();
+	if (r >= 0 && renameat(dfd, tmp, dfd, key) < 0)
+		r = negerrno();
+	if (r >= 0 && fsync(dfd) < 0)
+		r = negerrno();
+	if (r < 0) {
+		unlinkat(dfd, tmp, 0);
+		return err_set(r, "%s/" META_DIR "/%s: cannot write the record: %s", st->root, key, strerror(-r));
+	}
+	return 0;
+}
+
+static int dir_meta_get(struct store *s, const char *key, char **ret, size_t *ret_len)
+{
+	struct dir_store *st = to_store(s);
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	if (asprintf(&path, "%s/" META_DIR "/%s", st->root, key) < 0)
+		return -ENOMEM;
+	r = read_file_full(path, ret, ret_len);
+	if (r == -ENOENT)
+		return err_set(r, "%s: no record '%s'", st->root, key);
+	return r < 0 ? err_set(r, "%s: %s", path, strerror(-r)) : 0;
+}
+
 const struct store_ops store_dir_ops = {
 	.close = dir_close,
 	.snap_create = dir_snap_create,
@@ -1676,4 +1733,6 @@ const struct store_ops store_dir_ops = {
 	.stats = dir_stats,
 	.gc = dir_gc,
 	.fsck = dir_fsck,
+	.meta_put = dir_meta_put,
+	.meta_get = dir_meta_get,
 };

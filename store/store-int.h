@@ -66,6 +66,8 @@ struct store_ops {
 	int (*gc)(struct store *s, struct store_gc_stats *ret);
 	int (*fsck)(struct store *s, void (*report)(const char *object, const char *problem, void *ud),
 		    void *ud);
+	int (*meta_put)(struct store *s, const char *key, const void *buf, size_t len);
+	int (*meta_get)(struct store *s, const char *key, char **ret, size_t *ret_len);
 };
 
 extern const struct store_ops store_dir_ops;   /* dir.c */

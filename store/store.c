@@ -498,3 +498,31 @@ int store_fsck(struct store *s, void (*report)(const char *object, const char *p
 		return -EINVAL;
 	return s->ops->fsck(s, report, ud);
 }
+
+/* ---- small records ----------------------------------------------------------- */
+
+int store_meta_put(struct store *s, const char *key, const void *buf, size_t len)
+{
+	int r;
+
+	if (!s || (!buf && len))
+		return -EINVAL;
+	r = name_check(key, 1);
+	if (r < 0)
+		return r;
+	if (len > STORE_META_MAX)
+		return err_set(-EFBIG, "record '%s': %zu bytes, at most %u", key, len, STORE_META_MAX);
+	return s->ops->meta_put(s, key, buf ? buf : "", len);
+}
+
+int store_meta_get(struct store *s, const char *key, char **ret, size_t *ret_len)
+{
+	int r;
+
+	if (!s || !ret || !ret_len)
+		return -EINVAL;
+	r = name_check(key, 1);
+	if (r < 0)
+		return r;
+	return s->ops->meta_get(s, key, ret, ret_len);
+}

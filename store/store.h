@@ -235,6 +235,20 @@ int store_foreach_snap(struct store *s, const char *prefix,
 /* Deletes a committed snapshot atomically; its chunks lose a reference. */
 int store_snap_delete(struct store *s, const char *name);
 
+/* ---- small records ------------------------------------------------------- */
+
+/* A few bytes of the caller's own kept beside the snapshots (the daemon's
+ * periodic checkpoint policies). key follows the snapshot name rules with
+ * one component; a record holds at most STORE_META_MAX bytes. put
+ * replaces the record atomically and returns once it is durable (the old
+ * one or the new one survives a crash, whole); len 0 is a record of no
+ * bytes, not a deletion. get returns -ENOENT when there is none, else a
+ * malloc'd copy, NUL-terminated. Neither is a snapshot: listing, gc and
+ * fsck do not see them. */
+#define STORE_META_MAX (1u << 20)
+int store_meta_put(struct store *s, const char *key, const void *buf, size_t len);
+int store_meta_get(struct store *s, const char *key, char **ret, size_t *ret_len);
+
 /* Chunk store only (-EOPNOTSUPP otherwise). */
 int store_stats(struct store *s, struct store_stats *ret);
 /* Frees chunks nobody references and rewrites packs that are mostly dead.
