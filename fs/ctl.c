@@ -4,13 +4,16 @@
  * A write of one command line to ctl runs the checkpoint in the writing
  * thread and replies when the snapshot is durable (engine_dump commits
  * it) or failed; status tells the phase while it runs and the outcome
- * after. One checkpoint of a pid at a time (-EBUSY for a second); any
- * number of pids at once, bounded by the FUSE loop's threads.
+ * after. One checkpoint of a pid at a time: a second written to ctl gets
+ * -EBUSY, while a periodic one (policy.c) and one written to ctl wait
+ * for each other; any number of pids at once.
  *
  * The grammar (documented in --help and the README):
  *   checkpoint          snapshot; the process keeps running
  *   checkpoint kill     snapshot; SIGKILL once it is durable
  *   checkpoint stop     snapshot; left stopped once it is durable
+ *   every D [keep K]    periodic checkpoints (policy.c)
+ *   every off           no more of them
  */
 #include <inttypes.h>
 
@@ -92,14 +95,14 @@ static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_afte
 #endif
 }
 
-static int parse_command(const char *line, size_t len, enum engine_after *after)
+/* Splits one line written to ctl into words: a trailing newline (echo) is
+ * fine, anything after it is not. */
+static int split_line(const char *line, size_t len, char *buf, size_t size, char **words, size_t max,
+		      size_t *n)
 {
-	char buf[128], *words[4], *save = NULL, *w;
-	size_t n = 0;
+	char *save = NULL, *w;
 
-	/* One line; a trailing newline (echo) is fine, anything after it
-	 * is not. */
-	if (len >= sizeof(buf))
+	if (len >= size)
 		return err_set(-EINVAL, "command too long");
 	memcpy(buf, line, len);
 	buf[len] = 0;
@@ -107,40 +110,69 @@ static int parse_command(const char *line, size_t len, enum engine_after *after)
 		buf[--len] = 0;
 	if (strchr(buf, '\n') || memchr(buf, 0, len))
 		return err_set(-EINVAL, "one command line per write");
+	*n = 0;
 	for (w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-		if (n == ARRAY_SIZE(words))
+		if (*n == max)
 			return err_set(-EINVAL, "too many words");
-		words[n++] = w;
+		words[(*n)++] = w;
 	}
+	return 0;
+}
+
+static int parse_command(const char *line, size_t len, struct ctl_cmd *cmd)
+{
+	char buf[128], *words[5];
+	size_t n = 0;
+	int r;
+
+	r = split_line(line, len, buf, sizeof(buf), words, ARRAY_SIZE(words), &n);
+	if (r < 0)
+		return r;
+	if (n && !strcmp(words[0], "every"))
+		return policy_parse(words + 1, n - 1, cmd);
 	if (n == 0 || strcmp(words[0], "checkpoint"))
-		return err_set(-EINVAL, "unknown command '%s' (try: checkpoint [kill|stop])", n ? words[0] : "");
+		return err_set(-EINVAL, "unknown command '%s' (try: checkpoint [kill|stop], every D [keep K], every off)",
+			       n ? words[0] : "");
+	cmd->kind = CTL_CHECKPOINT;
 	if (n == 1)
-		*after = ENGINE_AFTER_RUN;
+		cmd->after = ENGINE_AFTER_RUN;
 	else if (n == 2 && !strcmp(words[1], "kill"))
-		*after = ENGINE_AFTER_KILL;
+		cmd->after = ENGINE_AFTER_KILL;
 	else if (n == 2 && !strcmp(words[1], "stop"))
-		*after = ENGINE_AFTER_STOP;
+		cmd->after = ENGINE_AFTER_STOP;
 	else
 		return err_set(-EINVAL, "checkpoint takes 'kill' or 'stop', not '%s'", words[1]);
 	return 0;
 }
 
-int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t len)
+/* Records why a command failed where status shows it. */
+static void note_error(struct fs *fs, struct pidstate *ps, int r)
+{
+	const char *d = err_msg();
+
+	pthread_mutex_lock(&fs->lock);
+	snprintf(ps->last_error, sizeof(ps->last_error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static struct pidstate *pidstate_get(struct fs *fs, pid_t pid)
+{
+	struct pidstate *ps;
+
+	pthread_mutex_lock(&fs->lock);
+	ps = pidstate_locked(fs, pid, true);
+	pthread_mutex_unlock(&fs->lock);
+	return ps;
+}
+
+int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after after, bool periodic,
+		   uint32_t *ret_n)
 {
 	struct store_snap *w = NULL;
 	struct dump_ctx c = { .fs = fs };
-	enum engine_after after = ENGINE_AFTER_RUN;
 	uint32_t n = 0;
-	uid_t owner = 0;
 	char name[64];
 	int r;
-
-	r = parse_command(line, len, &after);
-	if (r < 0)
-		return r;
-	if (!access_pid(fs, caller, pid, &owner))
-		return err_set(kill(pid, 0) < 0 && errno == ESRCH ? -ESRCH : -EPERM,
-			       "pid %d: no such process, or not yours", pid);
 
 	pthread_mutex_lock(&fs->lock);
 	c.ps = pidstate_locked(fs, pid, true);
@@ -148,11 +180,18 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
 		pthread_mutex_unlock(&fs->lock);
 		return -ENOMEM;
 	}
-	if (c.ps->state == PID_CHECKPOINTING) {
-		pthread_mutex_unlock(&fs->lock);
-		return err_set(-EBUSY, "pid %d: a checkpoint is already running", pid);
+	/* Two written to ctl: the second is refused, as it always was. A
+	 * periodic one and one written to ctl: the second waits for the
+	 * first, so that neither the user nor the timer is turned away. */
+	while (c.ps->state == PID_CHECKPOINTING) {
+		if (!periodic && !c.ps->periodic) {
+			pthread_mutex_unlock(&fs->lock);
+			return err_set(-EBUSY, "pid %d: a checkpoint is already running", pid);
+		}
+		pthread_cond_wait(&fs->policy_cond, &fs->lock);
 	}
 	c.ps->state = PID_CHECKPOINTING;
+	c.ps->periodic = periodic;
 	c.ps->phase = ENGINE_PHASE_PREPARE;
 	c.ps->done = c.ps->total = 0;
 	pthread_mutex_unlock(&fs->lock);
@@ -192,11 +231,58 @@ out:
 		c.ps->last_snap = n;
 		c.ps->last_error[0] = 0;
 	}
+	c.ps->periodic = false;
+	pthread_cond_broadcast(&fs->policy_cond);
 	pthread_mutex_unlock(&fs->lock);
-	if (r < 0)
-		log_err_errno(r, "pid %d: checkpoint failed: %s", pid, err_msg());
-	else
-		log_info("pid %d: checkpoint %s taken in %" PRIu64 " ms", pid, name, (now_ns() - t0) / 1000000);
+	if (r < 0) {
+		log_err_errno(r, "pid %d: %scheckpoint failed: %s", pid, periodic ? "periodic " : "", err_msg());
+		return r;
+	}
+	log_info("pid %d: %scheckpoint %s taken in %" PRIu64 " ms", pid, periodic ? "periodic " : "", name,
+		 (now_ns() - t0) / 1000000);
+	*ret_n = n;
+	return 0;
+}
+
+int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t len)
+{
+	struct ctl_cmd cmd = { 0 };
+	struct pidstate *ps;
+	uint32_t n;
+	uid_t owner = 0;
+	bool may;
+	int r;
+
+	r = parse_command(line, len, &cmd);
+	may = access_pid(fs, caller, pid, &owner);
+	/* The policy of a process that is gone is removed by whoever set
+	 * it (or root). */
+	if (r >= 0 && cmd.kind == CTL_EVERY_OFF && !may)
+		return policy_off(fs, pid, caller, false);
+	if (!may)
+		return err_set(kill(pid, 0) < 0 && errno == ESRCH ? -ESRCH : -EPERM,
+			       "pid %d: no such process, or not yours", pid);
+	if (r >= 0) {
+		switch (cmd.kind) {
+		case CTL_CHECKPOINT:
+			return ctl_checkpoint(fs, pid, owner, cmd.after, false, &n);
+		case CTL_EVERY:
+			r = policy_set(fs, pid, caller, cmd.every_ms, cmd.keep);
+			break;
+		case CTL_EVERY_OFF:
+			r = policy_off(fs, pid, caller, true);
+			break;
+		default:
+			r = -EINVAL;
+			break;
+		}
+	}
+	if (r < 0) {
+		ps = pidstate_get(fs, pid);
+		if (ps)
+			note_error(fs, ps, r);
+		log_warn_errno(r, "pid %d: ctl: %s", pid, err_msg());
+	}
 	return r;
 }
 
@@ -235,8 +321,16 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       s.last_error[0] ? s.last_error : "-");
 	if (len < 0)
 		return -ENOMEM;
-	*ret = text;
-	*ret_len = (size_t)len;
+	/* The periodic policy's lines follow. */
+	_cleanup_free_ char *pol = policy_status(fs, pid);
+	char *all = NULL;
+	if (!pol || asprintf(&all, "%s%s", text, pol) < 0) {
+		free(text);
+		return -ENOMEM;
+	}
+	free(text);
+	*ret = all;
+	*ret_len = strlen(all);
 	return 0;
 }
 

@@ -7,6 +7,8 @@
  *   access.c   who may see and checkpoint which process
  *   snap.c     committed snapshots opened for browsing (a small cache)
  *   ctl.c      <pid>/ctl and <pid>/status: checkpoints through the engine
+ *   policy.c   periodic checkpoints (`every 30s keep 5` in ctl): a timer
+ *              thread, and the policies kept in the store
  *   restore.c  restore/<name>/: import writers, verification, restore
  *   readme.c   the /README text
  *
@@ -89,6 +91,7 @@ struct pidstate {
 	enum pid_state state;       /* fs->lock, and so are all below */
 	enum engine_phase phase;
 	uint64_t done, total;
+	bool periodic;               /* the running checkpoint is a policy's */
 	uint32_t last_snap;          /* 0: none taken by this daemon */
 	char last_error[512];
 	struct pidstate *next;
@@ -122,6 +125,7 @@ struct owner_ent {
 };
 
 struct restore;
+struct policy;
 
 struct fs {
 	struct store *store;
@@ -145,8 +149,17 @@ struct fs {
 	struct owner_ent *owners;           /* fs->lock */
 	struct restore *restores;           /* fs->lock */
 	unsigned restore_threads;           /* fs->lock: restore threads still running */
-	unsigned ctl_jobs;                  /* fs->lock: ctl writes still running (ops.c) */
+	unsigned ctl_jobs;                  /* fs->lock: ctl writes and periodic checkpoints still running */
 	pthread_cond_t restore_done;        /* signalled when either drops */
+
+	/* policy.c */
+	struct policy *policies;            /* fs->lock */
+	bool policy_quit;                   /* fs->lock: the timer thread is to end */
+	pthread_cond_t policy_cond;         /* fs->lock: a checkpoint ended, a policy changed */
+	pthread_mutex_t policy_save;        /* serializes writes of the policies' record */
+	pthread_t policy_thread;
+	bool policy_thread_started;
+	char boot_id[40];                   /* this boot's, /proc/sys/kernel/random/boot_id */
 };
 
 /* ---- inode.c ------------------------------------------------------------ */
@@ -218,16 +231,63 @@ void snap_cache_free(struct fs *fs);
 
 /* ---- ctl.c ---------------------------------------------------------------- */
 
+/* One line written to ctl, parsed. */
+enum ctl_kind {
+	CTL_CHECKPOINT,
+	CTL_EVERY,
+	CTL_EVERY_OFF,
+	_CTL_KIND_MAX,
+};
+
+struct ctl_cmd {
+	enum ctl_kind kind;
+	enum engine_after after; /* CHECKPOINT */
+	uint64_t every_ms;       /* EVERY */
+	unsigned keep;           /* EVERY */
+};
+
 /* Runs one ctl command line for pid on behalf of caller; returns when the
  * snapshot is durable. -EINVAL for a bad command. */
 int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t len);
+/* Checkpoints pid as ctl's `checkpoint` does; owner: the uid its snapshot
+ * belongs to. Waits while a checkpoint of pid runs when either is
+ * periodic; -EBUSY when both are not. *ret_n: the new snapshot's number. */
+int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after after, bool periodic,
+		   uint32_t *ret_n);
 /* The text of /<pid>/status into a malloc'd buffer. */
 int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len);
 /* True while a checkpoint of pid runs or pid has state here. */
 bool ctl_known(struct fs *fs, pid_t pid);
 void ctl_free(struct fs *fs);
-/* Waits until every ctl write being run has been answered (ops.c). */
+/* Waits until every ctl write being run has been answered and every
+ * periodic checkpoint has ended (ops.c). */
 void ctl_jobs_wait(struct fs *fs);
+/* Runs fn(arg) on a detached thread counted in fs->ctl_jobs; fn calls
+ * ctl_job_end() last. -errno when no thread could start (arg is the
+ * caller's again). */
+int ctl_job_spawn(struct fs *fs, void *(*fn)(void *), void *arg);
+void ctl_job_end(struct fs *fs);
+
+/* ---- policy.c -------------------------------------------------------------- */
+
+/* Parses the words after `every` into cmd (-EINVAL with the reason). */
+int policy_parse(char **words, size_t n, struct ctl_cmd *cmd);
+/* Sets pid's policy for caller (who may checkpoint pid: checked before),
+ * replacing one it had, and stores it; returns once it is durable. */
+int policy_set(struct fs *fs, pid_t pid, uid_t caller, uint64_t every_ms, unsigned keep);
+/* Removes pid's policy (none: nothing to do), after a periodic
+ * checkpoint of it that runs has ended. Without may_checkpoint (the
+ * process is gone, or is not caller's now) only root and the uid that
+ * set it may: -EPERM, or -ESRCH when there is no policy to remove. */
+int policy_off(struct fs *fs, pid_t pid, uid_t caller, bool may_checkpoint);
+/* The policy's lines of /<pid>/status (malloc'd; NULL on ENOMEM). */
+char *policy_status(struct fs *fs, pid_t pid);
+/* Reads the policies from the store and starts the timer thread. */
+int policy_start(struct fs *fs);
+/* Ends the timer thread (periodic checkpoints under way go on: wait for
+ * them with ctl_jobs_wait) and, after that, frees the policies. */
+void policy_stop(struct fs *fs);
+void policy_free(struct fs *fs);
 
 /* ---- restore.c ------------------------------------------------------------ */
 

@@ -82,10 +82,17 @@ static void usage(FILE *out, const char *prog)
 		"                         is durable), 'checkpoint stop' (left stopped); the\n"
 		"                         write returns when the snapshot is durable, or fails\n"
 		"                         with an errno (EINVAL: bad command, ESRCH: no such\n"
-		"                         process, EPERM: not yours, EBUSY: one is running)\n"
+		"                         process, EPERM: not yours, EBUSY: one is running);\n"
+		"                         'every D [keep K]' (D: 30s, 10m, 2h; K 1-1000,\n"
+		"                         default 3) checkpoints the running process every D,\n"
+		"                         keeping the policy's newest K snapshots (others are\n"
+		"                         never deleted); kept in the store, it resumes when\n"
+		"                         the store is mounted again; 'every off' ends it\n"
 		"  <pid>/status           key: value lines: pid, state (idle|checkpointing|\n"
 		"                         failed), phase, progress, total, last_snapshot,\n"
-		"                         last_error\n"
+		"                         last_error; policy (none | every D keep K |\n"
+		"                         stopped: why), next, last (ok N at TIME |\n"
+		"                         failed: why), runs\n"
 		"  <pid>/<n>/             snapshot n, read-only, in the snapshot directory\n"
 		"                         format; 'rm -r' deletes it\n"
 		"  restore/<name>/        'cp -r SNAPSHOT restore/<name>' restores it once every\n"
@@ -194,6 +201,8 @@ int main(int argc, char **argv)
 		goto out_args;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->restore_done, NULL);
+	pthread_cond_init(&fs->policy_cond, NULL);
+	pthread_mutex_init(&fs->policy_save, NULL);
 	fs->uid = getuid();
 	fs->started = time(NULL);
 	fs->gid = getgid();
@@ -258,6 +267,11 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	log_info("mounted on %s, store %s (%s)", opts.mountpoint, fs->store_dir,
 		 fs->dir_backend ? "directories" : "chunk store");
+	/* Periodic checkpoints resume: their policies are in the store. */
+	if (policy_start(fs) < 0) {
+		log_err("%s", err_msg());
+		goto out_unmount;
+	}
 
 	/* One thread serves every request. With a pool of them (libfuse's
 	 * multithreaded loop, 8 idle), the kernel gave each request to the
@@ -269,7 +283,9 @@ int main(int argc, char **argv)
 	 * restore its commit and process (restore.c), the store its
 	 * read-ahead and pack writes. */
 	r = fuse_session_loop(fs->se);
-	/* Checkpoints under way finish and are answered first. */
+	/* No periodic checkpoint starts any more; those under way and
+	 * checkpoints written to ctl finish (and are answered) first. */
+	policy_stop(fs);
 	ctl_jobs_wait(fs);
 	/* The loop returns the number of the signal that ended it: an
 	 * orderly end like an unmount. */
@@ -286,11 +302,14 @@ out_fs:
 	if (fs) {
 		restore_free_all(fs);
 		snap_cache_free(fs);
+		policy_free(fs);
 		ctl_free(fs);
 		node_table_free(fs);
 		store_close(fs->store);
 		free(fs->store_dir);
 		pthread_cond_destroy(&fs->restore_done);
+		pthread_cond_destroy(&fs->policy_cond);
+		pthread_mutex_destroy(&fs->policy_save);
 		pthread_mutex_destroy(&fs->lock);
 		free(fs);
 	}

@@ -912,20 +912,26 @@ struct ctl_job {
 static void *ctl_job_run(void *arg)
 {
 	struct ctl_job *j = arg;
+	struct fs *fs = j->fs;
 	int r;
 
 	err_clear();
-	r = ctl_command(j->fs, j->pid, j->caller, j->line, j->size);
+	r = ctl_command(fs, j->pid, j->caller, j->line, j->size);
 	if (r < 0)
 		fuse_reply_err(j->req, -r);
 	else
 		fuse_reply_write(j->req, j->size);
-	pthread_mutex_lock(&j->fs->lock);
-	j->fs->ctl_jobs--;
-	pthread_cond_broadcast(&j->fs->restore_done);
-	pthread_mutex_unlock(&j->fs->lock);
 	free(j);
+	ctl_job_end(fs);
 	return NULL;
+}
+
+void ctl_job_end(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	fs->ctl_jobs--;
+	pthread_cond_broadcast(&fs->restore_done);
+	pthread_mutex_unlock(&fs->lock);
 }
 
 void ctl_jobs_wait(struct fs *fs)
@@ -936,11 +942,29 @@ void ctl_jobs_wait(struct fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 }
 
+int ctl_job_spawn(struct fs *fs, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	int r;
+
+	pthread_mutex_lock(&fs->lock);
+	fs->ctl_jobs++;
+	pthread_mutex_unlock(&fs->lock);
+	r = -pthread_attr_init(&a);
+	if (r == 0) {
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		r = -pthread_create(&t, &a, fn, arg);
+		pthread_attr_destroy(&a);
+	}
+	if (r < 0)
+		ctl_job_end(fs);
+	return r;
+}
+
 static int ctl_job_start(struct fs *fs, fuse_req_t req, pid_t pid, const char *buf, size_t size)
 {
 	struct ctl_job *j = malloc(sizeof(*j) + size + 1);
-	pthread_attr_t a;
-	pthread_t t;
 	int r;
 
 	if (!j)
@@ -948,21 +972,9 @@ static int ctl_job_start(struct fs *fs, fuse_req_t req, pid_t pid, const char *b
 	*j = (struct ctl_job){ .fs = fs, .req = req, .pid = pid, .caller = caller_of(req), .size = size };
 	memcpy(j->line, buf, size);
 	j->line[size] = 0;
-	pthread_mutex_lock(&fs->lock);
-	fs->ctl_jobs++;
-	pthread_mutex_unlock(&fs->lock);
-	r = -pthread_attr_init(&a);
-	if (r == 0) {
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		r = -pthread_create(&t, &a, ctl_job_run, j);
-		pthread_attr_destroy(&a);
-	}
-	if (r < 0) {
-		pthread_mutex_lock(&fs->lock);
-		fs->ctl_jobs--;
-		pthread_mutex_unlock(&fs->lock);
+	r = ctl_job_spawn(fs, ctl_job_run, j);
+	if (r < 0)
 		free(j);
-	}
 	return r;
 }
 
