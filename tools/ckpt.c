@@ -14,7 +14,7 @@ static int cmd_version(int argc, char **argv);
 static const struct ckpt_cmd cmds[] = {
 	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
 	{ "restore", "[--no-verify] [--accept-changed-files] DIR", "restore a process from a snapshot directory", cmd_restore },
-	{ "checkpoint", "[--kill|--stop] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs", cmd_checkpoint },
+	{ "checkpoint", "[--kill|--stop|--every D] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs, once or every D", cmd_checkpoint },
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
 	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
@@ -32,7 +32,7 @@ static void usage(FILE *out)
 		"\n"
 		"Commands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
-		fprintf(out, "  %-10s %-42s %s\n", cmds[i].name, cmds[i].args, cmds[i].summary);
+		fprintf(out, "  %-10s %-43s %s\n", cmds[i].name, cmds[i].args, cmds[i].summary);
 	fprintf(out,
 		"\n"
 		"  ckpt COMMAND --help   says more about one command.\n"

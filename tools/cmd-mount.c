@@ -116,16 +116,67 @@ static void *ctl_writer(void *arg)
 	return NULL;
 }
 
+static const char checkpoint_usage[] =
+	"Usage: ckpt checkpoint [--kill|--stop] [--mount DIR] PID\n"
+	"       ckpt checkpoint --every D|off [--keep K] [--mount DIR] PID\n";
+
+/* Prints the lines of a status text that start with one of keys. */
+static void print_status_lines(const char *text, const char *const *keys, const char *indent)
+{
+	for (const char *const *k = keys; *k; k++) {
+		char v[1024];
+
+		status_get(text, *k, v, sizeof(v));
+		if (*v)
+			printf("%s%s: %s\n", indent, *k, v);
+	}
+}
+
+static const char *const policy_keys[] = { "policy", "next", "last", "runs", NULL };
+
+/* ckpt checkpoint --every: one line to ctl, answered at once. */
+static int set_policy(const char *mnt, uint64_t pid, const char *every, const char *keep)
+{
+	_cleanup_free_ char *ctl = NULL, *status = NULL, *line = NULL, *text = NULL;
+	_cleanup_close_ int fd = -1;
+	char err[512] = "";
+	int r;
+
+	if (asprintf(&ctl, "%s/%" PRIu64 "/ctl", mnt, pid) < 0 ||
+	    asprintf(&status, "%s/%" PRIu64 "/status", mnt, pid) < 0 ||
+	    asprintf(&line, "every %s%s%s\n", every, keep ? " keep " : "", keep ? keep : "") < 0)
+		return EXIT_FAIL;
+	fd = open(ctl, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "ckpt: cannot open %s: %s\n", ctl, strerror(errno));
+		return EXIT_FAIL;
+	}
+	r = write_full(fd, line, strlen(line));
+	if (read_text(status, &text) >= 0)
+		status_get(text, "last_error", err, sizeof(err));
+	if (r < 0) {
+		/* status says why, the errno's name first */
+		fprintf(stderr, "ckpt: %" PRIu64 ": every %s: %s\n", pid, every,
+			*err && strcmp(err, "-") ? err : strerror(-r));
+		return EXIT_FAIL;
+	}
+	if (text)
+		print_status_lines(text, policy_keys, "");
+	return EXIT_OK;
+}
+
 int cmd_checkpoint(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "kill", no_argument, NULL, 'k' },
 		{ "stop", no_argument, NULL, 's' },
+		{ "every", required_argument, NULL, 'e' },
+		{ "keep", required_argument, NULL, 'K' },
 		{ "mount", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
-	const char *given = NULL, *cmd = "checkpoint\n";
+	const char *given = NULL, *cmd = "checkpoint\n", *every = NULL, *keep = NULL;
 	_cleanup_free_ char *mnt = NULL, *ctl = NULL, *status = NULL;
 	struct ctl_write w = { .fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
 	pthread_t t;
@@ -140,27 +191,56 @@ int cmd_checkpoint(int argc, char **argv)
 		case 's':
 			cmd = "checkpoint stop\n";
 			break;
+		case 'e':
+			every = optarg;
+			break;
+		case 'K':
+			keep = optarg;
+			break;
 		case 'm':
 			given = optarg;
 			break;
 		case 'h':
-			printf("Usage: ckpt checkpoint [--kill|--stop] [--mount DIR] PID\n"
+			printf("%s"
 			       "\n"
 			       "Checkpoints PID through a mounted ckptfs (writes its ctl file) and\n"
 			       "prints the new snapshot's directory. --kill kills the process once the\n"
 			       "snapshot is durable, --stop leaves it stopped. A progress bar is drawn\n"
-			       "on a terminal.\n");
+			       "on a terminal.\n"
+			       "\n"
+			       "--every D sets a policy instead: the daemon checkpoints PID every D\n"
+			       "(30s, 10m, 2h: from 1s to 720h), the process running on, and deletes\n"
+			       "the policy's own snapshots beyond the newest K (--keep K, 1 to 1000,\n"
+			       "default 3; snapshots taken otherwise are never deleted). The policy is\n"
+			       "kept in the store and resumes when the daemon mounts it again; it stops\n"
+			       "when the process exits. --every off removes it. The policy's lines\n"
+			       "(policy, next, last, runs) are printed; 'ckpt status PID' shows them.\n",
+			       checkpoint_usage);
 			return EXIT_OK;
 		default:
 			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc || parse_u64(argv[optind], &pid) < 0 || pid == 0 || pid > INT32_MAX) {
-		fprintf(stderr, "Usage: ckpt checkpoint [--kill|--stop] [--mount DIR] PID\n");
+		fprintf(stderr, "%s", checkpoint_usage);
+		return EXIT_USAGE;
+	}
+	if (keep && !every) {
+		fprintf(stderr, "ckpt: --keep goes with --every\n%s", checkpoint_usage);
+		return EXIT_USAGE;
+	}
+	if (every && strcmp(cmd, "checkpoint\n")) {
+		fprintf(stderr, "ckpt: a periodic checkpoint keeps the process running: --every takes no --kill or --stop\n");
+		return EXIT_USAGE;
+	}
+	if (every && keep && !strcmp(every, "off")) {
+		fprintf(stderr, "ckpt: --every off takes no --keep\n");
 		return EXIT_USAGE;
 	}
 	if (mount_or_complain(given, &mnt) < 0)
 		return EXIT_FAIL;
+	if (every)
+		return set_policy(mnt, pid, every, keep);
 	if (asprintf(&ctl, "%s/%" PRIu64 "/ctl", mnt, pid) < 0 ||
 	    asprintf(&status, "%s/%" PRIu64 "/status", mnt, pid) < 0)
 		return EXIT_FAIL;
@@ -424,9 +504,10 @@ int cmd_status(int argc, char **argv)
 		case 'h':
 			printf("Usage: ckpt status [--mount DIR] [PID...]\n"
 			       "\n"
-			       "Shows the checkpoint state of the given pids (all pids with snapshots\n"
-			       "or a checkpoint running, without arguments) and the restores under\n"
-			       "restore/, from a mounted ckptfs.\n");
+			       "Shows the checkpoint state of the given pids (all pids with snapshots,\n"
+			       "a checkpoint running or a periodic policy, without arguments), each\n"
+			       "policy's lines (policy, next, last, runs) under its pid, and the\n"
+			       "restores under restore/, from a mounted ckptfs.\n");
 			return EXIT_OK;
 		default:
 			return EXIT_USAGE;
@@ -466,12 +547,18 @@ int cmd_status(int argc, char **argv)
 		status_get(text, "last_snapshot", last, sizeof(last));
 		status_get(text, "last_error", err, sizeof(err));
 		parse_u64(prog, &d);
+		char policy[512];
+		status_get(text, "policy", policy, sizeof(policy));
+		bool has_policy = *policy && strcmp(policy, "none");
 		/* Without arguments, only pids with something to say. */
-		if (optind >= argc && !strcmp(state, "idle") && !strcmp(last, "0"))
+		if (optind >= argc && !strcmp(state, "idle") && !strcmp(last, "0") && !has_policy)
 			continue;
 		char pb[32];
 		printf("%-8" PRIu64 " %-14s %-8s %12s %9s  %s\n", pids[i], state, phase, fmt_bytes(d, pb, sizeof(pb)),
 		       last, err);
+		/* A periodic policy: its lines, under its pid. */
+		if (has_policy)
+			print_status_lines(text, policy_keys, "         ");
 	}
 
 	/* Restores in progress or done. */
