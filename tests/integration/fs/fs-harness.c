@@ -423,3 +423,28 @@ char *restore_wait(const char *name, unsigned ms)
 	}
 	return line;
 }
+
+char *target_verdict(const char *dir)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/go", dir);
+	ck_assert_int_eq(sh("touch '%s'", path), 0);
+	snprintf(path, sizeof(path), "%s/verdict", dir);
+	if (!wait_file(path, 5000))
+		return sh_out("echo no verdict; ls %s; grep -E 'State|Tracer|Sig' /proc/$(cut -d' ' -f2 %s/addr)/status", dir, dir);
+	return sh_out("cat '%s'", path);
+}
+
+void restore_assert_running(const char *name, pid_t pid, int processes, unsigned ms)
+{
+	char want[96];
+	char *s = restore_wait(name, ms);
+
+	snprintf(want, sizeof(want), "running pid=%d processes=%d", pid, processes);
+	if (strcmp(s, want)) {
+		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
+		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
+	}
+	free(s);
+}

@@ -73,5 +73,14 @@ bool wait_file(const char *path, unsigned ms);
  * restoring (waiting for a pid included) or ms pass; returns its first
  * line (malloc'd). */
 char *restore_wait(const char *name, unsigned ms);
+/* Waits (ms at most) until restore/NAME is no longer on its way and
+ * asserts it runs pid with that many processes; else shows the daemon's
+ * log. */
+void restore_assert_running(const char *name, pid_t pid, int processes, unsigned ms);
+/* Tells the fs-target in dir to check itself and returns its verdict
+ * ("ok
+" when its memory survived; malloc'd), or what is known when it
+ * gives none within 5 s. */
+char *target_verdict(const char *dir);
 
 #endif

@@ -80,21 +80,6 @@ static void checkpoint_ok(pid_t pid, unsigned expect_n)
 	free(st);
 }
 
-/* The target's verdict once told to check itself. */
-static char *verdict(const char *dir)
-{
-	char path[PATH_MAX + 16];
-	char *out;
-
-	snprintf(path, sizeof(path), "%s/go", dir);
-	ck_assert_int_eq(sh("touch '%s'", path), 0);
-	snprintf(path, sizeof(path), "%s/verdict", dir);
-	if (!wait_file(path, 5000))
-		return sh_out("echo no verdict; ls %s; grep -E 'State|Tracer|Sig' /proc/$(cut -d' ' -f2 %s/addr)/status", dir, dir);
-	out = sh_out("cat '%s'", path);
-	return out;
-}
-
 /* ---- without the engine ------------------------------------------------------ */
 
 START_TEST(test_basics)
@@ -234,21 +219,6 @@ START_TEST(test_cp_out_verify)
 }
 END_TEST
 
-/* Waits (ms at most) until restore/NAME is no longer on its way and
- * checks it runs pid with that many processes; else shows the daemon's
- * log. */
-static void assert_running(const char *name, pid_t pid, int processes, unsigned ms)
-{
-	char want[96];
-	char *s = restore_wait(name, ms);
-	snprintf(want, sizeof(want), "running pid=%d processes=%d", pid, processes);
-	if (strcmp(s, want)) {
-		char *log = sh_out("grep -A40 -m1 ERROR '%s/daemon.log' || tail -20 '%s/daemon.log'", H.base, H.base);
-		ck_abort_msg("restore status '%s', want '%s'; daemon log:\n%s", s, want, log);
-	}
-	free(s);
-}
-
 static void roundtrip(bool inside)
 {
 	char dir[PATH_MAX];
@@ -266,9 +236,9 @@ static void roundtrip(bool inside)
 		target_kill(pid);
 		ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
 	}
-	assert_running("back", pid, 1, 20000);
+	restore_assert_running("back", pid, 1, 20000);
 	ck_assert_int_eq(kill(pid, 0), 0);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 	/* The restore can be forgotten; the process is not touched. */
@@ -325,7 +295,7 @@ START_TEST(test_restore_tree)
 	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$MNT/restore/tree\"", pid), 0);
 	/* its orphans, reaped by init, free their pids meanwhile: the
 	 * restore waits for them */
-	assert_running("tree", pid, 5, 30000);
+	restore_assert_running("tree", pid, 5, 30000);
 	char rr[PATH_MAX + 32];
 	snprintf(rr, sizeof(rr), "%s.restored", ready);
 	int fd = open(rr, O_WRONLY | O_CREAT, 0644);
@@ -394,8 +364,8 @@ START_TEST(test_restore_zombie)
 	ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), 0);
 	ck_assert_int_eq(si.si_pid, pid);
 	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
-	assert_running("back", pid, 1, 20000);
-	s = verdict(dir);
+	restore_assert_running("back", pid, 1, 20000);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -438,7 +408,7 @@ START_TEST(test_restore_changed_file)
 	free(s);
 	/* Running: nothing more to set or retry. */
 	ck_assert_int_ne(sh("echo retry > \"$MNT/restore/back/ctl\" 2>/dev/null"), 0);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 	ck_assert_int_eq(sh("rm -r \"$MNT/restore/back\""), 0);
@@ -455,7 +425,7 @@ START_TEST(test_restore_changed_file)
 	s = restore_wait("again", 20000);
 	ck_assert_msg(!strcmp(s, want), "status: '%s', want '%s'", s, want);
 	free(s);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -502,7 +472,7 @@ START_TEST(test_failed_checkpoint)
 	ck_assert_int_eq(kill(pid, 0), 0);
 	ck_assert_int_eq(sh("grep -q 'TracerPid:.0' /proc/%d/status", pid), 0);
 	checkpoint_ok(pid, 1);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -598,7 +568,7 @@ START_TEST(test_kill9_daemon)
 	if (!H.dir_backend)
 		ck_assert_int_eq(sh("\"$CKPT\" store --store \"$STORE\" fsck >/dev/null"), 0);
 	harness_remount();
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -644,7 +614,7 @@ START_TEST(test_hundred_in_a_row)
 	rss_kb = atol(s);
 	free(s);
 	ck_assert_msg(rss_kb > 0 && rss_kb < 256 * 1024, "daemon VmRSS %ld kB", rss_kb);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -672,7 +642,7 @@ START_TEST(test_ckpt_tools)
 	s = sh_out("\"$CKPT\" checkpoint --mount \"$MNT\" 999999999 2>&1; echo rc=$?");
 	ck_assert_msg(strstr(s, "rc=1"), "%s", s);
 	free(s);
-	s = verdict(dir);
+	s = target_verdict(dir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 }
@@ -792,7 +762,7 @@ START_TEST(test_allow_other)
 	ck_assert_int_eq(sh("grep -q '^Uid:.65534.65534.65534.65534$' /proc/%d/status", upid), 0);
 	ck_assert_int_eq(sh("grep -q '^Gid:.65534.65534.65534.65534$' /proc/%d/status", upid), 0);
 	ck_assert_int_eq(sh("for k in CapInh CapPrm CapEff CapAmb; do grep -q \"^$k:.0000000000000000$\" /proc/%d/status || exit 1; done", upid), 0);
-	s = verdict(udir);
+	s = target_verdict(udir);
 	ck_assert_str_eq(s, "ok\n");
 	free(s);
 	ck_assert_int_eq(sh("stat -c %%u '%s/verdict' | grep -qx 65534", udir), 0);
