@@ -448,3 +448,30 @@ void restore_assert_running(const char *name, pid_t pid, int processes, unsigned
 	}
 	free(s);
 }
+
+static void case_setup(void)
+{
+	harness_mount();
+}
+
+void harness_add(Suite *s, const char *name, const TTest *t, int timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, case_setup, harness_teardown);
+	tcase_set_timeout(tc, timeout);
+	tcase_add_test(tc, t);
+	suite_add_tcase(s, tc);
+}
+
+int harness_run(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	harness_sweep();
+	return failed ? 1 : 0;
+}

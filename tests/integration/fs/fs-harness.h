@@ -8,6 +8,7 @@
 #ifndef CKPTFS_FS_HARNESS_H
 #define CKPTFS_FS_HARNESS_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -52,6 +53,11 @@ void harness_teardown(void);
  * mounts and removes the dirs that a test dying early left behind. */
 void harness_begin(void);
 void harness_sweep(void);
+/* Adds a case of its own to s: mounted before it (harness_mount),
+ * unmounted and removed after it, with its own timeout in seconds. */
+void harness_add(Suite *s, const char *name, const TTest *t, int timeout);
+/* Runs s, then harness_sweep(); returns main()'s exit code. */
+int harness_run(Suite *s);
 
 /* Runs a shell command (printf format) with MNT, STORE, WORK, CKPT set in
  * its environment; returns its exit status (or 128+signal). */

@@ -244,15 +244,7 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	harness_require();
 	harness_begin();
-	sr = srunner_create(suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	harness_sweep();
-	return failed ? 1 : 0;
+	return harness_run(suite());
 }

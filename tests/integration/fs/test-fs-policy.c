@@ -26,16 +26,6 @@
 
 #define WAIT_MS 30000
 
-static void setup(void)
-{
-	harness_mount();
-}
-
-static void teardown(void)
-{
-	harness_teardown();
-}
-
 static char *status_of(pid_t pid)
 {
 	return sh_out("cat \"$MNT/%d/status\" 2>/dev/null", pid);
@@ -315,40 +305,24 @@ START_TEST(test_ckpt_tool)
 }
 END_TEST
 
-static void add(Suite *s, const char *name, const TTest *t, int timeout)
-{
-	TCase *tc = tcase_create(name);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, timeout);
-	tcase_add_test(tc, t);
-	suite_add_tcase(s, tc);
-}
-
 int main(void)
 {
 	Suite *s;
-	SRunner *sr;
-	int failed;
 
 	harness_require();
 	harness_begin();
 	s = suite_create("fs-policy");
-	add(s, "bad_lines", test_bad_lines, 60);
+	harness_add(s, "bad_lines", test_bad_lines, 60);
 	if (HAVE_ENGINE) {
-		add(s, "runs_and_prunes", test_runs_and_prunes, 120);
-		add(s, "survives_remount", test_survives_remount, 120);
-		add(s, "target_exits", test_target_exits, 120);
-		add(s, "same_pid_another_process", test_same_pid_another_process, 120);
-		add(s, "ckpt_tool", test_ckpt_tool, 120);
+		harness_add(s, "runs_and_prunes", test_runs_and_prunes, 120);
+		harness_add(s, "survives_remount", test_survives_remount, 120);
+		harness_add(s, "target_exits", test_target_exits, 120);
+		harness_add(s, "same_pid_another_process", test_same_pid_another_process, 120);
+		harness_add(s, "ckpt_tool", test_ckpt_tool, 120);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_runs_and_prunes, (void)test_survives_remount, (void)test_target_exits, (void)test_ckpt_tool;
 		(void)test_same_pid_another_process;
 	}
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	harness_sweep();
-	return failed ? 1 : 0;
+	return harness_run(s);
 }

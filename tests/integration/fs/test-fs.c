@@ -40,16 +40,6 @@ static unsigned char pattern(size_t i)
 	return (unsigned char)((i * 7 + 3) ^ (i >> 12));
 }
 
-static void setup(void)
-{
-	harness_mount();
-}
-
-static void teardown(void)
-{
-	harness_teardown();
-}
-
 /* The target's area, as "start-end" in the snapshot's file name form. */
 static void target_area(const char *dir, char *name, size_t len, pid_t *pid)
 {
@@ -827,20 +817,9 @@ static bool store_overruns(void)
 }
 #endif
 
-static void add(Suite *s, const char *name, const TTest *t, int timeout)
-{
-	TCase *tc = tcase_create(name);
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, timeout);
-	tcase_add_test(tc, t);
-	suite_add_tcase(s, tc);
-}
-
 int main(void)
 {
 	Suite *s;
-	SRunner *sr;
-	int failed;
 
 	harness_require();
 #ifdef FS_RESTORE_CASES
@@ -856,11 +835,11 @@ int main(void)
 	}
 	harness_begin();
 	s = suite_create("fs-restore");
-	add(s, "restore_roundtrip", test_restore_roundtrip, 60);
-	add(s, "restore_inside", test_restore_inside, 60);
-	add(s, "restore_zombie", test_restore_zombie, 90);
-	add(s, "restore_changed_file", test_restore_changed_file, 90);
-	add(s, "restore_tree", test_restore_tree, 120);
+	harness_add(s, "restore_roundtrip", test_restore_roundtrip, 60);
+	harness_add(s, "restore_inside", test_restore_inside, 60);
+	harness_add(s, "restore_zombie", test_restore_zombie, 90);
+	harness_add(s, "restore_changed_file", test_restore_changed_file, 90);
+	harness_add(s, "restore_tree", test_restore_tree, 120);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -870,28 +849,23 @@ int main(void)
 	s = suite_create("fs-mount");
 	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
 	(void)test_restore_tree;
-	add(s, "basics", test_basics, 30);
-	add(s, "unmount_sigterm", test_unmount_sigterm, 30);
-	add(s, "unmount_fusermount", test_unmount_fusermount, 30);
+	harness_add(s, "basics", test_basics, 30);
+	harness_add(s, "unmount_sigterm", test_unmount_sigterm, 30);
+	harness_add(s, "unmount_fusermount", test_unmount_fusermount, 30);
 	if (HAVE_ENGINE) {
-		add(s, "checkpoint_browse", test_checkpoint_browse, 60);
-		add(s, "cp_out_verify", test_cp_out_verify, 60);
-		add(s, "rm_r", test_rm_r, 60);
-		add(s, "ckpt_tools", test_ckpt_tools, 60);
-		add(s, "failed_checkpoint", test_failed_checkpoint, 60);
-		add(s, "kill9_daemon", test_kill9_daemon, 60);
-		add(s, "exits_meanwhile", test_exits_meanwhile, 60);
-		add(s, "allow_other", test_allow_other, 60);
-		add(s, "ten_at_once", test_ten_at_once, 120);
-		add(s, "hundred_in_a_row", test_hundred_in_a_row, 180);
+		harness_add(s, "checkpoint_browse", test_checkpoint_browse, 60);
+		harness_add(s, "cp_out_verify", test_cp_out_verify, 60);
+		harness_add(s, "rm_r", test_rm_r, 60);
+		harness_add(s, "ckpt_tools", test_ckpt_tools, 60);
+		harness_add(s, "failed_checkpoint", test_failed_checkpoint, 60);
+		harness_add(s, "kill9_daemon", test_kill9_daemon, 60);
+		harness_add(s, "exits_meanwhile", test_exits_meanwhile, 60);
+		harness_add(s, "allow_other", test_allow_other, 60);
+		harness_add(s, "ten_at_once", test_ten_at_once, 120);
+		harness_add(s, "hundred_in_a_row", test_hundred_in_a_row, 180);
 	} else {
 		printf("note: the engine is not built: checkpoint, browse, cp, restore and load cases are skipped\n");
 	}
 #endif
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	harness_sweep();
-	return failed ? 1 : 0;
+	return harness_run(s);
 }
