@@ -741,9 +741,11 @@ int policy_start(struct fs *fs)
 	}
 	r = load(fs);
 	if (r < 0) {
-		/* The snapshots are still served; the policies wait for a
-		 * record that reads, or for new ones (which replace it). */
+		/* The snapshots are still served; no policy runs from a
+		 * record that does not read whole, until a new policy
+		 * replaces the record. */
 		log_err_errno(r, "periodic checkpoints not resumed: %s", err_msg());
+		policy_free(fs);
 	}
 	/* The schedule resumes from the last run's end (or the setting),
 	 * at once where that is past; a process that is gone stops its
