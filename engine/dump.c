@@ -90,7 +90,7 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
 /* Step 1: everything that needs the process stopped. The keeper has
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
-static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds,
+static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
 		     bool copy, struct copy_arena *arena, struct shm_table *shm, uint64_t *bytes)
 {
 	int r;
@@ -110,7 +110,12 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 
 	if (fault_hit(FAULT_ENGINE_FDS))
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
-	r = fds_capture(pid, fds);
+	/* a table shared with an earlier process of the tree is in its
+	 * image; this one's own is empty */
+	if (own_fds)
+		r = fds_capture(pid, fds);
+	else
+		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
 	r = memory_capture(pid, img, copy, arena, shm, bytes);
@@ -344,8 +349,9 @@ static int add_children(struct tree *t, struct pdump **p, size_t i)
 	return 0;
 }
 
-/* What only threads may share, shared by processes of the tree: refused. */
-static int check_sharing(const struct tree *t, const struct pdump *p)
+/* What only threads may share, shared by processes of the tree: refused;
+ * who shares a descriptor table or filesystem context: noted in t. */
+static int check_sharing(struct tree *t, const struct pdump *p)
 {
 	_cleanup_free_ bool *skip = calloc(t->n, sizeof(*skip));
 	if (!skip)
@@ -545,7 +551,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &arena, &shm, &p[i].bytes);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
+			      &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;

@@ -475,6 +475,12 @@ struct tree_node {
 	pid_t pid, ppid, pgid, sid;
 	bool zombie;     /* dead, not yet reaped by its parent */
 	int exit_status; /* a zombie's, as waitpid() reports it */
+	/* The first process of the tree (in tree order) whose descriptor
+	 * table (CLONE_FILES) or filesystem context (CLONE_FS: cwd, root,
+	 * umask) this one shares; 0: its own. That process's own is 0, and
+	 * this one's parent is it or shares it too: a restore makes the
+	 * sharing by forking with the flag. */
+	pid_t files, fs;
 };
 
 struct tree {
@@ -488,7 +494,8 @@ struct tree_node *tree_add(struct tree *t, pid_t pid);
 int tree_find(const struct tree *t, pid_t pid);
 void tree_free(struct tree *t);
 /* Reads pid's parent, group, session and, for a zombie, its exit status
- * from /proc/PID/stat. -ESRCH when it is gone. */
+ * from /proc/PID/stat into *n, wholly (files and fs 0: tree_check_sharing
+ * sets them). -ESRCH when it is gone. */
 int tree_node_read(pid_t pid, struct tree_node *n);
 /* The children of every thread of pid (malloc'd; zombies included). */
 int tree_children(pid_t pid, pid_t **ret, size_t *ret_n);
@@ -500,11 +507,14 @@ pid_t tree_pgid(const struct tree *t, size_t i);
  * not build: parents after children, a session or group led from outside
  * the tree (other than the root's own). */
 int tree_check(const struct tree *t);
-/* Refuses (-EOPNOTSUPP naming both pids and what) processes of the tree
- * that share what only threads of one process may share here: an
- * address space, a descriptor table, filesystem context or signal
- * handlers. skip[i] (may be NULL) leaves t->v[i] out. */
-int tree_check_sharing(const struct tree *t, const bool *skip);
+/* Compares (kcmp) the live processes of t: sets each one's files and fs
+ * (the process it shares a descriptor table or filesystem context with,
+ * docs/FORMAT.md), and refuses (-EOPNOTSUPP naming both pids and what)
+ * what only threads of one process may share here (an address space,
+ * signal handlers) and a sharing a restore cannot make by forking (a
+ * process sharing with others but not with its parent). skip[i] (may be
+ * NULL) leaves t->v[i] out. */
+int tree_check_sharing(struct tree *t, const bool *skip);
 /* The `tree` file, and back (tree_parse runs tree_check). */
 char *tree_format(const struct tree *t);
 int tree_parse(const char *text, struct tree *t);

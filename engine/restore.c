@@ -20,7 +20,10 @@
  *     it joins; a zombie dies as it did; a live one sets its personality,
  *     umask, cwd, rlimits, sigactions, itimers, descriptors
  *     (fds_restore(), the shared ones from what it inherited), reports
- *     through a shared page and waits.
+ *     through a shared page and waits. A child that shares its parent's
+ *     descriptor table or filesystem context (the tree's files=, fs=) is
+ *     forked with CLONE_FILES or CLONE_FS and leaves the table, or the
+ *     cwd and umask, to the first process of its group.
  *  3. We seize each P and drive it by injecting system calls through a
  *     `syscall` instruction of its vDSO: map a scratch page free in both
  *     layouts, drop P's rseq registration, unmap P's whole old layout, move
@@ -108,6 +111,7 @@ struct ctx {
 	size_t buf_len;
 	uint64_t done, total;
 	int shm_base; /* the tree's shared memory objects: shm_base + id in P, -1: none */
+	bool shm_keep; /* they stay open: a process driven later shares P's descriptor table */
 };
 
 /* ---- the new process ----------------------------------------------------- */
@@ -257,7 +261,10 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (t->v[j].ppid != n->pid)
 			continue;
 		pid_t want = t->v[j].pid;
+		/* a child sharing our table or context shares it again (the
+		 * tree guarantees we are in its group, tree_check) */
 		struct clone_args ca = {
+			.flags = (t->v[j].files ? CLONE_FILES : 0) | (t->v[j].fs ? CLONE_FS : 0),
 			.exit_signal = SIGCHLD,
 			.set_tid = (uintptr_t)&want,
 			.set_tid_size = 1,
@@ -306,9 +313,16 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 
 	if (personality((unsigned long)img->personality) < 0)
 		child_fail(slot, negerrno(), "personality");
-	umask(img->umask);
-	if (chdir(img->cwd) < 0)
-		child_fail(slot, negerrno(), img->cwd);
+	/* A filesystem context or descriptor table shared with an earlier
+	 * process (CLONE_FS, CLONE_FILES) is that one's to set up: it is the
+	 * same object, and every process was forked before any of us got
+	 * here (the wait above), so that none forked a copy of a half-made
+	 * table. */
+	if (!n->fs) {
+		umask(img->umask);
+		if (chdir(img->cwd) < 0)
+			child_fail(slot, negerrno(), img->cwd);
+	}
 	for (int k = 0; k < RLIM_NLIMITS; k++) {
 		struct rlimit rl = img->rlim[k];
 		if (setrlimit(k, &rl) < 0) {
@@ -339,7 +353,7 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(B->p[i].fds, B->shared, B->shared_base, B->shm_base);
+	r = n->files ? 0 : fds_restore(B->p[i].fds, B->shared, B->shared_base, B->shm_base);
 	if (r < 0)
 		child_fail(slot, r, "descriptors");
 	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);
@@ -1064,8 +1078,9 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
-	/* the tree's shared memory objects, inherited to be mapped: no more */
-	if (c->shm_base >= 0) {
+	/* the tree's shared memory objects, inherited to be mapped: no more
+	 * (in a table shared with others, once the last of them mapped its) */
+	if (c->shm_base >= 0 && !c->shm_keep) {
 		r = sys(c, c->pid, SYS_close_range, (uint64_t)c->shm_base, ~0u, 0, 0, 0, 0, &ign,
 			"close_range of the shared memory objects");
 		if (r < 0)
@@ -1314,6 +1329,17 @@ static int tree_ready(const struct tree *t, struct restore_sync *sync)
 	return waiting ? 1 : 0;
 }
 
+/* Whether a live process after i in the tree shares i's descriptor table:
+ * the processes are driven in tree order. */
+static bool table_used_later(const struct tree *t, size_t i)
+{
+	pid_t table = t->v[i].files ? t->v[i].files : t->v[i].pid;
+	for (size_t j = i + 1; j < t->n; j++)
+		if (!t->v[j].zombie && t->v[j].files == table)
+			return true;
+	return false;
+}
+
 /* Above every descriptor any process of the tree uses: where what they
  * share is put in the process that forks them. */
 static int tree_top(const struct tree *t, const struct prestore *p)
@@ -1461,6 +1487,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		q = load_image(d, o, &p[i].img, &p[i].fds);
 		if (q >= 0 && p[i].img.pid != t.v[i].pid)
 			q = err_set(-EBADMSG, "%s/process: holds pid %d", dir, p[i].img.pid);
+		if (q >= 0 && t.v[i].files && fds_count(p[i].fds))
+			q = err_set(-EBADMSG, "%s/fds: the process shares the descriptor table of %d, whose fds it is, "
+				    "but holds %d lines", dir, t.v[i].files, fds_count(p[i].fds));
 		if (q >= 0)
 			q = check_vdso(&p[i].img, mine, nmine);
 		if (q >= 0)
@@ -1578,7 +1607,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		p[i].attached = true;
 		struct ctx c = {
 			.pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o,
-			.shm_base = shm_base,
+			.shm_base = shm_base, .shm_keep = table_used_later(&t, i),
 		};
 		c.buf_len = 16u << 20;
 		c.buf = malloc(c.buf_len);

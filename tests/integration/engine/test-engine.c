@@ -28,6 +28,7 @@
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <sched.h>
 #include <grp.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -1202,6 +1203,88 @@ START_TEST(tree_refuses_vfork)
 }
 END_TEST
 
+/* target-share: a parent and its clone() child sharing one descriptor
+ * table (files) or filesystem context (fs). The tree file must say so,
+ * and the restored pair checks that it still shares it: a change by one
+ * is seen by the other. */
+static void share_cycle(const char *what, const char *mode)
+{
+	pid_t pid = spawn(NULL, "target-share", what);
+	pid_t kids[4];
+	size_t nk = descendants(pid, kids, 4);
+	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
+	dump(pid, mode, "store/s1");
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	kill(kids[0], SIGKILL);
+	kill_original(pid, "--kill");
+	wait_gone(kids[0]);
+	/* the child's line names the parent it shares with */
+	char *tree = NULL, want[64];
+	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
+	snprintf(want, sizeof(want), "\n%d %d ", kids[0], pid);
+	char *line = strstr(tree, want);
+	ck_assert_msg(line, "tree: %s (no line for %d)", tree, kids[0]);
+	snprintf(want, sizeof(want), " %s=%d\n", what, pid);
+	char *hit = strstr(line + 1, want), *eol = strchr(line + 1, '\n');
+	ck_assert_msg(hit && hit + strlen(want) - 1 == eol, "tree: %s (the child's line does not end in '%s')", tree,
+		      want);
+	free(tree);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(share_files_running) { share_cycle("files", NULL); } END_TEST
+START_TEST(share_files_kill) { share_cycle("files", "--kill"); } END_TEST
+START_TEST(share_fs_running) { share_cycle("fs", NULL); } END_TEST
+START_TEST(share_fs_stop) { share_cycle("fs", "--stop"); } END_TEST
+
+static int pause_forever(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* Two children sharing one descriptor table that their parent left
+ * (unshare) cannot be forked again that way: refused before anything is
+ * touched, naming them and the parent; all three run on untraced. */
+START_TEST(tree_refuses_files_without_parent)
+{
+	pid_t pid = fork_quiet();
+	if (pid == 0) {
+		static char stacks[2][16384] __attribute__((aligned(16)));
+		for (int i = 0; i < 2; i++)
+			if (clone(pause_forever, stacks[i] + sizeof(stacks[i]), CLONE_FILES | SIGCHLD, NULL) < 0)
+				_exit(2);
+		if (unshare(CLONE_FILES) < 0)
+			_exit(3);
+		int r = open(path("ready"), O_WRONLY | O_CREAT, 0600);
+		close(r);
+		for (;;)
+			pause();
+	}
+	wait_file(path("ready"), 30000);
+	pid_t kids[4];
+	size_t nk = descendants(pid, kids, 4);
+	ck_assert_msg(nk == 2, "%zu children, expected 2", nk);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	char want[128];
+	snprintf(want, sizeof(want), "shares its descriptor table (CLONE_FILES) with pid %d, but its parent %d does not",
+		 kids[0], pid);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s (not '%s')", ckpt_err(), want);
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched_n(pid, 1);
+	for (size_t i = 0; i < nk; i++) {
+		assert_untouched_n(kids[i], 1);
+		kill(kids[i], SIGKILL);
+	}
+	kill_original(pid, NULL);
+}
+END_TEST
+
 /* A restore that fails part-way (fault 211 in the second process, the
  * first one built whole) kills every process it made: none of the
  * tree's pids is left; the next restore passes. */
@@ -1726,6 +1809,11 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
 		suite_add_tcase(s, tc("tree_refuses_vfork", tree_refuses_vfork, 60));
+		suite_add_tcase(s, tc("share_files_running", share_files_running, 60));
+		suite_add_tcase(s, tc("share_files_kill", share_files_kill, 60));
+		suite_add_tcase(s, tc("share_fs_running", share_fs_running, 60));
+		suite_add_tcase(s, tc("share_fs_stop", share_fs_stop, 60));
+		suite_add_tcase(s, tc("tree_refuses_files_without_parent", tree_refuses_files_without_parent, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
