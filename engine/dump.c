@@ -18,7 +18,8 @@
  *     (the frozen time reported is this step, from the first seize to the
  *     last thaw: it grows with the bytes copied, at process_vm_readv
  *     speed, with up to 4 threads copying);
- *  2. write the `tree` file, each process's files in its directory,
+ *  2. write the `tree` file, the identities of the SysV objects the tree
+ *     uses (`ipc`, ipc.c), each process's files in its directory,
  *     shared/, and commit through store/.
  * With --kill/--stop the processes stay frozen until the commit, so that
  * nothing they do after the view is lost, and are then killed or left
@@ -416,6 +417,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct pdump *p = NULL;
 	struct fd_image *shared = NULL;
 	struct shm_table shm = { 0 };
+	struct ipc_image ipc = { 0 };
 	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
@@ -565,6 +567,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	}
 	/* while they are all frozen and alive: kcmp compares their tables */
 	r = share_fds(&t, p, &shared);
+	if (r >= 0)
+		r = ipc_capture(&shm, &ipc);
 	if (r < 0)
 		goto out;
 	if (copy) {
@@ -604,6 +608,12 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		_cleanup_free_ char *text = tree_format(&live);
 		tree_free(&live);
 		r = text ? store_snap_put(w, "tree", text, strlen(text)) : -ENOMEM;
+		if (r < 0)
+			goto out;
+	}
+	if (ipc.nshm) {
+		_cleanup_free_ char *text = ipc_format(&ipc);
+		r = text ? store_snap_put(w, "ipc", text, strlen(text)) : -ENOMEM;
 		if (r < 0)
 			goto out;
 	}
@@ -694,6 +704,7 @@ out:
 	if (shared)
 		fds_free(shared);
 	shm_table_free(&shm);
+	ipc_image_free(&ipc);
 	copy_arena_release(&arena);
 	free(p);
 	tree_free(&t);

@@ -444,6 +444,7 @@ void copy_arena_release(struct copy_arena *a);
 struct shm_obj {
 	unsigned dev_major, dev_minor;
 	uint64_t ino, size;
+	int64_t sysv; /* a SysV segment: its shmid (the inode of its areas); -1: not one */
 	struct mem_run *saved; /* ranges of the object saved by some area */
 	size_t nsaved;
 };
@@ -466,6 +467,42 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
+
+/* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
+
+/* A SysV shared memory segment the tree maps: its identity, kept so that
+ * it comes back as the same segment (the bytes are those of the tree's
+ * shared memory object obj, saved with the areas). */
+struct ipc_shm {
+	uint32_t obj;      /* the maps' shm= of its areas */
+	int32_t id;        /* shmid */
+	int32_t key;
+	uint32_t mode;     /* permission bits, and SHM_DEST: removed, alive while attached */
+	uint32_t uid, gid; /* owner */
+	uint64_t size;     /* bytes asked for at shmget */
+};
+
+/* The `ipc` file of a tree's snapshot (docs/FORMAT.md). */
+struct ipc_image {
+	struct ipc_shm *shm;
+	size_t nshm;
+};
+
+void ipc_image_free(struct ipc_image *img);
+/* Dump: the SysV segments among the tree's shared memory objects, read
+ * from /proc/sysvipc/shm (-ESRCH naming the id when one vanished). */
+int ipc_capture(const struct shm_table *t, struct ipc_image *img);
+/* The `ipc` file, and back (-EBADMSG naming the line). */
+char *ipc_format(const struct ipc_image *img);
+int ipc_parse(const char *text, struct ipc_image *img);
+/* Restore, before any process exists: the segment s, either the one this
+ * host still has with the same id, key and size (shared with the host,
+ * left as it is), or, when the id is free, one made with that id
+ * (shm_next_id), key, size, mode and owner (*made: the caller fills it,
+ * and removes it with ipc_shm_remove() should the restore fail). An id
+ * or key held by another segment: -EEXIST naming it. */
+int ipc_shm_get(const struct ipc_shm *s, bool *made);
+void ipc_shm_remove(const struct ipc_shm *s);
 
 /* ---- process trees (tree/tree.c) ----------------------------------------- */
 

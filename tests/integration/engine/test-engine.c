@@ -33,6 +33,7 @@
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -1285,6 +1286,84 @@ START_TEST(tree_refuses_files_without_parent)
 }
 END_TEST
 
+/* target-sysv: a SysV segment attached three times by a parent and its
+ * child. Dumped (mode), the originals gone; its id from the snapshot's
+ * `ipc` file. */
+static int sysv_dump(const char *mode, pid_t *ret_pid)
+{
+	pid_t pid = spawn(NULL, "target-sysv", NULL);
+	pid_t kids[4];
+	size_t nk = descendants(pid, kids, 4);
+	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
+	dump(pid, mode, "store/s1");
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	kill(kids[0], SIGKILL);
+	kill_original(pid, "--kill");
+	wait_gone(kids[0]);
+	char *ipc = NULL;
+	int id = -1;
+	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d key=%*x mode=0640 ", &id) == 1, "ipc: %s", ipc);
+	free(ipc);
+	*ret_pid = pid;
+	return id;
+}
+
+/* The segment is still there (same host): the restored tree attaches it. */
+static void sysv_cycle(const char *mode)
+{
+	pid_t pid;
+	int id = sysv_dump(mode, &pid);
+	struct shmid_ds ds;
+	ck_assert_msg(shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_nattch == 0, "segment %d is not there unattached", id);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+START_TEST(sysv_kill) { sysv_cycle("--kill"); } END_TEST
+START_TEST(sysv_running) { sysv_cycle(NULL); } END_TEST
+
+/* The segment is gone, as on another host: made again with its id, key,
+ * mode and bytes. */
+START_TEST(sysv_removed)
+{
+	pid_t pid;
+	int id = sysv_dump("--kill", &pid);
+	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* Its id held by another segment: refused by name, nothing built, the
+ * other segment untouched; once that one is gone the restore makes it. */
+START_TEST(sysv_id_taken)
+{
+	pid_t pid;
+	int id = sysv_dump("--kill", &pid);
+	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	int fd = open("/proc/sys/kernel/shm_next_id", O_WRONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_gt(dprintf(fd, "%d", id), 0);
+	close(fd);
+	int other = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+	ck_assert_msg(other == id, "the other segment got id %d, not %d", other, id);
+	char p[64], want[96];
+	snprintf(p, sizeof(p), "%s", path("store/s1"));
+	int rc = run_ckpt(NULL, NULL, 0, "restore", p, NULL, NULL);
+	snprintf(want, sizeof(want), "SysV shared memory id %d is held by another segment", id);
+	ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
+	struct shmid_ds ds;
+	ck_assert_int_eq(shmctl(other, IPC_STAT, &ds), 0);
+	ck_assert_int_eq(ds.shm_segsz, 4096);
+	ck_assert_int_eq(shmctl(other, IPC_RMID, NULL), 0);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
 /* A restore that fails part-way (fault 211 in the second process, the
  * first one built whole) kills every process it made: none of the
  * tree's pids is left; the next restore passes. */
@@ -1528,6 +1607,14 @@ static void postgres_cycle(const char *mode)
 	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s/pg_ctl -D %s/data -m fast -w -t 60 stop", bin, pg) == 0,
 		      "pg_ctl stop: %s", out);
 	wait_gone(pm);
+	/* its System V segment came back as itself: detached at shutdown
+	 * without a "shmdt(ADDR) failed" */
+	char logf[PATH_MAX + 32], *log = NULL;
+	snprintf(logf, sizeof(logf), "%s/log", pg);
+	ck_assert_int_eq(read_file_full(logf, &log, NULL), 0);
+	ck_assert_msg(strstr(log, "database system is shut down"), "no clean shutdown in the log: %s", log);
+	ck_assert_msg(!strstr(log, "shmdt"), "the log: %s", log);
+	free(log);
 }
 
 START_TEST(postgres_kill) { postgres_cycle("--kill"); } END_TEST
@@ -1814,6 +1901,10 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("share_fs_running", share_fs_running, 60));
 		suite_add_tcase(s, tc("share_fs_stop", share_fs_stop, 60));
 		suite_add_tcase(s, tc("tree_refuses_files_without_parent", tree_refuses_files_without_parent, 60));
+		suite_add_tcase(s, tc("sysv_kill", sysv_kill, 60));
+		suite_add_tcase(s, tc("sysv_running", sysv_running, 60));
+		suite_add_tcase(s, tc("sysv_removed", sysv_removed, 60));
+		suite_add_tcase(s, tc("sysv_id_taken", sysv_id_taken, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
