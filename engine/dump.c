@@ -381,18 +381,37 @@ static int share_fds(const struct tree *t, struct pdump *p, struct fd_image **sh
 	return fds_share(imgs, pids, n, shared);
 }
 
+/* The pids of the tree's processes still there (zombies too with
+ * zombies) into a new array *ret; their number, or -ENOMEM. */
+static ssize_t tree_pids(const struct tree *t, const struct pdump *p, bool zombies, pid_t **ret)
+{
+	size_t n = 0;
+	*ret = calloc(t->n, sizeof(**ret));
+	if (!*ret)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		if ((zombies || !t->v[i].zombie) && !p[i].gone)
+			(*ret)[n++] = t->v[i].pid;
+	return (ssize_t)n;
+}
+
 /* What no process's fds_check() can tell alone: the other end of a socket
  * pair, an O_ASYNC owner, in another process of the tree. */
 static int check_fds_tree(const struct tree *t, const struct pdump *p)
 {
-	_cleanup_free_ pid_t *pids = calloc(t->n, sizeof(*pids));
-	size_t n = 0;
-	if (!pids)
-		return -ENOMEM;
-	for (size_t i = 0; i < t->n; i++)
-		if (!t->v[i].zombie && !p[i].gone)
-			pids[n++] = t->v[i].pid;
-	return fds_check_tree(pids, n);
+	_cleanup_free_ pid_t *pids = NULL;
+	ssize_t n = tree_pids(t, p, false, &pids);
+	return n < 0 ? (int)n : fds_check_tree(pids, n);
+}
+
+/* The SysV objects the tree uses (ipc.c): its processes, zombies too,
+ * may be the last to have used one. */
+static int capture_ipc(const struct tree *t, const struct pdump *p, const struct shm_table *shm,
+		       struct ipc_image *ipc)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	ssize_t n = tree_pids(t, p, true, &pids);
+	return n < 0 ? (int)n : ipc_capture(shm, pids, n, ipc);
 }
 
 /* Writes process i's files into directory "<pid>/" of w. */
@@ -486,12 +505,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			goto out;
 	}
 	if (copy) {
-		_cleanup_free_ pid_t *pids = calloc(t.n, sizeof(*pids));
-		size_t np = 0;
-		for (size_t i = 0; pids && i < t.n; i++)
-			if (!t.v[i].zombie && !p[i].gone)
-				pids[np++] = t.v[i].pid;
-		if (pids)
+		_cleanup_free_ pid_t *pids = NULL;
+		ssize_t np = tree_pids(&t, p, false, &pids);
+		if (np >= 0)
 			copy_arena_reserve(pids, np, &arena);
 	}
 
@@ -568,7 +584,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	/* while they are all frozen and alive: kcmp compares their tables */
 	r = share_fds(&t, p, &shared);
 	if (r >= 0)
-		r = ipc_capture(&shm, &ipc);
+		r = capture_ipc(&t, p, &shm, &ipc);
 	if (r < 0)
 		goto out;
 	if (copy) {
@@ -611,7 +627,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (r < 0)
 			goto out;
 	}
-	if (ipc.nshm) {
+	if (ipc.nshm || ipc.nsem || ipc.nmsq) {
 		_cleanup_free_ char *text = ipc_format(&ipc);
 		r = text ? store_snap_put(w, "ipc", text, strlen(text)) : -ENOMEM;
 		if (r < 0)

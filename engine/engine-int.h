@@ -482,16 +482,54 @@ struct ipc_shm {
 	uint64_t size;     /* bytes asked for at shmget */
 };
 
+/* What SysV semaphore sets and message queues have in common. */
+struct ipc_obj {
+	int32_t id, key;
+	uint32_t mode;     /* permission bits */
+	uint32_t uid, gid; /* owner */
+	bool made;         /* restore: made by this restore (removed should it fail) */
+};
+
+/* A semaphore set of the tree: its values (the last operations' pids and
+ * the processes' SEM_UNDO adjustments are not kept). */
+struct ipc_sem {
+	struct ipc_obj o;
+	uint16_t *val;
+	size_t nsems;
+};
+
+struct ipc_message {
+	int64_t type;
+	uint8_t *data;
+	size_t len;
+};
+
+/* A message queue of the tree: its byte limit and queued messages, in order. */
+struct ipc_msq {
+	struct ipc_obj o;
+	uint64_t qbytes;
+	struct ipc_message *m;
+	size_t n;
+};
+
 /* The `ipc` file of a tree's snapshot (docs/FORMAT.md). */
 struct ipc_image {
 	struct ipc_shm *shm;
 	size_t nshm;
+	struct ipc_sem *sem;
+	size_t nsem;
+	struct ipc_msq *msq;
+	size_t nmsq;
 };
 
 void ipc_image_free(struct ipc_image *img);
-/* Dump: the SysV segments among the tree's shared memory objects, read
- * from /proc/sysvipc/shm (-ESRCH naming the id when one vanished). */
-int ipc_capture(const struct shm_table *t, struct ipc_image *img);
+/* Dump, the tree frozen: the SysV segments among its shared memory
+ * objects (/proc/sysvipc/shm; -ESRCH naming the id when one vanished),
+ * and the semaphore sets and message queues that belong to it: those
+ * whose last operation (a semaphore's sempid, a queue's last send or
+ * receive) was made by one of pids[n], the tree's processes. Queued
+ * messages are copied without taking them (msgrcv MSG_COPY). */
+int ipc_capture(const struct shm_table *t, const pid_t *pids, size_t n, struct ipc_image *img);
 /* The `ipc` file, and back (-EBADMSG naming the line). */
 char *ipc_format(const struct ipc_image *img);
 int ipc_parse(const char *text, struct ipc_image *img);
@@ -501,8 +539,17 @@ int ipc_parse(const char *text, struct ipc_image *img);
  * (shm_next_id), key, size, mode and owner (*made: the caller fills it,
  * and removes it with ipc_shm_remove() should the restore fail). An id
  * or key held by another segment: -EEXIST naming it. */
-int ipc_shm_get(const struct ipc_shm *s, bool *made);
+int ipc_shm_get(const struct ipc_shm *s, const struct engine_restore_opts *o, bool *made);
 void ipc_shm_remove(const struct ipc_shm *s);
+/* Restore, before any process exists: each semaphore set and message
+ * queue of img that this host still has with the same id and key is left
+ * as it is (shared with the host, live); one that is gone is made with its
+ * id, key, mode and owner and filled (values; messages in order). An id or
+ * key held by another object: -EEXIST naming it; what this call made is
+ * then removed already. ipc_drop_made() removes what it made, should the
+ * restore fail later. */
+int ipc_objects_get(struct ipc_image *img, const struct engine_restore_opts *o);
+void ipc_drop_made(struct ipc_image *img);
 
 /* ---- process trees (tree/tree.c) ----------------------------------------- */
 

@@ -9,7 +9,8 @@
  *     zombie holding one is waited for, tree/pidwait.c). The shared memory
  *     objects are made here, one memfd each, filled; a SysV segment the
  *     snapshot's `ipc` names is found again or made with its id instead
- *     (ipc.c), and attached by each process in step 3.
+ *     (ipc.c), and attached by each process in step 3; so are the
+ *     semaphore sets and message queues it names.
  *  1. We fork an intermediate process: it takes the credentials the
  *     caller names, puts the shared memory objects and the shared
  *     descriptions (fds_open_shared) above every descriptor number the
@@ -1462,11 +1463,7 @@ static int shm_make_sysv(const struct tree *t, struct prestore *p, const struct 
 {
 	size_t id = s->obj;
 	int q;
-	/* nobody gains power: a restore for a user makes only its own */
-	if (o && o->set_creds && o->uid != 0 && (s->uid != o->uid || s->gid != o->gid))
-		return err_set(-EPERM, "SysV shared memory id %d belongs to %u:%u: a restore for uid %u cannot make it",
-			       s->id, s->uid, s->gid, (unsigned)o->uid);
-	q = ipc_shm_get(s, &m->made[id]);
+	q = ipc_shm_get(s, o, &m->made[id]);
 	if (q < 0)
 		return q;
 	m->sysv[id] = s->id;
@@ -1656,6 +1653,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	top = tree_top(&t, p);
 	shared_base = shared ? top : -1;
 	q = shm_make(r, flat, &t, p, o, &ipc, &shm);
+	if (q >= 0)
+		q = ipc_objects_get(&ipc, o);
 	if (q < 0)
 		goto out;
 	shm_base = shm.n ? top + fds_count(shared) : -1;
@@ -1822,8 +1821,10 @@ out:
 		store_snap_close(p[i].dir);
 	}
 	shm_set_close(&shm);
-	if (q < 0)
+	if (q < 0) {
 		shm_set_drop(&shm, &ipc);
+		ipc_drop_made(&ipc);
+	}
 	ipc_image_free(&ipc);
 	if (shared)
 		fds_free(shared);

@@ -33,6 +33,8 @@
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/ptrace.h>
@@ -1364,6 +1366,64 @@ START_TEST(sysv_id_taken)
 }
 END_TEST
 
+/* target-ipc: a semaphore set and a message queue the tree last used,
+ * the child blocked in semop. A set the test itself last used is not the
+ * tree's and is not in the snapshot. Dumped with --kill; with removed, both
+ * objects are removed before the restore, as on another host. */
+static void ipc_cycle(bool removed, bool taken)
+{
+	int mine = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+	struct sembuf up = { 0, 1, 0 };
+	ck_assert_int_ge(mine, 0);
+	ck_assert_int_eq(semop(mine, &up, 1), 0);
+	pid_t pid = spawn(NULL, "target-ipc", NULL);
+	pid_t kids[4];
+	size_t nk = descendants(pid, kids, 4);
+	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
+	dump(pid, "--kill", "store/s1");
+	kill(kids[0], SIGKILL);
+	kill_original(pid, "--kill");
+	wait_gone(kids[0]);
+	char *ipc = NULL, want[64];
+	int semid = -1, msqid = -1;
+	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	char *sem = strstr(ipc, "sem id="), *msg = strstr(ipc, "msg id=");
+	ck_assert_msg(sem && sscanf(sem, "sem id=%d key=%*x mode=00640 ", &semid) == 1 && strstr(sem, " values=3,0,7\n"),
+		      "ipc: %s", ipc);
+	ck_assert_msg(msg && sscanf(msg, "msg id=%d ", &msqid) == 1 && strstr(msg, " m=1:"), "ipc: %s", ipc);
+	snprintf(want, sizeof(want), "sem id=%d ", mine);
+	ck_assert_msg(!strstr(ipc, want), "the test's own set is in the snapshot: %s", ipc);
+	free(ipc);
+	ck_assert_int_eq(semctl(mine, 0, IPC_RMID), 0);
+	if (removed) {
+		ck_assert_int_eq(semctl(semid, 0, IPC_RMID), 0);
+		ck_assert_int_eq(msgctl(msqid, IPC_RMID, NULL), 0);
+	}
+	if (taken) {
+		/* the queue's id held by another queue: refused by name, the
+		 * set made before it removed again, nothing built */
+		int fd = open("/proc/sys/kernel/msg_next_id", O_WRONLY | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_gt(dprintf(fd, "%d", msqid), 0);
+		close(fd);
+		int other = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		ck_assert_msg(other == msqid, "the other queue got id %d, not %d", other, msqid);
+		int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+		snprintf(want, sizeof(want), "SysV message queue id %d is held by another one", msqid);
+		ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+		ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
+		struct semid_ds ds;
+		ck_assert_msg(semctl(semid, 0, IPC_STAT, &ds) < 0, "the set made by the refused restore is still there");
+		ck_assert_int_eq(msgctl(other, IPC_RMID, NULL), 0);
+	}
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+START_TEST(ipc_removed) { ipc_cycle(true, false); } END_TEST
+START_TEST(ipc_kept) { ipc_cycle(false, false); } END_TEST
+START_TEST(ipc_id_taken) { ipc_cycle(true, true); } END_TEST
+
 /* A restore that fails part-way (fault 211 in the second process, the
  * first one built whole) kills every process it made: none of the
  * tree's pids is left; the next restore passes. */
@@ -1905,6 +1965,9 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("sysv_running", sysv_running, 60));
 		suite_add_tcase(s, tc("sysv_removed", sysv_removed, 60));
 		suite_add_tcase(s, tc("sysv_id_taken", sysv_id_taken, 60));
+		suite_add_tcase(s, tc("ipc_removed", ipc_removed, 60));
+		suite_add_tcase(s, tc("ipc_kept", ipc_kept, 60));
+		suite_add_tcase(s, tc("ipc_id_taken", ipc_id_taken, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
