@@ -26,6 +26,12 @@
 #define MSG_COPY 040000
 #endif
 
+/* What msgsnd and msgrcv take: a message's type and bytes. */
+struct msg_buf {
+	long type;
+	char text[];
+};
+
 /* semctl's fourth argument, which the caller defines */
 union semun_ {
 	int val;
@@ -187,10 +193,7 @@ static int msg_row(const char *l, const pid_t *pids, size_t n, struct ipc_image 
 	q->qbytes = ds.msg_qbytes;
 	/* a message is at most the queue's bytes */
 	size_t max = MAX(ds.__msg_cbytes, 1);
-	_cleanup_free_ struct {
-		long type;
-		char text[];
-	} *buf = malloc(sizeof(*buf) + max);
+	_cleanup_free_ struct msg_buf *buf = malloc(sizeof(*buf) + max);
 	if (!buf)
 		return -ENOMEM;
 	for (size_t k = 0; k < ds.msg_qnum; k++) {
@@ -653,10 +656,7 @@ static int msg_fill(int id, const struct ipc_obj *o, void *ud)
 			       o->uid, o->gid, q->qbytes);
 	for (size_t k = 0; k < q->n; k++)
 		max = MAX(max, q->m[k].len);
-	_cleanup_free_ struct {
-		long type;
-		char text[];
-	} *buf = malloc(sizeof(*buf) + max);
+	_cleanup_free_ struct msg_buf *buf = malloc(sizeof(*buf) + max);
 	if (!buf)
 		return -ENOMEM;
 	for (size_t k = 0; k < q->n; k++) {

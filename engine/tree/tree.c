@@ -218,6 +218,20 @@ int tree_check(const struct tree *t)
 	return 0;
 }
 
+/* The word fmt (" key=%d%n") at *rest, if there, into *ret and past it;
+ * -EBADMSG for a pid that is not one. */
+static int parse_pid_word(const char **rest, const char *fmt, pid_t *ret)
+{
+	int v, k = 0;
+	if (sscanf(*rest, fmt, &v, &k) != 1 || !k)
+		return 0;
+	if (v <= 0)
+		return -EBADMSG;
+	*ret = v;
+	*rest += k;
+	return 0;
+}
+
 int tree_parse(const char *text, struct tree *t)
 {
 	_cleanup_free_ char *copy = strdup(text);
@@ -252,20 +266,8 @@ int tree_parse(const char *text, struct tree *t)
 			rest += k;
 		}
 		/* files=PID fs=PID, in this order, each at most once */
-		k = 0;
-		if (sscanf(rest, " files=%d%n", &code, &k) == 1 && k) {
-			if (code <= 0)
-				return err_set(-EBADMSG, "tree line %u: bad files=", lineno);
-			n->files = code;
-			rest += k;
-		}
-		k = 0;
-		if (sscanf(rest, " fs=%d%n", &code, &k) == 1 && k) {
-			if (code <= 0)
-				return err_set(-EBADMSG, "tree line %u: bad fs=", lineno);
-			n->fs = code;
-			rest += k;
-		}
+		if (parse_pid_word(&rest, " files=%d%n", &n->files) < 0 || parse_pid_word(&rest, " fs=%d%n", &n->fs) < 0)
+			return err_set(-EBADMSG, "tree line %u: bad files= or fs=", lineno);
 		if (*rest)
 			return err_set(-EBADMSG, "tree line %u: unknown words '%s'", lineno, rest);
 	}

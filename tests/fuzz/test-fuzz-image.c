@@ -35,6 +35,22 @@ START_TEST(test_seeds)
 	vmas_free(v, n);
 	ck_assert_msg(thread_parse(t, "regs/1", &th) == 0, "%s", err_msg());
 	thread_image_free(&th);
+
+	_cleanup_free_ char *tr = corpus_file(corpus(), "seed-tree", NULL), *ip = corpus_file(corpus(), "seed-ipc", NULL);
+	struct tree tree = { 0 };
+	struct ipc_image ipc = { 0 };
+	ck_assert_msg(tree_parse(tr, &tree) == 0, "%s", err_msg());
+	ck_assert_int_eq(tree.v[3].files, tree.v[0].pid);
+	ck_assert_int_eq(tree.v[4].fs, tree.v[3].pid);
+	tree_free(&tree);
+	ck_assert_msg(ipc_parse(ip, &ipc) == 0, "%s", err_msg());
+	ck_assert_uint_eq(ipc.nshm, 1);
+	ck_assert_uint_eq(ipc.nsem, 1);
+	ck_assert_uint_eq(ipc.sem[0].nsems, 3);
+	ck_assert_uint_eq(ipc.nmsq, 1);
+	ck_assert_uint_eq(ipc.msq[0].n, 3);
+	ck_assert_uint_eq(ipc.msq[0].m[1].len, 0);
+	ipc_image_free(&ipc);
 }
 END_TEST
 

@@ -1210,9 +1210,11 @@ END_TEST
  * table (files) or filesystem context (fs). The tree file must say so,
  * and the restored pair checks that it still shares it: a change by one
  * is seen by the other. */
-static void share_cycle(const char *what, const char *mode)
+/* Starts prog (a parent with one child), dumps it into store/s1 (mode)
+ * and gets rid of both; the child's pid into *child. */
+static pid_t pair_dump(const char *prog, const char *extra, const char *mode, pid_t *child)
 {
-	pid_t pid = spawn(NULL, "target-share", what);
+	pid_t pid = spawn(NULL, prog, extra);
 	pid_t kids[4];
 	size_t nk = descendants(pid, kids, 4);
 	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
@@ -1222,12 +1224,20 @@ static void share_cycle(const char *what, const char *mode)
 	kill(kids[0], SIGKILL);
 	kill_original(pid, "--kill");
 	wait_gone(kids[0]);
+	*child = kids[0];
+	return pid;
+}
+
+static void share_cycle(const char *what, const char *mode)
+{
+	pid_t child;
+	pid_t pid = pair_dump("target-share", what, mode, &child);
 	/* the child's line names the parent it shares with */
 	char *tree = NULL, want[64];
 	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
-	snprintf(want, sizeof(want), "\n%d %d ", kids[0], pid);
+	snprintf(want, sizeof(want), "\n%d %d ", child, pid);
 	char *line = strstr(tree, want);
-	ck_assert_msg(line, "tree: %s (no line for %d)", tree, kids[0]);
+	ck_assert_msg(line, "tree: %s (no line for %d)", tree, child);
 	snprintf(want, sizeof(want), " %s=%d\n", what, pid);
 	char *hit = strstr(line + 1, want), *eol = strchr(line + 1, '\n');
 	ck_assert_msg(hit && hit + strlen(want) - 1 == eol, "tree: %s (the child's line does not end in '%s')", tree,
@@ -1293,16 +1303,8 @@ END_TEST
  * `ipc` file. */
 static int sysv_dump(const char *mode, pid_t *ret_pid)
 {
-	pid_t pid = spawn(NULL, "target-sysv", NULL);
-	pid_t kids[4];
-	size_t nk = descendants(pid, kids, 4);
-	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
-	dump(pid, mode, "store/s1");
-	if (!mode || strcmp(mode, "--kill"))
-		kill(pid, SIGKILL);
-	kill(kids[0], SIGKILL);
-	kill_original(pid, "--kill");
-	wait_gone(kids[0]);
+	pid_t child;
+	pid_t pid = pair_dump("target-sysv", NULL, mode, &child);
 	char *ipc = NULL;
 	int id = -1;
 	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
@@ -1376,14 +1378,8 @@ static void ipc_cycle(bool removed, bool taken)
 	struct sembuf up = { 0, 1, 0 };
 	ck_assert_int_ge(mine, 0);
 	ck_assert_int_eq(semop(mine, &up, 1), 0);
-	pid_t pid = spawn(NULL, "target-ipc", NULL);
-	pid_t kids[4];
-	size_t nk = descendants(pid, kids, 4);
-	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
-	dump(pid, "--kill", "store/s1");
-	kill(kids[0], SIGKILL);
-	kill_original(pid, "--kill");
-	wait_gone(kids[0]);
+	pid_t child;
+	pid_t pid = pair_dump("target-ipc", NULL, "--kill", &child);
 	char *ipc = NULL, want[64];
 	int semid = -1, msqid = -1;
 	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
