@@ -609,17 +609,22 @@ static void shm_name(const struct vma *v, char *name, size_t len)
 
 /* An area of SysV segment shmid: the segment is attached (shmat) where
  * the first area of each attach starts, whole (shm_make() checked that
- * the areas cover it), writable or executable if any area of it is;
- * each area then gets its own protection. */
+ * the areas of an attach cover it, one after the other), writable or
+ * executable if any area of that attach is; each area then gets its own
+ * protection. */
 static int map_sysv(struct ctx *c, const struct vma *v, int shmid)
 {
+	const struct vma *a = v, *end = c->img->vmas + c->img->nvmas;
 	unsigned prot = PROT_READ;
 	int64_t got;
 	int r = 0;
 
-	for (size_t i = 0; i < c->img->nvmas; i++)
-		if (c->img->vmas[i].has_shm && c->img->vmas[i].shm_id == v->shm_id)
-			prot |= c->img->vmas[i].prot & (PROT_WRITE | PROT_EXEC);
+	/* the attach's first area, then each one of it */
+	while (a->pgoff && a > c->img->vmas)
+		a--;
+	for (const struct vma *b = a; b < end && b->has_shm && b->shm_id == v->shm_id && (b == a || b->pgoff);
+	     b++)
+		prot |= b->prot & (PROT_WRITE | PROT_EXEC);
 	if (v->pgoff == 0) {
 		r = sys(c, c->pid, SYS_shmat, (uint64_t)shmid, v->start,
 			(prot & PROT_WRITE ? 0 : SHM_RDONLY) | (prot & PROT_EXEC ? SHM_EXEC : 0), 0, 0, 0, &got,
@@ -1749,7 +1754,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		p[i].attached = true;
 		struct ctx c = {
 			.pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o,
-			.shm_base = shm_base, .shm_keep = table_used_later(&t, i), .sysv = shm.sysv,
+			.shm_base = shm_base, .shm_keep = table_used_later(&t, i), .sysv = shm.n ? shm.sysv : NULL,
 		};
 		c.buf_len = 16u << 20;
 		c.buf = malloc(c.buf_len);
