@@ -1301,10 +1301,9 @@ END_TEST
 /* target-sysv: a SysV segment attached three times by a parent and its
  * child. Dumped (mode), the originals gone; its id from the snapshot's
  * `ipc` file. */
-static int sysv_dump(const char *mode, pid_t *ret_pid)
+static int sysv_dump(const char *mode, pid_t *ret_pid, pid_t *ret_child)
 {
-	pid_t child;
-	pid_t pid = pair_dump("target-sysv", NULL, mode, &child);
+	pid_t pid = pair_dump("target-sysv", NULL, mode, ret_child);
 	char *ipc = NULL;
 	int id = -1;
 	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
@@ -1317,8 +1316,8 @@ static int sysv_dump(const char *mode, pid_t *ret_pid)
 /* The segment is still there (same host): the restored tree attaches it. */
 static void sysv_cycle(const char *mode)
 {
-	pid_t pid;
-	int id = sysv_dump(mode, &pid);
+	pid_t pid, child;
+	int id = sysv_dump(mode, &pid, &child);
 	struct shmid_ds ds;
 	ck_assert_msg(shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_nattch == 0, "segment %d is not there unattached", id);
 	ck_assert_int_eq(restore("store/s1"), pid);
@@ -1332,8 +1331,8 @@ START_TEST(sysv_running) { sysv_cycle(NULL); } END_TEST
  * mode and bytes. */
 START_TEST(sysv_removed)
 {
-	pid_t pid;
-	int id = sysv_dump("--kill", &pid);
+	pid_t pid, child;
+	int id = sysv_dump("--kill", &pid, &child);
 	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
 	ck_assert_int_eq(restore("store/s1"), pid);
 	verdict(pid);
@@ -1344,8 +1343,8 @@ END_TEST
  * other segment untouched; once that one is gone the restore makes it. */
 START_TEST(sysv_id_taken)
 {
-	pid_t pid;
-	int id = sysv_dump("--kill", &pid);
+	pid_t pid, child;
+	int id = sysv_dump("--kill", &pid, &child);
 	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
 	int fd = open("/proc/sys/kernel/shm_next_id", O_WRONLY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
@@ -1415,6 +1414,24 @@ static void ipc_cycle(bool removed, bool taken)
 	ck_assert_int_eq(restore("store/s1"), pid);
 	verdict(pid);
 }
+
+/* A restore that fails once every process is built (fault 211) removes
+ * the SysV objects it made; the next one makes them again. */
+START_TEST(ipc_fault_restore)
+{
+	pid_t pid, child;
+	int shmid = sysv_dump("--kill", &pid, &child);
+	ck_assert_int_eq(shmctl(shmid, IPC_RMID, NULL), 0);
+	int rc = run_ckpt("211", NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	ck_assert_msg(rc == 1 && strstr(ckpt_err(), "injected fault"), "restore: exit %d, %s", rc, ckpt_err());
+	wait_gone(pid);
+	wait_gone(child);
+	struct shmid_ds ds;
+	ck_assert_msg(shmctl(shmid, IPC_STAT, &ds) < 0 && errno == EINVAL, "segment %d is still there", shmid);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
 
 START_TEST(ipc_removed) { ipc_cycle(true, false); } END_TEST
 START_TEST(ipc_kept) { ipc_cycle(false, false); } END_TEST
@@ -1964,6 +1981,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("ipc_removed", ipc_removed, 60));
 		suite_add_tcase(s, tc("ipc_kept", ipc_kept, 60));
 		suite_add_tcase(s, tc("ipc_id_taken", ipc_id_taken, 60));
+		suite_add_tcase(s, tc("ipc_fault_restore", ipc_fault_restore, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
