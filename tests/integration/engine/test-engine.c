@@ -1617,8 +1617,11 @@ static int free_port(void)
  * checkpointed (--kill, or running and then killed), every process of
  * it gone; restored as root, the same postmaster pid runs as postgres,
  * the rows are there, a new connection (a backend forked by the
- * restored postmaster) inserts one more, and it shuts down cleanly. */
-static void postgres_cycle(const char *mode)
+ * restored postmaster) inserts one more, and it shuts down cleanly, its
+ * System V segment detached without a complaint in its log. With
+ * remove_segment the segment is removed before the restore, which makes
+ * it again. */
+static void postgres_cycle(const char *mode, bool remove_segment)
 {
 	const char *bin = pg_bin();
 	struct passwd *pw = getpwnam("postgres");
@@ -1664,6 +1667,15 @@ static void postgres_cycle(const char *mode)
 	wait_gone(pm);
 	for (size_t i = 0; i < nk; i++)
 		wait_gone(kids[i]);
+	if (remove_segment) {
+		/* as on another host: its System V segment is made again */
+		char *ipc = NULL;
+		int id = -1;
+		ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+		ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d ", &id) == 1, "ipc: %s", ipc);
+		free(ipc);
+		ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	}
 	ck_assert_int_eq(restore("store/s1"), pm);
 	char st[64], *status = NULL;
 	snprintf(st, sizeof(st), "/proc/%d/status", pm);
@@ -1690,8 +1702,9 @@ static void postgres_cycle(const char *mode)
 	free(log);
 }
 
-START_TEST(postgres_kill) { postgres_cycle("--kill"); } END_TEST
-START_TEST(postgres_running) { postgres_cycle(NULL); } END_TEST
+START_TEST(postgres_kill) { postgres_cycle("--kill", false); } END_TEST
+START_TEST(postgres_running) { postgres_cycle(NULL, false); } END_TEST
+START_TEST(postgres_segment_removed) { postgres_cycle("--kill", true); } END_TEST
 
 /* ---- nginx: a master and its workers, a listener they share, channels ----
  *
@@ -2003,6 +2016,7 @@ int main(int argc, char **argv)
 		}
 		suite_add_tcase(s, tc("postgres_kill", postgres_kill, 180));
 		suite_add_tcase(s, tc("postgres_running", postgres_running, 180));
+		suite_add_tcase(s, tc("postgres_segment_removed", postgres_segment_removed, 180));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
