@@ -16,7 +16,11 @@
  *   then the parent goes back into DIR/share-1 with umask 022, which the
  *   child must see.
  *
- * In both, kcmp() must say after the restore that the two still share it
+ * The child makes a grandchild with the same flag before the checkpoint;
+ * after the restore it must share the table or context with both and see
+ * the parent's last change.
+ *
+ * In both, kcmp() must say after the restore that they still share it
  * (so a restore that gave each a copy fails even before the other checks).
  * DIR is the directory of READY. The child reports by its exit status and
  * a line in shared memory; the parent writes the verdict.
@@ -37,11 +41,13 @@ struct talk {
 	volatile int stage; /* 1: the child set up; 2: the child acted after the restore; 3: the parent did */
 	volatile int fd;    /* the descriptor the child opened after the restore */
 	char why[256];      /* the child's failure */
+	char gwhy[256];     /* the grandchild's */
 };
 
 static struct talk *tk;
 static char dir[PATH_MAX / 2];
 static bool files;
+static pid_t root;
 
 static void path_of(char *out, const char *name)
 {
@@ -87,8 +93,30 @@ static unsigned umask_now(void)
 
 static int child_fail(const char *why)
 {
-	snprintf(tk->why, sizeof(tk->why), "child: %s", why);
+	snprintf(tk->why, sizeof(tk->why), "child: %.200s", why);
 	return 1;
+}
+
+static int grandchild_fail(const char *why)
+{
+	snprintf(tk->gwhy, sizeof(tk->gwhy), "grandchild: %.200s", why);
+	return 1;
+}
+
+/* The child's child, made with the same flag: it shares the table or
+ * context of all three, and sees the parent's last change. */
+static int grandchild(void *arg)
+{
+	(void)arg;
+	target_wait_restored();
+	if (!wait_stage(3))
+		return grandchild_fail("the parent never answered");
+	int kind = files ? KCMP_FILES : KCMP_FS;
+	if (syscall(SYS_kcmp, getppid(), getpid(), kind, 0, 0) != 0 || syscall(SYS_kcmp, root, getpid(), kind, 0, 0) != 0)
+		return grandchild_fail("not sharing with the child and the parent after the restore");
+	if (files ? !fd_is(3, "share-d") || !fd_is(4, "share-b") : !cwd_is("share-1") || umask_now() != 022)
+		return grandchild_fail("the parent's last change is not seen");
+	return 0;
 }
 
 static int child(void *arg)
@@ -100,6 +128,10 @@ static int child(void *arg)
 		if (open(p, O_RDONLY) != 4)
 			return child_fail("share-b is not fd 4");
 	}
+	static char stack[64 * 1024] __attribute__((aligned(16)));
+	pid_t g = clone(grandchild, stack + sizeof(stack), (files ? CLONE_FILES : CLONE_FS) | SIGCHLD, NULL);
+	if (g < 0)
+		return child_fail("clone of the grandchild failed");
 	tk->stage = 1;
 	target_wait_restored();
 	if (syscall(SYS_kcmp, getppid(), getpid(), files ? KCMP_FILES : KCMP_FS, 0, 0) != 0)
@@ -129,6 +161,9 @@ static int child(void *arg)
 	} else if (!cwd_is("share-1") || umask_now() != 022) {
 		return child_fail("the parent's chdir or umask not seen");
 	}
+	int st;
+	if (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st))
+		return child_fail(tk->gwhy[0] ? tk->gwhy : "the grandchild failed");
 	return 0;
 }
 
@@ -164,6 +199,7 @@ int main(int argc, char **argv)
 		mkdir(p, 0700);
 		umask(027);
 	}
+	root = getpid();
 	static char stack[64 * 1024] __attribute__((aligned(16)));
 	pid_t c = clone(child, stack + sizeof(stack), (files ? CLONE_FILES : CLONE_FS) | SIGCHLD, NULL);
 	if (c < 0)

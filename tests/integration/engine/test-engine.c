@@ -1210,38 +1210,45 @@ END_TEST
  * table (files) or filesystem context (fs). The tree file must say so,
  * and the restored pair checks that it still shares it: a change by one
  * is seen by the other. */
-/* Starts prog (a parent with one child), dumps it into store/s1 (mode)
- * and gets rid of both; the child's pid into *child. */
-static pid_t pair_dump(const char *prog, const char *extra, const char *mode, pid_t *child)
+/* Starts prog (a parent with n descendants), dumps it into store/s1
+ * (mode) and gets rid of all; the descendants' pids into kids[n]. */
+static pid_t family_dump(const char *prog, const char *extra, const char *mode, size_t n, pid_t *kids)
 {
 	pid_t pid = spawn(NULL, prog, extra);
-	pid_t kids[4];
-	size_t nk = descendants(pid, kids, 4);
-	ck_assert_msg(nk == 1, "%zu descendants, expected 1", nk);
+	size_t nk = descendants(pid, kids, n);
+	ck_assert_msg(nk == n, "%zu descendants, expected %zu", nk, n);
 	dump(pid, mode, "store/s1");
 	if (!mode || strcmp(mode, "--kill"))
 		kill(pid, SIGKILL);
-	kill(kids[0], SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
 	kill_original(pid, "--kill");
-	wait_gone(kids[0]);
-	*child = kids[0];
+	for (size_t i = 0; i < n; i++)
+		wait_gone(kids[i]);
 	return pid;
+}
+
+static pid_t pair_dump(const char *prog, const char *extra, const char *mode, pid_t *child)
+{
+	return family_dump(prog, extra, mode, 1, child);
 }
 
 static void share_cycle(const char *what, const char *mode)
 {
-	pid_t child;
-	pid_t pid = pair_dump("target-share", what, mode, &child);
-	/* the child's line names the parent it shares with */
+	pid_t kids[2];
+	pid_t pid = family_dump("target-share", what, mode, 2, kids);
+	/* the child's and grandchild's lines name the parent they share with */
 	char *tree = NULL, want[64];
 	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
-	snprintf(want, sizeof(want), "\n%d %d ", child, pid);
-	char *line = strstr(tree, want);
-	ck_assert_msg(line, "tree: %s (no line for %d)", tree, child);
-	snprintf(want, sizeof(want), " %s=%d\n", what, pid);
-	char *hit = strstr(line + 1, want), *eol = strchr(line + 1, '\n');
-	ck_assert_msg(hit && hit + strlen(want) - 1 == eol, "tree: %s (the child's line does not end in '%s')", tree,
-		      want);
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(want, sizeof(want), "\n%d %d ", kids[i], i ? kids[0] : pid);
+		char *line = strstr(tree, want);
+		ck_assert_msg(line, "tree: %s (no line for %d)", tree, kids[i]);
+		snprintf(want, sizeof(want), " %s=%d\n", what, pid);
+		char *hit = strstr(line + 1, want), *eol = strchr(line + 1, '\n');
+		ck_assert_msg(hit && hit + strlen(want) - 1 == eol, "tree: %s (%d's line does not end in '%s')", tree,
+			      kids[i], want);
+	}
 	free(tree);
 	verdict(restore("store/s1"));
 }
