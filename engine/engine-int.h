@@ -589,7 +589,9 @@ pid_t tree_sid(const struct tree *t, size_t i);
 pid_t tree_pgid(const struct tree *t, size_t i);
 /* Refuses (-EOPNOTSUPP or -EBADMSG, with a detail) a tree a restore could
  * not build: parents after children, a session or group led from outside
- * the tree (other than the root's own). */
+ * the tree (other than the root's own), a descriptor table or filesystem
+ * context shared (files=, fs=) with a process that is not listed before,
+ * has not its own, or is neither the process's parent nor shared by it. */
 int tree_check(const struct tree *t);
 /* Compares (kcmp) the live processes of t: sets each one's files and fs
  * (the process it shares a descriptor table or filesystem context with,
