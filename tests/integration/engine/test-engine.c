@@ -57,9 +57,27 @@ static void setup(void)
 	ck_assert_int_eq(mkdir(store, 0700), 0);
 }
 
+/* The pid of a target-sysv or target-ipc of this test: the SysV objects
+ * it made (keys 0x5e, 0x5f, 0x5d and its pid) go with the test, even one
+ * that failed before the target removed them. */
+static pid_t sysv_target;
+static int test_semid = -1; /* a set of the test's own */
+
 static void teardown(void)
 {
 	rm_rf(dir);
+	if (test_semid >= 0)
+		semctl(test_semid, 0, IPC_RMID);
+	if (sysv_target) {
+		key_t low = sysv_target & 0xffffff;
+		int id;
+		if ((id = shmget(0x5e000000 | low, 0, 0)) >= 0)
+			shmctl(id, IPC_RMID, NULL);
+		if ((id = semget(0x5f000000 | low, 0, 0)) >= 0)
+			semctl(id, 0, IPC_RMID);
+		if ((id = msgget(0x5d000000 | low, 0)) >= 0)
+			msgctl(id, IPC_RMID, NULL);
+	}
 }
 
 static char *path(const char *name)
@@ -1215,6 +1233,7 @@ END_TEST
 static pid_t family_dump(const char *prog, const char *extra, const char *mode, size_t n, pid_t *kids)
 {
 	pid_t pid = spawn(NULL, prog, extra);
+	sysv_target = pid;
 	size_t nk = descendants(pid, kids, n);
 	ck_assert_msg(nk == n, "%zu descendants, expected %zu", nk, n);
 	dump(pid, mode, "store/s1");
@@ -1380,7 +1399,7 @@ END_TEST
  * objects are removed before the restore, as on another host. */
 static void ipc_cycle(bool removed, bool taken)
 {
-	int mine = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+	int mine = test_semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
 	struct sembuf up = { 0, 1, 0 };
 	ck_assert_int_ge(mine, 0);
 	ck_assert_int_eq(semop(mine, &up, 1), 0);
@@ -1397,6 +1416,7 @@ static void ipc_cycle(bool removed, bool taken)
 	ck_assert_msg(!strstr(ipc, want), "the test's own set is in the snapshot: %s", ipc);
 	free(ipc);
 	ck_assert_int_eq(semctl(mine, 0, IPC_RMID), 0);
+	test_semid = -1;
 	if (removed) {
 		ck_assert_int_eq(semctl(semid, 0, IPC_RMID), 0);
 		ck_assert_int_eq(msgctl(msqid, IPC_RMID, NULL), 0);
