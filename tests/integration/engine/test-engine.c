@@ -77,6 +77,9 @@ static void teardown(void)
 			semctl(id, 0, IPC_RMID);
 		if ((id = msgget(0x5d000000 | low, 0)) >= 0)
 			msgctl(id, IPC_RMID, NULL);
+		char name[64];
+		snprintf(name, sizeof(name), "/dev/shm/ckptfs-target-%d", sysv_target);
+		unlink(name);
 	}
 }
 
@@ -1324,6 +1327,45 @@ START_TEST(tree_refuses_files_without_parent)
 }
 END_TEST
 
+/* target-posixshm: a POSIX shared memory object (/dev/shm) mapped by a
+ * parent and its child. It is a file: the restore maps the object by its
+ * name again, shared with both processes and with whoever opens the name
+ * (the target checks that through a second view). */
+static void posixshm_cycle(const char *mode)
+{
+	pid_t child;
+	pid_t pid = pair_dump("target-posixshm", NULL, mode, &child);
+	char *maps = NULL, want[64], rel[64];
+	snprintf(want, sizeof(want), "/dev/shm/ckptfs-target-%d", pid);
+	snprintf(rel, sizeof(rel), "store/s1/%d/maps", pid);
+	ck_assert_int_eq(read_file_full(path(rel), &maps, NULL), 0);
+	ck_assert_msg(strstr(maps, "kind=file-shared") && strstr(maps, want), "maps: %s (no file-shared %s)", maps,
+		      want);
+	free(maps);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+START_TEST(posixshm_kill) { posixshm_cycle("--kill"); } END_TEST
+START_TEST(posixshm_running) { posixshm_cycle(NULL); } END_TEST
+
+/* The object gone, as on a host that does not have it: the restore fails
+ * naming it and leaves nothing running. */
+START_TEST(posixshm_removed)
+{
+	pid_t child;
+	pid_t pid = pair_dump("target-posixshm", NULL, "--kill", &child);
+	char name[64];
+	snprintf(name, sizeof(name), "/dev/shm/ckptfs-target-%d", pid);
+	ck_assert_int_eq(unlink(name), 0);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), name), "stderr: %s (does not name %s)", ckpt_err(), name);
+	/* what the restore made is killed (and reaped: no zombie stays) */
+	wait_gone(pid);
+	wait_gone(child);
+}
+END_TEST
+
 /* target-sysv: a SysV segment attached three times by a parent and its
  * child. Dumped (mode), the originals gone; its id from the snapshot's
  * `ipc` file. */
@@ -2014,6 +2056,9 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("share_fs_running", share_fs_running, 60));
 		suite_add_tcase(s, tc("share_fs_stop", share_fs_stop, 60));
 		suite_add_tcase(s, tc("tree_refuses_files_without_parent", tree_refuses_files_without_parent, 60));
+		suite_add_tcase(s, tc("posixshm_kill", posixshm_kill, 60));
+		suite_add_tcase(s, tc("posixshm_running", posixshm_running, 60));
+		suite_add_tcase(s, tc("posixshm_removed", posixshm_removed, 60));
 		suite_add_tcase(s, tc("sysv_kill", sysv_kill, 60));
 		suite_add_tcase(s, tc("sysv_running", sysv_running, 60));
 		suite_add_tcase(s, tc("sysv_removed", sysv_removed, 60));
