@@ -2,38 +2,29 @@
  * gpu/ with the CUDA driver's checkpoint API (CUDA 12.8+, driver 550+).
  *
  * libcuda is loaded with dlopen on first use so that the daemon and the
- * command line run on machines without a driver; cuda.h is needed only to
- * build. The driver does the work inside the target process (a restore
- * thread of its own), so the target's threads that the driver names must
- * be running while these calls are made: callers freeze the process only
- * after gpu_checkpoint() and thaw it before gpu_restore().
+ * command line run on machines without a driver; what we use of the
+ * driver API is declared in driver-int.h (checked against the toolkit's
+ * cuda.h where that is found), so this builds everywhere. The driver
+ * does the work inside the target process (a restore thread of its
+ * own), so the target's threads that the driver names must be running
+ * while these calls are made: callers freeze the process only after
+ * gpu_checkpoint() and thaw it before gpu_restore().
  *
  * A CUresult becomes an errno here, once, with the driver's name for it in
  * err_msg().
  */
-#include <cuda.h>
 #include <dlfcn.h>
 #include <pthread.h>
 
 #include "common/common.h"
+#include "gpu/driver-int.h"
 #include "gpu/gpu.h"
 
+#define FIELD(field, sym, ret, params) ret(*field) params;
 struct cuda_api {
-	CUresult (*init)(unsigned int);
-	CUresult (*get_error_name)(CUresult, const char **);
-	CUresult (*get_state)(int, CUprocessState *);
-	CUresult (*lock)(int, CUcheckpointLockArgs *);
-	CUresult (*checkpoint)(int, CUcheckpointCheckpointArgs *);
-	CUresult (*restore)(int, CUcheckpointRestoreArgs *);
-	CUresult (*unlock)(int, CUcheckpointUnlockArgs *);
-	CUresult (*restore_tid)(int, int *);
-	/* optional: what gpu/info says of the machine */
-	CUresult (*driver_version)(int *);
-	CUresult (*device_count)(int *);
-	CUresult (*device_get)(CUdevice *, int);
-	CUresult (*device_name)(char *, int, CUdevice);
-	CUresult (*device_uuid)(CUuuid *, CUdevice);
+	GPU_CU_OWN_ENTRY_POINTS(FIELD)
 };
+#undef FIELD
 
 static struct cuda_api api;
 static int api_err = -ENODEV;
@@ -47,40 +38,33 @@ static void api_load(void)
 		snprintf(api_why, sizeof(api_why), "cannot load libcuda.so.1: %s", dlerror());
 		return;
 	}
-#define SYM(field, name)                                                                   \
-	do {                                                                               \
-		*(void **)&api.field = dlsym(h, name);                                     \
-		if (!api.field) {                                                          \
-			snprintf(api_why, sizeof(api_why),                                 \
-				 "the CUDA driver has no %s (driver 550 or newer needed)", name); \
-			api_err = -EOPNOTSUPP;                                             \
-			return;                                                            \
-		}                                                                          \
-	} while (0)
-	SYM(init, "cuInit");
-	SYM(get_error_name, "cuGetErrorName");
-	SYM(get_state, "cuCheckpointProcessGetState");
-	SYM(lock, "cuCheckpointProcessLock");
-	SYM(checkpoint, "cuCheckpointProcessCheckpoint");
-	SYM(restore, "cuCheckpointProcessRestore");
-	SYM(unlock, "cuCheckpointProcessUnlock");
-	SYM(restore_tid, "cuCheckpointProcessGetRestoreThreadId");
-#undef SYM
-	*(void **)&api.driver_version = dlsym(h, "cuDriverGetVersion");
-	*(void **)&api.device_count = dlsym(h, "cuDeviceGetCount");
-	*(void **)&api.device_get = dlsym(h, "cuDeviceGet");
-	*(void **)&api.device_name = dlsym(h, "cuDeviceGetName");
-	/* cuda.h maps cuDeviceGetUuid to its _v2 since CUDA 11.4 */
-	*(void **)&api.device_uuid = dlsym(h, "cuDeviceGetUuid_v2");
+	/* the required ones first: a driver without them is too old */
+	static const char *const names[] = {
+#define NAME(field, sym, ret, params) #sym,
+		GPU_CU_OWN_ENTRY_POINTS(NAME)
+#undef NAME
+	};
+	void **slot = (void **)&api;
+	_Static_assert(sizeof(api) == ARRAY_SIZE(names) * sizeof(void *), "one pointer per entry point");
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		slot[i] = dlsym(h, names[i]);
+		if (!slot[i] && i < GPU_CU_REQUIRED) {
+			snprintf(api_why, sizeof(api_why), "the CUDA driver has no %s (driver 550 or newer needed)",
+				 names[i]);
+			api_err = -EOPNOTSUPP;
+			return;
+		}
+	}
+	/* a driver from before CUDA 11.4 has only the first cuDeviceGetUuid */
 	if (!api.device_uuid)
 		*(void **)&api.device_uuid = dlsym(h, "cuDeviceGetUuid");
 	/* cuCheckpointProcessRestore needs cuInit in the caller. */
-	CUresult r = api.init(0);
-	if (r != CUDA_SUCCESS) {
+	int r = api.init(0);
+	if (r != GPU_CU_SUCCESS) {
 		const char *n = "?";
 		api.get_error_name(r, &n);
 		snprintf(api_why, sizeof(api_why), "cuInit failed: %s", n);
-		api_err = r == CUDA_ERROR_NO_DEVICE ? -ENODEV : -EIO;
+		api_err = r == GPU_CU_ERROR_NO_DEVICE ? -ENODEV : -EIO;
 		return;
 	}
 	api_err = 0;
@@ -95,29 +79,29 @@ static int api_get(void)
 }
 
 /* The one place a CUresult becomes an errno. */
-static int cu_err(CUresult r, pid_t pid, const char *what)
+static int cu_err(int r, pid_t pid, const char *what)
 {
 	const char *n = "?";
 	int e;
 
-	if (r == CUDA_SUCCESS)
+	if (r == GPU_CU_SUCCESS)
 		return 0;
 	api.get_error_name(r, &n);
 	switch (r) {
-	case CUDA_ERROR_INVALID_VALUE:
+	case GPU_CU_ERROR_INVALID_VALUE:
 		e = -ESRCH; /* no CUDA context in that process */
 		break;
-	case CUDA_ERROR_NOT_READY:
+	case GPU_CU_ERROR_NOT_READY:
 		e = -ETIMEDOUT; /* lock timeout */
 		break;
-	case CUDA_ERROR_ILLEGAL_STATE:
+	case GPU_CU_ERROR_ILLEGAL_STATE:
 		e = -EBUSY;
 		break;
-	case CUDA_ERROR_NOT_SUPPORTED:
+	case GPU_CU_ERROR_NOT_SUPPORTED:
 		e = -EOPNOTSUPP;
 		break;
-	case CUDA_ERROR_NOT_INITIALIZED:
-	case CUDA_ERROR_NO_DEVICE:
+	case GPU_CU_ERROR_NOT_INITIALIZED:
+	case GPU_CU_ERROR_NO_DEVICE:
 		e = -ENODEV;
 		break;
 	default:
@@ -133,7 +117,7 @@ int gpu_probe(void)
 
 int gpu_get_state(pid_t pid, enum gpu_state *ret)
 {
-	CUprocessState st;
+	int st;
 	int r = api_get();
 	if (r < 0)
 		return r;
@@ -141,13 +125,13 @@ int gpu_get_state(pid_t pid, enum gpu_state *ret)
 	if (r < 0)
 		return r;
 	switch (st) {
-	case CU_PROCESS_STATE_RUNNING:
+	case GPU_CU_PROCESS_STATE_RUNNING:
 		*ret = GPU_STATE_RUNNING;
 		break;
-	case CU_PROCESS_STATE_LOCKED:
+	case GPU_CU_PROCESS_STATE_LOCKED:
 		*ret = GPU_STATE_LOCKED;
 		break;
-	case CU_PROCESS_STATE_CHECKPOINTED:
+	case GPU_CU_PROCESS_STATE_CHECKPOINTED:
 		*ret = GPU_STATE_CHECKPOINTED;
 		break;
 	default:
@@ -158,7 +142,7 @@ int gpu_get_state(pid_t pid, enum gpu_state *ret)
 
 int gpu_lock(pid_t pid, unsigned timeout_ms)
 {
-	CUcheckpointLockArgs a = { .timeoutMs = timeout_ms };
+	struct gpu_cu_lock_args a = { .timeout_ms = timeout_ms };
 	int r = api_get();
 	if (r < 0)
 		return r;
@@ -169,7 +153,7 @@ int gpu_lock(pid_t pid, unsigned timeout_ms)
 
 int gpu_checkpoint(pid_t pid)
 {
-	CUcheckpointCheckpointArgs a = { { 0 } };
+	struct gpu_cu_checkpoint_args a = { { 0 } };
 	int r = api_get();
 	if (r < 0)
 		return r;
@@ -180,7 +164,7 @@ int gpu_checkpoint(pid_t pid)
 
 int gpu_restore(pid_t pid)
 {
-	CUcheckpointRestoreArgs a;
+	struct gpu_cu_restore_args a;
 	int r = api_get();
 	if (r < 0)
 		return r;
@@ -190,7 +174,7 @@ int gpu_restore(pid_t pid)
 
 int gpu_unlock(pid_t pid)
 {
-	CUcheckpointUnlockArgs a = { { 0 } };
+	struct gpu_cu_unlock_args a = { { 0 } };
 	int r = api_get();
 	if (r < 0)
 		return r;
@@ -219,21 +203,21 @@ int gpu_describe(char **ret)
 	if (r < 0)
 		return r;
 #define ADD(...) n += (size_t)snprintf(buf + n, n < sizeof(buf) ? sizeof(buf) - n : 0, __VA_ARGS__)
-	if (api.driver_version && api.driver_version(&v) == CUDA_SUCCESS)
+	if (api.driver_version && api.driver_version(&v) == GPU_CU_SUCCESS)
 		ADD("driver_version: %d\n", v);
-	if (api.device_count && api.device_count(&count) == CUDA_SUCCESS)
+	if (api.device_count && api.device_count(&count) == GPU_CU_SUCCESS)
 		ADD("device_count: %d\n", count);
 	for (int i = 0; i < count && i < 16 && api.device_get; i++) {
-		CUdevice d;
+		int d;
 		char name[256];
-		CUuuid u;
-		if (api.device_get(&d, i) != CUDA_SUCCESS)
+		struct gpu_cu_uuid u;
+		if (api.device_get(&d, i) != GPU_CU_SUCCESS)
 			continue;
-		if (api.device_name && api.device_name(name, sizeof(name), d) == CUDA_SUCCESS) {
+		if (api.device_name && api.device_name(name, sizeof(name), d) == GPU_CU_SUCCESS) {
 			name[strcspn(name, "\n")] = 0;
 			ADD("device%d_name: %s\n", i, name);
 		}
-		if (api.device_uuid && api.device_uuid(&u, d) == CUDA_SUCCESS) {
+		if (api.device_uuid && api.device_uuid(&u, d) == GPU_CU_SUCCESS) {
 			const unsigned char *b = (const unsigned char *)u.bytes;
 			ADD("device%d_uuid: GPU-", i);
 			for (int k = 0; k < 16; k++)
