@@ -174,6 +174,10 @@ enum fault_id {
 	/* gpu/ 300-399 */
 	FAULT_GPU_LOCK = 300,
 	FAULT_GPU_CHECKPOINT = 301,
+	FAULT_GPU_RESTORE = 302,            /* cuCheckpointProcessRestore fails */
+	FAULT_GPU_UNLOCK = 303,             /* cuCheckpointProcessUnlock fails */
+	FAULT_GPU_DIE_LOCKED = 310,         /* dumper killed (SIGKILL) once the GPU is locked */
+	FAULT_GPU_DIE_CHECKPOINTED = 311,   /* dumper killed once the GPU is checkpointed */
 	/* fs/ 400-499 */
 	FAULT_FS_CTL = 400,
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */

@@ -169,6 +169,8 @@ int gpu_restore(pid_t pid)
 	if (r < 0)
 		return r;
 	memset(&a, 0, sizeof(a));
+	if (fault_hit(FAULT_GPU_RESTORE))
+		return err_set(-EIO, "pid %d: injected GPU restore failure", pid);
 	return cu_err(api.restore(pid, &a), pid, "cuCheckpointProcessRestore");
 }
 
@@ -178,7 +180,31 @@ int gpu_unlock(pid_t pid)
 	int r = api_get();
 	if (r < 0)
 		return r;
+	if (fault_hit(FAULT_GPU_UNLOCK))
+		return err_set(-EIO, "pid %d: injected GPU unlock failure", pid);
 	return cu_err(api.unlock(pid, &a), pid, "cuCheckpointProcessUnlock");
+}
+
+int gpu_release(pid_t pid)
+{
+	enum gpu_state st;
+	int r = gpu_get_state(pid, &st);
+	if (r < 0)
+		return r;
+	/* a driver call can fail for a passing reason (the process busy in
+	 * a signal handler, memory short for a moment): a few tries, since a
+	 * process left without its GPU is stuck */
+	for (int i = 0; i < 3 && st == GPU_STATE_CHECKPOINTED; i++) {
+		r = gpu_restore(pid);
+		if (r >= 0)
+			st = GPU_STATE_LOCKED;
+	}
+	for (int i = 0; i < 3 && st == GPU_STATE_LOCKED; i++) {
+		r = gpu_unlock(pid);
+		if (r >= 0)
+			st = GPU_STATE_RUNNING;
+	}
+	return st == GPU_STATE_RUNNING ? 0 : r;
 }
 
 int gpu_restore_tid(pid_t pid, pid_t *ret)

@@ -34,6 +34,11 @@ int gpu_checkpoint(pid_t pid);
 int gpu_restore(pid_t pid);
 /* LOCKED -> RUNNING. */
 int gpu_unlock(pid_t pid);
+/* Gives pid its GPU back from where a checkpoint left it, as the
+ * driver tells: CHECKPOINTED -> (restore) LOCKED -> (unlock) RUNNING;
+ * nothing when RUNNING. Each step is tried up to 3 times. pid must not be
+ * frozen: its driver thread does the work. 0 once it is RUNNING. */
+int gpu_release(pid_t pid);
 /* The driver thread inside pid that must run while the rest is frozen. */
 int gpu_restore_tid(pid_t pid, pid_t *ret);
 const char *gpu_state_name(enum gpu_state s);

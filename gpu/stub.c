@@ -34,6 +34,11 @@ int gpu_unlock(pid_t pid)
 	return -EOPNOTSUPP;
 }
 
+int gpu_release(pid_t pid)
+{
+	return -EOPNOTSUPP;
+}
+
 int gpu_restore_tid(pid_t pid, pid_t *ret)
 {
 	return -EOPNOTSUPP;
