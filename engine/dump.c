@@ -163,6 +163,46 @@ enum gpu_hold {
 	GPU_HOLD_CHECKPOINTED, /* device memory moved into host memory */
 };
 
+/* Where the driver's checkpoint step put device memory: the host areas
+ * it created (gpu/info's hbm lines). */
+struct hbm {
+	uint64_t (*v)[2]; /* [start, end) */
+	size_t n;
+};
+
+/* Ranges of private anonymous areas in after that no private anonymous
+ * area covered in before (unmapped then, or a device's mapping): what the
+ * checkpoint step made, page-aligned, one piece per area of after. */
+static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm *ret)
+{
+	for (size_t i = 0; i < na; i++) {
+		if (after[i].kind != VMA_ANON || after[i].shared)
+			continue;
+		uint64_t s = after[i].start, e = after[i].end;
+		while (s < e) {
+			/* the next part of [s, e) covered before, if any */
+			uint64_t cs = e, ce = e;
+			for (size_t k = 0; k < nb; k++)
+				if (before[k].kind == VMA_ANON && !before[k].shared && before[k].end > s &&
+				    before[k].start < cs) {
+					cs = MAX(before[k].start, s);
+					ce = MIN(before[k].end, e);
+				}
+			if (cs > s) {
+				void *nv = realloc(ret->v, (ret->n + 1) * sizeof(*ret->v));
+				if (!nv)
+					return -ENOMEM;
+				ret->v = nv;
+				ret->v[ret->n][0] = s;
+				ret->v[ret->n][1] = cs;
+				ret->n++;
+			}
+			s = ce;
+		}
+	}
+	return 0;
+}
+
 /* True when pid has an NVIDIA device file mapped or open: a GPU process. */
 static bool uses_nvidia(pid_t pid)
 {
@@ -173,39 +213,35 @@ static bool uses_nvidia(pid_t pid)
 }
 
 /* Gives the GPU back to a process that is not frozen (the driver's
- * thread inside it does the work): CHECKPOINTED -> LOCKED -> RUNNING. */
-static int gpu_give_back(pid_t pid, enum gpu_hold *hold)
+ * thread inside it does the work): CHECKPOINTED -> LOCKED -> RUNNING;
+ * then its keeper, which guarded it meanwhile, may end. */
+static int gpu_give_back(pid_t pid, enum gpu_hold *hold, struct keeper *k)
 {
 	int r = 0;
-	if (*hold == GPU_HOLD_CHECKPOINTED) {
-		r = gpu_restore(pid);
+	if (*hold != GPU_HOLD_NONE) {
+		r = gpu_release(pid);
 		if (r < 0) {
 			char why[512];
 			snprintf(why, sizeof(why), "%s", err_msg());
-			*hold = GPU_HOLD_NONE;
-			return err_set(r, "pid %d: giving its device memory back failed: %s", pid, why);
-		}
-		*hold = GPU_HOLD_LOCKED;
-	}
-	if (*hold == GPU_HOLD_LOCKED) {
-		r = gpu_unlock(pid);
-		if (r < 0) {
-			char why[512];
-			snprintf(why, sizeof(why), "%s", err_msg());
-			r = err_set(r, "pid %d: unlocking its GPU failed: %s", pid, why);
+			r = err_set(r, "pid %d: giving its GPU back failed: %s", pid, why);
 		}
 	}
 	*hold = GPU_HOLD_NONE;
+	keeper_gpu_done(k);
 	return r;
 }
 
 /* Before any thread is seized: a CUDA process is locked and checkpointed
- * on the GPU. Not a CUDA process, or no driver here and no NVIDIA device
- * in the process: nothing to do. On failure the process is RUNNING on
- * the GPU as it was. */
-static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, enum gpu_hold *hold, bool *used)
+ * on the GPU, its keeper k (started, not yet seizing) guarding it should
+ * we die. Not a CUDA process, or no driver here and no NVIDIA device in
+ * the process: nothing to do. On failure the process is RUNNING on the
+ * GPU as it was. */
+static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, struct keeper *k,
+		    enum gpu_hold *hold, bool *used, struct hbm *hbm)
 {
 	enum gpu_state st;
+	struct vma *before = NULL, *after = NULL;
+	size_t nb = 0, na = 0;
 	int r;
 
 	*hold = GPU_HOLD_NONE;
@@ -222,6 +258,10 @@ static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, e
 		err_clear(); /* not our failure: no later one should read it */
 		return 0;
 	}
+	/* the driver's thread in it can neither lock nor answer while it is
+	 * stopped */
+	if (stopped && uses_nvidia(pid))
+		return err_set(-EBUSY, "pid %d is stopped (SIGSTOP): a CUDA process must run to be locked", pid);
 	r = gpu_get_state(pid, &st);
 	if (r == -ESRCH) {
 		err_clear();
@@ -232,44 +272,84 @@ static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, e
 	if (st != GPU_STATE_RUNNING)
 		return err_set(-EBUSY, "pid %d: its CUDA state is %s, not running (another checkpoint?)", pid,
 			       gpu_state_name(st));
-	/* the driver's thread in it cannot lock while it is stopped */
 	if (stopped)
 		return err_set(-EBUSY, "pid %d is stopped (SIGSTOP): a CUDA process must run to be locked", pid);
 	*used = true;
+	/* the maps before and after the checkpoint step tell where it put
+	 * device memory */
+	r = maps_read(pid, &before, &nb);
+	if (r < 0)
+		return r;
+	r = keeper_gpu_hold(k);
+	if (r < 0)
+		goto out;
 	r = gpu_lock(pid, o && o->gpu_lock_timeout_ms ? o->gpu_lock_timeout_ms : 10000);
 	if (r < 0) {
 		/* a lock that failed half-way would leave it locked */
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err_msg());
-		if (gpu_get_state(pid, &st) >= 0 && st == GPU_STATE_LOCKED)
-			gpu_unlock(pid);
-		return err_set(r, "%s", why);
+		*hold = GPU_HOLD_LOCKED;
+		gpu_give_back(pid, hold, k);
+		r = err_set(r, "%s", why);
+		goto out;
 	}
 	*hold = GPU_HOLD_LOCKED;
+	if (fault_hit(FAULT_GPU_DIE_LOCKED))
+		raise(SIGKILL);
 	r = gpu_checkpoint(pid);
 	if (r < 0) {
+		/* it may have got as far as CHECKPOINTED: gpu_release asks */
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err_msg());
-		/* it may have got as far as CHECKPOINTED */
-		if (gpu_get_state(pid, &st) >= 0 && st == GPU_STATE_CHECKPOINTED)
-			*hold = GPU_HOLD_CHECKPOINTED;
-		gpu_give_back(pid, hold);
-		return err_set(r, "%s", why);
+		gpu_give_back(pid, hold, k);
+		r = err_set(r, "%s", why);
+		goto out;
 	}
 	*hold = GPU_HOLD_CHECKPOINTED;
-	return 0;
+	if (fault_hit(FAULT_GPU_DIE_CHECKPOINTED))
+		raise(SIGKILL);
+	r = maps_read(pid, &after, &na);
+	if (r >= 0)
+		r = hbm_diff(before, nb, after, na, hbm);
+out:
+	vmas_free(before, nb);
+	vmas_free(after, na);
+	return r;
 }
 
-/* gpu/info: the state the image holds and the machine it came from. */
-static int gpu_write_info(struct store_snap *w, pid_t pid)
+/* gpu/info: the state the image holds, the machine it came from, and
+ * where device memory is: each hbm area with the memory/ file and offset
+ * that hold its bytes (not stored twice: docs/FORMAT.md). */
+static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_image *img, const struct hbm *hbm)
 {
 	_cleanup_free_ char *dev = NULL, *text = NULL;
+	size_t len = 0;
 	int r = gpu_describe(&dev);
 	if (r < 0)
 		log_debug("pid %d: no GPU description: %s", pid, err_msg());
-	if (asprintf(&text, "state_at_dump: running\nstate_in_image: checkpointed\n%s", dev ? dev : "") < 0)
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
 		return -ENOMEM;
-	return store_snap_put(w, "gpu/info", text, strlen(text));
+	fprintf(f, "state_at_dump: running\nstate_in_image: checkpointed\n%s", dev ? dev : "");
+	for (size_t i = 0; i < hbm->n; i++) {
+		uint64_t s = hbm->v[i][0], e = hbm->v[i][1];
+		const struct vma *v = NULL;
+		for (size_t k = 0; k < img->nvmas && !v; k++)
+			if (img->vmas[k].start <= s && e <= img->vmas[k].end)
+				v = &img->vmas[k];
+		if (!v) {
+			log_debug("pid %d: GPU area %" PRIx64 "-%" PRIx64 " is in no area at the freeze", pid, s, e);
+			continue;
+		}
+		fprintf(f, "hbm: %016" PRIx64 "-%016" PRIx64 " %" PRIu64, s, e, e - s);
+		if (v->saved) /* else every page was zero: nothing saved */
+			fprintf(f, " memory/%016" PRIx64 "-%016" PRIx64 " %" PRIu64 "\n", v->start, v->end, s - v->start);
+		else
+			fprintf(f, " - 0\n");
+	}
+	if (fclose(f) != 0 || !text)
+		return -ENOMEM;
+	return store_snap_put(w, "gpu/info", text, len);
 }
 
 /* One process of the tree being dumped. */
@@ -279,6 +359,7 @@ struct pdump {
 	struct keeper k;
 	enum gpu_hold gpu;
 	bool gpu_used;
+	struct hbm hbm; /* where the checkpoint step put device memory */
 	bool checked; /* process_check and fds_check passed */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
 	uint64_t bytes;
@@ -425,7 +506,7 @@ static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const
 		return r;
 	r = write_image(v, &d->img, d->fds, o);
 	if (r >= 0 && d->gpu_used)
-		r = gpu_write_info(v, pid);
+		r = gpu_write_info(v, pid, &d->img, &d->hbm);
 	store_snap_close(v);
 	return r;
 }
@@ -484,23 +565,23 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		goto out;
 
 	progress(o, ENGINE_PHASE_PREPARE, 0, 0);
+	/* every keeper forked and executed now, while the tree runs: each
+	 * seizes its process on our word. The keepers trace them, not us:
+	 * should we die from here on, each puts its process back and lets
+	 * go, and gives back a GPU we took (keeper.c). */
+	for (size_t i = 0; i < t.n; i++) {
+		if (t.v[i].zombie || p[i].gone)
+			continue;
+		r = keeper_start(t.v[i].pid, &p[i].k);
+		if (r < 0)
+			goto out;
+	}
 	/* before the seize: a CUDA process's driver thread must run meanwhile,
 	 * and the copy's memory is faulted in while the processes run */
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = gpu_take(t.v[i].pid, o, p[i].img.stopped, &p[i].gpu, &p[i].gpu_used);
-		if (r < 0)
-			goto out;
-	}
-	/* every keeper forked and executed now, while the tree runs: each
-	 * seizes its process on our word. The keepers trace them, not us:
-	 * should we die from here on, each puts its process back and lets
-	 * go (keeper.c). */
-	for (size_t i = 0; i < t.n; i++) {
-		if (t.v[i].zombie || p[i].gone)
-			continue;
-		r = keeper_start(t.v[i].pid, &p[i].k);
+		r = gpu_take(t.v[i].pid, o, p[i].img.stopped, &p[i].k, &p[i].gpu, &p[i].gpu_used, &p[i].hbm);
 		if (r < 0)
 			goto out;
 	}
@@ -600,7 +681,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		for (size_t i = 0; i < t.n; i++) {
 			if (t.v[i].zombie || p[i].gone)
 				continue;
-			r = gpu_give_back(t.v[i].pid, &p[i].gpu);
+			r = gpu_give_back(t.v[i].pid, &p[i].gpu, &p[i].k);
 			if (r < 0)
 				goto out;
 		}
@@ -705,7 +786,7 @@ out:
 		if (d->gpu != GPU_HOLD_NONE) {
 			char why[512];
 			snprintf(why, sizeof(why), "%s", err_msg());
-			if (gpu_give_back(t.v[i].pid, &d->gpu) < 0) {
+			if (gpu_give_back(t.v[i].pid, &d->gpu, &d->k) < 0) {
 				char more[512];
 				snprintf(more, sizeof(more), "%s", err_msg());
 				err_set(r, "%s; and %s", why, more);
@@ -713,6 +794,8 @@ out:
 				err_set(r, "%s", why);
 			}
 		}
+		keeper_gpu_done(&d->k);
+		free(d->hbm.v);
 		if (d->fds)
 			fds_free(d->fds);
 		proc_image_free(&d->img);

@@ -270,6 +270,7 @@ struct keeper {
 	pid_t pid;    /* the keeper process; 0 when none */
 	int fd;       /* the dumper's end of its socket */
 	pid_t target;
+	bool gpu;     /* it guards the target's GPU (keeper_gpu_hold) */
 };
 
 /* What the keeper does once the dumper is done with the frozen target. */
@@ -278,6 +279,8 @@ enum keeper_word {
 	KEEPER_THAW = 'T', /* detach: the target runs on; also on end of file */
 	KEEPER_STOP = 'S', /* detach, SIGSTOP queued */
 	KEEPER_KILL = 'K', /* SIGKILL, every traced thread waited out */
+	KEEPER_GPU_HOLD = 'g', /* we lock the target's GPU: give it back should we die */
+	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
 };
 
 /* Forks the keeper (before the target is touched), which waits for the
@@ -294,8 +297,17 @@ int keeper_wait_seized(struct keeper *k);
 int keeper_recv_view(struct keeper *k, struct proc_image *img);
 /* Sends w and waits for the keeper to have done it and exited. Accepts a
  * keeper that already ended (it let go of the target before that); does
- * nothing when none was started. */
+ * nothing when none was started. A keeper that guards the GPU
+ * (keeper_gpu_hold) is left running after THAW, once the threads run:
+ * keeper_gpu_done() ends it. */
 int keeper_finish(struct keeper *k, enum keeper_word w);
+/* Before the dumper locks the target's GPU (the keeper started, not yet
+ * seizing): should the dumper die from now until keeper_gpu_done(), the
+ * keeper gives the GPU back (gpu_release) once it let the threads go. */
+int keeper_gpu_hold(struct keeper *k);
+/* The GPU is given back (or that failed and was said): the keeper ends;
+ * waits for it. Nothing when it guards nothing. */
+int keeper_gpu_done(struct keeper *k);
 /* In the keeper only: when fault id fires, kills the dumper and waits for
  * its death, so that a test sees what follows it. */
 void keeper_fault_kill_dumper(enum fault_id id);

@@ -32,6 +32,17 @@
  * the target only dies or stays stopped on the dumper's word, which it
  * sends after the commit.
  *
+ * A CUDA target's GPU is locked and checkpointed by the dumper before
+ * the GO, and given back by it once the threads run again (gpu/ needs the
+ * driver's thread inside the target to run). Before the lock the dumper
+ * says KEEPER_GPU_HOLD; from then on the keeper, once it let the threads
+ * go (THAW, or the dumper's death), ends its side of the socket (the
+ * dumper's keeper_finish() returns) and stays until KEEPER_GPU_DONE, the
+ * dumper's word that the GPU is given back; should the dumper die first,
+ * the keeper gives it back itself (gpu_release()). KILL and STOP end that
+ * duty: a killed process lets go of its GPU, a stopped one stays
+ * checkpointed on it.
+ *
  * The keeper is our own program executed afresh (/proc/self/exe, sent to
  * keeper_main() by a constructor before main()), not a bare fork of the
  * dumper: after fork() in a multithreaded dumper (the daemon runs RocksDB
@@ -40,7 +51,8 @@
  * the keeper with the target frozen. It is forked and executed before the
  * freeze, so that cost is not frozen time. Small all the same: the
  * engine's ptrace and /proc code, one write() per log line, never the
- * store or gpu/; it leaves with _exit().
+ * store, and gpu/ only to give a GPU back once the dumper died (a fresh
+ * program, where loading the driver is safe); it leaves with _exit().
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -52,9 +64,13 @@
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
+#include "gpu/gpu.h"
 
 /* Set in the keeper only: the dumper, its parent. */
 static pid_t keeper_dumper;
+/* In the keeper only: the dumper said KEEPER_GPU_HOLD, and not yet
+ * KEEPER_GPU_DONE (nor KILL or STOP). */
+static bool keeper_gpu;
 
 /* How a keeper finds its socket and its target after execve. */
 #define KEEPER_ENV "CKPTFS_KEEPER"
@@ -377,26 +393,62 @@ static void kill_seized(struct seized *s)
 	s->ntids = 0;
 }
 
-/* The dumper's word; THAW on end of file or once the dumper is gone. */
+/* The dumper's word; 0 (taken as THAW) on end of file or once the
+ * dumper is gone. KEEPER_GPU_HOLD and KEEPER_GPU_DONE set and clear our
+ * duty here (DONE is returned too: it may come before GO, when taking the
+ * GPU failed). */
 static char wait_word(int fd)
 {
 	for (;;) {
 		struct pollfd p = { fd, POLLIN, 0 };
 		int n = poll(&p, 1, 200);
 		if (n < 0 && errno != EINTR)
-			return KEEPER_THAW;
+			return 0;
 		if (n > 0) {
 			char w;
 			ssize_t k = read(fd, &w, 1);
-			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO))
+			if (k == 1 && w == KEEPER_GPU_HOLD) {
+				keeper_gpu = true;
+				continue;
+			}
+			if (k == 1 && w == KEEPER_GPU_DONE)
+				keeper_gpu = false;
+			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO ||
+				       w == KEEPER_GPU_DONE))
 				return w;
 			if (k < 0 && errno == EINTR)
 				continue;
-			return KEEPER_THAW;
+			return 0;
 		}
 		if (dumper_gone())
-			return KEEPER_THAW;
+			return 0;
 	}
+}
+
+/* The one way out, once the target's threads are let go (or were never
+ * seized). While we guard its GPU: end our side of the socket, which
+ * tells the dumper that the threads run, and wait for its word that it
+ * gave the GPU back; should it die first, give it back ourselves. */
+static _noreturn_ void leave(int fd, pid_t pid, int code)
+{
+	if (keeper_gpu) {
+		shutdown(fd, SHUT_WR);
+		for (;;) {
+			char w = wait_word(fd);
+			if (w == KEEPER_GPU_DONE)
+				break;
+			if (w == 0) {
+				int r = gpu_release(pid);
+				if (r < 0)
+					log_err_errno(r, "pid %d: its dumper died; giving its GPU back failed: %s", pid,
+						      err_msg());
+				else
+					log_info("pid %d: its dumper died; its GPU is given back", pid);
+				break;
+			}
+		}
+	}
+	_exit(code);
 }
 
 static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
@@ -427,38 +479,40 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 		if (null > 2)
 			close(null);
 	}
-	if (dumper_gone())
-		_exit(1);
 	/* Started before the freeze (the fork and exec are not frozen time),
-	 * we seize on the dumper's word; anything else: nothing to do. */
+	 * we seize on the dumper's word; anything else: nothing to do. A
+	 * dumper already dead is seen there, once what it said before its
+	 * death is read: KEEPER_GPU_HOLD matters. */
 	if (wait_word(fd) != KEEPER_GO)
-		_exit(0);
+		leave(fd, pid, 0);
 
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
 	send_status(fd, r);
 	if (r < 0)
-		_exit(1);
+		leave(fd, pid, 1);
 	r = capture(&s, &img);
 	if (r < 0) {
 		/* let go before we say so: the dumper reports at once */
 		seize_release(&s, 0);
 		send_status(fd, r);
-		_exit(1);
+		leave(fd, pid, 1);
 	}
 	/* a dumper that died meanwhile does not read it: no matter */
 	send_view(fd, &img);
 	switch (wait_word(fd)) {
 	case KEEPER_KILL:
 		kill_seized(&s);
+		keeper_gpu = false;
 		break;
 	case KEEPER_STOP:
 		seize_release(&s, SIGSTOP);
+		keeper_gpu = false;
 		break;
 	default:
 		seize_release(&s, 0);
 		break;
 	}
-	_exit(0);
+	leave(fd, pid, 0);
 }
 
 /* ---- in the dumper --------------------------------------------------- */
@@ -546,6 +600,24 @@ int keeper_wait_seized(struct keeper *k)
 	return recv_status(k);
 }
 
+int keeper_gpu_hold(struct keeper *k)
+{
+	char c = KEEPER_GPU_HOLD;
+	if (send_all(k->fd, &c, 1) < 0)
+		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
+	k->gpu = true;
+	return 0;
+}
+
+int keeper_gpu_done(struct keeper *k)
+{
+	bool gpu = k->gpu;
+	k->gpu = false;
+	if (!gpu || !k->pid)
+		return 0;
+	return keeper_finish(k, KEEPER_GPU_DONE);
+}
+
 int keeper_finish(struct keeper *k, enum keeper_word w)
 {
 	int r = 0, st;
@@ -553,9 +625,13 @@ int keeper_finish(struct keeper *k, enum keeper_word w)
 		return 0;
 	char c = (char)w;
 	(void)send_all(k->fd, &c, 1);
+	if (w == KEEPER_KILL || w == KEEPER_STOP)
+		k->gpu = false; /* its duty ends with these */
 	/* Drain what it may still be sending (a view we did not read), so
 	 * that it never blocks on a full socket; stop at its exit, not only
-	 * at end of file: a process forked meanwhile may hold its end. */
+	 * at end of file: a process forked meanwhile may hold its end. A
+	 * keeper that guards the GPU ends its side once the threads run, and
+	 * stays: we are done with it until keeper_gpu_done(). */
 	for (;;) {
 		struct pollfd p = { k->fd, POLLIN, 0 };
 		int n = poll(&p, 1, 50);
@@ -564,6 +640,8 @@ int keeper_finish(struct keeper *k, enum keeper_word w)
 			ssize_t m = read(k->fd, junk, sizeof(junk));
 			if (m > 0 || (m < 0 && errno == EINTR))
 				continue;
+			if (m == 0 && k->gpu)
+				return 0;
 			break;
 		}
 		if (n < 0 && errno != EINTR)
@@ -582,7 +660,7 @@ int keeper_finish(struct keeper *k, enum keeper_word w)
 		}
 	}
 reaped:
-	if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && w != KEEPER_THAW))
+	if (!WIFEXITED(st) || (WEXITSTATUS(st) != 0 && w != KEEPER_THAW && w != KEEPER_GPU_DONE))
 		r = err_set(-EIO, "pid %d: the keeper (pid %d) did not finish (status 0x%x)", k->target,
 			    k->pid, st);
 	close(k->fd);
