@@ -1,0 +1,582 @@
+/*
+ * The CUDA path of ckptfs, on any machine: `ckpt dump` and `ckpt restore`
+ * of target-cuda, with the test double of the CUDA driver
+ * (cuda-double.h) first on LD_LIBRARY_PATH of ckpt, its keeper, the
+ * target and this test. One TCase per row of docs/COVERAGE.md's CUDA
+ * part: dumps (running, --kill, --stop) and restores; a failure at each
+ * step, the driver's or ours, leaving the process running on its GPU and
+ * passing its own check; what is refused; the dumper killed between the
+ * lock and the give-back (the keeper gives the GPU back); gpu/hbm.
+ * Every test has its own directory, which is also the double's (its
+ * devices and socket names), so tests never see each other's processes.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "gpu/gpu.h"
+#include "tests/cuda-double/pattern.h"
+
+#define MIB 8
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *target_bin, *old_driver;
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-cuda-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	/* before our own first call into the double, which reads it once */
+	setenv("CKPTFS_CUDA_DOUBLE_DIR", dir, 1);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static bool exists(const char *p)
+{
+	return access(p, F_OK) == 0;
+}
+
+/* Starts target-cuda (env: "NAME=VALUE" for it, or NULL) and waits for
+ * it to be ready. */
+static pid_t spawn(const char *env)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		int log = open(path("target.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(log, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		if (env)
+			putenv((char *)env);
+		char mib[16];
+		snprintf(mib, sizeof(mib), "%d", MIB);
+		execl(target_bin, "target-cuda", path("ready"), path("result"), mib, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 30000 && !exists(path("ready")); i++)
+		usleep(1000);
+	ck_assert_msg(exists(path("ready")), "target-cuda did not get ready");
+	return pid;
+}
+
+/* Runs ckpt with up to four arguments; env ("NAME=VALUE", or NULL) and
+ * fault (CKPTFS_FAULT) for it alone; its stdout into out (may be NULL),
+ * stderr into DIR/ckpt.err. Returns the wait status. */
+static int ckpt_status(const char *env, const char *fault, char *out, size_t outlen, const char *a1,
+		       const char *a2, const char *a3, const char *a4)
+{
+	int fds[2];
+	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fds[1], 1);
+		dup2(err, 2);
+		if (env)
+			putenv((char *)env);
+		if (fault)
+			setenv("CKPTFS_FAULT", fault, 1);
+		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	size_t len = 0;
+	ssize_t n;
+	char buf[256];
+	while ((n = read(fds[0], buf, sizeof(buf))) > 0)
+		if (out && len + (size_t)n < outlen) {
+			memcpy(out + len, buf, (size_t)n);
+			len += (size_t)n;
+		}
+	if (out)
+		out[len] = 0;
+	close(fds[0]);
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+static int ckpt(const char *env, const char *fault, const char *a1, const char *a2, const char *a3,
+		const char *a4)
+{
+	int st = ckpt_status(env, fault, NULL, 0, a1, a2, a3, a4);
+	ck_assert_msg(WIFEXITED(st), "ckpt ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	static char *text;
+	free(text);
+	text = NULL;
+	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
+		return "";
+	return text;
+}
+
+/* ckpt dump [mode] PID DIR/snap, which must succeed (or fail: ok false). */
+static void dump_as(const char *env, const char *fault, pid_t pid, const char *mode, const char *snap, bool ok)
+{
+	char p[16];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = mode ? ckpt(env, fault, "dump", mode, p, path(snap)) : ckpt(env, fault, "dump", p, path(snap), NULL);
+	if (ok)
+		ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	else
+		ck_assert_msg(rc != 0 && !exists(path(snap)), "ckpt dump %s should have failed", mode ? mode : "");
+}
+
+static pid_t restore_as(const char *env, const char *snap)
+{
+	char out[64];
+	int st = ckpt_status(env, NULL, out, sizeof(out), "restore", path(snap), NULL, NULL);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckpt restore: %s", ckpt_err());
+	return atoi(out);
+}
+
+/* The process's CUDA state, as the driver tells it to us. */
+static enum gpu_state state_of(pid_t pid)
+{
+	enum gpu_state st;
+	int r = gpu_get_state(pid, &st);
+	ck_assert_msg(r == 0, "pid %d: no CUDA state: %s", pid, err_msg());
+	return st;
+}
+
+/* Waits (20 s at most) until pid's CUDA state is want. */
+static void wait_state(pid_t pid, enum gpu_state want)
+{
+	enum gpu_state st = _GPU_STATE_MAX;
+	for (int i = 0; i < 2000; i++) {
+		if (gpu_get_state(pid, &st) == 0 && st == want)
+			return;
+		usleep(10000);
+	}
+	ck_abort_msg("pid %d: CUDA state %s, not %s", pid, gpu_state_name(st), gpu_state_name(want));
+}
+
+/* Tells pid it was restored (or may check itself) and takes its verdict. */
+static void verdict(pid_t pid)
+{
+	int st = 0;
+	pid_t w = 0;
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	for (int i = 0; i < 30000 && w == 0; i++) {
+		w = waitpid(pid, &st, WNOHANG);
+		if (!w)
+			usleep(1000);
+	}
+	if (w == 0)
+		kill(pid, SIGKILL);
+	ck_assert_msg(w == pid, "pid %d did not finish", pid);
+	char *res = NULL;
+	read_file_full(path("result"), &res, NULL);
+	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
+	ck_assert_msg(!strcmp(res, "PASS\n"), "target-cuda says: %s", res);
+	free(res);
+}
+
+/* Waits (20 s at most) for pid's group stop. */
+static void assert_stopped(pid_t pid)
+{
+	char p[64], *st = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
+	for (int i = 0; i < 2000; i++) {
+		free(st);
+		st = NULL;
+		if (read_file_full(p, &st, NULL) >= 0 && strstr(st, ") T "))
+			break;
+		usleep(10000);
+	}
+	ck_assert_msg(st && strstr(st, ") T "), "pid %d is not stopped: %s", pid, st);
+	free(st);
+}
+
+static void kill_original(pid_t pid)
+{
+	int st;
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+}
+
+static void check_info(const char *snap, pid_t pid)
+{
+	char p[PATH_MAX + 64], *info = NULL;
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", path(snap), pid);
+	ck_assert_msg(read_file_full(p, &info, NULL) >= 0, "no %d/gpu/info in the snapshot", pid);
+	ck_assert_msg(strstr(info, "state_in_image: checkpointed\n") && strstr(info, "driver_version: 12080\n") &&
+			      strstr(info, "device0_name: ckptfs CUDA driver double\n"),
+		      "gpu/info: %s", info);
+	free(info);
+}
+
+/* ---- dumps and restores -------------------------------------------- */
+
+START_TEST(dump_running)
+{
+	pid_t pid = spawn(NULL);
+	dump_as(NULL, NULL, pid, NULL, "s1", true);
+	check_info("s1", pid);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	/* the original runs on with its device memory */
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(dump_kill_restore)
+{
+	pid_t pid = spawn(NULL);
+	int st;
+	dump_as(NULL, NULL, pid, "--kill", "s1", true);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	check_info("s1", pid);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+/* Left stopped and checkpointed on the GPU; given back by hand after
+ * SIGCONT (as `cuda-checkpoint --toggle` would); and its snapshot
+ * restores. */
+START_TEST(dump_stop)
+{
+	pid_t pid = spawn(NULL);
+	dump_as(NULL, NULL, pid, "--stop", "s1", true);
+	assert_stopped(pid);
+	/* the double's driver thread answers only while the process runs */
+	kill(pid, SIGCONT);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_CHECKPOINTED);
+	ck_assert_int_eq(gpu_restore(pid), 0);
+	ck_assert_int_eq(gpu_unlock(pid), 0);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	/* the same process dumps again, and its first snapshot restores */
+	dump_as(NULL, NULL, pid, NULL, "s2", true);
+	kill_original(pid);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* ---- a failure at each step ---------------------------------------- */
+
+/* The dump fails (env for ckpt: the driver's failure; fault: ours), the
+ * process is RUNNING on its GPU and passes its own check. */
+static void dump_fails(const char *target_env, const char *env, const char *fault, const char *mode,
+		       const char *want)
+{
+	pid_t pid = spawn(target_env);
+	dump_as(env, fault, pid, mode, "bad", false);
+	ck_assert_msg(strstr(ckpt_err(), want), "the reason should name %s: %s", want, ckpt_err());
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+
+START_TEST(fail_lock)
+{
+	dump_fails(NULL, "CKPTFS_CUDA_DOUBLE_FAIL=lock=999", NULL, NULL, "CUDA_ERROR_UNKNOWN");
+}
+END_TEST
+
+START_TEST(fail_lock_after)
+{
+	/* locked, then an error: unlocked again */
+	dump_fails(NULL, "CKPTFS_CUDA_DOUBLE_FAIL=lock=999@after", NULL, NULL, "cuCheckpointProcessLock");
+}
+END_TEST
+
+START_TEST(fail_lock_timeout)
+{
+	dump_fails("CKPTFS_CUDA_DOUBLE_BUSY=1", NULL, NULL, NULL, "CUDA_ERROR_NOT_READY");
+}
+END_TEST
+
+START_TEST(fail_checkpoint)
+{
+	dump_fails(NULL, "CKPTFS_CUDA_DOUBLE_FAIL=checkpoint=2", NULL, NULL, "CUDA_ERROR_OUT_OF_MEMORY");
+}
+END_TEST
+
+START_TEST(fail_checkpoint_after)
+{
+	/* checkpointed, then an error: restored and unlocked */
+	dump_fails(NULL, "CKPTFS_CUDA_DOUBLE_FAIL=checkpoint=999@after", NULL, "--kill", "CUDA_ERROR_UNKNOWN");
+}
+END_TEST
+
+START_TEST(fault_gpu_lock)
+{
+	dump_fails(NULL, NULL, "300", NULL, "injected GPU lock failure");
+}
+END_TEST
+
+START_TEST(fault_gpu_checkpoint)
+{
+	dump_fails(NULL, NULL, "301", NULL, "injected GPU checkpoint failure");
+}
+END_TEST
+
+/* our failures once the GPU is checkpointed: seize, memory, write, commit */
+START_TEST(fault_seize) { dump_fails(NULL, NULL, "200", NULL, "injected"); } END_TEST
+START_TEST(fault_memory) { dump_fails(NULL, NULL, "202:3", NULL, "injected"); } END_TEST
+START_TEST(fault_memory_kill) { dump_fails(NULL, NULL, "202:3", "--kill", "injected"); } END_TEST
+START_TEST(fault_write) { dump_fails(NULL, NULL, "204", NULL, "injected"); } END_TEST
+START_TEST(fault_commit_stop) { dump_fails(NULL, NULL, "205", "--stop", "injected"); } END_TEST
+
+/* The give-back's restore or unlock fails once: tried again, the dump
+ * succeeds and the process runs on. */
+static void give_back_fails_once(const char *env, const char *fault)
+{
+	pid_t pid = spawn(NULL);
+	dump_as(env, fault, pid, NULL, "s1", true);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+
+START_TEST(fail_restore_once) { give_back_fails_once("CKPTFS_CUDA_DOUBLE_FAIL=restore=999#1", NULL); } END_TEST
+START_TEST(fail_unlock_once) { give_back_fails_once("CKPTFS_CUDA_DOUBLE_FAIL=unlock=999#1", NULL); } END_TEST
+START_TEST(fault_gpu_restore) { give_back_fails_once(NULL, "302:1"); } END_TEST
+START_TEST(fault_gpu_unlock) { give_back_fails_once(NULL, "303:1"); } END_TEST
+
+/* The restore's cuCheckpointProcessRestore fails: nothing runs; a
+ * second restore works. */
+START_TEST(restore_fails_gpu)
+{
+	pid_t pid = spawn(NULL);
+	int st;
+	dump_as(NULL, NULL, pid, "--kill", "s1", true);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	st = ckpt_status("CKPTFS_CUDA_DOUBLE_FAIL=restore=999", NULL, NULL, 0, "restore", path("s1"), NULL, NULL);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "the restore should have failed");
+	ck_assert_msg(strstr(ckpt_err(), "cuCheckpointProcessRestore"), "reason: %s", ckpt_err());
+	/* what was made was killed: we are its subreaper */
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* ---- refusals ------------------------------------------------------ */
+
+/* Refused before the process is touched; it runs on. */
+static void refused(pid_t pid, const char *env, const char *want)
+{
+	dump_as(env, NULL, pid, NULL, "bad", false);
+	ck_assert_msg(strstr(ckpt_err(), want), "the reason should say %s: %s", want, ckpt_err());
+}
+
+START_TEST(refuse_no_driver)
+{
+	pid_t pid = spawn(NULL);
+	refused(pid, "CKPTFS_CUDA_DOUBLE_FAIL=init=100", "uses an NVIDIA GPU, but the CUDA checkpoint API cannot");
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(refuse_old_driver)
+{
+	static char env[PATH_MAX + 32];
+	snprintf(env, sizeof(env), "LD_LIBRARY_PATH=%s", old_driver);
+	pid_t pid = spawn(NULL);
+	refused(pid, env, "has no cuCheckpointProcessGetState");
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(refuse_locked)
+{
+	pid_t pid = spawn(NULL);
+	ck_assert_int_eq(gpu_lock(pid, 10000), 0);
+	refused(pid, NULL, "its CUDA state is locked, not running");
+	ck_assert_int_eq(state_of(pid), GPU_STATE_LOCKED);
+	ck_assert_int_eq(gpu_checkpoint(pid), 0);
+	refused(pid, NULL, "its CUDA state is checkpointed, not running");
+	ck_assert_int_eq(gpu_restore(pid), 0);
+	ck_assert_int_eq(gpu_unlock(pid), 0);
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(refuse_stopped)
+{
+	pid_t pid = spawn(NULL);
+	kill(pid, SIGSTOP);
+	refused(pid, NULL, "is stopped (SIGSTOP): a CUDA process must run");
+	kill(pid, SIGCONT);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(refuse_restore_without_driver)
+{
+	pid_t pid = spawn(NULL);
+	int st;
+	dump_as(NULL, NULL, pid, "--kill", "s1", true);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	st = ckpt_status("CKPTFS_CUDA_DOUBLE_FAIL=init=100", NULL, NULL, 0, "restore", path("s1"), NULL, NULL);
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "the restore should have been refused");
+	ck_assert_msg(strstr(ckpt_err(), "the snapshot holds CUDA state (gpu/info) but this machine has no usable"),
+		      "reason: %s", ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "a refused restore made pid %d", pid);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* ---- the dumper killed while it holds the GPU ----------------------- */
+
+/* ckpt dump is SIGKILLed at fault (310: just locked, 311: just
+ * checkpointed, 220: every thread frozen, 223: copying memory): the
+ * keeper lets the threads go and gives the GPU back. */
+static void dumper_dies(const char *fault, const char *mode)
+{
+	pid_t pid = spawn(NULL);
+	char p[16];
+	snprintf(p, sizeof(p), "%d", pid);
+	int st = mode ? ckpt_status(NULL, fault, NULL, 0, "dump", mode, p, path("bad"))
+		      : ckpt_status(NULL, fault, NULL, 0, "dump", p, path("bad"), NULL);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s", fault,
+		      st, ckpt_err());
+	wait_state(pid, GPU_STATE_RUNNING);
+	ck_assert_msg(kill(pid, 0) == 0 && waitpid(pid, &st, WNOHANG) == 0, "pid %d is gone", pid);
+	ck_assert(!exists(path("bad")));
+	verdict(pid);
+}
+
+START_TEST(die_locked) { dumper_dies("310", NULL); } END_TEST
+START_TEST(die_checkpointed) { dumper_dies("311", NULL); } END_TEST
+START_TEST(die_seized) { dumper_dies("220", NULL); } END_TEST
+START_TEST(die_memory_kill) { dumper_dies("223:2", "--kill"); } END_TEST
+
+/* ---- gpu/hbm ------------------------------------------------------- */
+
+/* Device memory in the snapshot, where the driver's checkpoint step put
+ * it: gpu/info's hbm lines name each area the step made and the memory/
+ * file and offset holding its bytes; one of them holds the pattern
+ * target-cuda wrote, whole. */
+START_TEST(hbm_shows_device_memory)
+{
+	pid_t pid = spawn(NULL);
+	dump_as(NULL, NULL, pid, NULL, "s1", true);
+	char p[PATH_MAX + 64], *info = NULL;
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", path("s1"), pid);
+	ck_assert_int_ge(read_file_full(p, &info, NULL), 0);
+	size_t found = 0, want_len = (size_t)MIB << 20;
+	_cleanup_free_ uint8_t *want = malloc(want_len);
+	cuda_double_pattern(want, want_len, MIB);
+	for (char *l = strstr(info, "\nhbm: "); l; l = strstr(l + 1, "\nhbm: ")) {
+		unsigned long long s, e, size, off;
+		char file[128];
+		ck_assert_int_eq(sscanf(l, "\nhbm: %llx-%llx %llu %127s %llu", &s, &e, &size, file, &off), 5);
+		ck_assert_int_eq(e - s, size);
+		if (!strcmp(file, "-"))
+			continue; /* all zeros */
+		char f[PATH_MAX + 256];
+		snprintf(f, sizeof(f), "%s/%d/%s", path("s1"), pid, file);
+		_cleanup_free_ char *bytes = NULL;
+		size_t len = 0;
+		ck_assert_msg(read_file_full(f, &bytes, &len) >= 0, "no %s", f);
+		ck_assert_msg(off + size <= len, "%s is shorter than its hbm area", f);
+		/* the area may hold other allocations too: the pattern's page */
+		for (size_t at = 0; at + want_len <= size; at += 4096)
+			if (!memcmp(bytes + off + at, want, want_len))
+				found++;
+	}
+	ck_assert_msg(found == 1, "no hbm area holds the %d MiB pattern: %s", MIB, info);
+	free(info);
+	verdict(pid);
+}
+END_TEST
+
+static TCase *tc(const char *name, const TTest *t, int timeout)
+{
+	TCase *c = tcase_create(name);
+	tcase_add_checked_fixture(c, setup, teardown);
+	tcase_set_timeout(c, timeout);
+	tcase_add_test(c, t);
+	return c;
+}
+
+int main(void)
+{
+	if (geteuid() != 0) {
+		printf("SKIP: needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	target_bin = getenv("CUDA_TARGET");
+	old_driver = getenv("CUDA_DOUBLE_OLD");
+	if (!ckpt_bin || !target_bin || !old_driver) {
+		printf("CKPT, CUDA_TARGET and CUDA_DOUBLE_OLD must be set (meson test does)\n");
+		return 1;
+	}
+	Suite *s = suite_create("cuda-double");
+#define T(name, timeout) suite_add_tcase(s, tc(#name, name, timeout))
+	T(dump_running, 60);
+	T(dump_kill_restore, 60);
+	T(dump_stop, 90);
+	T(fail_lock, 60);
+	T(fail_lock_after, 60);
+	T(fail_lock_timeout, 60);
+	T(fail_checkpoint, 60);
+	T(fail_checkpoint_after, 60);
+	T(fault_gpu_lock, 60);
+	T(fault_gpu_checkpoint, 60);
+	T(fault_seize, 60);
+	T(fault_memory, 60);
+	T(fault_memory_kill, 60);
+	T(fault_write, 60);
+	T(fault_commit_stop, 60);
+	T(fail_restore_once, 60);
+	T(fail_unlock_once, 60);
+	T(fault_gpu_restore, 60);
+	T(fault_gpu_unlock, 60);
+	T(restore_fails_gpu, 90);
+	T(refuse_no_driver, 60);
+	T(refuse_old_driver, 60);
+	T(refuse_locked, 60);
+	T(refuse_stopped, 60);
+	T(refuse_restore_without_driver, 90);
+	T(die_locked, 60);
+	T(die_checkpointed, 60);
+	T(die_seized, 60);
+	T(die_memory_kill, 60);
+	T(hbm_shows_device_memory, 60);
+#undef T
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
