@@ -40,8 +40,10 @@
  * inside it does that work and must run. Its device memory is then in its
  * host memory, which the ordinary memory capture saves. Once the view is
  * taken and it is to run on, it is thawed first and given its GPU back
- * (restore, unlock); every failure does the same. gpu/info records the
- * driver and devices. With --stop it is left stopped and checkpointed on
+ * (restore, unlock); every failure does the same, and should we die
+ * meanwhile its keeper, told before the lock, does it (keeper.c).
+ * gpu/info records the driver and devices, and the host areas the
+ * checkpoint step made (the maps before and after it compared). With --stop it is left stopped and checkpointed on
  * the GPU (its device memory stays in host memory, the GPU is free).
  */
 #include <signal.h>
