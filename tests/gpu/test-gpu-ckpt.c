@@ -23,6 +23,13 @@
 #include "common/common.h"
 #include "gpu/gpu.h"
 
+/* Where cuda-target (and ckpt) are: CUDA_TARGET and CKPT in the
+ * environment (tools/gpu-check), else what the build made. */
+#ifndef CUDA_TARGET
+#define CUDA_TARGET NULL
+#endif
+static const char *cuda_target, *ckpt_bin;
+
 static char dir[PATH_MAX];
 
 static char *path(const char *name)
@@ -79,7 +86,7 @@ static pid_t target_start(void)
 		dup2(out, 1);
 		dup2(err, 2);
 		syscall(SYS_close_range, 3, ~0u, 0);
-		execl(CUDA_TARGET, CUDA_TARGET, "64", (char *)NULL);
+		execl(cuda_target, cuda_target, "64", (char *)NULL);
 		_exit(127);
 	}
 	char *o = wait_out("ready", 60000);
@@ -111,7 +118,7 @@ static int run_ckpt(const char *fault, const char *a1, const char *a2, const cha
 			setenv("CKPTFS_FAULT", fault, 1);
 		else
 			unsetenv("CKPTFS_FAULT");
-		execl(CKPT, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
 		_exit(127);
 	}
 	int st;
@@ -129,11 +136,12 @@ static const char *ckpt_err(void)
 	return e;
 }
 
-static void check_info(const char *snap)
+/* A snapshot (format 2) has a directory per process: PID/gpu/info. */
+static void check_info(const char *snap, pid_t pid)
 {
 	char p[PATH_MAX + 64];
 	char *info = NULL;
-	snprintf(p, sizeof(p), "%s/gpu/info", path(snap));
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", path(snap), pid);
 	ck_assert_msg(read_file_full(p, &info, NULL) >= 0, "no gpu/info in the snapshot");
 	ck_assert_msg(strstr(info, "state_in_image: checkpointed\n") && strstr(info, "driver_version: "), "gpu/info: %s",
 		      info);
@@ -146,7 +154,7 @@ START_TEST(dump_running)
 	char p[16];
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, "dump", p, path("s1"), NULL) == 0, "ckpt dump: %s", ckpt_err());
-	check_info("s1");
+	check_info("s1", pid);
 	enum gpu_state st;
 	ck_assert_int_eq(gpu_get_state(pid, &st), 0);
 	ck_assert_int_eq(st, GPU_STATE_RUNNING);
@@ -186,7 +194,7 @@ START_TEST(dump_kill_restore)
 	ck_assert_msg(run_ckpt(NULL, "dump", "--kill", p, path("s1")) == 0, "ckpt dump --kill: %s", ckpt_err());
 	ck_assert_int_eq(waitpid(pid, &s, 0), pid);
 	ck_assert(WIFSIGNALED(s) && WTERMSIG(s) == SIGKILL);
-	check_info("s1");
+	check_info("s1", pid);
 	ck_assert_msg(run_ckpt(NULL, "restore", path("s1"), NULL, NULL) == 0, "ckpt restore: %s", ckpt_err());
 	enum gpu_state st;
 	ck_assert_int_eq(gpu_get_state(pid, &st), 0);
@@ -206,6 +214,12 @@ int main(void)
 		printf("SKIP: no usable CUDA driver or GPU here: %s\n", err_msg());
 		return 77;
 	}
+	cuda_target = getenv("CUDA_TARGET") ? getenv("CUDA_TARGET") : CUDA_TARGET;
+	if (!cuda_target) {
+		printf("SKIP: no cuda-target (built without cuda.h): name one in CUDA_TARGET (tools/gpu-check does)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT") ? getenv("CKPT") : CKPT;
 	if (geteuid() != 0) {
 		printf("SKIP: needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)\n");
 		return 77;

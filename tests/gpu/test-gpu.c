@@ -12,6 +12,13 @@
 #include "common/common.h"
 #include "gpu/gpu.h"
 
+/* Where cuda-target is: CUDA_TARGET in the environment
+ * (tools/gpu-check), else what the build made. */
+#ifndef CUDA_TARGET
+#define CUDA_TARGET NULL
+#endif
+static const char *cuda_target;
+
 struct target {
 	pid_t pid;
 	FILE *in, *out;
@@ -28,7 +35,7 @@ static int target_start(struct target *t)
 	if (t->pid == 0) {
 		dup2(to[0], 0);
 		dup2(from[1], 1);
-		execl(CUDA_TARGET, CUDA_TARGET, "64", (char *)NULL);
+		execl(cuda_target, cuda_target, "64", (char *)NULL);
 		_exit(127);
 	}
 	close(to[0]);
@@ -103,6 +110,11 @@ int main(void)
 	int r = gpu_probe();
 	if (r < 0) {
 		printf("SKIP: no usable CUDA driver or GPU here: %s\n", err_msg());
+		return 77;
+	}
+	cuda_target = getenv("CUDA_TARGET") ? getenv("CUDA_TARGET") : CUDA_TARGET;
+	if (!cuda_target) {
+		printf("SKIP: no cuda-target (built without cuda.h): name one in CUDA_TARGET (tools/gpu-check does)\n");
 		return 77;
 	}
 	Suite *s = suite_create("gpu");
