@@ -12,7 +12,8 @@
  *  - a dump that fails leaves the process running as it was: no ptrace
  *    attachment, no code or descriptor of ours inside it; so does a
  *    caller that dies during engine_dump() (kill -9): a separate keeper
- *    process is the tracer and puts the process back (engine/keeper.c);
+ *    process is the tracer and puts the process back, and gives a CUDA
+ *    process its GPU back (engine/keeper.c);
  *  - a restore that fails kills whatever it half built; nothing
  *    half-restored runs;
  *  - nobody gains power through a restore: each thread gets back the
