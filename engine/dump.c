@@ -43,8 +43,9 @@
  * (restore, unlock); every failure does the same, and should we die
  * meanwhile its keeper, told before the lock, does it (keeper.c).
  * gpu/info records the driver and devices, and the host areas the
- * checkpoint step made (the maps before and after it compared). With --stop it is left stopped and checkpointed on
- * the GPU (its device memory stays in host memory, the GPU is free).
+ * checkpoint step made (the maps before and after it compared). With
+ * --stop it is left stopped and checkpointed on the GPU (its device
+ * memory stays in host memory, the GPU is free).
  */
 #include <signal.h>
 #include <sys/ptrace.h>
