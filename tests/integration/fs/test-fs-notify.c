@@ -41,13 +41,15 @@ static void listen_notify(struct listener *l, bool abstract)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	socklen_t len;
+	int n;
 
 	l->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	ck_assert_int_ge(l->fd, 0);
 	if (abstract)
-		snprintf(l->name, sizeof(l->name), "@ckptfs-test-notify-%d", (int)getpid());
+		n = snprintf(l->name, sizeof(l->name), "@ckptfs-test-notify-%d", (int)getpid());
 	else
-		snprintf(l->name, sizeof(l->name), "%s/notify", H.base);
+		n = snprintf(l->name, sizeof(l->name), "%s/notify", H.base);
+	ck_assert_msg(n > 0 && (size_t)n < sizeof(l->name), "socket name too long: %s", l->name);
 	memcpy(a.sun_path, l->name, strlen(l->name));
 	if (abstract)
 		a.sun_path[0] = 0;
