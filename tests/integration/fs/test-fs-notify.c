@@ -139,8 +139,9 @@ static void expect_ready(struct listener *l, pid_t pid)
 	free(msg);
 }
 
-/* Waits for STOPPING=1, then for pid to exit; returns its wait status. */
-static int expect_stopping(struct listener *l, pid_t pid)
+/* Waits for STOPPING=1 (and no READY=1 after it), then for pid to exit 0
+ * with the mount gone. */
+static void expect_stopped(struct listener *l, pid_t pid)
 {
 	char *msg;
 	int status;
@@ -155,39 +156,37 @@ static int expect_stopping(struct listener *l, pid_t pid)
 	free(msg);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	H.daemon = 0;
-	return status;
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ckptfs ended with status 0x%x", status);
+	ck_assert_msg(!harness_mounted(H.mnt), "still mounted after ckptfs ended");
+}
+
+/* A daemon told of an abstract or a path socket says READY=1, then
+ * STOPPING=1 when unmounted (sig 0) or sent sig. */
+static void ready_then_stopping(bool abstract, int sig)
+{
+	struct listener l;
+	pid_t pid;
+
+	listen_notify(&l, abstract);
+	pid = start_daemon(&l);
+	expect_ready(&l, pid);
+	if (sig)
+		ck_assert_int_eq(kill(pid, sig), 0);
+	else
+		ck_assert_int_eq(sh("fusermount3 -u \"$MNT\""), 0);
+	expect_stopped(&l, pid);
+	close(l.fd);
 }
 
 START_TEST(test_ready_then_stopping_at_unmount)
 {
-	struct listener l;
-	pid_t pid;
-	int status;
-
-	listen_notify(&l, true);
-	pid = start_daemon(&l);
-	expect_ready(&l, pid);
-	ck_assert_int_eq(sh("fusermount3 -u \"$MNT\""), 0);
-	status = expect_stopping(&l, pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ckptfs ended with status 0x%x", status);
-	close(l.fd);
+	ready_then_stopping(true, 0);
 }
 END_TEST
 
 START_TEST(test_path_socket_and_sigterm)
 {
-	struct listener l;
-	pid_t pid;
-	int status;
-
-	listen_notify(&l, false);
-	pid = start_daemon(&l);
-	expect_ready(&l, pid);
-	ck_assert_int_eq(kill(pid, SIGTERM), 0);
-	status = expect_stopping(&l, pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ckptfs ended with status 0x%x", status);
-	ck_assert(!harness_mounted(H.mnt));
-	close(l.fd);
+	ready_then_stopping(false, SIGTERM);
 }
 END_TEST
 
@@ -315,12 +314,8 @@ static pid_t unit_start(const struct unit *u, struct listener *l)
  * which must say STOPPING=1, unmount and exit 0. */
 static void unit_stop(const struct unit *u, struct listener *l, pid_t pid)
 {
-	int status;
-
 	ck_assert_int_eq(kill(pid, u->kill_signal), 0);
-	status = expect_stopping(l, pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "ckptfs stopped with status 0x%x", status);
-	ck_assert_msg(!harness_mounted(H.mnt), "still mounted after the stop");
+	expect_stopped(l, pid);
 }
 
 START_TEST(test_unit)
