@@ -114,8 +114,9 @@ static void usage(FILE *out, const char *prog)
 		"                         restore again) or 'retry'\n"
 		"\n"
 		"Unmount with 'fusermount3 -u MOUNTPOINT' (or umount as root), or send\n"
-		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug.\n"
-		"More: docs/FS.md.\n",
+		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug;\n"
+		"NOTIFY_SOCKET (systemd's, Type=notify: READY=1 once the mount answers).\n"
+		"More: docs/FS.md, ckptfs(8).\n",
 		prog);
 }
 
