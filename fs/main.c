@@ -8,12 +8,20 @@
  * (RocksDB, io_uring), and threads do not survive the fork that
  * daemonizing does. It is also opened once before, to report a bad store
  * on the terminal instead of only in syslog.
+ *
+ * Under systemd (Type=notify) the daemon says READY=1 once the mount
+ * answers a request, and STOPPING=1 as soon as it is told to end; see
+ * notify() below.
  */
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/un.h>
 
 #include "fs/fs-int.h"
 
@@ -106,9 +114,89 @@ static void usage(FILE *out, const char *prog)
 		"                         restore again) or 'retry'\n"
 		"\n"
 		"Unmount with 'fusermount3 -u MOUNTPOINT' (or umount as root), or send\n"
-		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug.\n"
-		"More: docs/FS.md.\n",
+		"SIGTERM to the daemon. Environment: CKPTFS_LOG=err|warn|info|debug;\n"
+		"NOTIFY_SOCKET (systemd's, Type=notify: READY=1 once the mount answers).\n"
+		"More: docs/FS.md, ckptfs(8).\n",
 		prog);
+}
+
+/* systemd's readiness protocol (sd_notify(3)) without libsystemd: where
+ * NOTIFY_SOCKET names an AF_UNIX socket (a path, or an abstract name
+ * written with a leading '@'), each change of state is one datagram of
+ * KEY=VALUE lines. notify_init() reads it once, before any thread starts,
+ * and takes it out of the environment, so that nothing the daemon starts
+ * (restore helpers, the processes they bring back) inherits it.
+ * notify_lock orders READY=1 before STOPPING=1: a mount that is already
+ * going away is never announced as ready. */
+static struct sockaddr_un notify_addr;
+static socklen_t notify_len; /* 0: nobody listens */
+static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool notify_stopping; /* notify_lock */
+
+static void notify_init(void)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	size_t n = e ? strlen(e) : 0;
+
+	if (!e)
+		return;
+	if ((e[0] == '/' || e[0] == '@') && n > 1 && n < sizeof(notify_addr.sun_path)) {
+		notify_addr.sun_family = AF_UNIX;
+		memcpy(notify_addr.sun_path, e, n);
+		if (e[0] == '@')
+			notify_addr.sun_path[0] = 0; /* abstract: the length ends the name */
+		notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+	} else {
+		log_warn("NOTIFY_SOCKET '%s' is not an AF_UNIX socket; systemd will not hear from us", e);
+	}
+	unsetenv("NOTIFY_SOCKET");
+}
+
+/* Sends one datagram to NOTIFY_SOCKET, if set; a lost message is logged
+ * (debug) and changes nothing else: the daemon serves its mount either way. */
+static void __attribute__((format(printf, 1, 2))) notify(const char *fmt, ...)
+{
+	_cleanup_free_ char *msg = NULL;
+	_cleanup_close_ int fd = -1;
+	va_list ap;
+	int n;
+
+	if (!notify_len)
+		return;
+	va_start(ap, fmt);
+	n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&notify_addr, notify_len) < 0)
+		log_debug("NOTIFY_SOCKET: cannot send '%s': %s", msg, strerror(errno));
+}
+
+struct ready_probe {
+	pthread_t thread;
+	const char *mountpoint; /* borrowed from main() */
+	const char *store;
+};
+
+/* Says READY=1 once the mount answers: the first request on it waits for
+ * the kernel's INIT, which only the session loop answers, so a statfs()
+ * that returns a FUSE filesystem has been served by this daemon. When the
+ * loop ends first, unmounting aborts the connection and the call fails
+ * (ENOTCONN): no READY=1 then. */
+static void *ready_probe(void *arg)
+{
+	struct ready_probe *p = arg;
+	struct statfs st;
+
+	if (statfs(p->mountpoint, &st) < 0 || st.f_type != 0x65735546 /* FUSE_SUPER_MAGIC */)
+		return NULL;
+	pthread_mutex_lock(&notify_lock);
+	if (!notify_stopping)
+		notify("READY=1\nMAINPID=%d\nSTATUS=mounted on %s, store %s", (int)getpid(), p->mountpoint,
+		       p->store);
+	pthread_mutex_unlock(&notify_lock);
+	return NULL;
 }
 
 static int open_store(struct fs *fs)
@@ -122,8 +210,10 @@ static int open_store(struct fs *fs)
 	} else {
 		r = store_open(fs->store_dir, NULL, &fs->store);
 	}
-	if (r < 0)
+	if (r < 0) {
 		log_err_errno(r, "cannot open the store '%s': %s", fs->store_dir, err_msg());
+		notify("STATUS=cannot open the store %s: %s\nERRNO=%d", fs->store_dir, err_msg(), -r);
+	}
 	return r;
 }
 
@@ -167,12 +257,15 @@ int main(int argc, char **argv)
 	struct fuse_cmdline_opts opts = { 0 };
 	struct config conf = { 0 };
 	struct fs *fs = NULL;
+	struct ready_probe probe = { 0 };
+	bool probing = false;
 	int ret = 1, r;
 
 	log_set_target(LOG_TARGET_STDERR, "ckptfs");
 	log_setup_env();
 	if (argc > 1 && !strcmp(argv[1], "--restore-helper"))
 		return restore_helper_main(argc, argv);
+	notify_init();
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--"))
@@ -282,7 +375,18 @@ int main(int argc, char **argv)
 	 * a ctl write runs the checkpoint on a thread of its own (ops.c), a
 	 * restore its commit and process (restore.c), the store its
 	 * read-ahead and pack writes. */
+	if (notify_len) {
+		probe.mountpoint = opts.mountpoint;
+		probe.store = fs->store_dir;
+		probing = pthread_create(&probe.thread, NULL, ready_probe, &probe) == 0;
+		if (!probing)
+			log_warn("cannot start a thread to tell systemd the mount is ready");
+	}
 	r = fuse_session_loop(fs->se);
+	pthread_mutex_lock(&notify_lock);
+	notify_stopping = true;
+	notify("STOPPING=1\nSTATUS=unmounting %s: finishing the checkpoints under way", opts.mountpoint);
+	pthread_mutex_unlock(&notify_lock);
 	/* No periodic checkpoint starts any more; those under way and
 	 * checkpoints written to ctl finish (and are answered) first. */
 	policy_stop(fs);
@@ -294,6 +398,10 @@ int main(int argc, char **argv)
 
 out_unmount:
 	fuse_session_unmount(fs->se);
+	/* The probe's statfs() has returned by now: answered, or failed
+	 * with the connection the unmount aborted. */
+	if (probing)
+		pthread_join(probe.thread, NULL);
 out_signals:
 	fuse_remove_signal_handlers(fs->se);
 out_session:

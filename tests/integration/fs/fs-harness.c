@@ -100,7 +100,7 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-static bool mounted(const char *dir)
+bool harness_mounted(const char *dir)
 {
 	FILE *f = fopen("/proc/mounts", "re");
 	char line[4096];
@@ -148,7 +148,7 @@ static bool mount_with(bool dir_backend)
 	char readme[400];
 
 	/* A dead mount left on the directory (kill -9) goes first. */
-	for (int i = 0; i < 100 && mounted(H.mnt); i++) {
+	for (int i = 0; i < 100 && harness_mounted(H.mnt); i++) {
 		char cmd[1024];
 		snprintf(cmd, sizeof(cmd), "fusermount3 -uz '%s' 2>/dev/null", H.mnt);
 		if (system(cmd) != 0)
@@ -158,7 +158,7 @@ static bool mount_with(bool dir_backend)
 	H.daemon = start_daemon(dir_backend);
 	H.dir_backend = dir_backend;
 	for (int i = 0; i < 500; i++) {
-		if (mounted(H.mnt) && access(readme, R_OK) == 0)
+		if (harness_mounted(H.mnt) && access(readme, R_OK) == 0)
 			return true;
 		if (waitpid(H.daemon, &status, WNOHANG) == H.daemon) {
 			H.daemon = 0;
@@ -174,7 +174,7 @@ static void at_exit(void)
 	harness_teardown();
 }
 
-void harness_mount(void)
+void harness_dirs(void)
 {
 	const char *run = getenv("CKPTFS_TEST_RUN");
 	snprintf(H.base, sizeof(H.base), "%s/t.XXXXXX", run && *run ? run : "/tmp");
@@ -188,6 +188,11 @@ void harness_mount(void)
 		atexit(at_exit);
 		atexit_done = true;
 	}
+}
+
+void harness_mount(void)
+{
+	harness_dirs();
 	/* The chunk store is the daemon's own; the directory backend
 	 * stands in where the chunk store is not built. */
 	if (!mount_with(false)) {
@@ -208,7 +213,7 @@ int harness_umount(void)
 
 	if (!H.mnt[0])
 		return 0;
-	if (mounted(H.mnt)) {
+	if (harness_mounted(H.mnt)) {
 		snprintf(cmd, sizeof(cmd), "fusermount3 -u '%s' 2>/dev/null || fusermount3 -uz '%s' 2>/dev/null", H.mnt,
 			 H.mnt);
 		if (system(cmd) != 0) {
@@ -454,14 +459,24 @@ static void case_setup(void)
 	harness_mount();
 }
 
-void harness_add(Suite *s, const char *name, const TTest *t, int timeout)
+static void add_case(Suite *s, const char *name, const TTest *t, int timeout, SFun setup)
 {
 	TCase *tc = tcase_create(name);
 
-	tcase_add_checked_fixture(tc, case_setup, harness_teardown);
+	tcase_add_checked_fixture(tc, setup, harness_teardown);
 	tcase_set_timeout(tc, timeout);
 	tcase_add_test(tc, t);
 	suite_add_tcase(s, tc);
+}
+
+void harness_add(Suite *s, const char *name, const TTest *t, int timeout)
+{
+	add_case(s, name, t, timeout, case_setup);
+}
+
+void harness_add_unmounted(Suite *s, const char *name, const TTest *t, int timeout)
+{
+	add_case(s, name, t, timeout, harness_dirs);
 }
 
 int harness_run(Suite *s)

@@ -38,6 +38,10 @@ void harness_require(void);
  * harness_teardown(), at exit, or by harness_sweep(). Returns 0 or -errno
  * (what failed is on stderr). */
 int harness_exes_for_others(const char *const *vars);
+/* Makes the test's temp dirs H.base, H.mnt and H.work, names H.store
+ * (not made), and
+ * has harness_teardown() run at exit. Asserts on failure. */
+void harness_dirs(void);
 /* Makes the temp dirs and mounts ckptfs (chunk store; the directory
  * backend when the chunk store is not built). Asserts on failure. */
 void harness_mount(void);
@@ -56,8 +60,15 @@ void harness_sweep(void);
 /* Adds a case of its own to s: mounted before it (harness_mount),
  * unmounted and removed after it, with its own timeout in seconds. */
 void harness_add(Suite *s, const char *name, const TTest *t, int timeout);
+/* The same, for a case that starts its daemon itself: only the temp
+ * dirs before it (harness_dirs); H.daemon, when set, is unmounted and
+ * reaped after it. */
+void harness_add_unmounted(Suite *s, const char *name, const TTest *t, int timeout);
 /* Runs s, then harness_sweep(); returns main()'s exit code. */
 int harness_run(Suite *s);
+
+/* Whether dir is a ckptfs mount (fuse.ckptfs in /proc/mounts). */
+bool harness_mounted(const char *dir);
 
 /* Runs a shell command (printf format) with MNT, STORE, WORK, CKPT set in
  * its environment; returns its exit status (or 128+signal). */
