@@ -1,0 +1,790 @@
+/*
+ * Lazy restore: the process runs before all its memory is back; the rest
+ * arrives through userfaultfd on first touch, or from a fill in address
+ * order meanwhile.
+ *
+ * The restore (restore.c) maps every area as usual. Of the private
+ * anonymous ones (anon, heap, stack, deleted files) that saved more than
+ * LAZY_MIN_AREA, only the pages the process touches first are written
+ * now: around each thread's stack and instruction pointers, and its rseq
+ * area (the kernel writes there when rseq is registered again). The other
+ * data pages of the memory file are listed as to load. Just before the
+ * credentials and seccomp filters go in, a userfaultfd is made inside the
+ * process by injection, taken into ours with pidfd_getfd and closed there
+ * (its descriptor table stays as the snapshot says); the areas are
+ * registered for missing pages. Registration comes after every injected
+ * call that could touch those pages, so that nothing of ours faults on a
+ * page only we could serve.
+ *
+ * engine_lazy_serve() then answers faults (UFFDIO_COPY of the aligned
+ * block around the page, from the memory file) and, between them, copies
+ * the rest in address order. What must stay true:
+ *  - a page to load is always at its snapshot address: mremap of a range
+ *    holding some moves them, and they are copied to where they went at
+ *    once (EVENT_REMAP); madvise(DONTNEED) and munmap drop them
+ *    (EVENT_REMOVE, EVENT_UNMAP: such a page reads zero from then on);
+ *  - a fault on a page not to load (a hole, one dropped, one loaded then
+ *    zapped) gets a zero page, which is what the kernel would have given;
+ *  - a child forked while loading (EVENT_FORK) has its own userfaultfd
+ *    and the same pages to load, served alike;
+ *  - a page that cannot be read is never mapped: the process (and its
+ *    process group, which it leads: it is a session leader) is killed
+ *    with SIGKILL and the reason returned;
+ *  - if the loader dies before the end, a guardian process holding a copy
+ *    of the userfaultfd kills the process first, and lets the descriptor
+ *    go (which drops the registration) only once it is dead: it never runs
+ *    on with zero pages where its data should be.
+ * Once every page is in, the descriptors are closed: the registration
+ * goes and nothing of ours stays.
+ *
+ * One single-threaded loop does all of it, so a fault and the fill never
+ * race for a page: a page is marked loaded only after its copy returned.
+ */
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "engine/engine-int.h"
+
+#define PAGE 4096ull
+/* Areas saving less than this are written at once: a fault costs more. */
+#define LAZY_MIN_AREA (1ull << 20)
+/* A fault loads the aligned block around its page. */
+#define LAZY_FAULT_PAGES 16
+/* The fill copies this much at a time, then looks for faults again. */
+#define LAZY_FILL_PAGES 256
+/* Loaded at once around each thread's stack pointer. */
+#define LAZY_STACK_BELOW (64ull << 10)
+#define LAZY_STACK_ABOVE (16ull << 10)
+
+struct lazy_area {
+	uint64_t start, end;
+	size_t first; /* index of its first page in the bitmaps */
+	struct store_file *f;
+	char name[64];
+};
+
+/* One address space being loaded: the restored process, or a child it
+ * forked meanwhile. */
+struct lazy_client {
+	int ufd;
+	uint64_t *todo; /* bit set: page still to load */
+	uint64_t left;  /* pages still to load */
+	bool main;      /* the restored process itself */
+};
+
+/* A fault the copy could not answer yet (the address space was being
+ * changed: EAGAIN); tried again after the next events are read. */
+struct lazy_retry {
+	int ufd;
+	uint64_t addr;
+};
+
+struct engine_lazy {
+	pid_t pid;
+	int pidfd;
+	int guard_w;   /* the guardian's pipe; 'D' tells it the load is done */
+	pid_t guard;
+	struct lazy_area *areas;
+	size_t nareas, npages;
+	uint64_t *todo; /* before registration: the restored process's */
+	struct lazy_client *cl;
+	size_t ncl;
+	struct lazy_retry *retry;
+	size_t nretry, cap_retry;
+	uint64_t total, loaded; /* bytes of the restored process; loaded: atomic */
+	size_t cursor;          /* the fill's next page */
+	uint8_t *buf;
+	int err;
+	char why[512];
+};
+
+static bool bit(const uint64_t *b, size_t i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_set(uint64_t *b, size_t i)
+{
+	b[i / 64] |= 1ull << (i % 64);
+}
+
+static void bit_clear(uint64_t *b, size_t i)
+{
+	b[i / 64] &= ~(1ull << (i % 64));
+}
+
+int lazy_new(pid_t pid, struct engine_lazy **ret)
+{
+	struct engine_lazy *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->pid = pid;
+	l->pidfd = -1;
+	l->guard_w = -1;
+	l->buf = malloc(LAZY_FILL_PAGES * PAGE);
+	if (!l->buf) {
+		free(l);
+		return -ENOMEM;
+	}
+	*ret = l;
+	return 0;
+}
+
+bool lazy_possible(const struct engine_restore_opts *o)
+{
+	_cleanup_free_ char *v = NULL;
+	/* userfaultfd() handling faults of kernel code (a read() into a
+	 * page not yet loaded) takes CAP_SYS_PTRACE, which a process restored
+	 * for a user does not hold, unless the system allows it */
+	if (!o || !o->set_creds || o->uid == 0)
+		return true;
+	return read_file_full("/proc/sys/vm/unprivileged_userfaultfd", &v, NULL) >= 0 && v[0] == '1';
+}
+
+/* Marks pages [a, b) of area x to load (or not) in bitmap t. */
+static void mark(uint64_t *t, const struct lazy_area *x, uint64_t a, uint64_t b, bool todo)
+{
+	for (uint64_t p = a; p < b; p += PAGE)
+		(todo ? bit_set : bit_clear)(t, x->first + (p - x->start) / PAGE);
+}
+
+static int grow(struct engine_lazy *l, size_t pages)
+{
+	size_t words = (l->npages + pages + 63) / 64, old = (l->npages + 63) / 64;
+	struct lazy_area *na = realloc(l->areas, (l->nareas + 1) * sizeof(*na));
+	if (!na)
+		return -ENOMEM;
+	l->areas = na;
+	uint64_t *nt = realloc(l->todo, words * sizeof(*nt));
+	if (!nt)
+		return -ENOMEM;
+	memset(nt + old, 0, (words - old) * sizeof(*nt));
+	l->todo = nt;
+	return 0;
+}
+
+/* Loads [a, b) of area x now, through fill, where it holds pages to
+ * load; they are loaded then. */
+static int load_now(struct engine_lazy *l, struct lazy_area *x, uint64_t a, uint64_t b, struct ctx *c,
+		    const struct vma *v, lazy_fill_fn fill)
+{
+	a = MAX(ALIGN_DOWN(a, PAGE), x->start);
+	b = MIN(ALIGN_UP(b, PAGE), x->end);
+	for (uint64_t p = a; p < b;) {
+		if (!bit(l->todo, x->first + (p - x->start) / PAGE)) {
+			p += PAGE;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < b && bit(l->todo, x->first + (q - x->start) / PAGE))
+			q += PAGE;
+		int r = fill(c, x->f, v, p - x->start, q - p);
+		if (r < 0)
+			return r;
+		mark(l->todo, x, p, q, false);
+		p = q;
+	}
+	return 0;
+}
+
+int lazy_area(struct engine_lazy *l, struct store_snap *snap, const struct vma *v, const struct proc_image *img,
+	      struct ctx *c, lazy_fill_fn fill, bool *taken)
+{
+	struct lazy_area *x;
+	uint64_t size = v->end - v->start, pos = 0, pages = 0;
+	int r;
+
+	*taken = false;
+	if ((v->kind != VMA_ANON && v->kind != VMA_DELETED) || v->saved < LAZY_MIN_AREA)
+		return 0;
+	r = grow(l, size / PAGE);
+	if (r < 0)
+		return r;
+	x = &l->areas[l->nareas];
+	*x = (struct lazy_area){ .start = v->start, .end = v->end, .first = l->npages };
+	snprintf(x->name, sizeof(x->name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	r = store_file_open(snap, x->name, &x->f);
+	if (r < 0)
+		return r;
+	l->nareas++;
+	l->npages += size / PAGE;
+	/* its data: a hole is a page of zeros, which a fresh mapping is */
+	while (pos < size) {
+		int64_t d = store_file_seek(x->f, pos, SEEK_DATA);
+		if (d == -ENXIO)
+			break;
+		int64_t h = d < 0 ? d : store_file_seek(x->f, d, SEEK_HOLE);
+		if (h < 0)
+			return (int)h;
+		d = ALIGN_DOWN(d, (int64_t)PAGE);
+		h = MIN(ALIGN_UP((uint64_t)h, PAGE), size);
+		mark(l->todo, x, x->start + d, x->start + h, true);
+		pages += (h - d) / PAGE;
+		pos = h;
+	}
+	l->total += pages * PAGE;
+	*taken = true;
+	/* what the process touches first comes first */
+	for (size_t i = 0; i < img->nthreads && r >= 0; i++) {
+		const struct thread_image *t = &img->threads[i];
+		if (t->regs.rsp >= x->start && t->regs.rsp < x->end)
+			r = load_now(l, x, t->regs.rsp - MIN(t->regs.rsp - x->start, LAZY_STACK_BELOW),
+				     t->regs.rsp + LAZY_STACK_ABOVE, c, v, fill);
+		if (r >= 0 && t->regs.rip >= x->start && t->regs.rip < x->end)
+			r = load_now(l, x, t->regs.rip, t->regs.rip + 1, c, v, fill);
+		if (r >= 0 && t->has_rseq && t->rseq_addr < x->end && t->rseq_addr + t->rseq_len > x->start)
+			r = load_now(l, x, t->rseq_addr, t->rseq_addr + t->rseq_len, c, v, fill);
+	}
+	return r;
+}
+
+/* Everything still to load, now, through fill: when the process cannot
+ * have a userfaultfd after all. */
+static int load_all_now(struct engine_lazy *l, const struct proc_image *img, struct ctx *c, lazy_fill_fn fill)
+{
+	int r = 0;
+	for (size_t i = 0; i < l->nareas && r >= 0; i++) {
+		const struct vma *v = NULL;
+		for (size_t k = 0; k < img->nvmas && !v; k++)
+			if (img->vmas[k].start == l->areas[i].start)
+				v = &img->vmas[k];
+		r = v ? load_now(l, &l->areas[i], l->areas[i].start, l->areas[i].end, c, v, fill) : -EINVAL;
+	}
+	return r;
+}
+
+/* The guardian: a process of its own holding a copy of the userfaultfd.
+ * Told 'D', it lets go; at end of file (the loader died) it kills the
+ * process and its group, waits for its death, and only then lets go. */
+static _noreturn_ void guardian(int rfd, int pidfd, int ufd, pid_t pid)
+{
+	sigset_t all;
+	char b = 0;
+	ssize_t n;
+
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	/* out of the caller's process group: ^C there must not reach it */
+	setsid();
+	do
+		n = read(rfd, &b, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 1 && b == 'D')
+		_exit(0);
+	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0)
+		kill(-pid, SIGKILL);
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	poll(&p, 1, 10000);
+	close(ufd);
+	_exit(0);
+}
+
+/* Closes every descriptor but the n in keep (a forked child's). */
+static void close_all_but(const int *keep, size_t n)
+{
+	unsigned from = 0;
+	for (;;) {
+		unsigned next = ~0u;
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned)keep[i] >= from && (unsigned)keep[i] < next)
+				next = (unsigned)keep[i];
+		if (next > from)
+			syscall(SYS_close_range, from, next == ~0u ? ~0u : next - 1, 0);
+		if (next == ~0u)
+			return;
+		from = next + 1;
+	}
+}
+
+static int start_guardian(struct engine_lazy *l, int ufd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return err_set(negerrno(), "restore of pid %d: pipe: %m", l->pid);
+	pid_t g = fork();
+	if (g < 0) {
+		int r = negerrno();
+		close(p[0]);
+		close(p[1]);
+		return err_set(r, "restore of pid %d: fork of the guardian: %m", l->pid);
+	}
+	if (g == 0) {
+		int keep[3] = { p[0], l->pidfd, ufd };
+		close_all_but(keep, 3);
+		guardian(p[0], l->pidfd, ufd, l->pid);
+	}
+	close(p[0]);
+	l->guard_w = p[1];
+	l->guard = g;
+	return 0;
+}
+
+int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image *img, lazy_fill_fn fill)
+{
+	int64_t fd = -1;
+	int ufd = -1, r;
+
+	if (!l->nareas)
+		return 0;
+	if (fault_hit(FAULT_ENGINE_LAZY_UFFD))
+		return err_set(-EIO, "restore of pid %d: userfaultfd: injected fault", l->pid);
+	r = restore_sys(c, l->pid, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, 0, 0, 0, &fd, "userfaultfd");
+	if (r == -EPERM || r == -ENOSYS) {
+		/* this kernel or this process may not: everything now */
+		log_debug("pid %d: no userfaultfd (%s): restored eagerly", l->pid, strerror(-r));
+		err_clear();
+		r = load_all_now(l, img, c, fill);
+		l->nareas = 0;
+		return r;
+	}
+	if (r < 0)
+		return r;
+	l->pidfd = (int)syscall(SYS_pidfd_open, l->pid, 0);
+	if (l->pidfd >= 0)
+		ufd = (int)syscall(SYS_pidfd_getfd, l->pidfd, (int)fd, 0);
+	if (ufd < 0)
+		r = err_set(negerrno(), "restore of pid %d: taking its userfaultfd: %m", l->pid);
+	int q = restore_sys(c, l->pid, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, NULL, "close of the userfaultfd");
+	if (r < 0 || q < 0) {
+		if (ufd >= 0)
+			close(ufd);
+		return r < 0 ? r : q;
+	}
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			    UFFD_FEATURE_EVENT_UNMAP,
+	};
+	if (ioctl(ufd, UFFDIO_API, &api) < 0)
+		r = err_set(negerrno(), "restore of pid %d: UFFDIO_API: %m", l->pid);
+	for (size_t i = 0; i < l->nareas && r >= 0; i++) {
+		struct uffdio_register reg = {
+			.range = { l->areas[i].start, l->areas[i].end - l->areas[i].start },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(ufd, UFFDIO_REGISTER, &reg) < 0)
+			r = err_set(negerrno(), "restore of pid %d: UFFDIO_REGISTER %lx-%lx: %m", l->pid,
+				    (unsigned long)l->areas[i].start, (unsigned long)l->areas[i].end);
+	}
+	if (r >= 0)
+		r = start_guardian(l, ufd);
+	if (r >= 0) {
+		l->cl = calloc(1, sizeof(*l->cl));
+		r = l->cl ? 0 : -ENOMEM;
+	}
+	if (r < 0) {
+		close(ufd);
+		return r;
+	}
+	uint64_t left = 0;
+	for (size_t i = 0; i < l->npages; i++)
+		left += bit(l->todo, i);
+	l->cl[0] = (struct lazy_client){ .ufd = ufd, .todo = l->todo, .left = left, .main = true };
+	l->todo = NULL;
+	l->ncl = 1;
+	l->loaded = l->total - left * PAGE;
+	return 0;
+}
+
+/* ---- serving --------------------------------------------------------------- */
+
+static struct lazy_area *area_of(struct engine_lazy *l, uint64_t addr)
+{
+	for (size_t i = 0; i < l->nareas; i++)
+		if (addr >= l->areas[i].start && addr < l->areas[i].end)
+			return &l->areas[i];
+	return NULL;
+}
+
+static void loaded(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t addr)
+{
+	size_t i = x->first + (addr - x->start) / PAGE;
+	if (!bit(k->todo, i))
+		return;
+	bit_clear(k->todo, i);
+	k->left--;
+	if (k->main)
+		__atomic_add_fetch(&l->loaded, PAGE, __ATOMIC_RELAXED);
+}
+
+/* Drops pages [a, b) from what k still loads: they read zero now. */
+static void drop(struct engine_lazy *l, struct lazy_client *k, uint64_t a, uint64_t b)
+{
+	for (size_t i = 0; i < l->nareas; i++) {
+		struct lazy_area *x = &l->areas[i];
+		for (uint64_t p = MAX(a, x->start); p < MIN(b, x->end); p += PAGE)
+			loaded(l, k, x, p);
+	}
+}
+
+static void wake(int ufd, uint64_t addr, uint64_t len)
+{
+	struct uffdio_range r = { addr, len };
+	ioctl(ufd, UFFDIO_WAKE, &r);
+}
+
+/* The process could not be given a page it needs: it dies, with its
+ * group, rather than run on without it. */
+static int fatal(struct engine_lazy *l, int r, const char *fmt, ...) _printf_(3, 4);
+static int fatal(struct engine_lazy *l, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(l->why, sizeof(l->why), fmt, ap);
+	va_end(ap);
+	l->err = r;
+	if (l->pidfd >= 0 && syscall(SYS_pidfd_send_signal, l->pidfd, SIGKILL, NULL, 0) == 0)
+		kill(-l->pid, SIGKILL);
+	return r;
+}
+
+enum copy_result { COPY_DONE, COPY_AGAIN, COPY_GONE };
+
+/* Copies pages [a, b) of area x (all to load) into k's address space at
+ * a + delta; marks them loaded. COPY_AGAIN: the address space is being
+ * changed (an event waits to be read); COPY_GONE: the range is no longer
+ * there (or the process is gone: k->ufd then answers ESRCH). */
+static int copy_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t a, uint64_t b,
+		      int64_t delta, uint64_t mode, enum copy_result *res)
+{
+	uint64_t len = b - a, done = 0;
+	ssize_t n;
+
+	if (fault_hit(FAULT_ENGINE_LAZY_READ))
+		n = err_set(-EIO, "injected fault");
+	else
+		n = store_file_pread(x->f, l->buf, len, a - x->start);
+	if (n < 0)
+		return fatal(l, (int)n, "%s: reading %" PRIu64 " bytes at %" PRIu64 ": %s", x->name, len,
+			     a - x->start, *err_msg() ? err_msg() : strerror((int)-n));
+	if ((uint64_t)n < len)
+		memset(l->buf + n, 0, len - n);
+	*res = COPY_DONE;
+	while (done < len) {
+		struct uffdio_copy cp = {
+			.dst = a + done + delta, .src = (uintptr_t)(l->buf + done), .len = len - done, .mode = mode,
+		};
+		int e = ioctl(k->ufd, UFFDIO_COPY, &cp) < 0 ? errno : 0;
+		if (!e)
+			cp.copy = (int64_t)(len - done);
+		if (cp.copy > 0) {
+			for (uint64_t p = 0; p < (uint64_t)cp.copy; p += PAGE)
+				loaded(l, k, x, a + done + p);
+			done += (uint64_t)cp.copy;
+			continue;
+		}
+		e = cp.copy < 0 ? (int)-cp.copy : e;
+		if (e == EEXIST) {
+			/* there already: the process's own */
+			loaded(l, k, x, a + done);
+			done += PAGE;
+			continue;
+		}
+		*res = e == EAGAIN ? COPY_AGAIN : COPY_GONE;
+		if (e == ESRCH)
+			k->left = 0;
+		else if (e != EAGAIN && e != ENOENT && e != EFAULT && e != EINVAL)
+			log_debug("pid %d: UFFDIO_COPY at %lx: %s", l->pid, (unsigned long)(a + done + delta),
+				  strerror(e));
+		break;
+	}
+	return 0;
+}
+
+/* Copies every page to load of [a, b) in area x, a run at a time. */
+static int copy_runs(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t a, uint64_t b,
+		     int64_t delta, uint64_t mode, enum copy_result *res)
+{
+	*res = COPY_DONE;
+	for (uint64_t p = a; p < b && *res == COPY_DONE;) {
+		if (!bit(k->todo, x->first + (p - x->start) / PAGE)) {
+			p += PAGE;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < b && q - p < LAZY_FILL_PAGES * PAGE && bit(k->todo, x->first + (q - x->start) / PAGE))
+			q += PAGE;
+		int r = copy_pages(l, k, x, p, q, delta, mode, res);
+		if (r < 0)
+			return r;
+		p = q;
+	}
+	return 0;
+}
+
+static int defer(struct engine_lazy *l, int ufd, uint64_t addr)
+{
+	if (l->nretry == l->cap_retry) {
+		size_t cap = l->cap_retry ? 2 * l->cap_retry : 16;
+		struct lazy_retry *n = realloc(l->retry, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		l->retry = n;
+		l->cap_retry = cap;
+	}
+	l->retry[l->nretry++] = (struct lazy_retry){ ufd, addr };
+	return 0;
+}
+
+static int on_fault(struct engine_lazy *l, struct lazy_client *k, uint64_t addr)
+{
+	struct lazy_area *x = area_of(l, addr);
+	enum copy_result res = COPY_DONE;
+	addr = ALIGN_DOWN(addr, PAGE);
+	if (x && bit(k->todo, x->first + (addr - x->start) / PAGE)) {
+		uint64_t a = MAX(ALIGN_DOWN(addr, LAZY_FAULT_PAGES * PAGE), x->start);
+		uint64_t b = MIN(a + LAZY_FAULT_PAGES * PAGE, x->end);
+		int r = copy_runs(l, k, x, a, b, 0, 0, &res);
+		if (r < 0)
+			return r;
+	} else {
+		/* nothing of the snapshot's there: zero, as the kernel would */
+		struct uffdio_zeropage z = { .range = { addr, PAGE } };
+		int e = ioctl(k->ufd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0;
+		res = e == EAGAIN ? COPY_AGAIN : COPY_DONE;
+	}
+	if (res == COPY_AGAIN)
+		return defer(l, k->ufd, addr);
+	/* whatever happened, the thread tries again (a page already there,
+	 * one loaded without waking, an area it unmapped meanwhile) */
+	wake(k->ufd, addr, PAGE);
+	return 0;
+}
+
+/* mremap moved [from, from + len) to `to`: its pages still to load go
+ * where they went now; both ranges hold nothing to load after. */
+static int on_remap(struct engine_lazy *l, struct lazy_client *k, uint64_t from, uint64_t to, uint64_t len)
+{
+	for (size_t i = 0; i < l->nareas; i++) {
+		struct lazy_area *x = &l->areas[i];
+		uint64_t a = MAX(from, x->start), b = MIN(from + len, x->end);
+		enum copy_result res;
+		if (a >= b)
+			continue;
+		int r = copy_runs(l, k, x, a, b, (int64_t)(to - from), 0, &res);
+		if (r < 0)
+			return r;
+		/* COPY_AGAIN: another change is on its way; the moved pages
+		 * are copied one by one as faults, the rest dropped below */
+		if (res == COPY_AGAIN)
+			for (uint64_t p = a; p < b; p += PAGE)
+				if (bit(k->todo, x->first + (p - x->start) / PAGE))
+					log_debug("pid %d: page %lx moved while the address space changed", l->pid,
+						  (unsigned long)p);
+	}
+	drop(l, k, from, from + len);
+	drop(l, k, to, to + len);
+	return 0;
+}
+
+/* A child forked while loading (its userfaultfd, ufd): the same pages
+ * missing as its parent ki, and the same to load. */
+static int add_client(struct engine_lazy *l, size_t ki, int ufd)
+{
+	size_t words = (l->npages + 63) / 64;
+	struct lazy_client *n = realloc(l->cl, (l->ncl + 1) * sizeof(*n));
+	uint64_t *t = malloc(words * sizeof(*t));
+	if (n)
+		l->cl = n;
+	if (!n || !t) {
+		free(t);
+		close(ufd);
+		return fatal(l, -ENOMEM, "a child forked while loading: no memory");
+	}
+	memcpy(t, l->cl[ki].todo, words * sizeof(*t));
+	l->cl[l->ncl++] = (struct lazy_client){ .ufd = ufd, .todo = t, .left = l->cl[ki].left };
+	return 0;
+}
+
+/* Reads and handles what k's descriptor holds; *any: something came. */
+static int drain(struct engine_lazy *l, size_t ki, bool *any)
+{
+	struct uffd_msg m[32];
+	for (;;) {
+		ssize_t n = read(l->cl[ki].ufd, m, sizeof(m));
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : (l->cl[ki].left = 0, 0);
+		if (n == 0) {
+			l->cl[ki].left = 0;
+			return 0;
+		}
+		*any = true;
+		for (size_t i = 0; i < (size_t)n / sizeof(m[0]); i++) {
+			struct lazy_client *k = &l->cl[ki];
+			int r = 0;
+			switch (m[i].event) {
+			case UFFD_EVENT_PAGEFAULT:
+				r = on_fault(l, k, m[i].arg.pagefault.address);
+				break;
+			case UFFD_EVENT_REMOVE:
+			case UFFD_EVENT_UNMAP:
+				drop(l, k, m[i].arg.remove.start, m[i].arg.remove.end);
+				break;
+			case UFFD_EVENT_REMAP:
+				r = on_remap(l, k, m[i].arg.remap.from, m[i].arg.remap.to, m[i].arg.remap.len);
+				break;
+			case UFFD_EVENT_FORK:
+				r = add_client(l, ki, (int)m[i].arg.fork.ufd);
+				break;
+			default:
+				break;
+			}
+			if (r < 0)
+				return r;
+		}
+	}
+}
+
+/* Copies the next run still to load, in address order, for the first
+ * address space that has one. */
+static int fill_next(struct engine_lazy *l)
+{
+	for (size_t ki = 0; ki < l->ncl; ki++) {
+		struct lazy_client *k = &l->cl[ki];
+		if (!k->left)
+			continue;
+		for (size_t n = 0; n < l->npages; n++, l->cursor = (l->cursor + 1) % l->npages) {
+			if (!bit(k->todo, l->cursor))
+				continue;
+			struct lazy_area *x = NULL;
+			for (size_t i = 0; i < l->nareas && !x; i++)
+				if (l->cursor >= l->areas[i].first &&
+				    l->cursor < l->areas[i].first + (l->areas[i].end - l->areas[i].start) / PAGE)
+					x = &l->areas[i];
+			uint64_t a = x->start + (l->cursor - x->first) * PAGE;
+			enum copy_result res;
+			int r = copy_runs(l, k, x, a, MIN(a + LAZY_FILL_PAGES * PAGE, x->end), 0,
+					  UFFDIO_COPY_MODE_DONTWAKE, &res);
+			if (r < 0)
+				return r;
+			if (res == COPY_GONE)
+				/* unmapped meanwhile; its event is on its way */
+				l->cursor = (l->cursor + 1) % l->npages;
+			return 0;
+		}
+		k->left = 0; /* none found: the count was off */
+	}
+	return 0;
+}
+
+static void client_close(struct engine_lazy *l, size_t ki)
+{
+	struct lazy_client *k = &l->cl[ki];
+	if (k->main && l->guard_w >= 0) {
+		/* the guardian lets go of its copy first */
+		if (write(l->guard_w, "D", 1) != 1)
+			log_debug("pid %d: the guardian is gone", l->pid);
+		close(l->guard_w);
+		l->guard_w = -1;
+		while (waitpid(l->guard, NULL, 0) < 0 && errno == EINTR)
+			;
+		l->guard = 0;
+	}
+	close(k->ufd);
+	free(k->todo);
+	l->cl[ki] = l->cl[--l->ncl];
+}
+
+int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, uint64_t total, void *ud), void *ud)
+{
+	uint64_t last = 0;
+	int r = 0;
+
+	while (l->ncl && r >= 0) {
+		struct pollfd p[64];
+		size_t np = MIN(l->ncl, ARRAY_SIZE(p));
+		bool work = false, any = false;
+		for (size_t i = 0; i < l->ncl; i++)
+			work |= l->cl[i].left > 0;
+		for (size_t i = 0; i < np; i++)
+			p[i] = (struct pollfd){ .fd = l->cl[i].ufd, .events = POLLIN };
+		/* with nothing to fill, only what the process does */
+		if (poll(p, np, work || l->nretry ? 0 : 100) < 0 && errno != EINTR) {
+			r = err_set(negerrno(), "pid %d: poll: %m", l->pid);
+			break;
+		}
+		for (size_t i = 0; i < l->ncl && r >= 0; i++)
+			r = drain(l, i, &any);
+		/* faults that found the address space changing, again */
+		size_t n = l->nretry;
+		l->nretry = 0;
+		for (size_t i = 0; i < n && r >= 0; i++)
+			for (size_t k = 0; k < l->ncl; k++)
+				if (l->cl[k].ufd == l->retry[i].ufd) {
+					r = on_fault(l, &l->cl[k], l->retry[i].addr);
+					break;
+				}
+		if (r >= 0 && !any)
+			r = fill_next(l);
+		/* done: whatever still comes is read first, then it goes */
+		for (size_t i = 0; i < l->ncl && r >= 0;) {
+			bool more = false;
+			if (l->cl[i].left) {
+				i++;
+				continue;
+			}
+			r = drain(l, i, &more);
+			if (r >= 0 && !l->cl[i].left && !l->nretry)
+				client_close(l, i);
+			else
+				i++;
+		}
+		uint64_t now = __atomic_load_n(&l->loaded, __ATOMIC_RELAXED);
+		if (progress && (now - last >= (64ull << 20) || now == l->total)) {
+			progress(now, l->total, ud);
+			last = now;
+		}
+	}
+	if (r < 0 && l->err)
+		return err_set(l->err, "pid %d killed: %s", l->pid, l->why);
+	return r;
+}
+
+void engine_lazy_progress(const struct engine_lazy *l, uint64_t *loaded_bytes, uint64_t *total)
+{
+	*loaded_bytes = __atomic_load_n(&l->loaded, __ATOMIC_RELAXED);
+	*total = l->total;
+}
+
+bool lazy_pending(const struct engine_lazy *l)
+{
+	return l && l->ncl;
+}
+
+pid_t engine_lazy_pid(const struct engine_lazy *l)
+{
+	return l->pid;
+}
+
+void engine_lazy_close(struct engine_lazy *l)
+{
+	if (!l)
+		return;
+	/* not done: the process cannot get its pages any more */
+	if (l->ncl && l->pidfd >= 0 && syscall(SYS_pidfd_send_signal, l->pidfd, SIGKILL, NULL, 0) == 0) {
+		struct pollfd p = { .fd = l->pidfd, .events = POLLIN };
+		kill(-l->pid, SIGKILL);
+		poll(&p, 1, 10000);
+	}
+	while (l->ncl)
+		client_close(l, l->ncl - 1);
+	if (l->guard_w >= 0)
+		close(l->guard_w);
+	if (l->guard > 0)
+		while (waitpid(l->guard, NULL, 0) < 0 && errno == EINTR)
+			;
+	for (size_t i = 0; i < l->nareas; i++)
+		store_file_close(l->areas[i].f);
+	if (l->pidfd >= 0)
+		close(l->pidfd);
+	free(l->areas);
+	free(l->todo);
+	free(l->retry);
+	free(l->buf);
+	free(l);
+}
