@@ -186,6 +186,7 @@ enum fault_id {
 	FAULT_ENGINE_DIE_FDS = 224,         /* dumper: capturing descriptors */
 	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
 	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
+	FAULT_ENGINE_DIE_LAZY = 227,        /* lazy restore: the loader dies before its first copy */
 	_FAULT_MAX,
 };
 

@@ -455,6 +455,8 @@ static int copy_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_
 	uint64_t len = b - a, done = 0;
 	ssize_t n;
 
+	if (fault_hit(FAULT_ENGINE_DIE_LAZY))
+		raise(SIGKILL);
 	if (fault_hit(FAULT_ENGINE_LAZY_READ))
 		n = err_set(-EIO, "injected fault");
 	else

@@ -2,7 +2,10 @@
  * Computes over SIZE MiB of mixed memory (argument 3): a quarter zeros,
  * a quarter pseudo-random, a quarter repeated text, a quarter a counter
  * pattern. It keeps swapping random words (the sum of all words stays the
- * same) while it waits; after restore the sum must still match.
+ * same) while it waits; after restore the sum must still match. With a
+ * fourth argument `random`, the sum after restore visits the pages in a
+ * random order (a lazy restore's faults then race its fill in address
+ * order).
  */
 #include "target.h"
 
@@ -51,7 +54,29 @@ int main(int argc, char **argv)
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
-	if (sum(w, n) != s0)
+	uint64_t s1 = 0;
+	if (argc > 4 && !strcmp(argv[4], "random")) {
+		/* the same sum, a page at a time in a random order */
+		size_t pages = n / 512;
+		uint32_t *order = malloc(pages * sizeof(*order));
+		if (!order)
+			target_verdict(0, "no memory");
+		for (size_t i = 0; i < pages; i++)
+			order[i] = (uint32_t)i;
+		for (size_t i = pages; i > 1; i--) {
+			size_t j = next() % i;
+			uint32_t t = order[i - 1];
+			order[i - 1] = order[j];
+			order[j] = t;
+		}
+		for (size_t i = 0; i < pages; i++)
+			s1 += sum(w + (size_t)order[i] * 512, 512);
+		s1 += sum(w + pages * 512, n - pages * 512);
+		free(order);
+	} else {
+		s1 = sum(w, n);
+	}
+	if (s1 != s0)
 		target_verdict(0, "memory sum changed");
 	target_pass();
 }
