@@ -68,13 +68,20 @@ struct lazy_area {
 	char name[64];
 };
 
-/* One address space being loaded: the restored process, or a child it
- * forked meanwhile. */
+/* Pages still to load into one address space (the restored process, or
+ * a child it forked meanwhile), through its userfaultfd. A page's bit is
+ * its index in the areas (its snapshot address); it goes to that address
+ * plus delta. Each address space has one entry with delta 0 (its own
+ * descriptor, polled); an mremap of pages still to load moves their bits
+ * into an entry of their own with the move's delta, on the same
+ * descriptor, until they are copied where they went. */
 struct lazy_client {
 	int ufd;
 	uint64_t *todo; /* bit set: page still to load */
 	uint64_t left;  /* pages still to load */
-	bool main;      /* the restored process itself */
+	int64_t delta;  /* where they go: snapshot address + delta */
+	bool moved;     /* a move's entry (not polled; the descriptor is its owner's) */
+	bool main;      /* pages of the restored process itself (counted in loaded) */
 };
 
 /* A fault the copy could not answer yet (the address space was being
@@ -401,25 +408,45 @@ static struct lazy_area *area_of(struct engine_lazy *l, uint64_t addr)
 	return NULL;
 }
 
+static size_t page_index(const struct lazy_area *x, uint64_t addr)
+{
+	return x->first + (addr - x->start) / PAGE;
+}
+
+/* Whether k still loads the page at snapshot address addr (in x). */
+static bool wants(const struct lazy_client *k, const struct lazy_area *x, uint64_t addr)
+{
+	return bit(k->todo, page_index(x, addr));
+}
+
 static void loaded(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t addr)
 {
-	size_t i = x->first + (addr - x->start) / PAGE;
-	if (!bit(k->todo, i))
+	if (!wants(k, x, addr))
 		return;
-	bit_clear(k->todo, i);
+	bit_clear(k->todo, page_index(x, addr));
 	k->left--;
 	if (k->main)
 		__atomic_add_fetch(&l->loaded, PAGE, __ATOMIC_RELAXED);
 }
 
-/* Drops pages [a, b) from what k still loads: they read zero now. */
+/* Drops the pages of k whose place is in [a, b): they read zero now. */
 static void drop(struct engine_lazy *l, struct lazy_client *k, uint64_t a, uint64_t b)
 {
-	for (size_t i = 0; i < l->nareas; i++) {
+	a -= (uint64_t)k->delta;
+	b -= (uint64_t)k->delta;
+	for (size_t i = 0; i < l->nareas && k->left; i++) {
 		struct lazy_area *x = &l->areas[i];
 		for (uint64_t p = MAX(a, x->start); p < MIN(b, x->end); p += PAGE)
 			loaded(l, k, x, p);
 	}
+}
+
+/* Drops everything k still loads: its address space is gone. */
+static void drop_all(struct engine_lazy *l, struct lazy_client *k)
+{
+	for (size_t i = 0; i < l->nareas && k->left; i++)
+		for (uint64_t p = l->areas[i].start; p < l->areas[i].end; p += PAGE)
+			loaded(l, k, &l->areas[i], p);
 }
 
 static void wake(int ufd, uint64_t addr, uint64_t len)
@@ -445,12 +472,12 @@ static int fatal(struct engine_lazy *l, int r, const char *fmt, ...)
 
 enum copy_result { COPY_DONE, COPY_AGAIN, COPY_GONE };
 
-/* Copies pages [a, b) of area x (all to load) into k's address space at
- * a + delta; marks them loaded. COPY_AGAIN: the address space is being
- * changed (an event waits to be read); COPY_GONE: the range is no longer
- * there (or the process is gone: k->ufd then answers ESRCH). */
+/* Copies pages [a, b) of area x (all to load by k) to their place;
+ * marks them loaded. COPY_AGAIN: the address space is being changed (an
+ * event waits to be read); COPY_GONE: the range is no longer there (or
+ * the process is gone: k's descriptor then answers ESRCH). */
 static int copy_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t a, uint64_t b,
-		      int64_t delta, uint64_t mode, enum copy_result *res)
+		      uint64_t mode, enum copy_result *res)
 {
 	uint64_t len = b - a, done = 0;
 	ssize_t n;
@@ -469,7 +496,8 @@ static int copy_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_
 	*res = COPY_DONE;
 	while (done < len) {
 		struct uffdio_copy cp = {
-			.dst = a + done + delta, .src = (uintptr_t)(l->buf + done), .len = len - done, .mode = mode,
+			.dst = a + done + (uint64_t)k->delta, .src = (uintptr_t)(l->buf + done), .len = len - done,
+			.mode = mode,
 		};
 		int e = ioctl(k->ufd, UFFDIO_COPY, &cp) < 0 ? errno : 0;
 		if (!e)
@@ -488,30 +516,30 @@ static int copy_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_
 			continue;
 		}
 		*res = e == EAGAIN ? COPY_AGAIN : COPY_GONE;
-		if (e == ESRCH)
-			k->left = 0;
-		else if (e != EAGAIN && e != ENOENT && e != EFAULT && e != EINVAL)
-			log_debug("pid %d: UFFDIO_COPY at %lx: %s", l->pid, (unsigned long)(a + done + delta),
+		if (e == ESRCH || e == EBADF)
+			drop_all(l, k);
+		if (e != EAGAIN && e != ENOENT && e != EFAULT && e != EINVAL && e != ESRCH)
+			log_debug("pid %d: UFFDIO_COPY at %lx: %s", l->pid, (unsigned long)(a + done + k->delta),
 				  strerror(e));
 		break;
 	}
 	return 0;
 }
 
-/* Copies every page to load of [a, b) in area x, a run at a time. */
+/* Copies every page k loads of [a, b) in area x, a run at a time. */
 static int copy_runs(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, uint64_t a, uint64_t b,
-		     int64_t delta, uint64_t mode, enum copy_result *res)
+		     uint64_t mode, enum copy_result *res)
 {
 	*res = COPY_DONE;
 	for (uint64_t p = a; p < b && *res == COPY_DONE;) {
-		if (!bit(k->todo, x->first + (p - x->start) / PAGE)) {
+		if (!wants(k, x, p)) {
 			p += PAGE;
 			continue;
 		}
 		uint64_t q = p;
-		while (q < b && q - p < LAZY_FILL_PAGES * PAGE && bit(k->todo, x->first + (q - x->start) / PAGE))
+		while (q < b && q - p < LAZY_FILL_PAGES * PAGE && wants(k, x, q))
 			q += PAGE;
-		int r = copy_pages(l, k, x, p, q, delta, mode, res);
+		int r = copy_pages(l, k, x, p, q, mode, res);
 		if (r < 0)
 			return r;
 		p = q;
@@ -533,105 +561,152 @@ static int defer(struct engine_lazy *l, int ufd, uint64_t addr)
 	return 0;
 }
 
-static int on_fault(struct engine_lazy *l, struct lazy_client *k, uint64_t addr)
+/* A thread of the address space behind ufd waits for the page at addr:
+ * the aligned block around it where a page is still to go there, else a
+ * zero page (nothing of the snapshot's is there: what the kernel would
+ * have given). */
+static int on_fault(struct engine_lazy *l, int ufd, uint64_t addr)
 {
-	struct lazy_area *x = area_of(l, addr);
 	enum copy_result res = COPY_DONE;
+	bool served = false;
+
 	addr = ALIGN_DOWN(addr, PAGE);
-	if (x && bit(k->todo, x->first + (addr - x->start) / PAGE)) {
-		uint64_t a = MAX(ALIGN_DOWN(addr, LAZY_FAULT_PAGES * PAGE), x->start);
+	for (size_t i = 0; i < l->ncl && !served; i++) {
+		struct lazy_client *k = &l->cl[i];
+		uint64_t src = addr - (uint64_t)k->delta;
+		struct lazy_area *x = k->ufd == ufd && k->left ? area_of(l, src) : NULL;
+		if (!x || !wants(k, x, src))
+			continue;
+		uint64_t a = MAX(ALIGN_DOWN(src, LAZY_FAULT_PAGES * PAGE), x->start);
 		uint64_t b = MIN(a + LAZY_FAULT_PAGES * PAGE, x->end);
-		int r = copy_runs(l, k, x, a, b, 0, 0, &res);
+		int r = copy_runs(l, k, x, a, b, 0, &res);
 		if (r < 0)
 			return r;
-	} else {
-		/* nothing of the snapshot's there: zero, as the kernel would */
+		served = true;
+	}
+	if (!served) {
 		struct uffdio_zeropage z = { .range = { addr, PAGE } };
-		int e = ioctl(k->ufd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0;
+		int e = ioctl(ufd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0;
 		res = e == EAGAIN ? COPY_AGAIN : COPY_DONE;
 	}
 	if (res == COPY_AGAIN)
-		return defer(l, k->ufd, addr);
+		return defer(l, ufd, addr);
 	/* whatever happened, the thread tries again (a page already there,
 	 * one loaded without waking, an area it unmapped meanwhile) */
-	wake(k->ufd, addr, PAGE);
+	wake(ufd, addr, PAGE);
 	return 0;
 }
 
-/* mremap moved [from, from + len) to `to`: its pages still to load go
- * where they went now; both ranges hold nothing to load after. */
-static int on_remap(struct engine_lazy *l, struct lazy_client *k, uint64_t from, uint64_t to, uint64_t len)
-{
-	for (size_t i = 0; i < l->nareas; i++) {
-		struct lazy_area *x = &l->areas[i];
-		uint64_t a = MAX(from, x->start), b = MIN(from + len, x->end);
-		enum copy_result res;
-		if (a >= b)
-			continue;
-		int r = copy_runs(l, k, x, a, b, (int64_t)(to - from), 0, &res);
-		if (r < 0)
-			return r;
-		/* COPY_AGAIN: another change is on its way; the moved pages
-		 * are copied one by one as faults, the rest dropped below */
-		if (res == COPY_AGAIN)
-			for (uint64_t p = a; p < b; p += PAGE)
-				if (bit(k->todo, x->first + (p - x->start) / PAGE))
-					log_debug("pid %d: page %lx moved while the address space changed", l->pid,
-						  (unsigned long)p);
-	}
-	drop(l, k, from, from + len);
-	drop(l, k, to, to + len);
-	return 0;
-}
-
-/* A child forked while loading (its userfaultfd, ufd): the same pages
- * missing as its parent ki, and the same to load. */
-static int add_client(struct engine_lazy *l, size_t ki, int ufd)
+/* Appends an entry like l->cl[from], loading nothing yet (l->cl moves). */
+static int add_entry(struct engine_lazy *l, size_t from, struct lazy_client **ret)
 {
 	size_t words = (l->npages + 63) / 64;
 	struct lazy_client *n = realloc(l->cl, (l->ncl + 1) * sizeof(*n));
-	uint64_t *t = malloc(words * sizeof(*t));
+	uint64_t *t = calloc(words, sizeof(*t));
 	if (n)
 		l->cl = n;
 	if (!n || !t) {
 		free(t);
-		close(ufd);
-		return fatal(l, -ENOMEM, "a child forked while loading: no memory");
+		return -ENOMEM;
 	}
-	memcpy(t, l->cl[ki].todo, words * sizeof(*t));
-	l->cl[l->ncl++] = (struct lazy_client){ .ufd = ufd, .todo = t, .left = l->cl[ki].left };
+	l->cl[l->ncl] = (struct lazy_client){ .ufd = l->cl[from].ufd, .todo = t, .delta = l->cl[from].delta,
+					      .moved = l->cl[from].moved, .main = l->cl[from].main };
+	*ret = &l->cl[l->ncl++];
 	return 0;
 }
 
-/* Reads and handles what k's descriptor holds; *any: something came. */
-static int drain(struct engine_lazy *l, size_t ki, bool *any)
+/* mremap moved [from, from + len) to `to` in the address space behind
+ * ufd: the pages to load whose place was there go where it went. They
+ * are copied once the move's other events are read (until then a copy
+ * finds the address space changing); a fault there meanwhile finds them. */
+static int on_remap(struct engine_lazy *l, int ufd, uint64_t from, uint64_t to, uint64_t len)
+{
+	size_t n = l->ncl;
+	for (size_t i = 0; i < n; i++) {
+		struct lazy_client *m;
+		if (l->cl[i].ufd != ufd || !l->cl[i].left)
+			continue;
+		if (add_entry(l, i, &m) < 0)
+			return fatal(l, -ENOMEM, "memory moved while loading: no memory");
+		struct lazy_client *k = &l->cl[i];
+		m->delta = k->delta + (int64_t)(to - from);
+		m->moved = true;
+		for (size_t a = 0; a < l->nareas; a++) {
+			struct lazy_area *x = &l->areas[a];
+			uint64_t lo = MAX(from - (uint64_t)k->delta, x->start);
+			uint64_t hi = MIN(from + len - (uint64_t)k->delta, x->end);
+			for (uint64_t p = lo; p < hi; p += PAGE)
+				if (wants(k, x, p)) {
+					bit_clear(k->todo, page_index(x, p));
+					k->left--;
+					bit_set(m->todo, page_index(x, p));
+					m->left++;
+				}
+		}
+	}
+	return 0;
+}
+
+/* A child forked by the address space behind ufd (its own descriptor,
+ * child): the same pages missing, and the same to load. */
+static int on_fork(struct engine_lazy *l, int ufd, int child)
+{
+	size_t n = l->ncl;
+	for (size_t i = 0; i < n; i++) {
+		struct lazy_client *m;
+		if (l->cl[i].ufd != ufd)
+			continue;
+		if (add_entry(l, i, &m) < 0) {
+			close(child);
+			return fatal(l, -ENOMEM, "a child forked while loading: no memory");
+		}
+		memcpy(m->todo, l->cl[i].todo, (l->npages + 63) / 64 * sizeof(*m->todo));
+		m->left = l->cl[i].left;
+		m->ufd = child;
+		m->main = false;
+	}
+	return 0;
+}
+
+/* Reads and handles what descriptor ufd holds; *any: something came. */
+static int drain(struct engine_lazy *l, int ufd, bool *any)
 {
 	struct uffd_msg m[32];
 	for (;;) {
-		ssize_t n = read(l->cl[ki].ufd, m, sizeof(m));
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? 0 : (l->cl[ki].left = 0, 0);
-		if (n == 0) {
-			l->cl[ki].left = 0;
+		ssize_t n = read(ufd, m, sizeof(m));
+		if (n <= 0) {
+			/* EAGAIN: nothing more; anything else: the address
+			 * space is gone, and so is what it was to load */
+			if (n == 0 || (errno != EAGAIN && errno != EINTR))
+				for (size_t i = 0; i < l->ncl; i++)
+					if (l->cl[i].ufd == ufd)
+						drop_all(l, &l->cl[i]);
 			return 0;
 		}
 		*any = true;
 		for (size_t i = 0; i < (size_t)n / sizeof(m[0]); i++) {
-			struct lazy_client *k = &l->cl[ki];
 			int r = 0;
 			switch (m[i].event) {
 			case UFFD_EVENT_PAGEFAULT:
-				r = on_fault(l, k, m[i].arg.pagefault.address);
+				r = on_fault(l, ufd, m[i].arg.pagefault.address);
 				break;
 			case UFFD_EVENT_REMOVE:
 			case UFFD_EVENT_UNMAP:
-				drop(l, k, m[i].arg.remove.start, m[i].arg.remove.end);
+				log_debug("pid %d: %s %llx-%llx while loading", l->pid,
+					  m[i].event == UFFD_EVENT_REMOVE ? "removed" : "unmapped",
+					  m[i].arg.remove.start, m[i].arg.remove.end);
+				for (size_t k = 0; k < l->ncl; k++)
+					if (l->cl[k].ufd == ufd)
+						drop(l, &l->cl[k], m[i].arg.remove.start, m[i].arg.remove.end);
 				break;
 			case UFFD_EVENT_REMAP:
-				r = on_remap(l, k, m[i].arg.remap.from, m[i].arg.remap.to, m[i].arg.remap.len);
+				log_debug("pid %d: moved %llx+%llx to %llx while loading", l->pid, m[i].arg.remap.from,
+					  m[i].arg.remap.len, m[i].arg.remap.to);
+				r = on_remap(l, ufd, m[i].arg.remap.from, m[i].arg.remap.to, m[i].arg.remap.len);
 				break;
 			case UFFD_EVENT_FORK:
-				r = add_client(l, ki, (int)m[i].arg.fork.ufd);
+				log_debug("pid %d: forked while loading", l->pid);
+				r = on_fork(l, ufd, (int)m[i].arg.fork.ufd);
 				break;
 			default:
 				break;
@@ -643,7 +718,7 @@ static int drain(struct engine_lazy *l, size_t ki, bool *any)
 }
 
 /* Copies the next run still to load, in address order, for the first
- * address space that has one. */
+ * entry that has one. */
 static int fill_next(struct engine_lazy *l)
 {
 	for (size_t ki = 0; ki < l->ncl; ki++) {
@@ -660,7 +735,7 @@ static int fill_next(struct engine_lazy *l)
 					x = &l->areas[i];
 			uint64_t a = x->start + (l->cursor - x->first) * PAGE;
 			enum copy_result res;
-			int r = copy_runs(l, k, x, a, MIN(a + LAZY_FILL_PAGES * PAGE, x->end), 0,
+			int r = copy_runs(l, k, x, a, MIN(a + LAZY_FILL_PAGES * PAGE, x->end),
 					  UFFDIO_COPY_MODE_DONTWAKE, &res);
 			if (r < 0)
 				return r;
@@ -674,10 +749,24 @@ static int fill_next(struct engine_lazy *l)
 	return 0;
 }
 
+/* Whether anything is still to load through ufd. */
+static bool ufd_busy(const struct engine_lazy *l, int ufd)
+{
+	for (size_t i = 0; i < l->ncl; i++)
+		if (l->cl[i].ufd == ufd && l->cl[i].left)
+			return true;
+	for (size_t i = 0; i < l->nretry; i++)
+		if (l->retry[i].ufd == ufd)
+			return true;
+	return false;
+}
+
+/* Removes entry ki (done); an address space's own entry closes its
+ * descriptor, which drops the registration. */
 static void client_close(struct engine_lazy *l, size_t ki)
 {
 	struct lazy_client *k = &l->cl[ki];
-	if (k->main && l->guard_w >= 0) {
+	if (k->main && !k->moved && l->guard_w >= 0) {
 		/* the guardian lets go of its copy first */
 		if (write(l->guard_w, "D", 1) != 1)
 			log_debug("pid %d: the guardian is gone", l->pid);
@@ -687,7 +776,10 @@ static void client_close(struct engine_lazy *l, size_t ki)
 			;
 		l->guard = 0;
 	}
-	close(k->ufd);
+	log_debug("pid %d: done with %s %d (delta %" PRId64 ")", l->pid, k->moved ? "a move on" : "descriptor", k->ufd,
+		  k->delta);
+	if (!k->moved)
+		close(k->ufd);
 	free(k->todo);
 	l->cl[ki] = l->cl[--l->ncl];
 }
@@ -699,45 +791,46 @@ int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, u
 
 	while (l->ncl && r >= 0) {
 		struct pollfd p[64];
-		size_t np = MIN(l->ncl, ARRAY_SIZE(p));
+		size_t np = 0;
 		bool work = false, any = false;
-		for (size_t i = 0; i < l->ncl; i++)
+		for (size_t i = 0; i < l->ncl; i++) {
 			work |= l->cl[i].left > 0;
-		for (size_t i = 0; i < np; i++)
-			p[i] = (struct pollfd){ .fd = l->cl[i].ufd, .events = POLLIN };
+			if (!l->cl[i].moved && np < ARRAY_SIZE(p))
+				p[np++] = (struct pollfd){ .fd = l->cl[i].ufd, .events = POLLIN };
+		}
 		/* with nothing to fill, only what the process does */
 		if (poll(p, np, work || l->nretry ? 0 : 100) < 0 && errno != EINTR) {
 			r = err_set(negerrno(), "pid %d: poll: %m", l->pid);
 			break;
 		}
 		for (size_t i = 0; i < l->ncl && r >= 0; i++)
-			r = drain(l, i, &any);
+			if (!l->cl[i].moved)
+				r = drain(l, l->cl[i].ufd, &any);
 		/* faults that found the address space changing, again */
 		size_t n = l->nretry;
 		l->nretry = 0;
 		for (size_t i = 0; i < n && r >= 0; i++)
-			for (size_t k = 0; k < l->ncl; k++)
-				if (l->cl[k].ufd == l->retry[i].ufd) {
-					r = on_fault(l, &l->cl[k], l->retry[i].addr);
-					break;
-				}
+			r = on_fault(l, l->retry[i].ufd, l->retry[i].addr);
 		if (r >= 0 && !any)
 			r = fill_next(l);
-		/* done: whatever still comes is read first, then it goes */
+		/* done: moves go; an address space goes once what still came
+		 * for it is read and nothing is left */
 		for (size_t i = 0; i < l->ncl && r >= 0;) {
+			struct lazy_client *k = &l->cl[i];
 			bool more = false;
-			if (l->cl[i].left) {
+			if (k->left || (!k->moved && ufd_busy(l, k->ufd))) {
 				i++;
 				continue;
 			}
-			r = drain(l, i, &more);
-			if (r >= 0 && !l->cl[i].left && !l->nretry)
+			if (!k->moved)
+				r = drain(l, k->ufd, &more);
+			if (r >= 0 && !ufd_busy(l, l->cl[i].ufd))
 				client_close(l, i);
 			else
 				i++;
 		}
 		uint64_t now = __atomic_load_n(&l->loaded, __ATOMIC_RELAXED);
-		if (progress && (now - last >= (64ull << 20) || now == l->total)) {
+		if (progress && now != last && (now - last >= (64ull << 20) || now == l->total)) {
 			progress(now, l->total, ud);
 			last = now;
 		}

@@ -1750,6 +1750,20 @@ START_TEST(lazy_bigmem)
 }
 END_TEST
 
+/* While its memory still loads, the process forks a child that reads it
+ * all, drops a range (DONTNEED) and moves the whole buffer (mremap): the
+ * child and the moved buffer both hold the right bytes. */
+START_TEST(lazy_events)
+{
+	pid_t pid = spawn_args(NULL, "target-bigmem", "512", "events"), ck;
+	dump(pid, "--kill", "store/s1");
+	kill_original(pid, "--kill");
+	lazy_start(NULL, pid, &ck);
+	verdict(pid);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+}
+END_TEST
+
 /* Lazily restored while it still runs, with its random swaps going on
  * during the load. */
 START_TEST(lazy_bigmem_running)
@@ -1891,6 +1905,7 @@ int main(int argc, char **argv)
 	} else if (only && !strcmp(only, "lazy")) {
 		suite_add_tcase(s, tc("lazy_bigmem", lazy_bigmem, 120));
 		suite_add_tcase(s, tc("lazy_bigmem_running", lazy_bigmem_running, 120));
+		suite_add_tcase(s, tc("lazy_events", lazy_events, 120));
 		suite_add_tcase(s, tc("lazy_read_fault", lazy_read_fault, 90));
 		suite_add_tcase(s, tc("lazy_uffd_fault", lazy_uffd_fault, 90));
 		suite_add_tcase(s, tc("lazy_loader_dies", lazy_loader_dies, 90));
