@@ -56,7 +56,7 @@
 /* A fault loads the aligned block around its page. */
 #define LAZY_FAULT_PAGES 16
 /* The fill copies this much at a time, then looks for faults again. */
-#define LAZY_FILL_PAGES 256
+#define LAZY_FILL_PAGES 1024
 /* Loaded at once around each thread's stack pointer. */
 #define LAZY_STACK_BELOW (64ull << 10)
 #define LAZY_STACK_ABOVE (16ull << 10)
