@@ -455,6 +455,17 @@ static void wake(int ufd, uint64_t addr, uint64_t len)
 	ioctl(ufd, UFFDIO_WAKE, &r);
 }
 
+/* Kills the process and its group (it leads one: a session leader), if
+ * it is still there (the pidfd tells it from a process that took its
+ * pid); true if it was. */
+static bool kill_process(struct engine_lazy *l)
+{
+	if (l->pidfd < 0 || syscall(SYS_pidfd_send_signal, l->pidfd, SIGKILL, NULL, 0) < 0)
+		return false;
+	kill(-l->pid, SIGKILL);
+	return true;
+}
+
 /* The process could not be given a page it needs: it dies, with its
  * group, rather than run on without it. */
 static int fatal(struct engine_lazy *l, int r, const char *fmt, ...) _printf_(3, 4);
@@ -465,8 +476,7 @@ static int fatal(struct engine_lazy *l, int r, const char *fmt, ...)
 	vsnprintf(l->why, sizeof(l->why), fmt, ap);
 	va_end(ap);
 	l->err = r;
-	if (l->pidfd >= 0 && syscall(SYS_pidfd_send_signal, l->pidfd, SIGKILL, NULL, 0) == 0)
-		kill(-l->pid, SIGKILL);
+	kill_process(l);
 	return r;
 }
 
@@ -861,9 +871,8 @@ void engine_lazy_close(struct engine_lazy *l)
 	if (!l)
 		return;
 	/* not done: the process cannot get its pages any more */
-	if (l->ncl && l->pidfd >= 0 && syscall(SYS_pidfd_send_signal, l->pidfd, SIGKILL, NULL, 0) == 0) {
+	if (l->ncl && kill_process(l)) {
 		struct pollfd p = { .fd = l->pidfd, .events = POLLIN };
-		kill(-l->pid, SIGKILL);
 		poll(&p, 1, 10000);
 	}
 	while (l->ncl)

@@ -1735,14 +1735,22 @@ static void assert_killed_then_restores(pid_t pid)
 	verdict(restore("store/s1"));
 }
 
+/* target-bigmem of size MiB (with extra, may be NULL) dumped into store/s1
+ * (mode: NULL running, or --kill) and gone: its pid. */
+static pid_t bigmem_snapshot(const char *size, const char *extra, const char *mode)
+{
+	pid_t pid = spawn_args(NULL, "target-bigmem", size, extra);
+	dump(pid, mode, "store/s1");
+	kill_original(pid, mode);
+	return pid;
+}
+
 /* 512 MiB of checksummed memory restored lazily: told at once that it was
  * restored, the target sums every page in a random order while the fill
  * goes in address order; ckpt exits once all is loaded. */
 START_TEST(lazy_bigmem)
 {
-	pid_t pid = spawn_args(NULL, "target-bigmem", "512", "random"), ck;
-	dump(pid, "--kill", "store/s1");
-	kill_original(pid, "--kill");
+	pid_t pid = bigmem_snapshot("512", "random", "--kill"), ck;
 	lazy_start(NULL, pid, &ck);
 	verdict(pid);
 	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
@@ -1755,9 +1763,7 @@ END_TEST
  * child and the moved buffer both hold the right bytes. */
 START_TEST(lazy_events)
 {
-	pid_t pid = spawn_args(NULL, "target-bigmem", "512", "events"), ck;
-	dump(pid, "--kill", "store/s1");
-	kill_original(pid, "--kill");
+	pid_t pid = bigmem_snapshot("512", "events", "--kill"), ck;
 	lazy_start(NULL, pid, &ck);
 	verdict(pid);
 	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
@@ -1768,9 +1774,7 @@ END_TEST
  * during the load. */
 START_TEST(lazy_bigmem_running)
 {
-	pid_t pid = spawn(NULL, "target-bigmem", "256"), ck;
-	dump(pid, NULL, "store/s1");
-	kill_original(pid, NULL);
+	pid_t pid = bigmem_snapshot("256", NULL, NULL), ck;
 	lazy_start(NULL, pid, &ck);
 	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
 	verdict(pid);
@@ -1781,9 +1785,7 @@ END_TEST
  * read) kills the process with the reason; it never runs on. */
 START_TEST(lazy_read_fault)
 {
-	pid_t pid = spawn(NULL, "target-bigmem", "128"), ck;
-	dump(pid, "--kill", "store/s1");
-	kill_original(pid, "--kill");
+	pid_t pid = bigmem_snapshot("128", NULL, "--kill"), ck;
 	lazy_start("213:20", pid, &ck);
 	ck_assert_int_eq(ckpt_exit(ck), 1);
 	const char *e = ckpt_err();
@@ -1797,9 +1799,7 @@ END_TEST
  * so, and what it built is killed. */
 START_TEST(lazy_uffd_fault)
 {
-	pid_t pid = spawn(NULL, "target-bigmem", "64");
-	dump(pid, "--kill", "store/s1");
-	kill_original(pid, "--kill");
+	pid_t pid = bigmem_snapshot("64", NULL, "--kill");
 	int rc = run_ckpt("212", NULL, 0, "restore", "--lazy", path("store/s1"), NULL);
 	ck_assert_int_eq(rc, 1);
 	ck_assert_msg(strstr(ckpt_err(), "userfaultfd: injected fault"), "no reason given: %s", ckpt_err());
@@ -1811,9 +1811,7 @@ END_TEST
  * the process rather than let it run on with zero pages. */
 START_TEST(lazy_loader_dies)
 {
-	pid_t pid = spawn(NULL, "target-bigmem", "64"), ck;
-	dump(pid, "--kill", "store/s1");
-	kill_original(pid, "--kill");
+	pid_t pid = bigmem_snapshot("64", NULL, "--kill"), ck;
 	lazy_start("227", pid, &ck);
 	int st;
 	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
