@@ -440,6 +440,9 @@ int lazy_area(struct engine_lazy *l, struct store_snap *snap, const struct vma *
  * registers the areas and starts the guardian. A process that may not
  * have one (EPERM) gets every page now, through fill. */
 int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image *img, lazy_fill_fn fill);
+/* l takes view (a view of the snapshot its memory files were opened in)
+ * and closes it after them. */
+void lazy_take_view(struct engine_lazy *l, struct store_snap *view);
 /* Whether l (may be NULL) has pages left to serve. */
 bool lazy_pending(const struct engine_lazy *l);
 

@@ -108,6 +108,7 @@ struct engine_lazy {
 	uint8_t *buf;
 	int err;
 	char why[512];
+	struct store_snap *view; /* the process's directory of the snapshot, kept for the files */
 };
 
 static bool bit(const uint64_t *b, size_t i)
@@ -856,6 +857,11 @@ void engine_lazy_progress(const struct engine_lazy *l, uint64_t *loaded_bytes, u
 	*total = l->total;
 }
 
+void lazy_take_view(struct engine_lazy *l, struct store_snap *view)
+{
+	l->view = view;
+}
+
 bool lazy_pending(const struct engine_lazy *l)
 {
 	return l && l->ncl;
@@ -884,6 +890,7 @@ void engine_lazy_close(struct engine_lazy *l)
 			;
 	for (size_t i = 0; i < l->nareas; i++)
 		store_file_close(l->areas[i].f);
+	store_snap_close(l->view);
 	if (l->pidfd >= 0)
 		close(l->pidfd);
 	free(l->areas);

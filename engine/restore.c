@@ -1647,8 +1647,12 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		*o->ret_processes = t.n;
 	if (o && o->ret_lazy) {
 		*o->ret_lazy = lazy_pending(lazy) ? lazy : NULL;
-		if (*o->ret_lazy)
+		if (*o->ret_lazy) {
+			/* its memory files are read from the process's view */
+			lazy_take_view(lazy, p[0].dir);
+			p[0].dir = NULL;
 			lazy = NULL;
+		}
 	}
 	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;

@@ -397,6 +397,40 @@ START_TEST(test_restore_lazy)
 }
 END_TEST
 
+/* A lazy restore whose first page cannot be read (fault 213 in the
+ * daemon's helper): the process is killed before it gives a verdict and
+ * status says why. */
+START_TEST(test_restore_lazy_unreadable)
+{
+	char dir[PATH_MAX], verdict[PATH_MAX + 16];
+	char *s;
+
+	harness_umount();
+	setenv("CKPTFS_FAULT", "213:1", 1);
+	harness_remount();
+	unsetenv("CKPTFS_FAULT");
+	pid_t pid = target_start(dir);
+	checkpoint_ok(pid, 1);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/bad\" && echo lazy > \"$MNT/restore/bad/ctl\" && "
+			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/bad/\""),
+			 0);
+	s = status_until("bad", "failed: ", 20000);
+	ck_assert_msg(strstr(s, "failed: ") && strstr(s, "killed") && strstr(s, "memory/") &&
+			      strstr(s, "injected fault"),
+		      "status: %s", s);
+	free(s);
+	for (int i = 0; i < 2000 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	ck_assert_msg(kill(pid, 0) < 0, "pid %d still runs", pid);
+	/* told to check itself, it could not have: it is gone */
+	ck_assert_int_eq(sh("touch '%s/go'", dir), 0);
+	snprintf(verdict, sizeof(verdict), "%s/verdict", dir);
+	ck_assert_msg(access(verdict, F_OK) < 0, "the killed process gave a verdict");
+}
+END_TEST
+
 /* A file the process held changed between the checkpoint and the restore:
  * the restore fails, status naming the file, what changed and the ctl
  * word; `echo accept-changed-files > ctl` runs it again, and it is back.
@@ -877,6 +911,7 @@ int main(void)
 	harness_add(s, "restore_changed_file", test_restore_changed_file, 90);
 	harness_add(s, "restore_tree", test_restore_tree, 120);
 	harness_add(s, "restore_lazy", test_restore_lazy, 90);
+	harness_add(s, "restore_lazy_unreadable", test_restore_lazy_unreadable, 90);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -885,7 +920,7 @@ int main(void)
 	harness_begin();
 	s = suite_create("fs-mount");
 	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
-	(void)test_restore_tree, (void)test_restore_lazy;
+	(void)test_restore_tree, (void)test_restore_lazy, (void)test_restore_lazy_unreadable;
 	harness_add(s, "basics", test_basics, 30);
 	harness_add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	harness_add(s, "unmount_fusermount", test_unmount_fusermount, 30);
