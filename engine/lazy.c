@@ -26,7 +26,10 @@
  *  - a fault on a page not to load (a hole, one dropped, one loaded then
  *    zapped) gets a zero page, which is what the kernel would have given;
  *  - a child forked while loading (EVENT_FORK) has its own userfaultfd
- *    and the same pages to load, served alike;
+ *    and the same pages to load, served alike (the guardian below holds
+ *    only the restored process's descriptor: should the loader die, such
+ *    a child may see zero pages before the guardian's kill of the
+ *    process group reaches it);
  *  - a page that cannot be read is never mapped: the process (and its
  *    process group, which it leads: it is a session leader) is killed
  *    with SIGKILL and the reason returned;
@@ -346,9 +349,8 @@ int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image 
 		/* this kernel or this process may not: everything now */
 		log_debug("pid %d: no userfaultfd (%s): restored eagerly", l->pid, strerror(-r));
 		err_clear();
-		r = load_all_now(l, img, c, fill);
-		l->nareas = 0;
-		return r;
+		/* no entry is made: nothing is pending, the files close with l */
+		return load_all_now(l, img, c, fill);
 	}
 	if (r < 0)
 		return r;
