@@ -129,6 +129,19 @@ static void bit_clear(uint64_t *b, size_t i)
 	b[i / 64] &= ~(1ull << (i % 64));
 }
 
+/* The first set bit of b in [i, end), or end: a word at a time, so that
+ * a large area with little left to load costs little. */
+static size_t next_set(const uint64_t *b, size_t i, size_t end)
+{
+	while (i < end) {
+		uint64_t w = b[i / 64] >> (i % 64);
+		if (w)
+			return MIN(i + (size_t)__builtin_ctzll(w), end);
+		i = (i / 64 + 1) * 64;
+	}
+	return end;
+}
+
 int lazy_new(pid_t pid, struct engine_lazy **ret)
 {
 	struct engine_lazy *l = calloc(1, sizeof(*l));
@@ -432,6 +445,13 @@ static void loaded(struct engine_lazy *l, struct lazy_client *k, struct lazy_are
 		__atomic_add_fetch(&l->loaded, PAGE, __ATOMIC_RELAXED);
 }
 
+/* Drops pages [from, end) (indices, in area x) from what k loads. */
+static void drop_pages(struct engine_lazy *l, struct lazy_client *k, struct lazy_area *x, size_t from, size_t end)
+{
+	for (size_t p = next_set(k->todo, from, end); p < end; p = next_set(k->todo, p + 1, end))
+		loaded(l, k, x, x->start + (p - x->first) * PAGE);
+}
+
 /* Drops the pages of k whose place is in [a, b): they read zero now. */
 static void drop(struct engine_lazy *l, struct lazy_client *k, uint64_t a, uint64_t b)
 {
@@ -439,8 +459,9 @@ static void drop(struct engine_lazy *l, struct lazy_client *k, uint64_t a, uint6
 	b -= (uint64_t)k->delta;
 	for (size_t i = 0; i < l->nareas && k->left; i++) {
 		struct lazy_area *x = &l->areas[i];
-		for (uint64_t p = MAX(a, x->start); p < MIN(b, x->end); p += PAGE)
-			loaded(l, k, x, p);
+		uint64_t lo = MAX(a, x->start), hi = MIN(b, x->end);
+		if (lo < hi)
+			drop_pages(l, k, x, page_index(x, lo), page_index(x, hi));
 	}
 }
 
@@ -448,8 +469,7 @@ static void drop(struct engine_lazy *l, struct lazy_client *k, uint64_t a, uint6
 static void drop_all(struct engine_lazy *l, struct lazy_client *k)
 {
 	for (size_t i = 0; i < l->nareas && k->left; i++)
-		for (uint64_t p = l->areas[i].start; p < l->areas[i].end; p += PAGE)
-			loaded(l, k, &l->areas[i], p);
+		drop_pages(l, k, &l->areas[i], l->areas[i].first, page_index(&l->areas[i], l->areas[i].end));
 }
 
 static void wake(int ufd, uint64_t addr, uint64_t len)
@@ -738,14 +758,15 @@ static int fill_next(struct engine_lazy *l)
 		struct lazy_client *k = &l->cl[ki];
 		if (!k->left)
 			continue;
-		for (size_t n = 0; n < l->npages; n++, l->cursor = (l->cursor + 1) % l->npages) {
-			if (!bit(k->todo, l->cursor))
-				continue;
+		size_t i = next_set(k->todo, l->cursor, l->npages);
+		if (i == l->npages)
+			i = next_set(k->todo, 0, l->npages);
+		if (i < l->npages) {
+			l->cursor = i;
 			struct lazy_area *x = NULL;
-			for (size_t i = 0; i < l->nareas && !x; i++)
-				if (l->cursor >= l->areas[i].first &&
-				    l->cursor < l->areas[i].first + (l->areas[i].end - l->areas[i].start) / PAGE)
-					x = &l->areas[i];
+			for (size_t j = 0; j < l->nareas && !x; j++)
+				if (i >= l->areas[j].first && i < page_index(&l->areas[j], l->areas[j].end))
+					x = &l->areas[j];
 			uint64_t a = x->start + (l->cursor - x->first) * PAGE;
 			enum copy_result res;
 			int r = copy_runs(l, k, x, a, MIN(a + LAZY_FILL_PAGES * PAGE, x->end),
