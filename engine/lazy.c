@@ -26,17 +26,16 @@
  *  - a fault on a page not to load (a hole, one dropped, one loaded then
  *    zapped) gets a zero page, which is what the kernel would have given;
  *  - a child forked while loading (EVENT_FORK) has its own userfaultfd
- *    and the same pages to load, served alike (the guardian below holds
- *    only the restored process's descriptor: should the loader die, such
- *    a child may see zero pages before the guardian's kill of the
- *    process group reaches it);
+ *    and the same pages to load, served alike;
  *  - a page that cannot be read is never mapped: the process (and its
  *    process group, which it leads: it is a session leader) is killed
  *    with SIGKILL and the reason returned;
  *  - if the loader dies before the end, a guardian process holding a copy
- *    of the userfaultfd kills the process first, and lets the descriptor
- *    go (which drops the registration) only once it is dead: it never runs
- *    on with zero pages where its data should be.
+ *    of every userfaultfd still loading (the process's, and a forked
+ *    child's, passed to it) kills the process and its group first, and
+ *    lets the descriptors go (which drops the registrations) only once
+ *    they are dead: none runs on with zero pages where its data should
+ *    be. A child that left the group is not waited for.
  * Once every page is in, the descriptors are closed: the registration
  * goes and nothing of ours stays.
  *
@@ -48,6 +47,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -84,6 +84,7 @@ struct lazy_client {
 	uint64_t left;  /* pages still to load */
 	int64_t delta;  /* where they go: snapshot address + delta */
 	bool moved;     /* a move's entry (not polled; the descriptor is its owner's) */
+	int slot;       /* its descriptor's place in the guardian's copies, -1: none */
 	bool main;      /* pages of the restored process itself (counted in loaded) */
 };
 
@@ -97,8 +98,9 @@ struct lazy_retry {
 struct engine_lazy {
 	pid_t pid;
 	int pidfd;
-	int guard_w;   /* the guardian's pipe; 'D' tells it the load is done */
+	int guard_w;   /* the guardian's socket (below) */
 	pid_t guard;
+	int guard_n;   /* descriptors passed to it so far (slots) */
 	struct lazy_area *areas;
 	size_t nareas, npages;
 	uint64_t *todo; /* before registration: the restored process's */
@@ -282,29 +284,68 @@ static int load_all_now(struct engine_lazy *l, const struct proc_image *img, str
 	return r;
 }
 
-/* The guardian: a process of its own holding a copy of the userfaultfd.
- * Told 'D', it lets go; at end of file (the loader died) it kills the
- * process and its group, waits for its death, and only then lets go. */
-static _noreturn_ void guardian(int rfd, int pidfd, int ufd, pid_t pid)
+/* The guardian: a process of its own holding copies of the
+ * userfaultfds still loading, slot 0 the restored process's. Messages on
+ * its socket: 'A' with a descriptor (the next slot), 'C' with a slot
+ * (uint32: that one is loaded, let it go), 'D' (all is loaded: exit). At
+ * end of file (the loader died) it kills the process and its group,
+ * waits for them to be gone, and only then lets go. */
+#define LAZY_GUARD_SLOTS 1024
+static _noreturn_ void guardian(int sock, int pidfd, int ufd, pid_t pid)
 {
+	static int fds[LAZY_GUARD_SLOTS];
+	size_t n = 0;
 	sigset_t all;
-	char b = 0;
-	ssize_t n;
 
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	/* out of the caller's process group: ^C there must not reach it */
 	setsid();
-	do
-		n = read(rfd, &b, 1);
-	while (n < 0 && errno == EINTR);
-	if (n == 1 && b == 'D')
-		_exit(0);
+	fds[n++] = ufd;
+	for (;;) {
+		char b[8] = "";
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} u;
+		struct iovec io = { b, sizeof(b) };
+		struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf,
+				    .msg_controllen = sizeof(u.buf) };
+		ssize_t k = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		int fd = -1;
+		uint32_t slot;
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+		if (b[0] == 'D')
+			_exit(0);
+		if (b[0] == 'A' && fd >= 0 && n < LAZY_GUARD_SLOTS) {
+			fds[n++] = fd;
+			continue;
+		}
+		if (b[0] == 'C' && k >= 5) {
+			memcpy(&slot, b + 1, sizeof(slot));
+			if (slot < n && fds[slot] >= 0) {
+				close(fds[slot]);
+				fds[slot] = -1;
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+	}
 	if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0)
 		kill(-pid, SIGKILL);
 	struct pollfd p = { .fd = pidfd, .events = POLLIN };
 	poll(&p, 1, 10000);
-	close(ufd);
+	/* its children in its group too (10 s at most) */
+	for (int i = 0; i < 1000 && kill(-pid, 0) == 0; i++) {
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	_exit(0);
 }
 
@@ -328,8 +369,8 @@ static void close_all_but(const int *keep, size_t n)
 static int start_guardian(struct engine_lazy *l, int ufd)
 {
 	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return err_set(negerrno(), "restore of pid %d: pipe: %m", l->pid);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0)
+		return err_set(negerrno(), "restore of pid %d: socketpair: %m", l->pid);
 	pid_t g = fork();
 	if (g < 0) {
 		int r = negerrno();
@@ -345,7 +386,50 @@ static int start_guardian(struct engine_lazy *l, int ufd)
 	close(p[0]);
 	l->guard_w = p[1];
 	l->guard = g;
+	l->guard_n = 1;
 	return 0;
+}
+
+/* Tells the guardian: 'A' (fd: a descriptor to hold), 'C' (let slot go),
+ * 'D' (done). */
+static int guard_send(struct engine_lazy *l, char what, uint32_t slot, int fd)
+{
+	char b[5] = { what };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct iovec io = { b, sizeof(b) };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1 };
+
+	if (l->guard_w < 0)
+		return -EPIPE;
+	memcpy(b + 1, &slot, sizeof(slot));
+	if (fd >= 0) {
+		memset(&u, 0, sizeof(u));
+		m.msg_control = u.buf;
+		m.msg_controllen = sizeof(u.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(fd));
+	}
+	return sendmsg(l->guard_w, &m, MSG_NOSIGNAL) == (ssize_t)sizeof(b) ? 0 : negerrno();
+}
+
+/* The guardian goes: its copies with it. */
+static void guard_end(struct engine_lazy *l, bool done)
+{
+	if (l->guard_w < 0)
+		return;
+	if (done && guard_send(l, 'D', 0, -1) < 0)
+		log_debug("pid %d: the guardian is gone", l->pid);
+	close(l->guard_w);
+	l->guard_w = -1;
+	while (waitpid(l->guard, NULL, 0) < 0 && errno == EINTR)
+		;
+	l->guard = 0;
 }
 
 int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image *img, lazy_fill_fn fill)
@@ -407,7 +491,7 @@ int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image 
 	uint64_t left = 0;
 	for (size_t i = 0; i < l->npages; i++)
 		left += bit(l->todo, i);
-	l->cl[0] = (struct lazy_client){ .ufd = ufd, .todo = l->todo, .left = left, .main = true };
+	l->cl[0] = (struct lazy_client){ .ufd = ufd, .todo = l->todo, .left = left, .main = true, .slot = 0 };
 	l->todo = NULL;
 	l->ncl = 1;
 	l->loaded = l->total - left * PAGE;
@@ -643,7 +727,7 @@ static int add_entry(struct engine_lazy *l, size_t from, struct lazy_client **re
 		return -ENOMEM;
 	}
 	l->cl[l->ncl] = (struct lazy_client){ .ufd = l->cl[from].ufd, .todo = t, .delta = l->cl[from].delta,
-					      .moved = l->cl[from].moved, .main = l->cl[from].main };
+					      .moved = l->cl[from].moved, .main = l->cl[from].main, .slot = l->cl[from].slot };
 	*ret = &l->cl[l->ncl++];
 	return 0;
 }
@@ -697,6 +781,16 @@ static int on_fork(struct engine_lazy *l, int ufd, int child)
 		m->left = l->cl[i].left;
 		m->ufd = child;
 		m->main = false;
+		m->slot = -1;
+	}
+	/* the guardian holds the child's too, as long as it loads */
+	if (l->guard_n < LAZY_GUARD_SLOTS && guard_send(l, 'A', 0, child) == 0) {
+		for (size_t i = n; i < l->ncl; i++)
+			if (l->cl[i].ufd == child)
+				l->cl[i].slot = l->guard_n;
+		l->guard_n++;
+	} else {
+		log_debug("pid %d: the guardian holds no copy of a forked child's userfaultfd", l->pid);
 	}
 	return 0;
 }
@@ -800,16 +894,9 @@ static bool ufd_busy(const struct engine_lazy *l, int ufd)
 static void client_close(struct engine_lazy *l, size_t ki)
 {
 	struct lazy_client *k = &l->cl[ki];
-	if (k->main && !k->moved && l->guard_w >= 0) {
-		/* the guardian lets go of its copy first */
-		if (write(l->guard_w, "D", 1) != 1)
-			log_debug("pid %d: the guardian is gone", l->pid);
-		close(l->guard_w);
-		l->guard_w = -1;
-		while (waitpid(l->guard, NULL, 0) < 0 && errno == EINTR)
-			;
-		l->guard = 0;
-	}
+	/* the guardian lets go of its copy first */
+	if (!k->moved && k->slot >= 0 && guard_send(l, 'C', (uint32_t)k->slot, -1) < 0)
+		log_debug("pid %d: the guardian is gone", l->pid);
 	log_debug("pid %d: done with %s %d (delta %" PRId64 ")", l->pid, k->moved ? "a move on" : "descriptor", k->ufd,
 		  k->delta);
 	if (!k->moved)
@@ -871,6 +958,8 @@ int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, u
 	}
 	if (r < 0 && l->err)
 		return err_set(l->err, "pid %d killed: %s", l->pid, l->why);
+	if (r >= 0)
+		guard_end(l, true);
 	return r;
 }
 
@@ -906,11 +995,7 @@ void engine_lazy_close(struct engine_lazy *l)
 	}
 	while (l->ncl)
 		client_close(l, l->ncl - 1);
-	if (l->guard_w >= 0)
-		close(l->guard_w);
-	if (l->guard > 0)
-		while (waitpid(l->guard, NULL, 0) < 0 && errno == EINTR)
-			;
+	guard_end(l, true);
 	for (size_t i = 0; i < l->nareas; i++)
 		store_file_close(l->areas[i].f);
 	store_snap_close(l->view);
