@@ -361,21 +361,31 @@ START_TEST(test_restore_zombie)
 }
 END_TEST
 
+/* A target checkpointed, copied out, killed, and copied back into
+ * restore/NAME with `lazy` written to its ctl first: its pid. */
+static pid_t lazy_copy_in(const char *name, char *dir)
+{
+	pid_t pid = target_start(dir);
+
+	checkpoint_ok(pid, 1);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/%s\" && echo lazy > \"$MNT/restore/%s/ctl\" && "
+			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/%s/\"",
+			    name, name, name),
+			 0);
+	return pid;
+}
+
 /* `lazy` in restore/NAME/ctl before the copy: the process runs while its
  * memory loads, status shows how much is in until all is, and the
  * target's own check of its memory passes. */
 START_TEST(test_restore_lazy)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 64];
-	pid_t pid = target_start(dir);
+	pid_t pid = lazy_copy_in("lazy", dir);
 	char *s = NULL;
 
-	checkpoint_ok(pid, 1);
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
-	target_kill(pid);
-	ck_assert_int_eq(sh("mkdir \"$MNT/restore/lazy\" && echo lazy > \"$MNT/restore/lazy/ctl\" && "
-			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/lazy/\""),
-			 0);
 	restore_assert_running("lazy", pid, 1, 20000);
 	/* loaded: N of M bytes, N reaching M */
 	snprintf(path, sizeof(path), "%s/restore/lazy/status", H.mnt);
@@ -409,13 +419,7 @@ START_TEST(test_restore_lazy_unreadable)
 	setenv("CKPTFS_FAULT", "213:1", 1);
 	harness_remount();
 	unsetenv("CKPTFS_FAULT");
-	pid_t pid = target_start(dir);
-	checkpoint_ok(pid, 1);
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
-	target_kill(pid);
-	ck_assert_int_eq(sh("mkdir \"$MNT/restore/bad\" && echo lazy > \"$MNT/restore/bad/ctl\" && "
-			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/bad/\""),
-			 0);
+	pid_t pid = lazy_copy_in("bad", dir);
 	s = status_until("bad", "failed: ", 20000);
 	ck_assert_msg(strstr(s, "failed: ") && strstr(s, "killed") && strstr(s, "memory/") &&
 			      strstr(s, "injected fault"),
