@@ -18,7 +18,8 @@
  *     (the frozen time reported is this step, from the first seize to the
  *     last thaw: it grows with the bytes copied, at process_vm_readv
  *     speed, with up to 4 threads copying);
- *  2. write the `tree` file, each process's files in its directory,
+ *  2. write the `tree` file, the identities of the SysV objects the tree
+ *     uses (`ipc`, ipc.c), each process's files in its directory,
  *     shared/, and commit through store/.
  * With --kill/--stop the processes stay frozen until the commit, so that
  * nothing they do after the view is lost, and are then killed or left
@@ -90,7 +91,7 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
 /* Step 1: everything that needs the process stopped. The keeper has
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
-static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds,
+static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
 		     bool copy, struct copy_arena *arena, struct shm_table *shm, uint64_t *bytes)
 {
 	int r;
@@ -110,7 +111,12 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 
 	if (fault_hit(FAULT_ENGINE_FDS))
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
-	r = fds_capture(pid, fds);
+	/* a table shared with an earlier process of the tree is in its
+	 * image; this one's own is empty */
+	if (own_fds)
+		r = fds_capture(pid, fds);
+	else
+		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
 	r = memory_capture(pid, img, copy, arena, shm, bytes);
@@ -344,8 +350,9 @@ static int add_children(struct tree *t, struct pdump **p, size_t i)
 	return 0;
 }
 
-/* What only threads may share, shared by processes of the tree: refused. */
-static int check_sharing(const struct tree *t, const struct pdump *p)
+/* What only threads may share, shared by processes of the tree: refused;
+ * who shares a descriptor table or filesystem context: noted in t. */
+static int check_sharing(struct tree *t, const struct pdump *p)
 {
 	_cleanup_free_ bool *skip = calloc(t->n, sizeof(*skip));
 	if (!skip)
@@ -374,18 +381,37 @@ static int share_fds(const struct tree *t, struct pdump *p, struct fd_image **sh
 	return fds_share(imgs, pids, n, shared);
 }
 
+/* The pids of the tree's processes still there (zombies too with
+ * zombies) into a new array *ret; their number, or -ENOMEM. */
+static ssize_t tree_pids(const struct tree *t, const struct pdump *p, bool zombies, pid_t **ret)
+{
+	size_t n = 0;
+	*ret = calloc(t->n, sizeof(**ret));
+	if (!*ret)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n; i++)
+		if ((zombies || !t->v[i].zombie) && !p[i].gone)
+			(*ret)[n++] = t->v[i].pid;
+	return (ssize_t)n;
+}
+
 /* What no process's fds_check() can tell alone: the other end of a socket
  * pair, an O_ASYNC owner, in another process of the tree. */
 static int check_fds_tree(const struct tree *t, const struct pdump *p)
 {
-	_cleanup_free_ pid_t *pids = calloc(t->n, sizeof(*pids));
-	size_t n = 0;
-	if (!pids)
-		return -ENOMEM;
-	for (size_t i = 0; i < t->n; i++)
-		if (!t->v[i].zombie && !p[i].gone)
-			pids[n++] = t->v[i].pid;
-	return fds_check_tree(pids, n);
+	_cleanup_free_ pid_t *pids = NULL;
+	ssize_t n = tree_pids(t, p, false, &pids);
+	return n < 0 ? (int)n : fds_check_tree(pids, n);
+}
+
+/* The SysV objects the tree uses (ipc.c): its processes, zombies too,
+ * may be the last to have used one. */
+static int capture_ipc(const struct tree *t, const struct pdump *p, const struct shm_table *shm,
+		       struct ipc_image *ipc)
+{
+	_cleanup_free_ pid_t *pids = NULL;
+	ssize_t n = tree_pids(t, p, true, &pids);
+	return n < 0 ? (int)n : ipc_capture(shm, pids, n, ipc);
 }
 
 /* Writes process i's files into directory "<pid>/" of w. */
@@ -410,6 +436,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct pdump *p = NULL;
 	struct fd_image *shared = NULL;
 	struct shm_table shm = { 0 };
+	struct ipc_image ipc = { 0 };
 	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
@@ -478,12 +505,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			goto out;
 	}
 	if (copy) {
-		_cleanup_free_ pid_t *pids = calloc(t.n, sizeof(*pids));
-		size_t np = 0;
-		for (size_t i = 0; pids && i < t.n; i++)
-			if (!t.v[i].zombie && !p[i].gone)
-				pids[np++] = t.v[i].pid;
-		if (pids)
+		_cleanup_free_ pid_t *pids = NULL;
+		ssize_t np = tree_pids(&t, p, false, &pids);
+		if (np >= 0)
 			copy_arena_reserve(pids, np, &arena);
 	}
 
@@ -545,7 +569,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, copy, &arena, &shm, &p[i].bytes);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
+			      &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
@@ -558,6 +583,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	}
 	/* while they are all frozen and alive: kcmp compares their tables */
 	r = share_fds(&t, p, &shared);
+	if (r >= 0)
+		r = capture_ipc(&t, p, &shm, &ipc);
 	if (r < 0)
 		goto out;
 	if (copy) {
@@ -597,6 +624,12 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		_cleanup_free_ char *text = tree_format(&live);
 		tree_free(&live);
 		r = text ? store_snap_put(w, "tree", text, strlen(text)) : -ENOMEM;
+		if (r < 0)
+			goto out;
+	}
+	if (ipc.nshm || ipc.nsem || ipc.nmsq) {
+		_cleanup_free_ char *text = ipc_format(&ipc);
+		r = text ? store_snap_put(w, "ipc", text, strlen(text)) : -ENOMEM;
 		if (r < 0)
 			goto out;
 	}
@@ -687,6 +720,7 @@ out:
 	if (shared)
 		fds_free(shared);
 	shm_table_free(&shm);
+	ipc_image_free(&ipc);
 	copy_arena_release(&arena);
 	free(p);
 	tree_free(&t);

@@ -473,6 +473,7 @@ void copy_arena_release(struct copy_arena *a);
 struct shm_obj {
 	unsigned dev_major, dev_minor;
 	uint64_t ino, size;
+	int64_t sysv; /* a SysV segment: its shmid (the inode of its areas); -1: not one */
 	struct mem_run *saved; /* ranges of the object saved by some area */
 	size_t nsaved;
 };
@@ -496,6 +497,89 @@ char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
 
+/* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
+
+/* A SysV shared memory segment the tree maps: its identity, kept so that
+ * it comes back as the same segment (the bytes are those of the tree's
+ * shared memory object obj, saved with the areas). */
+struct ipc_shm {
+	uint32_t obj;      /* the maps' shm= of its areas */
+	int32_t id;        /* shmid */
+	int32_t key;
+	uint32_t mode;     /* permission bits, and SHM_DEST: removed, alive while attached */
+	uint32_t uid, gid; /* owner */
+	uint64_t size;     /* bytes asked for at shmget */
+};
+
+/* What SysV semaphore sets and message queues have in common. */
+struct ipc_obj {
+	int32_t id, key;
+	uint32_t mode;     /* permission bits */
+	uint32_t uid, gid; /* owner */
+	bool made;         /* restore: made by this restore (removed should it fail) */
+};
+
+/* A semaphore set of the tree: its values (the last operations' pids and
+ * the processes' SEM_UNDO adjustments are not kept). */
+struct ipc_sem {
+	struct ipc_obj o;
+	uint16_t *val;
+	size_t nsems;
+};
+
+struct ipc_message {
+	int64_t type;
+	uint8_t *data;
+	size_t len;
+};
+
+/* A message queue of the tree: its byte limit and queued messages, in order. */
+struct ipc_msq {
+	struct ipc_obj o;
+	uint64_t qbytes;
+	struct ipc_message *m;
+	size_t n;
+};
+
+/* The `ipc` file of a tree's snapshot (docs/FORMAT.md). */
+struct ipc_image {
+	struct ipc_shm *shm;
+	size_t nshm;
+	struct ipc_sem *sem;
+	size_t nsem;
+	struct ipc_msq *msq;
+	size_t nmsq;
+};
+
+void ipc_image_free(struct ipc_image *img);
+/* Dump, the tree frozen: the SysV segments among its shared memory
+ * objects (/proc/sysvipc/shm; -ESRCH naming the id when one vanished),
+ * and the semaphore sets and message queues that belong to it: those
+ * whose last operation (a semaphore's sempid, a queue's last send or
+ * receive) was made by one of pids[n], the tree's processes. Queued
+ * messages are copied without taking them (msgrcv MSG_COPY). */
+int ipc_capture(const struct shm_table *t, const pid_t *pids, size_t n, struct ipc_image *img);
+/* The `ipc` file, and back (-EBADMSG naming the line). */
+char *ipc_format(const struct ipc_image *img);
+int ipc_parse(const char *text, struct ipc_image *img);
+/* Restore, before any process exists: the segment s, either the one this
+ * host still has with the same id, key and size (shared with the host,
+ * left as it is), or, when the id is free, one made with that id
+ * (shm_next_id), key, size, mode and owner (*made: the caller fills it,
+ * and removes it with ipc_shm_remove() should the restore fail). An id
+ * or key held by another segment: -EEXIST naming it. */
+int ipc_shm_get(const struct ipc_shm *s, const struct engine_restore_opts *o, bool *made);
+void ipc_shm_remove(const struct ipc_shm *s);
+/* Restore, before any process exists: each semaphore set and message
+ * queue of img that this host still has with the same id and key is left
+ * as it is (shared with the host, live); one that is gone is made with its
+ * id, key, mode and owner and filled (values; messages in order). An id or
+ * key held by another object: -EEXIST naming it; what this call made is
+ * then removed already. ipc_drop_made() removes what it made, should the
+ * restore fail later. */
+int ipc_objects_get(struct ipc_image *img, const struct engine_restore_opts *o);
+void ipc_drop_made(struct ipc_image *img);
+
 /* ---- process trees (tree/tree.c) ----------------------------------------- */
 
 /* One process of a tree, as the `tree` file lines it: parents before
@@ -504,6 +588,12 @@ struct tree_node {
 	pid_t pid, ppid, pgid, sid;
 	bool zombie;     /* dead, not yet reaped by its parent */
 	int exit_status; /* a zombie's, as waitpid() reports it */
+	/* The first process of the tree (in tree order) whose descriptor
+	 * table (CLONE_FILES) or filesystem context (CLONE_FS: cwd, root,
+	 * umask) this one shares; 0: its own. That process's own is 0, and
+	 * this one's parent is it or shares it too: a restore makes the
+	 * sharing by forking with the flag. */
+	pid_t files, fs;
 };
 
 struct tree {
@@ -517,7 +607,8 @@ struct tree_node *tree_add(struct tree *t, pid_t pid);
 int tree_find(const struct tree *t, pid_t pid);
 void tree_free(struct tree *t);
 /* Reads pid's parent, group, session and, for a zombie, its exit status
- * from /proc/PID/stat. -ESRCH when it is gone. */
+ * from /proc/PID/stat into *n, wholly (files and fs 0: tree_check_sharing
+ * sets them). -ESRCH when it is gone. */
 int tree_node_read(pid_t pid, struct tree_node *n);
 /* The children of every thread of pid (malloc'd; zombies included). */
 int tree_children(pid_t pid, pid_t **ret, size_t *ret_n);
@@ -527,13 +618,18 @@ pid_t tree_sid(const struct tree *t, size_t i);
 pid_t tree_pgid(const struct tree *t, size_t i);
 /* Refuses (-EOPNOTSUPP or -EBADMSG, with a detail) a tree a restore could
  * not build: parents after children, a session or group led from outside
- * the tree (other than the root's own). */
+ * the tree (other than the root's own), a descriptor table or filesystem
+ * context shared (files=, fs=) with a process that is not listed before,
+ * has not its own, or is neither the process's parent nor shared by it. */
 int tree_check(const struct tree *t);
-/* Refuses (-EOPNOTSUPP naming both pids and what) processes of the tree
- * that share what only threads of one process may share here: an
- * address space, a descriptor table, filesystem context or signal
- * handlers. skip[i] (may be NULL) leaves t->v[i] out. */
-int tree_check_sharing(const struct tree *t, const bool *skip);
+/* Compares (kcmp) the live processes of t: sets each one's files and fs
+ * (the process it shares a descriptor table or filesystem context with,
+ * docs/FORMAT.md), and refuses (-EOPNOTSUPP naming both pids and what)
+ * what only threads of one process may share here (an address space,
+ * signal handlers) and a sharing a restore cannot make by forking (a
+ * process sharing with others but not with its parent). skip[i] (may be
+ * NULL) leaves t->v[i] out. */
+int tree_check_sharing(struct tree *t, const bool *skip);
 /* The `tree` file, and back (tree_parse runs tree_check). */
 char *tree_format(const struct tree *t);
 int tree_parse(const char *text, struct tree *t);

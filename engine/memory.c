@@ -600,6 +600,9 @@ static int shm_enter(struct shm_table *t, pid_t pid, struct vma *v, bool *covere
 		t->v = nv;
 		o = &nv[t->n++];
 		*o = (struct shm_obj){ .dev_major = v->dev_major, .dev_minor = v->dev_minor, .ino = v->ino };
+		/* a SysV segment's areas are "/SYSV<key> (deleted)", their
+		 * inode its shmid */
+		o->sysv = !strncmp(v->path, "/SYSV", 5) ? (int64_t)v->ino : -1;
 	}
 	o->size = MAX(o->size, MAX((uint64_t)st.st_size, b));
 	v->has_shm = true;

@@ -7,7 +7,10 @@
  *  0. Everything is read and checked first: the tree, every process's
  *     image, what they share; their pids and thread ids must be free (a
  *     zombie holding one is waited for, tree/pidwait.c). The shared memory
- *     objects are made here, one memfd each, filled.
+ *     objects are made here, one memfd each, filled; a SysV segment the
+ *     snapshot's `ipc` names is found again or made with its id instead
+ *     (ipc.c), and attached by each process in step 3; so are the
+ *     semaphore sets and message queues it names.
  *  1. We fork an intermediate process: it takes the credentials the
  *     caller names, puts the shared memory objects and the shared
  *     descriptions (fds_open_shared) above every descriptor number the
@@ -20,7 +23,10 @@
  *     it joins; a zombie dies as it did; a live one sets its personality,
  *     umask, cwd, rlimits, sigactions, itimers, descriptors
  *     (fds_restore(), the shared ones from what it inherited), reports
- *     through a shared page and waits.
+ *     through a shared page and waits. A child that shares its parent's
+ *     descriptor table or filesystem context (the tree's files=, fs=) is
+ *     forked with CLONE_FILES or CLONE_FS and leaves the table, or the
+ *     cwd and umask, to the first process of its group.
  *  3. We seize each P and drive it by injecting system calls through a
  *     `syscall` instruction of its vDSO: map a scratch page free in both
  *     layouts, drop P's rseq registration, unmap P's whole old layout, move
@@ -63,6 +69,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -108,6 +115,8 @@ struct ctx {
 	size_t buf_len;
 	uint64_t done, total;
 	int shm_base; /* the tree's shared memory objects: shm_base + id in P, -1: none */
+	const int *sysv; /* sysv[id]: the shmid of object id, a SysV segment; -1: a descriptor */
+	bool shm_keep; /* they stay open: a process driven later shares P's descriptor table */
 	struct engine_lazy *lazy; /* a lazy restore: the areas left to it (lazy.c), or NULL */
 };
 
@@ -258,7 +267,10 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (t->v[j].ppid != n->pid)
 			continue;
 		pid_t want = t->v[j].pid;
+		/* a child sharing our table or context shares it again (the
+		 * tree guarantees we are in its group, tree_check) */
 		struct clone_args ca = {
+			.flags = (t->v[j].files ? CLONE_FILES : 0) | (t->v[j].fs ? CLONE_FS : 0),
 			.exit_signal = SIGCHLD,
 			.set_tid = (uintptr_t)&want,
 			.set_tid_size = 1,
@@ -307,9 +319,16 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 
 	if (personality((unsigned long)img->personality) < 0)
 		child_fail(slot, negerrno(), "personality");
-	umask(img->umask);
-	if (chdir(img->cwd) < 0)
-		child_fail(slot, negerrno(), img->cwd);
+	/* A filesystem context or descriptor table shared with an earlier
+	 * process (CLONE_FS, CLONE_FILES) is that one's to set up: it is the
+	 * same object, and every process was forked before any of us got
+	 * here (the wait above), so that none forked a copy of a half-made
+	 * table. */
+	if (!n->fs) {
+		umask(img->umask);
+		if (chdir(img->cwd) < 0)
+			child_fail(slot, negerrno(), img->cwd);
+	}
 	for (int k = 0; k < RLIM_NLIMITS; k++) {
 		struct rlimit rl = img->rlim[k];
 		if (setrlimit(k, &rl) < 0) {
@@ -340,7 +359,7 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		if (setitimer(w, &v, NULL) < 0)
 			child_fail(slot, negerrno(), "setitimer");
 	}
-	r = fds_restore(B->p[i].fds, B->shared, B->shared_base, B->shm_base);
+	r = n->files ? 0 : fds_restore(B->p[i].fds, B->shared, B->shared_base, B->shm_base);
 	if (r < 0)
 		child_fail(slot, r, "descriptors");
 	__atomic_store_n(&slot->state, 1, __ATOMIC_SEQ_CST);
@@ -527,9 +546,10 @@ static int fill_area(struct ctx *c, const struct vma *v)
 }
 
 /* Copies the saved bytes of shared memory area v (its memory/ file in
- * snap) into fd, its object, at the area's offset in it. */
-static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uint8_t *buf, size_t buf_len,
-		       uint64_t *done)
+ * snap) into its object at the area's offset in it: into fd, or, with
+ * mem, into the object mapped whole at mem (a SysV segment). */
+static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uint8_t *mem, uint8_t *buf,
+		       size_t buf_len, uint64_t *done)
 {
 	char name[64];
 	struct store_file *f;
@@ -553,6 +573,8 @@ static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uin
 			ssize_t k = store_file_pread(f, buf, n, o);
 			if (k < 0)
 				r = (int)k;
+			else if (mem)
+				memcpy(mem + v->pgoff + o, buf, k);
 			else
 				r = pwrite_full(fd, buf, k, v->pgoff + o);
 			o += n;
@@ -574,7 +596,7 @@ static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
 	_cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(negerrno(), "restore of pid %d: cannot open its memfd: %m", c->pid);
-	return fill_object(c->snap, v, fd, c->buf, c->buf_len, &c->done);
+	return fill_object(c->snap, v, fd, NULL, c->buf, c->buf_len, &c->done);
 }
 
 /* The memfd name a shared memory area had ("/memfd:NAME (deleted)"), or
@@ -584,6 +606,37 @@ static void shm_name(const struct vma *v, char *name, size_t len)
 	snprintf(name, len, "ckptfs-shm");
 	if (!strncmp(v->path, "/memfd:", 7))
 		snprintf(name, len, "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
+}
+
+/* An area of SysV segment shmid: the segment is attached (shmat) where
+ * the first area of each attach starts, whole (shm_make() checked that
+ * the areas of an attach cover it, one after the other), writable or
+ * executable if any area of that attach is; each area then gets its own
+ * protection. */
+static int map_sysv(struct ctx *c, const struct vma *v, int shmid)
+{
+	const struct vma *a = v, *end = c->img->vmas + c->img->nvmas;
+	unsigned prot = PROT_READ;
+	int64_t got;
+	int r = 0;
+
+	/* the attach's first area, then each one of it */
+	while (a->pgoff && a > c->img->vmas)
+		a--;
+	for (const struct vma *b = a; b < end && b->has_shm && b->shm_id == v->shm_id && (b == a || b->pgoff);
+	     b++)
+		prot |= b->prot & (PROT_WRITE | PROT_EXEC);
+	if (v->pgoff == 0) {
+		r = sys(c, c->pid, SYS_shmat, (uint64_t)shmid, v->start,
+			(prot & PROT_WRITE ? 0 : SHM_RDONLY) | (prot & PROT_EXEC ? SHM_EXEC : 0), 0, 0, 0, &got,
+			"shmat of a SysV shared memory segment");
+		if (r >= 0 && (uint64_t)got != v->start)
+			r = err_set(-EIO, "restore of pid %d: SysV segment %d attached at %lx, not %lx", c->pid, shmid,
+				    (unsigned long)got, (unsigned long)v->start);
+	}
+	if (r >= 0 && v->prot != prot)
+		r = sys(c, c->pid, SYS_mprotect, v->start, v->end - v->start, v->prot, 0, 0, 0, &got, "mprotect");
+	return r;
 }
 
 static int map_area(struct ctx *c, const struct vma *v)
@@ -631,6 +684,8 @@ static int map_area(struct ctx *c, const struct vma *v)
 		break;
 	}
 	case VMA_SHMEM: {
+		if (v->has_shm && c->sysv && c->sysv[v->shm_id] >= 0)
+			return map_sysv(c, v, c->sysv[v->shm_id]);
 		if (v->has_shm) {
 			/* its object, made once for the tree and inherited */
 			if (c->shm_base < 0)
@@ -1069,8 +1124,9 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
-	/* the tree's shared memory objects, inherited to be mapped: no more */
-	if (c->shm_base >= 0) {
+	/* the tree's shared memory objects, inherited to be mapped: no more
+	 * (in a table shared with others, once the last of them mapped its) */
+	if (c->shm_base >= 0 && !c->shm_keep) {
 		r = sys(c, c->pid, SYS_close_range, (uint64_t)c->shm_base, ~0u, 0, 0, 0, 0, &ign,
 			"close_range of the shared memory objects");
 		if (r < 0)
@@ -1285,6 +1341,21 @@ static int load_shared(struct store_snap *r, bool flat, const struct engine_rest
 	return 0;
 }
 
+/* The `ipc` file, when the snapshot has one: the SysV objects' identities. */
+static int load_ipc(struct store_snap *r, bool flat, struct ipc_image *ipc)
+{
+	_cleanup_free_ char *text = NULL;
+	struct store_stat st;
+	if (flat || store_snap_stat(r, "ipc", &st) < 0) {
+		err_clear();
+		return 0;
+	}
+	int q = store_snap_read_all(r, "ipc", &text, NULL);
+	if (q < 0)
+		return err_prefix(q, "ipc");
+	return ipc_parse(text, ipc);
+}
+
 /* Every pid and thread id the tree takes must be free: a zombie's parent
  * may still be about to reap it (tree/pidwait.c). */
 static int check_ids_free(const struct tree *t, const struct prestore *p, const struct engine_restore_opts *o)
@@ -1327,6 +1398,17 @@ static int tree_ready(const struct tree *t, struct restore_sync *sync)
 	return waiting ? 1 : 0;
 }
 
+/* Whether a live process after i in the tree shares i's descriptor table:
+ * the processes are driven in tree order. */
+static bool table_used_later(const struct tree *t, size_t i)
+{
+	pid_t table = t->v[i].files ? t->v[i].files : t->v[i].pid;
+	for (size_t j = i + 1; j < t->n; j++)
+		if (!t->v[j].zombie && t->v[j].files == table)
+			return true;
+	return false;
+}
+
 /* Above every descriptor any process of the tree uses: where what they
  * share is put in the process that forks them. */
 static int tree_top(const struct tree *t, const struct prestore *p)
@@ -1342,7 +1424,9 @@ static int tree_top(const struct tree *t, const struct prestore *p)
  * one memfd each, its size, and the bytes of every area that saved a
  * part of it (stored once, dump.c). */
 struct shm_set {
-	int fd[ENGINE_MAX_SHM];
+	int fd[ENGINE_MAX_SHM];   /* a memfd, or -1 for a SysV segment */
+	int sysv[ENGINE_MAX_SHM]; /* the SysV segment's shmid, or -1 */
+	bool made[ENGINE_MAX_SHM]; /* a SysV segment made by this restore */
 	size_t n;
 };
 
@@ -1351,10 +1435,73 @@ static void shm_set_close(struct shm_set *m)
 	for (size_t i = 0; i < m->n; i++)
 		if (m->fd[i] >= 0)
 			close(m->fd[i]);
-	m->n = 0;
+	for (size_t i = 0; i < m->n; i++)
+		m->fd[i] = -1;
 }
 
-static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struct prestore *p, struct shm_set *m)
+/* A failed restore removes the SysV segments it made. */
+static void shm_set_drop(struct shm_set *m, const struct ipc_image *ipc)
+{
+	for (size_t i = 0; i < ipc->nshm; i++)
+		if (ipc->shm[i].obj < m->n && m->made[ipc->shm[i].obj]) {
+			ipc_shm_remove(&ipc->shm[i]);
+			m->made[ipc->shm[i].obj] = false;
+		}
+}
+
+/* Whether every process maps SysV segment obj (size bytes) in whole
+ * attaches: runs of its areas, one after the other in address and
+ * offset, from offset 0 to its page-rounded size, as shmat() maps it. */
+static bool sysv_whole(const struct tree *t, const struct prestore *p, uint32_t obj, uint64_t size)
+{
+	uint64_t whole = (size + 4095) & ~4095ull;
+	for (size_t i = 0; i < t->n; i++) {
+		uint64_t end = 0, off = whole; /* the open run: its end, and the offset there */
+		for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas; k++) {
+			const struct vma *v = &p[i].img.vmas[k];
+			if (!v->has_shm || v->shm_id != obj)
+				continue;
+			if (off < whole ? v->start != end || v->pgoff != off : v->pgoff != 0)
+				return false;
+			end = v->end;
+			off = v->pgoff + (v->end - v->start);
+			if (off > whole)
+				return false;
+		}
+		if (off != whole)
+			return false;
+	}
+	return true;
+}
+
+/* Object id as the SysV segment s: the host's one, or one made and filled
+ * from the areas that saved its bytes. */
+static int shm_make_sysv(const struct tree *t, struct prestore *p, const struct engine_restore_opts *o,
+			 const struct ipc_shm *s, struct shm_set *m, uint8_t *buf, size_t buf_len)
+{
+	size_t id = s->obj;
+	int q;
+	q = ipc_shm_get(s, o, &m->made[id]);
+	if (q < 0)
+		return q;
+	m->sysv[id] = s->id;
+	if (!m->made[id])
+		return 0;
+	uint8_t *mem = shmat(s->id, NULL, 0);
+	if (mem == (void *)-1)
+		return err_set(negerrno(), "SysV shared memory id %d: shmat: %m", s->id);
+	for (size_t i = 0; i < t->n && q >= 0; i++)
+		for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas && q >= 0; k++) {
+			const struct vma *v = &p[i].img.vmas[k];
+			if (v->has_shm && v->shm_id == id && v->saved)
+				q = fill_object(p[i].dir, v, -1, mem, buf, buf_len, NULL);
+		}
+	shmdt(mem);
+	return q;
+}
+
+static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struct prestore *p,
+		    const struct engine_restore_opts *o, const struct ipc_image *ipc, struct shm_set *m)
 {
 	_cleanup_free_ uint8_t *buf = NULL;
 	const size_t buf_len = 4u << 20;
@@ -1365,6 +1512,10 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 		for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas; k++)
 			if (p[i].img.vmas[k].has_shm)
 				n = MAX(n, (size_t)p[i].img.vmas[k].shm_id + 1);
+	for (size_t i = 0; i < ipc->nshm; i++)
+		if (ipc->shm[i].obj >= n)
+			return err_set(-EBADMSG, "ipc: shm obj=%u, but the tree maps %zu shared memory objects",
+				       ipc->shm[i].obj, n);
 	if (!n)
 		return 0;
 	if (flat)
@@ -1376,6 +1527,8 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 		const struct vma *first = NULL;
 		uint64_t size = 0;
 		m->fd[id] = -1;
+		m->sysv[id] = -1;
+		m->made[id] = false;
 		m->n = id + 1;
 		for (size_t i = 0; i < t->n; i++)
 			for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas; k++) {
@@ -1387,6 +1540,19 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 			}
 		if (!first)
 			return err_set(-EBADMSG, "maps: shared object %zu is mapped by no area", id);
+		const struct ipc_shm *s = NULL;
+		for (size_t i = 0; i < ipc->nshm && !s; i++)
+			s = ipc->shm[i].obj == id ? &ipc->shm[i] : NULL;
+		/* a SysV segment comes back as one where shmat() can map it as
+		 * it was; else (parts of it unmapped) as a memfd, as before */
+		if (s && sysv_whole(t, p, (uint32_t)id, s->size)) {
+			q = shm_make_sysv(t, p, o, s, m, buf, buf_len);
+			if (q < 0)
+				return q;
+			continue;
+		}
+		if (s)
+			log_debug("SysV shared memory id %d: not mapped whole: restored as a memfd", s->id);
 		char name[64];
 		shm_name(first, name, sizeof(name));
 		m->fd[id] = memfd_create(name, MFD_CLOEXEC);
@@ -1398,7 +1564,7 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 			for (size_t k = 0; !t->v[i].zombie && k < p[i].img.nvmas && q >= 0; k++) {
 				const struct vma *v = &p[i].img.vmas[k];
 				if (v->has_shm && v->shm_id == id && v->saved)
-					q = fill_object(p[i].dir, v, m->fd[id], buf, buf_len, NULL);
+					q = fill_object(p[i].dir, v, m->fd[id], NULL, buf, buf_len, NULL);
 			}
 		if (q < 0)
 			return err_prefix(q, "shared memory");
@@ -1413,6 +1579,8 @@ static int shm_place(struct shm_set *m, int top, int base)
 {
 	int high = base + (int)m->n;
 	for (size_t id = 0; id < m->n; id++) {
+		if (m->fd[id] < 0)
+			continue; /* a SysV segment: attached by its id */
 		int fd = fcntl(m->fd[id], F_DUPFD_CLOEXEC, high);
 		if (fd < 0)
 			return err_set(negerrno(), "shared memory object %zu: F_DUPFD: %m", id);
@@ -1420,7 +1588,7 @@ static int shm_place(struct shm_set *m, int top, int base)
 	}
 	syscall(SYS_close_range, (unsigned)top, (unsigned)high - 1, 0);
 	for (size_t id = 0; id < m->n; id++)
-		if (dup3(m->fd[id], base + (int)id, O_CLOEXEC) < 0)
+		if (m->fd[id] >= 0 && dup3(m->fd[id], base + (int)id, O_CLOEXEC) < 0)
 			return err_set(negerrno(), "shared memory object %zu: dup3: %m", id);
 	syscall(SYS_close_range, (unsigned)high, ~0u, 0);
 	return 0;
@@ -1433,6 +1601,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	struct fd_image *shared = NULL;
 	int shared_base = -1, shm_base = -1, top;
 	struct shm_set shm = { .n = 0 };
+	struct ipc_image ipc = { 0 };
 	struct restore_sync *sync = MAP_FAILED;
 	size_t sync_len = 0;
 	struct vma *mine = NULL;
@@ -1475,6 +1644,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		q = load_image(d, o, &p[i].img, &p[i].fds);
 		if (q >= 0 && p[i].img.pid != t.v[i].pid)
 			q = err_set(-EBADMSG, "%s/process: holds pid %d", dir, p[i].img.pid);
+		if (q >= 0 && t.v[i].files && fds_count(p[i].fds))
+			q = err_set(-EBADMSG, "%s/fds: the process shares the descriptor table of %d, whose fds it is, "
+				    "but holds %d lines", dir, t.v[i].files, fds_count(p[i].fds));
 		if (q >= 0)
 			q = check_vdso(&p[i].img, mine, nmine);
 		if (q >= 0)
@@ -1488,6 +1660,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		}
 	}
 	q = load_shared(r, flat, o, &t, p, &shared);
+	if (q >= 0)
+		q = load_ipc(r, flat, &ipc);
 	if (q < 0)
 		goto out;
 	q = check_ids_free(&t, p, o);
@@ -1497,7 +1671,9 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	 * shared descriptions (shared_base), then the memory objects */
 	top = tree_top(&t, p);
 	shared_base = shared ? top : -1;
-	q = shm_make(r, flat, &t, p, &shm);
+	q = shm_make(r, flat, &t, p, o, &ipc, &shm);
+	if (q >= 0)
+		q = ipc_objects_get(&ipc, o);
 	if (q < 0)
 		goto out;
 	shm_base = shm.n ? top + fds_count(shared) : -1;
@@ -1592,7 +1768,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		p[i].attached = true;
 		struct ctx c = {
 			.pid = pid, .img = &p[i].img, .fds = p[i].fds, .snap = flat ? r : p[i].dir, .o = o,
-			.shm_base = shm_base,
+			.shm_base = shm_base, .shm_keep = table_used_later(&t, i), .sysv = shm.n ? shm.sysv : NULL,
 		};
 		c.buf_len = 16u << 20;
 		c.buf = malloc(c.buf_len);
@@ -1619,6 +1795,11 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out_kill;
 		}
 	}
+	/* A SysV segment that was removed (IPC_RMID) but still attached when
+	 * dumped is removed again, now that it is attached. */
+	for (size_t i = 0; i < ipc.nshm; i++)
+		if (shm.made[ipc.shm[i].obj] && (ipc.shm[i].mode & SHM_DEST))
+			ipc_shm_remove(&ipc.shm[i]);
 	/* They run again together: let go of every thread (the clones were
 	 * auto-attached); a process stopped when dumped is stopped again,
 	 * taken as a group stop as soon as we let go. */
@@ -1681,6 +1862,11 @@ out:
 	/* not handed out: a failed restore, or nothing left to load */
 	engine_lazy_close(lazy);
 	shm_set_close(&shm);
+	if (q < 0) {
+		shm_set_drop(&shm, &ipc);
+		ipc_drop_made(&ipc);
+	}
+	ipc_image_free(&ipc);
 	if (shared)
 		fds_free(shared);
 	if (sync != MAP_FAILED)

@@ -157,6 +157,11 @@ __attribute__((weak)) int fds_open_shared(struct fd_image *shared, int base)
 	return fds_validate_shared(NULL, shared);
 }
 
+__attribute__((weak)) struct fd_image *fds_image_new(void)
+{
+	return calloc(1, sizeof(struct fd_image));
+}
+
 __attribute__((weak)) void fds_free(struct fd_image *img)
 {
 	if (img) {

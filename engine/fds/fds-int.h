@@ -291,9 +291,8 @@ int fds_kind_from_name(const char *s);
 /* The entry for fd, or NULL. */
 struct fd_entry *fds_find(struct fd_image *img, int fd);
 
-/* An empty image, and a zeroed entry appended to one (fd numbers are the
- * caller's to keep increasing); NULL when out of memory. */
-struct fd_image *fds_image_new(void);
+/* A zeroed entry appended to an image (fd numbers are the caller's to
+ * keep increasing); NULL when out of memory. */
 struct fd_entry *fds_image_add(struct fd_image *img);
 /* Frees what the entry owns and closes its descriptors; not the entry. */
 void fds_entry_free(struct fd_entry *e);

@@ -36,6 +36,11 @@ int fds_check_tree(const pid_t *pids, size_t n);
  * process sees: bytes are peeked, not consumed. */
 int fds_capture(pid_t pid, struct fd_image **ret);
 
+/* An empty image (NULL when out of memory): what a process of a tree
+ * that shares another's descriptor table (CLONE_FILES) holds as its own;
+ * the other's image is the table. */
+struct fd_image *fds_image_new(void);
+
 /* Writes the `fds` text file and whatever data files it names into w. */
 int fds_write(struct fd_image *img, struct store_snap *w);
 

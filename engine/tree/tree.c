@@ -10,6 +10,10 @@
  * new process group (as a single restored process always did), so the
  * root's session and group, wherever they were, become the root's own;
  * every other session or group must be led by a process of the tree.
+ * Processes that share a descriptor table (CLONE_FILES) or filesystem
+ * context (CLONE_FS) are a subtree of the tree, whose first process has
+ * its own: the restore forks each of the others from its parent with
+ * the flag, so that the kernel shares them again.
  */
 #include <dirent.h>
 #include <linux/kcmp.h>
@@ -64,7 +68,8 @@ int tree_node_read(pid_t pid, struct tree_node *n)
 		f[++nf] = strtoull(tok, NULL, 10);
 	if (nf < 52)
 		return err_set(-EIO, "pid %d: /proc/PID/stat has %d fields", pid, nf);
-	n->pid = pid;
+	/* what /proc/PID/stat does not tell (files, fs) is kcmp's */
+	*n = (struct tree_node){ .pid = pid };
 	n->ppid = (pid_t)f[4];
 	n->pgid = (pid_t)f[5];
 	n->sid = (pid_t)f[6];
@@ -135,9 +140,43 @@ char *tree_format(const struct tree *t)
 			tb_printf(&b, " zombie signal=%d", WTERMSIG(n->exit_status));
 		else if (n->zombie)
 			tb_printf(&b, " zombie exit=%d", WEXITSTATUS(n->exit_status));
+		if (n->files)
+			tb_printf(&b, " files=%d", n->files);
+		if (n->fs)
+			tb_printf(&b, " fs=%d", n->fs);
 		tb_printf(&b, "\n");
 	}
 	return tb_take(&b);
+}
+
+static const char *const shared_what[2] = {
+	"its filesystem context, cwd and umask (CLONE_FS)",
+	"its descriptor table (CLONE_FILES)",
+};
+
+/* Process i shares its descriptor table (files) or filesystem context
+ * (!files) with process `with` (0: nobody): that one must be a live
+ * process listed before it, with its own, and i's parent must be it or
+ * share it too, so that forking i from its parent with the flag shares
+ * it again. */
+static int check_shared_with(const struct tree *t, size_t i, bool files)
+{
+	const struct tree_node *n = &t->v[i];
+	pid_t with = files ? n->files : n->fs;
+	if (!with)
+		return 0;
+	int g = tree_find(t, with);
+	if (n->zombie || g < 0 || (size_t)g >= i || t->v[g].zombie || (files ? t->v[g].files : t->v[g].fs))
+		return err_set(-EBADMSG, "tree: pid %d shares %s with %d, not a live process with its own listed before it",
+			       n->pid, shared_what[files], with);
+	int p = tree_find(t, n->ppid);
+	pid_t parents = p < 0 ? -1 : files ? t->v[p].files : t->v[p].fs;
+	if (n->ppid != with && parents != with)
+		return err_set(-EOPNOTSUPP,
+			       "pid %d shares %s with pid %d, but its parent %d does not: a restore cannot make that by "
+			       "forking: not supported",
+			       n->pid, shared_what[files], with, n->ppid);
+	return 0;
 }
 
 int tree_check(const struct tree *t)
@@ -149,6 +188,11 @@ int tree_check(const struct tree *t)
 		int p = tree_find(t, n->ppid);
 		if (tree_find(t, n->pid) != (int)i)
 			return err_set(-EBADMSG, "tree: pid %d is listed twice", n->pid);
+		int r = check_shared_with(t, i, true);
+		if (r >= 0)
+			r = check_shared_with(t, i, false);
+		if (r < 0)
+			return r;
 		if (i == 0)
 			continue;
 		/* parents first: a restore forks each process from its parent */
@@ -171,6 +215,20 @@ int tree_check(const struct tree *t)
 				       "snapshot: not supported",
 				       n->pid, n->pgid);
 	}
+	return 0;
+}
+
+/* The word fmt (" key=%d%n") at *rest, if there, into *ret and past it;
+ * -EBADMSG for a pid that is not one. */
+static int parse_pid_word(const char **rest, const char *fmt, pid_t *ret)
+{
+	int v, k = 0;
+	if (sscanf(*rest, fmt, &v, &k) != 1 || !k)
+		return 0;
+	if (v <= 0)
+		return -EBADMSG;
+	*ret = v;
+	*rest += k;
 	return 0;
 }
 
@@ -197,9 +255,7 @@ int tree_parse(const char *text, struct tree *t)
 		n->pgid = pgid;
 		n->sid = sid;
 		const char *rest = l + k;
-		if (*rest) {
-			if (sscanf(rest, " zombie %31s", more) != 1)
-				return err_set(-EBADMSG, "tree line %u: unknown words '%s'", lineno, rest);
+		if (sscanf(rest, " zombie %31s%n", more, &k) == 1) {
 			n->zombie = true;
 			if (sscanf(more, "exit=%d", &code) == 1 && code >= 0 && code <= 255)
 				n->exit_status = code << 8;
@@ -207,37 +263,62 @@ int tree_parse(const char *text, struct tree *t)
 				n->exit_status = code;
 			else
 				return err_set(-EBADMSG, "tree line %u: a zombie needs exit=N or signal=N", lineno);
+			rest += k;
 		}
+		/* files=PID fs=PID, in this order, each at most once */
+		if (parse_pid_word(&rest, " files=%d%n", &n->files) < 0 || parse_pid_word(&rest, " fs=%d%n", &n->fs) < 0)
+			return err_set(-EBADMSG, "tree line %u: bad files= or fs=", lineno);
+		if (*rest)
+			return err_set(-EBADMSG, "tree line %u: unknown words '%s'", lineno, rest);
 	}
 	return tree_check(t);
 }
 
-int tree_check_sharing(const struct tree *t, const bool *skip)
+int tree_check_sharing(struct tree *t, const bool *skip)
 {
+	/* what a restore cannot make between two processes */
 	static const struct {
 		int type;
 		const char *what;
-	} kinds[] = {
+	} refused[] = {
 		{ KCMP_VM, "one address space (CLONE_VM without CLONE_THREAD, or a vfork() not yet followed by exec)" },
-		{ KCMP_FILES, "one descriptor table (CLONE_FILES)" },
-		{ KCMP_FS, "one filesystem context, cwd and umask (CLONE_FS)" },
+		/* the kernel shares handlers only with the address space
+		 * (CLONE_SIGHAND needs CLONE_VM): refused above already */
 		{ KCMP_SIGHAND, "one table of signal handlers (CLONE_SIGHAND)" },
 	};
-	for (size_t i = 0; i < t->n; i++) {
-		if (t->v[i].zombie || (skip && skip[i]))
+	for (size_t j = 0; j < t->n; j++)
+		t->v[j].files = t->v[j].fs = 0;
+	for (size_t j = 0; j < t->n; j++) {
+		struct tree_node *b = &t->v[j];
+		if (b->zombie || (skip && skip[j]))
 			continue;
-		for (size_t j = i + 1; j < t->n; j++) {
-			if (t->v[j].zombie || (skip && skip[j]))
+		for (size_t i = 0; i < j; i++) {
+			const struct tree_node *a = &t->v[i];
+			if (a->zombie || (skip && skip[i]))
 				continue;
-			for (size_t k = 0; k < ARRAY_SIZE(kinds); k++) {
-				long r = syscall(SYS_kcmp, t->v[i].pid, t->v[j].pid, kinds[k].type, 0, 0);
+			for (size_t k = 0; k < ARRAY_SIZE(refused); k++) {
+				long r = syscall(SYS_kcmp, a->pid, b->pid, refused[k].type, 0, 0);
 				if (r == 0)
-					return err_set(-EOPNOTSUPP, "pids %d and %d share %s: not supported", t->v[i].pid,
-						       t->v[j].pid, kinds[k].what);
+					return err_set(-EOPNOTSUPP, "pids %d and %d share %s: not supported", a->pid,
+						       b->pid, refused[k].what);
 				if (r < 0 && errno != ESRCH)
-					return err_set(negerrno(), "pids %d and %d: kcmp: %m", t->v[i].pid, t->v[j].pid);
+					return err_set(negerrno(), "pids %d and %d: kcmp: %m", a->pid, b->pid);
 			}
+			/* the first one met with the same table or context:
+			 * every process before j is already named by its first */
+			if (!b->files && syscall(SYS_kcmp, a->pid, b->pid, KCMP_FILES, 0, 0) == 0)
+				b->files = a->files ? a->files : a->pid;
+			if (!b->fs && syscall(SYS_kcmp, a->pid, b->pid, KCMP_FS, 0, 0) == 0)
+				b->fs = a->fs ? a->fs : a->pid;
 		}
+	}
+	/* a restore forks a sharing process from its parent with the flag */
+	for (size_t j = 0; j < t->n; j++) {
+		int r = check_shared_with(t, j, true);
+		if (r >= 0)
+			r = check_shared_with(t, j, false);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }

@@ -28,10 +28,14 @@
 #include <linux/netlink.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <sched.h>
 #include <grp.h>
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -53,9 +57,30 @@ static void setup(void)
 	ck_assert_int_eq(mkdir(store, 0700), 0);
 }
 
+/* The pid of a target-sysv or target-ipc of this test: the SysV objects
+ * it made (keys 0x5e, 0x5f, 0x5d and its pid) go with the test, even one
+ * that failed before the target removed them. */
+static pid_t sysv_target;
+static int test_semid = -1; /* a set of the test's own */
+
 static void teardown(void)
 {
 	rm_rf(dir);
+	if (test_semid >= 0)
+		semctl(test_semid, 0, IPC_RMID);
+	if (sysv_target) {
+		key_t low = sysv_target & 0xffffff;
+		int id;
+		if ((id = shmget(0x5e000000 | low, 0, 0)) >= 0)
+			shmctl(id, IPC_RMID, NULL);
+		if ((id = semget(0x5f000000 | low, 0, 0)) >= 0)
+			semctl(id, 0, IPC_RMID);
+		if ((id = msgget(0x5d000000 | low, 0)) >= 0)
+			msgctl(id, IPC_RMID, NULL);
+		char name[64];
+		snprintf(name, sizeof(name), "/dev/shm/ckptfs-target-%d", sysv_target);
+		unlink(name);
+	}
 }
 
 static char *path(const char *name)
@@ -1219,6 +1244,285 @@ START_TEST(tree_refuses_vfork)
 }
 END_TEST
 
+/* target-share: a parent and its clone() child sharing one descriptor
+ * table (files) or filesystem context (fs). The tree file must say so,
+ * and the restored pair checks that it still shares it: a change by one
+ * is seen by the other. */
+/* Starts prog (a parent with n descendants), dumps it into store/s1
+ * (mode) and gets rid of all; the descendants' pids into kids[n]. */
+static pid_t family_dump(const char *prog, const char *extra, const char *mode, size_t n, pid_t *kids)
+{
+	pid_t pid = spawn(NULL, prog, extra);
+	sysv_target = pid;
+	size_t nk = descendants(pid, kids, n);
+	ck_assert_msg(nk == n, "%zu descendants, expected %zu", nk, n);
+	dump(pid, mode, "store/s1");
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		kill(kids[i], SIGKILL);
+	kill_original(pid, "--kill");
+	for (size_t i = 0; i < n; i++)
+		wait_gone(kids[i]);
+	return pid;
+}
+
+static pid_t pair_dump(const char *prog, const char *extra, const char *mode, pid_t *child)
+{
+	return family_dump(prog, extra, mode, 1, child);
+}
+
+static void share_cycle(const char *what, const char *mode)
+{
+	pid_t kids[2];
+	pid_t pid = family_dump("target-share", what, mode, 2, kids);
+	/* the child's and grandchild's lines name the parent they share with */
+	char *tree = NULL, want[64];
+	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(want, sizeof(want), "\n%d %d ", kids[i], i ? kids[0] : pid);
+		char *line = strstr(tree, want);
+		ck_assert_msg(line, "tree: %s (no line for %d)", tree, kids[i]);
+		snprintf(want, sizeof(want), " %s=%d\n", what, pid);
+		char *hit = strstr(line + 1, want), *eol = strchr(line + 1, '\n');
+		ck_assert_msg(hit && hit + strlen(want) - 1 == eol, "tree: %s (%d's line does not end in '%s')", tree,
+			      kids[i], want);
+	}
+	free(tree);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(share_files_running) { share_cycle("files", NULL); } END_TEST
+START_TEST(share_files_kill) { share_cycle("files", "--kill"); } END_TEST
+START_TEST(share_fs_running) { share_cycle("fs", NULL); } END_TEST
+START_TEST(share_fs_stop) { share_cycle("fs", "--stop"); } END_TEST
+
+static int pause_forever(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* Two children sharing one descriptor table that their parent left
+ * (unshare) cannot be forked again that way: refused before anything is
+ * touched, naming them and the parent; all three run on untraced. */
+START_TEST(tree_refuses_files_without_parent)
+{
+	pid_t pid = fork_quiet();
+	if (pid == 0) {
+		static char stacks[2][16384] __attribute__((aligned(16)));
+		for (int i = 0; i < 2; i++)
+			if (clone(pause_forever, stacks[i] + sizeof(stacks[i]), CLONE_FILES | SIGCHLD, NULL) < 0)
+				_exit(2);
+		if (unshare(CLONE_FILES) < 0)
+			_exit(3);
+		int r = open(path("ready"), O_WRONLY | O_CREAT, 0600);
+		close(r);
+		for (;;)
+			pause();
+	}
+	wait_file(path("ready"), 30000);
+	pid_t kids[4];
+	size_t nk = descendants(pid, kids, 4);
+	ck_assert_msg(nk == 2, "%zu children, expected 2", nk);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	char want[128];
+	snprintf(want, sizeof(want), "shares its descriptor table (CLONE_FILES) with pid %d, but its parent %d does not",
+		 kids[0], pid);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s (not '%s')", ckpt_err(), want);
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched_n(pid, 1);
+	for (size_t i = 0; i < nk; i++) {
+		assert_untouched_n(kids[i], 1);
+		kill(kids[i], SIGKILL);
+	}
+	kill_original(pid, NULL);
+}
+END_TEST
+
+/* target-posixshm: a POSIX shared memory object (/dev/shm) mapped by a
+ * parent and its child. It is a file: the restore maps the object by its
+ * name again, shared with both processes and with whoever opens the name
+ * (the target checks that through a second view). */
+static void posixshm_cycle(const char *mode)
+{
+	pid_t child;
+	pid_t pid = pair_dump("target-posixshm", NULL, mode, &child);
+	char *maps = NULL, want[64], rel[64];
+	snprintf(want, sizeof(want), "/dev/shm/ckptfs-target-%d", pid);
+	snprintf(rel, sizeof(rel), "store/s1/%d/maps", pid);
+	ck_assert_int_eq(read_file_full(path(rel), &maps, NULL), 0);
+	ck_assert_msg(strstr(maps, "kind=file-shared") && strstr(maps, want), "maps: %s (no file-shared %s)", maps,
+		      want);
+	free(maps);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+START_TEST(posixshm_kill) { posixshm_cycle("--kill"); } END_TEST
+START_TEST(posixshm_running) { posixshm_cycle(NULL); } END_TEST
+
+/* The object gone, as on a host that does not have it: the restore fails
+ * naming it and leaves nothing running. */
+START_TEST(posixshm_removed)
+{
+	pid_t child;
+	pid_t pid = pair_dump("target-posixshm", NULL, "--kill", &child);
+	char name[64];
+	snprintf(name, sizeof(name), "/dev/shm/ckptfs-target-%d", pid);
+	ck_assert_int_eq(unlink(name), 0);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), name), "stderr: %s (does not name %s)", ckpt_err(), name);
+	/* what the restore made is killed (and reaped: no zombie stays) */
+	wait_gone(pid);
+	wait_gone(child);
+}
+END_TEST
+
+/* target-sysv: a SysV segment attached three times by a parent and its
+ * child. Dumped (mode), the originals gone; its id from the snapshot's
+ * `ipc` file. */
+static int sysv_dump(const char *mode, pid_t *ret_pid, pid_t *ret_child)
+{
+	pid_t pid = pair_dump("target-sysv", NULL, mode, ret_child);
+	char *ipc = NULL;
+	int id = -1;
+	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d key=%*x mode=0640 ", &id) == 1, "ipc: %s", ipc);
+	free(ipc);
+	*ret_pid = pid;
+	return id;
+}
+
+/* The segment is still there (same host): the restored tree attaches it. */
+static void sysv_cycle(const char *mode)
+{
+	pid_t pid, child;
+	int id = sysv_dump(mode, &pid, &child);
+	struct shmid_ds ds;
+	ck_assert_msg(shmctl(id, IPC_STAT, &ds) == 0 && ds.shm_nattch == 0, "segment %d is not there unattached", id);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+START_TEST(sysv_kill) { sysv_cycle("--kill"); } END_TEST
+START_TEST(sysv_running) { sysv_cycle(NULL); } END_TEST
+
+/* The segment is gone, as on another host: made again with its id, key,
+ * mode and bytes. */
+START_TEST(sysv_removed)
+{
+	pid_t pid, child;
+	int id = sysv_dump("--kill", &pid, &child);
+	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* Its id held by another segment: refused by name, nothing built, the
+ * other segment untouched; once that one is gone the restore makes it. */
+START_TEST(sysv_id_taken)
+{
+	pid_t pid, child;
+	int id = sysv_dump("--kill", &pid, &child);
+	ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	int fd = open("/proc/sys/kernel/shm_next_id", O_WRONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_gt(dprintf(fd, "%d", id), 0);
+	close(fd);
+	int other = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+	ck_assert_msg(other == id, "the other segment got id %d, not %d", other, id);
+	char p[64], want[96];
+	snprintf(p, sizeof(p), "%s", path("store/s1"));
+	int rc = run_ckpt(NULL, NULL, 0, "restore", p, NULL, NULL);
+	snprintf(want, sizeof(want), "SysV shared memory id %d is held by another segment", id);
+	ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
+	struct shmid_ds ds;
+	ck_assert_int_eq(shmctl(other, IPC_STAT, &ds), 0);
+	ck_assert_int_eq(ds.shm_segsz, 4096);
+	ck_assert_int_eq(shmctl(other, IPC_RMID, NULL), 0);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+/* target-ipc: a semaphore set and a message queue the tree last used,
+ * the child blocked in semop. A set the test itself last used is not the
+ * tree's and is not in the snapshot. Dumped with --kill; with removed, both
+ * objects are removed before the restore, as on another host. */
+static void ipc_cycle(bool removed, bool taken)
+{
+	int mine = test_semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+	struct sembuf up = { 0, 1, 0 };
+	ck_assert_int_ge(mine, 0);
+	ck_assert_int_eq(semop(mine, &up, 1), 0);
+	pid_t child;
+	pid_t pid = pair_dump("target-ipc", NULL, "--kill", &child);
+	char *ipc = NULL, want[64];
+	int semid = -1, msqid = -1;
+	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	char *sem = strstr(ipc, "sem id="), *msg = strstr(ipc, "msg id=");
+	ck_assert_msg(sem && sscanf(sem, "sem id=%d key=%*x mode=00640 ", &semid) == 1 && strstr(sem, " values=3,0,7\n"),
+		      "ipc: %s", ipc);
+	ck_assert_msg(msg && sscanf(msg, "msg id=%d ", &msqid) == 1 && strstr(msg, " m=1:"), "ipc: %s", ipc);
+	snprintf(want, sizeof(want), "sem id=%d ", mine);
+	ck_assert_msg(!strstr(ipc, want), "the test's own set is in the snapshot: %s", ipc);
+	free(ipc);
+	ck_assert_int_eq(semctl(mine, 0, IPC_RMID), 0);
+	test_semid = -1;
+	if (removed) {
+		ck_assert_int_eq(semctl(semid, 0, IPC_RMID), 0);
+		ck_assert_int_eq(msgctl(msqid, IPC_RMID, NULL), 0);
+	}
+	if (taken) {
+		/* the queue's id held by another queue: refused by name, the
+		 * set made before it removed again, nothing built */
+		int fd = open("/proc/sys/kernel/msg_next_id", O_WRONLY | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_gt(dprintf(fd, "%d", msqid), 0);
+		close(fd);
+		int other = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		ck_assert_msg(other == msqid, "the other queue got id %d, not %d", other, msqid);
+		int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+		snprintf(want, sizeof(want), "SysV message queue id %d is held by another one", msqid);
+		ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+		ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
+		struct semid_ds ds;
+		ck_assert_msg(semctl(semid, 0, IPC_STAT, &ds) < 0, "the set made by the refused restore is still there");
+		ck_assert_int_eq(msgctl(other, IPC_RMID, NULL), 0);
+	}
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+
+/* A restore that fails once every process is built (fault 211) removes
+ * the SysV objects it made; the next one makes them again. */
+START_TEST(ipc_fault_restore)
+{
+	pid_t pid, child;
+	int shmid = sysv_dump("--kill", &pid, &child);
+	ck_assert_int_eq(shmctl(shmid, IPC_RMID, NULL), 0);
+	int rc = run_ckpt("211", NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	ck_assert_msg(rc == 1 && strstr(ckpt_err(), "injected fault"), "restore: exit %d, %s", rc, ckpt_err());
+	wait_gone(pid);
+	wait_gone(child);
+	struct shmid_ds ds;
+	ck_assert_msg(shmctl(shmid, IPC_STAT, &ds) < 0 && errno == EINVAL, "segment %d is still there", shmid);
+	ck_assert_int_eq(restore("store/s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
+START_TEST(ipc_removed) { ipc_cycle(true, false); } END_TEST
+START_TEST(ipc_kept) { ipc_cycle(false, false); } END_TEST
+START_TEST(ipc_id_taken) { ipc_cycle(true, true); } END_TEST
+
 /* A restore that fails part-way (fault 211 in the second process, the
  * first one built whole) kills every process it made: none of the
  * tree's pids is left; the next restore passes. */
@@ -1399,8 +1703,11 @@ static int free_port(void)
  * checkpointed (--kill, or running and then killed), every process of
  * it gone; restored as root, the same postmaster pid runs as postgres,
  * the rows are there, a new connection (a backend forked by the
- * restored postmaster) inserts one more, and it shuts down cleanly. */
-static void postgres_cycle(const char *mode)
+ * restored postmaster) inserts one more, and it shuts down cleanly, its
+ * System V segment detached without a complaint in its log. With
+ * remove_segment the segment is removed before the restore, which makes
+ * it again. */
+static void postgres_cycle(const char *mode, bool remove_segment)
 {
 	const char *bin = pg_bin();
 	struct passwd *pw = getpwnam("postgres");
@@ -1446,6 +1753,15 @@ static void postgres_cycle(const char *mode)
 	wait_gone(pm);
 	for (size_t i = 0; i < nk; i++)
 		wait_gone(kids[i]);
+	if (remove_segment) {
+		/* as on another host: its System V segment is made again */
+		char *ipc = NULL;
+		int id = -1;
+		ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+		ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d ", &id) == 1, "ipc: %s", ipc);
+		free(ipc);
+		ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
+	}
 	ck_assert_int_eq(restore("store/s1"), pm);
 	char st[64], *status = NULL;
 	snprintf(st, sizeof(st), "/proc/%d/status", pm);
@@ -1462,10 +1778,19 @@ static void postgres_cycle(const char *mode)
 	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s/pg_ctl -D %s/data -m fast -w -t 60 stop", bin, pg) == 0,
 		      "pg_ctl stop: %s", out);
 	wait_gone(pm);
+	/* its System V segment came back as itself: detached at shutdown
+	 * without a "shmdt(ADDR) failed" */
+	char logf[PATH_MAX + 32], *log = NULL;
+	snprintf(logf, sizeof(logf), "%s/log", pg);
+	ck_assert_int_eq(read_file_full(logf, &log, NULL), 0);
+	ck_assert_msg(strstr(log, "database system is shut down"), "no clean shutdown in the log: %s", log);
+	ck_assert_msg(!strstr(log, "shmdt"), "the log: %s", log);
+	free(log);
 }
 
-START_TEST(postgres_kill) { postgres_cycle("--kill"); } END_TEST
-START_TEST(postgres_running) { postgres_cycle(NULL); } END_TEST
+START_TEST(postgres_kill) { postgres_cycle("--kill", false); } END_TEST
+START_TEST(postgres_running) { postgres_cycle(NULL, false); } END_TEST
+START_TEST(postgres_segment_removed) { postgres_cycle("--kill", true); } END_TEST
 
 /* ---- nginx: a master and its workers, a listener they share, channels ----
  *
@@ -1875,6 +2200,22 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("tree_fault_dump", tree_fault_dump, 90));
 		suite_add_tcase(s, tc("tree_fault_restore", tree_fault_restore, 90));
 		suite_add_tcase(s, tc("tree_refuses_vfork", tree_refuses_vfork, 60));
+		suite_add_tcase(s, tc("share_files_running", share_files_running, 60));
+		suite_add_tcase(s, tc("share_files_kill", share_files_kill, 60));
+		suite_add_tcase(s, tc("share_fs_running", share_fs_running, 60));
+		suite_add_tcase(s, tc("share_fs_stop", share_fs_stop, 60));
+		suite_add_tcase(s, tc("tree_refuses_files_without_parent", tree_refuses_files_without_parent, 60));
+		suite_add_tcase(s, tc("posixshm_kill", posixshm_kill, 60));
+		suite_add_tcase(s, tc("posixshm_running", posixshm_running, 60));
+		suite_add_tcase(s, tc("posixshm_removed", posixshm_removed, 60));
+		suite_add_tcase(s, tc("sysv_kill", sysv_kill, 60));
+		suite_add_tcase(s, tc("sysv_running", sysv_running, 60));
+		suite_add_tcase(s, tc("sysv_removed", sysv_removed, 60));
+		suite_add_tcase(s, tc("sysv_id_taken", sysv_id_taken, 60));
+		suite_add_tcase(s, tc("ipc_removed", ipc_removed, 60));
+		suite_add_tcase(s, tc("ipc_kept", ipc_kept, 60));
+		suite_add_tcase(s, tc("ipc_id_taken", ipc_id_taken, 60));
+		suite_add_tcase(s, tc("ipc_fault_restore", ipc_fault_restore, 60));
 		suite_add_tcase(s, tc("dump_refuses_posix_lock_on_mapped_file", dump_refuses_posix_lock_on_mapped_file, 60));
 	} else if (only && !strcmp(only, "nginx")) {
 		if (access(NGINX, X_OK) < 0) {
@@ -1896,6 +2237,7 @@ int main(int argc, char **argv)
 		}
 		suite_add_tcase(s, tc("postgres_kill", postgres_kill, 180));
 		suite_add_tcase(s, tc("postgres_running", postgres_running, 180));
+		suite_add_tcase(s, tc("postgres_segment_removed", postgres_segment_removed, 180));
 	} else if (only && !strcmp(only, "pid")) {
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
