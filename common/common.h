@@ -171,6 +171,8 @@ enum fault_id {
 	FAULT_ENGINE_ARENA = 206,           /* no memory for the copy before the freeze (it maps as it goes) */
 	FAULT_ENGINE_RESTORE_MAP = 210,     /* restore: mapping memory fails */
 	FAULT_ENGINE_RESTORE_LATE = 211,    /* restore: failure after threads were created */
+	FAULT_ENGINE_LAZY_UFFD = 212,       /* lazy restore: making the userfaultfd fails */
+	FAULT_ENGINE_LAZY_READ = 213,       /* lazy restore: reading a page to load fails (EIO) */
 	/* gpu/ 300-399 */
 	FAULT_GPU_LOCK = 300,
 	FAULT_GPU_CHECKPOINT = 301,
@@ -188,6 +190,7 @@ enum fault_id {
 	FAULT_ENGINE_DIE_FDS = 224,         /* dumper: capturing descriptors */
 	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
 	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
+	FAULT_ENGINE_DIE_LAZY = 227,        /* lazy restore: the loader dies before its first copy */
 	_FAULT_MAX,
 };
 

@@ -429,6 +429,35 @@ int creds_verify(pid_t pid, const struct thread_image *t);
  * keeps the filters off the calls we inject after them. */
 int seccomp_install(struct ctx *c, const struct proc_image *img, unsigned ptrace_opts);
 
+/* ---- lazy restore (lazy.c) ----------------------------------------------- */
+
+/* Writes [off, off + len) of area v's memory file f into the process now
+ * (restore.c's fill). */
+typedef int (*lazy_fill_fn)(struct ctx *c, struct store_file *f, const struct vma *v, uint64_t off, uint64_t len);
+/* A lazy restore of process pid being built (struct engine_lazy,
+ * engine.h). */
+int lazy_new(pid_t pid, struct engine_lazy **ret);
+/* Whether a restore with options o can be lazy: a process restored for
+ * a user gets a userfaultfd only where vm.unprivileged_userfaultfd is 1. */
+bool lazy_possible(const struct engine_restore_opts *o);
+/* Takes area v (just mapped, writable, not yet filled) to load lazily
+ * when it is private anonymous memory that saved enough (*taken): lists
+ * its data pages and loads now, through fill, those its threads touch
+ * first. The memory file stays open in l (snap must outlive l).
+ * *taken false: the caller fills it as usual. */
+int lazy_area(struct engine_lazy *l, struct store_snap *snap, const struct vma *v, const struct proc_image *img,
+	      struct ctx *c, lazy_fill_fn fill, bool *taken);
+/* Once no injected call will touch those areas any more: makes a
+ * userfaultfd inside the process, takes it here, closes it there,
+ * registers the areas and starts the guardian. A process that may not
+ * have one (EPERM) gets every page now, through fill. */
+int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image *img, lazy_fill_fn fill);
+/* l takes view (a view of the snapshot its memory files were opened in)
+ * and closes it after them. */
+void lazy_take_view(struct engine_lazy *l, struct store_snap *view);
+/* Whether l (may be NULL) has pages left to serve. */
+bool lazy_pending(const struct engine_lazy *l);
+
 /* ---- memory (memory.c) --------------------------------------------------- */
 
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */

@@ -125,7 +125,34 @@ struct engine_restore_opts {
 	/* Filled on success when not NULL: how many processes the snapshot
 	 * held (the root and its descendants, zombies included). */
 	size_t *ret_processes;
+	/* Lazy restore: the process runs once its registers, descriptors,
+	 * small areas and the pages it touches first are in; the rest of
+	 * its private anonymous memory is left to engine_lazy_serve(). On
+	 * success *ret_lazy is the load still to serve, or NULL when nothing
+	 * is left (a tree of processes, which is restored eagerly; small
+	 * memory). The snapshot must stay open until engine_lazy_close(). */
+	bool lazy;
+	struct engine_lazy **ret_lazy;
 };
+
+/* The memory a lazily restored process still waits for. */
+struct engine_lazy;
+
+/* Serves the process's missing pages until every page is in: faults
+ * first, the rest in address order. progress (may be NULL) hears the
+ * bytes loaded from time to time and at the end. Returns 0 once all is
+ * loaded or the process is gone; -errno when a page could not be read:
+ * the process and its process group were then killed (SIGKILL) and
+ * err_msg() says why ("pid N killed: memory/...: ..."). */
+int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, uint64_t total, void *ud),
+		      void *ud);
+/* Bytes loaded so far of total (those loaded eagerly included); may be
+ * called from another thread while engine_lazy_serve() runs. */
+void engine_lazy_progress(const struct engine_lazy *l, uint64_t *loaded, uint64_t *total);
+pid_t engine_lazy_pid(const struct engine_lazy *l);
+/* Ends the load; a process not fully loaded is killed first (it could
+ * not get its pages any more). Accepts NULL. */
+void engine_lazy_close(struct engine_lazy *l);
 
 #define ENGINE_PID_WAIT_DEFAULT_MS 5000u
 #define ENGINE_PID_WAIT_NONE (~0u)

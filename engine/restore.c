@@ -117,6 +117,7 @@ struct ctx {
 	int shm_base; /* the tree's shared memory objects: shm_base + id in P, -1: none */
 	const int *sysv; /* sysv[id]: the shmid of object id, a SysV segment; -1: a descriptor */
 	bool shm_keep; /* they stay open: a process driven later shares P's descriptor table */
+	struct engine_lazy *lazy; /* a lazy restore: the areas left to it (lazy.c), or NULL */
 };
 
 /* ---- the new process ----------------------------------------------------- */
@@ -717,7 +718,11 @@ static int map_area(struct ctx *c, const struct vma *v)
 	if (r < 0)
 		return r;
 	if (fill) {
-		r = fill_area(c, v);
+		bool lazy = false;
+		if (c->lazy)
+			r = lazy_area(c->lazy, c->snap, v, c->img, c, fill_range, &lazy);
+		if (r >= 0 && !lazy)
+			r = fill_area(c, v);
 		if (r >= 0 && prot != v->prot)
 			r = sys(c, c->pid, SYS_mprotect, v->start, len, v->prot, 0, 0, 0, &ign, "mprotect");
 	}
@@ -1177,6 +1182,14 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	/* the last call that touches the image's memory is behind us (rseq's
+	 * registration writes to its area): what is still to load comes
+	 * through userfaultfd from here */
+	if (c->lazy) {
+		r = lazy_register(c->lazy, c, img, fill_range);
+		if (r < 0)
+			goto out;
+	}
 	r = final_steps(c);
 	if (r < 0)
 		goto out;
@@ -1594,6 +1607,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	struct vma *mine = NULL;
 	size_t nmine = 0;
 	struct creds_grant grant = { 0 };
+	struct engine_lazy *lazy = NULL;
 	bool flat;
 	pid_t root = 0;
 	int q;
@@ -1762,6 +1776,17 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			q = -ENOMEM;
 			goto out_kill;
 		}
+		/* lazy: one process only (a tree is restored eagerly), and
+		 * not one whose device memory comes back from host memory
+		 * before it runs */
+		if (o && o->lazy && o->ret_lazy && t.n == 1 && !p[i].gpu && lazy_possible(o)) {
+			q = lazy_new(pid, &lazy);
+			if (q < 0) {
+				free(c.buf);
+				goto out_kill;
+			}
+			c.lazy = lazy;
+		}
 		q = drive(&c);
 		free(c.buf);
 		if (q < 0) {
@@ -1801,6 +1826,15 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	*ret_pid = root;
 	if (o && o->ret_processes)
 		*o->ret_processes = t.n;
+	if (o && o->ret_lazy) {
+		*o->ret_lazy = lazy_pending(lazy) ? lazy : NULL;
+		if (*o->ret_lazy) {
+			/* its memory files are read from the process's view */
+			lazy_take_view(lazy, p[0].dir);
+			p[0].dir = NULL;
+			lazy = NULL;
+		}
+	}
 	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;
 	goto out;
@@ -1825,6 +1859,8 @@ out:
 		proc_image_free(&p[i].img);
 		store_snap_close(p[i].dir);
 	}
+	/* not handed out: a failed restore, or nothing left to load */
+	engine_lazy_close(lazy);
 	shm_set_close(&shm);
 	if (q < 0) {
 		shm_set_drop(&shm, &ipc);

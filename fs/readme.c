@@ -29,6 +29,8 @@ const char fs_readme[] =
 	"                       accept-changed-files   restore files that changed since\n"
 	"                                              the checkpoint (before the copy, or\n"
 	"                                              after a failure: runs it again)\n"
+	"                       lazy                   run it before all its memory is\n"
+	"                                              back (status: loaded: N of M bytes)\n"
 	"                       retry                  run a failed restore again\n"
 	"\n"
 	"Examples:\n"

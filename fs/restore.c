@@ -33,6 +33,9 @@
  * engine's restore again, with the options given so far and any on its
  * line (`retry accept-changed-files`), and so does a line of options
  * alone, since that is what the engine's refusal tells the user to write.
+ * `lazy` makes the restore lazy (engine_restore_opts.lazy): the process
+ * runs as soon as the pages it touches first are in, the helper serves
+ * the rest (see below) and status shows `loaded: N of M bytes` meanwhile.
  *
  * The manifest parser is store/'s (store-int.h): the daemon must read an
  * incoming manifest before the store sees the snapshot whole, and one
@@ -104,6 +107,8 @@ struct restore {
 	bool thread;              /* the commit/restore thread runs */
 	bool verified;            /* committed: a failed restore may run again (ctl retry) */
 	bool accept_changed;      /* ctl accept-changed-files: passed to the engine */
+	bool lazy;                /* ctl lazy: a lazy restore */
+	uint64_t loaded, total;   /* lazy, running: bytes of its memory loaded so far, of total */
 	bool removed;             /* rmdir'd: freed when nothing uses it */
 	uint64_t activity;        /* now_ns() of the last create, write or release */
 	struct restore *next;
@@ -217,7 +222,12 @@ static void settle(struct fs *fs, struct restore *rs)
  * each: "wait ID PARENT COMM" while the engine waits for a zombie holding
  * the pid or a thread id to be reaped (its parent and the parent's comm),
  * "restoring" once it goes on, and last "pid N PROCESSES" or "error ERRNO
- * MESSAGE".
+ * MESSAGE". A lazy restore says "pid N PROCESSES" once the process runs,
+ * then "loaded BYTES TOTAL" lines while it serves the process's memory,
+ * and last "done", or "error ERRNO MESSAGE" when a page could not be read
+ * (the process was killed). The helper ignores SIGPIPE: a daemon that
+ * goes away meanwhile does not end the load; a helper that dies does,
+ * and its guardian kills the process (engine/lazy.c).
  * A crash in there costs the daemon nothing but that restore.
  */
 static void helper_progress(const struct engine_progress *p, void *ud)
@@ -246,6 +256,26 @@ static void helper_progress(const struct engine_progress *p, void *ud)
 	}
 }
 
+/* The helper's last line for a failure: "error ERRNO MESSAGE". */
+static void helper_error(int rc)
+{
+	char msg[600];
+	snprintf(msg, sizeof(msg), "%s", *err_msg() ? err_msg() : strerror(-rc));
+	for (char *c = msg; *c; c++)
+		if (*c == '\n')
+			*c = ' ';
+	printf("error %d %s\n", -rc, msg);
+}
+
+#if HAVE_ENGINE
+static void helper_loaded(uint64_t loaded, uint64_t total, void *ud)
+{
+	(void)ud;
+	printf("loaded %" PRIu64 " %" PRIu64 "\n", loaded, total);
+	fflush(stdout);
+}
+#endif
+
 int restore_helper_main(int argc, char **argv)
 {
 	struct store *s = NULL;
@@ -256,10 +286,20 @@ int restore_helper_main(int argc, char **argv)
 	int rc;
 
 	uint64_t wait_ms;
+	bool accept = false, lazy = false, bad = argc < 8;
 
-	/* ckptfs --restore-helper BACKEND STORE NAME UID GID PID_WAIT_MS [accept-changed-files] */
-	if ((argc != 8 && (argc != 9 || strcmp(argv[8], "accept-changed-files"))) ||
-	    parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0 ||
+	/* ckptfs --restore-helper BACKEND STORE NAME UID GID PID_WAIT_MS [accept-changed-files] [lazy] */
+	for (int i = 8; i < argc; i++) {
+		if (!*argv[i])
+			continue; /* a word left out */
+		if (!strcmp(argv[i], "accept-changed-files"))
+			accept = true;
+		else if (!strcmp(argv[i], "lazy"))
+			lazy = true;
+		else
+			bad = true;
+	}
+	if (bad || parse_u64(argv[5], &uid) < 0 || parse_u64(argv[6], &gid) < 0 ||
 	    parse_u64(argv[7], &wait_ms) < 0 || wait_ms > UINT_MAX) {
 		printf("error %d bad helper arguments\n", EINVAL);
 		return 2;
@@ -272,8 +312,12 @@ int restore_helper_main(int argc, char **argv)
 		.gid = (gid_t)gid,
 		.pid_wait_ms = (unsigned)wait_ms,
 		.progress = helper_progress,
-		.accept_changed_files = argc == 9,
+		.accept_changed_files = accept,
+		.lazy = lazy,
 	};
+	struct engine_lazy *load = NULL;
+	eo.ret_lazy = &load;
+	signal(SIGPIPE, SIG_IGN);
 	gid_t groups[64];
 	if (rc >= 0 && (uid != getuid() || gid != getgid())) {
 		/* The restored process runs as the caller, with the caller's
@@ -303,16 +347,26 @@ int restore_helper_main(int argc, char **argv)
 		rc = err_set(-ENOSYS, "this ckptfs was built without the engine");
 #endif
 	if (rc < 0) {
-		char msg[600];
-		snprintf(msg, sizeof(msg), "%s", *err_msg() ? err_msg() : strerror(-rc));
-		for (char *c = msg; *c; c++)
-			if (*c == '\n')
-				*c = ' ';
-		printf("error %d %s\n", -rc, msg);
+		helper_error(rc);
 	} else {
 		printf("pid %d %zu\n", pid, procs);
 	}
 	fflush(stdout);
+#if HAVE_ENGINE
+	if (load) {
+		rc = engine_lazy_serve(load, helper_loaded, NULL);
+		if (rc < 0)
+			helper_error(rc);
+		else
+			printf("done\n");
+		fflush(stdout);
+		engine_lazy_close(load);
+	} else if (lazy && rc >= 0) {
+		/* nothing was left to load */
+		printf("done\n");
+		fflush(stdout);
+	}
+#endif
 	store_snap_close(r);
 	store_close(s);
 	return rc < 0 ? 1 : 0;
@@ -322,6 +376,7 @@ int restore_helper_main(int argc, char **argv)
 static void helper_line(struct restore *rs, const char *line)
 {
 	int id, parent, n = 0;
+	uint64_t loaded, total;
 
 	pthread_mutex_lock(&rs->fs->lock);
 	if (sscanf(line, "wait %d %d %n", &id, &parent, &n) == 2 && n)
@@ -329,10 +384,15 @@ static void helper_line(struct restore *rs, const char *line)
 			 id, parent, line + n);
 	else if (!strcmp(line, "restoring"))
 		rs->waiting[0] = 0;
+	else if (sscanf(line, "loaded %" SCNu64 " %" SCNu64, &loaded, &total) == 2)
+		rs->loaded = loaded, rs->total = total;
 	pthread_mutex_unlock(&rs->fs->lock);
 }
 
-static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pid_t *ret_pid, size_t *ret_processes)
+static int running_line(struct restore *rs, const char *line, pid_t *ret_pid, size_t *ret_processes);
+
+static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, bool lazy, pid_t *ret_pid,
+		      size_t *ret_processes)
 {
 	const char *sname = rs->sname;
 	uid_t uid = rs->uid;
@@ -362,8 +422,8 @@ static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pi
 		if (dup2(p[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		execl("/proc/self/exe", "ckptfs", "--restore-helper", fs->dir_backend ? "dir" : "chunk",
-		      fs->store_dir, sname, suid, sgid, swait, accept_changed ? "accept-changed-files" : (char *)NULL,
-		      (char *)NULL);
+		      fs->store_dir, sname, suid, sgid, swait, accept_changed ? "accept-changed-files" : "",
+		      lazy ? "lazy" : "", (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -378,8 +438,12 @@ static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pi
 		len += (size_t)n;
 		out[len] = 0;
 		char *nl;
-		while ((nl = strchr(out, '\n')) && (!strncmp(out, "wait ", 5) || !strncmp(out, "restoring\n", 10))) {
+		while ((nl = strchr(out, '\n')) && (!strncmp(out, "wait ", 5) || !strncmp(out, "restoring\n", 10) ||
+						     !strncmp(out, "loaded ", 7) || (lazy && !strncmp(out, "pid ", 4)))) {
 			*nl = 0;
+			/* lazy: it runs from here, while its memory loads */
+			if (!strncmp(out, "pid ", 4) && running_line(rs, out, ret_pid, ret_processes) < 0)
+				break;
 			helper_line(rs, out);
 			len -= (size_t)(nl + 1 - out);
 			memmove(out, nl + 1, len + 1);
@@ -392,15 +456,10 @@ static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pi
 	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 		;
 	out[strcspn(out, "\n")] = 0;
-	if (!strncmp(out, "pid ", 4)) {
-		int v = 0, n = 0;
-		size_t k = 0;
-		if (sscanf(out + 4, "%d %zu%n", &v, &k, &n) != 2 || v <= 0 || !k || out[4 + n])
-			return err_set(-EIO, "the restore helper said '%s'", out);
-		*ret_pid = (pid_t)v;
-		*ret_processes = k;
+	if (!strncmp(out, "pid ", 4))
+		return running_line(rs, out, ret_pid, ret_processes);
+	if (lazy && !strcmp(out, "done") && *ret_pid)
 		return 0;
-	}
 	if (!strncmp(out, "error ", 6)) {
 		char *end;
 		long e = strtol(out + 6, &end, 10);
@@ -413,6 +472,28 @@ static int run_helper(struct fs *fs, struct restore *rs, bool accept_changed, pi
 	return err_set(-EIO, "the restore helper failed (exit status %d)", WEXITSTATUS(status));
 }
 
+/* "pid N PROCESSES": the process runs (a lazy one, with its memory still
+ * loading: status says how much is in from then on). */
+static int running_line(struct restore *rs, const char *line, pid_t *ret_pid, size_t *ret_processes)
+{
+	int v = 0, n = 0;
+	size_t k = 0;
+	if (sscanf(line + 4, "%d %zu%n", &v, &k, &n) != 2 || v <= 0 || !k || line[4 + n])
+		return err_set(-EIO, "the restore helper said '%s'", line);
+	*ret_pid = (pid_t)v;
+	*ret_processes = k;
+	pthread_mutex_lock(&rs->fs->lock);
+	if (rs->lazy) {
+		rs->state = R_RUNNING;
+		rs->pid = (pid_t)v;
+		rs->processes = k;
+		rs->waiting[0] = 0;
+		log_info("restore %s: running as pid %d, its memory loading", rs->name, v);
+	}
+	pthread_mutex_unlock(&rs->fs->lock);
+	return 0;
+}
+
 static int complete_locked(struct restore *rs);
 
 /* Runs the engine's restore of the committed snapshot (state restoring)
@@ -421,15 +502,17 @@ static void run_engine(struct restore *rs)
 {
 	struct fs *fs = rs->fs;
 	pid_t pid = 0;
-	bool accept;
+	bool accept, lazy;
 	int r;
 
 	pthread_mutex_lock(&fs->lock);
 	accept = rs->accept_changed;
+	lazy = rs->lazy;
+	rs->loaded = rs->total = 0;
 	pthread_mutex_unlock(&fs->lock);
 
 	size_t procs = 0;
-	r = run_helper(fs, rs, accept, &pid, &procs);
+	r = run_helper(fs, rs, accept, lazy, &pid, &procs);
 	pthread_mutex_lock(&fs->lock);
 	rs->waiting[0] = 0;
 	if (r < 0) {
@@ -1186,6 +1269,8 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 	switch (rs->state) {
 	case R_RUNNING:
 		fprintf(out, "running pid=%d processes=%zu\n", rs->pid, rs->processes);
+		if (rs->lazy && rs->total)
+			fprintf(out, "loaded: %" PRIu64 " of %" PRIu64 " bytes\n", rs->loaded, rs->total);
 		break;
 	case R_FAILED:
 		fprintf(out, "failed: %s\n", rs->why);
@@ -1232,7 +1317,7 @@ int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_
 int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, size_t len)
 {
 	char line[256], *save = NULL;
-	bool retry = false, accept = false, any = false;
+	bool retry = false, accept = false, lazy = false, any = false;
 	struct restore *rs;
 	int r = 0;
 
@@ -1245,6 +1330,8 @@ int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, siz
 			retry = true;
 		else if (!strcmp(w, "accept-changed-files"))
 			accept = true;
+		else if (!strcmp(w, "lazy"))
+			lazy = true;
 		else
 			return -EINVAL;
 		any = true;
@@ -1258,12 +1345,15 @@ int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, siz
 		r = -ENOENT;
 	} else if (rs->state == R_RECEIVING || rs->state == R_VERIFYING) {
 		/* Read by the restore thread when the engine starts. */
-		if (retry)
+		if (retry) {
 			r = -EINVAL;
-		else
+		} else {
 			rs->accept_changed |= accept;
+			rs->lazy |= lazy;
+		}
 	} else if (rs->state == R_FAILED && rs->verified && !rs->thread) {
 		rs->accept_changed |= accept;
+		rs->lazy |= lazy;
 		rs->state = R_RESTORING;
 		rs->why[0] = 0;
 		log_info("restore %s: retried%s", rs->name, rs->accept_changed ? ", accepting changed files" : "");

@@ -8,8 +8,11 @@
  * (write + fsync of the same buffer, and dd from /dev/zero). With
  * --procs N it then does the same with a tree of N processes sharing the
  * SIZE (the root and N-1 children it forks after filling it) and prints
- * both, with the ratio of their frozen times. The restored processes
- * check the memory's checksum themselves; a mismatch fails the benchmark.
+ * both, with the ratio of their frozen times. With --lazy the snapshot of
+ * one process is also restored lazily: the time until it runs, and until
+ * all its memory is loaded (it checks its memory after). The restored
+ * processes check the memory's checksum themselves; a mismatch fails the
+ * benchmark.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -133,6 +136,7 @@ static void line(const char *what, uint64_t ns, uint64_t bytes)
 
 struct cycle {
 	uint64_t frozen_ns, dump_ns, restore_ns, verify_ns, saved, processes;
+	uint64_t lazy_run_ns, lazy_load_ns; /* --lazy: until it runs, until all is loaded */
 	uint64_t readv_ns, write_ns, dd_ns; /* the comparisons, when asked */
 };
 
@@ -200,10 +204,59 @@ static int compare(const char *dir, pid_t pid, uintptr_t addr, uint64_t size, st
 	return 0;
 }
 
+/* Restores snapshot `name` of s (lazily: serving its memory until all is
+ * loaded), tells the process to check its memory, and reads its verdict.
+ * *run_ns: until it runs; *load_ns (lazy): until all is loaded. */
+static int restore_checked(const char *dir, struct store *s, const char *name, bool lazy, uint64_t *run_ns,
+			   uint64_t *load_ns)
+{
+	char path[PATH_MAX + 32];
+	struct store_snap *rs = NULL;
+	struct engine_lazy *load = NULL;
+	struct engine_restore_opts o = { .lazy = lazy, .ret_lazy = &load };
+	pid_t npid = 0;
+
+	static const char *const files[] = { "go", "result" };
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		unlink(path);
+	}
+	uint64_t t0 = now_ns();
+	int r = store_snap_open(s, name, 0, &rs);
+	if (r >= 0)
+		r = engine_restore(rs, &o, &npid);
+	*run_ns = now_ns() - t0;
+	/* the load alone, as the eager restore's time is: the process
+	 * checks its memory after */
+	if (r >= 0 && load)
+		r = engine_lazy_serve(load, NULL, NULL);
+	if (load_ns)
+		*load_ns = now_ns() - t0;
+	if (r >= 0) {
+		snprintf(path, sizeof(path), "%s/go", dir);
+		put_file(path, "go\n");
+	}
+	engine_lazy_close(load);
+	store_snap_close(rs);
+	if (r < 0) {
+		log_err("bench engine: %srestore failed: %s", lazy ? "lazy " : "", tools_reason(r));
+		return r;
+	}
+	waitpid(npid, NULL, 0);
+	reap_all();
+	snprintf(path, sizeof(path), "%s/result", dir);
+	_cleanup_free_ char *res = NULL;
+	if (read_file_full(path, &res, NULL) < 0 || strcmp(res, "PASS\n")) {
+		log_err("bench engine: the restored process says: %s", res ? res : "nothing");
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 /* One run: a process (or a tree of procs) filled with size, dumped into
  * snapshot `name`, killed, restored, and its own check read. */
 static int cycle(const char *dir, const char *store_dir, const char *name, uint64_t size, unsigned procs,
-		 enum engine_after after, bool comparisons, struct cycle *c)
+		 enum engine_after after, bool comparisons, bool lazy, struct cycle *c)
 {
 	char path[PATH_MAX + 32], b1[32];
 	int r;
@@ -261,7 +314,6 @@ static int cycle(const char *dir, const char *store_dir, const char *name, uint6
 	kill(-pid, SIGKILL);
 	reap_all();
 	struct store_snap *rs = NULL;
-	pid_t npid = 0;
 	/* what `ckpt restore` adds by default: every file hashed against
 	 * the manifest before anything runs */
 	uint64_t t0 = now_ns();
@@ -274,28 +326,12 @@ static int cycle(const char *dir, const char *store_dir, const char *name, uint6
 		store_close(s);
 		goto out;
 	}
-	t0 = now_ns();
-	r = store_snap_open(s, name, 0, &rs);
-	if (r >= 0)
-		r = engine_restore(rs, NULL, &npid);
-	c->restore_ns = now_ns() - t0;
-	store_snap_close(rs);
+	r = restore_checked(dir, s, name, false, &c->restore_ns, NULL);
+	if (r >= 0 && lazy)
+		r = restore_checked(dir, s, name, true, &c->lazy_run_ns, &c->lazy_load_ns);
 	store_close(s);
-	if (r < 0) {
-		log_err("bench engine: restore failed: %s", tools_reason(r));
+	if (r < 0)
 		goto out;
-	}
-	snprintf(path, sizeof(path), "%s/go", dir);
-	put_file(path, "go\n");
-	waitpid(npid, NULL, 0);
-	reap_all();
-	snprintf(path, sizeof(path), "%s/result", dir);
-	_cleanup_free_ char *res = NULL;
-	if (read_file_full(path, &res, NULL) < 0 || strcmp(res, "PASS\n")) {
-		log_err("bench engine: the restored process says: %s", res ? res : "nothing");
-		r = -EBADMSG;
-		goto out;
-	}
 	r = 0;
 	goto out;
 out_kill:
@@ -313,6 +349,10 @@ static void report(const struct cycle *c, uint64_t size, enum engine_after after
 	line("dump (stop to durable snapshot)", c->dump_ns, size);
 	line("restore (read to running)", c->restore_ns, size);
 	line("verify (hash check, ckpt restore's default)", c->verify_ns, size);
+	if (c->lazy_load_ns) {
+		line("lazy restore: read to running", c->lazy_run_ns, size);
+		line("lazy restore: read to all loaded", c->lazy_load_ns, size);
+	}
 }
 
 int bench_engine(int argc, char **argv)
@@ -323,13 +363,14 @@ int bench_engine(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "keep", no_argument, NULL, 'k' },
 		{ "kill", no_argument, NULL, 'K' },
+		{ "lazy", no_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	uint64_t size = 2ull << 30;
 	unsigned procs = 1;
 	const char *base = "/var/tmp";
-	bool keep = false;
+	bool keep = false, lazy = false;
 	enum engine_after after = ENGINE_AFTER_RUN;
 	int c, rc = EXIT_FAIL;
 
@@ -360,8 +401,11 @@ int bench_engine(int argc, char **argv)
 		case 'K':
 			after = ENGINE_AFTER_KILL;
 			break;
+		case 'l':
+			lazy = true;
+			break;
 		case 'h':
-			printf("Usage: ckpt bench engine [--size 2G] [--procs N] [--dir DIR] [--keep] [--kill]\n"
+			printf("Usage: ckpt bench engine [--size 2G] [--procs N] [--dir DIR] [--keep] [--kill] [--lazy]\n"
 			       "Dumps and restores a process with SIZE resident (mixed content) to a\n"
 			       "snapshot directory in DIR (default /var/tmp); compares with\n"
 			       "process_vm_readv, write+fsync and dd of the same bytes. Needs root.\n"
@@ -369,7 +413,9 @@ int bench_engine(int argc, char **argv)
 			       "(shared anonymous memory) and prints both, with the ratio of their\n"
 			       "frozen times.\n"
 			       "--kill dumps as `ckpt dump --kill` does: frozen until durable, no\n"
-			       "copy of the memory in RAM.\n");
+			       "copy of the memory in RAM.\n"
+			       "--lazy also restores the snapshot of one process lazily (ckpt restore\n"
+			       "--lazy): the time until it runs and until all its memory is loaded.\n");
 			return EXIT_OK;
 		default:
 			return EXIT_USAGE;
@@ -388,9 +434,9 @@ int bench_engine(int argc, char **argv)
 	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 
 	struct cycle one = { 0 }, tree = { 0 };
-	if (cycle(dir, store_dir, "bench", size, 1, after, true, &one) < 0)
+	if (cycle(dir, store_dir, "bench", size, 1, after, true, lazy, &one) < 0)
 		goto out;
-	if (procs > 1 && cycle(dir, store_dir, "bench-tree", size, procs, after, false, &tree) < 0)
+	if (procs > 1 && cycle(dir, store_dir, "bench-tree", size, procs, after, false, false, &tree) < 0)
 		goto out;
 
 	printf("ckpt bench engine: %s resident (%s saved), snapshot in %s\n",

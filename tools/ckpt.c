@@ -13,7 +13,7 @@ static int cmd_version(int argc, char **argv);
 
 static const struct ckpt_cmd cmds[] = {
 	{ "dump", "[--kill|--stop] PID DIR", "checkpoint a process into a snapshot directory", cmd_dump },
-	{ "restore", "[--no-verify] [--accept-changed-files] DIR", "restore a process from a snapshot directory", cmd_restore },
+	{ "restore", "[--no-verify] [--accept-changed-files] [--lazy] DIR", "restore a process from a snapshot directory", cmd_restore },
 	{ "checkpoint", "[--kill|--stop|--every D] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs, once or every D", cmd_checkpoint },
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },

@@ -1,9 +1,11 @@
 /*
  * ckpt restore DIR: restores the snapshot directory DIR, prints the PID
  * and returns once the process runs (in a session of its own, re-parented:
- * nobody needs to wait for it).
+ * nobody needs to wait for it). With --lazy it prints the PID as soon as
+ * the process runs and stays to serve its memory until all is loaded.
  */
 #include <getopt.h>
+#include <inttypes.h>
 #include <libgen.h>
 
 #include "common/common.h"
@@ -29,10 +31,19 @@ static void restore_progress(const struct engine_progress *p, void *ud)
 	last = p->phase;
 }
 
+static void lazy_progress(uint64_t loaded, uint64_t total, void *ud)
+{
+	(void)ud;
+	if (tools_interactive())
+		tools_progress("loading", loaded, total, loaded >= total);
+	else
+		log_info("loaded %" PRIu64 " of %" PRIu64 " bytes", loaded, total);
+}
+
 static void restore_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt restore [--no-verify] [--pid-wait SECONDS] [--accept-changed-files] DIR\n"
+		"Usage: ckpt restore [--no-verify] [--pid-wait SECONDS] [--accept-changed-files] [--lazy] DIR\n"
 		"\n"
 		"Restores the process saved in the snapshot directory DIR, with all the\n"
 		"descendants it had, their PIDs, thread IDs, parents, process groups and\n"
@@ -52,7 +63,17 @@ static void restore_usage(FILE *out)
 		"that is another inode or has another size than at the dump, and a file\n"
 		"mapped private whose size or modification time changed, stops the\n"
 		"restore, naming it; --accept-changed-files restores them as they are\n"
-		"now. A file that is gone stops it either way.\n");
+		"now. A file that is gone stops it either way.\n"
+		"\n"
+		"--lazy prints the PID as soon as the process runs with its registers,\n"
+		"descriptors, small areas and the pages it touches first; the rest of its\n"
+		"private memory arrives on first touch (userfaultfd) or from a fill in\n"
+		"address order, served by this command, which stays in the foreground\n"
+		"(progress on stderr) and exits once everything is loaded. A page that\n"
+		"cannot be read kills the process (SIGKILL, exit status 1, the reason on\n"
+		"stderr); so does this command's end before the load is done (kill, ^C):\n"
+		"the process never runs on without its memory. A snapshot of several\n"
+		"processes is restored eagerly.\n");
 }
 
 int cmd_restore(int argc, char **argv)
@@ -61,12 +82,13 @@ int cmd_restore(int argc, char **argv)
 		{ "no-verify", no_argument, NULL, 'n' },
 		{ "pid-wait", required_argument, NULL, 'w' },
 		{ "accept-changed-files", no_argument, NULL, 'a' },
+		{ "lazy", no_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
 	unsigned flags = STORE_OPEN_VERIFY;
 	unsigned wait_ms = 0; /* the engine's default */
-	bool accept_changed = false;
+	bool accept_changed = false, lazy = false;
 	int c;
 
 	optind = 1;
@@ -92,6 +114,9 @@ int cmd_restore(int argc, char **argv)
 		}
 		case 'a':
 			accept_changed = true;
+			break;
+		case 'l':
+			lazy = true;
 			break;
 		case 'h':
 			restore_usage(stdout);
@@ -127,14 +152,24 @@ int cmd_restore(int argc, char **argv)
 		.progress = restore_progress,
 		.pid_wait_ms = wait_ms,
 		.accept_changed_files = accept_changed,
+		.lazy = lazy,
 	};
+	struct engine_lazy *load = NULL;
 	pid_t pid;
+	o.ret_lazy = &load;
 	r = engine_restore(snap, &o, &pid);
 	if (r < 0)
 		log_err("restore of %s failed: %s", argv[optind], tools_reason(r));
 	else
 		printf("%d\n", pid);
 	fflush(stdout);
+	if (load) {
+		/* it runs; its memory comes from here until all is in */
+		r = engine_lazy_serve(load, lazy_progress, NULL);
+		if (r < 0)
+			log_err("lazy restore of %s: %s", argv[optind], tools_reason(r));
+		engine_lazy_close(load);
+	}
 	store_snap_close(snap);
 	store_close(s);
 	return r < 0 ? EXIT_FAIL : EXIT_OK;

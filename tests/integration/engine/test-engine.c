@@ -122,8 +122,9 @@ static pid_t fork_quiet(void)
 }
 
 /* Starts a target: argv[0] is a program in tests/targets (or, with
- * interp, a script run by it); READY and RESULT are inserted. */
-static pid_t spawn(const char *interp, const char *prog, const char *extra)
+ * interp, a script run by it); READY and RESULT are inserted, then extra
+ * and extra2 where not NULL. */
+static pid_t spawn_args(const char *interp, const char *prog, const char *extra, const char *extra2)
 {
 	char exe[PATH_MAX + 64];
 	snprintf(exe, sizeof(exe), "%s/%s", targets, prog);
@@ -137,7 +138,7 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 		dup2(log, 2);
 		/* Check's own files are not O_CLOEXEC */
 		syscall(SYS_close_range, 3, ~0u, 0);
-		char *argv[6] = { 0 };
+		char *argv[7] = { 0 };
 		int a = 0;
 		if (interp)
 			argv[a++] = (char *)interp;
@@ -146,12 +147,19 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 		argv[a++] = path("result");
 		if (extra)
 			argv[a++] = (char *)extra;
+		if (extra && extra2)
+			argv[a++] = (char *)extra2;
 		execv(argv[0], argv);
 		_exit(127);
 	}
 	wait_file(path("ready"), 30000); /* generous: a loaded 2-core machine */
 	usleep(50000); /* let it get into its waiting loop */
 	return pid;
+}
+
+static pid_t spawn(const char *interp, const char *prog, const char *extra)
+{
+	return spawn_args(interp, prog, extra, NULL);
 }
 
 /* Reads what a child writes into fd until it closes it, keeping the first
@@ -740,8 +748,9 @@ static void assert_zombie(pid_t pid)
 }
 
 /* Starts ckpt in the background; its stdout comes through *out_fd, its
- * stderr goes to DIR/ckpt.err. */
-static pid_t run_ckpt_bg(int *out_fd, const char *a1, const char *a2, const char *a3, const char *a4)
+ * stderr goes to DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. */
+static pid_t run_ckpt_bg_with(const char *fault, int *out_fd, const char *a1, const char *a2, const char *a3,
+			      const char *a4)
 {
 	int fds[2];
 	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
@@ -751,13 +760,21 @@ static pid_t run_ckpt_bg(int *out_fd, const char *a1, const char *a2, const char
 		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		dup2(fds[1], 1);
 		dup2(err, 2);
-		unsetenv("CKPTFS_FAULT");
+		if (fault)
+			setenv("CKPTFS_FAULT", fault, 1);
+		else
+			unsetenv("CKPTFS_FAULT");
 		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
 	*out_fd = fds[0];
 	return pid;
+}
+
+static pid_t run_ckpt_bg(int *out_fd, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+	return run_ckpt_bg_with(NULL, out_fd, a1, a2, a3, a4);
 }
 
 /* What ckpt restore says while it waits for the zombie pid, whose parent
@@ -1999,6 +2016,138 @@ START_TEST(nginx_running)
 }
 END_TEST
 
+/* ---- lazy restore ---------------------------------------------------------- */
+
+/* The first line ckpt writes to fd (restore: the pid), as a number. */
+static pid_t read_pid_line(int fd)
+{
+	char buf[64];
+	size_t len = 0;
+	while (len < sizeof(buf) - 1 && read(fd, buf + len, 1) == 1 && buf[len] != '\n')
+		len++;
+	buf[len] = 0;
+	return atoi(buf);
+}
+
+/* Starts `ckpt restore --lazy` of store/s1 (with fault armed, or none)
+ * and returns once it said the pid, which must be want's; *ck: ckpt. */
+static void lazy_start(const char *fault, pid_t want, pid_t *ck)
+{
+	int out;
+	*ck = run_ckpt_bg_with(fault, &out, "restore", "--lazy", path("store/s1"), NULL);
+	pid_t got = read_pid_line(out);
+	close(out);
+	ck_assert_msg(got == want, "ckpt restore --lazy said pid %d, not %d: %s", got, want, ckpt_err());
+}
+
+/* The exit status of ckpt, which must exit. */
+static int ckpt_exit(pid_t ck)
+{
+	int st;
+	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
+	ck_assert_msg(WIFEXITED(st), "ckpt ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	return WEXITSTATUS(st);
+}
+
+/* pid, restored from store/s1, was killed (SIGKILL) before it could say
+ * anything; a plain restore of the same snapshot then works. */
+static void assert_killed_then_restores(pid_t pid)
+{
+	int st;
+	ck_assert_msg(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		      "pid %d not killed (status 0x%x)", pid, st);
+	ck_assert_msg(!file_exists(path("result")), "pid %d ran on to a verdict", pid);
+	verdict(restore("store/s1"));
+}
+
+/* target-bigmem of size MiB (with extra, may be NULL) dumped into store/s1
+ * (mode: NULL running, or --kill) and gone: its pid. */
+static pid_t bigmem_snapshot(const char *size, const char *extra, const char *mode)
+{
+	pid_t pid = spawn_args(NULL, "target-bigmem", size, extra);
+	dump(pid, mode, "store/s1");
+	kill_original(pid, mode);
+	return pid;
+}
+
+/* 512 MiB of checksummed memory restored lazily: told at once that it was
+ * restored, the target sums every page in a random order while the fill
+ * goes in address order; ckpt exits once all is loaded. */
+START_TEST(lazy_bigmem)
+{
+	pid_t pid = bigmem_snapshot("512", "random", "--kill"), ck;
+	lazy_start(NULL, pid, &ck);
+	verdict(pid);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	ck_assert_msg(strstr(ckpt_err(), "loaded "), "no progress said: %s", ckpt_err());
+}
+END_TEST
+
+/* While its memory still loads, the process forks a child that reads it
+ * all, drops a range (DONTNEED) and moves the whole buffer (mremap): the
+ * child and the moved buffer both hold the right bytes. */
+START_TEST(lazy_events)
+{
+	pid_t pid = bigmem_snapshot("512", "events", "--kill"), ck;
+	lazy_start(NULL, pid, &ck);
+	verdict(pid);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+}
+END_TEST
+
+/* Lazily restored while it still runs, with its random swaps going on
+ * during the load. */
+START_TEST(lazy_bigmem_running)
+{
+	pid_t pid = bigmem_snapshot("256", NULL, NULL), ck;
+	lazy_start(NULL, pid, &ck);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	verdict(pid);
+}
+END_TEST
+
+/* A page of the snapshot that cannot be read (fault 213 on the 20th
+ * read) kills the process with the reason; it never runs on. */
+START_TEST(lazy_read_fault)
+{
+	pid_t pid = bigmem_snapshot("128", NULL, "--kill"), ck;
+	lazy_start("213:20", pid, &ck);
+	ck_assert_int_eq(ckpt_exit(ck), 1);
+	const char *e = ckpt_err();
+	ck_assert_msg(strstr(e, "killed") && strstr(e, "memory/") && strstr(e, "injected fault"),
+		      "no reason given: %s", e);
+	assert_killed_then_restores(pid);
+}
+END_TEST
+
+/* The userfaultfd cannot be made (fault 212): the restore fails, saying
+ * so, and what it built is killed. */
+START_TEST(lazy_uffd_fault)
+{
+	pid_t pid = bigmem_snapshot("64", NULL, "--kill");
+	int rc = run_ckpt("212", NULL, 0, "restore", "--lazy", path("store/s1"), NULL);
+	ck_assert_int_eq(rc, 1);
+	ck_assert_msg(strstr(ckpt_err(), "userfaultfd: injected fault"), "no reason given: %s", ckpt_err());
+	assert_killed_then_restores(pid);
+}
+END_TEST
+
+/* The loader dies before its first copy (fault 227): the guardian kills
+ * the process rather than let it run on with zero pages. */
+START_TEST(lazy_loader_dies)
+{
+	pid_t pid = bigmem_snapshot("64", NULL, "--kill"), ck;
+	lazy_start("227", pid, &ck);
+	int st;
+	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	/* told it was restored, it would sum zeros and fail: it must be dead */
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	assert_killed_then_restores(pid);
+}
+END_TEST
+
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -2093,6 +2242,13 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("restore_pid_in_use", restore_pid_in_use, 60));
 		suite_add_tcase(s, tc("restore_waits_for_zombie", restore_waits_for_zombie, 120));
 		suite_add_tcase(s, tc("restore_zombie_not_reaped", restore_zombie_not_reaped, 120));
+	} else if (only && !strcmp(only, "lazy")) {
+		suite_add_tcase(s, tc("lazy_bigmem", lazy_bigmem, 120));
+		suite_add_tcase(s, tc("lazy_bigmem_running", lazy_bigmem_running, 120));
+		suite_add_tcase(s, tc("lazy_events", lazy_events, 120));
+		suite_add_tcase(s, tc("lazy_read_fault", lazy_read_fault, 90));
+		suite_add_tcase(s, tc("lazy_uffd_fault", lazy_uffd_fault, 90));
+		suite_add_tcase(s, tc("lazy_loader_dies", lazy_loader_dies, 90));
 	} else if (only && !strcmp(only, "pipe")) {
 		if (getenv("ENGINE_FDS_FALLBACK")) {
 			printf("skipped: this build has no descriptor support (pipes): engine/fds/fds-fallback.c only\n");

@@ -361,6 +361,80 @@ START_TEST(test_restore_zombie)
 }
 END_TEST
 
+/* A target checkpointed, copied out, killed, and copied back into
+ * restore/NAME with `lazy` written to its ctl first: its pid. */
+static pid_t lazy_copy_in(const char *name, char *dir)
+{
+	pid_t pid = target_start(dir);
+
+	checkpoint_ok(pid, 1);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/1\" \"$WORK/copy\"", pid), 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/%s\" && echo lazy > \"$MNT/restore/%s/ctl\" && "
+			    "cp -r \"$WORK/copy/.\" \"$MNT/restore/%s/\"",
+			    name, name, name),
+			 0);
+	return pid;
+}
+
+/* `lazy` in restore/NAME/ctl before the copy: the process runs while its
+ * memory loads, status shows how much is in until all is, and the
+ * target's own check of its memory passes. */
+START_TEST(test_restore_lazy)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	pid_t pid = lazy_copy_in("lazy", dir);
+	char *s = NULL;
+
+	restore_assert_running("lazy", pid, 1, 20000);
+	/* loaded: N of M bytes, N reaching M */
+	snprintf(path, sizeof(path), "%s/restore/lazy/status", H.mnt);
+	bool all = false;
+	for (int i = 0; i < 2000 && !all; i++) {
+		unsigned long long n = 0, m = 0;
+		free(s);
+		s = sh_out("cat '%s'", path);
+		const char *l = strstr(s, "\nloaded: ");
+		all = l && sscanf(l, "\nloaded: %llu of %llu bytes", &n, &m) == 2 && m >= DATA / 2 && n == m;
+		if (!all)
+			usleep(10000);
+	}
+	ck_assert_msg(all, "status never said all was loaded: %s", s);
+	free(s);
+	s = target_verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+END_TEST
+
+/* A lazy restore whose first page cannot be read (fault 213 in the
+ * daemon's helper): the process is killed before it gives a verdict and
+ * status says why. */
+START_TEST(test_restore_lazy_unreadable)
+{
+	char dir[PATH_MAX], verdict[PATH_MAX + 16];
+	char *s;
+
+	harness_umount();
+	setenv("CKPTFS_FAULT", "213:1", 1);
+	harness_remount();
+	unsetenv("CKPTFS_FAULT");
+	pid_t pid = lazy_copy_in("bad", dir);
+	s = status_until("bad", "failed: ", 20000);
+	ck_assert_msg(strstr(s, "failed: ") && strstr(s, "killed") && strstr(s, "memory/") &&
+			      strstr(s, "injected fault"),
+		      "status: %s", s);
+	free(s);
+	for (int i = 0; i < 2000 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	ck_assert_msg(kill(pid, 0) < 0, "pid %d still runs", pid);
+	/* told to check itself, it could not have: it is gone */
+	ck_assert_int_eq(sh("touch '%s/go'", dir), 0);
+	snprintf(verdict, sizeof(verdict), "%s/verdict", dir);
+	ck_assert_msg(access(verdict, F_OK) < 0, "the killed process gave a verdict");
+}
+END_TEST
+
 /* A file the process held changed between the checkpoint and the restore:
  * the restore fails, status naming the file, what changed and the ctl
  * word; `echo accept-changed-files > ctl` runs it again, and it is back.
@@ -840,6 +914,8 @@ int main(void)
 	harness_add(s, "restore_zombie", test_restore_zombie, 90);
 	harness_add(s, "restore_changed_file", test_restore_changed_file, 90);
 	harness_add(s, "restore_tree", test_restore_tree, 120);
+	harness_add(s, "restore_lazy", test_restore_lazy, 90);
+	harness_add(s, "restore_lazy_unreadable", test_restore_lazy_unreadable, 90);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -848,7 +924,7 @@ int main(void)
 	harness_begin();
 	s = suite_create("fs-mount");
 	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
-	(void)test_restore_tree;
+	(void)test_restore_tree, (void)test_restore_lazy, (void)test_restore_lazy_unreadable;
 	harness_add(s, "basics", test_basics, 30);
 	harness_add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	harness_add(s, "unmount_fusermount", test_unmount_fusermount, 30);
