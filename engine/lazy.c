@@ -1001,6 +1001,7 @@ void engine_lazy_close(struct engine_lazy *l)
 	store_snap_close(l->view);
 	if (l->pidfd >= 0)
 		close(l->pidfd);
+	free(l->cl);
 	free(l->areas);
 	free(l->todo);
 	free(l->retry);
