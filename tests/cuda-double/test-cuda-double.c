@@ -21,6 +21,7 @@
 
 #include "common/common.h"
 #include "gpu/gpu.h"
+#include "tests/integration/ckpt-run.h"
 #include "tests/cuda-double/pattern.h"
 
 #define MIB 8
@@ -88,36 +89,7 @@ static pid_t spawn(const char *env)
 static int ckpt_status(const char *env, const char *fault, char *out, size_t outlen, const char *a1,
 		       const char *a2, const char *a3, const char *a4)
 {
-	int fds[2];
-	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fds[1], 1);
-		dup2(err, 2);
-		if (env)
-			putenv((char *)env);
-		if (fault)
-			setenv("CKPTFS_FAULT", fault, 1);
-		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	size_t len = 0;
-	ssize_t n;
-	char buf[256];
-	while ((n = read(fds[0], buf, sizeof(buf))) > 0)
-		if (out && len + (size_t)n < outlen) {
-			memcpy(out + len, buf, (size_t)n);
-			len += (size_t)n;
-		}
-	if (out)
-		out[len] = 0;
-	close(fds[0]);
-	int st;
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	return st;
+	return ckpt_run(ckpt_bin, path("ckpt.err"), env, fault, out, outlen, a1, a2, a3, a4);
 }
 
 static int ckpt(const char *env, const char *fault, const char *a1, const char *a2, const char *a3,
@@ -130,12 +102,7 @@ static int ckpt(const char *env, const char *fault, const char *a1, const char *
 
 static const char *ckpt_err(void)
 {
-	static char *text;
-	free(text);
-	text = NULL;
-	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
-		return "";
-	return text;
+	return ckpt_run_err(path("ckpt.err"));
 }
 
 /* ckpt dump [mode] PID DIR/snap, which must succeed (or fail: ok false). */
@@ -182,24 +149,7 @@ static void wait_state(pid_t pid, enum gpu_state want)
 /* Tells pid it was restored (or may check itself) and takes its verdict. */
 static void verdict(pid_t pid)
 {
-	int st = 0;
-	pid_t w = 0;
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	for (int i = 0; i < 30000 && w == 0; i++) {
-		w = waitpid(pid, &st, WNOHANG);
-		if (!w)
-			usleep(1000);
-	}
-	if (w == 0)
-		kill(pid, SIGKILL);
-	ck_assert_msg(w == pid, "pid %d did not finish", pid);
-	char *res = NULL;
-	read_file_full(path("result"), &res, NULL);
-	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
-	ck_assert_msg(!strcmp(res, "PASS\n"), "target-cuda says: %s", res);
-	free(res);
+	verdict_wait(pid, path("ready.restored"), path("result"), 30000, "target-cuda");
 }
 
 /* Waits (20 s at most) for pid's group stop. */

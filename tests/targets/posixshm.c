@@ -46,27 +46,18 @@ static const char *check_pattern(const uint8_t *m)
 	return NULL;
 }
 
-static bool wait_for(volatile uint64_t *w, uint64_t want)
-{
-	for (int i = 0; i < 30000 && *w != want; i++) {
-		struct timespec ts = { 0, 1000000 };
-		nanosleep(&ts, NULL);
-	}
-	return *w == want;
-}
-
 static _Noreturn void child(uint8_t *m)
 {
 	struct head *h = (struct head *)m;
 	const char *why = NULL;
 	h->child_mark = 0xc0ffee;
 	target_wait_restored();
-	if (!wait_for(&h->parent_token, 0x70c3e))
+	if (!target_wait_word(&h->parent_token, 0x70c3e, 30000))
 		why = "the parent's token never came";
 	if (!why)
 		why = check_pattern(m);
 	h->child_token = 0x5eed;
-	if (!why && !wait_for(&h->probe, 0x9e0))
+	if (!why && !target_wait_word(&h->probe, 0x9e0, 30000))
 		why = "the byte written through the parent's new view never came";
 	if (why)
 		snprintf(h->why, sizeof(h->why), "%s", why);
@@ -127,18 +118,18 @@ int main(int argc, char **argv)
 		target_verdict(0, "fork: %s", strerror(errno));
 	if (c == 0)
 		child(m);
-	if (!wait_for(&h->child_mark, 0xc0ffee))
+	if (!target_wait_word(&h->child_mark, 0xc0ffee, 30000))
 		target_verdict(0, "the child did not start");
 	target_ready();
 	target_wait_restored();
 
 	const char *why = check_pattern(m);
 	h->parent_token = 0x70c3e;
-	if (!why && !wait_for(&h->child_token, 0x5eed))
+	if (!why && !target_wait_word(&h->child_token, 0x5eed, 30000))
 		why = "the child's token never came";
 	if (!why)
 		why = check_by_name(h);
-	if (!why && !wait_for(&h->child_done, 1))
+	if (!why && !target_wait_word(&h->child_done, 1, 30000))
 		why = h->child_done == 2 ? h->why : "the child did not finish";
 	int st;
 	if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st))

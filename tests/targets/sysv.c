@@ -69,15 +69,6 @@ static const char *check_pattern(const uint8_t *m)
 	return NULL;
 }
 
-static bool wait_for(volatile uint64_t *w, uint64_t want)
-{
-	for (int i = 0; i < 20000 && *w != want; i++) {
-		struct timespec ts = { 0, 1000000 };
-		nanosleep(&ts, NULL);
-	}
-	return *w == want;
-}
-
 static _Noreturn void child(uint8_t *rw)
 {
 	struct head *h = (struct head *)rw;
@@ -85,7 +76,7 @@ static _Noreturn void child(uint8_t *rw)
 	h->child_mark = 0xc0ffee;
 	target_wait_restored();
 	/* the parent's check of 4 attaches comes first: wait for its token */
-	if (!wait_for(&h->parent_token, 0x70c3e))
+	if (!target_wait_word(&h->parent_token, 0x70c3e, 20000))
 		why = "the parent's token never came";
 	if (!why)
 		why = check_pattern(rw);
@@ -121,7 +112,7 @@ int main(int argc, char **argv)
 		target_verdict(0, "fork: %s", strerror(errno));
 	if (c == 0)
 		child(rw);
-	if (!wait_for(&h->child_mark, 0xc0ffee))
+	if (!target_wait_word(&h->child_mark, 0xc0ffee, 20000))
 		target_verdict(0, "the child did not start");
 	target_ready();
 	target_wait_restored();
@@ -132,7 +123,7 @@ int main(int argc, char **argv)
 	if (!why)
 		why = check_pattern(ro);
 	h->parent_token = 0x70c3e;
-	if (!why && !wait_for(&h->child_done, 1))
+	if (!why && !target_wait_word(&h->child_done, 1, 20000))
 		why = h->child_done == 2 ? h->why : "the child did not finish";
 	if (!why && (h->child_token != 0x5eed || hro->child_token != 0x5eed))
 		why = "the child's token is not seen through both attaches";

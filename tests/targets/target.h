@@ -30,6 +30,17 @@
 
 static const char *target_ready_path, *target_result_path;
 
+/* Waits, ms milliseconds at most, until the word *w (in memory another
+ * process writes) is want; whether it came. */
+static inline bool target_wait_word(volatile uint64_t *w, uint64_t want, int ms)
+{
+	for (int i = 0; i < ms && *w != want; i++) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	return *w == want;
+}
+
 static inline void target_init(int argc, char **argv, int nargs)
 {
 	if (argc < 3 + nargs) {

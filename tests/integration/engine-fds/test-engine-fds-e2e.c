@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "common/common.h"
+#include "tests/integration/ckpt-run.h"
 
 static char dir[PATH_MAX];
 static const char *ckpt_bin, *targets;
@@ -79,69 +80,20 @@ static pid_t spawn(const char *name, bool scratch)
 /* Runs ckpt; stdout into out, stderr into DIR/ckpt.err. Returns the exit status. */
 static int run_ckpt(char *out, size_t outlen, const char *a1, const char *a2, const char *a3, const char *a4)
 {
-	int p[2], st;
-	size_t len = 0;
-	ssize_t n;
-	char buf[256];
-
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(p[1], 1);
-		dup2(err, 2);
-		unsetenv("CKPTFS_FAULT");
-		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	while ((n = read(p[0], buf, sizeof(buf))) > 0)
-		if (out && len + (size_t)n < outlen) {
-			memcpy(out + len, buf, (size_t)n);
-			len += (size_t)n;
-		}
-	if (out)
-		out[len] = 0;
-	close(p[0]);
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, NULL, out, outlen, a1, a2, a3, a4);
 	ck_assert(WIFEXITED(st));
 	return WEXITSTATUS(st);
 }
 
 static const char *ckpt_err(void)
 {
-	static char *text;
-
-	free(text);
-	text = NULL;
-	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
-		return "";
-	return text;
+	return ckpt_run_err(path("ckpt.err"));
 }
 
 /* Creates READY.restored and waits for pid's verdict. */
 static void verdict(pid_t pid)
 {
-	int st = 0, fd;
-	pid_t w = 0;
-	char *res = NULL;
-
-	fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	for (int i = 0; i < 15000 && w == 0; i++) {
-		w = waitpid(pid, &st, WNOHANG);
-		if (!w)
-			usleep(1000);
-	}
-	if (w == 0)
-		kill(pid, SIGKILL);
-	ck_assert_msg(w == pid, "pid %d did not finish", pid);
-	read_file_full(path("result"), &res, NULL);
-	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
-	ck_assert_msg(!strcmp(res, "PASS\n"), "target says: %s", res);
-	free(res);
+	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 

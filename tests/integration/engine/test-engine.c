@@ -43,6 +43,7 @@
 #include <sys/wait.h>
 
 #include "common/common.h"
+#include "tests/integration/ckpt-run.h"
 
 static char dir[PATH_MAX];
 static const char *ckpt_bin, *targets;
@@ -162,49 +163,13 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 	return spawn_args(interp, prog, extra, NULL);
 }
 
-/* Reads what a child writes into fd until it closes it, keeping the first
- * outlen - 1 bytes in out (NUL-terminated; out may be NULL), and closes fd. */
-static void read_output(int fd, char *out, size_t outlen)
-{
-	size_t len = 0;
-	char buf[512];
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		if (out && len + n < outlen) {
-			memcpy(out + len, buf, n);
-			len += n;
-		}
-	if (out)
-		out[len] = 0;
-	close(fd);
-}
-
 /* Runs ckpt with args; stdout into out (may be NULL), stderr into
  * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the wait
  * status. */
 static int run_ckpt_status(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
 			   const char *a3, const char *a4)
 {
-	int fds[2];
-	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fds[1], 1);
-		dup2(err, 2);
-		if (fault)
-			setenv("CKPTFS_FAULT", fault, 1);
-		else
-			unsetenv("CKPTFS_FAULT");
-		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	read_output(fds[0], out, outlen);
-	int st;
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	return st;
+	return ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
 }
 
 /* The same; ckpt must exit: returns its exit status. */
@@ -218,12 +183,7 @@ static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1,
 
 static const char *ckpt_err(void)
 {
-	static char *text;
-	free(text);
-	text = NULL;
-	if (read_file_full(path("ckpt.err"), &text, NULL) < 0)
-		return "";
-	return text;
+	return ckpt_run_err(path("ckpt.err"));
 }
 
 static void dump_with(const char *fault, pid_t pid, const char *mode, const char *snap)
@@ -261,24 +221,7 @@ static pid_t restore(const char *snap)
 /* Tells the restored process it was restored; checks its verdict. */
 static void verdict(pid_t pid)
 {
-	int st = 0;
-	pid_t w = 0;
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
-	ck_assert_int_ge(fd, 0);
-	close(fd);
-	for (int i = 0; i < 40000 && w == 0; i++) {
-		w = waitpid(pid, &st, WNOHANG);
-		if (!w)
-			usleep(1000);
-	}
-	if (w == 0)
-		kill(pid, SIGKILL);
-	ck_assert_msg(w == pid, "restored pid %d did not finish", pid);
-	char *res = NULL;
-	read_file_full(path("result"), &res, NULL);
-	ck_assert_msg(res, "pid %d left no verdict (status 0x%x)", pid, st);
-	ck_assert_msg(!strcmp(res, "PASS\n"), "target says: %s", res);
-	free(res);
+	int st = verdict_wait(pid, path("ready.restored"), path("result"), 40000, "restored target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -1678,7 +1621,7 @@ static int run_as(uid_t uid, gid_t gid, char *out, size_t outlen, const char *fm
 		_exit(127);
 	}
 	close(p[1]);
-	read_output(p[0], out, outlen);
+	ckpt_read_output(p[0], out, outlen);
 	int st;
 	ck_assert_int_eq(waitpid(c, &st, 0), c);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
