@@ -180,6 +180,8 @@ enum fault_id {
 	FAULT_GPU_UNLOCK = 303,             /* cuCheckpointProcessUnlock fails */
 	FAULT_GPU_DIE_LOCKED = 310,         /* dumper killed (SIGKILL) once the GPU is locked */
 	FAULT_GPU_DIE_CHECKPOINTED = 311,   /* dumper killed once the GPU is checkpointed */
+	FAULT_GPU_HBM_WRITE = 312,          /* writing a gpu/hbm/ file fails (EIO) */
+	FAULT_GPU_DIE_HBM_WRITE = 313,      /* dumper killed while writing a gpu/hbm/ file */
 	/* fs/ 400-499 */
 	FAULT_FS_CTL = 400,
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */

@@ -38,13 +38,14 @@
  * A CUDA process (gpu/ finds a context in it) is locked on the GPU and
  * checkpointed there before any thread is seized: the driver's own thread
  * inside it does that work and must run. Its device memory is then in its
- * host memory, which the ordinary memory capture saves. Once the view is
- * taken and it is to run on, it is thawed first and given its GPU back
- * (restore, unlock); every failure does the same, and should we die
- * meanwhile its keeper, told before the lock, does it (keeper.c).
- * gpu/info records the driver and devices, and the host areas the
- * checkpoint step made (the maps before and after it compared). With
- * --stop it is left stopped and checkpointed on the GPU (its device
+ * host memory, which the ordinary memory capture saves: the areas the
+ * checkpoint step made (the maps before and after it compared) under
+ * gpu/hbm/ instead of memory/, split from areas the kernel merged them
+ * with. Once the view is taken and it is to run on, it is thawed first
+ * and given its GPU back (restore, unlock); every failure does the same,
+ * and should we die meanwhile its keeper, told before the lock, does it
+ * (keeper.c). gpu/info records the driver and devices, and those areas.
+ * With --stop it is left stopped and checkpointed on the GPU (its device
  * memory stays in host memory, the GPU is free).
  */
 #include <signal.h>
@@ -95,7 +96,8 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
-		     bool copy, struct copy_arena *arena, struct shm_table *shm, uint64_t *bytes)
+		     bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
+		     uint64_t *bytes)
 {
 	int r;
 
@@ -122,7 +124,7 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, copy, arena, shm, bytes);
+	r = memory_capture(pid, img, copy, arena, shm, hbm, bytes);
 	if (r >= 0)
 		r = check_mapped_locks(img, *fds);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
@@ -166,20 +168,15 @@ enum gpu_hold {
 	GPU_HOLD_CHECKPOINTED, /* device memory moved into host memory */
 };
 
-/* Where the driver's checkpoint step put device memory: the host areas
- * it created (gpu/info's hbm lines). */
-struct hbm {
-	uint64_t (*v)[2]; /* [start, end) */
-	size_t n;
-};
-
-/* Ranges of private anonymous areas in after that no private anonymous
- * area covered in before (unmapped then, or a device's mapping): what the
- * checkpoint step made, page-aligned, one piece per area of after. */
-static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm *ret)
+/* Ranges of plain private anonymous areas in after (no name: not [heap]
+ * or [stack], which grow by themselves meanwhile) that no private
+ * anonymous area covered in before (unmapped then, or a device's
+ * mapping): what the checkpoint step made, page-aligned, one piece per
+ * area of after. */
+static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm_ranges *ret)
 {
 	for (size_t i = 0; i < na; i++) {
-		if (after[i].kind != VMA_ANON || after[i].shared)
+		if (after[i].kind != VMA_ANON || after[i].shared || after[i].path[0])
 			continue;
 		uint64_t s = after[i].start, e = after[i].end;
 		while (s < e) {
@@ -240,7 +237,7 @@ static int gpu_give_back(pid_t pid, enum gpu_hold *hold, struct keeper *k)
  * the process: nothing to do. On failure the process is RUNNING on the
  * GPU as it was. */
 static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, struct keeper *k,
-		    enum gpu_hold *hold, bool *used, struct hbm *hbm)
+		    enum gpu_hold *hold, bool *used, struct hbm_ranges *hbm)
 {
 	enum gpu_state st;
 	struct vma *before = NULL, *after = NULL;
@@ -321,9 +318,11 @@ out:
 }
 
 /* gpu/info: the state the image holds, the machine it came from, and
- * where device memory is: each hbm area with the memory/ file and offset
- * that hold its bytes (not stored twice: docs/FORMAT.md). */
-static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_image *img, const struct hbm *hbm)
+ * where device memory is: an hbm line for each area the checkpoint step
+ * made (memory_capture split them out and marked them), naming its
+ * gpu/hbm/ file. Its bytes are there alone, not also in memory/
+ * (docs/FORMAT.md). */
+static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_image *img)
 {
 	_cleanup_free_ char *dev = NULL, *text = NULL;
 	size_t len = 0;
@@ -334,19 +333,15 @@ static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_ima
 	if (!f)
 		return -ENOMEM;
 	fprintf(f, "state_at_dump: running\nstate_in_image: checkpointed\n%s", dev ? dev : "");
-	for (size_t i = 0; i < hbm->n; i++) {
-		uint64_t s = hbm->v[i][0], e = hbm->v[i][1];
-		const struct vma *v = NULL;
-		for (size_t k = 0; k < img->nvmas && !v; k++)
-			if (img->vmas[k].start <= s && e <= img->vmas[k].end)
-				v = &img->vmas[k];
-		if (!v) {
-			log_debug("pid %d: GPU area %" PRIx64 "-%" PRIx64 " is in no area at the freeze", pid, s, e);
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		char name[VMA_FILE_NAME_MAX];
+		if (!v->hbm)
 			continue;
-		}
-		fprintf(f, "hbm: %016" PRIx64 "-%016" PRIx64 " %" PRIu64, s, e, e - s);
+		vma_file_name(v, name, sizeof(name));
+		fprintf(f, "hbm: %016" PRIx64 "-%016" PRIx64 " %" PRIu64, v->start, v->end, v->end - v->start);
 		if (v->saved) /* else every page was zero: nothing saved */
-			fprintf(f, " memory/%016" PRIx64 "-%016" PRIx64 " %" PRIu64 "\n", v->start, v->end, s - v->start);
+			fprintf(f, " %s 0\n", name);
 		else
 			fprintf(f, " - 0\n");
 	}
@@ -362,7 +357,7 @@ struct pdump {
 	struct keeper k;
 	enum gpu_hold gpu;
 	bool gpu_used;
-	struct hbm hbm; /* where the checkpoint step put device memory */
+	struct hbm_ranges hbm; /* where the checkpoint step put device memory */
 	bool checked; /* process_check and fds_check passed */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
 	uint64_t bytes;
@@ -509,7 +504,7 @@ static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const
 		return r;
 	r = write_image(v, &d->img, d->fds, o);
 	if (r >= 0 && d->gpu_used)
-		r = gpu_write_info(v, pid, &d->img, &d->hbm);
+		r = gpu_write_info(v, pid, &d->img);
 	store_snap_close(v);
 	return r;
 }
@@ -654,7 +649,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (t.v[i].zombie || p[i].gone)
 			continue;
 		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
-			      &p[i].bytes);
+			      &p[i].hbm, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;

@@ -133,6 +133,10 @@ struct vma {
 	bool has_shm;
 	uint32_t shm_id;
 	uint64_t shm_size; /* the object's size */
+	/* VMA_ANON only: made by a CUDA checkpoint step (device memory in
+	 * host memory); its bytes are gpu/hbm/<start>-<end>, not memory/
+	 * (maps: at=gpu/hbm) */
+	bool hbm;
 	struct mem_run *runs; /* what was saved */
 	size_t nruns;
 	uint64_t saved; /* sum of runs' lengths */
@@ -463,6 +467,17 @@ bool lazy_pending(const struct engine_lazy *l);
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
 int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
+/* The snapshot file holding area v's bytes (relative to its process's
+ * directory): "memory/<start>-<end>", or "gpu/hbm/<start>-<end>" for an
+ * area the CUDA checkpoint step made. len >= VMA_FILE_NAME_MAX. */
+#define VMA_FILE_NAME_MAX 48
+void vma_file_name(const struct vma *v, char *buf, size_t len);
+/* Address ranges [v[i][0], v[i][1]) of private anonymous memory that a
+ * CUDA checkpoint step made (dump.c): device memory now in host memory. */
+struct hbm_ranges {
+	uint64_t (*v)[2];
+	size_t n;
+};
 /* Memory for the copy in RAM, faulted in before the freeze: on a virtual
  * machine the first touch of a page can cost more than the copy into it
  * (the host backs guest memory lazily), and paid during the copy it is
@@ -498,11 +513,14 @@ void shm_table_free(struct shm_table *t);
 /* Lists the pages to save of every area of stopped pid (vma->runs) and,
  * with copy, copies them into RAM (vma->data), taking the buffers from
  * arena first where there is one. Shared memory areas are entered in shm
- * (tree-wide). *bytes: bytes to save. */
+ * (tree-wide). hbm (may be NULL): what a CUDA checkpoint step made; a
+ * private anonymous area is split at the edges of those ranges, and the
+ * pieces inside them are marked vma->hbm. *bytes: bytes to save. */
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   uint64_t *bytes);
-/* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
- * copied, else straight from pid, which must still be stopped. */
+		   const struct hbm_ranges *hbm, uint64_t *bytes);
+/* Writes `maps` and each area's file (vma_file_name: memory/ or
+ * gpu/hbm/): from vma->data where it was copied, else straight from pid,
+ * which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
 char *maps_format(const struct proc_image *img);

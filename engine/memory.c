@@ -1,7 +1,9 @@
 /*
  * Memory of a stopped process: its areas (from /proc/PID/maps), which
  * pages of each to save, a copy of those pages in our RAM, and the `maps`
- * and `memory/<start>-<end>` files of the snapshot.
+ * and `memory/<start>-<end>` files of the snapshot (`gpu/hbm/<start>-<end>`
+ * for the areas a CUDA checkpoint step made: device memory, stored there
+ * instead, split from the areas the kernel merged them with).
  *
  * Which pages: PAGEMAP_SCAN (Linux 6.7+) walks the page tables, so huge
  * unpopulated reservations cost nothing. Private anonymous areas save
@@ -184,6 +186,90 @@ int maps_read(pid_t pid, struct vma **ret, size_t *ret_n)
 	if (r < 0)
 		return err_set(r, "pid %d: cannot read maps", pid);
 	return maps_parse_proc(text, ret, ret_n);
+}
+
+void vma_file_name(const struct vma *v, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%016lx-%016lx", v->hbm ? "gpu/hbm" : "memory", (unsigned long)v->start,
+		 (unsigned long)v->end);
+}
+
+/* Where the ranges of hbm cut area v (strictly inside it), sorted, each
+ * once, into cut (room for 2 * hbm->n); how many. */
+static size_t hbm_cuts(const struct vma *v, const struct hbm_ranges *hbm, uint64_t *cut)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < hbm->n; i++)
+		for (int k = 0; k < 2; k++) {
+			uint64_t e = hbm->v[i][k];
+			size_t j = 0;
+			if (e <= v->start || e >= v->end)
+				continue;
+			while (j < n && cut[j] < e)
+				j++;
+			if (j < n && cut[j] == e)
+				continue;
+			memmove(cut + j + 1, cut + j, (n - j) * sizeof(*cut));
+			cut[j] = e;
+			n++;
+		}
+	return n;
+}
+
+/* An area the driver's checkpoint step may have made: plain private
+ * anonymous memory ([heap] and [stack] grow by themselves meanwhile). */
+static bool hbm_candidate(const struct vma *v)
+{
+	return v->kind == VMA_ANON && !v->shared && !v->growsdown && !v->path[0];
+}
+
+/* Splits img's areas at the edges of hbm's ranges and marks the pieces
+ * inside one (vma->hbm), before anything is saved of them. The kernel
+ * merges a mapping the step made with an adjacent one of the same flags,
+ * so a range may be part of a larger area: split, each gpu/hbm/ file
+ * holds device memory and nothing else, and memory/ none of it. (A
+ * restore maps the pieces one by one and the kernel merges them again.) */
+static int hbm_split(struct proc_image *img, const struct hbm_ranges *hbm)
+{
+	_cleanup_free_ uint64_t *cut = NULL;
+	struct vma *nv;
+	size_t extra = 0, n = 0;
+
+	if (!hbm || !hbm->n)
+		return 0;
+	cut = calloc(2 * hbm->n, sizeof(*cut));
+	if (!cut)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++)
+		if (hbm_candidate(&img->vmas[i]))
+			extra += hbm_cuts(&img->vmas[i], hbm, cut);
+	nv = calloc(img->nvmas + extra, sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		size_t nc = hbm_candidate(v) ? hbm_cuts(v, hbm, cut) : 0;
+		for (size_t k = 0; k <= nc; k++) {
+			struct vma *x = &nv[n];
+			*x = *v;
+			x->start = k ? cut[k - 1] : v->start;
+			x->end = k < nc ? cut[k] : v->end;
+			/* pgoff stays v's: /proc shows 0 for anonymous memory */
+			x->path = strdup(v->path);
+			if (!x->path) {
+				vmas_free(nv, n);
+				return -ENOMEM;
+			}
+			n++;
+			for (size_t j = 0; j < hbm->n && hbm_candidate(v) && !x->hbm; j++)
+				x->hbm = hbm->v[j][0] <= x->start && x->end <= hbm->v[j][1];
+		}
+	}
+	/* nothing saved of them yet: only the paths to free */
+	vmas_free(img->vmas, img->nvmas);
+	img->vmas = nv;
+	img->nvmas = n;
+	return 0;
 }
 
 static int add_run(struct vma *v, uint64_t off, uint64_t len)
@@ -622,7 +708,7 @@ static int shm_enter(struct shm_table *t, pid_t pid, struct vma *v, bool *covere
 }
 
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   uint64_t *bytes)
+		   const struct hbm_ranges *hbm, uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -632,6 +718,10 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 	if (r < 0)
 		return r;
 	r = read_vmflags(pid, img->vmas, img->nvmas);
+	if (r < 0)
+		return r;
+	/* after the flags: smaps is matched to the areas by their starts */
+	r = hbm_split(img, hbm);
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
@@ -717,6 +807,8 @@ char *maps_format(const struct proc_image *img)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
+		if (v->hbm)
+			tb_printf(&b, " at=gpu/hbm");
 		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
 			tb_printf(&b, " pages=");
 			for (size_t k = 0; k < v->nruns; k++)
@@ -764,6 +856,14 @@ static int parse_annot(struct vma *v, const char *tok)
 	}
 	if (kl == 9 && !strncmp(tok, "noreserve", 9)) {
 		v->noreserve = !strcmp(val, "1");
+		return 0;
+	}
+	if (kl == 2 && !strncmp(tok, "at", 2)) {
+		/* where the bytes are: a reader that knows no other place
+		 * must not look for them in memory/ */
+		if (strcmp(val, "gpu/hbm"))
+			return -EINVAL;
+		v->hbm = true;
 		return 0;
 	}
 	if (kl == 5 && !strncmp(tok, "pages", 5)) {
@@ -828,6 +928,9 @@ static int image_line(char *l, struct vma *x, const struct vma *prev)
 			       (unsigned long)x->start);
 	if ((x->kind == VMA_FILE_PRIVATE || x->kind == VMA_FILE_SHARED) && x->path[0] != '/')
 		return err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
+	if (x->hbm && (x->kind != VMA_ANON || x->shared))
+		return err_set(-EBADMSG, "maps: area %lx: at=gpu/hbm on an area that is not private anonymous memory",
+			       (unsigned long)x->start);
 	if (x->saved > x->end - x->start)
 		return err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
 	if (x->has_shm && (x->kind != VMA_SHMEM || x->pgoff > x->shm_size ||
@@ -885,11 +988,10 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 	for (size_t i = 0; i < img->nvmas; i++) {
 		const struct vma *v = &img->vmas[i];
 		struct store_file *f;
-		char name[64];
+		char name[VMA_FILE_NAME_MAX];
 		if (!v->saved)
 			continue;
-		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start,
-			 (unsigned long)v->end);
+		vma_file_name(v, name, sizeof(name));
 		/* Without a copy (the process is still frozen) the bytes go
 		 * from the process to the store through two reused buffers,
 		 * one read while the other is written. */
@@ -937,9 +1039,9 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 					if (!started)
 						prefetch_worker(&pf); /* read it now, in turn */
 				}
-				if (fault_hit(FAULT_ENGINE_DIE_WRITE))
+				if (fault_hit(FAULT_ENGINE_DIE_WRITE) || (v->hbm && fault_hit(FAULT_GPU_DIE_HBM_WRITE)))
 					raise(SIGKILL);
-				if (fault_hit(FAULT_ENGINE_WRITE))
+				if (fault_hit(FAULT_ENGINE_WRITE) || (v->hbm && fault_hit(FAULT_GPU_HBM_WRITE)))
 					r = err_set(-EIO, "%s: write: injected fault", name);
 				else
 					r = store_file_pwrite(f, src, len, v->runs[k].off + off);

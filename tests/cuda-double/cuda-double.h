@@ -38,6 +38,10 @@
  *   CKPTFS_CUDA_DOUBLE_BUSY     1: the target's submitted work never ends
  *                               (a lock times out)
  *   CKPTFS_CUDA_DOUBLE_VERSION  what cuDriverGetVersion says (12080)
+ *   CKPTFS_CUDA_DOUBLE_HOST_AT  0xADDR, read at each checkpoint step: the
+ *                               host copies are mapped there, one after
+ *                               the other (MAP_FIXED_NOREPLACE), instead
+ *                               of where the kernel likes
  * The same source built with CUDA_DOUBLE_OLD is a driver from before the
  * checkpoint API (old/libcuda.so.1: no cuCheckpointProcess*, 12020).
  *

@@ -215,11 +215,20 @@ static int do_checkpoint(void)
 	char p[256];
 	if (state != GPU_CU_PROCESS_STATE_LOCKED)
 		return GPU_CU_ERROR_ILLEGAL_STATE;
+	/* HOST_AT, read at each step (the target sets it once it has made
+	 * room): the copies go one after the other from there, where the
+	 * kernel merges them with the target's area just below, as it may
+	 * merge a real driver's host mappings with their neighbours */
+	const char *at = getenv("CKPTFS_CUDA_DOUBLE_HOST_AT");
+	uintptr_t next = at && *at ? (uintptr_t)strtoull(at, NULL, 0) : 0;
 	for (int i = 0; i < MAX_ALLOCS; i++) {
 		struct alloc *a = &allocs[i];
 		if (!a->dptr)
 			continue;
-		a->host = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		a->host = mmap((void *)next, a->len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | (next ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+		if (next)
+			next += a->len;
 		if (a->host == MAP_FAILED) {
 			a->host = NULL;
 			for (int k = 0; k < i; k++)
