@@ -22,8 +22,8 @@
  * anonymous mapping the driver thread makes, unmaps the device and
  * deletes its file; restore makes the device again, copies back (the same
  * device addresses) and unmaps those host copies. A request in a wrong
- * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without a context,
- * CUDA_ERROR_INVALID_VALUE. GetRestoreThreadId gives the driver thread's
+ * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without CUDA,
+ * CUDA_ERROR_NOT_INITIALIZED (as driver 580.159.04 does). GetRestoreThreadId gives the driver thread's
  * tid.
  *
  * Knobs, read by each process's instance from its own environment:

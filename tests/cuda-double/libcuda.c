@@ -406,7 +406,8 @@ static int ask(pid_t pid, enum op op, unsigned timeout_ms, int32_t *value)
 	if (bind(fd, (struct sockaddr *)&me, sizeof(sa_family_t)) < 0 ||
 	    connect(fd, (struct sockaddr *)&to, tolen) < 0) {
 		close(fd);
-		return GPU_CU_ERROR_INVALID_VALUE; /* no CUDA context in pid */
+		/* no CUDA in pid: what driver 580.159.04 answers */
+		return GPU_CU_ERROR_NOT_INITIALIZED;
 	}
 	if (send(fd, &q, sizeof(q), MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
 		close(fd);

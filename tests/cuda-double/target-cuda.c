@@ -1,7 +1,7 @@
 /*
  * A CUDA process to checkpoint, built against the test double of the
  * driver (cuda-double.h): it plays the part of tests/gpu's cuda-target
- * where there is no GPU. Command line: READY RESULT [MIB [merge]]
+ * where there is no GPU. Command line: READY RESULT [MIB [merge|nocuda]]
  * (target.h). It allocates MIB MiB of "device memory" (default 8) and a
  * small second allocation, writes a pattern into the first
  * (cuda_double_pattern: a test finds it again in gpu/hbm), says ready,
@@ -9,6 +9,8 @@
  * calls waiting while the process is locked or checkpointed) until
  * READY.restored appears; then it reads the first back and checks every
  * byte, works on, and says PASS.
+ * With "nocuda" it calls no CUDA at all (a process of a GPU host that
+ * does not use the GPU): the pattern stays in host memory, checked after.
  * With "merge" it also maps an area of its own, with a pattern, leaving
  * room just above it where the double's checkpoint step maps the host
  * copies (CKPTFS_CUDA_DOUBLE_HOST_AT): the kernel merges them into one
@@ -76,6 +78,16 @@ int main(int argc, char **argv)
 
 	if (!buf || !back)
 		target_verdict(0, "no memory for %zu MiB", mib);
+	if (argc > 4 && !strcmp(argv[4], "nocuda")) {
+		/* the driver loaded, never called: the pattern in host memory */
+		cuda_double_pattern(buf, len, mib);
+		target_ready();
+		target_wait_restored();
+		cuda_double_pattern(back, len, mib);
+		if (memcmp(buf, back, len))
+			target_verdict(0, "host memory differs");
+		target_pass();
+	}
 	check(cuInit(0), "cuInit");
 	check(cuDeviceGet(&dev, 0), "cuDeviceGet");
 	check(cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");

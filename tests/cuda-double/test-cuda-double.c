@@ -228,6 +228,24 @@ START_TEST(dump_kill_restore)
 }
 END_TEST
 
+/* A process that loaded the driver but never initialized CUDA, on a
+ * host whose driver works: an ordinary dump (the driver says
+ * CUDA_ERROR_NOT_INITIALIZED of it, as driver 580 does), no gpu/ in the
+ * snapshot, and it restores. */
+START_TEST(dump_no_cuda)
+{
+	char p[PATH_MAX + 64];
+	int st;
+	pid_t pid = spawn_mode(NULL, "nocuda");
+	dump_as(NULL, NULL, pid, "--kill", "s1", true);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu", path("s1"), pid);
+	ck_assert_msg(!exists(p), "%s in the snapshot of a process without CUDA", p);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	verdict(pid);
+}
+END_TEST
+
 /* Left stopped and checkpointed on the GPU; given back by hand after
  * SIGCONT (as `cuda-checkpoint --toggle` would); and its snapshot
  * restores. */
@@ -632,6 +650,7 @@ int main(void)
 	T(dump_running, 60);
 	T(dump_kill_restore, 60);
 	T(dump_stop, 90);
+	T(dump_no_cuda, 60);
 	T(fail_lock, 60);
 	T(fail_lock_after, 60);
 	T(fail_lock_timeout, 60);
