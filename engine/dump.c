@@ -169,14 +169,15 @@ enum gpu_hold {
 };
 
 /* Ranges of plain private anonymous areas in after (no name: not [heap]
- * or [stack], which grow by themselves meanwhile) that no private
- * anonymous area covered in before (unmapped then, or a device's
+ * or [stack], which grow by themselves meanwhile; not PROT_NONE: driver
+ * 580 keeps the device's addresses reserved so, holding nothing) that no
+ * private anonymous area covered in before (unmapped then, or a device's
  * mapping): what the checkpoint step made, page-aligned, one piece per
  * area of after. */
 static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm_ranges *ret)
 {
 	for (size_t i = 0; i < na; i++) {
-		if (after[i].kind != VMA_ANON || after[i].shared || after[i].path[0])
+		if (after[i].kind != VMA_ANON || after[i].shared || after[i].path[0] || !after[i].prot)
 			continue;
 		uint64_t s = after[i].start, e = after[i].end;
 		while (s < e) {

@@ -217,10 +217,11 @@ static size_t hbm_cuts(const struct vma *v, const struct hbm_ranges *hbm, uint64
 }
 
 /* An area the driver's checkpoint step may have made: plain private
- * anonymous memory ([heap] and [stack] grow by themselves meanwhile). */
+ * anonymous memory that can be read or written ([heap] and [stack] grow
+ * by themselves meanwhile; a PROT_NONE one only reserves addresses). */
 static bool hbm_candidate(const struct vma *v)
 {
-	return v->kind == VMA_ANON && !v->shared && !v->growsdown && !v->path[0];
+	return v->kind == VMA_ANON && !v->shared && !v->growsdown && !v->path[0] && v->prot;
 }
 
 /* Splits img's areas at the edges of hbm's ranges and marks the pieces

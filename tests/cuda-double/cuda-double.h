@@ -19,9 +19,10 @@
  * lock waits for submitted work (at most timeoutMs, else
  * CUDA_ERROR_NOT_READY) and from then on blocks the process's own CUDA
  * calls until unlock; checkpoint copies each allocation into a fresh
- * anonymous mapping the driver thread makes, unmaps the device and
- * deletes its file; restore makes the device again, copies back (the same
- * device addresses) and unmaps those host copies. A request in a wrong
+ * anonymous mapping the driver thread makes, unmaps the device (keeping
+ * its addresses reserved PROT_NONE, as driver 580 does) and deletes its
+ * file; restore makes the device again, maps it where it was, copies back
+ * (the same device addresses) and unmaps those host copies. A request in a wrong
  * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without CUDA,
  * CUDA_ERROR_NOT_INITIALIZED (as driver 580.159.04 does). GetRestoreThreadId gives the driver thread's
  * tid.

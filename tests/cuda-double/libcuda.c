@@ -123,6 +123,7 @@ struct alloc {
 	off_t off;      /* in the device file */
 	void *dev;      /* the device mapping, while running or locked */
 	void *host;     /* its copy in host memory, while checkpointed */
+	void *resv;     /* while checkpointed: where dev was, kept PROT_NONE */
 };
 
 struct cuda_double_ctx {
@@ -173,10 +174,12 @@ static int dev_open(int *ret)
 
 static int map_alloc(int fd, struct alloc *a)
 {
-	void *m = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, a->off);
+	/* back where it was, over the reservation, after a checkpoint */
+	void *m = mmap(a->resv, a->len, PROT_READ | PROT_WRITE, MAP_SHARED | (a->resv ? MAP_FIXED : 0), fd, a->off);
 	if (m == MAP_FAILED)
 		return GPU_CU_ERROR_OUT_OF_MEMORY;
 	a->dev = m;
+	a->resv = NULL;
 	return 0;
 }
 
@@ -240,10 +243,15 @@ static int do_checkpoint(void)
 		}
 		memcpy(a->host, a->dev, a->len);
 	}
-	/* the device is free: nothing of it stays mapped or on disk */
+	/* the device is free: nothing of it stays mapped or on disk. Its
+	 * addresses stay reserved (PROT_NONE, private anonymous), as driver
+	 * 580 leaves them: such an area is not device memory in host memory */
 	for (int i = 0; i < MAX_ALLOCS; i++)
 		if (allocs[i].dptr) {
 			munmap(allocs[i].dev, allocs[i].len);
+			void *r = mmap(allocs[i].dev, allocs[i].len, PROT_NONE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+			allocs[i].resv = r == MAP_FAILED ? NULL : r;
 			allocs[i].dev = NULL;
 		}
 	dev_path(p, sizeof(p));
