@@ -360,6 +360,7 @@ struct pdump {
 	bool gpu_used;
 	struct hbm_ranges hbm; /* where the checkpoint step put device memory */
 	bool checked; /* process_check and fds_check passed */
+	bool fds_later; /* a GPU process: fds_check after the checkpoint step */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
 	uint64_t bytes;
 };
@@ -386,9 +387,16 @@ static int check_one(pid_t pid, struct pdump *d)
 	int r = process_check(pid);
 	if (r < 0)
 		return r;
-	r = fds_check(pid);
-	if (r < 0)
-		return r;
+	/* A GPU process holds the driver's device files open (/dev/nvidiactl,
+	 * /dev/nvidia0: character devices) until the checkpoint step closes
+	 * them (driver 580.159.04): its descriptors are checked after that
+	 * step, still before the freeze (check_fds_later). */
+	d->fds_later = uses_nvidia(pid);
+	if (!d->fds_later) {
+		r = fds_check(pid);
+		if (r < 0)
+			return r;
+	}
 	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
 	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
 		d->img.stopped = strrchr(stat, ')')[2] == 'T';
@@ -484,6 +492,37 @@ static int check_fds_tree(const struct tree *t, const struct pdump *p)
 	return n < 0 ? (int)n : fds_check_tree(pids, n);
 }
 
+/* Whether a process of the tree has its descriptors checked after the
+ * GPU checkpoint step. */
+static bool any_fds_later(const struct tree *t, const struct pdump *p)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->v[i].zombie && !p[i].gone && p[i].fds_later)
+			return true;
+	return false;
+}
+
+/* Once every GPU process is checkpointed on its GPU (the driver closed
+ * its device files), the descriptor checks left for them: their own, and
+ * the tree's, which needs every table. Still before the freeze: a refusal
+ * gives the GPU back and leaves them running. */
+static int check_fds_later(const struct tree *t, const struct pdump *p)
+{
+	if (!any_fds_later(t, p))
+		return 0;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].zombie || p[i].gone || !p[i].fds_later)
+			continue;
+		int r = fds_check(t->v[i].pid);
+		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			return err_set(r, "pid %d, after its GPU checkpoint step: %s", t->v[i].pid, why);
+		}
+	}
+	return check_fds_tree(t, p);
+}
+
 /* The SysV objects the tree uses (ipc.c): its processes, zombies too,
  * may be the last to have used one. */
 static int capture_ipc(const struct tree *t, const struct pdump *p, const struct shm_table *shm,
@@ -558,7 +597,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = tree_check(&t);
 	if (r >= 0)
 		r = check_sharing(&t, p);
-	if (r >= 0)
+	/* with a GPU process, once its device files are closed */
+	if (r >= 0 && !any_fds_later(&t, p))
 		r = check_fds_tree(&t, p);
 	if (r < 0)
 		goto out;
@@ -584,6 +624,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (r < 0)
 			goto out;
 	}
+	r = check_fds_later(&t, p);
+	if (r < 0)
+		goto out;
 	if (copy) {
 		_cleanup_free_ pid_t *pids = NULL;
 		ssize_t np = tree_pids(&t, p, false, &pids);

@@ -64,6 +64,7 @@ struct fail {
 static char dir[200] = "/tmp/cuda-double";
 static struct fail fails[_OP_MAX];
 static bool busy;
+static bool keep_ctl; /* the checkpoint step leaves the control file open */
 static int version = 12080;
 static pthread_once_t knobs_once = PTHREAD_ONCE_INIT;
 
@@ -74,6 +75,8 @@ static void knobs_read(void)
 		snprintf(dir, sizeof(dir), "%s", e);
 	e = getenv("CKPTFS_CUDA_DOUBLE_BUSY");
 	busy = e && *e == '1';
+	e = getenv("CKPTFS_CUDA_DOUBLE_KEEP_CTL");
+	keep_ctl = e && *e == '1';
 	e = getenv("CKPTFS_CUDA_DOUBLE_VERSION");
 	if (e && *e)
 		version = atoi(e);
@@ -141,6 +144,17 @@ static off_t dev_size;
 static uint64_t next_dptr = DEVICE_BASE;
 static int calls_in_flight; /* the process's own CUDA calls under way */
 static pid_t driver_tid;
+/* The device's control file, open while the process has its GPU, as
+ * driver 580 keeps /dev/nvidiactl and /dev/nvidia0 open and closes them
+ * in the checkpoint step: here /dev/ptmx, another character device that
+ * a dump refuses (-1 where it cannot be opened). */
+static int ctl_fd = -1;
+
+static void ctl_open(void)
+{
+	if (ctl_fd < 0)
+		ctl_fd = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+}
 
 static void socket_name(pid_t pid, struct sockaddr_un *sa, socklen_t *len)
 {
@@ -256,6 +270,10 @@ static int do_checkpoint(void)
 		}
 	dev_path(p, sizeof(p));
 	unlink(p);
+	if (ctl_fd >= 0 && !keep_ctl) {
+		close(ctl_fd);
+		ctl_fd = -1;
+	}
 	state = GPU_CU_PROCESS_STATE_CHECKPOINTED;
 	return 0;
 }
@@ -292,6 +310,7 @@ static int do_restore(void)
 		munmap(a->host, a->len);
 		a->host = NULL;
 	}
+	ctl_open();
 	state = GPU_CU_PROCESS_STATE_LOCKED;
 	return 0;
 }
@@ -555,6 +574,7 @@ EXPORT int cuDevicePrimaryCtxRetain(struct cuda_double_ctx **ctx, int dev)
 		/* its tid, for GetRestoreThreadId: the thread says it first */
 		while (!driver_tid)
 			pthread_cond_wait(&cond, &mu);
+		ctl_open();
 		have_ctx = true;
 	}
 out:

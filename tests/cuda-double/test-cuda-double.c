@@ -425,6 +425,17 @@ START_TEST(refuse_stopped)
 }
 END_TEST
 
+/* The device's control file still open after the checkpoint step (a
+ * driver that does not close it): the dump refuses it then, before the
+ * freeze, and the process gets its GPU back and runs on. While it runs
+ * with its GPU, that open character device is no reason to refuse:
+ * every other dump here shows it. */
+START_TEST(refuse_device_file_after_checkpoint)
+{
+	dump_fails("CKPTFS_CUDA_DOUBLE_KEEP_CTL=1", NULL, NULL, NULL, "after its GPU checkpoint step: fd ");
+}
+END_TEST
+
 START_TEST(refuse_restore_without_driver)
 {
 	restore_fails("CKPTFS_CUDA_DOUBLE_FAIL=init=100",
@@ -672,6 +683,7 @@ int main(void)
 	T(refuse_locked, 60);
 	T(refuse_stopped, 60);
 	T(refuse_restore_without_driver, 90);
+	T(refuse_device_file_after_checkpoint, 60);
 	T(die_locked, 60);
 	T(die_checkpointed, 60);
 	T(die_seized, 60);
