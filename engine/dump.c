@@ -514,7 +514,9 @@ static int check_fds_later(const struct tree *t, const struct pdump *p)
 		if (t->v[i].zombie || p[i].gone || !p[i].fds_later)
 			continue;
 		int r = fds_check(t->v[i].pid);
-		if (r < 0) {
+		/* one that maps the device without CUDA (GetState said so)
+		 * had no step: its refusal as any process's */
+		if (r < 0 && p[i].gpu_used) {
 			char why[512];
 			snprintf(why, sizeof(why), "%s", err_msg());
 			return err_set(r, "pid %d, after its GPU checkpoint step: %s", t->v[i].pid, why);
