@@ -516,7 +516,9 @@ static int check_fds_later(const struct tree *t, const struct pdump *p)
 		int r = fds_check(t->v[i].pid);
 		/* one that maps the device without CUDA (GetState said so)
 		 * had no step: its refusal as any process's */
-		if (r < 0 && p[i].gpu_used) {
+		if (r < 0 && !p[i].gpu_used)
+			return r;
+		if (r < 0) {
 			char why[512];
 			snprintf(why, sizeof(why), "%s", err_msg());
 			return err_set(r, "pid %d, after its GPU checkpoint step: %s", t->v[i].pid, why);
