@@ -137,6 +137,11 @@ struct vma {
 	size_t nruns;
 	uint64_t saved; /* sum of runs' lengths */
 	uint8_t *data;  /* dump only: the runs' bytes, back to back */
+	/* dump only, pre-copied (precopy.c): the area's bytes at their
+	 * offsets, and a byte per page, set where they are valid; owned by
+	 * the pre-copy, not by the area */
+	uint8_t *mirror, *valid;
+	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 };
 
 struct mm_fields {
@@ -281,6 +286,7 @@ enum keeper_word {
 	KEEPER_KILL = 'K', /* SIGKILL, every traced thread waited out */
 	KEEPER_GPU_HOLD = 'g', /* we lock the target's GPU: give it back should we die */
 	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
+	KEEPER_UFFD = 'u', /* before GO: a userfaultfd made in the target, handed to us */
 };
 
 /* Forks the keeper (before the target is touched), which waits for the
@@ -295,6 +301,11 @@ int keeper_wait_seized(struct keeper *k);
  * xstate, masks, pending signals, altstack, ...), the shared pending
  * queue, sigactions, itimers, brk. On failure img holds what came. */
 int keeper_recv_view(struct keeper *k, struct proc_image *img);
+/* Before KEEPER_GO, the process running: the keeper stops it, makes a
+ * userfaultfd inside it by an injected call, takes it out, closes it
+ * there and lets the process run again; *ufd is ours. On failure (its
+ * detail) the process runs as it was, with no userfaultfd. */
+int keeper_make_uffd(struct keeper *k, int *ufd);
 /* Sends w and waits for the keeper to have done it and exited. Accepts a
  * keeper that already ended (it let go of the target before that); does
  * nothing when none was started. A keeper that guards the GPU
@@ -499,8 +510,9 @@ void shm_table_free(struct shm_table *t);
  * with copy, copies them into RAM (vma->data), taking the buffers from
  * arena first where there is one. Shared memory areas are entered in shm
  * (tree-wide). *bytes: bytes to save. */
+struct precopy;
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   uint64_t *bytes);
+		   struct precopy *pc, uint64_t *bytes);
 /* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
  * copied, else straight from pid, which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
@@ -508,6 +520,37 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
+
+/* ---- pre-copy (precopy.c) ----------------------------------------------- */
+
+/* Tracking of what a running process writes, and the copy of its private
+ * anonymous memory made meanwhile. */
+struct precopy;
+/* Gets a userfaultfd of pid through its keeper k (started, not seizing),
+ * registers its private anonymous areas of 1 MiB or more for write
+ * protection in async mode and protects them. On failure nothing of it
+ * is left and err_msg() says why (the caller falls back to the copy
+ * while frozen). */
+int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret);
+/* One round while the process runs: the first copies every populated
+ * page, each later one the pages written since the last (protected
+ * again). precopy_dirty(): the bytes it copied. */
+int precopy_round(struct precopy *pc);
+uint64_t precopy_dirty(const struct precopy *pc);
+/* Whether a round that copied dirty bytes leaves little enough for the freeze. */
+bool precopy_done(uint64_t dirty);
+/* Bytes of the areas tracked. */
+uint64_t precopy_tracked(const struct precopy *pc);
+/* Frozen (memory_capture): 1 and v->mirror/valid set when area v lies
+ * in a tracked area and is still registered; 0: copied as usual. */
+int precopy_lookup(struct precopy *pc, struct vma *v);
+/* Frozen: copies the pages of v's runs that are not valid into its mirror. */
+int precopy_fill(struct precopy *pc, const struct vma *v);
+/* Removes the tracking (a piece at a time) and closes the userfaultfd;
+ * the mirrors stay until precopy_free(). */
+void precopy_untrack(struct precopy *pc);
+/* Untracks, unmaps the mirrors, frees. Accepts NULL. */
+void precopy_free(struct precopy *pc);
 
 /* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
 
