@@ -531,7 +531,6 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 			err_clear();
 			goto fallback;
 		}
-		tracked += precopy_tracked(p[i].pc);
 		live++;
 	}
 	if (!live) {
@@ -553,6 +552,8 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 			dirty += precopy_dirty(p[i].pc);
 		}
 		copied += dirty;
+		if (round == 1)
+			tracked = dirty;
 		if (o && o->progress) {
 			struct engine_progress pr = { .phase = ENGINE_PHASE_PRECOPY, .done = dirty,
 						      .total = round == 1 ? dirty : tracked, .round = round };
@@ -576,6 +577,9 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 			 dirty >> 20);
 		goto fallback;
 	}
+	for (size_t i = 0; i < t->n; i++)
+		if (p[i].pc)
+			precopy_read_smaps(p[i].pc);
 	snprintf(mode, modelen, "pre-copy, %u rounds", round);
 	*ret_rounds = round;
 	*ret_bytes = copied;
@@ -696,15 +700,12 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	if (copy) {
 		_cleanup_free_ pid_t *pids = NULL;
 		ssize_t np = tree_pids(&t, p, false, &pids);
-		/* the memory of pre-copied processes is in their mirrors */
-		size_t keep = 0;
-		for (ssize_t j = 0; j < np; j++) {
-			int x = tree_find(&t, pids[j]);
-			if (x < 0 || !p[x].pc)
-				pids[keep++] = pids[j];
-		}
-		if (np >= 0 && keep)
-			copy_arena_reserve(pids, keep, &arena);
+		/* what pre-copied processes copied already is in their mirrors */
+		uint64_t less = 0;
+		for (size_t j = 0; j < t.n; j++)
+			less += precopy_tracked(p[j].pc);
+		if (np >= 0)
+			copy_arena_reserve(pids, np, less, &arena);
 	}
 
 	/* 2. Freeze, parents first: once a process is stopped its children

@@ -484,8 +484,8 @@ struct copy_arena {
 /* Reserves and faults in about what the copy of pids will take (their
  * anonymous memory, and each one's share of the shared memory they map,
  * which is copied once). Best effort: with no memory to spare it
- * reserves nothing. */
-void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a);
+ * reserves nothing. less: bytes of it copied already (pre-copy). */
+void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a);
 /* Unmaps what was not handed out; the copies are unmapped with their
  * areas (vmas_free). */
 void copy_arena_release(struct copy_arena *a);
@@ -539,8 +539,13 @@ int precopy_round(struct precopy *pc);
 uint64_t precopy_dirty(const struct precopy *pc);
 /* Whether a round that copied dirty bytes leaves little enough for the freeze. */
 bool precopy_done(uint64_t dirty);
-/* Bytes of the areas tracked. */
+/* Bytes of the tracked areas that were populated at the first round. */
 uint64_t precopy_tracked(const struct precopy *pc);
+/* Once converged, the process running: reads its smaps, which the
+ * freeze then need not read again where no area changed. */
+void precopy_read_smaps(struct precopy *pc);
+/* That text (the caller frees it), or NULL. Accepts NULL. */
+char *precopy_take_smaps(struct precopy *pc);
 /* Frozen (memory_capture): 1 and v->mirror/valid set when area v lies
  * in a tracked area and is still registered; 0: copied as usual. */
 int precopy_lookup(struct precopy *pc, struct vma *v);

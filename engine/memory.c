@@ -491,14 +491,14 @@ static void *populate(void *arg)
 	return NULL;
 }
 
-void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a)
+void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a)
 {
 	uint64_t t0 = now_ns(), kb = 0;
 	/* shared memory counted once for the tree: each process's share */
 	static const char *const keys[] = { "\nAnonymous:", "\nPss_Shmem:", NULL };
 	for (size_t i = 0; i < npids; i++)
 		kb += rollup_kb(pids[i], keys);
-	size_t len = ALIGN_UP((size_t)kb * 1024, HUGE_SZ);
+	size_t len = kb * 1024 > less ? ALIGN_UP((size_t)(kb * 1024 - less), HUGE_SZ) : 0;
 	struct populate q[COPY_THREADS];
 	size_t n;
 	bool failed = false;
@@ -539,16 +539,13 @@ void copy_arena_release(struct copy_arena *a)
 	*a = (struct copy_arena){ 0 };
 }
 
-/* Flags /proc/PID/maps does not show: growsdown, noreserve (smaps). */
-static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+/* Flags /proc/PID/maps does not show (growsdown, noreserve, uffd-wp)
+ * from an smaps text. exact: each area must have its header there with
+ * the same range, permissions, offset and file (a text read before the
+ * freeze), else -ESTALE. */
+static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 {
-	char path[64];
-	_cleanup_free_ char *text = NULL;
-	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
-	int r = read_file_full(path, &text, NULL);
-	if (r < 0)
-		return err_set(r, "pid %d: cannot read smaps", pid);
-	size_t i = 0;
+	size_t i = 0, matched = 0;
 	bool have = false;
 	for (char *l = text, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
@@ -560,6 +557,7 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
 				v[i].uffd_wp = strstr(l, " uw") != NULL;
+				matched++;
 			}
 			have = false;
 			continue;
@@ -572,9 +570,26 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 			while (i < n && v[i].start < a)
 				i++;
 			have = i < n && v[i].start == a;
+			if (have && exact) {
+				struct vma h = { 0 };
+				have = parse_head(l, &h) && h.end == v[i].end && h.prot == v[i].prot &&
+				       h.shared == v[i].shared && h.pgoff == v[i].pgoff && h.ino == v[i].ino &&
+				       h.dev_major == v[i].dev_major && h.dev_minor == v[i].dev_minor;
+			}
 		}
 	}
-	return 0;
+	return exact && matched != n ? -ESTALE : 0;
+}
+
+static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	int r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read smaps", pid);
+	return vmflags_from(text, v, n, false);
 }
 
 void shm_table_free(struct shm_table *t)
@@ -640,7 +655,15 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 	r = maps_read(pid, &img->vmas, &img->nvmas);
 	if (r < 0)
 		return r;
-	r = read_vmflags(pid, img->vmas, img->nvmas);
+	/* smaps walks every page table entry (~20 ms for 4 GiB): a
+	 * pre-copied process's was read before the freeze, and serves where
+	 * every area is still the one it showed */
+	{
+		_cleanup_free_ char *early = precopy_take_smaps(pc);
+		r = early && copy ? vmflags_from(early, img->vmas, img->nvmas, true) : -ESTALE;
+	}
+	if (r == -ESTALE)
+		r = read_vmflags(pid, img->vmas, img->nvmas);
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
