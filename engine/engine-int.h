@@ -551,10 +551,11 @@ char *precopy_take_smaps(struct precopy *pc);
 int precopy_lookup(struct precopy *pc, struct vma *v);
 /* Frozen: copies the pages of v's runs that are not valid into its mirror. */
 int precopy_fill(struct precopy *pc, const struct vma *v);
-/* Removes the tracking (a piece at a time) and closes the userfaultfd;
- * the mirrors stay until precopy_free(). */
+/* Starts removing the tracking (a piece at a time, on a thread of its
+ * own) and closing the userfaultfd; the mirrors stay until
+ * precopy_free(), which waits for it to be done. */
 void precopy_untrack(struct precopy *pc);
-/* Untracks, unmaps the mirrors, frees. Accepts NULL. */
+/* Untracks (or waits for that), unmaps the mirrors, frees. Accepts NULL. */
 void precopy_free(struct precopy *pc);
 
 /* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
