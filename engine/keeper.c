@@ -27,6 +27,11 @@
  *
  * It is started before the freeze and seizes on a first word, KEEPER_GO,
  * so that a tree's keepers are all forked and executed while it runs.
+ * Before that, for pre-copy (precopy.c), KEEPER_UFFD: it seizes the
+ * threads briefly, makes a userfaultfd inside the target by an injected
+ * call, takes it out (pidfd_getfd), closes it there, puts the leader back
+ * as found, lets go, and hands the userfaultfd to the dumper over the
+ * socket (SCM_RIGHTS).
  * It takes end of file, or finding itself re-parented (the dumper died
  * while some other process still holds a copy of its socket), as THAW:
  * the target only dies or stays stopped on the dumper's word, which it
