@@ -213,6 +213,9 @@ struct seized {
  * looping until /proc/PID/task shows no thread it has not stopped. On
  * failure every thread is detached again. */
 int seize_all(pid_t pid, unsigned options, struct seized *ret);
+/* In options: FAULT_ENGINE_SEIZE does not fire (the pre-copy's short
+ * seize, so that the fault keeps reaching the freeze's). */
+#define SEIZE_NO_FAULT (1u << 31)
 /* Detaches every thread; sig is given to the leader (0 or SIGSTOP). */
 void seize_release(struct seized *s, int sig);
 void seized_free(struct seized *s);

@@ -72,6 +72,17 @@
 #include "engine/engine-int.h"
 #include "gpu/gpu.h"
 
+/* In the keeper only: threads the pre-copy's seize found in a call
+ * interrupted with -ERESTART_RESTARTBLOCK (nanosleep, poll, ...). Let go,
+ * each went on in restart_syscall(), and the freeze finds that number
+ * instead of the call's, which a restore must issue again (restore.c,
+ * final_regs): capture() puts it back. */
+static struct restarted {
+	pid_t tid;
+	uint64_t rip, nr;
+} *keeper_restarted;
+static size_t keeper_nrestarted;
+
 /* Set in the keeper only: the dumper, its parent. */
 static pid_t keeper_dumper;
 /* In the keeper only: the dumper said KEEPER_GPU_HOLD, and not yet
@@ -340,6 +351,11 @@ static int capture(struct seized *s, struct proc_image *img)
 			r = creds_read(s->pid, s->tids[i], &img->threads[i].creds);
 		if (r < 0)
 			return r;
+		struct user_regs_struct *g = &img->threads[i].regs;
+		for (size_t k = 0; k < keeper_nrestarted; k++)
+			if (keeper_restarted[k].tid == s->tids[i] && keeper_restarted[k].rip == g->rip &&
+			    g->orig_rax == SYS_restart_syscall && (int64_t)g->rax == -ENGINE_ERESTART_RESTARTBLOCK)
+				g->orig_rax = keeper_restarted[k].nr;
 	}
 	r = seccomp_capture(img);
 	if (r < 0)
@@ -547,8 +563,17 @@ static void make_uffd(pid_t pid, int sock)
 {
 	struct seized s = { 0 };
 	int ufd = -1;
-	int r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
+	int r = seize_all(pid, PTRACE_O_TRACESYSGOOD | SEIZE_NO_FAULT, &s);
 	if (r >= 0) {
+		free(keeper_restarted);
+		keeper_nrestarted = 0;
+		keeper_restarted = calloc(s.ntids, sizeof(*keeper_restarted));
+		for (size_t i = 0; keeper_restarted && i < s.ntids; i++) {
+			struct user_regs_struct g;
+			if (regs_get(s.tids[i], &g) >= 0 && (int64_t)g.rax == -ENGINE_ERESTART_RESTARTBLOCK &&
+			    (int64_t)g.orig_rax >= 0)
+				keeper_restarted[keeper_nrestarted++] = (struct restarted){ s.tids[i], g.rip, g.orig_rax };
+		}
 		r = inject_uffd(&s, &ufd);
 		seize_release(&s, 0);
 		seized_free(&s);

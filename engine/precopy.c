@@ -216,7 +216,6 @@ static uint8_t *map_mirror(uint64_t start, uint64_t len)
 
 int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 {
-	_cleanup_free_ struct vma *unused = NULL;
 	struct vma *v = NULL;
 	size_t nv = 0;
 	char path[64];
@@ -297,6 +296,7 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 	}
 	vmas_free(v, nv);
 	v = NULL;
+	nv = 0;
 	if (!pc->n) {
 		r = err_set(-ENOENT, "pid %d: no private anonymous area of %llu KiB or more to pre-copy", pid,
 			    PRECOPY_MIN_AREA >> 10);
