@@ -3,7 +3,9 @@
  *
  * A dump stops the process only while it takes a consistent view of it
  * (threads, registers, memory layout, descriptors, a copy of its memory),
- * lets it run again, then writes the snapshot tree through store/. A
+ * lets it run again, then writes the snapshot tree through store/. Most
+ * of the copy is made before, while it runs (pre-copy, engine/precopy.c):
+ * the freeze then copies only what it wrote since. A
  * restore reads a snapshot tree, rebuilds the process with the same PID and
  * thread IDs and lets it run. The engine never knows which store backend
  * it talks to.
