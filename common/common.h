@@ -193,6 +193,14 @@ enum fault_id {
 	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
 	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
 	FAULT_ENGINE_DIE_LAZY = 227,        /* lazy restore: the loader dies before its first copy */
+	FAULT_ENGINE_PRECOPY_UFFD = 230,    /* pre-copy: the injected userfaultfd() fails */
+	FAULT_ENGINE_PRECOPY_TAKE = 231,    /* pre-copy: taking it out (pidfd_getfd) fails, made already */
+	FAULT_ENGINE_PRECOPY_REGISTER = 232, /* pre-copy: registering an area fails */
+	FAULT_ENGINE_PRECOPY_COPY = 233,    /* pre-copy: reading pages into the copy fails */
+	FAULT_ENGINE_PRECOPY_UNTRACK = 234, /* pre-copy: removing the protection piece by piece fails */
+	FAULT_ENGINE_DIE_PRECOPY_UFFD = 235, /* keeper kills the dumper: the userfaultfd made in the target */
+	FAULT_ENGINE_DIE_PRECOPY = 236,     /* dumper: during a pre-copy round, the process tracked */
+	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
 	_FAULT_MAX,
 };
 

@@ -64,6 +64,7 @@ const char *engine_phase_name(enum engine_phase p)
 		[ENGINE_PHASE_WRITE] = "write",
 		[ENGINE_PHASE_COMMIT] = "commit",   [ENGINE_PHASE_READ] = "read",
 		[ENGINE_PHASE_RESTORE] = "restore", [ENGINE_PHASE_WAIT] = "wait",
+		[ENGINE_PHASE_PRECOPY] = "pre-copy", [ENGINE_PHASE_RESUMED] = "resumed",
 	};
 	return p < _ENGINE_PHASE_MAX ? names[p] : "?";
 }
@@ -97,7 +98,7 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
 		     bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
-		     uint64_t *bytes)
+		     struct precopy *pc, uint64_t *bytes)
 {
 	int r;
 
@@ -124,7 +125,7 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, copy, arena, shm, hbm, bytes);
+	r = memory_capture(pid, img, copy, arena, shm, hbm, pc, bytes);
 	if (r >= 0)
 		r = check_mapped_locks(img, *fds);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
@@ -363,6 +364,7 @@ struct pdump {
 	bool fds_later; /* a GPU process: fds_check after the checkpoint step */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
 	uint64_t bytes;
+	struct precopy *pc; /* its memory pre-copied, tracked until the thaw */
 };
 
 /* Adds pid to the tree (and its slot in *p); NULL on ENOMEM. */
@@ -537,6 +539,102 @@ static int capture_ipc(const struct tree *t, const struct pdump *p, const struct
 	return n < 0 ? (int)n : ipc_capture(shm, pids, n, ipc);
 }
 
+/* Rounds of pre-copy before the view. */
+#define PRECOPY_MAX_ROUNDS 8
+
+/* Pre-copies the memory of every process of the tree while they run:
+ * round after round until one leaves little for the freeze. Returns
+ * true when that happened; else (tracking unavailable, a failure, a
+ * process that writes faster than we copy) every process's tracking is
+ * removed, and mode says why the dump copies everything while frozen. */
+static bool precopy_tree(const struct tree *t, struct pdump *p, const struct engine_dump_opts *o, char *mode,
+			 size_t modelen, unsigned *ret_rounds, uint64_t *ret_bytes)
+{
+	uint64_t tracked = 0, prev = UINT64_MAX, dirty = 0, copied = 0;
+	unsigned round = 0;
+	size_t live = 0;
+	bool converged = false;
+	char why[256] = "";
+
+	for (size_t i = 0; i < t->n; i++) {
+		/* a stopped process writes nothing meanwhile */
+		if (t->v[i].zombie || p[i].gone || p[i].img.stopped)
+			continue;
+		int r = precopy_start(t->v[i].pid, &p[i].k, &p[i].pc);
+		if (r == -ENOENT) { /* nothing big enough in it: copied while frozen */
+			err_clear();
+			continue;
+		}
+		if (r < 0) {
+			snprintf(why, sizeof(why), "%s", err_msg());
+			err_clear();
+			goto fallback;
+		}
+		live++;
+	}
+	if (!live) {
+		snprintf(why, sizeof(why), "no private anonymous area of 1 MiB or more to pre-copy");
+		goto fallback;
+	}
+	while (!converged && round < PRECOPY_MAX_ROUNDS) {
+		round++;
+		dirty = 0;
+		for (size_t i = 0; i < t->n; i++) {
+			if (!p[i].pc)
+				continue;
+			int r = precopy_round(p[i].pc);
+			if (r < 0) {
+				snprintf(why, sizeof(why), "pre-copy round %u: %s", round, err_msg());
+				err_clear();
+				goto fallback;
+			}
+			dirty += precopy_dirty(p[i].pc);
+		}
+		copied += dirty;
+		if (round == 1)
+			tracked = dirty;
+		if (o && o->progress) {
+			struct engine_progress pr = { .phase = ENGINE_PHASE_PRECOPY, .done = dirty,
+						      .total = round == 1 ? dirty : tracked, .round = round };
+			o->progress(&pr, o->ud);
+		}
+		if (round == 2 && fault_hit(FAULT_ENGINE_DIE_PRECOPY))
+			raise(SIGKILL);
+		/* a process that writes faster than we copy, made up: one
+		 * thread here cannot outwrite the copy */
+		if (fault_hit(FAULT_ENGINE_PRECOPY_DIVERGE))
+			dirty = MAX(dirty, prev == UINT64_MAX ? dirty : prev);
+		converged = round > 1 && precopy_done(dirty);
+		/* a round that no longer shrinks the work: it writes as fast as we copy */
+		if (!converged && round >= 3 && dirty > prev / 10 * 9)
+			break;
+		prev = dirty;
+	}
+	if (!converged) {
+		snprintf(why, sizeof(why),
+			 "pre-copy did not converge (%u rounds, %" PRIu64 " MiB written during the last)", round,
+			 dirty >> 20);
+		goto fallback;
+	}
+	for (size_t i = 0; i < t->n; i++)
+		if (p[i].pc)
+			precopy_read_smaps(p[i].pc);
+	snprintf(mode, modelen, "pre-copy, %u rounds", round);
+	*ret_rounds = round;
+	*ret_bytes = copied;
+	return true;
+fallback:
+	for (size_t i = 0; i < t->n; i++) {
+		precopy_free(p[i].pc);
+		p[i].pc = NULL;
+	}
+	snprintf(mode, modelen, "stop-and-copy: %s", why);
+	log_info("pid %d: %s", t->v[0].pid, mode);
+	*ret_rounds = round;
+	*ret_bytes = 0;
+	return false;
+}
+
 /* Writes process i's files into directory "<pid>/" of w. */
 static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const struct engine_dump_opts *o)
 {
@@ -562,8 +660,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct ipc_image ipc = { 0 };
 	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
-	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
-	bool copy = after == ENGINE_AFTER_RUN;
+	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0, pre_bytes = 0;
+	bool copy = after == ENGINE_AFTER_RUN, precopied = false;
+	unsigned rounds = 0;
+	char mode[200];
 	int r;
 
 	if (pid == getpid()) {
@@ -631,11 +731,24 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = check_fds_later(&t, p);
 	if (r < 0)
 		goto out;
+	/* pre-copy (after the GPU's checkpoint step, which writes host
+	 * memory); --kill and --stop keep them frozen until the commit
+	 * anyway, and stream memory straight to the store */
+	if (!copy)
+		snprintf(mode, sizeof(mode), "stop-and-copy: the processes stay frozen until the snapshot is durable");
+	else if (o && o->no_precopy)
+		snprintf(mode, sizeof(mode), "stop-and-copy: pre-copy turned off");
+	else
+		precopied = precopy_tree(&t, p, o, mode, sizeof(mode), &rounds, &pre_bytes);
 	if (copy) {
 		_cleanup_free_ pid_t *pids = NULL;
 		ssize_t np = tree_pids(&t, p, false, &pids);
+		/* what pre-copied processes copied already is in their mirrors */
+		uint64_t less = 0;
+		for (size_t j = 0; j < t.n; j++)
+			less += precopy_tracked(p[j].pc);
 		if (np >= 0)
-			copy_arena_reserve(pids, np, &arena);
+			copy_arena_reserve(pids, np, less, &arena);
 	}
 
 	/* 2. Freeze, parents first: once a process is stopped its children
@@ -697,7 +810,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (t.v[i].zombie || p[i].gone)
 			continue;
 		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
-			      &p[i].hbm, &p[i].bytes);
+			      &p[i].hbm, p[i].pc, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
@@ -724,6 +837,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 				goto out;
 		}
 		tf1 = now_ns();
+		progress(o, ENGINE_PHASE_RESUMED, 0, 0);
 		for (size_t i = 0; i < t.n; i++) {
 			if (t.v[i].zombie || p[i].gone)
 				continue;
@@ -731,6 +845,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			if (r < 0)
 				goto out;
 		}
+		/* running again: the tracking goes, a piece at a time; the
+		 * mirrors stay for the write */
+		for (size_t i = 0; i < t.n; i++)
+			precopy_untrack(p[i].pc);
 	}
 
 	/* 4. Write: the tree, then each process in its directory. */
@@ -814,9 +932,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		o->stats->total_ns = now_ns() - t0;
 		o->stats->memory_bytes = bytes;
 		o->stats->processes = in_snapshot;
+		o->stats->precopied = precopied;
+		o->stats->precopy_rounds = rounds;
+		o->stats->precopy_bytes = pre_bytes;
+		snprintf(o->stats->memory_mode, sizeof(o->stats->memory_mode), "%s", mode);
 	}
-	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, in_snapshot,
-		  bytes, (tf1 - tf0) / 1000);
+	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us, %s", pid,
+		  in_snapshot, bytes, (tf1 - tf0) / 1000, mode);
 	r = 0;
 out:
 	for (size_t i = 0; i < t.n; i++) {
@@ -841,6 +963,7 @@ out:
 			}
 		}
 		keeper_gpu_done(&d->k);
+		precopy_free(d->pc);
 		free(d->hbm.v);
 		if (d->fds)
 			fds_free(d->fds);

@@ -37,6 +37,7 @@ struct page_region_ {
 	uint64_t start, end, categories;
 };
 #define PAGEMAP_SCAN_ _IOWR('f', 16, struct pm_scan_arg_)
+#define PAGE_IS_WRITTEN_ (1ull << 1)
 #define PAGE_IS_FILE_ (1ull << 2)
 #define PAGE_IS_PRESENT_ (1ull << 3)
 #define PAGE_IS_SWAPPED_ (1ull << 4)
@@ -308,12 +309,19 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 		a.category_inverted = PAGE_IS_PFNZERO_;
 		a.category_mask = PAGE_IS_PFNZERO_;
 	}
+	/* pre-copied: the same walk tells which pages were written since
+	 * the last round */
+	if (v->valid)
+		a.return_mask |= PAGE_IS_WRITTEN_;
 	while (a.start < v->end) {
 		long k = ioctl(pm, PAGEMAP_SCAN_, &a);
 		if (k < 0)
 			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
 				       (unsigned long)v->start, (unsigned long)v->end);
 		for (long i = 0; i < k; i++) {
+			if (v->valid && (regs[i].categories & PAGE_IS_WRITTEN_))
+				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
+				       (regs[i].end - regs[i].start) / 4096);
 			int r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
 			if (r < 0)
 				return r;
@@ -570,14 +578,14 @@ static void *populate(void *arg)
 	return NULL;
 }
 
-void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a)
+void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a)
 {
 	uint64_t t0 = now_ns(), kb = 0;
 	/* shared memory counted once for the tree: each process's share */
 	static const char *const keys[] = { "\nAnonymous:", "\nPss_Shmem:", NULL };
 	for (size_t i = 0; i < npids; i++)
 		kb += rollup_kb(pids[i], keys);
-	size_t len = ALIGN_UP((size_t)kb * 1024, HUGE_SZ);
+	size_t len = kb * 1024 > less ? ALIGN_UP((size_t)(kb * 1024 - less), HUGE_SZ) : 0;
 	struct populate q[COPY_THREADS];
 	size_t n;
 	bool failed = false;
@@ -618,16 +626,13 @@ void copy_arena_release(struct copy_arena *a)
 	*a = (struct copy_arena){ 0 };
 }
 
-/* Flags /proc/PID/maps does not show: growsdown, noreserve (smaps). */
-static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+/* Flags /proc/PID/maps does not show (growsdown, noreserve, uffd-wp)
+ * from an smaps text. exact: each area must have its header there with
+ * the same range, permissions, offset and file (a text read before the
+ * freeze), else -ESTALE. */
+static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 {
-	char path[64];
-	_cleanup_free_ char *text = NULL;
-	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
-	int r = read_file_full(path, &text, NULL);
-	if (r < 0)
-		return err_set(r, "pid %d: cannot read smaps", pid);
-	size_t i = 0;
+	size_t i = 0, matched = 0;
 	bool have = false;
 	for (char *l = text, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
@@ -638,6 +643,8 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 			if (have && i < n) {
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
+				v[i].uffd_wp = strstr(l, " uw") != NULL;
+				matched++;
 			}
 			have = false;
 			continue;
@@ -650,9 +657,26 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 			while (i < n && v[i].start < a)
 				i++;
 			have = i < n && v[i].start == a;
+			if (have && exact) {
+				struct vma h = { 0 };
+				have = parse_head(l, &h) && h.end == v[i].end && h.prot == v[i].prot &&
+				       h.shared == v[i].shared && h.pgoff == v[i].pgoff && h.ino == v[i].ino &&
+				       h.dev_major == v[i].dev_major && h.dev_minor == v[i].dev_minor;
+			}
 		}
 	}
-	return 0;
+	return exact && matched != n ? -ESTALE : 0;
+}
+
+static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	int r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read smaps", pid);
+	return vmflags_from(text, v, n, false);
 }
 
 void shm_table_free(struct shm_table *t)
@@ -709,7 +733,7 @@ static int shm_enter(struct shm_table *t, pid_t pid, struct vma *v, bool *covere
 }
 
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   const struct hbm_ranges *hbm, uint64_t *bytes)
+		   const struct hbm_ranges *hbm, struct precopy *pc, uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -718,7 +742,15 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 	r = maps_read(pid, &img->vmas, &img->nvmas);
 	if (r < 0)
 		return r;
-	r = read_vmflags(pid, img->vmas, img->nvmas);
+	/* smaps walks every page table entry (~20 ms for 4 GiB): a
+	 * pre-copied process's was read before the freeze, and serves where
+	 * every area is still the one it showed */
+	{
+		_cleanup_free_ char *early = precopy_take_smaps(pc);
+		r = early && copy ? vmflags_from(early, img->vmas, img->nvmas, true) : -ESTALE;
+	}
+	if (r == -ESTALE)
+		r = read_vmflags(pid, img->vmas, img->nvmas);
 	if (r < 0)
 		return r;
 	/* after the flags: smaps is matched to the areas by their starts */
@@ -743,6 +775,17 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		struct vma *v = &img->vmas[i];
 		switch (v->kind) {
 		case VMA_ANON:
+			/* pre-copied: only what is not in its mirror yet is read */
+			if (copy && precopy_lookup(pc, v)) {
+				r = scan_pages(pid, pm, v);
+				if (r >= 0)
+					r = precopy_fill(pc, v);
+				if (r >= 0)
+					*bytes += v->saved;
+				if (r < 0)
+					break;
+				continue;
+			}
 			r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_PRIVATE:
@@ -997,7 +1040,7 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 * from the process to the store through two reused buffers,
 		 * one read while the other is written. */
 		_cleanup_close_ int fd = -1;
-		if (!v->data) {
+		if (!v->data && !v->mirror) {
 			char path[96];
 			for (int b = 0; b < 2; b++)
 				if (!piece[b] && !(piece[b] = copy_alloc(NULL, STREAM_PIECE))) {
@@ -1021,21 +1064,23 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 			goto out;
 		const uint8_t *p = v->data;
 		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
-			uint64_t step = v->data ? 64ull << 20 : STREAM_PIECE;
+			if (v->mirror)
+				p = v->mirror + v->runs[k].off;
+			uint64_t step = v->data || v->mirror ? 64ull << 20 : STREAM_PIECE;
 			int cur = 0;
-			if (!v->data)
+			if (!v->data && !v->mirror)
 				r = read_piece(pid, mem, fd, v, v->runs[k].off, MIN(v->runs[k].len, step), piece[0]);
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
 				uint64_t len = MIN(v->runs[k].len - off, step);
-				const uint8_t *src = v->data ? p : piece[cur];
+				const uint8_t *src = v->data || v->mirror ? p : piece[cur];
 				struct prefetch pf = { .pid = pid, .mem = mem, .fd = fd, .v = v,
 						       .off = v->runs[k].off + off + len,
 						       .len = MIN(v->runs[k].len - off - len, step),
 						       .buf = piece[cur ^ 1] };
 				pthread_t th;
 				bool started = false;
-				if (!v->data && pf.len > 0) {
+				if (!v->data && !v->mirror && pf.len > 0) {
 					started = pthread_create(&th, NULL, prefetch_worker, &pf) == 0;
 					if (!started)
 						prefetch_worker(&pf); /* read it now, in turn */

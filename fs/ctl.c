@@ -73,6 +73,7 @@ static void progress(const struct engine_progress *p, void *ud)
 	c->ps->phase = p->phase;
 	c->ps->done = p->done;
 	c->ps->total = p->total;
+	c->ps->round = p->round;
 	pthread_mutex_unlock(&c->fs->lock);
 }
 
@@ -306,6 +307,11 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 	if (!s.last_snap)
 		s.last_snap = newest;
 
+	char phase[64];
+	if (running && s.phase == ENGINE_PHASE_PRECOPY)
+		snprintf(phase, sizeof(phase), "%s round %u", engine_phase_name(s.phase), s.round);
+	else
+		snprintf(phase, sizeof(phase), "%s", running ? engine_phase_name(s.phase) : "-");
 	len = asprintf(&text,
 		       "pid: %d\n"
 		       "state: %s\n"
@@ -315,7 +321,7 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       "last_snapshot: %" PRIu32 "\n"
 		       "last_error: %s\n",
 		       pid, state_names[s.state],
-		       running ? engine_phase_name(s.phase) : "-",
+		       phase,
 		       running ? s.done : 0, running ? s.total : 0,
 		       s.last_snap,
 		       s.last_error[0] ? s.last_error : "-");

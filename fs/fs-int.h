@@ -91,6 +91,7 @@ struct pidstate {
 	enum pid_state state;       /* fs->lock, and so are all below */
 	enum engine_phase phase;
 	uint64_t done, total;
+	unsigned round;              /* ENGINE_PHASE_PRECOPY: the round */
 	bool periodic;               /* the running checkpoint is a policy's */
 	uint32_t last_snap;          /* 0: none taken by this daemon */
 	char last_error[512];
