@@ -626,6 +626,14 @@ static enum MHD_Result delete_snapshot(struct api *a, struct MHD_Connection *c, 
 		log_err_errno(r, "snapshot %d/%" PRIu32 ": cannot delete: %s", pid, n, err_msg());
 		return problem_errno(a, c, r, "snapshot");
 	}
+	/* The kernel keeps snapshot entries for a while (they never change
+	 * while they exist): tell it this one is gone, so that the mount
+	 * agrees with the API at once. From this thread, not the FUSE
+	 * loop's, as the call requires. */
+	char name[16];
+	struct node_id pid_dir = { .kind = NODE_PID, .pid = pid };
+	int len = snprintf(name, sizeof(name), "%" PRIu32, n);
+	fuse_lowlevel_notify_inval_entry(a->fs->se, node_ino_of(&pid_dir), name, (size_t)len);
 	log_info("snapshot %d/%" PRIu32 " deleted through the API by uid %u", pid, n, (unsigned)q->uid);
 	return send_buf(a, c, 204, "application/json", NULL, 0);
 }

@@ -1,0 +1,415 @@
+/*
+ * The daemon's REST API through its real Unix socket, with curl as the
+ * client: a checkpoint requested over HTTP, its job long-polled to the
+ * end, the snapshot listed, described and deleted (and seen to come and
+ * go in the mount too), the target still passing its own check; bad
+ * input of every kind answered with a problem document and its status,
+ * changing nothing; another user (nobody, through setpriv) refused what
+ * is root's; the faults of the API's own paths (410, 411).
+ */
+#include <check.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/integration/fs/fs-harness.h"
+
+#ifndef HAVE_ENGINE
+#define HAVE_ENGINE 0
+#endif
+
+#define USER_UID 65534
+
+static char sock[56];
+
+/* Mounts with the API on a socket of the test's own, in a directory
+ * under /tmp that every user can reach (H.base is 0700). */
+static void mount_api(void)
+{
+	snprintf(sock, sizeof(sock), "/tmp/ckptfs-api-%s/api.sock", strrchr(H.base, '/') + 1);
+	snprintf(H.opts, sizeof(H.opts), "api=%s", sock);
+	harness_remount();
+	ck_assert_msg(wait_file(sock, 5000), "no API socket %s", sock);
+}
+
+static void unmount_api(void)
+{
+	char dir[sizeof(sock)];
+
+	harness_umount();
+	snprintf(dir, sizeof(dir), "%s", sock);
+	*strrchr(dir, '/') = 0;
+	sh("rm -rf '%s'", dir);
+}
+
+struct resp {
+	int code;
+	json_t *json; /* NULL when the body is not JSON */
+	char *body;
+};
+
+static void resp_free(struct resp *r)
+{
+	json_decref(r->json);
+	free(r->body);
+}
+
+/* One request with curl. body: NULL for none, else sent as it is;
+ * as_user: run curl as nobody. */
+static struct resp http_as(bool as_user, const char *method, const char *path, const char *body)
+{
+	char file[PATH_MAX];
+	struct resp r = { 0 };
+	char *out;
+
+	snprintf(file, sizeof(file), "%s/body", H.work);
+	if (body) {
+		FILE *f = fopen(file, "we");
+		ck_assert_ptr_nonnull(f);
+		fputs(body, f);
+		fclose(f);
+		chmod(file, 0644);
+	}
+	out = sh_out("%s curl -sS --path-as-is --max-time 60 --unix-socket '%s' -X %s %s%s%s -w '\\n%%{http_code}' 'http://localhost%s'",
+		     as_user ? "setpriv --reuid=65534 --regid=65534 --clear-groups" : "", sock, method,
+		     body ? "-H 'Content-Type: application/json' --data-binary @- <'" : "", body ? file : "",
+		     body ? "'" : "", path);
+	char *nl = strrchr(out, '\n');
+	ck_assert_msg(nl, "curl said: %s", out);
+	r.code = atoi(nl + 1);
+	*nl = 0;
+	r.body = out;
+	r.json = json_loads(out, JSON_DECODE_ANY, NULL);
+	return r;
+}
+
+static struct resp http(const char *method, const char *path, const char *body)
+{
+	return http_as(false, method, path, body);
+}
+
+/* Asserts a problem document with this status whose detail has want. */
+static void assert_problem(struct resp *r, int code, const char *want, const char *what)
+{
+	ck_assert_msg(r->code == code, "%s: status %d, want %d: %s", what, r->code, code, r->body);
+	const char *d = json_string_value(json_object_get(r->json, "detail"));
+	ck_assert_msg(d && json_integer_value(json_object_get(r->json, "status")) == code,
+		      "%s: not a problem document: %s", what, r->body);
+	ck_assert_msg(strstr(d, want), "%s: detail '%s' lacks '%s'", what, d, want);
+}
+
+static size_t count_snapshots(void)
+{
+	struct resp r = http("GET", "/v1/snapshots", NULL);
+	ck_assert_int_eq(r.code, 200);
+	size_t n = json_array_size(json_object_get(r.json, "snapshots"));
+	resp_free(&r);
+	return n;
+}
+
+/* Requests a checkpoint of pid; returns the job's id. */
+static json_int_t start_checkpoint(pid_t pid, const char *body)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/v1/processes/%d/checkpoints", pid);
+	struct resp r = http("POST", path, body);
+	ck_assert_msg(r.code == 202, "checkpoint: %d %s", r.code, r.body);
+	json_int_t id = json_integer_value(json_object_get(r.json, "id"));
+	ck_assert_int_gt(id, 0);
+	resp_free(&r);
+	return id;
+}
+
+/* Long-polls job id until it ends; returns the job. */
+static struct resp wait_job(json_int_t id)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/v1/jobs/%lld?wait=30", (long long)id);
+	for (int i = 0; i < 10; i++) {
+		struct resp r = http("GET", path, NULL);
+		ck_assert_msg(r.code == 200, "job: %d %s", r.code, r.body);
+		const char *st = json_string_value(json_object_get(r.json, "state"));
+		if (st && strcmp(st, "running"))
+			return r;
+		resp_free(&r);
+	}
+	ck_abort_msg("job %lld never ended", (long long)id);
+}
+
+START_TEST(test_checkpoint_job)
+{
+	char dir[PATH_MAX], path[128], want[64];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+
+	/* the target is among the processes */
+	struct resp r = http("GET", "/v1/processes", NULL);
+	ck_assert_int_eq(r.code, 200);
+	bool seen = false;
+	size_t i;
+	json_t *p;
+	json_array_foreach(json_object_get(r.json, "processes"), i, p)
+		seen |= json_integer_value(json_object_get(p, "pid")) == pid;
+	ck_assert_msg(seen, "pid %d not listed: %s", pid, r.body);
+	resp_free(&r);
+
+	json_int_t id = start_checkpoint(pid, "{\"mode\": \"run\"}");
+	r = wait_job(id);
+	snprintf(want, sizeof(want), "%d/1", pid);
+	ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done") &&
+			      !strcmp(json_string_value(json_object_get(r.json, "snapshot")) ?: "", want),
+		      "job: %s", r.body);
+	resp_free(&r);
+
+	/* the same snapshot, through the API and the mount */
+	ck_assert_int_eq(count_snapshots(), 1);
+	snprintf(path, sizeof(path), "/v1/snapshots/%d/1", pid);
+	r = http("GET", path, NULL);
+	ck_assert_msg(r.code == 200, "%d %s", r.code, r.body);
+	json_t *files = json_object_get(r.json, "files");
+	ck_assert_msg(json_array_size(files) > 3, "files: %s", r.body);
+	json_array_foreach(files, i, p) {
+		char *sz = sh_out("stat -c %%s \"$MNT/%d/1/%s\"", pid, json_string_value(json_object_get(p, "path")));
+		ck_assert_msg(strtoull(sz, NULL, 10) == (unsigned long long)json_integer_value(json_object_get(p, "size")),
+			      "%s: size %s in the mount, %lld in the API", json_string_value(json_object_get(p, "path")),
+			      sz, (long long)json_integer_value(json_object_get(p, "size")));
+		free(sz);
+	}
+	resp_free(&r);
+
+	/* the process kept running and passes its own check */
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+
+	/* metrics count it */
+	char *m = sh_out("curl -sS --unix-socket '%s' http://localhost/metrics", sock);
+	ck_assert_msg(strstr(m, "ckptfs_checkpoints_total{result=\"ok\"} 1\n") &&
+			      strstr(m, "ckptfs_checkpoint_duration_seconds_count 1\n"),
+		      "metrics:\n%s", m);
+	free(m);
+
+	/* the OpenAPI document is served */
+	r = http("GET", "/v1/openapi.json", NULL);
+	ck_assert_msg(r.code == 200 && json_object_get(json_object_get(r.json, "paths"), "/v1/jobs/{id}"), "%s",
+		      r.body);
+	resp_free(&r);
+
+	r = http("DELETE", path, NULL);
+	ck_assert_msg(r.code == 204, "delete: %d %s", r.code, r.body);
+	resp_free(&r);
+	ck_assert_int_eq(count_snapshots(), 0);
+	ck_assert_int_ne(sh("test -e \"$MNT/%d/1\"", pid), 0);
+	r = http("GET", path, NULL);
+	assert_problem(&r, 404, "no such snapshot", "deleted snapshot");
+	resp_free(&r);
+	unmount_api();
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+	char dir[PATH_MAX], path[128];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	snprintf(path, sizeof(path), "/v1/processes/%d/checkpoints", pid);
+
+	static const struct {
+		const char *body, *want;
+	} bad[] = {
+		{ "{", "not JSON" },
+		{ "[1,2]", "a JSON object expected" },
+		{ "{\"mode\": \"run\", \"extra\": 1}", "unknown field 'extra'" },
+		{ "{\"mode\": \"run\", \"mode\": \"kill\"}", "not JSON" },
+		{ "{\"mode\": \"freeze\"}", "mode must be" },
+		{ "{\"mode\": 3}", "mode must be" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct resp r = http("POST", path, bad[i].body);
+		assert_problem(&r, 400, bad[i].want, bad[i].body);
+		resp_free(&r);
+	}
+
+	/* larger than the API takes */
+	char *big = malloc(100 * 1024 + 32);
+	ck_assert_ptr_nonnull(big);
+	strcpy(big, "{\"mode\": \"");
+	memset(big + 10, 'a', 100 * 1024);
+	strcpy(big + 10 + 100 * 1024, "\"}");
+	struct resp r = http("POST", path, big);
+	assert_problem(&r, 413, "larger than", "oversized");
+	resp_free(&r);
+	free(big);
+
+	const struct {
+		const char *method, *path;
+		int code;
+		const char *want;
+	} urls[] = {
+		{ "POST", "/v1/processes/../checkpoints", 400, "not a pid" },
+		{ "POST", "/v1/processes/abc/checkpoints", 400, "not a pid" },
+		{ "POST", "/v1/processes/0012/checkpoints", 400, "not a pid" },
+		{ "POST", "/v1/processes/99999999999/checkpoints", 400, "not a pid" },
+		{ "POST", "/v1/processes/2147483646/checkpoints", 404, "no such process" },
+		{ "GET", "/v1/snapshots/../1", 400, "not PID/N" },
+		{ "GET", "/v1/snapshots/1/x", 400, "not PID/N" },
+		{ "GET", "/v1/snapshots/1/2/3", 404, "no such resource" },
+		{ "DELETE", "/v1/snapshots/2147483646/1", 404, "no such snapshot" },
+		{ "GET", "/v1/jobs/999", 404, "no such job" },
+		{ "GET", "/v1/jobs/x", 400, "not a job number" },
+		{ "GET", "/v1/jobs/1?wait=soon", 400, "not a number of seconds" },
+		{ "GET", "/v1/nothing", 404, "no such resource" },
+		{ "GET", "/v2/processes", 404, "under /v1" },
+		{ "DELETE", "/v1/processes", 405, "not allowed" },
+		{ "GET", path, 405, "not allowed" },
+	};
+	for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+		r = http(urls[i].method, urls[i].path, NULL);
+		assert_problem(&r, urls[i].code, urls[i].want, urls[i].path);
+		resp_free(&r);
+	}
+
+	/* nothing changed: no snapshot, no checkpoint counted, and the
+	 * target is as it was */
+	ck_assert_int_eq(count_snapshots(), 0);
+	char *m = sh_out("curl -sS --unix-socket '%s' http://localhost/metrics", sock);
+	ck_assert_msg(strstr(m, "ckptfs_checkpoints_total{result=\"ok\"} 0\n") &&
+			      strstr(m, "ckptfs_checkpoints_total{result=\"failed\"} 0\n"),
+		      "metrics:\n%s", m);
+	free(m);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
+START_TEST(test_other_user)
+{
+	char dir[PATH_MAX], path[128];
+	pid_t pid;
+
+	if (system("command -v setpriv >/dev/null") != 0) {
+		printf("SKIP: no setpriv\n");
+		return;
+	}
+	mount_api();
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, NULL);
+	struct resp r = wait_job(id);
+	ck_assert_str_eq(json_string_value(json_object_get(r.json, "state")), "done");
+	resp_free(&r);
+
+	/* root's process: not listed for nobody, and refused */
+	r = http_as(true, "GET", "/v1/processes", NULL);
+	ck_assert_msg(r.code == 200, "%d %s", r.code, r.body);
+	size_t i;
+	json_t *p;
+	json_array_foreach(json_object_get(r.json, "processes"), i, p)
+		ck_assert_int_ne(json_integer_value(json_object_get(p, "pid")), pid);
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/processes/%d/checkpoints", pid);
+	r = http_as(true, "POST", path, "{\"mode\":\"kill\"}");
+	assert_problem(&r, 403, "not yours", "nobody checkpoints root's");
+	resp_free(&r);
+
+	/* root's snapshot and job */
+	r = http_as(true, "GET", "/v1/snapshots", NULL);
+	ck_assert_msg(r.code == 200 && json_array_size(json_object_get(r.json, "snapshots")) == 0, "%s", r.body);
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/snapshots/%d/1", pid);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody reads root's snapshot");
+	resp_free(&r);
+	r = http_as(true, "DELETE", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody deletes root's snapshot");
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/jobs/%lld", (long long)id);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 404, "no such job", "nobody reads root's job");
+	resp_free(&r);
+
+	/* nothing changed */
+	ck_assert_int_eq(count_snapshots(), 1);
+	ck_assert_int_eq(kill(pid, 0), 0);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
+/* 411: a job cannot start; the request says so and the target is as it
+ * was. */
+START_TEST(test_fault_job)
+{
+	char dir[PATH_MAX], path[128];
+	pid_t pid;
+
+	setenv("CKPTFS_FAULT", "411", 1);
+	mount_api();
+	unsetenv("CKPTFS_FAULT");
+	pid = target_start(dir);
+	snprintf(path, sizeof(path), "/v1/processes/%d/checkpoints", pid);
+	struct resp r = http("POST", path, "{}");
+	assert_problem(&r, 503, "cannot start a checkpoint", "fault 411");
+	resp_free(&r);
+	ck_assert_int_eq(count_snapshots(), 0);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
+/* 410: the socket named with -o api= cannot be set up: the daemon says
+ * why and does not stay mounted. */
+START_TEST(test_fault_listen)
+{
+	char *out = sh_out("CKPTFS_FAULT=410 timeout 30 \"$CKPTFS\" -f -o store=\"$STORE\",api=%s/api.sock \"$MNT\" 2>&1; echo rc=$?",
+			   H.base);
+	ck_assert_msg(strstr(out, "injected fault") && !strstr(out, "rc=0"), "%s", out);
+	ck_assert(!harness_mounted(H.mnt));
+	free(out);
+	/* a bad path, without faults */
+	out = sh_out("timeout 30 \"$CKPTFS\" -f -o store=\"$STORE\",api=%s/%0200d/api.sock \"$MNT\" 2>&1; echo rc=$?",
+		     H.base, 0);
+	ck_assert_msg(strstr(out, "api socket") && !strstr(out, "rc=0"), "%s", out);
+	ck_assert(!harness_mounted(H.mnt));
+	free(out);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s;
+
+	harness_require();
+	if (system("command -v curl >/dev/null") != 0) {
+		printf("SKIP: no curl\n");
+		return 77;
+	}
+	s = suite_create("fs-api");
+	harness_add_unmounted(s, "bad_input", test_bad_input, 120);
+	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
+	if (HAVE_ENGINE) {
+		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
+		harness_add_unmounted(s, "other_user", test_other_user, 120);
+		harness_add_unmounted(s, "fault_job", test_fault_job, 120);
+	} else {
+		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
+		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job;
+	}
+	return harness_run(s);
+}
