@@ -15,13 +15,21 @@
  *   GET    /v1/snapshots
  *   GET    /v1/snapshots/{pid}/{n}
  *   DELETE /v1/snapshots/{pid}/{n}
+ *   GET    /v1/snapshots/{pid}/{n}/export    the snapshot as a tar stream
+ *   POST   /v1/restores?name=NAME            body: a tar stream (export's)
+ *   POST   /v1/restores                      {"name": N, "snapshot": "P/N"}
+ *   GET    /v1/restores/{name}               restore/<name>/status
  *   GET    /v1/openapi.json
  *   GET    /metrics
  * Errors are RFC 9457 problem documents.
  */
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <ctype.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -69,13 +77,17 @@ struct api {
 };
 
 /* One request's state between the calls MHD makes for it. */
+struct import;
+
 struct req {
 	char *body;
 	size_t len;
 	bool too_big;
 	bool cred_ok;
 	uid_t uid;
+	gid_t gid;
 	pid_t peer;
+	struct import *imp; /* a tar upload being read (POST /v1/restores?name=) */
 };
 
 static const char *const mode_names[] = {
@@ -638,6 +650,558 @@ static enum MHD_Result delete_snapshot(struct api *a, struct MHD_Connection *c, 
 	return send_buf(a, c, 204, "application/json", NULL, 0);
 }
 
+/* ---- export, import, restores --------------------------------------------- */
+
+/* Restore names: what a directory under restore/ may be called, and no
+ * more (no '/', no "..", no dot first). */
+static bool restore_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return false;
+	return true;
+}
+
+static const char zeros[64 * 1024];
+
+struct export {
+	struct api *a;
+	struct snapview *v;
+	int fd; /* the pipe's write end */
+};
+
+static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
+{
+	struct export *x = ud;
+	int r = write_full(x->fd, buf, len);
+	if (r < 0) {
+		archive_set_error(ar, -r, "%s", strerror(-r));
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+/* Writes file f of the snapshot as one pax entry: its data ranges as a
+ * sparse map, so that holes take no room in the stream nor on the
+ * receiving side. */
+static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, const struct snap_file *sf,
+		       char *buf, size_t bufsize)
+{
+	struct store_file *f = NULL;
+	uint64_t size = sf->st.size;
+	int r;
+
+	r = store_file_open(x->v->snap, sf->path, &f);
+	if (r < 0)
+		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, sf->path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0600);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_set_mtime(e, x->a->fs->started, 0);
+	if (sf->st.allocated < size) {
+		uint64_t off = 0;
+		while (off < size) {
+			int64_t d = store_file_seek(f, off, SEEK_DATA);
+			if (d == -ENXIO)
+				break;
+			if (d < 0) {
+				r = (int)d;
+				goto out;
+			}
+			int64_t h = store_file_seek(f, (uint64_t)d, SEEK_HOLE);
+			if (h < 0) {
+				r = (int)h;
+				goto out;
+			}
+			archive_entry_sparse_add_entry(e, d, h - d);
+			off = (uint64_t)h;
+		}
+		/* a file of holes only still needs an entry for its size */
+		if (archive_entry_sparse_count(e) == 0)
+			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
+	}
+	if (archive_write_header(ar, e) != ARCHIVE_OK) {
+		r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+		goto out;
+	}
+	/* The pax writer takes the whole logical file and skips the holes
+	 * of the sparse map: they are fed from zeros, not read. */
+	for (uint64_t off = 0; off < size;) {
+		int64_t d = sf->st.allocated < size ? store_file_seek(f, off, SEEK_DATA) : (int64_t)off;
+		if (d == -ENXIO)
+			d = (int64_t)size;
+		if (d < 0) {
+			r = (int)d;
+			goto out;
+		}
+		while (off < (uint64_t)d) {
+			size_t n = (size_t)MIN((uint64_t)d - off, (uint64_t)sizeof(zeros));
+			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n) {
+				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+				goto out;
+			}
+			off += n;
+		}
+		if (off >= size)
+			break;
+		int64_t h = sf->st.allocated < size ? store_file_seek(f, off, SEEK_HOLE) : (int64_t)size;
+		if (h < 0) {
+			r = (int)h;
+			goto out;
+		}
+		while (off < (uint64_t)h) {
+			ssize_t n = store_file_pread(f, buf, (size_t)MIN((uint64_t)h - off, (uint64_t)bufsize), off);
+			if (n <= 0) {
+				r = n < 0 ? err_set((int)n, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror((int)-n))
+					  : err_set(-EIO, "%s: shorter than its size", sf->path);
+				goto out;
+			}
+			if (archive_write_data(ar, buf, (size_t)n) != n) {
+				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+				goto out;
+			}
+			off += (uint64_t)n;
+		}
+	}
+	r = 0;
+out:
+	store_file_close(f);
+	return r;
+}
+
+static void *export_run(void *arg)
+{
+	struct export *x = arg;
+	struct archive *ar = archive_write_new();
+	struct archive_entry *e = archive_entry_new();
+	_cleanup_free_ char *buf = malloc(FS_IO_SIZE);
+	int r = 0;
+
+	err_clear();
+	if (!ar || !e || !buf || archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
+	    archive_write_set_bytes_per_block(ar, 64 * 1024) != ARCHIVE_OK ||
+	    archive_write_open(ar, x, NULL, export_write, NULL) != ARCHIVE_OK) {
+		r = err_set(-ENOMEM, "cannot start the tar stream");
+		goto out;
+	}
+	for (size_t i = 0; i < x->v->nfiles && r >= 0; i++)
+		r = export_file(x, ar, e, &x->v->files[i], buf, FS_IO_SIZE);
+	if (r >= 0 && archive_write_close(ar) != ARCHIVE_OK)
+		r = err_set(-EIO, "%s", archive_error_string(ar));
+out:
+	/* A failure ends the stream short: the client sees a truncated tar
+	 * (and the importer refuses it), never a whole-looking wrong one. */
+	if (r < 0)
+		log_warn("snapshot %d/%" PRIu32 ": export ended early: %s", x->v->pid, x->v->n, err_msg());
+	archive_entry_free(e);
+	if (ar)
+		archive_write_free(ar);
+	close(x->fd);
+	snapview_put(x->a->fs, x->v);
+	struct fs *fs = x->a->fs;
+	free(x);
+	ctl_job_end(fs);
+	return NULL;
+}
+
+static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
+				  const char *ns)
+{
+	enum MHD_Result res = MHD_NO;
+	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
+	struct MHD_Response *resp;
+	struct export *x;
+	int p[2], r;
+
+	if (!v)
+		return res;
+	x = malloc(sizeof(*x));
+	if (!x || pipe2(p, O_CLOEXEC) < 0) {
+		free(x);
+		snapview_put(a->fs, v);
+		return problem(a, c, 500, "snapshot %s/%s: cannot export: %m", ps, ns);
+	}
+	/* the tar is made on a thread of its own into a pipe, which MHD
+	 * sends as it fills: nothing of the snapshot is held in memory or
+	 * on disk */
+	*x = (struct export){ a, v, p[1] };
+	r = ctl_job_spawn(a->fs, export_run, x);
+	if (r < 0) {
+		close(p[0]);
+		close(p[1]);
+		snapview_put(a->fs, v);
+		free(x);
+		return problem(a, c, 503, "snapshot %s/%s: cannot export: %s", ps, ns, strerror(-r));
+	}
+	resp = MHD_create_response_from_pipe(p[0]);
+	if (!resp) {
+		close(p[0]);
+		return MHD_NO;
+	}
+	char disp[96];
+	snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%s.tar\"", ps, ns);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-tar");
+	MHD_add_response_header(resp, "Content-Disposition", disp);
+	res = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	count(a, 200);
+	return res;
+}
+
+/* An upload being unpacked into restore/<name>/: the request's handler
+ * writes the body into a pipe, a thread reads the tar from it. */
+struct import {
+	struct api *a;
+	uid_t uid;
+	gid_t gid;
+	char name[72];
+	int wfd, rfd;
+	pthread_t thread;
+	bool started;
+	int result;         /* the thread's */
+	unsigned status;    /* its HTTP status when it failed */
+	char why[600];
+};
+
+static int make_dirs(struct import *im, const char *path, bool self)
+{
+	char buf[1100];
+	size_t n = strlen(path);
+	int r;
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *s = buf; (s = strchr(s, '/')); s++) {
+		*s = 0;
+		r = restore_subdir(im->a->fs, im->uid, im->name, buf);
+		*s = '/';
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+	if (self) {
+		r = restore_subdir(im->a->fs, im->uid, im->name, buf);
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+	return 0;
+}
+
+/* Unpacks one tar stream into the restore; refuses (422) anything that
+ * is not a plain file or directory inside it, and a stream that ends
+ * early or whose data does not match its headers. */
+static int import_tar(struct import *im)
+{
+	struct archive *ar = archive_read_new();
+	struct archive_entry *e;
+	int r = 0, ar_r;
+
+	if (!ar)
+		return -ENOMEM;
+	archive_read_support_format_tar(ar);
+	if (archive_read_open_fd(ar, im->rfd, 64 * 1024) != ARCHIVE_OK) {
+		r = err_set(-EINVAL, "not a tar stream: %s", archive_error_string(ar));
+		goto out;
+	}
+	while ((ar_r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
+		const char *path = archive_entry_pathname(e);
+		char clean[1100];
+		size_t n;
+
+		if (!path)
+			path = "";
+		while (!strncmp(path, "./", 2))
+			path += 2;
+		n = strlen(path);
+		if (n >= sizeof(clean)) {
+			r = err_set(-EINVAL, "%.64s...: path too long", path);
+			goto out;
+		}
+		memcpy(clean, path, n + 1);
+		bool dir = archive_entry_filetype(e) == AE_IFDIR;
+		if (dir && n && clean[n - 1] == '/')
+			clean[--n] = 0;
+		if (dir && n == 0)
+			continue;
+		if (archive_entry_hardlink(e) || archive_entry_symlink(e) ||
+		    (!dir && archive_entry_filetype(e) != AE_IFREG)) {
+			r = err_set(-EINVAL, "%s: not a plain file or directory (links and devices are refused)", clean);
+			goto out;
+		}
+		if (store_path_valid(clean) < 0) {
+			r = err_set(-EINVAL, "%s: not a path inside a snapshot: %s", clean, err_msg());
+			goto out;
+		}
+		if (dir) {
+			r = make_dirs(im, clean, true);
+			if (r < 0) {
+				r = err_set(r, "%s: %s", clean, strerror(-r));
+				goto out;
+			}
+			continue;
+		}
+		if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0) {
+			r = err_set(-EINVAL, "%s: no size", clean);
+			goto out;
+		}
+		uint64_t size = (uint64_t)archive_entry_size(e);
+		struct rfile *rf = NULL;
+		r = make_dirs(im, clean, false);
+		if (r >= 0)
+			r = restore_create(im->a->fs, im->uid, im->name, clean, &rf);
+		if (r < 0) {
+			r = err_set(r, "%s: %s", clean, r == -EEXIST ? "twice in the stream" : strerror(-r));
+			goto out;
+		}
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int br;
+		while ((br = archive_read_data_block(ar, &buf, &len, &off)) == ARCHIVE_OK) {
+			if (off < 0 || (uint64_t)off + len > size) {
+				r = err_set(-EINVAL, "%s: data beyond its size of %" PRIu64 " bytes", clean, size);
+				break;
+			}
+			if (len && (r = restore_write(rf, buf, len, (uint64_t)off)) < 0) {
+				r = err_set(r, "%s: %s", clean, *err_msg() ? err_msg() : strerror(-r));
+				break;
+			}
+		}
+		if (r >= 0 && br != ARCHIVE_EOF)
+			r = err_set(-EINVAL, "%s: %s", clean, archive_error_string(ar) ?: "cannot read its data");
+		if (r >= 0)
+			r = restore_extend(rf, size);
+		int rr = restore_release(im->a->fs, rf);
+		if (r >= 0 && rr < 0)
+			r = err_set(rr, "%s: %s", clean, *err_msg() ? err_msg() : strerror(-rr));
+		if (r < 0)
+			goto out;
+	}
+	if (ar_r != ARCHIVE_EOF)
+		r = err_set(-EINVAL, "the tar stream: %s", archive_error_string(ar) ?: "malformed");
+out:
+	archive_read_free(ar);
+	return r;
+}
+
+static void *import_run(void *arg)
+{
+	struct import *im = arg;
+	char drain[4096];
+
+	err_clear();
+	im->result = import_tar(im);
+	if (im->result < 0) {
+		snprintf(im->why, sizeof(im->why), "%s", err_msg());
+		im->status = im->result == -EINVAL ? 422 : errno_status(im->result);
+	}
+	/* whatever follows is read and dropped, so that the upload ends
+	 * and the client gets its answer */
+	while (read(im->rfd, drain, sizeof(drain)) > 0)
+		;
+	return NULL;
+}
+
+static enum MHD_Result import_begin(struct api *a, struct MHD_Connection *c, struct req *q, const char *name)
+{
+	struct import *im;
+	int p[2], r;
+
+	if (!name || !restore_name_ok(name))
+		return problem(a, c, 400, "restore name '%s': letters, digits, '.', '_', '-', not first '.' or '-', at most 64",
+			       name ? name : "");
+	im = calloc(1, sizeof(*im));
+	if (!im)
+		return MHD_NO;
+	im->a = a;
+	im->uid = q->uid;
+	im->gid = q->gid;
+	im->wfd = im->rfd = -1;
+	snprintf(im->name, sizeof(im->name), "%s", name);
+	err_clear();
+	r = restore_mkdir(a->fs, q->uid, q->gid, name);
+	if (r < 0) {
+		free(im);
+		if (r == -EEXIST)
+			return problem(a, c, 409, "restore %s: exists already", name);
+		return problem_errno(a, c, r, name);
+	}
+	/* ?options=accept-changed-files,lazy: restore/<name>/ctl's words */
+	const char *opts = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "options");
+	if (opts && *opts) {
+		char line[128];
+		snprintf(line, sizeof(line), "%s", opts);
+		for (char *s = line; *s; s++)
+			if (*s == ',')
+				*s = ' ';
+		r = restore_ctl(a->fs, q->uid, name, line, strlen(line));
+		if (r < 0) {
+			restore_rmdir(a->fs, q->uid, name);
+			free(im);
+			return problem(a, c, 400, "restore %s: options '%s': %s", name, opts,
+				       *err_msg() ? err_msg() : strerror(-r));
+		}
+	}
+	if (pipe2(p, O_CLOEXEC) < 0 ||
+	    (im->rfd = p[0], im->wfd = p[1], pthread_create(&im->thread, NULL, import_run, im) != 0)) {
+		if (im->rfd >= 0) {
+			close(im->rfd);
+			close(im->wfd);
+		}
+		restore_rmdir(a->fs, q->uid, name);
+		free(im);
+		return problem(a, c, 503, "restore %s: cannot start the import", name);
+	}
+	im->started = true;
+	q->imp = im;
+	return MHD_YES;
+}
+
+/* Ends the import: the stream is closed, the thread joined; *ok says
+ * whether every file arrived. On failure the restore is removed: a
+ * refused upload leaves nothing. */
+static bool import_end(struct api *a, struct import *im)
+{
+	if (im->wfd >= 0)
+		close(im->wfd);
+	im->wfd = -1;
+	if (im->started)
+		pthread_join(im->thread, NULL);
+	im->started = false;
+	close(im->rfd);
+	im->rfd = -1;
+	if (im->result < 0 || im->status) {
+		restore_rmdir(a->fs, im->uid, im->name);
+		return false;
+	}
+	return true;
+}
+
+static json_t *restore_json(struct api *a, uid_t uid, const char *name)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	char href[128];
+
+	if (restore_status(a->fs, uid, name, &text, &len) < 0)
+		return NULL;
+	char *nl = strchr(text, '\n');
+	snprintf(href, sizeof(href), "/v1/restores/%s", name);
+	json_t *o = json_pack("{s:s, s:s%, s:s, s:s}", "name", name, "status", text,
+			      nl ? (size_t)(nl - text) : len, "text", text, "href", href);
+	return o;
+}
+
+static enum MHD_Result import_finish(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	struct import *im = q->imp;
+	enum MHD_Result res;
+
+	q->imp = NULL;
+	if (!import_end(a, im)) {
+		log_warn("restore %s: upload refused: %s", im->name, im->why);
+		res = problem(a, c, im->status ? im->status : 500, "restore %s: %s", im->name, im->why);
+	} else {
+		log_info("restore %s: tar stream received through the API from uid %u", im->name, (unsigned)im->uid);
+		json_t *o = restore_json(a, im->uid, im->name);
+		res = o ? send_json(a, c, 202, o) : problem(a, c, 500, "restore %s: no status", im->name);
+	}
+	free(im);
+	return res;
+}
+
+/* POST /v1/restores {"name": N, "snapshot": "P/N"}: the stored
+ * snapshot's files copied into restore/N/, as cp -r would. */
+static enum MHD_Result post_restore_snapshot(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	const char *name = NULL, *snap = NULL, *k;
+	json_error_t jerr;
+	json_t *body, *v;
+	char ps[16], ns[16];
+
+	if (q->too_big)
+		return problem(a, c, 413, "request body larger than %u bytes", API_BODY_MAX);
+	body = json_loadb(q->body ? q->body : "", q->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
+		return problem(a, c, 400, "body: not JSON: %s", jerr.text);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: a JSON object expected");
+	}
+	json_object_foreach(body, k, v) {
+		if (!strcmp(k, "name") && json_is_string(v))
+			name = json_string_value(v);
+		else if (!strcmp(k, "snapshot") && json_is_string(v))
+			snap = json_string_value(v);
+		else {
+			enum MHD_Result res = problem(a, c, 400, "body: unknown field or not a string: '%s' (known: name, snapshot)", k);
+			json_decref(body);
+			return res;
+		}
+	}
+	if (!name || !snap || sscanf(snap, "%15[0-9]/%15[0-9]", ps, ns) != 2 ||
+	    strlen(ps) + strlen(ns) + 1 != strlen(snap)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: name and snapshot (\"PID/N\") are needed");
+	}
+	enum MHD_Result res = MHD_NO;
+	struct snapview *sv = snap_open(a, c, q, ps, ns, &res);
+	if (!sv) {
+		json_decref(body);
+		return res;
+	}
+	if (!restore_name_ok(name)) {
+		snapview_put(a->fs, sv);
+		res = problem(a, c, 400, "restore name '%s': letters, digits, '.', '_', '-', not first '.' or '-', at most 64",
+			      name);
+		json_decref(body);
+		return res;
+	}
+	/* the export's tar stream, read back by the import: one path for
+	 * both, and for the upload */
+	struct req sub = *q;
+	sub.imp = NULL;
+	res = import_begin(a, c, &sub, name);
+	if (!sub.imp) {
+		snapview_put(a->fs, sv);
+		json_decref(body);
+		return res;
+	}
+	struct export *x = malloc(sizeof(*x));
+	if (!x) {
+		snapview_put(a->fs, sv);
+	} else {
+		*x = (struct export){ a, sv, sub.imp->wfd };
+		sub.imp->wfd = -1; /* the export closes it */
+		if (ctl_job_spawn(a->fs, export_run, x) < 0) {
+			close(x->fd);
+			snapview_put(a->fs, sv);
+			free(x);
+			sub.imp->result = -EAGAIN;
+			snprintf(sub.imp->why, sizeof(sub.imp->why), "cannot start a thread");
+		}
+	}
+	json_decref(body);
+	q->imp = sub.imp;
+	return import_finish(a, c, q);
+}
+
+static enum MHD_Result get_restore(struct api *a, struct MHD_Connection *c, struct req *q, const char *name)
+{
+	if (!restore_name_ok(name))
+		return problem(a, c, 400, "restore name '%s': not a restore name", name);
+	json_t *o = restore_json(a, q->uid, name);
+	if (!o)
+		return problem(a, c, 404, "restore %s: no such restore", name);
+	return send_json(a, c, 200, o);
+}
+
 /* ---- metrics --------------------------------------------------------------- */
 
 static enum MHD_Result get_metrics(struct api *a, struct MHD_Connection *c)
@@ -741,6 +1305,7 @@ static bool peer_cred(struct MHD_Connection *c, struct req *q)
 	if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
 		return false;
 	q->uid = uc.uid;
+	q->gid = uc.gid;
 	q->peer = uc.pid;
 	return true;
 }
@@ -800,6 +1365,11 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 				goto not_allowed;
 			return get_snapshots(a, c, q);
 		}
+		if (n == 5 && !strcmp(p[4], "export")) {
+			if (!get)
+				goto not_allowed;
+			return get_export(a, c, q, p[2], p[3]);
+		}
 		if (n == 4) {
 			if (get)
 				return get_snapshot(a, c, q, p[2], p[3]);
@@ -807,6 +1377,14 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 				return delete_snapshot(a, c, q, p[2], p[3]);
 			goto not_allowed;
 		}
+	}
+	if (!strcmp(p[1], "restores")) {
+		if (n == 2 && post)
+			return q->imp ? import_finish(a, c, q) : post_restore_snapshot(a, c, q);
+		if (n == 3 && get)
+			return get_restore(a, c, q, p[2]);
+		if (n <= 3)
+			goto not_allowed;
 	}
 	return problem(a, c, 404, "no such resource '%s'", url);
 
@@ -826,6 +1404,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		q->cred_ok = peer_cred(c, q);
 		*con_cls = q;
+		/* A tar upload streams into its restore as it comes; anything
+		 * else is a small JSON body. */
+		const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+		if (q->cred_ok && !strcmp(method, "POST") && !strcmp(url, "/v1/restores") && name)
+			return import_begin(a, c, q, name);
+		return MHD_YES;
+	}
+	if (*upload_size && q->imp) {
+		if (q->imp->wfd >= 0 && write_full(q->imp->wfd, upload, *upload_size) < 0) {
+			/* the import has stopped reading: it failed; the
+			 * rest of the upload is dropped */
+			close(q->imp->wfd);
+			q->imp->wfd = -1;
+		}
+		*upload_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_size) {
@@ -858,8 +1451,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
 	struct req *q = *con_cls;
+	struct api *a = cls;
 
 	if (q) {
+		/* an upload cut short: what arrived is dropped with its restore */
+		if (q->imp) {
+			q->imp->result = q->imp->result < 0 ? q->imp->result : -ECONNABORTED;
+			import_end(a, q->imp);
+			log_warn("restore %s: upload ended before its end; nothing kept", q->imp->name);
+			free(q->imp);
+		}
 		free(q->body);
 		free(q);
 	}
