@@ -956,7 +956,8 @@ static int import_tar(struct import *im)
 		if (r >= 0)
 			r = restore_create(im->a->fs, im->uid, im->name, clean, &rf);
 		if (r < 0) {
-			r = err_set(r, "%s: %s", clean, r == -EEXIST ? "twice in the stream" : strerror(-r));
+			r = err_set(r == -EEXIST ? -EINVAL : r, "%s: %s", clean,
+				    r == -EEXIST ? "twice in the stream" : strerror(-r));
 			goto out;
 		}
 		const void *buf;

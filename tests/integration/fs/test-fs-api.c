@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/integration/fs/fs-harness.h"
@@ -335,6 +336,10 @@ START_TEST(test_other_user)
 	r = http_as(true, "DELETE", path, NULL);
 	assert_problem(&r, 403, "not yours", "nobody deletes root's snapshot");
 	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/snapshots/%d/1/export", pid);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody exports root's snapshot");
+	resp_free(&r);
 	snprintf(path, sizeof(path), "/v1/jobs/%lld", (long long)id);
 	r = http_as(true, "GET", path, NULL);
 	assert_problem(&r, 404, "no such job", "nobody reads root's job");
@@ -346,6 +351,208 @@ START_TEST(test_other_user)
 	char *v = target_verdict(dir);
 	ck_assert_str_eq(v, "ok\n");
 	free(v);
+	unmount_api();
+}
+END_TEST
+
+/* Polls restore name (on socket at) until it leaves receiving,
+ * verifying and restoring; returns its status line. */
+static char *restore_wait_api(const char *at, const char *name)
+{
+	for (int i = 0; i < 600; i++) {
+		char *s = sh_out("curl -sS --unix-socket '%s' http://localhost/v1/restores/%s", at, name);
+		json_t *j = json_loads(s, 0, NULL);
+		const char *st = json_string_value(json_object_get(j, "status"));
+		if (st && strncmp(st, "receiving", 9) && strncmp(st, "verifying", 9) && strncmp(st, "restoring", 9)) {
+			char *r = strdup(st);
+			json_decref(j);
+			free(s);
+			return r;
+		}
+		json_decref(j);
+		free(s);
+		usleep(100 * 1000);
+	}
+	return strdup("never ended");
+}
+
+/* A checkpoint (kill) through the API, exported as a tar stream and
+ * piped with curl into a second daemon's import (another mount and
+ * store): the process runs again there, same pid, and passes its own
+ * check. */
+START_TEST(test_export_import)
+{
+	char dir[PATH_MAX], path[128], want[64], sock2[80];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, "{\"mode\":\"kill\"}");
+	struct resp r = wait_job(id);
+	ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done"), "%s", r.body);
+	resp_free(&r);
+	/* killed once its snapshot was durable; reaped here, its parent,
+	 * so that the pid is free for the restore */
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+
+	/* the second daemon */
+	snprintf(sock2, sizeof(sock2), "%s", sock);
+	strcpy(strrchr(sock2, '/'), "/b.sock");
+	ck_assert_int_eq(sh("mkdir -p \"$WORK/m2\" && \"$CKPTFS\" -f -o store=\"$WORK/s2\",api=%s \"$WORK/m2\" "
+			    ">\"$WORK/b.log\" 2>&1 & echo $! > \"$WORK/b.pid\"",
+			    sock2),
+			 0);
+	ck_assert_msg(wait_file(sock2, 10000), "no second daemon");
+
+	/* the tar stream is sparse: smaller than the snapshot's size */
+	snprintf(path, sizeof(path), "/v1/snapshots/%d/1/export", pid);
+	char *out = sh_out("curl -sS --fail --unix-socket '%s' http://localhost%s | "
+			   "curl -sS --unix-socket '%s' -X POST -T - -H 'Content-Type: application/x-tar' "
+			   "'http://localhost/v1/restores?name=moved' -w '\n%%{http_code}'",
+			   sock, path, sock2);
+	ck_assert_msg(strstr(out, "\n202"), "import: %s", out);
+	free(out);
+	char *st = restore_wait_api(sock2, "moved");
+	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
+	if (strcmp(st, want)) {
+		char *log = sh_out("tail -20 \"$WORK/b.log\"");
+		ck_abort_msg("restore: '%s', want '%s'; log:\n%s", st, want, log);
+	}
+	free(st);
+	/* the same files arrived: the second mount lists the restore */
+	ck_assert_int_eq(sh("test -d \"$WORK/m2/restore/moved/%d\"", pid), 0);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	sh("fusermount3 -u \"$WORK/m2\"; for i in $(seq 100); do kill -0 $(cat \"$WORK/b.pid\") 2>/dev/null || break; sleep 0.1; done");
+	unmount_api();
+}
+END_TEST
+
+/* POST /v1/restores {name, snapshot}: a stored snapshot restored. */
+START_TEST(test_restore_stored)
+{
+	char dir[PATH_MAX], body[128], want[64];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, "{\"mode\":\"kill\"}");
+	struct resp r = wait_job(id);
+	resp_free(&r);
+	/* killed once its snapshot was durable; reaped here, its parent,
+	 * so that the pid is free for the restore */
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	snprintf(body, sizeof(body), "{\"name\":\"again\",\"snapshot\":\"%d/1\"}", pid);
+	r = http("POST", "/v1/restores", body);
+	ck_assert_msg(r.code == 202, "%d %s", r.code, r.body);
+	resp_free(&r);
+	char *st = restore_wait_api(sock, "again");
+	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
+	ck_assert_msg(!strcmp(st, want), "restore: '%s', want '%s'", st, want);
+	free(st);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	/* a second one by the same name */
+	r = http("POST", "/v1/restores", body);
+	assert_problem(&r, 409, "exists already", "same name");
+	resp_free(&r);
+	unmount_api();
+}
+END_TEST
+
+/* Uploads that are not a snapshot's plain files: each refused with its
+ * reason, and no restore is left behind. */
+START_TEST(test_bad_tar)
+{
+	static const struct {
+		const char *name, *py, *want;
+		int code;
+	} bad[] = {
+		{ "symlink", "t=tarfile.TarInfo('a/link'); t.type=tarfile.SYMTYPE; t.linkname='/etc/passwd'; tf.addfile(t)",
+		  "a/link: not a plain file", 422 },
+		{ "hardlink", "add('a/f', b'x'); t=tarfile.TarInfo('a/h'); t.type=tarfile.LNKTYPE; t.linkname='a/f'; tf.addfile(t)",
+		  "a/h: not a plain file", 422 },
+		{ "device", "t=tarfile.TarInfo('a/null'); t.type=tarfile.CHRTYPE; t.devmajor=1; t.devminor=3; tf.addfile(t)",
+		  "a/null: not a plain file", 422 },
+		{ "fifo", "t=tarfile.TarInfo('p'); t.type=tarfile.FIFOTYPE; tf.addfile(t)", "p: not a plain file", 422 },
+		{ "dotdot", "add('../evil', b'x')", "../evil: not a path inside", 422 },
+		{ "inner_dotdot", "add('a/../../evil', b'x')", "not a path inside", 422 },
+		{ "absolute", "add('/etc/evil', b'x')", "not a path inside", 422 },
+		{ "twice", "add('a/f', b'x'); add('a/f', b'y')", "a/f: twice in the stream", 422 },
+	};
+	char py[PATH_MAX], tar[PATH_MAX];
+
+	mount_api();
+	snprintf(py, sizeof(py), "%s/mk.py", H.work);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(tar, sizeof(tar), "%s/%s.tar", H.work, bad[i].name);
+		FILE *f = fopen(py, "we");
+		ck_assert_ptr_nonnull(f);
+		fprintf(f, "import io, sys, tarfile\n"
+			   "tf = tarfile.open(sys.argv[1], 'w', format=tarfile.GNU_FORMAT)\n"
+			   "def add(n, d):\n"
+			   "    t = tarfile.TarInfo(n); t.size = len(d); tf.addfile(t, io.BytesIO(d))\n"
+			   "%s\n"
+			   "tf.close()\n",
+			bad[i].py);
+		fclose(f);
+		ck_assert_int_eq(sh("python3 '%s' '%s'", py, tar), 0);
+		char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T '%s' 'http://localhost/v1/restores?name=bad%zu' -w '\n%%{http_code}'",
+				   sock, tar, i);
+		char want_code[8];
+		snprintf(want_code, sizeof(want_code), "\n%d", bad[i].code);
+		ck_assert_msg(strstr(out, want_code) && strstr(out, bad[i].want), "%s: %s", bad[i].name, out);
+		free(out);
+	}
+
+	/* a stream cut short, and one whose header promises more data than
+	 * follows; not a tar at all */
+	ck_assert_int_eq(sh("cd \"$WORK\" && mkdir -p src/a && head -c 300000 /dev/urandom > src/a/f && "
+			    "tar cf whole.tar -C src a && head -c 150000 whole.tar > cut.tar && "
+			    "head -c 10000 /dev/urandom > junk.tar"),
+			 0);
+	static const char *const cut[] = { "cut.tar", "junk.tar" };
+	for (size_t i = 0; i < 2; i++) {
+		char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/%s\" 'http://localhost/v1/restores?name=cut%zu' -w '\n%%{http_code}'",
+				   sock, cut[i], i);
+		ck_assert_msg(strstr(out, "\n422"), "%s: %s", cut[i], out);
+		free(out);
+	}
+
+	/* names */
+	static const char *const names[] = { "..", ".hidden", "a%2Fb", "-x", "" };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/whole.tar\" 'http://localhost/v1/restores?name=%s' -w '\n%%{http_code}'",
+				   sock, names[i]);
+		ck_assert_msg(strstr(out, "\n400") && strstr(out, "restore name"), "name '%s': %s", names[i], out);
+		free(out);
+	}
+	struct resp r = http("GET", "/v1/restores/..", NULL);
+	ck_assert_int_eq(r.code, 400);
+	resp_free(&r);
+
+	/* a connection dropped in the middle of an upload */
+	sh("{ head -c 100000 \"$WORK/whole.tar\"; sleep 1; } | timeout 0.5 curl -sS --unix-socket '%s' -X POST -T - "
+	   "'http://localhost/v1/restores?name=dropped' >/dev/null 2>&1",
+	   sock);
+
+	/* nothing is left: no restore in the mount, none by those names */
+	for (int i = 0; i < 50; i++) {
+		char *ls = sh_out("ls \"$MNT/restore\"");
+		bool empty = !*ls;
+		free(ls);
+		if (empty)
+			break;
+		usleep(100 * 1000);
+	}
+	char *ls = sh_out("ls \"$MNT/restore\"");
+	ck_assert_msg(!*ls, "left behind: %s", ls);
+	free(ls);
+	r = http("GET", "/v1/restores/bad0", NULL);
+	assert_problem(&r, 404, "no such restore", "refused upload");
+	resp_free(&r);
 	unmount_api();
 }
 END_TEST
@@ -403,13 +610,17 @@ int main(void)
 	s = suite_create("fs-api");
 	harness_add_unmounted(s, "bad_input", test_bad_input, 120);
 	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
+	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
 	if (HAVE_ENGINE) {
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
 		harness_add_unmounted(s, "fault_job", test_fault_job, 120);
+		harness_add_unmounted(s, "export_import", test_export_import, 180);
+		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
-		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job;
+		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
+			(void)test_restore_stored;
 	}
 	return harness_run(s);
 }
