@@ -33,6 +33,9 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 
 #include "fs/fs-int.h"
@@ -66,7 +69,10 @@ struct api_job {
 struct api {
 	struct fs *fs;
 	struct MHD_Daemon *mhd;
-	char *path;          /* the socket's, unlinked at stop */
+	char *path;          /* the Unix socket's, unlinked at stop; NULL on TCP */
+	bool tcp;
+	char *token;         /* TCP: the bearer token every request must carry */
+	uid_t token_uid;     /* TCP: whom a request with it acts as: the token file's owner */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* a job ended, or quit */
 	bool quit;
@@ -84,6 +90,7 @@ struct req {
 	size_t len;
 	bool too_big;
 	bool cred_ok;
+	bool unauth;        /* TCP without the right token: 401 */
 	uid_t uid;
 	gid_t gid;
 	pid_t peer;
@@ -115,6 +122,8 @@ static enum MHD_Result send_buf(struct api *a, struct MHD_Connection *c, unsigne
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (status == 401)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 	r = MHD_queue_response(c, status, resp);
 	MHD_destroy_response(resp);
 	count(a, status);
@@ -1297,6 +1306,17 @@ static int split_url(char *url, char **parts, int max)
 	return n;
 }
 
+/* Compares in time that does not depend on where they differ. */
+static bool token_equal(const char *given, const char *token)
+{
+	size_t n = strlen(token), m = strlen(given);
+	unsigned char d = (unsigned char)(n != m);
+
+	for (size_t i = 0; i < n; i++)
+		d |= (unsigned char)(token[i] ^ (i < m ? given[i] : 0));
+	return d == 0;
+}
+
 static bool peer_cred(struct MHD_Connection *c, struct req *q)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -1403,7 +1423,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
-		q->cred_ok = peer_cred(c, q);
+		if (a->tcp) {
+			/* no peer credentials on TCP: the token stands for
+			 * its file's owner */
+			const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+			q->unauth = !h || strncmp(h, "Bearer ", 7) || !token_equal(h + 7, a->token);
+			q->cred_ok = !q->unauth;
+			q->uid = a->token_uid;
+			q->gid = a->token_uid;
+		} else {
+			q->cred_ok = peer_cred(c, q);
+		}
 		*con_cls = q;
 		/* A tar upload streams into its restore as it comes; anything
 		 * else is a small JSON body. */
@@ -1443,6 +1473,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (q->unauth)
+		return problem(a, c, 401, "a bearer token is needed (Authorization: Bearer TOKEN), and no good one came");
 	if (!q->cred_ok)
 		return problem(a, c, 403, "cannot tell who is calling (SO_PEERCRED)");
 	err_clear();
@@ -1529,23 +1561,115 @@ char *api_default_path(void)
 	return NULL;
 }
 
-int api_start(struct fs *fs, const char *path, struct api **ret)
+/* HOST:PORT ([v6]:PORT too): a TCP listener. Anything else is a path. */
+static bool is_tcp(const char *spec)
 {
+	const char *colon = strrchr(spec, ':');
+	uint64_t port;
+
+	return spec[0] != '/' && colon && parse_u64(colon + 1, &port) >= 0 && port > 0 && port < 65536;
+}
+
+static int listen_tcp(const char *spec, int *ret)
+{
+	_cleanup_free_ char *host = strdup(spec);
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
+	char *colon;
+	int fd, r, one = 1;
+
+	if (!host)
+		return -ENOMEM;
+	colon = strrchr(host, ':');
+	*colon = 0;
+	char *h = host;
+	if (h[0] == '[' && colon > h && colon[-1] == ']') {
+		h++;
+		colon[-1] = 0;
+	}
+	r = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
+	if (r != 0)
+		return err_set(-EINVAL, "api address '%s': %s", spec, gai_strerror(r));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = err_set(negerrno(), "api address '%s': %m", spec);
+		freeaddrinfo(ai);
+		return r;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		r = err_set(negerrno(), "api address '%s': %m", spec);
+		close(fd);
+		freeaddrinfo(ai);
+		return r;
+	}
+	/* Anyone who can reach it and holds the token acts as its owner:
+	 * beyond this host, that is the network's business too. */
+	bool loopback = (ai->ai_family == AF_INET &&
+			 (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
+			(ai->ai_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr));
+	if (!loopback)
+		log_warn("API on %s listens beyond loopback: the bearer token travels in clear text (no TLS); "
+			 "keep it to a network you trust", spec);
+	freeaddrinfo(ai);
+	*ret = fd;
+	return 0;
+}
+
+/* Reads the token: the file's first line, at least 16 bytes; its owner
+ * is whom requests with it act as. */
+static int read_token(const char *file, char **ret, uid_t *owner)
+{
+	_cleanup_free_ char *buf = NULL;
+	struct stat st;
+	size_t len;
+	int r;
+
+	if (!file)
+		return err_set(-EINVAL, "-o api=HOST:PORT needs -o api_token=FILE");
+	r = read_file_full(file, &buf, &len);
+	if (r < 0 || stat(file, &st) < 0)
+		return err_set(r < 0 ? r : negerrno(), "api_token '%s': cannot read it", file);
+	buf[strcspn(buf, "\r\n")] = 0;
+	if (strlen(buf) < 16)
+		return err_set(-EINVAL, "api_token '%s': shorter than 16 characters", file);
+	if (st.st_mode & 0077)
+		log_warn("api_token '%s' can be read by others than its owner (mode %04o)", file,
+			 (unsigned)(st.st_mode & 07777));
+	*owner = st.st_uid;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret)
+{
+	_cleanup_free_ char *token = NULL;
+	const char *path = spec;
+	bool tcp = is_tcp(spec);
+	uid_t token_uid = 0;
 	struct api *a;
 	int fd = -1, r;
 
 	if (fault_hit(FAULT_FS_API_LISTEN))
 		return err_set(-EIO, "api socket '%s': injected fault", path);
-	r = listen_unix(path, &fd);
+	if (tcp) {
+		r = read_token(token_file, &token, &token_uid);
+		if (r < 0)
+			return r;
+	}
+	r = tcp ? listen_tcp(spec, &fd) : listen_unix(path, &fd);
 	if (r < 0)
 		return r;
 	a = calloc(1, sizeof(*a));
-	if (!a || !(a->path = strdup(path))) {
+	if (!a || (!tcp && !(a->path = strdup(path)))) {
 		free(a);
 		close(fd);
-		unlink(path);
+		if (!tcp)
+			unlink(path);
 		return -ENOMEM;
 	}
+	a->tcp = tcp;
+	a->token = TAKE_PTR(token);
+	a->token_uid = token_uid;
 	a->fs = fs;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
@@ -1558,14 +1682,16 @@ int api_start(struct fs *fs, const char *path, struct api **ret)
 				  MHD_OPTION_END);
 	if (!a->mhd) {
 		close(fd);
-		unlink(path);
+		if (!tcp)
+			unlink(path);
 		free(a->path);
+		free(a->token);
 		pthread_cond_destroy(&a->cond);
 		pthread_mutex_destroy(&a->lock);
 		free(a);
 		return err_set(-EIO, "api socket '%s': cannot start the HTTP server", path);
 	}
-	log_info("API on %s", path);
+	log_info("API on %s%s", tcp ? "tcp " : "", path);
 	*ret = a;
 	return 0;
 }
@@ -1581,7 +1707,8 @@ void api_stop(struct api *a)
 	pthread_mutex_unlock(&a->lock);
 	MHD_stop_daemon(a->mhd);
 	a->mhd = NULL;
-	unlink(a->path);
+	if (a->path)
+		unlink(a->path);
 }
 
 void api_free(struct api *a)
@@ -1595,6 +1722,9 @@ void api_free(struct api *a)
 		free(j);
 	}
 	free(a->path);
+	if (a->token)
+		explicit_bzero(a->token, strlen(a->token));
+	free(a->token);
 	pthread_cond_destroy(&a->cond);
 	pthread_mutex_destroy(&a->lock);
 	free(a);

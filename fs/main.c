@@ -30,6 +30,7 @@ struct config {
 	char *backend;
 	char *pid_wait;
 	char *api;
+	char *api_token;
 	int allow_other;
 };
 
@@ -42,6 +43,7 @@ static const struct fuse_opt config_opts[] = {
 	{ "backend=%s", offsetof(struct config, backend), 0 },
 	{ "pid_wait=%s", offsetof(struct config, pid_wait), 0 },
 	{ "api=%s", offsetof(struct config, api), 0 },
+	{ "api_token=%s", offsetof(struct config, api_token), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -86,7 +88,9 @@ static void usage(FILE *out, const char *prog)
 		"                         api.sock for root, else $XDG_RUNTIME_DIR/ckptfs/\n"
 		"                         api.sock); 'none': no API. Each request acts as its\n"
 		"                         peer's uid would through the mount (docs/API.md,\n"
-		"                         ckptfs-api(7))\n"
+		"                         ckptfs-api(7)); or HOST:PORT: TCP instead, with\n"
+		"  -o api_token=FILE      the bearer token every TCP request must carry (the\n"
+		"                         file's first line); requests act as its owner\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -382,7 +386,7 @@ int main(int argc, char **argv)
 	if (!conf.api || strcmp(conf.api, "none")) {
 		_cleanup_free_ char *path = conf.api ? strdup(conf.api) : api_default_path();
 		if (path) {
-			r = api_start(fs, path, &fs->api);
+			r = api_start(fs, path, conf.api_token, &fs->api);
 			if (r < 0 && conf.api) {
 				log_err_errno(r, "%s", err_msg());
 				goto out_policy;
@@ -459,6 +463,7 @@ out_args:
 	free(conf.backend);
 	free(conf.pid_wait);
 	free(conf.api);
+	free(conf.api_token);
 	fuse_opt_free_args(&args);
 	return ret;
 }

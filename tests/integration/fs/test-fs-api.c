@@ -557,6 +557,57 @@ START_TEST(test_bad_tar)
 }
 END_TEST
 
+/* TCP with a bearer token: none, a wrong one and a right one; the token
+ * acts as its file's owner (root here). */
+START_TEST(test_tcp_token)
+{
+	char tok[40], out_path[64];
+	int port = 20000 + (int)(getpid() % 20000);
+
+	/* short, for H.opts */
+	snprintf(tok, sizeof(tok), "/tmp/ckptfs-api-%s", strrchr(H.base, '/') + 1);
+	ck_assert_int_eq(sh("mkdir -p '%s' && umask 077 && echo 0123456789abcdef0123 > '%s/t'", tok, tok), 0);
+	strcat(tok, "/t");
+	snprintf(H.opts, sizeof(H.opts), "api=127.0.0.1:%d,api_token=%s", port, tok);
+	if (strlen(H.opts) >= sizeof(H.opts) - 1) {
+		printf("SKIP: the test's path is too long for its options\n");
+		return;
+	}
+	harness_remount();
+	snprintf(out_path, sizeof(out_path), "http://127.0.0.1:%d/v1/processes", port);
+	static const struct {
+		const char *header;
+		const char *want;
+	} cases[] = {
+		{ "", "\n401" },
+		{ "-H 'Authorization: Bearer nope'", "\n401" },
+		{ "-H 'Authorization: Bearer 0123456789abcdef012'", "\n401" },
+		{ "-H 'Authorization: Basic 0123456789abcdef0123'", "\n401" },
+		{ "-H 'Authorization: Bearer 0123456789abcdef0123'", "\n200" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *out = sh_out("for i in $(seq 50); do curl -sS %s -w '\n%%{http_code}' '%s' 2>/dev/null && break; sleep 0.1; done",
+				   cases[i].header, out_path);
+		ck_assert_msg(strstr(out, cases[i].want), "%s: %s", cases[i].header, out);
+		if (strstr(cases[i].want, "401"))
+			ck_assert_msg(strstr(out, "bearer token"), "%s: %s", cases[i].header, out);
+		free(out);
+	}
+	/* refused requests change nothing: a checkpoint without the token */
+	char *out = sh_out("curl -sS -X POST -w '\n%%{http_code}' 'http://127.0.0.1:%d/v1/processes/1/checkpoints'", port);
+	ck_assert_msg(strstr(out, "\n401"), "%s", out);
+	free(out);
+	ck_assert_int_ne(sh("ls \"$MNT/1\" | grep -q '^[0-9]'"), 0);
+	harness_umount();
+	/* TCP without a token file does not start */
+	out = sh_out("timeout 30 \"$CKPTFS\" -f -o store=\"$STORE\",api=127.0.0.1:%d \"$MNT\" 2>&1; echo rc=$?", port);
+	ck_assert_msg(strstr(out, "api_token") && !strstr(out, "rc=0"), "%s", out);
+	free(out);
+	*strrchr(tok, '/') = 0;
+	sh("rm -rf '%s'", tok);
+}
+END_TEST
+
 /* 411: a job cannot start; the request says so and the target is as it
  * was. */
 START_TEST(test_fault_job)
@@ -611,6 +662,7 @@ int main(void)
 	harness_add_unmounted(s, "bad_input", test_bad_input, 120);
 	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
 	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
+	harness_add_unmounted(s, "tcp_token", test_tcp_token, 60);
 	if (HAVE_ENGINE) {
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
