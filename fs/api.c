@@ -47,6 +47,11 @@
 /* A connection that sends or takes nothing for this long is closed. */
 #define API_IDLE_S 30
 #define API_CONN_MAX 512
+/* A request's head and JSON body must arrive within this from the
+ * connection's start (or its previous answer): a client that trickles
+ * them a byte at a time is dropped, not served forever. Tar uploads are
+ * bounded by API_IDLE_S between reads only: they are long by nature. */
+#define API_REQ_DEADLINE_NS (10ull * 1000000000)
 /* Finished jobs kept for GET /v1/jobs/{id}; the oldest go first. */
 #define API_JOBS_KEPT 1024
 
@@ -66,8 +71,20 @@ struct api_job {
 	struct api_job *next;
 };
 
+/* One connection, for the deadline above (api->lock). */
+struct conn {
+	int fd;
+	uint64_t t0;     /* its start, or the end of its last answer */
+	bool answering;  /* the request arrived whole (or is an upload) */
+	bool dropped;
+	struct conn *next;
+};
+
 struct api {
 	struct fs *fs;
+	struct conn *conns;      /* lock */
+	pthread_t watchdog;
+	bool watchdog_started;
 	struct MHD_Daemon *mhd;
 	char *path;          /* the Unix socket's, unlinked at stop; NULL on TCP */
 	bool tcp;
@@ -1280,6 +1297,94 @@ static enum MHD_Result get_metrics(struct api *a, struct MHD_Connection *c)
 	return send_buf(a, c, 200, "text/plain; version=0.0.4", buf, len);
 }
 
+/* ---- the deadline of a request's arrival ------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct api *a = cls;
+	struct conn *k = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k = calloc(1, sizeof(*k));
+		if (!k || !ci) {
+			free(k);
+			return; /* unwatched: the idle bound still holds */
+		}
+		k->fd = ci->connect_fd;
+		k->t0 = now_ns();
+		pthread_mutex_lock(&a->lock);
+		k->next = a->conns;
+		a->conns = k;
+		pthread_mutex_unlock(&a->lock);
+		*socket_context = k;
+		return;
+	}
+	if (!k)
+		return;
+	/* closed: MHD closes the fd after this returns, so the watchdog,
+	 * which shuts fds down under the lock, never touches a reused one */
+	pthread_mutex_lock(&a->lock);
+	for (struct conn **pp = &a->conns; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+	free(k);
+	*socket_context = NULL;
+}
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+static void conn_answering(struct api *a, struct MHD_Connection *c, bool on)
+{
+	struct conn *k = conn_of(c);
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&a->lock);
+	k->answering = on;
+	if (!on)
+		k->t0 = now_ns();
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void *watchdog(void *arg)
+{
+	struct api *a = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&a->lock);
+	while (!a->quit) {
+		uint64_t now = now_ns();
+		for (struct conn *k = a->conns; k; k = k->next) {
+			if (k->answering || k->dropped || now - k->t0 < API_REQ_DEADLINE_NS)
+				continue;
+			/* MHD's own thread sees the end of the stream and
+			 * closes the connection */
+			shutdown(k->fd, SHUT_RDWR);
+			k->dropped = true;
+			log_info("API: a request not whole after %llu s dropped",
+				 (unsigned long long)(API_REQ_DEADLINE_NS / 1000000000));
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 250 * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&a->cond, &a->lock, &until);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
 /* ---- dispatch -------------------------------------------------------------- */
 
 /* Splits url into at most max '/'-separated parts (after the leading
@@ -1438,8 +1543,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		/* A tar upload streams into its restore as it comes; anything
 		 * else is a small JSON body. */
 		const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
-		if (q->cred_ok && !strcmp(method, "POST") && !strcmp(url, "/v1/restores") && name)
+		if (q->cred_ok && !strcmp(method, "POST") && !strcmp(url, "/v1/restores") && name) {
+			conn_answering(a, c, true);
 			return import_begin(a, c, q, name);
+		}
 		return MHD_YES;
 	}
 	if (*upload_size && q->imp) {
@@ -1473,6 +1580,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	conn_answering(a, c, true);
 	if (q->unauth)
 		return problem(a, c, 401, "a bearer token is needed (Authorization: Bearer TOKEN), and no good one came");
 	if (!q->cred_ok)
@@ -1486,6 +1594,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	struct req *q = *con_cls;
 	struct api *a = cls;
 
+	conn_answering(a, c, false);
 	if (q) {
 		/* an upload cut short: what arrived is dropped with its restore */
 		if (q->imp) {
@@ -1679,6 +1788,7 @@ int api_start(struct fs *fs, const char *spec, const char *token_file, struct ap
 				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
 				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
 				  MHD_OPTION_END);
 	if (!a->mhd) {
 		close(fd);
@@ -1691,6 +1801,9 @@ int api_start(struct fs *fs, const char *spec, const char *token_file, struct ap
 		free(a);
 		return err_set(-EIO, "api socket '%s': cannot start the HTTP server", path);
 	}
+	a->watchdog_started = pthread_create(&a->watchdog, NULL, watchdog, a) == 0;
+	if (!a->watchdog_started)
+		log_warn("API: no thread to drop slow requests; only the idle bound holds");
 	log_info("API on %s%s", tcp ? "tcp " : "", path);
 	*ret = a;
 	return 0;
@@ -1705,6 +1818,9 @@ void api_stop(struct api *a)
 	a->quit = true;
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
+	if (a->watchdog_started)
+		pthread_join(a->watchdog, NULL);
+	a->watchdog_started = false;
 	MHD_stop_daemon(a->mhd);
 	a->mhd = NULL;
 	if (a->path)

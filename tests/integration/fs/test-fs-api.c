@@ -613,6 +613,111 @@ START_TEST(test_tcp_token)
 }
 END_TEST
 
+/* A client that sends its request a byte a second is dropped within
+ * the daemon's bound, while other clients are answered meanwhile. */
+START_TEST(test_slow_client)
+{
+	char py[PATH_MAX];
+
+	mount_api();
+	snprintf(py, sizeof(py), "%s/slow.py", H.work);
+	FILE *f = fopen(py, "we");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "import socket, sys, time\n"
+		   "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(0.1)\n"
+		   "req = b'POST /v1/processes/1/checkpoints HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 40\\r\\n\\r\\n' + b'{' * 40\n"
+		   "for i, b in enumerate(req):\n"
+		   "    try:\n"
+		   "        s.send(bytes([b]))\n"
+		   "        if s.recv(100) == b'': print('dropped after', i + 1, 'bytes'); sys.exit(0)\n"
+		   "    except socket.timeout: pass\n"
+		   "    except OSError: print('dropped after', i + 1, 'bytes'); sys.exit(0)\n"
+		   "    time.sleep(1)\n"
+		   "print('never dropped')\n");
+	fclose(f);
+	ck_assert_int_eq(sh("python3 '%s' '%s' > \"$WORK/slow.out\" 2>&1 &", py, sock), 0);
+	/* others are served while it trickles */
+	for (int i = 0; i < 20; i++) {
+		struct resp r = http("GET", "/v1/snapshots", NULL);
+		ck_assert_int_eq(r.code, 200);
+		resp_free(&r);
+		usleep(100 * 1000);
+	}
+	char *out = NULL;
+	for (int i = 0; i < 900; i++) {
+		free(out);
+		out = sh_out("cat \"$WORK/slow.out\"");
+		if (*out)
+			break;
+		usleep(100 * 1000);
+	}
+	ck_assert_msg(strstr(out, "dropped after"), "slow client: '%s'", out);
+	free(out);
+	/* and nothing was checkpointed */
+	ck_assert_int_eq(count_snapshots(), 0);
+	unmount_api();
+}
+END_TEST
+
+/* 50 clients polling a job's status while 4 checkpoints and an export
+ * run: every request answered 200, every checkpoint done, the export
+ * whole, every target passing its check. */
+START_TEST(test_load)
+{
+	char dirs[4][PATH_MAX];
+	pid_t pids[4];
+
+	mount_api();
+	for (int i = 0; i < 4; i++)
+		pids[i] = target_start(dirs[i]);
+	json_int_t first = start_checkpoint(pids[0], NULL);
+	struct resp r = wait_job(first);
+	resp_free(&r);
+
+	/* run to its end with system() and read after: the run takes a
+	 * while, and a read of popen()'s pipe can end early when a signal
+	 * interrupts it */
+	sh("{ S='%s'; cd \"$WORK\"; "
+		"for i in $(seq 50); do (for j in $(seq 20); do "
+		"curl -s -o /dev/null -w '%%{http_code}\\n' --unix-socket $S 'http://localhost/v1/jobs/%lld'; "
+		"done > codes.$i) & done; "
+		"for p in %d %d %d %d; do curl -s --unix-socket $S -X POST -d '{}' "
+		"http://localhost/v1/processes/$p/checkpoints > post.$p & done; "
+		"curl -s --fail --unix-socket $S -o x.tar http://localhost/v1/snapshots/%d/1/export; echo export=$?; "
+		"wait; cat codes.* | sort | uniq -c | tr -s ' '; } > \"$WORK/load.out\" 2>&1",
+	   sock, (long long)first, pids[0], pids[1], pids[2], pids[3], pids[0]);
+	char *out = sh_out("cat \"$WORK/load.out\"");
+	/* one line of codes: all 1000 answered 200 */
+	ck_assert_msg(!strcmp(out, "export=0\n 1000 200\n"), "requests: %s", out);
+	free(out);
+	for (int i = 0; i < 4; i++) {
+		char *post = sh_out("cat \"$WORK/post.%d\"", pids[i]);
+		json_t *j = json_loads(post, 0, NULL);
+		ck_assert_msg(j && json_integer_value(json_object_get(j, "id")) > 0, "post %d: %s", pids[i], post);
+		r = wait_job(json_integer_value(json_object_get(j, "id")));
+		ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done"), "%s", r.body);
+		resp_free(&r);
+		json_decref(j);
+		free(post);
+	}
+	/* the export holds every file of the snapshot */
+	char path[64];
+	snprintf(path, sizeof(path), "/v1/snapshots/%d/1", pids[0]);
+	r = http("GET", path, NULL);
+	size_t nfiles = json_array_size(json_object_get(r.json, "files"));
+	resp_free(&r);
+	char *n = sh_out("tar tf \"$WORK/x.tar\" | wc -l");
+	ck_assert_msg((size_t)atol(n) == nfiles, "export: %s entries, snapshot %zu files", n, nfiles);
+	free(n);
+	for (int i = 0; i < 4; i++) {
+		char *v = target_verdict(dirs[i]);
+		ck_assert_str_eq(v, "ok\n");
+		free(v);
+	}
+	unmount_api();
+}
+END_TEST
+
 /* 411: a job cannot start; the request says so and the target is as it
  * was. */
 START_TEST(test_fault_job)
@@ -668,16 +773,18 @@ int main(void)
 	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
 	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
 	harness_add_unmounted(s, "tcp_token", test_tcp_token, 60);
+	harness_add_unmounted(s, "slow_client", test_slow_client, 120);
 	if (HAVE_ENGINE) {
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
 		harness_add_unmounted(s, "fault_job", test_fault_job, 120);
 		harness_add_unmounted(s, "export_import", test_export_import, 180);
 		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
+		harness_add_unmounted(s, "load", test_load, 240);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
-			(void)test_restore_stored;
+			(void)test_restore_stored, (void)test_load;
 	}
 	return harness_run(s);
 }
