@@ -11,6 +11,8 @@
  *              thread, and the policies kept in the store
  *   restore.c  restore/<name>/: import writers, verification, restore
  *   readme.c   the /README text
+ *   api.c      the REST API (libmicrohttpd, jansson, libarchive) on a
+ *              Unix socket or TCP: the same acts with the same rules
  *
  * Locking: one mutex, fs->lock, protects the inode table, the snapshot
  * cache, the per-pid states and the list of restores (field comments say
