@@ -409,15 +409,36 @@ START_TEST(test_export_import)
 			 0);
 	ck_assert_msg(wait_file(sock2, 10000), "no second daemon");
 
-	/* the tar stream is sparse: smaller than the snapshot's size */
+	/* an export with one byte of a file changed arrives whole, and the
+	 * restore's verification (as after cp -r) refuses it, naming the
+	 * file */
 	snprintf(path, sizeof(path), "/v1/snapshots/%d/1/export", pid);
-	char *out = sh_out("curl -sS --fail --unix-socket '%s' http://localhost%s | "
+	ck_assert_int_eq(sh("cd \"$WORK\" && curl -sS --fail --unix-socket '%s' -o x.tar http://localhost%s && "
+			    "python3 -c \"import sys, tarfile\n"
+			    "t = tarfile.open('x.tar')\n"
+			    "m = [m for m in t.getmembers() if m.name.endswith('/maps')][0]\n"
+			    "t.close(); f = open('x.tar', 'r+b'); f.seek(m.offset_data); b = f.read(1); f.seek(m.offset_data)\n"
+			    "f.write(bytes([b[0] ^ 1])); f.close()\"",
+			    sock, path),
+			 0);
+	char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/x.tar\" "
+			   "'http://localhost/v1/restores?name=tampered' -w '\n%%{http_code}'",
+			   sock2);
+	ck_assert_msg(strstr(out, "\n202"), "tampered import: %s", out);
+	free(out);
+	char *st = restore_wait_api(sock2, "tampered");
+	ck_assert_msg(!strncmp(st, "failed: ", 8) && strstr(st, "/maps"), "tampered restore: '%s'", st);
+	free(st);
+	ck_assert_int_ne(kill(pid, 0), 0);
+
+	/* the tar stream, piped */
+	out = sh_out("curl -sS --fail --unix-socket '%s' http://localhost%s | "
 			   "curl -sS --unix-socket '%s' -X POST -T - -H 'Content-Type: application/x-tar' "
 			   "'http://localhost/v1/restores?name=moved' -w '\n%%{http_code}'",
 			   sock, path, sock2);
 	ck_assert_msg(strstr(out, "\n202"), "import: %s", out);
 	free(out);
-	char *st = restore_wait_api(sock2, "moved");
+	st = restore_wait_api(sock2, "moved");
 	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	if (strcmp(st, want)) {
 		char *log = sh_out("tail -20 \"$WORK/b.log\"");
