@@ -389,7 +389,7 @@ static void *job_run(void *arg)
 /* Drops the oldest finished jobs beyond API_JOBS_KEPT (a->lock held). */
 static void jobs_trim_locked(struct api *a)
 {
-	struct api_job **pp = &a->jobs, *last_keep = NULL;
+	struct api_job **pp = &a->jobs;
 	size_t i = 0;
 
 	if (a->njobs <= API_JOBS_KEPT)
@@ -402,10 +402,8 @@ static void jobs_trim_locked(struct api *a)
 			a->njobs--;
 			continue;
 		}
-		last_keep = j;
 		pp = &j->next;
 	}
-	(void)last_keep;
 }
 
 static enum MHD_Result post_checkpoint(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
