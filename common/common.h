@@ -184,6 +184,8 @@ enum fault_id {
 	FAULT_GPU_DIE_HBM_WRITE = 313,      /* dumper killed while writing a gpu/hbm/ file */
 	/* fs/ 400-499 */
 	FAULT_FS_CTL = 400,
+	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
+	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
 	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
 	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */
