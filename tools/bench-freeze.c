@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "common/common.h"
+#include "common/mixed.h"
 #include "engine/engine.h"
 #include "store/store.h"
 #include "tools/tools-int.h"
@@ -47,35 +48,6 @@ struct watch {
 	volatile uint32_t ready;
 	volatile uint64_t gap_at_us; /* when the largest gap ended (CLOCK_MONOTONIC) */
 };
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
-static void initial(uint64_t *w, size_t p, size_t pages)
-{
-	static const char text[] = "the quick brown fox jumps over the lazy dog. ";
-	size_t q = pages / 4;
-	if (p < q) {
-		memset(w, 0, PAGE);
-	} else if (p < 2 * q) {
-		uint64_t s = mix(p + 1);
-		for (size_t i = 0; i < PAGE / 8; i++)
-			w[i] = s = mix(s);
-	} else if (p < 3 * q) {
-		for (size_t i = 0; i < PAGE; i++)
-			((char *)w)[i] = text[(p * PAGE + i) % (sizeof(text) - 1)];
-	} else {
-		for (size_t i = 0; i < PAGE / 8; i++)
-			w[i] = p * 512 + i;
-	}
-}
 
 static uint64_t mono_us(void)
 {
@@ -109,14 +81,14 @@ static _noreturn_ void target(const char *dir, size_t size, uint64_t rate, struc
 	if (m == MAP_FAILED)
 		_exit(1);
 	for (size_t p = pages / 4; p < pages; p++)
-		initial((uint64_t *)(m + p * PAGE), p, pages);
+		mixed_page((uint64_t *)(m + p * PAGE), p, pages);
 	volatile uint64_t seq = 0;
 	uint64_t last = mono_us();
 	wt->ready = 1;
 	for (unsigned tick = 0;; tick++) {
 		for (uint64_t i = 0; i < rate; i++) {
 			uint64_t k = seq + 1;
-			size_t p = mix(k) % pages;
+			size_t p = mix64(k) % pages;
 			uint64_t *w = (uint64_t *)(m + p * PAGE);
 			w[0] = k;
 			w[1] = k ^ p;
@@ -139,9 +111,9 @@ static _noreturn_ void target(const char *dir, size_t size, uint64_t rate, struc
 	uint64_t *stamp = calloc(pages, sizeof(*stamp)), *want = malloc(PAGE);
 	bool ok = stamp && want;
 	for (uint64_t k = 1; ok && k <= seq; k++)
-		stamp[mix(k) % pages] = k;
+		stamp[mix64(k) % pages] = k;
 	for (size_t p = 0; ok && p < pages; p++) {
-		initial(want, p, pages);
+		mixed_page(want, p, pages);
 		if (stamp[p]) {
 			want[0] = stamp[p];
 			want[1] = stamp[p] ^ p;

@@ -21,39 +21,10 @@
  */
 #include <sys/mman.h>
 
+#include "common/mixed.h"
 #include "target.h"
 
 #define PAGE 4096ul
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	x ^= x >> 33;
-	return x;
-}
-
-/* The content page p starts with. */
-static void initial(uint64_t *w, size_t p, size_t pages)
-{
-	static const char text[] = "the quick brown fox jumps over the lazy dog. ";
-	size_t q = pages / 4;
-	if (p < q) {
-		memset(w, 0, PAGE);
-	} else if (p < 2 * q) {
-		uint64_t s = mix(p + 1);
-		for (size_t i = 0; i < PAGE / 8; i++)
-			w[i] = s = mix(s);
-	} else if (p < 3 * q) {
-		for (size_t i = 0; i < PAGE; i++)
-			((char *)w)[i] = text[(p * PAGE + i) % (sizeof(text) - 1)];
-	} else {
-		for (size_t i = 0; i < PAGE / 8; i++)
-			w[i] = p * 512 + i;
-	}
-}
 
 static uint64_t now_us(void)
 {
@@ -77,7 +48,7 @@ int main(int argc, char **argv)
 	if (m == MAP_FAILED)
 		target_verdict(0, "no memory");
 	for (size_t p = pages / 4; p < pages; p++)
-		initial((uint64_t *)(m + p * PAGE), p, pages);
+		mixed_page((uint64_t *)(m + p * PAGE), p, pages);
 	/* volatile: the restored process reads what the dump saved */
 	volatile uint64_t seq = 0;
 	uint64_t last = now_us(), gap = 0;
@@ -86,7 +57,7 @@ int main(int argc, char **argv)
 		uint64_t n = fast ? 65536 : rate;
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t k = seq + 1;
-			size_t p = mix(k) % pages;
+			size_t p = mix64(k) % pages;
 			uint64_t *w = (uint64_t *)(m + p * PAGE);
 			w[0] = k;
 			w[1] = k ^ p;
@@ -117,9 +88,9 @@ int main(int argc, char **argv)
 	if (!stamp || !want)
 		target_verdict(0, "no memory");
 	for (uint64_t k = 1; k <= seq; k++)
-		stamp[mix(k) % pages] = k;
+		stamp[mix64(k) % pages] = k;
 	for (size_t p = 0; p < pages; p++) {
-		initial(want, p, pages);
+		mixed_page(want, p, pages);
 		if (stamp[p]) {
 			want[0] = stamp[p];
 			want[1] = stamp[p] ^ p;
