@@ -63,6 +63,21 @@ struct thread_creds {
 	unsigned nfilters; /* dump only: /proc's Seccomp_filters */
 };
 
+/* Per-process settings only the process itself reads (prctl, membarrier)
+ * or /proc shows; -1 where not recorded (an older snapshot, a kernel that
+ * does not tell): restore leaves those as a new process has them. */
+struct proc_attrs {
+	int32_t oom_score_adj;   /* /proc/PID/oom_score_adj; INT32_MIN: not recorded */
+	int32_t child_subreaper; /* PR_GET_CHILD_SUBREAPER */
+	int32_t thp_disable;     /* PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED */
+	int64_t membarrier;      /* MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands done */
+};
+
+static inline void proc_attrs_init(struct proc_attrs *a)
+{
+	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1 };
+}
+
 struct thread_image {
 	pid_t tid;
 	struct user_regs_struct regs;
@@ -81,6 +96,8 @@ struct thread_image {
 	size_t npending;
 	struct thread_creds creds;
 	int32_t seccomp; /* its newest seccomp filter, an index in proc_image.filters; -1: none */
+	int64_t timerslack; /* PR_GET_TIMERSLACK; 0: not recorded */
+	int32_t pdeathsig;  /* PR_GET_PDEATHSIG; 0: none */
 };
 
 /* One seccomp filter (sandbox/seccomp.c). Threads that share a chain (TSYNC,
@@ -181,6 +198,7 @@ struct proc_image {
 	struct sig_pending *pending; /* shared queue */
 	size_t npending;
 	int dumpable;  /* PR_GET_DUMPABLE; -1: not recorded */
+	struct proc_attrs attrs;
 	struct seccomp_filter *filters;
 	size_t nfilters;
 

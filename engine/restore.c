@@ -1054,6 +1054,64 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 	return err_set(-ENOMEM, "no address free in both layouts for the restore's scratch page");
 }
 
+/* The struct proc_attrs settings and each thread's timer slack and
+ * parent-death signal, as the image has them; those not recorded stay as
+ * the new process got them from the restorer. oom_score_adj is written
+ * by the restorer, whose privilege the kernel checks: one lower than the
+ * restorer may set (CAP_SYS_RESOURCE) fails the restore, naming it, as
+ * nobody gains power by a restore (DESIGN.md). The rest are asked for
+ * from inside and need no privilege. */
+static int attrs_apply(struct ctx *c)
+{
+	const struct proc_image *img = c->img;
+	const struct proc_attrs *a = &img->attrs;
+	int64_t cur;
+	int r;
+
+	if (a->oom_score_adj != INT32_MIN) {
+		char p[64], v[16];
+		snprintf(p, sizeof(p), "/proc/%d/oom_score_adj", c->pid);
+		int n = snprintf(v, sizeof(v), "%d", a->oom_score_adj);
+		_cleanup_close_ int fd = open(p, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, v, n) != n)
+			return err_set(negerrno(), "restore of pid %d: setting its oom_score_adj %d: %m%s", c->pid,
+				       a->oom_score_adj,
+				       errno == EACCES ? " (lowering it takes CAP_SYS_RESOURCE)" : "");
+	}
+	if (a->child_subreaper > 0 &&
+	    (r = sys(c, c->pid, SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0, NULL, "PR_SET_CHILD_SUBREAPER")) < 0)
+		return r;
+	if (a->thp_disable >= 0) {
+		if ((r = sys(c, c->pid, SYS_prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0, 0, &cur, "PR_GET_THP_DISABLE")) < 0)
+			return r;
+		if (cur != a->thp_disable &&
+		    (r = sys(c, c->pid, SYS_prctl, PR_SET_THP_DISABLE, a->thp_disable ? 1 : 0,
+			     (uint64_t)(a->thp_disable & ~1), 0, 0, 0, NULL, "PR_SET_THP_DISABLE")) < 0)
+			return r;
+	}
+	/* each registration the process had, made again (a new mm has none) */
+	for (int bit = 0; a->membarrier > 0 && bit < 16; bit++) {
+		if (!(a->membarrier & (1ll << bit)))
+			continue;
+		char what[64];
+		snprintf(what, sizeof(what), "membarrier registration 0x%x", 1u << bit);
+		if ((r = sys(c, c->pid, SYS_membarrier, 1u << bit, 0, 0, 0, 0, 0, NULL, what)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < img->nthreads; i++) {
+		const struct thread_image *t = &img->threads[i];
+		if (t->timerslack > 0 &&
+		    (r = sys(c, t->tid, SYS_prctl, PR_SET_TIMERSLACK, (uint64_t)t->timerslack, 0, 0, 0, 0, NULL,
+			     "PR_SET_TIMERSLACK")) < 0)
+			return r;
+		if (t->pdeathsig &&
+		    (r = sys(c, t->tid, SYS_prctl, PR_SET_PDEATHSIG, (uint64_t)t->pdeathsig, 0, 0, 0, 0, NULL,
+			     "PR_SET_PDEATHSIG")) < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int drive(struct ctx *c)
 {
 	struct proc_image *img = c->img;
@@ -1172,6 +1230,9 @@ static int drive(struct ctx *c)
 			goto out;
 	}
 	r = ptimers_inject(c);
+	if (r < 0)
+		goto out;
+	r = attrs_apply(c);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < img->npending; i++) {

@@ -17,7 +17,9 @@
  * `test-engine pid` restores onto a PID still held: by a live process,
  * by a zombie reaped while the restore waits, by one never reaped in time;
  * `test-engine creds` restores threads with credentials and seccomp
- * filters of their own, and refuses a user's restore of root's process.
+ * filters of their own, and refuses a user's restore of root's process;
+ * `test-engine attrs` restores oom_score_adj, prctl settings, membarrier
+ * registrations and per-thread timer slack and parent-death signal.
  */
 #include <check.h>
 #include <dirent.h>
@@ -269,6 +271,9 @@ CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
 CYCLE_TESTS(regs, "target-regs", NULL)
+/* oom_score_adj, subreaper, THP disable, membarrier registrations; per
+ * thread timer slack and parent-death signal (target-attrs checks them) */
+CYCLE_TESTS(attrs, "target-attrs", NULL)
 
 /* Credentials and seccomp filters, per thread (the targets check their
  * own after restore; target-creds writes as nobody into our dir). */
@@ -615,12 +620,14 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
 /* in the rt_sigaction loop */
 START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
-/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 3
- * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS): 75 is
- * the third thread's sigaltstack */
-START_TEST(die_inject_thread) { dump_dies("target-threads", "221:75", NULL, 9); } END_TEST
-/* the last one, 68 + 3 + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:72", NULL, 1); } END_TEST
+/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 5
+ * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS,
+ * PR_GET_TIMERSLACK, PR_GET_PDEATHSIG): 79 is the third thread's
+ * sigaltstack */
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:79", NULL, 9); } END_TEST
+/* the last one, 68 + 5 + 3 (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE,
+ * membarrier's registrations) + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:77", NULL, 1); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
@@ -2167,6 +2174,10 @@ int main(int argc, char **argv)
 		}
 		suite_add_tcase(s, tc("nginx_kill", nginx_kill, 90));
 		suite_add_tcase(s, tc("nginx_running", nginx_running, 90));
+	} else if (only && !strcmp(only, "attrs")) {
+		suite_add_tcase(s, tc("attrs_running", attrs_running, 60));
+		suite_add_tcase(s, tc("attrs_kill", attrs_kill, 60));
+		suite_add_tcase(s, tc("attrs_stop", attrs_stop, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));

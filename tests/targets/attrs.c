@@ -1,0 +1,119 @@
+/*
+ * Per-process and per-thread settings that only the process itself reads
+ * (docs/COVERAGE.md, "Process attributes"): oom_score_adj 321 (raised: no
+ * privilege needed), the child-subreaper flag, THP disabled, membarrier
+ * registered for private and global expedited barriers; the main thread
+ * with timer slack 123456 ns and parent-death signal SIGURG, a second
+ * thread with 7777 ns and SIGWINCH (both ignored by default: a signal
+ * sent when a restored process's parent goes must not end the test for
+ * the wrong reason). After restore each thread checks its own, the main
+ * thread the process's, and that a private expedited barrier works (one
+ * fails with EPERM without the registration).
+ */
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sys/prctl.h>
+
+#include <limits.h>
+#include <signal.h>
+
+#include "target.h"
+
+#define SLACK_MAIN 123456
+#define SLACK_SECOND 7777
+#define OOM 321
+
+static volatile int stage;
+static char second_fail[256];
+
+/* The calling thread's slack and parent-death signal against the wanted
+ * ones; "" or what differs. */
+static const char *thread_check(long slack, int sig, char *buf, size_t len)
+{
+	long s = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+	int d = -1;
+	if (prctl(PR_GET_PDEATHSIG, &d, 0, 0, 0) < 0)
+		d = -1;
+	if (s != slack || d != sig)
+		snprintf(buf, len, "timer slack %ld (want %ld), parent-death signal %d (want %d)", s, slack, d, sig);
+	else
+		buf[0] = 0;
+	return buf;
+}
+
+static void *second(void *arg)
+{
+	(void)arg;
+	if (prctl(PR_SET_TIMERSLACK, SLACK_SECOND, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0) < 0)
+		snprintf(second_fail, sizeof(second_fail), "second thread: prctl: %s", strerror(errno));
+	__atomic_store_n(&stage, 1, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&stage, __ATOMIC_SEQ_CST) != 2) {
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (!second_fail[0])
+		thread_check(SLACK_SECOND, SIGWINCH, second_fail, sizeof(second_fail));
+	__atomic_store_n(&stage, 3, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static int oom_now(void)
+{
+	char b[32] = "";
+	int fd = open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || read(fd, b, sizeof(b) - 1) < 0)
+		return INT_MIN;
+	close(fd);
+	return atoi(b);
+}
+
+int main(int argc, char **argv)
+{
+	char buf[256];
+	target_init(argc, argv, 0);
+
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "321", 3) != 3)
+		target_verdict(0, "setting oom_score_adj: %s", strerror(errno));
+	close(fd);
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_TIMERSLACK, SLACK_MAIN, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGURG, 0, 0, 0) < 0)
+		target_verdict(0, "prctl: %s", strerror(errno));
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) < 0 ||
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) < 0)
+		target_verdict(0, "membarrier register: %s", strerror(errno));
+	pthread_t th;
+	if (pthread_create(&th, NULL, second, NULL))
+		target_verdict(0, "pthread_create");
+	while (__atomic_load_n(&stage, __ATOMIC_SEQ_CST) != 1) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (second_fail[0])
+		target_verdict(0, "%s", second_fail);
+	target_ready();
+	target_wait_restored();
+
+	__atomic_store_n(&stage, 2, __ATOMIC_SEQ_CST);
+	pthread_join(th, NULL);
+	if (second_fail[0])
+		target_verdict(0, "second thread: %s", second_fail);
+	if (thread_check(SLACK_MAIN, SIGURG, buf, sizeof(buf))[0])
+		target_verdict(0, "main thread: %s", buf);
+	int oom = oom_now();
+	if (oom != OOM)
+		target_verdict(0, "oom_score_adj %d, want %d", oom, OOM);
+	int sub = -1;
+	if (prctl(PR_GET_CHILD_SUBREAPER, &sub, 0, 0, 0) < 0 || sub != 1)
+		target_verdict(0, "child subreaper %d, want 1", sub);
+	int thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+	if (thp != 1)
+		target_verdict(0, "THP disable %d, want 1", thp);
+	long reg = syscall(SYS_membarrier, 1 << 9 /* MEMBARRIER_CMD_GET_REGISTRATIONS */, 0, 0);
+	long want = MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+	if (reg >= 0 && (reg & want) != want)
+		target_verdict(0, "membarrier registrations 0x%lx, want 0x%lx", reg, want);
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0)
+		target_verdict(0, "private expedited membarrier: %s", strerror(errno));
+	target_pass();
+}
