@@ -137,6 +137,7 @@ struct vma {
 	bool shared;
 	bool growsdown;
 	bool noreserve; /* VM_NORESERVE (smaps "nr"): mapped again with MAP_NORESERVE */
+	uint32_t advice; /* VMA_ADV_* (smaps VmFlags): madvise and mlock, set again (advice.c) */
 	unsigned dev_major, dev_minor;
 	uint64_t ino;
 	char *path; /* as /proc/PID/maps shows it; "" for anonymous */
@@ -523,6 +524,31 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
  * copied, else straight from pid, which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
+/* ---- per-area advice and locks (advice.c) -------------------------------- */
+
+enum {
+	VMA_ADV_HUGEPAGE = 1 << 0,   /* hg: MADV_HUGEPAGE */
+	VMA_ADV_NOHUGEPAGE = 1 << 1, /* nh: MADV_NOHUGEPAGE */
+	VMA_ADV_DONTDUMP = 1 << 2,   /* dd: MADV_DONTDUMP */
+	VMA_ADV_DONTFORK = 1 << 3,   /* dc: MADV_DONTFORK */
+	VMA_ADV_WIPEONFORK = 1 << 4, /* wf: MADV_WIPEONFORK */
+	VMA_ADV_MERGEABLE = 1 << 5,  /* mg: MADV_MERGEABLE */
+	VMA_ADV_SEQUENTIAL = 1 << 6, /* sr: MADV_SEQUENTIAL */
+	VMA_ADV_RANDOM = 1 << 7,     /* rr: MADV_RANDOM */
+	VMA_ADV_LOCKED = 1 << 8,     /* lo: mlock */
+	VMA_ADV_LOCKONFAULT = 1 << 9, /* lf: mlock2(MLOCK_ONFAULT) */
+};
+
+/* The VMA_ADV_* of a smaps "VmFlags:" line. */
+uint32_t vma_advice_from_vmflags(const char *line);
+/* " advice=a,b" for maps, nothing when none */
+void vma_advice_format(struct tbuf *b, const struct vma *v);
+int vma_advice_parse(struct vma *v, const char *val);
+struct ctx;
+/* Sets v's advice and locks in the process being restored, once its
+ * bytes are in (lazy: they are still to come through userfaultfd). */
+int vma_advice_apply(struct ctx *c, pid_t pid, const struct vma *v, bool lazy);
+
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);

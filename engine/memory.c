@@ -551,6 +551,7 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 			if (have && i < n) {
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
+				v[i].advice = vma_advice_from_vmflags(l);
 			}
 			have = false;
 			continue;
@@ -717,6 +718,7 @@ char *maps_format(const struct proc_image *img)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
+		vma_advice_format(&b, v);
 		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
 			tb_printf(&b, " pages=");
 			for (size_t k = 0; k < v->nruns; k++)
@@ -766,6 +768,8 @@ static int parse_annot(struct vma *v, const char *tok)
 		v->noreserve = !strcmp(val, "1");
 		return 0;
 	}
+	if (kl == 6 && !strncmp(tok, "advice", 6))
+		return vma_advice_parse(v, val);
 	if (kl == 5 && !strncmp(tok, "pages", 5)) {
 		_cleanup_free_ char *c = strdup(val);
 		if (!c)

@@ -1179,6 +1179,8 @@ static int drive(struct ctx *c)
 		c->total += img->vmas[i].saved;
 	for (size_t i = 0; i < img->nvmas; i++) {
 		r = map_area(c, &img->vmas[i]);
+		if (r >= 0)
+			r = vma_advice_apply(c, c->pid, &img->vmas[i], c->lazy != NULL);
 		if (r < 0)
 			goto out;
 	}

@@ -19,7 +19,8 @@
  * `test-engine creds` restores threads with credentials and seccomp
  * filters of their own, and refuses a user's restore of root's process;
  * `test-engine attrs` restores oom_score_adj, prctl settings, membarrier
- * registrations and per-thread timer slack and parent-death signal.
+ * registrations, per-thread timer slack and parent-death signal, and
+ * per-area madvise flags and locks.
  */
 #include <check.h>
 #include <dirent.h>
@@ -274,6 +275,8 @@ CYCLE_TESTS(regs, "target-regs", NULL)
 /* oom_score_adj, subreaper, THP disable, membarrier registrations; per
  * thread timer slack and parent-death signal (target-attrs checks them) */
 CYCLE_TESTS(attrs, "target-attrs", NULL)
+/* madvise flags and mlock per area (target-advice checks its VmFlags) */
+CYCLE_TESTS(advice, "target-advice", NULL)
 
 /* Credentials and seccomp filters, per thread (the targets check their
  * own after restore; target-creds writes as nobody into our dir). */
@@ -2178,6 +2181,9 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("attrs_running", attrs_running, 60));
 		suite_add_tcase(s, tc("attrs_kill", attrs_kill, 60));
 		suite_add_tcase(s, tc("attrs_stop", attrs_stop, 60));
+		suite_add_tcase(s, tc("advice_running", advice_running, 60));
+		suite_add_tcase(s, tc("advice_kill", advice_kill, 60));
+		suite_add_tcase(s, tc("advice_stop", advice_stop, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
