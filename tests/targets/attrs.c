@@ -8,11 +8,16 @@
  * sent when a restored process's parent goes must not end the test for
  * the wrong reason). After restore each thread checks its own, the main
  * thread the process's, and that a private expedited barrier works (one
- * fails with EPERM without the registration).
+ * fails with EPERM without the registration). A child (the tree path)
+ * takes supplementary groups 99 and 4242, timer slack 4444 and
+ * oom_score_adj 456 and checks them after the restore, telling the
+ * parent by its exit status.
  */
 #include <linux/membarrier.h>
+#include <grp.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 
 #include <limits.h>
 #include <signal.h>
@@ -67,10 +72,36 @@ static int oom_now(void)
 	return atoi(b);
 }
 
+/* The child: 0, or which check failed. */
+static int child(void)
+{
+	gid_t want[2] = { 99, 4242 }, got[8];
+	if (syscall(SYS_setgroups, 2, want) < 0 || prctl(PR_SET_TIMERSLACK, 4444, 0, 0, 0) < 0)
+		return 10;
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "456", 3) != 3)
+		return 11;
+	close(fd);
+	target_wait_restored();
+	int n = getgroups(8, got);
+	if (n != 2 || got[0] != 99 || got[1] != 4242)
+		return 12;
+	if (prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) != 4444)
+		return 13;
+	if (oom_now() != 456)
+		return 14;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char buf[256];
 	target_init(argc, argv, 0);
+	pid_t kid = fork();
+	if (kid < 0)
+		target_verdict(0, "fork: %s", strerror(errno));
+	if (kid == 0)
+		_exit(child());
 
 	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, "321", 3) != 3)
@@ -91,9 +122,26 @@ int main(int argc, char **argv)
 	}
 	if (second_fail[0])
 		target_verdict(0, "%s", second_fail);
+	/* the child's settings are in place before the dump */
+	for (int i = 0; i < 10000; i++) {
+		char p[64], t[32] = "";
+		snprintf(p, sizeof(p), "/proc/%d/oom_score_adj", kid);
+		int f = open(p, O_RDONLY | O_CLOEXEC);
+		if (f >= 0 && read(f, t, sizeof(t) - 1) > 0 && atoi(t) == 456) {
+			close(f);
+			break;
+		}
+		if (f >= 0)
+			close(f);
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
 	target_ready();
 	target_wait_restored();
 
+	int st;
+	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st))
+		target_verdict(0, "the child's check failed: status 0x%x (10-11: setup, 12 groups, 13 timer slack, 14 oom_score_adj)", st);
 	__atomic_store_n(&stage, 2, __ATOMIC_SEQ_CST);
 	pthread_join(th, NULL);
 	if (second_fail[0])

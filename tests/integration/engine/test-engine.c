@@ -273,8 +273,33 @@ CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
 CYCLE_TESTS(regs, "target-regs", NULL)
 /* oom_score_adj, subreaper, THP disable, membarrier registrations; per
- * thread timer slack and parent-death signal (target-attrs checks them) */
-CYCLE_TESTS(attrs, "target-attrs", NULL)
+ * thread timer slack and parent-death signal; and in a child (a tree),
+ * supplementary groups, slack, oom_score_adj (target-attrs checks them) */
+static void wait_gone(pid_t pid);
+
+static void attrs_cycle(const char *mode)
+{
+	pid_t pid = spawn(NULL, "target-attrs", NULL);
+	char p[64], *kids = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/task/%d/children", pid, pid);
+	ck_assert_int_eq(read_file_full(p, &kids, NULL), 0);
+	pid_t kid = atoi(kids);
+	free(kids);
+	ck_assert_int_gt(kid, 0);
+	dump(pid, mode, "store/s1");
+	if (mode && !strcmp(mode, "--stop"))
+		assert_stopped(kid, "--stop");
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	kill(kid, SIGKILL);
+	kill_original(pid, "--kill");
+	wait_gone(kid);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(attrs_running) { attrs_cycle(NULL); } END_TEST
+START_TEST(attrs_kill) { attrs_cycle("--kill"); } END_TEST
+START_TEST(attrs_stop) { attrs_cycle("--stop"); } END_TEST
 /* madvise flags and mlock per area (target-advice checks its VmFlags) */
 CYCLE_TESTS(advice, "target-advice", NULL)
 
