@@ -322,6 +322,11 @@ static int attrs_capture_injected(struct proc_image *img, pid_t lt, uint64_t ip,
 
 	if (read_proc(img->pid, "oom_score_adj", &oom, NULL) < 0 || sscanf(oom, "%d", &a->oom_score_adj) != 1)
 		return err_set(-EIO, "pid %d: oom_score_adj unreadable", img->pid);
+	/* a kernel without audit has no loginuid: not recorded */
+	_cleanup_free_ char *login = NULL;
+	unsigned long lu;
+	if (read_proc(img->pid, "loginuid", &login, NULL) >= 0 && sscanf(login, "%lu", &lu) == 1 && lu <= UINT32_MAX)
+		a->loginuid = (int64_t)lu;
 	if ((r = inject_syscall(lt, ip, &t->regs, SYS_prctl, PR_GET_CHILD_SUBREAPER, scratch, 0, 0, 0, 0, &ret)) < 0)
 		return r;
 	if (ret < 0)
@@ -498,6 +503,8 @@ static void attrs_format(struct tbuf *b, const struct proc_image *img)
 		tb_printf(b, "thp_disable 0x%x\n", (unsigned)a->thp_disable);
 	if (a->membarrier >= 0)
 		tb_printf(b, "membarrier 0x%" PRIx64 "\n", (uint64_t)a->membarrier);
+	if (a->loginuid >= 0)
+		tb_printf(b, "loginuid %" PRId64 "\n", a->loginuid);
 	for (size_t i = 0; i < img->nthreads; i++) {
 		const struct thread_image *t = &img->threads[i];
 		if (t->timerslack > 0 || t->pdeathsig)
@@ -526,6 +533,9 @@ static bool attrs_parse(struct proc_image *img, const char *key, const char *val
 		a->membarrier = (int64_t)m;
 		return ok;
 	}
+	if (!strcmp(key, "loginuid"))
+		return sscanf(val, "%" SCNd64 " %c", &a->loginuid, &extra) == 1 && a->loginuid >= 0 &&
+		       a->loginuid <= UINT32_MAX;
 	if (!strcmp(key, "thread_attrs")) {
 		int tid, sig;
 		int64_t slack;

@@ -1054,6 +1054,56 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 	return err_set(-ENOMEM, "no address free in both layouts for the restore's scratch page");
 }
 
+/* The audit login uid: the kernel takes it only from the process itself
+ * (/proc/self/loginuid), freely while unset, and a change of a set one
+ * only with CAP_AUDIT_CONTROL, which the new process holds here only if
+ * the restorer does: nobody gains power. A restorer that may not fails
+ * the restore, naming it, rather than running the process under another
+ * login. Its sessionid cannot be set by anyone: the kernel gives a new
+ * one with each write (docs/COVERAGE.md). */
+static int loginuid_apply(struct ctx *c, int64_t want)
+{
+	char p[64];
+	_cleanup_free_ char *cur = NULL;
+	int64_t fd, ign;
+	int r;
+
+	snprintf(p, sizeof(p), "/proc/%d/loginuid", c->pid);
+	if (read_file_full(p, &cur, NULL) < 0) {
+		/* a kernel without audit: only "unset" is the same */
+		if (want == UINT32_MAX) {
+			err_clear();
+			return 0;
+		}
+		return err_set(-EOPNOTSUPP, "restore of pid %d: it had audit login uid %" PRId64
+			       ", and this kernel has none (no /proc/PID/loginuid)", c->pid, want);
+	}
+	cur[strcspn(cur, "\n")] = 0;
+	if (strtoll(cur, NULL, 10) == want)
+		return 0;
+	char v[24];
+	int n = snprintf(v, sizeof(v), "%" PRId64, want);
+	if ((r = put_string(c, "/proc/self/loginuid")) < 0)
+		return r;
+	if ((r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch, O_WRONLY | O_CLOEXEC, 0, 0, 0, &fd,
+		     "opening /proc/self/loginuid")) < 0)
+		return r;
+	r = poke(c, c->scratch + 128, v, (size_t)n);
+	if (r >= 0) {
+		int64_t w = 0;
+		r = inject_syscall(c->pid, c->ip, &c->base, SYS_write, (uint64_t)fd, c->scratch + 128, (uint64_t)n, 0, 0,
+				   0, &w);
+		if (r >= 0 && w != n)
+			r = err_set(w < 0 ? (int)w : -EIO,
+				    "restore of pid %d: setting its audit login uid %" PRId64 " (was %s): %s%s", c->pid,
+				    want, cur, strerror(w < 0 ? (int)-w : EIO),
+				    w == -EPERM ? " (changing a set one takes CAP_AUDIT_CONTROL and a kernel that "
+						  "allows it)" : "");
+	}
+	sys(c, c->pid, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, &ign, "close");
+	return r;
+}
+
 /* The struct proc_attrs settings and each thread's timer slack and
  * parent-death signal, as the image has them; those not recorded stay as
  * the new process got them from the restorer. oom_score_adj is written
@@ -1098,6 +1148,8 @@ static int attrs_apply(struct ctx *c)
 		if ((r = sys(c, c->pid, SYS_membarrier, 1u << bit, 0, 0, 0, 0, 0, NULL, what)) < 0)
 			return r;
 	}
+	if (a->loginuid >= 0 && (r = loginuid_apply(c, a->loginuid)) < 0)
+		return r;
 	for (size_t i = 0; i < img->nthreads; i++) {
 		const struct thread_image *t = &img->threads[i];
 		if (t->timerslack > 0 &&

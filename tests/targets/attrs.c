@@ -4,7 +4,7 @@
  * privilege needed), the child-subreaper flag, THP disabled, membarrier
  * registered for private and global expedited barriers; the main thread
  * with timer slack 123456 ns and parent-death signal SIGURG, a second
- * thread with 7777 ns and SIGWINCH (both ignored by default: a signal
+ * thread with 7777 ns and SIGWINCH; loginuid 4242 where it was unset (both ignored by default: a signal
  * sent when a restored process's parent goes must not end the test for
  * the wrong reason). After restore each thread checks its own, the main
  * thread the process's, and that a private expedited barrier works (one
@@ -107,6 +107,20 @@ int main(int argc, char **argv)
 	if (fd < 0 || write(fd, "321", 3) != 3)
 		target_verdict(0, "setting oom_score_adj: %s", strerror(errno));
 	close(fd);
+	/* free while unset (as login does); a set one stays as it is */
+	char lu[32] = "";
+	int lfd = open("/proc/self/loginuid", O_RDWR | O_CLOEXEC);
+	if (lfd >= 0 && read(lfd, lu, sizeof(lu) - 1) > 0 && !strcmp(lu, "4294967295") &&
+	    pwrite(lfd, "4242", 4, 0) != 4)
+		target_verdict(0, "setting loginuid: %s", strerror(errno));
+	if (lfd >= 0)
+		close(lfd);
+	char want_lu[32] = "";
+	int rfd = open("/proc/self/loginuid", O_RDONLY | O_CLOEXEC);
+	if (rfd >= 0 && read(rfd, want_lu, sizeof(want_lu) - 1) < 0)
+		want_lu[0] = 0;
+	if (rfd >= 0)
+		close(rfd);
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 ||
 	    prctl(PR_SET_TIMERSLACK, SLACK_MAIN, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGURG, 0, 0, 0) < 0)
 		target_verdict(0, "prctl: %s", strerror(errno));
@@ -151,6 +165,14 @@ int main(int argc, char **argv)
 	int oom = oom_now();
 	if (oom != OOM)
 		target_verdict(0, "oom_score_adj %d, want %d", oom, OOM);
+	char now_lu[32] = "";
+	rfd = open("/proc/self/loginuid", O_RDONLY | O_CLOEXEC);
+	if (rfd >= 0 && read(rfd, now_lu, sizeof(now_lu) - 1) < 0)
+		now_lu[0] = 0;
+	if (rfd >= 0)
+		close(rfd);
+	if (strcmp(now_lu, want_lu))
+		target_verdict(0, "loginuid %s, want %s", now_lu, want_lu);
 	int sub = -1;
 	if (prctl(PR_GET_CHILD_SUBREAPER, &sub, 0, 0, 0) < 0 || sub != 1)
 		target_verdict(0, "child subreaper %d, want 1", sub);

@@ -179,7 +179,7 @@ START_TEST(process_round_trip)
 	p.auxv = calloc(1, 16);
 	p.auxv[0] = 6;
 	p.stopped = true;
-	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14 };
+	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242 };
 	p.threads[1].timerslack = 7777;
 	p.threads[1].pdeathsig = SIGURG;
 	memset(p.vdso, 'a', 64);
@@ -203,6 +203,7 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(q.attrs.child_subreaper, 1);
 	ck_assert_int_eq(q.attrs.thp_disable, 3);
 	ck_assert_int_eq(q.attrs.membarrier, 0x14);
+	ck_assert_int_eq(q.attrs.loginuid, 4242);
 	ck_assert_int_eq(q.threads[0].timerslack, 0);
 	ck_assert_int_eq(q.threads[1].timerslack, 7777);
 	ck_assert_int_eq(q.threads[1].pdeathsig, SIGURG);
@@ -216,6 +217,7 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(o.attrs.child_subreaper, -1);
 	ck_assert_int_eq(o.attrs.thp_disable, -1);
 	ck_assert_int_eq(o.attrs.membarrier, -1);
+	ck_assert_int_eq(o.attrs.loginuid, -1);
 	proc_image_free(&o);
 	/* settings for a thread the snapshot does not have */
 	struct proc_image u = { 0 };
