@@ -191,6 +191,8 @@ enum fault_id {
 	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
 	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
 	FAULT_ENGINE_DIE_LAZY = 227,        /* lazy restore: the loader dies before its first copy */
+	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
+	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	_FAULT_MAX,
 };
 

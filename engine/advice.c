@@ -90,6 +90,9 @@ int vma_advice_apply(struct ctx *c, pid_t pid, const struct vma *v, bool lazy)
 	    v->kind != VMA_FILE_SHARED && v->kind != VMA_SHMEM)
 		return 0;
 
+	if (v->advice && fault_hit(FAULT_ENGINE_RESTORE_ADVICE))
+		return err_set(-EIO, "area %lx-%lx: injected fault setting its advice", (unsigned long)v->start,
+			       (unsigned long)v->end);
 	for (size_t i = 0; i < ARRAY_SIZE(advice); i++) {
 		if (!(v->advice & advice[i].bit) || advice[i].madv < 0)
 			continue;

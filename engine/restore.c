@@ -1118,6 +1118,9 @@ static int attrs_apply(struct ctx *c)
 	int64_t cur;
 	int r;
 
+	if (fault_hit(FAULT_ENGINE_RESTORE_ATTRS))
+		return err_set(-EIO, "restore of pid %d: injected fault setting its attributes", c->pid);
+
 	if (a->oom_score_adj != INT32_MIN) {
 		char p[64], v[16];
 		snprintf(p, sizeof(p), "/proc/%d/oom_score_adj", c->pid);

@@ -666,9 +666,9 @@ START_TEST(die_write) { dump_dies("target-signals", "225", NULL, 1); } END_TEST
 START_TEST(die_commit_kill) { dump_dies("target-signals", "226", "--kill", 1); } END_TEST
 START_TEST(die_commit_stop) { dump_dies("target-threads", "226", "--stop", 9); } END_TEST
 
-static void restore_fault(const char *fault)
+static void restore_fault_of(const char *prog, const char *fault)
 {
-	pid_t pid = spawn(NULL, "target-threads", NULL);
+	pid_t pid = spawn(NULL, prog, NULL);
 	dump(pid, "--kill", "store/s1");
 	kill_original(pid, "--kill");
 	int rc = run_ckpt(fault, NULL, 0, "restore", path("store/s1"), NULL, NULL);
@@ -683,7 +683,15 @@ static void restore_fault(const char *fault)
 	verdict(restore("store/s1"));
 }
 
+static void restore_fault(const char *fault)
+{
+	restore_fault_of("target-threads", fault);
+}
+
 START_TEST(fault_restore_map) { restore_fault("210:3"); } END_TEST
+/* the attributes (oom_score_adj, prctl, ...) and an area's advice */
+START_TEST(fault_restore_attrs) { restore_fault("250"); } END_TEST
+START_TEST(fault_restore_advice) { restore_fault_of("target-advice", "251:3"); } END_TEST
 START_TEST(fault_restore_late) { restore_fault("211"); } END_TEST
 
 /* /proc/PID/comm, without the newline (static buffer). */
@@ -2209,6 +2217,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("advice_running", advice_running, 60));
 		suite_add_tcase(s, tc("advice_kill", advice_kill, 60));
 		suite_add_tcase(s, tc("advice_stop", advice_stop, 60));
+		suite_add_tcase(s, tc("fault_restore_attrs", fault_restore_attrs, 60));
+		suite_add_tcase(s, tc("fault_restore_advice", fault_restore_advice, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
