@@ -72,11 +72,12 @@ struct proc_attrs {
 	int32_t thp_disable;     /* PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED */
 	int64_t membarrier;      /* MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands done */
 	int64_t loginuid;        /* /proc/PID/loginuid (4294967295: unset) */
+	int32_t mdwe;            /* PR_GET_MDWE (memory-deny-write-execute), Linux 6.3+ */
 };
 
 static inline void proc_attrs_init(struct proc_attrs *a)
 {
-	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1, -1 };
+	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1, -1, -1 };
 }
 
 struct thread_image {

@@ -304,6 +304,9 @@ static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
 		ret;                                                                    \
 	})
 
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
 #ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 #endif
@@ -341,9 +344,13 @@ static int attrs_capture_injected(struct proc_image *img, pid_t lt, uint64_t ip,
 	if ((r = inject_syscall(lt, ip, &t->regs, SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0,
 				&ret)) < 0)
 		return r;
-	/* before Linux 6.3 the kernel does not tell: not recorded, and the
-	 * restore says so where the program had registered (docs/COVERAGE.md) */
+	/* before Linux 6.3 the kernel does not tell: not recorded
+	 * (docs/COVERAGE.md) */
 	a->membarrier = ret < 0 ? -1 : ret;
+	if ((r = inject_syscall(lt, ip, &t->regs, SYS_prctl, PR_GET_MDWE, 0, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	/* EINVAL before Linux 6.3, where no process can have it */
+	a->mdwe = ret < 0 ? -1 : (int32_t)ret;
 	return 0;
 }
 
@@ -505,6 +512,8 @@ static void attrs_format(struct tbuf *b, const struct proc_image *img)
 		tb_printf(b, "membarrier 0x%" PRIx64 "\n", (uint64_t)a->membarrier);
 	if (a->loginuid >= 0)
 		tb_printf(b, "loginuid %" PRId64 "\n", a->loginuid);
+	if (a->mdwe > 0)
+		tb_printf(b, "mdwe 0x%x\n", (unsigned)a->mdwe);
 	for (size_t i = 0; i < img->nthreads; i++) {
 		const struct thread_image *t = &img->threads[i];
 		if (t->timerslack > 0 || t->pdeathsig)
@@ -533,6 +542,8 @@ static bool attrs_parse(struct proc_image *img, const char *key, const char *val
 		a->membarrier = (int64_t)m;
 		return ok;
 	}
+	if (!strcmp(key, "mdwe"))
+		return sscanf(val, "%x %c", (unsigned *)&a->mdwe, &extra) == 1 && a->mdwe >= 0 && a->mdwe <= 3;
 	if (!strcmp(key, "loginuid"))
 		return sscanf(val, "%" SCNd64 " %c", &a->loginuid, &extra) == 1 && a->loginuid >= 0 &&
 		       a->loginuid <= UINT32_MAX;

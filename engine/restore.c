@@ -1054,6 +1054,10 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 	return err_set(-ENOMEM, "no address free in both layouts for the restore's scratch page");
 }
 
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+
 /* The audit login uid: the kernel takes it only from the process itself
  * (/proc/self/loginuid), freely while unset, and a change of a set one
  * only with CAP_AUDIT_CONTROL, which the new process holds here only if
@@ -1152,6 +1156,12 @@ static int attrs_apply(struct ctx *c)
 			return r;
 	}
 	if (a->loginuid >= 0 && (r = loginuid_apply(c, a->loginuid)) < 0)
+		return r;
+	/* after every area is made (it forbids giving an area exec once it was
+	 * writable, as the restore does); it cannot be undone, and is set
+	 * only where the image has it */
+	if (a->mdwe > 0 && (r = sys(c, c->pid, SYS_prctl, PR_SET_MDWE, (uint64_t)a->mdwe, 0, 0, 0, 0, NULL,
+				   "PR_SET_MDWE (memory-deny-write-execute)")) < 0)
 		return r;
 	for (size_t i = 0; i < img->nthreads; i++) {
 		const struct thread_image *t = &img->threads[i];

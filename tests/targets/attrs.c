@@ -2,7 +2,8 @@
  * Per-process and per-thread settings that only the process itself reads
  * (docs/COVERAGE.md, "Process attributes"): oom_score_adj 321 (raised: no
  * privilege needed), the child-subreaper flag, THP disabled, membarrier
- * registered for private and global expedited barriers; the main thread
+ * registered for private and global expedited barriers, memory-deny-
+ * write-execute (PR_MDWE_REFUSE_EXEC_GAIN); the main thread
  * with timer slack 123456 ns and parent-death signal SIGURG, a second
  * thread with 7777 ns and SIGWINCH; loginuid 4242 where it was unset (both ignored by default: a signal
  * sent when a restored process's parent goes must not end the test for
@@ -16,6 +17,7 @@
 #include <linux/membarrier.h>
 #include <grp.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -124,6 +126,10 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 || prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 ||
 	    prctl(PR_SET_TIMERSLACK, SLACK_MAIN, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGURG, 0, 0, 0) < 0)
 		target_verdict(0, "prctl: %s", strerror(errno));
+	/* memory-deny-write-execute (Linux 6.3+), after the fork: the child
+	 * would inherit it */
+	if (prctl(65 /* PR_SET_MDWE */, 1 /* PR_MDWE_REFUSE_EXEC_GAIN */, 0, 0, 0) < 0)
+		target_verdict(0, "PR_SET_MDWE: %s", strerror(errno));
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) < 0 ||
 	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) < 0)
 		target_verdict(0, "membarrier register: %s", strerror(errno));
@@ -173,6 +179,11 @@ int main(int argc, char **argv)
 		close(rfd);
 	if (strcmp(now_lu, want_lu))
 		target_verdict(0, "loginuid %s, want %s", now_lu, want_lu);
+	if (prctl(66 /* PR_GET_MDWE */, 0, 0, 0, 0) != 1)
+		target_verdict(0, "memory-deny-write-execute %d, want 1", prctl(66, 0, 0, 0, 0));
+	void *wx = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (wx == MAP_FAILED || mprotect(wx, 4096, PROT_READ | PROT_EXEC) == 0)
+		target_verdict(0, "a writable area became executable: memory-deny-write-execute is not in force");
 	int sub = -1;
 	if (prctl(PR_GET_CHILD_SUBREAPER, &sub, 0, 0, 0) < 0 || sub != 1)
 		target_verdict(0, "child subreaper %d, want 1", sub);

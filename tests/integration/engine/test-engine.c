@@ -653,9 +653,9 @@ START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TE
  * PR_GET_TIMERSLACK, PR_GET_PDEATHSIG): 79 is the third thread's
  * sigaltstack */
 START_TEST(die_inject_thread) { dump_dies("target-threads", "221:79", NULL, 9); } END_TEST
-/* the last one, 68 + 5 + 3 (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE,
- * membarrier's registrations) + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:77", NULL, 1); } END_TEST
+/* the last one, 68 + 5 + 4 (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE,
+ * membarrier's registrations, PR_GET_MDWE) + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:78", NULL, 1); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST

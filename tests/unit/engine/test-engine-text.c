@@ -179,7 +179,7 @@ START_TEST(process_round_trip)
 	p.auxv = calloc(1, 16);
 	p.auxv[0] = 6;
 	p.stopped = true;
-	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242 };
+	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242, 1 };
 	p.threads[1].timerslack = 7777;
 	p.threads[1].pdeathsig = SIGURG;
 	memset(p.vdso, 'a', 64);
@@ -204,6 +204,7 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(q.attrs.thp_disable, 3);
 	ck_assert_int_eq(q.attrs.membarrier, 0x14);
 	ck_assert_int_eq(q.attrs.loginuid, 4242);
+	ck_assert_int_eq(q.attrs.mdwe, 1);
 	ck_assert_int_eq(q.threads[0].timerslack, 0);
 	ck_assert_int_eq(q.threads[1].timerslack, 7777);
 	ck_assert_int_eq(q.threads[1].pdeathsig, SIGURG);
