@@ -180,8 +180,12 @@ enum fault_id {
 	FAULT_GPU_UNLOCK = 303,             /* cuCheckpointProcessUnlock fails */
 	FAULT_GPU_DIE_LOCKED = 310,         /* dumper killed (SIGKILL) once the GPU is locked */
 	FAULT_GPU_DIE_CHECKPOINTED = 311,   /* dumper killed once the GPU is checkpointed */
+	FAULT_GPU_HBM_WRITE = 312,          /* writing a gpu/hbm/ file fails (EIO) */
+	FAULT_GPU_DIE_HBM_WRITE = 313,      /* dumper killed while writing a gpu/hbm/ file */
 	/* fs/ 400-499 */
 	FAULT_FS_CTL = 400,
+	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
+	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
 	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
 	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */
@@ -191,6 +195,14 @@ enum fault_id {
 	FAULT_ENGINE_DIE_WRITE = 225,       /* dumper: writing memory files */
 	FAULT_ENGINE_DIE_COMMIT = 226,      /* dumper: just before the commit */
 	FAULT_ENGINE_DIE_LAZY = 227,        /* lazy restore: the loader dies before its first copy */
+	FAULT_ENGINE_PRECOPY_UFFD = 230,    /* pre-copy: the injected userfaultfd() fails */
+	FAULT_ENGINE_PRECOPY_TAKE = 231,    /* pre-copy: taking it out (pidfd_getfd) fails, made already */
+	FAULT_ENGINE_PRECOPY_REGISTER = 232, /* pre-copy: registering an area fails */
+	FAULT_ENGINE_PRECOPY_COPY = 233,    /* pre-copy: reading pages into the copy fails */
+	FAULT_ENGINE_PRECOPY_UNTRACK = 234, /* pre-copy: removing the protection piece by piece fails */
+	FAULT_ENGINE_DIE_PRECOPY_UFFD = 235, /* keeper kills the dumper: the userfaultfd made in the target */
+	FAULT_ENGINE_DIE_PRECOPY = 236,     /* dumper: during a pre-copy round, the process tracked */
+	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	_FAULT_MAX,

@@ -38,13 +38,14 @@
  * A CUDA process (gpu/ finds a context in it) is locked on the GPU and
  * checkpointed there before any thread is seized: the driver's own thread
  * inside it does that work and must run. Its device memory is then in its
- * host memory, which the ordinary memory capture saves. Once the view is
- * taken and it is to run on, it is thawed first and given its GPU back
- * (restore, unlock); every failure does the same, and should we die
- * meanwhile its keeper, told before the lock, does it (keeper.c).
- * gpu/info records the driver and devices, and the host areas the
- * checkpoint step made (the maps before and after it compared). With
- * --stop it is left stopped and checkpointed on the GPU (its device
+ * host memory, which the ordinary memory capture saves: the areas the
+ * checkpoint step made (the maps before and after it compared) under
+ * gpu/hbm/ instead of memory/, split from areas the kernel merged them
+ * with. Once the view is taken and it is to run on, it is thawed first
+ * and given its GPU back (restore, unlock); every failure does the same,
+ * and should we die meanwhile its keeper, told before the lock, does it
+ * (keeper.c). gpu/info records the driver and devices, and those areas.
+ * With --stop it is left stopped and checkpointed on the GPU (its device
  * memory stays in host memory, the GPU is free).
  */
 #include <signal.h>
@@ -63,6 +64,7 @@ const char *engine_phase_name(enum engine_phase p)
 		[ENGINE_PHASE_WRITE] = "write",
 		[ENGINE_PHASE_COMMIT] = "commit",   [ENGINE_PHASE_READ] = "read",
 		[ENGINE_PHASE_RESTORE] = "restore", [ENGINE_PHASE_WAIT] = "wait",
+		[ENGINE_PHASE_PRECOPY] = "pre-copy", [ENGINE_PHASE_RESUMED] = "resumed",
 	};
 	return p < _ENGINE_PHASE_MAX ? names[p] : "?";
 }
@@ -95,7 +97,8 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
-		     bool copy, struct copy_arena *arena, struct shm_table *shm, uint64_t *bytes)
+		     bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
+		     struct precopy *pc, uint64_t *bytes)
 {
 	int r;
 
@@ -122,7 +125,7 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
-	r = memory_capture(pid, img, copy, arena, shm, bytes);
+	r = memory_capture(pid, img, copy, arena, shm, hbm, pc, bytes);
 	if (r >= 0)
 		r = check_mapped_locks(img, *fds);
 	log_debug("pid %d: tracer's view received after %" PRIu64 " us, memory copy %" PRIu64 " us", pid,
@@ -166,20 +169,16 @@ enum gpu_hold {
 	GPU_HOLD_CHECKPOINTED, /* device memory moved into host memory */
 };
 
-/* Where the driver's checkpoint step put device memory: the host areas
- * it created (gpu/info's hbm lines). */
-struct hbm {
-	uint64_t (*v)[2]; /* [start, end) */
-	size_t n;
-};
-
-/* Ranges of private anonymous areas in after that no private anonymous
- * area covered in before (unmapped then, or a device's mapping): what the
- * checkpoint step made, page-aligned, one piece per area of after. */
-static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm *ret)
+/* Ranges of plain private anonymous areas in after (no name: not [heap]
+ * or [stack], which grow by themselves meanwhile; not PROT_NONE: driver
+ * 580 keeps the device's addresses reserved so, holding nothing) that no
+ * private anonymous area covered in before (unmapped then, or a device's
+ * mapping): what the checkpoint step made, page-aligned, one piece per
+ * area of after. */
+static int hbm_diff(const struct vma *before, size_t nb, const struct vma *after, size_t na, struct hbm_ranges *ret)
 {
 	for (size_t i = 0; i < na; i++) {
-		if (after[i].kind != VMA_ANON || after[i].shared)
+		if (after[i].kind != VMA_ANON || after[i].shared || after[i].path[0] || !after[i].prot)
 			continue;
 		uint64_t s = after[i].start, e = after[i].end;
 		while (s < e) {
@@ -240,7 +239,7 @@ static int gpu_give_back(pid_t pid, enum gpu_hold *hold, struct keeper *k)
  * the process: nothing to do. On failure the process is RUNNING on the
  * GPU as it was. */
 static int gpu_take(pid_t pid, const struct engine_dump_opts *o, bool stopped, struct keeper *k,
-		    enum gpu_hold *hold, bool *used, struct hbm *hbm)
+		    enum gpu_hold *hold, bool *used, struct hbm_ranges *hbm)
 {
 	enum gpu_state st;
 	struct vma *before = NULL, *after = NULL;
@@ -321,9 +320,11 @@ out:
 }
 
 /* gpu/info: the state the image holds, the machine it came from, and
- * where device memory is: each hbm area with the memory/ file and offset
- * that hold its bytes (not stored twice: docs/FORMAT.md). */
-static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_image *img, const struct hbm *hbm)
+ * where device memory is: an hbm line for each area the checkpoint step
+ * made (memory_capture split them out and marked them), naming its
+ * gpu/hbm/ file. Its bytes are there alone, not also in memory/
+ * (docs/FORMAT.md). */
+static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_image *img)
 {
 	_cleanup_free_ char *dev = NULL, *text = NULL;
 	size_t len = 0;
@@ -334,19 +335,15 @@ static int gpu_write_info(struct store_snap *w, pid_t pid, const struct proc_ima
 	if (!f)
 		return -ENOMEM;
 	fprintf(f, "state_at_dump: running\nstate_in_image: checkpointed\n%s", dev ? dev : "");
-	for (size_t i = 0; i < hbm->n; i++) {
-		uint64_t s = hbm->v[i][0], e = hbm->v[i][1];
-		const struct vma *v = NULL;
-		for (size_t k = 0; k < img->nvmas && !v; k++)
-			if (img->vmas[k].start <= s && e <= img->vmas[k].end)
-				v = &img->vmas[k];
-		if (!v) {
-			log_debug("pid %d: GPU area %" PRIx64 "-%" PRIx64 " is in no area at the freeze", pid, s, e);
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		char name[VMA_FILE_NAME_MAX];
+		if (!v->hbm)
 			continue;
-		}
-		fprintf(f, "hbm: %016" PRIx64 "-%016" PRIx64 " %" PRIu64, s, e, e - s);
+		vma_file_name(v, name, sizeof(name));
+		fprintf(f, "hbm: %016" PRIx64 "-%016" PRIx64 " %" PRIu64, v->start, v->end, v->end - v->start);
 		if (v->saved) /* else every page was zero: nothing saved */
-			fprintf(f, " memory/%016" PRIx64 "-%016" PRIx64 " %" PRIu64 "\n", v->start, v->end, s - v->start);
+			fprintf(f, " %s 0\n", name);
 		else
 			fprintf(f, " - 0\n");
 	}
@@ -362,10 +359,12 @@ struct pdump {
 	struct keeper k;
 	enum gpu_hold gpu;
 	bool gpu_used;
-	struct hbm hbm; /* where the checkpoint step put device memory */
+	struct hbm_ranges hbm; /* where the checkpoint step put device memory */
 	bool checked; /* process_check and fds_check passed */
+	bool fds_later; /* a GPU process: fds_check after the checkpoint step */
 	bool gone;    /* reaped by its parent after we first saw it: not in the snapshot */
 	uint64_t bytes;
+	struct precopy *pc; /* its memory pre-copied, tracked until the thaw */
 };
 
 /* Adds pid to the tree (and its slot in *p); NULL on ENOMEM. */
@@ -390,9 +389,16 @@ static int check_one(pid_t pid, struct pdump *d)
 	int r = process_check(pid);
 	if (r < 0)
 		return r;
-	r = fds_check(pid);
-	if (r < 0)
-		return r;
+	/* A GPU process holds the driver's device files open (/dev/nvidiactl,
+	 * /dev/nvidia0: character devices) until the checkpoint step closes
+	 * them (driver 580.159.04): its descriptors are checked after that
+	 * step, still before the freeze (check_fds_later). */
+	d->fds_later = uses_nvidia(pid);
+	if (!d->fds_later) {
+		r = fds_check(pid);
+		if (r < 0)
+			return r;
+	}
 	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
 	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
 		d->img.stopped = strrchr(stat, ')')[2] == 'T';
@@ -488,6 +494,41 @@ static int check_fds_tree(const struct tree *t, const struct pdump *p)
 	return n < 0 ? (int)n : fds_check_tree(pids, n);
 }
 
+/* Whether a process of the tree has its descriptors checked after the
+ * GPU checkpoint step. */
+static bool any_fds_later(const struct tree *t, const struct pdump *p)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->v[i].zombie && !p[i].gone && p[i].fds_later)
+			return true;
+	return false;
+}
+
+/* Once every GPU process is checkpointed on its GPU (the driver closed
+ * its device files), the descriptor checks left for them: their own, and
+ * the tree's, which needs every table. Still before the freeze: a refusal
+ * gives the GPU back and leaves them running. */
+static int check_fds_later(const struct tree *t, const struct pdump *p)
+{
+	if (!any_fds_later(t, p))
+		return 0;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].zombie || p[i].gone || !p[i].fds_later)
+			continue;
+		int r = fds_check(t->v[i].pid);
+		/* one that maps the device without CUDA (GetState said so)
+		 * had no step: its refusal as any process's */
+		if (r < 0 && !p[i].gpu_used)
+			return r;
+		if (r < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", err_msg());
+			return err_set(r, "pid %d, after its GPU checkpoint step: %s", t->v[i].pid, why);
+		}
+	}
+	return check_fds_tree(t, p);
+}
+
 /* The SysV objects the tree uses (ipc.c): its processes, zombies too,
  * may be the last to have used one. */
 static int capture_ipc(const struct tree *t, const struct pdump *p, const struct shm_table *shm,
@@ -496,6 +537,102 @@ static int capture_ipc(const struct tree *t, const struct pdump *p, const struct
 	_cleanup_free_ pid_t *pids = NULL;
 	ssize_t n = tree_pids(t, p, true, &pids);
 	return n < 0 ? (int)n : ipc_capture(shm, pids, n, ipc);
+}
+
+/* Rounds of pre-copy before the view. */
+#define PRECOPY_MAX_ROUNDS 8
+
+/* Pre-copies the memory of every process of the tree while they run:
+ * round after round until one leaves little for the freeze. Returns
+ * true when that happened; else (tracking unavailable, a failure, a
+ * process that writes faster than we copy) every process's tracking is
+ * removed, and mode says why the dump copies everything while frozen. */
+static bool precopy_tree(const struct tree *t, struct pdump *p, const struct engine_dump_opts *o, char *mode,
+			 size_t modelen, unsigned *ret_rounds, uint64_t *ret_bytes)
+{
+	uint64_t tracked = 0, prev = UINT64_MAX, dirty = 0, copied = 0;
+	unsigned round = 0;
+	size_t live = 0;
+	bool converged = false;
+	char why[256] = "";
+
+	for (size_t i = 0; i < t->n; i++) {
+		/* a stopped process writes nothing meanwhile */
+		if (t->v[i].zombie || p[i].gone || p[i].img.stopped)
+			continue;
+		int r = precopy_start(t->v[i].pid, &p[i].k, &p[i].pc);
+		if (r == -ENOENT) { /* nothing big enough in it: copied while frozen */
+			err_clear();
+			continue;
+		}
+		if (r < 0) {
+			snprintf(why, sizeof(why), "%s", err_msg());
+			err_clear();
+			goto fallback;
+		}
+		live++;
+	}
+	if (!live) {
+		snprintf(why, sizeof(why), "no private anonymous area of 1 MiB or more to pre-copy");
+		goto fallback;
+	}
+	while (!converged && round < PRECOPY_MAX_ROUNDS) {
+		round++;
+		dirty = 0;
+		for (size_t i = 0; i < t->n; i++) {
+			if (!p[i].pc)
+				continue;
+			int r = precopy_round(p[i].pc);
+			if (r < 0) {
+				snprintf(why, sizeof(why), "pre-copy round %u: %s", round, err_msg());
+				err_clear();
+				goto fallback;
+			}
+			dirty += precopy_dirty(p[i].pc);
+		}
+		copied += dirty;
+		if (round == 1)
+			tracked = dirty;
+		if (o && o->progress) {
+			struct engine_progress pr = { .phase = ENGINE_PHASE_PRECOPY, .done = dirty,
+						      .total = round == 1 ? dirty : tracked, .round = round };
+			o->progress(&pr, o->ud);
+		}
+		if (round == 2 && fault_hit(FAULT_ENGINE_DIE_PRECOPY))
+			raise(SIGKILL);
+		/* a process that writes faster than we copy, made up: one
+		 * thread here cannot outwrite the copy */
+		if (fault_hit(FAULT_ENGINE_PRECOPY_DIVERGE))
+			dirty = MAX(dirty, prev == UINT64_MAX ? dirty : prev);
+		converged = round > 1 && precopy_done(dirty);
+		/* a round that no longer shrinks the work: it writes as fast as we copy */
+		if (!converged && round >= 3 && dirty > prev / 10 * 9)
+			break;
+		prev = dirty;
+	}
+	if (!converged) {
+		snprintf(why, sizeof(why),
+			 "pre-copy did not converge (%u rounds, %" PRIu64 " MiB written during the last)", round,
+			 dirty >> 20);
+		goto fallback;
+	}
+	for (size_t i = 0; i < t->n; i++)
+		if (p[i].pc)
+			precopy_read_smaps(p[i].pc);
+	snprintf(mode, modelen, "pre-copy, %u rounds", round);
+	*ret_rounds = round;
+	*ret_bytes = copied;
+	return true;
+fallback:
+	for (size_t i = 0; i < t->n; i++) {
+		precopy_free(p[i].pc);
+		p[i].pc = NULL;
+	}
+	snprintf(mode, modelen, "stop-and-copy: %s", why);
+	log_info("pid %d: %s", t->v[0].pid, mode);
+	*ret_rounds = round;
+	*ret_bytes = 0;
+	return false;
 }
 
 /* Writes process i's files into directory "<pid>/" of w. */
@@ -509,7 +646,7 @@ static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const
 		return r;
 	r = write_image(v, &d->img, d->fds, o);
 	if (r >= 0 && d->gpu_used)
-		r = gpu_write_info(v, pid, &d->img, &d->hbm);
+		r = gpu_write_info(v, pid, &d->img);
 	store_snap_close(v);
 	return r;
 }
@@ -523,8 +660,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct ipc_image ipc = { 0 };
 	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
-	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0;
-	bool copy = after == ENGINE_AFTER_RUN;
+	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0, pre_bytes = 0;
+	bool copy = after == ENGINE_AFTER_RUN, precopied = false;
+	unsigned rounds = 0;
+	char mode[200];
 	int r;
 
 	if (pid == getpid()) {
@@ -562,7 +701,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	r = tree_check(&t);
 	if (r >= 0)
 		r = check_sharing(&t, p);
-	if (r >= 0)
+	/* with a GPU process, once its device files are closed */
+	if (r >= 0 && !any_fds_later(&t, p))
 		r = check_fds_tree(&t, p);
 	if (r < 0)
 		goto out;
@@ -588,11 +728,27 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (r < 0)
 			goto out;
 	}
+	r = check_fds_later(&t, p);
+	if (r < 0)
+		goto out;
+	/* pre-copy (after the GPU's checkpoint step, which writes host
+	 * memory); --kill and --stop keep them frozen until the commit
+	 * anyway, and stream memory straight to the store */
+	if (!copy)
+		snprintf(mode, sizeof(mode), "stop-and-copy: the processes stay frozen until the snapshot is durable");
+	else if (o && o->no_precopy)
+		snprintf(mode, sizeof(mode), "stop-and-copy: pre-copy turned off");
+	else
+		precopied = precopy_tree(&t, p, o, mode, sizeof(mode), &rounds, &pre_bytes);
 	if (copy) {
 		_cleanup_free_ pid_t *pids = NULL;
 		ssize_t np = tree_pids(&t, p, false, &pids);
+		/* what pre-copied processes copied already is in their mirrors */
+		uint64_t less = 0;
+		for (size_t j = 0; j < t.n; j++)
+			less += precopy_tracked(p[j].pc);
 		if (np >= 0)
-			copy_arena_reserve(pids, np, &arena);
+			copy_arena_reserve(pids, np, less, &arena);
 	}
 
 	/* 2. Freeze, parents first: once a process is stopped its children
@@ -654,7 +810,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (t.v[i].zombie || p[i].gone)
 			continue;
 		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
-			      &p[i].bytes);
+			      &p[i].hbm, p[i].pc, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
@@ -681,6 +837,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 				goto out;
 		}
 		tf1 = now_ns();
+		progress(o, ENGINE_PHASE_RESUMED, 0, 0);
 		for (size_t i = 0; i < t.n; i++) {
 			if (t.v[i].zombie || p[i].gone)
 				continue;
@@ -688,6 +845,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			if (r < 0)
 				goto out;
 		}
+		/* running again: the tracking goes, a piece at a time; the
+		 * mirrors stay for the write */
+		for (size_t i = 0; i < t.n; i++)
+			precopy_untrack(p[i].pc);
 	}
 
 	/* 4. Write: the tree, then each process in its directory. */
@@ -771,9 +932,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		o->stats->total_ns = now_ns() - t0;
 		o->stats->memory_bytes = bytes;
 		o->stats->processes = in_snapshot;
+		o->stats->precopied = precopied;
+		o->stats->precopy_rounds = rounds;
+		o->stats->precopy_bytes = pre_bytes;
+		snprintf(o->stats->memory_mode, sizeof(o->stats->memory_mode), "%s", mode);
 	}
-	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us", pid, in_snapshot,
-		  bytes, (tf1 - tf0) / 1000);
+	log_debug("pid %d: dumped %zu processes, %" PRIu64 " bytes of memory, frozen %" PRIu64 " us, %s", pid,
+		  in_snapshot, bytes, (tf1 - tf0) / 1000, mode);
 	r = 0;
 out:
 	for (size_t i = 0; i < t.n; i++) {
@@ -798,6 +963,7 @@ out:
 			}
 		}
 		keeper_gpu_done(&d->k);
+		precopy_free(d->pc);
 		free(d->hbm.v);
 		if (d->fds)
 			fds_free(d->fds);

@@ -153,10 +153,19 @@ struct vma {
 	bool has_shm;
 	uint32_t shm_id;
 	uint64_t shm_size; /* the object's size */
+	/* VMA_ANON only: made by a CUDA checkpoint step (device memory in
+	 * host memory); its bytes are gpu/hbm/<start>-<end>, not memory/
+	 * (maps: at=gpu/hbm) */
+	bool hbm;
 	struct mem_run *runs; /* what was saved */
 	size_t nruns;
 	uint64_t saved; /* sum of runs' lengths */
 	uint8_t *data;  /* dump only: the runs' bytes, back to back */
+	/* dump only, pre-copied (precopy.c): the area's bytes at their
+	 * offsets, and a byte per page, set where they are valid; owned by
+	 * the pre-copy, not by the area */
+	uint8_t *mirror, *valid;
+	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 };
 
 struct mm_fields {
@@ -229,6 +238,9 @@ struct seized {
  * looping until /proc/PID/task shows no thread it has not stopped. On
  * failure every thread is detached again. */
 int seize_all(pid_t pid, unsigned options, struct seized *ret);
+/* In options: FAULT_ENGINE_SEIZE does not fire (the pre-copy's short
+ * seize, so that the fault keeps reaching the freeze's). */
+#define SEIZE_NO_FAULT (1u << 31)
 /* Detaches every thread; sig is given to the leader (0 or SIGSTOP). */
 void seize_release(struct seized *s, int sig);
 void seized_free(struct seized *s);
@@ -302,6 +314,7 @@ enum keeper_word {
 	KEEPER_KILL = 'K', /* SIGKILL, every traced thread waited out */
 	KEEPER_GPU_HOLD = 'g', /* we lock the target's GPU: give it back should we die */
 	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
+	KEEPER_UFFD = 'u', /* before GO: a userfaultfd made in the target, handed to us */
 };
 
 /* Forks the keeper (before the target is touched), which waits for the
@@ -316,6 +329,11 @@ int keeper_wait_seized(struct keeper *k);
  * xstate, masks, pending signals, altstack, ...), the shared pending
  * queue, sigactions, itimers, brk. On failure img holds what came. */
 int keeper_recv_view(struct keeper *k, struct proc_image *img);
+/* Before KEEPER_GO, the process running: the keeper stops it, makes a
+ * userfaultfd inside it by an injected call, takes it out, closes it
+ * there and lets the process run again; *ufd is ours. On failure (its
+ * detail) the process runs as it was, with no userfaultfd. */
+int keeper_make_uffd(struct keeper *k, int *ufd);
 /* Sends w and waits for the keeper to have done it and exited. Accepts a
  * keeper that already ended (it let go of the target before that); does
  * nothing when none was started. A keeper that guards the GPU
@@ -484,6 +502,17 @@ bool lazy_pending(const struct engine_lazy *l);
 /* Parses a /proc/PID/maps text into areas (kinds from names and flags). */
 int maps_parse_proc(const char *text, struct vma **ret, size_t *ret_n);
 int maps_read(pid_t pid, struct vma **ret, size_t *ret_n);
+/* The snapshot file holding area v's bytes (relative to its process's
+ * directory): "memory/<start>-<end>", or "gpu/hbm/<start>-<end>" for an
+ * area the CUDA checkpoint step made. len >= VMA_FILE_NAME_MAX. */
+#define VMA_FILE_NAME_MAX 48
+void vma_file_name(const struct vma *v, char *buf, size_t len);
+/* Address ranges [v[i][0], v[i][1]) of private anonymous memory that a
+ * CUDA checkpoint step made (dump.c): device memory now in host memory. */
+struct hbm_ranges {
+	uint64_t (*v)[2];
+	size_t n;
+};
 /* Memory for the copy in RAM, faulted in before the freeze: on a virtual
  * machine the first touch of a page can cost more than the copy into it
  * (the host backs guest memory lazily), and paid during the copy it is
@@ -494,8 +523,8 @@ struct copy_arena {
 /* Reserves and faults in about what the copy of pids will take (their
  * anonymous memory, and each one's share of the shared memory they map,
  * which is copied once). Best effort: with no memory to spare it
- * reserves nothing. */
-void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a);
+ * reserves nothing. less: bytes of it copied already (pre-copy). */
+void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a);
 /* Unmaps what was not handed out; the copies are unmapped with their
  * areas (vmas_free). */
 void copy_arena_release(struct copy_arena *a);
@@ -519,11 +548,17 @@ void shm_table_free(struct shm_table *t);
 /* Lists the pages to save of every area of stopped pid (vma->runs) and,
  * with copy, copies them into RAM (vma->data), taking the buffers from
  * arena first where there is one. Shared memory areas are entered in shm
- * (tree-wide). *bytes: bytes to save. */
+ * (tree-wide). hbm (may be NULL): what a CUDA checkpoint step made; a
+ * private anonymous area is split at the edges of those ranges, and the
+ * pieces inside them are marked vma->hbm. pc (may be NULL): the
+ * process's pre-copy; an area it mirrors reads only what the mirror
+ * lacks. *bytes: bytes to save. */
+struct precopy; /* precopy.c, below */
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   uint64_t *bytes);
-/* Writes `maps` and `memory/<start>-<end>`: from vma->data where it was
- * copied, else straight from pid, which must still be stopped. */
+		   const struct hbm_ranges *hbm, struct precopy *pc, uint64_t *bytes);
+/* Writes `maps` and each area's file (vma_file_name: memory/ or
+ * gpu/hbm/): from vma->data where it was copied, else straight from pid,
+ * which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
 /* ---- per-area advice and locks (advice.c) -------------------------------- */
@@ -554,6 +589,43 @@ int vma_advice_apply(struct ctx *c, pid_t pid, const struct vma *v, bool lazy);
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);
+
+/* ---- pre-copy (precopy.c) ----------------------------------------------- */
+
+/* Tracking of what a running process writes, and the copy of its private
+ * anonymous memory made meanwhile. */
+struct precopy;
+/* Gets a userfaultfd of pid through its keeper k (started, not seizing),
+ * registers its private anonymous areas of 1 MiB or more for write
+ * protection in async mode and protects them. On failure nothing of it
+ * is left and err_msg() says why (the caller falls back to the copy
+ * while frozen). */
+int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret);
+/* One round while the process runs: the first copies every populated
+ * page, each later one the pages written since the last (protected
+ * again). precopy_dirty(): the bytes it copied. */
+int precopy_round(struct precopy *pc);
+uint64_t precopy_dirty(const struct precopy *pc);
+/* Whether a round that copied dirty bytes leaves little enough for the freeze. */
+bool precopy_done(uint64_t dirty);
+/* Bytes of the tracked areas that were populated at the first round. */
+uint64_t precopy_tracked(const struct precopy *pc);
+/* Once converged, the process running: reads its smaps, which the
+ * freeze then need not read again where no area changed. */
+void precopy_read_smaps(struct precopy *pc);
+/* That text (the caller frees it), or NULL. Accepts NULL. */
+char *precopy_take_smaps(struct precopy *pc);
+/* Frozen (memory_capture): 1 and v->mirror/valid set when area v lies
+ * in a tracked area and is still registered; 0: copied as usual. */
+int precopy_lookup(struct precopy *pc, struct vma *v);
+/* Frozen: copies the pages of v's runs that are not valid into its mirror. */
+int precopy_fill(struct precopy *pc, const struct vma *v);
+/* Starts removing the tracking (a piece at a time, on a thread of its
+ * own) and closing the userfaultfd; the mirrors stay until
+ * precopy_free(), which waits for it to be done. */
+void precopy_untrack(struct precopy *pc);
+/* Untracks (or waits for that), unmaps the mirrors, frees. Accepts NULL. */
+void precopy_free(struct precopy *pc);
 
 /* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
 

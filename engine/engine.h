@@ -3,7 +3,9 @@
  *
  * A dump stops the process only while it takes a consistent view of it
  * (threads, registers, memory layout, descriptors, a copy of its memory),
- * lets it run again, then writes the snapshot tree through store/. A
+ * lets it run again, then writes the snapshot tree through store/. Most
+ * of the copy is made before, while it runs (pre-copy, engine/precopy.c):
+ * the freeze then copies only what it wrote since. A
  * restore reads a snapshot tree, rebuilds the process with the same PID and
  * thread IDs and lets it run. The engine never knows which store backend
  * it talks to.
@@ -53,6 +55,8 @@ enum engine_phase {
 	ENGINE_PHASE_READ,     /* restore: reading the snapshot */
 	ENGINE_PHASE_RESTORE,  /* restore: building the process */
 	ENGINE_PHASE_WAIT,     /* restore: waiting for a zombie holding the pid to be reaped */
+	ENGINE_PHASE_PRECOPY,  /* copying memory while the processes run (round: which) */
+	ENGINE_PHASE_RESUMED,  /* the view is taken, the processes run again */
 	_ENGINE_PHASE_MAX,
 };
 
@@ -65,6 +69,7 @@ struct engine_progress {
 	 * its comm (valid during the call). */
 	pid_t wait_id, wait_parent;
 	const char *wait_parent_comm;
+	unsigned round; /* ENGINE_PHASE_PRECOPY: the round, from 1 */
 };
 
 /* Times measured by a dump, for status and benchmarks. */
@@ -73,6 +78,13 @@ struct engine_dump_stats {
 	uint64_t total_ns;
 	uint64_t memory_bytes; /* bytes of memory saved */
 	uint64_t processes;    /* processes in the snapshot, zombies included */
+	/* How memory was taken: pre-copied in precopy_rounds rounds
+	 * (precopied), or the whole copy while frozen, and why (memory_mode,
+	 * e.g. "pre-copy, 3 rounds" or "stop-and-copy: ..."). */
+	bool precopied;
+	unsigned precopy_rounds;
+	uint64_t precopy_bytes; /* bytes copied while the processes ran */
+	char memory_mode[200];
 };
 
 struct engine_dump_opts {
@@ -84,6 +96,10 @@ struct engine_dump_opts {
 	/* A CUDA process's work is drained (cuCheckpointProcessLock) for at
 	 * most this long before the dump gives up; 0: 10 s. */
 	unsigned gpu_lock_timeout_ms;
+	/* With ENGINE_AFTER_RUN, memory is pre-copied while the processes
+	 * run unless this is set (engine/precopy.c): the freeze then takes
+	 * only what they wrote meanwhile. */
+	bool no_precopy;
 };
 
 struct engine_restore_opts {

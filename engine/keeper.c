@@ -27,6 +27,11 @@
  *
  * It is started before the freeze and seizes on a first word, KEEPER_GO,
  * so that a tree's keepers are all forked and executed while it runs.
+ * Before that, for pre-copy (precopy.c), KEEPER_UFFD: it seizes the
+ * threads briefly, makes a userfaultfd inside the target by an injected
+ * call, takes it out (pidfd_getfd), closes it there, puts the leader back
+ * as found, lets go, and hands the userfaultfd to the dumper over the
+ * socket (SCM_RIGHTS).
  * It takes end of file, or finding itself re-parented (the dumper died
  * while some other process still holds a copy of its socket), as THAW:
  * the target only dies or stays stopped on the dumper's word, which it
@@ -60,11 +65,23 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
 #include "gpu/gpu.h"
+
+/* In the keeper only: threads the pre-copy's seize found in a call
+ * interrupted with -ERESTART_RESTARTBLOCK (nanosleep, poll, ...). Let go,
+ * each went on in restart_syscall(), and the freeze finds that number
+ * instead of the call's, which a restore must issue again (restore.c,
+ * final_regs): capture() puts it back. */
+static struct restarted {
+	pid_t tid;
+	uint64_t rip, nr;
+} *keeper_restarted;
+static size_t keeper_nrestarted;
 
 /* Set in the keeper only: the dumper, its parent. */
 static pid_t keeper_dumper;
@@ -337,6 +354,11 @@ static int capture(struct seized *s, struct proc_image *img)
 			r = creds_read(s->pid, s->tids[i], &img->threads[i].creds);
 		if (r < 0)
 			return r;
+		struct user_regs_struct *g = &img->threads[i].regs;
+		for (size_t k = 0; k < keeper_nrestarted; k++)
+			if (keeper_restarted[k].tid == s->tids[i] && keeper_restarted[k].rip == g->rip &&
+			    g->orig_rax == SYS_restart_syscall && (int64_t)g->rax == -ENGINE_ERESTART_RESTARTBLOCK)
+				g->orig_rax = keeper_restarted[k].nr;
 	}
 	r = seccomp_capture(img);
 	if (r < 0)
@@ -417,7 +439,7 @@ static char wait_word(int fd)
 			if (k == 1 && w == KEEPER_GPU_DONE)
 				keeper_gpu = false;
 			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO ||
-				       w == KEEPER_GPU_DONE))
+				       w == KEEPER_GPU_DONE || w == KEEPER_UFFD))
 				return w;
 			if (k < 0 && errno == EINTR)
 				continue;
@@ -454,6 +476,131 @@ static _noreturn_ void leave(int fd, pid_t pid, int code)
 	_exit(code);
 }
 
+/* In the stopped leader: userfaultfd() by an injected call, taken out
+ * into *ufd (ours) and closed there, every register and the signal mask
+ * put back whatever happens. */
+static int inject_uffd(struct seized *s, int *ufd)
+{
+	pid_t tid = s->tids[0];
+	struct user_regs_struct regs;
+	uint64_t mask, all = ~0ull, off, size, vdso = 0;
+	int64_t fd = -1, ret;
+	int r;
+
+	*ufd = -1;
+	r = vdso_syscall_offset(&off, &size);
+	if (r < 0)
+		return r;
+	struct vma *v;
+	size_t n;
+	r = maps_read(s->pid, &v, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (v[i].kind == VMA_VDSO && v[i].end - v[i].start == size)
+			vdso = v[i].start;
+	vmas_free(v, n);
+	if (!vdso)
+		return err_set(-EOPNOTSUPP, "pid %d: no [vdso], or not this kernel's", s->pid);
+	r = regs_get(tid, &regs);
+	if (r < 0)
+		return r;
+	if (ptrace(PTRACE_GETSIGMASK, tid, (void *)8, &mask) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_GETSIGMASK: %m", tid);
+	if (ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &all) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", tid);
+	uint64_t ip = vdso + off;
+	if (fault_hit(FAULT_ENGINE_PRECOPY_UFFD)) {
+		r = err_set(-ENOSYS, "pid %d: userfaultfd: injected fault", s->pid);
+		goto out;
+	}
+	/* user-mode faults only: what a process may have without privilege
+	 * (vm.unprivileged_userfaultfd 0), and all that async write
+	 * protection needs (the kernel resolves those faults itself) */
+	r = inject_syscall(tid, ip, &regs, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */, 0,
+			   0, 0, 0, 0, &fd);
+	if (r >= 0 && fd == -EINVAL) /* before Linux 5.11 */
+		r = inject_syscall(tid, ip, &regs, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, 0, 0, 0, &fd);
+	if (r < 0)
+		goto out;
+	if (fd < 0) {
+		r = err_set((int)fd, "pid %d: userfaultfd: %s", s->pid, strerror((int)-fd));
+		goto out;
+	}
+	keeper_fault_kill_dumper(FAULT_ENGINE_DIE_PRECOPY_UFFD);
+	{
+		_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+		if (fault_hit(FAULT_ENGINE_PRECOPY_TAKE)) {
+			errno = EBADF;
+			*ufd = -1;
+		} else {
+			*ufd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fd, 0);
+		}
+		if (*ufd < 0)
+			r = err_set(negerrno(), "pid %d: taking its userfaultfd: %m", s->pid);
+	}
+	/* closed there whatever happened: only ours stays */
+	int q = inject_syscall(tid, ip, &regs, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, &ret);
+	if (q >= 0 && ret < 0)
+		q = err_set((int)ret, "pid %d: closing its userfaultfd: %s", s->pid, strerror((int)-ret));
+	if (q < 0 && r >= 0)
+		r = q;
+out:;
+	int p = thread_park(tid);
+	if (p >= 0)
+		p = regs_set(tid, &regs);
+	if (p >= 0 && ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &mask) < 0)
+		p = err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", tid);
+	if (p < 0 && r >= 0)
+		r = p;
+	if (r < 0 && *ufd >= 0) {
+		close(*ufd);
+		*ufd = -1;
+	}
+	return r;
+}
+
+/* KEEPER_UFFD: seize, make it, let go, then the status and (on success)
+ * the userfaultfd over the socket. */
+static void make_uffd(pid_t pid, int sock)
+{
+	struct seized s = { 0 };
+	int ufd = -1;
+	int r = seize_all(pid, PTRACE_O_TRACESYSGOOD | SEIZE_NO_FAULT, &s);
+	if (r >= 0) {
+		free(keeper_restarted);
+		keeper_nrestarted = 0;
+		keeper_restarted = calloc(s.ntids, sizeof(*keeper_restarted));
+		for (size_t i = 0; keeper_restarted && i < s.ntids; i++) {
+			struct user_regs_struct g;
+			if (regs_get(s.tids[i], &g) >= 0 && (int64_t)g.rax == -ENGINE_ERESTART_RESTARTBLOCK &&
+			    (int64_t)g.orig_rax >= 0)
+				keeper_restarted[keeper_nrestarted++] = (struct restarted){ s.tids[i], g.rip, g.orig_rax };
+		}
+		r = inject_uffd(&s, &ufd);
+		seize_release(&s, 0);
+		seized_free(&s);
+	}
+	send_status(sock, r);
+	if (r < 0)
+		return;
+	char b = 'F';
+	struct iovec io = { &b, 1 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &ufd, sizeof(int));
+	while (sendmsg(sock, &m, MSG_NOSIGNAL) < 0 && errno == EINTR)
+		;
+	close(ufd);
+}
+
 static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 {
 	struct seized s = { 0 };
@@ -486,7 +633,10 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 	 * we seize on the dumper's word; anything else: nothing to do. A
 	 * dumper already dead is seen there, once what it said before its
 	 * death is read: KEEPER_GPU_HOLD matters. */
-	if (wait_word(fd) != KEEPER_GO)
+	char w;
+	while ((w = wait_word(fd)) == KEEPER_UFFD)
+		make_uffd(pid, fd);
+	if (w != KEEPER_GO)
 		leave(fd, pid, 0);
 
 	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
@@ -601,6 +751,31 @@ int keeper_wait_seized(struct keeper *k)
 	if (send_all(k->fd, &c, 1) < 0)
 		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
 	return recv_status(k);
+}
+
+int keeper_make_uffd(struct keeper *k, int *ufd)
+{
+	char c = KEEPER_UFFD, b;
+	*ufd = -1;
+	if (send_all(k->fd, &c, 1) < 0)
+		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
+	int r = recv_status(k);
+	if (r < 0)
+		return r;
+	struct iovec io = { &b, 1 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	ssize_t n;
+	while ((n = recvmsg(k->fd, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *h = n == 1 ? CMSG_FIRSTHDR(&m) : NULL;
+	if (!h || h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int)))
+		return err_set(-EIO, "pid %d: the keeper (pid %d) sent no userfaultfd", k->target, k->pid);
+	memcpy(ufd, CMSG_DATA(h), sizeof(int));
+	return 0;
 }
 
 int keeper_gpu_hold(struct keeper *k)

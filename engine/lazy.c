@@ -233,7 +233,7 @@ int lazy_area(struct engine_lazy *l, struct store_snap *snap, const struct vma *
 		return r;
 	x = &l->areas[l->nareas];
 	*x = (struct lazy_area){ .start = v->start, .end = v->end, .first = l->npages };
-	snprintf(x->name, sizeof(x->name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	vma_file_name(v, x->name, sizeof(x->name));
 	r = store_file_open(snap, x->name, &x->f);
 	if (r < 0)
 		return r;

@@ -1,7 +1,9 @@
 /*
  * Memory of a stopped process: its areas (from /proc/PID/maps), which
  * pages of each to save, a copy of those pages in our RAM, and the `maps`
- * and `memory/<start>-<end>` files of the snapshot.
+ * and `memory/<start>-<end>` files of the snapshot (`gpu/hbm/<start>-<end>`
+ * for the areas a CUDA checkpoint step made: device memory, stored there
+ * instead, split from the areas the kernel merged them with).
  *
  * Which pages: PAGEMAP_SCAN (Linux 6.7+) walks the page tables, so huge
  * unpopulated reservations cost nothing. Private anonymous areas save
@@ -35,6 +37,7 @@ struct page_region_ {
 	uint64_t start, end, categories;
 };
 #define PAGEMAP_SCAN_ _IOWR('f', 16, struct pm_scan_arg_)
+#define PAGE_IS_WRITTEN_ (1ull << 1)
 #define PAGE_IS_FILE_ (1ull << 2)
 #define PAGE_IS_PRESENT_ (1ull << 3)
 #define PAGE_IS_SWAPPED_ (1ull << 4)
@@ -186,6 +189,91 @@ int maps_read(pid_t pid, struct vma **ret, size_t *ret_n)
 	return maps_parse_proc(text, ret, ret_n);
 }
 
+void vma_file_name(const struct vma *v, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%016lx-%016lx", v->hbm ? "gpu/hbm" : "memory", (unsigned long)v->start,
+		 (unsigned long)v->end);
+}
+
+/* Where the ranges of hbm cut area v (strictly inside it), sorted, each
+ * once, into cut (room for 2 * hbm->n); how many. */
+static size_t hbm_cuts(const struct vma *v, const struct hbm_ranges *hbm, uint64_t *cut)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < hbm->n; i++)
+		for (int k = 0; k < 2; k++) {
+			uint64_t e = hbm->v[i][k];
+			size_t j = 0;
+			if (e <= v->start || e >= v->end)
+				continue;
+			while (j < n && cut[j] < e)
+				j++;
+			if (j < n && cut[j] == e)
+				continue;
+			memmove(cut + j + 1, cut + j, (n - j) * sizeof(*cut));
+			cut[j] = e;
+			n++;
+		}
+	return n;
+}
+
+/* An area the driver's checkpoint step may have made: plain private
+ * anonymous memory that can be read or written ([heap] and [stack] grow
+ * by themselves meanwhile; a PROT_NONE one only reserves addresses). */
+static bool hbm_candidate(const struct vma *v)
+{
+	return v->kind == VMA_ANON && !v->shared && !v->growsdown && !v->path[0] && v->prot;
+}
+
+/* Splits img's areas at the edges of hbm's ranges and marks the pieces
+ * inside one (vma->hbm), before anything is saved of them. The kernel
+ * merges a mapping the step made with an adjacent one of the same flags,
+ * so a range may be part of a larger area: split, each gpu/hbm/ file
+ * holds device memory and nothing else, and memory/ none of it. (A
+ * restore maps the pieces one by one and the kernel merges them again.) */
+static int hbm_split(struct proc_image *img, const struct hbm_ranges *hbm)
+{
+	_cleanup_free_ uint64_t *cut = NULL;
+	struct vma *nv;
+	size_t extra = 0, n = 0;
+
+	if (!hbm || !hbm->n)
+		return 0;
+	cut = calloc(2 * hbm->n, sizeof(*cut));
+	if (!cut)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++)
+		if (hbm_candidate(&img->vmas[i]))
+			extra += hbm_cuts(&img->vmas[i], hbm, cut);
+	nv = calloc(img->nvmas + extra, sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		size_t nc = hbm_candidate(v) ? hbm_cuts(v, hbm, cut) : 0;
+		for (size_t k = 0; k <= nc; k++) {
+			struct vma *x = &nv[n];
+			*x = *v;
+			x->start = k ? cut[k - 1] : v->start;
+			x->end = k < nc ? cut[k] : v->end;
+			/* pgoff stays v's: /proc shows 0 for anonymous memory */
+			x->path = strdup(v->path);
+			if (!x->path) {
+				vmas_free(nv, n);
+				return -ENOMEM;
+			}
+			n++;
+			for (size_t j = 0; j < hbm->n && hbm_candidate(v) && !x->hbm; j++)
+				x->hbm = hbm->v[j][0] <= x->start && x->end <= hbm->v[j][1];
+		}
+	}
+	/* nothing saved of them yet: only the paths to free */
+	vmas_free(img->vmas, img->nvmas);
+	img->vmas = nv;
+	img->nvmas = n;
+	return 0;
+}
+
 static int add_run(struct vma *v, uint64_t off, uint64_t len)
 {
 	if (v->nruns && v->runs[v->nruns - 1].off + v->runs[v->nruns - 1].len == off) {
@@ -221,12 +309,19 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 		a.category_inverted = PAGE_IS_PFNZERO_;
 		a.category_mask = PAGE_IS_PFNZERO_;
 	}
+	/* pre-copied: the same walk tells which pages were written since
+	 * the last round */
+	if (v->valid)
+		a.return_mask |= PAGE_IS_WRITTEN_;
 	while (a.start < v->end) {
 		long k = ioctl(pm, PAGEMAP_SCAN_, &a);
 		if (k < 0)
 			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
 				       (unsigned long)v->start, (unsigned long)v->end);
 		for (long i = 0; i < k; i++) {
+			if (v->valid && (regs[i].categories & PAGE_IS_WRITTEN_))
+				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
+				       (regs[i].end - regs[i].start) / 4096);
 			int r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
 			if (r < 0)
 				return r;
@@ -483,14 +578,14 @@ static void *populate(void *arg)
 	return NULL;
 }
 
-void copy_arena_reserve(const pid_t *pids, size_t npids, struct copy_arena *a)
+void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a)
 {
 	uint64_t t0 = now_ns(), kb = 0;
 	/* shared memory counted once for the tree: each process's share */
 	static const char *const keys[] = { "\nAnonymous:", "\nPss_Shmem:", NULL };
 	for (size_t i = 0; i < npids; i++)
 		kb += rollup_kb(pids[i], keys);
-	size_t len = ALIGN_UP((size_t)kb * 1024, HUGE_SZ);
+	size_t len = kb * 1024 > less ? ALIGN_UP((size_t)(kb * 1024 - less), HUGE_SZ) : 0;
 	struct populate q[COPY_THREADS];
 	size_t n;
 	bool failed = false;
@@ -531,16 +626,13 @@ void copy_arena_release(struct copy_arena *a)
 	*a = (struct copy_arena){ 0 };
 }
 
-/* Flags /proc/PID/maps does not show: growsdown, noreserve (smaps). */
-static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+/* Flags /proc/PID/maps does not show (growsdown, noreserve, uffd-wp)
+ * from an smaps text. exact: each area must have its header there with
+ * the same range, permissions, offset and file (a text read before the
+ * freeze), else -ESTALE. */
+static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 {
-	char path[64];
-	_cleanup_free_ char *text = NULL;
-	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
-	int r = read_file_full(path, &text, NULL);
-	if (r < 0)
-		return err_set(r, "pid %d: cannot read smaps", pid);
-	size_t i = 0;
+	size_t i = 0, matched = 0;
 	bool have = false;
 	for (char *l = text, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
@@ -552,6 +644,8 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
 				v[i].advice = vma_advice_from_vmflags(l);
+				v[i].uffd_wp = strstr(l, " uw") != NULL;
+				matched++;
 			}
 			have = false;
 			continue;
@@ -564,9 +658,26 @@ static int read_vmflags(pid_t pid, struct vma *v, size_t n)
 			while (i < n && v[i].start < a)
 				i++;
 			have = i < n && v[i].start == a;
+			if (have && exact) {
+				struct vma h = { 0 };
+				have = parse_head(l, &h) && h.end == v[i].end && h.prot == v[i].prot &&
+				       h.shared == v[i].shared && h.pgoff == v[i].pgoff && h.ino == v[i].ino &&
+				       h.dev_major == v[i].dev_major && h.dev_minor == v[i].dev_minor;
+			}
 		}
 	}
-	return 0;
+	return exact && matched != n ? -ESTALE : 0;
+}
+
+static int read_vmflags(pid_t pid, struct vma *v, size_t n)
+{
+	char path[64];
+	_cleanup_free_ char *text = NULL;
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
+	int r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot read smaps", pid);
+	return vmflags_from(text, v, n, false);
 }
 
 void shm_table_free(struct shm_table *t)
@@ -623,7 +734,7 @@ static int shm_enter(struct shm_table *t, pid_t pid, struct vma *v, bool *covere
 }
 
 int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_arena *arena, struct shm_table *shm,
-		   uint64_t *bytes)
+		   const struct hbm_ranges *hbm, struct precopy *pc, uint64_t *bytes)
 {
 	char path[64];
 	_cleanup_close_ int pm = -1, mem = -1;
@@ -632,7 +743,19 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 	r = maps_read(pid, &img->vmas, &img->nvmas);
 	if (r < 0)
 		return r;
-	r = read_vmflags(pid, img->vmas, img->nvmas);
+	/* smaps walks every page table entry (~20 ms for 4 GiB): a
+	 * pre-copied process's was read before the freeze, and serves where
+	 * every area is still the one it showed */
+	{
+		_cleanup_free_ char *early = precopy_take_smaps(pc);
+		r = early && copy ? vmflags_from(early, img->vmas, img->nvmas, true) : -ESTALE;
+	}
+	if (r == -ESTALE)
+		r = read_vmflags(pid, img->vmas, img->nvmas);
+	if (r < 0)
+		return r;
+	/* after the flags: smaps is matched to the areas by their starts */
+	r = hbm_split(img, hbm);
 	if (r < 0)
 		return r;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
@@ -653,6 +776,17 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		struct vma *v = &img->vmas[i];
 		switch (v->kind) {
 		case VMA_ANON:
+			/* pre-copied: only what is not in its mirror yet is read */
+			if (copy && precopy_lookup(pc, v)) {
+				r = scan_pages(pid, pm, v);
+				if (r >= 0)
+					r = precopy_fill(pc, v);
+				if (r >= 0)
+					*bytes += v->saved;
+				if (r < 0)
+					break;
+				continue;
+			}
 			r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_PRIVATE:
@@ -719,6 +853,8 @@ char *maps_format(const struct proc_image *img)
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
 		vma_advice_format(&b, v);
+		if (v->hbm)
+			tb_printf(&b, " at=gpu/hbm");
 		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
 			tb_printf(&b, " pages=");
 			for (size_t k = 0; k < v->nruns; k++)
@@ -770,6 +906,14 @@ static int parse_annot(struct vma *v, const char *tok)
 	}
 	if (kl == 6 && !strncmp(tok, "advice", 6))
 		return vma_advice_parse(v, val);
+	if (kl == 2 && !strncmp(tok, "at", 2)) {
+		/* where the bytes are: a reader that knows no other place
+		 * must not look for them in memory/ */
+		if (strcmp(val, "gpu/hbm"))
+			return -EINVAL;
+		v->hbm = true;
+		return 0;
+	}
 	if (kl == 5 && !strncmp(tok, "pages", 5)) {
 		_cleanup_free_ char *c = strdup(val);
 		if (!c)
@@ -832,6 +976,9 @@ static int image_line(char *l, struct vma *x, const struct vma *prev)
 			       (unsigned long)x->start);
 	if ((x->kind == VMA_FILE_PRIVATE || x->kind == VMA_FILE_SHARED) && x->path[0] != '/')
 		return err_set(-EBADMSG, "maps: file area %lx without a path", (unsigned long)x->start);
+	if (x->hbm && (x->kind != VMA_ANON || x->shared))
+		return err_set(-EBADMSG, "maps: area %lx: at=gpu/hbm on an area that is not private anonymous memory",
+			       (unsigned long)x->start);
 	if (x->saved > x->end - x->start)
 		return err_set(-EBADMSG, "maps: area %lx saves more than its size", (unsigned long)x->start);
 	if (x->has_shm && (x->kind != VMA_SHMEM || x->pgoff > x->shm_size ||
@@ -889,16 +1036,15 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 	for (size_t i = 0; i < img->nvmas; i++) {
 		const struct vma *v = &img->vmas[i];
 		struct store_file *f;
-		char name[64];
+		char name[VMA_FILE_NAME_MAX];
 		if (!v->saved)
 			continue;
-		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start,
-			 (unsigned long)v->end);
+		vma_file_name(v, name, sizeof(name));
 		/* Without a copy (the process is still frozen) the bytes go
 		 * from the process to the store through two reused buffers,
 		 * one read while the other is written. */
 		_cleanup_close_ int fd = -1;
-		if (!v->data) {
+		if (!v->data && !v->mirror) {
 			char path[96];
 			for (int b = 0; b < 2; b++)
 				if (!piece[b] && !(piece[b] = copy_alloc(NULL, STREAM_PIECE))) {
@@ -922,28 +1068,30 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 			goto out;
 		const uint8_t *p = v->data;
 		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
-			uint64_t step = v->data ? 64ull << 20 : STREAM_PIECE;
+			if (v->mirror)
+				p = v->mirror + v->runs[k].off;
+			uint64_t step = v->data || v->mirror ? 64ull << 20 : STREAM_PIECE;
 			int cur = 0;
-			if (!v->data)
+			if (!v->data && !v->mirror)
 				r = read_piece(pid, mem, fd, v, v->runs[k].off, MIN(v->runs[k].len, step), piece[0]);
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
 				uint64_t len = MIN(v->runs[k].len - off, step);
-				const uint8_t *src = v->data ? p : piece[cur];
+				const uint8_t *src = v->data || v->mirror ? p : piece[cur];
 				struct prefetch pf = { .pid = pid, .mem = mem, .fd = fd, .v = v,
 						       .off = v->runs[k].off + off + len,
 						       .len = MIN(v->runs[k].len - off - len, step),
 						       .buf = piece[cur ^ 1] };
 				pthread_t th;
 				bool started = false;
-				if (!v->data && pf.len > 0) {
+				if (!v->data && !v->mirror && pf.len > 0) {
 					started = pthread_create(&th, NULL, prefetch_worker, &pf) == 0;
 					if (!started)
 						prefetch_worker(&pf); /* read it now, in turn */
 				}
-				if (fault_hit(FAULT_ENGINE_DIE_WRITE))
+				if (fault_hit(FAULT_ENGINE_DIE_WRITE) || (v->hbm && fault_hit(FAULT_GPU_DIE_HBM_WRITE)))
 					raise(SIGKILL);
-				if (fault_hit(FAULT_ENGINE_WRITE))
+				if (fault_hit(FAULT_ENGINE_WRITE) || (v->hbm && fault_hit(FAULT_GPU_HBM_WRITE)))
 					r = err_set(-EIO, "%s: write: injected fault", name);
 				else
 					r = store_file_pwrite(f, src, len, v->runs[k].off + off);

@@ -124,7 +124,10 @@ int seize_all(pid_t pid, unsigned options, struct seized *ret)
 {
 	struct seized s = { .pid = pid };
 	size_t cap = 0;
+	bool faults = !(options & SEIZE_NO_FAULT);
 	int r;
+
+	options &= ~SEIZE_NO_FAULT;
 
 	if (pid == getpid())
 		return err_set(-EINVAL, "pid %d: cannot checkpoint ourselves", pid);
@@ -152,7 +155,7 @@ int seize_all(pid_t pid, unsigned options, struct seized *ret)
 				}
 				s.stash_sig = ns;
 			}
-			if (fault_hit(FAULT_ENGINE_SEIZE)) {
+			if (faults && fault_hit(FAULT_ENGINE_SEIZE)) {
 				r = err_set(-EPERM, "thread %d: PTRACE_SEIZE: injected fault", t);
 				goto fail;
 			}

@@ -506,11 +506,11 @@ static int fill_range(struct ctx *c, struct store_file *f, const struct vma *v, 
 
 static int fill_area(struct ctx *c, const struct vma *v)
 {
-	char name[64];
+	char name[VMA_FILE_NAME_MAX];
 	struct store_file *f;
 	int r;
 
-	snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	vma_file_name(v, name, sizeof(name));
 	r = store_file_open(c->snap, name, &f);
 	if (r < 0)
 		return r;
@@ -551,9 +551,9 @@ static int fill_area(struct ctx *c, const struct vma *v)
 static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uint8_t *mem, uint8_t *buf,
 		       size_t buf_len, uint64_t *done)
 {
-	char name[64];
+	char name[VMA_FILE_NAME_MAX];
 	struct store_file *f;
-	snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+	vma_file_name(v, name, sizeof(name));
 	int r = store_file_open(snap, name, &f);
 	if (r < 0)
 		return r;
@@ -1385,10 +1385,10 @@ static int load_image(struct store_snap *snap, const struct engine_restore_opts 
 	for (size_t i = 0; i < img->nvmas; i++) {
 		const struct vma *v = &img->vmas[i];
 		struct store_stat st;
-		char name[64];
+		char name[VMA_FILE_NAME_MAX];
 		if (!v->saved)
 			continue;
-		snprintf(name, sizeof(name), "memory/%016lx-%016lx", (unsigned long)v->start, (unsigned long)v->end);
+		vma_file_name(v, name, sizeof(name));
 		r = store_snap_stat(snap, name, &st);
 		if (r < 0)
 			return err_set(r, "%s: missing", name);

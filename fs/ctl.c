@@ -42,6 +42,24 @@ static struct pidstate *pidstate_locked(struct fs *fs, pid_t pid, bool create)
 	return ps;
 }
 
+bool ctl_progress(struct fs *fs, pid_t pid, enum engine_phase *phase, uint64_t *done, uint64_t *total)
+{
+	struct pidstate *ps;
+	bool r;
+
+	pthread_mutex_lock(&fs->lock);
+	ps = pidstate_locked(fs, pid, false);
+	r = ps && ps->state == PID_CHECKPOINTING;
+	if (r && phase)
+		*phase = ps->phase;
+	if (r && done)
+		*done = ps->done;
+	if (r && total)
+		*total = ps->total;
+	pthread_mutex_unlock(&fs->lock);
+	return r;
+}
+
 bool ctl_known(struct fs *fs, pid_t pid)
 {
 	bool r;
@@ -73,6 +91,7 @@ static void progress(const struct engine_progress *p, void *ud)
 	c->ps->phase = p->phase;
 	c->ps->done = p->done;
 	c->ps->total = p->total;
+	c->ps->round = p->round;
 	pthread_mutex_unlock(&c->fs->lock);
 }
 
@@ -224,9 +243,20 @@ out:
 	pthread_mutex_lock(&fs->lock);
 	if (r < 0) {
 		const char *d = err_msg();
+		fs->ckpt_stats.failed++;
 		c.ps->state = PID_FAILED;
 		snprintf(c.ps->last_error, sizeof(c.ps->last_error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
 	} else {
+		static const double bounds[FS_CKPT_BUCKETS] = FS_CKPT_BUCKET_BOUNDS;
+		uint64_t ns = now_ns() - t0;
+		size_t b = 0;
+		while (b < FS_CKPT_BUCKETS - 1 && (double)ns / 1e9 > bounds[b])
+			b++;
+		if ((double)ns / 1e9 <= bounds[b])
+			fs->ckpt_stats.buckets[b]++;
+		fs->ckpt_stats.ok++;
+		fs->ckpt_stats.sum_ns += ns;
+		fs->ckpt_stats.bytes += c.ps->total;
 		c.ps->state = PID_IDLE;
 		c.ps->last_snap = n;
 		c.ps->last_error[0] = 0;
@@ -306,6 +336,11 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 	if (!s.last_snap)
 		s.last_snap = newest;
 
+	char phase[64];
+	if (running && s.phase == ENGINE_PHASE_PRECOPY)
+		snprintf(phase, sizeof(phase), "%s round %u", engine_phase_name(s.phase), s.round);
+	else
+		snprintf(phase, sizeof(phase), "%s", running ? engine_phase_name(s.phase) : "-");
 	len = asprintf(&text,
 		       "pid: %d\n"
 		       "state: %s\n"
@@ -315,7 +350,7 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       "last_snapshot: %" PRIu32 "\n"
 		       "last_error: %s\n",
 		       pid, state_names[s.state],
-		       running ? engine_phase_name(s.phase) : "-",
+		       phase,
 		       running ? s.done : 0, running ? s.total : 0,
 		       s.last_snap,
 		       s.last_error[0] ? s.last_error : "-");

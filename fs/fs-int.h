@@ -11,6 +11,8 @@
  *              thread, and the policies kept in the store
  *   restore.c  restore/<name>/: import writers, verification, restore
  *   readme.c   the /README text
+ *   api.c      the REST API (libmicrohttpd, jansson, libarchive) on a
+ *              Unix socket or TCP: the same acts with the same rules
  *
  * Locking: one mutex, fs->lock, protects the inode table, the snapshot
  * cache, the per-pid states and the list of restores (field comments say
@@ -91,6 +93,7 @@ struct pidstate {
 	enum pid_state state;       /* fs->lock, and so are all below */
 	enum engine_phase phase;
 	uint64_t done, total;
+	unsigned round;              /* ENGINE_PHASE_PRECOPY: the round */
 	bool periodic;               /* the running checkpoint is a policy's */
 	uint32_t last_snap;          /* 0: none taken by this daemon */
 	char last_error[512];
@@ -126,6 +129,18 @@ struct owner_ent {
 
 struct restore;
 struct policy;
+struct api;
+
+/* Outcomes of the checkpoints this daemon ran (ctl, policies, API), for
+ * the API's /metrics. */
+#define FS_CKPT_BUCKETS 9
+#define FS_CKPT_BUCKET_BOUNDS { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
+struct fs_ckpt_stats {
+	uint64_t ok, failed;
+	uint64_t buckets[FS_CKPT_BUCKETS]; /* successful ones by duration, not cumulative */
+	uint64_t sum_ns;
+	uint64_t bytes;                    /* the engine's total of successful ones */
+};
 
 struct fs {
 	struct store *store;
@@ -160,6 +175,9 @@ struct fs {
 	pthread_t policy_thread;
 	bool policy_thread_started;
 	char boot_id[40];                   /* this boot's, /proc/sys/kernel/random/boot_id */
+
+	struct fs_ckpt_stats ckpt_stats;    /* fs->lock */
+	struct api *api;                    /* api.c; NULL: no API */
 };
 
 /* ---- inode.c ------------------------------------------------------------ */
@@ -254,6 +272,9 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
  * periodic; -EBUSY when both are not. *ret_n: the new snapshot's number. */
 int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after after, bool periodic,
 		   uint32_t *ret_n);
+/* True while a checkpoint of pid runs; its phase and progress then go
+ * to the pointers that are not NULL. */
+bool ctl_progress(struct fs *fs, pid_t pid, enum engine_phase *phase, uint64_t *done, uint64_t *total);
 /* The text of /<pid>/status into a malloc'd buffer. */
 int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len);
 /* True while a checkpoint of pid runs or pid has state here. */
@@ -333,6 +354,22 @@ int restore_ctl(struct fs *fs, uid_t uid, const char *name, const char *buf, siz
 int restore_helper_main(int argc, char **argv);
 /* Waits for restore threads and frees everything. */
 void restore_free_all(struct fs *fs);
+
+/* ---- api.c --------------------------------------------------------------- */
+
+/* The API's socket when no -o api= names one: /run/ckptfs/api.sock for
+ * root, $XDG_RUNTIME_DIR/ckptfs/api.sock for others (NULL: none). */
+char *api_default_path(void);
+/* Listens on spec and serves the API on threads of its own. spec: a
+ * Unix socket's path (made 0666 in a directory made 0755; a stale one
+ * replaced, -EADDRINUSE when a daemon answers on it), or HOST:PORT for
+ * TCP, where every request must carry the bearer token read from
+ * token_file and acts as that file's owner. */
+int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret);
+/* Stops serving (long polls end) and removes the socket; jobs under way
+ * go on (ctl_jobs_wait waits for them), then api_free. */
+void api_stop(struct api *a);
+void api_free(struct api *a);
 
 /* ---- readme.c ------------------------------------------------------------- */
 

@@ -29,6 +29,8 @@ struct config {
 	char *store;
 	char *backend;
 	char *pid_wait;
+	char *api;
+	char *api_token;
 	int allow_other;
 };
 
@@ -40,6 +42,8 @@ static const struct fuse_opt config_opts[] = {
 	{ "store=%s", offsetof(struct config, store), 0 },
 	{ "backend=%s", offsetof(struct config, backend), 0 },
 	{ "pid_wait=%s", offsetof(struct config, pid_wait), 0 },
+	{ "api=%s", offsetof(struct config, api), 0 },
+	{ "api_token=%s", offsetof(struct config, api_token), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -80,6 +84,13 @@ static void usage(FILE *out, const char *prog)
 		"                         pid or a thread id to be reaped by its parent\n"
 		"                         (default 5, 0: do not wait; fractions allowed);\n"
 		"                         one held by a live process fails at once\n"
+		"  -o api=PATH            the REST API's Unix socket (default: /run/ckptfs/\n"
+		"                         api.sock for root, else $XDG_RUNTIME_DIR/ckptfs/\n"
+		"                         api.sock); 'none': no API. Each request acts as its\n"
+		"                         peer's uid would through the mount (docs/API.md,\n"
+		"                         ckptfs-api(7)); or HOST:PORT: TCP instead, with\n"
+		"  -o api_token=FILE      the bearer token every TCP request must carry (the\n"
+		"                         file's first line); requests act as its owner\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -369,6 +380,22 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	}
 
+	/* The API (api.c). One named with -o api= must work; the default
+	 * one is a convenience, and a second daemon finding it taken (or a
+	 * user without a runtime dir) mounts without it. */
+	if (!conf.api || strcmp(conf.api, "none")) {
+		_cleanup_free_ char *path = conf.api ? strdup(conf.api) : api_default_path();
+		if (path) {
+			r = api_start(fs, path, conf.api_token, &fs->api);
+			if (r < 0 && conf.api) {
+				log_err_errno(r, "%s", err_msg());
+				goto out_policy;
+			}
+			if (r < 0)
+				log_warn("no API: %s", err_msg());
+		}
+	}
+
 	/* One thread serves every request. With a pool of them (libfuse's
 	 * multithreaded loop, 8 idle), the kernel gave each request to the
 	 * thread that had waited longest, so every request woke another
@@ -392,13 +419,18 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&notify_lock);
 	/* No periodic checkpoint starts any more; those under way and
 	 * checkpoints written to ctl finish (and are answered) first. */
+	api_stop(fs->api);
 	policy_stop(fs);
 	ctl_jobs_wait(fs);
 	/* The loop returns the number of the signal that ended it: an
 	 * orderly end like an unmount. */
 	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
 	log_info("unmounting %s", opts.mountpoint);
+	goto out_unmount;
 
+out_policy:
+	policy_stop(fs);
+	ctl_jobs_wait(fs);
 out_unmount:
 	fuse_session_unmount(fs->se);
 	/* The probe's statfs() has returned by now: answered, or failed
@@ -411,6 +443,7 @@ out_session:
 	fuse_session_destroy(fs->se);
 out_fs:
 	if (fs) {
+		api_free(fs->api);
 		restore_free_all(fs);
 		snap_cache_free(fs);
 		policy_free(fs);
@@ -429,6 +462,8 @@ out_args:
 	free(conf.store);
 	free(conf.backend);
 	free(conf.pid_wait);
+	free(conf.api);
+	free(conf.api_token);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -121,7 +121,15 @@ int gpu_get_state(pid_t pid, enum gpu_state *ret)
 	int r = api_get();
 	if (r < 0)
 		return r;
-	r = cu_err(api.get_state(pid, &st), pid, "cuCheckpointProcessGetState");
+	r = api.get_state(pid, &st);
+	/* A process that never initialized CUDA: NOT_INITIALIZED (driver
+	 * 580.159.04; we did call cuInit), INVALID_VALUE elsewhere. Either
+	 * way no CUDA in it, not a driver failure: every dump on a GPU host
+	 * asks this of processes that do not use the GPU. */
+	if (r == GPU_CU_ERROR_NOT_INITIALIZED)
+		return err_set(-ESRCH, "pid %d: cuCheckpointProcessGetState: no CUDA in it (CUDA_ERROR_NOT_INITIALIZED)",
+			       pid);
+	r = cu_err(r, pid, "cuCheckpointProcessGetState");
 	if (r < 0)
 		return r;
 	switch (st) {

@@ -293,7 +293,8 @@ static int cycle(const char *dir, const char *store_dir, const char *name, uint6
 	struct store *s = NULL;
 	struct store_snap *w = NULL;
 	struct engine_dump_stats st = { 0 };
-	struct engine_dump_opts dopts = { .after = after, .stats = &st };
+	/* stop-and-copy, as its figures were taken: ckpt bench freeze compares it with pre-copy */
+	struct engine_dump_opts dopts = { .after = after, .stats = &st, .no_precopy = true };
 	r = store_open_dir(store_dir, &s);
 	if (r >= 0)
 		r = store_snap_create(s, name, 0, &w);

@@ -12,6 +12,7 @@ static const struct {
 } benches[] = {
 	{ "store", "ingest, re-ingest, small changes and read back of the chunk store", bench_store },
 	{ "engine", "dump and restore of a process with 2 GiB resident, beside process_vm_readv and dd", bench_engine },
+	{ "freeze", "downtime a running process sees for a dump, with pre-copy and stop-and-copy", bench_freeze },
 };
 
 static void usage(FILE *out)

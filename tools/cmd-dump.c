@@ -23,6 +23,8 @@ static void dump_progress(const struct engine_progress *p, void *ud)
 	char b[32];
 	if (p->phase == ENGINE_PHASE_WRITE && tools_interactive())
 		tools_progress("writing", p->done, p->total, p->total && p->done >= p->total);
+	else if (p->phase == ENGINE_PHASE_PRECOPY)
+		log_info("pre-copy round %u: %s", p->round, fmt_bytes(p->done, b, sizeof(b)));
 	else if (p->phase != last && !tools_interactive())
 		/* off a terminal: one line per phase */
 		log_info("%s%s%s", engine_phase_name(p->phase), p->total ? " " : "",
@@ -33,7 +35,7 @@ static void dump_progress(const struct engine_progress *p, void *ud)
 static void dump_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt dump [--kill|--stop] PID DIR\n"
+		"Usage: ckpt dump [--kill|--stop] [--no-pre-copy] PID DIR\n"
 		"\n"
 		"Checkpoints process PID with all its descendants into the snapshot\n"
 		"directory DIR (created; its parent must exist): a `tree` file and a\n"
@@ -43,6 +45,11 @@ static void dump_usage(FILE *out)
 		"  --kill   they stay frozen until the snapshot is durable, then are killed\n"
 		"  --stop   they stay frozen until the snapshot is durable, then are left\n"
 		"           stopped (SIGSTOP)\n"
+		"Without --kill or --stop, their private anonymous memory is pre-copied\n"
+		"while they run, round after round, so that the freeze only takes what\n"
+		"they wrote since; a process writing faster than the copy falls back to\n"
+		"copying everything while frozen (the last line says which was taken):\n"
+		"  --no-pre-copy   copy everything while frozen, without pre-copy\n"
 		"A failure leaves every process running as it was.\n");
 }
 
@@ -51,6 +58,7 @@ int cmd_dump(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "kill", no_argument, NULL, 'k' },
 		{ "stop", no_argument, NULL, 's' },
+		{ "no-pre-copy", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -66,6 +74,9 @@ int cmd_dump(int argc, char **argv)
 			break;
 		case 's':
 			o.after = ENGINE_AFTER_STOP;
+			break;
+		case 'P':
+			o.no_precopy = true;
 			break;
 		case 'h':
 			dump_usage(stdout);
@@ -108,9 +119,10 @@ int cmd_dump(int argc, char **argv)
 		log_err("dump of pid %d failed: %s", (int)pid, tools_reason(r));
 	} else {
 		char b[32];
-		log_info("pid %d: %" PRIu64 " process%s, %s of memory, frozen %.1f ms, %.1f ms in all", (int)pid,
-			 stats.processes, stats.processes == 1 ? "" : "es", fmt_bytes(stats.memory_bytes, b, sizeof(b)),
-			 stats.frozen_ns / 1e6, stats.total_ns / 1e6);
+		log_info("pid %d: %" PRIu64 " process%s, %s of memory, frozen %.1f ms, %.1f ms in all; memory: %s",
+			 (int)pid, stats.processes, stats.processes == 1 ? "" : "es",
+			 fmt_bytes(stats.memory_bytes, b, sizeof(b)), stats.frozen_ns / 1e6, stats.total_ns / 1e6,
+			 stats.memory_mode);
 	}
 	store_snap_close(w);
 	store_close(s);

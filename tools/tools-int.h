@@ -42,6 +42,8 @@ const char *tools_reason(int r);
 int cmd_dump(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int bench_engine(int argc, char **argv);
+/* ckpt bench freeze (bench-freeze.c) */
+int bench_freeze(int argc, char **argv);
 
 /* ckpt bench store (bench-store.c); cmd_bench dispatches to it. */
 int bench_store(int argc, char **argv);

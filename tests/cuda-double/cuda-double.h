@@ -19,11 +19,15 @@
  * lock waits for submitted work (at most timeoutMs, else
  * CUDA_ERROR_NOT_READY) and from then on blocks the process's own CUDA
  * calls until unlock; checkpoint copies each allocation into a fresh
- * anonymous mapping the driver thread makes, unmaps the device and
- * deletes its file; restore makes the device again, copies back (the same
- * device addresses) and unmaps those host copies. A request in a wrong
- * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without a context,
- * CUDA_ERROR_INVALID_VALUE. GetRestoreThreadId gives the driver thread's
+ * anonymous mapping the driver thread makes, unmaps the device (keeping
+ * its addresses reserved PROT_NONE, as driver 580 does) and deletes its
+ * file; restore makes the device again, maps it where it was, copies back
+ * (the same device addresses) and unmaps those host copies. While the
+ * process has its GPU it holds /dev/ptmx open, closed by checkpoint and
+ * opened again by restore, as driver 580 holds /dev/nvidiactl: a
+ * character device a dump refuses. A request in a wrong
+ * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without CUDA,
+ * CUDA_ERROR_NOT_INITIALIZED (as driver 580.159.04 does). GetRestoreThreadId gives the driver thread's
  * tid.
  *
  * Knobs, read by each process's instance from its own environment:
@@ -38,6 +42,11 @@
  *   CKPTFS_CUDA_DOUBLE_BUSY     1: the target's submitted work never ends
  *                               (a lock times out)
  *   CKPTFS_CUDA_DOUBLE_VERSION  what cuDriverGetVersion says (12080)
+ *   CKPTFS_CUDA_DOUBLE_KEEP_CTL 1: checkpoint leaves /dev/ptmx open
+ *   CKPTFS_CUDA_DOUBLE_HOST_AT  0xADDR, read at each checkpoint step: the
+ *                               host copies are mapped there, one after
+ *                               the other (MAP_FIXED_NOREPLACE), instead
+ *                               of where the kernel likes
  * The same source built with CUDA_DOUBLE_OLD is a driver from before the
  * checkpoint API (old/libcuda.so.1: no cuCheckpointProcess*, 12020).
  *

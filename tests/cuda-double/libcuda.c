@@ -64,6 +64,7 @@ struct fail {
 static char dir[200] = "/tmp/cuda-double";
 static struct fail fails[_OP_MAX];
 static bool busy;
+static bool keep_ctl; /* the checkpoint step leaves the control file open */
 static int version = 12080;
 static pthread_once_t knobs_once = PTHREAD_ONCE_INIT;
 
@@ -74,6 +75,8 @@ static void knobs_read(void)
 		snprintf(dir, sizeof(dir), "%s", e);
 	e = getenv("CKPTFS_CUDA_DOUBLE_BUSY");
 	busy = e && *e == '1';
+	e = getenv("CKPTFS_CUDA_DOUBLE_KEEP_CTL");
+	keep_ctl = e && *e == '1';
 	e = getenv("CKPTFS_CUDA_DOUBLE_VERSION");
 	if (e && *e)
 		version = atoi(e);
@@ -123,6 +126,7 @@ struct alloc {
 	off_t off;      /* in the device file */
 	void *dev;      /* the device mapping, while running or locked */
 	void *host;     /* its copy in host memory, while checkpointed */
+	void *resv;     /* while checkpointed: where dev was, kept PROT_NONE */
 };
 
 struct cuda_double_ctx {
@@ -140,6 +144,17 @@ static off_t dev_size;
 static uint64_t next_dptr = DEVICE_BASE;
 static int calls_in_flight; /* the process's own CUDA calls under way */
 static pid_t driver_tid;
+/* The device's control file, open while the process has its GPU, as
+ * driver 580 keeps /dev/nvidiactl and /dev/nvidia0 open and closes them
+ * in the checkpoint step: here /dev/ptmx, another character device that
+ * a dump refuses (-1 where it cannot be opened). */
+static int ctl_fd = -1;
+
+static void ctl_open(void)
+{
+	if (ctl_fd < 0)
+		ctl_fd = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+}
 
 static void socket_name(pid_t pid, struct sockaddr_un *sa, socklen_t *len)
 {
@@ -173,10 +188,12 @@ static int dev_open(int *ret)
 
 static int map_alloc(int fd, struct alloc *a)
 {
-	void *m = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, a->off);
+	/* back where it was, over the reservation, after a checkpoint */
+	void *m = mmap(a->resv, a->len, PROT_READ | PROT_WRITE, MAP_SHARED | (a->resv ? MAP_FIXED : 0), fd, a->off);
 	if (m == MAP_FAILED)
 		return GPU_CU_ERROR_OUT_OF_MEMORY;
 	a->dev = m;
+	a->resv = NULL;
 	return 0;
 }
 
@@ -215,11 +232,20 @@ static int do_checkpoint(void)
 	char p[256];
 	if (state != GPU_CU_PROCESS_STATE_LOCKED)
 		return GPU_CU_ERROR_ILLEGAL_STATE;
+	/* HOST_AT, read at each step (the target sets it once it has made
+	 * room): the copies go one after the other from there, where the
+	 * kernel merges them with the target's area just below, as it may
+	 * merge a real driver's host mappings with their neighbours */
+	const char *at = getenv("CKPTFS_CUDA_DOUBLE_HOST_AT");
+	uintptr_t next = at && *at ? (uintptr_t)strtoull(at, NULL, 0) : 0;
 	for (int i = 0; i < MAX_ALLOCS; i++) {
 		struct alloc *a = &allocs[i];
 		if (!a->dptr)
 			continue;
-		a->host = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		a->host = mmap((void *)next, a->len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | (next ? MAP_FIXED_NOREPLACE : 0), -1, 0);
+		if (next)
+			next += a->len;
 		if (a->host == MAP_FAILED) {
 			a->host = NULL;
 			for (int k = 0; k < i; k++)
@@ -231,14 +257,23 @@ static int do_checkpoint(void)
 		}
 		memcpy(a->host, a->dev, a->len);
 	}
-	/* the device is free: nothing of it stays mapped or on disk */
+	/* the device is free: nothing of it stays mapped or on disk. Its
+	 * addresses stay reserved (PROT_NONE, private anonymous), as driver
+	 * 580 leaves them: such an area is not device memory in host memory */
 	for (int i = 0; i < MAX_ALLOCS; i++)
 		if (allocs[i].dptr) {
 			munmap(allocs[i].dev, allocs[i].len);
+			void *r = mmap(allocs[i].dev, allocs[i].len, PROT_NONE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+			allocs[i].resv = r == MAP_FAILED ? NULL : r;
 			allocs[i].dev = NULL;
 		}
 	dev_path(p, sizeof(p));
 	unlink(p);
+	if (ctl_fd >= 0 && !keep_ctl) {
+		close(ctl_fd);
+		ctl_fd = -1;
+	}
 	state = GPU_CU_PROCESS_STATE_CHECKPOINTED;
 	return 0;
 }
@@ -275,6 +310,7 @@ static int do_restore(void)
 		munmap(a->host, a->len);
 		a->host = NULL;
 	}
+	ctl_open();
 	state = GPU_CU_PROCESS_STATE_LOCKED;
 	return 0;
 }
@@ -397,7 +433,8 @@ static int ask(pid_t pid, enum op op, unsigned timeout_ms, int32_t *value)
 	if (bind(fd, (struct sockaddr *)&me, sizeof(sa_family_t)) < 0 ||
 	    connect(fd, (struct sockaddr *)&to, tolen) < 0) {
 		close(fd);
-		return GPU_CU_ERROR_INVALID_VALUE; /* no CUDA context in pid */
+		/* no CUDA in pid: what driver 580.159.04 answers */
+		return GPU_CU_ERROR_NOT_INITIALIZED;
 	}
 	if (send(fd, &q, sizeof(q), MSG_NOSIGNAL) != (ssize_t)sizeof(q)) {
 		close(fd);
@@ -537,6 +574,7 @@ EXPORT int cuDevicePrimaryCtxRetain(struct cuda_double_ctx **ctx, int dev)
 		/* its tid, for GetRestoreThreadId: the thread says it first */
 		while (!driver_tid)
 			pthread_cond_wait(&cond, &mu);
+		ctl_open();
 		have_ctx = true;
 	}
 out:

@@ -6,11 +6,14 @@
  * part: dumps (running, --kill, --stop) and restores; a failure at each
  * step, the driver's or ours, leaving the process running on its GPU and
  * passing its own check; what is refused; the dumper killed between the
- * lock and the give-back (the keeper gives the GPU back); gpu/hbm.
+ * lock and the give-back (the keeper gives the GPU back); gpu/hbm/, the
+ * device memory's own files, also where the kernel merged it with an
+ * area of the process.
  * Every test has its own directory, which is also the double's (its
  * devices and socket names), so tests never see each other's processes.
  */
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -57,9 +60,9 @@ static bool exists(const char *p)
 	return access(p, F_OK) == 0;
 }
 
-/* Starts target-cuda (env: "NAME=VALUE" for it, or NULL) and waits for
- * it to be ready. */
-static pid_t spawn(const char *env)
+/* Starts target-cuda (env: "NAME=VALUE" for it, or NULL; mode: its
+ * fourth argument, or NULL) and waits for it to be ready. */
+static pid_t spawn_mode(const char *env, const char *mode)
 {
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -74,13 +77,18 @@ static pid_t spawn(const char *env)
 			putenv((char *)env);
 		char mib[16];
 		snprintf(mib, sizeof(mib), "%d", MIB);
-		execl(target_bin, "target-cuda", path("ready"), path("result"), mib, (char *)NULL);
+		execl(target_bin, "target-cuda", path("ready"), path("result"), mib, mode, (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 30000 && !exists(path("ready")); i++)
 		usleep(1000);
 	ck_assert_msg(exists(path("ready")), "target-cuda did not get ready");
 	return pid;
+}
+
+static pid_t spawn(const char *env)
+{
+	return spawn_mode(env, NULL);
 }
 
 /* Runs ckpt with up to four arguments; env ("NAME=VALUE", or NULL) and
@@ -216,6 +224,24 @@ START_TEST(dump_kill_restore)
 	check_info("s1", pid);
 	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
 	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+/* A process that loaded the driver but never initialized CUDA, on a
+ * host whose driver works: an ordinary dump (the driver says
+ * CUDA_ERROR_NOT_INITIALIZED of it, as driver 580 does), no gpu/ in the
+ * snapshot, and it restores. */
+START_TEST(dump_no_cuda)
+{
+	char p[PATH_MAX + 64];
+	int st;
+	pid_t pid = spawn_mode(NULL, "nocuda");
+	dump_as(NULL, NULL, pid, "--kill", "s1", true);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu", path("s1"), pid);
+	ck_assert_msg(!exists(p), "%s in the snapshot of a process without CUDA", p);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
 	verdict(pid);
 }
 END_TEST
@@ -399,6 +425,17 @@ START_TEST(refuse_stopped)
 }
 END_TEST
 
+/* The device's control file still open after the checkpoint step (a
+ * driver that does not close it): the dump refuses it then, before the
+ * freeze, and the process gets its GPU back and runs on. While it runs
+ * with its GPU, that open character device is no reason to refuse:
+ * every other dump here shows it. */
+START_TEST(refuse_device_file_after_checkpoint)
+{
+	dump_fails("CKPTFS_CUDA_DOUBLE_KEEP_CTL=1", NULL, NULL, NULL, "after its GPU checkpoint step: fd ");
+}
+END_TEST
+
 START_TEST(refuse_restore_without_driver)
 {
 	restore_fails("CKPTFS_CUDA_DOUBLE_FAIL=init=100",
@@ -433,43 +470,168 @@ START_TEST(die_memory_kill) { dumper_dies("223:2", "--kill"); } END_TEST
 
 /* ---- gpu/hbm ------------------------------------------------------- */
 
-/* Device memory in the snapshot, where the driver's checkpoint step put
- * it: gpu/info's hbm lines name each area the step made and the memory/
- * file and offset holding its bytes; one of them holds the pattern
- * target-cuda wrote, whole. */
-START_TEST(hbm_shows_device_memory)
+struct range {
+	unsigned long long s, e;
+};
+
+/* The [start, end) of each "START-END" name in directory d (NULL when
+ * it does not exist) into r (room for max); how many. */
+static size_t dir_ranges(const char *d, struct range *r, size_t max)
 {
-	pid_t pid = spawn(NULL);
-	dump_as(NULL, NULL, pid, NULL, "s1", true);
-	char p[PATH_MAX + 64], *info = NULL;
-	snprintf(p, sizeof(p), "%s/%d/gpu/info", path("s1"), pid);
-	ck_assert_int_ge(read_file_full(p, &info, NULL), 0);
-	size_t found = 0, want_len = (size_t)MIB << 20;
+	DIR *dh = opendir(d);
+	size_t n = 0;
+	if (!dh)
+		return 0;
+	for (struct dirent *e; (e = readdir(dh));) {
+		if (e->d_name[0] == '.')
+			continue;
+		ck_assert_msg(n < max && sscanf(e->d_name, "%llx-%llx", &r[n].s, &r[n].e) == 2, "%s/%s", d,
+			      e->d_name);
+		n++;
+	}
+	closedir(dh);
+	return n;
+}
+
+/* Device memory in snapshot snap of pid, checked every way a reader
+ * meets it: each hbm line of gpu/info names the file gpu/hbm/START-END
+ * (offset 0), which holds exactly its bytes, read as plain bytes; its
+ * size is the line's; gpu/hbm/ holds nothing else; its area is one line
+ * of maps with at=gpu/hbm; no memory/ file overlaps it (not stored
+ * twice). Exactly one area holds the pattern target-cuda wrote, whole,
+ * and it is returned in *ret. */
+static void hbm_check(const char *snap, pid_t pid, struct range *ret)
+{
+	char p[PATH_MAX + 64], *info = NULL, *maps = NULL;
+	struct range hbm[16], mem[256], files[16];
+	size_t nhbm = 0, nfiles, nmem, found = 0, want_len = (size_t)MIB << 20;
 	_cleanup_free_ uint8_t *want = malloc(want_len);
+
 	cuda_double_pattern(want, want_len, MIB);
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", path(snap), pid);
+	ck_assert_int_ge(read_file_full(p, &info, NULL), 0);
+	snprintf(p, sizeof(p), "%s/%d/maps", path(snap), pid);
+	ck_assert_int_ge(read_file_full(p, &maps, NULL), 0);
+	size_t nfile_lines = 0;
 	for (char *l = strstr(info, "\nhbm: "); l; l = strstr(l + 1, "\nhbm: ")) {
 		unsigned long long s, e, size, off;
-		char file[128];
+		char file[128], name[128];
 		ck_assert_int_eq(sscanf(l, "\nhbm: %llx-%llx %llu %127s %llu", &s, &e, &size, file, &off), 5);
 		ck_assert_int_eq(e - s, size);
-		if (!strcmp(file, "-"))
-			continue; /* all zeros */
+		ck_assert_uint_lt(nhbm, ARRAY_SIZE(hbm));
+		hbm[nhbm++] = (struct range){ s, e };
+		snprintf(name, sizeof(name), "gpu/hbm/%016llx-%016llx", s, e);
 		char f[PATH_MAX + 256];
-		snprintf(f, sizeof(f), "%s/%d/%s", path("s1"), pid, file);
+		snprintf(f, sizeof(f), "%s/%d/%s", path(snap), pid, name);
+		/* "- 0" (every page zero, nothing saved) would be no device
+		 * memory of target-cuda's, which all holds data: an area that
+		 * only reserves addresses, say */
+		ck_assert_msg(strcmp(file, "-"), "hbm %llx-%llx saved nothing: %s", s, e, info);
+		nfile_lines++;
+		ck_assert_msg(!strcmp(file, name) && off == 0, "hbm line names %s %llu, not %s 0", file, off, name);
 		_cleanup_free_ char *bytes = NULL;
 		size_t len = 0;
 		ck_assert_msg(read_file_full(f, &bytes, &len) >= 0, "no %s", f);
-		ck_assert_msg(off + size <= len, "%s is shorter than its hbm area", f);
+		ck_assert_msg(len == size, "%s: %zu bytes, gpu/info says %llu", name, len, size);
 		/* the area may hold other allocations too: the pattern's page */
 		for (size_t at = 0; at + want_len <= size; at += 4096)
-			if (!memcmp(bytes + off + at, want, want_len))
+			if (!memcmp(bytes + at, want, want_len)) {
 				found++;
+				*ret = (struct range){ s, e };
+			}
 	}
-	ck_assert_msg(found == 1, "no hbm area holds the %d MiB pattern: %s", MIB, info);
+	/* its line in maps, marked */
+	size_t nat = 0;
+	for (char *l = maps; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+		unsigned long long s, e;
+		char *nl = strchr(l, '\n');
+		bool at = strstr(l, " at=gpu/hbm ") && (!nl || strstr(l, " at=gpu/hbm ") < nl);
+		ck_assert_int_eq(sscanf(l, "%llx-%llx", &s, &e), 2);
+		nat += at;
+		for (size_t i = 0; i < nhbm; i++)
+			if (s < hbm[i].e && hbm[i].s < e)
+				ck_assert_msg(at && s == hbm[i].s && e == hbm[i].e && !strncmp(strchr(l, ' '), " rw-p ", 6),
+					      "maps: %llx-%llx, hbm %llx-%llx is not an area of its own, rw-p, marked at=gpu/hbm",
+					      s, e, hbm[i].s, hbm[i].e);
+	}
+	ck_assert_msg(nat == nhbm, "maps has %zu areas at=gpu/hbm, gpu/info %zu hbm lines", nat, nhbm);
+	snprintf(p, sizeof(p), "%s/%d/gpu/hbm", path(snap), pid);
+	nfiles = dir_ranges(p, files, ARRAY_SIZE(files));
+	ck_assert_msg(nfiles == nfile_lines, "gpu/hbm/ holds %zu files, gpu/info names %zu", nfiles, nfile_lines);
+	snprintf(p, sizeof(p), "%s/%d/memory", path(snap), pid);
+	nmem = dir_ranges(p, mem, ARRAY_SIZE(mem));
+	ck_assert_uint_gt(nmem, 0);
+	for (size_t i = 0; i < nmem; i++)
+		for (size_t k = 0; k < nhbm; k++)
+			ck_assert_msg(mem[i].e <= hbm[k].s || hbm[k].e <= mem[i].s,
+				      "memory/%016llx-%016llx holds device memory %llx-%llx too", mem[i].s, mem[i].e,
+				      hbm[k].s, hbm[k].e);
+	ck_assert_msg(found == 1, "%zu hbm areas hold the %d MiB pattern: %s", found, MIB, info);
 	free(info);
+	free(maps);
+}
+
+/* Device memory under gpu/hbm/ of a snapshot of a running process (its
+ * bytes from the copy in RAM), and the snapshot restores. */
+START_TEST(hbm_shows_device_memory)
+{
+	struct range r;
+	pid_t pid = spawn(NULL);
+	dump_as(NULL, NULL, pid, NULL, "s1", true);
+	hbm_check("s1", pid, &r);
+	ck_assert_int_eq(ckpt(NULL, NULL, "verify", path("s1"), NULL, NULL), 0);
+	kill_original(pid);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
 	verdict(pid);
 }
 END_TEST
+
+/* The host copies mapped right above an area of the target's: the kernel
+ * merges them into one area (seen in the process, left checkpointed by
+ * --stop), which the snapshot splits: the device memory in gpu/hbm/, the
+ * target's own part in memory/. Restored, the target finds both. */
+START_TEST(hbm_split_merged_area)
+{
+	struct range r, live = { 0, 0 };
+	char p[PATH_MAX + 64], *maps = NULL;
+	pid_t pid = spawn_mode(NULL, "merge");
+	dump_as(NULL, NULL, pid, "--stop", "s1", true);
+	assert_stopped(pid);
+	hbm_check("s1", pid, &r);
+	/* the process's area holding it, as the kernel has it */
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	ck_assert_int_ge(read_file_full(p, &maps, NULL), 0);
+	for (char *l = maps; l && *l && !live.e; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (sscanf(l, "%llx-%llx", &live.s, &live.e) == 2 && !(live.s <= r.s && r.s < live.e))
+			live.e = 0;
+	ck_assert_msg(live.e, "no area of pid %d holds %llx:\n%s", pid, r.s, maps);
+	ck_assert_msg(live.s < r.s && r.e <= live.e,
+		      "gpu/hbm/ has %llx-%llx, the process the area %llx-%llx: not split from the area below "
+		      "(or the kernel did not merge them)",
+		      r.s, r.e, live.s, live.e);
+	/* the target's own part: in memory/ */
+	snprintf(p, sizeof(p), "%s/%d/memory/%016llx-%016llx", path("s1"), pid, live.s, r.s);
+	ck_assert_msg(exists(p), "no %s", p);
+	free(maps);
+	kill_original(pid);
+	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
+	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
+	verdict(pid);
+}
+END_TEST
+
+/* Writing a gpu/hbm/ file fails (fault 312), with --kill (the process
+ * frozen and checkpointed meanwhile): it runs on with its GPU. */
+START_TEST(fault_hbm_write)
+{
+	dump_fails(NULL, NULL, "312", "--kill", "gpu/hbm/");
+}
+END_TEST
+
+/* The dumper dies writing a gpu/hbm/ file (fault 313): the keeper lets
+ * the process go and gives its GPU back. */
+START_TEST(die_hbm_write) { dumper_dies("313", "--kill"); } END_TEST
 
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
@@ -498,6 +660,7 @@ int main(void)
 	T(dump_running, 60);
 	T(dump_kill_restore, 60);
 	T(dump_stop, 90);
+	T(dump_no_cuda, 60);
 	T(fail_lock, 60);
 	T(fail_lock_after, 60);
 	T(fail_lock_timeout, 60);
@@ -520,11 +683,15 @@ int main(void)
 	T(refuse_locked, 60);
 	T(refuse_stopped, 60);
 	T(refuse_restore_without_driver, 90);
+	T(refuse_device_file_after_checkpoint, 60);
 	T(die_locked, 60);
 	T(die_checkpointed, 60);
 	T(die_seized, 60);
 	T(die_memory_kill, 60);
 	T(hbm_shows_device_memory, 60);
+	T(hbm_split_merged_area, 90);
+	T(fault_hbm_write, 60);
+	T(die_hbm_write, 60);
 #undef T
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

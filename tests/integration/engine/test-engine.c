@@ -2134,6 +2134,140 @@ START_TEST(lazy_loader_dies)
 }
 END_TEST
 
+
+/* ---- pre-copy (engine/precopy.c) ---------------------------------------- */
+
+static bool uffd_left(pid_t pid, char *why, size_t len)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "/proc/%d/fd", pid);
+	DIR *d = opendir(p);
+	ck_assert_ptr_nonnull(d);
+	struct dirent *de;
+	bool found = false;
+	while (!found && (de = readdir(d))) {
+		char fp[384], link[256] = "";
+		snprintf(fp, sizeof(fp), "%s/%s", p, de->d_name);
+		ssize_t n = readlink(fp, link, sizeof(link) - 1);
+		if (n > 0 && strstr(link, "userfaultfd")) {
+			snprintf(why, len, "fd %s is %s", de->d_name, link);
+			found = true;
+		}
+	}
+	closedir(d);
+	_cleanup_free_ char *smaps = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/smaps", pid);
+	ck_assert_int_eq(read_file_full(p, &smaps, NULL), 0);
+	for (char *l = strstr(smaps, "VmFlags:"); !found && l; l = strstr(l + 1, "VmFlags:")) {
+		size_t n = strcspn(l, "\n");
+		char line[256];
+		snprintf(line, sizeof(line), "%.*s", (int)MIN(n, sizeof(line) - 1), l);
+		if (strstr(line, " uw")) {
+			snprintf(why, len, "an area is still registered for write protection: %s", line);
+			found = true;
+		}
+	}
+	return found;
+}
+
+/* No userfaultfd in pid, no area of it registered (smaps "uw"), within
+ * 10 s (a dumper that died has its descriptors closed as it exits). */
+static void assert_no_uffd(pid_t pid)
+{
+	char why[512] = "";
+	for (int i = 0; i < 10000 && uffd_left(pid, why, sizeof(why)); i++)
+		usleep(1000);
+	ck_assert_msg(!uffd_left(pid, why, sizeof(why)), "pid %d: %s", pid, why);
+}
+
+/* target-precopy of mib MiB writing rate pages a millisecond ("fast"),
+ * dumped running with flag (NULL or --no-pre-copy); the last line of
+ * ckpt must name how memory was taken (want); no tracking stays in it;
+ * restored, it finds every byte it wrote before the freeze. */
+static void precopy_cycle(const char *mib, const char *rate, const char *flag, const char *fault, const char *want)
+{
+	pid_t pid = spawn_args(NULL, "target-precopy", mib, rate);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = flag ? run_ckpt(fault, NULL, 0, "dump", flag, p, path("store/s1"))
+		      : run_ckpt(fault, NULL, 0, "dump", p, path("store/s1"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump failed: %s", ckpt_err());
+	ck_assert_msg(strstr(ckpt_err(), want), "dump does not say '%s': %s", want, ckpt_err());
+	assert_untouched_n(pid, 1);
+	assert_no_uffd(pid);
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(precopy_writer) { precopy_cycle("64", "20", NULL, NULL, "memory: pre-copy, "); } END_TEST
+/* A writer faster than the copy: one thread here dirties pages slower
+ * than we copy them (each first write after the protection is a fault),
+ * so fault 237 makes every round count as leaving as much as the one
+ * before; the writer runs as fast as it can all the same. */
+START_TEST(precopy_fast_falls_back)
+{
+	precopy_cycle("64", "fast", NULL, "237", "memory: stop-and-copy: pre-copy did not converge");
+}
+END_TEST
+START_TEST(precopy_off) { precopy_cycle("64", "20", "--no-pre-copy", NULL, "memory: stop-and-copy: pre-copy turned off"); } END_TEST
+/* the areas of a process that does not write are pre-copied in two rounds */
+START_TEST(precopy_bigmem) { cycle("target-bigmem", "64", NULL); } END_TEST
+
+/* A fault in pre-copy: the dump falls back to the copy while frozen (or,
+ * frozen, fails), the process runs on untouched with no userfaultfd and
+ * no protection, and its own check of everything it wrote passes: its
+ * writes went on normally. */
+static void precopy_fault(const char *fault, bool fails, const char *want)
+{
+	pid_t pid = spawn_args(NULL, "target-precopy", "64", "20");
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	int rc = run_ckpt(fault, NULL, 0, "dump", p, path("store/s1"), NULL);
+	if (fails) {
+		ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
+		ck_assert(!file_exists(path("store/s1")));
+	} else {
+		ck_assert_msg(rc == 0, "dump with fault %s failed: %s", fault, ckpt_err());
+	}
+	ck_assert_msg(strstr(ckpt_err(), want), "fault %s: the dump does not say '%s': %s", fault, want,
+		      ckpt_err());
+	assert_untouched_n(pid, 1);
+	assert_no_uffd(pid);
+	verdict(pid);
+}
+
+START_TEST(precopy_fault_uffd) { precopy_fault("230", false, "stop-and-copy: pid"); } END_TEST
+START_TEST(precopy_fault_take) { precopy_fault("231", false, "taking its userfaultfd"); } END_TEST
+START_TEST(precopy_fault_register) { precopy_fault("232", false, "registering"); } END_TEST
+START_TEST(precopy_fault_copy) { precopy_fault("233:3", false, "stop-and-copy: pre-copy round"); } END_TEST
+START_TEST(precopy_fault_untrack) { precopy_fault("234", false, "memory: pre-copy, "); } END_TEST
+
+/* The dumper dies: while the userfaultfd is in the process (the keeper
+ * closes it there), and in the middle of pre-copy (the kernel closes
+ * ours, which removes the protection). */
+static void precopy_dies(const char *fault)
+{
+	pid_t pid = spawn_args(NULL, "target-precopy", "64", "20");
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	char *maps0 = maps_of(pid);
+	int st = run_ckpt_status(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s",
+		      fault, st, ckpt_err());
+	wait_let_go(pid);
+	assert_untouched_n(pid, 1);
+	assert_no_uffd(pid);
+	char *maps1 = maps_of(pid);
+	ck_assert_msg(!strcmp(maps0, maps1), "mappings changed:\n%s---\n%s", maps0, maps1);
+	free(maps0);
+	free(maps1);
+	ck_assert(!file_exists(path("store/bad")));
+	verdict(pid);
+}
+
+START_TEST(precopy_die_uffd) { precopy_dies("235"); } END_TEST
+START_TEST(precopy_die_round) { precopy_dies("236"); } END_TEST
+
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
@@ -2164,6 +2298,18 @@ int main(int argc, char **argv)
 		}
 		suite_add_tcase(s, tc("python_running", python_running, 60));
 		suite_add_tcase(s, tc("python_pool_running", python_pool_running, 120));
+	} else if (only && !strcmp(only, "precopy")) {
+		suite_add_tcase(s, tc("precopy_writer", precopy_writer, 90));
+		suite_add_tcase(s, tc("precopy_fast_falls_back", precopy_fast_falls_back, 90));
+		suite_add_tcase(s, tc("precopy_off", precopy_off, 90));
+		suite_add_tcase(s, tc("precopy_bigmem", precopy_bigmem, 90));
+		suite_add_tcase(s, tc("precopy_fault_uffd", precopy_fault_uffd, 90));
+		suite_add_tcase(s, tc("precopy_fault_take", precopy_fault_take, 90));
+		suite_add_tcase(s, tc("precopy_fault_register", precopy_fault_register, 90));
+		suite_add_tcase(s, tc("precopy_fault_copy", precopy_fault_copy, 90));
+		suite_add_tcase(s, tc("precopy_fault_untrack", precopy_fault_untrack, 90));
+		suite_add_tcase(s, tc("precopy_die_uffd", precopy_die_uffd, 90));
+		suite_add_tcase(s, tc("precopy_die_round", precopy_die_round, 90));
 	} else if (only && !strcmp(only, "die")) {
 		suite_add_tcase(s, tc("die_seized", die_seized, 60));
 		suite_add_tcase(s, tc("die_inject", die_inject, 60));

@@ -43,6 +43,7 @@ START_TEST(maps_round_trip)
 	v[1].saved = 4096;
 	v[4].noreserve = true;
 	v[4].advice = VMA_ADV_LOCKED | VMA_ADV_DONTFORK | VMA_ADV_HUGEPAGE;
+	v[4].hbm = true; /* its bytes under gpu/hbm/ */
 	char *text = maps_format(&img);
 	ck_assert_ptr_nonnull(text);
 	struct vma *w = NULL;
@@ -59,8 +60,15 @@ START_TEST(maps_round_trip)
 		ck_assert_int_eq(w[i].growsdown, v[i].growsdown);
 		ck_assert_int_eq(w[i].noreserve, v[i].noreserve);
 		ck_assert_uint_eq(w[i].advice, v[i].advice);
+		ck_assert_int_eq(w[i].hbm, v[i].hbm);
 	}
 	ck_assert_ptr_nonnull(strstr(text, " advice=hugepage,dontfork,locked "));
+	/* the file holding an area's bytes */
+	char name[VMA_FILE_NAME_MAX];
+	vma_file_name(&w[4], name, sizeof(name));
+	ck_assert_str_eq(name, "gpu/hbm/00007f0000010000-00007f0000020000");
+	vma_file_name(&w[6], name, sizeof(name));
+	ck_assert_str_eq(name, "memory/00007ffffffde000-00007ffffffff000");
 	ck_assert_uint_eq(w[1].fsize, 99);
 	ck_assert_int_eq(w[1].mtime_nsec, 5);
 	ck_assert_int_eq(w[1].nruns, 1);
@@ -95,6 +103,11 @@ START_TEST(maps_refuses_garbage)
 		"1000-2000 rw-p 00000000 00:00 0 kind=file-private saved=4096 pages=1000+1000 /x\n",
 		/* unaligned */
 		"1000-2800 rw-p 00000000 00:00 0 kind=anon saved=0\n",
+		/* bytes in a place this reader does not know */
+		"1000-2000 rw-p 00000000 00:00 0 kind=anon saved=4096 at=gpu/other\n",
+		/* device memory only in private anonymous areas */
+		"1000-2000 rw-s 00000000 00:01 7 kind=shmem saved=4096 at=gpu/hbm /memfd:x (deleted)\n",
+		"1000-2000 rw-p 00000000 fe:00 7 kind=file-private saved=0 at=gpu/hbm /x\n",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct vma *v = NULL;

@@ -1,0 +1,514 @@
+/*
+ * Pre-copy: most of a process's memory copied while it runs, so that the
+ * freeze only takes what it wrote since.
+ *
+ * Tracking: a userfaultfd made inside the process (its memory is the one
+ * a userfaultfd watches), by a call its keeper injects; the keeper takes
+ * it out (pidfd_getfd), closes it there and hands it to us (keeper.c).
+ * We register the private anonymous areas for write protection in async
+ * mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7+): a write to a protected page
+ * is resolved by the kernel itself, which only clears the page's uffd-wp
+ * bit; no thread ever waits on us. PAGEMAP_SCAN's PAGE_IS_WRITTEN then
+ * lists the pages written since the protection, and PM_SCAN_WP_MATCHING
+ * protects them again in the same walk.
+ *
+ * The copy: each tracked area has a mirror in our memory, the area's
+ * bytes at their offsets, and a map of the pages in it that are valid
+ * (copied, and not written since). Round 1 copies every populated page;
+ * each later round the pages written during the one before. Once a round
+ * leaves little to copy the caller freezes the process, and
+ * memory_capture() copies only what is not valid (precopy_lookup()); the
+ * snapshot's memory files are written from the mirrors.
+ *
+ * A process that writes faster than we copy does not converge: after
+ * PRECOPY_MAX_ROUNDS, or once a round does not shrink the work, the
+ * tracking is removed and the dump takes today's path, the whole copy
+ * while frozen (precopy_abandon()).
+ *
+ * Nothing of ours stays in the process: the userfaultfd is only ours (the
+ * process's own descriptor is closed before it runs again). Closing it
+ * removes every registration and protection (userfaultfd_release), and
+ * the kernel closes it should we die. Removing the protection walks every
+ * page table entry of the area with the process's mmap lock held for
+ * writing, which stalls its page faults meanwhile: done in pieces
+ * (UFFDIO_UNREGISTER of PRECOPY_PIECE at a time, a short pause after
+ * each), so that no single stall is long, after the process runs again.
+ */
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+
+#include "engine/engine-int.h"
+
+/* Newer than the build machine's headers. */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+struct pc_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct pc_region {
+	uint64_t start, end, categories;
+};
+#define PC_PAGEMAP_SCAN _IOWR('f', 16, struct pc_scan_arg)
+#define PC_PAGE_IS_WRITTEN (1ull << 1)
+#define PC_PAGE_IS_PRESENT (1ull << 3)
+#define PC_PAGE_IS_SWAPPED (1ull << 4)
+#define PC_PAGE_IS_PFNZERO (1ull << 5)
+#define PC_SCAN_WP_MATCHING (1ull << 0)
+#define PC_SCAN_CHECK_WPASYNC (1ull << 1)
+
+#define PAGE 4096ull
+/* Removing the protection, a piece at a time: each piece holds the
+ * process's mmap lock for writing while its page tables are walked. */
+#define PRECOPY_PIECE (4ull << 20)
+/* And a pause after each: the process's faults waiting for the lock get
+ * it then. Back to back, 16 MiB pieces kept a process writing 26 pages a
+ * millisecond waiting for most of the removal (90-110 ms at 1 GiB as its
+ * own clock saw it); 4 MiB with 500 us pauses: 11-22 ms, on this loaded
+ * 2-core machine. Removing the protection first (UFFDIO_WRITEPROTECT,
+ * the lock held for reading) held it off as long (108-110 ms). */
+#define PRECOPY_PAUSE_US 500
+/* The rounds' walks, which protect again what they find written, hold
+ * its faults off as well (37 ms for a walk of 4 GiB): in pieces too, with
+ * shorter pauses, so that a round stays short enough for a process
+ * writing 10% of its memory a second to converge. */
+#define PRECOPY_SCAN_PIECE (64ull << 20)
+#define PRECOPY_SCAN_PAUSE_US 200
+/* Areas smaller than this are copied while frozen, as without pre-copy. */
+#define PRECOPY_MIN_AREA (1ull << 20)
+/* Pre-copy converged once a round leaves at most this much to copy. */
+#define PRECOPY_DONE_BYTES (4ull << 20)
+
+struct pc_area {
+	uint64_t start, end;
+	uint8_t *mirror; /* end - start bytes, populated as copied */
+	uint8_t *valid;  /* a byte per page: copied and not written since */
+};
+
+struct precopy {
+	pid_t pid;
+	int uffd, pm, mem;
+	struct pc_area *a;
+	size_t n;
+	uint64_t dirty;  /* bytes the last round found to copy */
+	uint64_t copied; /* bytes copied in all rounds */
+	uint64_t first;  /* bytes copied in the first */
+	unsigned rounds;
+	char *smaps;     /* read once converged (precopy_read_smaps) */
+	pthread_t th;    /* removing the tracking while the snapshot is written */
+	bool th_started;
+};
+
+static void area_free(struct pc_area *a)
+{
+	if (a->mirror)
+		munmap(a->mirror, a->end - a->start);
+	if (a->valid)
+		munmap(a->valid, (a->end - a->start) / PAGE);
+	a->mirror = a->valid = NULL;
+}
+
+/* Removes the registrations (and so the protection) a piece at a time,
+ * then closes the userfaultfd, which removes whatever is left. */
+static void untrack(struct precopy *pc)
+{
+	uint64_t t0 = now_ns(), worst = 0, slow = 0, pieces = 0;
+	if (pc->uffd < 0)
+		return;
+	bool failed = fault_hit(FAULT_ENGINE_PRECOPY_UNTRACK);
+	for (size_t i = 0; i < pc->n && !failed; i++)
+		for (uint64_t s = pc->a[i].start; s < pc->a[i].end && !failed; s += PRECOPY_PIECE) {
+			struct uffdio_range rg = { s, MIN(PRECOPY_PIECE, pc->a[i].end - s) };
+			uint64_t t1 = now_ns();
+			/* EINVAL: the process unmapped or remapped it meanwhile, no
+			 * longer registered there */
+			if (ioctl(pc->uffd, UFFDIO_UNREGISTER, &rg) < 0 && errno != EINVAL && errno != ENOENT) {
+				log_debug("pid %d: UFFDIO_UNREGISTER %" PRIx64 ": %m; closing it removes the rest",
+					  pc->pid, s);
+				failed = true;
+			}
+			uint64_t took = now_ns() - t1;
+			worst = MAX(worst, took);
+			slow += took > 1000000;
+			pieces++;
+			usleep(PRECOPY_PAUSE_US);
+		}
+	close(pc->uffd);
+	pc->uffd = -1;
+	log_debug("pid %d: write protection removed in %" PRIu64 " us, %" PRIu64 " pieces (%" PRIu64
+		  " over 1 ms, the longest %" PRIu64 " us)",
+		  pc->pid, (now_ns() - t0) / 1000, pieces, slow, worst / 1000);
+}
+
+static void *untrack_thread(void *arg)
+{
+	untrack(arg);
+	return NULL;
+}
+
+void precopy_free(struct precopy *pc)
+{
+	if (!pc)
+		return;
+	if (pc->th_started)
+		pthread_join(pc->th, NULL);
+	pc->th_started = false;
+	untrack(pc);
+	for (size_t i = 0; i < pc->n; i++)
+		area_free(&pc->a[i]);
+	free(pc->a);
+	if (pc->pm >= 0)
+		close(pc->pm);
+	if (pc->mem >= 0)
+		close(pc->mem);
+	free(pc->smaps);
+	free(pc);
+}
+
+void precopy_untrack(struct precopy *pc)
+{
+	if (!pc || pc->th_started || pc->uffd < 0)
+		return;
+	/* with pauses it takes a while (~1 s for 4 GiB): meanwhile the
+	 * snapshot is written from the mirrors, which it does not touch */
+	pc->th_started = pthread_create(&pc->th, NULL, untrack_thread, pc) == 0;
+	if (!pc->th_started)
+		untrack(pc);
+}
+
+/* The areas worth tracking: private anonymous memory we can read. */
+static bool trackable(const struct vma *v)
+{
+	return v->kind == VMA_ANON && !v->shared && (v->prot & PROT_READ) && v->end - v->start >= PRECOPY_MIN_AREA;
+}
+
+static void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* A mirror placed so that its huge pages line up with the area's: the
+ * copy into it faults in 2 MiB at a time. */
+static uint8_t *map_mirror(uint64_t start, uint64_t len)
+{
+	const uint64_t huge = 2ull << 20;
+	uint64_t full = len + huge;
+	uint8_t *p = map_anon(full);
+	if (!p)
+		return NULL;
+	uint8_t *a = p + ((start - (uintptr_t)p) & (huge - 1));
+	if (a > p)
+		munmap(p, a - p);
+	if (p + full > a + len)
+		munmap(a + len, p + full - (a + len));
+	madvise(a, len, MADV_HUGEPAGE);
+	return a;
+}
+
+int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
+{
+	struct vma *v = NULL;
+	size_t nv = 0;
+	char path[64];
+	int r;
+
+	*ret = NULL;
+	struct precopy *pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return -ENOMEM;
+	pc->pid = pid;
+	pc->uffd = pc->pm = pc->mem = -1;
+	r = keeper_make_uffd(k, &pc->uffd);
+	if (r < 0)
+		goto fail;
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0) {
+		r = err_set(negerrno(), "pid %d: userfaultfd write protection in async mode: %m (Linux 6.7 or later)",
+			    pid);
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	pc->pm = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	pc->mem = open(path, O_RDONLY | O_CLOEXEC);
+	if (pc->pm < 0 || pc->mem < 0) {
+		r = err_set(negerrno(), "pid %d: cannot open pagemap or mem: %m", pid);
+		goto fail;
+	}
+	r = maps_read(pid, &v, &nv);
+	if (r < 0)
+		goto fail;
+	for (size_t i = 0; i < nv; i++) {
+		if (!trackable(&v[i]))
+			continue;
+		if (fault_hit(FAULT_ENGINE_PRECOPY_REGISTER)) {
+			r = err_set(-EIO, "pid %d: registering %" PRIx64 "-%" PRIx64 ": injected fault", pid, v[i].start,
+				    v[i].end);
+			goto fail;
+		}
+		struct uffdio_register reg = { .range = { v[i].start, v[i].end - v[i].start },
+					       .mode = UFFDIO_REGISTER_MODE_WP };
+		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0) {
+			/* changed meanwhile, or a kind the kernel does not track:
+			 * copied while frozen */
+			log_debug("pid %d: %" PRIx64 "-%" PRIx64 " not tracked: %m", pid, v[i].start, v[i].end);
+			continue;
+		}
+		struct pc_area *na = realloc(pc->a, (pc->n + 1) * sizeof(*na));
+		if (!na) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		pc->a = na;
+		struct pc_area *a = &pc->a[pc->n++];
+		*a = (struct pc_area){ v[i].start, v[i].end, NULL, NULL };
+		a->mirror = map_mirror(a->start, a->end - a->start);
+		a->valid = map_anon((a->end - a->start) / PAGE);
+		if (!a->mirror || !a->valid) {
+			r = err_set(-ENOMEM, "pid %d: no memory for a copy of %" PRIx64 "-%" PRIx64, pid, a->start,
+				    a->end);
+			goto fail;
+		}
+		/* protected before the first copy: a write from now on shows.
+		 * In pieces with pauses, like the removal: one walk of the
+		 * whole area holds the process's faults off as long as it runs
+		 * (~40 ms for 4 GiB) */
+		for (uint64_t s = a->start; s < a->end; s += PRECOPY_PIECE) {
+			struct uffdio_writeprotect wp = { .range = { s, MIN(PRECOPY_PIECE, a->end - s) },
+							  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+			if (ioctl(pc->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+				r = err_set(negerrno(), "pid %d: write-protecting %" PRIx64 "-%" PRIx64 ": %m", pid, s,
+					    (uint64_t)(s + wp.range.len));
+				goto fail;
+			}
+			usleep(PRECOPY_PAUSE_US);
+		}
+	}
+	vmas_free(v, nv);
+	v = NULL;
+	nv = 0;
+	if (!pc->n) {
+		r = err_set(-ENOENT, "pid %d: no private anonymous area of %llu KiB or more to pre-copy", pid,
+			    PRECOPY_MIN_AREA >> 10);
+		goto fail;
+	}
+	*ret = pc;
+	return 0;
+fail:
+	vmas_free(v, nv);
+	precopy_free(pc);
+	return r;
+}
+
+/* One process_vm_readv reads this much at most (the kernel stops short
+ * at 2 GiB, MAX_RW_COUNT). */
+#define COPY_CALL (32ull << 20)
+
+/* Reads n runs (absolute addresses [s, e)) of the process into their
+ * places in area a's mirror and marks them valid, up to 64 pieces and
+ * COPY_CALL bytes a call. */
+static int copy_runs(struct precopy *pc, struct pc_area *a, const struct pc_region *g, size_t n, bool frozen)
+{
+	struct iovec l[64], rm[64];
+	size_t k = 0, i = 0;
+	uint64_t at = n ? g[0].start : 0, batch = 0;
+	while (i < n || k) {
+		if (i < n && k < ARRAY_SIZE(l) && batch < COPY_CALL) {
+			uint64_t len = MIN(g[i].end - at, COPY_CALL - batch);
+			l[k] = (struct iovec){ a->mirror + (at - a->start), len };
+			rm[k] = (struct iovec){ (void *)(uintptr_t)at, len };
+			k++;
+			batch += len;
+			at += len;
+			if (at == g[i].end && ++i < n)
+				at = g[i].start;
+			continue;
+		}
+		{
+			size_t want = 0;
+			for (size_t j = 0; j < k; j++)
+				want += l[j].iov_len;
+			if (fault_hit(FAULT_ENGINE_PRECOPY_COPY))
+				return err_set(-EIO, "pid %d: pre-copy of %p: injected fault", pc->pid, rm[0].iov_base);
+			ssize_t got = process_vm_readv(pc->pid, l, k, rm, k, 0);
+			bool bad[ARRAY_SIZE(l)] = { false };
+			if (got != (ssize_t)want) {
+				/* a page process_vm_readv cannot read (PROT_NONE
+				 * after an mprotect): /proc/PID/mem can. The process
+				 * running, one it unmapped meanwhile is left invalid
+				 * (the freeze sees whether it is still there). */
+				for (size_t j = 0; j < k; j++) {
+					if (pread_full(pc->mem, l[j].iov_base, l[j].iov_len, (uintptr_t)rm[j].iov_base) ==
+					    (ssize_t)l[j].iov_len)
+						continue;
+					if (frozen)
+						return err_set(got < 0 ? negerrno() : -EIO, "pid %d: reading %p: %m",
+							       pc->pid, rm[j].iov_base);
+					bad[j] = true;
+				}
+			}
+			for (size_t j = 0; j < k; j++)
+				if (!bad[j])
+					memset(a->valid + ((uintptr_t)rm[j].iov_base - a->start) / PAGE, 1,
+					       l[j].iov_len / PAGE);
+			pc->copied += want;
+			k = 0;
+			batch = 0;
+		}
+	}
+	return 0;
+}
+
+/* One walk of area a: in the first round its populated pages, later the
+ * pages written since the last walk (protected again by the same walk);
+ * each copied into the mirror. *dirty grows by what was copied. */
+static int scan_area(struct precopy *pc, struct pc_area *a, bool first, uint64_t *dirty)
+{
+	struct pc_region g[512];
+	struct pc_scan_arg s = {
+		.size = sizeof(s),
+		.start = a->start,
+		.end = a->end,
+		.vec = (uintptr_t)g,
+		.vec_len = ARRAY_SIZE(g),
+	};
+	if (first) {
+		s.category_anyof_mask = PC_PAGE_IS_PRESENT | PC_PAGE_IS_SWAPPED;
+		s.category_inverted = PC_PAGE_IS_PFNZERO;
+		s.category_mask = PC_PAGE_IS_PFNZERO;
+		s.return_mask = PC_PAGE_IS_PRESENT | PC_PAGE_IS_SWAPPED;
+	} else {
+		s.flags = PC_SCAN_WP_MATCHING | PC_SCAN_CHECK_WPASYNC;
+		s.category_mask = PC_PAGE_IS_WRITTEN;
+		s.return_mask = PC_PAGE_IS_WRITTEN;
+	}
+	while (s.start < a->end) {
+		if (!first) {
+			s.end = MIN(a->end, s.start + PRECOPY_SCAN_PIECE);
+			if (s.start > a->start)
+				usleep(PRECOPY_SCAN_PAUSE_US);
+		}
+		long k = ioctl(pc->pm, PC_PAGEMAP_SCAN, &s);
+		if (k < 0)
+			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %" PRIx64 "-%" PRIx64 ": %m", pc->pid, a->start,
+				       a->end);
+		for (long i = 0; i < k; i++) {
+			memset(a->valid + (g[i].start - a->start) / PAGE, 0, (g[i].end - g[i].start) / PAGE);
+			*dirty += g[i].end - g[i].start;
+		}
+		int r = copy_runs(pc, a, g, (size_t)k, false);
+		if (r < 0)
+			return r;
+		if (s.walk_end <= s.start)
+			break;
+		s.start = s.walk_end;
+	}
+	return 0;
+}
+
+int precopy_round(struct precopy *pc)
+{
+	uint64_t dirty = 0, t0 = now_ns();
+	for (size_t i = 0; i < pc->n; i++) {
+		int r = scan_area(pc, &pc->a[i], pc->rounds == 0, &dirty);
+		if (r < 0)
+			return r;
+	}
+	if (!pc->rounds)
+		pc->first = dirty;
+	pc->rounds++;
+	pc->dirty = dirty;
+	log_debug("pid %d: pre-copy round %u: %" PRIu64 " KiB in %" PRIu64 " us", pc->pid, pc->rounds, dirty >> 10,
+		  (now_ns() - t0) / 1000);
+	return 0;
+}
+
+uint64_t precopy_dirty(const struct precopy *pc)
+{
+	return pc->dirty;
+}
+
+bool precopy_done(uint64_t dirty)
+{
+	return dirty <= PRECOPY_DONE_BYTES;
+}
+
+uint64_t precopy_tracked(const struct precopy *pc)
+{
+	return pc ? pc->first : 0;
+}
+
+void precopy_read_smaps(struct precopy *pc)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pc->pid);
+	free(pc->smaps);
+	pc->smaps = NULL;
+	if (read_file_full(path, &pc->smaps, NULL) < 0)
+		pc->smaps = NULL;
+}
+
+char *precopy_take_smaps(struct precopy *pc)
+{
+	char *t = pc ? pc->smaps : NULL;
+	if (pc)
+		pc->smaps = NULL;
+	return t;
+}
+
+int precopy_lookup(struct precopy *pc, struct vma *v)
+{
+	if (!pc || pc->uffd < 0)
+		return 0;
+	for (size_t i = 0; i < pc->n; i++) {
+		struct pc_area *a = &pc->a[i];
+		if (v->start >= a->start && v->end <= a->end) {
+			/* a later mmap over it is not registered: taken whole */
+			if (!v->uffd_wp)
+				return 0;
+			v->mirror = a->mirror + (v->start - a->start);
+			v->valid = a->valid + (v->start - a->start) / PAGE;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int precopy_fill(struct precopy *pc, const struct vma *v)
+{
+	/* the runs' pages that are not valid, back to back */
+	struct pc_region g[64];
+	size_t k = 0;
+	struct pc_area a = { .start = v->start, .end = v->end, .mirror = v->mirror, .valid = v->valid };
+	for (size_t i = 0; i < v->nruns; i++) {
+		uint64_t s = v->runs[i].off, e = s + v->runs[i].len;
+		for (uint64_t p = s; p < e;) {
+			if (v->valid[p / PAGE]) {
+				p += PAGE;
+				continue;
+			}
+			uint64_t q = p;
+			while (q < e && !v->valid[q / PAGE])
+				q += PAGE;
+			g[k++] = (struct pc_region){ v->start + p, v->start + q, 0 };
+			p = q;
+			if (k == ARRAY_SIZE(g)) {
+				int r = copy_runs(pc, &a, g, k, true);
+				if (r < 0)
+					return r;
+				k = 0;
+			}
+		}
+	}
+	return k ? copy_runs(pc, &a, g, k, true) : 0;
+}

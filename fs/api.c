@@ -1,0 +1,1881 @@
+/*
+ * The REST API: HTTP on a Unix socket (libmicrohttpd, one thread per
+ * connection), JSON in and out (jansson).
+ *
+ * Every request acts as the mount would for the same user: the caller is
+ * the peer of the connection (SO_PEERCRED), and the checks are the ones
+ * the FUSE operations make (access.c, snapview owners). A checkpoint runs
+ * through ctl_checkpoint() on a job thread counted with ctl's own
+ * (ctl_job_spawn), so that unmounting waits for it as for a ctl write.
+ *
+ * Resources (docs/API.md, docs/openapi.json):
+ *   GET    /v1/processes
+ *   POST   /v1/processes/{pid}/checkpoints   {"mode": "run"|"kill"|"stop"}
+ *   GET    /v1/jobs/{id}[?wait=SECONDS]
+ *   GET    /v1/snapshots
+ *   GET    /v1/snapshots/{pid}/{n}
+ *   DELETE /v1/snapshots/{pid}/{n}
+ *   GET    /v1/snapshots/{pid}/{n}/export    the snapshot as a tar stream
+ *   POST   /v1/restores?name=NAME            body: a tar stream (export's)
+ *   POST   /v1/restores                      {"name": N, "snapshot": "P/N"}
+ *   GET    /v1/restores/{name}               restore/<name>/status
+ *   GET    /v1/openapi.json
+ *   GET    /metrics
+ * Errors are RFC 9457 problem documents.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <ctype.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include "fs/fs-int.h"
+
+/* Largest request body taken: the API's bodies are a few fields. */
+#define API_BODY_MAX (64u * 1024)
+/* Longest long-poll of a job (?wait=). */
+#define API_WAIT_MAX_S 60
+/* A connection that sends or takes nothing for this long is closed. */
+#define API_IDLE_S 30
+#define API_CONN_MAX 512
+/* A request's head and JSON body must arrive within this from the
+ * connection's start (or its previous answer): a client that trickles
+ * them a byte at a time is dropped, not served forever. Tar uploads are
+ * bounded by API_IDLE_S between reads only: they are long by nature. */
+#define API_REQ_DEADLINE_NS (10ull * 1000000000)
+/* Finished jobs kept for GET /v1/jobs/{id}; the oldest go first. */
+#define API_JOBS_KEPT 1024
+
+extern const char api_openapi[];
+extern const size_t api_openapi_len;
+
+struct api_job {
+	uint64_t id;
+	pid_t pid;
+	uid_t caller;
+	enum engine_after after;
+	bool done;          /* api->lock, and so are all below */
+	int result;
+	uint32_t snap;
+	char error[512];
+	int64_t created, finished;
+	struct api_job *next;
+};
+
+/* One connection, for the deadline above (api->lock). */
+struct conn {
+	int fd;
+	uint64_t t0;     /* its start, or the end of its last answer */
+	bool answering;  /* the request arrived whole (or is an upload) */
+	bool dropped;
+	struct conn *next;
+};
+
+struct api {
+	struct fs *fs;
+	struct conn *conns;      /* lock */
+	pthread_t watchdog;
+	bool watchdog_started;
+	struct MHD_Daemon *mhd;
+	char *path;          /* the Unix socket's, unlinked at stop; NULL on TCP */
+	bool tcp;
+	char *token;         /* TCP: the bearer token every request must carry */
+	uid_t token_uid;     /* TCP: whom a request with it acts as: the token file's owner */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* a job ended, or quit */
+	bool quit;
+	struct api_job *jobs; /* newest first */
+	size_t njobs;
+	uint64_t next_id;
+	uint64_t requests[6]; /* by status class: 1xx..5xx, [0] unused */
+};
+
+/* One request's state between the calls MHD makes for it. */
+struct import;
+
+struct req {
+	char *body;
+	size_t len;
+	bool too_big;
+	bool cred_ok;
+	bool unauth;        /* TCP without the right token: 401 */
+	uid_t uid;
+	gid_t gid;
+	pid_t peer;
+	struct import *imp; /* a tar upload being read (POST /v1/restores?name=) */
+};
+
+static const char *const mode_names[] = {
+	[ENGINE_AFTER_RUN] = "run",
+	[ENGINE_AFTER_KILL] = "kill",
+	[ENGINE_AFTER_STOP] = "stop",
+};
+
+static void count(struct api *a, unsigned status)
+{
+	pthread_mutex_lock(&a->lock);
+	if (status >= 100 && status < 600)
+		a->requests[status / 100]++;
+	pthread_mutex_unlock(&a->lock);
+}
+
+static enum MHD_Result send_buf(struct api *a, struct MHD_Connection *c, unsigned status, const char *type,
+				char *buf, size_t len)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result r;
+
+	if (!resp) {
+		free(buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (status == 401)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	r = MHD_queue_response(c, status, resp);
+	MHD_destroy_response(resp);
+	count(a, status);
+	return r;
+}
+
+/* Sends j (reference taken over) as the body. */
+static enum MHD_Result send_json(struct api *a, struct MHD_Connection *c, unsigned status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	size_t len;
+
+	json_decref(j);
+	if (!s)
+		return MHD_NO;
+	len = strlen(s);
+	/* a newline, so that curl's output ends its line */
+	char *t = realloc(s, len + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[len] = '\n';
+	t[len + 1] = 0;
+	return send_buf(a, c, status, "application/json", t, len + 1);
+}
+
+static const char *status_title(unsigned status)
+{
+	switch (status) {
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 422: return "Unprocessable Content";
+	case 503: return "Service Unavailable";
+	default:  return "Internal Server Error";
+	}
+}
+
+/* An RFC 9457 problem document. */
+static enum MHD_Result __attribute__((format(printf, 4, 5)))
+problem(struct api *a, struct MHD_Connection *c, unsigned status, const char *fmt, ...)
+{
+	char *detail = NULL, *s;
+	va_list ap;
+	json_t *j;
+
+	va_start(ap, fmt);
+	if (vasprintf(&detail, fmt, ap) < 0)
+		detail = NULL;
+	va_end(ap);
+	j = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank", "title", status_title(status), "status",
+		      (int)status, "detail", detail ? detail : "");
+	free(detail);
+	s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!s)
+		return MHD_NO;
+	size_t len = strlen(s);
+	char *t = realloc(s, len + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[len] = '\n';
+	t[len + 1] = 0;
+	return send_buf(a, c, status, "application/problem+json", t, len + 1);
+}
+
+/* The HTTP status for an -errno from the daemon's own code. */
+static unsigned errno_status(int r)
+{
+	switch (-r) {
+	case EINVAL: return 400;
+	case EPERM: case EACCES: return 403;
+	case ENOENT: case ESRCH: return 404;
+	case EBUSY: case EEXIST: return 409;
+	case EFBIG: return 413;
+	default: return 500;
+	}
+}
+
+static enum MHD_Result problem_errno(struct api *a, struct MHD_Connection *c, int r, const char *what)
+{
+	const char *d = err_msg();
+	return problem(a, c, errno_status(r), "%s: %s%s%s", what, strerror(-r), *d ? ": " : "", d);
+}
+
+/* A decimal number with nothing else, not above max. */
+static bool parse_num(const char *s, uint64_t max, uint64_t *ret)
+{
+	if (!s || !*s || *s == '0' || strlen(s) > 20)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	return parse_u64(s, ret) >= 0 && *ret <= max;
+}
+
+/* ---- processes ----------------------------------------------------------- */
+
+static int comm_of(pid_t pid, char *buf, size_t size)
+{
+	char path[64];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return negerrno();
+	n = pread_full(fd, buf, size - 1, 0);
+	if (n < 0)
+		return (int)n;
+	buf[n] = 0;
+	if (n && buf[n - 1] == '\n')
+		buf[n - 1] = 0;
+	return 0;
+}
+
+static json_t *process_json(struct fs *fs, pid_t pid, uid_t uid)
+{
+	enum engine_phase phase;
+	uint64_t done, total;
+	char comm[64] = "";
+	json_t *j;
+
+	comm_of(pid, comm, sizeof(comm));
+	bool running = ctl_progress(fs, pid, &phase, &done, &total);
+	j = json_pack("{s:i, s:i, s:s, s:s}", "pid", (int)pid, "uid", (int)uid, "comm", comm, "state",
+		      running ? "checkpointing" : "idle");
+	if (j && running)
+		json_object_set_new(j, "phase", json_string(engine_phase_name(phase)));
+	return j;
+}
+
+struct plist {
+	struct fs *fs;
+	json_t *arr;
+};
+
+static int add_process(pid_t pid, void *ud)
+{
+	struct plist *l = ud;
+	uid_t uid = 0;
+
+	/* access_foreach_pid checked it; the owner is read again here */
+	if (!access_pid(l->fs, 0, pid, &uid))
+		return 0;
+	json_array_append_new(l->arr, process_json(l->fs, pid, uid));
+	return 0;
+}
+
+static enum MHD_Result get_processes(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	struct plist l = { a->fs, json_array() };
+	int r;
+
+	if (!l.arr)
+		return MHD_NO;
+	r = access_foreach_pid(a->fs, q->uid, add_process, &l);
+	if (r < 0) {
+		json_decref(l.arr);
+		return problem_errno(a, c, r, "listing processes");
+	}
+	return send_json(a, c, 200, json_pack("{s:o}", "processes", l.arr));
+}
+
+/* ---- jobs ------------------------------------------------------------------ */
+
+static json_t *job_json(struct api_job *j)
+{
+	json_t *o = json_pack("{s:I, s:s, s:i, s:s, s:s, s:I}", "id", (json_int_t)j->id, "kind", "checkpoint",
+			      "pid", (int)j->pid, "mode", mode_names[j->after], "state",
+			      !j->done ? "running" : j->result < 0 ? "failed" : "done", "created",
+			      (json_int_t)j->created);
+	if (!o)
+		return NULL;
+	if (j->done) {
+		json_object_set_new(o, "finished", json_integer(j->finished));
+		if (j->result < 0) {
+			json_object_set_new(o, "error", json_string(j->error));
+		} else {
+			char id[64];
+			snprintf(id, sizeof(id), "%d/%" PRIu32, j->pid, j->snap);
+			json_object_set_new(o, "snapshot", json_string(id));
+		}
+	}
+	return o;
+}
+
+/* Adds the engine's progress of a running job (outside api->lock: it
+ * takes fs->lock). */
+static void job_progress(struct api *a, json_t *o, pid_t pid)
+{
+	enum engine_phase phase;
+	uint64_t done, total;
+
+	if (!ctl_progress(a->fs, pid, &phase, &done, &total))
+		return;
+	json_object_set_new(o, "phase", json_string(engine_phase_name(phase)));
+	json_object_set_new(o, "bytes_done", json_integer((json_int_t)done));
+	json_object_set_new(o, "bytes_total", json_integer((json_int_t)total));
+}
+
+struct job_arg {
+	struct api *a;
+	struct api_job *j;
+};
+
+static void *job_run(void *arg)
+{
+	struct job_arg *ja = arg;
+	struct api *a = ja->a;
+	struct api_job *j = ja->j;
+	uint32_t n = 0;
+	uid_t owner = 0;
+	int r;
+
+	free(ja);
+	err_clear();
+	/* as ctl_command() does for a `checkpoint` line */
+	if (!access_pid(a->fs, j->caller, j->pid, &owner))
+		r = err_set(kill(j->pid, 0) < 0 && errno == ESRCH ? -ESRCH : -EPERM,
+			    "pid %d: no such process, or not yours", j->pid);
+	else
+		r = ctl_checkpoint(a->fs, j->pid, owner, j->after, false, &n);
+	const char *d = err_msg();
+	pthread_mutex_lock(&a->lock);
+	j->done = true;
+	j->result = r;
+	j->snap = n;
+	j->finished = time(NULL);
+	if (r < 0)
+		snprintf(j->error, sizeof(j->error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	ctl_job_end(a->fs);
+	return NULL;
+}
+
+/* Drops the oldest finished jobs beyond API_JOBS_KEPT (a->lock held). */
+static void jobs_trim_locked(struct api *a)
+{
+	struct api_job **pp = &a->jobs;
+	size_t i = 0;
+
+	if (a->njobs <= API_JOBS_KEPT)
+		return;
+	for (; *pp; i++) {
+		struct api_job *j = *pp;
+		if (i >= API_JOBS_KEPT && j->done) {
+			*pp = j->next;
+			free(j);
+			a->njobs--;
+			continue;
+		}
+		pp = &j->next;
+	}
+}
+
+static enum MHD_Result post_checkpoint(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	enum engine_after after = ENGINE_AFTER_RUN;
+	json_error_t jerr;
+	json_t *body = NULL;
+	struct api_job *j;
+	struct job_arg *ja;
+	uid_t owner;
+	int r;
+
+	if (q->too_big)
+		return problem(a, c, 413, "request body larger than %u bytes", API_BODY_MAX);
+	if (q->len) {
+		body = json_loadb(q->body, q->len, JSON_REJECT_DUPLICATES, &jerr);
+		if (!body)
+			return problem(a, c, 400, "body: not JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+				       jerr.column);
+		if (!json_is_object(body)) {
+			json_decref(body);
+			return problem(a, c, 400, "body: a JSON object expected");
+		}
+		const char *k;
+		json_t *v;
+		json_object_foreach(body, k, v) {
+			if (strcmp(k, "mode")) {
+				enum MHD_Result res = problem(a, c, 400, "body: unknown field '%s' (known: mode)", k);
+				json_decref(body);
+				return res;
+			}
+			const char *m = json_string_value(v);
+			if (m && !strcmp(m, "run"))
+				after = ENGINE_AFTER_RUN;
+			else if (m && !strcmp(m, "kill"))
+				after = ENGINE_AFTER_KILL;
+			else if (m && !strcmp(m, "stop"))
+				after = ENGINE_AFTER_STOP;
+			else {
+				json_decref(body);
+				return problem(a, c, 400, "body: mode must be \"run\", \"kill\" or \"stop\"");
+			}
+		}
+		json_decref(body);
+	}
+	if (!access_pid(a->fs, q->uid, pid, &owner)) {
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			return problem(a, c, 404, "pid %d: no such process", pid);
+		return problem(a, c, 403, "pid %d: not yours", pid);
+	}
+	/* ctl refuses a second checkpoint of one pid; so does this, before
+	 * making a job for it. One that starts meanwhile makes the job fail
+	 * with EBUSY, as a second ctl write would. */
+	if (ctl_progress(a->fs, pid, NULL, NULL, NULL))
+		return problem(a, c, 409, "pid %d: a checkpoint is already running", pid);
+	if (fault_hit(FAULT_FS_API_JOB))
+		return problem(a, c, 503, "pid %d: cannot start a checkpoint: injected fault", pid);
+
+	j = calloc(1, sizeof(*j));
+	ja = malloc(sizeof(*ja));
+	if (!j || !ja) {
+		free(j);
+		free(ja);
+		return problem(a, c, 500, "out of memory");
+	}
+	j->pid = pid;
+	j->caller = q->uid;
+	j->after = after;
+	j->created = time(NULL);
+	pthread_mutex_lock(&a->lock);
+	j->id = ++a->next_id;
+	j->next = a->jobs;
+	a->jobs = j;
+	a->njobs++;
+	jobs_trim_locked(a);
+	pthread_mutex_unlock(&a->lock);
+	*ja = (struct job_arg){ a, j };
+	r = ctl_job_spawn(a->fs, job_run, ja);
+	if (r < 0) {
+		free(ja);
+		pthread_mutex_lock(&a->lock);
+		j->done = true;
+		j->result = r;
+		j->finished = time(NULL);
+		snprintf(j->error, sizeof(j->error), "%s: cannot start a thread", strerror(-r));
+		pthread_mutex_unlock(&a->lock);
+		return problem(a, c, 503, "pid %d: cannot start a checkpoint: %s", pid, strerror(-r));
+	}
+	log_info("pid %d: checkpoint (%s) requested through the API by uid %u: job %" PRIu64, pid,
+		 mode_names[after], (unsigned)q->uid, j->id);
+
+	pthread_mutex_lock(&a->lock);
+	json_t *o = job_json(j);
+	pthread_mutex_unlock(&a->lock);
+	if (!o)
+		return MHD_NO;
+	char loc[64];
+	snprintf(loc, sizeof(loc), "/v1/jobs/%" PRIu64, j->id);
+	json_object_set_new(o, "href", json_string(loc));
+	return send_json(a, c, 202, o);
+}
+
+static struct api_job *job_find_locked(struct api *a, uint64_t id)
+{
+	for (struct api_job *j = a->jobs; j; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+static enum MHD_Result get_job(struct api *a, struct MHD_Connection *c, struct req *q, const char *ids)
+{
+	const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+	uint64_t id, wait = 0;
+	struct api_job *j;
+
+	if (!parse_num(ids, UINT64_MAX, &id))
+		return problem(a, c, 400, "job '%s': not a job number", ids);
+	if (w && strcmp(w, "0") && !parse_num(w, UINT32_MAX, &wait))
+		return problem(a, c, 400, "wait: '%s' is not a number of seconds", w);
+	wait = MIN(wait, (uint64_t)API_WAIT_MAX_S);
+
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)wait;
+	pthread_mutex_lock(&a->lock);
+	j = job_find_locked(a, id);
+	/* another user's job is not there for the caller, as another user's
+	 * snapshot is not in the mount */
+	if (!j || !access_owner(q->uid, j->caller)) {
+		pthread_mutex_unlock(&a->lock);
+		return problem(a, c, 404, "job %" PRIu64 ": no such job", id);
+	}
+	while (!j->done && !a->quit && wait)
+		if (pthread_cond_timedwait(&a->cond, &a->lock, &until) == ETIMEDOUT)
+			break;
+	json_t *o = job_json(j);
+	bool running = !j->done;
+	pid_t pid = j->pid;
+	pthread_mutex_unlock(&a->lock);
+	if (!o)
+		return MHD_NO;
+	if (running)
+		job_progress(a, o, pid);
+	return send_json(a, c, 200, o);
+}
+
+/* ---- snapshots ------------------------------------------------------------- */
+
+static int add_snap(pid_t pid, uint32_t n, const struct store_snap_info *info, void *ud)
+{
+	char id[64];
+
+	snprintf(id, sizeof(id), "%d/%" PRIu32, pid, n);
+	return json_array_append_new(ud, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:i}", "id", id, "pid",
+						   (int)pid, "n", (int)n, "created", (json_int_t)info->created,
+						   "size", (json_int_t)info->size, "allocated",
+						   (json_int_t)info->allocated, "stored",
+						   (json_int_t)info->stored, "files", (int)info->files)) < 0
+		       ? -ENOMEM
+		       : 0;
+}
+
+static enum MHD_Result get_snapshots(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	json_t *arr = json_array();
+	int r;
+
+	if (!arr)
+		return MHD_NO;
+	r = snap_foreach(a->fs, 0, q->uid, add_snap, arr);
+	if (r < 0) {
+		json_decref(arr);
+		return problem_errno(a, c, r, "listing snapshots");
+	}
+	return send_json(a, c, 200, json_pack("{s:o}", "snapshots", arr));
+}
+
+/* Parses {pid}/{n} of a snapshot's path and opens it for the caller:
+ * NULL after a problem was sent (*res). */
+static struct snapview *snap_open(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
+				  const char *ns, enum MHD_Result *res)
+{
+	uint64_t pid, n;
+	struct snapview *v;
+	int r;
+
+	if (!parse_num(ps, INT32_MAX, &pid) || !parse_num(ns, UINT32_MAX, &n)) {
+		*res = problem(a, c, 400, "snapshot '%s/%s': not PID/N", ps, ns);
+		return NULL;
+	}
+	r = snapview_get(a->fs, (pid_t)pid, (uint32_t)n, &v);
+	if (r == -ENOENT) {
+		*res = problem(a, c, 404, "snapshot %s/%s: no such snapshot", ps, ns);
+		return NULL;
+	}
+	if (r < 0) {
+		*res = problem_errno(a, c, r, "snapshot");
+		return NULL;
+	}
+	if (!access_owner(q->uid, v->owner)) {
+		snapview_put(a->fs, v);
+		*res = problem(a, c, 403, "snapshot %s/%s: not yours", ps, ns);
+		return NULL;
+	}
+	return v;
+}
+
+static enum MHD_Result get_snapshot(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
+				    const char *ns)
+{
+	enum MHD_Result res = MHD_NO;
+	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
+	uint64_t size = 0, alloc = 0, stored = 0;
+	json_t *files, *o;
+	char id[64];
+
+	if (!v)
+		return res;
+	files = json_array();
+	for (size_t i = 0; files && i < v->nfiles; i++) {
+		const struct store_stat *st = &v->files[i].st;
+		size += st->size;
+		alloc += st->allocated;
+		stored += st->stored;
+		json_array_append_new(files, json_pack("{s:s, s:I, s:I}", "path", v->files[i].path, "size",
+						       (json_int_t)st->size, "allocated",
+						       (json_int_t)st->allocated));
+	}
+	snprintf(id, sizeof(id), "%d/%" PRIu32, v->pid, v->n);
+	o = json_pack("{s:s, s:i, s:i, s:i, s:I, s:I, s:I, s:o}", "id", id, "pid", (int)v->pid, "n", (int)v->n,
+		      "owner", (int)v->owner, "size", (json_int_t)size, "allocated", (json_int_t)alloc, "stored",
+		      (json_int_t)stored, "files", files);
+	snapview_put(a->fs, v);
+	return send_json(a, c, 200, o);
+}
+
+static enum MHD_Result delete_snapshot(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
+				       const char *ns)
+{
+	enum MHD_Result res = MHD_NO;
+	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
+	pid_t pid;
+	uint32_t n;
+	int r;
+
+	if (!v)
+		return res;
+	pid = v->pid;
+	n = v->n;
+	snapview_put(a->fs, v);
+	err_clear();
+	/* as rmdir of /<pid>/<n> in the mount */
+	r = snapview_delete(a->fs, pid, n);
+	if (r < 0) {
+		log_err_errno(r, "snapshot %d/%" PRIu32 ": cannot delete: %s", pid, n, err_msg());
+		return problem_errno(a, c, r, "snapshot");
+	}
+	/* The kernel keeps snapshot entries for a while (they never change
+	 * while they exist): tell it this one is gone, so that the mount
+	 * agrees with the API at once. From this thread, not the FUSE
+	 * loop's, as the call requires. */
+	char name[16];
+	struct node_id pid_dir = { .kind = NODE_PID, .pid = pid };
+	int len = snprintf(name, sizeof(name), "%" PRIu32, n);
+	fuse_lowlevel_notify_inval_entry(a->fs->se, node_ino_of(&pid_dir), name, (size_t)len);
+	log_info("snapshot %d/%" PRIu32 " deleted through the API by uid %u", pid, n, (unsigned)q->uid);
+	return send_buf(a, c, 204, "application/json", NULL, 0);
+}
+
+/* ---- export, import, restores --------------------------------------------- */
+
+/* Restore names: what a directory under restore/ may be called, and no
+ * more (no '/', no "..", no dot first). */
+static bool restore_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return false;
+	return true;
+}
+
+static const char zeros[64 * 1024];
+
+struct export {
+	struct api *a;
+	struct snapview *v;
+	int fd; /* the pipe's write end */
+};
+
+static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
+{
+	struct export *x = ud;
+	int r = write_full(x->fd, buf, len);
+	if (r < 0) {
+		archive_set_error(ar, -r, "%s", strerror(-r));
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+/* Writes file f of the snapshot as one pax entry: its data ranges as a
+ * sparse map, so that holes take no room in the stream nor on the
+ * receiving side. */
+static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, const struct snap_file *sf,
+		       char *buf, size_t bufsize)
+{
+	struct store_file *f = NULL;
+	uint64_t size = sf->st.size;
+	int r;
+
+	r = store_file_open(x->v->snap, sf->path, &f);
+	if (r < 0)
+		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, sf->path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0600);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_set_mtime(e, x->a->fs->started, 0);
+	if (sf->st.allocated < size) {
+		uint64_t off = 0;
+		while (off < size) {
+			int64_t d = store_file_seek(f, off, SEEK_DATA);
+			if (d == -ENXIO)
+				break;
+			if (d < 0) {
+				r = (int)d;
+				goto out;
+			}
+			int64_t h = store_file_seek(f, (uint64_t)d, SEEK_HOLE);
+			if (h < 0) {
+				r = (int)h;
+				goto out;
+			}
+			archive_entry_sparse_add_entry(e, d, h - d);
+			off = (uint64_t)h;
+		}
+		/* a file of holes only still needs an entry for its size */
+		if (archive_entry_sparse_count(e) == 0)
+			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
+	}
+	if (archive_write_header(ar, e) != ARCHIVE_OK) {
+		r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+		goto out;
+	}
+	/* The pax writer takes the whole logical file and skips the holes
+	 * of the sparse map: they are fed from zeros, not read. */
+	for (uint64_t off = 0; off < size;) {
+		int64_t d = sf->st.allocated < size ? store_file_seek(f, off, SEEK_DATA) : (int64_t)off;
+		if (d == -ENXIO)
+			d = (int64_t)size;
+		if (d < 0) {
+			r = (int)d;
+			goto out;
+		}
+		while (off < (uint64_t)d) {
+			size_t n = (size_t)MIN((uint64_t)d - off, (uint64_t)sizeof(zeros));
+			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n) {
+				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+				goto out;
+			}
+			off += n;
+		}
+		if (off >= size)
+			break;
+		int64_t h = sf->st.allocated < size ? store_file_seek(f, off, SEEK_HOLE) : (int64_t)size;
+		if (h < 0) {
+			r = (int)h;
+			goto out;
+		}
+		while (off < (uint64_t)h) {
+			ssize_t n = store_file_pread(f, buf, (size_t)MIN((uint64_t)h - off, (uint64_t)bufsize), off);
+			if (n <= 0) {
+				r = n < 0 ? err_set((int)n, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror((int)-n))
+					  : err_set(-EIO, "%s: shorter than its size", sf->path);
+				goto out;
+			}
+			if (archive_write_data(ar, buf, (size_t)n) != n) {
+				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+				goto out;
+			}
+			off += (uint64_t)n;
+		}
+	}
+	r = 0;
+out:
+	store_file_close(f);
+	return r;
+}
+
+static void *export_run(void *arg)
+{
+	struct export *x = arg;
+	struct archive *ar = archive_write_new();
+	struct archive_entry *e = archive_entry_new();
+	_cleanup_free_ char *buf = malloc(FS_IO_SIZE);
+	int r = 0;
+
+	err_clear();
+	if (!ar || !e || !buf || archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
+	    archive_write_set_bytes_per_block(ar, (int)FS_IO_SIZE) != ARCHIVE_OK ||
+	    archive_write_open(ar, x, NULL, export_write, NULL) != ARCHIVE_OK) {
+		r = err_set(-ENOMEM, "cannot start the tar stream");
+		goto out;
+	}
+	for (size_t i = 0; i < x->v->nfiles && r >= 0; i++)
+		r = export_file(x, ar, e, &x->v->files[i], buf, FS_IO_SIZE);
+	if (r >= 0 && archive_write_close(ar) != ARCHIVE_OK)
+		r = err_set(-EIO, "%s", archive_error_string(ar));
+out:
+	/* A failure ends the stream short: the client sees a truncated tar
+	 * (and the importer refuses it), never a whole-looking wrong one. */
+	if (r < 0)
+		log_warn("snapshot %d/%" PRIu32 ": export ended early: %s", x->v->pid, x->v->n, err_msg());
+	archive_entry_free(e);
+	if (ar)
+		archive_write_free(ar);
+	close(x->fd);
+	snapview_put(x->a->fs, x->v);
+	struct fs *fs = x->a->fs;
+	free(x);
+	ctl_job_end(fs);
+	return NULL;
+}
+
+static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
+				  const char *ns)
+{
+	enum MHD_Result res = MHD_NO;
+	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
+	struct MHD_Response *resp;
+	struct export *x;
+	int p[2], r;
+
+	if (!v)
+		return res;
+	x = malloc(sizeof(*x));
+	if (!x || pipe2(p, O_CLOEXEC) < 0) {
+		free(x);
+		snapview_put(a->fs, v);
+		return problem(a, c, 500, "snapshot %s/%s: cannot export: %m", ps, ns);
+	}
+	/* the tar is made on a thread of its own into a pipe, which MHD
+	 * sends as it fills: nothing of the snapshot is held in memory or
+	 * on disk */
+	/* a pipe as large as a store read: fewer wake-ups on both ends
+	 * (without the right to grow it, the default stays) */
+	fcntl(p[1], F_SETPIPE_SZ, (int)FS_IO_SIZE);
+	*x = (struct export){ a, v, p[1] };
+	r = ctl_job_spawn(a->fs, export_run, x);
+	if (r < 0) {
+		close(p[0]);
+		close(p[1]);
+		snapview_put(a->fs, v);
+		free(x);
+		return problem(a, c, 503, "snapshot %s/%s: cannot export: %s", ps, ns, strerror(-r));
+	}
+	resp = MHD_create_response_from_pipe(p[0]);
+	if (!resp) {
+		close(p[0]);
+		return MHD_NO;
+	}
+	char disp[96];
+	snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%s.tar\"", ps, ns);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-tar");
+	MHD_add_response_header(resp, "Content-Disposition", disp);
+	res = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	count(a, 200);
+	return res;
+}
+
+/* An upload being unpacked into restore/<name>/: the request's handler
+ * writes the body into a pipe, a thread reads the tar from it. */
+struct import {
+	struct api *a;
+	uid_t uid;
+	gid_t gid;
+	char name[72];
+	int wfd, rfd;
+	pthread_t thread;
+	bool started;
+	int result;         /* the thread's */
+	unsigned status;    /* its HTTP status when it failed */
+	char why[600];
+	char *wbuf;         /* FS_IO_SIZE: writes gathered for the store */
+};
+
+static int make_dirs(struct import *im, const char *path, bool self)
+{
+	char buf[1100];
+	size_t n = strlen(path);
+	int r;
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *s = buf; (s = strchr(s, '/')); s++) {
+		*s = 0;
+		r = restore_subdir(im->a->fs, im->uid, im->name, buf);
+		*s = '/';
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+	if (self) {
+		r = restore_subdir(im->a->fs, im->uid, im->name, buf);
+		if (r < 0 && r != -EEXIST)
+			return r;
+	}
+	return 0;
+}
+
+/* Unpacks one tar stream into the restore; refuses (422) anything that
+ * is not a plain file or directory inside it, and a stream that ends
+ * early or whose data does not match its headers. */
+static int import_tar(struct import *im)
+{
+	struct archive *ar = archive_read_new();
+	struct archive_entry *e;
+	int r = 0, ar_r;
+
+	if (!ar)
+		return -ENOMEM;
+	archive_read_support_format_tar(ar);
+	if (archive_read_open_fd(ar, im->rfd, FS_IO_SIZE) != ARCHIVE_OK) {
+		r = err_set(-EINVAL, "not a tar stream: %s", archive_error_string(ar));
+		goto out;
+	}
+	while ((ar_r = archive_read_next_header(ar, &e)) == ARCHIVE_OK) {
+		const char *path = archive_entry_pathname(e);
+		char clean[1100];
+		size_t n;
+
+		if (!path)
+			path = "";
+		while (!strncmp(path, "./", 2))
+			path += 2;
+		n = strlen(path);
+		if (n >= sizeof(clean)) {
+			r = err_set(-EINVAL, "%.64s...: path too long", path);
+			goto out;
+		}
+		memcpy(clean, path, n + 1);
+		bool dir = archive_entry_filetype(e) == AE_IFDIR;
+		if (dir && n && clean[n - 1] == '/')
+			clean[--n] = 0;
+		if (dir && n == 0)
+			continue;
+		if (archive_entry_hardlink(e) || archive_entry_symlink(e) ||
+		    (!dir && archive_entry_filetype(e) != AE_IFREG)) {
+			r = err_set(-EINVAL, "%s: not a plain file or directory (links and devices are refused)", clean);
+			goto out;
+		}
+		if (store_path_valid(clean) < 0) {
+			r = err_set(-EINVAL, "%s: not a path inside a snapshot: %s", clean, err_msg());
+			goto out;
+		}
+		if (dir) {
+			r = make_dirs(im, clean, true);
+			if (r < 0) {
+				r = err_set(r, "%s: %s", clean, strerror(-r));
+				goto out;
+			}
+			continue;
+		}
+		if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0) {
+			r = err_set(-EINVAL, "%s: no size", clean);
+			goto out;
+		}
+		uint64_t size = (uint64_t)archive_entry_size(e);
+		struct rfile *rf = NULL;
+		r = make_dirs(im, clean, false);
+		if (r >= 0)
+			r = restore_create(im->a->fs, im->uid, im->name, clean, &rf);
+		if (r < 0) {
+			r = err_set(r == -EEXIST ? -EINVAL : r, "%s: %s", clean,
+				    r == -EEXIST ? "twice in the stream" : strerror(-r));
+			goto out;
+		}
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int br;
+		/* libarchive hands out pieces cut at its own block edges; the
+		 * store's fast path takes block-aligned writes, so pieces are
+		 * gathered into runs of up to FS_IO_SIZE first */
+		uint64_t woff = 0;
+		size_t wlen = 0;
+		while ((br = archive_read_data_block(ar, &buf, &len, &off)) == ARCHIVE_OK) {
+			if (off < 0 || (uint64_t)off + len > size) {
+				r = err_set(-EINVAL, "%s: data beyond its size of %" PRIu64 " bytes", clean, size);
+				break;
+			}
+			while (len) {
+				if (wlen && ((uint64_t)off != woff + wlen || wlen == FS_IO_SIZE)) {
+					r = restore_write(rf, im->wbuf, wlen, woff);
+					wlen = 0;
+					if (r < 0)
+						break;
+				}
+				if (!wlen)
+					woff = (uint64_t)off;
+				size_t n = MIN(len, FS_IO_SIZE - wlen);
+				memcpy(im->wbuf + wlen, buf, n);
+				wlen += n;
+				buf = (const char *)buf + n;
+				len -= n;
+				off += (la_int64_t)n;
+			}
+			if (r < 0)
+				break;
+		}
+		if (r >= 0 && wlen)
+			r = restore_write(rf, im->wbuf, wlen, woff);
+		if (r < 0 && !*err_msg())
+			err_set(r, "%s", strerror(-r));
+		if (r < 0)
+			r = err_set(r, "%s: %s", clean, err_msg());
+		if (r >= 0 && br != ARCHIVE_EOF)
+			r = err_set(-EINVAL, "%s: %s", clean, archive_error_string(ar) ?: "cannot read its data");
+		if (r >= 0)
+			r = restore_extend(rf, size);
+		int rr = restore_release(im->a->fs, rf);
+		if (r >= 0 && rr < 0)
+			r = err_set(rr, "%s: %s", clean, *err_msg() ? err_msg() : strerror(-rr));
+		if (r < 0)
+			goto out;
+	}
+	if (ar_r != ARCHIVE_EOF)
+		r = err_set(-EINVAL, "the tar stream: %s", archive_error_string(ar) ?: "malformed");
+out:
+	archive_read_free(ar);
+	return r;
+}
+
+static void *import_run(void *arg)
+{
+	struct import *im = arg;
+	char drain[4096];
+
+	err_clear();
+	im->result = import_tar(im);
+	if (im->result < 0) {
+		snprintf(im->why, sizeof(im->why), "%s", err_msg());
+		im->status = im->result == -EINVAL ? 422 : errno_status(im->result);
+	}
+	/* whatever follows is read and dropped, so that the upload ends
+	 * and the client gets its answer */
+	while (read(im->rfd, drain, sizeof(drain)) > 0)
+		;
+	return NULL;
+}
+
+static enum MHD_Result import_begin(struct api *a, struct MHD_Connection *c, struct req *q, const char *name)
+{
+	struct import *im;
+	int p[2], r;
+
+	if (!name || !restore_name_ok(name))
+		return problem(a, c, 400, "restore name '%s': letters, digits, '.', '_', '-', not first '.' or '-', at most 64",
+			       name ? name : "");
+	im = calloc(1, sizeof(*im));
+	if (!im || !(im->wbuf = malloc(FS_IO_SIZE))) {
+		free(im);
+		return MHD_NO;
+	}
+	im->a = a;
+	im->uid = q->uid;
+	im->gid = q->gid;
+	im->wfd = im->rfd = -1;
+	snprintf(im->name, sizeof(im->name), "%s", name);
+	err_clear();
+	r = restore_mkdir(a->fs, q->uid, q->gid, name);
+	if (r < 0) {
+		free(im->wbuf);
+		free(im);
+		if (r == -EEXIST)
+			return problem(a, c, 409, "restore %s: exists already", name);
+		return problem_errno(a, c, r, name);
+	}
+	/* ?options=accept-changed-files,lazy: restore/<name>/ctl's words */
+	const char *opts = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "options");
+	if (opts && *opts) {
+		char line[128];
+		snprintf(line, sizeof(line), "%s", opts);
+		for (char *s = line; *s; s++)
+			if (*s == ',')
+				*s = ' ';
+		r = restore_ctl(a->fs, q->uid, name, line, strlen(line));
+		if (r < 0) {
+			restore_rmdir(a->fs, q->uid, name);
+			free(im->wbuf);
+			free(im);
+			return problem(a, c, 400, "restore %s: options '%s': %s", name, opts,
+				       *err_msg() ? err_msg() : strerror(-r));
+		}
+	}
+	if (pipe2(p, O_CLOEXEC) < 0 ||
+	    (im->rfd = p[0], im->wfd = p[1], fcntl(p[1], F_SETPIPE_SZ, (int)FS_IO_SIZE), pthread_create(&im->thread, NULL, import_run, im) != 0)) {
+		if (im->rfd >= 0) {
+			close(im->rfd);
+			close(im->wfd);
+		}
+		restore_rmdir(a->fs, q->uid, name);
+		free(im->wbuf);
+		free(im);
+		return problem(a, c, 503, "restore %s: cannot start the import", name);
+	}
+	im->started = true;
+	q->imp = im;
+	return MHD_YES;
+}
+
+/* Ends the import: the stream is closed, the thread joined; *ok says
+ * whether every file arrived. On failure the restore is removed: a
+ * refused upload leaves nothing. */
+static bool import_end(struct api *a, struct import *im)
+{
+	if (im->wfd >= 0)
+		close(im->wfd);
+	im->wfd = -1;
+	if (im->started)
+		pthread_join(im->thread, NULL);
+	im->started = false;
+	close(im->rfd);
+	im->rfd = -1;
+	if (im->result < 0 || im->status) {
+		restore_rmdir(a->fs, im->uid, im->name);
+		return false;
+	}
+	return true;
+}
+
+static json_t *restore_json(struct api *a, uid_t uid, const char *name)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	char href[128];
+
+	if (restore_status(a->fs, uid, name, &text, &len) < 0)
+		return NULL;
+	char *nl = strchr(text, '\n');
+	snprintf(href, sizeof(href), "/v1/restores/%s", name);
+	json_t *o = json_pack("{s:s, s:s%, s:s, s:s}", "name", name, "status", text,
+			      nl ? (size_t)(nl - text) : len, "text", text, "href", href);
+	return o;
+}
+
+static enum MHD_Result import_finish(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	struct import *im = q->imp;
+	enum MHD_Result res;
+
+	q->imp = NULL;
+	if (!import_end(a, im)) {
+		log_warn("restore %s: upload refused: %s", im->name, im->why);
+		res = problem(a, c, im->status ? im->status : 500, "restore %s: %s", im->name, im->why);
+	} else {
+		log_info("restore %s: tar stream received through the API from uid %u", im->name, (unsigned)im->uid);
+		json_t *o = restore_json(a, im->uid, im->name);
+		res = o ? send_json(a, c, 202, o) : problem(a, c, 500, "restore %s: no status", im->name);
+	}
+	free(im->wbuf);
+	free(im);
+	return res;
+}
+
+/* POST /v1/restores {"name": N, "snapshot": "P/N"}: the stored
+ * snapshot's files copied into restore/N/, as cp -r would. */
+static enum MHD_Result post_restore_snapshot(struct api *a, struct MHD_Connection *c, struct req *q)
+{
+	const char *name = NULL, *snap = NULL, *k;
+	json_error_t jerr;
+	json_t *body, *v;
+	char ps[16], ns[16];
+
+	if (q->too_big)
+		return problem(a, c, 413, "request body larger than %u bytes", API_BODY_MAX);
+	body = json_loadb(q->body ? q->body : "", q->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
+		return problem(a, c, 400, "body: not JSON: %s", jerr.text);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: a JSON object expected");
+	}
+	json_object_foreach(body, k, v) {
+		if (!strcmp(k, "name") && json_is_string(v))
+			name = json_string_value(v);
+		else if (!strcmp(k, "snapshot") && json_is_string(v))
+			snap = json_string_value(v);
+		else {
+			enum MHD_Result res = problem(a, c, 400, "body: unknown field or not a string: '%s' (known: name, snapshot)", k);
+			json_decref(body);
+			return res;
+		}
+	}
+	if (!name || !snap || sscanf(snap, "%15[0-9]/%15[0-9]", ps, ns) != 2 ||
+	    strlen(ps) + strlen(ns) + 1 != strlen(snap)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: name and snapshot (\"PID/N\") are needed");
+	}
+	enum MHD_Result res = MHD_NO;
+	struct snapview *sv = snap_open(a, c, q, ps, ns, &res);
+	if (!sv) {
+		json_decref(body);
+		return res;
+	}
+	if (!restore_name_ok(name)) {
+		snapview_put(a->fs, sv);
+		res = problem(a, c, 400, "restore name '%s': letters, digits, '.', '_', '-', not first '.' or '-', at most 64",
+			      name);
+		json_decref(body);
+		return res;
+	}
+	/* the export's tar stream, read back by the import: one path for
+	 * both, and for the upload */
+	struct req sub = *q;
+	sub.imp = NULL;
+	res = import_begin(a, c, &sub, name);
+	if (!sub.imp) {
+		snapview_put(a->fs, sv);
+		json_decref(body);
+		return res;
+	}
+	struct export *x = malloc(sizeof(*x));
+	if (!x) {
+		snapview_put(a->fs, sv);
+	} else {
+		*x = (struct export){ a, sv, sub.imp->wfd };
+		sub.imp->wfd = -1; /* the export closes it */
+		if (ctl_job_spawn(a->fs, export_run, x) < 0) {
+			close(x->fd);
+			snapview_put(a->fs, sv);
+			free(x);
+			sub.imp->result = -EAGAIN;
+			snprintf(sub.imp->why, sizeof(sub.imp->why), "cannot start a thread");
+		}
+	}
+	json_decref(body);
+	q->imp = sub.imp;
+	return import_finish(a, c, q);
+}
+
+static enum MHD_Result get_restore(struct api *a, struct MHD_Connection *c, struct req *q, const char *name)
+{
+	if (!restore_name_ok(name))
+		return problem(a, c, 400, "restore name '%s': not a restore name", name);
+	json_t *o = restore_json(a, q->uid, name);
+	if (!o)
+		return problem(a, c, 404, "restore %s: no such restore", name);
+	return send_json(a, c, 200, o);
+}
+
+/* ---- metrics --------------------------------------------------------------- */
+
+static enum MHD_Result get_metrics(struct api *a, struct MHD_Connection *c)
+{
+	static const double bounds[FS_CKPT_BUCKETS] = FS_CKPT_BUCKET_BOUNDS;
+	struct fs_ckpt_stats s;
+	struct store_stats ss = { 0 };
+	uint64_t req[6];
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return MHD_NO;
+	pthread_mutex_lock(&a->fs->lock);
+	s = a->fs->ckpt_stats;
+	pthread_mutex_unlock(&a->fs->lock);
+	pthread_mutex_lock(&a->lock);
+	memcpy(req, a->requests, sizeof(req));
+	pthread_mutex_unlock(&a->lock);
+	bool have_store = store_stats(a->fs->store, &ss) >= 0;
+
+	fprintf(f, "# HELP ckptfs_checkpoints_total Checkpoints taken by this daemon (ctl, policies, API), by result.\n"
+		   "# TYPE ckptfs_checkpoints_total counter\n"
+		   "ckptfs_checkpoints_total{result=\"ok\"} %" PRIu64 "\n"
+		   "ckptfs_checkpoints_total{result=\"failed\"} %" PRIu64 "\n",
+		s.ok, s.failed);
+	fprintf(f, "# HELP ckptfs_checkpoint_duration_seconds Time from start to durable snapshot of successful checkpoints.\n"
+		   "# TYPE ckptfs_checkpoint_duration_seconds histogram\n");
+	uint64_t cum = 0;
+	for (size_t i = 0; i < FS_CKPT_BUCKETS; i++) {
+		cum += s.buckets[i];
+		fprintf(f, "ckptfs_checkpoint_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", bounds[i], cum);
+	}
+	fprintf(f, "ckptfs_checkpoint_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+		   "ckptfs_checkpoint_duration_seconds_sum %.6f\n"
+		   "ckptfs_checkpoint_duration_seconds_count %" PRIu64 "\n",
+		s.ok, (double)s.sum_ns / 1e9, s.ok);
+	fprintf(f, "# HELP ckptfs_checkpoint_bytes_total Bytes of snapshot files written by successful checkpoints.\n"
+		   "# TYPE ckptfs_checkpoint_bytes_total counter\n"
+		   "ckptfs_checkpoint_bytes_total %" PRIu64 "\n",
+		s.bytes);
+	if (have_store) {
+		fprintf(f, "# HELP ckptfs_store_snapshots Snapshots in the store.\n"
+			   "# TYPE ckptfs_store_snapshots gauge\n"
+			   "ckptfs_store_snapshots %" PRIu64 "\n"
+			   "# HELP ckptfs_store_chunk_bytes Uncompressed bytes of the store's live chunks.\n"
+			   "# TYPE ckptfs_store_chunk_bytes gauge\n"
+			   "ckptfs_store_chunk_bytes %" PRIu64 "\n"
+			   "# HELP ckptfs_store_stored_bytes Compressed bytes of the store's live chunks.\n"
+			   "# TYPE ckptfs_store_stored_bytes gauge\n"
+			   "ckptfs_store_stored_bytes %" PRIu64 "\n"
+			   "# HELP ckptfs_store_pack_bytes Bytes of the store's pack files, dead chunks included.\n"
+			   "# TYPE ckptfs_store_pack_bytes gauge\n"
+			   "ckptfs_store_pack_bytes %" PRIu64 "\n",
+			ss.snapshots, ss.chunk_bytes, ss.stored_bytes, ss.pack_bytes);
+	}
+	fprintf(f, "# HELP ckptfs_api_requests_total API requests answered, by status class.\n"
+		   "# TYPE ckptfs_api_requests_total counter\n");
+	for (int i = 1; i < 6; i++)
+		fprintf(f, "ckptfs_api_requests_total{code=\"%dxx\"} %" PRIu64 "\n", i, req[i]);
+	if (fclose(f) != 0) {
+		free(buf);
+		return MHD_NO;
+	}
+	return send_buf(a, c, 200, "text/plain; version=0.0.4", buf, len);
+}
+
+/* ---- the deadline of a request's arrival ------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct api *a = cls;
+	struct conn *k = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k = calloc(1, sizeof(*k));
+		if (!k || !ci) {
+			free(k);
+			return; /* unwatched: the idle bound still holds */
+		}
+		k->fd = ci->connect_fd;
+		k->t0 = now_ns();
+		pthread_mutex_lock(&a->lock);
+		k->next = a->conns;
+		a->conns = k;
+		pthread_mutex_unlock(&a->lock);
+		*socket_context = k;
+		return;
+	}
+	if (!k)
+		return;
+	/* closed: MHD closes the fd after this returns, so the watchdog,
+	 * which shuts fds down under the lock, never touches a reused one */
+	pthread_mutex_lock(&a->lock);
+	for (struct conn **pp = &a->conns; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+	free(k);
+	*socket_context = NULL;
+}
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
+
+static void conn_answering(struct api *a, struct MHD_Connection *c, bool on)
+{
+	struct conn *k = conn_of(c);
+
+	if (!k)
+		return;
+	pthread_mutex_lock(&a->lock);
+	k->answering = on;
+	if (!on)
+		k->t0 = now_ns();
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void *watchdog(void *arg)
+{
+	struct api *a = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&a->lock);
+	while (!a->quit) {
+		uint64_t now = now_ns();
+		for (struct conn *k = a->conns; k; k = k->next) {
+			if (k->answering || k->dropped || now - k->t0 < API_REQ_DEADLINE_NS)
+				continue;
+			/* MHD's own thread sees the end of the stream and
+			 * closes the connection */
+			shutdown(k->fd, SHUT_RDWR);
+			k->dropped = true;
+			log_info("API: a request not whole after %llu s dropped",
+				 (unsigned long long)(API_REQ_DEADLINE_NS / 1000000000));
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 250 * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&a->cond, &a->lock, &until);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+/* Splits url into at most max '/'-separated parts (after the leading
+ * one); returns the count, -1 when there are more or one is empty. */
+static int split_url(char *url, char **parts, int max)
+{
+	int n = 0;
+	char *p = url;
+
+	if (*p != '/')
+		return -1;
+	p++;
+	if (!*p)
+		return 0;
+	while (p) {
+		char *s = strchr(p, '/');
+		if (s)
+			*s++ = 0;
+		if (!*p || n == max)
+			return -1;
+		parts[n++] = p;
+		p = s;
+	}
+	return n;
+}
+
+/* Compares in time that does not depend on where they differ. */
+static bool token_equal(const char *given, const char *token)
+{
+	size_t n = strlen(token), m = strlen(given);
+	unsigned char d = (unsigned char)(n != m);
+
+	for (size_t i = 0; i < n; i++)
+		d |= (unsigned char)(token[i] ^ (i < m ? given[i] : 0));
+	return d == 0;
+}
+
+static bool peer_cred(struct MHD_Connection *c, struct req *q)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+
+	if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+		return false;
+	q->uid = uc.uid;
+	q->gid = uc.gid;
+	q->peer = uc.pid;
+	return true;
+}
+
+static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req *q, const char *url,
+			     const char *method)
+{
+	char buf[512], *p[8];
+	int n;
+	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+	bool post = !strcmp(method, "POST");
+	bool del = !strcmp(method, "DELETE");
+
+	if (strlen(url) >= sizeof(buf))
+		return problem(a, c, 404, "no such resource");
+	strcpy(buf, url);
+	n = split_url(buf, p, ARRAY_SIZE(p));
+	if (n == 1 && !strcmp(p[0], "metrics")) {
+		if (!get)
+			goto not_allowed;
+		return get_metrics(a, c);
+	}
+	if (n < 2 || strcmp(p[0], "v1"))
+		return problem(a, c, 404, "no such resource '%s' (the API is under /v1)", url);
+	if (n == 2 && !strcmp(p[1], "openapi.json")) {
+		if (!get)
+			goto not_allowed;
+		char *doc = malloc(api_openapi_len);
+		if (!doc)
+			return MHD_NO;
+		memcpy(doc, api_openapi, api_openapi_len);
+		return send_buf(a, c, 200, "application/json", doc, api_openapi_len);
+	}
+	if (!strcmp(p[1], "processes")) {
+		if (n == 2) {
+			if (!get)
+				goto not_allowed;
+			return get_processes(a, c, q);
+		}
+		if (n == 4 && !strcmp(p[3], "checkpoints")) {
+			uint64_t pid;
+			if (!post)
+				goto not_allowed;
+			if (!parse_num(p[2], INT32_MAX, &pid))
+				return problem(a, c, 400, "process '%s': not a pid", p[2]);
+			return post_checkpoint(a, c, q, (pid_t)pid);
+		}
+	}
+	if (!strcmp(p[1], "jobs") && n == 3) {
+		if (!get)
+			goto not_allowed;
+		return get_job(a, c, q, p[2]);
+	}
+	if (!strcmp(p[1], "snapshots")) {
+		if (n == 2) {
+			if (!get)
+				goto not_allowed;
+			return get_snapshots(a, c, q);
+		}
+		if (n == 5 && !strcmp(p[4], "export")) {
+			if (!get)
+				goto not_allowed;
+			return get_export(a, c, q, p[2], p[3]);
+		}
+		if (n == 4) {
+			if (get)
+				return get_snapshot(a, c, q, p[2], p[3]);
+			if (del)
+				return delete_snapshot(a, c, q, p[2], p[3]);
+			goto not_allowed;
+		}
+	}
+	if (!strcmp(p[1], "restores")) {
+		if (n == 2 && post)
+			return q->imp ? import_finish(a, c, q) : post_restore_snapshot(a, c, q);
+		if (n == 3 && get)
+			return get_restore(a, c, q, p[2]);
+		if (n <= 3)
+			goto not_allowed;
+	}
+	return problem(a, c, 404, "no such resource '%s'", url);
+
+not_allowed:
+	return problem(a, c, 405, "%s is not allowed on '%s'", method, url);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct api *a = cls;
+	struct req *q = *con_cls;
+
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		if (a->tcp) {
+			/* no peer credentials on TCP: the token stands for
+			 * its file's owner */
+			const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+			q->unauth = !h || strncmp(h, "Bearer ", 7) || !token_equal(h + 7, a->token);
+			q->cred_ok = !q->unauth;
+			q->uid = a->token_uid;
+			q->gid = a->token_uid;
+		} else {
+			q->cred_ok = peer_cred(c, q);
+		}
+		*con_cls = q;
+		/* A tar upload streams into its restore as it comes; anything
+		 * else is a small JSON body. */
+		const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+		if (q->cred_ok && !strcmp(method, "POST") && !strcmp(url, "/v1/restores") && name) {
+			conn_answering(a, c, true);
+			return import_begin(a, c, q, name);
+		}
+		return MHD_YES;
+	}
+	if (*upload_size && q->imp) {
+		if (q->imp->wfd >= 0 && write_full(q->imp->wfd, upload, *upload_size) < 0) {
+			/* the import has stopped reading: it failed; the
+			 * rest of the upload is dropped */
+			close(q->imp->wfd);
+			q->imp->wfd = -1;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		/* bodies are kept whole up to API_BODY_MAX; a larger one is
+		 * read to its end (so that the answer reaches the client) and
+		 * dropped */
+		if (!q->too_big && q->len + *upload_size > API_BODY_MAX) {
+			q->too_big = true;
+			free(q->body);
+			q->body = NULL;
+			q->len = 0;
+		}
+		if (!q->too_big) {
+			char *b = realloc(q->body, q->len + *upload_size);
+			if (!b)
+				return MHD_NO;
+			memcpy(b + q->len, upload, *upload_size);
+			q->body = b;
+			q->len += *upload_size;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	conn_answering(a, c, true);
+	if (q->unauth)
+		return problem(a, c, 401, "a bearer token is needed (Authorization: Bearer TOKEN), and no good one came");
+	if (!q->cred_ok)
+		return problem(a, c, 403, "cannot tell who is calling (SO_PEERCRED)");
+	err_clear();
+	return route(a, c, q, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+	struct req *q = *con_cls;
+	struct api *a = cls;
+
+	conn_answering(a, c, false);
+	if (q) {
+		/* an upload cut short: what arrived is dropped with its restore */
+		if (q->imp) {
+			q->imp->result = q->imp->result < 0 ? q->imp->result : -ECONNABORTED;
+			import_end(a, q->imp);
+			log_warn("restore %s: upload ended before its end; nothing kept", q->imp->name);
+			free(q->imp->wbuf);
+			free(q->imp);
+		}
+		free(q->body);
+		free(q);
+	}
+	*con_cls = NULL;
+}
+
+/* ---- the socket -------------------------------------------------------------- */
+
+static int listen_unix(const char *path, int *ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *dir = NULL;
+	char *slash;
+	int r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return err_set(-ENAMETOOLONG, "api socket '%s': path too long", path);
+	strcpy(sa.sun_path, path);
+	dir = strdup(path);
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		/* 0755: any user may reach the socket; what it may do is
+		 * decided per request by who it is */
+		r = mkdir_p(dir, 0755);
+		if (r < 0)
+			return err_set(r, "api socket: cannot make directory '%s'", dir);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return negerrno();
+	/* A socket left by a daemon that died is replaced; one that answers
+	 * belongs to a daemon that runs. */
+	{
+		_cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return err_set(-EADDRINUSE, "api socket '%s': another daemon listens on it", path);
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		return err_set(negerrno(), "api socket '%s': cannot remove the old one", path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return err_set(negerrno(), "api socket '%s': bind: %m", path);
+	if (chmod(path, 0666) < 0 || listen(fd, 128) < 0) {
+		r = err_set(negerrno(), "api socket '%s': %m", path);
+		unlink(path);
+		return r;
+	}
+	*ret = fd;
+	fd = -1;
+	return 0;
+}
+
+char *api_default_path(void)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	char *p = NULL;
+
+	if (getuid() == 0)
+		return strdup("/run/ckptfs/api.sock");
+	if (rt && *rt == '/' && asprintf(&p, "%s/ckptfs/api.sock", rt) >= 0)
+		return p;
+	return NULL;
+}
+
+/* HOST:PORT ([v6]:PORT too): a TCP listener. Anything else is a path. */
+static bool is_tcp(const char *spec)
+{
+	const char *colon = strrchr(spec, ':');
+	uint64_t port;
+
+	return spec[0] != '/' && colon && parse_u64(colon + 1, &port) >= 0 && port > 0 && port < 65536;
+}
+
+static int listen_tcp(const char *spec, int *ret)
+{
+	_cleanup_free_ char *host = strdup(spec);
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
+	char *colon;
+	int fd, r, one = 1;
+
+	if (!host)
+		return -ENOMEM;
+	colon = strrchr(host, ':');
+	*colon = 0;
+	char *h = host;
+	if (h[0] == '[' && colon > h && colon[-1] == ']') {
+		h++;
+		colon[-1] = 0;
+	}
+	r = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
+	if (r != 0)
+		return err_set(-EINVAL, "api address '%s': %s", spec, gai_strerror(r));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = err_set(negerrno(), "api address '%s': %m", spec);
+		freeaddrinfo(ai);
+		return r;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		r = err_set(negerrno(), "api address '%s': %m", spec);
+		close(fd);
+		freeaddrinfo(ai);
+		return r;
+	}
+	/* Anyone who can reach it and holds the token acts as its owner:
+	 * beyond this host, that is the network's business too. */
+	bool loopback = (ai->ai_family == AF_INET &&
+			 (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
+			(ai->ai_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr));
+	if (!loopback)
+		log_warn("API on %s listens beyond loopback: the bearer token travels in clear text (no TLS); "
+			 "keep it to a network you trust", spec);
+	freeaddrinfo(ai);
+	*ret = fd;
+	return 0;
+}
+
+/* Reads the token: the file's first line, at least 16 bytes; its owner
+ * is whom requests with it act as. */
+static int read_token(const char *file, char **ret, uid_t *owner)
+{
+	_cleanup_free_ char *buf = NULL;
+	struct stat st;
+	size_t len;
+	int r;
+
+	if (!file)
+		return err_set(-EINVAL, "-o api=HOST:PORT needs -o api_token=FILE");
+	r = read_file_full(file, &buf, &len);
+	if (r < 0 || stat(file, &st) < 0)
+		return err_set(r < 0 ? r : negerrno(), "api_token '%s': cannot read it", file);
+	buf[strcspn(buf, "\r\n")] = 0;
+	if (strlen(buf) < 16)
+		return err_set(-EINVAL, "api_token '%s': shorter than 16 characters", file);
+	if (st.st_mode & 0077)
+		log_warn("api_token '%s' can be read by others than its owner (mode %04o)", file,
+			 (unsigned)(st.st_mode & 07777));
+	*owner = st.st_uid;
+	*ret = TAKE_PTR(buf);
+	return 0;
+}
+
+int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret)
+{
+	_cleanup_free_ char *token = NULL;
+	const char *path = spec;
+	bool tcp = is_tcp(spec);
+	uid_t token_uid = 0;
+	struct api *a;
+	int fd = -1, r;
+
+	if (fault_hit(FAULT_FS_API_LISTEN))
+		return err_set(-EIO, "api socket '%s': injected fault", path);
+	if (tcp) {
+		r = read_token(token_file, &token, &token_uid);
+		if (r < 0)
+			return r;
+	}
+	r = tcp ? listen_tcp(spec, &fd) : listen_unix(path, &fd);
+	if (r < 0)
+		return r;
+	a = calloc(1, sizeof(*a));
+	if (!a || (!tcp && !(a->path = strdup(path)))) {
+		free(a);
+		close(fd);
+		if (!tcp)
+			unlink(path);
+		return -ENOMEM;
+	}
+	a->tcp = tcp;
+	a->token = TAKE_PTR(token);
+	a->token_uid = token_uid;
+	a->fs = fs;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	a->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+				  0, NULL, NULL, on_request, a,
+				  MHD_OPTION_LISTEN_SOCKET, fd,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
+				  MHD_OPTION_END);
+	if (!a->mhd) {
+		close(fd);
+		if (!tcp)
+			unlink(path);
+		free(a->path);
+		free(a->token);
+		pthread_cond_destroy(&a->cond);
+		pthread_mutex_destroy(&a->lock);
+		free(a);
+		return err_set(-EIO, "api socket '%s': cannot start the HTTP server", path);
+	}
+	a->watchdog_started = pthread_create(&a->watchdog, NULL, watchdog, a) == 0;
+	if (!a->watchdog_started)
+		log_warn("API: no thread to drop slow requests; only the idle bound holds");
+	log_info("API on %s%s", tcp ? "tcp " : "", path);
+	*ret = a;
+	return 0;
+}
+
+void api_stop(struct api *a)
+{
+	if (!a || !a->mhd)
+		return;
+	/* long polls end now */
+	pthread_mutex_lock(&a->lock);
+	a->quit = true;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	if (a->watchdog_started)
+		pthread_join(a->watchdog, NULL);
+	a->watchdog_started = false;
+	MHD_stop_daemon(a->mhd);
+	a->mhd = NULL;
+	if (a->path)
+		unlink(a->path);
+}
+
+void api_free(struct api *a)
+{
+	if (!a)
+		return;
+	api_stop(a);
+	while (a->jobs) {
+		struct api_job *j = a->jobs;
+		a->jobs = j->next;
+		free(j);
+	}
+	free(a->path);
+	if (a->token)
+		explicit_bzero(a->token, strlen(a->token));
+	free(a->token);
+	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}

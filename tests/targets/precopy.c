@@ -1,0 +1,133 @@
+/*
+ * Keeps writing while it is dumped (pre-copy), and checks after restore
+ * that every byte it wrote before the freeze is there.
+ *
+ * TARGET READY RESULT MIB RATE: MIB MiB of mixed content (a quarter never
+ * touched, a quarter pseudo-random, a quarter text, a quarter counters),
+ * into which it writes RATE pages every millisecond (`fast`: as fast as
+ * it can, a process that writes faster than any copy), each write
+ * stamping a page picked pseudo-randomly with its sequence number. After
+ * restore it stops, replays the sequence up to the number it had reached
+ * (in its restored memory) and compares every byte of every page with
+ * what it must hold: the initial content with the last stamp written to
+ * it. A page written before the freeze but saved from an older copy
+ * fails.
+ *
+ * It also watches its own clock, once a millisecond: while READY.gap is
+ * absent it keeps the largest gap between two looks; creating
+ * READY.reset (removed by it) starts a new measure, and READY.report
+ * makes it write the largest gap (microseconds) since into READY.gap
+ * (`ckpt bench freeze` reads the downtime it saw there).
+ */
+#include <sys/mman.h>
+
+#include "target.h"
+
+#define PAGE 4096ul
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+/* The content page p starts with. */
+static void initial(uint64_t *w, size_t p, size_t pages)
+{
+	static const char text[] = "the quick brown fox jumps over the lazy dog. ";
+	size_t q = pages / 4;
+	if (p < q) {
+		memset(w, 0, PAGE);
+	} else if (p < 2 * q) {
+		uint64_t s = mix(p + 1);
+		for (size_t i = 0; i < PAGE / 8; i++)
+			w[i] = s = mix(s);
+	} else if (p < 3 * q) {
+		for (size_t i = 0; i < PAGE; i++)
+			((char *)w)[i] = text[(p * PAGE + i) % (sizeof(text) - 1)];
+	} else {
+		for (size_t i = 0; i < PAGE / 8; i++)
+			w[i] = p * 512 + i;
+	}
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000ull + ts.tv_nsec / 1000;
+}
+
+static char reset_path[4096], report_path[4096], gap_path[4096];
+
+int main(int argc, char **argv)
+{
+	target_init(argc, argv, 2);
+	size_t pages = (strtoull(argv[3], NULL, 10) << 20) / PAGE;
+	bool fast = !strcmp(argv[4], "fast");
+	uint64_t rate = fast ? 0 : strtoull(argv[4], NULL, 10);
+	snprintf(reset_path, sizeof(reset_path), "%s.reset", argv[1]);
+	snprintf(report_path, sizeof(report_path), "%s.report", argv[1]);
+	snprintf(gap_path, sizeof(gap_path), "%s.gap", argv[1]);
+	uint8_t *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		target_verdict(0, "no memory");
+	for (size_t p = pages / 4; p < pages; p++)
+		initial((uint64_t *)(m + p * PAGE), p, pages);
+	/* volatile: the restored process reads what the dump saved */
+	volatile uint64_t seq = 0;
+	uint64_t last = now_us(), gap = 0;
+	target_ready();
+	while (!target_restored()) {
+		uint64_t n = fast ? 65536 : rate;
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t k = seq + 1;
+			size_t p = mix(k) % pages;
+			uint64_t *w = (uint64_t *)(m + p * PAGE);
+			w[0] = k;
+			w[1] = k ^ p;
+			seq = k;
+		}
+		uint64_t t = now_us();
+		if (t - last > gap)
+			gap = t - last;
+		last = t;
+		if (access(reset_path, F_OK) == 0) {
+			unlink(reset_path);
+			gap = 0;
+		}
+		if (access(report_path, F_OK) == 0) {
+			char g[32];
+			snprintf(g, sizeof(g), "%llu\n", (unsigned long long)gap);
+			unlink(report_path);
+			target_write_file(gap_path, g);
+		}
+		if (!fast) {
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+	/* the last stamp of every page, replayed */
+	uint64_t *stamp = calloc(pages, sizeof(*stamp));
+	uint64_t *want = malloc(PAGE);
+	if (!stamp || !want)
+		target_verdict(0, "no memory");
+	for (uint64_t k = 1; k <= seq; k++)
+		stamp[mix(k) % pages] = k;
+	for (size_t p = 0; p < pages; p++) {
+		initial(want, p, pages);
+		if (stamp[p]) {
+			want[0] = stamp[p];
+			want[1] = stamp[p] ^ p;
+		}
+		if (memcmp(want, m + p * PAGE, PAGE))
+			target_verdict(0, "page %zu of %zu: not what was written (stamp %llu, found %llu, %llu writes)",
+				       p, pages, (unsigned long long)stamp[p],
+				       (unsigned long long)((uint64_t *)(m + p * PAGE))[0], (unsigned long long)seq);
+	}
+	target_pass();
+}

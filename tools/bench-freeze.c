@@ -1,0 +1,477 @@
+/*
+ * ckpt bench freeze [--sizes 256M,1G,4G] [--rates 1,10%] [--dir DIR]:
+ * how long a process stops for a dump that leaves it running, as the
+ * process itself sees it, with pre-copy and with plain stop-and-copy.
+ *
+ * For each size and write rate it starts its own target: SIZE of mixed
+ * content (a quarter never touched, a quarter pseudo-random, a quarter
+ * text, a quarter counters) that takes a timestamp every millisecond and
+ * meanwhile writes RATE pages picked at random (RATE: pages a millisecond,
+ * or N% of its memory a second), each stamped with its sequence number.
+ * The largest gap between two of its timestamps during a dump, less the
+ * millisecond it sleeps, is the downtime it saw. The target is dumped
+ * with pre-copy, then without (engine_dump, as `ckpt dump` and
+ * `ckpt dump --no-pre-copy`); then killed, and the pre-copied snapshot
+ * restored: the target checks that every page holds the last stamp
+ * written to it before the freeze, and a mismatch fails the benchmark.
+ * Printed: the downtime it saw, the dumper's frozen time, the time until
+ * the snapshot was durable, the pre-copy's rounds and what it fell back
+ * to. Where `criu` is on the PATH the same target is also dumped with
+ * `criu dump --leave-running` and restored with `criu restore`, and the
+ * ratios are printed; else it says so.
+ */
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "tools/tools-int.h"
+
+#define PAGE 4096ul
+
+/* What the target and the bench share (a page of shared memory; a
+ * restored target has its own copy, no longer shared). */
+struct watch {
+	volatile uint64_t gap_us;  /* largest gap since the last reset */
+	volatile uint32_t reset;   /* set by the bench, cleared by the target */
+	volatile uint32_t ready;
+	volatile uint64_t gap_at_us; /* when the largest gap ended (CLOCK_MONOTONIC) */
+};
+
+static uint64_t mix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
+static void initial(uint64_t *w, size_t p, size_t pages)
+{
+	static const char text[] = "the quick brown fox jumps over the lazy dog. ";
+	size_t q = pages / 4;
+	if (p < q) {
+		memset(w, 0, PAGE);
+	} else if (p < 2 * q) {
+		uint64_t s = mix(p + 1);
+		for (size_t i = 0; i < PAGE / 8; i++)
+			w[i] = s = mix(s);
+	} else if (p < 3 * q) {
+		for (size_t i = 0; i < PAGE; i++)
+			((char *)w)[i] = text[(p * PAGE + i) % (sizeof(text) - 1)];
+	} else {
+		for (size_t i = 0; i < PAGE / 8; i++)
+			w[i] = p * 512 + i;
+	}
+}
+
+static uint64_t mono_us(void)
+{
+	return now_ns() / 1000;
+}
+
+static void put_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		write_full(fd, text, strlen(text));
+		close(fd);
+	}
+}
+
+/* The target: fills, then writes rate pages and takes a timestamp every
+ * millisecond until DIR/go appears (after its restore), then checks. */
+static _noreturn_ void target(const char *dir, size_t size, uint64_t rate, struct watch *wt)
+{
+	char go[PATH_MAX + 16], result[PATH_MAX + 16];
+	snprintf(go, sizeof(go), "%s/go", dir);
+	snprintf(result, sizeof(result), "%s/result", dir);
+	int n = open("/dev/null", O_RDWR);
+	dup2(n, 0);
+	dup2(n, 1);
+	dup2(n, 2);
+	syscall(SYS_close_range, 3, ~0u, 0);
+	setsid();
+	size_t pages = size / PAGE;
+	uint8_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		_exit(1);
+	for (size_t p = pages / 4; p < pages; p++)
+		initial((uint64_t *)(m + p * PAGE), p, pages);
+	volatile uint64_t seq = 0;
+	uint64_t last = mono_us();
+	wt->ready = 1;
+	for (unsigned tick = 0;; tick++) {
+		for (uint64_t i = 0; i < rate; i++) {
+			uint64_t k = seq + 1;
+			size_t p = mix(k) % pages;
+			uint64_t *w = (uint64_t *)(m + p * PAGE);
+			w[0] = k;
+			w[1] = k ^ p;
+			seq = k;
+		}
+		uint64_t t = mono_us();
+		if (wt->reset) {
+			wt->reset = 0;
+			wt->gap_us = 0;
+		} else if (t - last > wt->gap_us) {
+			wt->gap_us = t - last;
+			wt->gap_at_us = t;
+		}
+		last = t;
+		if (tick % 16 == 0 && access(go, F_OK) == 0)
+			break;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	uint64_t *stamp = calloc(pages, sizeof(*stamp)), *want = malloc(PAGE);
+	bool ok = stamp && want;
+	for (uint64_t k = 1; ok && k <= seq; k++)
+		stamp[mix(k) % pages] = k;
+	for (size_t p = 0; ok && p < pages; p++) {
+		initial(want, p, pages);
+		if (stamp[p]) {
+			want[0] = stamp[p];
+			want[1] = stamp[p] ^ p;
+		}
+		ok = !memcmp(want, m + p * PAGE, PAGE);
+	}
+	put_file(result, ok ? "PASS\n" : "FAIL: a page lacks what was written to it before the freeze\n");
+	_exit(0);
+}
+
+static void reap_all(void)
+{
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+}
+
+struct one {
+	uint64_t seen_us; /* the target's largest gap, less its 1 ms sleep */
+	uint64_t frozen_ns, durable_ns;
+	unsigned rounds;
+	bool precopied;
+	char mode[200];
+};
+
+/* Dumps pid into snapshot name of s, its watch reset first; the gap it
+ * saw is read once the dump returned (the protection is removed by then)
+ * and a few more of its ticks passed. */
+static void phase_log(const struct engine_progress *p, void *ud)
+{
+	static enum engine_phase last = _ENGINE_PHASE_MAX;
+	(void)ud;
+	if (p->phase != last || p->phase == ENGINE_PHASE_PRECOPY)
+		log_debug("bench freeze: %s at %" PRIu64 " us", engine_phase_name(p->phase), now_ns() / 1000);
+	last = p->phase;
+}
+
+static int measure(struct store *s, const char *name, pid_t pid, bool precopy, struct watch *wt, struct one *o)
+{
+	struct store_snap *w = NULL;
+	struct engine_dump_stats st = { 0 };
+	struct engine_dump_opts d = { .after = ENGINE_AFTER_RUN, .stats = &st, .no_precopy = !precopy,
+				      .progress = phase_log };
+	wt->reset = 1;
+	for (int i = 0; i < 1000 && wt->reset; i++)
+		usleep(1000);
+	int r = store_snap_create(s, name, 0, &w);
+	if (r >= 0)
+		r = engine_dump(pid, w, &d);
+	store_snap_close(w);
+	if (r < 0) {
+		log_err("bench freeze: dump of pid %d failed: %s", pid, tools_reason(r));
+		return r;
+	}
+	log_debug("bench freeze: dump returned at %" PRIu64 " us", now_ns() / 1000);
+	usleep(20000);
+	o->seen_us = wt->gap_us > 1000 ? wt->gap_us - 1000 : 0;
+	log_debug("bench freeze: the target's largest gap, %" PRIu64 " us, ended at %" PRIu64 " us", wt->gap_us,
+		  wt->gap_at_us);
+	o->frozen_ns = st.frozen_ns;
+	o->durable_ns = st.total_ns;
+	o->rounds = st.precopy_rounds;
+	o->precopied = st.precopied;
+	snprintf(o->mode, sizeof(o->mode), "%s", st.memory_mode);
+	return 0;
+}
+
+/* criu on the PATH, or NULL. */
+static const char *find_criu(void)
+{
+	static char found[PATH_MAX];
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *copy = strdup(path ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+	char *save = NULL;
+	for (char *d = copy ? strtok_r(copy, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(found, sizeof(found), "%s/criu", d);
+		if (access(found, X_OK) == 0)
+			return found;
+	}
+	return NULL;
+}
+
+static int run_wait(char *const argv[])
+{
+	pid_t c = fork();
+	if (c == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	int st;
+	if (c < 0 || waitpid(c, &st, 0) != c)
+		return -ECHILD;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+static void freeze_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: ckpt bench freeze [--sizes LIST] [--rates LIST] [--dir DIR]\n"
+		"\n"
+		"How long a process stops for a dump that leaves it running, as the\n"
+		"process itself sees it (the largest gap between its timestamps, one a\n"
+		"millisecond), with pre-copy and with plain stop-and-copy; the dumper's\n"
+		"frozen time and the time until the snapshot is durable; then the\n"
+		"pre-copied snapshot is restored and the process checks every page it\n"
+		"wrote. With criu on the PATH, criu dump --leave-running and criu restore\n"
+		"on the same target, with the ratios.\n"
+		"  --sizes LIST   memory of the target (default 256M,1G,4G)\n"
+		"  --rates LIST   what it writes meanwhile: pages a millisecond, or N%%\n"
+		"                 of its memory a second (default 1,10%%)\n"
+		"  --dir DIR      where the snapshots go (default /tmp; removed after)\n");
+}
+
+static int parse_size(const char *s, uint64_t *ret)
+{
+	char *end;
+	double v = strtod(s, &end);
+	uint64_t m = 1;
+	switch (*end) {
+	case 'm': case 'M': m = 1ull << 20; end++; break;
+	case 'g': case 'G': m = 1ull << 30; end++; break;
+	}
+	if (*end || v <= 0)
+		return -EINVAL;
+	*ret = ALIGN_UP((uint64_t)(v * m), 4 * PAGE);
+	return 0;
+}
+
+/* Pages a millisecond for rate text s at size. */
+static int parse_rate(const char *s, uint64_t size, uint64_t *ret, bool *pct)
+{
+	char *end;
+	double v = strtod(s, &end);
+	*pct = *end == '%';
+	if ((*pct ? end[1] : *end) || v < 0)
+		return -EINVAL;
+	*ret = *pct ? (uint64_t)(size / PAGE * v / 100 / 1000 + 0.5) : (uint64_t)v;
+	return 0;
+}
+
+int bench_freeze(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "sizes", required_argument, NULL, 's' },
+		{ "rates", required_argument, NULL, 'r' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	const char *sizes = "256M,1G,4G", *rates = "1,10%", *base = "/tmp";
+	int c, r = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sizes = optarg; break;
+		case 'r': rates = optarg; break;
+		case 'd': base = optarg; break;
+		case 'h': freeze_usage(stdout); return EXIT_OK;
+		default: freeze_usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "ckpt bench freeze: needs root (ptrace, userfaultfd in another process)\n");
+		return EXIT_FAIL;
+	}
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/ckpt-bench-freeze-XXXXXX", base);
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "ckpt bench freeze: cannot make a directory in %s: %m\n", base);
+		return EXIT_FAIL;
+	}
+	char store_dir[PATH_MAX + 16];
+	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
+	mkdir(store_dir, 0700);
+	/* the dumped targets' orphans come to us */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	const char *criu = find_criu();
+	struct watch *wt = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (wt == MAP_FAILED)
+		return EXIT_FAIL;
+
+	printf("ckpt bench freeze: downtime as the target sees it (largest gap between its 1 ms ticks, less 1 ms)\n");
+	_cleanup_free_ char *sl = strdup(sizes);
+	char *s1 = NULL;
+	for (char *stok = sl ? strtok_r(sl, ",", &s1) : NULL; stok && r >= 0; stok = strtok_r(NULL, ",", &s1)) {
+		uint64_t size;
+		if (parse_size(stok, &size) < 0) {
+			fprintf(stderr, "ckpt bench freeze: bad size '%s'\n", stok);
+			r = -EINVAL;
+			break;
+		}
+		_cleanup_free_ char *rl = strdup(rates);
+		char *s2 = NULL;
+		for (char *rtok = rl ? strtok_r(rl, ",", &s2) : NULL; rtok && r >= 0; rtok = strtok_r(NULL, ",", &s2)) {
+			uint64_t rate;
+			bool pct;
+			char b[32], path[PATH_MAX + 32];
+			if (parse_rate(rtok, size, &rate, &pct) < 0) {
+				fprintf(stderr, "ckpt bench freeze: bad rate '%s'\n", rtok);
+				r = -EINVAL;
+				break;
+			}
+			snprintf(path, sizeof(path), "%s/go", dir);
+			unlink(path);
+			snprintf(path, sizeof(path), "%s/result", dir);
+			unlink(path);
+			memset((void *)wt, 0, sizeof(*wt));
+			fflush(NULL);
+			pid_t pid = fork();
+			if (pid == 0)
+				target(dir, size, rate, wt);
+			for (int i = 0; !wt->ready && waitpid(pid, NULL, WNOHANG) == 0; i++)
+				usleep(2000);
+			if (!wt->ready) {
+				log_err("bench freeze: the target died while filling its memory");
+				r = -ECHILD;
+				break;
+			}
+			usleep(200000);
+			struct one pre = { 0 }, plain = { 0 }, cr = { 0 };
+			struct store *s = NULL;
+			r = store_open_dir(store_dir, &s);
+			if (r >= 0)
+				r = measure(s, "pre", pid, true, wt, &pre);
+			if (r >= 0)
+				r = measure(s, "plain", pid, false, wt, &plain);
+			uint64_t criu_dump_ns = 0, criu_restore_ns = 0;
+			if (r >= 0 && criu) {
+				char pidarg[16], img[PATH_MAX + 16];
+				snprintf(pidarg, sizeof(pidarg), "%d", pid);
+				snprintf(img, sizeof(img), "%s/criu", dir);
+				mkdir(img, 0700);
+				char *dargv[] = { (char *)criu, "dump", "--leave-running", "-t", pidarg, "-D", img,
+						  "--shell-job", NULL };
+				wt->reset = 1;
+				for (int i = 0; i < 1000 && wt->reset; i++)
+					usleep(1000);
+				uint64_t t0 = now_ns();
+				if (run_wait(dargv) == 0) {
+					criu_dump_ns = now_ns() - t0;
+					usleep(20000);
+					cr.seen_us = wt->gap_us > 1000 ? wt->gap_us - 1000 : 0;
+				}
+			}
+			kill(-pid, SIGKILL);
+			reap_all();
+			if (r >= 0 && criu && criu_dump_ns) {
+				char img[PATH_MAX + 16];
+				snprintf(img, sizeof(img), "%s/criu", dir);
+				char *rargv[] = { (char *)criu, "restore", "-D", img, "--shell-job", "-d", NULL };
+				uint64_t t0 = now_ns();
+				if (run_wait(rargv) == 0)
+					criu_restore_ns = now_ns() - t0;
+				/* its check is ours to read too */
+				snprintf(path, sizeof(path), "%s/go", dir);
+				put_file(path, "go\n");
+				for (int i = 0; i < 60000 && access(path, F_OK) == 0; i++) {
+					char res[PATH_MAX + 16];
+					snprintf(res, sizeof(res), "%s/result", dir);
+					if (access(res, F_OK) == 0)
+						break;
+					usleep(1000);
+				}
+				reap_all();
+				snprintf(path, sizeof(path), "%s/go", dir);
+				unlink(path);
+				snprintf(path, sizeof(path), "%s/result", dir);
+				unlink(path);
+			}
+			/* the pre-copied snapshot, restored: the target checks itself */
+			uint64_t restore_ns = 0;
+			if (r >= 0) {
+				struct store_snap *rs = NULL;
+				pid_t npid = 0;
+				struct engine_restore_opts ro = { 0 };
+				uint64_t t0 = now_ns();
+				r = store_snap_open(s, "pre", 0, &rs);
+				if (r >= 0)
+					r = engine_restore(rs, &ro, &npid);
+				restore_ns = now_ns() - t0;
+				store_snap_close(rs);
+				if (r < 0) {
+					log_err("bench freeze: restore failed: %s", tools_reason(r));
+				} else {
+					snprintf(path, sizeof(path), "%s/go", dir);
+					put_file(path, "go\n");
+					waitpid(npid, NULL, 0);
+					reap_all();
+					_cleanup_free_ char *res = NULL;
+					snprintf(path, sizeof(path), "%s/result", dir);
+					if (read_file_full(path, &res, NULL) < 0 || strcmp(res, "PASS\n")) {
+						log_err("bench freeze: the restored target says: %s", res ? res : "nothing");
+						r = -EBADMSG;
+					}
+				}
+			}
+			store_close(s);
+			char cmd[PATH_MAX + 64];
+			snprintf(cmd, sizeof(cmd), "%s/pre", store_dir);
+			rm_rf(cmd);
+			snprintf(cmd, sizeof(cmd), "%s/plain", store_dir);
+			rm_rf(cmd);
+			snprintf(cmd, sizeof(cmd), "%s/criu", dir);
+			rm_rf(cmd);
+			if (r < 0)
+				break;
+			printf("\n%s, writing %s (%" PRIu64 " pages/ms):\n", fmt_bytes(size, b, sizeof(b)), rtok, rate);
+			printf("  %-22s %10s %10s %12s  %s\n", "", "seen (ms)", "frozen", "durable", "memory");
+			printf("  %-22s %10.1f %10.1f %12.1f  %s\n", "pre-copy", pre.seen_us / 1e3, pre.frozen_ns / 1e6,
+			       pre.durable_ns / 1e6, pre.mode);
+			printf("  %-22s %10.1f %10.1f %12.1f  %s\n", "stop-and-copy", plain.seen_us / 1e3,
+			       plain.frozen_ns / 1e6, plain.durable_ns / 1e6, plain.mode);
+			printf("  %-22s %10.2f\n", "pre-copy / stop-and-copy",
+			       plain.seen_us ? pre.seen_us / (double)plain.seen_us : 0);
+			printf("  %-22s %10.1f ms (the target passed its check)\n", "restore (pre-copied)", restore_ns / 1e6);
+			if (!criu)
+				printf("  criu: not on the PATH, not compared\n");
+			else if (!criu_dump_ns)
+				printf("  criu: %s dump --leave-running failed, not compared\n", criu);
+			else
+				printf("  criu: seen %.1f ms, dump %.1f ms, restore %.1f ms; ckpt pre-copy seen / criu %.2f\n",
+				       cr.seen_us / 1e3, criu_dump_ns / 1e6, criu_restore_ns / 1e6,
+				       cr.seen_us ? pre.seen_us / (double)cr.seen_us : 0);
+			fflush(stdout);
+		}
+	}
+	munmap((void *)wt, PAGE);
+	rm_rf(dir);
+	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
