@@ -203,6 +203,8 @@ enum fault_id {
 	FAULT_ENGINE_DIE_PRECOPY_UFFD = 235, /* keeper kills the dumper: the userfaultfd made in the target */
 	FAULT_ENGINE_DIE_PRECOPY = 236,     /* dumper: during a pre-copy round, the process tracked */
 	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
+	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
+	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	_FAULT_MAX,
 };
 

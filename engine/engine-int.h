@@ -63,6 +63,23 @@ struct thread_creds {
 	unsigned nfilters; /* dump only: /proc's Seccomp_filters */
 };
 
+/* Per-process settings only the process itself reads (prctl, membarrier)
+ * or /proc shows; -1 where not recorded (an older snapshot, a kernel that
+ * does not tell): restore leaves those as a new process has them. */
+struct proc_attrs {
+	int32_t oom_score_adj;   /* /proc/PID/oom_score_adj; INT32_MIN: not recorded */
+	int32_t child_subreaper; /* PR_GET_CHILD_SUBREAPER */
+	int32_t thp_disable;     /* PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED */
+	int64_t membarrier;      /* MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands done */
+	int64_t loginuid;        /* /proc/PID/loginuid (4294967295: unset) */
+	int32_t mdwe;            /* PR_GET_MDWE (memory-deny-write-execute), Linux 6.3+ */
+};
+
+static inline void proc_attrs_init(struct proc_attrs *a)
+{
+	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1, -1, -1 };
+}
+
 struct thread_image {
 	pid_t tid;
 	struct user_regs_struct regs;
@@ -81,6 +98,8 @@ struct thread_image {
 	size_t npending;
 	struct thread_creds creds;
 	int32_t seccomp; /* its newest seccomp filter, an index in proc_image.filters; -1: none */
+	int64_t timerslack; /* PR_GET_TIMERSLACK; 0: not recorded */
+	int32_t pdeathsig;  /* PR_GET_PDEATHSIG; 0: none */
 };
 
 /* One seccomp filter (sandbox/seccomp.c). Threads that share a chain (TSYNC,
@@ -120,6 +139,7 @@ struct vma {
 	bool shared;
 	bool growsdown;
 	bool noreserve; /* VM_NORESERVE (smaps "nr"): mapped again with MAP_NORESERVE */
+	uint32_t advice; /* VMA_ADV_* (smaps VmFlags): madvise and mlock, set again (advice.c) */
 	unsigned dev_major, dev_minor;
 	uint64_t ino;
 	char *path; /* as /proc/PID/maps shows it; "" for anonymous */
@@ -190,6 +210,7 @@ struct proc_image {
 	struct sig_pending *pending; /* shared queue */
 	size_t npending;
 	int dumpable;  /* PR_GET_DUMPABLE; -1: not recorded */
+	struct proc_attrs attrs;
 	struct seccomp_filter *filters;
 	size_t nfilters;
 
@@ -540,6 +561,31 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
  * which must still be stopped. */
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o);
+/* ---- per-area advice and locks (advice.c) -------------------------------- */
+
+enum {
+	VMA_ADV_HUGEPAGE = 1 << 0,   /* hg: MADV_HUGEPAGE */
+	VMA_ADV_NOHUGEPAGE = 1 << 1, /* nh: MADV_NOHUGEPAGE */
+	VMA_ADV_DONTDUMP = 1 << 2,   /* dd: MADV_DONTDUMP */
+	VMA_ADV_DONTFORK = 1 << 3,   /* dc: MADV_DONTFORK */
+	VMA_ADV_WIPEONFORK = 1 << 4, /* wf: MADV_WIPEONFORK */
+	VMA_ADV_MERGEABLE = 1 << 5,  /* mg: MADV_MERGEABLE */
+	VMA_ADV_SEQUENTIAL = 1 << 6, /* sr: MADV_SEQUENTIAL */
+	VMA_ADV_RANDOM = 1 << 7,     /* rr: MADV_RANDOM */
+	VMA_ADV_LOCKED = 1 << 8,     /* lo: mlock */
+	VMA_ADV_LOCKONFAULT = 1 << 9, /* lf: mlock2(MLOCK_ONFAULT) */
+};
+
+/* The VMA_ADV_* of a smaps "VmFlags:" line. */
+uint32_t vma_advice_from_vmflags(const char *line);
+/* " advice=a,b" for maps, nothing when none */
+void vma_advice_format(struct tbuf *b, const struct vma *v);
+int vma_advice_parse(struct vma *v, const char *val);
+struct ctx;
+/* Sets v's advice and locks in the process being restored, once its
+ * bytes are in (lazy: they are still to come through userfaultfd). */
+int vma_advice_apply(struct ctx *c, pid_t pid, const struct vma *v, bool lazy);
+
 char *maps_format(const struct proc_image *img);
 int maps_parse_image(const char *text, struct vma **ret, size_t *ret_n);
 void vmas_free(struct vma *v, size_t n);

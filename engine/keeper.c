@@ -145,6 +145,7 @@ struct wire_view {
 	struct ptimer ptimers[ENGINE_MAX_PTIMERS];
 	int32_t dumpable;
 	uint32_t nfilters; /* seccomp filters, after the shared pending signals */
+	struct proc_attrs attrs;
 };
 
 /* Each thread: struct thread_image as is (its pointers mean nothing on
@@ -199,6 +200,7 @@ static int send_view(int fd, const struct proc_image *img)
 	v.nptimers = (uint32_t)img->nptimers;
 	memcpy(v.ptimers, img->ptimers, sizeof(v.ptimers));
 	v.dumpable = img->dumpable;
+	v.attrs = img->attrs;
 	v.nfilters = (uint32_t)img->nfilters;
 	send_status(fd, 0);
 	if ((r = send_all(fd, &v, sizeof(v))) < 0)
@@ -300,6 +302,7 @@ int keeper_recv_view(struct keeper *k, struct proc_image *img)
 			goto died;
 	}
 	img->dumpable = v.dumpable;
+	img->attrs = v.attrs;
 	img->has_sigact = v.has_sigact;
 	memcpy(img->sigact, v.sigact, sizeof(v.sigact));
 	memcpy(img->itimer, v.itimer, sizeof(v.itimer));

@@ -643,6 +643,7 @@ static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 			if (have && i < n) {
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
+				v[i].advice = vma_advice_from_vmflags(l);
 				v[i].uffd_wp = strstr(l, " uw") != NULL;
 				matched++;
 			}
@@ -851,6 +852,7 @@ char *maps_format(const struct proc_image *img)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
+		vma_advice_format(&b, v);
 		if (v->hbm)
 			tb_printf(&b, " at=gpu/hbm");
 		if (v->kind == VMA_FILE_PRIVATE && v->nruns) {
@@ -902,6 +904,8 @@ static int parse_annot(struct vma *v, const char *tok)
 		v->noreserve = !strcmp(val, "1");
 		return 0;
 	}
+	if (kl == 6 && !strncmp(tok, "advice", 6))
+		return vma_advice_parse(v, val);
 	if (kl == 2 && !strncmp(tok, "at", 2)) {
 		/* where the bytes are: a reader that knows no other place
 		 * must not look for them in memory/ */

@@ -304,6 +304,56 @@ static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
 		ret;                                                                    \
 	})
 
+#ifndef PR_GET_MDWE
+#define PR_GET_MDWE 66
+#endif
+#ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+#endif
+
+/* The per-process settings of struct proc_attrs, asked from inside
+ * (thread lt, stopped, all signals blocked); oom_score_adj from /proc. */
+static int attrs_capture_injected(struct proc_image *img, pid_t lt, uint64_t ip, uint64_t scratch)
+{
+	struct proc_attrs *a = &img->attrs;
+	struct thread_image *t = &img->threads[0];
+	_cleanup_free_ char *oom = NULL;
+	int64_t ret;
+	int r;
+
+	proc_attrs_init(a);
+
+	if (read_proc(img->pid, "oom_score_adj", &oom, NULL) < 0 || sscanf(oom, "%d", &a->oom_score_adj) != 1)
+		return err_set(-EIO, "pid %d: oom_score_adj unreadable", img->pid);
+	/* a kernel without audit has no loginuid: not recorded */
+	_cleanup_free_ char *login = NULL;
+	unsigned long lu;
+	if (read_proc(img->pid, "loginuid", &login, NULL) >= 0 && sscanf(login, "%lu", &lu) == 1 && lu <= UINT32_MAX)
+		a->loginuid = (int64_t)lu;
+	if ((r = inject_syscall(lt, ip, &t->regs, SYS_prctl, PR_GET_CHILD_SUBREAPER, scratch, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	if (ret < 0)
+		return err_set((int)ret, "pid %d: PR_GET_CHILD_SUBREAPER failed", img->pid);
+	if ((r = peek(img->pid, scratch, &a->child_subreaper, sizeof(a->child_subreaper))) < 0)
+		return r;
+	if ((r = inject_syscall(lt, ip, &t->regs, SYS_prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	if (ret < 0)
+		return err_set((int)ret, "pid %d: PR_GET_THP_DISABLE failed", img->pid);
+	a->thp_disable = (int32_t)ret;
+	if ((r = inject_syscall(lt, ip, &t->regs, SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0,
+				&ret)) < 0)
+		return r;
+	/* before Linux 6.3 the kernel does not tell: not recorded
+	 * (docs/COVERAGE.md) */
+	a->membarrier = ret < 0 ? -1 : ret;
+	if ((r = inject_syscall(lt, ip, &t->regs, SYS_prctl, PR_GET_MDWE, 0, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	/* EINVAL before Linux 6.3, where no process can have it */
+	a->mdwe = ret < 0 ? -1 : (int32_t)ret;
+	return 0;
+}
+
 int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 {
 	uint64_t off, size, scratch = 0;
@@ -406,7 +456,18 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 			goto out;
 		}
 		t->creds.securebits = (uint32_t)ret;
+		/* per thread too: timer slack, the parent-death signal */
+		t->timerslack = INJ(t->tid, SYS_prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0, 0);
+		ret = INJ(t->tid, SYS_prctl, PR_GET_PDEATHSIG, scratch, 0, 0, 0, 0);
+		if (ret < 0) {
+			r = err_set((int)ret, "thread %d: PR_GET_PDEATHSIG failed", t->tid);
+			goto out;
+		}
+		if ((r = peek(img->pid, scratch, &t->pdeathsig, sizeof(t->pdeathsig))) < 0)
+			goto out;
 	}
+	if ((r = attrs_capture_injected(img, lt, ip, scratch)) < 0)
+		goto out;
 	r = 0;
 out:
 	t = &img->threads[0];
@@ -438,6 +499,73 @@ static void fmt_rlim(struct tbuf *b, rlim_t v)
 		tb_printf(b, " %llu", (unsigned long long)v);
 }
 
+static void attrs_format(struct tbuf *b, const struct proc_image *img)
+{
+	const struct proc_attrs *a = &img->attrs;
+	if (a->oom_score_adj != INT32_MIN)
+		tb_printf(b, "oom_score_adj %d\n", a->oom_score_adj);
+	if (a->child_subreaper >= 0)
+		tb_printf(b, "child_subreaper %d\n", a->child_subreaper ? 1 : 0);
+	if (a->thp_disable >= 0)
+		tb_printf(b, "thp_disable 0x%x\n", (unsigned)a->thp_disable);
+	if (a->membarrier >= 0)
+		tb_printf(b, "membarrier 0x%" PRIx64 "\n", (uint64_t)a->membarrier);
+	if (a->loginuid >= 0)
+		tb_printf(b, "loginuid %" PRId64 "\n", a->loginuid);
+	if (a->mdwe > 0)
+		tb_printf(b, "mdwe 0x%x\n", (unsigned)a->mdwe);
+	for (size_t i = 0; i < img->nthreads; i++) {
+		const struct thread_image *t = &img->threads[i];
+		if (t->timerslack > 0 || t->pdeathsig)
+			tb_printf(b, "thread_attrs %d %" PRId64 " %d\n", t->tid, t->timerslack, t->pdeathsig);
+	}
+}
+
+/* One of attrs_format()'s lines; false: a bad value. */
+static bool attrs_parse(struct proc_image *img, const char *key, const char *val, bool *known)
+{
+	struct proc_attrs *a = &img->attrs;
+	char extra;
+	*known = true;
+	if (!strcmp(key, "oom_score_adj"))
+		return sscanf(val, "%d %c", &a->oom_score_adj, &extra) == 1 && a->oom_score_adj >= -1000 &&
+		       a->oom_score_adj <= 1000;
+	if (!strcmp(key, "child_subreaper"))
+		return sscanf(val, "%d %c", &a->child_subreaper, &extra) == 1 && a->child_subreaper >= 0 &&
+		       a->child_subreaper <= 1;
+	if (!strcmp(key, "thp_disable"))
+		return sscanf(val, "%x %c", (unsigned *)&a->thp_disable, &extra) == 1 && a->thp_disable >= 0 &&
+		       a->thp_disable <= 3;
+	if (!strcmp(key, "membarrier")) {
+		uint64_t m;
+		bool ok = sscanf(val, "%" SCNx64 " %c", &m, &extra) == 1 && m < (1u << 16);
+		a->membarrier = (int64_t)m;
+		return ok;
+	}
+	if (!strcmp(key, "mdwe"))
+		return sscanf(val, "%x %c", (unsigned *)&a->mdwe, &extra) == 1 && a->mdwe >= 0 && a->mdwe <= 3;
+	if (!strcmp(key, "loginuid"))
+		return sscanf(val, "%" SCNd64 " %c", &a->loginuid, &extra) == 1 && a->loginuid >= 0 &&
+		       a->loginuid <= UINT32_MAX;
+	if (!strcmp(key, "thread_attrs")) {
+		int tid, sig;
+		int64_t slack;
+		if (sscanf(val, "%d %" SCNd64 " %d %c", &tid, &slack, &sig, &extra) != 3 || slack < 0 || sig < 0 ||
+		    sig > ENGINE_NSIG)
+			return false;
+		for (size_t i = 0; i < img->nthreads; i++) {
+			if (img->threads[i].tid == tid) {
+				img->threads[i].timerslack = slack;
+				img->threads[i].pdeathsig = sig;
+				return true;
+			}
+		}
+		return false; /* a thread the 'threads' line above does not name */
+	}
+	*known = false;
+	return true;
+}
+
 char *process_format(const struct proc_image *img)
 {
 	struct tbuf b = { 0 };
@@ -461,6 +589,7 @@ char *process_format(const struct proc_image *img)
 	for (size_t i = 0; i < img->nthreads; i++)
 		tb_printf(&b, " %d", img->threads[i].tid);
 	tb_printf(&b, "\n");
+	attrs_format(&b, img);
 	const struct mm_fields *m = &img->mm;
 	tb_printf(&b,
 		  "mm 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64 " 0x%" PRIx64
@@ -529,6 +658,7 @@ int process_parse(const char *text, struct proc_image *img)
 	if (!copy)
 		return -ENOMEM;
 	img->dumpable = -1;
+	proc_attrs_init(&img->attrs);
 	for (char *l = copy, *nl; l && *l; l = nl) {
 		nl = strchr(l, '\n');
 		if (nl)
@@ -538,8 +668,11 @@ int process_parse(const char *text, struct proc_image *img)
 		if (sp)
 			*sp = 0;
 		const char *key = l;
-		bool ok = true;
-		if (!strcmp(key, "pid")) {
+		bool ok = true, known;
+		ok = attrs_parse(img, key, val, &known);
+		if (known) {
+			/* done */
+		} else if (!strcmp(key, "pid")) {
 			ok = sscanf(val, "%d", &img->pid) == 1 && img->pid > 0;
 			seen_pid = true;
 		} else if (!strcmp(key, "comm")) {

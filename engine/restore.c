@@ -1054,6 +1054,129 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 	return err_set(-ENOMEM, "no address free in both layouts for the restore's scratch page");
 }
 
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+
+/* The audit login uid: the kernel takes it only from the process itself
+ * (/proc/self/loginuid), freely while unset, and a change of a set one
+ * only with CAP_AUDIT_CONTROL, which the new process holds here only if
+ * the restorer does: nobody gains power. A restorer that may not fails
+ * the restore, naming it, rather than running the process under another
+ * login. Its sessionid cannot be set by anyone: the kernel gives a new
+ * one with each write (docs/COVERAGE.md). */
+static int loginuid_apply(struct ctx *c, int64_t want)
+{
+	char p[64];
+	_cleanup_free_ char *cur = NULL;
+	int64_t fd, ign;
+	int r;
+
+	snprintf(p, sizeof(p), "/proc/%d/loginuid", c->pid);
+	if (read_file_full(p, &cur, NULL) < 0) {
+		/* a kernel without audit: only "unset" is the same */
+		if (want == UINT32_MAX) {
+			err_clear();
+			return 0;
+		}
+		return err_set(-EOPNOTSUPP, "restore of pid %d: it had audit login uid %" PRId64
+			       ", and this kernel has none (no /proc/PID/loginuid)", c->pid, want);
+	}
+	cur[strcspn(cur, "\n")] = 0;
+	if (strtoll(cur, NULL, 10) == want)
+		return 0;
+	char v[24];
+	int n = snprintf(v, sizeof(v), "%" PRId64, want);
+	if ((r = put_string(c, "/proc/self/loginuid")) < 0)
+		return r;
+	if ((r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch, O_WRONLY | O_CLOEXEC, 0, 0, 0, &fd,
+		     "opening /proc/self/loginuid")) < 0)
+		return r;
+	r = poke(c, c->scratch + 128, v, (size_t)n);
+	if (r >= 0) {
+		int64_t w = 0;
+		r = inject_syscall(c->pid, c->ip, &c->base, SYS_write, (uint64_t)fd, c->scratch + 128, (uint64_t)n, 0, 0,
+				   0, &w);
+		if (r >= 0 && w != n)
+			r = err_set(w < 0 ? (int)w : -EIO,
+				    "restore of pid %d: setting its audit login uid %" PRId64 " (was %s): %s%s", c->pid,
+				    want, cur, strerror(w < 0 ? (int)-w : EIO),
+				    w == -EPERM ? " (changing a set one takes CAP_AUDIT_CONTROL and a kernel that "
+						  "allows it)" : "");
+	}
+	sys(c, c->pid, SYS_close, (uint64_t)fd, 0, 0, 0, 0, 0, &ign, "close");
+	return r;
+}
+
+/* The struct proc_attrs settings and each thread's timer slack and
+ * parent-death signal, as the image has them; those not recorded stay as
+ * the new process got them from the restorer. oom_score_adj is written
+ * by the restorer, whose privilege the kernel checks: one lower than the
+ * restorer may set (CAP_SYS_RESOURCE) fails the restore, naming it, as
+ * nobody gains power by a restore (DESIGN.md). The rest are asked for
+ * from inside and need no privilege. */
+static int attrs_apply(struct ctx *c)
+{
+	const struct proc_image *img = c->img;
+	const struct proc_attrs *a = &img->attrs;
+	int64_t cur;
+	int r;
+
+	if (fault_hit(FAULT_ENGINE_RESTORE_ATTRS))
+		return err_set(-EIO, "restore of pid %d: injected fault setting its attributes", c->pid);
+
+	if (a->oom_score_adj != INT32_MIN) {
+		char p[64], v[16];
+		snprintf(p, sizeof(p), "/proc/%d/oom_score_adj", c->pid);
+		int n = snprintf(v, sizeof(v), "%d", a->oom_score_adj);
+		_cleanup_close_ int fd = open(p, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write(fd, v, n) != n)
+			return err_set(negerrno(), "restore of pid %d: setting its oom_score_adj %d: %m%s", c->pid,
+				       a->oom_score_adj,
+				       errno == EACCES ? " (lowering it takes CAP_SYS_RESOURCE)" : "");
+	}
+	if (a->child_subreaper > 0 &&
+	    (r = sys(c, c->pid, SYS_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0, NULL, "PR_SET_CHILD_SUBREAPER")) < 0)
+		return r;
+	if (a->thp_disable >= 0) {
+		if ((r = sys(c, c->pid, SYS_prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0, 0, &cur, "PR_GET_THP_DISABLE")) < 0)
+			return r;
+		if (cur != a->thp_disable &&
+		    (r = sys(c, c->pid, SYS_prctl, PR_SET_THP_DISABLE, a->thp_disable ? 1 : 0,
+			     (uint64_t)(a->thp_disable & ~1), 0, 0, 0, NULL, "PR_SET_THP_DISABLE")) < 0)
+			return r;
+	}
+	/* each registration the process had, made again (a new mm has none) */
+	for (int bit = 0; a->membarrier > 0 && bit < 16; bit++) {
+		if (!(a->membarrier & (1ll << bit)))
+			continue;
+		char what[64];
+		snprintf(what, sizeof(what), "membarrier registration 0x%x", 1u << bit);
+		if ((r = sys(c, c->pid, SYS_membarrier, 1u << bit, 0, 0, 0, 0, 0, NULL, what)) < 0)
+			return r;
+	}
+	if (a->loginuid >= 0 && (r = loginuid_apply(c, a->loginuid)) < 0)
+		return r;
+	/* after every area is made (it forbids giving an area exec once it was
+	 * writable, as the restore does); it cannot be undone, and is set
+	 * only where the image has it */
+	if (a->mdwe > 0 && (r = sys(c, c->pid, SYS_prctl, PR_SET_MDWE, (uint64_t)a->mdwe, 0, 0, 0, 0, NULL,
+				   "PR_SET_MDWE (memory-deny-write-execute)")) < 0)
+		return r;
+	for (size_t i = 0; i < img->nthreads; i++) {
+		const struct thread_image *t = &img->threads[i];
+		if (t->timerslack > 0 &&
+		    (r = sys(c, t->tid, SYS_prctl, PR_SET_TIMERSLACK, (uint64_t)t->timerslack, 0, 0, 0, 0, NULL,
+			     "PR_SET_TIMERSLACK")) < 0)
+			return r;
+		if (t->pdeathsig &&
+		    (r = sys(c, t->tid, SYS_prctl, PR_SET_PDEATHSIG, (uint64_t)t->pdeathsig, 0, 0, 0, 0, NULL,
+			     "PR_SET_PDEATHSIG")) < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int drive(struct ctx *c)
 {
 	struct proc_image *img = c->img;
@@ -1121,6 +1244,8 @@ static int drive(struct ctx *c)
 		c->total += img->vmas[i].saved;
 	for (size_t i = 0; i < img->nvmas; i++) {
 		r = map_area(c, &img->vmas[i]);
+		if (r >= 0)
+			r = vma_advice_apply(c, c->pid, &img->vmas[i], c->lazy != NULL);
 		if (r < 0)
 			goto out;
 	}
@@ -1172,6 +1297,9 @@ static int drive(struct ctx *c)
 			goto out;
 	}
 	r = ptimers_inject(c);
+	if (r < 0)
+		goto out;
+	r = attrs_apply(c);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < img->npending; i++) {

@@ -121,6 +121,19 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e)
 		e->settime_flags = fl;
 		e->value = (struct timespec){ .tv_sec = (time_t)a, .tv_nsec = (long)b };
 		e->interval = (struct timespec){ .tv_sec = (time_t)c, .tv_nsec = (long)d };
+		/* a wall-clock deadline stays that deadline, however long until
+		 * the restore: the time left is read against now */
+		if ((fl & TFD_TIMER_ABSTIME) && (clk == CLOCK_REALTIME || clk == CLOCK_REALTIME_ALARM) && (a || b)) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			e->deadline.tv_sec = now.tv_sec + (time_t)a;
+			e->deadline.tv_nsec = now.tv_nsec + (long)b;
+			if (e->deadline.tv_nsec >= 1000000000) {
+				e->deadline.tv_sec++;
+				e->deadline.tv_nsec -= 1000000000;
+			}
+			e->has_deadline = true;
+		}
 		return 0;
 	}
 	case FD_KIND_SIGNALFD:
@@ -149,6 +162,8 @@ void fds_event_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, " clock=%d ticks=%lu settime=0x%x value=%ld.%09ld interval=%ld.%09ld",
 			   e->clockid, e->ticks, e->settime_flags, e->value.tv_sec, e->value.tv_nsec,
 			   e->interval.tv_sec, e->interval.tv_nsec);
+		if (e->has_deadline)
+			fds_printf(b, " deadline=%ld.%09ld", (long)e->deadline.tv_sec, e->deadline.tv_nsec);
 		break;
 	case FD_KIND_SIGNALFD:
 		fds_printf(b, " mask=0x%lx", e->sigmask);
@@ -213,6 +228,13 @@ int fds_event_parse(struct fd_entry *e, struct fd_line *l)
 			return r;
 		if (e->value.tv_nsec >= 1000000000 || e->interval.tv_nsec >= 1000000000)
 			return fds_bad(l, "nanoseconds out of range");
+		if (fds_kv_has(l, "deadline")) {
+			if ((r = fds_kv_ts(l, "deadline", &e->deadline)) < 0)
+				return r;
+			if (e->deadline.tv_nsec >= 1000000000)
+				return fds_bad(l, "nanoseconds out of range");
+			e->has_deadline = true;
+		}
 		return 0;
 	case FD_KIND_SIGNALFD:
 		return fds_kv_hex(l, "mask", &e->sigmask);
@@ -230,7 +252,12 @@ static int open_timerfd(struct fd_entry *e)
 	if (fd < 0)
 		return err_set(negerrno(), "fd %d: timerfd_create clock %d", e->fd, e->clockid);
 	if (its.it_value.tv_sec || its.it_value.tv_nsec) {
-		if (e->settime_flags & TFD_TIMER_ABSTIME) {
+		if (e->has_deadline && (e->settime_flags & TFD_TIMER_ABSTIME)) {
+			/* the wall-clock time it was set for; past, it fires at
+			 * once and counts the intervals missed, as it would have */
+			its.it_value = e->deadline;
+			flags = (int)e->settime_flags;
+		} else if (e->settime_flags & TFD_TIMER_ABSTIME) {
 			/* Same time left; absolute again so that clock changes
 			 * (and CANCEL_ON_SET) act as they did. */
 			struct timespec now;

@@ -143,6 +143,39 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 	return e->path ? 1 : -ENOMEM;
 }
 
+/* A deleted file's or memfd's owner and times, which fstat() shows the
+ * process: older snapshots have none and restore them as the restorer's
+ * and the restore's. */
+static void content_owner_format(struct fds_buf *b, const struct fd_entry *e)
+{
+	if (e->has_owner)
+		fds_printf(b, " uid=%u gid=%u", e->uid, e->gid);
+	if (e->has_times)
+		fds_printf(b, " atime=%ld.%09ld mtime=%ld.%09ld", (long)e->atime.tv_sec, e->atime.tv_nsec,
+			   (long)e->mtime.tv_sec, e->mtime.tv_nsec);
+}
+
+static int content_owner_parse(struct fd_line *l, struct fd_entry *e)
+{
+	uint64_t uid, gid;
+	int r;
+	if (fds_kv_has(l, "uid")) {
+		if ((r = fds_kv_u64(l, "uid", &uid)) < 0 || (r = fds_kv_u64(l, "gid", &gid)) < 0)
+			return r;
+		if (uid >= UINT32_MAX || gid >= UINT32_MAX)
+			return fds_bad(l, "uid= or gid= out of range");
+		e->has_owner = true;
+		e->uid = (uid_t)uid;
+		e->gid = (gid_t)gid;
+	}
+	if (fds_kv_has(l, "atime")) {
+		if ((r = fds_kv_ts(l, "atime", &e->atime)) < 0 || (r = fds_kv_ts(l, "mtime", &e->mtime)) < 0)
+			return r;
+		e->has_times = true;
+	}
+	return 0;
+}
+
 int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 {
 	const struct stat *st = e->st;
@@ -174,6 +207,11 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_DELETED:
 		e->size = (uint64_t)st->st_size;
 		e->mode = st->st_mode & 07777;
+		e->has_owner = e->has_times = true;
+		e->uid = st->st_uid;
+		e->gid = st->st_gid;
+		e->atime = st->st_atim;
+		e->mtime = st->st_mtim;
 		/* Our duplicate may be write-only: read through a fresh
 		 * description of the same inode, which leaves the process's
 		 * offset alone too. */
@@ -213,10 +251,12 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 	case FD_KIND_DELETED:
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " pos=%lu size=%lu mode=0%o", e->pos, e->size, e->mode);
+		content_owner_format(b, e);
 		break;
 	case FD_KIND_MEMFD:
 		fds_put_path(b, "name", e->name, strlen(e->name));
 		fds_printf(b, " pos=%lu size=%lu mode=0%o seals=0x%x", e->pos, e->size, e->mode, e->seals);
+		content_owner_format(b, e);
 		break;
 	default:
 		break;
@@ -283,6 +323,8 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 	case FD_KIND_DELETED:
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "size", &e->size)) < 0 ||
 		    (r = fds_kv_mode(l, &e->mode)) < 0)
+			return r;
+		if ((r = content_owner_parse(l, e)) < 0)
 			return r;
 		if (e->size > (1ull << 30))
 			return fds_bad(l, "size=%lu: larger than 1 GiB", e->size);
@@ -426,8 +468,16 @@ static int open_content(struct fd_entry *e)
 	if (r < 0)
 		return err_set(r, "fd %d: cannot write the content of %s", e->fd,
 			       e->path ? e->path : e->name);
+	/* the owner first: a change of owner clears set-id bits */
+	if (e->has_owner && fchown(fd, e->uid, e->gid) < 0)
+		return err_set(negerrno(), "fd %d: %s: cannot give it its owner %u:%u: %m", e->fd,
+			       e->path ? e->path : e->name, e->uid, e->gid);
 	if (fchmod(fd, e->mode) < 0)
 		return err_set(negerrno(), "fd %d: fchmod 0%o", e->fd, e->mode);
+	/* last, once nothing writes to it any more */
+	struct timespec ts[2] = { e->atime, e->mtime };
+	if (e->has_times && futimens(fd, ts) < 0)
+		return err_set(negerrno(), "fd %d: %s: cannot set its times: %m", e->fd, e->path ? e->path : e->name);
 	r = reopen(e, fd);
 	if (r < 0)
 		return r;

@@ -87,6 +87,10 @@ struct fd_entry {
 	bool has_owner;   /* unix-listen bound to a path: mode, uid and gid of its socket file */
 	uid_t uid;
 	gid_t gid;
+	bool has_times;   /* deleted, memfd: atime and mtime (with has_owner: uid, gid) */
+	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
+	struct timespec deadline;
+	struct timespec atime, mtime;
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
 

@@ -17,7 +17,10 @@
  * `test-engine pid` restores onto a PID still held: by a live process,
  * by a zombie reaped while the restore waits, by one never reaped in time;
  * `test-engine creds` restores threads with credentials and seccomp
- * filters of their own, and refuses a user's restore of root's process.
+ * filters of their own, and refuses a user's restore of root's process;
+ * `test-engine attrs` restores oom_score_adj, prctl settings, membarrier
+ * registrations, per-thread timer slack and parent-death signal, and
+ * per-area madvise flags and locks.
  */
 #include <check.h>
 #include <dirent.h>
@@ -269,6 +272,36 @@ CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
 CYCLE_TESTS(regs, "target-regs", NULL)
+/* oom_score_adj, subreaper, THP disable, membarrier registrations; per
+ * thread timer slack and parent-death signal; and in a child (a tree),
+ * supplementary groups, slack, oom_score_adj (target-attrs checks them) */
+static void wait_gone(pid_t pid);
+
+static void attrs_cycle(const char *mode)
+{
+	pid_t pid = spawn(NULL, "target-attrs", NULL);
+	char p[64], *kids = NULL;
+	snprintf(p, sizeof(p), "/proc/%d/task/%d/children", pid, pid);
+	ck_assert_int_eq(read_file_full(p, &kids, NULL), 0);
+	pid_t kid = atoi(kids);
+	free(kids);
+	ck_assert_int_gt(kid, 0);
+	dump(pid, mode, "store/s1");
+	if (mode && !strcmp(mode, "--stop"))
+		assert_stopped(kid, "--stop");
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	kill(kid, SIGKILL);
+	kill_original(pid, "--kill");
+	wait_gone(kid);
+	verdict(restore("store/s1"));
+}
+
+START_TEST(attrs_running) { attrs_cycle(NULL); } END_TEST
+START_TEST(attrs_kill) { attrs_cycle("--kill"); } END_TEST
+START_TEST(attrs_stop) { attrs_cycle("--stop"); } END_TEST
+/* madvise flags and mlock per area (target-advice checks its VmFlags) */
+CYCLE_TESTS(advice, "target-advice", NULL)
 
 /* Credentials and seccomp filters, per thread (the targets check their
  * own after restore; target-creds writes as nobody into our dir). */
@@ -615,12 +648,14 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
 /* in the rt_sigaction loop */
 START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
-/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 3
- * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS): 75 is
- * the third thread's sigaltstack */
-START_TEST(die_inject_thread) { dump_dies("target-threads", "221:75", NULL, 9); } END_TEST
-/* the last one, 68 + 3 + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:72", NULL, 1); } END_TEST
+/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 5
+ * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS,
+ * PR_GET_TIMERSLACK, PR_GET_PDEATHSIG): 79 is the third thread's
+ * sigaltstack */
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:79", NULL, 9); } END_TEST
+/* the last one, 68 + 5 + 4 (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE,
+ * membarrier's registrations, PR_GET_MDWE) + 1: the scratch page's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:78", NULL, 1); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
@@ -631,9 +666,9 @@ START_TEST(die_write) { dump_dies("target-signals", "225", NULL, 1); } END_TEST
 START_TEST(die_commit_kill) { dump_dies("target-signals", "226", "--kill", 1); } END_TEST
 START_TEST(die_commit_stop) { dump_dies("target-threads", "226", "--stop", 9); } END_TEST
 
-static void restore_fault(const char *fault)
+static void restore_fault_of(const char *prog, const char *fault)
 {
-	pid_t pid = spawn(NULL, "target-threads", NULL);
+	pid_t pid = spawn(NULL, prog, NULL);
 	dump(pid, "--kill", "store/s1");
 	kill_original(pid, "--kill");
 	int rc = run_ckpt(fault, NULL, 0, "restore", path("store/s1"), NULL, NULL);
@@ -648,7 +683,15 @@ static void restore_fault(const char *fault)
 	verdict(restore("store/s1"));
 }
 
+static void restore_fault(const char *fault)
+{
+	restore_fault_of("target-threads", fault);
+}
+
 START_TEST(fault_restore_map) { restore_fault("210:3"); } END_TEST
+/* the attributes (oom_score_adj, prctl, ...) and an area's advice */
+START_TEST(fault_restore_attrs) { restore_fault("250"); } END_TEST
+START_TEST(fault_restore_advice) { restore_fault_of("target-advice", "251:3"); } END_TEST
 START_TEST(fault_restore_late) { restore_fault("211"); } END_TEST
 
 /* /proc/PID/comm, without the newline (static buffer). */
@@ -2313,6 +2356,15 @@ int main(int argc, char **argv)
 		}
 		suite_add_tcase(s, tc("nginx_kill", nginx_kill, 90));
 		suite_add_tcase(s, tc("nginx_running", nginx_running, 90));
+	} else if (only && !strcmp(only, "attrs")) {
+		suite_add_tcase(s, tc("attrs_running", attrs_running, 60));
+		suite_add_tcase(s, tc("attrs_kill", attrs_kill, 60));
+		suite_add_tcase(s, tc("attrs_stop", attrs_stop, 60));
+		suite_add_tcase(s, tc("advice_running", advice_running, 60));
+		suite_add_tcase(s, tc("advice_kill", advice_kill, 60));
+		suite_add_tcase(s, tc("advice_stop", advice_stop, 60));
+		suite_add_tcase(s, tc("fault_restore_attrs", fault_restore_attrs, 60));
+		suite_add_tcase(s, tc("fault_restore_advice", fault_restore_advice, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));

@@ -734,6 +734,12 @@ static void events_setup(void)
 	timerfd_settime(5, 0, &its, NULL);
 	at(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), 9, false);
 	timerfd_settime(9, 0, &once, NULL);
+	/* a wall-clock deadline an hour ahead */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct itimerspec wall = { .it_value = { now.tv_sec + 3600, 0 } };
+	at(timerfd_create(CLOCK_REALTIME, 0), 11, false);
+	timerfd_settime(11, TFD_TIMER_ABSTIME, &wall, NULL);
 	usleep(20000);
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
@@ -769,6 +775,8 @@ static int events_verify(void)
 	V(its.it_interval.tv_sec == 3 && its.it_interval.tv_nsec == 0);
 	V(read(9, &v, 8) == 8 && v == 1);
 	V(timerfd_gettime(9, &its) == 0 && its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0);
+	/* its deadline, not the time left at the dump (set to 100 s below) */
+	V(timerfd_gettime(11, &its) == 0 && its.it_value.tv_sec > 3000 && its.it_value.tv_sec <= 3600);
 	snprintf(buf, sizeof(buf), "/proc/self/fdinfo/6");
 	char *info = NULL;
 	V(read_file_full(buf, &info, NULL) == 0);
@@ -796,6 +804,13 @@ START_TEST(events)
 	struct fd_image *cap = capture(pid);
 	kill_target(pid);
 	struct fd_image *img = roundtrip(cap, &text);
+	/* as if the restore came long after the dump: the time left read
+	 * then is stale, the deadline is not */
+	for (size_t i = 0; i < img->n; i++)
+		if (img->e[i].fd == 11) {
+			ck_assert(img->e[i].has_deadline);
+			img->e[i].value = (struct timespec){ 100, 0 };
+		}
 	ck_assert_msg(strstr(text, "3 eventfd flags=02 cloexec=0 count=7 semaphore=1\n") &&
 			      strstr(text, " watch=3:0x19:0x1234") && strstr(text, " ticks=1 "),
 		      "unexpected text:\n%s", text);

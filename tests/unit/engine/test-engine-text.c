@@ -42,6 +42,7 @@ START_TEST(maps_round_trip)
 	v[1].nruns = 1;
 	v[1].saved = 4096;
 	v[4].noreserve = true;
+	v[4].advice = VMA_ADV_LOCKED | VMA_ADV_DONTFORK | VMA_ADV_HUGEPAGE;
 	v[4].hbm = true; /* its bytes under gpu/hbm/ */
 	char *text = maps_format(&img);
 	ck_assert_ptr_nonnull(text);
@@ -58,8 +59,10 @@ START_TEST(maps_round_trip)
 		ck_assert_uint_eq(w[i].saved, v[i].saved);
 		ck_assert_int_eq(w[i].growsdown, v[i].growsdown);
 		ck_assert_int_eq(w[i].noreserve, v[i].noreserve);
+		ck_assert_uint_eq(w[i].advice, v[i].advice);
 		ck_assert_int_eq(w[i].hbm, v[i].hbm);
 	}
+	ck_assert_ptr_nonnull(strstr(text, " advice=hugepage,dontfork,locked "));
 	/* the file holding an area's bytes */
 	char name[VMA_FILE_NAME_MAX];
 	vma_file_name(&w[4], name, sizeof(name));
@@ -71,6 +74,13 @@ START_TEST(maps_round_trip)
 	ck_assert_int_eq(w[1].nruns, 1);
 	ck_assert_uint_eq(w[1].runs[0].len, 4096);
 	free(text);
+	vmas_free(w, m);
+	/* a newer writer's advice words are ignored, the known ones kept */
+	w = NULL;
+	m = 0;
+	ck_assert_int_eq(maps_parse_image("1000-2000 rw-p 00000000 00:00 0 kind=anon saved=0 advice=someday,dontdump\n",
+					  &w, &m), 0);
+	ck_assert_uint_eq(w[0].advice, VMA_ADV_DONTDUMP);
 	vmas_free(w, m);
 	vmas_free(v, n);
 }
@@ -182,6 +192,9 @@ START_TEST(process_round_trip)
 	p.auxv = calloc(1, 16);
 	p.auxv[0] = 6;
 	p.stopped = true;
+	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242, 1 };
+	p.threads[1].timerslack = 7777;
+	p.threads[1].pdeathsig = SIGURG;
 	memset(p.vdso, 'a', 64);
 	char *text = process_format(&p);
 	ck_assert_ptr_nonnull(text);
@@ -199,8 +212,33 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(q.umask, 022);
 	ck_assert(q.stopped);
 	ck_assert_int_eq(strlen(q.vdso), 64);
+	ck_assert_int_eq(q.attrs.oom_score_adj, -500);
+	ck_assert_int_eq(q.attrs.child_subreaper, 1);
+	ck_assert_int_eq(q.attrs.thp_disable, 3);
+	ck_assert_int_eq(q.attrs.membarrier, 0x14);
+	ck_assert_int_eq(q.attrs.loginuid, 4242);
+	ck_assert_int_eq(q.attrs.mdwe, 1);
+	ck_assert_int_eq(q.threads[0].timerslack, 0);
+	ck_assert_int_eq(q.threads[1].timerslack, 7777);
+	ck_assert_int_eq(q.threads[1].pdeathsig, SIGURG);
 	free(text);
 	proc_image_free(&q);
+
+	/* an older snapshot: nothing recorded, nothing set by a restore */
+	struct proc_image o = { 0 };
+	ck_assert_int_eq(process_parse("pid 5\nexe /x\ncwd /\nthreads 5\nmm 0 0 0 0 0 0 0 0 0 0 0\n", &o), 0);
+	ck_assert_int_eq(o.attrs.oom_score_adj, INT32_MIN);
+	ck_assert_int_eq(o.attrs.child_subreaper, -1);
+	ck_assert_int_eq(o.attrs.thp_disable, -1);
+	ck_assert_int_eq(o.attrs.membarrier, -1);
+	ck_assert_int_eq(o.attrs.loginuid, -1);
+	proc_image_free(&o);
+	/* settings for a thread the snapshot does not have */
+	struct proc_image u = { 0 };
+	ck_assert_int_eq(process_parse("pid 5\nexe /x\ncwd /\nthreads 5\nthread_attrs 6 50000 0\n"
+				       "mm 0 0 0 0 0 0 0 0 0 0 0\n", &u),
+			 -EBADMSG);
+	proc_image_free(&u);
 
 	/* the leader must come first */
 	struct proc_image r = { 0 };
