@@ -573,7 +573,7 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 		live++;
 	}
 	if (!live) {
-		snprintf(why, sizeof(why), "no private anonymous area of 1 MiB or more to pre-copy");
+		snprintf(why, sizeof(why), "no private anonymous area of 1 MiB or more, mostly populated, to pre-copy");
 		goto fallback;
 	}
 	while (!converged && round < PRECOPY_MAX_ROUNDS) {

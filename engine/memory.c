@@ -289,6 +289,29 @@ static int add_run(struct vma *v, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* In a pre-copied area, an unwritten page that reads as swapped is
+ * either swapped out after its copy (in the mirror, valid) or the marker
+ * of a page never touched, protected by the pre-copy (not valid: the
+ * first round copies every page really swapped): only the former are
+ * saved. */
+static int add_swapped_runs(struct vma *v, uint64_t s, uint64_t e)
+{
+	for (uint64_t p = s; p < e;) {
+		if (!v->valid[(p - v->start) / 4096]) {
+			p += 4096;
+			continue;
+		}
+		uint64_t q = p;
+		while (q < e && v->valid[(q - v->start) / 4096])
+			q += 4096;
+		int r = add_run(v, p - v->start, q - p);
+		if (r < 0)
+			return r;
+		p = q;
+	}
+	return 0;
+}
+
 static int scan_pages(pid_t pid, int pm, struct vma *v)
 {
 	struct page_region_ regs[512];
@@ -319,10 +342,15 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
 				       (unsigned long)v->start, (unsigned long)v->end);
 		for (long i = 0; i < k; i++) {
-			if (v->valid && (regs[i].categories & PAGE_IS_WRITTEN_))
+			uint64_t c = regs[i].categories;
+			int r;
+			if (v->valid && (c & PAGE_IS_WRITTEN_))
 				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
 				       (regs[i].end - regs[i].start) / 4096);
-			int r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
+			if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
+				r = add_swapped_runs(v, regs[i].start, regs[i].end);
+			else
+				r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
 			if (r < 0)
 				return r;
 		}

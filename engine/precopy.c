@@ -84,6 +84,14 @@ struct pc_region {
 #define PRECOPY_SCAN_PAUSE_US 200
 /* Areas smaller than this are copied while frozen, as without pre-copy. */
 #define PRECOPY_MIN_AREA (1ull << 20)
+/* Protecting a page never touched installs a marker in its page table
+ * (UFFD_FEATURE_WP_UNPOPULATED): page tables for the whole area, made
+ * before the first copy. An area mostly unpopulated (AddressSanitizer's
+ * shadow: terabytes reserved, megabytes used; a heap reserved ahead) is
+ * left to the frozen copy when its holes pass this and its own resident
+ * size: 16 TiB of shadow would want 32 GiB of page tables and minutes of
+ * protecting, for a few MiB of pages. */
+#define PRECOPY_MAX_HOLES (256ull << 20)
 /* Pre-copy converged once a round leaves at most this much to copy. */
 #define PRECOPY_DONE_BYTES (4ull << 20)
 
@@ -214,6 +222,34 @@ static uint8_t *map_mirror(uint64_t start, uint64_t len)
 	return a;
 }
 
+/* Bytes of [start, end) resident or swapped in pid's memory (pm: its
+ * pagemap), or -errno. */
+static int64_t resident(int pm, uint64_t start, uint64_t end)
+{
+	struct pc_region g[512];
+	struct pc_scan_arg s = {
+		.size = sizeof(s),
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)g,
+		.vec_len = ARRAY_SIZE(g),
+		.category_anyof_mask = PC_PAGE_IS_PRESENT | PC_PAGE_IS_SWAPPED,
+		.return_mask = PC_PAGE_IS_PRESENT | PC_PAGE_IS_SWAPPED,
+	};
+	int64_t n = 0;
+	while (s.start < end) {
+		long k = ioctl(pm, PC_PAGEMAP_SCAN, &s);
+		if (k < 0)
+			return negerrno();
+		for (long i = 0; i < k; i++)
+			n += (int64_t)(g[i].end - g[i].start);
+		if (s.walk_end <= s.start)
+			break;
+		s.start = s.walk_end;
+	}
+	return n;
+}
+
 int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 {
 	struct vma *v = NULL;
@@ -251,6 +287,19 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 	for (size_t i = 0; i < nv; i++) {
 		if (!trackable(&v[i]))
 			continue;
+		int64_t res = resident(pc->pm, v[i].start, v[i].end);
+		uint64_t size = v[i].end - v[i].start;
+		if (res < 0) {
+			r = err_set((int)res, "pid %d: PAGEMAP_SCAN %" PRIx64 "-%" PRIx64 ": %s", pid, v[i].start,
+				    v[i].end, strerror((int)-res));
+			goto fail;
+		}
+		if (size - (uint64_t)res > MAX(PRECOPY_MAX_HOLES, (uint64_t)res)) {
+			log_debug("pid %d: %" PRIx64 "-%" PRIx64 " not tracked: %" PRIu64 " MiB of %" PRIu64
+				  " MiB populated",
+				  pid, v[i].start, v[i].end, (uint64_t)res >> 20, size >> 20);
+			continue;
+		}
 		if (fault_hit(FAULT_ENGINE_PRECOPY_REGISTER)) {
 			r = err_set(-EIO, "pid %d: registering %" PRIx64 "-%" PRIx64 ": injected fault", pid, v[i].start,
 				    v[i].end);
@@ -298,8 +347,8 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 	v = NULL;
 	nv = 0;
 	if (!pc->n) {
-		r = err_set(-ENOENT, "pid %d: no private anonymous area of %llu KiB or more to pre-copy", pid,
-			    PRECOPY_MIN_AREA >> 10);
+		r = err_set(-ENOENT, "pid %d: no private anonymous area of %llu KiB or more, mostly populated, to pre-copy",
+			    pid, PRECOPY_MIN_AREA >> 10);
 		goto fail;
 	}
 	*ret = pc;
@@ -369,6 +418,48 @@ static int copy_runs(struct precopy *pc, struct pc_area *a, const struct pc_regi
 	return 0;
 }
 
+/* Linux's page table markers are swap entries of the last swap type
+ * (SWP_PTE_MARKER, 31 of 5 bits): PAGEMAP_SCAN counts them as swapped
+ * pages and /proc/PID/pagemap shows them so, with that type. */
+#define PM_SWAP (1ull << 62)
+#define PM_SWAP_TYPE(e) ((e) & 0x1f)
+#define PM_TYPE_MARKER 31
+
+/* Copies the pages of [s, e), each swapped or a marker, that are swapped
+ * (a marker has nothing to copy: the page was never touched); *copied
+ * grows by what was. */
+static int copy_swapped(struct precopy *pc, struct pc_area *a, uint64_t s, uint64_t e, uint64_t *copied)
+{
+	uint64_t pm[512];
+	struct pc_region run[64];
+	size_t n = 0;
+	for (uint64_t at = s; at < e;) {
+		size_t k = MIN(ARRAY_SIZE(pm), (e - at) / PAGE);
+		ssize_t got = pread(pc->pm, pm, k * sizeof(pm[0]), (off_t)(at / PAGE * sizeof(pm[0])));
+		if (got < (ssize_t)sizeof(pm[0]))
+			return err_set(got < 0 ? negerrno() : -EIO, "pid %d: pagemap at %" PRIx64 ": %s", pc->pid, at,
+				       got < 0 ? strerror(errno) : "short read");
+		k = (size_t)got / sizeof(pm[0]);
+		for (size_t i = 0; i < k; i++, at += PAGE) {
+			if ((pm[i] & PM_SWAP) && PM_SWAP_TYPE(pm[i]) == PM_TYPE_MARKER)
+				continue;
+			*copied += PAGE;
+			if (n && run[n - 1].end == at) {
+				run[n - 1].end += PAGE;
+				continue;
+			}
+			if (n == ARRAY_SIZE(run)) {
+				int r = copy_runs(pc, a, run, n, false);
+				if (r < 0)
+					return r;
+				n = 0;
+			}
+			run[n++] = (struct pc_region){ at, at + PAGE, 0 };
+		}
+	}
+	return n ? copy_runs(pc, a, run, n, false) : 0;
+}
+
 /* One walk of area a: in the first round its populated pages, later the
  * pages written since the last walk (protected again by the same walk);
  * each copied into the mirror. *dirty grows by what was copied. */
@@ -402,13 +493,31 @@ static int scan_area(struct precopy *pc, struct pc_area *a, bool first, uint64_t
 		if (k < 0)
 			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %" PRIx64 "-%" PRIx64 ": %m", pc->pid, a->start,
 				       a->end);
-		for (long i = 0; i < k; i++) {
-			memset(a->valid + (g[i].start - a->start) / PAGE, 0, (g[i].end - g[i].start) / PAGE);
-			*dirty += g[i].end - g[i].start;
+		if (first) {
+			/* the marker of a page never touched reads as swapped:
+			 * nothing to copy there */
+			int r = 0;
+			for (long i = 0, j = 0; i < k && r >= 0; i = j) {
+				if (!(g[i].categories & PC_PAGE_IS_PRESENT)) {
+					r = copy_swapped(pc, a, g[i].start, g[i].end, dirty);
+					j = i + 1;
+					continue;
+				}
+				for (j = i; j < k && (g[j].categories & PC_PAGE_IS_PRESENT); j++)
+					*dirty += g[j].end - g[j].start;
+				r = copy_runs(pc, a, &g[i], (size_t)(j - i), false);
+			}
+			if (r < 0)
+				return r;
+		} else {
+			for (long i = 0; i < k; i++) {
+				memset(a->valid + (g[i].start - a->start) / PAGE, 0, (g[i].end - g[i].start) / PAGE);
+				*dirty += g[i].end - g[i].start;
+			}
+			int r = copy_runs(pc, a, g, (size_t)k, false);
+			if (r < 0)
+				return r;
 		}
-		int r = copy_runs(pc, a, g, (size_t)k, false);
-		if (r < 0)
-			return r;
 		if (s.walk_end <= s.start)
 			break;
 		s.start = s.walk_end;

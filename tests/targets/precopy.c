@@ -13,6 +13,10 @@
  * it. A page written before the freeze but saved from an older copy
  * fails.
  *
+ * TARGET READY RESULT MIB RATE GIB: with, besides, a reservation of GIB
+ * GiB (MAP_NORESERVE, like AddressSanitizer's shadow) of which it writes
+ * one page in each GiB, checked after restore too.
+ *
  * It also watches its own clock, once a millisecond: while READY.gap is
  * absent it keeps the largest gap between two looks; creating
  * READY.reset (removed by it) starts a new measure, and READY.report
@@ -47,6 +51,15 @@ int main(int argc, char **argv)
 	uint8_t *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
 		target_verdict(0, "no memory");
+	size_t gib = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
+	uint8_t *res = NULL;
+	if (gib) {
+		res = mmap(NULL, gib << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (res == MAP_FAILED)
+			target_verdict(0, "cannot reserve %zu GiB", gib);
+		for (size_t g = 0; g < gib; g++)
+			memset(res + (g << 30), (int)(g % 255) + 1, PAGE);
+	}
 	for (size_t p = pages / 4; p < pages; p++)
 		mixed_page((uint64_t *)(m + p * PAGE), p, pages);
 	/* volatile: the restored process reads what the dump saved */
@@ -100,5 +113,9 @@ int main(int argc, char **argv)
 				       p, pages, (unsigned long long)stamp[p],
 				       (unsigned long long)((uint64_t *)(m + p * PAGE))[0], (unsigned long long)seq);
 	}
+	for (size_t g = 0; g < gib; g++)
+		for (size_t i = 0; i < 2 * PAGE; i++)
+			if (res[(g << 30) + i] != (i < PAGE ? (int)(g % 255) + 1 : 0))
+				target_verdict(0, "reservation: GiB %zu, byte %zu is %d", g, i, res[(g << 30) + i]);
 	target_pass();
 }
