@@ -651,6 +651,19 @@ static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const
 	return r;
 }
 
+/* fds_release() of every image of the tree; the first error. */
+static int release_fds(const struct tree *t, struct pdump *p, struct fd_image *shared, bool killed)
+{
+	int r = fds_release(shared, killed);
+
+	for (size_t i = 0; i < t->n; i++) {
+		int q = fds_release(p[i].fds, killed);
+		if (q < 0 && r >= 0)
+			r = q;
+	}
+	return r;
+}
+
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
 	struct tree t = { 0 };
@@ -828,6 +841,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	if (r < 0)
 		goto out;
 	if (copy) {
+		/* not one runs with a TCP connection in repair mode */
+		r = release_fds(&t, p, shared, false);
+		if (r < 0)
+			goto out;
 		/* they run again together */
 		for (size_t i = 0; i < t.n; i++) {
 			if (t.v[i].zombie || p[i].gone)
@@ -922,6 +939,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (r < 0)
 			goto out;
 	}
+	/* killed: their TCP connections close in repair mode, silently, and
+	 * stay locked for the restore; stopped: they keep them, working */
+	if (after != ENGINE_AFTER_RUN) {
+		r = release_fds(&t, p, shared, after == ENGINE_AFTER_KILL);
+		if (r < 0)
+			goto out;
+	}
 	if (!tf1)
 		tf1 = now_ns();
 	size_t in_snapshot = 0;
@@ -941,6 +965,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		  in_snapshot, bytes, (tf1 - tf0) / 1000, mode);
 	r = 0;
 out:
+	/* before any thaw: out of repair mode, unlocked (a no-op once done) */
+	if (r < 0)
+		release_fds(&t, p, shared, false);
 	for (size_t i = 0; i < t.n; i++) {
 		struct pdump *d = &p[i];
 		/* the detail of the failure survives the keeper's ending */

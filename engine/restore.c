@@ -1951,6 +1951,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out_kill;
 		}
 	}
+	/* they run: the peers of their TCP connections may reach them now */
+	for (size_t i = 0; i <= t.n; i++)
+		if (fds_unlock(i < t.n ? p[i].fds : shared) < 0)
+			log_warn("%s", err_msg());
 	*ret_pid = root;
 	if (o && o->ret_processes)
 		*o->ret_processes = t.n;

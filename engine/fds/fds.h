@@ -36,6 +36,19 @@ int fds_check_tree(const pid_t *pids, size_t n);
  * process sees: bytes are peeked, not consumed. */
 int fds_capture(pid_t pid, struct fd_image **ret);
 
+/* Dump, after fds_capture(): the established TCP connections it holds in
+ * repair mode, under the network lock (fds-tcp.c), are let go. killed
+ * false: before the process runs again (or stays stopped), each leaves
+ * repair mode and its lock is lifted; killed true: once the process is
+ * killed, each is closed still in repair mode (no FIN, no reset) and its
+ * lock stays for the restore. fds_free() does the former for an image
+ * not released. Returns the first error of the lock (-errno, detail). */
+int fds_release(struct fd_image *img, bool killed);
+
+/* Restore, once the processes run: lifts the network lock of img's TCP
+ * connections (NULL: none). -errno with a detail. */
+int fds_unlock(struct fd_image *img);
+
 /* An empty image (NULL when out of memory): what a process of a tree
  * that shares another's descriptor table (CLONE_FILES) holds as its own;
  * the other's image is the table. */
