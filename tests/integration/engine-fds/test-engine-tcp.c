@@ -305,6 +305,41 @@ START_TEST(tcp_restore_elsewhere_refused)
 }
 END_TEST
 
+/* Both ends in one tree (target-fds-tcp-tree: parent and child, the
+ * parent still listening on the connection's port), bytes in flight both
+ * ways: dumped with --kill, restored; the tree checks every byte. */
+START_TEST(tcp_tree_kill_restore)
+{
+	char exe[PATH_MAX + 64], p[32], out[64];
+	int st;
+
+	snprintf(exe, sizeof(exe), "%s/target-fds-tcp-tree", targets);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	/* the root, then its child, which came to us */
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 30000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
 int main(void)
 {
 	struct {
@@ -319,6 +354,7 @@ int main(void)
 		{ "tcp_dump_fails_queue", tcp_dump_fails_queue },
 		{ "tcp_restore_fails_then_succeeds", tcp_restore_fails_then_succeeds },
 		{ "tcp_restore_elsewhere_refused", tcp_restore_elsewhere_refused },
+		{ "tcp_tree_kill_restore", tcp_tree_kill_restore },
 	};
 
 	if (geteuid() != 0) {
