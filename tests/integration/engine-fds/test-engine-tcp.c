@@ -340,6 +340,42 @@ START_TEST(tcp_tree_kill_restore)
 }
 END_TEST
 
+/* target-fds-udp: dumped (running, --kill, --stop), the original
+ * killed, restored; it checks its sockets itself. */
+static void udp_cycle(const char *mode)
+{
+	char exe[PATH_MAX + 64], p[32], out[64];
+	int st;
+
+	snprintf(exe, sizeof(exe), "%s/target-fds-udp", targets);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), mode) == 0, "ckpt dump: %s", ckpt_err());
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 15000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+START_TEST(udp_running) { udp_cycle(NULL); } END_TEST
+START_TEST(udp_kill) { udp_cycle("--kill"); } END_TEST
+START_TEST(udp_stop) { udp_cycle("--stop"); } END_TEST
+
 int main(void)
 {
 	struct {
@@ -355,6 +391,9 @@ int main(void)
 		{ "tcp_restore_fails_then_succeeds", tcp_restore_fails_then_succeeds },
 		{ "tcp_restore_elsewhere_refused", tcp_restore_elsewhere_refused },
 		{ "tcp_tree_kill_restore", tcp_tree_kill_restore },
+		{ "udp_running", udp_running },
+		{ "udp_kill", udp_kill },
+		{ "udp_stop", udp_stop },
 	};
 
 	if (geteuid() != 0) {
