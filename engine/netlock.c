@@ -13,10 +13,11 @@
  *
  * The table is made in one transaction that starts with `create table`:
  * of two dumpers racing, one makes it whole and the other finds it made,
- * and the rules are never added twice. Elements are added in one
- * transaction (all or nothing) and deleted one by one, since deleting a
- * missing element fails its whole transaction (both ends of a loopback
- * connection dumped together share theirs).
+ * and the rules are never added twice; a dump makes it only when adding
+ * its elements finds no table. Elements are added in one transaction
+ * (all or nothing) and deleted in one, or one by one when that fails,
+ * since deleting a missing element fails its whole transaction (both ends
+ * of a loopback connection dumped together share theirs).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -42,23 +43,16 @@ static const char table_def[] =
 	"add rule " TABLE " output ip saddr . tcp sport . ip daddr . tcp dport @conn4 drop\n"
 	"add rule " TABLE " output ip6 saddr . tcp sport . ip6 daddr . tcp dport @conn6 drop\n";
 
-/* Runs one nft command buffer. Returns 0, or -errno (EEXIST and ENOENT as
- * nft says them, -EIO otherwise) with nft's message in *msg (malloc'd,
- * may be NULL); out: what it printed (malloc'd), when asked. */
-static int run(const char *cmd, char **msg, char **out)
+/* Runs one nft command buffer in ctx. Returns 0, or -errno (EEXIST and
+ * ENOENT as nft says them, -EIO otherwise) with nft's message in *msg
+ * (malloc'd, may be NULL); out: what it printed (malloc'd), when asked. */
+static int run(struct nft_ctx *ctx, const char *cmd, char **msg, char **out)
 {
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-	int r = 0;
-
 	if (msg)
 		*msg = NULL;
-	if (!ctx)
-		return -ENOMEM;
-	nft_ctx_buffer_output(ctx);
-	nft_ctx_buffer_error(ctx);
 	if (nft_run_cmd_from_buffer(ctx, cmd) != 0) {
 		const char *e = nft_ctx_get_error_buffer(ctx);
-		r = !e ? -EIO : strstr(e, "File exists") ? -EEXIST : strstr(e, "No such file") ? -ENOENT
+		int r = !e ? -EIO : strstr(e, "File exists") ? -EEXIST : strstr(e, "No such file") ? -ENOENT
 			: strstr(e, "Operation not permitted") ? -EPERM : -EIO;
 		if (msg && e) {
 			*msg = strdup(e);
@@ -67,20 +61,35 @@ static int run(const char *cmd, char **msg, char **out)
 				if (*p == '\n')
 					*p = *(p + 1) ? ' ' : 0;
 		}
-	} else if (out) {
+		return r;
+	}
+	if (out) {
 		const char *o = nft_ctx_get_output_buffer(ctx);
 		*out = strdup(o ? o : "");
 		if (!*out)
-			r = -ENOMEM;
+			return -ENOMEM;
 	}
-	nft_ctx_free(ctx);
-	return r;
+	return 0;
 }
 
-static int table_make(void)
+/* A context whose output and errors we read; NULL when out of memory.
+ * Made once per call of ours: making one reads nft's tables of names,
+ * which costs more than a command. */
+static struct nft_ctx *ctx_new(void)
+{
+	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+
+	if (ctx) {
+		nft_ctx_buffer_output(ctx);
+		nft_ctx_buffer_error(ctx);
+	}
+	return ctx;
+}
+
+static int table_make(struct nft_ctx *ctx)
 {
 	_cleanup_free_ char *msg = NULL;
-	int r = run(table_def, &msg, NULL);
+	int r = run(ctx, table_def, &msg, NULL);
 
 	if (r == -EEXIST)
 		return 0;
@@ -110,6 +119,8 @@ static void addr_of(const struct sockaddr_storage *ss, int *family, char *buf, s
 	}
 }
 
+#define ELEMENT_MAX 256
+
 /* "add"/"delete" element command of one connection, both directions. */
 static int element(const char *verb, const struct netlock_conn *c, char *buf, size_t len)
 {
@@ -126,29 +137,57 @@ static int element(const char *verb, const struct netlock_conn *c, char *buf, si
 	return n > 0 && (size_t)n < len ? 0 : -ENAMETOOLONG;
 }
 
+/* One transaction of every connection's element command. */
+static int elements(const char *verb, const struct netlock_conn *c, size_t n, char **ret)
+{
+	char *cmd = malloc(n * ELEMENT_MAX + 1);
+	size_t len = 0;
+
+	if (!cmd)
+		return -ENOMEM;
+	cmd[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r = element(verb, &c[i], cmd + len, ELEMENT_MAX);
+		if (r < 0) {
+			free(cmd);
+			return err_set(r, "network lock: a connection between two address families");
+		}
+		len += strlen(cmd + len);
+	}
+	*ret = cmd;
+	return 0;
+}
+
 int netlock_add(const struct netlock_conn *c, size_t n)
 {
 	_cleanup_free_ char *cmd = NULL, *msg = NULL;
-	size_t len = 0;
+	struct nft_ctx *ctx;
 	int r;
 
 	if (!n)
 		return 0;
 	if (fault_hit(FAULT_ENGINE_NETLOCK))
 		return err_set(-EIO, "network lock: injected fault");
-	r = table_make();
+	r = elements("add", c, n, &cmd);
 	if (r < 0)
 		return r;
-	cmd = malloc(n * 256);
-	if (!cmd)
+	ctx = ctx_new();
+	if (!ctx)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		r = element("add", &c[i], cmd + len, 256);
-		if (r < 0)
-			return err_set(r, "network lock: a connection between two address families");
-		len += strlen(cmd + len);
+	/* the table is there but for the first dump since boot (or since
+	 * a clear): made only when the add finds none */
+	r = run(ctx, cmd, &msg, NULL);
+	if (r == -ENOENT) {
+		free(msg);
+		msg = NULL;
+		r = table_make(ctx);
+		if (r < 0) {
+			nft_ctx_free(ctx);
+			return r; /* with table_make's detail */
+		}
+		r = run(ctx, cmd, &msg, NULL);
 	}
-	r = run(cmd, &msg, NULL);
+	nft_ctx_free(ctx);
 	if (r < 0)
 		return err_set(r, "network lock: cannot add %zu connections to nftables table %s: %s", n, TABLE,
 			       msg ? msg : "");
@@ -157,20 +196,33 @@ int netlock_add(const struct netlock_conn *c, size_t n)
 
 int netlock_del(const struct netlock_conn *c, size_t n)
 {
-	int first = 0;
+	_cleanup_free_ char *cmd = NULL;
+	struct nft_ctx *ctx;
+	int first = 0, r;
 
-	for (size_t i = 0; i < n; i++) {
+	if (!n)
+		return 0;
+	ctx = ctx_new();
+	if (!ctx)
+		return -ENOMEM;
+	/* all at once, the usual case; one by one when some are not there
+	 * (a missing element fails its whole transaction) */
+	r = elements("delete", c, n, &cmd);
+	if (r >= 0)
+		r = run(ctx, cmd, NULL, NULL);
+	for (size_t i = 0; r < 0 && i < n; i++) {
 		_cleanup_free_ char *msg = NULL;
-		char cmd[256];
-		int r = element("delete", &c[i], cmd, sizeof(cmd));
-		if (r >= 0)
-			r = run(cmd, &msg, NULL);
-		if (r == -ENOENT)
+		char one[ELEMENT_MAX];
+		int q = element("delete", &c[i], one, sizeof(one));
+		if (q >= 0)
+			q = run(ctx, one, &msg, NULL);
+		if (q == -ENOENT)
 			continue; /* not locked, or the table is gone */
-		if (r < 0 && !first)
-			first = err_set(r, "network lock: cannot remove a connection from nftables table %s: %s", TABLE,
-					msg ? msg : "");
+		if (q < 0 && !first)
+			first = err_set(q, "network lock: cannot remove a connection from nftables table %s: %s",
+					TABLE, msg ? msg : "");
 	}
+	nft_ctx_free(ctx);
 	return first;
 }
 
@@ -178,7 +230,13 @@ int engine_netlock_list(char **ret)
 {
 	_cleanup_free_ char *msg = NULL;
 	char *out = NULL;
-	int r = run("list table " TABLE "\n", &msg, &out);
+	struct nft_ctx *ctx = ctx_new();
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	r = run(ctx, "list table " TABLE "\n", &msg, &out);
+	nft_ctx_free(ctx);
 
 	if (r == -ENOENT) {
 		*ret = strdup("");
@@ -193,7 +251,13 @@ int engine_netlock_list(char **ret)
 int engine_netlock_clear(void)
 {
 	_cleanup_free_ char *msg = NULL;
-	int r = run("delete table " TABLE "\n", &msg, NULL);
+	struct nft_ctx *ctx = ctx_new();
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	r = run(ctx, "delete table " TABLE "\n", &msg, NULL);
+	nft_ctx_free(ctx);
 
 	if (r == -ENOENT)
 		return 0;

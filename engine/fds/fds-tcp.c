@@ -37,6 +37,7 @@
  * without changing the socket), as UDP may lose any datagram.
  */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -151,9 +152,11 @@ int fds_tcp_lock(struct fd_image *img)
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_TCP)
 			to_lock(&img->e[i], &c[n++]);
+	uint64_t t0 = now_ns();
 	r = netlock_add(c, n);
 	if (r < 0)
 		return fds_err_prefix(r, "pid %d: %zu TCP connections", img->pid, n);
+	log_debug("pid %d: %zu TCP connections locked in %" PRIu64 " us", img->pid, n, (now_ns() - t0) / 1000);
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_TCP)
 			img->e[i].tcp->locked = true;
