@@ -209,6 +209,7 @@ enum fault_id {
 	FAULT_ENGINE_TCP_REPAIR = 281,      /* dump: a TCP connection's state cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_RESTORE = 283,     /* restore: a TCP connection's queues cannot be written back */
+	FAULT_ENGINE_DIE_TCP = 284,         /* dumper killed holding TCP connections in repair mode, locked */
 	_FAULT_MAX,
 };
 

@@ -55,6 +55,7 @@
 
 #include "engine/engine-int.h"
 #include "engine/fds/fds.h"
+#include "engine/netlock-int.h"
 #include "gpu/gpu.h"
 
 const char *engine_phase_name(enum engine_phase p)
@@ -125,6 +126,20 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
+	/* its TCP connections are in repair mode and locked: should we die
+	 * before we let them go, the keeper does */
+	{
+		_cleanup_free_ int *tfds = NULL;
+		_cleanup_free_ struct netlock_conn *conns = NULL;
+		size_t n;
+		r = fds_held(*fds, &tfds, &conns, &n);
+		if (r >= 0)
+			r = keeper_tcp_hold(k, tfds, conns, n);
+		if (r < 0)
+			return r;
+		if (n && fault_hit(FAULT_ENGINE_DIE_TCP))
+			raise(SIGKILL);
+	}
 	r = memory_capture(pid, img, copy, arena, shm, hbm, pc, bytes);
 	if (r >= 0)
 		r = check_mapped_locks(img, *fds);

@@ -175,3 +175,23 @@ __attribute__((weak)) int fds_check_mapped_locks(struct fd_image *img, const uin
 {
 	return 0;
 }
+
+/* Nothing is ever held in TCP repair mode here: nothing to let go. */
+__attribute__((weak)) int fds_release(struct fd_image *img, bool killed)
+{
+	return 0;
+}
+
+__attribute__((weak)) int fds_unlock(struct fd_image *img)
+{
+	return 0;
+}
+
+__attribute__((weak)) int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conns,
+				   size_t *ret_n)
+{
+	*ret_fds = NULL;
+	*ret_conns = NULL;
+	*ret_n = 0;
+	return 0;
+}

@@ -325,6 +325,37 @@ int fds_tcp_release(struct fd_image *img, bool killed)
 	return netlock_del(c, n);
 }
 
+int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conns, size_t *ret_n)
+{
+	_cleanup_free_ int *fds = NULL;
+	_cleanup_free_ struct netlock_conn *c = NULL;
+	size_t n = 0;
+
+	*ret_fds = NULL;
+	*ret_conns = NULL;
+	*ret_n = 0;
+	for (size_t i = 0; i < img->n; i++)
+		n += img->e[i].kind == FD_KIND_TCP && img->e[i].tcp && img->e[i].tcp->repair;
+	if (!n)
+		return 0;
+	fds = calloc(n, sizeof(*fds));
+	c = calloc(n, sizeof(*c));
+	if (!fds || !c)
+		return -ENOMEM;
+	n = 0;
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind != FD_KIND_TCP || !e->tcp || !e->tcp->repair)
+			continue;
+		fds[n] = e->fd;
+		to_lock(e, &c[n++]);
+	}
+	*ret_fds = TAKE_PTR(fds);
+	*ret_conns = TAKE_PTR(c);
+	*ret_n = n;
+	return 0;
+}
+
 int fds_tcp_unlock(struct fd_image *img)
 {
 	_cleanup_free_ struct netlock_conn *c = calloc(img->n + 1, sizeof(*c));

@@ -45,6 +45,13 @@ int fds_capture(pid_t pid, struct fd_image **ret);
  * not released. Returns the first error of the lock (-errno, detail). */
 int fds_release(struct fd_image *img, bool killed);
 
+/* Dump, after fds_capture(): the TCP connections img holds in repair
+ * mode and under the network lock, for the keeper (keeper_tcp_hold):
+ * their descriptor numbers and 4-tuples, malloc'd (NULL and 0 when
+ * none). */
+struct netlock_conn;
+int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conns, size_t *ret_n);
+
 /* Restore, once the processes run: lifts the network lock of img's TCP
  * connections (NULL: none). -errno with a detail. */
 int fds_unlock(struct fd_image *img);

@@ -38,8 +38,12 @@ static void setup(void)
 	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
 }
 
+static pid_t started; /* the target of the case, killed if it is left */
+
 static void teardown(void)
 {
+	if (started > 0 && kill(started, SIGKILL) == 0)
+		waitpid(started, NULL, 0);
 	rm_rf(dir);
 }
 
@@ -142,6 +146,7 @@ static void start(bool v6, uint64_t expect, struct conn *c)
 		execl(exe, exe, path("ready"), path("result"), fam, port, exp, (char *)NULL);
 		_exit(127);
 	}
+	started = c->pid;
 	struct pollfd p = { .fd = l, .events = POLLIN };
 	ck_assert_msg(poll(&p, 1, 10000) == 1, "the target did not connect");
 	len = sizeof(ss);
@@ -242,6 +247,26 @@ static void fails(const char *fault, const char *what)
 START_TEST(tcp_dump_fails_lock) { fails("280", "network lock: injected fault"); } END_TEST
 START_TEST(tcp_dump_fails_repair) { fails("281", "repair mode: injected fault"); } END_TEST
 START_TEST(tcp_dump_fails_queue) { fails("282", "bytes of its receive queue"); } END_TEST
+
+/* The dumper killed (kill -9) with the connection in repair mode and
+ * locked: its keeper takes it out of repair mode and lifts the lock
+ * before the process runs on, and the connection works. */
+START_TEST(tcp_dumper_dies)
+{
+	struct conn c;
+	char p[32];
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, "284", NULL, 0, "dump", "--kill", p, path("snap"));
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump: status 0x%x: %s", st, ckpt_err());
+	/* the keeper lets go once it sees its dumper gone */
+	for (int i = 0; i < 10000 && strstr(netlock(), c.portstr); i += 50)
+		usleep(50000);
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	finish(c.pid, &c);
+}
+END_TEST
 
 /* A restore failing as it writes the queues back: the lock stays, the
  * peer still waits, and a second restore brings the connection back. */
@@ -388,6 +413,7 @@ int main(void)
 		{ "tcp_dump_fails_lock", tcp_dump_fails_lock },
 		{ "tcp_dump_fails_repair", tcp_dump_fails_repair },
 		{ "tcp_dump_fails_queue", tcp_dump_fails_queue },
+		{ "tcp_dumper_dies", tcp_dumper_dies },
 		{ "tcp_restore_fails_then_succeeds", tcp_restore_fails_then_succeeds },
 		{ "tcp_restore_elsewhere_refused", tcp_restore_elsewhere_refused },
 		{ "tcp_tree_kill_restore", tcp_tree_kill_restore },
