@@ -98,7 +98,7 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
-		     bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
+		     bool lock, bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
 		     struct precopy *pc, uint64_t *bytes)
 {
 	int r;
@@ -120,8 +120,10 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
 	/* a table shared with an earlier process of the tree is in its
 	 * image; this one's own is empty */
+	/* its TCP connections under the network lock only when it is to be
+	 * killed: one that runs on (or stays stopped) keeps them */
 	if (own_fds)
-		r = fds_capture(pid, fds);
+		r = lock ? fds_capture(pid, fds) : fds_capture_running(pid, fds);
 	else
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
@@ -837,8 +839,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
-			      &p[i].hbm, p[i].pc, &p[i].bytes);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, after == ENGINE_AFTER_KILL,
+			      copy, &arena, &shm, &p[i].hbm, p[i].pc, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;

@@ -195,3 +195,13 @@ __attribute__((weak)) int fds_held(struct fd_image *img, int **ret_fds, struct n
 	*ret_n = 0;
 	return 0;
 }
+
+__attribute__((weak)) int fds_capture_running(pid_t pid, struct fd_image **ret)
+{
+	return fds_capture(pid, ret);
+}
+
+__attribute__((weak)) int fds_lock_inner(struct fd_image **imgs, size_t n, bool lock)
+{
+	return 0;
+}

@@ -3,11 +3,12 @@
  * through TCP repair mode, and UDP sockets.
  *
  * TCP. fds_check() refuses a connection in any state but ESTABLISHED,
- * naming it. At capture (the process frozen) every connection of the
- * process is first put under the network lock (netlock.c): from then on
- * no packet of it is processed, so the queues, sequence numbers and
- * window read next stay consistent (what arrived before was acknowledged
- * and is in the receive queue we read). Then our duplicate of each is put
+ * naming it. At capture (the process frozen) of a process to be killed,
+ * every connection of it is first put under the network lock
+ * (netlock.c): from then on no packet of it is processed, so the queues,
+ * sequence numbers and window read next stay consistent (what arrived
+ * before was acknowledged and is in the receive queue we read). A process
+ * that keeps its connections is not locked (read_unlocked()). Then our duplicate of each is put
  * in repair mode (TCP_REPAIR, per socket: the process's descriptor is the
  * same socket) and read: both queues whole (TCP_REPAIR_QUEUE, a MSG_PEEK
  * of SIOCINQ/SIOCOUTQ bytes: nothing is consumed), the sequence numbers
@@ -30,7 +31,9 @@
  * the timestamp clock, the queues written back (the send queue counts as
  * sent: the retransmission timer sends it again), the window, and repair
  * off. The restorer lifts the lock once the process runs (fds_unlock()):
- * the peer's retransmissions then reach the new socket.
+ * the peer's retransmissions then reach the new socket. A connection with
+ * both ends in the restored tree is locked by the restore itself first
+ * (fds_lock_inner()): its snapshot may have been taken without a lock.
  *
  * UDP: the bound address and the peer of a connected socket; datagrams
  * queued for reading are not kept (a peek cannot see past the first
@@ -191,6 +194,55 @@ static int queue_seq(struct fd_entry *e, int q, uint32_t *ret)
 	return 0;
 }
 
+/* Without the lock, packets still come while the process is frozen: data
+ * (rcv_nxt grows, the receive queue with it) and acknowledgements (the
+ * send queue shrinks from its head). What the frozen process alone moves
+ * stays: where it reads (copied_seq) and where it writes (write_seq). So
+ * the receive queue's size is taken between two equal readings of its
+ * end, and the send queue is what one peek (under the socket's lock)
+ * still finds before write_seq. e->data holds room for both already. */
+static int read_unlocked(struct fd_entry *e)
+{
+	struct fd_tcp *t = e->tcp;
+	uint32_t a, b, got = 0;
+	int inq, r;
+
+	for (int tries = 0;; tries++) {
+		if ((r = queue_seq(e, TCP_RECV_QUEUE, &a)) < 0)
+			return r;
+		if (ioctl(e->dupfd, SIOCINQ, &inq) < 0 || inq < 0)
+			return err_set(negerrno(), "fd %d: SIOCINQ", e->fd);
+		if ((r = queue_seq(e, TCP_RECV_QUEUE, &b)) < 0)
+			return r;
+		if (a == b)
+			break;
+		if (tries == 100)
+			return err_set(-EAGAIN, "fd %d: its receive queue kept growing while it was read", e->fd);
+	}
+	/* more may have come since SIOCOUTQ and SIOCINQ sized the buffer */
+	if ((uint32_t)inq > t->inq) {
+		void *p = realloc(e->data, (size_t)inq + t->outq + 1);
+		if (!p)
+			return -ENOMEM;
+		e->data = p;
+	}
+	t->inq = (uint32_t)inq;
+	t->rcv_seq = a;
+	if ((r = peek_queue(e, TCP_RECV_QUEUE, e->data, t->inq)) < 0)
+		return r;
+	if ((r = queue_seq(e, TCP_SEND_QUEUE, &t->snd_seq)) < 0)
+		return r;
+	if (t->outq) {
+		ssize_t n = recv(e->dupfd, (char *)e->data + t->inq, t->outq, MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0 && errno != EAGAIN)
+			return err_set(negerrno(), "fd %d: could not read its send queue", e->fd);
+		got = n > 0 ? (uint32_t)n : 0;
+	}
+	t->outq = got; /* acknowledged meanwhile: gone from the head */
+	e->data_len = (uint64_t)t->inq + t->outq;
+	return 0;
+}
+
 int fds_tcp_capture(struct fd_image *img, struct fd_entry *e)
 {
 	struct fd_tcp *t = e->tcp;
@@ -256,11 +308,17 @@ int fds_tcp_capture(struct fd_image *img, struct fd_entry *e)
 	if (!e->data)
 		return -ENOMEM;
 	/* TCP_QUEUE_SEQ is where each queue ends: rcv_nxt, write_seq */
-	if ((r = queue_seq(e, TCP_RECV_QUEUE, &t->rcv_seq)) < 0 ||
-	    (r = peek_queue(e, TCP_RECV_QUEUE, e->data, t->inq)) < 0 ||
-	    (r = queue_seq(e, TCP_SEND_QUEUE, &t->snd_seq)) < 0 ||
-	    (r = peek_queue(e, TCP_SEND_QUEUE, (char *)e->data + t->inq, t->outq)) < 0)
-		goto fail;
+	if (t->locked) {
+		if ((r = queue_seq(e, TCP_RECV_QUEUE, &t->rcv_seq)) < 0 ||
+		    (r = peek_queue(e, TCP_RECV_QUEUE, e->data, t->inq)) < 0 ||
+		    (r = queue_seq(e, TCP_SEND_QUEUE, &t->snd_seq)) < 0 ||
+		    (r = peek_queue(e, TCP_SEND_QUEUE, (char *)e->data + t->inq, t->outq)) < 0)
+			goto fail;
+	} else {
+		r = read_unlocked(e);
+		if (r < 0)
+			goto fail;
+	}
 	t->rcv_seq -= t->inq;
 	t->snd_seq -= t->outq;
 	if ((r = setint(e->dupfd, IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE)) < 0)
@@ -354,6 +412,53 @@ int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conn
 	*ret_conns = TAKE_PTR(c);
 	*ret_n = n;
 	return 0;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+}
+
+int fds_lock_inner(struct fd_image **imgs, size_t n, bool lock)
+{
+	struct netlock_conn *c = NULL;
+	size_t nc = 0, cap = 0;
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; imgs[i] && j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			bool inner = false;
+			if (e->kind != FD_KIND_TCP)
+				continue;
+			for (size_t k = 0; k < n && !inner; k++)
+				for (size_t m = 0; imgs[k] && m < imgs[k]->n && !inner; m++) {
+					struct fd_entry *o = &imgs[k]->e[m];
+					inner = o->kind == FD_KIND_TCP && same_addr(&o->addr, &e->peer) &&
+						same_addr(&o->peer, &e->addr);
+				}
+			if (!inner)
+				continue;
+			if (nc == cap) {
+				struct netlock_conn *g = realloc(c, (cap = cap ? 2 * cap : 8) * sizeof(*c));
+				if (!g) {
+					free(c);
+					return -ENOMEM;
+				}
+				c = g;
+			}
+			to_lock(e, &c[nc++]);
+		}
+	r = lock ? netlock_add(c, nc) : netlock_del(c, nc);
+	free(c);
+	return r;
 }
 
 int fds_tcp_unlock(struct fd_image *img)

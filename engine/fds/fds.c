@@ -489,7 +489,7 @@ static int find_dups(struct fd_image *img)
 	return 0;
 }
 
-static int scan(pid_t pid, bool capture, struct fd_image **ret)
+static int scan(pid_t pid, bool capture, bool lock, struct fd_image **ret)
 {
 	_cleanup_free_ int *fds = NULL;
 	size_t n = 0;
@@ -549,8 +549,9 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 		goto fail;
 	}
 	/* before any queue of a TCP connection is read: from now on none
-	 * of their packets changes them (fds-tcp.c) */
-	if (capture) {
+	 * of their packets changes them (fds-tcp.c); a process that runs on
+	 * keeps its connections: read consistently without */
+	if (capture && lock) {
 		r = fds_tcp_lock(img);
 		if (r < 0)
 			goto fail;
@@ -578,7 +579,7 @@ fail:
 int fds_check(pid_t pid)
 {
 	struct fd_image *img = NULL;
-	int r = scan(pid, false, &img);
+	int r = scan(pid, false, false, &img);
 
 	if (r >= 0)
 		log_debug("pid %d: %zu descriptors, all supported", pid, img->n);
@@ -596,7 +597,7 @@ int fds_check_tree(const pid_t *pids, size_t n)
 	/* The tree runs: a second look at each table, as fds_check() took
 	 * it, now that every process is known. */
 	for (size_t i = 0; i < n && r >= 0; i++) {
-		r = scan(pids[i], false, &imgs[i]);
+		r = scan(pids[i], false, false, &imgs[i]);
 		if (r == -ESRCH) {
 			/* ended meanwhile: the freeze sees the tree as it is */
 			err_clear();
@@ -613,7 +614,12 @@ int fds_check_tree(const pid_t *pids, size_t n)
 
 int fds_capture(pid_t pid, struct fd_image **ret)
 {
-	return scan(pid, true, ret);
+	return scan(pid, true, true, ret);
+}
+
+int fds_capture_running(pid_t pid, struct fd_image **ret)
+{
+	return scan(pid, true, false, ret);
 }
 
 int fds_release(struct fd_image *img, bool killed)

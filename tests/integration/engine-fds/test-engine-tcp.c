@@ -224,6 +224,13 @@ START_TEST(tcp_dump_running)
 	snprintf(p, sizeof(p), "%d", c.pid);
 	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
 	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	/* read without the lock, whole all the same */
+	char fp[64], *fds = NULL;
+	snprintf(fp, sizeof(fp), "snap/%d/fds", c.pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_msg(strstr(fds, " tcp ") && strstr(fds, " inq=49152 ") && !strstr(fds, " outq=0 "), "fds: %s",
+		      fds);
+	free(fds);
 	finish(c.pid, &c);
 }
 END_TEST
@@ -332,8 +339,10 @@ END_TEST
 
 /* Both ends in one tree (target-fds-tcp-tree: parent and child, the
  * parent still listening on the connection's port), bytes in flight both
- * ways: dumped with --kill, restored; the tree checks every byte. */
-START_TEST(tcp_tree_kill_restore)
+ * ways: dumped with --kill (under the network lock), or left running
+ * (without it: the queues read consistently while packets still come)
+ * and then killed, and restored; the tree checks every byte. */
+static void tree_cycle(bool running)
 {
 	char exe[PATH_MAX + 64], p[32], out[64];
 	int st;
@@ -353,7 +362,19 @@ START_TEST(tcp_tree_kill_restore)
 		usleep(1000);
 	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? path("snap") : p,
+			       running ? NULL : path("snap")) == 0,
+		      "ckpt dump: %s", ckpt_err());
+	if (running) {
+		char cp[64], *kids = NULL;
+		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
+		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
+		pid_t child = atoi(kids);
+		free(kids);
+		ck_assert_int_gt(child, 0);
+		kill(child, SIGKILL);
+		kill(pid, SIGKILL);
+	}
 	/* the root, then its child, which came to us */
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	while (waitpid(-1, &st, 0) > 0)
@@ -363,7 +384,9 @@ START_TEST(tcp_tree_kill_restore)
 	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 30000, "target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
-END_TEST
+
+START_TEST(tcp_tree_kill_restore) { tree_cycle(false); } END_TEST
+START_TEST(tcp_tree_running_restore) { tree_cycle(true); } END_TEST
 
 /* target-fds-udp: dumped (running, --kill, --stop), the original
  * killed, restored; it checks its sockets itself. */
@@ -417,6 +440,7 @@ int main(void)
 		{ "tcp_restore_fails_then_succeeds", tcp_restore_fails_then_succeeds },
 		{ "tcp_restore_elsewhere_refused", tcp_restore_elsewhere_refused },
 		{ "tcp_tree_kill_restore", tcp_tree_kill_restore },
+		{ "tcp_tree_running_restore", tcp_tree_running_restore },
 		{ "udp_running", udp_running },
 		{ "udp_kill", udp_kill },
 		{ "udp_stop", udp_stop },
