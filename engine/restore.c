@@ -1057,6 +1057,9 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
 #endif
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
 
 /* The audit login uid: the kernel takes it only from the process itself
  * (/proc/self/loginuid), freely while unset, and a change of a set one
@@ -1157,6 +1160,11 @@ static int attrs_apply(struct ctx *c)
 	}
 	if (a->loginuid >= 0 && (r = loginuid_apply(c, a->loginuid)) < 0)
 		return r;
+	/* needs CAP_SYS_RESOURCE: the restorer's, as for oom_score_adj */
+	if (a->memory_merge > 0 &&
+	    (r = sys(c, c->pid, SYS_prctl, PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0, NULL,
+		     "PR_SET_MEMORY_MERGE (KSM for the whole process; takes CAP_SYS_RESOURCE)")) < 0)
+		return r;
 	/* after every area is made (it forbids giving an area exec once it was
 	 * writable, as the restore does); it cannot be undone, and is set
 	 * only where the image has it */
@@ -1172,6 +1180,8 @@ static int attrs_apply(struct ctx *c)
 		if (t->pdeathsig &&
 		    (r = sys(c, t->tid, SYS_prctl, PR_SET_PDEATHSIG, (uint64_t)t->pdeathsig, 0, 0, 0, 0, NULL,
 			     "PR_SET_PDEATHSIG")) < 0)
+			return r;
+		if ((r = sched_apply(c, c->pid, t)) < 0)
 			return r;
 	}
 	return 0;
