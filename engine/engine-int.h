@@ -536,6 +536,9 @@ int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image 
 void lazy_take_view(struct engine_lazy *l, struct store_snap *view);
 /* Whether l (may be NULL) has pages left to serve. */
 bool lazy_pending(const struct engine_lazy *l);
+/* Appends l (one process's load) to head's chain and returns the head;
+ * closes l instead when it has nothing to load. */
+struct engine_lazy *lazy_chain(struct engine_lazy *head, struct engine_lazy *l);
 
 /* ---- memory (memory.c) --------------------------------------------------- */
 

@@ -1914,19 +1914,26 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			q = -ENOMEM;
 			goto out_kill;
 		}
-		/* lazy: one process only (a tree is restored eagerly), and
-		 * not one whose device memory comes back from host memory
-		 * before it runs */
-		if (o && o->lazy && o->ret_lazy && t.n == 1 && !p[i].gpu && lazy_possible(o)) {
-			q = lazy_new(pid, &lazy);
+		/* lazy: each process of the tree its own load, but not one
+		 * whose device memory comes back from host memory before it
+		 * runs */
+		if (o && o->lazy && o->ret_lazy && !p[i].gpu && lazy_possible(o)) {
+			q = lazy_new(pid, &c.lazy);
 			if (q < 0) {
 				free(c.buf);
 				goto out_kill;
 			}
-			c.lazy = lazy;
 		}
 		q = drive(&c);
 		free(c.buf);
+		if (c.lazy) {
+			/* its memory files are read from the process's view */
+			if (q >= 0 && lazy_pending(c.lazy)) {
+				lazy_take_view(c.lazy, p[i].dir);
+				p[i].dir = NULL;
+			}
+			lazy = lazy_chain(lazy, c.lazy);
+		}
 		if (q < 0) {
 			if (!flat)
 				q = err_prefix(q, "restore of the tree");
@@ -1965,13 +1972,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	if (o && o->ret_processes)
 		*o->ret_processes = t.n;
 	if (o && o->ret_lazy) {
-		*o->ret_lazy = lazy_pending(lazy) ? lazy : NULL;
-		if (*o->ret_lazy) {
-			/* its memory files are read from the process's view */
-			lazy_take_view(lazy, p[0].dir);
-			p[0].dir = NULL;
-			lazy = NULL;
-		}
+		*o->ret_lazy = lazy;
+		lazy = NULL;
 	}
 	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;

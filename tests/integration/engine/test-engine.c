@@ -2152,6 +2152,55 @@ START_TEST(lazy_events)
 }
 END_TEST
 
+/* A child of pid's, killed with it, comes to us (the subreaper): reaped
+ * within 10 s, so that its pid is free for the next restore. */
+static void reap_one(pid_t pid)
+{
+	int st;
+	pid_t z = 0;
+	for (int i = 0; i < 10000 && z <= 0; i++) {
+		z = waitpid(-1, &st, WNOHANG);
+		if (z <= 0)
+			usleep(1000);
+	}
+	ck_assert_msg(z > 0, "the child of pid %d was not reaped", pid);
+}
+
+/* A tree: parent and child each with 256 MiB of their own, loaded each
+ * through its own userfaultfd; both check their sums, ckpt says the
+ * load of both together. */
+START_TEST(lazy_tree)
+{
+	pid_t pid = bigmem_snapshot("256", "tree", "--kill"), ck;
+	reap_one(pid);
+	lazy_start(NULL, pid, &ck);
+	verdict(pid);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	ck_assert_msg(strstr(ckpt_err(), "loaded "), "no progress said: %s", ckpt_err());
+}
+END_TEST
+
+/* A page of the tree's snapshot that cannot be read (fault 213 on the
+ * 20th read, in either process's load): every process of the tree is
+ * killed, with the reason; a plain restore then works. */
+START_TEST(lazy_tree_read_fault)
+{
+	pid_t pid = bigmem_snapshot("64", "tree", "--kill"), ck;
+	reap_one(pid);
+	lazy_start("213:20", pid, &ck);
+	ck_assert_int_eq(ckpt_exit(ck), 1);
+	const char *e = ckpt_err();
+	ck_assert_msg(strstr(e, "killed") && strstr(e, "memory/") && strstr(e, "injected fault"),
+		      "no reason given: %s", e);
+	int st;
+	ck_assert_msg(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		      "pid %d not killed (status 0x%x)", pid, st);
+	reap_one(pid);
+	ck_assert_msg(!file_exists(path("result")), "pid %d ran on to a verdict", pid);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
 /* Lazily restored while it still runs, with its random swaps going on
  * during the load. */
 START_TEST(lazy_bigmem_running)
@@ -2506,6 +2555,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("lazy_bigmem", lazy_bigmem, 120));
 		suite_add_tcase(s, tc("lazy_bigmem_running", lazy_bigmem_running, 120));
 		suite_add_tcase(s, tc("lazy_events", lazy_events, 120));
+		suite_add_tcase(s, tc("lazy_tree", lazy_tree, 120));
+		suite_add_tcase(s, tc("lazy_tree_read_fault", lazy_tree_read_fault, 120));
 		suite_add_tcase(s, tc("lazy_read_fault", lazy_read_fault, 90));
 		suite_add_tcase(s, tc("lazy_uffd_fault", lazy_uffd_fault, 90));
 		suite_add_tcase(s, tc("lazy_loader_dies", lazy_loader_dies, 90));
