@@ -205,6 +205,7 @@ enum fault_id {
 	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
+	FAULT_ENGINE_RESTORE_SCHED = 252,   /* restore: setting a thread's scheduling fails */
 	FAULT_ENGINE_NETLOCK = 280,         /* dump: the network lock of TCP connections cannot be added */
 	FAULT_ENGINE_TCP_REPAIR = 281,      /* dump: a TCP connection's state cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */
