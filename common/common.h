@@ -206,6 +206,11 @@ enum fault_id {
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	FAULT_ENGINE_RESTORE_SCHED = 252,   /* restore: setting a thread's scheduling fails */
+	FAULT_ENGINE_NETLOCK = 280,         /* dump: the network lock of TCP connections cannot be added */
+	FAULT_ENGINE_TCP_REPAIR = 281,      /* dump: a TCP connection's state cannot be read (in repair mode) */
+	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */
+	FAULT_ENGINE_TCP_RESTORE = 283,     /* restore: a TCP connection's queues cannot be written back */
+	FAULT_ENGINE_DIE_TCP = 284,         /* dumper killed holding TCP connections in repair mode, locked */
 	_FAULT_MAX,
 };
 

@@ -55,6 +55,7 @@
 
 #include "engine/engine-int.h"
 #include "engine/fds/fds.h"
+#include "engine/netlock-int.h"
 #include "gpu/gpu.h"
 
 const char *engine_phase_name(enum engine_phase p)
@@ -97,7 +98,7 @@ static int check_mapped_locks(const struct proc_image *img, struct fd_image *fds
  * stopped every thread and captures the tracer's part meanwhile; /proc
  * state, descriptors and memory we read ourselves. */
 static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct fd_image **fds, bool own_fds,
-		     bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
+		     bool lock, bool copy, struct copy_arena *arena, struct shm_table *shm, const struct hbm_ranges *hbm,
 		     struct precopy *pc, uint64_t *bytes)
 {
 	int r;
@@ -119,12 +120,28 @@ static int take_view(pid_t pid, struct keeper *k, struct proc_image *img, struct
 		return err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
 	/* a table shared with an earlier process of the tree is in its
 	 * image; this one's own is empty */
+	/* its TCP connections under the network lock only when it is to be
+	 * killed: one that runs on (or stays stopped) keeps them */
 	if (own_fds)
-		r = fds_capture(pid, fds);
+		r = lock ? fds_capture(pid, fds) : fds_capture_running(pid, fds);
 	else
 		r = (*fds = fds_image_new()) ? 0 : -ENOMEM;
 	if (r < 0)
 		return r;
+	/* its TCP connections are in repair mode and locked: should we die
+	 * before we let them go, the keeper does */
+	{
+		_cleanup_free_ int *tfds = NULL;
+		_cleanup_free_ struct netlock_conn *conns = NULL;
+		size_t n;
+		r = fds_held(*fds, &tfds, &conns, &n);
+		if (r >= 0)
+			r = keeper_tcp_hold(k, tfds, conns, n);
+		if (r < 0)
+			return r;
+		if (n && fault_hit(FAULT_ENGINE_DIE_TCP))
+			raise(SIGKILL);
+	}
 	r = memory_capture(pid, img, copy, arena, shm, hbm, pc, bytes);
 	if (r >= 0)
 		r = check_mapped_locks(img, *fds);
@@ -651,6 +668,19 @@ static int write_process(struct store_snap *w, pid_t pid, struct pdump *d, const
 	return r;
 }
 
+/* fds_release() of every image of the tree; the first error. */
+static int release_fds(const struct tree *t, struct pdump *p, struct fd_image *shared, bool killed)
+{
+	int r = fds_release(shared, killed);
+
+	for (size_t i = 0; i < t->n; i++) {
+		int q = fds_release(p[i].fds, killed);
+		if (q < 0 && r >= 0)
+			r = q;
+	}
+	return r;
+}
+
 int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *o)
 {
 	struct tree t = { 0 };
@@ -809,8 +839,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	for (size_t i = 0; i < t.n; i++) {
 		if (t.v[i].zombie || p[i].gone)
 			continue;
-		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, copy, &arena, &shm,
-			      &p[i].hbm, p[i].pc, &p[i].bytes);
+		r = take_view(t.v[i].pid, &p[i].k, &p[i].img, &p[i].fds, !t.v[i].files, after == ENGINE_AFTER_KILL,
+			      copy, &arena, &shm, &p[i].hbm, p[i].pc, &p[i].bytes);
 		if (r < 0)
 			goto out;
 		bytes += p[i].bytes;
@@ -828,6 +858,10 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	if (r < 0)
 		goto out;
 	if (copy) {
+		/* not one runs with a TCP connection in repair mode */
+		r = release_fds(&t, p, shared, false);
+		if (r < 0)
+			goto out;
 		/* they run again together */
 		for (size_t i = 0; i < t.n; i++) {
 			if (t.v[i].zombie || p[i].gone)
@@ -922,6 +956,13 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		if (r < 0)
 			goto out;
 	}
+	/* killed: their TCP connections close in repair mode, silently, and
+	 * stay locked for the restore; stopped: they keep them, working */
+	if (after != ENGINE_AFTER_RUN) {
+		r = release_fds(&t, p, shared, after == ENGINE_AFTER_KILL);
+		if (r < 0)
+			goto out;
+	}
 	if (!tf1)
 		tf1 = now_ns();
 	size_t in_snapshot = 0;
@@ -941,6 +982,9 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		  in_snapshot, bytes, (tf1 - tf0) / 1000, mode);
 	r = 0;
 out:
+	/* before any thaw: out of repair mode, unlocked (a no-op once done) */
+	if (r < 0)
+		release_fds(&t, p, shared, false);
 	for (size_t i = 0; i < t.n; i++) {
 		struct pdump *d = &p[i];
 		/* the detail of the failure survives the keeper's ending */

@@ -339,6 +339,7 @@ enum keeper_word {
 	KEEPER_GPU_HOLD = 'g', /* we lock the target's GPU: give it back should we die */
 	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
 	KEEPER_UFFD = 'u', /* before GO: a userfaultfd made in the target, handed to us */
+	KEEPER_TCP = 'c',  /* after GO: its TCP connections we hold in repair mode (keeper_tcp_hold) */
 };
 
 /* Forks the keeper (before the target is touched), which waits for the
@@ -364,6 +365,13 @@ int keeper_make_uffd(struct keeper *k, int *ufd);
  * (keeper_gpu_hold) is left running after THAW, once the threads run:
  * keeper_gpu_done() ends it. */
 int keeper_finish(struct keeper *k, enum keeper_word w);
+/* Once the dumper holds n TCP connections of the target in repair mode
+ * and under the network lock (fds_capture): should it die before its
+ * last word, the keeper takes each out of repair mode (fds[i], through
+ * pidfd_getfd) and lifts their lock (conns) before it lets the threads
+ * go. Nothing to send when n is 0. */
+struct netlock_conn;
+int keeper_tcp_hold(struct keeper *k, const int *fds, const struct netlock_conn *conns, size_t n);
 /* Before the dumper locks the target's GPU (the keeper started, not yet
  * seizing): should the dumper die from now until keeper_gpu_done(), the
  * keeper gives the GPU back (gpu_release) once it let the threads go. */

@@ -193,4 +193,12 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 
 const char *engine_phase_name(enum engine_phase p);
 
+/* The network lock that holds dumped TCP connections until their restore
+ * (docs/COVERAGE.md): its nftables table as `nft list` prints it, "" when
+ * there is none (*ret malloc'd); and the whole table removed, every held
+ * connection let through (their peers then see a reset). -errno with a
+ * detail. */
+int engine_netlock_list(char **ret);
+int engine_netlock_clear(void);
+
 #endif

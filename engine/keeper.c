@@ -48,6 +48,12 @@
  * duty: a killed process lets go of its GPU, a stopped one stays
  * checkpointed on it.
  *
+ * Likewise KEEPER_TCP (after GO), once the dumper holds the target's TCP
+ * connections in repair mode and under the network lock (fds-tcp.c):
+ * should the dumper die before its last word, the keeper takes them out
+ * of repair mode and lifts their lock before it lets the threads go, so
+ * that the target runs on with working connections.
+ *
  * The keeper is our own program executed afresh (/proc/self/exe, sent to
  * keeper_main() by a constructor before main()), not a bare fork of the
  * dumper: after fork() in a multithreaded dumper (the daemon runs RocksDB
@@ -60,6 +66,8 @@
  * program, where loading the driver is safe); it leaves with _exit().
  */
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -70,6 +78,7 @@
 #include <sys/wait.h>
 
 #include "engine/engine-int.h"
+#include "engine/netlock-int.h"
 #include "gpu/gpu.h"
 
 /* In the keeper only: threads the pre-copy's seize found in a call
@@ -88,6 +97,12 @@ static pid_t keeper_dumper;
 /* In the keeper only: the dumper said KEEPER_GPU_HOLD, and not yet
  * KEEPER_GPU_DONE (nor KILL or STOP). */
 static bool keeper_gpu;
+/* In the keeper only: the TCP connections the dumper holds in repair
+ * mode and under the network lock (KEEPER_TCP), to let go should it die. */
+#define KEEPER_TCP_MAX 65536
+static int *keeper_tcp_fds;
+static struct netlock_conn *keeper_tcp_conns;
+static size_t keeper_ntcp;
 
 /* How a keeper finds its socket and its target after execve. */
 #define KEEPER_ENV "CKPTFS_KEEPER"
@@ -418,6 +433,55 @@ static void kill_seized(struct seized *s)
 	s->ntids = 0;
 }
 
+/* KEEPER_TCP's payload: a count, the descriptor numbers, the
+ * connections. Each list replaces the one before. */
+static int recv_tcp(int fd)
+{
+	uint32_t n;
+	int r = recv_all(fd, &n, sizeof(n));
+
+	if (r < 0 || n > KEEPER_TCP_MAX)
+		return r < 0 ? r : -EBADMSG;
+	free(keeper_tcp_fds);
+	free(keeper_tcp_conns);
+	keeper_ntcp = 0;
+	keeper_tcp_fds = calloc(n + 1, sizeof(*keeper_tcp_fds));
+	keeper_tcp_conns = calloc(n + 1, sizeof(*keeper_tcp_conns));
+	if (!keeper_tcp_fds || !keeper_tcp_conns)
+		return -ENOMEM;
+	if ((r = recv_all(fd, keeper_tcp_fds, n * sizeof(*keeper_tcp_fds))) < 0 ||
+	    (r = recv_all(fd, keeper_tcp_conns, n * sizeof(*keeper_tcp_conns))) < 0)
+		return r;
+	keeper_ntcp = n;
+	return 0;
+}
+
+/* The dumper died holding the target's TCP connections in repair mode:
+ * out of it (without a window probe), then unlocked, before the threads
+ * run. Best effort, each on its own. */
+static void tcp_let_go(pid_t pid)
+{
+	int pidfd, one = TCP_REPAIR_OFF_NO_WP;
+
+	if (!keeper_ntcp)
+		return;
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	for (size_t i = 0; pidfd >= 0 && i < keeper_ntcp; i++) {
+		int s = (int)syscall(SYS_pidfd_getfd, pidfd, keeper_tcp_fds[i], 0);
+		if (s < 0)
+			continue;
+		if (setsockopt(s, IPPROTO_TCP, TCP_REPAIR, &one, sizeof(one)) < 0)
+			log_debug("pid %d fd %d: cannot leave TCP repair mode: %m", pid, keeper_tcp_fds[i]);
+		close(s);
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	if (netlock_del(keeper_tcp_conns, keeper_ntcp) < 0)
+		log_err("pid %d: its dumper died; %s", pid, err_msg());
+	else
+		log_info("pid %d: its dumper died; its %zu TCP connections are let go", pid, keeper_ntcp);
+}
+
 /* The dumper's word; 0 (taken as THAW) on end of file or once the
  * dumper is gone. KEEPER_GPU_HOLD and KEEPER_GPU_DONE set and clear our
  * duty here (DONE is returned too: it may come before GO, when taking the
@@ -434,6 +498,11 @@ static char wait_word(int fd)
 			ssize_t k = read(fd, &w, 1);
 			if (k == 1 && w == KEEPER_GPU_HOLD) {
 				keeper_gpu = true;
+				continue;
+			}
+			if (k == 1 && w == KEEPER_TCP) {
+				if (recv_tcp(fd) < 0)
+					return 0;
 				continue;
 			}
 			if (k == 1 && w == KEEPER_GPU_DONE)
@@ -661,7 +730,12 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 		seize_release(&s, SIGSTOP);
 		keeper_gpu = false;
 		break;
+	case KEEPER_THAW:
+		seize_release(&s, 0);
+		break;
 	default:
+		/* the dumper died: what it held of the target, first */
+		tcp_let_go(pid);
 		seize_release(&s, 0);
 		break;
 	}
@@ -775,6 +849,21 @@ int keeper_make_uffd(struct keeper *k, int *ufd)
 	if (!h || h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int)))
 		return err_set(-EIO, "pid %d: the keeper (pid %d) sent no userfaultfd", k->target, k->pid);
 	memcpy(ufd, CMSG_DATA(h), sizeof(int));
+	return 0;
+}
+
+int keeper_tcp_hold(struct keeper *k, const int *fds, const struct netlock_conn *conns, size_t n)
+{
+	char c = KEEPER_TCP;
+	uint32_t u = (uint32_t)n;
+
+	if (!n || !k->pid)
+		return 0;
+	if (n > KEEPER_TCP_MAX)
+		return err_set(-E2BIG, "pid %d: %zu TCP connections, more than %u", k->target, n, KEEPER_TCP_MAX);
+	if (send_all(k->fd, &c, 1) < 0 || send_all(k->fd, &u, sizeof(u)) < 0 ||
+	    send_all(k->fd, fds, n * sizeof(*fds)) < 0 || send_all(k->fd, conns, n * sizeof(*conns)) < 0)
+		return err_set(-EIO, "pid %d: the keeper (pid %d) ended unexpectedly", k->target, k->pid);
 	return 0;
 }
 

@@ -1736,7 +1736,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 {
 	struct tree t = { 0 };
 	struct prestore *p = NULL;
-	struct fd_image *shared = NULL;
+	struct fd_image *shared = NULL, **inner = NULL;
 	int shared_base = -1, shm_base = -1, top;
 	struct shm_set shm = { .n = 0 };
 	struct ipc_image ipc = { 0 };
@@ -1805,6 +1805,22 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
+	/* connections between two processes of the tree: held until both
+	 * ends are back */
+	inner = calloc(t.n + 1, sizeof(*inner));
+	if (!inner) {
+		q = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < t.n; i++)
+		inner[i] = p[i].fds;
+	inner[t.n] = shared;
+	q = fds_lock_inner(inner, t.n + 1, true);
+	if (q < 0) {
+		free(inner);
+		inner = NULL;
+		goto out;
+	}
 	/* what the processes share, at top and up in every one of them: the
 	 * shared descriptions (shared_base), then the memory objects */
 	top = tree_top(&t, p);
@@ -1968,6 +1984,10 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			goto out_kill;
 		}
 	}
+	/* they run: the peers of their TCP connections may reach them now */
+	for (size_t i = 0; i <= t.n; i++)
+		if (fds_unlock(i < t.n ? p[i].fds : shared) < 0)
+			log_warn("%s", err_msg());
 	*ret_pid = root;
 	if (o && o->ret_processes)
 		*o->ret_processes = t.n;
@@ -1984,6 +2004,11 @@ out_kill:
 	for (size_t i = t.n; i-- > 0;)
 		kill(t.v[i].pid, SIGKILL);
 out:
+	if (inner) {
+		if (q < 0)
+			fds_lock_inner(inner, t.n + 1, false);
+		free(inner);
+	}
 	if (sync != MAP_FAILED) {
 		sync->go = 1;
 		syscall(SYS_futex, &sync->go, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);

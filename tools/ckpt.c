@@ -17,6 +17,7 @@ static const struct ckpt_cmd cmds[] = {
 	{ "checkpoint", "[--kill|--stop|--every D] [--mount DIR] PID", "checkpoint PID through a mounted ckptfs, once or every D", cmd_checkpoint },
 	{ "ls", "[--mount DIR] [PID...] | --store DIR", "list snapshots", cmd_ls },
 	{ "status", "[--mount DIR] [PID...]", "checkpoints and restores of a mounted ckptfs", cmd_status },
+	{ "netlock", "[--clear]", "TCP connections held between a dump --kill and its restore", cmd_netlock },
 	{ "verify", "[--quick] DIR", "check a snapshot directory against its manifest", cmd_verify },
 	{ "store", "[--store DIR] ls|rm|gc|fsck|stats", "look after a chunk store", cmd_store },
 	{ "bench", "store|engine [OPTIONS]", "run a benchmark (figures in docs/PERFORMANCE.md)", cmd_bench },

@@ -33,6 +33,7 @@ void tools_progress(const char *label, uint64_t done, uint64_t total, bool finis
 int cmd_store(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_netlock(int argc, char **argv);     /* cmd-netlock.c */
 int cmd_checkpoint(int argc, char **argv); /* cmd-mount.c */
 int cmd_ls(int argc, char **argv);         /* cmd-mount.c */
 int cmd_status(int argc, char **argv);     /* cmd-mount.c */

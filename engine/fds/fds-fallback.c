@@ -175,3 +175,33 @@ __attribute__((weak)) int fds_check_mapped_locks(struct fd_image *img, const uin
 {
 	return 0;
 }
+
+/* Nothing is ever held in TCP repair mode here: nothing to let go. */
+__attribute__((weak)) int fds_release(struct fd_image *img, bool killed)
+{
+	return 0;
+}
+
+__attribute__((weak)) int fds_unlock(struct fd_image *img)
+{
+	return 0;
+}
+
+__attribute__((weak)) int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conns,
+				   size_t *ret_n)
+{
+	*ret_fds = NULL;
+	*ret_conns = NULL;
+	*ret_n = 0;
+	return 0;
+}
+
+__attribute__((weak)) int fds_capture_running(pid_t pid, struct fd_image **ret)
+{
+	return fds_capture(pid, ret);
+}
+
+__attribute__((weak)) int fds_lock_inner(struct fd_image **imgs, size_t n, bool lock)
+{
+	return 0;
+}

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -54,6 +55,8 @@ enum fd_kind {
 	FD_KIND_UNIX_PAIR,   /* connected Unix socket whose peer is in the process */
 	FD_KIND_UNIX_DGRAM,  /* Unix datagram socket, unconnected or connected to a named socket */
 	FD_KIND_SHARED,      /* names open file description dup_of of the tree's shared image */
+	FD_KIND_TCP,         /* established TCP connection, IPv4 or IPv6 (fds-tcp.c) */
+	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	_FD_KIND_MAX,
 };
 
@@ -68,6 +71,25 @@ struct fd_watch {
 	int tfd;
 	uint32_t events;
 	uint64_t data;
+};
+
+/* An established TCP connection (fds-tcp.c): what repair mode reads and
+ * sets. The queues' bytes are the entry's data: the receive queue's inq
+ * bytes, then the send queue's outq. */
+struct fd_tcp {
+	uint32_t snd_seq;   /* sequence number of the first byte of the send queue */
+	uint32_t rcv_seq;   /* ... of the receive queue (the next the process reads) */
+	uint32_t inq, outq; /* bytes queued */
+	int mss;            /* the MSS clamp agreed at the handshake */
+	bool sack, tstamp, wscale;
+	uint32_t snd_wscale, rcv_wscale;
+	uint32_t timestamp; /* TCP_TIMESTAMP: the connection's timestamp clock */
+	struct tcp_repair_window win;
+	bool nodelay, keepalive;
+	/* capture only */
+	bool repair;        /* our duplicate (the process's socket) is in repair mode */
+	bool locked;        /* its packets are dropped by the network lock */
+	bool keep;          /* the process is killed: left in repair mode and locked */
 };
 
 /* An inotify watch: its number, mask, and the path of the inode watched. */
@@ -139,7 +161,7 @@ struct fd_entry {
 	bool reuseaddr, v6only;
 	struct sockaddr_storage addr;  /* bound address (unix: addrlen 2 when unbound) */
 	socklen_t addrlen;
-	struct sockaddr_storage peer;  /* unix-dgram: the named socket it is connected to */
+	struct sockaddr_storage peer;  /* unix-dgram: the named socket it is connected to; tcp, udp: the peer */
 	socklen_t peerlen;             /* 0: not connected */
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
@@ -151,6 +173,8 @@ struct fd_entry {
 	size_t n_ofd;
 	struct fd_lock *posix; /* also on a `shared` line: never in the shared image */
 	size_t n_posix;
+
+	struct fd_tcp *tcp; /* tcp */
 
 	bool to_null;     /* tty: gone at load, replaced by /dev/null or tty_log */
 	char *tty_log;    /* tty: CKPTFS_TTY_LOG, the file that replaces it, or NULL */
@@ -277,6 +301,26 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l);
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules: both ends of a socket pair agree. */
 int fds_socket_validate(struct fd_image *img);
+
+/* fds-tcp.c: established TCP connections and UDP sockets. Classify is
+ * called by fds_socket_classify() for an IPv4 or IPv6 socket that is not
+ * listening: 1 when it is one of them, -EOPNOTSUPP naming it otherwise (a
+ * TCP socket in another state). fds_tcp_lock(): at capture, before any
+ * capture, every connection of img under the network lock. Release: each
+ * out of repair mode and unlocked (killed false) or left so, our
+ * duplicate closed (killed true). fds_tcp_free(): from fds_entry_free(),
+ * what release would do with killed false. Unlock: at restore, the lock
+ * of img's connections lifted. */
+int fds_tcp_classify(struct fd_image *img, struct fd_entry *e, int domain, int type);
+int fds_tcp_lock(struct fd_image *img);
+int fds_tcp_capture(struct fd_image *img, struct fd_entry *e);
+void fds_tcp_print(struct fd_entry *e, struct fds_buf *b);
+int fds_tcp_parse(struct fd_entry *e, struct fd_line *l);
+int fds_tcp_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_tcp_open(struct fd_image *img, struct fd_entry *e);
+int fds_tcp_release(struct fd_image *img, bool killed);
+int fds_tcp_unlock(struct fd_image *img);
+void fds_tcp_free(struct fd_entry *e);
 
 /* fds-lock.c. Capture: the locks fdinfo lists for e (its description's and
  * its process's), -EOPNOTSUPP naming the descriptor for a lease, a

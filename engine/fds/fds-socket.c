@@ -1,7 +1,7 @@
 /*
  * engine/fds/fds-socket.c: listening TCP and Unix sockets, and Unix socket
- * pairs. Every other socket is refused by name ("established TCP socket
- * A -> B").
+ * pairs. Established TCP connections and UDP sockets are fds-tcp.c's;
+ * every other socket is refused by name.
  *
  * A pair is two Unix sockets, each the other's peer. When the other end is
  * not in the process, the end is still taken as one (peer_in false, its
@@ -215,9 +215,9 @@ static int getint(int fd, int level, int opt, int *ret)
 
 static int classify_inet(struct fd_entry *e, int domain, int type, int acc)
 {
-	struct sockaddr_storage a = { 0 }, p = { 0 };
-	socklen_t al = sizeof(a), pl = sizeof(p);
-	char as[80], ps[80];
+	struct sockaddr_storage a = { 0 };
+	socklen_t al = sizeof(a);
+	char as[80];
 
 	getsockname(e->dupfd, (void *)&a, &al);
 	if (type == SOCK_STREAM && acc) {
@@ -228,13 +228,10 @@ static int classify_inet(struct fd_entry *e, int domain, int type, int acc)
 		e->addrlen = al;
 		return 1;
 	}
-	if (type == SOCK_STREAM && getpeername(e->dupfd, (void *)&p, &pl) == 0)
-		return err_set(-EOPNOTSUPP, "fd %d: established TCP socket %s -> %s: not supported", e->fd,
-			       fmt_inet(&a, as, sizeof(as)), fmt_inet(&p, ps, sizeof(ps)));
-	return err_set(-EOPNOTSUPP, "fd %d: %s %s socket %s: not supported", e->fd,
-		       domain == AF_INET ? "IPv4" : "IPv6",
-		       type == SOCK_STREAM ? "unconnected TCP" : type == SOCK_DGRAM ? "UDP" : "raw",
-		       fmt_inet(&a, as, sizeof(as)));
+	if (type == SOCK_STREAM || type == SOCK_DGRAM)
+		return fds_tcp_classify(NULL, e, domain, type);
+	return err_set(-EOPNOTSUPP, "fd %d: %s raw socket %s: not supported", e->fd,
+		       domain == AF_INET ? "IPv4" : "IPv6", fmt_inet(&a, as, sizeof(as)));
 }
 
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
@@ -539,6 +536,10 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 		if (e->peerlen)
 			print_unix(b, "peer", "peer-abstract", &e->peer, e->peerlen);
 		break;
+	case FD_KIND_TCP:
+	case FD_KIND_UDP:
+		fds_tcp_print(e, b);
+		break;
 	default:
 		break;
 	}
@@ -685,6 +686,9 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 			return fds_bad(l, "queued=%lu: too large", e->data_len);
 		e->family = AF_UNIX;
 		return 0;
+	case FD_KIND_TCP:
+	case FD_KIND_UDP:
+		return fds_tcp_parse(e, l);
 	default:
 		return -EINVAL;
 	}
@@ -884,6 +888,9 @@ int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 		return open_pair(img, e, above);
 	case FD_KIND_UNIX_DGRAM:
 		return open_dgram(e);
+	case FD_KIND_TCP:
+	case FD_KIND_UDP:
+		return fds_tcp_open(img, e);
 	default:
 		return -EINVAL;
 	}

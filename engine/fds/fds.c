@@ -61,6 +61,8 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_UNIX_PAIR] = "unix-pair",
 	[FD_KIND_UNIX_DGRAM] = "unix-dgram",
 	[FD_KIND_SHARED] = "shared",
+	[FD_KIND_TCP] = "tcp",
+	[FD_KIND_UDP] = "udp",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -170,6 +172,7 @@ int fds_fill_content(int fd, const void *data, uint64_t size)
 
 void fds_entry_free(struct fd_entry *e)
 {
+	fds_tcp_free(e); /* out of repair mode before our duplicate goes */
 	if (e->dupfd >= 0)
 		close(e->dupfd);
 	if (e->tmp_other >= 0)
@@ -395,6 +398,9 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_UNIX_PAIR:
 	case FD_KIND_UNIX_DGRAM:
 		return fds_socket_capture(img, e);
+	case FD_KIND_TCP:
+	case FD_KIND_UDP:
+		return fds_tcp_capture(img, e);
 	default:
 		return -EINVAL;
 	}
@@ -405,9 +411,11 @@ static void image_settle(struct fd_image *img)
 {
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
-		if (e->dupfd >= 0)
+		/* a connection in repair mode: kept until fds_release() */
+		if (e->dupfd >= 0 && !(e->tcp && e->tcp->repair))
 			close(e->dupfd);
-		e->dupfd = -1;
+		if (!(e->tcp && e->tcp->repair))
+			e->dupfd = -1;
 		free(e->fdinfo);
 		e->fdinfo = NULL;
 		free(e->st);
@@ -486,7 +494,7 @@ static int find_dups(struct fd_image *img)
 	return 0;
 }
 
-static int scan(pid_t pid, bool capture, struct fd_image **ret)
+static int scan(pid_t pid, bool capture, bool lock, struct fd_image **ret)
 {
 	_cleanup_free_ int *fds = NULL;
 	size_t n = 0;
@@ -545,6 +553,14 @@ static int scan(pid_t pid, bool capture, struct fd_image **ret)
 		r = err_set(-EIO, "pid %d: capturing descriptors: injected fault", pid);
 		goto fail;
 	}
+	/* before any queue of a TCP connection is read: from now on none
+	 * of their packets changes them (fds-tcp.c); a process that runs on
+	 * keeps its connections: read consistently without */
+	if (capture && lock) {
+		r = fds_tcp_lock(img);
+		if (r < 0)
+			goto fail;
+	}
 	for (size_t i = 0; i < img->n; i++) {
 		/* fds_check runs the captures that can refuse by state (an
 		 * epoll watch on a closed descriptor, connections waiting on a
@@ -568,7 +584,7 @@ fail:
 int fds_check(pid_t pid)
 {
 	struct fd_image *img = NULL;
-	int r = scan(pid, false, &img);
+	int r = scan(pid, false, false, &img);
 
 	if (r >= 0)
 		log_debug("pid %d: %zu descriptors, all supported", pid, img->n);
@@ -586,7 +602,7 @@ int fds_check_tree(const pid_t *pids, size_t n)
 	/* The tree runs: a second look at each table, as fds_check() took
 	 * it, now that every process is known. */
 	for (size_t i = 0; i < n && r >= 0; i++) {
-		r = scan(pids[i], false, &imgs[i]);
+		r = scan(pids[i], false, false, &imgs[i]);
 		if (r == -ESRCH) {
 			/* ended meanwhile: the freeze sees the tree as it is */
 			err_clear();
@@ -603,7 +619,22 @@ int fds_check_tree(const pid_t *pids, size_t n)
 
 int fds_capture(pid_t pid, struct fd_image **ret)
 {
-	return scan(pid, true, ret);
+	return scan(pid, true, true, ret);
+}
+
+int fds_capture_running(pid_t pid, struct fd_image **ret)
+{
+	return scan(pid, true, false, ret);
+}
+
+int fds_release(struct fd_image *img, bool killed)
+{
+	return img ? fds_tcp_release(img, killed) : 0;
+}
+
+int fds_unlock(struct fd_image *img)
+{
+	return img ? fds_tcp_unlock(img) : 0;
 }
 
 /* ---- the text form --------------------------------------------------------- */
@@ -1148,6 +1179,8 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 		int r = fds_file_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_pipe_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_tcp_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}

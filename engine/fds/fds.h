@@ -36,6 +36,41 @@ int fds_check_tree(const pid_t *pids, size_t n);
  * process sees: bytes are peeked, not consumed. */
 int fds_capture(pid_t pid, struct fd_image **ret);
 
+/* fds_capture() for a process that keeps its connections (it runs on,
+ * or is left stopped): its TCP connections are not put under the network
+ * lock, whose dropped packets would cost their peers a retransmission
+ * timeout; their queues are read consistently all the same (fds-tcp.c). */
+int fds_capture_running(pid_t pid, struct fd_image **ret);
+
+/* Dump, after fds_capture(): the established TCP connections it holds in
+ * repair mode, under the network lock (fds-tcp.c), are let go. killed
+ * false: before the process runs again (or stays stopped), each leaves
+ * repair mode and its lock is lifted; killed true: once the process is
+ * killed, each is closed still in repair mode (no FIN, no reset) and its
+ * lock stays for the restore. fds_free() does the former for an image
+ * not released. Returns the first error of the lock (-errno, detail). */
+int fds_release(struct fd_image *img, bool killed);
+
+/* Dump, after fds_capture(): the TCP connections img holds in repair
+ * mode and under the network lock, for the keeper (keeper_tcp_hold):
+ * their descriptor numbers and 4-tuples, malloc'd (NULL and 0 when
+ * none). */
+struct netlock_conn;
+int fds_held(struct fd_image *img, int **ret_fds, struct netlock_conn **ret_conns, size_t *ret_n);
+
+/* Restore, before any process is made (lock true): the TCP connections
+ * of imgs (n images, NULL ones skipped) whose other end is among them
+ * too go under the network lock, so that the first end rebuilt sends
+ * nothing the other, not yet rebuilt, would answer with a reset (a
+ * snapshot dumped running has no lock of its own). fds_unlock() lifts it
+ * once they run; a failed restore lifts it with lock false. -errno with a
+ * detail. */
+int fds_lock_inner(struct fd_image **imgs, size_t n, bool lock);
+
+/* Restore, once the processes run: lifts the network lock of img's TCP
+ * connections (NULL: none). -errno with a detail. */
+int fds_unlock(struct fd_image *img);
+
 /* An empty image (NULL when out of memory): what a process of a tree
  * that shares another's descriptor table (CLONE_FILES) holds as its own;
  * the other's image is the table. */

@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -1042,7 +1043,7 @@ END_TEST
 
 /* ---- refusals ------------------------------------------------------------------------ */
 
-static void established_setup(void)
+static void half_closed_setup(void)
 {
 	struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(in);
@@ -1054,19 +1055,29 @@ static void established_setup(void)
 	int c = socket(AF_INET, SOCK_STREAM, 0);
 	connect(c, (void *)&in, sizeof(in));
 	int a = accept(l, NULL, NULL);
+	/* half closed: FIN_WAIT2 here, CLOSE_WAIT at the other end */
+	shutdown(c, SHUT_WR);
+	struct tcp_info ti = { .tcpi_state = 4 };
+	for (int i = 0; i < 5000 && ti.tcpi_state == 4; i++) {
+		len = sizeof(ti);
+		getsockopt(c, IPPROTO_TCP, TCP_INFO, &ti, &len);
+		usleep(200);
+	}
 	at(l, 3, false);
 	at(c, 4, false);
 	at(a, 5, false);
 }
 
-START_TEST(established_tcp_is_refused)
+/* Only ESTABLISHED connections are taken (fds-tcp.c); the others are
+ * refused by their state, before the process is touched. */
+START_TEST(half_closed_tcp_is_refused)
 {
-	pid_t pid = start_target(established_setup, NULL);
+	pid_t pid = start_target(half_closed_setup, NULL);
 	struct fd_image *cap = NULL;
 
 	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
-	ck_assert_msg(strncmp(err_msg(), "fd 4: established TCP socket 127.0.0.1:", 39) == 0 &&
-			      strstr(err_msg(), " -> 127.0.0.1:") && strstr(err_msg(), ": not supported"),
+	ck_assert_msg(strncmp(err_msg(), "fd 4: TCP connection 127.0.0.1:", 31) == 0 &&
+			      strstr(err_msg(), " -> 127.0.0.1:") && strstr(err_msg(), " in state FIN_WAIT2: not supported"),
 		      "%s", err_msg());
 	ck_assert_int_eq(fds_capture(pid, &cap), -EOPNOTSUPP);
 	ck_assert_ptr_null(cap);
@@ -1911,6 +1922,46 @@ START_TEST(parse_is_strict)
 }
 END_TEST
 
+/* tcp and udp lines (fds-tcp.c) round-trip and are strict. */
+#define TCP_LINE(fam, a, p, extra)                                                                         \
+	"3 tcp flags=02 cloexec=0 family=" fam " addr=" a " port=80 peer-addr=" p " peer-port=51234 "       \
+	"snd-seq=4294967295 rcv-seq=7 inq=0 outq=0 mss=1460 sack=1 ts=1 timestamp=99" extra " snd-wl1=7 "    \
+	"snd-wnd=65536 max-window=65536 rcv-wnd=65536 rcv-wup=7 nodelay=1 keepalive=0 sndbuf=87040 rcvbuf=131072\n"
+START_TEST(inet_lines)
+{
+	static const char *good[] = {
+		TCP_LINE("inet", "127.0.0.1", "10.1.2.3", " snd-wscale=7 rcv-wscale=9"),
+		TCP_LINE("inet6", "::1", "fd00::2", ""),
+		"3 udp flags=02 cloexec=0 family=inet addr=0.0.0.0 port=53 reuseaddr=1 v6only=0\n",
+		"3 udp flags=02 cloexec=0 family=inet6 addr=::1 port=4000 peer-addr=::1 peer-port=4001 reuseaddr=0 v6only=1\n",
+	};
+	static const char *bad[] = {
+		TCP_LINE("inet", "::1", "10.1.2.3", ""),                              /* family and address */
+		TCP_LINE("inet", "127.0.0.1", "10.1.2.3", " snd-wscale=15 rcv-wscale=1"), /* scale above 14 */
+		TCP_LINE("inet", "127.0.0.1", "10.1.2.3", " snd-wscale=7"),             /* one scale */
+		TCP_LINE("inet", "127.0.0.1", "10.1.2.3", " data=fds-data/3"),          /* no bytes to hold */
+		"3 tcp flags=02 cloexec=0 family=inet addr=127.0.0.1 port=80\n",       /* no peer, no state */
+		"3 udp flags=02 cloexec=0 family=inet addr=0.0.0.0 port=65536 reuseaddr=1 v6only=0\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		struct fd_image *img = NULL;
+		char *text = NULL;
+		size_t len;
+		ck_assert_msg(fds_parse(good[i], get_mem, NULL, &img) == 0, "%s: %s", good[i], err_msg());
+		ck_assert_int_eq(fds_format(img, &text, &len), 0);
+		ck_assert_str_eq(text, good[i]);
+		free(text);
+		fds_free(img);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+}
+END_TEST
+
 /* The lock keys round-trip, stay where they may be, and are strict. */
 START_TEST(lock_keys)
 {
@@ -1968,7 +2019,8 @@ static Suite *suite(void)
 		{ "events", events },
 		{ "memfd_and_deleted", memfd_and_deleted },
 		{ "sockets", sockets },
-		{ "established_tcp_is_refused", established_tcp_is_refused },
+		{ "half_closed_tcp_is_refused", half_closed_tcp_is_refused },
+		{ "inet_lines", inet_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },

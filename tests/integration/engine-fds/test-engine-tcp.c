@@ -1,0 +1,476 @@
+/*
+ * Established TCP connections through `ckpt dump` and `ckpt restore`: the
+ * test is the peer of target-fds-tcp's connection (IPv4 and IPv6 on the
+ * loopback). With bytes in flight both ways, the target is dumped with
+ * --kill; while it is away the peer writes more (the network lock drops
+ * those packets: no reset, they are sent again later); after the restore
+ * the target checks every byte it receives and the peer every byte of
+ * the target's stream. A dump that fails at any step of the repair, or
+ * that leaves the target running, leaves its connection working, checked
+ * the same way on the original.
+ *
+ * Needs root (ptrace, TCP repair, nftables). The test is a child
+ * subreaper, so that restored processes become its children.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "tests/integration/ckpt-run.h"
+#include "tests/targets/tcp-pattern.h"
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *targets;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-tcp-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+}
+
+static pid_t started; /* the target of the case, killed if it is left */
+
+static void teardown(void)
+{
+	if (started > 0 && kill(started, SIGKILL) == 0)
+		waitpid(started, NULL, 0);
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
+		    const char *a4)
+{
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	return ckpt_run_err(path("ckpt.err"));
+}
+
+/* The lock's listing, as `ckpt netlock` prints it. */
+static const char *netlock(void)
+{
+	static char out[8192];
+
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "netlock", NULL, NULL, NULL) == 0, "ckpt netlock: %s",
+		      ckpt_err());
+	return out;
+}
+
+static int write_file(const char *p, const char *text, size_t len)
+{
+	int fd = open(p, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : write(fd, text, len);
+
+	if (fd >= 0)
+		close(fd);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+struct conn {
+	pid_t pid;
+	int fd;     /* the peer's end */
+	int port;   /* the target's port, as the lock lists it */
+	char portstr[16];
+};
+
+static void send_pattern(int fd, uint64_t off, uint64_t len)
+{
+	char buf[4096];
+
+	while (len) {
+		size_t n = MIN(sizeof(buf), len);
+		tcp_pattern_fill(buf, n, off, TCP_PATTERN_PEER);
+		ck_assert_int_eq(send(fd, buf, n, MSG_NOSIGNAL), (ssize_t)n);
+		off += n;
+		len -= n;
+	}
+}
+
+/* Starts target-fds-tcp connected to us; returns once its queues are full
+ * both ways. expect: what it is to read after the restore. */
+static void start(bool v6, uint64_t expect, struct conn *c)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int l = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int small = 16384;
+	char exe[PATH_MAX + 64], fam[4], port[16], exp[32];
+
+	ck_assert_int_ge(l, 0);
+	ss.ss_family = v6 ? AF_INET6 : AF_INET;
+	if (v6)
+		((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
+	else
+		((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	/* a small window: the target's stream stays mostly unacknowledged */
+	ck_assert_int_eq(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+	ck_assert_int_eq(bind(l, (void *)&ss, len), 0);
+	ck_assert_int_eq(listen(l, 1), 0);
+	ck_assert_int_eq(getsockname(l, (void *)&ss, &len), 0);
+	snprintf(fam, sizeof(fam), "%d", v6 ? 6 : 4);
+	snprintf(port, sizeof(port), "%u",
+		 ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port));
+	snprintf(exp, sizeof(exp), "%lu", expect);
+	snprintf(exe, sizeof(exe), "%s/target-fds-tcp", targets);
+	c->pid = fork();
+	ck_assert_int_ge(c->pid, 0);
+	if (c->pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, exe, path("ready"), path("result"), fam, port, exp, (char *)NULL);
+		_exit(127);
+	}
+	started = c->pid;
+	struct pollfd p = { .fd = l, .events = POLLIN };
+	ck_assert_msg(poll(&p, 1, 10000) == 1, "the target did not connect");
+	len = sizeof(ss);
+	c->fd = accept4(l, (void *)&ss, &len, SOCK_CLOEXEC);
+	ck_assert_int_ge(c->fd, 0);
+	close(l);
+	c->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
+	snprintf(c->portstr, sizeof(c->portstr), "%d", c->port);
+	send_pattern(c->fd, 0, TCP_PATTERN_FIRST);
+	for (int i = 0; i < 10000 && access(path("ready"), F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+}
+
+/* Tells the target (original or restored) to check, reads its whole
+ * stream checking every byte, and takes its verdict. */
+static void finish(pid_t pid, struct conn *c)
+{
+	static char buf[65536];
+	uint64_t got = 0;
+
+	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	while (got < TCP_PATTERN_TOTAL) {
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		ck_assert_msg(poll(&p, 1, 30000) == 1, "nothing from the target after %lu bytes", got);
+		ssize_t n = read(c->fd, buf, sizeof(buf));
+		ck_assert_msg(n > 0, "read after %lu bytes: %s", got, n ? strerror(errno) : "EOF");
+		uint64_t bad = tcp_pattern_check(buf, (size_t)n, got, TCP_PATTERN_TARGET);
+		ck_assert_msg(bad == UINT64_MAX, "the target's byte %lu is wrong", bad);
+		got += (uint64_t)n;
+	}
+	int st = verdict_wait(pid, path("ready.restored"), path("result"), 30000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(c->fd);
+}
+
+static void kill_restore(bool v6)
+{
+	struct conn c;
+	char p[32], out[64], *fds = NULL;
+	int st;
+
+	start(v6, TCP_PATTERN_FIRST + TCP_PATTERN_GAP, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
+	/* the image: both queues, whole */
+	snprintf(out, sizeof(out), "snap/%d/fds", c.pid);
+	ck_assert_int_eq(read_file_full(path(out), &fds, NULL), 0);
+	ck_assert_msg(strstr(fds, " tcp ") && strstr(fds, " inq=49152 ") && !strstr(fds, " outq=0 "), "fds: %s",
+		      fds);
+	free(fds);
+	/* held: the peer writes into the gap and sees no reset */
+	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
+	send_pattern(c.fd, TCP_PATTERN_FIRST, TCP_PATTERN_GAP);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	finish(atoi(out), &c);
+}
+
+START_TEST(tcp4_kill_restore) { kill_restore(false); } END_TEST
+START_TEST(tcp6_kill_restore) { kill_restore(true); } END_TEST
+
+/* Dumped and left running: the connection works on, out of repair mode,
+ * unlocked. */
+START_TEST(tcp_dump_running)
+{
+	struct conn c;
+	char p[32];
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	/* read without the lock, whole all the same */
+	char fp[64], *fds = NULL;
+	snprintf(fp, sizeof(fp), "snap/%d/fds", c.pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_msg(strstr(fds, " tcp ") && strstr(fds, " inq=49152 ") && !strstr(fds, " outq=0 "), "fds: %s",
+		      fds);
+	free(fds);
+	finish(c.pid, &c);
+}
+END_TEST
+
+/* A dump --kill failing at the lock, in repair mode, or reading a queue:
+ * nothing written, the original runs on with its connection working. */
+static void fails(const char *fault, const char *what)
+{
+	struct conn c;
+	char p[32];
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	ck_assert_int_ne(run_ckpt(fault, NULL, 0, "dump", "--kill", p, path("snap")), 0);
+	ck_assert_msg(strstr(ckpt_err(), what), "stderr: %s", ckpt_err());
+	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	finish(c.pid, &c);
+}
+
+START_TEST(tcp_dump_fails_lock) { fails("280", "network lock: injected fault"); } END_TEST
+START_TEST(tcp_dump_fails_repair) { fails("281", "repair mode: injected fault"); } END_TEST
+START_TEST(tcp_dump_fails_queue) { fails("282", "bytes of its receive queue"); } END_TEST
+
+/* The dumper killed (kill -9) with the connection in repair mode and
+ * locked: its keeper takes it out of repair mode and lifts the lock
+ * before the process runs on, and the connection works. */
+START_TEST(tcp_dumper_dies)
+{
+	struct conn c;
+	char p[32];
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, "284", NULL, 0, "dump", "--kill", p, path("snap"));
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump: status 0x%x: %s", st, ckpt_err());
+	/* the keeper lets go once it sees its dumper gone */
+	for (int i = 0; i < 10000 && strstr(netlock(), c.portstr); i += 50)
+		usleep(50000);
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	finish(c.pid, &c);
+}
+END_TEST
+
+/* A restore failing as it writes the queues back: the lock stays, the
+ * peer still waits, and a second restore brings the connection back. */
+START_TEST(tcp_restore_fails_then_succeeds)
+{
+	struct conn c;
+	char p[32], out[64];
+	int st;
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
+	ck_assert_int_ne(run_ckpt("283", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "TCP connection 127.0.0.1:") && strstr(ckpt_err(), "injected fault"),
+		      "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
+	/* the process it made was killed and came to us: its pid is free
+	 * once reaped */
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
+	finish(atoi(out), &c);
+}
+END_TEST
+
+/* The image's local address changed to one this host lacks (as on
+ * another host): refused before anything is made, naming the
+ * connection; the lock still holds it, and the image as dumped restores. */
+START_TEST(tcp_restore_elsewhere_refused)
+{
+	struct conn c;
+	char p[32], out[64], fp[64], *fds = NULL;
+	int st;
+
+	start(false, TCP_PATTERN_FIRST, &c);
+	snprintf(p, sizeof(p), "%d", c.pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
+	snprintf(fp, sizeof(fp), "snap/%d/fds", c.pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	char *a = strstr(fds, " addr=127.0.0.1 ");
+	ck_assert_ptr_nonnull(a);
+	memcpy(a, " addr=10.99.8.7 ", 16); /* same length: only the hash differs */
+	ck_assert_int_eq(write_file(path(fp), fds, strlen(fds)), 0);
+	ck_assert_int_ne(run_ckpt(NULL, out, sizeof(out), "restore", "--no-verify", path("snap"), NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "TCP connection 10.99.8.7:") &&
+			      strstr(ckpt_err(), "its local address is not on this host"),
+		      "stderr: %s", ckpt_err());
+	/* refused before any process was made: its pid is free */
+	ck_assert(kill(c.pid, 0) < 0 && errno == ESRCH);
+	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
+	memcpy(a, " addr=127.0.0.1 ", 16);
+	ck_assert_int_eq(write_file(path(fp), fds, strlen(fds)), 0);
+	free(fds);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	finish(atoi(out), &c);
+}
+END_TEST
+
+/* Both ends in one tree (target-fds-tcp-tree: parent and child, the
+ * parent still listening on the connection's port), bytes in flight both
+ * ways: dumped with --kill (under the network lock), or left running
+ * (without it: the queues read consistently while packets still come)
+ * and then killed, and restored; the tree checks every byte. */
+static void tree_cycle(bool running)
+{
+	char exe[PATH_MAX + 64], p[32], out[64];
+	int st;
+
+	snprintf(exe, sizeof(exe), "%s/target-fds-tcp-tree", targets);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? path("snap") : p,
+			       running ? NULL : path("snap")) == 0,
+		      "ckpt dump: %s", ckpt_err());
+	if (running) {
+		char cp[64], *kids = NULL;
+		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
+		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
+		pid_t child = atoi(kids);
+		free(kids);
+		ck_assert_int_gt(child, 0);
+		kill(child, SIGKILL);
+		kill(pid, SIGKILL);
+	}
+	/* the root, then its child, which came to us */
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 30000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+START_TEST(tcp_tree_kill_restore) { tree_cycle(false); } END_TEST
+START_TEST(tcp_tree_running_restore) { tree_cycle(true); } END_TEST
+
+/* target-fds-udp: dumped (running, --kill, --stop), the original
+ * killed, restored; it checks its sockets itself. */
+static void udp_cycle(const char *mode)
+{
+	char exe[PATH_MAX + 64], p[32], out[64];
+	int st;
+
+	snprintf(exe, sizeof(exe), "%s/target-fds-udp", targets);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), mode) == 0, "ckpt dump: %s", ckpt_err());
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 15000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+START_TEST(udp_running) { udp_cycle(NULL); } END_TEST
+START_TEST(udp_kill) { udp_cycle("--kill"); } END_TEST
+START_TEST(udp_stop) { udp_cycle("--stop"); } END_TEST
+
+int main(void)
+{
+	struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "tcp4_kill_restore", tcp4_kill_restore },
+		{ "tcp6_kill_restore", tcp6_kill_restore },
+		{ "tcp_dump_running", tcp_dump_running },
+		{ "tcp_dump_fails_lock", tcp_dump_fails_lock },
+		{ "tcp_dump_fails_repair", tcp_dump_fails_repair },
+		{ "tcp_dump_fails_queue", tcp_dump_fails_queue },
+		{ "tcp_dumper_dies", tcp_dumper_dies },
+		{ "tcp_restore_fails_then_succeeds", tcp_restore_fails_then_succeeds },
+		{ "tcp_restore_elsewhere_refused", tcp_restore_elsewhere_refused },
+		{ "tcp_tree_kill_restore", tcp_tree_kill_restore },
+		{ "tcp_tree_running_restore", tcp_tree_running_restore },
+		{ "udp_running", udp_running },
+		{ "udp_kill", udp_kill },
+		{ "udp_stop", udp_stop },
+	};
+
+	if (geteuid() != 0) {
+		printf("skipped: needs root (ptrace, TCP repair mode, nftables)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	targets = getenv("TARGETS");
+	if (!ckpt_bin || !targets) {
+		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
+		return 1;
+	}
+	if (getenv("CKPTFS_NO_NETLOCK")) {
+		printf("skipped: this build has no libnftables (no network lock)\n");
+		return 77;
+	}
+	Suite *s = suite_create("engine-tcp");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, 60);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
