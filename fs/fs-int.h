@@ -130,6 +130,7 @@ struct owner_ent {
 struct restore;
 struct policy;
 struct api;
+struct handle;
 
 /* Outcomes of the checkpoints this daemon ran (ctl, policies, API), for
  * the API's /metrics. */
@@ -178,6 +179,7 @@ struct fs {
 
 	struct fs_ckpt_stats ckpt_stats;    /* fs->lock */
 	struct api *api;                    /* api.c; NULL: no API */
+	struct handle *handles;             /* fs->lock: ops.c's open files */
 };
 
 /* ---- inode.c ------------------------------------------------------------ */
@@ -379,5 +381,9 @@ size_t fs_readme_len(void);
 /* ---- ops.c ----------------------------------------------------------------- */
 
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Frees the handles of files still open when the FUSE loop has ended
+ * (no release will come for them); before restore_free_all() and
+ * snap_cache_free(), whose objects they hold. */
+void fs_handles_free(struct fs *fs);
 
 #endif

@@ -444,6 +444,7 @@ out_session:
 out_fs:
 	if (fs) {
 		api_free(fs->api);
+		fs_handles_free(fs);
 		restore_free_all(fs);
 		snap_cache_free(fs);
 		policy_free(fs);

@@ -780,6 +780,51 @@ START_TEST(test_fault_listen)
 }
 END_TEST
 
+/* SIGTERM while files of the mount are open (a directory listing, a
+ * status and the README held by a shell, a file half copied into a
+ * restore): the kernel sends no release for them, and the daemon still
+ * exits 0, freeing their handles (under the sanitizers, a leak makes it
+ * exit otherwise). */
+START_TEST(test_sigterm_open)
+{
+	mount_api();
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/half\""), 0);
+	ck_assert_int_eq(sh("cd \"$MNT\" && { sleep 600 3<README 4<restore/half/status 5>restore/half/manifest 6<. & "
+			    "echo $! > \"$WORK/holder.pid\"; }"),
+			 0);
+	/* the holder has them open once they are listed in its fd dir */
+	bool open = false;
+	for (int i = 0; i < 500 && !open; i++) {
+		open = sh("test -e /proc/$(cat \"$WORK/holder.pid\")/fd/6") == 0;
+		if (!open)
+			usleep(10 * 1000);
+	}
+	ck_assert_msg(open, "the holder did not open the files");
+	ck_assert_int_eq(kill(H.daemon, SIGTERM), 0);
+	int st = -1;
+	for (int i = 0; i < 3000; i++) {
+		pid_t r = waitpid(H.daemon, &st, WNOHANG);
+		if (r == H.daemon)
+			break;
+		st = -1;
+		usleep(10 * 1000);
+	}
+	sh("kill $(cat \"$WORK/holder.pid\")");
+	if (st == -1) {
+		kill(H.daemon, SIGKILL);
+		waitpid(H.daemon, NULL, 0);
+	}
+	H.daemon = 0;
+	sh("fusermount3 -uz \"$MNT\" 2>/dev/null");
+	char *log = sh_out("tail -30 '%s/daemon.log'", H.base);
+	ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the daemon ended with %#x; log:\n%s", st,
+		      log);
+	free(log);
+	*strrchr(sock, '/') = 0;
+	sh("rm -rf '%s'", sock);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s;
@@ -795,6 +840,7 @@ int main(void)
 	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
 	harness_add_unmounted(s, "tcp_token", test_tcp_token, 60);
 	harness_add_unmounted(s, "slow_client", test_slow_client, 120);
+	harness_add_unmounted(s, "sigterm_open", test_sigterm_open, 120);
 	if (HAVE_ENGINE) {
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
