@@ -12,6 +12,7 @@
  *   GET    /v1/processes
  *   POST   /v1/processes/{pid}/checkpoints   {"mode": "run"|"kill"|"stop"}
  *   GET    /v1/jobs/{id}[?wait=SECONDS]
+ *   GET    /v1/jobs/{id}/events              server-sent events: progress, then the result
  *   GET    /v1/snapshots
  *   GET    /v1/snapshots/{pid}/{n}
  *   DELETE /v1/snapshots/{pid}/{n}
@@ -549,6 +550,165 @@ static enum MHD_Result get_job(struct api *a, struct MHD_Connection *c, struct r
 	if (running)
 		job_progress(a, o, pid);
 	return send_json(a, c, 200, o);
+}
+
+/* GET /v1/jobs/{id}/events: server-sent events. The stream is made by
+ * MHD's content reader on the connection's own thread: it sends the
+ * job's phase and bytes as they change (sampled every EVENTS_TICK_MS,
+ * bytes at most every EVENTS_BYTES_MS), a comment when nothing was sent
+ * for EVENTS_KEEPALIVE_S (so that the connection's idle bound never
+ * ends a long phase), and the job itself, as GET /v1/jobs/{id} answers
+ * it, in a last `result` event. The job is looked up by id each time:
+ * it may be trimmed meanwhile, and then the stream just ends. */
+#define EVENTS_TICK_MS 10
+#define EVENTS_BYTES_MS 100
+#define EVENTS_KEEPALIVE_S 15
+
+struct events {
+	struct api *a;
+	uint64_t id;
+	int phase;          /* the last phase sent; -1: none yet */
+	uint64_t done, total;
+	uint64_t out_ns;    /* when something was last sent */
+	uint64_t bytes_ns;  /* when bytes were last sent */
+	bool ended;         /* the result is queued: end after it */
+	char *text;         /* what is still to send */
+	size_t len, off;
+};
+
+static void events_put(struct events *ev, const char *event, json_t *o)
+{
+	char *d = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	free(ev->text);
+	ev->text = NULL;
+	ev->len = ev->off = 0;
+	if (!d)
+		return;
+	if (asprintf(&ev->text, "event: %s\ndata: %s\n\n", event, d) >= 0)
+		ev->len = strlen(ev->text);
+	else
+		ev->text = NULL;
+	free(d);
+	ev->out_ns = now_ns();
+}
+
+/* Fills ev->text with the next thing to send; false: the stream ends. */
+static bool events_next(struct events *ev)
+{
+	struct api *a = ev->a;
+
+	for (;;) {
+		pthread_mutex_lock(&a->lock);
+		struct api_job *j = job_find_locked(a, ev->id);
+		if (!j || a->quit) {
+			pthread_mutex_unlock(&a->lock);
+			return false;
+		}
+		if (j->done) {
+			json_t *o = job_json(j);
+			pthread_mutex_unlock(&a->lock);
+			events_put(ev, "result", o);
+			ev->ended = true;
+			return ev->text != NULL;
+		}
+		pid_t pid = j->pid;
+		pthread_mutex_unlock(&a->lock);
+
+		enum engine_phase phase;
+		uint64_t done, total, now = now_ns();
+		if (ctl_progress(a->fs, pid, &phase, &done, &total) &&
+		    ((int)phase != ev->phase ||
+		     ((done != ev->done || total != ev->total) && now - ev->bytes_ns >= EVENTS_BYTES_MS * 1000000ull))) {
+			json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I}", "id", (json_int_t)ev->id, "state", "running",
+					      "phase", engine_phase_name(phase), "bytes_done", (json_int_t)done,
+					      "bytes_total", (json_int_t)total);
+			ev->phase = (int)phase;
+			ev->done = done;
+			ev->total = total;
+			ev->bytes_ns = now;
+			events_put(ev, "progress", o);
+			return ev->text != NULL;
+		}
+		if (now - ev->out_ns >= EVENTS_KEEPALIVE_S * 1000000000ull) {
+			free(ev->text);
+			ev->text = strdup(": still running\n\n");
+			ev->len = ev->text ? strlen(ev->text) : 0;
+			ev->off = 0;
+			ev->out_ns = now;
+			return ev->text != NULL;
+		}
+		/* a job's end wakes this at once; progress is sampled */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += EVENTS_TICK_MS * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&a->lock);
+		j = job_find_locked(a, ev->id);
+		if (j && !j->done && !a->quit)
+			pthread_cond_timedwait(&a->cond, &a->lock, &until);
+		pthread_mutex_unlock(&a->lock);
+	}
+}
+
+static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct events *ev = cls;
+
+	(void)pos;
+	if (ev->off == ev->len) {
+		if (ev->ended || !events_next(ev))
+			return MHD_CONTENT_READER_END_OF_STREAM;
+	}
+	size_t n = MIN(max, ev->len - ev->off);
+	memcpy(buf, ev->text + ev->off, n);
+	ev->off += n;
+	return (ssize_t)n;
+}
+
+static void events_free(void *cls)
+{
+	struct events *ev = cls;
+
+	free(ev->text);
+	free(ev);
+}
+
+static enum MHD_Result get_job_events(struct api *a, struct MHD_Connection *c, struct req *q, const char *ids)
+{
+	struct MHD_Response *resp;
+	struct events *ev;
+	struct api_job *j;
+	uint64_t id;
+	enum MHD_Result res;
+
+	if (!parse_num(ids, UINT64_MAX, &id))
+		return problem(a, c, 400, "job '%s': not a job number", ids);
+	pthread_mutex_lock(&a->lock);
+	j = job_find_locked(a, id);
+	bool mine = j && access_owner(q->uid, j->caller);
+	pthread_mutex_unlock(&a->lock);
+	if (!mine)
+		return problem(a, c, 404, "job %" PRIu64 ": no such job", id);
+	ev = calloc(1, sizeof(*ev));
+	if (!ev)
+		return problem(a, c, 500, "out of memory");
+	*ev = (struct events){ .a = a, .id = id, .phase = -1, .out_ns = now_ns() };
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, events_read, ev, events_free);
+	if (!resp) {
+		events_free(ev);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	res = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	count(a, 200);
+	return res;
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
@@ -1517,6 +1677,11 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 		if (!get)
 			goto not_allowed;
 		return get_job(a, c, q, p[2]);
+	}
+	if (!strcmp(p[1], "jobs") && n == 4 && !strcmp(p[3], "events")) {
+		if (!get)
+			goto not_allowed;
+		return get_job_events(a, c, q, p[2]);
 	}
 	if (!strcmp(p[1], "snapshots")) {
 		if (n == 2) {

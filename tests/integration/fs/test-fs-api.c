@@ -455,6 +455,102 @@ START_TEST(test_export_import)
 }
 END_TEST
 
+/* GET /v1/jobs/{id}/events read with curl to its end while a checkpoint
+ * of a target with 64 MiB more runs: progress events whose phases come
+ * in the engine's order and whose bytes never go back, then one result
+ * event, the job done with its snapshot, and the end of the stream. A
+ * finished job's stream is its result alone; bad and unknown ids are
+ * refused as GET /v1/jobs/{id} refuses them. */
+START_TEST(test_job_events)
+{
+	static const char *const order[] = { "prepare", "pre-copy", "freeze", "resumed", "write", "commit" };
+	char dir[PATH_MAX], want[64];
+	pid_t pid;
+
+	mount_api();
+	setenv("FS_TARGET_MB", "64", 1);
+	pid = target_start(dir);
+	unsetenv("FS_TARGET_MB");
+	ck_assert_int_eq(sh("cd \"$WORK\" && id=$(curl -sS --unix-socket '%s' -X POST -d '{}' "
+			    "http://localhost/v1/processes/%d/checkpoints | sed -n 's/^{\"id\":\\([0-9]*\\),.*/\\1/p') && "
+			    "echo $id > id && curl -sS -N --max-time 120 --unix-socket '%s' "
+			    "http://localhost/v1/jobs/$id/events -D head > events",
+			    sock, pid, sock),
+			 0);
+	char *head = sh_out("cat \"$WORK/head\"");
+	ck_assert_msg(strstr(head, " 200") && strstr(head, "text/event-stream"), "%s", head);
+	free(head);
+	char *text = sh_out("cat \"$WORK/events\"");
+	int last = -1, progress = 0, results = 0;
+	long long done = -1;
+	char *save = NULL, *ev_text = strdup(text);
+	/* events are separated by a blank line; each has event: and data: */
+	for (char *blk = ev_text; blk && *blk;) {
+		char *end = strstr(blk, "\n\n");
+		if (end)
+			*end = 0;
+		char *ev = NULL, *data = NULL;
+		for (char *line = strtok_r(blk, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (!strncmp(line, "event: ", 7))
+				ev = line + 7;
+			else if (!strncmp(line, "data: ", 6))
+				data = line + 6;
+		}
+		ck_assert_msg(!results, "an event after the result: %s", text);
+		if (ev) {
+			json_t *j = json_loads(data ? data : "", 0, NULL);
+			ck_assert_msg(j, "event %s: data not JSON: %s", ev, text);
+			if (!strcmp(ev, "progress")) {
+				const char *ph = json_string_value(json_object_get(j, "phase"));
+				int k = -1;
+				for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
+					if (ph && !strcmp(ph, order[i]))
+						k = i;
+				ck_assert_msg(k >= last, "phase '%s' out of order: %s", ph ? ph : "?", text);
+				long long d = json_integer_value(json_object_get(j, "bytes_done"));
+				if (k == last && !strcmp(ph, "write"))
+					ck_assert_msg(d >= done, "bytes went back: %s", text);
+				done = d;
+				last = k;
+				progress++;
+			} else {
+				ck_assert_msg(!strcmp(ev, "result"), "unknown event '%s': %s", ev, text);
+				ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "done");
+				snprintf(want, sizeof(want), "%d/1", pid);
+				ck_assert_str_eq(json_string_value(json_object_get(j, "snapshot")), want);
+				results++;
+			}
+			json_decref(j);
+		}
+		blk = end ? end + 2 : NULL;
+	}
+	ck_assert_msg(progress > 0 && results == 1, "%d progress, %d results: %s", progress, results, text);
+	free(ev_text);
+	free(text);
+
+	/* a finished job: the result alone */
+	char *out = sh_out("curl -sS --max-time 30 --unix-socket '%s' http://localhost/v1/jobs/$(cat \"$WORK/id\")/events",
+			   sock);
+	ck_assert_msg(!strncmp(out, "event: result\ndata: {", 21) && strstr(out, "\"state\":\"done\"") &&
+			      !strstr(out, "progress"),
+		      "%s", out);
+	free(out);
+	struct resp r = http("GET", "/v1/jobs/0012/events", NULL);
+	assert_problem(&r, 400, "not a job number", "events of 0012");
+	resp_free(&r);
+	r = http("GET", "/v1/jobs/999/events", NULL);
+	assert_problem(&r, 404, "no such job", "events of 999");
+	resp_free(&r);
+	r = http("POST", "/v1/jobs/1/events", "{}");
+	assert_problem(&r, 405, "not allowed", "POST events");
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
 /* POST /v1/restores {name, snapshot}: a stored snapshot restored. */
 START_TEST(test_restore_stored)
 {
@@ -848,10 +944,11 @@ int main(void)
 		harness_add_unmounted(s, "export_import", test_export_import, 180);
 		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
 		harness_add_unmounted(s, "load", test_load, 240);
+		harness_add_unmounted(s, "job_events", test_job_events, 180);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
-			(void)test_restore_stored, (void)test_load;
+			(void)test_restore_stored, (void)test_load, (void)test_job_events;
 	}
 	return harness_run(s);
 }
