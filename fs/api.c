@@ -13,6 +13,7 @@
  *   POST   /v1/processes/{pid}/checkpoints   {"mode": "run"|"kill"|"stop"}
  *   GET    /v1/jobs/{id}[?wait=SECONDS]
  *   GET    /v1/jobs/{id}/events              server-sent events: progress, then the result
+ *   GET|PUT|DELETE /v1/processes/{pid}/policy {"every": "30s", "keep": 5}
  *   GET    /v1/snapshots
  *   GET    /v1/snapshots/{pid}/{n}
  *   DELETE /v1/snapshots/{pid}/{n}
@@ -312,6 +313,183 @@ static enum MHD_Result get_processes(struct api *a, struct MHD_Connection *c, st
 		return problem_errno(a, c, r, "listing processes");
 	}
 	return send_json(a, c, 200, json_pack("{s:o}", "processes", l.arr));
+}
+
+/* ---- the periodic policy ---------------------------------------------------- */
+
+/* GET/PUT/DELETE /v1/processes/{pid}/policy: the policy `every D keep K`
+ * written to /<pid>/ctl sets (policy.c), through ctl_command(), the
+ * code a ctl line runs: the same checks, the same record, the same
+ * status lines in the mount. */
+
+static void iso_time(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, len, "?");
+}
+
+static json_t *policy_json(pid_t pid, const struct policy_info *pi)
+{
+	char set[32], next[32], last[32], snap[48];
+	json_t *o;
+
+	iso_time(pi->set_ms, set, sizeof(set));
+	o = json_pack("{s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:i}", "pid", (int)pid, "every", pi->every,
+		      "every_seconds", (json_int_t)(pi->every_ms / 1000), "keep", (int)pi->keep, "state",
+		      pi->stopped ? "stopped" : pi->running ? "running" : "waiting", "uid", (int)pi->uid, "set", set,
+		      "runs", (json_int_t)pi->runs, "failed", (json_int_t)pi->fails, "snapshots", (int)pi->nsnaps);
+	if (!o)
+		return NULL;
+	if (pi->stopped) {
+		json_object_set_new(o, "reason", json_string(pi->why));
+	} else if (!pi->running) {
+		iso_time(pi->next_ms, next, sizeof(next));
+		json_object_set_new(o, "next", json_string(next));
+	}
+	if (pi->last_ms) {
+		iso_time(pi->last_ms, last, sizeof(last));
+		json_t *l = pi->last_ok ? json_pack("{s:s, s:s}", "at", last, "result", "ok")
+					: json_pack("{s:s, s:s, s:s}", "at", last, "result", "failed", "error",
+						    pi->last_error);
+		if (l && pi->last_ok) {
+			snprintf(snap, sizeof(snap), "%d/%" PRIu32, pid, pi->last_snap);
+			json_object_set_new(l, "snapshot", json_string(snap));
+		}
+		json_object_set_new(o, "last", l);
+	}
+	return o;
+}
+
+/* May uid see and change pid's policy? As ctl: whoever may checkpoint
+ * the process; with the process gone (or not theirs any more), the uid
+ * that set the policy and root. False after a problem was sent (*res). */
+static bool policy_access(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid,
+			  struct policy_info *pi, bool *have, enum MHD_Result *res)
+{
+	uid_t owner;
+
+	*have = policy_get(a->fs, pid, pi);
+	if (access_pid(a->fs, q->uid, pid, &owner))
+		return true;
+	if (*have && access_owner(q->uid, pi->uid))
+		return true;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		*res = problem(a, c, 404, "pid %d: no such process%s", pid, *have ? "" : ", and no policy");
+	else
+		*res = problem(a, c, 403, "pid %d: not yours", pid);
+	return false;
+}
+
+static enum MHD_Result policy_answer(struct api *a, struct MHD_Connection *c, pid_t pid, unsigned status)
+{
+	struct policy_info pi;
+
+	if (!policy_get(a->fs, pid, &pi))
+		return problem(a, c, 404, "pid %d: no policy", pid);
+	return send_json(a, c, status, policy_json(pid, &pi));
+}
+
+static enum MHD_Result get_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	if (!have)
+		return problem(a, c, 404, "pid %d: no policy (PUT one: {\"every\": \"30s\", \"keep\": 5})", pid);
+	return send_json(a, c, 200, policy_json(pid, &pi));
+}
+
+/* A duration as `every` takes it: digits and one unit, nothing else (the
+ * line is made of it: no room for more words). */
+static bool every_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 2 || n > 12 || !strchr("smh", s[n - 1]))
+		return false;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+static enum MHD_Result put_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	const char *every = NULL, *k;
+	json_int_t keep = 3;
+	json_error_t jerr;
+	json_t *body, *v;
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+	char line[96];
+	int r;
+
+	if (q->too_big)
+		return problem(a, c, 413, "request body larger than %u bytes", API_BODY_MAX);
+	body = json_loadb(q->body ? q->body : "", q->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
+		return problem(a, c, 400, "body: not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: a JSON object expected");
+	}
+	json_object_foreach(body, k, v) {
+		if (!strcmp(k, "every") && json_is_string(v)) {
+			every = json_string_value(v);
+		} else if (!strcmp(k, "keep") && json_is_integer(v)) {
+			keep = json_integer_value(v);
+		} else {
+			res = problem(a, c, 400, "body: unknown field or wrong type: '%s' (known: every, a string; keep, a number)",
+				      k);
+			json_decref(body);
+			return res;
+		}
+	}
+	if (!every || !every_ok(every)) {
+		res = problem(a, c, 400, "body: every must be a duration, a number and s, m or h (\"30s\", \"10m\", \"2h\")%s%s%s",
+			      every ? ", not '" : "", every ? every : "", every ? "'" : "");
+		json_decref(body);
+		return res;
+	}
+	if (keep < 1 || keep > 1000) {
+		json_decref(body);
+		return problem(a, c, 400, "body: keep must be a number from 1 to 1000, not %lld", (long long)keep);
+	}
+	snprintf(line, sizeof(line), "every %s keep %lld", every, (long long)keep);
+	json_decref(body);
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	err_clear();
+	r = ctl_command(a->fs, pid, q->uid, line, strlen(line));
+	if (r < 0)
+		return problem_errno(a, c, r, "policy");
+	log_info("pid %d: policy '%s' set through the API by uid %u", pid, line, (unsigned)q->uid);
+	return policy_answer(a, c, pid, have ? 200 : 201);
+}
+
+static enum MHD_Result delete_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+	int r;
+
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	if (!have)
+		return problem(a, c, 404, "pid %d: no policy", pid);
+	err_clear();
+	r = ctl_command(a->fs, pid, q->uid, "every off", 9);
+	if (r < 0)
+		return problem_errno(a, c, r, "policy");
+	return send_buf(a, c, 204, "application/json", NULL, 0);
 }
 
 /* ---- jobs ------------------------------------------------------------------ */
@@ -1637,6 +1815,7 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
 	bool post = !strcmp(method, "POST");
 	bool del = !strcmp(method, "DELETE");
+	bool put = !strcmp(method, "PUT");
 
 	if (strlen(url) >= sizeof(buf))
 		return problem(a, c, 404, "no such resource");
@@ -1671,6 +1850,16 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 			if (!parse_num(p[2], INT32_MAX, &pid))
 				return problem(a, c, 400, "process '%s': not a pid", p[2]);
 			return post_checkpoint(a, c, q, (pid_t)pid);
+		}
+		if (n == 4 && !strcmp(p[3], "policy")) {
+			uint64_t pid;
+			if (!get && !put && !del)
+				goto not_allowed;
+			if (!parse_num(p[2], INT32_MAX, &pid))
+				return problem(a, c, 400, "process '%s': not a pid", p[2]);
+			if (get)
+				return get_policy(a, c, q, (pid_t)pid);
+			return put ? put_policy(a, c, q, (pid_t)pid) : delete_policy(a, c, q, (pid_t)pid);
 		}
 	}
 	if (!strcmp(p[1], "jobs") && n == 3) {

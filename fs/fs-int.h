@@ -305,6 +305,22 @@ int policy_set(struct fs *fs, pid_t pid, uid_t caller, uint64_t every_ms, unsign
 int policy_off(struct fs *fs, pid_t pid, uid_t caller, bool may_checkpoint);
 /* The policy's lines of /<pid>/status (malloc'd; NULL on ENOMEM). */
 char *policy_status(struct fs *fs, pid_t pid);
+/* What the API shows of a policy: a copy, taken under fs->lock. */
+struct policy_info {
+	uid_t uid;              /* who set it */
+	uint64_t every_ms;
+	char every[32];         /* as `every` takes it: 30s, 10m, 2h */
+	unsigned keep;
+	int64_t set_ms, next_ms, last_ms; /* ms since the epoch; last 0: no run yet */
+	bool running, stopped, last_ok;
+	char why[256];          /* stopped: why */
+	uint32_t last_snap;
+	char last_error[512];
+	uint64_t runs, fails;
+	size_t nsnaps;          /* its snapshots kept now */
+};
+/* pid's policy into *ret: false when it has none. */
+bool policy_get(struct fs *fs, pid_t pid, struct policy_info *ret);
 /* Reads the policies from the store and starts the timer thread. */
 int policy_start(struct fs *fs);
 /* Ends the timer thread (periodic checkpoints under way go on: wait for

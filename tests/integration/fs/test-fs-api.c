@@ -551,6 +551,104 @@ START_TEST(test_job_events)
 }
 END_TEST
 
+/* The periodic policy as a resource: a PUT is the `every` line of ctl
+ * (seen in the mount's status and run by the daemon: snapshots come),
+ * one set through ctl is the resource's, bad bodies are 400, nobody is
+ * refused root's (403), DELETE is `every off`. */
+START_TEST(test_policy)
+{
+	char dir[PATH_MAX], path[128];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	snprintf(path, sizeof(path), "/v1/processes/%d/policy", pid);
+	struct resp r = http("GET", path, NULL);
+	assert_problem(&r, 404, "no policy", "no policy yet");
+	resp_free(&r);
+	static const struct {
+		const char *body, *want;
+	} bad[] = {
+		{ "{\"every\":\"0s\"}", "out of range" },
+		{ "{\"every\":\"30\"}", "every must be a duration" },
+		{ "{\"every\":\"1s keep 9\"}", "every must be a duration" },
+		{ "{\"every\":30}", "wrong type: 'every'" },
+		{ "{\"every\":\"1s\",\"keep\":0}", "keep must be a number from 1 to 1000" },
+		{ "{\"every\":\"1s\",\"kill\":true}", "unknown field" },
+		{ "{\"every\":\"1s\",\"every\":\"2s\"}", "not JSON" },
+		{ "[]", "a JSON object expected" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = http("PUT", path, bad[i].body);
+		assert_problem(&r, 400, bad[i].want, bad[i].body);
+		resp_free(&r);
+	}
+	r = http_as(true, "PUT", path, "{\"every\":\"1s\"}");
+	assert_problem(&r, 403, "not yours", "nobody's PUT");
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: none' \"$MNT/%d/status\"", pid), 0);
+
+	r = http("PUT", path, "{\"every\":\"1s\",\"keep\":2}");
+	ck_assert_msg(r.code == 201, "PUT: %d %s", r.code, r.body);
+	ck_assert_str_eq(json_string_value(json_object_get(r.json, "every")), "1s");
+	ck_assert_int_eq(json_integer_value(json_object_get(r.json, "keep")), 2);
+	resp_free(&r);
+	/* the mount has it, and it runs: snapshots come, two kept */
+	ck_assert_int_eq(sh("grep -qx 'policy: every 1s keep 2' \"$MNT/%d/status\"", pid), 0);
+	json_int_t runs = 0;
+	for (int i = 0; i < 600 && runs < 3; i++) {
+		r = http("GET", path, NULL);
+		ck_assert_msg(r.code == 200, "GET: %d %s", r.code, r.body);
+		runs = json_integer_value(json_object_get(r.json, "runs"));
+		resp_free(&r);
+		if (runs < 3)
+			usleep(100 * 1000);
+	}
+	ck_assert_msg(runs >= 3, "the policy ran %lld times", (long long)runs);
+	r = http("GET", path, NULL);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "last"), "result")), "ok");
+	ck_assert_int_eq(json_integer_value(json_object_get(r.json, "snapshots")), 2);
+	resp_free(&r);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody's GET");
+	resp_free(&r);
+
+	/* one set through ctl is the same policy */
+	ck_assert_int_eq(sh("echo every 2h keep 4 > \"$MNT/%d/ctl\"", pid), 0);
+	r = http("GET", path, NULL);
+	ck_assert_msg(r.code == 200 && !strcmp(json_string_value(json_object_get(r.json, "every")), "2h") &&
+			      json_integer_value(json_object_get(r.json, "keep")) == 4,
+		      "%s", r.body);
+	resp_free(&r);
+	r = http("PUT", path, "{\"every\":\"10m\"}");
+	ck_assert_msg(r.code == 200 && json_integer_value(json_object_get(r.json, "keep")) == 3, "%d %s", r.code,
+		      r.body);
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: every 10m keep 3' \"$MNT/%d/status\"", pid), 0);
+
+	r = http_as(true, "DELETE", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody's DELETE");
+	resp_free(&r);
+	r = http("DELETE", path, NULL);
+	ck_assert_msg(r.code == 204, "DELETE: %d %s", r.code, r.body);
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: none' \"$MNT/%d/status\"", pid), 0);
+	r = http("DELETE", path, NULL);
+	assert_problem(&r, 404, "no policy", "second DELETE");
+	resp_free(&r);
+	r = http("POST", path, "{}");
+	assert_problem(&r, 405, "not allowed", "POST policy");
+	resp_free(&r);
+	r = http("GET", "/v1/processes/99999999/policy", NULL);
+	ck_assert_int_eq(r.code, 404);
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
 /* POST /v1/restores {name, snapshot}: a stored snapshot restored. */
 START_TEST(test_restore_stored)
 {
@@ -945,10 +1043,11 @@ int main(void)
 		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
 		harness_add_unmounted(s, "load", test_load, 240);
 		harness_add_unmounted(s, "job_events", test_job_events, 180);
+		harness_add_unmounted(s, "policy", test_policy, 180);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
-			(void)test_restore_stored, (void)test_load, (void)test_job_events;
+			(void)test_restore_stored, (void)test_load, (void)test_job_events, (void)test_policy;
 	}
 	return harness_run(s);
 }
