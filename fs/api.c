@@ -1501,7 +1501,25 @@ static enum MHD_Result import_finish(struct api *a, struct MHD_Connection *c, st
 	enum MHD_Result res;
 
 	q->imp = NULL;
-	if (!import_end(a, im)) {
+	bool ok = import_end(a, im);
+	if (ok) {
+		/* The answer says whether the snapshot verified: the restore
+		 * checks names, sizes and every hash (as after cp -r) once the
+		 * copy is whole and quiet; this waits for that verdict, however
+		 * long hashing a large snapshot takes (the connection's idle
+		 * bound is lifted meanwhile: nothing is sent until then). A
+		 * refused one is removed, as a refused upload is. */
+		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+		err_clear();
+		int r = restore_wait_verified(a->fs, im->uid, im->name);
+		if (r < 0) {
+			snprintf(im->why, sizeof(im->why), "refused: %s", err_msg());
+			im->status = r == -EINVAL ? 422 : errno_status(r);
+			restore_rmdir(a->fs, im->uid, im->name);
+			ok = false;
+		}
+	}
+	if (!ok) {
 		log_warn("restore %s: upload refused: %s", im->name, im->why);
 		res = problem(a, c, im->status ? im->status : 500, "restore %s: %s", im->name, im->why);
 	} else {

@@ -363,6 +363,12 @@ int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char
 /* Closes the file: it is whole now; may start the restore. */
 int restore_release(struct fs *fs, struct rfile *f);
 int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len);
+/* Waits until restore name, whose files are all closed, is verified or
+ * refused: 0 once it verified (restoring, running, or failed in the
+ * engine after that); -EINVAL with err_msg() naming the file and the
+ * reason when its verification refused it or a file the manifest names
+ * (or the manifest) never came; -ENOENT when it was removed. */
+int restore_wait_verified(struct fs *fs, uid_t uid, const char *name);
 /* One line written to restore/<name>/ctl (see restore.c): options for the
  * engine's restore, or a retry of one that failed. Returns at once; the
  * outcome shows in status. -EINVAL for a word it does not know or nothing

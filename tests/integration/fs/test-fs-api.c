@@ -424,11 +424,31 @@ START_TEST(test_export_import)
 	char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/x.tar\" "
 			   "'http://localhost/v1/restores?name=tampered' -w '\n%%{http_code}'",
 			   sock2);
-	ck_assert_msg(strstr(out, "\n202"), "tampered import: %s", out);
+	ck_assert_msg(strstr(out, "\n422") && strstr(out, "/maps") && strstr(out, "refused: "),
+		      "tampered import: %s", out);
 	free(out);
-	char *st = restore_wait_api(sock2, "tampered");
-	ck_assert_msg(!strncmp(st, "failed: ", 8) && strstr(st, "/maps"), "tampered restore: '%s'", st);
-	free(st);
+	/* refused before the answer, and removed: nothing ran from it */
+	out = sh_out("curl -sS --unix-socket '%s' http://localhost/v1/restores/tampered -w '\n%%{http_code}'", sock2);
+	ck_assert_msg(strstr(out, "\n404"), "tampered restore: %s", out);
+	free(out);
+	ck_assert_int_ne(kill(pid, 0), 0);
+	/* an export lacking one file the manifest names: 422 naming it */
+	ck_assert_int_eq(sh("cd \"$WORK\" && curl -sS --fail --unix-socket '%s' -o y.tar http://localhost%s && "
+			    "python3 -c \"import io, tarfile\n"
+			    "src = tarfile.open('y.tar'); dst = tarfile.open('z.tar', 'w', format=tarfile.PAX_FORMAT)\n"
+			    "for m in src.getmembers():\n"
+			    "    if m.isfile() and not m.name.endswith('/process'):\n"
+			    "        d = src.extractfile(m).read(); t = tarfile.TarInfo(m.name); t.size = len(d)\n"
+			    "        dst.addfile(t, io.BytesIO(d))\n"
+			    "dst.close()\"",
+			    sock, path),
+			 0);
+	out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/z.tar\" "
+		     "'http://localhost/v1/restores?name=short' -w '\n%%{http_code}'",
+		     sock2);
+	snprintf(want, sizeof(want), "%d/process", pid);
+	ck_assert_msg(strstr(out, "\n422") && strstr(out, want) && strstr(out, "never arrived"), "short import: %s", out);
+	free(out);
 	ck_assert_int_ne(kill(pid, 0), 0);
 
 	/* the tar stream, piped */
@@ -438,7 +458,7 @@ START_TEST(test_export_import)
 			   sock, path, sock2);
 	ck_assert_msg(strstr(out, "\n202"), "import: %s", out);
 	free(out);
-	st = restore_wait_api(sock2, "moved");
+	char *st = restore_wait_api(sock2, "moved");
 	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	if (strcmp(st, want)) {
 		char *log = sh_out("tail -20 \"$WORK/b.log\"");
@@ -701,6 +721,7 @@ START_TEST(test_bad_tar)
 		{ "inner_dotdot", "add('a/../../evil', b'x')", "not a path inside", 422 },
 		{ "absolute", "add('/etc/evil', b'x')", "not a path inside", 422 },
 		{ "twice", "add('a/f', b'x'); add('a/f', b'y')", "a/f: twice in the stream", 422 },
+		{ "no_manifest", "add('a/f', b'x')", "manifest: never arrived", 422 },
 	};
 	char py[PATH_MAX], tar[PATH_MAX];
 
