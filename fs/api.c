@@ -82,14 +82,22 @@ struct conn {
 	struct conn *next;
 };
 
+/* One HTTP server: the Unix socket's, or TCP's. Both serve the same
+ * jobs; only how a request's caller is known differs. */
+struct listener {
+	struct api *a;
+	bool tcp;
+	struct MHD_Daemon *mhd;
+};
+
 struct api {
 	struct fs *fs;
 	struct conn *conns;      /* lock */
 	pthread_t watchdog;
 	bool watchdog_started;
-	struct MHD_Daemon *mhd;
-	char *path;          /* the Unix socket's, unlinked at stop; NULL on TCP */
-	bool tcp;
+	struct listener lis[2];
+	size_t nlis;
+	char *path;          /* the Unix socket's, unlinked at stop; NULL without one */
 	char *token;         /* TCP: the bearer token every request must carry */
 	uid_t token_uid;     /* TCP: whom a request with it acts as: the token file's owner */
 	pthread_mutex_t lock;
@@ -1691,7 +1699,7 @@ static enum MHD_Result get_metrics(struct api *a, struct MHD_Connection *c)
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 			  enum MHD_ConnectionNotificationCode code)
 {
-	struct api *a = cls;
+	struct api *a = ((struct listener *)cls)->a;
 	struct conn *k = *socket_context;
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -1926,14 +1934,15 @@ not_allowed:
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
-	struct api *a = cls;
+	struct listener *l = cls;
+	struct api *a = l->a;
 	struct req *q = *con_cls;
 
 	if (!q) {
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
-		if (a->tcp) {
+		if (l->tcp) {
 			/* no peer credentials on TCP: the token stands for
 			 * its file's owner */
 			const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -1997,7 +2006,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
 	struct req *q = *con_cls;
-	struct api *a = cls;
+	struct api *a = ((struct listener *)cls)->a;
 
 	conn_answering(a, c, false);
 	if (q) {
@@ -2155,71 +2164,111 @@ static int read_token(const char *file, char **ret, uid_t *owner)
 	return 0;
 }
 
-int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret)
+/* Starts l's HTTP server on fd (taken over). */
+static int listener_start(struct listener *l, int fd, const char *spec)
+{
+	l->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+				  0, NULL, NULL, on_request, l,
+				  MHD_OPTION_LISTEN_SOCKET, fd,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+				  MHD_OPTION_END);
+	if (!l->mhd) {
+		close(fd);
+		return err_set(-EIO, "api %s '%s': cannot start the HTTP server", l->tcp ? "address" : "socket", spec);
+	}
+	log_info("API on %s%s", l->tcp ? "tcp " : "", spec);
+	return 0;
+}
+
+int api_start(struct fs *fs, const char *spec, const char *tcp_spec, const char *token_file, struct api **ret)
 {
 	_cleanup_free_ char *token = NULL;
-	const char *path = spec;
-	bool tcp = is_tcp(spec);
+	const char *path = NULL;
 	uid_t token_uid = 0;
 	struct api *a;
-	int fd = -1, r;
+	int ufd = -1, tfd = -1, r;
 
+	/* -o api=HOST:PORT alone: TCP instead of the socket */
+	if (spec && is_tcp(spec)) {
+		if (tcp_spec)
+			return err_set(-EINVAL, "api=%s is TCP already; api_tcp=%s would be a second one", spec, tcp_spec);
+		tcp_spec = spec;
+	} else {
+		path = spec;
+	}
+	if (tcp_spec && !is_tcp(tcp_spec))
+		return err_set(-EINVAL, "api_tcp '%s': not HOST:PORT", tcp_spec);
 	if (fault_hit(FAULT_FS_API_LISTEN))
-		return err_set(-EIO, "api socket '%s': injected fault", path);
-	if (tcp) {
+		return err_set(-EIO, "api socket '%s': injected fault", path ? path : tcp_spec);
+	if (tcp_spec) {
 		r = read_token(token_file, &token, &token_uid);
 		if (r < 0)
 			return r;
 	}
-	r = tcp ? listen_tcp(spec, &fd) : listen_unix(path, &fd);
-	if (r < 0)
-		return r;
-	a = calloc(1, sizeof(*a));
-	if (!a || (!tcp && !(a->path = strdup(path)))) {
-		free(a);
-		close(fd);
-		if (!tcp)
-			unlink(path);
-		return -ENOMEM;
+	if (path) {
+		r = listen_unix(path, &ufd);
+		if (r < 0)
+			return r;
 	}
-	a->tcp = tcp;
+	if (tcp_spec) {
+		r = listen_tcp(tcp_spec, &tfd);
+		if (r < 0)
+			goto err_close;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a || (path && !(a->path = strdup(path)))) {
+		free(a);
+		r = -ENOMEM;
+		goto err_close;
+	}
 	a->token = TAKE_PTR(token);
 	a->token_uid = token_uid;
 	a->fs = fs;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
-	a->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
-				  0, NULL, NULL, on_request, a,
-				  MHD_OPTION_LISTEN_SOCKET, fd,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
-				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
-				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
-				  MHD_OPTION_END);
-	if (!a->mhd) {
-		close(fd);
-		if (!tcp)
-			unlink(path);
-		free(a->path);
-		free(a->token);
-		pthread_cond_destroy(&a->cond);
-		pthread_mutex_destroy(&a->lock);
-		free(a);
-		return err_set(-EIO, "api socket '%s': cannot start the HTTP server", path);
+	if (path) {
+		a->lis[a->nlis] = (struct listener){ .a = a };
+		r = listener_start(&a->lis[a->nlis], ufd, path);
+		ufd = -1;
+		if (r < 0)
+			goto err_free;
+		a->nlis++;
+	}
+	if (tcp_spec) {
+		a->lis[a->nlis] = (struct listener){ .a = a, .tcp = true };
+		r = listener_start(&a->lis[a->nlis], tfd, tcp_spec);
+		tfd = -1;
+		if (r < 0)
+			goto err_free;
+		a->nlis++;
 	}
 	a->watchdog_started = pthread_create(&a->watchdog, NULL, watchdog, a) == 0;
 	if (!a->watchdog_started)
 		log_warn("API: no thread to drop slow requests; only the idle bound holds");
-	log_info("API on %s%s", tcp ? "tcp " : "", path);
 	*ret = a;
 	return 0;
+
+err_free:
+	api_free(a);
+	return r;
+err_close:
+	if (ufd >= 0) {
+		close(ufd);
+		unlink(path);
+	}
+	if (tfd >= 0)
+		close(tfd);
+	return r;
 }
 
 void api_stop(struct api *a)
 {
-	if (!a || !a->mhd)
+	if (!a)
 		return;
-	/* long polls end now */
+	/* long polls and event streams end now */
 	pthread_mutex_lock(&a->lock);
 	a->quit = true;
 	pthread_cond_broadcast(&a->cond);
@@ -2227,10 +2276,13 @@ void api_stop(struct api *a)
 	if (a->watchdog_started)
 		pthread_join(a->watchdog, NULL);
 	a->watchdog_started = false;
-	MHD_stop_daemon(a->mhd);
-	a->mhd = NULL;
+	for (size_t i = 0; i < a->nlis; i++)
+		MHD_stop_daemon(a->lis[i].mhd);
+	a->nlis = 0;
 	if (a->path)
 		unlink(a->path);
+	free(a->path);
+	a->path = NULL;
 }
 
 void api_free(struct api *a)

@@ -384,12 +384,14 @@ void restore_free_all(struct fs *fs);
 /* The API's socket when no -o api= names one: /run/ckptfs/api.sock for
  * root, $XDG_RUNTIME_DIR/ckptfs/api.sock for others (NULL: none). */
 char *api_default_path(void);
-/* Listens on spec and serves the API on threads of its own. spec: a
- * Unix socket's path (made 0666 in a directory made 0755; a stale one
- * replaced, -EADDRINUSE when a daemon answers on it), or HOST:PORT for
- * TCP, where every request must carry the bearer token read from
- * token_file and acts as that file's owner. */
-int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret);
+/* Listens on spec and tcp_spec and serves the API on threads of its
+ * own, the same jobs on both. spec: a Unix socket's path (made 0666 in
+ * a directory made 0755; a stale one replaced, -EADDRINUSE when a daemon
+ * answers on it), HOST:PORT for TCP instead, or NULL; tcp_spec: HOST:PORT
+ * of a TCP listener beside the socket, or NULL. On TCP every request
+ * must carry the bearer token read from token_file and acts as that
+ * file's owner. Nothing listens after a failure. */
+int api_start(struct fs *fs, const char *spec, const char *tcp_spec, const char *token_file, struct api **ret);
 /* Stops serving (long polls end) and removes the socket; jobs under way
  * go on (ctl_jobs_wait waits for them), then api_free. */
 void api_stop(struct api *a);

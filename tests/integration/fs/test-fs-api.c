@@ -849,6 +849,70 @@ START_TEST(test_tcp_token)
 }
 END_TEST
 
+/* -o api=PATH,api_tcp=HOST:PORT: the socket and TCP at once, each with
+ * its own way of knowing the caller (peer credentials, the token), one
+ * set of jobs: a checkpoint asked for over TCP is followed over the
+ * socket. api=HOST:PORT with api_tcp= too is refused. */
+START_TEST(test_socket_and_tcp)
+{
+	char tok[40];
+	int port = 20000 + (int)((getpid() + 7) % 20000);
+
+	snprintf(tok, sizeof(tok), "/tmp/ckptfs-api-%s", strrchr(H.base, '/') + 1);
+	ck_assert_int_eq(sh("mkdir -p '%s' && umask 077 && echo 0123456789abcdef0123 > '%s/t'", tok, tok), 0);
+	strcat(tok, "/t");
+	snprintf(sock, sizeof(sock), "/tmp/ckptfs-api-%s/api.sock", strrchr(H.base, '/') + 1);
+	snprintf(H.opts, sizeof(H.opts), "api=%s,api_tcp=127.0.0.1:%d,api_token=%s", sock, port, tok);
+	harness_remount();
+	ck_assert_msg(wait_file(sock, 5000), "no API socket %s", sock);
+	struct resp r = http("GET", "/v1/processes", NULL);
+	ck_assert_msg(r.code == 200, "socket: %d %s", r.code, r.body);
+	resp_free(&r);
+	char *out = sh_out("for i in $(seq 50); do curl -sS -w '\n%%{http_code}' 'http://127.0.0.1:%d/v1/processes' "
+			   "2>/dev/null && break; sleep 0.1; done",
+			   port);
+	ck_assert_msg(strstr(out, "\n401") && strstr(out, "bearer token"), "TCP without the token: %s", out);
+	free(out);
+	out = sh_out("curl -sS -H 'Authorization: Bearer 0123456789abcdef0123' -w '\n%%{http_code}' "
+		     "'http://127.0.0.1:%d/v1/processes'",
+		     port);
+	ck_assert_msg(strstr(out, "\n200") && strstr(out, "\"processes\""), "TCP with the token: %s", out);
+	free(out);
+	if (HAVE_ENGINE) {
+		char dir[PATH_MAX], want[64];
+		pid_t pid = target_start(dir);
+		out = sh_out("curl -sS -H 'Authorization: Bearer 0123456789abcdef0123' -X POST -d '{}' "
+			     "'http://127.0.0.1:%d/v1/processes/%d/checkpoints'",
+			     port, pid);
+		json_t *j = json_loads(out, 0, NULL);
+		json_int_t id = json_integer_value(json_object_get(j, "id"));
+		ck_assert_msg(id > 0, "TCP checkpoint: %s", out);
+		json_decref(j);
+		free(out);
+		r = wait_job(id);
+		snprintf(want, sizeof(want), "%d/1", pid);
+		ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done") &&
+				      !strcmp(json_string_value(json_object_get(r.json, "snapshot")), want),
+			      "the job over the socket: %s", r.body);
+		resp_free(&r);
+		char *v = target_verdict(dir);
+		ck_assert_str_eq(v, "ok\n");
+		free(v);
+	}
+	ck_assert_int_eq(harness_umount(), 0);
+	ck_assert_msg(access(sock, F_OK) != 0, "the socket stayed after the unmount");
+	/* api=HOST:PORT is TCP already: a second TCP listener is refused */
+	out = sh_out("timeout 30 \"$CKPTFS\" -f -o store=\"$STORE\",api=127.0.0.1:%d,api_tcp=127.0.0.1:%d,api_token=%s "
+		     "\"$MNT\" 2>&1; echo rc=$?",
+		     port, port + 1, tok);
+	ck_assert_msg(strstr(out, "is TCP already") && !strstr(out, "rc=0"), "%s", out);
+	free(out);
+	ck_assert(!harness_mounted(H.mnt));
+	*strrchr(tok, '/') = 0;
+	sh("rm -rf '%s'", tok);
+}
+END_TEST
+
 /* A client that sends its request a byte a second is dropped within
  * the daemon's bound, while other clients are answered meanwhile. */
 START_TEST(test_slow_client)
@@ -1054,6 +1118,7 @@ int main(void)
 	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
 	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
 	harness_add_unmounted(s, "tcp_token", test_tcp_token, 60);
+	harness_add_unmounted(s, "socket_and_tcp", test_socket_and_tcp, 120);
 	harness_add_unmounted(s, "slow_client", test_slow_client, 120);
 	harness_add_unmounted(s, "sigterm_open", test_sigterm_open, 120);
 	if (HAVE_ENGINE) {
