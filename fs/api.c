@@ -101,6 +101,7 @@ struct api {
 	char *token;         /* TCP: the bearer token every request must carry */
 	uid_t token_uid;     /* TCP: whom a request with it acts as: the token file's owner */
 	pthread_mutex_t lock;
+	pthread_mutex_t save_lock; /* serializes writes of the jobs' record; taken before lock */
 	pthread_cond_t cond; /* a job ended, or quit */
 	bool quit;
 	struct api_job *jobs; /* newest first */
@@ -537,6 +538,111 @@ static void job_progress(struct api *a, json_t *o, pid_t pid)
 	json_object_set_new(o, "bytes_total", json_integer((json_int_t)total));
 }
 
+/* Finished jobs are kept in the store (store_meta_put, record
+ * "api-jobs", JSON), written after each one ends and read back when a
+ * daemon starts on the store again, so that a job's result outlives a
+ * restart as its snapshot does. A job running when the daemon was
+ * killed (an orderly stop waits for running jobs) never ended, and is
+ * not there. */
+#define JOBS_KEY "api-jobs"
+#define JOBS_FORMAT "ckptfs-api-jobs 1"
+
+static void jobs_trim_locked(struct api *a);
+
+static void jobs_save(struct api *a)
+{
+	json_t *arr = json_array(), *o;
+	char *text = NULL;
+	int r = -ENOMEM;
+
+	pthread_mutex_lock(&a->save_lock);
+	pthread_mutex_lock(&a->lock);
+	for (struct api_job *j = a->jobs; arr && j; j = j->next) {
+		if (!j->done)
+			continue;
+		json_array_append_new(arr, json_pack("{s:I, s:i, s:i, s:s, s:i, s:I, s:s, s:I, s:I}", "id",
+						     (json_int_t)j->id, "pid", (int)j->pid, "caller", (int)j->caller,
+						     "mode", mode_names[j->after], "result", j->result, "snapshot",
+						     (json_int_t)j->snap, "error", j->error, "created",
+						     (json_int_t)j->created, "finished", (json_int_t)j->finished));
+	}
+	o = arr ? json_pack("{s:s, s:I, s:o}", "format", JOBS_FORMAT, "next_id", (json_int_t)a->next_id, "jobs", arr)
+		: NULL;
+	pthread_mutex_unlock(&a->lock);
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text)
+		r = store_meta_put(a->fs->store, JOBS_KEY, text, strlen(text));
+	pthread_mutex_unlock(&a->save_lock);
+	if (r < 0)
+		log_warn("API: cannot store the finished jobs (their results last until the daemon stops): %s",
+			 *err_msg() ? err_msg() : strerror(-r));
+	free(text);
+}
+
+/* Reads the finished jobs back (api_start, before any request). A record
+ * that does not parse is named in the log and left: no job is read. */
+static void jobs_load(struct api *a)
+{
+	_cleanup_free_ char *text = NULL;
+	json_error_t jerr;
+	json_int_t next = 0;
+	const char *fmt = NULL;
+	json_t *o, *arr = NULL, *v;
+	size_t len, i;
+	int r;
+
+	r = store_meta_get(a->fs->store, JOBS_KEY, &text, &len);
+	if (r == -ENOENT)
+		return;
+	if (r < 0) {
+		log_warn("API: cannot read the store's record of jobs: %s", *err_msg() ? err_msg() : strerror(-r));
+		return;
+	}
+	o = json_loadb(text, len, 0, &jerr);
+	if (!o || json_unpack(o, "{s:s, s:I, s:o}", "format", &fmt, "next_id", &next, "jobs", &arr) < 0 ||
+	    strcmp(fmt, JOBS_FORMAT) || !json_is_array(arr)) {
+		log_warn("API: the store's record '" JOBS_KEY "' is not a " JOBS_FORMAT " record; no earlier job is served");
+		json_decref(o);
+		return;
+	}
+	struct api_job **tail = &a->jobs;
+	json_array_foreach(arr, i, v) {
+		json_int_t id, snap, created, finished;
+		int pid, caller, result;
+		const char *mode, *error;
+		if (json_unpack(v, "{s:I, s:i, s:i, s:s, s:i, s:I, s:s, s:I, s:I}", "id", &id, "pid", &pid, "caller",
+				&caller, "mode", &mode, "result", &result, "snapshot", &snap, "error", &error, "created",
+				&created, "finished", &finished) < 0 || id <= 0)
+			continue;
+		struct api_job *j = calloc(1, sizeof(*j));
+		if (!j)
+			break;
+		j->id = (uint64_t)id;
+		j->pid = pid;
+		j->caller = (uid_t)caller;
+		j->after = !strcmp(mode, "kill") ? ENGINE_AFTER_KILL : !strcmp(mode, "stop") ? ENGINE_AFTER_STOP
+											      : ENGINE_AFTER_RUN;
+		j->done = true;
+		j->result = result;
+		j->snap = (uint32_t)snap;
+		snprintf(j->error, sizeof(j->error), "%s", error);
+		j->created = created;
+		j->finished = finished;
+		*tail = j;
+		tail = &j->next;
+		a->njobs++;
+		if ((uint64_t)id > a->next_id)
+			a->next_id = (uint64_t)id;
+	}
+	if (next > 0 && (uint64_t)next > a->next_id)
+		a->next_id = (uint64_t)next;
+	json_decref(o);
+	jobs_trim_locked(a);
+	if (a->njobs)
+		log_info("API: %zu finished jobs from before, the next is %" PRIu64, a->njobs, a->next_id + 1);
+}
+
 struct job_arg {
 	struct api *a;
 	struct api_job *j;
@@ -569,6 +675,7 @@ static void *job_run(void *arg)
 		snprintf(j->error, sizeof(j->error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
+	jobs_save(a);
 	ctl_job_end(a->fs);
 	return NULL;
 }
@@ -677,6 +784,7 @@ static enum MHD_Result post_checkpoint(struct api *a, struct MHD_Connection *c, 
 		j->finished = time(NULL);
 		snprintf(j->error, sizeof(j->error), "%s: cannot start a thread", strerror(-r));
 		pthread_mutex_unlock(&a->lock);
+		jobs_save(a);
 		return problem(a, c, 503, "pid %d: cannot start a checkpoint: %s", pid, strerror(-r));
 	}
 	log_info("pid %d: checkpoint (%s) requested through the API by uid %u: job %" PRIu64, pid,
@@ -2228,7 +2336,9 @@ int api_start(struct fs *fs, const char *spec, const char *tcp_spec, const char 
 	a->token_uid = token_uid;
 	a->fs = fs;
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->save_lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
+	jobs_load(a);
 	if (path) {
 		a->lis[a->nlis] = (struct listener){ .a = a };
 		r = listener_start(&a->lis[a->nlis], ufd, path);
@@ -2300,6 +2410,7 @@ void api_free(struct api *a)
 		explicit_bzero(a->token, strlen(a->token));
 	free(a->token);
 	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->save_lock);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
 }

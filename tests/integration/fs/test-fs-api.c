@@ -669,6 +669,47 @@ START_TEST(test_policy)
 }
 END_TEST
 
+/* A finished job outlives a restart of the daemon on the same store:
+ * its result, its events, its owner (nobody still gets 404), and the
+ * numbering goes on after it. */
+START_TEST(test_jobs_restart)
+{
+	char dir[PATH_MAX], want[64];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, NULL);
+	struct resp r = wait_job(id);
+	ck_assert_str_eq(json_string_value(json_object_get(r.json, "state")), "done");
+	resp_free(&r);
+	unmount_api();
+	mount_api();
+	char path[64];
+	snprintf(path, sizeof(path), "/v1/jobs/%lld", (long long)id);
+	r = http("GET", path, NULL);
+	snprintf(want, sizeof(want), "%d/1", pid);
+	ck_assert_msg(r.code == 200 && !strcmp(json_string_value(json_object_get(r.json, "state")), "done") &&
+			      !strcmp(json_string_value(json_object_get(r.json, "snapshot")), want),
+		      "after the restart: %d %s", r.code, r.body);
+	resp_free(&r);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 404, "no such job", "nobody, after the restart");
+	resp_free(&r);
+	char *out = sh_out("curl -sS --max-time 30 --unix-socket '%s' http://localhost%s/events", sock, path);
+	ck_assert_msg(!strncmp(out, "event: result\n", 14) && strstr(out, want), "%s", out);
+	free(out);
+	json_int_t id2 = start_checkpoint(pid, NULL);
+	ck_assert_int_eq(id2, id + 1);
+	r = wait_job(id2);
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
 /* POST /v1/restores {name, snapshot}: a stored snapshot restored. */
 START_TEST(test_restore_stored)
 {
@@ -1130,10 +1171,11 @@ int main(void)
 		harness_add_unmounted(s, "load", test_load, 240);
 		harness_add_unmounted(s, "job_events", test_job_events, 180);
 		harness_add_unmounted(s, "policy", test_policy, 180);
+		harness_add_unmounted(s, "jobs_restart", test_jobs_restart, 180);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
-			(void)test_restore_stored, (void)test_load, (void)test_job_events, (void)test_policy;
+			(void)test_restore_stored, (void)test_load, (void)test_job_events, (void)test_policy, (void)test_jobs_restart;
 	}
 	return harness_run(s);
 }
