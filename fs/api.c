@@ -49,6 +49,9 @@
 /* A connection that sends or takes nothing for this long is closed. */
 #define API_IDLE_S 30
 #define API_CONN_MAX 512
+/* Each connection's buffer: an export is sent in pieces of this size
+ * (MHD's default, 32 KiB, made it 30 system calls a MiB) */
+#define API_CONN_MEMORY (1024u * 1024)
 /* A request's head and JSON body must arrive within this from the
  * connection's start (or its previous answer): a client that trickles
  * them a byte at a time is dropped, not served forever. Tar uploads are
@@ -1146,10 +1149,44 @@ static bool restore_name_ok(const char *s)
 
 static const char zeros[64 * 1024];
 
+/* The export runs on two threads: a reader that reads the snapshot's
+ * data from the store (read-ahead, decompression, checks) into a ring of
+ * EXPORT_SLOTS buffers, and the writer that makes the tar stream of them
+ * (libarchive) into the pipe MHD sends from. Reading one range while the
+ * last one is written out is what keeps the export at the mount's speed:
+ * on one thread each waited for the other. Both walk the same list of
+ * data ranges, made before either starts. */
+#define EXPORT_SLOTS 4
+
+struct xrange {
+	uint64_t off, len;
+};
+
+struct xfile {
+	const struct snap_file *sf;
+	struct xrange *r;   /* data ranges, as the mount shows them (fs_shown_hole) */
+	size_t n;
+};
+
+struct xslot {
+	char *buf;          /* FS_IO_SIZE */
+	size_t len;
+	int err;            /* the read failed: -errno, why in err_msg */
+	char why[300];
+};
+
 struct export {
 	struct api *a;
 	struct snapview *v;
 	int fd; /* the pipe's write end */
+	struct xfile *files;
+	size_t nfiles;
+	/* the ring: lock guards head, tail, quit and the slots' hand-over */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct xslot slot[EXPORT_SLOTS];
+	uint64_t head, tail; /* filled: [tail, head) */
+	bool quit;           /* the writer gave up: the reader stops */
 };
 
 static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
@@ -1163,89 +1200,48 @@ static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_
 	return (ssize_t)len;
 }
 
-/* Writes file f of the snapshot as one pax entry: its data ranges as a
- * sparse map, so that holes take no room in the stream nor on the
- * receiving side. */
-static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, const struct snap_file *sf,
-		       char *buf, size_t bufsize)
+/* The data ranges of sf, as the mount shows them: holes of FS_MIN_HOLE
+ * and more left out, shorter ones read as zeros (a map of every 4 KiB
+ * hole made the reads small and the stream's headers long). */
+static int export_ranges(struct export *x, struct xfile *xf)
 {
+	const struct snap_file *sf = xf->sf;
 	struct store_file *f = NULL;
-	uint64_t size = sf->st.size;
+	uint64_t size = sf->st.size, off = 0;
+	size_t cap = 0;
 	int r;
 
+	if (sf->st.allocated >= size) {
+		xf->r = malloc(sizeof(*xf->r));
+		if (!xf->r)
+			return -ENOMEM;
+		xf->r[0] = (struct xrange){ 0, size };
+		xf->n = size ? 1 : 0;
+		return 0;
+	}
 	r = store_file_open(x->v->snap, sf->path, &f);
 	if (r < 0)
 		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
-	archive_entry_clear(e);
-	archive_entry_set_pathname(e, sf->path);
-	archive_entry_set_filetype(e, AE_IFREG);
-	archive_entry_set_perm(e, 0600);
-	archive_entry_set_size(e, (la_int64_t)size);
-	archive_entry_set_mtime(e, x->a->fs->started, 0);
-	if (sf->st.allocated < size) {
-		uint64_t off = 0;
-		while (off < size) {
-			int64_t d = store_file_seek(f, off, SEEK_DATA);
-			if (d == -ENXIO)
-				break;
-			if (d < 0) {
-				r = (int)d;
-				goto out;
-			}
-			int64_t h = store_file_seek(f, (uint64_t)d, SEEK_HOLE);
-			if (h < 0) {
-				r = (int)h;
-				goto out;
-			}
-			archive_entry_sparse_add_entry(e, d, h - d);
-			off = (uint64_t)h;
-		}
-		/* a file of holes only still needs an entry for its size */
-		if (archive_entry_sparse_count(e) == 0)
-			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
-	}
-	if (archive_write_header(ar, e) != ARCHIVE_OK) {
-		r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-		goto out;
-	}
-	/* The pax writer takes the whole logical file and skips the holes
-	 * of the sparse map: they are fed from zeros, not read. */
-	for (uint64_t off = 0; off < size;) {
-		int64_t d = sf->st.allocated < size ? store_file_seek(f, off, SEEK_DATA) : (int64_t)off;
+	while (off < size) {
+		int64_t d = store_file_seek(f, off, SEEK_DATA);
 		if (d == -ENXIO)
-			d = (int64_t)size;
-		if (d < 0) {
-			r = (int)d;
-			goto out;
-		}
-		while (off < (uint64_t)d) {
-			size_t n = (size_t)MIN((uint64_t)d - off, (uint64_t)sizeof(zeros));
-			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n) {
-				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-				goto out;
-			}
-			off += n;
-		}
-		if (off >= size)
 			break;
-		int64_t h = sf->st.allocated < size ? store_file_seek(f, off, SEEK_HOLE) : (int64_t)size;
+		int64_t h = d < 0 ? d : fs_shown_hole(f, (uint64_t)d);
 		if (h < 0) {
-			r = (int)h;
+			r = err_set((int)h, "%s: cannot find its data: %s", sf->path, strerror((int)-h));
 			goto out;
 		}
-		while (off < (uint64_t)h) {
-			ssize_t n = store_file_pread(f, buf, (size_t)MIN((uint64_t)h - off, (uint64_t)bufsize), off);
-			if (n <= 0) {
-				r = n < 0 ? err_set((int)n, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror((int)-n))
-					  : err_set(-EIO, "%s: shorter than its size", sf->path);
+		if (xf->n == cap) {
+			cap = cap ? 2 * cap : 8;
+			struct xrange *n = realloc(xf->r, cap * sizeof(*n));
+			if (!n) {
+				r = -ENOMEM;
 				goto out;
 			}
-			if (archive_write_data(ar, buf, (size_t)n) != n) {
-				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-				goto out;
-			}
-			off += (uint64_t)n;
+			xf->r = n;
 		}
+		xf->r[xf->n++] = (struct xrange){ (uint64_t)d, (uint64_t)h - (uint64_t)d };
+		off = (uint64_t)h;
 	}
 	r = 0;
 out:
@@ -1253,26 +1249,157 @@ out:
 	return r;
 }
 
+/* The reader: every range of every file, in FS_IO_SIZE pieces, into the
+ * ring in order. */
+static void *export_reader(void *arg)
+{
+	struct export *x = arg;
+
+	err_clear();
+	for (size_t i = 0; i < x->nfiles; i++) {
+		struct xfile *xf = &x->files[i];
+		struct store_file *f = NULL;
+		int r = xf->n ? store_file_open(x->v->snap, xf->sf->path, &f) : 0;
+		for (size_t k = 0; k < xf->n; k++) {
+			for (uint64_t off = xf->r[k].off, end = off + xf->r[k].len; off < end;) {
+				pthread_mutex_lock(&x->lock);
+				while (x->head - x->tail == EXPORT_SLOTS && !x->quit)
+					pthread_cond_wait(&x->cond, &x->lock);
+				bool quit = x->quit;
+				pthread_mutex_unlock(&x->lock);
+				if (quit) {
+					store_file_close(f);
+					return NULL;
+				}
+				/* the slot at head is this thread's until head moves */
+				struct xslot *sl = &x->slot[x->head % EXPORT_SLOTS];
+				size_t want = (size_t)MIN(end - off, (uint64_t)FS_IO_SIZE);
+				ssize_t n = r < 0 ? r : store_file_pread(f, sl->buf, want, off);
+				if (n == 0)
+					n = err_set(-EIO, "%s: shorter than its size", xf->sf->path);
+				sl->err = n < 0 ? (int)n : 0;
+				sl->len = n > 0 ? (size_t)n : 0;
+				if (n < 0)
+					snprintf(sl->why, sizeof(sl->why), "%s: %s", xf->sf->path,
+						 *err_msg() ? err_msg() : strerror((int)-n));
+				pthread_mutex_lock(&x->lock);
+				x->head++;
+				pthread_cond_broadcast(&x->cond);
+				pthread_mutex_unlock(&x->lock);
+				if (n < 0) {
+					store_file_close(f);
+					return NULL;
+				}
+				off += (uint64_t)n;
+			}
+		}
+		store_file_close(f);
+	}
+	return NULL;
+}
+
+/* Writes file xf of the snapshot as one pax entry: its data ranges as a
+ * sparse map, so that holes take no room in the stream nor on the
+ * receiving side; the data comes from the reader's ring. */
+static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, struct xfile *xf)
+{
+	const struct snap_file *sf = xf->sf;
+	uint64_t size = sf->st.size, off = 0;
+
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, sf->path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0600);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_set_mtime(e, x->a->fs->started, 0);
+	if (sf->st.allocated < size) {
+		for (size_t k = 0; k < xf->n; k++)
+			archive_entry_sparse_add_entry(e, (la_int64_t)xf->r[k].off, (la_int64_t)xf->r[k].len);
+		/* a file of holes only still needs an entry for its size */
+		if (xf->n == 0)
+			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
+	}
+	if (archive_write_header(ar, e) != ARCHIVE_OK)
+		return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+	/* The pax writer takes the whole logical file and skips the holes
+	 * of the sparse map: they are fed from zeros, not read. */
+	for (size_t k = 0; k <= xf->n; k++) {
+		uint64_t d = k < xf->n ? xf->r[k].off : size;
+		while (off < d) {
+			size_t n = (size_t)MIN(d - off, (uint64_t)sizeof(zeros));
+			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n)
+				return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+			off += n;
+		}
+		if (k == xf->n)
+			break;
+		for (uint64_t end = d + xf->r[k].len; off < end;) {
+			pthread_mutex_lock(&x->lock);
+			while (x->head == x->tail)
+				pthread_cond_wait(&x->cond, &x->lock);
+			pthread_mutex_unlock(&x->lock);
+			struct xslot *sl = &x->slot[x->tail % EXPORT_SLOTS];
+			if (sl->err < 0)
+				return err_set(sl->err, "%s", sl->why);
+			la_ssize_t w = archive_write_data(ar, sl->buf, sl->len);
+			off += sl->len;
+			pthread_mutex_lock(&x->lock);
+			x->tail++;
+			pthread_cond_broadcast(&x->cond);
+			pthread_mutex_unlock(&x->lock);
+			if (w != (la_ssize_t)sl->len)
+				return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+		}
+	}
+	return 0;
+}
+
 static void *export_run(void *arg)
 {
 	struct export *x = arg;
 	struct archive *ar = archive_write_new();
 	struct archive_entry *e = archive_entry_new();
-	_cleanup_free_ char *buf = malloc(FS_IO_SIZE);
+	pthread_t reader;
+	bool reading = false;
 	int r = 0;
 
 	err_clear();
-	if (!ar || !e || !buf || archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
+	pthread_mutex_init(&x->lock, NULL);
+	pthread_cond_init(&x->cond, NULL);
+	x->nfiles = x->v->nfiles;
+	x->files = calloc(x->nfiles ? x->nfiles : 1, sizeof(*x->files));
+	for (size_t i = 0; x->files && i < EXPORT_SLOTS; i++)
+		if (!(x->slot[i].buf = malloc(FS_IO_SIZE)))
+			break;
+	if (!ar || !e || !x->files || !x->slot[EXPORT_SLOTS - 1].buf ||
+	    archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
 	    archive_write_set_bytes_per_block(ar, (int)FS_IO_SIZE) != ARCHIVE_OK ||
 	    archive_write_open(ar, x, NULL, export_write, NULL) != ARCHIVE_OK) {
 		r = err_set(-ENOMEM, "cannot start the tar stream");
 		goto out;
 	}
-	for (size_t i = 0; i < x->v->nfiles && r >= 0; i++)
-		r = export_file(x, ar, e, &x->v->files[i], buf, FS_IO_SIZE);
+	for (size_t i = 0; i < x->nfiles && r >= 0; i++) {
+		x->files[i].sf = &x->v->files[i];
+		r = export_ranges(x, &x->files[i]);
+	}
+	if (r >= 0) {
+		r = -pthread_create(&reader, NULL, export_reader, x);
+		if (r < 0)
+			err_set(r, "cannot start the reader thread");
+		reading = r >= 0;
+	}
+	for (size_t i = 0; i < x->nfiles && r >= 0; i++)
+		r = export_file(x, ar, e, &x->files[i]);
 	if (r >= 0 && archive_write_close(ar) != ARCHIVE_OK)
 		r = err_set(-EIO, "%s", archive_error_string(ar));
 out:
+	if (reading) {
+		pthread_mutex_lock(&x->lock);
+		x->quit = true;
+		pthread_cond_broadcast(&x->cond);
+		pthread_mutex_unlock(&x->lock);
+		pthread_join(reader, NULL);
+	}
 	/* A failure ends the stream short: the client sees a truncated tar
 	 * (and the importer refuses it), never a whole-looking wrong one. */
 	if (r < 0)
@@ -1281,6 +1408,13 @@ out:
 	if (ar)
 		archive_write_free(ar);
 	close(x->fd);
+	for (size_t i = 0; x->files && i < x->nfiles; i++)
+		free(x->files[i].r);
+	free(x->files);
+	for (size_t i = 0; i < EXPORT_SLOTS; i++)
+		free(x->slot[i].buf);
+	pthread_cond_destroy(&x->cond);
+	pthread_mutex_destroy(&x->lock);
 	snapview_put(x->a->fs, x->v);
 	struct fs *fs = x->a->fs;
 	free(x);
@@ -1311,7 +1445,7 @@ static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struc
 	/* a pipe as large as a store read: fewer wake-ups on both ends
 	 * (without the right to grow it, the default stays) */
 	fcntl(p[1], F_SETPIPE_SZ, (int)FS_IO_SIZE);
-	*x = (struct export){ a, v, p[1] };
+	*x = (struct export){ .a = a, .v = v, .fd = p[1] };
 	r = ctl_job_spawn(a->fs, export_run, x);
 	if (r < 0) {
 		close(p[0]);
@@ -1709,7 +1843,7 @@ static enum MHD_Result post_restore_snapshot(struct api *a, struct MHD_Connectio
 	if (!x) {
 		snapview_put(a->fs, sv);
 	} else {
-		*x = (struct export){ a, sv, sub.imp->wfd };
+		*x = (struct export){ .a = a, .v = sv, .fd = sub.imp->wfd };
 		sub.imp->wfd = -1; /* the export closes it */
 		if (ctl_job_spawn(a->fs, export_run, x) < 0) {
 			close(x->fd);
@@ -2280,6 +2414,7 @@ static int listener_start(struct listener *l, int fd, const char *spec)
 				  MHD_OPTION_LISTEN_SOCKET, fd,
 				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
+				  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
 				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
 				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
 				  MHD_OPTION_END);

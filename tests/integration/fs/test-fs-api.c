@@ -1050,6 +1050,11 @@ START_TEST(test_load)
 	char *n = sh_out("tar tf \"$WORK/x.tar\" | wc -l");
 	ck_assert_msg((size_t)atol(n) == nfiles, "export: %s entries, snapshot %zu files", n, nfiles);
 	free(n);
+	/* and their bytes: unpacked (sparse entries and all), the tree is
+	 * the mount's snapshot directory, file by file */
+	ck_assert_int_eq(sh("mkdir \"$WORK/x\" && tar xf \"$WORK/x.tar\" -C \"$WORK/x\" && diff -r \"$WORK/x\" \"$MNT/%d/1\"",
+			    pids[0]),
+			 0);
 	for (int i = 0; i < 4; i++) {
 		char *v = target_verdict(dirs[i]);
 		ck_assert_str_eq(v, "ok\n");
