@@ -1298,6 +1298,21 @@ static void *export_reader(void *arg)
 	return NULL;
 }
 
+/* Feeds len bytes of an entry's data to libarchive: its pax writer
+ * takes a sparse entry's data up to the next edge of its map in one
+ * call and says so with a short count. */
+static int ar_write_all(struct archive *ar, const char *path, const void *buf, size_t len)
+{
+	while (len) {
+		la_ssize_t w = archive_write_data(ar, buf, len);
+		if (w <= 0)
+			return err_set(-EIO, "%s: %s", path, archive_error_string(ar) ?: "the tar writer took nothing");
+		buf = (const char *)buf + w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
 /* Writes file xf of the snapshot as one pax entry: its data ranges as a
  * sparse map, so that holes take no room in the stream nor on the
  * receiving side; the data comes from the reader's ring. */
@@ -1327,8 +1342,9 @@ static int export_file(struct export *x, struct archive *ar, struct archive_entr
 		uint64_t d = k < xf->n ? xf->r[k].off : size;
 		while (off < d) {
 			size_t n = (size_t)MIN(d - off, (uint64_t)sizeof(zeros));
-			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n)
-				return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+			int r = ar_write_all(ar, sf->path, zeros, n);
+			if (r < 0)
+				return r;
 			off += n;
 		}
 		if (k == xf->n)
@@ -1341,14 +1357,14 @@ static int export_file(struct export *x, struct archive *ar, struct archive_entr
 			struct xslot *sl = &x->slot[x->tail % EXPORT_SLOTS];
 			if (sl->err < 0)
 				return err_set(sl->err, "%s", sl->why);
-			la_ssize_t w = archive_write_data(ar, sl->buf, sl->len);
+			int r = ar_write_all(ar, sf->path, sl->buf, sl->len);
 			off += sl->len;
 			pthread_mutex_lock(&x->lock);
 			x->tail++;
 			pthread_cond_broadcast(&x->cond);
 			pthread_mutex_unlock(&x->lock);
-			if (w != (la_ssize_t)sl->len)
-				return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+			if (r < 0)
+				return r;
 		}
 	}
 	return 0;

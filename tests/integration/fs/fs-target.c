@@ -14,8 +14,9 @@
  * that fd 3 is still FILE.
  *
  * FS_TARGET_MB=N in its environment maps N MiB more, filled with a
- * pattern that compresses poorly, and checks them too: a checkpoint
- * that takes a while, for the tests that watch one run.
+ * pattern that compresses poorly, with zero pages alone and in runs
+ * (holes of the snapshot, short and long), and checks them too: a
+ * checkpoint that takes a while, for the tests that watch one run.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -58,6 +59,11 @@ static void put(const char *dir, const char *name, const char *text)
 
 static unsigned char big_pattern(size_t i)
 {
+	/* holes of every length: zero pages alone, in short runs and a
+	 * 192 KiB run in each MiB, as a process's heap has them */
+	size_t page = i / 4096, in_mib = i % (1u << 20);
+	if (page % 7 == 3 || page % 13 < 3 || (in_mib >= (512u << 10) && in_mib < (704u << 10)))
+		return 0;
 	uint64_t x = (i / 8 + 1) * 0x9e3779b97f4a7c15ull;
 	return (unsigned char)((x ^ (x >> 29)) >> (8 * (i % 8)));
 }

@@ -555,6 +555,12 @@ START_TEST(test_job_events)
 			      !strstr(out, "progress"),
 		      "%s", out);
 	free(out);
+	/* the snapshot of the large target, exported and unpacked, is the
+	 * mount's directory byte for byte */
+	ck_assert_int_eq(sh("cd \"$WORK\" && curl -sS --fail --unix-socket '%s' -o big.tar http://localhost/v1/snapshots/%d/1/export && "
+			    "mkdir big && tar xf big.tar -C big && diff -r big \"$MNT/%d/1\"",
+			    sock, pid, pid),
+			 0);
 	struct resp r = http("GET", "/v1/jobs/0012/events", NULL);
 	assert_problem(&r, 400, "not a job number", "events of 0012");
 	resp_free(&r);
