@@ -1164,8 +1164,10 @@ struct xrange {
 
 struct xfile {
 	const struct snap_file *sf;
-	struct xrange *r;   /* data ranges, as the mount shows them (fs_shown_hole) */
+	struct xrange *r;   /* what is read: the data, holes under FS_MIN_HOLE included */
 	size_t n;
+	struct xrange *m;   /* the sparse map: every hole of the store left out */
+	size_t nm;
 };
 
 struct xslot {
@@ -1200,25 +1202,36 @@ static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_
 	return (ssize_t)len;
 }
 
-/* The data ranges of sf, as the mount shows them: holes of FS_MIN_HOLE
- * and more left out, shorter ones read as zeros (a map of every 4 KiB
- * hole made the reads small and the stream's headers long). */
+static int range_add(struct xrange **r, size_t *n, size_t *cap, uint64_t off, uint64_t len)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 8;
+		struct xrange *t = realloc(*r, c * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		*r = t;
+		*cap = c;
+	}
+	(*r)[(*n)++] = (struct xrange){ off, len };
+	return 0;
+}
+
+/* The ranges of sf: the sparse map (every hole of the store, so that
+ * none takes room in the stream) and what is read (the data as the
+ * mount shows it, holes under FS_MIN_HOLE read as zeros: reads of
+ * every 4 KiB piece between holes were small and out of step with the
+ * store's read-ahead). The pax writer skips the zeros of the map's
+ * holes inside what is read. */
 static int export_ranges(struct export *x, struct xfile *xf)
 {
 	const struct snap_file *sf = xf->sf;
 	struct store_file *f = NULL;
 	uint64_t size = sf->st.size, off = 0;
-	size_t cap = 0;
+	size_t cap = 0, mcap = 0;
 	int r;
 
-	if (sf->st.allocated >= size) {
-		xf->r = malloc(sizeof(*xf->r));
-		if (!xf->r)
-			return -ENOMEM;
-		xf->r[0] = (struct xrange){ 0, size };
-		xf->n = size ? 1 : 0;
-		return 0;
-	}
+	if (sf->st.allocated >= size)
+		return size ? range_add(&xf->r, &xf->n, &cap, 0, size) : 0;
 	r = store_file_open(x->v->snap, sf->path, &f);
 	if (r < 0)
 		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
@@ -1226,21 +1239,20 @@ static int export_ranges(struct export *x, struct xfile *xf)
 		int64_t d = store_file_seek(f, off, SEEK_DATA);
 		if (d == -ENXIO)
 			break;
-		int64_t h = d < 0 ? d : fs_shown_hole(f, (uint64_t)d);
+		int64_t h = d < 0 ? d : store_file_seek(f, (uint64_t)d, SEEK_HOLE);
 		if (h < 0) {
 			r = err_set((int)h, "%s: cannot find its data: %s", sf->path, strerror((int)-h));
 			goto out;
 		}
-		if (xf->n == cap) {
-			cap = cap ? 2 * cap : 8;
-			struct xrange *n = realloc(xf->r, cap * sizeof(*n));
-			if (!n) {
-				r = -ENOMEM;
-				goto out;
-			}
-			xf->r = n;
-		}
-		xf->r[xf->n++] = (struct xrange){ (uint64_t)d, (uint64_t)h - (uint64_t)d };
+		r = range_add(&xf->m, &xf->nm, &mcap, (uint64_t)d, (uint64_t)(h - d));
+		if (r < 0)
+			goto out;
+		/* the read range: from the first data on, through holes
+		 * shorter than FS_MIN_HOLE */
+		if (xf->n && (uint64_t)d - (xf->r[xf->n - 1].off + xf->r[xf->n - 1].len) < FS_MIN_HOLE)
+			xf->r[xf->n - 1].len = (uint64_t)h - xf->r[xf->n - 1].off;
+		else if ((r = range_add(&xf->r, &xf->n, &cap, (uint64_t)d, (uint64_t)(h - d))) < 0)
+			goto out;
 		off = (uint64_t)h;
 	}
 	r = 0;
@@ -1328,10 +1340,10 @@ static int export_file(struct export *x, struct archive *ar, struct archive_entr
 	archive_entry_set_size(e, (la_int64_t)size);
 	archive_entry_set_mtime(e, x->a->fs->started, 0);
 	if (sf->st.allocated < size) {
-		for (size_t k = 0; k < xf->n; k++)
-			archive_entry_sparse_add_entry(e, (la_int64_t)xf->r[k].off, (la_int64_t)xf->r[k].len);
+		for (size_t k = 0; k < xf->nm; k++)
+			archive_entry_sparse_add_entry(e, (la_int64_t)xf->m[k].off, (la_int64_t)xf->m[k].len);
 		/* a file of holes only still needs an entry for its size */
-		if (xf->n == 0)
+		if (xf->nm == 0)
 			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
 	}
 	if (archive_write_header(ar, e) != ARCHIVE_OK)
@@ -1424,8 +1436,10 @@ out:
 	if (ar)
 		archive_write_free(ar);
 	close(x->fd);
-	for (size_t i = 0; x->files && i < x->nfiles; i++)
+	for (size_t i = 0; x->files && i < x->nfiles; i++) {
 		free(x->files[i].r);
+		free(x->files[i].m);
+	}
 	free(x->files);
 	for (size_t i = 0; i < EXPORT_SLOTS; i++)
 		free(x->slot[i].buf);

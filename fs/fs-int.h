@@ -409,8 +409,5 @@ extern const struct fuse_lowlevel_ops fs_ops;
  * (no release will come for them); before restore_free_all() and
  * snap_cache_free(), whose objects they hold. */
 void fs_handles_free(struct fs *fs);
-/* SEEK_HOLE as the mount shows it: the next hole of at least FS_MIN_HOLE
- * bytes at or after off (or the end); shorter ones read as zeros. */
-int64_t fs_shown_hole(struct store_file *f, uint64_t off);
 
 #endif

@@ -894,7 +894,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
  * zeros is cheaper to copy; large holes (memory never touched) stay holes.
  * POSIX allows it: a filesystem may report any zeros as data. st_blocks
  * still counts only the pages that are not holes in the store. */
-int64_t fs_shown_hole(struct store_file *f, uint64_t off)
+static int64_t shown_hole(struct store_file *f, uint64_t off)
 {
 	for (;;) {
 		int64_t h = store_file_seek(f, off, SEEK_HOLE);
@@ -924,7 +924,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
-	r = whence == SEEK_HOLE ? fs_shown_hole(h->f, (uint64_t)off) : store_file_seek(h->f, (uint64_t)off, whence);
+	r = whence == SEEK_HOLE ? shown_hole(h->f, (uint64_t)off) : store_file_seek(h->f, (uint64_t)off, whence);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
