@@ -1177,10 +1177,72 @@ struct xslot {
 	char why[300];
 };
 
+/* The export's hand-over to its HTTP connection: MHD's content reader
+ * copies libarchive's blocks straight into the connection's buffer (a
+ * pipe between them cost two more copies of every byte, and the system
+ * calls). Shared by the export thread and the connection, freed by the
+ * one that lets go last. */
+struct xout {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	const char *buf;   /* libarchive's block being handed over: lock */
+	size_t len, off;   /* lock */
+	bool eof;          /* lock: the export has ended */
+	bool failed;       /* lock: ended early: the stream ends short */
+	bool gone;         /* lock: the connection let go: the export stops */
+	int refs;          /* lock */
+};
+
+static void xout_put(struct xout *o)
+{
+	pthread_mutex_lock(&o->lock);
+	bool last = --o->refs == 0;
+	pthread_mutex_unlock(&o->lock);
+	if (!last)
+		return;
+	pthread_cond_destroy(&o->cond);
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+}
+
+static ssize_t xout_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct xout *o = cls;
+	ssize_t n;
+
+	(void)pos;
+	pthread_mutex_lock(&o->lock);
+	while (o->off == o->len && !o->eof)
+		pthread_cond_wait(&o->cond, &o->lock);
+	if (o->off == o->len) {
+		n = o->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+	} else {
+		n = (ssize_t)MIN(max, o->len - o->off);
+		memcpy(buf, o->buf + o->off, (size_t)n);
+		o->off += (size_t)n;
+		if (o->off == o->len)
+			pthread_cond_broadcast(&o->cond);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return n;
+}
+
+static void xout_free(void *cls)
+{
+	struct xout *o = cls;
+
+	pthread_mutex_lock(&o->lock);
+	o->gone = true;
+	pthread_cond_broadcast(&o->cond);
+	pthread_mutex_unlock(&o->lock);
+	xout_put(o);
+}
+
 struct export {
 	struct api *a;
 	struct snapview *v;
-	int fd; /* the pipe's write end */
+	int fd;            /* where the tar goes: a pipe's write end (the import's), or */
+	struct xout *out;  /* an HTTP connection */
 	struct xfile *files;
 	size_t nfiles;
 	/* the ring: lock guards head, tail, quit and the slots' hand-over */
@@ -1194,6 +1256,28 @@ struct export {
 static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
 {
 	struct export *x = ud;
+	struct xout *o = x->out;
+
+	if (o) {
+		/* the block is libarchive's: lent until the connection has
+		 * copied all of it */
+		pthread_mutex_lock(&o->lock);
+		o->buf = buf;
+		o->len = len;
+		o->off = 0;
+		pthread_cond_broadcast(&o->cond);
+		while (o->off < o->len && !o->gone)
+			pthread_cond_wait(&o->cond, &o->lock);
+		bool gone = o->gone;
+		o->buf = NULL;
+		o->len = o->off = 0;
+		pthread_mutex_unlock(&o->lock);
+		if (gone) {
+			archive_set_error(ar, EPIPE, "the client went away");
+			return -1;
+		}
+		return (ssize_t)len;
+	}
 	int r = write_full(x->fd, buf, len);
 	if (r < 0) {
 		archive_set_error(ar, -r, "%s", strerror(-r));
@@ -1435,7 +1519,16 @@ out:
 	archive_entry_free(e);
 	if (ar)
 		archive_write_free(ar);
-	close(x->fd);
+	if (x->out) {
+		pthread_mutex_lock(&x->out->lock);
+		x->out->eof = true;
+		x->out->failed = r < 0;
+		pthread_cond_broadcast(&x->out->cond);
+		pthread_mutex_unlock(&x->out->lock);
+		xout_put(x->out);
+	} else {
+		close(x->fd);
+	}
 	for (size_t i = 0; x->files && i < x->nfiles; i++) {
 		free(x->files[i].r);
 		free(x->files[i].m);
@@ -1459,35 +1552,41 @@ static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struc
 	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
 	struct MHD_Response *resp;
 	struct export *x;
-	int p[2], r;
+	struct xout *o;
+	int r;
 
 	if (!v)
 		return res;
 	x = malloc(sizeof(*x));
-	if (!x || pipe2(p, O_CLOEXEC) < 0) {
+	o = calloc(1, sizeof(*o));
+	if (!x || !o) {
 		free(x);
+		free(o);
 		snapview_put(a->fs, v);
-		return problem(a, c, 500, "snapshot %s/%s: cannot export: %m", ps, ns);
+		return problem(a, c, 500, "snapshot %s/%s: cannot export: out of memory", ps, ns);
 	}
-	/* the tar is made on a thread of its own into a pipe, which MHD
-	 * sends as it fills: nothing of the snapshot is held in memory or
+	/* the tar is made on a thread of its own and handed to MHD block by
+	 * block as it is sent: nothing of the snapshot is held in memory or
 	 * on disk */
-	/* a pipe as large as a store read: fewer wake-ups on both ends
-	 * (without the right to grow it, the default stays) */
-	fcntl(p[1], F_SETPIPE_SZ, (int)FS_IO_SIZE);
-	*x = (struct export){ .a = a, .v = v, .fd = p[1] };
+	pthread_mutex_init(&o->lock, NULL);
+	pthread_cond_init(&o->cond, NULL);
+	o->refs = 2;
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, FS_IO_SIZE, xout_read, o, xout_free);
+	if (!resp) {
+		free(x);
+		xout_put(o);
+		xout_put(o);
+		snapview_put(a->fs, v);
+		return MHD_NO;
+	}
+	*x = (struct export){ .a = a, .v = v, .fd = -1, .out = o };
 	r = ctl_job_spawn(a->fs, export_run, x);
 	if (r < 0) {
-		close(p[0]);
-		close(p[1]);
+		xout_put(o);
 		snapview_put(a->fs, v);
 		free(x);
+		MHD_destroy_response(resp); /* calls xout_free */
 		return problem(a, c, 503, "snapshot %s/%s: cannot export: %s", ps, ns, strerror(-r));
-	}
-	resp = MHD_create_response_from_pipe(p[0]);
-	if (!resp) {
-		close(p[0]);
-		return MHD_NO;
 	}
 	char disp[96];
 	snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%s.tar\"", ps, ns);
