@@ -1152,9 +1152,9 @@ static const char zeros[64 * 1024];
 /* The export runs on two threads: a reader that reads the snapshot's
  * data from the store (read-ahead, decompression, checks) into a ring of
  * EXPORT_SLOTS buffers, and the writer that makes the tar stream of them
- * (libarchive) into the pipe MHD sends from. Reading one range while the
- * last one is written out is what keeps the export at the mount's speed:
- * on one thread each waited for the other. Both walk the same list of
+ * (libarchive) for the connection to send. Reading one range while the
+ * last one is written out spares the export the wait of each for the
+ * other (on one thread, each waited). Both walk the same list of
  * data ranges, made before either starts. */
 #define EXPORT_SLOTS 4
 
