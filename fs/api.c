@@ -12,6 +12,8 @@
  *   GET    /v1/processes
  *   POST   /v1/processes/{pid}/checkpoints   {"mode": "run"|"kill"|"stop"}
  *   GET    /v1/jobs/{id}[?wait=SECONDS]
+ *   GET    /v1/jobs/{id}/events              server-sent events: progress, then the result
+ *   GET|PUT|DELETE /v1/processes/{pid}/policy {"every": "30s", "keep": 5}
  *   GET    /v1/snapshots
  *   GET    /v1/snapshots/{pid}/{n}
  *   DELETE /v1/snapshots/{pid}/{n}
@@ -47,6 +49,9 @@
 /* A connection that sends or takes nothing for this long is closed. */
 #define API_IDLE_S 30
 #define API_CONN_MAX 512
+/* Each connection's buffer: an export is sent in pieces of this size
+ * (MHD's default, 32 KiB, made it 30 system calls a MiB) */
+#define API_CONN_MEMORY (1024u * 1024)
 /* A request's head and JSON body must arrive within this from the
  * connection's start (or its previous answer): a client that trickles
  * them a byte at a time is dropped, not served forever. Tar uploads are
@@ -80,17 +85,26 @@ struct conn {
 	struct conn *next;
 };
 
+/* One HTTP server: the Unix socket's, or TCP's. Both serve the same
+ * jobs; only how a request's caller is known differs. */
+struct listener {
+	struct api *a;
+	bool tcp;
+	struct MHD_Daemon *mhd;
+};
+
 struct api {
 	struct fs *fs;
 	struct conn *conns;      /* lock */
 	pthread_t watchdog;
 	bool watchdog_started;
-	struct MHD_Daemon *mhd;
-	char *path;          /* the Unix socket's, unlinked at stop; NULL on TCP */
-	bool tcp;
+	struct listener lis[2];
+	size_t nlis;
+	char *path;          /* the Unix socket's, unlinked at stop; NULL without one */
 	char *token;         /* TCP: the bearer token every request must carry */
 	uid_t token_uid;     /* TCP: whom a request with it acts as: the token file's owner */
 	pthread_mutex_t lock;
+	pthread_mutex_t save_lock; /* serializes writes of the jobs' record; taken before lock */
 	pthread_cond_t cond; /* a job ended, or quit */
 	bool quit;
 	struct api_job *jobs; /* newest first */
@@ -313,6 +327,183 @@ static enum MHD_Result get_processes(struct api *a, struct MHD_Connection *c, st
 	return send_json(a, c, 200, json_pack("{s:o}", "processes", l.arr));
 }
 
+/* ---- the periodic policy ---------------------------------------------------- */
+
+/* GET/PUT/DELETE /v1/processes/{pid}/policy: the policy `every D keep K`
+ * written to /<pid>/ctl sets (policy.c), through ctl_command(), the
+ * code a ctl line runs: the same checks, the same record, the same
+ * status lines in the mount. */
+
+static void iso_time(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, len, "?");
+}
+
+static json_t *policy_json(pid_t pid, const struct policy_info *pi)
+{
+	char set[32], next[32], last[32], snap[48];
+	json_t *o;
+
+	iso_time(pi->set_ms, set, sizeof(set));
+	o = json_pack("{s:i, s:s, s:I, s:i, s:s, s:i, s:s, s:I, s:I, s:i}", "pid", (int)pid, "every", pi->every,
+		      "every_seconds", (json_int_t)(pi->every_ms / 1000), "keep", (int)pi->keep, "state",
+		      pi->stopped ? "stopped" : pi->running ? "running" : "waiting", "uid", (int)pi->uid, "set", set,
+		      "runs", (json_int_t)pi->runs, "failed", (json_int_t)pi->fails, "snapshots", (int)pi->nsnaps);
+	if (!o)
+		return NULL;
+	if (pi->stopped) {
+		json_object_set_new(o, "reason", json_string(pi->why));
+	} else if (!pi->running) {
+		iso_time(pi->next_ms, next, sizeof(next));
+		json_object_set_new(o, "next", json_string(next));
+	}
+	if (pi->last_ms) {
+		iso_time(pi->last_ms, last, sizeof(last));
+		json_t *l = pi->last_ok ? json_pack("{s:s, s:s}", "at", last, "result", "ok")
+					: json_pack("{s:s, s:s, s:s}", "at", last, "result", "failed", "error",
+						    pi->last_error);
+		if (l && pi->last_ok) {
+			snprintf(snap, sizeof(snap), "%d/%" PRIu32, pid, pi->last_snap);
+			json_object_set_new(l, "snapshot", json_string(snap));
+		}
+		json_object_set_new(o, "last", l);
+	}
+	return o;
+}
+
+/* May uid see and change pid's policy? As ctl: whoever may checkpoint
+ * the process; with the process gone (or not theirs any more), the uid
+ * that set the policy and root. False after a problem was sent (*res). */
+static bool policy_access(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid,
+			  struct policy_info *pi, bool *have, enum MHD_Result *res)
+{
+	uid_t owner;
+
+	*have = policy_get(a->fs, pid, pi);
+	if (access_pid(a->fs, q->uid, pid, &owner))
+		return true;
+	if (*have && access_owner(q->uid, pi->uid))
+		return true;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		*res = problem(a, c, 404, "pid %d: no such process%s", pid, *have ? "" : ", and no policy");
+	else
+		*res = problem(a, c, 403, "pid %d: not yours", pid);
+	return false;
+}
+
+static enum MHD_Result policy_answer(struct api *a, struct MHD_Connection *c, pid_t pid, unsigned status)
+{
+	struct policy_info pi;
+
+	if (!policy_get(a->fs, pid, &pi))
+		return problem(a, c, 404, "pid %d: no policy", pid);
+	return send_json(a, c, status, policy_json(pid, &pi));
+}
+
+static enum MHD_Result get_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	if (!have)
+		return problem(a, c, 404, "pid %d: no policy (PUT one: {\"every\": \"30s\", \"keep\": 5})", pid);
+	return send_json(a, c, 200, policy_json(pid, &pi));
+}
+
+/* A duration as `every` takes it: digits and one unit, nothing else (the
+ * line is made of it: no room for more words). */
+static bool every_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 2 || n > 12 || !strchr("smh", s[n - 1]))
+		return false;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+static enum MHD_Result put_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	const char *every = NULL, *k;
+	json_int_t keep = 3;
+	json_error_t jerr;
+	json_t *body, *v;
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+	char line[96];
+	int r;
+
+	if (q->too_big)
+		return problem(a, c, 413, "request body larger than %u bytes", API_BODY_MAX);
+	body = json_loadb(q->body ? q->body : "", q->len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
+		return problem(a, c, 400, "body: not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return problem(a, c, 400, "body: a JSON object expected");
+	}
+	json_object_foreach(body, k, v) {
+		if (!strcmp(k, "every") && json_is_string(v)) {
+			every = json_string_value(v);
+		} else if (!strcmp(k, "keep") && json_is_integer(v)) {
+			keep = json_integer_value(v);
+		} else {
+			res = problem(a, c, 400, "body: unknown field or wrong type: '%s' (known: every, a string; keep, a number)",
+				      k);
+			json_decref(body);
+			return res;
+		}
+	}
+	if (!every || !every_ok(every)) {
+		res = problem(a, c, 400, "body: every must be a duration, a number and s, m or h (\"30s\", \"10m\", \"2h\")%s%s%s",
+			      every ? ", not '" : "", every ? every : "", every ? "'" : "");
+		json_decref(body);
+		return res;
+	}
+	if (keep < 1 || keep > 1000) {
+		json_decref(body);
+		return problem(a, c, 400, "body: keep must be a number from 1 to 1000, not %lld", (long long)keep);
+	}
+	snprintf(line, sizeof(line), "every %s keep %lld", every, (long long)keep);
+	json_decref(body);
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	err_clear();
+	r = ctl_command(a->fs, pid, q->uid, line, strlen(line));
+	if (r < 0)
+		return problem_errno(a, c, r, "policy");
+	log_info("pid %d: policy '%s' set through the API by uid %u", pid, line, (unsigned)q->uid);
+	return policy_answer(a, c, pid, have ? 200 : 201);
+}
+
+static enum MHD_Result delete_policy(struct api *a, struct MHD_Connection *c, struct req *q, pid_t pid)
+{
+	enum MHD_Result res = MHD_NO;
+	struct policy_info pi;
+	bool have;
+	int r;
+
+	if (!policy_access(a, c, q, pid, &pi, &have, &res))
+		return res;
+	if (!have)
+		return problem(a, c, 404, "pid %d: no policy", pid);
+	err_clear();
+	r = ctl_command(a->fs, pid, q->uid, "every off", 9);
+	if (r < 0)
+		return problem_errno(a, c, r, "policy");
+	return send_buf(a, c, 204, "application/json", NULL, 0);
+}
+
 /* ---- jobs ------------------------------------------------------------------ */
 
 static json_t *job_json(struct api_job *j)
@@ -350,6 +541,111 @@ static void job_progress(struct api *a, json_t *o, pid_t pid)
 	json_object_set_new(o, "bytes_total", json_integer((json_int_t)total));
 }
 
+/* Finished jobs are kept in the store (store_meta_put, record
+ * "api-jobs", JSON), written after each one ends and read back when a
+ * daemon starts on the store again, so that a job's result outlives a
+ * restart as its snapshot does. A job running when the daemon was
+ * killed (an orderly stop waits for running jobs) never ended, and is
+ * not there. */
+#define JOBS_KEY "api-jobs"
+#define JOBS_FORMAT "ckptfs-api-jobs 1"
+
+static void jobs_trim_locked(struct api *a);
+
+static void jobs_save(struct api *a)
+{
+	json_t *arr = json_array(), *o;
+	char *text = NULL;
+	int r = -ENOMEM;
+
+	pthread_mutex_lock(&a->save_lock);
+	pthread_mutex_lock(&a->lock);
+	for (struct api_job *j = a->jobs; arr && j; j = j->next) {
+		if (!j->done)
+			continue;
+		json_array_append_new(arr, json_pack("{s:I, s:i, s:i, s:s, s:i, s:I, s:s, s:I, s:I}", "id",
+						     (json_int_t)j->id, "pid", (int)j->pid, "caller", (int)j->caller,
+						     "mode", mode_names[j->after], "result", j->result, "snapshot",
+						     (json_int_t)j->snap, "error", j->error, "created",
+						     (json_int_t)j->created, "finished", (json_int_t)j->finished));
+	}
+	o = arr ? json_pack("{s:s, s:I, s:o}", "format", JOBS_FORMAT, "next_id", (json_int_t)a->next_id, "jobs", arr)
+		: NULL;
+	pthread_mutex_unlock(&a->lock);
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (text)
+		r = store_meta_put(a->fs->store, JOBS_KEY, text, strlen(text));
+	pthread_mutex_unlock(&a->save_lock);
+	if (r < 0)
+		log_warn("API: cannot store the finished jobs (their results last until the daemon stops): %s",
+			 *err_msg() ? err_msg() : strerror(-r));
+	free(text);
+}
+
+/* Reads the finished jobs back (api_start, before any request). A record
+ * that does not parse is named in the log and left: no job is read. */
+static void jobs_load(struct api *a)
+{
+	_cleanup_free_ char *text = NULL;
+	json_error_t jerr;
+	json_int_t next = 0;
+	const char *fmt = NULL;
+	json_t *o, *arr = NULL, *v;
+	size_t len, i;
+	int r;
+
+	r = store_meta_get(a->fs->store, JOBS_KEY, &text, &len);
+	if (r == -ENOENT)
+		return;
+	if (r < 0) {
+		log_warn("API: cannot read the store's record of jobs: %s", *err_msg() ? err_msg() : strerror(-r));
+		return;
+	}
+	o = json_loadb(text, len, 0, &jerr);
+	if (!o || json_unpack(o, "{s:s, s:I, s:o}", "format", &fmt, "next_id", &next, "jobs", &arr) < 0 ||
+	    strcmp(fmt, JOBS_FORMAT) || !json_is_array(arr)) {
+		log_warn("API: the store's record '" JOBS_KEY "' is not a " JOBS_FORMAT " record; no earlier job is served");
+		json_decref(o);
+		return;
+	}
+	struct api_job **tail = &a->jobs;
+	json_array_foreach(arr, i, v) {
+		json_int_t id, snap, created, finished;
+		int pid, caller, result;
+		const char *mode, *error;
+		if (json_unpack(v, "{s:I, s:i, s:i, s:s, s:i, s:I, s:s, s:I, s:I}", "id", &id, "pid", &pid, "caller",
+				&caller, "mode", &mode, "result", &result, "snapshot", &snap, "error", &error, "created",
+				&created, "finished", &finished) < 0 || id <= 0)
+			continue;
+		struct api_job *j = calloc(1, sizeof(*j));
+		if (!j)
+			break;
+		j->id = (uint64_t)id;
+		j->pid = pid;
+		j->caller = (uid_t)caller;
+		j->after = !strcmp(mode, "kill") ? ENGINE_AFTER_KILL : !strcmp(mode, "stop") ? ENGINE_AFTER_STOP
+											      : ENGINE_AFTER_RUN;
+		j->done = true;
+		j->result = result;
+		j->snap = (uint32_t)snap;
+		snprintf(j->error, sizeof(j->error), "%s", error);
+		j->created = created;
+		j->finished = finished;
+		*tail = j;
+		tail = &j->next;
+		a->njobs++;
+		if ((uint64_t)id > a->next_id)
+			a->next_id = (uint64_t)id;
+	}
+	if (next > 0 && (uint64_t)next > a->next_id)
+		a->next_id = (uint64_t)next;
+	json_decref(o);
+	jobs_trim_locked(a);
+	if (a->njobs)
+		log_info("API: %zu finished jobs from before, the next is %" PRIu64, a->njobs, a->next_id + 1);
+}
+
 struct job_arg {
 	struct api *a;
 	struct api_job *j;
@@ -382,6 +678,7 @@ static void *job_run(void *arg)
 		snprintf(j->error, sizeof(j->error), "%s%s%s", strerror(-r), *d ? ": " : "", d);
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
+	jobs_save(a);
 	ctl_job_end(a->fs);
 	return NULL;
 }
@@ -490,6 +787,7 @@ static enum MHD_Result post_checkpoint(struct api *a, struct MHD_Connection *c, 
 		j->finished = time(NULL);
 		snprintf(j->error, sizeof(j->error), "%s: cannot start a thread", strerror(-r));
 		pthread_mutex_unlock(&a->lock);
+		jobs_save(a);
 		return problem(a, c, 503, "pid %d: cannot start a checkpoint: %s", pid, strerror(-r));
 	}
 	log_info("pid %d: checkpoint (%s) requested through the API by uid %u: job %" PRIu64, pid,
@@ -549,6 +847,165 @@ static enum MHD_Result get_job(struct api *a, struct MHD_Connection *c, struct r
 	if (running)
 		job_progress(a, o, pid);
 	return send_json(a, c, 200, o);
+}
+
+/* GET /v1/jobs/{id}/events: server-sent events. The stream is made by
+ * MHD's content reader on the connection's own thread: it sends the
+ * job's phase and bytes as they change (sampled every EVENTS_TICK_MS,
+ * bytes at most every EVENTS_BYTES_MS), a comment when nothing was sent
+ * for EVENTS_KEEPALIVE_S (so that the connection's idle bound never
+ * ends a long phase), and the job itself, as GET /v1/jobs/{id} answers
+ * it, in a last `result` event. The job is looked up by id each time:
+ * it may be trimmed meanwhile, and then the stream just ends. */
+#define EVENTS_TICK_MS 10
+#define EVENTS_BYTES_MS 100
+#define EVENTS_KEEPALIVE_S 15
+
+struct events {
+	struct api *a;
+	uint64_t id;
+	int phase;          /* the last phase sent; -1: none yet */
+	uint64_t done, total;
+	uint64_t out_ns;    /* when something was last sent */
+	uint64_t bytes_ns;  /* when bytes were last sent */
+	bool ended;         /* the result is queued: end after it */
+	char *text;         /* what is still to send */
+	size_t len, off;
+};
+
+static void events_put(struct events *ev, const char *event, json_t *o)
+{
+	char *d = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	free(ev->text);
+	ev->text = NULL;
+	ev->len = ev->off = 0;
+	if (!d)
+		return;
+	if (asprintf(&ev->text, "event: %s\ndata: %s\n\n", event, d) >= 0)
+		ev->len = strlen(ev->text);
+	else
+		ev->text = NULL;
+	free(d);
+	ev->out_ns = now_ns();
+}
+
+/* Fills ev->text with the next thing to send; false: the stream ends. */
+static bool events_next(struct events *ev)
+{
+	struct api *a = ev->a;
+
+	for (;;) {
+		pthread_mutex_lock(&a->lock);
+		struct api_job *j = job_find_locked(a, ev->id);
+		if (!j || a->quit) {
+			pthread_mutex_unlock(&a->lock);
+			return false;
+		}
+		if (j->done) {
+			json_t *o = job_json(j);
+			pthread_mutex_unlock(&a->lock);
+			events_put(ev, "result", o);
+			ev->ended = true;
+			return ev->text != NULL;
+		}
+		pid_t pid = j->pid;
+		pthread_mutex_unlock(&a->lock);
+
+		enum engine_phase phase;
+		uint64_t done, total, now = now_ns();
+		if (ctl_progress(a->fs, pid, &phase, &done, &total) &&
+		    ((int)phase != ev->phase ||
+		     ((done != ev->done || total != ev->total) && now - ev->bytes_ns >= EVENTS_BYTES_MS * 1000000ull))) {
+			json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I}", "id", (json_int_t)ev->id, "state", "running",
+					      "phase", engine_phase_name(phase), "bytes_done", (json_int_t)done,
+					      "bytes_total", (json_int_t)total);
+			ev->phase = (int)phase;
+			ev->done = done;
+			ev->total = total;
+			ev->bytes_ns = now;
+			events_put(ev, "progress", o);
+			return ev->text != NULL;
+		}
+		if (now - ev->out_ns >= EVENTS_KEEPALIVE_S * 1000000000ull) {
+			free(ev->text);
+			ev->text = strdup(": still running\n\n");
+			ev->len = ev->text ? strlen(ev->text) : 0;
+			ev->off = 0;
+			ev->out_ns = now;
+			return ev->text != NULL;
+		}
+		/* a job's end wakes this at once; progress is sampled */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += EVENTS_TICK_MS * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&a->lock);
+		j = job_find_locked(a, ev->id);
+		if (j && !j->done && !a->quit)
+			pthread_cond_timedwait(&a->cond, &a->lock, &until);
+		pthread_mutex_unlock(&a->lock);
+	}
+}
+
+static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct events *ev = cls;
+
+	(void)pos;
+	if (ev->off == ev->len) {
+		if (ev->ended || !events_next(ev))
+			return MHD_CONTENT_READER_END_OF_STREAM;
+	}
+	size_t n = MIN(max, ev->len - ev->off);
+	memcpy(buf, ev->text + ev->off, n);
+	ev->off += n;
+	return (ssize_t)n;
+}
+
+static void events_free(void *cls)
+{
+	struct events *ev = cls;
+
+	free(ev->text);
+	free(ev);
+}
+
+static enum MHD_Result get_job_events(struct api *a, struct MHD_Connection *c, struct req *q, const char *ids)
+{
+	struct MHD_Response *resp;
+	struct events *ev;
+	struct api_job *j;
+	uint64_t id;
+	enum MHD_Result res;
+
+	if (!parse_num(ids, UINT64_MAX, &id))
+		return problem(a, c, 400, "job '%s': not a job number", ids);
+	pthread_mutex_lock(&a->lock);
+	j = job_find_locked(a, id);
+	bool mine = j && access_owner(q->uid, j->caller);
+	pthread_mutex_unlock(&a->lock);
+	if (!mine)
+		return problem(a, c, 404, "job %" PRIu64 ": no such job", id);
+	ev = calloc(1, sizeof(*ev));
+	if (!ev)
+		return problem(a, c, 500, "out of memory");
+	*ev = (struct events){ .a = a, .id = id, .phase = -1, .out_ns = now_ns() };
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, events_read, ev, events_free);
+	if (!resp) {
+		events_free(ev);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	res = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	count(a, 200);
+	return res;
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
@@ -692,15 +1149,135 @@ static bool restore_name_ok(const char *s)
 
 static const char zeros[64 * 1024];
 
+/* The export runs on two threads: a reader that reads the snapshot's
+ * data from the store (read-ahead, decompression, checks) into a ring of
+ * EXPORT_SLOTS buffers, and the writer that makes the tar stream of them
+ * (libarchive) for the connection to send. Reading one range while the
+ * last one is written out spares the export the wait of each for the
+ * other (on one thread, each waited). Both walk the same list of
+ * data ranges, made before either starts. */
+#define EXPORT_SLOTS 4
+
+struct xrange {
+	uint64_t off, len;
+};
+
+struct xfile {
+	const struct snap_file *sf;
+	struct xrange *r;   /* what is read: the data, holes under FS_MIN_HOLE included */
+	size_t n;
+	struct xrange *m;   /* the sparse map: every hole of the store left out */
+	size_t nm;
+};
+
+struct xslot {
+	char *buf;          /* FS_IO_SIZE */
+	size_t len;
+	int err;            /* the read failed: -errno, why in err_msg */
+	char why[300];
+};
+
+/* The export's hand-over to its HTTP connection: MHD's content reader
+ * copies libarchive's blocks straight into the connection's buffer (a
+ * pipe between them cost two more copies of every byte, and the system
+ * calls). Shared by the export thread and the connection, freed by the
+ * one that lets go last. */
+struct xout {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	const char *buf;   /* libarchive's block being handed over: lock */
+	size_t len, off;   /* lock */
+	bool eof;          /* lock: the export has ended */
+	bool failed;       /* lock: ended early: the stream ends short */
+	bool gone;         /* lock: the connection let go: the export stops */
+	int refs;          /* lock */
+};
+
+static void xout_put(struct xout *o)
+{
+	pthread_mutex_lock(&o->lock);
+	bool last = --o->refs == 0;
+	pthread_mutex_unlock(&o->lock);
+	if (!last)
+		return;
+	pthread_cond_destroy(&o->cond);
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+}
+
+static ssize_t xout_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct xout *o = cls;
+	ssize_t n;
+
+	(void)pos;
+	pthread_mutex_lock(&o->lock);
+	while (o->off == o->len && !o->eof)
+		pthread_cond_wait(&o->cond, &o->lock);
+	if (o->off == o->len) {
+		n = o->failed ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+	} else {
+		n = (ssize_t)MIN(max, o->len - o->off);
+		memcpy(buf, o->buf + o->off, (size_t)n);
+		o->off += (size_t)n;
+		if (o->off == o->len)
+			pthread_cond_broadcast(&o->cond);
+	}
+	pthread_mutex_unlock(&o->lock);
+	return n;
+}
+
+static void xout_free(void *cls)
+{
+	struct xout *o = cls;
+
+	pthread_mutex_lock(&o->lock);
+	o->gone = true;
+	pthread_cond_broadcast(&o->cond);
+	pthread_mutex_unlock(&o->lock);
+	xout_put(o);
+}
+
 struct export {
 	struct api *a;
 	struct snapview *v;
-	int fd; /* the pipe's write end */
+	int fd;            /* where the tar goes: a pipe's write end (the import's), or */
+	struct xout *out;  /* an HTTP connection */
+	struct xfile *files;
+	size_t nfiles;
+	/* the ring: lock guards head, tail, quit and the slots' hand-over */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct xslot slot[EXPORT_SLOTS];
+	uint64_t head, tail; /* filled: [tail, head) */
+	bool quit;           /* the writer gave up: the reader stops */
 };
 
 static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
 {
 	struct export *x = ud;
+	struct xout *o = x->out;
+
+	if (o) {
+		/* the block is libarchive's: lent until the connection has
+		 * copied all of it */
+		pthread_mutex_lock(&o->lock);
+		o->buf = buf;
+		o->len = len;
+		o->off = 0;
+		pthread_cond_broadcast(&o->cond);
+		while (o->off < o->len && !o->gone)
+			pthread_cond_wait(&o->cond, &o->lock);
+		bool gone = o->gone;
+		o->buf = NULL;
+		o->len = o->off = 0;
+		pthread_mutex_unlock(&o->lock);
+		if (gone) {
+			archive_set_error(ar, EPIPE, "the client went away");
+			return -1;
+		}
+		return (ssize_t)len;
+	}
 	int r = write_full(x->fd, buf, len);
 	if (r < 0) {
 		archive_set_error(ar, -r, "%s", strerror(-r));
@@ -709,89 +1286,58 @@ static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_
 	return (ssize_t)len;
 }
 
-/* Writes file f of the snapshot as one pax entry: its data ranges as a
- * sparse map, so that holes take no room in the stream nor on the
- * receiving side. */
-static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, const struct snap_file *sf,
-		       char *buf, size_t bufsize)
+static int range_add(struct xrange **r, size_t *n, size_t *cap, uint64_t off, uint64_t len)
 {
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 8;
+		struct xrange *t = realloc(*r, c * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		*r = t;
+		*cap = c;
+	}
+	(*r)[(*n)++] = (struct xrange){ off, len };
+	return 0;
+}
+
+/* The ranges of sf: the sparse map (every hole of the store, so that
+ * none takes room in the stream) and what is read (the data as the
+ * mount shows it, holes under FS_MIN_HOLE read as zeros: reads of
+ * every 4 KiB piece between holes were small and out of step with the
+ * store's read-ahead). The pax writer skips the zeros of the map's
+ * holes inside what is read. */
+static int export_ranges(struct export *x, struct xfile *xf)
+{
+	const struct snap_file *sf = xf->sf;
 	struct store_file *f = NULL;
-	uint64_t size = sf->st.size;
+	uint64_t size = sf->st.size, off = 0;
+	size_t cap = 0, mcap = 0;
 	int r;
 
+	if (sf->st.allocated >= size)
+		return size ? range_add(&xf->r, &xf->n, &cap, 0, size) : 0;
 	r = store_file_open(x->v->snap, sf->path, &f);
 	if (r < 0)
 		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
-	archive_entry_clear(e);
-	archive_entry_set_pathname(e, sf->path);
-	archive_entry_set_filetype(e, AE_IFREG);
-	archive_entry_set_perm(e, 0600);
-	archive_entry_set_size(e, (la_int64_t)size);
-	archive_entry_set_mtime(e, x->a->fs->started, 0);
-	if (sf->st.allocated < size) {
-		uint64_t off = 0;
-		while (off < size) {
-			int64_t d = store_file_seek(f, off, SEEK_DATA);
-			if (d == -ENXIO)
-				break;
-			if (d < 0) {
-				r = (int)d;
-				goto out;
-			}
-			int64_t h = store_file_seek(f, (uint64_t)d, SEEK_HOLE);
-			if (h < 0) {
-				r = (int)h;
-				goto out;
-			}
-			archive_entry_sparse_add_entry(e, d, h - d);
-			off = (uint64_t)h;
-		}
-		/* a file of holes only still needs an entry for its size */
-		if (archive_entry_sparse_count(e) == 0)
-			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
-	}
-	if (archive_write_header(ar, e) != ARCHIVE_OK) {
-		r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-		goto out;
-	}
-	/* The pax writer takes the whole logical file and skips the holes
-	 * of the sparse map: they are fed from zeros, not read. */
-	for (uint64_t off = 0; off < size;) {
-		int64_t d = sf->st.allocated < size ? store_file_seek(f, off, SEEK_DATA) : (int64_t)off;
+	while (off < size) {
+		int64_t d = store_file_seek(f, off, SEEK_DATA);
 		if (d == -ENXIO)
-			d = (int64_t)size;
-		if (d < 0) {
-			r = (int)d;
-			goto out;
-		}
-		while (off < (uint64_t)d) {
-			size_t n = (size_t)MIN((uint64_t)d - off, (uint64_t)sizeof(zeros));
-			if (archive_write_data(ar, zeros, n) != (la_ssize_t)n) {
-				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-				goto out;
-			}
-			off += n;
-		}
-		if (off >= size)
 			break;
-		int64_t h = sf->st.allocated < size ? store_file_seek(f, off, SEEK_HOLE) : (int64_t)size;
+		int64_t h = d < 0 ? d : store_file_seek(f, (uint64_t)d, SEEK_HOLE);
 		if (h < 0) {
-			r = (int)h;
+			r = err_set((int)h, "%s: cannot find its data: %s", sf->path, strerror((int)-h));
 			goto out;
 		}
-		while (off < (uint64_t)h) {
-			ssize_t n = store_file_pread(f, buf, (size_t)MIN((uint64_t)h - off, (uint64_t)bufsize), off);
-			if (n <= 0) {
-				r = n < 0 ? err_set((int)n, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror((int)-n))
-					  : err_set(-EIO, "%s: shorter than its size", sf->path);
-				goto out;
-			}
-			if (archive_write_data(ar, buf, (size_t)n) != n) {
-				r = err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
-				goto out;
-			}
-			off += (uint64_t)n;
-		}
+		r = range_add(&xf->m, &xf->nm, &mcap, (uint64_t)d, (uint64_t)(h - d));
+		if (r < 0)
+			goto out;
+		/* the read range: from the first data on, through holes
+		 * shorter than FS_MIN_HOLE */
+		if (xf->n && (uint64_t)d - (xf->r[xf->n - 1].off + xf->r[xf->n - 1].len) < FS_MIN_HOLE)
+			xf->r[xf->n - 1].len = (uint64_t)h - xf->r[xf->n - 1].off;
+		else if ((r = range_add(&xf->r, &xf->n, &cap, (uint64_t)d, (uint64_t)(h - d))) < 0)
+			goto out;
+		off = (uint64_t)h;
 	}
 	r = 0;
 out:
@@ -799,26 +1345,173 @@ out:
 	return r;
 }
 
+/* The reader: every range of every file, in FS_IO_SIZE pieces, into the
+ * ring in order. */
+static void *export_reader(void *arg)
+{
+	struct export *x = arg;
+
+	err_clear();
+	for (size_t i = 0; i < x->nfiles; i++) {
+		struct xfile *xf = &x->files[i];
+		struct store_file *f = NULL;
+		int r = xf->n ? store_file_open(x->v->snap, xf->sf->path, &f) : 0;
+		for (size_t k = 0; k < xf->n; k++) {
+			for (uint64_t off = xf->r[k].off, end = off + xf->r[k].len; off < end;) {
+				pthread_mutex_lock(&x->lock);
+				while (x->head - x->tail == EXPORT_SLOTS && !x->quit)
+					pthread_cond_wait(&x->cond, &x->lock);
+				bool quit = x->quit;
+				pthread_mutex_unlock(&x->lock);
+				if (quit) {
+					store_file_close(f);
+					return NULL;
+				}
+				/* the slot at head is this thread's until head moves */
+				struct xslot *sl = &x->slot[x->head % EXPORT_SLOTS];
+				size_t want = (size_t)MIN(end - off, (uint64_t)FS_IO_SIZE);
+				ssize_t n = r < 0 ? r : store_file_pread(f, sl->buf, want, off);
+				if (n == 0)
+					n = err_set(-EIO, "%s: shorter than its size", xf->sf->path);
+				sl->err = n < 0 ? (int)n : 0;
+				sl->len = n > 0 ? (size_t)n : 0;
+				if (n < 0)
+					snprintf(sl->why, sizeof(sl->why), "%s: %s", xf->sf->path,
+						 *err_msg() ? err_msg() : strerror((int)-n));
+				pthread_mutex_lock(&x->lock);
+				x->head++;
+				pthread_cond_broadcast(&x->cond);
+				pthread_mutex_unlock(&x->lock);
+				if (n < 0) {
+					store_file_close(f);
+					return NULL;
+				}
+				off += (uint64_t)n;
+			}
+		}
+		store_file_close(f);
+	}
+	return NULL;
+}
+
+/* Feeds len bytes of an entry's data to libarchive: its pax writer
+ * takes a sparse entry's data up to the next edge of its map in one
+ * call and says so with a short count. */
+static int ar_write_all(struct archive *ar, const char *path, const void *buf, size_t len)
+{
+	while (len) {
+		la_ssize_t w = archive_write_data(ar, buf, len);
+		if (w <= 0)
+			return err_set(-EIO, "%s: %s", path, archive_error_string(ar) ?: "the tar writer took nothing");
+		buf = (const char *)buf + w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Writes file xf of the snapshot as one pax entry: its data ranges as a
+ * sparse map, so that holes take no room in the stream nor on the
+ * receiving side; the data comes from the reader's ring. */
+static int export_file(struct export *x, struct archive *ar, struct archive_entry *e, struct xfile *xf)
+{
+	const struct snap_file *sf = xf->sf;
+	uint64_t size = sf->st.size, off = 0;
+
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, sf->path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0600);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_set_mtime(e, x->a->fs->started, 0);
+	if (sf->st.allocated < size) {
+		for (size_t k = 0; k < xf->nm; k++)
+			archive_entry_sparse_add_entry(e, (la_int64_t)xf->m[k].off, (la_int64_t)xf->m[k].len);
+		/* a file of holes only still needs an entry for its size */
+		if (xf->nm == 0)
+			archive_entry_sparse_add_entry(e, (la_int64_t)size, 0);
+	}
+	if (archive_write_header(ar, e) != ARCHIVE_OK)
+		return err_set(-EIO, "%s: %s", sf->path, archive_error_string(ar));
+	/* The pax writer takes the whole logical file and skips the holes
+	 * of the sparse map: they are fed from zeros, not read. */
+	for (size_t k = 0; k <= xf->n; k++) {
+		uint64_t d = k < xf->n ? xf->r[k].off : size;
+		while (off < d) {
+			size_t n = (size_t)MIN(d - off, (uint64_t)sizeof(zeros));
+			int r = ar_write_all(ar, sf->path, zeros, n);
+			if (r < 0)
+				return r;
+			off += n;
+		}
+		if (k == xf->n)
+			break;
+		for (uint64_t end = d + xf->r[k].len; off < end;) {
+			pthread_mutex_lock(&x->lock);
+			while (x->head == x->tail)
+				pthread_cond_wait(&x->cond, &x->lock);
+			pthread_mutex_unlock(&x->lock);
+			struct xslot *sl = &x->slot[x->tail % EXPORT_SLOTS];
+			if (sl->err < 0)
+				return err_set(sl->err, "%s", sl->why);
+			int r = ar_write_all(ar, sf->path, sl->buf, sl->len);
+			off += sl->len;
+			pthread_mutex_lock(&x->lock);
+			x->tail++;
+			pthread_cond_broadcast(&x->cond);
+			pthread_mutex_unlock(&x->lock);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
 static void *export_run(void *arg)
 {
 	struct export *x = arg;
 	struct archive *ar = archive_write_new();
 	struct archive_entry *e = archive_entry_new();
-	_cleanup_free_ char *buf = malloc(FS_IO_SIZE);
+	pthread_t reader;
+	bool reading = false;
 	int r = 0;
 
 	err_clear();
-	if (!ar || !e || !buf || archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
+	pthread_mutex_init(&x->lock, NULL);
+	pthread_cond_init(&x->cond, NULL);
+	x->nfiles = x->v->nfiles;
+	x->files = calloc(x->nfiles ? x->nfiles : 1, sizeof(*x->files));
+	for (size_t i = 0; x->files && i < EXPORT_SLOTS; i++)
+		if (!(x->slot[i].buf = malloc(FS_IO_SIZE)))
+			break;
+	if (!ar || !e || !x->files || !x->slot[EXPORT_SLOTS - 1].buf ||
+	    archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
 	    archive_write_set_bytes_per_block(ar, (int)FS_IO_SIZE) != ARCHIVE_OK ||
 	    archive_write_open(ar, x, NULL, export_write, NULL) != ARCHIVE_OK) {
 		r = err_set(-ENOMEM, "cannot start the tar stream");
 		goto out;
 	}
-	for (size_t i = 0; i < x->v->nfiles && r >= 0; i++)
-		r = export_file(x, ar, e, &x->v->files[i], buf, FS_IO_SIZE);
+	for (size_t i = 0; i < x->nfiles && r >= 0; i++) {
+		x->files[i].sf = &x->v->files[i];
+		r = export_ranges(x, &x->files[i]);
+	}
+	if (r >= 0) {
+		r = -pthread_create(&reader, NULL, export_reader, x);
+		if (r < 0)
+			err_set(r, "cannot start the reader thread");
+		reading = r >= 0;
+	}
+	for (size_t i = 0; i < x->nfiles && r >= 0; i++)
+		r = export_file(x, ar, e, &x->files[i]);
 	if (r >= 0 && archive_write_close(ar) != ARCHIVE_OK)
 		r = err_set(-EIO, "%s", archive_error_string(ar));
 out:
+	if (reading) {
+		pthread_mutex_lock(&x->lock);
+		x->quit = true;
+		pthread_cond_broadcast(&x->cond);
+		pthread_mutex_unlock(&x->lock);
+		pthread_join(reader, NULL);
+	}
 	/* A failure ends the stream short: the client sees a truncated tar
 	 * (and the importer refuses it), never a whole-looking wrong one. */
 	if (r < 0)
@@ -826,7 +1519,25 @@ out:
 	archive_entry_free(e);
 	if (ar)
 		archive_write_free(ar);
-	close(x->fd);
+	if (x->out) {
+		pthread_mutex_lock(&x->out->lock);
+		x->out->eof = true;
+		x->out->failed = r < 0;
+		pthread_cond_broadcast(&x->out->cond);
+		pthread_mutex_unlock(&x->out->lock);
+		xout_put(x->out);
+	} else {
+		close(x->fd);
+	}
+	for (size_t i = 0; x->files && i < x->nfiles; i++) {
+		free(x->files[i].r);
+		free(x->files[i].m);
+	}
+	free(x->files);
+	for (size_t i = 0; i < EXPORT_SLOTS; i++)
+		free(x->slot[i].buf);
+	pthread_cond_destroy(&x->cond);
+	pthread_mutex_destroy(&x->lock);
 	snapview_put(x->a->fs, x->v);
 	struct fs *fs = x->a->fs;
 	free(x);
@@ -841,35 +1552,41 @@ static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struc
 	struct snapview *v = snap_open(a, c, q, ps, ns, &res);
 	struct MHD_Response *resp;
 	struct export *x;
-	int p[2], r;
+	struct xout *o;
+	int r;
 
 	if (!v)
 		return res;
 	x = malloc(sizeof(*x));
-	if (!x || pipe2(p, O_CLOEXEC) < 0) {
+	o = calloc(1, sizeof(*o));
+	if (!x || !o) {
 		free(x);
+		free(o);
 		snapview_put(a->fs, v);
-		return problem(a, c, 500, "snapshot %s/%s: cannot export: %m", ps, ns);
+		return problem(a, c, 500, "snapshot %s/%s: cannot export: out of memory", ps, ns);
 	}
-	/* the tar is made on a thread of its own into a pipe, which MHD
-	 * sends as it fills: nothing of the snapshot is held in memory or
+	/* the tar is made on a thread of its own and handed to MHD block by
+	 * block as it is sent: nothing of the snapshot is held in memory or
 	 * on disk */
-	/* a pipe as large as a store read: fewer wake-ups on both ends
-	 * (without the right to grow it, the default stays) */
-	fcntl(p[1], F_SETPIPE_SZ, (int)FS_IO_SIZE);
-	*x = (struct export){ a, v, p[1] };
+	pthread_mutex_init(&o->lock, NULL);
+	pthread_cond_init(&o->cond, NULL);
+	o->refs = 2;
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, FS_IO_SIZE, xout_read, o, xout_free);
+	if (!resp) {
+		free(x);
+		xout_put(o);
+		xout_put(o);
+		snapview_put(a->fs, v);
+		return MHD_NO;
+	}
+	*x = (struct export){ .a = a, .v = v, .fd = -1, .out = o };
 	r = ctl_job_spawn(a->fs, export_run, x);
 	if (r < 0) {
-		close(p[0]);
-		close(p[1]);
+		xout_put(o);
 		snapview_put(a->fs, v);
 		free(x);
+		MHD_destroy_response(resp); /* calls xout_free */
 		return problem(a, c, 503, "snapshot %s/%s: cannot export: %s", ps, ns, strerror(-r));
-	}
-	resp = MHD_create_response_from_pipe(p[0]);
-	if (!resp) {
-		close(p[0]);
-		return MHD_NO;
 	}
 	char disp[96];
 	snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%s.tar\"", ps, ns);
@@ -1163,7 +1880,25 @@ static enum MHD_Result import_finish(struct api *a, struct MHD_Connection *c, st
 	enum MHD_Result res;
 
 	q->imp = NULL;
-	if (!import_end(a, im)) {
+	bool ok = import_end(a, im);
+	if (ok) {
+		/* The answer says whether the snapshot verified: the restore
+		 * checks names, sizes and every hash (as after cp -r) once the
+		 * copy is whole and quiet; this waits for that verdict, however
+		 * long hashing a large snapshot takes (the connection's idle
+		 * bound is lifted meanwhile: nothing is sent until then). A
+		 * refused one is removed, as a refused upload is. */
+		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+		err_clear();
+		int r = restore_wait_verified(a->fs, im->uid, im->name);
+		if (r < 0) {
+			snprintf(im->why, sizeof(im->why), "refused: %s", err_msg());
+			im->status = r == -EINVAL ? 422 : errno_status(r);
+			restore_rmdir(a->fs, im->uid, im->name);
+			ok = false;
+		}
+	}
+	if (!ok) {
 		log_warn("restore %s: upload refused: %s", im->name, im->why);
 		res = problem(a, c, im->status ? im->status : 500, "restore %s: %s", im->name, im->why);
 	} else {
@@ -1237,7 +1972,7 @@ static enum MHD_Result post_restore_snapshot(struct api *a, struct MHD_Connectio
 	if (!x) {
 		snapview_put(a->fs, sv);
 	} else {
-		*x = (struct export){ a, sv, sub.imp->wfd };
+		*x = (struct export){ .a = a, .v = sv, .fd = sub.imp->wfd };
 		sub.imp->wfd = -1; /* the export closes it */
 		if (ctl_job_spawn(a->fs, export_run, x) < 0) {
 			close(x->fd);
@@ -1335,7 +2070,7 @@ static enum MHD_Result get_metrics(struct api *a, struct MHD_Connection *c)
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 			  enum MHD_ConnectionNotificationCode code)
 {
-	struct api *a = cls;
+	struct api *a = ((struct listener *)cls)->a;
 	struct conn *k = *socket_context;
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -1477,6 +2212,7 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
 	bool post = !strcmp(method, "POST");
 	bool del = !strcmp(method, "DELETE");
+	bool put = !strcmp(method, "PUT");
 
 	if (strlen(url) >= sizeof(buf))
 		return problem(a, c, 404, "no such resource");
@@ -1512,11 +2248,26 @@ static enum MHD_Result route(struct api *a, struct MHD_Connection *c, struct req
 				return problem(a, c, 400, "process '%s': not a pid", p[2]);
 			return post_checkpoint(a, c, q, (pid_t)pid);
 		}
+		if (n == 4 && !strcmp(p[3], "policy")) {
+			uint64_t pid;
+			if (!get && !put && !del)
+				goto not_allowed;
+			if (!parse_num(p[2], INT32_MAX, &pid))
+				return problem(a, c, 400, "process '%s': not a pid", p[2]);
+			if (get)
+				return get_policy(a, c, q, (pid_t)pid);
+			return put ? put_policy(a, c, q, (pid_t)pid) : delete_policy(a, c, q, (pid_t)pid);
+		}
 	}
 	if (!strcmp(p[1], "jobs") && n == 3) {
 		if (!get)
 			goto not_allowed;
 		return get_job(a, c, q, p[2]);
+	}
+	if (!strcmp(p[1], "jobs") && n == 4 && !strcmp(p[3], "events")) {
+		if (!get)
+			goto not_allowed;
+		return get_job_events(a, c, q, p[2]);
 	}
 	if (!strcmp(p[1], "snapshots")) {
 		if (n == 2) {
@@ -1554,14 +2305,15 @@ not_allowed:
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 				  const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
-	struct api *a = cls;
+	struct listener *l = cls;
+	struct api *a = l->a;
 	struct req *q = *con_cls;
 
 	if (!q) {
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
-		if (a->tcp) {
+		if (l->tcp) {
 			/* no peer credentials on TCP: the token stands for
 			 * its file's owner */
 			const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -1625,7 +2377,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
 {
 	struct req *q = *con_cls;
-	struct api *a = cls;
+	struct api *a = ((struct listener *)cls)->a;
 
 	conn_answering(a, c, false);
 	if (q) {
@@ -1783,71 +2535,114 @@ static int read_token(const char *file, char **ret, uid_t *owner)
 	return 0;
 }
 
-int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret)
+/* Starts l's HTTP server on fd (taken over). */
+static int listener_start(struct listener *l, int fd, const char *spec)
+{
+	l->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+				  0, NULL, NULL, on_request, l,
+				  MHD_OPTION_LISTEN_SOCKET, fd,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
+				  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, l,
+				  MHD_OPTION_END);
+	if (!l->mhd) {
+		close(fd);
+		return err_set(-EIO, "api %s '%s': cannot start the HTTP server", l->tcp ? "address" : "socket", spec);
+	}
+	log_info("API on %s%s", l->tcp ? "tcp " : "", spec);
+	return 0;
+}
+
+int api_start(struct fs *fs, const char *spec, const char *tcp_spec, const char *token_file, struct api **ret)
 {
 	_cleanup_free_ char *token = NULL;
-	const char *path = spec;
-	bool tcp = is_tcp(spec);
+	const char *path = NULL;
 	uid_t token_uid = 0;
 	struct api *a;
-	int fd = -1, r;
+	int ufd = -1, tfd = -1, r;
 
+	/* -o api=HOST:PORT alone: TCP instead of the socket */
+	if (spec && is_tcp(spec)) {
+		if (tcp_spec)
+			return err_set(-EINVAL, "api=%s is TCP already; api_tcp=%s would be a second one", spec, tcp_spec);
+		tcp_spec = spec;
+	} else {
+		path = spec;
+	}
+	if (tcp_spec && !is_tcp(tcp_spec))
+		return err_set(-EINVAL, "api_tcp '%s': not HOST:PORT", tcp_spec);
 	if (fault_hit(FAULT_FS_API_LISTEN))
-		return err_set(-EIO, "api socket '%s': injected fault", path);
-	if (tcp) {
+		return err_set(-EIO, "api socket '%s': injected fault", path ? path : tcp_spec);
+	if (tcp_spec) {
 		r = read_token(token_file, &token, &token_uid);
 		if (r < 0)
 			return r;
 	}
-	r = tcp ? listen_tcp(spec, &fd) : listen_unix(path, &fd);
-	if (r < 0)
-		return r;
-	a = calloc(1, sizeof(*a));
-	if (!a || (!tcp && !(a->path = strdup(path)))) {
-		free(a);
-		close(fd);
-		if (!tcp)
-			unlink(path);
-		return -ENOMEM;
+	if (path) {
+		r = listen_unix(path, &ufd);
+		if (r < 0)
+			return r;
 	}
-	a->tcp = tcp;
+	if (tcp_spec) {
+		r = listen_tcp(tcp_spec, &tfd);
+		if (r < 0)
+			goto err_close;
+	}
+	a = calloc(1, sizeof(*a));
+	if (!a || (path && !(a->path = strdup(path)))) {
+		free(a);
+		r = -ENOMEM;
+		goto err_close;
+	}
 	a->token = TAKE_PTR(token);
 	a->token_uid = token_uid;
 	a->fs = fs;
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->save_lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
-	a->mhd = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
-				  0, NULL, NULL, on_request, a,
-				  MHD_OPTION_LISTEN_SOCKET, fd,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_S,
-				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_MAX,
-				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-				  MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
-				  MHD_OPTION_END);
-	if (!a->mhd) {
-		close(fd);
-		if (!tcp)
-			unlink(path);
-		free(a->path);
-		free(a->token);
-		pthread_cond_destroy(&a->cond);
-		pthread_mutex_destroy(&a->lock);
-		free(a);
-		return err_set(-EIO, "api socket '%s': cannot start the HTTP server", path);
+	jobs_load(a);
+	if (path) {
+		a->lis[a->nlis] = (struct listener){ .a = a };
+		r = listener_start(&a->lis[a->nlis], ufd, path);
+		ufd = -1;
+		if (r < 0)
+			goto err_free;
+		a->nlis++;
+	}
+	if (tcp_spec) {
+		a->lis[a->nlis] = (struct listener){ .a = a, .tcp = true };
+		r = listener_start(&a->lis[a->nlis], tfd, tcp_spec);
+		tfd = -1;
+		if (r < 0)
+			goto err_free;
+		a->nlis++;
 	}
 	a->watchdog_started = pthread_create(&a->watchdog, NULL, watchdog, a) == 0;
 	if (!a->watchdog_started)
 		log_warn("API: no thread to drop slow requests; only the idle bound holds");
-	log_info("API on %s%s", tcp ? "tcp " : "", path);
 	*ret = a;
 	return 0;
+
+err_free:
+	api_free(a);
+	return r;
+err_close:
+	if (ufd >= 0) {
+		close(ufd);
+		unlink(path);
+	}
+	if (tfd >= 0)
+		close(tfd);
+	return r;
 }
 
 void api_stop(struct api *a)
 {
-	if (!a || !a->mhd)
+	if (!a)
 		return;
-	/* long polls end now */
+	/* long polls and event streams end now */
 	pthread_mutex_lock(&a->lock);
 	a->quit = true;
 	pthread_cond_broadcast(&a->cond);
@@ -1855,10 +2650,13 @@ void api_stop(struct api *a)
 	if (a->watchdog_started)
 		pthread_join(a->watchdog, NULL);
 	a->watchdog_started = false;
-	MHD_stop_daemon(a->mhd);
-	a->mhd = NULL;
+	for (size_t i = 0; i < a->nlis; i++)
+		MHD_stop_daemon(a->lis[i].mhd);
+	a->nlis = 0;
 	if (a->path)
 		unlink(a->path);
+	free(a->path);
+	a->path = NULL;
 }
 
 void api_free(struct api *a)
@@ -1876,6 +2674,7 @@ void api_free(struct api *a)
 		explicit_bzero(a->token, strlen(a->token));
 	free(a->token);
 	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->save_lock);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
 }

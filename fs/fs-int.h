@@ -130,6 +130,7 @@ struct owner_ent {
 struct restore;
 struct policy;
 struct api;
+struct handle;
 
 /* Outcomes of the checkpoints this daemon ran (ctl, policies, API), for
  * the API's /metrics. */
@@ -178,6 +179,7 @@ struct fs {
 
 	struct fs_ckpt_stats ckpt_stats;    /* fs->lock */
 	struct api *api;                    /* api.c; NULL: no API */
+	struct handle *handles;             /* fs->lock: ops.c's open files */
 };
 
 /* ---- inode.c ------------------------------------------------------------ */
@@ -303,6 +305,22 @@ int policy_set(struct fs *fs, pid_t pid, uid_t caller, uint64_t every_ms, unsign
 int policy_off(struct fs *fs, pid_t pid, uid_t caller, bool may_checkpoint);
 /* The policy's lines of /<pid>/status (malloc'd; NULL on ENOMEM). */
 char *policy_status(struct fs *fs, pid_t pid);
+/* What the API shows of a policy: a copy, taken under fs->lock. */
+struct policy_info {
+	uid_t uid;              /* who set it */
+	uint64_t every_ms;
+	char every[32];         /* as `every` takes it: 30s, 10m, 2h */
+	unsigned keep;
+	int64_t set_ms, next_ms, last_ms; /* ms since the epoch; last 0: no run yet */
+	bool running, stopped, last_ok;
+	char why[256];          /* stopped: why */
+	uint32_t last_snap;
+	char last_error[512];
+	uint64_t runs, fails;
+	size_t nsnaps;          /* its snapshots kept now */
+};
+/* pid's policy into *ret: false when it has none. */
+bool policy_get(struct fs *fs, pid_t pid, struct policy_info *ret);
 /* Reads the policies from the store and starts the timer thread. */
 int policy_start(struct fs *fs);
 /* Ends the timer thread (periodic checkpoints under way go on: wait for
@@ -345,6 +363,12 @@ int restore_truncate_path(struct fs *fs, uid_t uid, const char *name, const char
 /* Closes the file: it is whole now; may start the restore. */
 int restore_release(struct fs *fs, struct rfile *f);
 int restore_status(struct fs *fs, uid_t uid, const char *name, char **ret, size_t *ret_len);
+/* Waits until restore name, whose files are all closed, is verified or
+ * refused: 0 once it verified (restoring, running, or failed in the
+ * engine after that); -EINVAL with err_msg() naming the file and the
+ * reason when its verification refused it or a file the manifest names
+ * (or the manifest) never came; -ENOENT when it was removed. */
+int restore_wait_verified(struct fs *fs, uid_t uid, const char *name);
 /* One line written to restore/<name>/ctl (see restore.c): options for the
  * engine's restore, or a retry of one that failed. Returns at once; the
  * outcome shows in status. -EINVAL for a word it does not know or nothing
@@ -360,12 +384,14 @@ void restore_free_all(struct fs *fs);
 /* The API's socket when no -o api= names one: /run/ckptfs/api.sock for
  * root, $XDG_RUNTIME_DIR/ckptfs/api.sock for others (NULL: none). */
 char *api_default_path(void);
-/* Listens on spec and serves the API on threads of its own. spec: a
- * Unix socket's path (made 0666 in a directory made 0755; a stale one
- * replaced, -EADDRINUSE when a daemon answers on it), or HOST:PORT for
- * TCP, where every request must carry the bearer token read from
- * token_file and acts as that file's owner. */
-int api_start(struct fs *fs, const char *spec, const char *token_file, struct api **ret);
+/* Listens on spec and tcp_spec and serves the API on threads of its
+ * own, the same jobs on both. spec: a Unix socket's path (made 0666 in
+ * a directory made 0755; a stale one replaced, -EADDRINUSE when a daemon
+ * answers on it), HOST:PORT for TCP instead, or NULL; tcp_spec: HOST:PORT
+ * of a TCP listener beside the socket, or NULL. On TCP every request
+ * must carry the bearer token read from token_file and acts as that
+ * file's owner. Nothing listens after a failure. */
+int api_start(struct fs *fs, const char *spec, const char *tcp_spec, const char *token_file, struct api **ret);
 /* Stops serving (long polls end) and removes the socket; jobs under way
  * go on (ctl_jobs_wait waits for them), then api_free. */
 void api_stop(struct api *a);
@@ -379,5 +405,9 @@ size_t fs_readme_len(void);
 /* ---- ops.c ----------------------------------------------------------------- */
 
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Frees the handles of files still open when the FUSE loop has ended
+ * (no release will come for them); before restore_free_all() and
+ * snap_cache_free(), whose objects they hold. */
+void fs_handles_free(struct fs *fs);
 
 #endif

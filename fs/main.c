@@ -31,6 +31,7 @@ struct config {
 	char *pid_wait;
 	char *api;
 	char *api_token;
+	char *api_tcp;
 	int allow_other;
 };
 
@@ -44,6 +45,7 @@ static const struct fuse_opt config_opts[] = {
 	{ "pid_wait=%s", offsetof(struct config, pid_wait), 0 },
 	{ "api=%s", offsetof(struct config, api), 0 },
 	{ "api_token=%s", offsetof(struct config, api_token), 0 },
+	{ "api_tcp=%s", offsetof(struct config, api_tcp), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -91,6 +93,8 @@ static void usage(FILE *out, const char *prog)
 		"                         ckptfs-api(7)); or HOST:PORT: TCP instead, with\n"
 		"  -o api_token=FILE      the bearer token every TCP request must carry (the\n"
 		"                         file's first line); requests act as its owner\n"
+		"  -o api_tcp=HOST:PORT   the API on TCP too, beside the Unix socket (the\n"
+		"                         same jobs on both; needs api_token)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -380,14 +384,21 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	}
 
-	/* The API (api.c). One named with -o api= must work; the default
-	 * one is a convenience, and a second daemon finding it taken (or a
-	 * user without a runtime dir) mounts without it. */
-	if (!conf.api || strcmp(conf.api, "none")) {
-		_cleanup_free_ char *path = conf.api ? strdup(conf.api) : api_default_path();
-		if (path) {
-			r = api_start(fs, path, conf.api_token, &fs->api);
-			if (r < 0 && conf.api) {
+	/* The API (api.c). One named with -o api= or api_tcp= must work;
+	 * the default socket is a convenience, and a second daemon finding
+	 * it taken (or a user without a runtime dir) mounts without it. */
+	{
+		bool sock = !conf.api || strcmp(conf.api, "none");
+		_cleanup_free_ char *path = !sock ? NULL : conf.api ? strdup(conf.api) : api_default_path();
+		if (path || conf.api_tcp) {
+			r = api_start(fs, path, conf.api_tcp, conf.api_token, &fs->api);
+			if (r < 0 && path && !conf.api && conf.api_tcp) {
+				/* the default socket is taken: TCP, asked for, alone */
+				log_warn("no API socket: %s; TCP only", err_msg());
+				err_clear();
+				r = api_start(fs, NULL, conf.api_tcp, conf.api_token, &fs->api);
+			}
+			if (r < 0 && (conf.api || conf.api_tcp)) {
 				log_err_errno(r, "%s", err_msg());
 				goto out_policy;
 			}
@@ -444,6 +455,7 @@ out_session:
 out_fs:
 	if (fs) {
 		api_free(fs->api);
+		fs_handles_free(fs);
 		restore_free_all(fs);
 		snap_cache_free(fs);
 		policy_free(fs);
@@ -464,6 +476,7 @@ out_args:
 	free(conf.pid_wait);
 	free(conf.api);
 	free(conf.api_token);
+	free(conf.api_tcp);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -30,6 +30,7 @@ struct handle {
 	struct rfile *rf;     /* RFILE */
 	char *text;           /* STATUS, RSTATUS, directories: generated content */
 	size_t len;
+	struct handle *prev, *next; /* fs->handles, fs->lock */
 };
 
 static struct fs *fs_of(fuse_req_t req)
@@ -57,14 +58,48 @@ static bool parse_id(const char *s, uint64_t max, uint64_t *ret)
 	return parse_u64(s, ret) >= 0 && *ret > 0 && *ret <= max;
 }
 
+/* Every open handle is on fs->handles: the kernel sends no release for
+ * the files still open when the daemon ends (SIGTERM, or an unmount
+ * that does not wait for them), so fs_handles_free() frees what is left. */
+static struct handle *handle_new(struct fs *fs)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	pthread_mutex_lock(&fs->lock);
+	h->next = fs->handles;
+	if (h->next)
+		h->next->prev = h;
+	fs->handles = h;
+	pthread_mutex_unlock(&fs->lock);
+	return h;
+}
+
 static void handle_free(struct fs *fs, struct handle *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&fs->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->lock);
 	store_file_close(h->f);
 	snapview_put(fs, h->v);
 	free(h->text);
 	free(h);
+}
+
+void fs_handles_free(struct fs *fs)
+{
+	/* a file being copied in keeps its part of the restore, which
+	 * restore_free_all() frees with it */
+	while (fs->handles)
+		handle_free(fs, fs->handles);
 }
 
 /* ---- pid visibility ---------------------------------------------------------- */
@@ -640,7 +675,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -r);
 		return;
 	}
-	h = calloc(1, sizeof(*h));
+	h = handle_new(fs);
 	if (!h) {
 		free(b.buf);
 		fuse_reply_err(req, ENOMEM);
@@ -750,7 +785,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (!n)
 		return;
-	h = calloc(1, sizeof(*h));
+	h = handle_new(fs);
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -1144,9 +1179,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	path = join(p->path, name);
-	h = calloc(1, sizeof(*h));
+	h = handle_new(fs);
 	if (!path || !h) {
-		free(h);
+		handle_free(fs, h);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -1154,7 +1189,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	err_clear();
 	r = restore_create(fs, p->uid, p->name, path, &h->rf);
 	if (r < 0) {
-		free(h);
+		handle_free(fs, h);
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -1165,7 +1200,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		r = node_attr(fs, n, caller_of(req), &e.attr, &ttl);
 	if (r < 0) {
 		restore_release(fs, h->rf);
-		free(h);
+		handle_free(fs, h);
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -1174,7 +1209,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		restore_release(fs, h->rf);
-		free(h);
+		handle_free(fs, h);
 		node_forget(fs, n->ino, 1);
 	}
 }

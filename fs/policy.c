@@ -562,6 +562,27 @@ char *policy_status(struct fs *fs, pid_t pid)
 	return text;
 }
 
+bool policy_get(struct fs *fs, pid_t pid, struct policy_info *ret)
+{
+	struct policy *p;
+
+	pthread_mutex_lock(&fs->lock);
+	p = find_locked(fs, pid);
+	if (p) {
+		*ret = (struct policy_info){
+			.uid = p->uid, .every_ms = p->every_ms, .keep = p->keep, .set_ms = p->set_ms,
+			.next_ms = p->next_ms, .last_ms = p->last_ms, .running = p->running, .stopped = p->stopped,
+			.last_ok = p->last_ok, .last_snap = p->last_snap, .runs = p->runs, .fails = p->fails,
+			.nsnaps = p->nsnaps,
+		};
+		fmt_every(p->every_ms, ret->every, sizeof(ret->every));
+		snprintf(ret->why, sizeof(ret->why), "%s", p->why);
+		snprintf(ret->last_error, sizeof(ret->last_error), "%s", p->last_error);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return p != NULL;
+}
+
 /* ---- running ---------------------------------------------------------------------- */
 
 /* Stops p (fs->lock held) and says why in the log. */

@@ -665,6 +665,40 @@ static void check_locked(struct fs *fs, struct restore *rs)
 	start_thread_locked(fs, rs, restore_thread);
 }
 
+int restore_wait_verified(struct fs *fs, uid_t uid, const char *name)
+{
+	for (;;) {
+		pthread_mutex_lock(&fs->lock);
+		struct restore *rs = find_locked(fs, uid, name);
+		int r = 1;
+		if (!rs) {
+			r = err_set(-ENOENT, "removed meanwhile");
+		} else if (rs->verified || rs->state == R_RESTORING || rs->state == R_RUNNING) {
+			r = 0;
+		} else if (rs->state == R_FAILED) {
+			r = err_set(-EINVAL, "%s", rs->why);
+		} else if (rs->state == R_RECEIVING && !rs->thread && !rs->open_files) {
+			/* every file was released and no thread took the copy:
+			 * it lacks what the manifest names (or the manifest) */
+			const char *missing = STORE_MANIFEST;
+			for (size_t i = 0; rs->have_man && i < rs->man.nfiles; i++) {
+				struct rfile *f = rfile_find_locked(rs, rs->man.files[i].path);
+				if (!f || !f->whole) {
+					missing = rs->man.files[i].path;
+					break;
+				}
+			}
+			r = err_set(-EINVAL, "%s: %s", missing,
+				    rs->have_man ? "named in the manifest, never arrived" : "never arrived");
+		}
+		pthread_mutex_unlock(&fs->lock);
+		if (r <= 0)
+			return r;
+		/* verification hashes every file: seconds for large snapshots */
+		usleep(20 * 1000);
+	}
+}
+
 /* ---- the tree ------------------------------------------------------------- */
 
 static int stored_exists(struct fs *fs, const char *sname);

@@ -120,7 +120,7 @@ bool harness_mounted(const char *dir)
 
 static pid_t start_daemon(bool dir_backend)
 {
-	char opt[512];
+	char opt[768];
 	pid_t pid;
 
 	snprintf(opt, sizeof(opt), "store=%s%s%s%s", H.store, dir_backend ? ",backend=dir" : "", H.opts[0] ? "," : "",

@@ -21,7 +21,7 @@ struct harness {
 	pid_t targets[64]; /* started by target_start, killed at teardown */
 	unsigned ntargets;
 	bool dir_backend;
-	char opts[64];   /* more -o options for the daemon (set before mounting) */
+	char opts[192];  /* more -o options for the daemon (set before mounting) */
 };
 
 extern struct harness H;

@@ -12,6 +12,11 @@
  * it asks nothing of the engine beyond memory and registers; given FILE,
  * it holds that one open read-write at fd 3, and its verdict also checks
  * that fd 3 is still FILE.
+ *
+ * FS_TARGET_MB=N in its environment maps N MiB more, filled with a
+ * pattern that compresses poorly, with zero pages alone and in runs
+ * (holes of the snapshot, short and long), and checks them too: a
+ * checkpoint that takes a while, for the tests that watch one run.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -52,10 +57,22 @@ static void put(const char *dir, const char *name, const char *text)
 	rename(tmp, path);
 }
 
+static unsigned char big_pattern(size_t i)
+{
+	/* holes of every length: zero pages alone, in short runs and a
+	 * 192 KiB run in each MiB, as a process's heap has them */
+	size_t page = i / 4096, in_mib = i % (1u << 20);
+	if (page % 7 == 3 || page % 13 < 3 || (in_mib >= (512u << 10) && in_mib < (704u << 10)))
+		return 0;
+	uint64_t x = (i / 8 + 1) * 0x9e3779b97f4a7c15ull;
+	return (unsigned char)((x ^ (x >> 29)) >> (8 * (i % 8)));
+}
+
 int main(int argc, char **argv)
 {
 	char path[4096], buf[128];
-	unsigned char *a;
+	unsigned char *a, *big = NULL;
+	size_t big_len = 0;
 	int fd;
 
 	if (argc != 2 && argc != 3)
@@ -73,6 +90,14 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < 4096; i++)
 		a[MID + i] = pattern(MID + i);
 	memset(a + SMALL, 0, SMALL_LEN);
+	if (getenv("FS_TARGET_MB")) {
+		big_len = (size_t)atoi(getenv("FS_TARGET_MB")) << 20;
+		big = mmap(NULL, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (big == MAP_FAILED)
+			return 1;
+		for (size_t i = 0; i < big_len; i++)
+			big[i] = big_pattern(i);
+	}
 
 	fd = open("/dev/null", O_RDWR);
 	dup2(fd, 0);
@@ -100,6 +125,13 @@ int main(int argc, char **argv)
 		unsigned char want = (i < DATA && (i < SMALL || i >= SMALL + SMALL_LEN)) || (i >= MID && i < MID + 4096) ? pattern(i) : 0;
 		if (a[i] != want) {
 			snprintf(buf, sizeof(buf), "bad byte at offset %zu: %u, want %u\n", i, a[i], want);
+			put(argv[1], "verdict", buf);
+			return 1;
+		}
+	}
+	for (size_t i = 0; i < big_len; i++) {
+		if (big[i] != big_pattern(i)) {
+			snprintf(buf, sizeof(buf), "bad byte at offset %zu of the large area\n", i);
 			put(argv[1], "verdict", buf);
 			return 1;
 		}

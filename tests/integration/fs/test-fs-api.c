@@ -424,11 +424,31 @@ START_TEST(test_export_import)
 	char *out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/x.tar\" "
 			   "'http://localhost/v1/restores?name=tampered' -w '\n%%{http_code}'",
 			   sock2);
-	ck_assert_msg(strstr(out, "\n202"), "tampered import: %s", out);
+	ck_assert_msg(strstr(out, "\n422") && strstr(out, "/maps") && strstr(out, "refused: "),
+		      "tampered import: %s", out);
 	free(out);
-	char *st = restore_wait_api(sock2, "tampered");
-	ck_assert_msg(!strncmp(st, "failed: ", 8) && strstr(st, "/maps"), "tampered restore: '%s'", st);
-	free(st);
+	/* refused before the answer, and removed: nothing ran from it */
+	out = sh_out("curl -sS --unix-socket '%s' http://localhost/v1/restores/tampered -w '\n%%{http_code}'", sock2);
+	ck_assert_msg(strstr(out, "\n404"), "tampered restore: %s", out);
+	free(out);
+	ck_assert_int_ne(kill(pid, 0), 0);
+	/* an export lacking one file the manifest names: 422 naming it */
+	ck_assert_int_eq(sh("cd \"$WORK\" && curl -sS --fail --unix-socket '%s' -o y.tar http://localhost%s && "
+			    "python3 -c \"import io, tarfile\n"
+			    "src = tarfile.open('y.tar'); dst = tarfile.open('z.tar', 'w', format=tarfile.PAX_FORMAT)\n"
+			    "for m in src.getmembers():\n"
+			    "    if m.isfile() and not m.name.endswith('/process'):\n"
+			    "        d = src.extractfile(m).read(); t = tarfile.TarInfo(m.name); t.size = len(d)\n"
+			    "        dst.addfile(t, io.BytesIO(d))\n"
+			    "dst.close()\"",
+			    sock, path),
+			 0);
+	out = sh_out("curl -sS --unix-socket '%s' -X POST -T \"$WORK/z.tar\" "
+		     "'http://localhost/v1/restores?name=short' -w '\n%%{http_code}'",
+		     sock2);
+	snprintf(want, sizeof(want), "%d/process", pid);
+	ck_assert_msg(strstr(out, "\n422") && strstr(out, want) && strstr(out, "never arrived"), "short import: %s", out);
+	free(out);
 	ck_assert_int_ne(kill(pid, 0), 0);
 
 	/* the tar stream, piped */
@@ -438,7 +458,7 @@ START_TEST(test_export_import)
 			   sock, path, sock2);
 	ck_assert_msg(strstr(out, "\n202"), "import: %s", out);
 	free(out);
-	st = restore_wait_api(sock2, "moved");
+	char *st = restore_wait_api(sock2, "moved");
 	snprintf(want, sizeof(want), "running pid=%d processes=1", pid);
 	if (strcmp(st, want)) {
 		char *log = sh_out("tail -20 \"$WORK/b.log\"");
@@ -451,6 +471,247 @@ START_TEST(test_export_import)
 	ck_assert_str_eq(v, "ok\n");
 	free(v);
 	sh("fusermount3 -u \"$WORK/m2\"; for i in $(seq 100); do kill -0 $(cat \"$WORK/b.pid\") 2>/dev/null || break; sleep 0.1; done");
+	unmount_api();
+}
+END_TEST
+
+/* GET /v1/jobs/{id}/events read with curl to its end while a checkpoint
+ * of a target with 64 MiB more runs: progress events whose phases come
+ * in the engine's order and whose bytes never go back, then one result
+ * event, the job done with its snapshot, and the end of the stream. A
+ * finished job's stream is its result alone; bad and unknown ids are
+ * refused as GET /v1/jobs/{id} refuses them. */
+START_TEST(test_job_events)
+{
+	static const char *const order[] = { "prepare", "pre-copy", "freeze", "resumed", "write", "commit" };
+	char dir[PATH_MAX], want[64];
+	pid_t pid;
+
+	mount_api();
+	setenv("FS_TARGET_MB", "64", 1);
+	pid = target_start(dir);
+	unsetenv("FS_TARGET_MB");
+	ck_assert_int_eq(sh("cd \"$WORK\" && id=$(curl -sS --unix-socket '%s' -X POST -d '{}' "
+			    "http://localhost/v1/processes/%d/checkpoints | sed -n 's/^{\"id\":\\([0-9]*\\),.*/\\1/p') && "
+			    "echo $id > id && curl -sS -N --max-time 120 --unix-socket '%s' "
+			    "http://localhost/v1/jobs/$id/events -D head > events",
+			    sock, pid, sock),
+			 0);
+	char *head = sh_out("cat \"$WORK/head\"");
+	ck_assert_msg(strstr(head, " 200") && strstr(head, "text/event-stream"), "%s", head);
+	free(head);
+	char *text = sh_out("cat \"$WORK/events\"");
+	int last = -1, progress = 0, results = 0;
+	long long done = -1;
+	char *save = NULL, *ev_text = strdup(text);
+	/* events are separated by a blank line; each has event: and data: */
+	for (char *blk = ev_text; blk && *blk;) {
+		char *end = strstr(blk, "\n\n");
+		if (end)
+			*end = 0;
+		char *ev = NULL, *data = NULL;
+		for (char *line = strtok_r(blk, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (!strncmp(line, "event: ", 7))
+				ev = line + 7;
+			else if (!strncmp(line, "data: ", 6))
+				data = line + 6;
+		}
+		ck_assert_msg(!results, "an event after the result: %s", text);
+		if (ev) {
+			json_t *j = json_loads(data ? data : "", 0, NULL);
+			ck_assert_msg(j, "event %s: data not JSON: %s", ev, text);
+			if (!strcmp(ev, "progress")) {
+				const char *ph = json_string_value(json_object_get(j, "phase"));
+				int k = -1;
+				for (int i = 0; i < (int)(sizeof(order) / sizeof(order[0])); i++)
+					if (ph && !strcmp(ph, order[i]))
+						k = i;
+				ck_assert_msg(k >= last, "phase '%s' out of order: %s", ph ? ph : "?", text);
+				long long d = json_integer_value(json_object_get(j, "bytes_done"));
+				if (k == last && !strcmp(ph, "write"))
+					ck_assert_msg(d >= done, "bytes went back: %s", text);
+				done = d;
+				last = k;
+				progress++;
+			} else {
+				ck_assert_msg(!strcmp(ev, "result"), "unknown event '%s': %s", ev, text);
+				ck_assert_str_eq(json_string_value(json_object_get(j, "state")), "done");
+				snprintf(want, sizeof(want), "%d/1", pid);
+				ck_assert_str_eq(json_string_value(json_object_get(j, "snapshot")), want);
+				results++;
+			}
+			json_decref(j);
+		}
+		blk = end ? end + 2 : NULL;
+	}
+	ck_assert_msg(progress > 0 && results == 1, "%d progress, %d results: %s", progress, results, text);
+	free(ev_text);
+	free(text);
+
+	/* a finished job: the result alone */
+	char *out = sh_out("curl -sS --max-time 30 --unix-socket '%s' http://localhost/v1/jobs/$(cat \"$WORK/id\")/events",
+			   sock);
+	ck_assert_msg(!strncmp(out, "event: result\ndata: {", 21) && strstr(out, "\"state\":\"done\"") &&
+			      !strstr(out, "progress"),
+		      "%s", out);
+	free(out);
+	/* the snapshot of the large target, exported and unpacked, is the
+	 * mount's directory byte for byte */
+	ck_assert_int_eq(sh("cd \"$WORK\" && curl -sS --fail --unix-socket '%s' -o big.tar http://localhost/v1/snapshots/%d/1/export && "
+			    "mkdir big && tar xf big.tar -C big && diff -r big \"$MNT/%d/1\"",
+			    sock, pid, pid),
+			 0);
+	struct resp r = http("GET", "/v1/jobs/0012/events", NULL);
+	assert_problem(&r, 400, "not a job number", "events of 0012");
+	resp_free(&r);
+	r = http("GET", "/v1/jobs/999/events", NULL);
+	assert_problem(&r, 404, "no such job", "events of 999");
+	resp_free(&r);
+	r = http("POST", "/v1/jobs/1/events", "{}");
+	assert_problem(&r, 405, "not allowed", "POST events");
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
+/* The periodic policy as a resource: a PUT is the `every` line of ctl
+ * (seen in the mount's status and run by the daemon: snapshots come),
+ * one set through ctl is the resource's, bad bodies are 400, nobody is
+ * refused root's (403), DELETE is `every off`. */
+START_TEST(test_policy)
+{
+	char dir[PATH_MAX], path[128];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	snprintf(path, sizeof(path), "/v1/processes/%d/policy", pid);
+	struct resp r = http("GET", path, NULL);
+	assert_problem(&r, 404, "no policy", "no policy yet");
+	resp_free(&r);
+	static const struct {
+		const char *body, *want;
+	} bad[] = {
+		{ "{\"every\":\"0s\"}", "out of range" },
+		{ "{\"every\":\"30\"}", "every must be a duration" },
+		{ "{\"every\":\"1s keep 9\"}", "every must be a duration" },
+		{ "{\"every\":30}", "wrong type: 'every'" },
+		{ "{\"every\":\"1s\",\"keep\":0}", "keep must be a number from 1 to 1000" },
+		{ "{\"every\":\"1s\",\"kill\":true}", "unknown field" },
+		{ "{\"every\":\"1s\",\"every\":\"2s\"}", "not JSON" },
+		{ "[]", "a JSON object expected" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = http("PUT", path, bad[i].body);
+		assert_problem(&r, 400, bad[i].want, bad[i].body);
+		resp_free(&r);
+	}
+	r = http_as(true, "PUT", path, "{\"every\":\"1s\"}");
+	assert_problem(&r, 403, "not yours", "nobody's PUT");
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: none' \"$MNT/%d/status\"", pid), 0);
+
+	r = http("PUT", path, "{\"every\":\"1s\",\"keep\":2}");
+	ck_assert_msg(r.code == 201, "PUT: %d %s", r.code, r.body);
+	ck_assert_str_eq(json_string_value(json_object_get(r.json, "every")), "1s");
+	ck_assert_int_eq(json_integer_value(json_object_get(r.json, "keep")), 2);
+	resp_free(&r);
+	/* the mount has it, and it runs: snapshots come, two kept */
+	ck_assert_int_eq(sh("grep -qx 'policy: every 1s keep 2' \"$MNT/%d/status\"", pid), 0);
+	json_int_t runs = 0;
+	for (int i = 0; i < 600 && runs < 3; i++) {
+		r = http("GET", path, NULL);
+		ck_assert_msg(r.code == 200, "GET: %d %s", r.code, r.body);
+		runs = json_integer_value(json_object_get(r.json, "runs"));
+		resp_free(&r);
+		if (runs < 3)
+			usleep(100 * 1000);
+	}
+	ck_assert_msg(runs >= 3, "the policy ran %lld times", (long long)runs);
+	r = http("GET", path, NULL);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "last"), "result")), "ok");
+	ck_assert_int_eq(json_integer_value(json_object_get(r.json, "snapshots")), 2);
+	resp_free(&r);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody's GET");
+	resp_free(&r);
+
+	/* one set through ctl is the same policy */
+	ck_assert_int_eq(sh("echo every 2h keep 4 > \"$MNT/%d/ctl\"", pid), 0);
+	r = http("GET", path, NULL);
+	ck_assert_msg(r.code == 200 && !strcmp(json_string_value(json_object_get(r.json, "every")), "2h") &&
+			      json_integer_value(json_object_get(r.json, "keep")) == 4,
+		      "%s", r.body);
+	resp_free(&r);
+	r = http("PUT", path, "{\"every\":\"10m\"}");
+	ck_assert_msg(r.code == 200 && json_integer_value(json_object_get(r.json, "keep")) == 3, "%d %s", r.code,
+		      r.body);
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: every 10m keep 3' \"$MNT/%d/status\"", pid), 0);
+
+	r = http_as(true, "DELETE", path, NULL);
+	assert_problem(&r, 403, "not yours", "nobody's DELETE");
+	resp_free(&r);
+	r = http("DELETE", path, NULL);
+	ck_assert_msg(r.code == 204, "DELETE: %d %s", r.code, r.body);
+	resp_free(&r);
+	ck_assert_int_eq(sh("grep -qx 'policy: none' \"$MNT/%d/status\"", pid), 0);
+	r = http("DELETE", path, NULL);
+	assert_problem(&r, 404, "no policy", "second DELETE");
+	resp_free(&r);
+	r = http("POST", path, "{}");
+	assert_problem(&r, 405, "not allowed", "POST policy");
+	resp_free(&r);
+	r = http("GET", "/v1/processes/99999999/policy", NULL);
+	ck_assert_int_eq(r.code, 404);
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
+/* A finished job outlives a restart of the daemon on the same store:
+ * its result, its events, its owner (nobody still gets 404), and the
+ * numbering goes on after it. */
+START_TEST(test_jobs_restart)
+{
+	char dir[PATH_MAX], want[64];
+	pid_t pid;
+
+	mount_api();
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, NULL);
+	struct resp r = wait_job(id);
+	ck_assert_str_eq(json_string_value(json_object_get(r.json, "state")), "done");
+	resp_free(&r);
+	unmount_api();
+	mount_api();
+	char path[64];
+	snprintf(path, sizeof(path), "/v1/jobs/%lld", (long long)id);
+	r = http("GET", path, NULL);
+	snprintf(want, sizeof(want), "%d/1", pid);
+	ck_assert_msg(r.code == 200 && !strcmp(json_string_value(json_object_get(r.json, "state")), "done") &&
+			      !strcmp(json_string_value(json_object_get(r.json, "snapshot")), want),
+		      "after the restart: %d %s", r.code, r.body);
+	resp_free(&r);
+	r = http_as(true, "GET", path, NULL);
+	assert_problem(&r, 404, "no such job", "nobody, after the restart");
+	resp_free(&r);
+	char *out = sh_out("curl -sS --max-time 30 --unix-socket '%s' http://localhost%s/events", sock, path);
+	ck_assert_msg(!strncmp(out, "event: result\n", 14) && strstr(out, want), "%s", out);
+	free(out);
+	json_int_t id2 = start_checkpoint(pid, NULL);
+	ck_assert_int_eq(id2, id + 1);
+	r = wait_job(id2);
+	resp_free(&r);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
 	unmount_api();
 }
 END_TEST
@@ -507,6 +768,7 @@ START_TEST(test_bad_tar)
 		{ "inner_dotdot", "add('a/../../evil', b'x')", "not a path inside", 422 },
 		{ "absolute", "add('/etc/evil', b'x')", "not a path inside", 422 },
 		{ "twice", "add('a/f', b'x'); add('a/f', b'y')", "a/f: twice in the stream", 422 },
+		{ "no_manifest", "add('a/f', b'x')", "manifest: never arrived", 422 },
 	};
 	char py[PATH_MAX], tar[PATH_MAX];
 
@@ -634,6 +896,70 @@ START_TEST(test_tcp_token)
 }
 END_TEST
 
+/* -o api=PATH,api_tcp=HOST:PORT: the socket and TCP at once, each with
+ * its own way of knowing the caller (peer credentials, the token), one
+ * set of jobs: a checkpoint asked for over TCP is followed over the
+ * socket. api=HOST:PORT with api_tcp= too is refused. */
+START_TEST(test_socket_and_tcp)
+{
+	char tok[40];
+	int port = 20000 + (int)((getpid() + 7) % 20000);
+
+	snprintf(tok, sizeof(tok), "/tmp/ckptfs-api-%s", strrchr(H.base, '/') + 1);
+	ck_assert_int_eq(sh("mkdir -p '%s' && umask 077 && echo 0123456789abcdef0123 > '%s/t'", tok, tok), 0);
+	strcat(tok, "/t");
+	snprintf(sock, sizeof(sock), "/tmp/ckptfs-api-%s/api.sock", strrchr(H.base, '/') + 1);
+	snprintf(H.opts, sizeof(H.opts), "api=%s,api_tcp=127.0.0.1:%d,api_token=%s", sock, port, tok);
+	harness_remount();
+	ck_assert_msg(wait_file(sock, 5000), "no API socket %s", sock);
+	struct resp r = http("GET", "/v1/processes", NULL);
+	ck_assert_msg(r.code == 200, "socket: %d %s", r.code, r.body);
+	resp_free(&r);
+	char *out = sh_out("for i in $(seq 50); do curl -sS -w '\n%%{http_code}' 'http://127.0.0.1:%d/v1/processes' "
+			   "2>/dev/null && break; sleep 0.1; done",
+			   port);
+	ck_assert_msg(strstr(out, "\n401") && strstr(out, "bearer token"), "TCP without the token: %s", out);
+	free(out);
+	out = sh_out("curl -sS -H 'Authorization: Bearer 0123456789abcdef0123' -w '\n%%{http_code}' "
+		     "'http://127.0.0.1:%d/v1/processes'",
+		     port);
+	ck_assert_msg(strstr(out, "\n200") && strstr(out, "\"processes\""), "TCP with the token: %s", out);
+	free(out);
+	if (HAVE_ENGINE) {
+		char dir[PATH_MAX], want[64];
+		pid_t pid = target_start(dir);
+		out = sh_out("curl -sS -H 'Authorization: Bearer 0123456789abcdef0123' -X POST -d '{}' "
+			     "'http://127.0.0.1:%d/v1/processes/%d/checkpoints'",
+			     port, pid);
+		json_t *j = json_loads(out, 0, NULL);
+		json_int_t id = json_integer_value(json_object_get(j, "id"));
+		ck_assert_msg(id > 0, "TCP checkpoint: %s", out);
+		json_decref(j);
+		free(out);
+		r = wait_job(id);
+		snprintf(want, sizeof(want), "%d/1", pid);
+		ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done") &&
+				      !strcmp(json_string_value(json_object_get(r.json, "snapshot")), want),
+			      "the job over the socket: %s", r.body);
+		resp_free(&r);
+		char *v = target_verdict(dir);
+		ck_assert_str_eq(v, "ok\n");
+		free(v);
+	}
+	ck_assert_int_eq(harness_umount(), 0);
+	ck_assert_msg(access(sock, F_OK) != 0, "the socket stayed after the unmount");
+	/* api=HOST:PORT is TCP already: a second TCP listener is refused */
+	out = sh_out("timeout 30 \"$CKPTFS\" -f -o store=\"$STORE\",api=127.0.0.1:%d,api_tcp=127.0.0.1:%d,api_token=%s "
+		     "\"$MNT\" 2>&1; echo rc=$?",
+		     port, port + 1, tok);
+	ck_assert_msg(strstr(out, "is TCP already") && !strstr(out, "rc=0"), "%s", out);
+	free(out);
+	ck_assert(!harness_mounted(H.mnt));
+	*strrchr(tok, '/') = 0;
+	sh("rm -rf '%s'", tok);
+}
+END_TEST
+
 /* A client that sends its request a byte a second is dropped within
  * the daemon's bound, while other clients are answered meanwhile. */
 START_TEST(test_slow_client)
@@ -730,6 +1056,11 @@ START_TEST(test_load)
 	char *n = sh_out("tar tf \"$WORK/x.tar\" | wc -l");
 	ck_assert_msg((size_t)atol(n) == nfiles, "export: %s entries, snapshot %zu files", n, nfiles);
 	free(n);
+	/* and their bytes: unpacked (sparse entries and all), the tree is
+	 * the mount's snapshot directory, file by file */
+	ck_assert_int_eq(sh("mkdir \"$WORK/x\" && tar xf \"$WORK/x.tar\" -C \"$WORK/x\" && diff -r \"$WORK/x\" \"$MNT/%d/1\"",
+			    pids[0]),
+			 0);
 	for (int i = 0; i < 4; i++) {
 		char *v = target_verdict(dirs[i]);
 		ck_assert_str_eq(v, "ok\n");
@@ -780,6 +1111,51 @@ START_TEST(test_fault_listen)
 }
 END_TEST
 
+/* SIGTERM while files of the mount are open (a directory listing, a
+ * status and the README held by a shell, a file half copied into a
+ * restore): the kernel sends no release for them, and the daemon still
+ * exits 0, freeing their handles (under the sanitizers, a leak makes it
+ * exit otherwise). */
+START_TEST(test_sigterm_open)
+{
+	mount_api();
+	ck_assert_int_eq(sh("mkdir \"$MNT/restore/half\""), 0);
+	ck_assert_int_eq(sh("cd \"$MNT\" && { sleep 600 3<README 4<restore/half/status 5>restore/half/manifest 6<. & "
+			    "echo $! > \"$WORK/holder.pid\"; }"),
+			 0);
+	/* the holder has them open once they are listed in its fd dir */
+	bool open = false;
+	for (int i = 0; i < 500 && !open; i++) {
+		open = sh("test -e /proc/$(cat \"$WORK/holder.pid\")/fd/6") == 0;
+		if (!open)
+			usleep(10 * 1000);
+	}
+	ck_assert_msg(open, "the holder did not open the files");
+	ck_assert_int_eq(kill(H.daemon, SIGTERM), 0);
+	int st = -1;
+	for (int i = 0; i < 3000; i++) {
+		pid_t r = waitpid(H.daemon, &st, WNOHANG);
+		if (r == H.daemon)
+			break;
+		st = -1;
+		usleep(10 * 1000);
+	}
+	sh("kill $(cat \"$WORK/holder.pid\")");
+	if (st == -1) {
+		kill(H.daemon, SIGKILL);
+		waitpid(H.daemon, NULL, 0);
+	}
+	H.daemon = 0;
+	sh("fusermount3 -uz \"$MNT\" 2>/dev/null");
+	char *log = sh_out("tail -30 '%s/daemon.log'", H.base);
+	ck_assert_msg(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the daemon ended with %#x; log:\n%s", st,
+		      log);
+	free(log);
+	*strrchr(sock, '/') = 0;
+	sh("rm -rf '%s'", sock);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s;
@@ -794,7 +1170,9 @@ int main(void)
 	harness_add_unmounted(s, "fault_listen", test_fault_listen, 60);
 	harness_add_unmounted(s, "bad_tar", test_bad_tar, 120);
 	harness_add_unmounted(s, "tcp_token", test_tcp_token, 60);
+	harness_add_unmounted(s, "socket_and_tcp", test_socket_and_tcp, 120);
 	harness_add_unmounted(s, "slow_client", test_slow_client, 120);
+	harness_add_unmounted(s, "sigterm_open", test_sigterm_open, 120);
 	if (HAVE_ENGINE) {
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
@@ -802,10 +1180,13 @@ int main(void)
 		harness_add_unmounted(s, "export_import", test_export_import, 180);
 		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
 		harness_add_unmounted(s, "load", test_load, 240);
+		harness_add_unmounted(s, "job_events", test_job_events, 180);
+		harness_add_unmounted(s, "policy", test_policy, 180);
+		harness_add_unmounted(s, "jobs_restart", test_jobs_restart, 180);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
 		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
-			(void)test_restore_stored, (void)test_load;
+			(void)test_restore_stored, (void)test_load, (void)test_job_events, (void)test_policy, (void)test_jobs_restart;
 	}
 	return harness_run(s);
 }
