@@ -387,12 +387,15 @@ int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 				       e->rdev_major, e->rdev_minor);
 		return 0;
 	case FD_KIND_TTY: {
-		/* /dev/tty is the controlling terminal, and a restored process
-		 * has none: it runs in a session of its own. */
+		/* /dev/tty is the controlling terminal: a restored process has
+		 * one only where its session's was a pseudo-terminal of the tree
+		 * (fds-tty.c), known once it runs in it: fds_file_open() tries
+		 * /dev/tty first, then this replacement. */
 		const char *why = "is gone";
 		if (strcmp(e->path, "/dev/tty") == 0) {
 			e->to_null = true;
-			why = "is the controlling terminal, and the restored process has none";
+			why = "is the controlling terminal (kept only where the session's was a pseudo-terminal "
+			      "of the tree)";
 		} else {
 			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 			e->to_null = fd < 0 || !isatty(fd);
@@ -498,6 +501,8 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 
 	switch (e->kind) {
 	case FD_KIND_TTY:
+		if (strcmp(e->path, "/dev/tty") == 0 && (fd = open(e->path, flags)) >= 0)
+			return fd;
 		if (e->tty_log) {
 			fd = open(e->tty_log, (int)(e->flags & O_ACCMODE) | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
 				  0600);

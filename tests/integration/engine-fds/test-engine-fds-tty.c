@@ -1,0 +1,235 @@
+/*
+ * Terminal targets through the real tools (`ckpt dump`, `ckpt restore`):
+ * pseudo-terminal pairs held whole by a process (target-fds-pty) or by a
+ * tree with a session whose controlling terminal is one of them
+ * (target-fds-pty-tree), and a slave whose master the test itself holds
+ * (target-fds-pty-out, as a program under tmux or ssh). Each restored
+ * target checks its own state; a dump failing at fault 260 or 261 leaves
+ * the queued bytes where they were, which the original then checks; a
+ * restore failing at 262 leaves nothing behind, and the snapshot restores
+ * afterwards.
+ *
+ * Needs root. The test is a child subreaper, so that restored processes
+ * become its children and are reaped here.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+
+#include "common/common.h"
+#include "tests/integration/ckpt-run.h"
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *targets;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-tty-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static void wait_file(const char *p, int ms)
+{
+	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+}
+
+/* Starts tests/targets/target-NAME READY RESULT with stdin, stdout and
+ * stderr on tty_fd (or /dev/null when -1). */
+static pid_t spawn(const char *name, int tty_fd)
+{
+	char exe[PATH_MAX + 64];
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = tty_fd >= 0 ? tty_fd : open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+		_exit(127);
+	}
+	wait_file(path("ready"), 10000);
+	return pid;
+}
+
+static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
+		    const char *a4)
+{
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	return ckpt_run_err(path("ckpt.err"));
+}
+
+static void verdict(pid_t pid)
+{
+	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* The original and, for a tree, its descendants, killed by the dump:
+ * every one is dead already, and came to us. */
+static void reap_tree(pid_t root)
+{
+	int st;
+
+	ck_assert_int_eq(waitpid(root, &st, 0), root);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+}
+
+static void cycle(const char *name, const char *mode)
+{
+	char p[32], out[64];
+	int rc;
+	pid_t pid = spawn(name, -1);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
+		  : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	if (!mode || strcmp(mode, "--kill"))
+		kill(pid, SIGKILL);
+	reap_tree(pid);
+	rc = run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
+	verdict(atoi(out));
+}
+
+START_TEST(pty_running) { cycle("fds-pty", NULL); } END_TEST
+START_TEST(pty_kill) { cycle("fds-pty", "--kill"); } END_TEST
+START_TEST(pty_stop) { cycle("fds-pty", "--stop"); } END_TEST
+
+/* The image says what was kept: settings, window, packet mode, queued
+ * bytes and where VEOF went; the slave is a pts line of its pair. */
+START_TEST(pty_image)
+{
+	char p[32], fp[64], *fds = NULL;
+	pid_t pid = spawn("fds-pty", -1);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_msg(strstr(fds, "\n40 ptmx flags=02 ") && strstr(fds, " rows=37 cols=101 xpixel=707 ypixel=333 pkt=1 locked=0 in=26 out=11 eof=13 ") &&
+			      strstr(fds, "\n41 pts flags=04002 cloexec=1 pty=") && strstr(fds, "\n42 dup of=41"),
+		      "fds: %s", fds);
+	free(fds);
+	/* the original still has it all: it checks itself */
+	verdict(pid);
+}
+END_TEST
+
+/* A dump failing with the queues read out (260) or read and put back
+ * (261) leaves them as they were: the original checks them itself. */
+static void dump_fails(const char *fault)
+{
+	char p[32];
+	pid_t pid = spawn("fds-pty", -1);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_ne(run_ckpt(fault, NULL, 0, "dump", p, path("snap"), NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "pseudo-terminal /dev/pts/"), "stderr: %s", ckpt_err());
+	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
+	verdict(pid);
+}
+
+START_TEST(dump_fails_draining) { dump_fails("260"); } END_TEST
+START_TEST(dump_fails_after_capture) { dump_fails("261"); } END_TEST
+
+/* A restore failing while the new pair is filled: an error naming the
+ * descriptor, and the same snapshot restores afterwards. */
+START_TEST(restore_fails_refilling)
+{
+	char p[32], out[64];
+	pid_t pid = spawn("fds-pty", -1);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	reap_tree(pid);
+	ck_assert_int_ne(run_ckpt("262", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "fd 40: refilling the pseudo-terminal: injected fault"), "stderr: %s",
+		      ckpt_err());
+	/* what the failed restore made is dead and came to us: reaped */
+	int st;
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+END_TEST
+
+int main(void)
+{
+	struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "pty_running", pty_running },
+		{ "pty_kill", pty_kill },
+		{ "pty_stop", pty_stop },
+		{ "pty_image", pty_image },
+		{ "dump_fails_draining", dump_fails_draining },
+		{ "dump_fails_after_capture", dump_fails_after_capture },
+		{ "restore_fails_refilling", restore_fails_refilling },
+	};
+
+	if (geteuid() != 0) {
+		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid, TIOCSTI)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	targets = getenv("TARGETS");
+	if (!ckpt_bin || !targets) {
+		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
+		return 1;
+	}
+	Suite *s = suite_create("engine-fds-tty");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, 30);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
