@@ -112,6 +112,37 @@ static void reap_tree(pid_t root)
 		;
 }
 
+/* pid and every descendant of it (the targets are single-threaded),
+ * parents before children, at most cap. */
+static size_t descendants(pid_t pid, pid_t *v, size_t cap)
+{
+	size_t n = 0;
+
+	v[n++] = pid;
+	for (size_t i = 0; i < n; i++) {
+		char p[96], *text = NULL;
+		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", v[i], v[i]);
+		if (read_file_full(p, &text, NULL) < 0)
+			continue;
+		for (char *t = strtok(text, " \n"); t && n < cap; t = strtok(NULL, " \n"))
+			v[n++] = atoi(t);
+		free(text);
+	}
+	return n;
+}
+
+/* A tree left running or stopped by the dump: every process killed, its
+ * root reaped, and the rest, which come to us, too. */
+static void kill_tree(pid_t root)
+{
+	pid_t v[64];
+	size_t n = descendants(root, v, ARRAY_SIZE(v));
+
+	for (size_t i = 0; i < n; i++)
+		kill(v[i], SIGKILL);
+	reap_tree(root);
+}
+
 static void cycle(const char *name, const char *mode)
 {
 	char p[32], out[64];
@@ -123,8 +154,9 @@ static void cycle(const char *name, const char *mode)
 		  : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
 	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
 	if (!mode || strcmp(mode, "--kill"))
-		kill(pid, SIGKILL);
-	reap_tree(pid);
+		kill_tree(pid);
+	else
+		reap_tree(pid);
 	rc = run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL);
 	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
 	verdict(atoi(out));
@@ -133,6 +165,9 @@ static void cycle(const char *name, const char *mode)
 START_TEST(pty_running) { cycle("fds-pty", NULL); } END_TEST
 START_TEST(pty_kill) { cycle("fds-pty", "--kill"); } END_TEST
 START_TEST(pty_stop) { cycle("fds-pty", "--stop"); } END_TEST
+START_TEST(session_running) { cycle("fds-pty-tree", NULL); } END_TEST
+START_TEST(session_kill) { cycle("fds-pty-tree", "--kill"); } END_TEST
+START_TEST(session_stop) { cycle("fds-pty-tree", "--stop"); } END_TEST
 
 /* The image says what was kept: settings, window, packet mode, queued
  * bytes and where VEOF went; the slave is a pts line of its pair. */
@@ -204,6 +239,9 @@ int main(void)
 		{ "pty_kill", pty_kill },
 		{ "pty_stop", pty_stop },
 		{ "pty_image", pty_image },
+		{ "session_running", session_running },
+		{ "session_kill", session_kill },
+		{ "session_stop", session_stop },
 		{ "dump_fails_draining", dump_fails_draining },
 		{ "dump_fails_after_capture", dump_fails_after_capture },
 		{ "restore_fails_refilling", restore_fails_refilling },
