@@ -196,6 +196,12 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		e->rdev_minor = minor(st->st_rdev);
 		return 0;
 	case FD_KIND_TTY:
+		/* A pty slave's number is used again once its pair is gone: the
+		 * time its devpts node was made (its ctime: reads and writes
+		 * touch only atime and mtime) tells the same pty from a new one
+		 * at restore. */
+		if (e->pty)
+			e->mtime_ns = st->st_ctim.tv_sec * 1000000000ll + st->st_ctim.tv_nsec;
 		return 0;
 	case FD_KIND_MEMFD: {
 		int seals = fcntl(e->dupfd, F_GET_SEALS);
@@ -247,6 +253,8 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		break;
 	case FD_KIND_TTY:
 		fds_put_path(b, "path", e->path, strlen(e->path));
+		if (e->mtime_ns)
+			fds_printf(b, " born=%ld", e->mtime_ns);
 		break;
 	case FD_KIND_DELETED:
 		fds_put_path(b, "path", e->path, strlen(e->path));
@@ -311,6 +319,11 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		break;
 	}
 	case FD_KIND_TTY:
+		if ((r = fds_kv_u64_opt(l, "born", 0, &u)) < 0)
+			return r;
+		if (u > INT64_MAX)
+			return fds_bad(l, "born=%lu: out of range", u);
+		e->mtime_ns = (int64_t)u;
 		break;
 	case FD_KIND_MEMFD:
 		if ((r = fds_kv_hex(l, "seals", &u)) < 0)
@@ -399,6 +412,11 @@ int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 		} else {
 			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 			e->to_null = fd < 0 || !isatty(fd);
+			if (!e->to_null && e->mtime_ns && (fstat(fd, &st) < 0 ||
+							   st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec != e->mtime_ns)) {
+				e->to_null = true;
+				why = "is another terminal now (its pseudo-terminal was closed and the number used again)";
+			}
 		}
 		if (!e->to_null)
 			return 0;

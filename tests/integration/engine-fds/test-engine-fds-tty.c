@@ -189,6 +189,134 @@ START_TEST(pty_image)
 }
 END_TEST
 
+/* A pty the test holds the master of, as tmux would; the slave goes to
+ * the target's stdin, stdout and stderr. Returns the master; the slave's
+ * name in name. */
+static int holder_pty(char *name, size_t len)
+{
+	struct winsize ws = { .ws_row = 50, .ws_col = 160 };
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	ck_assert_int_ge(m, 0);
+	ck_assert_int_eq(unlockpt(m), 0);
+	ck_assert_int_eq(ptsname_r(m, name, len), 0);
+	ck_assert_int_eq(ioctl(m, TIOCSWINSZ, &ws), 0);
+	return m;
+}
+
+static pid_t spawn_on(const char *name)
+{
+	int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+
+	ck_assert_int_ge(s, 0);
+	pid_t pid = spawn("fds-pty-out", s);
+	close(s);
+	return pid;
+}
+
+/* Reads the master until it holds want (10 s at most). */
+static void master_wait(int m, const char *want)
+{
+	char buf[512] = "";
+	size_t len = 0;
+	struct pollfd p = { .fd = m, .events = POLLIN };
+
+	while (!strstr(buf, want) && len + 1 < sizeof(buf) && poll(&p, 1, 10000) == 1) {
+		ssize_t n = read(m, buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EIO)
+			continue; /* no slave open for a moment */
+		ck_assert_int_gt(n, 0);
+		len += (size_t)n;
+		buf[len] = 0;
+	}
+	ck_assert_msg(strstr(buf, want), "the master read '%s', not '%s'", buf, want);
+}
+
+/* Reopened by its path: the same terminal, the holder's settings, and
+ * both ways working (running: the original killed after the dump). */
+static void outside(const char *mode)
+{
+	char name[64], p[32], out[64];
+	int m = holder_pty(name, sizeof(name));
+	pid_t pid = spawn_on(name);
+	struct winsize ws = { .ws_row = 51, .ws_col = 161 };
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg((mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
+			    : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL)) == 0,
+		      "ckpt dump: %s", ckpt_err());
+	if (!mode)
+		kill(pid, SIGKILL);
+	reap_tree(pid);
+	ck_assert_int_eq(ioctl(m, TIOCSWINSZ, &ws), 0);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	pid = atoi(out);
+	ck_assert_int_eq(write(m, "hello\n", 6), 6);
+	/* its own verdict first: it says what it missed */
+	verdict(pid);
+	master_wait(m, "got: hello\r\n");
+	close(m);
+}
+
+START_TEST(outside_running) { outside(NULL); } END_TEST
+START_TEST(outside_kill) { outside("--kill"); } END_TEST
+
+/* The fd of the restored pid says what it became. */
+static void fd0_is(pid_t pid, const char *want)
+{
+	char p[64], link[PATH_MAX];
+	snprintf(p, sizeof(p), "/proc/%d/fd/0", pid);
+	ssize_t n = readlink(p, link, sizeof(link) - 1);
+	ck_assert_int_gt(n, 0);
+	link[n] = 0;
+	ck_assert_msg(strcmp(link, want) == 0, "fd 0 is %s, not %s", link, want);
+}
+
+/* The holder is gone at restore (its pty with it), or its number went to
+ * another pty meanwhile: /dev/null, with a warning saying which. Never
+ * the stranger's terminal. */
+static void outside_lost(bool reused)
+{
+	char name[64], again[64], p[32], out[64];
+	int m = holder_pty(name, sizeof(name)), m2 = -1;
+	pid_t pid = spawn_on(name);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	reap_tree(pid);
+	close(m);
+	if (reused) {
+		/* devpts hands out the lowest free number: ours again, unless
+		 * another program took it meanwhile */
+		for (int i = 0; i < 100; i++) {
+			m2 = holder_pty(again, sizeof(again));
+			if (strcmp(again, name) == 0)
+				break;
+			close(m2);
+			m2 = -1;
+		}
+		if (m2 < 0) {
+			printf("%s was not handed out again: the reuse case is not shown\n", name);
+			return;
+		}
+	}
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	pid = atoi(out);
+	ck_assert_msg(strstr(ckpt_err(), reused ? "is another terminal now" : "is gone") &&
+			      strstr(ckpt_err(), "restored as /dev/null"),
+		      "stderr: %s", ckpt_err());
+	fd0_is(pid, "/dev/null");
+	kill(pid, SIGKILL);
+	reap_tree(pid);
+	if (m2 >= 0)
+		close(m2);
+}
+
+START_TEST(outside_gone) { outside_lost(false); } END_TEST
+START_TEST(outside_number_reused) { outside_lost(true); } END_TEST
+
 /* A dump failing with the queues read out (260) or read and put back
  * (261) leaves them as they were: the original checks them itself. */
 static void dump_fails(const char *fault)
@@ -242,6 +370,10 @@ int main(void)
 		{ "session_running", session_running },
 		{ "session_kill", session_kill },
 		{ "session_stop", session_stop },
+		{ "outside_running", outside_running },
+		{ "outside_kill", outside_kill },
+		{ "outside_gone", outside_gone },
+		{ "outside_number_reused", outside_number_reused },
 		{ "dump_fails_draining", dump_fails_draining },
 		{ "dump_fails_after_capture", dump_fails_after_capture },
 		{ "restore_fails_refilling", restore_fails_refilling },
