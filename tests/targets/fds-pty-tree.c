@@ -1,6 +1,7 @@
 /*
  * A terminal session inside the tree, as a terminal emulator runs a
- * shell: the root R holds the master (fd 40); its child S starts a
+ * shell: the root R holds the master (fd 40, inherited by S: one
+ * description held by two processes); its child S starts a
  * session whose controlling terminal is the slave (fd 41, opened without
  * O_NOCTTY); S's child G, in a group of its own, is the foreground group.
  * A line R wrote before the dump waits unread in the slave's queue, its
@@ -46,6 +47,7 @@ static _Noreturn void g_main(pid_t s)
 {
 	char buf[64];
 
+	close(40);
 	setpgid(0, 0);
 	while (*word != 1)
 		usleep(1000);
@@ -69,7 +71,7 @@ static _Noreturn void s_main(void)
 	int fd = open(ptsname(40), O_RDWR | O_CLOEXEC); /* no O_NOCTTY: our controlling terminal */
 	CHILD_CHECK(fd >= 0 && dup3(fd, 41, O_CLOEXEC) == 41);
 	close(fd);
-	close(40);
+	/* S keeps R's master too: one description held by two processes */
 	pid_t g = fork();
 	CHILD_CHECK(g >= 0);
 	if (g == 0)
@@ -81,6 +83,8 @@ static _Noreturn void s_main(void)
 	CHILD_CHECK(getsid(0) == getpid() && tcgetsid(41) == getpid());
 	CHILD_CHECK(tcgetpgrp(41) == g);
 	CHILD_CHECK(dev_tty_is(41));
+	/* the master it shares with R is its terminal's, renumbered or not */
+	CHILD_CHECK(ptsname(40) && ttyname(41) && strcmp(ptsname(40), ttyname(41)) == 0);
 	CHILD_CHECK(ioctl(41, TIOCGWINSZ, &ws) == 0 && ws.ws_row == 42 && ws.ws_col == 132);
 	CHILD_CHECK(waitpid(g, &st, 0) == g);
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 200);

@@ -189,6 +189,30 @@ START_TEST(pty_image)
 }
 END_TEST
 
+/* The session's pair is in shared/fds, with the session and its
+ * foreground group; the master, held by R and S, is one shared line. */
+START_TEST(session_image)
+{
+	char p[32], fp[64], want[64], *shared = NULL, *fds = NULL;
+	pid_t pid = spawn("fds-pty-tree", -1), v[8];
+
+	ck_assert_int_eq(descendants(pid, v, ARRAY_SIZE(v)), 3);
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(read_file_full(path("snap/shared/fds"), &shared, NULL), 0);
+	snprintf(want, sizeof(want), " ctty=%d fg=%d", v[1], v[2]);
+	ck_assert_msg(strstr(shared, " ptmx flags=02 ") && strstr(shared, want) && strstr(shared, " pts flags=02 "),
+		      "shared/fds: %s", shared);
+	snprintf(fp, sizeof(fp), "snap/%d/fds", v[1]);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_msg(strstr(fds, "\n40 shared of=") && strstr(fds, "\n41 shared of="), "%s: %s", fp, fds);
+	free(shared);
+	free(fds);
+	/* the original, dumped running, has it all still */
+	verdict(pid);
+}
+END_TEST
+
 /* A pty the test holds the master of, as tmux would; the slave goes to
  * the target's stdin, stdout and stderr. Returns the master; the slave's
  * name in name. */
@@ -370,6 +394,7 @@ int main(void)
 		{ "session_running", session_running },
 		{ "session_kill", session_kill },
 		{ "session_stop", session_stop },
+		{ "session_image", session_image },
 		{ "outside_running", outside_running },
 		{ "outside_kill", outside_kill },
 		{ "outside_gone", outside_gone },

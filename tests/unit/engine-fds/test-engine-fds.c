@@ -1909,6 +1909,51 @@ START_TEST(parse_is_strict)
 }
 END_TEST
 
+/* ptmx and pts lines round-trip, and what cannot be a pair is refused. */
+#define PTMX_AT(fd) #fd " ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 " \
+	     "cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 " \
+	     "ypixel=0 pkt=1 locked=0 in=0 out=0"
+#define PTMX PTMX_AT(3)
+START_TEST(pty_lines)
+{
+	static const char good[] = PTMX " ctty=40 fg=41\n4 pts flags=04002 cloexec=1 pty=7\n5 dup of=4 cloexec=0\n";
+	static const char *bad[] = {
+		"3 pts flags=02 cloexec=0 pty=7\n",                                  /* no master */
+		PTMX "\n" PTMX_AT(4) "\n",                                          /* two masters of one pair */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 cc=03 "
+		"ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 ypixel=0 pkt=1 locked=0 in=0 out=0\n", /* cc short */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x0 line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=0 out=0 eof=0\n", /* eof= without ICANON */
+		PTMX " ctty=40\n",                                                   /* ctty= without fg= */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=1 in=0 out=0\n4 pts flags=02 cloexec=0 pty=7\n", /* a slave of a locked pair */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=5000 out=0\n", /* above a queue */
+		"3 ptmx flags=00 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=0 out=0\n", /* read-only master */
+	};
+	struct fd_image *img = NULL;
+	char *text = NULL;
+	size_t len;
+
+	ck_assert_msg(fds_parse(good, NULL, NULL, &img) == 0, "%s", err_msg());
+	ck_assert_int_eq(fds_format(img, &text, &len), 0);
+	ck_assert_str_eq(text, good);
+	free(text);
+	fds_free(img);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+}
+END_TEST
+
 /* The lock keys round-trip, stay where they may be, and are strict. */
 START_TEST(lock_keys)
 {
@@ -1977,6 +2022,7 @@ static Suite *suite(void)
 		{ "shared_lines_are_checked", shared_lines_are_checked },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
+		{ "pty_lines", pty_lines },
 		{ "lock_keys", lock_keys },
 	};
 
