@@ -45,6 +45,7 @@
  */
 #include <asm/termbits.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -62,6 +63,7 @@ struct fd_pty {
 	struct termios2 t;
 	struct winsize ws;
 	bool pkt, locked;
+	bool fresh;          /* no slave was ever opened: none is at restore either */
 	uint64_t in_len;     /* data: in_len bytes towards the slave, then towards the master */
 	uint64_t *eofs;      /* offsets into the slave's queue where a VEOF goes */
 	size_t n_eofs;
@@ -263,6 +265,47 @@ static int refill(int m, int s, const struct fd_pty *p, const char *data, size_t
 	return r;
 }
 
+/* Whether a slave of e's pair was ever opened: one closed since (the master
+ * reads end of input: POLLHUP), or one open now, in the process or in any
+ * process we see. Then a slave of ours, opened and closed, leaves the pair
+ * as it was; a pair never opened would read end of input afterwards, so
+ * it is not touched (and nothing queued towards its slave is kept: there
+ * is no reader). */
+static bool slave_was_opened(struct fd_image *img, const struct fd_entry *e)
+{
+	struct pollfd pf = { .fd = e->dupfd, .events = POLLIN };
+	char want[64], path[600], link[64];
+	DIR *d;
+	struct dirent *pe;
+	bool found = false;
+
+	if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLHUP))
+		return true;
+	for (size_t i = 0; i < img->n; i++)
+		if (img->e[i].kind == FD_KIND_TTY && img->e[i].pty == e->pty + 1)
+			return true;
+	snprintf(want, sizeof(want), "/dev/pts/%d", e->pty);
+	d = opendir("/proc");
+	if (!d)
+		return true; /* cannot tell: as before */
+	while (!found && (pe = readdir(d))) {
+		if (pe->d_name[0] < '1' || pe->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
+		DIR *fd = opendir(path);
+		struct dirent *fe;
+		while (fd && !found && (fe = readdir(fd))) {
+			snprintf(path, sizeof(path), "/proc/%s/fd/%s", pe->d_name, fe->d_name);
+			ssize_t n = readlink(path, link, sizeof(link) - 1);
+			found = n > 0 && (link[n] = 0, strcmp(link, want) == 0);
+		}
+		if (fd)
+			closedir(fd);
+	}
+	closedir(d);
+	return found;
+}
+
 /* Converts the tty lines of img that are the slave of e into pts lines. */
 static void adopt_slaves(struct fd_image *img, const struct fd_entry *e)
 {
@@ -316,16 +359,20 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 					       e->fd, e->pty, img->e[i].fd);
 		return 0;
 	}
-	s = (int)ioctl(e->dupfd, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	if (s < 0)
-		return err_set(negerrno(), "fd %d: pseudo-terminal master of /dev/pts/%d: cannot open its slave",
-			       e->fd, e->pty);
-	struct stat st;
-	if (fstat(s, &st) < 0)
-		return err_set(negerrno(), "fd %d: fstat of /dev/pts/%d", e->fd, e->pty);
-	p->pts_dev = st.st_dev;
-	p->pts_rdev = st.st_rdev;
-	adopt_slaves(img, e);
+	p->pts_rdev = makedev(136 + (unsigned)e->pty / 256, (unsigned)e->pty % 256);
+	p->fresh = !slave_was_opened(img, e);
+	if (!p->fresh) {
+		s = (int)ioctl(e->dupfd, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (s < 0)
+			return err_set(negerrno(), "fd %d: pseudo-terminal master of /dev/pts/%d: cannot open its slave",
+				       e->fd, e->pty);
+		struct stat st;
+		if (fstat(s, &st) < 0)
+			return err_set(negerrno(), "fd %d: fstat of /dev/pts/%d", e->fd, e->pty);
+		p->pts_dev = st.st_dev;
+		p->pts_rdev = st.st_rdev;
+		adopt_slaves(img, e);
+	}
 	/* The process runs during fds_check: it may read meanwhile. */
 	if (img->checking)
 		return 0;
@@ -336,7 +383,8 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 		return err_set(-EBUSY, "fd %d: pseudo-terminal /dev/pts/%d: its output queue is full (%d bytes, "
 				       "more may wait behind it): not supported",
 			       e->fd, e->pty, avail);
-	if (ioctl(s, FIONREAD, &avail) < 0)
+	avail = 0;
+	if (s >= 0 && ioctl(s, FIONREAD, &avail) < 0)
 		return err_set(negerrno(), "fd %d: FIONREAD of /dev/pts/%d", e->fd, e->pty);
 	if (avail >= PTY_QUEUE_MAX)
 		return err_set(-EBUSY, "fd %d: pseudo-terminal /dev/pts/%d: its input queue is full (%d bytes, "
@@ -356,7 +404,7 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 	if (p->pkt && ioctl(e->dupfd, TIOCPKT, &off) < 0)
 		return err_set(negerrno(), "fd %d: pseudo-terminal /dev/pts/%d: cannot turn packet mode off", e->fd,
 			       e->pty);
-	r = drain_input(p, s, buf, cap / 2, &in_len);
+	r = s < 0 ? 0 : drain_input(p, s, buf, cap / 2, &in_len);
 	/* with the slave's bytes out: they must go back all the same */
 	if (r >= 0 && fault_hit(FAULT_ENGINE_PTY_DRAIN))
 		r = -EIO;
@@ -395,6 +443,8 @@ void fds_tty_print(struct fd_entry *e, struct fds_buf *b)
 		   p->pkt, p->locked, p->in_len, e->data_len - p->in_len);
 	for (size_t i = 0; i < p->n_eofs; i++)
 		fds_printf(b, "%s%lu", i ? "," : " eof=", p->eofs[i]);
+	if (p->fresh)
+		fds_printf(b, " fresh=1");
 	if (p->ctty_sid)
 		fds_printf(b, " ctty=%d fg=%d", p->ctty_sid, p->fg_pgid);
 }
@@ -492,6 +542,12 @@ int fds_tty_parse(struct fd_entry *e, struct fd_line *l)
 			s = *end ? end + 1 : end;
 		}
 	}
+	if (fds_kv_has(l, "fresh")) {
+		if ((r = fds_kv_bool(l, "fresh", &p->fresh)) < 0)
+			return r;
+		if (p->fresh && (in || p->n_eofs))
+			return fds_bad(l, "fresh=1 (no slave ever opened) with bytes queued towards the slave");
+	}
 	if (fds_kv_has(l, "ctty")) {
 		if ((r = kv_u32(l, "ctty", INT32_MAX, &v)) < 0)
 			return r;
@@ -525,8 +581,9 @@ int fds_tty_validate(struct fd_image *img)
 		if (e->kind == FD_KIND_PTMX && m != e)
 			return err_set(-EBADMSG, "fds: fd %d: a second ptmx line for pty=%d (a dup is a dup line)",
 				       e->fd, e->pty);
-		if (e->kind == FD_KIND_PTS && m->ptyst->locked)
-			return err_set(-EBADMSG, "fds: fd %d: pts of pty=%d, which is locked", e->fd, e->pty);
+		if (e->kind == FD_KIND_PTS && (m->ptyst->locked || m->ptyst->fresh))
+			return err_set(-EBADMSG, "fds: fd %d: pts of pty=%d, which is %s", e->fd, e->pty,
+				       m->ptyst->locked ? "locked" : "fresh (no slave ever opened)");
 	}
 	return 0;
 }
@@ -544,12 +601,17 @@ static int pair_make(struct fd_entry *e, int above)
 		return err_set(negerrno(), "fd %d: cannot open /dev/ptmx", e->fd);
 	if (ioctl(m, TIOCSPTLCK, &zero) < 0)
 		return err_set(negerrno(), "fd %d: cannot unlock the new pseudo-terminal", e->fd);
-	s = (int)ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-	if (s < 0)
-		return err_set(negerrno(), "fd %d: cannot open the new pseudo-terminal's slave", e->fd);
+	/* a pair whose slave was never opened stays so: reads on its master
+	 * wait, where they end (EIO) once a slave was closed */
+	if (!p->fresh) {
+		s = (int)ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (s < 0)
+			return err_set(negerrno(), "fd %d: cannot open the new pseudo-terminal's slave", e->fd);
+	}
 	if (ioctl(m, TIOCSWINSZ, &p->ws) < 0)
 		return err_set(negerrno(), "fd %d: cannot set the window size %ux%u", e->fd, p->ws.ws_col, p->ws.ws_row);
-	if (ioctl(s, TCSETS2, &p->t) < 0)
+	/* on the master: the slave's settings (tty_mode_ioctl) */
+	if (ioctl(m, TCSETS2, &p->t) < 0)
 		return err_set(negerrno(), "fd %d: cannot set the terminal's settings (TCSETS2)", e->fd);
 	if (fault_hit(FAULT_ENGINE_PTY_RESTORE))
 		return err_set(-EIO, "fd %d: refilling the pseudo-terminal: injected fault", e->fd);
@@ -567,8 +629,8 @@ static int pair_make(struct fd_entry *e, int above)
 	if (r < 0)
 		return err_set(r, "fd %d: cannot move the new master", e->fd);
 	e->tmp_other = r;
-	if (p->locked)
-		return 0; /* no slave may be open: it is locked */
+	if (p->locked || p->fresh)
+		return 0; /* no slave is open: it is locked, or never was */
 	r = fds_move_above(TAKE_FD(s), above);
 	if (r < 0)
 		return err_set(r, "fd %d: cannot move the new slave", e->fd);

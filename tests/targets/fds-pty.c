@@ -9,6 +9,9 @@
  * the slave wrote, "\n" made "\r\n" by ONLCR.
  * Pair B (master 43, slave 44): raw, bytes including ^C queued towards
  * the slave.
+ * Masters alone: 45, whose slave was never opened (its reads wait); 46,
+ * whose slave was opened and closed (its reads end: EIO); 47, never
+ * unlocked.
  *
  * After restore: the settings, the window, packet mode, every queued byte
  * with its line boundaries, the partial line completed by a later write,
@@ -93,6 +96,13 @@ int main(int argc, char **argv)
 	CHECK(fcntl(44, F_SETFL, O_NONBLOCK) == 0);
 	put(43, "raw\003bytes", 9);
 
+	at(posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK), 45);
+	CHECK(unlockpt(45) == 0);
+	at(posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK), 46);
+	CHECK(unlockpt(46) == 0);
+	close(open(ptsname(46), O_RDWR | O_NOCTTY));
+	at(posix_openpt(O_RDWR | O_NOCTTY), 47);
+
 	/* the line discipline takes them from a queue: wait until it has */
 	readable(41);
 	readable(44);
@@ -128,6 +138,11 @@ int main(int argc, char **argv)
 
 	CHECK(take(44, buf, sizeof(buf)) == 9 && memcmp(buf, "raw\003bytes", 9) == 0);
 	CHECK(take(44, buf, sizeof(buf)) < 0 && errno == EAGAIN);
+
+	CHECK(read(45, buf, sizeof(buf)) < 0 && errno == EAGAIN);
+	CHECK(read(46, buf, sizeof(buf)) < 0 && errno == EIO);
+	CHECK(ioctl(45, TIOCGPTLCK, &v) == 0 && v == 0);
+	CHECK(ioctl(47, TIOCGPTLCK, &v) == 0 && v == 1);
 
 	/* the number may have changed; the names agree */
 	char name[64];
