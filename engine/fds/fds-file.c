@@ -407,8 +407,8 @@ int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 		const char *why = "is gone";
 		if (strcmp(e->path, "/dev/tty") == 0) {
 			e->to_null = true;
-			why = "is the controlling terminal (kept only where the session's was a pseudo-terminal "
-			      "of the tree)";
+			why = "is the controlling terminal: reopened if the restored session has one again (a "
+			      "pseudo-terminal of the tree), else";
 		} else {
 			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 			e->to_null = fd < 0 || !isatty(fd);

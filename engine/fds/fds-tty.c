@@ -52,7 +52,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <linux/capability.h>
 
 #include "engine/fds/fds-int.h"
 
@@ -96,14 +95,21 @@ static int pty_number(dev_t rdev)
 	return (int)((major(rdev) - 136) * 256 + minor(rdev));
 }
 
-static bool have_sys_admin(void)
+/* Whether TIOCSTI works for us (CAP_SYS_ADMIN in the initial user
+ * namespace, or dev.tty.legacy_tiocsti and a terminal of our own), tried
+ * on a pair of our own: bytes read out of a terminal that could not be
+ * put back would be lost. */
+static bool sti_allowed(void)
 {
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct d[2];
+	static int allowed = -1;
+	_cleanup_close_ int m = -1;
+	int zero = 0;
 
-	if (syscall(SYS_capget, &h, d) < 0)
-		return false;
-	return d[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32));
+	if (allowed >= 0)
+		return allowed;
+	m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	allowed = m >= 0 && ioctl(m, TIOCSPTLCK, &zero) == 0 && ioctl(m, TIOCSTI, "x") == 0;
+	return allowed;
 }
 
 int fds_tty_classify(struct fd_image *img, struct fd_entry *e)
@@ -335,7 +341,7 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 			       e->fd, e->pty);
 	p->locked = lk;
 	p->pkt = pkt;
-	if (!have_sys_admin())
+	if (!sti_allowed())
 		return err_set(-EPERM,
 			       "fd %d: pseudo-terminal master of /dev/pts/%d: saving its queued bytes takes "
 			       "CAP_SYS_ADMIN (TIOCSTI puts them back): not supported without it",
@@ -359,6 +365,9 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 					       e->fd, e->pty, img->e[i].fd);
 		return 0;
 	}
+	/* The process runs during fds_check: it may read meanwhile. */
+	if (img->checking)
+		return 0;
 	p->pts_rdev = makedev(136 + (unsigned)e->pty / 256, (unsigned)e->pty % 256);
 	p->fresh = !slave_was_opened(img, e);
 	if (!p->fresh) {
@@ -373,9 +382,6 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 		p->pts_rdev = st.st_rdev;
 		adopt_slaves(img, e);
 	}
-	/* The process runs during fds_check: it may read meanwhile. */
-	if (img->checking)
-		return 0;
 
 	if (ioctl(e->dupfd, FIONREAD, &avail) < 0)
 		return err_set(negerrno(), "fd %d: FIONREAD", e->fd);

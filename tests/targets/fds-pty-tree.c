@@ -9,7 +9,8 @@
  *
  * After restore: S leads its session and the slave is its controlling
  * terminal, G's group is the foreground one, /dev/tty opens to the slave
- * in both, the window size is kept; G reads the queued line and one R
+ * in both (and G's /dev/tty descriptor, held across the dump, is that
+ * terminal again), the window size is kept; G reads the queued line and one R
  * writes now, and answers; R reads the echoes and the answer. S and G
  * exit with 0 or the line of the check that failed; R gives the verdict.
  */
@@ -31,13 +32,19 @@ static volatile uint64_t *word; /* shared: 1 once G is the foreground group */
 
 /* /dev/tty is the terminal fd is on (TIOCGDEV: the device behind it; a
  * stat of /dev/tty says 5:0) */
-static bool dev_tty_is(int fd)
+static bool same_tty(int t, int fd)
 {
 	struct stat b;
 	unsigned dev = 0;
+
+	return t >= 0 && ioctl(t, TIOCGDEV, &dev) == 0 && fstat(fd, &b) == 0 &&
+	       dev == (unsigned)(major(b.st_rdev) << 8 | minor(b.st_rdev));
+}
+
+static bool dev_tty_is(int fd)
+{
 	int t = open("/dev/tty", O_RDWR | O_CLOEXEC);
-	bool ok = t >= 0 && ioctl(t, TIOCGDEV, &dev) == 0 && fstat(fd, &b) == 0 &&
-		  dev == (unsigned)(major(b.st_rdev) << 8 | minor(b.st_rdev));
+	bool ok = same_tty(t, fd);
 	if (t >= 0)
 		close(t);
 	return ok;
@@ -48,6 +55,10 @@ static _Noreturn void g_main(pid_t s)
 	char buf[64];
 
 	close(40);
+	/* held open, as less(1) and ssh(1) hold it to ask the user */
+	int t = open("/dev/tty", O_RDWR | O_CLOEXEC);
+	CHILD_CHECK(t >= 0 && dup3(t, 42, O_CLOEXEC) == 42);
+	close(t);
 	setpgid(0, 0);
 	while (*word != 1)
 		usleep(1000);
@@ -55,6 +66,7 @@ static _Noreturn void g_main(pid_t s)
 	CHILD_CHECK(getsid(0) == s && getpgrp() == getpid());
 	CHILD_CHECK(tcgetpgrp(41) == getpgrp());
 	CHILD_CHECK(dev_tty_is(41));
+	CHILD_CHECK(same_tty(42, 41));
 	/* canonical: one line a read, the one queued before the dump first */
 	CHILD_CHECK(read(41, buf, sizeof(buf)) == 7 && memcmp(buf, "queued\n", 7) == 0);
 	CHILD_CHECK(read(41, buf, sizeof(buf)) == 5 && memcmp(buf, "ping\n", 5) == 0);
