@@ -277,10 +277,57 @@ static int refill(int m, int s, const struct fd_pty *p, const char *data, size_t
  * as it was; a pair never opened would read end of input afterwards, so
  * it is not touched (and nothing queued towards its slave is kept: there
  * is no reader). */
+/* Whether process pid (a /proc name) has want open. */
+static bool holds(const char *pid, const char *want)
+{
+	char path[600], link[64];
+	DIR *d;
+	struct dirent *fe;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "/proc/%s/fd", pid);
+	d = opendir(path);
+	while (d && !found && (fe = readdir(d))) {
+		snprintf(path, sizeof(path), "/proc/%s/fd/%s", pid, fe->d_name);
+		ssize_t n = readlink(path, link, sizeof(link) - 1);
+		found = n > 0 && (link[n] = 0, strcmp(link, want) == 0);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* Whether a descendant of pid holds want: where a terminal emulator's
+ * or tmux server's slaves are, looked at before the whole of /proc. */
+static bool descendant_holds(pid_t pid, const char *want)
+{
+	pid_t v[256];
+	size_t n = 0;
+
+	v[n++] = pid;
+	for (size_t i = 0; i < n; i++) {
+		char path[96], name[16];
+		_cleanup_free_ char *text = NULL;
+		snprintf(name, sizeof(name), "%d", v[i]);
+		if (i > 0 && holds(name, want))
+			return true;
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", v[i], v[i]);
+		if (read_file_full(path, &text, NULL) < 0)
+			continue;
+		for (char *t = text, *end; *t && n < ARRAY_SIZE(v); t = end) {
+			long c = strtol(t, &end, 10);
+			if (end == t)
+				break;
+			v[n++] = (pid_t)c;
+		}
+	}
+	return false;
+}
+
 static bool slave_was_opened(struct fd_image *img, const struct fd_entry *e)
 {
 	struct pollfd pf = { .fd = e->dupfd, .events = POLLIN };
-	char want[64], path[600], link[64];
+	char want[64];
 	DIR *d;
 	struct dirent *pe;
 	bool found = false;
@@ -291,23 +338,13 @@ static bool slave_was_opened(struct fd_image *img, const struct fd_entry *e)
 		if (img->e[i].kind == FD_KIND_TTY && img->e[i].pty == e->pty + 1)
 			return true;
 	snprintf(want, sizeof(want), "/dev/pts/%d", e->pty);
+	if (descendant_holds(img->pid, want))
+		return true;
 	d = opendir("/proc");
 	if (!d)
 		return true; /* cannot tell: as before */
-	while (!found && (pe = readdir(d))) {
-		if (pe->d_name[0] < '1' || pe->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/fd", pe->d_name);
-		DIR *fd = opendir(path);
-		struct dirent *fe;
-		while (fd && !found && (fe = readdir(fd))) {
-			snprintf(path, sizeof(path), "/proc/%s/fd/%s", pe->d_name, fe->d_name);
-			ssize_t n = readlink(path, link, sizeof(link) - 1);
-			found = n > 0 && (link[n] = 0, strcmp(link, want) == 0);
-		}
-		if (fd)
-			closedir(fd);
-	}
+	while (!found && (pe = readdir(d)))
+		found = pe->d_name[0] >= '1' && pe->d_name[0] <= '9' && holds(pe->d_name, want);
 	closedir(d);
 	return found;
 }
