@@ -255,6 +255,7 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		if (e->mtime_ns)
 			fds_printf(b, " born=%ld", e->mtime_ns);
+		fds_tty_print_ctty(e, b);
 		break;
 	case FD_KIND_DELETED:
 		fds_put_path(b, "path", e->path, strlen(e->path));
@@ -304,6 +305,8 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		if (u > INT64_MAX)
 			return fds_bad(l, "mtime out of range");
 		e->mtime_ns = (int64_t)u;
+		if ((r = fds_tty_parse_ctty(e, l)) < 0)
+			return r;
 		break;
 	case FD_KIND_DIR:
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0)
@@ -324,6 +327,8 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		if (u > INT64_MAX)
 			return fds_bad(l, "born=%lu: out of range", u);
 		e->mtime_ns = (int64_t)u;
+		if ((r = fds_tty_parse_ctty(e, l)) < 0)
+			return r;
 		break;
 	case FD_KIND_MEMFD:
 		if ((r = fds_kv_hex(l, "seals", &u)) < 0)

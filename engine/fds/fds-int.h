@@ -297,6 +297,9 @@ int fds_tty_validate(struct fd_image *img);
  * terminal: the session leader takes it before forking). */
 int fds_tty_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
 bool fds_tty_must_share(const struct fd_entry *e);
+/* ctty= fg= of a ptmx or tty line (fds-file.c prints and parses tty lines) */
+void fds_tty_print_ctty(const struct fd_entry *e, struct fds_buf *b);
+int fds_tty_parse_ctty(struct fd_entry *e, struct fd_line *l);
 void fds_pty_free(struct fd_pty *p);
 
 /* fds-lock.c. Capture: the locks fdinfo lists for e (its description's and

@@ -381,6 +381,11 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 				moved[c[o].desc] = true;
 		}
 	}
+	/* A terminal outside that is a session's controlling terminal: the
+	 * leader reopens it before forking. */
+	for (size_t k = 0; k < nc; k++)
+		if (entry_of(imgs, &c[k])->kind == FD_KIND_TTY && fds_tty_must_share(entry_of(imgs, &c[k])))
+			moved[c[k].desc] = true;
 	r = check_movable(imgs, pids, c, nc, moved);
 	if (r < 0)
 		return r;

@@ -488,8 +488,7 @@ void fds_tty_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, "%s%lu", i ? "," : " eof=", p->eofs[i]);
 	if (p->fresh)
 		fds_printf(b, " fresh=1");
-	if (p->ctty_sid)
-		fds_printf(b, " ctty=%d fg=%d", p->ctty_sid, p->fg_pgid);
+	fds_tty_print_ctty(e, b);
 }
 
 static int kv_u32(struct fd_line *l, const char *key, uint64_t max, uint64_t *ret)
@@ -591,17 +590,7 @@ int fds_tty_parse(struct fd_entry *e, struct fd_line *l)
 		if (p->fresh && (in || p->n_eofs))
 			return fds_bad(l, "fresh=1 (no slave ever opened) with bytes queued towards the slave");
 	}
-	if (fds_kv_has(l, "ctty")) {
-		if ((r = kv_u32(l, "ctty", INT32_MAX, &v)) < 0)
-			return r;
-		p->ctty_sid = (pid_t)v;
-		if ((r = kv_u32(l, "fg", INT32_MAX, &v)) < 0)
-			return r;
-		p->fg_pgid = (pid_t)v;
-		if (!p->ctty_sid || !p->fg_pgid)
-			return fds_bad(l, "ctty=%d fg=%d: not a session and a group", p->ctty_sid, p->fg_pgid);
-	}
-	return 0;
+	return fds_tty_parse_ctty(e, l);
 }
 
 static struct fd_entry *master_of(struct fd_image *img, int pty)
@@ -712,7 +701,33 @@ int fds_tty_open(struct fd_image *img, struct fd_entry *e, int above)
 
 bool fds_tty_must_share(const struct fd_entry *e)
 {
-	return e->kind == FD_KIND_PTMX && e->ptyst && e->ptyst->ctty_sid;
+	return (e->kind == FD_KIND_PTMX || e->kind == FD_KIND_TTY) && e->ptyst && e->ptyst->ctty_sid;
+}
+
+void fds_tty_print_ctty(const struct fd_entry *e, struct fds_buf *b)
+{
+	if (e->ptyst && e->ptyst->ctty_sid)
+		fds_printf(b, " ctty=%d fg=%d", e->ptyst->ctty_sid, e->ptyst->fg_pgid);
+}
+
+int fds_tty_parse_ctty(struct fd_entry *e, struct fd_line *l)
+{
+	uint64_t v;
+	int r;
+
+	if (!fds_kv_has(l, "ctty"))
+		return 0;
+	if (!e->ptyst && !(e->ptyst = calloc(1, sizeof(*e->ptyst))))
+		return -ENOMEM;
+	if ((r = kv_u32(l, "ctty", INT32_MAX, &v)) < 0)
+		return r;
+	e->ptyst->ctty_sid = (pid_t)v;
+	if ((r = kv_u32(l, "fg", INT32_MAX, &v)) < 0)
+		return r;
+	e->ptyst->fg_pgid = (pid_t)v;
+	if (!e->ptyst->ctty_sid || !e->ptyst->fg_pgid)
+		return fds_bad(l, "ctty=%d fg=%d: not a session and a group", e->ptyst->ctty_sid, e->ptyst->fg_pgid);
+	return 0;
 }
 
 /* sid, tty_nr and tpgid of /proc/PID/stat */
@@ -729,6 +744,26 @@ static int read_stat_tty(pid_t pid, pid_t *sid, unsigned *tty_nr, pid_t *tpgid)
 	const char *p = strrchr(s, ')');
 	if (!p || sscanf(p + 1, " %*c %*d %*d %d %u %d", sid, tty_nr, tpgid) != 3)
 		return -EBADMSG;
+	return 0;
+}
+
+/* A slave of a pair outside the tree that is the controlling terminal of
+ * a session led in the tree: its first tty line carries the session and
+ * its foreground group, and moves to shared/fds, reopened by path before
+ * the leader forks. */
+static int outside_ctty(struct fd_image **imgs, size_t n, pid_t sid, unsigned nr, pid_t tpgid)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			if (e->kind != FD_KIND_TTY || !e->pty || (unsigned)makedev(e->rdev_major, e->rdev_minor) != nr)
+				continue;
+			if (!e->ptyst && !(e->ptyst = calloc(1, sizeof(*e->ptyst))))
+				return -ENOMEM;
+			e->ptyst->ctty_sid = sid;
+			e->ptyst->fg_pgid = tpgid > 0 ? tpgid : sid;
+			return 0;
+		}
 	return 0;
 }
 
@@ -755,6 +790,20 @@ int fds_tty_tree(struct fd_image **imgs, const pid_t *pids, size_t n)
 				e->ptyst->fg_pgid = tpgid > 0 ? tpgid : sid;
 			}
 		}
+	for (size_t k = 0; k < n; k++) {
+		pid_t sid, tpgid;
+		unsigned nr;
+		bool inside = false;
+		if (read_stat_tty(pids[k], &sid, &nr, &tpgid) < 0 || sid != pids[k] || major(nr) < 136 ||
+		    major(nr) > 143)
+			continue;
+		for (size_t i = 0; i < n && !inside; i++)
+			for (size_t j = 0; j < imgs[i]->n && !inside; j++)
+				inside = imgs[i]->e[j].kind == FD_KIND_PTMX && imgs[i]->e[j].ptyst->ctty_sid == sid;
+		int r = inside ? 0 : outside_ctty(imgs, n, sid, nr, tpgid);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 
@@ -763,12 +812,17 @@ static int ctty_slave(struct fd_image *shared, int base, pid_t sid, struct fd_en
 {
 	for (size_t i = 0; shared && i < shared->n; i++) {
 		struct fd_entry *m = &shared->e[i];
-		if (m->kind != FD_KIND_PTMX || m->ptyst->ctty_sid != sid)
+		if ((m->kind != FD_KIND_PTMX && m->kind != FD_KIND_TTY) || !m->ptyst || m->ptyst->ctty_sid != sid)
 			continue;
+		*ret = m;
+		if (m->kind == FD_KIND_TTY) {
+			/* reopened by path (or replaced: then not a terminal) */
+			int s = fcntl(base + (int)i, F_DUPFD_CLOEXEC, 0);
+			return s < 0 ? err_set(negerrno(), "fd %d: dup", base + (int)i) : s;
+		}
 		int s = (int)ioctl(base + (int)i, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (s < 0)
 			return err_set(negerrno(), "pty=%d: cannot open its new slave for session %d", m->pty, sid);
-		*ret = m;
 		return s;
 	}
 	return -ENOENT;
@@ -784,10 +838,18 @@ int fds_ctty_take(struct fd_image *shared, int base, pid_t sid, pid_t *ret_fg)
 		return 0;
 	if (s < 0)
 		return s;
-	if (ioctl(s, TIOCSCTTY, 0) < 0)
-		r = err_set(negerrno(), "pty=%d: cannot make it the controlling terminal of session %d", m->pty, sid);
-	else
+	if (ioctl(s, TIOCSCTTY, 0) == 0) {
 		*ret_fg = m->ptyst->fg_pgid;
+	} else if (m->kind == FD_KIND_TTY) {
+		/* A terminal outside: still the one of the session dumped
+		 * (EPERM: it runs on), or gone (ENOTTY: /dev/null). The
+		 * session goes on without one, as a restore did before. */
+		log_warn("session %d: %s is not made its controlling terminal again: %s", sid, m->path,
+			 errno == EPERM ? "it is still the controlling terminal of another session (the one dumped?)"
+					: strerror(errno));
+	} else {
+		r = err_set(negerrno(), "pty=%d: cannot make it the controlling terminal of session %d", m->pty, sid);
+	}
 	close(s);
 	return r;
 }
@@ -800,7 +862,8 @@ int fds_ctty_foreground(struct fd_image *shared, int base, pid_t sid, pid_t pgid
 	if (s < 0)
 		return s == -ENOENT ? 0 : s;
 	if (ioctl(s, TIOCSPGRP, &pgid) < 0)
-		r = err_set(negerrno(), "pty=%d: cannot make group %d its foreground group", m->pty, pgid);
+		r = err_set(negerrno(), "session %d: cannot make group %d the foreground group of its terminal", sid,
+			    pgid);
 	close(s);
 	return r;
 }

@@ -228,12 +228,12 @@ static int holder_pty(char *name, size_t len)
 	return m;
 }
 
-static pid_t spawn_on(const char *name)
+static pid_t spawn_on(const char *name, const char *target)
 {
 	int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
 
 	ck_assert_int_ge(s, 0);
-	pid_t pid = spawn("fds-pty-out", s);
+	pid_t pid = spawn(target, s);
 	close(s);
 	return pid;
 }
@@ -258,11 +258,11 @@ static void master_wait(int m, const char *want)
 
 /* Reopened by its path: the same terminal, the holder's settings, and
  * both ways working (running: the original killed after the dump). */
-static void outside(const char *mode)
+static void outside(const char *target, const char *mode)
 {
 	char name[64], p[32], out[64];
 	int m = holder_pty(name, sizeof(name));
-	pid_t pid = spawn_on(name);
+	pid_t pid = spawn_on(name, target);
 	struct winsize ws = { .ws_row = 51, .ws_col = 161 };
 
 	snprintf(p, sizeof(p), "%d", pid);
@@ -270,8 +270,9 @@ static void outside(const char *mode)
 			    : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL)) == 0,
 		      "ckpt dump: %s", ckpt_err());
 	if (!mode)
-		kill(pid, SIGKILL);
-	reap_tree(pid);
+		kill_tree(pid);
+	else
+		reap_tree(pid);
 	ck_assert_int_eq(ioctl(m, TIOCSWINSZ, &ws), 0);
 	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      ckpt_err());
@@ -283,8 +284,11 @@ static void outside(const char *mode)
 	close(m);
 }
 
-START_TEST(outside_running) { outside(NULL); } END_TEST
-START_TEST(outside_kill) { outside("--kill"); } END_TEST
+START_TEST(outside_running) { outside("fds-pty-out", NULL); } END_TEST
+START_TEST(outside_kill) { outside("fds-pty-out", "--kill"); } END_TEST
+/* a session led in the tree on it: its controlling terminal again */
+START_TEST(outside_session_running) { outside("fds-pty-outsession", NULL); } END_TEST
+START_TEST(outside_session_kill) { outside("fds-pty-outsession", "--kill"); } END_TEST
 
 /* The fd of the restored pid says what it became. */
 static void fd0_is(pid_t pid, const char *want)
@@ -304,7 +308,7 @@ static void outside_lost(bool reused)
 {
 	char name[64], again[64], p[32], out[64];
 	int m = holder_pty(name, sizeof(name)), m2 = -1;
-	pid_t pid = spawn_on(name);
+	pid_t pid = spawn_on(name, "fds-pty-out");
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
@@ -397,6 +401,8 @@ int main(void)
 		{ "session_image", session_image },
 		{ "outside_running", outside_running },
 		{ "outside_kill", outside_kill },
+		{ "outside_session_running", outside_session_running },
+		{ "outside_session_kill", outside_session_kill },
 		{ "outside_gone", outside_gone },
 		{ "outside_number_reused", outside_number_reused },
 		{ "dump_fails_draining", dump_fails_draining },
