@@ -30,6 +30,7 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 #include "common/common.h"
 #include "engine/fds/fds-int.h"
@@ -1873,6 +1874,96 @@ START_TEST(capture_fault_changes_nothing)
 }
 END_TEST
 
+/* ---- terminals: what a capture refuses before reading anything ------------------- */
+
+#define PTY_FILL 6000
+
+/* A raw pair with more bytes written towards the slave than its queue
+ * holds: the rest waits in the kernel's flip buffer. */
+static void pty_full_setup(void)
+{
+	struct termios t;
+	char b[PTY_FILL];
+	int m = posix_openpt(O_RDWR | O_NOCTTY), q = 0;
+
+	if (m < 0 || unlockpt(m) < 0 || dup2(m, 3) != 3)
+		_exit(90);
+	int s = open(ptsname(3), O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (s < 0 || dup2(s, 4) != 4 || tcgetattr(4, &t) < 0)
+		_exit(91);
+	cfmakeraw(&t);
+	tcsetattr(4, TCSANOW, &t);
+	for (int i = 0; i < PTY_FILL; i++)
+		b[i] = (char)(i % 251);
+	if (write(3, b, sizeof(b)) != (ssize_t)sizeof(b))
+		_exit(92);
+	for (int i = 0; i < 10000 && q < 4095; i++) {
+		usleep(1000);
+		ioctl(4, FIONREAD, &q);
+	}
+}
+
+/* Every byte is still there, in order. */
+static int pty_full_verify(void)
+{
+	char b[PTY_FILL];
+	size_t n = 0;
+	struct pollfd p = { .fd = 4, .events = POLLIN };
+
+	while (n < sizeof(b) && poll(&p, 1, 5000) == 1) {
+		ssize_t k = read(4, b + n, sizeof(b) - n);
+		if (k <= 0)
+			return 1;
+		n += (size_t)k;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != (char)(i % 251))
+			return 2;
+	return n == sizeof(b) ? 0 : 3;
+}
+
+/* Packet mode with a status notice not yet read (IXON turned off on the
+ * slave: TIOCPKT_NOSTOP). */
+static void pty_pkt_setup(void)
+{
+	struct termios t;
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK), on = 1;
+
+	if (m < 0 || unlockpt(m) < 0 || dup2(m, 3) != 3 || ioctl(3, TIOCPKT, &on) < 0)
+		_exit(90);
+	int s = open(ptsname(3), O_RDWR | O_NOCTTY);
+	if (s < 0 || dup2(s, 4) != 4 || tcgetattr(4, &t) < 0)
+		_exit(91);
+	t.c_iflag &= ~(tcflag_t)IXON;
+	tcsetattr(4, TCSANOW, &t);
+}
+
+static int pty_pkt_verify(void)
+{
+	unsigned char c = 0;
+
+	return read(3, &c, 1) == 1 && (c & TIOCPKT_NOSTOP) ? 0 : 1;
+}
+
+START_TEST(pty_refusals)
+{
+	struct { void (*setup)(void); int (*verify)(void); const char *what; } cases[] = {
+		{ pty_full_setup, pty_full_verify, "its input queue is full (4095 bytes" },
+		{ pty_pkt_setup, pty_pkt_verify, "a packet-mode status notice is waiting to be read" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		pid_t pid = start_target(cases[i].setup, cases[i].verify);
+		struct fd_image *cap = NULL;
+		ck_assert_int_eq(fds_capture(pid, &cap), -EBUSY);
+		ck_assert_msg(strstr(err_msg(), cases[i].what), "%s", err_msg());
+		ck_assert_ptr_null(cap);
+		/* nothing was read: the target finds it all */
+		ck_assert_int_eq(finish_target(pid), 0);
+	}
+}
+END_TEST
+
 /* ---- strict parsing --------------------------------------------------------------- */
 
 START_TEST(parse_is_strict)
@@ -2023,6 +2114,7 @@ static Suite *suite(void)
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
 		{ "pty_lines", pty_lines },
+		{ "pty_refusals", pty_refusals },
 		{ "lock_keys", lock_keys },
 	};
 
