@@ -378,6 +378,12 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 			       e->fd, e->pty);
 	p->locked = lk;
 	p->pkt = pkt;
+	/* TCSETS2 leaves the line discipline as it is: another one (N_HDLC,
+	 * a serial protocol's, set with TIOCSETD) would be lost */
+	if (p->t.c_line != 0)
+		return err_set(-EOPNOTSUPP,
+			       "fd %d: pseudo-terminal /dev/pts/%d runs line discipline %u, not N_TTY: not supported",
+			       e->fd, e->pty, p->t.c_line);
 	if (!sti_allowed())
 		return err_set(-EPERM,
 			       "fd %d: pseudo-terminal master of /dev/pts/%d: saving its queued bytes takes "
