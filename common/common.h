@@ -208,6 +208,7 @@ enum fault_id {
 	FAULT_ENGINE_PTY_DRAIN = 260,       /* dump: reading a pty's queues fails once the slave's are out */
 	FAULT_ENGINE_PTY_CAPTURE = 261,     /* dump: a pty's capture fails once its queues are read and put back */
 	FAULT_ENGINE_PTY_RESTORE = 262,     /* restore: refilling a new pty fails */
+	FAULT_ENGINE_PTY_NO_STI = 263,      /* dump and restore: as without TIOCSTI: queued pty bytes go through the other side */
 	_FAULT_MAX,
 };
 

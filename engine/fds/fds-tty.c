@@ -33,8 +33,10 @@
  * settings that neither echo nor transform: ECHO*, ISIG, IEXTEN, IXON,
  * ICRNL, INLCR, IGNCR, ISTRIP off, every editing character moved to a
  * byte the queue does not hold. The master's own termios is always raw,
- * so its queue takes the bytes as they are. TIOCSTI takes CAP_SYS_ADMIN:
- * without it a pair is refused, before the process is touched.
+ * so its queue takes the bytes as they are. TIOCSTI takes CAP_SYS_ADMIN
+ * (in the initial user namespace); without it, the bytes go through the
+ * other side (refill_slow()), each step waiting until the line discipline
+ * has them before the settings change again.
  *
  * What is kept exactly: every queued byte, the line boundaries of a
  * canonical queue, VEOF marks, the partial line. What is not: the line
@@ -244,14 +246,135 @@ static int sti(int fd, const char *data, size_t len)
 	return 0;
 }
 
+/* Waits until fd's line discipline counts want bytes readable (FIONREAD):
+ * what we wrote into the other side went through the kernel's flip
+ * buffer, whose worker hands it on later. */
+static int wait_queued(int fd, int want)
+{
+	for (int i = 0; i < 10000; i++) {
+		int n;
+		if (ioctl(fd, FIONREAD, &n) < 0)
+			return negerrno();
+		if (n == want)
+			return 0;
+		if (n > want)
+			return -EIO;
+		struct timespec ts = { 0, 500000 };
+		nanosleep(&ts, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(fd, data + off, len - off);
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = fd, .events = POLLOUT };
+			poll(&pf, 1, 100);
+			continue;
+		}
+		if (n < 0)
+			return negerrno();
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads len bytes off the master (the echo of what we wrote), waiting
+ * for them. */
+static int swallow(int m, size_t len)
+{
+	char buf[512];
+
+	while (len) {
+		struct pollfd pf = { .fd = m, .events = POLLIN };
+		if (poll(&pf, 1, 5000) != 1)
+			return -ETIMEDOUT;
+		int avail = 0;
+		if (ioctl(m, FIONREAD, &avail) < 0)
+			return negerrno();
+		ssize_t n = read(m, buf, MIN((size_t)MAX(avail, 1), MIN(len, sizeof(buf))));
+		if (n <= 0)
+			return n < 0 ? negerrno() : -EIO;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The same without TIOCSTI: the bytes go through the other side (into
+ * the master for the slave's queue, into the slave for the master's) and
+ * each step waits until the line discipline has them, before the
+ * settings change again. In canonical mode FIONREAD counts complete lines
+ * only: the partly typed line after them is written with ECHO on (and no
+ * output processing), and its echo, one byte a byte, read off the
+ * master, says it arrived. The settings in between are refill_termios()'s,
+ * with OPOST off. */
+static int refill_slow(int m, int s, const struct fd_pty *p, const char *data, size_t in_len, size_t out_len)
+{
+	struct termios2 quiet;
+	bool canon = p->t.c_lflag & ICANON;
+	size_t at = 0, lines = canon ? 0 : in_len;
+	int r;
+
+	refill_termios(&p->t, data, in_len, &quiet);
+	quiet.c_oflag &= ~(tcflag_t)OPOST;
+	if (ioctl(s, TCSETS2, &quiet) < 0)
+		return negerrno();
+	for (size_t i = 0; canon && i < in_len; i++)
+		if (line_end(&p->t, (unsigned char)data[i]))
+			lines = i + 1;
+	if (p->n_eofs)
+		lines = MAX(lines, (size_t)p->eofs[p->n_eofs - 1]);
+	/* complete lines (all of it when not canonical), VEOF marks between */
+	r = 0;
+	for (size_t k = 0; k <= p->n_eofs && r >= 0; k++) {
+		size_t to = k < p->n_eofs ? p->eofs[k] : lines;
+		r = write_all(m, data + at, to - at);
+		at = to;
+		if (r >= 0 && k < p->n_eofs)
+			r = write_all(m, (const char *)&p->t.c_cc[VEOF], 1);
+	}
+	if (r >= 0)
+		r = wait_queued(s, (int)lines);
+	/* the partial line, seen through its echo */
+	if (r >= 0 && in_len > lines) {
+		struct termios2 echo = quiet;
+		echo.c_lflag |= ECHO;
+		r = ioctl(s, TCSETS2, &echo) < 0 ? negerrno() : 0;
+		if (r >= 0)
+			r = write_all(m, data + lines, in_len - lines);
+		if (r >= 0)
+			r = swallow(m, in_len - lines);
+		if (r >= 0 && ioctl(s, TCSETS2, &quiet) < 0)
+			r = negerrno();
+	}
+	if (r >= 0 && out_len) {
+		int before = 0;
+		r = ioctl(m, FIONREAD, &before) < 0 ? negerrno() : 0;
+		if (r >= 0)
+			r = write_all(s, data + in_len, out_len);
+		if (r >= 0)
+			r = wait_queued(m, before + (int)out_len);
+	}
+	if (ioctl(s, TCSETS2, &p->t) < 0 && r >= 0)
+		r = negerrno();
+	return r;
+}
+
 /* Hands the slave's queue back to it (s: a slave), VEOF marks included,
- * then the master's (m), and puts the settings t back. */
+ * then the master's (m), and puts the settings t back: with TIOCSTI
+ * where we may, else through the other side. */
 static int refill(int m, int s, const struct fd_pty *p, const char *data, size_t in_len, size_t out_len)
 {
 	struct termios2 quiet;
 	size_t at = 0;
 	int r = 0;
 
+	if (!in_len && !p->n_eofs && !out_len)
+		return 0;
+	if (s >= 0 && (!sti_allowed() || fault_hit(FAULT_ENGINE_PTY_NO_STI)))
+		return refill_slow(m, s, p, data, in_len, out_len);
 	if (in_len || p->n_eofs) {
 		refill_termios(&p->t, data, in_len, &quiet);
 		if (ioctl(s, TCSETS2, &quiet) < 0)
@@ -384,11 +507,6 @@ int fds_tty_capture(struct fd_image *img, struct fd_entry *e)
 		return err_set(-EOPNOTSUPP,
 			       "fd %d: pseudo-terminal /dev/pts/%d runs line discipline %u, not N_TTY: not supported",
 			       e->fd, e->pty, p->t.c_line);
-	if (!sti_allowed())
-		return err_set(-EPERM,
-			       "fd %d: pseudo-terminal master of /dev/pts/%d: saving its queued bytes takes "
-			       "CAP_SYS_ADMIN (TIOCSTI puts them back): not supported without it",
-			       e->fd, e->pty);
 	if (p->pkt) {
 		struct pollfd pf = { .fd = e->dupfd, .events = POLLPRI };
 		if (poll(&pf, 1, 0) > 0 && (pf.revents & POLLPRI))

@@ -360,6 +360,36 @@ static void dump_fails(const char *fault)
 }
 
 START_TEST(dump_fails_draining) { dump_fails("260"); } END_TEST
+
+/* Without TIOCSTI (fault 263: as for a dumper or restorer lacking
+ * CAP_SYS_ADMIN), queued bytes go back through the other side of the
+ * pair: the original, dumped running, still has them all, and so has the
+ * restore of a --kill dump. */
+static void without_sti(const char *target)
+{
+	char p[32], out[64];
+	pid_t pid = spawn(target, -1);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt("263", NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	/* the original checks itself: its queues went back */
+	verdict(pid);
+	unlink(path("ready.restored"));
+	unlink(path("result"));
+	unlink(path("ready"));
+	rm_rf(path("snap"));
+	pid = spawn(target, -1);
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt("263", NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump --kill: %s",
+		      ckpt_err());
+	reap_tree(pid);
+	ck_assert_msg(run_ckpt("263", out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+
+START_TEST(pty_without_sti) { without_sti("fds-pty"); } END_TEST
+START_TEST(session_without_sti) { without_sti("fds-pty-tree"); } END_TEST
 START_TEST(dump_fails_after_capture) { dump_fails("261"); } END_TEST
 
 /* A restore failing while the new pair is filled: an error naming the
@@ -406,6 +436,8 @@ int main(void)
 		{ "outside_gone", outside_gone },
 		{ "outside_number_reused", outside_number_reused },
 		{ "dump_fails_draining", dump_fails_draining },
+		{ "pty_without_sti", pty_without_sti },
+		{ "session_without_sti", session_without_sti },
 		{ "dump_fails_after_capture", dump_fails_after_capture },
 		{ "restore_fails_refilling", restore_fails_refilling },
 	};
