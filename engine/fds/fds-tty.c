@@ -30,9 +30,10 @@
  * Putting bytes back uses TIOCSTI, which hands one byte to the line
  * discipline synchronously (a write into the other side would reach it
  * later, from a work queue, possibly after the settings are back), under
- * settings that neither echo nor transform: ECHO*, ISIG, IEXTEN, IXON,
- * ICRNL, INLCR, IGNCR, ISTRIP off, every editing character moved to a
- * byte the queue does not hold. The master's own termios is always raw,
+ * settings that neither echo nor transform: ECHO*, ISIG, IEXTEN, ICRNL,
+ * INLCR, IGNCR, ISTRIP off (IXON too where the bytes hold a start or stop
+ * character), every editing character moved to a byte the queue does
+ * not hold. The master's own termios is always raw,
  * so its queue takes the bytes as they are. TIOCSTI takes CAP_SYS_ADMIN
  * (in the initial user namespace); without it, the bytes go through the
  * other side (refill_slow()), each step waiting until the line discipline
