@@ -205,6 +205,7 @@ enum fault_id {
 	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
+	FAULT_ENGINE_RESTORE_SCHED = 252,   /* restore: setting a thread's scheduling fails */
 	FAULT_ENGINE_PTY_DRAIN = 260,       /* dump: reading a pty's queues fails once the slave's are out */
 	FAULT_ENGINE_PTY_CAPTURE = 261,     /* dump: a pty's capture fails once its queues are read and put back */
 	FAULT_ENGINE_PTY_RESTORE = 262,     /* restore: refilling a new pty fails */

@@ -12,6 +12,7 @@
 
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -73,12 +74,32 @@ struct proc_attrs {
 	int64_t membarrier;      /* MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands done */
 	int64_t loginuid;        /* /proc/PID/loginuid (4294967295: unset) */
 	int32_t mdwe;            /* PR_GET_MDWE (memory-deny-write-execute), Linux 6.3+ */
+	int32_t memory_merge;    /* /proc/PID/ksm_stat ksm_merge_any (PR_SET_MEMORY_MERGE) */
 };
 
 static inline void proc_attrs_init(struct proc_attrs *a)
 {
-	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1, -1, -1 };
+	*a = (struct proc_attrs){ INT32_MIN, -1, -1, -1, -1, -1, -1 };
 }
+
+/* A thread's scheduling (sched.c): sched_getattr and sched_getaffinity
+ * from outside; valid false in a snapshot that predates them. */
+struct thread_sched {
+	bool valid;
+	uint32_t policy; /* SCHED_OTHER, _BATCH, _IDLE, _FIFO, _RR */
+	bool reset_on_fork;
+	int32_t nice;
+	uint32_t rtprio;
+	uint32_t util_min, util_max;
+	cpu_set_t cpus;
+};
+
+/* A thread's prctl switches asked from inside (sched.c); 0: the default. */
+struct thread_switches {
+	int32_t spec[3]; /* PR_GET_SPECULATION_CTRL of store bypass, indirect branch, L1D flush: kept where PR_SPEC_PRCTL and a mitigation */
+	bool tsc_sigsegv; /* PR_GET_TSC: RDTSC faults */
+	int32_t mce;      /* PR_MCE_KILL_GET: 1 late, 2 early */
+};
 
 struct thread_image {
 	pid_t tid;
@@ -100,6 +121,8 @@ struct thread_image {
 	int32_t seccomp; /* its newest seccomp filter, an index in proc_image.filters; -1: none */
 	int64_t timerslack; /* PR_GET_TIMERSLACK; 0: not recorded */
 	int32_t pdeathsig;  /* PR_GET_PDEATHSIG; 0: none */
+	struct thread_sched sched;
+	struct thread_switches sw;
 };
 
 /* One seccomp filter (sandbox/seccomp.c). Threads that share a chain (TSYNC,
@@ -166,6 +189,7 @@ struct vma {
 	 * the pre-copy, not by the area */
 	uint8_t *mirror, *valid;
 	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
+	bool sealed;  /* dump only: mseal()ed (smaps "sl"): refused */
 };
 
 struct mm_fields {
@@ -437,6 +461,22 @@ void creds_grant_free(struct creds_grant *g);
  * credentials g cannot grant. An image without credentials passes. */
 int creds_check(const struct proc_image *img, const struct creds_grant *g);
 
+/* ---- scheduling and per-thread switches (sched.c) ------------------------- */
+
+/* Refuses, naming it, what a restore cannot give back: SCHED_DEADLINE, an
+ * I/O flusher, linear address masking. Read from /proc and from outside:
+ * the process is not touched. */
+int sched_check(pid_t pid);
+/* t's policy, nice, priorities, clamps and affinity. */
+int sched_capture(pid_t tid, struct thread_sched *s);
+/* The process file's thread_sched and thread_prctl lines of t. */
+void sched_format(struct tbuf *b, const struct thread_image *t);
+/* One such line; *known false for other keys; -EBADMSG for a bad one. */
+int sched_parse(struct proc_image *img, const char *key, const char *val, bool *known);
+struct ctx;
+/* Sets them again from inside thread t of the process being restored. */
+int sched_apply(struct ctx *c, pid_t pid, const struct thread_image *t);
+
 /* ---- injection into a process being restored (restore.c) ----------------- */
 
 /* The process restore.c is driving: every thread seized and stopped, a
@@ -496,6 +536,9 @@ int lazy_register(struct engine_lazy *l, struct ctx *c, const struct proc_image 
 void lazy_take_view(struct engine_lazy *l, struct store_snap *view);
 /* Whether l (may be NULL) has pages left to serve. */
 bool lazy_pending(const struct engine_lazy *l);
+/* Appends l (one process's load) to head's chain and returns the head;
+ * closes l instead when it has nothing to load. */
+struct engine_lazy *lazy_chain(struct engine_lazy *head, struct engine_lazy *l);
 
 /* ---- memory (memory.c) --------------------------------------------------- */
 

@@ -41,10 +41,17 @@
  *
  * One single-threaded loop does all of it, so a fault and the fill never
  * race for a page: a page is marked loaded only after its copy returned.
+ *
+ * A tree: each process has its own load (its areas, userfaultfd and
+ * guardian), chained behind the first; engine_lazy_serve() serves each
+ * in a thread of its own and says their progress together. A page of
+ * one process that cannot be read kills every process of the tree: an
+ * application does not run on in part.
  */
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -114,6 +121,7 @@ struct engine_lazy {
 	int err;
 	char why[512];
 	struct store_snap *view; /* the process's directory of the snapshot, kept for the files */
+	struct engine_lazy *next; /* the next process's load, in a tree */
 };
 
 static bool bit(const uint64_t *b, size_t i)
@@ -905,7 +913,7 @@ static void client_close(struct engine_lazy *l, size_t ki)
 	l->cl[ki] = l->cl[--l->ncl];
 }
 
-int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, uint64_t total, void *ud), void *ud)
+static int serve_one(struct engine_lazy *l, void (*progress)(uint64_t loaded, uint64_t total, void *ud), void *ud)
 {
 	uint64_t last = 0;
 	int r = 0;
@@ -965,8 +973,80 @@ int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, u
 
 void engine_lazy_progress(const struct engine_lazy *l, uint64_t *loaded_bytes, uint64_t *total)
 {
-	*loaded_bytes = __atomic_load_n(&l->loaded, __ATOMIC_RELAXED);
-	*total = l->total;
+	*loaded_bytes = *total = 0;
+	for (; l; l = l->next) {
+		*loaded_bytes += __atomic_load_n(&l->loaded, __ATOMIC_RELAXED);
+		*total += l->total;
+	}
+}
+
+/* A tree's loads, each in a thread: their progress said together, one
+ * caller at a time. */
+struct serve_all {
+	struct engine_lazy *head, *l;
+	void (*progress)(uint64_t loaded, uint64_t total, void *ud);
+	void *ud;
+	pthread_mutex_t *lock;
+	int r;
+	char err[512];
+};
+
+static void progress_all(uint64_t loaded, uint64_t total, void *ud)
+{
+	struct serve_all *a = ud;
+	(void)loaded;
+	(void)total;
+	pthread_mutex_lock(a->lock);
+	engine_lazy_progress(a->head, &loaded, &total);
+	a->progress(loaded, total, a->ud);
+	pthread_mutex_unlock(a->lock);
+}
+
+static void *serve_thread(void *arg)
+{
+	struct serve_all *a = arg;
+	a->r = serve_one(a->l, a->progress ? progress_all : NULL, a);
+	if (a->r < 0)
+		snprintf(a->err, sizeof(a->err), "%s", err_msg());
+	/* one process of the application could not have its memory: none
+	 * runs on without it (the others' loads end as they die) */
+	if (a->r < 0)
+		for (struct engine_lazy *x = a->head; x; x = x->next)
+			kill_process(x);
+	return NULL;
+}
+
+int engine_lazy_serve(struct engine_lazy *l, void (*progress)(uint64_t loaded, uint64_t total, void *ud), void *ud)
+{
+	if (!l->next)
+		return serve_one(l, progress, ud);
+	size_t n = 0;
+	for (struct engine_lazy *x = l; x; x = x->next)
+		n++;
+	_cleanup_free_ struct serve_all *a = calloc(n, sizeof(*a));
+	_cleanup_free_ pthread_t *t = calloc(n, sizeof(*t));
+	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	if (!a || !t)
+		return -ENOMEM;
+	size_t started = 0;
+	int r = 0;
+	struct engine_lazy *x = l;
+	for (size_t i = 0; i < n; i++, x = x->next) {
+		a[i] = (struct serve_all){ .head = l, .l = x, .progress = progress, .ud = ud, .lock = &lock };
+		if (pthread_create(&t[i], NULL, serve_thread, &a[i]) != 0) {
+			/* not served: it must not run on without its pages */
+			r = err_set(-EAGAIN, "pid %d: no thread to load its memory", x->pid);
+			kill_process(x);
+			break;
+		}
+		started++;
+	}
+	for (size_t i = 0; i < started; i++) {
+		pthread_join(t[i], NULL);
+		if (a[i].r < 0 && r >= 0)
+			r = err_set(a[i].r, "%s", a[i].err);
+	}
+	return r;
 }
 
 void lazy_take_view(struct engine_lazy *l, struct store_snap *view)
@@ -979,6 +1059,21 @@ bool lazy_pending(const struct engine_lazy *l)
 	return l && l->ncl;
 }
 
+struct engine_lazy *lazy_chain(struct engine_lazy *head, struct engine_lazy *l)
+{
+	if (!lazy_pending(l)) {
+		engine_lazy_close(l);
+		return head;
+	}
+	if (!head)
+		return l;
+	struct engine_lazy *x = head;
+	while (x->next)
+		x = x->next;
+	x->next = l;
+	return head;
+}
+
 pid_t engine_lazy_pid(const struct engine_lazy *l)
 {
 	return l->pid;
@@ -988,6 +1083,7 @@ void engine_lazy_close(struct engine_lazy *l)
 {
 	if (!l)
 		return;
+	engine_lazy_close(l->next);
 	/* not done: the process cannot get its pages any more */
 	if (l->ncl && kill_process(l)) {
 		struct pollfd p = { .fd = l->pidfd, .events = POLLIN };

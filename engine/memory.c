@@ -673,6 +673,7 @@ static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 				v[i].noreserve = strstr(l, " nr") != NULL;
 				v[i].advice = vma_advice_from_vmflags(l);
 				v[i].uffd_wp = strstr(l, " uw") != NULL;
+				v[i].sealed = strstr(l, " sl") != NULL;
 				matched++;
 			}
 			have = false;
@@ -782,6 +783,16 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		r = read_vmflags(pid, img->vmas, img->nvmas);
 	if (r < 0)
 		return r;
+	/* a sealed area cannot be unmapped or changed, nor sealed again
+	 * before the restore is done with it; the kernel's own (the vDSO
+	 * where it seals them) come back with the new process */
+	for (size_t i = 0; i < img->nvmas; i++) {
+		const struct vma *v = &img->vmas[i];
+		if (v->sealed && v->kind != VMA_VDSO && v->kind != VMA_VVAR && v->kind != VMA_VVAR_VCLOCK &&
+		    v->kind != VMA_VSYSCALL)
+			return err_set(-EOPNOTSUPP, "pid %d: area %lx-%lx is sealed (mseal): not supported", pid,
+				       (unsigned long)v->start, (unsigned long)v->end);
+	}
 	/* after the flags: smaps is matched to the areas by their starts */
 	r = hbm_split(img, hbm);
 	if (r < 0)

@@ -158,6 +158,9 @@ int process_check(pid_t pid)
 	r = seccomp_check(pid);
 	if (r < 0)
 		return r;
+	r = sched_check(pid);
+	if (r < 0)
+		return r;
 	/* posix timers a restore could not make again: refused up front */
 	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0]) {
 		struct ptimer t[ENGINE_MAX_PTIMERS];
@@ -311,6 +314,40 @@ static int peek(pid_t pid, uint64_t addr, void *buf, size_t len)
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 #endif
 
+#ifndef PR_SPEC_L1D_FLUSH
+#define PR_SPEC_L1D_FLUSH 2
+#endif
+
+/* Thread t's prctl switches (struct thread_switches), asked from inside;
+ * a kernel that does not know one leaves it at its default. */
+static int switches_capture(struct thread_image *t, uint64_t ip, uint64_t scratch)
+{
+	struct thread_switches *w = &t->sw;
+	int64_t ret;
+	int r;
+	*w = (struct thread_switches){ 0 };
+	for (int i = 0; i < 3; i++) {
+		if ((r = inject_syscall(t->tid, ip, &t->regs, SYS_prctl, PR_GET_SPECULATION_CTRL, (uint64_t)i, 0, 0, 0,
+					0, &ret)) < 0)
+			return r;
+		/* only what the thread chose: a system-wide mode is the machine's */
+		if (ret > 0 && (ret & PR_SPEC_PRCTL) &&
+		    (ret & (PR_SPEC_DISABLE | PR_SPEC_FORCE_DISABLE | PR_SPEC_DISABLE_NOEXEC)))
+			w->spec[i] = (int32_t)ret;
+	}
+	if ((r = inject_syscall(t->tid, ip, &t->regs, SYS_prctl, PR_GET_TSC, scratch, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	int tsc = 0;
+	if (ret == 0 && (r = peek(t->tid, scratch, &tsc, sizeof(tsc))) < 0)
+		return r;
+	w->tsc_sigsegv = tsc == PR_TSC_SIGSEGV;
+	if ((r = inject_syscall(t->tid, ip, &t->regs, SYS_prctl, PR_MCE_KILL_GET, 0, 0, 0, 0, 0, &ret)) < 0)
+		return r;
+	if (ret == PR_MCE_KILL_LATE || ret == PR_MCE_KILL_EARLY)
+		w->mce = ret == PR_MCE_KILL_LATE ? 1 : 2;
+	return 0;
+}
+
 /* The per-process settings of struct proc_attrs, asked from inside
  * (thread lt, stopped, all signals blocked); oom_score_adj from /proc. */
 static int attrs_capture_injected(struct proc_image *img, pid_t lt, uint64_t ip, uint64_t scratch)
@@ -351,6 +388,11 @@ static int attrs_capture_injected(struct proc_image *img, pid_t lt, uint64_t ip,
 		return r;
 	/* EINVAL before Linux 6.3, where no process can have it */
 	a->mdwe = ret < 0 ? -1 : (int32_t)ret;
+	/* KSM for the whole process: /proc tells (Linux 6.4+) */
+	_cleanup_free_ char *ksm = NULL;
+	const char *m;
+	if (read_proc(img->pid, "ksm_stat", &ksm, NULL) >= 0 && (m = strstr(ksm, "ksm_merge_any: ")))
+		a->memory_merge = !strncmp(m + 15, "yes", 3);
 	return 0;
 }
 
@@ -465,6 +507,8 @@ int process_capture_injected(struct proc_image *img, uint64_t vdso_start)
 		}
 		if ((r = peek(img->pid, scratch, &t->pdeathsig, sizeof(t->pdeathsig))) < 0)
 			goto out;
+		if ((r = switches_capture(t, ip, scratch)) < 0 || (r = sched_capture(t->tid, &t->sched)) < 0)
+			goto out;
 	}
 	if ((r = attrs_capture_injected(img, lt, ip, scratch)) < 0)
 		goto out;
@@ -514,10 +558,13 @@ static void attrs_format(struct tbuf *b, const struct proc_image *img)
 		tb_printf(b, "loginuid %" PRId64 "\n", a->loginuid);
 	if (a->mdwe > 0)
 		tb_printf(b, "mdwe 0x%x\n", (unsigned)a->mdwe);
+	if (a->memory_merge > 0)
+		tb_printf(b, "memory_merge 1\n");
 	for (size_t i = 0; i < img->nthreads; i++) {
 		const struct thread_image *t = &img->threads[i];
 		if (t->timerslack > 0 || t->pdeathsig)
 			tb_printf(b, "thread_attrs %d %" PRId64 " %d\n", t->tid, t->timerslack, t->pdeathsig);
+		sched_format(b, t);
 	}
 }
 
@@ -547,6 +594,12 @@ static bool attrs_parse(struct proc_image *img, const char *key, const char *val
 	if (!strcmp(key, "loginuid"))
 		return sscanf(val, "%" SCNd64 " %c", &a->loginuid, &extra) == 1 && a->loginuid >= 0 &&
 		       a->loginuid <= UINT32_MAX;
+	if (!strcmp(key, "memory_merge"))
+		return sscanf(val, "%d %c", &a->memory_merge, &extra) == 1 && a->memory_merge == 1;
+	bool sk;
+	int sr = sched_parse(img, key, val, &sk);
+	if (sk)
+		return sr >= 0;
 	if (!strcmp(key, "thread_attrs")) {
 		int tid, sig;
 		int64_t slack;

@@ -1071,6 +1071,9 @@ static int find_free(const struct vma *a, size_t na, const struct vma *b, size_t
 #ifndef PR_SET_MDWE
 #define PR_SET_MDWE 65
 #endif
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
 
 /* The audit login uid: the kernel takes it only from the process itself
  * (/proc/self/loginuid), freely while unset, and a change of a set one
@@ -1171,6 +1174,11 @@ static int attrs_apply(struct ctx *c)
 	}
 	if (a->loginuid >= 0 && (r = loginuid_apply(c, a->loginuid)) < 0)
 		return r;
+	/* needs CAP_SYS_RESOURCE: the restorer's, as for oom_score_adj */
+	if (a->memory_merge > 0 &&
+	    (r = sys(c, c->pid, SYS_prctl, PR_SET_MEMORY_MERGE, 1, 0, 0, 0, 0, NULL,
+		     "PR_SET_MEMORY_MERGE (KSM for the whole process; takes CAP_SYS_RESOURCE)")) < 0)
+		return r;
 	/* after every area is made (it forbids giving an area exec once it was
 	 * writable, as the restore does); it cannot be undone, and is set
 	 * only where the image has it */
@@ -1186,6 +1194,8 @@ static int attrs_apply(struct ctx *c)
 		if (t->pdeathsig &&
 		    (r = sys(c, t->tid, SYS_prctl, PR_SET_PDEATHSIG, (uint64_t)t->pdeathsig, 0, 0, 0, 0, NULL,
 			     "PR_SET_PDEATHSIG")) < 0)
+			return r;
+		if ((r = sched_apply(c, c->pid, t)) < 0)
 			return r;
 	}
 	return 0;
@@ -1918,19 +1928,26 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 			q = -ENOMEM;
 			goto out_kill;
 		}
-		/* lazy: one process only (a tree is restored eagerly), and
-		 * not one whose device memory comes back from host memory
-		 * before it runs */
-		if (o && o->lazy && o->ret_lazy && t.n == 1 && !p[i].gpu && lazy_possible(o)) {
-			q = lazy_new(pid, &lazy);
+		/* lazy: each process of the tree its own load, but not one
+		 * whose device memory comes back from host memory before it
+		 * runs */
+		if (o && o->lazy && o->ret_lazy && !p[i].gpu && lazy_possible(o)) {
+			q = lazy_new(pid, &c.lazy);
 			if (q < 0) {
 				free(c.buf);
 				goto out_kill;
 			}
-			c.lazy = lazy;
 		}
 		q = drive(&c);
 		free(c.buf);
+		if (c.lazy) {
+			/* its memory files are read from the process's view */
+			if (q >= 0 && lazy_pending(c.lazy)) {
+				lazy_take_view(c.lazy, p[i].dir);
+				p[i].dir = NULL;
+			}
+			lazy = lazy_chain(lazy, c.lazy);
+		}
 		if (q < 0) {
 			if (!flat)
 				q = err_prefix(q, "restore of the tree");
@@ -1969,13 +1986,8 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 	if (o && o->ret_processes)
 		*o->ret_processes = t.n;
 	if (o && o->ret_lazy) {
-		*o->ret_lazy = lazy_pending(lazy) ? lazy : NULL;
-		if (*o->ret_lazy) {
-			/* its memory files are read from the process's view */
-			lazy_take_view(lazy, p[0].dir);
-			p[0].dir = NULL;
-			lazy = NULL;
-		}
+		*o->ret_lazy = lazy;
+		lazy = NULL;
 	}
 	log_debug("pid %d: restored with %zu processes", root, t.n);
 	q = 0;

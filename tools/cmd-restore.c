@@ -72,8 +72,8 @@ static void restore_usage(FILE *out)
 		"(progress on stderr) and exits once everything is loaded. A page that\n"
 		"cannot be read kills the process (SIGKILL, exit status 1, the reason on\n"
 		"stderr); so does this command's end before the load is done (kill, ^C):\n"
-		"the process never runs on without its memory. A snapshot of several\n"
-		"processes is restored eagerly.\n");
+		"the process never runs on without its memory. In a snapshot of several\n"
+		"processes each loads so, its own memory, and the progress is of all.\n");
 }
 
 int cmd_restore(int argc, char **argv)

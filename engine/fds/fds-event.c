@@ -10,14 +10,23 @@
  * checked with kcmp(KCMP_EPOLL_TFD) to still watch the file open at that
  * number, since a watch outlives the number it was added under. Epoll
  * instances are recreated after every other descriptor is in place, and
- * watches are added under the restored numbers.
+ * watches are added under the restored numbers. inotify: every watch
+ * (number, mask, and the inode's file handle, which names the path
+ * through open_by_handle_at); watches are added again by path in number
+ * order, the numbers between them taken and given back, so that each
+ * gets the number the process knows it by. Events queued and not read
+ * cannot be put back into a new instance: such an instance is refused.
  */
 #include <ctype.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -40,6 +49,8 @@ int fds_event_classify(struct fd_image *img, struct fd_entry *e)
 		e->kind = FD_KIND_TIMERFD;
 	else if (strcmp(e->link, "anon_inode:[signalfd]") == 0)
 		e->kind = FD_KIND_SIGNALFD;
+	else if (strcmp(e->link, "anon_inode:inotify") == 0)
+		e->kind = FD_KIND_INOTIFY;
 	else
 		return 0;
 	return 1;
@@ -84,6 +95,170 @@ static int capture_epoll(struct fd_image *img, struct fd_entry *e)
 	return 0;
 }
 
+/* A descriptor of a mount of the filesystem with the kernel's
+ * device number sdev (as fdinfo shows it: major << 20 | minor), its root
+ * mount preferred: open_by_handle_at() needs one. */
+static int mount_of(unsigned sdev)
+{
+	_cleanup_free_ char *mi = NULL;
+	if (read_file_full("/proc/self/mountinfo", &mi, NULL) < 0)
+		return -EIO;
+	char best[PATH_MAX] = "";
+	for (char *l = mi, *nl; l && *l; l = nl) {
+		nl = strchr(l, '\n');
+		if (nl)
+			*nl++ = 0;
+		unsigned maj, min;
+		char root[PATH_MAX], mp[PATH_MAX];
+		if (sscanf(l, "%*d %*d %u:%u %4095s %4095s", &maj, &min, root, mp) != 4 ||
+		    ((maj << 20) | min) != sdev)
+			continue;
+		if (!best[0] || !strcmp(root, "/"))
+			snprintf(best, sizeof(best), "%s", mp);
+		if (!strcmp(root, "/"))
+			break;
+	}
+	if (!best[0])
+		return -ENOENT;
+	/* mountinfo writes space, tab, newline and backslash as \ooo */
+	char un[PATH_MAX];
+	size_t k = 0;
+	for (const char *q = best; *q && k + 1 < sizeof(un); q++) {
+		unsigned v;
+		if (q[0] == '\\' && sscanf(q + 1, "%3o", &v) == 1) {
+			un[k++] = (char)v;
+			q += 3;
+		} else {
+			un[k++] = *q;
+		}
+	}
+	un[k] = 0;
+	int fd = open(un, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* not O_PATH: open_by_handle_at takes none */
+	return fd < 0 ? negerrno() : fd;
+}
+
+/* The path of the inode an inotify watch names, from its file handle. */
+static int watch_path(struct fd_entry *e, int wd, unsigned sdev, uint64_t ino, unsigned hbytes, int htype,
+		      const char *hex, char **ret)
+{
+	if (hbytes > MAX_HANDLE_SZ)
+		return err_set(-EIO, "fd %d: inotify watch %d: a file handle of %u bytes", e->fd, wd, hbytes);
+	_cleanup_free_ struct file_handle *h = calloc(1, sizeof(*h) + hbytes);
+	if (!h)
+		return -ENOMEM;
+	h->handle_bytes = hbytes;
+	h->handle_type = htype;
+	for (unsigned i = 0; i < hbytes; i++) {
+		unsigned v;
+		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return err_set(-EIO, "fd %d: inotify watch %d: bad file handle in fdinfo", e->fd, wd);
+		h->f_handle[i] = (unsigned char)v;
+	}
+	_cleanup_close_ int mnt = mount_of(sdev);
+	if (mnt < 0)
+		return err_set(mnt, "fd %d: inotify watch %d: no mount of its filesystem (device %u:%u) here",
+			       e->fd, wd, sdev >> 20, sdev & 0xfffff);
+	_cleanup_close_ int fd = open_by_handle_at(mnt, h, O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "fd %d: inotify watch %d on inode %" PRIu64 ": cannot open it by its "
+			       "handle: %m (it takes CAP_DAC_READ_SEARCH)", e->fd, wd, ino);
+	char link[64], path[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0)
+		return err_set(-EIO, "fd %d: inotify watch %d: no path for inode %" PRIu64, e->fd, wd, ino);
+	path[n] = 0;
+	struct stat st;
+	if (path[0] != '/' || stat(path, &st) < 0 || st.st_ino != ino)
+		return err_set(-EOPNOTSUPP, "fd %d: inotify watch %d on inode %" PRIu64 ", which has no path (%s): "
+			       "not supported", e->fd, wd, ino, path);
+	*ret = strdup(path);
+	return *ret ? 0 : -ENOMEM;
+}
+
+static int capture_inotify(struct fd_entry *e)
+{
+	int queued = 0;
+	if (ioctl(e->dupfd, FIONREAD, &queued) < 0)
+		return err_set(negerrno(), "fd %d: inotify: FIONREAD: %m", e->fd);
+	if (queued > 0)
+		return err_set(-EOPNOTSUPP, "fd %d: inotify with %d bytes of events not read yet (a new instance "
+			       "cannot be given them): not supported; checkpoint again once they are read",
+			       e->fd, queued);
+	for (const char *p = e->fdinfo; (p = strstr(p, "inotify wd:")); p++) {
+		unsigned wd, sdev, mask, ign, hbytes;
+		int htype, n = 0;
+		unsigned long long ino;
+		if (sscanf(p, "inotify wd:%x ino:%llx sdev:%x mask:%x ignored_mask:%x fhandle-bytes:%x "
+			      "fhandle-type:%x f_handle:%n", &wd, &ino, &sdev, &mask, &ign, &hbytes, &htype, &n) != 7 ||
+		    !n)
+			return err_set(-EIO, "fd %d: inotify: cannot parse its fdinfo", e->fd);
+		struct fd_iwatch w = { .wd = (int)wd, .mask = mask };
+		int r = watch_path(e, w.wd, sdev, ino, hbytes, htype, p + n, &w.path);
+		if (r < 0)
+			return r;
+		struct fd_iwatch *nw = realloc(e->iwatches, (e->n_iwatches + 1) * sizeof(*nw));
+		if (!nw) {
+			free(w.path);
+			return -ENOMEM;
+		}
+		e->iwatches = nw;
+		/* in number order: the restore adds them so */
+		size_t at = e->n_iwatches;
+		while (at > 0 && e->iwatches[at - 1].wd > w.wd) {
+			e->iwatches[at] = e->iwatches[at - 1];
+			at--;
+		}
+		e->iwatches[at] = w;
+		e->n_iwatches++;
+	}
+	/* the list in a data file: a dev server watches thousands */
+	struct fds_buf b = { 0 };
+	for (size_t i = 0; i < e->n_iwatches; i++) {
+		fds_printf(&b, "wd=%d mask=0x%x", e->iwatches[i].wd, e->iwatches[i].mask);
+		fds_put_path(&b, "path", e->iwatches[i].path, strlen(e->iwatches[i].path));
+		fds_printf(&b, "\n");
+	}
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	e->count = e->n_iwatches;
+	e->data = b.p;
+	e->data_len = b.len;
+	return 0;
+}
+
+/* e's watches from its data file (capture_inotify's lines). */
+static int parse_iwatches(struct fd_entry *e)
+{
+	_cleanup_free_ char *text = strndup(e->data ? e->data : "", e->data_len);
+	if (!text)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		struct fd_iwatch w = { 0 };
+		char path[PATH_MAX + 1];
+		int n = 0;
+		if (sscanf(l, "wd=%d mask=0x%x path=%n", &w.wd, &w.mask, &n) != 2 || !n ||
+		    fds_unescape(l + n, path, sizeof(path)) <= 0 || path[0] != '/' || w.wd <= 0 ||
+		    (e->n_iwatches && w.wd <= e->iwatches[e->n_iwatches - 1].wd))
+			return err_set(-EBADMSG, "fd %d: inotify: bad watch line '%s' (wd=N mask=0xM path=P, "
+				       "in increasing wd order)", e->fd, l);
+		struct fd_iwatch *nw = realloc(e->iwatches, (e->n_iwatches + 1) * sizeof(*nw));
+		if (!nw)
+			return -ENOMEM;
+		e->iwatches = nw;
+		if (!(w.path = strdup(path)))
+			return -ENOMEM;
+		e->iwatches[e->n_iwatches++] = w;
+	}
+	if (e->n_iwatches != e->count)
+		return err_set(-EBADMSG, "fd %d: inotify: %zu watches in its data file, the line says %" PRIu64,
+			       e->fd, e->n_iwatches, e->count);
+	return 0;
+}
+
 int fds_event_capture(struct fd_image *img, struct fd_entry *e)
 {
 	const char *v;
@@ -106,6 +281,8 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e)
 	}
 	case FD_KIND_EPOLL:
 		return capture_epoll(img, e);
+	case FD_KIND_INOTIFY:
+		return capture_inotify(e);
 	case FD_KIND_TIMERFD: {
 		int clk;
 		unsigned long long ticks;
@@ -167,6 +344,9 @@ void fds_event_print(struct fd_entry *e, struct fds_buf *b)
 		break;
 	case FD_KIND_SIGNALFD:
 		fds_printf(b, " mask=0x%lx", e->sigmask);
+		break;
+	case FD_KIND_INOTIFY:
+		fds_printf(b, " watches=%" PRIu64 " size=%" PRIu64, e->count, e->data_len);
 		break;
 	default:
 		break;
@@ -238,6 +418,13 @@ int fds_event_parse(struct fd_entry *e, struct fd_line *l)
 		return 0;
 	case FD_KIND_SIGNALFD:
 		return fds_kv_hex(l, "mask", &e->sigmask);
+	case FD_KIND_INOTIFY:
+		/* the watches are in the data file, read after this line */
+		if ((r = fds_kv_u64(l, "watches", &e->count)) < 0 || (r = fds_kv_u64(l, "size", &e->data_len)) < 0)
+			return r;
+		if (!e->count != !e->data_len)
+			return fds_bad(l, "watches=%" PRIu64 " with size=%" PRIu64, e->count, e->data_len);
+		return 0;
 	default:
 		return -EINVAL;
 	}
@@ -280,6 +467,72 @@ static int open_timerfd(struct fd_entry *e)
 	return TAKE_FD(fd);
 }
 
+/* A path no watch of e names (by inode), to take and give back numbers. */
+static const char *spare_path(const struct fd_entry *e)
+{
+	static const char *const cand[] = { "/", "/dev/null", "/proc", "/sys", "/tmp" };
+	for (size_t c = 0; c < ARRAY_SIZE(cand); c++) {
+		struct stat a, b;
+		bool used = stat(cand[c], &a) < 0;
+		for (size_t i = 0; i < e->n_iwatches && !used; i++)
+			used = stat(e->iwatches[i].path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+		if (!used)
+			return cand[c];
+	}
+	return NULL;
+}
+
+/* Reads fd's queued events away. */
+static int drain(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return negerrno();
+	char buf[4096];
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	int r = errno == EAGAIN ? 0 : negerrno();
+	if (fcntl(fd, F_SETFL, fl) < 0 && !r)
+		r = negerrno();
+	return r;
+}
+
+static int open_inotify(struct fd_entry *e)
+{
+	int r = e->n_iwatches ? 0 : parse_iwatches(e);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = inotify_init1(IN_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "fd %d: inotify_init1", e->fd);
+	const char *spare = e->n_iwatches ? spare_path(e) : "/";
+	int next = 1;
+	for (size_t i = 0; i < e->n_iwatches; i++) {
+		const struct fd_iwatch *w = &e->iwatches[i];
+		/* numbers go up one by one (and wrap): the ones between are
+		 * taken and given back */
+		while (next < w->wd) {
+			int d = spare ? inotify_add_watch(fd, spare, IN_ATTRIB) : -1;
+			if (d < 0 || inotify_rm_watch(fd, d) < 0)
+				return err_set(d < 0 ? negerrno() : -EIO, "fd %d: inotify: cannot reach watch number %d",
+					       e->fd, w->wd);
+			next = d + 1;
+		}
+		/* a watch given back queues IN_IGNORED: not the process's */
+		if ((r = drain(fd)) < 0)
+			return err_set(r, "fd %d: inotify: %s", e->fd, strerror(-r));
+		int got = inotify_add_watch(fd, w->path, w->mask);
+		if (got < 0)
+			return err_set(negerrno(), "fd %d: inotify watch %d on %s (mask 0x%x): %m", e->fd, w->wd,
+				       w->path, w->mask);
+		if (got != w->wd)
+			return err_set(-EIO, "fd %d: inotify watch on %s got number %d, not %d", e->fd, w->path, got,
+				       w->wd);
+		next = got + 1;
+	}
+	return TAKE_FD(fd);
+}
+
 int fds_event_open(struct fd_image *img, struct fd_entry *e)
 {
 	int fd;
@@ -298,6 +551,8 @@ int fds_event_open(struct fd_image *img, struct fd_entry *e)
 		return fd;
 	case FD_KIND_TIMERFD:
 		return open_timerfd(e);
+	case FD_KIND_INOTIFY:
+		return open_inotify(e);
 	case FD_KIND_SIGNALFD: {
 		sigset_t set;
 		sigemptyset(&set);

@@ -49,6 +49,7 @@ enum fd_kind {
 	FD_KIND_EPOLL,
 	FD_KIND_TIMERFD,
 	FD_KIND_SIGNALFD,
+	FD_KIND_INOTIFY,     /* inotify instance: its watches by path */
 	FD_KIND_TCP_LISTEN,  /* listening TCP socket, IPv4 or IPv6 */
 	FD_KIND_UNIX_LISTEN, /* listening Unix stream or seqpacket socket */
 	FD_KIND_UNIX_PAIR,   /* connected Unix socket whose peer is in the process */
@@ -70,6 +71,13 @@ struct fd_watch {
 	int tfd;
 	uint32_t events;
 	uint64_t data;
+};
+
+/* An inotify watch: its number, mask, and the path of the inode watched. */
+struct fd_iwatch {
+	int wd;
+	uint32_t mask;
+	char *path;
 };
 
 /* One descriptor. Fields are meaningful for the kinds noted beside them. */
@@ -112,11 +120,14 @@ struct fd_entry {
 	void *data;
 	uint64_t data_len;
 
-	uint64_t count;   /* eventfd */
+	uint64_t count;   /* eventfd: the counter; inotify: how many watches */
 	bool semaphore;   /* eventfd */
 
 	struct fd_watch *watches; /* epoll */
 	size_t n_watches;
+
+	struct fd_iwatch *iwatches; /* inotify, in increasing wd order */
+	size_t n_iwatches;
 
 	int clockid;      /* timerfd */
 	uint64_t ticks;

@@ -52,6 +52,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_PIPE_W] = "pipe-w",
 	[FD_KIND_FIFO] = "fifo",
 	[FD_KIND_EVENTFD] = "eventfd",
+	[FD_KIND_INOTIFY] = "inotify",
 	[FD_KIND_EPOLL] = "epoll",
 	[FD_KIND_TIMERFD] = "timerfd",
 	[FD_KIND_SIGNALFD] = "signalfd",
@@ -183,6 +184,9 @@ void fds_entry_free(struct fd_entry *e)
 	free(e->name);
 	free(e->data);
 	free(e->watches);
+	for (size_t i = 0; i < e->n_iwatches; i++)
+		free(e->iwatches[i].path);
+	free(e->iwatches);
 	free(e->ofd);
 	free(e->posix);
 	free(e->link);
@@ -390,6 +394,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_EPOLL:
 	case FD_KIND_TIMERFD:
 	case FD_KIND_SIGNALFD:
+	case FD_KIND_INOTIFY:
 		return fds_event_capture(img, e);
 	case FD_KIND_TCP_LISTEN:
 	case FD_KIND_UNIX_LISTEN:
@@ -728,6 +733,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_EPOLL:
 		case FD_KIND_TIMERFD:
 		case FD_KIND_SIGNALFD:
+		case FD_KIND_INOTIFY:
 			fds_event_print(e, &b);
 			break;
 		case FD_KIND_PTMX:
@@ -1051,6 +1057,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_EPOLL:
 		case FD_KIND_TIMERFD:
 		case FD_KIND_SIGNALFD:
+		case FD_KIND_INOTIFY:
 			r = fds_event_parse(e, &l);
 			break;
 		case FD_KIND_PTMX:
@@ -1205,6 +1212,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_EVENTFD:
 	case FD_KIND_TIMERFD:
 	case FD_KIND_SIGNALFD:
+	case FD_KIND_INOTIFY:
 	case FD_KIND_EPOLL:
 		fd = fds_event_open(img, e);
 		break;

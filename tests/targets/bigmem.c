@@ -10,6 +10,10 @@
  * tells the sum of the first quarter, which the parent dropped meanwhile
  * (madvise DONTNEED: zeros from then on), and the whole buffer is moved
  * elsewhere (mremap) before the sum; it swaps no words while it waits.
+ * With `tree`, a child forked before the checkpoint changes every
+ * seventh word of its copy and checks its own sum after restore (a tree
+ * restored lazily: each process's memory loads on its own); the parent
+ * waits for its verdict.
  */
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -50,6 +54,22 @@ int main(int argc, char **argv)
 	for (size_t i = 3 * q; i < n; i++)
 		w[i] = i / 512;
 	uint64_t s0 = sum(w, n);
+	pid_t kid = -1;
+	if (argc > 4 && !strcmp(argv[4], "tree")) {
+		kid = fork();
+		if (kid < 0)
+			target_verdict(0, "fork: %s", strerror(errno));
+		if (kid == 0) {
+			for (size_t i = 0; i < n; i += 7)
+				w[i] ^= 0x5a5a5a5a5a5a5a5aull;
+			uint64_t c0 = sum(w, n);
+			while (!target_restored()) {
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+			}
+			_exit(sum(w, n) == c0 ? 0 : 1);
+		}
+	}
 	target_ready();
 	/* events: no swaps, so that a lazy restore is still loading when
 	 * the events come */
@@ -121,5 +141,8 @@ int main(int argc, char **argv)
 	}
 	if (s1 != s0)
 		target_verdict(0, "memory sum changed");
+	int st;
+	if (kid > 0 && (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st)))
+		target_verdict(0, "the child found another sum after restore (0x%x)", st);
 	target_pass();
 }

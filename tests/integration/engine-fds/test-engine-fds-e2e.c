@@ -125,6 +125,8 @@ CYCLE_TESTS(deleted, "fds-deleted", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
+/* watches with their numbers, flags of two instances (target-fds-inotify) */
+CYCLE_TESTS(inotify, "fds-inotify", true)
 
 static off_t file_size(const char *p)
 {
@@ -294,6 +296,8 @@ int main(void)
 		{ "event_kill", event_kill },           { "event_stop", event_stop },
 		{ "socket_running", socket_running },   { "socket_kill", socket_kill },
 		{ "socket_stop", socket_stop },         { "established_tcp_refused", established_tcp_refused },
+		{ "inotify_running", inotify_running }, { "inotify_kill", inotify_kill },
+		{ "inotify_stop", inotify_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },

@@ -307,6 +307,72 @@ START_TEST(attrs_kill) { attrs_cycle("--kill"); } END_TEST
 START_TEST(attrs_stop) { attrs_cycle("--stop"); } END_TEST
 /* madvise flags and mlock per area (target-advice checks its VmFlags) */
 CYCLE_TESTS(advice, "target-advice", NULL)
+/* each thread's policy, nice, clamps, affinity, TSC and machine-check
+ * modes, speculation control; KSM for the process (target-sched) */
+CYCLE_TESTS(sched, "target-sched", NULL)
+
+static void restore_fault_of(const char *prog, const char *fault);
+static void assert_untouched_n(pid_t pid, int nthreads);
+
+/* A child that sets up with setup() what a restore cannot give back:
+ * the dump is refused naming it (want), nothing stored, the child left
+ * running as it was. */
+static void refuse_child(int (*setup)(void), const char *want)
+{
+	pid_t pid = fork_quiet();
+	if (pid == 0) {
+		const char *c = setup() == 0 ? "y" : "n";
+		int fd = open(path("ready.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || write(fd, c, 1) != 1 || close(fd) < 0 || rename(path("ready.tmp"), path("ready")) < 0)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	wait_file(path("ready"), 30000);
+	_cleanup_free_ char *c = NULL;
+	ck_assert_int_eq(read_file_full(path("ready"), &c, NULL), 0);
+	if (c[0] != 'y') {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		printf("not checked: this machine does not allow the setting for '%s'\n", want);
+		return;
+	}
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert(!file_exists(path("store/bad")));
+	assert_untouched_n(pid, 1);
+	kill_original(pid, NULL);
+}
+
+static int set_deadline(void)
+{
+	struct {
+		uint32_t size, policy;
+		uint64_t flags;
+		int32_t nice;
+		uint32_t priority;
+		uint64_t runtime, deadline, period;
+	} a = { sizeof(a), 6 /* SCHED_DEADLINE */, 0, 0, 0, 1000000, 100000000, 100000000 };
+	return (int)syscall(SYS_sched_setattr, 0, &a, 0);
+}
+
+static int set_io_flusher(void)
+{
+	return prctl(57 /* PR_SET_IO_FLUSHER */, 1, 0, 0, 0);
+}
+
+static int seal_area(void)
+{
+	void *m = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return m == MAP_FAILED ? -1 : (int)syscall(462 /* mseal */, m, 8192, 0);
+}
+
+START_TEST(refuse_deadline) { refuse_child(set_deadline, "SCHED_DEADLINE: not supported"); } END_TEST
+START_TEST(refuse_io_flusher) { refuse_child(set_io_flusher, "I/O flusher (PR_SET_IO_FLUSHER): not supported"); } END_TEST
+START_TEST(refuse_sealed) { refuse_child(seal_area, "is sealed (mseal): not supported"); } END_TEST
+START_TEST(fault_restore_sched) { restore_fault_of("target-sched", "252"); } END_TEST
 
 /* Credentials and seccomp filters, per thread (the targets check their
  * own after restore; target-creds writes as nobody into our dir). */
@@ -2086,6 +2152,55 @@ START_TEST(lazy_events)
 }
 END_TEST
 
+/* A child of pid's, killed with it, comes to us (the subreaper): reaped
+ * within 10 s, so that its pid is free for the next restore. */
+static void reap_one(pid_t pid)
+{
+	int st;
+	pid_t z = 0;
+	for (int i = 0; i < 10000 && z <= 0; i++) {
+		z = waitpid(-1, &st, WNOHANG);
+		if (z <= 0)
+			usleep(1000);
+	}
+	ck_assert_msg(z > 0, "the child of pid %d was not reaped", pid);
+}
+
+/* A tree: parent and child each with 256 MiB of their own, loaded each
+ * through its own userfaultfd; both check their sums, ckpt says the
+ * load of both together. */
+START_TEST(lazy_tree)
+{
+	pid_t pid = bigmem_snapshot("256", "tree", "--kill"), ck;
+	reap_one(pid);
+	lazy_start(NULL, pid, &ck);
+	verdict(pid);
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	ck_assert_msg(strstr(ckpt_err(), "loaded "), "no progress said: %s", ckpt_err());
+}
+END_TEST
+
+/* A page of the tree's snapshot that cannot be read (fault 213 on the
+ * 20th read, in either process's load): every process of the tree is
+ * killed, with the reason; a plain restore then works. */
+START_TEST(lazy_tree_read_fault)
+{
+	pid_t pid = bigmem_snapshot("64", "tree", "--kill"), ck;
+	reap_one(pid);
+	lazy_start("213:20", pid, &ck);
+	ck_assert_int_eq(ckpt_exit(ck), 1);
+	const char *e = ckpt_err();
+	ck_assert_msg(strstr(e, "killed") && strstr(e, "memory/") && strstr(e, "injected fault"),
+		      "no reason given: %s", e);
+	int st;
+	ck_assert_msg(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		      "pid %d not killed (status 0x%x)", pid, st);
+	reap_one(pid);
+	ck_assert_msg(!file_exists(path("result")), "pid %d ran on to a verdict", pid);
+	verdict(restore("store/s1"));
+}
+END_TEST
+
 /* Lazily restored while it still runs, with its random swaps going on
  * during the load. */
 START_TEST(lazy_bigmem_running)
@@ -2411,6 +2526,13 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("advice_stop", advice_stop, 60));
 		suite_add_tcase(s, tc("fault_restore_attrs", fault_restore_attrs, 60));
 		suite_add_tcase(s, tc("fault_restore_advice", fault_restore_advice, 60));
+		suite_add_tcase(s, tc("sched_running", sched_running, 60));
+		suite_add_tcase(s, tc("sched_kill", sched_kill, 60));
+		suite_add_tcase(s, tc("sched_stop", sched_stop, 60));
+		suite_add_tcase(s, tc("refuse_deadline", refuse_deadline, 60));
+		suite_add_tcase(s, tc("refuse_io_flusher", refuse_io_flusher, 60));
+		suite_add_tcase(s, tc("refuse_sealed", refuse_sealed, 60));
+		suite_add_tcase(s, tc("fault_restore_sched", fault_restore_sched, 60));
 	} else if (only && !strcmp(only, "creds")) {
 		suite_add_tcase(s, tc("seccomp_running", seccomp_running, 60));
 		suite_add_tcase(s, tc("seccomp_kill", seccomp_kill, 60));
@@ -2433,6 +2555,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("lazy_bigmem", lazy_bigmem, 120));
 		suite_add_tcase(s, tc("lazy_bigmem_running", lazy_bigmem_running, 120));
 		suite_add_tcase(s, tc("lazy_events", lazy_events, 120));
+		suite_add_tcase(s, tc("lazy_tree", lazy_tree, 120));
+		suite_add_tcase(s, tc("lazy_tree_read_fault", lazy_tree_read_fault, 120));
 		suite_add_tcase(s, tc("lazy_read_fault", lazy_read_fault, 90));
 		suite_add_tcase(s, tc("lazy_uffd_fault", lazy_uffd_fault, 90));
 		suite_add_tcase(s, tc("lazy_loader_dies", lazy_loader_dies, 90));

@@ -192,8 +192,16 @@ START_TEST(process_round_trip)
 	p.auxv = calloc(1, 16);
 	p.auxv[0] = 6;
 	p.stopped = true;
-	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242, 1 };
+	p.attrs = (struct proc_attrs){ -500, 1, 3, 0x14, 4242, 1, 1 };
 	p.threads[1].timerslack = 7777;
+	p.threads[0].sched = (struct thread_sched){ .valid = true, .policy = SCHED_BATCH, .nice = 7, .util_max = 1024 };
+	CPU_SET(0, &p.threads[0].sched.cpus);
+	CPU_SET(2, &p.threads[0].sched.cpus);
+	CPU_SET(3, &p.threads[0].sched.cpus);
+	p.threads[1].sched = (struct thread_sched){ .valid = true, .policy = SCHED_RR, .rtprio = 10,
+						    .reset_on_fork = true, .util_min = 100, .util_max = 900 };
+	CPU_SET(1, &p.threads[1].sched.cpus);
+	p.threads[1].sw = (struct thread_switches){ .spec = { 0x5, 0, 0x9 }, .tsc_sigsegv = true, .mce = 2 };
 	p.threads[1].pdeathsig = SIGURG;
 	memset(p.vdso, 'a', 64);
 	char *text = process_format(&p);
@@ -221,6 +229,26 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(q.threads[0].timerslack, 0);
 	ck_assert_int_eq(q.threads[1].timerslack, 7777);
 	ck_assert_int_eq(q.threads[1].pdeathsig, SIGURG);
+	ck_assert_int_eq(q.attrs.memory_merge, 1);
+	ck_assert(q.threads[0].sched.valid);
+	ck_assert_int_eq(q.threads[0].sched.policy, SCHED_BATCH);
+	ck_assert_int_eq(q.threads[0].sched.nice, 7);
+	ck_assert(!q.threads[0].sched.reset_on_fork);
+	ck_assert_int_eq(CPU_COUNT(&q.threads[0].sched.cpus), 3);
+	ck_assert(CPU_ISSET(0, &q.threads[0].sched.cpus) && CPU_ISSET(3, &q.threads[0].sched.cpus));
+	ck_assert_msg(strstr(text, "thread_sched 77 batch nice=7 prio=0 util=0-1024 cpus=0,2-3\n"), "%s", text);
+	ck_assert_int_eq(q.threads[1].sched.policy, SCHED_RR);
+	ck_assert_int_eq(q.threads[1].sched.rtprio, 10);
+	ck_assert(q.threads[1].sched.reset_on_fork);
+	ck_assert_int_eq(q.threads[1].sched.util_min, 100);
+	ck_assert_int_eq(q.threads[1].sched.util_max, 900);
+	ck_assert(CPU_ISSET(1, &q.threads[1].sched.cpus) && CPU_COUNT(&q.threads[1].sched.cpus) == 1);
+	ck_assert_int_eq(q.threads[1].sw.spec[0], 0x5);
+	ck_assert_int_eq(q.threads[1].sw.spec[1], 0);
+	ck_assert_int_eq(q.threads[1].sw.spec[2], 0x9);
+	ck_assert(q.threads[1].sw.tsc_sigsegv);
+	ck_assert_int_eq(q.threads[1].sw.mce, 2);
+	ck_assert(!q.threads[0].sw.tsc_sigsegv && !q.threads[0].sw.mce);
 	free(text);
 	proc_image_free(&q);
 
@@ -232,7 +260,26 @@ START_TEST(process_round_trip)
 	ck_assert_int_eq(o.attrs.thp_disable, -1);
 	ck_assert_int_eq(o.attrs.membarrier, -1);
 	ck_assert_int_eq(o.attrs.loginuid, -1);
+	ck_assert_int_eq(o.attrs.memory_merge, -1);
+	ck_assert(!o.threads[0].sched.valid);
 	proc_image_free(&o);
+	/* bad scheduling lines */
+	static const char *const bad[] = {
+		"thread_sched 5 deadline nice=0 prio=0 util=0-1024 cpus=0\n",
+		"thread_sched 5 other nice=30 prio=0 util=0-1024 cpus=0\n",
+		"thread_sched 5 other nice=0 prio=0 util=0-1024 cpus=\n",
+		"thread_sched 5 other nice=0 prio=0 util=0-2000 cpus=0\n",
+		"thread_prctl 5 tsc=maybe\n",
+		"thread_prctl 5 spec_store_bypass=zz\n",
+		"thread_prctl 6 mce=late\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct proc_image x = { 0 };
+		char t[256];
+		snprintf(t, sizeof(t), "pid 5\nexe /x\ncwd /\nthreads 5\n%smm 0 0 0 0 0 0 0 0 0 0 0\n", bad[i]);
+		ck_assert_msg(process_parse(t, &x) == -EBADMSG, "accepted: %s", bad[i]);
+		proc_image_free(&x);
+	}
 	/* settings for a thread the snapshot does not have */
 	struct proc_image u = { 0 };
 	ck_assert_int_eq(process_parse("pid 5\nexe /x\ncwd /\nthreads 5\nthread_attrs 6 50000 0\n"
