@@ -894,6 +894,24 @@ static int outside_ctty(struct fd_image **imgs, size_t n, pid_t sid, unsigned nr
 
 int fds_tty_tree(struct fd_image **imgs, const pid_t *pids, size_t n)
 {
+	/* pty= names a pair across the tree: two devpts instances (a
+	 * container's and the host's) could give two pairs one number */
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			const struct fd_entry *e = &imgs[i]->e[j];
+			if (e->kind != FD_KIND_PTMX || !e->ptyst->pts_dev)
+				continue;
+			for (size_t k = 0; k < n; k++)
+				for (size_t l = 0; l < imgs[k]->n; l++) {
+					const struct fd_entry *f = &imgs[k]->e[l];
+					if (f->kind == FD_KIND_PTMX && f->pty == e->pty && f->ptyst->pts_dev &&
+					    f->ptyst->pts_dev != e->ptyst->pts_dev)
+						return err_set(-EOPNOTSUPP,
+							       "pid %d fd %d and pid %d fd %d: two pseudo-terminal pairs "
+							       "numbered %d in two devpts instances: not supported",
+							       pids[i], e->fd, pids[k], f->fd, e->pty);
+				}
+		}
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < imgs[i]->n; j++) {
 			struct fd_entry *e = &imgs[i]->e[j];
