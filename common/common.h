@@ -206,6 +206,10 @@ enum fault_id {
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	FAULT_ENGINE_RESTORE_SCHED = 252,   /* restore: setting a thread's scheduling fails */
+	FAULT_ENGINE_PTY_DRAIN = 260,       /* dump: reading a pty's queues fails once the slave's are out */
+	FAULT_ENGINE_PTY_CAPTURE = 261,     /* dump: a pty's capture fails once its queues are read and put back */
+	FAULT_ENGINE_PTY_RESTORE = 262,     /* restore: refilling a new pty fails */
+	FAULT_ENGINE_PTY_NO_STI = 263,      /* dump and restore: as without TIOCSTI: queued pty bytes go through the other side */
 	FAULT_ENGINE_NETLOCK = 280,         /* dump: the network lock of TCP connections cannot be added */
 	FAULT_ENGINE_TCP_REPAIR = 281,      /* dump: a TCP connection's state cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */

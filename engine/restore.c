@@ -257,9 +257,14 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 	sigdelset(&all, SIGCHLD);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	signal(SIGCHLD, SIG_DFL);
+	pid_t fg = 0;
 	if (i == 0 || tree_sid(t, i) == n->pid) {
 		if (setsid() < 0)
 			child_fail(slot, negerrno(), "setsid");
+		/* before any child is forked: each inherits it */
+		r = fds_ctty_take(B->shared, B->shared_base, n->pid, &fg);
+		if (r < 0)
+			child_fail(slot, r, "controlling terminal");
 	} else if (tree_pgid(t, i) == n->pid && setpgid(0, 0) < 0) {
 		child_fail(slot, negerrno(), "setpgid");
 	}
@@ -290,6 +295,15 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 		_exit(1);
 	if (getpgid(0) != tree_pgid(t, i) && setpgid(0, tree_pgid(t, i)) < 0)
 		child_fail(slot, negerrno(), "setpgid");
+	/* every group leader made its group before the wait above */
+	for (size_t k = 0; fg && k < t->n; k++) {
+		if (t->v[k].pgid != fg)
+			continue;
+		r = fds_ctty_foreground(B->shared, B->shared_base, n->pid, tree_pgid(t, k));
+		if (r < 0)
+			child_fail(slot, r, "foreground group");
+		break;
+	}
 	if (n->zombie) {
 		int st = n->exit_status;
 		if (WIFSIGNALED(st)) {

@@ -205,3 +205,14 @@ __attribute__((weak)) int fds_lock_inner(struct fd_image **imgs, size_t n, bool 
 {
 	return 0;
 }
+
+__attribute__((weak)) int fds_ctty_take(struct fd_image *shared, int base, pid_t sid, pid_t *ret_fg)
+{
+	*ret_fg = 0;
+	return 0;
+}
+
+__attribute__((weak)) int fds_ctty_foreground(struct fd_image *shared, int base, pid_t sid, pid_t pgid)
+{
+	return 0;
+}

@@ -196,6 +196,12 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		e->rdev_minor = minor(st->st_rdev);
 		return 0;
 	case FD_KIND_TTY:
+		/* A pty slave's number is used again once its pair is gone: the
+		 * time its devpts node was made (its ctime: reads and writes
+		 * touch only atime and mtime) tells the same pty from a new one
+		 * at restore. */
+		if (e->pty)
+			e->mtime_ns = st->st_ctim.tv_sec * 1000000000ll + st->st_ctim.tv_nsec;
 		return 0;
 	case FD_KIND_MEMFD: {
 		int seals = fcntl(e->dupfd, F_GET_SEALS);
@@ -247,6 +253,9 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		break;
 	case FD_KIND_TTY:
 		fds_put_path(b, "path", e->path, strlen(e->path));
+		if (e->mtime_ns)
+			fds_printf(b, " born=%ld", e->mtime_ns);
+		fds_tty_print_ctty(e, b);
 		break;
 	case FD_KIND_DELETED:
 		fds_put_path(b, "path", e->path, strlen(e->path));
@@ -296,6 +305,8 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		if (u > INT64_MAX)
 			return fds_bad(l, "mtime out of range");
 		e->mtime_ns = (int64_t)u;
+		if ((r = fds_tty_parse_ctty(e, l)) < 0)
+			return r;
 		break;
 	case FD_KIND_DIR:
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0)
@@ -311,6 +322,13 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		break;
 	}
 	case FD_KIND_TTY:
+		if ((r = fds_kv_u64_opt(l, "born", 0, &u)) < 0)
+			return r;
+		if (u > INT64_MAX)
+			return fds_bad(l, "born=%lu: out of range", u);
+		e->mtime_ns = (int64_t)u;
+		if ((r = fds_tty_parse_ctty(e, l)) < 0)
+			return r;
 		break;
 	case FD_KIND_MEMFD:
 		if ((r = fds_kv_hex(l, "seals", &u)) < 0)
@@ -387,15 +405,23 @@ int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 				       e->rdev_major, e->rdev_minor);
 		return 0;
 	case FD_KIND_TTY: {
-		/* /dev/tty is the controlling terminal, and a restored process
-		 * has none: it runs in a session of its own. */
+		/* /dev/tty is the controlling terminal: a restored process has
+		 * one only where its session's was a pseudo-terminal of the tree
+		 * (fds-tty.c), known once it runs in it: fds_file_open() tries
+		 * /dev/tty first, then this replacement. */
 		const char *why = "is gone";
 		if (strcmp(e->path, "/dev/tty") == 0) {
 			e->to_null = true;
-			why = "is the controlling terminal, and the restored process has none";
+			why = "is the controlling terminal: reopened if the restored session has one again (a "
+			      "pseudo-terminal of the tree), else";
 		} else {
 			_cleanup_close_ int fd = open(e->path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 			e->to_null = fd < 0 || !isatty(fd);
+			if (!e->to_null && e->mtime_ns && (fstat(fd, &st) < 0 ||
+							   st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec != e->mtime_ns)) {
+				e->to_null = true;
+				why = "is another terminal now (its pseudo-terminal was closed and the number used again)";
+			}
 		}
 		if (!e->to_null)
 			return 0;
@@ -498,6 +524,8 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 
 	switch (e->kind) {
 	case FD_KIND_TTY:
+		if (strcmp(e->path, "/dev/tty") == 0 && (fd = open(e->path, flags)) >= 0)
+			return fd;
 		if (e->tty_log) {
 			fd = open(e->tty_log, (int)(e->flags & O_ACCMODE) | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY,
 				  0600);

@@ -33,6 +33,7 @@
 #include "engine/fds/fds.h"
 
 struct stat;
+struct fd_pty;
 
 enum fd_kind {
 	FD_KIND_DUP,      /* shares the open file description of an earlier fd */
@@ -57,6 +58,8 @@ enum fd_kind {
 	FD_KIND_SHARED,      /* names open file description dup_of of the tree's shared image */
 	FD_KIND_TCP,         /* established TCP connection, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
+	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
+	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
 	_FD_KIND_MAX,
 };
 
@@ -179,6 +182,12 @@ struct fd_entry {
 	bool to_null;     /* tty: gone at load, replaced by /dev/null or tty_log */
 	char *tty_log;    /* tty: CKPTFS_TTY_LOG, the file that replaces it, or NULL */
 
+	/* ptmx, pts (fds-tty.c): the pair's number at dump (/dev/pts/N); a
+	 * pts line is opened from its ptmx line's pair. tty: a pty slave's
+	 * number + 1 (0: not a pty slave), to find its master in a tree. */
+	int pty;
+	struct fd_pty *ptyst; /* ptmx: settings, and the queued bytes' layout in data */
+
 	/* capture only */
 	int dupfd;        /* our pidfd_getfd(2) duplicate, -1 once closed */
 	char *link;       /* readlink of /proc/PID/fd/N */
@@ -187,7 +196,9 @@ struct fd_entry {
 	uint64_t sdev, sino; /* st_dev, st_ino of st, kept for fds_share() */
 
 	/* restore only */
-	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed */
+	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed;
+			   * ptmx: the master, made early for a pts line, not yet placed */
+	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened */
 };
 
 struct fd_image {
@@ -321,6 +332,29 @@ int fds_tcp_open(struct fd_image *img, struct fd_entry *e);
 int fds_tcp_release(struct fd_image *img, bool killed);
 int fds_tcp_unlock(struct fd_image *img);
 void fds_tcp_free(struct fd_entry *e);
+/* fds-tty.c: pseudo-terminal pairs. Classify returns 1 for a master
+ * (ptmx), 0 for the rest (a pty slave stays a `tty` line until
+ * fds_tty_capture() of its master, frozen, finds it in the process and
+ * makes it a `pts` line; fds_share() does the same across a tree). */
+int fds_tty_classify(struct fd_image *img, struct fd_entry *e);
+int fds_tty_capture(struct fd_image *img, struct fd_entry *e);
+void fds_tty_print(struct fd_entry *e, struct fds_buf *b);
+int fds_tty_parse(struct fd_entry *e, struct fd_line *l);
+int fds_tty_open(struct fd_image *img, struct fd_entry *e, int above);
+/* Cross-line rules: every pts line has its ptmx line in the same image. */
+int fds_tty_validate(struct fd_image *img);
+/* fds_share(): a `tty` line of one process whose master is a ptmx line of
+ * another becomes a `pts` line; records on each master whose slave is the
+ * controlling terminal of a session led in the tree that session and its
+ * foreground group. Returns whether the pty numbered pty must move to
+ * the shared image even when one process holds it all (a controlling
+ * terminal: the session leader takes it before forking). */
+int fds_tty_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
+bool fds_tty_must_share(const struct fd_entry *e);
+/* ctty= fg= of a ptmx or tty line (fds-file.c prints and parses tty lines) */
+void fds_tty_print_ctty(const struct fd_entry *e, struct fds_buf *b);
+int fds_tty_parse_ctty(struct fd_entry *e, struct fd_line *l);
+void fds_pty_free(struct fd_pty *p);
 
 /* fds-lock.c. Capture: the locks fdinfo lists for e (its description's and
  * its process's), -EOPNOTSUPP naming the descriptor for a lease, a

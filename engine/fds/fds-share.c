@@ -234,6 +234,7 @@ static void make_shared(struct fd_entry *e, int id)
 	e->dup_of = id;
 	e->dupfd = -1;
 	e->tmp_other = -1;
+	e->tmp_peer = -1;
 }
 
 /* Within the shared image: a pipe's ends are both in it or the other is
@@ -280,6 +281,8 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 	/* The frozen tree is what counts: it may have changed since the
 	 * check. */
 	r = fds_tree_check(imgs, pids, n);
+	if (r >= 0)
+		r = fds_tty_tree(imgs, pids, n);
 	if (r < 0)
 		return r;
 	c = calloc(nc ? nc : 1, sizeof(*c));
@@ -359,6 +362,30 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 				moved[c[o].desc] = true;
 		}
 	}
+	/* So does a pseudo-terminal pair (a master and its slaves, one pty
+	 * number) held by several processes, or whose slave is a session's
+	 * controlling terminal (its leader takes it before forking). */
+	for (size_t k = 0; k < nc; k++) {
+		struct fd_entry *e = entry_of(imgs, &c[k]);
+		if ((e->kind != FD_KIND_PTMX && e->kind != FD_KIND_PTS) || moved[c[k].desc])
+			continue;
+		bool spans = false;
+		for (size_t o = 0; o < nc && !spans; o++) {
+			struct fd_entry *f = entry_of(imgs, &c[o]);
+			spans = (f->kind == FD_KIND_PTMX || f->kind == FD_KIND_PTS) && f->pty == e->pty &&
+				(c[o].img != c[k].img || fds_tty_must_share(f));
+		}
+		for (size_t o = 0; spans && o < nc; o++) {
+			struct fd_entry *f = entry_of(imgs, &c[o]);
+			if ((f->kind == FD_KIND_PTMX || f->kind == FD_KIND_PTS) && f->pty == e->pty)
+				moved[c[o].desc] = true;
+		}
+	}
+	/* A terminal outside that is a session's controlling terminal: the
+	 * leader reopens it before forking. */
+	for (size_t k = 0; k < nc; k++)
+		if (entry_of(imgs, &c[k])->kind == FD_KIND_TTY && fds_tty_must_share(entry_of(imgs, &c[k])))
+			moved[c[k].desc] = true;
 	r = check_movable(imgs, pids, c, nc, moved);
 	if (r < 0)
 		return r;

@@ -63,6 +63,8 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_SHARED] = "shared",
 	[FD_KIND_TCP] = "tcp",
 	[FD_KIND_UDP] = "udp",
+	[FD_KIND_PTMX] = "ptmx",
+	[FD_KIND_PTS] = "pts",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -177,6 +179,9 @@ void fds_entry_free(struct fd_entry *e)
 		close(e->dupfd);
 	if (e->tmp_other >= 0)
 		close(e->tmp_other);
+	if (e->tmp_peer >= 0)
+		close(e->tmp_peer);
+	fds_pty_free(e->ptyst);
 	free(e->path);
 	free(e->tty_log);
 	free(e->name);
@@ -234,6 +239,7 @@ struct fd_entry *fds_image_add(struct fd_image *img)
 	memset(n, 0, sizeof(*n));
 	n->dupfd = -1;
 	n->tmp_other = -1;
+	n->tmp_peer = -1;
 	n->dup_of = -1;
 	return n;
 }
@@ -335,7 +341,7 @@ static int entry_read(struct fd_image *img, struct fd_entry *e)
 static int classify(struct fd_image *img, struct fd_entry *e)
 {
 	int (*fns[])(struct fd_image *, struct fd_entry *) = {
-		fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
+		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
@@ -401,6 +407,9 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
 		return fds_tcp_capture(img, e);
+	case FD_KIND_PTMX:
+	case FD_KIND_PTS:
+		return fds_tty_capture(img, e);
 	default:
 		return -EINVAL;
 	}
@@ -758,6 +767,10 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_INOTIFY:
 			fds_event_print(e, &b);
 			break;
+		case FD_KIND_PTMX:
+		case FD_KIND_PTS:
+			fds_tty_print(e, &b);
+			break;
 		default:
 			fds_socket_print(e, &b);
 			break;
@@ -1078,6 +1091,10 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_INOTIFY:
 			r = fds_event_parse(e, &l);
 			break;
+		case FD_KIND_PTMX:
+		case FD_KIND_PTS:
+			r = fds_tty_parse(e, &l);
+			break;
 		default:
 			r = fds_socket_parse(e, &l);
 			break;
@@ -1165,6 +1182,9 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	r = fds_socket_validate(img);
 	if (r < 0)
 		goto fail;
+	r = fds_tty_validate(img);
+	if (r < 0)
+		goto fail;
 	*ret = img;
 	return 0;
 fail:
@@ -1228,6 +1248,10 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_INOTIFY:
 	case FD_KIND_EPOLL:
 		fd = fds_event_open(img, e);
+		break;
+	case FD_KIND_PTMX:
+	case FD_KIND_PTS:
+		fd = fds_tty_open(img, e, max);
 		break;
 	default:
 		fd = fds_socket_open(img, e, max);
@@ -1397,6 +1421,9 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 		if (e->tmp_other >= 0)
 			close(e->tmp_other);
 		e->tmp_other = -1;
+		if (e->tmp_peer >= 0)
+			close(e->tmp_peer);
+		e->tmp_peer = -1;
 	}
 	/* Nothing of the restorer's may reach the restored process (what is
 	 * kept, the core closes once it has mapped it). */
@@ -1448,6 +1475,9 @@ int fds_open_shared(struct fd_image *shared, int base)
 		if (e->tmp_other >= 0)
 			close(e->tmp_other);
 		e->tmp_other = -1;
+		if (e->tmp_peer >= 0)
+			close(e->tmp_peer);
+		e->tmp_peer = -1;
 	}
 	if (r < 0)
 		syscall(SYS_close_range, (unsigned)base, (unsigned)top, 0);

@@ -143,6 +143,17 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared);
  * stays open. */
 int fds_open_shared(struct fd_image *shared, int base);
 
+/* Restore, in a session leader just after setsid(), before it forks:
+ * when the shared image (inherited at base + id) holds the pseudo-terminal
+ * whose slave was session sid's controlling terminal, makes it this
+ * session's (TIOCSCTTY) and sets *ret_fg to the foreground group it had
+ * (as numbered at dump); otherwise *ret_fg is 0. Children forked
+ * afterwards share it. */
+int fds_ctty_take(struct fd_image *shared, int base, pid_t sid, pid_t *ret_fg);
+/* Then, once every group of the tree exists: makes pgid the foreground
+ * group of that terminal (TIOCSPGRP). */
+int fds_ctty_foreground(struct fd_image *shared, int base, pid_t sid, pid_t pgid);
+
 /* Dump, after fds_capture(): refuses (-EOPNOTSUPP, naming the fd) a POSIX
  * lock of the process on a file it also maps (dev[k], ino[k]: st_dev and
  * st_ino of its mapped files), which the restore would lose. */

@@ -23,7 +23,7 @@
  * its addresses reserved PROT_NONE, as driver 580 does) and deletes its
  * file; restore makes the device again, maps it where it was, copies back
  * (the same device addresses) and unmaps those host copies. While the
- * process has its GPU it holds /dev/ptmx open, closed by checkpoint and
+ * process has its GPU it holds /dev/fuse open, closed by checkpoint and
  * opened again by restore, as driver 580 holds /dev/nvidiactl: a
  * character device a dump refuses. A request in a wrong
  * state answers CUDA_ERROR_ILLEGAL_STATE; a pid without CUDA,
@@ -42,7 +42,7 @@
  *   CKPTFS_CUDA_DOUBLE_BUSY     1: the target's submitted work never ends
  *                               (a lock times out)
  *   CKPTFS_CUDA_DOUBLE_VERSION  what cuDriverGetVersion says (12080)
- *   CKPTFS_CUDA_DOUBLE_KEEP_CTL 1: checkpoint leaves /dev/ptmx open
+ *   CKPTFS_CUDA_DOUBLE_KEEP_CTL 1: checkpoint leaves /dev/fuse open
  *   CKPTFS_CUDA_DOUBLE_HOST_AT  0xADDR, read at each checkpoint step: the
  *                               host copies are mapped there, one after
  *                               the other (MAP_FIXED_NOREPLACE), instead

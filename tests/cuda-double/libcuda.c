@@ -146,14 +146,14 @@ static int calls_in_flight; /* the process's own CUDA calls under way */
 static pid_t driver_tid;
 /* The device's control file, open while the process has its GPU, as
  * driver 580 keeps /dev/nvidiactl and /dev/nvidia0 open and closes them
- * in the checkpoint step: here /dev/ptmx, another character device that
+ * in the checkpoint step: here /dev/fuse, another character device that
  * a dump refuses (-1 where it cannot be opened). */
 static int ctl_fd = -1;
 
 static void ctl_open(void)
 {
 	if (ctl_fd < 0)
-		ctl_fd = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		ctl_fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 }
 
 static void socket_name(pid_t pid, struct sockaddr_un *sa, socklen_t *len)

@@ -31,6 +31,7 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 #include "common/common.h"
 #include "engine/fds/fds-int.h"
@@ -1886,6 +1887,96 @@ START_TEST(capture_fault_changes_nothing)
 }
 END_TEST
 
+/* ---- terminals: what a capture refuses before reading anything ------------------- */
+
+#define PTY_FILL 6000
+
+/* A raw pair with more bytes written towards the slave than its queue
+ * holds: the rest waits in the kernel's flip buffer. */
+static void pty_full_setup(void)
+{
+	struct termios t;
+	char b[PTY_FILL];
+	int m = posix_openpt(O_RDWR | O_NOCTTY), q = 0;
+
+	if (m < 0 || unlockpt(m) < 0 || dup2(m, 3) != 3)
+		_exit(90);
+	int s = open(ptsname(3), O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (s < 0 || dup2(s, 4) != 4 || tcgetattr(4, &t) < 0)
+		_exit(91);
+	cfmakeraw(&t);
+	tcsetattr(4, TCSANOW, &t);
+	for (int i = 0; i < PTY_FILL; i++)
+		b[i] = (char)(i % 251);
+	if (write(3, b, sizeof(b)) != (ssize_t)sizeof(b))
+		_exit(92);
+	for (int i = 0; i < 10000 && q < 4095; i++) {
+		usleep(1000);
+		ioctl(4, FIONREAD, &q);
+	}
+}
+
+/* Every byte is still there, in order. */
+static int pty_full_verify(void)
+{
+	char b[PTY_FILL];
+	size_t n = 0;
+	struct pollfd p = { .fd = 4, .events = POLLIN };
+
+	while (n < sizeof(b) && poll(&p, 1, 5000) == 1) {
+		ssize_t k = read(4, b + n, sizeof(b) - n);
+		if (k <= 0)
+			return 1;
+		n += (size_t)k;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != (char)(i % 251))
+			return 2;
+	return n == sizeof(b) ? 0 : 3;
+}
+
+/* Packet mode with a status notice not yet read (IXON turned off on the
+ * slave: TIOCPKT_NOSTOP). */
+static void pty_pkt_setup(void)
+{
+	struct termios t;
+	int m = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK), on = 1;
+
+	if (m < 0 || unlockpt(m) < 0 || dup2(m, 3) != 3 || ioctl(3, TIOCPKT, &on) < 0)
+		_exit(90);
+	int s = open(ptsname(3), O_RDWR | O_NOCTTY);
+	if (s < 0 || dup2(s, 4) != 4 || tcgetattr(4, &t) < 0)
+		_exit(91);
+	t.c_iflag &= ~(tcflag_t)IXON;
+	tcsetattr(4, TCSANOW, &t);
+}
+
+static int pty_pkt_verify(void)
+{
+	unsigned char c = 0;
+
+	return read(3, &c, 1) == 1 && (c & TIOCPKT_NOSTOP) ? 0 : 1;
+}
+
+START_TEST(pty_refusals)
+{
+	struct { void (*setup)(void); int (*verify)(void); const char *what; } cases[] = {
+		{ pty_full_setup, pty_full_verify, "its input queue is full (4095 bytes" },
+		{ pty_pkt_setup, pty_pkt_verify, "a packet-mode status notice is waiting to be read" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		pid_t pid = start_target(cases[i].setup, cases[i].verify);
+		struct fd_image *cap = NULL;
+		ck_assert_int_eq(fds_capture(pid, &cap), -EBUSY);
+		ck_assert_msg(strstr(err_msg(), cases[i].what), "%s", err_msg());
+		ck_assert_ptr_null(cap);
+		/* nothing was read: the target finds it all */
+		ck_assert_int_eq(finish_target(pid), 0);
+	}
+}
+END_TEST
+
 /* ---- strict parsing --------------------------------------------------------------- */
 
 START_TEST(parse_is_strict)
@@ -1962,6 +2053,51 @@ START_TEST(inet_lines)
 }
 END_TEST
 
+/* ptmx and pts lines round-trip, and what cannot be a pair is refused. */
+#define PTMX_AT(fd) #fd " ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 " \
+	     "cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 " \
+	     "ypixel=0 pkt=1 locked=0 in=0 out=0"
+#define PTMX PTMX_AT(3)
+START_TEST(pty_lines)
+{
+	static const char good[] = PTMX " ctty=40 fg=41\n4 pts flags=04002 cloexec=1 pty=7\n5 dup of=4 cloexec=0\n";
+	static const char *bad[] = {
+		"3 pts flags=02 cloexec=0 pty=7\n",                                  /* no master */
+		PTMX "\n" PTMX_AT(4) "\n",                                          /* two masters of one pair */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 cc=03 "
+		"ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 ypixel=0 pkt=1 locked=0 in=0 out=0\n", /* cc short */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x0 line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=0 out=0 eof=0\n", /* eof= without ICANON */
+		PTMX " ctty=40\n",                                                   /* ctty= without fg= */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=1 in=0 out=0\n4 pts flags=02 cloexec=0 pty=7\n", /* a slave of a locked pair */
+		"3 ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=5000 out=0\n", /* above a queue */
+		"3 ptmx flags=00 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 "
+		"cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 "
+		"ypixel=0 pkt=1 locked=0 in=0 out=0\n", /* read-only master */
+	};
+	struct fd_image *img = NULL;
+	char *text = NULL;
+	size_t len;
+
+	ck_assert_msg(fds_parse(good, NULL, NULL, &img) == 0, "%s", err_msg());
+	ck_assert_int_eq(fds_format(img, &text, &len), 0);
+	ck_assert_str_eq(text, good);
+	free(text);
+	fds_free(img);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+}
+END_TEST
+
 /* The lock keys round-trip, stay where they may be, and are strict. */
 START_TEST(lock_keys)
 {
@@ -2031,6 +2167,8 @@ static Suite *suite(void)
 		{ "shared_lines_are_checked", shared_lines_are_checked },
 		{ "capture_fault_changes_nothing", capture_fault_changes_nothing },
 		{ "parse_is_strict", parse_is_strict },
+		{ "pty_lines", pty_lines },
+		{ "pty_refusals", pty_refusals },
 		{ "lock_keys", lock_keys },
 	};
 
