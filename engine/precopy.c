@@ -95,10 +95,22 @@ struct pc_region {
 /* Pre-copy converged once a round leaves at most this much to copy. */
 #define PRECOPY_DONE_BYTES (4ull << 20)
 
+#define BLOCK ((uint64_t)STORE_BLOCK_SIZE)
+
 struct pc_area {
 	uint64_t start, end;
 	uint8_t *mirror; /* end - start bytes, populated as copied */
 	uint8_t *valid;  /* a byte per page: copied and not written since */
+	/* a byte per STORE_BLOCK_SIZE block from start: the mirror changed
+	 * there since the last snapshot was written from it */
+	uint8_t *stale;
+	struct store_block *blocks; /* per block: what the last snapshot wrote */
+};
+
+/* A private anonymous area seen at the start and left untracked (mostly
+ * holes): its being there again is no change of the areas. */
+struct pc_skip {
+	uint64_t start, end;
 };
 
 struct precopy {
@@ -110,10 +122,18 @@ struct precopy {
 	uint64_t copied; /* bytes copied in all rounds */
 	uint64_t first;  /* bytes copied in the first */
 	unsigned rounds;
+	struct pc_skip *skip;
+	size_t nskip;
+	uint64_t started; /* the process's start time (stat field 22): the same process, not its pid reused */
 	char *smaps;     /* read once converged (precopy_read_smaps) */
 	pthread_t th;    /* removing the tracking while the snapshot is written */
 	bool th_started;
 };
+
+static size_t nblocks(const struct pc_area *a)
+{
+	return (size_t)((a->end - a->start + BLOCK - 1) / BLOCK);
+}
 
 static void area_free(struct pc_area *a)
 {
@@ -121,7 +141,12 @@ static void area_free(struct pc_area *a)
 		munmap(a->mirror, a->end - a->start);
 	if (a->valid)
 		munmap(a->valid, (a->end - a->start) / PAGE);
-	a->mirror = a->valid = NULL;
+	if (a->stale)
+		munmap(a->stale, nblocks(a));
+	if (a->blocks)
+		munmap(a->blocks, nblocks(a) * sizeof(*a->blocks));
+	a->mirror = a->valid = a->stale = NULL;
+	a->blocks = NULL;
 }
 
 /* Removes the registrations (and so the protection) a piece at a time,
@@ -173,6 +198,7 @@ void precopy_free(struct precopy *pc)
 	for (size_t i = 0; i < pc->n; i++)
 		area_free(&pc->a[i]);
 	free(pc->a);
+	free(pc->skip);
 	if (pc->pm >= 0)
 		close(pc->pm);
 	if (pc->mem >= 0)
@@ -250,6 +276,22 @@ static int64_t resident(int pm, uint64_t start, uint64_t end)
 	return n;
 }
 
+/* The start time of pid in clock ticks since boot, or 0. */
+static uint64_t start_time(pid_t pid)
+{
+	_cleanup_free_ char *stat = NULL;
+	char path[64];
+	unsigned long long t = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (read_file_full(path, &stat, NULL) < 0 || !strrchr(stat, ')'))
+		return 0;
+	/* after the comm: state is field 3, starttime field 22 */
+	if (sscanf(strrchr(stat, ')') + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+		   &t) != 1)
+		return 0;
+	return t;
+}
+
 int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 {
 	struct vma *v = NULL;
@@ -263,6 +305,7 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 		return -ENOMEM;
 	pc->pid = pid;
 	pc->uffd = pc->pm = pc->mem = -1;
+	pc->started = start_time(pid);
 	r = keeper_make_uffd(k, &pc->uffd);
 	if (r < 0)
 		goto fail;
@@ -298,6 +341,13 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 			log_debug("pid %d: %" PRIx64 "-%" PRIx64 " not tracked: %" PRIu64 " MiB of %" PRIu64
 				  " MiB populated",
 				  pid, v[i].start, v[i].end, (uint64_t)res >> 20, size >> 20);
+			struct pc_skip *ns = realloc(pc->skip, (pc->nskip + 1) * sizeof(*ns));
+			if (!ns) {
+				r = -ENOMEM;
+				goto fail;
+			}
+			pc->skip = ns;
+			ns[pc->nskip++] = (struct pc_skip){ v[i].start, v[i].end };
 			continue;
 		}
 		if (fault_hit(FAULT_ENGINE_PRECOPY_REGISTER)) {
@@ -320,10 +370,12 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 		}
 		pc->a = na;
 		struct pc_area *a = &pc->a[pc->n++];
-		*a = (struct pc_area){ v[i].start, v[i].end, NULL, NULL };
+		*a = (struct pc_area){ v[i].start, v[i].end, NULL, NULL, NULL, NULL };
 		a->mirror = map_mirror(a->start, a->end - a->start);
 		a->valid = map_anon((a->end - a->start) / PAGE);
-		if (!a->mirror || !a->valid) {
+		a->stale = map_anon(nblocks(a));
+		a->blocks = map_anon(nblocks(a) * sizeof(*a->blocks));
+		if (!a->mirror || !a->valid || !a->stale || !a->blocks) {
 			r = err_set(-ENOMEM, "pid %d: no memory for a copy of %" PRIx64 "-%" PRIx64, pid, a->start,
 				    a->end);
 			goto fail;
@@ -406,10 +458,13 @@ static int copy_runs(struct precopy *pc, struct pc_area *a, const struct pc_regi
 					bad[j] = true;
 				}
 			}
-			for (size_t j = 0; j < k; j++)
+			for (size_t j = 0; j < k; j++) {
+				uint64_t off = (uintptr_t)rm[j].iov_base - a->start;
+				/* changed or not, its blocks are hashed again */
+				memset(a->stale + off / BLOCK, 1, (off + l[j].iov_len - 1) / BLOCK - off / BLOCK + 1);
 				if (!bad[j])
-					memset(a->valid + ((uintptr_t)rm[j].iov_base - a->start) / PAGE, 1,
-					       l[j].iov_len / PAGE);
+					memset(a->valid + off / PAGE, 1, l[j].iov_len / PAGE);
+			}
 			pc->copied += want;
 			k = 0;
 			batch = 0;
@@ -587,6 +642,11 @@ int precopy_lookup(struct precopy *pc, struct vma *v)
 				return 0;
 			v->mirror = a->mirror + (v->start - a->start);
 			v->valid = a->valid + (v->start - a->start) / PAGE;
+			/* the memory file's blocks are counted from v->start */
+			if ((v->start - a->start) % BLOCK == 0) {
+				v->blocks = a->blocks + (v->start - a->start) / BLOCK;
+				v->stale = a->stale + (v->start - a->start) / BLOCK;
+			}
 			return 1;
 		}
 	}
@@ -598,7 +658,12 @@ int precopy_fill(struct precopy *pc, const struct vma *v)
 	/* the runs' pages that are not valid, back to back */
 	struct pc_region g[64];
 	size_t k = 0;
-	struct pc_area a = { .start = v->start, .end = v->end, .mirror = v->mirror, .valid = v->valid };
+	struct pc_area *a = NULL;
+	for (size_t i = 0; i < pc->n && !a; i++)
+		if (v->start >= pc->a[i].start && v->end <= pc->a[i].end)
+			a = &pc->a[i];
+	if (!a)
+		return err_set(-EINVAL, "pid %d: %" PRIx64 "-%" PRIx64 " is not tracked", pc->pid, v->start, v->end);
 	for (size_t i = 0; i < v->nruns; i++) {
 		uint64_t s = v->runs[i].off, e = s + v->runs[i].len;
 		for (uint64_t p = s; p < e;) {
@@ -612,12 +677,129 @@ int precopy_fill(struct precopy *pc, const struct vma *v)
 			g[k++] = (struct pc_region){ v->start + p, v->start + q, 0 };
 			p = q;
 			if (k == ARRAY_SIZE(g)) {
-				int r = copy_runs(pc, &a, g, k, true);
+				int r = copy_runs(pc, a, g, k, true);
 				if (r < 0)
 					return r;
 				k = 0;
 			}
 		}
 	}
-	return k ? copy_runs(pc, &a, g, k, true) : 0;
+	return k ? copy_runs(pc, a, g, k, true) : 0;
+}
+
+uint64_t precopy_read_bytes(const struct precopy *pc)
+{
+	return pc ? pc->copied : 0;
+}
+
+uint64_t precopy_held(const struct precopy *pc)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; pc && i < pc->n; i++) {
+		const struct pc_area *a = &pc->a[i];
+		n += (a->end - a->start) + (a->end - a->start) / PAGE + nblocks(a) * (1 + sizeof(*a->blocks));
+	}
+	return n;
+}
+
+/* Whether [s, e) is covered by areas of v (sorted), back to back, each
+ * private anonymous memory. */
+static bool covered(const struct vma *v, size_t nv, uint64_t s, uint64_t e)
+{
+	uint64_t at = s;
+	for (size_t i = 0; i < nv && at < e; i++) {
+		if (v[i].end <= at)
+			continue;
+		if (v[i].start > at || v[i].kind != VMA_ANON || v[i].shared)
+			return false;
+		at = v[i].end;
+	}
+	return at >= e;
+}
+
+int precopy_resume(struct precopy *pc, pid_t pid)
+{
+	struct vma *v = NULL;
+	size_t nv = 0;
+	int r;
+
+	if (pc->pid != pid || pc->uffd < 0 || pc->th_started || !pc->started || start_time(pid) != pc->started)
+		return err_set(-ESTALE, "pid %d: the tracking kept is of another process", pid);
+	if (fault_hit(FAULT_ENGINE_TRACK_RESUME))
+		return err_set(-ESTALE, "pid %d: resuming the tracking: injected fault", pid);
+	r = maps_read(pid, &v, &nv);
+	if (r < 0)
+		return r;
+	/* every tracked area still mapped where it was (an mprotect may
+	 * have split it: the scans check each piece is still registered),
+	 * and no new area worth tracking */
+	for (size_t i = 0; i < pc->n && r >= 0; i++)
+		if (!covered(v, nv, pc->a[i].start, pc->a[i].end))
+			r = err_set(-ESTALE, "pid %d: the areas changed: %" PRIx64 "-%" PRIx64 " is no longer mapped as it was",
+				    pid, pc->a[i].start, pc->a[i].end);
+	for (size_t i = 0; i < nv && r >= 0; i++) {
+		if (!trackable(&v[i]))
+			continue;
+		bool known = false;
+		for (size_t j = 0; j < pc->n && !known; j++)
+			known = v[i].start >= pc->a[j].start && v[i].end <= pc->a[j].end;
+		for (size_t j = 0; j < pc->nskip && !known; j++)
+			known = v[i].start == pc->skip[j].start && v[i].end == pc->skip[j].end;
+		if (!known)
+			r = err_set(-ESTALE, "pid %d: the areas changed: %" PRIx64 "-%" PRIx64 " is new", pid,
+				    v[i].start, v[i].end);
+	}
+	vmas_free(v, nv);
+	if (r < 0)
+		return r;
+	pc->copied = 0;
+	pc->dirty = 0;
+	free(pc->smaps);
+	pc->smaps = NULL;
+	return 0;
+}
+
+/* ---- kept from one checkpoint to the next (engine.h) -------------------- */
+
+struct engine_track {
+	struct precopy *pc;
+	pid_t pid;
+};
+
+int track_wrap(struct precopy *pc, struct engine_track **ret)
+{
+	struct engine_track *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->pc = pc;
+	t->pid = pc->pid;
+	*ret = t;
+	return 0;
+}
+
+struct precopy *track_unwrap(struct engine_track *t)
+{
+	struct precopy *pc = t ? t->pc : NULL;
+	free(t);
+	return pc;
+}
+
+pid_t engine_track_pid(const struct engine_track *t)
+{
+	return t->pid;
+}
+
+uint64_t engine_track_bytes(const struct engine_track *t)
+{
+	return precopy_held(t->pc);
+}
+
+void engine_track_free(struct engine_track *t)
+{
+	if (!t)
+		return;
+	if (fault_hit(FAULT_ENGINE_TRACK_DIE_DROP))
+		raise(SIGKILL);
+	precopy_free(t->pc);
+	free(t);
 }

@@ -31,6 +31,8 @@ struct config {
 	char *pid_wait;
 	char *api;
 	char *api_token;
+	char *track;
+	char *track_idle;
 	int allow_other;
 };
 
@@ -44,6 +46,8 @@ static const struct fuse_opt config_opts[] = {
 	{ "pid_wait=%s", offsetof(struct config, pid_wait), 0 },
 	{ "api=%s", offsetof(struct config, api), 0 },
 	{ "api_token=%s", offsetof(struct config, api_token), 0 },
+	{ "track=%s", offsetof(struct config, track), 0 },
+	{ "track_idle=%s", offsetof(struct config, track_idle), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -91,6 +95,15 @@ static void usage(FILE *out, const char *prog)
 		"                         ckptfs-api(7)); or HOST:PORT: TCP instead, with\n"
 		"  -o api_token=FILE      the bearer token every TCP request must carry (the\n"
 		"                         file's first line); requests act as its owner\n"
+		"  -o track=SIZE          after a checkpoint that leaves a process running,\n"
+		"                         keep watching what it writes (a userfaultfd of the\n"
+		"                         daemon's; the process takes a minor fault at the\n"
+		"                         first write to each page) with the copy of its\n"
+		"                         memory and its blocks' hashes, so that its next\n"
+		"                         checkpoint reads and hashes only what changed;\n"
+		"                         SIZE bounds what all processes' tracking holds\n"
+		"                         (default 8G; K, M, G, T; 'off' or 0: never kept)\n"
+		"  -o track_idle=SECONDS  tracking unused this long is dropped (default 600)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -309,6 +322,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->restore_done, NULL);
 	pthread_cond_init(&fs->policy_cond, NULL);
+	pthread_cond_init(&fs->track_cond, NULL);
 	pthread_mutex_init(&fs->policy_save, NULL);
 	fs->uid = getuid();
 	fs->started = time(NULL);
@@ -330,6 +344,10 @@ int main(int argc, char **argv)
 			goto out_fs;
 		}
 		fs->pid_wait_ms = sec == 0 ? ENGINE_PID_WAIT_NONE : MAX(1u, (unsigned)(sec * 1000 + 0.5));
+	}
+	if (track_options(fs, conf.track, conf.track_idle) < 0) {
+		log_err("%s", err_msg());
+		goto out_fs;
 	}
 	fs->store_dir = conf.store ? strdup(conf.store) : store_default_path();
 	if (!fs->store_dir)
@@ -374,6 +392,10 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	log_info("mounted on %s, store %s (%s)", opts.mountpoint, fs->store_dir,
 		 fs->dir_backend ? "directories" : "chunk store");
+	if (track_start(fs) < 0) {
+		log_err("%s", err_msg());
+		goto out_unmount;
+	}
 	/* Periodic checkpoints resume: their policies are in the store. */
 	if (policy_start(fs) < 0) {
 		log_err("%s", err_msg());
@@ -422,6 +444,8 @@ int main(int argc, char **argv)
 	api_stop(fs->api);
 	policy_stop(fs);
 	ctl_jobs_wait(fs);
+	/* every process we watch gets its memory back unwatched */
+	track_stop(fs);
 	/* The loop returns the number of the signal that ended it: an
 	 * orderly end like an unmount. */
 	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
@@ -443,6 +467,7 @@ out_session:
 	fuse_session_destroy(fs->se);
 out_fs:
 	if (fs) {
+		track_stop(fs);
 		api_free(fs->api);
 		restore_free_all(fs);
 		snap_cache_free(fs);
@@ -453,6 +478,7 @@ out_fs:
 		free(fs->store_dir);
 		pthread_cond_destroy(&fs->restore_done);
 		pthread_cond_destroy(&fs->policy_cond);
+		pthread_cond_destroy(&fs->track_cond);
 		pthread_mutex_destroy(&fs->policy_save);
 		pthread_mutex_destroy(&fs->lock);
 		free(fs);
@@ -464,6 +490,8 @@ out_args:
 	free(conf.pid_wait);
 	free(conf.api);
 	free(conf.api_token);
+	free(conf.track);
+	free(conf.track_idle);
 	fuse_opt_free_args(&args);
 	return ret;
 }

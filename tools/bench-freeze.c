@@ -135,7 +135,7 @@ struct one {
 	uint64_t frozen_ns, durable_ns;
 	unsigned rounds;
 	bool precopied;
-	char mode[200];
+	char mode[400];
 };
 
 /* Dumps pid into snapshot name of s, its watch reset first; the gap it
