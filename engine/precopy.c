@@ -588,8 +588,17 @@ int precopy_round(struct precopy *pc)
 		if (r < 0)
 			return r;
 	}
-	if (!pc->rounds)
+	if (!pc->rounds) {
 		pc->first = dirty;
+		/* From now on the copy lands on pages here and there: one
+		 * where the mirror has a hole would fault in (and clear) a
+		 * whole huge page. A second checkpoint after 1% of 1 GiB was
+		 * written, a quarter of it never touched before, spent 0.7 s
+		 * of its 0.8 s so; with small pages 10 MiB are copied in
+		 * milliseconds. The huge pages already there stay. */
+		for (size_t i = 0; i < pc->n; i++)
+			madvise(pc->a[i].mirror, pc->a[i].end - pc->a[i].start, MADV_NOHUGEPAGE);
+	}
 	pc->rounds++;
 	pc->dirty = dirty;
 	log_debug("pid %d: pre-copy round %u: %" PRIu64 " KiB in %" PRIu64 " us", pc->pid, pc->rounds, dirty >> 10,
