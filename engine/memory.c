@@ -1154,6 +1154,10 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
 				uint64_t len = MIN(v->runs[k].len - off, step);
+				/* pieces end at multiples of step in the file: no block
+				 * is split between two of them (written in blocks) */
+				if (v->blocks)
+					len = MIN(len, step - (v->runs[k].off + off) % step);
 				const uint8_t *src = v->data || v->mirror ? p : piece[cur];
 				struct prefetch pf = { .pid = pid, .mem = mem, .fd = fd, .v = v,
 						       .off = v->runs[k].off + off + len,

@@ -327,7 +327,8 @@ void policy_free(struct fs *fs);
 
 /* ---- track.c --------------------------------------------------------------- */
 
-/* What a user of the mount gets without -o track / track_idle. */
+/* What a user of the mount gets without -o track / track_idle (the
+ * budget: this, or a quarter of the machine's memory if less). */
 #define FS_TRACK_BUDGET_DEFAULT (8ull << 30)
 #define FS_TRACK_IDLE_DEFAULT_S 600u
 /* Parses -o track=SIZE (off, 0, or N with K, M, G, T) and -o

@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs/fs-int.h"
 
@@ -39,7 +40,12 @@ static void drop(struct engine_track *t)
 
 int track_options(struct fs *fs, const char *budget, const char *idle)
 {
+	/* a quarter of the machine's memory at most: the copies are the
+	 * daemon's own memory, as large as the processes' tracked areas */
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
 	fs->track_budget = FS_TRACK_BUDGET_DEFAULT;
+	if (pages > 0 && psize > 0)
+		fs->track_budget = MIN(fs->track_budget, (uint64_t)pages * (uint64_t)psize / 4);
 	fs->track_idle_s = FS_TRACK_IDLE_DEFAULT_S;
 	if (budget) {
 		char *end;
