@@ -572,9 +572,9 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 		} else {
 			snprintf(dropped, droppedlen, "%s", err_msg());
 			err_clear();
-			/* its registration removed before the areas are registered again */
-			precopy_free(*kept);
-			*kept = NULL;
+			/* its registration removed before the areas are registered
+			 * again; its mirrors serve again where an area is unchanged */
+			precopy_untrack_wait(*kept);
 		}
 	}
 fresh:
@@ -582,7 +582,11 @@ fresh:
 		/* a stopped process writes nothing meanwhile */
 		if (t->v[i].zombie || p[i].gone || p[i].img.stopped)
 			continue;
-		int r = precopy_start(t->v[i].pid, &p[i].k, &p[i].pc);
+		int r = precopy_start(t->v[i].pid, &p[i].k, i == 0 ? *kept : NULL, &p[i].pc);
+		if (i == 0 && *kept) {
+			precopy_free(*kept);
+			*kept = NULL;
+		}
 		if (r == -ENOENT) { /* nothing big enough in it: copied while frozen */
 			err_clear();
 			continue;
@@ -614,7 +618,8 @@ fresh:
 				 * path, from a fresh registration */
 				snprintf(dropped, droppedlen, "%s", err_msg());
 				err_clear();
-				precopy_free(p[i].pc);
+				precopy_untrack_wait(p[i].pc);
+				*kept = p[i].pc;
 				p[i].pc = NULL;
 				*resumed = false;
 				live = 0;

@@ -606,7 +606,11 @@ struct precopy;
  * protection in async mode and protects them. On failure nothing of it
  * is left and err_msg() says why (the caller falls back to the copy
  * while frozen). */
-int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret);
+int precopy_start(pid_t pid, struct keeper *k, struct precopy *warm, struct precopy **ret);
+/* warm (may be NULL): an earlier pre-copy of pid, untracked already
+ * (precopy_untrack_wait()): the copy of each area still at the same
+ * range is taken over, faulted in already (the caller frees the rest). */
+void precopy_untrack_wait(struct precopy *pc);
 /* One round while the process runs: the first copies every populated
  * page, each later one the pages written since the last (protected
  * again). precopy_dirty(): the bytes it copied. */

@@ -292,7 +292,37 @@ static uint64_t start_time(pid_t pid)
 	return t;
 }
 
-int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
+/* Takes from warm (untracked already) the copy of area [start, end), if
+ * it has one of exactly that range, into a: its mirror stays faulted in
+ * (the first round copies into memory already there), its block entries
+ * stay, all marked stale: what the mirror holds is no longer known. */
+static void take_warm(struct precopy *warm, struct pc_area *a)
+{
+	for (size_t i = 0; warm && i < warm->n; i++) {
+		struct pc_area *w = &warm->a[i];
+		if (w->start != a->start || w->end != a->end || !w->mirror || !w->stale || !w->blocks)
+			continue;
+		a->mirror = w->mirror;
+		a->stale = w->stale;
+		a->blocks = w->blocks;
+		w->mirror = w->stale = NULL;
+		w->blocks = NULL;
+		memset(a->stale, 1, nblocks(a));
+		return;
+	}
+}
+
+void precopy_untrack_wait(struct precopy *pc)
+{
+	if (!pc)
+		return;
+	if (pc->th_started)
+		pthread_join(pc->th, NULL);
+	pc->th_started = false;
+	untrack(pc);
+}
+
+int precopy_start(pid_t pid, struct keeper *k, struct precopy *warm, struct precopy **ret)
 {
 	struct vma *v = NULL;
 	size_t nv = 0;
@@ -371,10 +401,14 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret)
 		pc->a = na;
 		struct pc_area *a = &pc->a[pc->n++];
 		*a = (struct pc_area){ v[i].start, v[i].end, NULL, NULL, NULL, NULL };
-		a->mirror = map_mirror(a->start, a->end - a->start);
+		take_warm(warm, a);
+		if (!a->mirror)
+			a->mirror = map_mirror(a->start, a->end - a->start);
 		a->valid = map_anon((a->end - a->start) / PAGE);
-		a->stale = map_anon(nblocks(a));
-		a->blocks = map_anon(nblocks(a) * sizeof(*a->blocks));
+		if (!a->stale)
+			a->stale = map_anon(nblocks(a));
+		if (!a->blocks)
+			a->blocks = map_anon(nblocks(a) * sizeof(*a->blocks));
 		if (!a->mirror || !a->valid || !a->stale || !a->blocks) {
 			r = err_set(-ENOMEM, "pid %d: no memory for a copy of %" PRIx64 "-%" PRIx64, pid, a->start,
 				    a->end);
