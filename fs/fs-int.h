@@ -327,11 +327,11 @@ void policy_free(struct fs *fs);
 
 /* ---- track.c --------------------------------------------------------------- */
 
-/* What a user of the mount gets without -o track / track_idle (the
- * budget: this, or a quarter of the machine's memory if less). */
-#define FS_TRACK_BUDGET_DEFAULT (8ull << 30)
+/* -o track=on: this budget, or a quarter of the machine's memory if
+ * less; without -o track nothing is kept. */
+#define FS_TRACK_BUDGET_ON (8ull << 30)
 #define FS_TRACK_IDLE_DEFAULT_S 600u
-/* Parses -o track=SIZE (off, 0, or N with K, M, G, T) and -o
+/* Parses -o track=SIZE (on, off, 0, or N with K, M, G, T) and -o
  * track_idle=SECONDS into fs; -EINVAL with the reason. Either may be NULL. */
 int track_options(struct fs *fs, const char *budget, const char *idle);
 /* The tracking kept for pid's next checkpoint, taken out of ps (NULL:

@@ -40,14 +40,19 @@ static void drop(struct engine_track *t)
 
 int track_options(struct fs *fs, const char *budget, const char *idle)
 {
-	/* a quarter of the machine's memory at most: the copies are the
-	 * daemon's own memory, as large as the processes' tracked areas */
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	fs->track_budget = FS_TRACK_BUDGET_DEFAULT;
-	if (pages > 0 && psize > 0)
-		fs->track_budget = MIN(fs->track_budget, (uint64_t)pages * (uint64_t)psize / 4);
+	/* Off unless asked for: the process pays a fault at the first
+	 * write to each page after every checkpoint, which costs 57-91 us
+	 * on the machine it was measured on (docs/PERFORMANCE.md). "on": 8
+	 * GiB, or a quarter of the machine's memory if less: the copies are
+	 * the daemon's own memory, as large as the tracked areas. */
+	fs->track_budget = 0;
 	fs->track_idle_s = FS_TRACK_IDLE_DEFAULT_S;
-	if (budget) {
+	if (budget && !strcmp(budget, "on")) {
+		long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+		fs->track_budget = FS_TRACK_BUDGET_ON;
+		if (pages > 0 && psize > 0)
+			fs->track_budget = MIN(fs->track_budget, (uint64_t)pages * (uint64_t)psize / 4);
+	} else if (budget) {
 		char *end;
 		errno = 0;
 		double v = strtod(budget, &end);
@@ -61,7 +66,7 @@ int track_options(struct fs *fs, const char *budget, const char *idle)
 		if (!strcmp(budget, "off"))
 			v = 0, end = (char *)"";
 		if (errno || end == budget || *end || !(v >= 0 && v * m < 1e18))
-			return err_set(-EINVAL, "track: '%s' is not a size (off, 0, or a number with K, M, G or T)",
+			return err_set(-EINVAL, "track: '%s' is not a size (on, off, 0, or a number with K, M, G or T)",
 				       budget);
 		fs->track_budget = (uint64_t)(v * m);
 	}
@@ -168,7 +173,7 @@ int track_drop(struct fs *fs, pid_t pid)
 
 void track_status(struct fs *fs, pid_t pid, char *buf, size_t len)
 {
-	snprintf(buf, len, "tracking: %s\n", fs->track_budget ? "none" : "off (-o track=off)");
+	snprintf(buf, len, "tracking: %s\n", fs->track_budget ? "none" : "off (no -o track)");
 	pthread_mutex_lock(&fs->lock);
 	for (struct pidstate *ps = fs->pids; ps; ps = ps->next)
 		if (ps->pid == pid && ps->track)
