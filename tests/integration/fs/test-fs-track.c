@@ -223,6 +223,21 @@ END_TEST
 START_TEST(test_budget) { not_kept("track=1M", "tracking: none"); }
 END_TEST
 
+/* The directory backend names no blocks: the copies and the rounds are
+ * kept, every block is hashed again; the snapshot is as whole. */
+START_TEST(test_dir_backend)
+{
+	char dir[PATH_MAX];
+	snprintf(H.opts, sizeof(H.opts), "track=on,backend=dir");
+	harness_mount();
+	pid_t pid = start_writer(dir);
+	ctl(pid, "checkpoint", true);
+	ctl(pid, "checkpoint", true);
+	assert_status(pid, "memory: incremental, ");
+	restore_passes(pid, 2, dir);
+}
+END_TEST
+
 START_TEST(test_idle)
 {
 	char dir[PATH_MAX];
@@ -343,6 +358,7 @@ int main(void)
 	harness_add_unmounted(s, "off", test_off, 180);
 	harness_add_unmounted(s, "budget", test_budget, 180);
 	harness_add_unmounted(s, "idle", test_idle, 180);
+	harness_add_unmounted(s, "dir_backend", test_dir_backend, 180);
 	harness_add(s, "daemon_killed", test_daemon_killed, 180);
 	harness_add_unmounted(s, "fault_resume", test_fault_resume, 180);
 	harness_add_unmounted(s, "fault_round", test_fault_round, 180);
