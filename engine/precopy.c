@@ -25,6 +25,16 @@
  * tracking is removed and the dump takes today's path, the whole copy
  * while frozen (precopy_abandon()).
  *
+ * Kept (engine_dump_opts.track): after a dump the tracking may stay for
+ * the next one, untouched: the registration, the mirrors (whose valid
+ * pages stay valid until a later scan finds them written) and, per
+ * STORE_BLOCK_SIZE block of each area, the id its memory file's block had
+ * in the snapshot and whether the mirror changed there since (stale:
+ * set by every copy into the mirror). precopy_resume() checks the areas
+ * are still those tracked; the next round is then a scan of what was
+ * written since, and memory_write() hands the ids of the blocks not
+ * stale to the store, which does not hash them again.
+ *
  * Nothing of ours stays in the process: the userfaultfd is only ours (the
  * process's own descriptor is closed before it runs again). Closing it
  * removes every registration and protection (userfaultfd_release), and
