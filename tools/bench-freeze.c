@@ -11,7 +11,8 @@
  * The largest gap between two of its timestamps during a dump, less the
  * millisecond it sleeps, is the downtime it saw. The target is dumped
  * with pre-copy, then without (engine_dump, as `ckpt dump` and
- * `ckpt dump --no-pre-copy`); then killed, and the pre-copied snapshot
+ * `ckpt dump --no-pre-copy`), and twice more with the tracking kept
+ * (below); then killed, and the last snapshot (pre-copied, incremental)
  * restored: the target checks that every page holds the last stamp
  * written to it before the freeze, and a mismatch fails the benchmark.
  * Printed: the downtime it saw, the dumper's frozen time, the time until
@@ -319,13 +320,12 @@ static void freeze_usage(FILE *out)
 		"How long a process stops for a dump that leaves it running, as the\n"
 		"process itself sees it (the largest gap between its timestamps, one a\n"
 		"millisecond), with pre-copy and with plain stop-and-copy; the dumper's\n"
-		"frozen time and the time until the snapshot is durable; then the\n"
-		"pre-copied snapshot is restored and the process checks every page it\n"
-		"wrote. With criu on the PATH, criu dump --leave-running and criu restore\n"
-		"on the same target, with the ratios. Then, into a chunk store, a\n"
-		"checkpoint with the tracking kept, 1%% of the pages written at once, and\n"
-		"the second checkpoint from that tracking: bytes stored and time of each;\n"
-		"that incremental snapshot is restored and checked.\n"
+		"frozen time and the time until the snapshot is durable. Then, into a\n"
+		"chunk store, a checkpoint with the tracking kept, 1%% of the pages\n"
+		"written at once, and the second checkpoint from that tracking: bytes\n"
+		"stored and time of each. That incremental snapshot is restored and the\n"
+		"process checks every page it wrote. With criu on the PATH, criu dump\n"
+		"--leave-running and criu restore on the same target, with the ratios.\n"
 		"  --sizes LIST   memory of the target (default 256M,1G,4G)\n"
 		"  --rates LIST   what it writes meanwhile: pages a millisecond, or N%%\n"
 		"                 of its memory a second (default 1,10%%)\n"
