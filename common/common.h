@@ -203,6 +203,11 @@ enum fault_id {
 	FAULT_ENGINE_DIE_PRECOPY_UFFD = 235, /* keeper kills the dumper: the userfaultfd made in the target */
 	FAULT_ENGINE_DIE_PRECOPY = 236,     /* dumper: during a pre-copy round, the process tracked */
 	FAULT_ENGINE_PRECOPY_DIVERGE = 237, /* pre-copy: every round counts as leaving as much as the last */
+	FAULT_ENGINE_TRACK_RESUME = 238,    /* kept tracking: checking it still holds fails (the full path) */
+	FAULT_ENGINE_TRACK_ROUND = 239,     /* kept tracking: the first round from it fails (the full path) */
+	FAULT_ENGINE_TRACK_KEEP = 240,      /* kept tracking: keeping it after a dump fails (it is removed) */
+	FAULT_ENGINE_TRACK_WRITE = 241,     /* kept tracking: writing a memory file with the kept hashes fails (EIO) */
+	FAULT_ENGINE_TRACK_DIE_DROP = 242,  /* kept tracking: the holder killed (SIGKILL) as it drops it */
 	FAULT_ENGINE_RESTORE_ATTRS = 250,   /* restore: setting the process attributes fails */
 	FAULT_ENGINE_RESTORE_ADVICE = 251,  /* restore: setting an area's advice or lock fails */
 	FAULT_ENGINE_RESTORE_SCHED = 252,   /* restore: setting a thread's scheduling fails */

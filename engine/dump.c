@@ -564,7 +564,8 @@ static int capture_ipc(const struct tree *t, const struct pdump *p, const struct
  * true when that happened; else (tracking unavailable, a failure, a
  * process that writes faster than we copy) every process's tracking is
  * removed, and mode says why the dump copies everything while frozen. */
-static bool precopy_tree(const struct tree *t, struct pdump *p, const struct engine_dump_opts *o, char *mode,
+static bool precopy_tree(const struct tree *t, struct pdump *p, const struct engine_dump_opts *o,
+			 struct precopy **kept, bool *resumed, char *dropped, size_t droppedlen, char *mode,
 			 size_t modelen, unsigned *ret_rounds, uint64_t *ret_bytes)
 {
 	uint64_t tracked = 0, prev = UINT64_MAX, dirty = 0, copied = 0;
@@ -573,11 +574,36 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 	bool converged = false;
 	char why[256] = "";
 
-	for (size_t i = 0; i < t->n; i++) {
+	/* the tracking kept from the last checkpoint, where it still holds:
+	 * its first round copies what was written since */
+	*resumed = false;
+	if (*kept) {
+		int r = t->n == 1 && !p[0].img.stopped ? precopy_resume(*kept, t->v[0].pid)
+						       : err_set(-ESTALE, "pid %d: now a tree of processes, or stopped",
+								 t->v[0].pid);
+		if (r >= 0) {
+			p[0].pc = *kept;
+			*kept = NULL;
+			*resumed = true;
+			live = 1;
+		} else {
+			snprintf(dropped, droppedlen, "%s", err_msg());
+			err_clear();
+			/* its registration removed before the areas are registered
+			 * again; its mirrors serve again where an area is unchanged */
+			precopy_untrack_wait(*kept);
+		}
+	}
+fresh:
+	for (size_t i = 0; i < t->n && !*resumed; i++) {
 		/* a stopped process writes nothing meanwhile */
 		if (t->v[i].zombie || p[i].gone || p[i].img.stopped)
 			continue;
-		int r = precopy_start(t->v[i].pid, &p[i].k, &p[i].pc);
+		int r = precopy_start(t->v[i].pid, &p[i].k, i == 0 ? *kept : NULL, &p[i].pc);
+		if (i == 0 && *kept) {
+			precopy_free(*kept);
+			*kept = NULL;
+		}
 		if (r == -ENOENT) { /* nothing big enough in it: copied while frozen */
 			err_clear();
 			continue;
@@ -600,6 +626,25 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 			if (!p[i].pc)
 				continue;
 			int r = precopy_round(p[i].pc);
+			if (r >= 0 && *resumed && round == 1 && fault_hit(FAULT_ENGINE_TRACK_ROUND))
+				r = err_set(-EIO, "pid %d: the first round from the kept tracking: injected fault",
+					    t->v[i].pid);
+			if (r < 0 && *resumed && round == 1) {
+				/* the kept tracking did not hold (an area mapped
+				 * again in place is no longer registered): the full
+				 * path, from a fresh registration */
+				snprintf(dropped, droppedlen, "%s", err_msg());
+				err_clear();
+				precopy_untrack_wait(p[i].pc);
+				*kept = p[i].pc;
+				p[i].pc = NULL;
+				*resumed = false;
+				live = 0;
+				round = 0;
+				copied = 0;
+				prev = UINT64_MAX;
+				goto fresh;
+			}
 			if (r < 0) {
 				snprintf(why, sizeof(why), "pre-copy round %u: %s", round, err_msg());
 				err_clear();
@@ -621,7 +666,8 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 		 * thread here cannot outwrite the copy */
 		if (fault_hit(FAULT_ENGINE_PRECOPY_DIVERGE))
 			dirty = MAX(dirty, prev == UINT64_MAX ? dirty : prev);
-		converged = round > 1 && precopy_done(dirty);
+		/* kept tracking: the first round was already of what was written since */
+		converged = (round > 1 || *resumed) && precopy_done(dirty);
 		/* a round that no longer shrinks the work: it writes as fast as we copy */
 		if (!converged && round >= 3 && dirty > prev / 10 * 9)
 			break;
@@ -636,7 +682,10 @@ static bool precopy_tree(const struct tree *t, struct pdump *p, const struct eng
 	for (size_t i = 0; i < t->n; i++)
 		if (p[i].pc)
 			precopy_read_smaps(p[i].pc);
-	snprintf(mode, modelen, "pre-copy, %u rounds", round);
+	if (*dropped)
+		snprintf(mode, modelen, "pre-copy, %u rounds (incremental tracking dropped: %s)", round, dropped);
+	else
+		snprintf(mode, modelen, "pre-copy, %u rounds", round);
 	*ret_rounds = round;
 	*ret_bytes = copied;
 	return true;
@@ -645,6 +694,7 @@ fallback:
 		precopy_free(p[i].pc);
 		p[i].pc = NULL;
 	}
+	*resumed = false;
 	snprintf(mode, modelen, "stop-and-copy: %s", why);
 	log_info("pid %d: %s", t->v[0].pid, mode);
 	*ret_rounds = round;
@@ -691,10 +741,15 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	struct copy_arena arena = { 0 }; /* the tree's copy, carved from one reservation */
 	enum engine_after after = o ? o->after : ENGINE_AFTER_RUN;
 	uint64_t t0 = now_ns(), tf0 = 0, tf1 = 0, bytes = 0, pre_bytes = 0;
-	bool copy = after == ENGINE_AFTER_RUN, precopied = false;
+	bool copy = after == ENGINE_AFTER_RUN, precopied = false, resumed = false, keep = false;
 	unsigned rounds = 0;
-	char mode[200];
+	char mode[400], dropped[256] = "";
+	/* the tracking kept from the last dump: ours now, whatever happens */
+	struct precopy *kept = o && o->track ? track_unwrap(*o->track) : NULL;
 	int r;
+
+	if (o && o->track)
+		*o->track = NULL;
 
 	if (pid == getpid()) {
 		r = err_set(-EINVAL, "pid %d: cannot checkpoint ourselves", pid);
@@ -769,7 +824,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	else if (o && o->no_precopy)
 		snprintf(mode, sizeof(mode), "stop-and-copy: pre-copy turned off");
 	else
-		precopied = precopy_tree(&t, p, o, mode, sizeof(mode), &rounds, &pre_bytes);
+		precopied = precopy_tree(&t, p, o, &kept, &resumed, dropped, sizeof(dropped), mode, sizeof(mode),
+					 &rounds, &pre_bytes);
 	if (copy) {
 		_cleanup_free_ pid_t *pids = NULL;
 		ssize_t np = tree_pids(&t, p, false, &pids);
@@ -879,10 +935,20 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 			if (r < 0)
 				goto out;
 		}
-		/* running again: the tracking goes, a piece at a time; the
+		/* one process pre-copied, asked to: its tracking stays for the
+		 * next dump, which starts from what it writes meanwhile */
+		keep = o && o->track && precopied && t.n == 1 && p[0].pc;
+		if (keep && fault_hit(FAULT_ENGINE_TRACK_KEEP)) {
+			log_info("pid %d: keeping the tracking: injected fault; removed", pid);
+			keep = false;
+		}
+		/* running again: else the tracking goes, a piece at a time; the
 		 * mirrors stay for the write */
-		for (size_t i = 0; i < t.n; i++)
+		for (size_t i = 0; i < t.n && !keep; i++)
 			precopy_untrack(p[i].pc);
+		if (resumed)
+			snprintf(mode, sizeof(mode), "incremental, %" PRIu64 " MiB read in %u rounds",
+				 precopy_read_bytes(p[0].pc) >> 20, rounds);
 	}
 
 	/* 4. Write: the tree, then each process in its directory. */
@@ -965,6 +1031,8 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 	}
 	if (!tf1)
 		tf1 = now_ns();
+	if (keep && track_wrap(p[0].pc, o->track) >= 0)
+		p[0].pc = NULL;
 	size_t in_snapshot = 0;
 	for (size_t i = 0; i < t.n; i++)
 		in_snapshot += !p[i].gone;
@@ -1013,6 +1081,7 @@ out:
 			fds_free(d->fds);
 		proc_image_free(&d->img);
 	}
+	precopy_free(kept);
 	if (shared)
 		fds_free(shared);
 	shm_table_free(&shm);

@@ -188,6 +188,12 @@ struct vma {
 	 * offsets, and a byte per page, set where they are valid; owned by
 	 * the pre-copy, not by the area */
 	uint8_t *mirror, *valid;
+	/* with a mirror whose blocks line up with the area's memory file: an
+	 * entry per STORE_BLOCK_SIZE block of it, what the last snapshot
+	 * wrote there, and a byte per block set where the mirror changed
+	 * since (precopy.c); both owned by the pre-copy, NULL otherwise */
+	struct store_block *blocks;
+	uint8_t *stale;
 	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 	bool sealed;  /* dump only: mseal()ed (smaps "sl"): refused */
 };
@@ -651,7 +657,11 @@ struct precopy;
  * protection in async mode and protects them. On failure nothing of it
  * is left and err_msg() says why (the caller falls back to the copy
  * while frozen). */
-int precopy_start(pid_t pid, struct keeper *k, struct precopy **ret);
+int precopy_start(pid_t pid, struct keeper *k, struct precopy *warm, struct precopy **ret);
+/* warm (may be NULL): an earlier pre-copy of pid, untracked already
+ * (precopy_untrack_wait()): the copy of each area still at the same
+ * range is taken over, faulted in already (the caller frees the rest). */
+void precopy_untrack_wait(struct precopy *pc);
 /* One round while the process runs: the first copies every populated
  * page, each later one the pages written since the last (protected
  * again). precopy_dirty(): the bytes it copied. */
@@ -677,6 +687,20 @@ int precopy_fill(struct precopy *pc, const struct vma *v);
 void precopy_untrack(struct precopy *pc);
 /* Untracks (or waits for that), unmaps the mirrors, frees. Accepts NULL. */
 void precopy_free(struct precopy *pc);
+/* Kept from the last checkpoint of pid (engine_dump_opts.track): checks
+ * that the tracking still holds (the same process, its private anonymous
+ * areas where they were, each still registered); then the next round
+ * copies only what was written since. On failure (-ESTALE: the areas
+ * changed) err_msg() says why and the caller frees it. */
+int precopy_resume(struct precopy *pc, pid_t pid);
+/* Bytes read from the process since precopy_start() or the last
+ * precopy_resume(): the rounds' and the frozen step's. */
+uint64_t precopy_read_bytes(const struct precopy *pc);
+/* Bytes of our memory it holds: mirrors, maps of valid pages, block entries. */
+uint64_t precopy_held(const struct precopy *pc);
+/* engine_track around pc (taken), and pc out of it (t freed); NULL for NULL. */
+int track_wrap(struct precopy *pc, struct engine_track **ret);
+struct precopy *track_unwrap(struct engine_track *t);
 
 /* ---- SysV IPC objects (ipc.c) -------------------------------------------- */
 

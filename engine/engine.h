@@ -84,7 +84,7 @@ struct engine_dump_stats {
 	bool precopied;
 	unsigned precopy_rounds;
 	uint64_t precopy_bytes; /* bytes copied while the processes ran */
-	char memory_mode[200];
+	char memory_mode[400];
 };
 
 struct engine_dump_opts {
@@ -100,7 +100,32 @@ struct engine_dump_opts {
 	 * run unless this is set (engine/precopy.c): the freeze then takes
 	 * only what they wrote meanwhile. */
 	bool no_precopy;
+	/* In and out, may be NULL: the tracking kept from the last dump of
+	 * this process (engine/precopy.c). Given a *track, the dump takes it
+	 * (*track becomes NULL) and, where it still holds (the same process,
+	 * its areas where they were), starts from what was written since
+	 * instead of a full first round, and hashes again only the blocks of
+	 * its memory files those writes touched; else it drops it (the
+	 * registration removed) and takes the full path, saying so in
+	 * memory_mode. On success of a pre-copied dump of one process with
+	 * ENGINE_AFTER_RUN, *track is the tracking kept for the next one:
+	 * the process's areas stay registered for write protection, which
+	 * costs it a minor fault at the first write to each page, until
+	 * engine_track_free(). */
+	struct engine_track **track;
 };
+
+/* Kept between two dumps of a process: our userfaultfd watching it (no
+ * descriptor of ours is in the process), the copy of its memory and the
+ * hashes of its memory files' blocks. */
+struct engine_track;
+pid_t engine_track_pid(const struct engine_track *t);
+/* Bytes of our memory it holds. */
+uint64_t engine_track_bytes(const struct engine_track *t);
+/* Removes the registration (a piece at a time: about 1 s for 4 GiB) and
+ * frees it all. Accepts NULL. Should the holder die instead, the kernel
+ * closes the userfaultfd, which removes the registration all the same. */
+void engine_track_free(struct engine_track *t);
 
 struct engine_restore_opts {
 	void (*progress)(const struct engine_progress *p, void *ud);

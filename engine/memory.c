@@ -1057,6 +1057,53 @@ static void *prefetch_worker(void *arg)
 	return NULL;
 }
 
+/* A pre-copied area written again (the tracking kept from the last
+ * dump): a block whose entry is known and whose mirror did not change
+ * since is not hashed again. Only blocks wholly inside a run are written
+ * in blocks; the others' entries are forgotten. */
+static void blocks_prepare(const struct vma *v)
+{
+	const uint64_t B = STORE_BLOCK_SIZE;
+	size_t n = (size_t)((v->end - v->start + B - 1) / B), at = 0;
+	for (size_t k = 0; k < v->nruns; k++) {
+		size_t first = (size_t)((v->runs[k].off + B - 1) / B), last = (size_t)((v->runs[k].off + v->runs[k].len) / B);
+		for (; at < MIN(first, n); at++)
+			v->blocks[at].known = false;
+		for (; at < last; at++)
+			v->blocks[at].known &= !v->stale[at];
+		at = MAX(at, first);
+	}
+	for (; at < n; at++)
+		v->blocks[at].known = false;
+}
+
+/* Writes [off, off + len) of v's memory file from src: its whole blocks
+ * with their entries (store_file_pwrite_blocks), the ends as bytes. */
+static int write_blocks(struct store_file *f, const struct vma *v, const uint8_t *src, uint64_t len, uint64_t off,
+			const char *name)
+{
+	const uint64_t B = STORE_BLOCK_SIZE;
+	uint64_t a = MIN(ALIGN_UP(off, B), off + len), b = MAX(a, ALIGN_DOWN(off + len, B));
+	int r = 0;
+	if (a > off)
+		r = store_file_pwrite(f, src, a - off, off);
+	if (r >= 0 && b > a) {
+		struct store_block *e = v->blocks + a / B;
+		bool reused = false;
+		for (uint64_t i = 0; i < (b - a) / B && !reused; i++)
+			reused = e[i].known;
+		if (reused && fault_hit(FAULT_ENGINE_TRACK_WRITE))
+			return err_set(-EIO, "%s: write with the kept hashes: injected fault", name);
+		r = store_file_pwrite_blocks(f, src + (a - off), b - a, a, e);
+		if (r == 0) /* a backend that names no blocks */
+			for (uint64_t i = 0; i < (b - a) / B; i++)
+				e[i].known = false;
+	}
+	if (r >= 0 && off + len > b)
+		r = store_file_pwrite(f, src + (b - off), off + len - b, b);
+	return r < 0 ? r : 0;
+}
+
 int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		 const struct engine_dump_opts *o)
 {
@@ -1105,6 +1152,8 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		r = store_file_create(w, name, &f);
 		if (r < 0)
 			goto out;
+		if (v->blocks)
+			blocks_prepare(v);
 		const uint8_t *p = v->data;
 		for (size_t k = 0; k < v->nruns && r >= 0; k++) {
 			if (v->mirror)
@@ -1116,6 +1165,10 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 			/* in pieces, for the progress report */
 			for (uint64_t off = 0; off < v->runs[k].len && r >= 0;) {
 				uint64_t len = MIN(v->runs[k].len - off, step);
+				/* pieces end at multiples of step in the file: no block
+				 * is split between two of them (written in blocks) */
+				if (v->blocks)
+					len = MIN(len, step - (v->runs[k].off + off) % step);
 				const uint8_t *src = v->data || v->mirror ? p : piece[cur];
 				struct prefetch pf = { .pid = pid, .mem = mem, .fd = fd, .v = v,
 						       .off = v->runs[k].off + off + len,
@@ -1132,6 +1185,8 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 					raise(SIGKILL);
 				if (fault_hit(FAULT_ENGINE_WRITE) || (v->hbm && fault_hit(FAULT_GPU_HBM_WRITE)))
 					r = err_set(-EIO, "%s: write: injected fault", name);
+				else if (v->blocks)
+					r = write_blocks(f, v, src, len, v->runs[k].off + off, name);
 				else
 					r = store_file_pwrite(f, src, len, v->runs[k].off + off);
 				if (started)
@@ -1151,6 +1206,9 @@ int memory_write(struct store_snap *w, const struct proc_image *img, pid_t pid,
 		}
 		if (r >= 0)
 			r = store_file_set_size(f, v->end - v->start);
+		/* the entries now say what the mirror holds */
+		if (r >= 0 && v->stale)
+			memset(v->stale, 0, (v->end - v->start + STORE_BLOCK_SIZE - 1) / STORE_BLOCK_SIZE);
 		int q = store_file_close(f);
 		if (r >= 0)
 			r = q;

@@ -14,6 +14,7 @@
  *   checkpoint stop     snapshot; left stopped once it is durable
  *   every D [keep K]    periodic checkpoints (policy.c)
  *   every off           no more of them
+ *   untrack             drops the tracking kept since its last checkpoint (track.c)
  */
 #include <inttypes.h>
 
@@ -99,16 +100,28 @@ static void progress(const struct engine_progress *p, void *ud)
 #define HAVE_ENGINE 0
 #endif
 
-static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_after after, struct dump_ctx *c)
+/* track: in and out, the tracking kept from pid's last checkpoint (see
+ * engine_dump_opts.track); NULL: none kept. memory: how memory was taken. */
+static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_after after, struct dump_ctx *c,
+		struct engine_track **track, char *memory, size_t memlen)
 {
 #if HAVE_ENGINE
+	struct engine_dump_stats st = { 0 };
 	struct engine_dump_opts o = {
 		.after = after,
 		.progress = progress,
 		.ud = c,
+		.stats = &st,
+		.track = track,
 	};
-	return engine_dump(pid, w, &o);
+	int r = engine_dump(pid, w, &o);
+	if (r >= 0)
+		snprintf(memory, memlen, "%s", st.memory_mode);
+	return r;
 #else
+	(void)track;
+	(void)memory;
+	(void)memlen;
 	(void)progress;
 	return err_set(-ENOSYS, "pid %d: this ckptfs was built without the engine", pid);
 #endif
@@ -149,8 +162,14 @@ static int parse_command(const char *line, size_t len, struct ctl_cmd *cmd)
 		return r;
 	if (n && !strcmp(words[0], "every"))
 		return policy_parse(words + 1, n - 1, cmd);
+	if (n && !strcmp(words[0], "untrack")) {
+		if (n > 1)
+			return err_set(-EINVAL, "untrack takes nothing more");
+		cmd->kind = CTL_UNTRACK;
+		return 0;
+	}
 	if (n == 0 || strcmp(words[0], "checkpoint"))
-		return err_set(-EINVAL, "unknown command '%s' (try: checkpoint [kill|stop], every D [keep K], every off)",
+		return err_set(-EINVAL, "unknown command '%s' (try: checkpoint [kill|stop], every D [keep K], every off, untrack)",
 			       n ? words[0] : "");
 	cmd->kind = CTL_CHECKPOINT;
 	if (n == 1)
@@ -232,7 +251,12 @@ int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after afte
 	r = store_snap_create(fs->store, name, 0, &w);
 	if (r < 0)
 		goto out;
-	r = dump(fs, pid, w, after, &c);
+	/* where the tracking is kept: from the last checkpoint, for the next */
+	struct engine_track *track = fs->track_budget && after == ENGINE_AFTER_RUN ? track_take(fs, c.ps) : NULL;
+	char memory[sizeof(c.ps->memory)] = "";
+	r = dump(fs, pid, w, after, &c, fs->track_budget && after == ENGINE_AFTER_RUN ? &track : NULL, memory,
+		 sizeof(memory));
+	track_keep(fs, c.ps, track);
 	/* engine_dump() leaves no ptrace link behind, --kill included: the
 	 * killed process's parent reaps it, not us */
 	store_snap_close(w);
@@ -259,6 +283,7 @@ out:
 		fs->ckpt_stats.bytes += c.ps->total;
 		c.ps->state = PID_IDLE;
 		c.ps->last_snap = n;
+		snprintf(c.ps->memory, sizeof(c.ps->memory), "%s", memory);
 		c.ps->last_error[0] = 0;
 	}
 	c.ps->periodic = false;
@@ -302,6 +327,9 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
 		case CTL_EVERY_OFF:
 			r = policy_off(fs, pid, caller, true);
 			break;
+		case CTL_UNTRACK:
+			r = track_drop(fs, pid);
+			break;
 		default:
 			r = -EINVAL;
 			break;
@@ -336,7 +364,8 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 	if (!s.last_snap)
 		s.last_snap = newest;
 
-	char phase[64];
+	char phase[64], tracking[128];
+	track_status(fs, pid, tracking, sizeof(tracking));
 	if (running && s.phase == ENGINE_PHASE_PRECOPY)
 		snprintf(phase, sizeof(phase), "%s round %u", engine_phase_name(s.phase), s.round);
 	else
@@ -348,12 +377,16 @@ int ctl_status(struct fs *fs, pid_t pid, char **ret, size_t *ret_len)
 		       "progress: %" PRIu64 "\n"
 		       "total: %" PRIu64 "\n"
 		       "last_snapshot: %" PRIu32 "\n"
-		       "last_error: %s\n",
+		       "last_error: %s\n"
+		       "memory: %s\n"
+		       "%s",
 		       pid, state_names[s.state],
 		       phase,
 		       running ? s.done : 0, running ? s.total : 0,
 		       s.last_snap,
-		       s.last_error[0] ? s.last_error : "-");
+		       s.last_error[0] ? s.last_error : "-",
+		       s.memory[0] ? s.memory : "-",
+		       tracking);
 	if (len < 0)
 		return -ENOMEM;
 	/* The periodic policy's lines follow. */

@@ -97,6 +97,12 @@ struct pidstate {
 	bool periodic;               /* the running checkpoint is a policy's */
 	uint32_t last_snap;          /* 0: none taken by this daemon */
 	char last_error[512];
+	char memory[400];            /* how the last checkpoint took memory (engine_dump_stats.memory_mode) */
+	/* track.c: the tracking kept from its last checkpoint, NULL if none
+	 * (while a checkpoint runs, that checkpoint has it) */
+	struct engine_track *track;
+	uint64_t track_bytes;        /* engine_track_bytes() of it */
+	uint64_t track_used_ns;      /* when it was last kept (now_ns) */
 	struct pidstate *next;
 };
 
@@ -177,6 +183,14 @@ struct fs {
 	bool policy_thread_started;
 	char boot_id[40];                   /* this boot's, /proc/sys/kernel/random/boot_id */
 
+	/* track.c */
+	uint64_t track_budget;              /* -o track=SIZE: bytes all kept tracking may hold; 0: none kept */
+	unsigned track_idle_s;              /* -o track_idle=SECONDS: dropped after this long unused */
+	bool track_quit;                    /* fs->lock: the idle thread is to end */
+	pthread_cond_t track_cond;          /* fs->lock: wakes the idle thread */
+	pthread_t track_thread;
+	bool track_thread_started;
+
 	struct fs_ckpt_stats ckpt_stats;    /* fs->lock */
 	struct api *api;                    /* api.c; NULL: no API */
 	struct handle *handles;             /* fs->lock: ops.c's open files */
@@ -256,6 +270,7 @@ enum ctl_kind {
 	CTL_CHECKPOINT,
 	CTL_EVERY,
 	CTL_EVERY_OFF,
+	CTL_UNTRACK,
 	_CTL_KIND_MAX,
 };
 
@@ -327,6 +342,34 @@ int policy_start(struct fs *fs);
  * them with ctl_jobs_wait) and, after that, frees the policies. */
 void policy_stop(struct fs *fs);
 void policy_free(struct fs *fs);
+
+/* ---- track.c --------------------------------------------------------------- */
+
+/* -o track=on: this budget, or a quarter of the machine's memory if
+ * less; without -o track nothing is kept. */
+#define FS_TRACK_BUDGET_ON (8ull << 30)
+#define FS_TRACK_IDLE_DEFAULT_S 600u
+/* Parses -o track=SIZE (on, off, 0, or N with K, M, G, T) and -o
+ * track_idle=SECONDS into fs; -EINVAL with the reason. Either may be NULL. */
+int track_options(struct fs *fs, const char *budget, const char *idle);
+/* The tracking kept for pid's next checkpoint, taken out of ps (NULL:
+ * none, or keeping is off). */
+struct engine_track *track_take(struct fs *fs, struct pidstate *ps);
+/* After a checkpoint of ps->pid: keeps t (may be NULL) for the next one
+ * where the budget allows (older ones of other pids dropped first,
+ * least recently used first), else drops it. */
+void track_keep(struct fs *fs, struct pidstate *ps, struct engine_track *t);
+/* ctl's `untrack`: drops pid's tracking, if any, waiting for a
+ * checkpoint of it that runs to end first. */
+int track_drop(struct fs *fs, pid_t pid);
+/* The tracking line of /<pid>/status ("tracking: ..."), into buf. */
+void track_status(struct fs *fs, pid_t pid, char *buf, size_t len);
+/* The thread that drops tracking unused for track_idle_s, and that of
+ * processes gone. */
+int track_start(struct fs *fs);
+/* Ends it and drops every tracking kept (the processes lose their
+ * registration). Idempotent. */
+void track_stop(struct fs *fs);
 
 /* ---- restore.c ------------------------------------------------------------ */
 

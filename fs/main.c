@@ -32,6 +32,8 @@ struct config {
 	char *api;
 	char *api_token;
 	char *api_tcp;
+	char *track;
+	char *track_idle;
 	int allow_other;
 };
 
@@ -46,6 +48,8 @@ static const struct fuse_opt config_opts[] = {
 	{ "api=%s", offsetof(struct config, api), 0 },
 	{ "api_token=%s", offsetof(struct config, api_token), 0 },
 	{ "api_tcp=%s", offsetof(struct config, api_tcp), 0 },
+	{ "track=%s", offsetof(struct config, track), 0 },
+	{ "track_idle=%s", offsetof(struct config, track_idle), 0 },
 	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
 	FUSE_OPT_END,
 };
@@ -95,6 +99,16 @@ static void usage(FILE *out, const char *prog)
 		"                         file's first line); requests act as its owner\n"
 		"  -o api_tcp=HOST:PORT   the API on TCP too, beside the Unix socket (the\n"
 		"                         same jobs on both; needs api_token)\n"
+		"  -o track=SIZE          after a checkpoint that leaves a process running,\n"
+		"                         keep watching what it writes (a userfaultfd of the\n"
+		"                         daemon's) with the copy of its memory and its\n"
+		"                         blocks' hashes, so that its next checkpoint reads\n"
+		"                         and hashes only what changed; the process takes a\n"
+		"                         fault at the first write to each page after each\n"
+		"                         checkpoint. SIZE bounds what all processes'\n"
+		"                         tracking holds (K, M, G, T; 'on': 8G, or a quarter\n"
+		"                         of the memory if less). Default: off\n"
+		"  -o track_idle=SECONDS  tracking unused this long is dropped (default 600)\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          versions of ckptfs and libfuse\n"
 		"\n"
@@ -110,10 +124,13 @@ static void usage(FILE *out, const char *prog)
 		"                         default 3) checkpoints the running process every D,\n"
 		"                         keeping the policy's newest K snapshots (others are\n"
 		"                         never deleted); kept in the store, it resumes when\n"
-		"                         the store is mounted again; 'every off' ends it\n"
+		"                         the store is mounted again; 'every off' ends it;\n"
+		"                         'untrack' drops the tracking kept (-o track)\n"
 		"  <pid>/status           key: value lines: pid, state (idle|checkpointing|\n"
 		"                         failed), phase, progress, total, last_snapshot,\n"
-		"                         last_error; policy (none | every D keep K |\n"
+		"                         last_error, memory (incremental | pre-copy |\n"
+		"                         stop-and-copy, and why), tracking (kept | none |\n"
+		"                         off); policy (none | every D keep K |\n"
 		"                         stopped: why), next, last (ok N at TIME |\n"
 		"                         failed: why), runs\n"
 		"  <pid>/<n>/             snapshot n, read-only, in the snapshot directory\n"
@@ -313,6 +330,7 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_cond_init(&fs->restore_done, NULL);
 	pthread_cond_init(&fs->policy_cond, NULL);
+	pthread_cond_init(&fs->track_cond, NULL);
 	pthread_mutex_init(&fs->policy_save, NULL);
 	fs->uid = getuid();
 	fs->started = time(NULL);
@@ -334,6 +352,10 @@ int main(int argc, char **argv)
 			goto out_fs;
 		}
 		fs->pid_wait_ms = sec == 0 ? ENGINE_PID_WAIT_NONE : MAX(1u, (unsigned)(sec * 1000 + 0.5));
+	}
+	if (track_options(fs, conf.track, conf.track_idle) < 0) {
+		log_err("%s", err_msg());
+		goto out_fs;
 	}
 	fs->store_dir = conf.store ? strdup(conf.store) : store_default_path();
 	if (!fs->store_dir)
@@ -378,6 +400,10 @@ int main(int argc, char **argv)
 		goto out_unmount;
 	log_info("mounted on %s, store %s (%s)", opts.mountpoint, fs->store_dir,
 		 fs->dir_backend ? "directories" : "chunk store");
+	if (track_start(fs) < 0) {
+		log_err("%s", err_msg());
+		goto out_unmount;
+	}
 	/* Periodic checkpoints resume: their policies are in the store. */
 	if (policy_start(fs) < 0) {
 		log_err("%s", err_msg());
@@ -433,6 +459,8 @@ int main(int argc, char **argv)
 	api_stop(fs->api);
 	policy_stop(fs);
 	ctl_jobs_wait(fs);
+	/* every process we watch gets its memory back unwatched */
+	track_stop(fs);
 	/* The loop returns the number of the signal that ended it: an
 	 * orderly end like an unmount. */
 	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
@@ -454,6 +482,7 @@ out_session:
 	fuse_session_destroy(fs->se);
 out_fs:
 	if (fs) {
+		track_stop(fs);
 		api_free(fs->api);
 		fs_handles_free(fs);
 		restore_free_all(fs);
@@ -465,6 +494,7 @@ out_fs:
 		free(fs->store_dir);
 		pthread_cond_destroy(&fs->restore_done);
 		pthread_cond_destroy(&fs->policy_cond);
+		pthread_cond_destroy(&fs->track_cond);
 		pthread_mutex_destroy(&fs->policy_save);
 		pthread_mutex_destroy(&fs->lock);
 		free(fs);
@@ -477,6 +507,8 @@ out_args:
 	free(conf.api);
 	free(conf.api_token);
 	free(conf.api_tcp);
+	free(conf.track);
+	free(conf.track_idle);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -833,8 +833,11 @@ static int write_chunk(struct wfile *f, const uint8_t *block, uint32_t len, unsi
 }
 
 /* Ingests n consecutive whole blocks starting at block0 (the last one
- * last_len bytes long): holes, hashes, dedup, new chunks. */
-static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n, uint32_t last_len)
+ * last_len bytes long): holes, hashes, dedup, new chunks. known (may be
+ * NULL): an entry per block; a known one gives its id and mask, which are
+ * not computed again; the others are filled. */
+static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n, uint32_t last_len,
+		  struct store_block *known)
 {
 	struct wsnap *w = f->snap;
 	struct chunk_store *cs = to_cs(w->base.store);
@@ -856,7 +859,12 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 			uint64_t blk = block0 + g + i;
 			len[i] = g + i == n - 1 ? last_len : STORE_BLOCK_SIZE;
 			mask[i] = 0;
-			for (unsigned p = 0; p < CHUNK_PAGES && p * STORE_PAGE_SIZE < len[i]; p++)
+			struct store_block *kb = known ? &known[g + i] : NULL;
+			if (kb && kb->known) {
+				mask[i] = kb->mask;
+				memcpy(ids[i], kb->id, STORE_HASH_LEN);
+			}
+			for (unsigned p = 0; !(kb && kb->known) && p < CHUNK_PAGES && p * STORE_PAGE_SIZE < len[i]; p++)
 				if (!buf_is_zero(b + p * STORE_PAGE_SIZE,
 						 MIN(STORE_PAGE_SIZE, len[i] - p * STORE_PAGE_SIZE)))
 					mask[i] |= 1u << p;
@@ -866,6 +874,13 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 				r = push_went(f, blk, 0, NULL);
 				if (r < 0)
 					return r;
+				continue;
+			}
+			if (kb && kb->known) {
+				r = leaf_set_put(f->leaves, blk, ids[i]);
+				if (r < 0)
+					return r;
+				any = true;
 				continue;
 			}
 			nz[nnz++] = i;
@@ -888,6 +903,12 @@ static int ingest(struct wfile *f, const uint8_t *buf, uint64_t block0, size_t n
 				return r;
 			any = true;
 		}
+		for (size_t i = 0; known && i < m; i++)
+			if (!known[g + i].known) {
+				memcpy(known[g + i].id, ids[i], STORE_HASH_LEN);
+				known[g + i].mask = (uint8_t)mask[i];
+				known[g + i].known = true;
+			}
 		if (!any)
 			continue;
 
@@ -1114,7 +1135,7 @@ static int partials_leave_behind(struct wfile *f, uint64_t block)
 			i++;
 			continue;
 		}
-		int r = ingest(f, p->data, p->block, 1, STORE_BLOCK_SIZE);
+		int r = ingest(f, p->data, p->block, 1, STORE_BLOCK_SIZE, NULL);
 		if (r < 0)
 			return r;
 		if (!block_readable(f, p->block, &e, &loc)) {
@@ -1200,7 +1221,7 @@ static int write_partial(struct wfile *f, const uint8_t *buf, size_t len, uint64
 	 * written before may still come. */
 	if (p->covered < STORE_BLOCK_SIZE || p->reloaded)
 		return 0;
-	r = ingest(f, p->data, block, 1, STORE_BLOCK_SIZE);
+	r = ingest(f, p->data, block, 1, STORE_BLOCK_SIZE, NULL);
 	partial_drop(f, p);
 	return r;
 }
@@ -1220,6 +1241,38 @@ static int manifest_write(struct wfile *f, const uint8_t *buf, size_t len, uint6
 	}
 	memcpy(w->manifest + off, buf, len);
 	return 0;
+}
+
+/* Forgets what was written before of blocks [first, first + nb): whole
+ * blocks written now replace it. */
+static void drop_pending(struct wfile *f, uint64_t first, size_t nb)
+{
+	for (size_t i = partial_pos(f, first); i < f->nparts && f->parts[i].block < first + nb;)
+		partial_drop(f, &f->parts[i]);
+	while (f->nflushed) {
+		size_t i = flushed_pos(f, first);
+		if (i == f->nflushed || f->flushed[i] >= first + nb)
+			break;
+		flushed_take(f, f->flushed[i]);
+	}
+}
+
+static int chunk_file_pwrite_blocks(struct store_file *sf, const void *buf, size_t len, uint64_t off,
+				    struct store_block *blocks)
+{
+	struct wfile *f = (struct wfile *)sf;
+	int r;
+
+	if (f->error)
+		return f->error;
+	if (f->is_manifest)
+		return err_set(-EINVAL, "the manifest is not written in blocks");
+	drop_pending(f, off / STORE_BLOCK_SIZE, len / STORE_BLOCK_SIZE);
+	r = ingest(f, buf, off / STORE_BLOCK_SIZE, len / STORE_BLOCK_SIZE, STORE_BLOCK_SIZE, blocks);
+	if (r < 0)
+		return fail_file(f, r);
+	f->end = MAX(f->end, off + len);
+	return 1;
 }
 
 static int chunk_file_pwrite(struct store_file *sf, const void *vbuf, size_t len, uint64_t off)
@@ -1248,16 +1301,8 @@ static int chunk_file_pwrite(struct store_file *sf, const void *vbuf, size_t len
 		}
 		/* The fast path: whole aligned blocks straight from the caller. */
 		size_t nb = len / STORE_BLOCK_SIZE;
-		for (size_t i = partial_pos(f, off / STORE_BLOCK_SIZE);
-		     i < f->nparts && f->parts[i].block < off / STORE_BLOCK_SIZE + nb;)
-			partial_drop(f, &f->parts[i]);
-		while (f->nflushed) {
-			size_t i = flushed_pos(f, off / STORE_BLOCK_SIZE);
-			if (i == f->nflushed || f->flushed[i] >= off / STORE_BLOCK_SIZE + nb)
-				break;
-			flushed_take(f, f->flushed[i]);
-		}
-		r = ingest(f, buf, off / STORE_BLOCK_SIZE, nb, STORE_BLOCK_SIZE);
+		drop_pending(f, off / STORE_BLOCK_SIZE, nb);
+		r = ingest(f, buf, off / STORE_BLOCK_SIZE, nb, STORE_BLOCK_SIZE, NULL);
 		if (r < 0)
 			break;
 		buf += nb * STORE_BLOCK_SIZE;
@@ -1307,7 +1352,7 @@ static int finish_file(struct wfile *f, struct wmeta *m)
 		struct partial *p = &f->parts[i];
 		uint64_t start = p->block * STORE_BLOCK_SIZE;
 		if (start < size) {
-			r = ingest(f, p->data, p->block, 1, (uint32_t)MIN((uint64_t)STORE_BLOCK_SIZE, size - start));
+			r = ingest(f, p->data, p->block, 1, (uint32_t)MIN((uint64_t)STORE_BLOCK_SIZE, size - start), NULL);
 			if (r < 0)
 				return r;
 		}
@@ -2491,6 +2536,7 @@ const struct store_ops store_chunk_ops = {
 	.snap_create = chunk_snap_create,
 	.file_create = chunk_file_create,
 	.file_pwrite = chunk_file_pwrite,
+	.file_pwrite_blocks = chunk_file_pwrite_blocks,
 	.file_set_size = chunk_file_set_size,
 	.snap_commit = chunk_snap_commit,
 	.snap_open = chunk_snap_open,

@@ -44,6 +44,9 @@ struct store_ops {
 	int (*snap_create)(struct store *s, const char *name, unsigned flags, struct store_snap **ret);
 	int (*file_create)(struct store_snap *w, const char *path, struct store_file **ret);
 	int (*file_pwrite)(struct store_file *f, const void *buf, size_t len, uint64_t off);
+	/* may be NULL: store_file_pwrite_blocks() then writes with file_pwrite */
+	int (*file_pwrite_blocks)(struct store_file *f, const void *buf, size_t len, uint64_t off,
+				  struct store_block *blocks);
 	int (*file_set_size)(struct store_file *f, uint64_t size);
 	int (*snap_commit)(struct store_snap *w);
 

@@ -248,6 +248,27 @@ int store_file_pwrite(struct store_file *f, const void *buf, size_t len, uint64_
 	return f->snap->store->ops->file_pwrite(f, buf, len, off);
 }
 
+int store_file_pwrite_blocks(struct store_file *f, const void *buf, size_t len, uint64_t off,
+			     struct store_block *blocks)
+{
+	int r = need_file_writer(f, "store_file_pwrite_blocks");
+	if (r < 0)
+		return r;
+	if (off % STORE_BLOCK_SIZE || len % STORE_BLOCK_SIZE)
+		return err_set(-EINVAL, "write of whole blocks at %" PRIu64 "+%zu: not block-aligned", off, len);
+	if (len == 0)
+		return 0;
+	if (!buf || !blocks)
+		return -EINVAL;
+	if (off > FILE_MAX_SIZE || len > FILE_MAX_SIZE - off)
+		return err_set(-EFBIG, "write at %" PRIu64 "+%zu: beyond the 1 PiB file limit", off, len);
+	if (!f->snap->store->ops->file_pwrite_blocks) {
+		r = f->snap->store->ops->file_pwrite(f, buf, len, off);
+		return r < 0 ? r : 0;
+	}
+	return f->snap->store->ops->file_pwrite_blocks(f, buf, len, off, blocks);
+}
+
 int store_file_set_size(struct store_file *f, uint64_t size)
 {
 	int r = need_file_writer(f, "store_file_set_size");

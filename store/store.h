@@ -155,6 +155,26 @@ int store_file_create(struct store_snap *w, const char *path, struct store_file 
  * written once; writing it again replaces it. */
 int store_file_pwrite(struct store_file *f, const void *buf, size_t len, uint64_t off);
 
+/* What a writer may remember of one STORE_BLOCK_SIZE block it wrote, to
+ * write the same bytes again without their hash being computed again. */
+struct store_block {
+	uint8_t id[STORE_HASH_LEN]; /* the block's hash (its chunk id) */
+	uint8_t mask;               /* its pages that are not zero; 0: a hole */
+	bool known;                 /* id and mask hold for the bytes given */
+};
+
+/* Writes like store_file_pwrite(), for whole blocks only: off and len
+ * multiples of STORE_BLOCK_SIZE (else -EINVAL), blocks[i] describing the
+ * block at off + i * STORE_BLOCK_SIZE. A block whose entry is known is
+ * taken as it says, neither hashed nor looked at for zero pages: the
+ * caller vouches that the bytes are the ones the entry was filled for
+ * (a chunk no longer in the store is written again from buf). The others
+ * are hashed, and their entries filled and marked known. Returns 1 when
+ * the entries are filled; 0 when the backend names no blocks (the
+ * directory backend): the bytes are written, the entries untouched. */
+int store_file_pwrite_blocks(struct store_file *f, const void *buf, size_t len, uint64_t off,
+			     struct store_block *blocks);
+
 /* Sets the logical size (never-written ranges read as zeros). Without it
  * the size is the end of the last write. */
 int store_file_set_size(struct store_file *f, uint64_t size);

@@ -11,12 +11,21 @@
  * The largest gap between two of its timestamps during a dump, less the
  * millisecond it sleeps, is the downtime it saw. The target is dumped
  * with pre-copy, then without (engine_dump, as `ckpt dump` and
- * `ckpt dump --no-pre-copy`); then killed, and the pre-copied snapshot
+ * `ckpt dump --no-pre-copy`), and twice more with the tracking kept
+ * (below); then killed, and the last snapshot (pre-copied, incremental)
  * restored: the target checks that every page holds the last stamp
  * written to it before the freeze, and a mismatch fails the benchmark.
  * Printed: the downtime it saw, the dumper's frozen time, the time until
  * the snapshot was durable, the pre-copy's rounds and what it fell back
- * to. Where `criu` is on the PATH the same target is also dumped with
+ * to.
+ *
+ * Then the second checkpoint with the tracking kept (engine_dump_opts
+ * .track, as the daemon keeps it): the target is dumped into a chunk
+ * store, made to write 1% of its pages at once, and dumped again from
+ * the tracking the first left; printed: the bytes each added to the
+ * store and the time each took until durable. It is this second,
+ * incremental snapshot that is restored and checked. Where `criu` is on
+ * the PATH the same target is also dumped with
  * `criu dump --leave-running` and restored with `criu restore`, and the
  * ratios are printed; else it says so.
  */
@@ -47,6 +56,7 @@ struct watch {
 	volatile uint32_t reset;   /* set by the bench, cleared by the target */
 	volatile uint32_t ready;
 	volatile uint64_t gap_at_us; /* when the largest gap ended (CLOCK_MONOTONIC) */
+	volatile uint64_t burst;   /* set by the bench: pages to write at once; cleared when written */
 };
 
 static uint64_t mono_us(void)
@@ -94,6 +104,17 @@ static _noreturn_ void target(const char *dir, size_t size, uint64_t rate, struc
 			w[1] = k ^ p;
 			seq = k;
 		}
+		/* the bench's burst, stamped as every write is */
+		for (uint64_t i = 0, b = wt->burst; i < b; i++) {
+			uint64_t k = seq + 1;
+			size_t p = mix64(k) % pages;
+			uint64_t *w = (uint64_t *)(m + p * PAGE);
+			w[0] = k;
+			w[1] = k ^ p;
+			seq = k;
+			if (i + 1 == b)
+				wt->burst = 0;
+		}
 		uint64_t t = mono_us();
 		if (wt->reset) {
 			wt->reset = 0;
@@ -135,7 +156,8 @@ struct one {
 	uint64_t frozen_ns, durable_ns;
 	unsigned rounds;
 	bool precopied;
-	char mode[200];
+	uint64_t stored; /* bytes the snapshot added to its store */
+	char mode[400];
 };
 
 /* Dumps pid into snapshot name of s, its watch reset first; the gap it
@@ -150,12 +172,89 @@ static void phase_log(const struct engine_progress *p, void *ud)
 	last = p->phase;
 }
 
-static int measure(struct store *s, const char *name, pid_t pid, bool precopy, struct watch *wt, struct one *o)
+struct stored_q {
+	const char *name;
+	uint64_t stored;
+};
+
+static int stored_cb(const struct store_snap_info *info, void *ud)
+{
+	struct stored_q *q = ud;
+	if (!strcmp(info->name, q->name))
+		q->stored = info->stored;
+	return 0;
+}
+
+/* Bytes snapshot name added to store s. */
+static uint64_t snap_stored(struct store *s, const char *name)
+{
+	struct stored_q q = { name, 0 };
+	store_foreach_snap(s, NULL, stored_cb, &q);
+	return q.stored;
+}
+
+struct copy_ctx {
+	struct store_snap *from, *to;
+	uint8_t *buf;
+};
+
+static int copy_file(const char *path, const struct store_stat *st, void *ud)
+{
+	struct copy_ctx *c = ud;
+	struct store_file *in = NULL, *out = NULL;
+	int r = store_file_open(c->from, path, &in);
+	if (r >= 0)
+		r = store_file_create(c->to, path, &out);
+	for (uint64_t off = 0; r >= 0 && off < st->size;) {
+		ssize_t n = store_file_pread(in, c->buf, 16u << 20, off);
+		if (n <= 0) {
+			r = n < 0 ? (int)n : -EIO;
+			break;
+		}
+		r = store_file_pwrite(out, c->buf, (size_t)n, off);
+		off += (uint64_t)n;
+	}
+	if (r >= 0)
+		r = store_file_set_size(out, st->size);
+	if (out) {
+		int q = store_file_close(out);
+		r = r < 0 ? r : q;
+	}
+	if (in)
+		store_file_close(in);
+	return r;
+}
+
+/* Snapshot name of from, copied into to under the same name: a restore
+ * reads it from there (this process holds the chunk store's io_uring
+ * mapped, which a restore from this process cannot carry over). */
+static int copy_snap(struct store *from, struct store *to, const char *name)
+{
+	struct copy_ctx c = { 0 };
+	int r = store_snap_open(from, name, 0, &c.from);
+	if (r >= 0)
+		r = store_snap_create(to, name, STORE_CREATE_IMPORT, &c.to);
+	c.buf = malloc(16u << 20);
+	if (r >= 0 && !c.buf)
+		r = -ENOMEM;
+	if (r >= 0)
+		r = store_snap_foreach_file(c.from, copy_file, &c);
+	if (r >= 0)
+		r = store_snap_commit(c.to);
+	store_snap_close(c.to);
+	store_snap_close(c.from);
+	free(c.buf);
+	return r;
+}
+
+/* track: NULL, or the tracking kept from one dump to the next. */
+static int measure(struct store *s, const char *name, pid_t pid, bool precopy, struct engine_track **track,
+		   struct watch *wt, struct one *o)
 {
 	struct store_snap *w = NULL;
 	struct engine_dump_stats st = { 0 };
 	struct engine_dump_opts d = { .after = ENGINE_AFTER_RUN, .stats = &st, .no_precopy = !precopy,
-				      .progress = phase_log };
+				      .progress = phase_log, .track = track };
 	wt->reset = 1;
 	for (int i = 0; i < 1000 && wt->reset; i++)
 		usleep(1000);
@@ -177,6 +276,7 @@ static int measure(struct store *s, const char *name, pid_t pid, bool precopy, s
 	o->rounds = st.precopy_rounds;
 	o->precopied = st.precopied;
 	snprintf(o->mode, sizeof(o->mode), "%s", st.memory_mode);
+	o->stored = snap_stored(s, name);
 	return 0;
 }
 
@@ -220,10 +320,12 @@ static void freeze_usage(FILE *out)
 		"How long a process stops for a dump that leaves it running, as the\n"
 		"process itself sees it (the largest gap between its timestamps, one a\n"
 		"millisecond), with pre-copy and with plain stop-and-copy; the dumper's\n"
-		"frozen time and the time until the snapshot is durable; then the\n"
-		"pre-copied snapshot is restored and the process checks every page it\n"
-		"wrote. With criu on the PATH, criu dump --leave-running and criu restore\n"
-		"on the same target, with the ratios.\n"
+		"frozen time and the time until the snapshot is durable. Then, into a\n"
+		"chunk store, a checkpoint with the tracking kept, 1%% of the pages\n"
+		"written at once, and the second checkpoint from that tracking: bytes\n"
+		"stored and time of each. That incremental snapshot is restored and the\n"
+		"process checks every page it wrote. With criu on the PATH, criu dump\n"
+		"--leave-running and criu restore on the same target, with the ratios.\n"
 		"  --sizes LIST   memory of the target (default 256M,1G,4G)\n"
 		"  --rates LIST   what it writes meanwhile: pages a millisecond, or N%%\n"
 		"                 of its memory a second (default 1,10%%)\n"
@@ -340,9 +442,33 @@ int bench_freeze(int argc, char **argv)
 			struct store *s = NULL;
 			r = store_open_dir(store_dir, &s);
 			if (r >= 0)
-				r = measure(s, "pre", pid, true, wt, &pre);
+				r = measure(s, "pre", pid, true, NULL, wt, &pre);
 			if (r >= 0)
-				r = measure(s, "plain", pid, false, wt, &plain);
+				r = measure(s, "plain", pid, false, NULL, wt, &plain);
+			/* the tracking kept: a first checkpoint, 1% of the pages
+			 * written, the second from what the first left */
+			struct one first = { 0 }, second = { 0 };
+			struct store *cs = NULL;
+			struct engine_track *track = NULL;
+			char cs_dir[PATH_MAX + 16];
+			snprintf(cs_dir, sizeof(cs_dir), "%s/chunks", dir);
+			if (r >= 0)
+				r = store_open(cs_dir, NULL, &cs);
+			if (r < 0)
+				log_err("bench freeze: chunk store %s: %s", cs_dir, tools_reason(r));
+			if (r >= 0)
+				r = measure(cs, "first", pid, true, &track, wt, &first);
+			if (r >= 0) {
+				wt->burst = size / PAGE / 100;
+				for (int i = 0; i < 10000 && wt->burst; i++)
+					usleep(1000);
+				r = measure(cs, "second", pid, true, &track, wt, &second);
+			}
+			engine_track_free(track);
+			if (r >= 0)
+				r = copy_snap(cs, s, "second");
+			store_close(cs);
+			cs = NULL;
 			uint64_t criu_dump_ns = 0, criu_restore_ns = 0;
 			if (r >= 0 && criu) {
 				char pidarg[16], img[PATH_MAX + 16];
@@ -386,14 +512,14 @@ int bench_freeze(int argc, char **argv)
 				snprintf(path, sizeof(path), "%s/result", dir);
 				unlink(path);
 			}
-			/* the pre-copied snapshot, restored: the target checks itself */
+			/* the incremental snapshot, restored: the target checks itself */
 			uint64_t restore_ns = 0;
 			if (r >= 0) {
 				struct store_snap *rs = NULL;
 				pid_t npid = 0;
 				struct engine_restore_opts ro = { 0 };
 				uint64_t t0 = now_ns();
-				r = store_snap_open(s, "pre", 0, &rs);
+				r = store_snap_open(s, "second", 0, &rs);
 				if (r >= 0)
 					r = engine_restore(rs, &ro, &npid);
 				restore_ns = now_ns() - t0;
@@ -414,10 +540,14 @@ int bench_freeze(int argc, char **argv)
 				}
 			}
 			store_close(s);
+			store_close(cs);
 			char cmd[PATH_MAX + 64];
+			rm_rf(cs_dir);
 			snprintf(cmd, sizeof(cmd), "%s/pre", store_dir);
 			rm_rf(cmd);
 			snprintf(cmd, sizeof(cmd), "%s/plain", store_dir);
+			rm_rf(cmd);
+			snprintf(cmd, sizeof(cmd), "%s/second", store_dir);
 			rm_rf(cmd);
 			snprintf(cmd, sizeof(cmd), "%s/criu", dir);
 			rm_rf(cmd);
@@ -431,7 +561,16 @@ int bench_freeze(int argc, char **argv)
 			       plain.frozen_ns / 1e6, plain.durable_ns / 1e6, plain.mode);
 			printf("  %-22s %10.2f\n", "pre-copy / stop-and-copy",
 			       plain.seen_us ? pre.seen_us / (double)plain.seen_us : 0);
-			printf("  %-22s %10.1f ms (the target passed its check)\n", "restore (pre-copied)", restore_ns / 1e6);
+			printf("  second checkpoint after 1%% changed, the tracking kept (chunk store):\n");
+			printf("  %-22s %12s %12s  %s\n", "", "stored", "durable", "memory");
+			printf("  %-22s %10.1f MiB %9.1f ms  %s\n", "first", first.stored / 1048576.0,
+			       first.durable_ns / 1e6, first.mode);
+			printf("  %-22s %10.1f MiB %9.1f ms  %s\n", "second", second.stored / 1048576.0,
+			       second.durable_ns / 1e6, second.mode);
+			printf("  %-22s %10.1f %%     %8.1f %%\n", "second / first",
+			       first.stored ? 100.0 * second.stored / first.stored : 0,
+			       first.durable_ns ? 100.0 * second.durable_ns / first.durable_ns : 0);
+			printf("  %-22s %10.1f ms (the target passed its check)\n", "restore (incremental)", restore_ns / 1e6);
 			if (!criu)
 				printf("  criu: not on the PATH, not compared\n");
 			else if (!criu_dump_ns)

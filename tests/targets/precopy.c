@@ -17,6 +17,11 @@
  * GiB (MAP_NORESERVE, like AddressSanitizer's shadow) of which it writes
  * one page in each GiB, checked after restore too.
  *
+ * Creating READY.remap (removed by it once done) changes its areas the way
+ * a program does between two checkpoints: the middle MiB of its memory
+ * unmapped and mapped again in place with the same bytes, and a new
+ * 2 MiB area of a known pattern, checked after restore too.
+ *
  * It also watches its own clock, once a millisecond: while READY.gap is
  * absent it keeps the largest gap between two looks; creating
  * READY.reset (removed by it) starts a new measure, and READY.report
@@ -37,7 +42,31 @@ static uint64_t now_us(void)
 	return ts.tv_sec * 1000000ull + ts.tv_nsec / 1000;
 }
 
-static char reset_path[4096], report_path[4096], gap_path[4096];
+static char reset_path[4096], report_path[4096], gap_path[4096], remap_path[4096];
+
+#define EXTRA (2ul << 20)
+
+/* The middle MiB of m (pages long) mapped again in place, same bytes, and
+ * a new area of EXTRA bytes: its address. */
+static uint8_t *remap(uint8_t *m, size_t pages)
+{
+	size_t len = 1ul << 20, off = (pages * PAGE / 2) & ~(len - 1);
+	uint8_t *keep = malloc(len);
+	if (!keep || off + len > pages * PAGE)
+		target_verdict(0, "remap: no memory, or too small");
+	memcpy(keep, m + off, len);
+	if (munmap(m + off, len) < 0 ||
+	    mmap(m + off, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != m + off)
+		target_verdict(0, "remap: %m");
+	memcpy(m + off, keep, len);
+	free(keep);
+	uint8_t *x = mmap(NULL, EXTRA, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (x == MAP_FAILED)
+		target_verdict(0, "remap: %m");
+	for (size_t i = 0; i < EXTRA; i++)
+		x[i] = (uint8_t)(i * 7 + i / PAGE);
+	return x;
+}
 
 int main(int argc, char **argv)
 {
@@ -48,6 +77,8 @@ int main(int argc, char **argv)
 	snprintf(reset_path, sizeof(reset_path), "%s.reset", argv[1]);
 	snprintf(report_path, sizeof(report_path), "%s.report", argv[1]);
 	snprintf(gap_path, sizeof(gap_path), "%s.gap", argv[1]);
+	snprintf(remap_path, sizeof(remap_path), "%s.remap", argv[1]);
+	uint8_t *extra = NULL;
 	uint8_t *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
 		target_verdict(0, "no memory");
@@ -84,6 +115,10 @@ int main(int argc, char **argv)
 			unlink(reset_path);
 			gap = 0;
 		}
+		if (!extra && access(remap_path, F_OK) == 0) {
+			extra = remap(m, pages);
+			unlink(remap_path);
+		}
 		if (access(report_path, F_OK) == 0) {
 			char g[32];
 			snprintf(g, sizeof(g), "%llu\n", (unsigned long long)gap);
@@ -113,6 +148,9 @@ int main(int argc, char **argv)
 				       p, pages, (unsigned long long)stamp[p],
 				       (unsigned long long)((uint64_t *)(m + p * PAGE))[0], (unsigned long long)seq);
 	}
+	for (size_t i = 0; extra && i < EXTRA; i++)
+		if (extra[i] != (uint8_t)(i * 7 + i / PAGE))
+			target_verdict(0, "the area mapped later: byte %zu is %d", i, extra[i]);
 	for (size_t g = 0; g < gib; g++)
 		for (size_t i = 0; i < 2 * PAGE; i++)
 			if (res[(g << 30) + i] != (i < PAGE ? (int)(g % 255) + 1 : 0))
