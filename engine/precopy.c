@@ -201,10 +201,7 @@ void precopy_free(struct precopy *pc)
 {
 	if (!pc)
 		return;
-	if (pc->th_started)
-		pthread_join(pc->th, NULL);
-	pc->th_started = false;
-	untrack(pc);
+	precopy_untrack_wait(pc);
 	for (size_t i = 0; i < pc->n; i++)
 		area_free(&pc->a[i]);
 	free(pc->a);

@@ -242,6 +242,8 @@ int fds_kv_u64(struct fd_line *l, const char *key, uint64_t *ret);
 int fds_kv_u64_opt(struct fd_line *l, const char *key, uint64_t def, uint64_t *ret);
 int fds_kv_hex(struct fd_line *l, const char *key, uint64_t *ret);
 int fds_kv_bool(struct fd_line *l, const char *key, bool *ret);
+/* family=inet|inet6 (required): AF_INET or AF_INET6. */
+int fds_kv_family(struct fd_line *l, int *ret);
 int fds_kv_path(struct fd_line *l, const char *key, char **ret);
 int fds_kv_ts(struct fd_line *l, const char *key, struct timespec *ret);
 /* Records "<fmt>: <previous detail>" (or just <fmt> when there is none)

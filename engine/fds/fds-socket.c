@@ -572,14 +572,8 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 	switch (e->kind) {
 	case FD_KIND_TCP_LISTEN: {
 		uint64_t port;
-		if ((r = fds_kv_req(l, "family", &v)) < 0)
+		if ((r = fds_kv_family(l, &e->family)) < 0)
 			return r;
-		if (strcmp(v, "inet") == 0)
-			e->family = AF_INET;
-		else if (strcmp(v, "inet6") == 0)
-			e->family = AF_INET6;
-		else
-			return fds_bad(l, "family=%s: not inet or inet6", v);
 		if ((r = fds_kv_req(l, "addr", &v)) < 0 || (r = fds_kv_u64(l, "port", &port)) < 0)
 			return r;
 		if (port > 65535)

@@ -559,18 +559,11 @@ static int kv_u32(struct fd_line *l, const char *key, uint32_t *ret)
 int fds_tcp_parse(struct fd_entry *e, struct fd_line *l)
 {
 	struct fd_tcp *t;
-	const char *v;
 	uint32_t u = 0;
 	int r;
 
-	if ((r = fds_kv_req(l, "family", &v)) < 0)
+	if ((r = fds_kv_family(l, &e->family)) < 0)
 		return r;
-	if (strcmp(v, "inet") == 0)
-		e->family = AF_INET;
-	else if (strcmp(v, "inet6") == 0)
-		e->family = AF_INET6;
-	else
-		return fds_bad(l, "family=%s: not inet or inet6", v);
 	if ((r = parse_addr(l, e->family, "addr", "port", &e->addr, &e->addrlen)) < 0)
 		return r;
 	if (fds_kv_has(l, "peer-addr") || e->kind == FD_KIND_TCP) {

@@ -918,6 +918,22 @@ int fds_kv_hex(struct fd_line *l, const char *key, uint64_t *ret)
 	return 0;
 }
 
+int fds_kv_family(struct fd_line *l, int *ret)
+{
+	const char *v;
+	int r = fds_kv_req(l, "family", &v);
+
+	if (r < 0)
+		return r;
+	if (strcmp(v, "inet") == 0)
+		*ret = AF_INET;
+	else if (strcmp(v, "inet6") == 0)
+		*ret = AF_INET6;
+	else
+		return fds_bad(l, "family=%s: not inet or inet6", v);
+	return 0;
+}
+
 int fds_kv_bool(struct fd_line *l, const char *key, bool *ret)
 {
 	const char *v;
