@@ -337,17 +337,12 @@ START_TEST(tcp_restore_elsewhere_refused)
 }
 END_TEST
 
-/* Both ends in one tree (target-fds-tcp-tree: parent and child, the
- * parent still listening on the connection's port), bytes in flight both
- * ways: dumped with --kill (under the network lock), or left running
- * (without it: the queues read consistently while packets still come)
- * and then killed, and restored; the tree checks every byte. */
-static void tree_cycle(bool running)
+/* Starts tests/targets/target-NAME READY RESULT on /dev/null and waits
+ * (20 s at most) until it is ready. */
+static pid_t spawn_quiet(const char *name)
 {
-	char exe[PATH_MAX + 64], p[32], out[64];
-	int st;
-
-	snprintf(exe, sizeof(exe), "%s/target-fds-tcp-tree", targets);
+	char exe[PATH_MAX + 64];
+	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -361,6 +356,20 @@ static void tree_cycle(bool running)
 	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
 		usleep(1000);
 	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	return pid;
+}
+
+/* Both ends in one tree (target-fds-tcp-tree: parent and child, the
+ * parent still listening on the connection's port), bytes in flight both
+ * ways: dumped with --kill (under the network lock), or left running
+ * (without it: the queues read consistently while packets still come)
+ * and then killed, and restored; the tree checks every byte. */
+static void tree_cycle(bool running)
+{
+	char p[32], out[64];
+	int st;
+
+	pid_t pid = spawn_quiet("fds-tcp-tree");
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? path("snap") : p,
 			       running ? NULL : path("snap")) == 0,
@@ -392,23 +401,10 @@ START_TEST(tcp_tree_running_restore) { tree_cycle(true); } END_TEST
  * killed, restored; it checks its sockets itself. */
 static void udp_cycle(const char *mode)
 {
-	char exe[PATH_MAX + 64], p[32], out[64];
+	char p[32], out[64];
 	int st;
 
-	snprintf(exe, sizeof(exe), "%s/target-fds-udp", targets);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	pid_t pid = spawn_quiet("fds-udp");
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), mode) == 0, "ckpt dump: %s", ckpt_err());
 	if (!mode || strcmp(mode, "--kill"))
