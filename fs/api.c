@@ -1251,39 +1251,82 @@ struct export {
 	struct xslot slot[EXPORT_SLOTS];
 	uint64_t head, tail; /* filled: [tail, head) */
 	bool quit;           /* the writer gave up: the reader stops */
+	/* libarchive writes unblocked (bytes_per_block 0): the data it
+	 * takes from the ring comes to export_write as it is, and goes on
+	 * without a copy into a block of its own; the small pieces
+	 * (headers, the edges of sparse maps) gather here first */
+	char *small;         /* FS_IO_SIZE */
+	size_t nsmall;
 };
+
+/* Sends buf on: lent to the connection until it has copied all of it,
+ * or written to the pipe. */
+static int export_send(struct export *x, const void *buf, size_t len)
+{
+	struct xout *o = x->out;
+
+	if (!len)
+		return 0;
+	if (!o)
+		return write_full(x->fd, buf, len);
+	pthread_mutex_lock(&o->lock);
+	o->buf = buf;
+	o->len = len;
+	o->off = 0;
+	pthread_cond_broadcast(&o->cond);
+	while (o->off < o->len && !o->gone)
+		pthread_cond_wait(&o->cond, &o->lock);
+	bool gone = o->gone;
+	o->buf = NULL;
+	o->len = o->off = 0;
+	pthread_mutex_unlock(&o->lock);
+	return gone ? -EPIPE : 0;
+}
+
+/* Pieces under this size are gathered; larger ones go on as they are,
+ * after what was gathered before them. */
+#define EXPORT_SMALL (64u * 1024)
+
+static int export_flush(struct export *x)
+{
+	int r = export_send(x, x->small, x->nsmall);
+	x->nsmall = 0;
+	return r;
+}
 
 static ssize_t export_write(struct archive *ar, void *ud, const void *buf, size_t len)
 {
 	struct export *x = ud;
-	struct xout *o = x->out;
+	int r = 0;
 
-	if (o) {
-		/* the block is libarchive's: lent until the connection has
-		 * copied all of it */
-		pthread_mutex_lock(&o->lock);
-		o->buf = buf;
-		o->len = len;
-		o->off = 0;
-		pthread_cond_broadcast(&o->cond);
-		while (o->off < o->len && !o->gone)
-			pthread_cond_wait(&o->cond, &o->lock);
-		bool gone = o->gone;
-		o->buf = NULL;
-		o->len = o->off = 0;
-		pthread_mutex_unlock(&o->lock);
-		if (gone) {
-			archive_set_error(ar, EPIPE, "the client went away");
-			return -1;
-		}
+	if (len < EXPORT_SMALL && x->nsmall + len <= FS_IO_SIZE) {
+		memcpy(x->small + x->nsmall, buf, len);
+		x->nsmall += len;
 		return (ssize_t)len;
 	}
-	int r = write_full(x->fd, buf, len);
+	r = export_flush(x);
+	if (r >= 0 && len < EXPORT_SMALL) {
+		memcpy(x->small, buf, len);
+		x->nsmall = len;
+	} else if (r >= 0) {
+		r = export_send(x, buf, len);
+	}
 	if (r < 0) {
-		archive_set_error(ar, -r, "%s", strerror(-r));
+		archive_set_error(ar, -r, "%s", r == -EPIPE ? "the client went away" : strerror(-r));
 		return -1;
 	}
 	return (ssize_t)len;
+}
+
+/* archive_write_close's end: what is gathered goes too. */
+static int export_close(struct archive *ar, void *ud)
+{
+	int r = export_flush(ud);
+	if (r < 0) {
+		archive_set_error(ar, -r, "%s", r == -EPIPE ? "the client went away" : strerror(-r));
+		return ARCHIVE_FATAL;
+	}
+	return ARCHIVE_OK;
 }
 
 static int range_add(struct xrange **r, size_t *n, size_t *cap, uint64_t off, uint64_t len)
@@ -1483,10 +1526,11 @@ static void *export_run(void *arg)
 	for (size_t i = 0; x->files && i < EXPORT_SLOTS; i++)
 		if (!(x->slot[i].buf = malloc(FS_IO_SIZE)))
 			break;
-	if (!ar || !e || !x->files || !x->slot[EXPORT_SLOTS - 1].buf ||
+	x->small = malloc(FS_IO_SIZE);
+	if (!ar || !e || !x->files || !x->slot[EXPORT_SLOTS - 1].buf || !x->small ||
 	    archive_write_set_format_pax_restricted(ar) != ARCHIVE_OK ||
-	    archive_write_set_bytes_per_block(ar, (int)FS_IO_SIZE) != ARCHIVE_OK ||
-	    archive_write_open(ar, x, NULL, export_write, NULL) != ARCHIVE_OK) {
+	    archive_write_set_bytes_per_block(ar, 0) != ARCHIVE_OK ||
+	    archive_write_open(ar, x, NULL, export_write, export_close) != ARCHIVE_OK) {
 		r = err_set(-ENOMEM, "cannot start the tar stream");
 		goto out;
 	}
@@ -1536,6 +1580,7 @@ out:
 	free(x->files);
 	for (size_t i = 0; i < EXPORT_SLOTS; i++)
 		free(x->slot[i].buf);
+	free(x->small);
 	pthread_cond_destroy(&x->cond);
 	pthread_mutex_destroy(&x->lock);
 	snapview_put(x->a->fs, x->v);
