@@ -1178,14 +1178,15 @@ struct xslot {
 };
 
 /* The export's hand-over to its HTTP connection: MHD's content reader
- * copies libarchive's blocks straight into the connection's buffer (a
+ * copies the tar's pieces (a ring slot's data, or the gathered small
+ * pieces) straight into the connection's buffer (a
  * pipe between them cost two more copies of every byte, and the system
  * calls). Shared by the export thread and the connection, freed by the
  * one that lets go last. */
 struct xout {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	const char *buf;   /* libarchive's block being handed over: lock */
+	const char *buf;   /* the piece being handed over: lock */
 	size_t len, off;   /* lock */
 	bool eof;          /* lock: the export has ended */
 	bool failed;       /* lock: ended early: the stream ends short */
