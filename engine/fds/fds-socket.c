@@ -18,15 +18,16 @@
  *
  * A Unix datagram socket that is unconnected, or connected to a named
  * socket outside the process (syslog's /dev/log), is bound again to its
- * own address if it had one and connected again to that name; its queue
- * must be empty.
+ * own address if it had one and connected again to that name.
  *
  * A listening socket with connections waiting to be accepted is refused:
  * those are established connections. Bytes queued in a stream pair are
  * peeked (MSG_PEEK, not consumed) and sent again on restore; datagram and
- * seqpacket pairs must have empty queues, and queued descriptors
- * (SCM_RIGHTS) are refused. Socket options are not saved but for
- * SO_REUSEADDR and IPV6_V6ONLY of listening sockets.
+ * seqpacket queues, names bound by relative paths or deleted since, and
+ * connections made through a listener are fds-unix.c's. Queued
+ * descriptors (SCM_RIGHTS) are refused. Socket options are not saved but
+ * for SO_REUSEADDR and IPV6_V6ONLY of listening sockets and SO_PASSCRED
+ * of Unix seqpacket and datagram sockets.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>

@@ -4,8 +4,9 @@
  * with SO_PASSCRED), datagrams queued on a socket bound to SCRATCH.q, a
  * connection accepted from a listener at SCRATCH.l (bytes queued both
  * ways), a listener and a datagram socket bound to paths deleted since
- * (SCRATCH.del, SCRATCH.ddel), and a listener and a datagram socket bound
- * by relative names from the working directory (the scratch directory).
+ * (SCRATCH.del, SCRATCH.ddel), a listener and a datagram socket bound
+ * by relative names from the working directory (the scratch directory),
+ * and a seqpacket connection accepted from a listener at an abstract name.
  * After restore every message comes back whole and in order, the names
  * answer as before (getsockname, getpeername), the deleted paths are
  * still absent, and the listeners take connections.
@@ -149,6 +150,20 @@ int main(int argc, char **argv)
 	CHECK(sendto(tx, "rel", 3, 0, (void *)&rd, sizeof(rd)) == 3);
 	close(tx);
 
+	/* 64: listener at an abstract name; 65 connected to it, 66 accepted */
+	struct sockaddr_un ab = { .sun_family = AF_UNIX };
+	socklen_t ablen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+				      (size_t)snprintf(ab.sun_path + 1, sizeof(ab.sun_path) - 1, "ckptfs-unix-%d", getpid()));
+	int al = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	if (bind(al, (void *)&ab, ablen) < 0 || listen(al, 4) < 0)
+		target_verdict(0, "abstract bind: %s", strerror(errno));
+	at(al, 64);
+	c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	CHECK(connect(c, (void *)&ab, ablen) == 0);
+	at(c, 65);
+	at(accept(64, NULL, NULL), 66);
+	sendstr(65, "abstract");
+
 	const char *mode = argc > 4 ? argv[4] : "";
 	if (strcmp(mode, "rights") == 0) {
 		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
@@ -232,6 +247,15 @@ int main(int argc, char **argv)
 	CHECK(name_is(60, false, "rel.sock") && name_is(61, false, "rel.dgram"));
 	connects(60, &rl);
 	EXPECT(61, "rel");
+
+	struct sockaddr_un got;
+	socklen_t gl = sizeof(got);
+	CHECK(getsockname(66, (void *)&got, &gl) == 0 && gl == ablen && !memcmp(&got, &ab, ablen));
+	gl = sizeof(got);
+	CHECK(getpeername(65, (void *)&got, &gl) == 0 && gl == ablen && !memcmp(&got, &ab, ablen));
+	EXPECT(66, "abstract");
+	c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	CHECK(connect(c, (void *)&ab, ablen) == 0 && accept(64, NULL, NULL) >= 0);
 
 	unlink(q.sun_path);
 	unlink(l.sun_path);
