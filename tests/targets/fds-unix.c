@@ -12,7 +12,7 @@
  * still absent, and the listeners take connections.
  * Arguments: SCRATCH, a path in a directory of the test's, and a mode
  * that adds what a dump must refuse: "rights" (a descriptor in flight on
- * a datagram pair, 62 and 63), "elsewhere" (a socket bound by a relative
+ * a datagram pair, 62 and 63, behind a plain message), "elsewhere" (a socket bound by a relative
  * name in a directory that is not the working directory), "gonedir" (a
  * socket bound to a path deleted with its directory). A dump that fails
  * must leave all of it as it was: told "restored" then, the original
@@ -179,6 +179,9 @@ int main(int argc, char **argv)
 		h->cmsg_type = SCM_RIGHTS;
 		h->cmsg_len = CMSG_LEN(sizeof(int));
 		memcpy(CMSG_DATA(h), &nul, sizeof(int));
+		/* not first: the check while the process runs sees a plain
+		 * message, the capture of the frozen process the descriptor */
+		sendstr(62, "plain");
 		if (sendmsg(62, &m, 0) != 2)
 			target_verdict(0, "SCM_RIGHTS: %s", strerror(errno));
 		close(nul);
@@ -207,6 +210,7 @@ int main(int argc, char **argv)
 		_Alignas(struct cmsghdr) char c[CMSG_SPACE(sizeof(int))];
 		struct iovec v = { b, sizeof(b) };
 		struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c) };
+		EXPECT(63, "plain");
 		CHECK(recvmsg(63, &m, MSG_DONTWAIT) == 2 && CMSG_FIRSTHDR(&m) &&
 		      CMSG_FIRSTHDR(&m)->cmsg_type == SCM_RIGHTS);
 	}
