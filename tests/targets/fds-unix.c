@@ -14,7 +14,9 @@
  * that adds what a dump must refuse: "rights" (a descriptor in flight on
  * a datagram pair, 62 and 63, behind a plain message), "elsewhere" (a socket bound by a relative
  * name in a directory that is not the working directory), "gonedir" (a
- * socket bound to a path deleted with its directory). A dump that fails
+ * socket bound to a path deleted with its directory); or "deldir" (a
+ * datagram socket bound to SCRATCH.dir/s, deleted since: the test removes
+ * the directory before a restore). A dump that fails
  * must leave all of it as it was: told "restored" then, the original
  * passes the same checks.
  */
@@ -190,6 +192,13 @@ int main(int argc, char **argv)
 		at(bound(SOCK_DGRAM, &o), 62);
 		if (chdir("/") < 0)
 			target_verdict(0, "chdir /");
+	} else if (strcmp(mode, "deldir") == 0) {
+		char d[4096];
+		snprintf(d, sizeof(d), "%s.dir", s);
+		mkdir(d, 0700);
+		struct sockaddr_un g = name(d, "/s");
+		at(bound(SOCK_DGRAM, &g), 62);
+		unlink(g.sun_path);
 	} else if (strcmp(mode, "gonedir") == 0) {
 		char d[4096];
 		snprintf(d, sizeof(d), "%s.dir", s);
@@ -205,6 +214,12 @@ int main(int argc, char **argv)
 
 	if (strcmp(mode, "elsewhere") == 0 && chdir(home) < 0)
 		target_verdict(0, "chdir back");
+	if (strcmp(mode, "deldir") == 0) {
+		struct stat dst;
+		char g[4096];
+		snprintf(g, sizeof(g), "%s.dir/s", s);
+		CHECK(name_is(62, false, g) && lstat(g, &dst) < 0 && errno == ENOENT);
+	}
 	if (strcmp(mode, "rights") == 0) {
 		char b[4];
 		_Alignas(struct cmsghdr) char c[CMSG_SPACE(sizeof(int))];

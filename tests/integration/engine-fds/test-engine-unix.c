@@ -183,6 +183,20 @@ START_TEST(name_faults)
 }
 END_TEST
 
+/* A deleted path's directory that is gone by the restore: the restore
+ * fails naming the path; made again, the restore passes. */
+START_TEST(deleted_dir_gone_at_restore)
+{
+	dump(spawn("target-fds-unix", "deldir"), "--kill");
+	ck_assert_int_eq(rmdir(case_path("scratch.dir")), 0);
+	restore_fails(NULL, "fd 62: Unix dgram socket: cannot bind ");
+	ck_assert_msg(strstr(case_ckpt_err(), "scratch.dir/s again: its directory is gone"), "stderr: %s",
+		      case_ckpt_err());
+	ck_assert_int_eq(mkdir(case_path("scratch.dir"), 0700), 0);
+	restore_ok();
+}
+END_TEST
+
 int main(void)
 {
 	const struct case_def cases[] = {
@@ -194,6 +208,7 @@ int main(void)
 		{ "rights_refused", rights_refused },
 		{ "relative_elsewhere_refused", relative_elsewhere_refused },
 		{ "deleted_dir_refused", deleted_dir_refused },
+		{ "deleted_dir_gone_at_restore", deleted_dir_gone_at_restore },
 		{ "peek_fault_keeps_messages", peek_fault_keeps_messages },
 		{ "refill_fault", refill_fault },
 		{ "name_faults", name_faults },
