@@ -14,7 +14,8 @@
  * that adds what a dump must refuse: "rights" (a descriptor in flight on
  * a datagram pair, 62 and 63, behind a plain message), "elsewhere" (a socket bound by a relative
  * name in a directory that is not the working directory), "gonedir" (a
- * socket bound to a path deleted with its directory); or "deldir" (a
+ * socket bound to a path deleted with its directory); "peekoff" (51 peeks at an offset of its own: a failed dump leaves it
+ * at 0); or "deldir" (a
  * datagram socket bound to SCRATCH.dir/s, deleted since: the test removes
  * the directory before a restore). A dump that fails
  * must leave all of it as it was: told "restored" then, the original
@@ -192,6 +193,9 @@ int main(int argc, char **argv)
 		at(bound(SOCK_DGRAM, &o), 62);
 		if (chdir("/") < 0)
 			target_verdict(0, "chdir /");
+	} else if (strcmp(mode, "peekoff") == 0) {
+		/* a peek offset of its own, which a failed dump must leave */
+		setsockopt(51, SOL_SOCKET, SO_PEEK_OFF, &(int){ 0 }, sizeof(int));
 	} else if (strcmp(mode, "deldir") == 0) {
 		char d[4096];
 		snprintf(d, sizeof(d), "%s.dir", s);
@@ -230,6 +234,12 @@ int main(int argc, char **argv)
 		      CMSG_FIRSTHDR(&m)->cmsg_type == SCM_RIGHTS);
 	}
 
+	if (strcmp(mode, "peekoff") == 0) {
+		int off = -2;
+		socklen_t ol = sizeof(off);
+		CHECK(getsockopt(51, SOL_SOCKET, SO_PEEK_OFF, &off, &ol) == 0 && off == 0);
+		setsockopt(51, SOL_SOCKET, SO_PEEK_OFF, &(int){ -1 }, sizeof(int));
+	}
 	EXPECT(51, "first");
 	EXPECT(51, "");
 	EXPECT(51, "third, longer than the others");

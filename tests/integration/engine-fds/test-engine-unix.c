@@ -131,6 +131,12 @@ START_TEST(peek_fault_keeps_messages)
 }
 END_TEST
 
+START_TEST(peek_fault_keeps_peek_offset)
+{
+	refused("peekoff", "430:2", "fd 51: reading its queued messages (injected)", NULL);
+}
+END_TEST
+
 /* Nothing of a failed restore is left in the case directory: no
  * socket file at a deleted path, nothing moved aside. */
 static void nothing_left(void)
@@ -210,6 +216,7 @@ int main(void)
 		{ "deleted_dir_refused", deleted_dir_refused },
 		{ "deleted_dir_gone_at_restore", deleted_dir_gone_at_restore },
 		{ "peek_fault_keeps_messages", peek_fault_keeps_messages },
+		{ "peek_fault_keeps_peek_offset", peek_fault_keeps_peek_offset },
 		{ "refill_fault", refill_fault },
 		{ "name_faults", name_faults },
 	};
