@@ -29,8 +29,13 @@
 
 #include "engine/fds/fds-int.h"
 
-#define MAX_MSGS 65536u
+/* Each peek at an offset walks the queue from its head (the kernel's
+ * __skb_try_recv_from_queue): reading n messages costs n^2/2 steps, all
+ * while the process is frozen. 4096 messages of 1 KiB: about 120 ms
+ * (docs/PERFORMANCE.md); a queue of default buffers holds a few hundred. */
+#define MAX_MSGS 4096u
 #define MAX_MSG (4u << 20)
+#define MAX_QUEUED (64u << 20) /* what fds-socket.c's parser takes */
 
 static const size_t sun_off = offsetof(struct sockaddr_un, sun_path);
 
@@ -93,7 +98,7 @@ int fds_unix_peek(struct fd_entry *e, bool checking)
 	_cleanup_free_ char *buf = NULL;
 	_cleanup_free_ uint32_t *lens = NULL;
 	_cleanup_free_ char *data = NULL;
-	size_t n = 0, total = 0;
+	size_t n = 0, total = 0, cap = 0;
 	int old = -1, zero = 0, v = 0, r;
 	socklen_t ol = sizeof(old);
 	bool rights = false;
@@ -127,7 +132,7 @@ int fds_unix_peek(struct fd_entry *e, bool checking)
 		}
 		if (r < 0 || rights)
 			break;
-		if (n == MAX_MSGS) {
+		if (n == MAX_MSGS || total + (size_t)r > MAX_QUEUED) {
 			r = -E2BIG;
 			break;
 		}
@@ -139,12 +144,16 @@ int fds_unix_peek(struct fd_entry *e, bool checking)
 			}
 			lens = nl;
 		}
-		char *nd = realloc(data, total + (size_t)r + 1);
-		if (!nd) {
-			r = -ENOMEM;
-			break;
+		if (total + (size_t)r + 1 > cap) {
+			size_t want = MAX(2 * cap, total + (size_t)r + 1);
+			char *nd = realloc(data, want);
+			if (!nd) {
+				r = -ENOMEM;
+				break;
+			}
+			data = nd;
+			cap = want;
 		}
-		data = nd;
 		memcpy(data + total, buf, (size_t)r);
 		total += (size_t)r;
 		lens[n++] = (uint32_t)r;
@@ -155,8 +164,9 @@ int fds_unix_peek(struct fd_entry *e, bool checking)
 	if (r >= 0 && !rights && fault_hit(FAULT_ENGINE_UNIX_PEEK))
 		return err_set(-EIO, "fd %d: reading its queued messages (injected)", e->fd);
 	if (r == -E2BIG)
-		return err_set(-EOPNOTSUPP, "fd %d: more than %u messages queued in a Unix %s socket: not supported",
-			       e->fd, MAX_MSGS, type_word(e->type));
+		return err_set(-EOPNOTSUPP,
+			       "fd %d: more than %u messages or %u MiB queued in a Unix %s socket: not supported", e->fd,
+			       MAX_MSGS, MAX_QUEUED >> 20, type_word(e->type));
 	if (r == -EMSGSIZE)
 		return err_set(-EOPNOTSUPP, "fd %d: a message over %u bytes queued in a Unix %s socket: not supported",
 			       e->fd, MAX_MSG, type_word(e->type));

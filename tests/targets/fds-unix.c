@@ -10,16 +10,17 @@
  * After restore every message comes back whole and in order, the names
  * answer as before (getsockname, getpeername), the deleted paths are
  * still absent, and the listeners take connections.
- * Arguments: SCRATCH, a path in a directory of the test's, and a mode
- * that adds what a dump must refuse: "rights" (a descriptor in flight on
- * a datagram pair, 62 and 63, behind a plain message), "elsewhere" (a socket bound by a relative
- * name in a directory that is not the working directory), "gonedir" (a
- * socket bound to a path deleted with its directory); "peekoff" (51 peeks at an offset of its own: a failed dump leaves it
- * at 0); or "deldir" (a
- * datagram socket bound to SCRATCH.dir/s, deleted since: the test removes
- * the directory before a restore). A dump that fails
- * must leave all of it as it was: told "restored" then, the original
- * passes the same checks.
+ * Arguments: SCRATCH, a path in a directory of the test's, and a mode.
+ * Modes that add what a dump must refuse: "rights" (a descriptor in
+ * flight on a datagram pair, 62 and 63, behind a plain message),
+ * "elsewhere" (a socket bound by a relative name in a directory that is
+ * not the working directory), "gonedir" (a socket bound to a path deleted
+ * with its directory), "many" (4097 messages queued on a seqpacket pair,
+ * 62 and 63). Other modes: "peekoff" (51 peeks at an offset of its own:
+ * a failed dump leaves it at 0), "deldir" (a datagram socket bound to
+ * SCRATCH.dir/s, deleted since: the test removes the directory before a
+ * restore). A dump that fails must leave all of it as it was: told
+ * "restored" then, the original passes the same checks.
  */
 #include <libgen.h>
 #include <stddef.h>
@@ -193,6 +194,15 @@ int main(int argc, char **argv)
 		at(bound(SOCK_DGRAM, &o), 62);
 		if (chdir("/") < 0)
 			target_verdict(0, "chdir /");
+	} else if (strcmp(mode, "many") == 0) {
+		/* more messages than a dump reads: 4097 of one byte */
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
+			target_verdict(0, "socketpair");
+		at(sv[0], 62);
+		at(sv[1], 63);
+		setsockopt(62, SOL_SOCKET, SO_SNDBUFFORCE, &(int){ 16 << 20 }, sizeof(int));
+		for (int i = 0; i < 4097; i++)
+			sendstr(62, "m");
 	} else if (strcmp(mode, "peekoff") == 0) {
 		/* a peek offset of its own, which a failed dump must leave */
 		setsockopt(51, SOL_SOCKET, SO_PEEK_OFF, &(int){ 0 }, sizeof(int));
@@ -218,6 +228,11 @@ int main(int argc, char **argv)
 
 	if (strcmp(mode, "elsewhere") == 0 && chdir(home) < 0)
 		target_verdict(0, "chdir back");
+	if (strcmp(mode, "many") == 0) {
+		for (int i = 0; i < 4097; i++)
+			EXPECT(63, "m");
+		CHECK(recv(63, sv, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN);
+	}
 	if (strcmp(mode, "deldir") == 0) {
 		struct stat dst;
 		char g[4096];

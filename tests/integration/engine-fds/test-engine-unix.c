@@ -125,6 +125,13 @@ START_TEST(deleted_dir_refused)
 }
 END_TEST
 
+START_TEST(too_many_messages_refused)
+{
+	refused("many", NULL, "fd 63: more than 4096 messages or 64 MiB queued in a Unix seqpacket socket: not supported",
+		NULL);
+}
+END_TEST
+
 START_TEST(peek_fault_keeps_messages)
 {
 	refused(NULL, "430:4", "reading its queued messages (injected)", NULL);
@@ -215,6 +222,7 @@ int main(void)
 		{ "relative_elsewhere_refused", relative_elsewhere_refused },
 		{ "deleted_dir_refused", deleted_dir_refused },
 		{ "deleted_dir_gone_at_restore", deleted_dir_gone_at_restore },
+		{ "too_many_messages_refused", too_many_messages_refused },
 		{ "peek_fault_keeps_messages", peek_fault_keeps_messages },
 		{ "peek_fault_keeps_peek_offset", peek_fault_keeps_peek_offset },
 		{ "refill_fault", refill_fault },
