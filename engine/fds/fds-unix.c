@@ -538,6 +538,38 @@ static bool accepted_side(const struct fd_entry *a, const struct fd_entry *b)
 	return a->addrlen > sizeof(sa_family_t);
 }
 
+/* A datagram pair has no listener: a named end was bound by the process
+ * (bind, or autobind with SO_PASSCRED) and owns its name. Both ends are
+ * made by socketpair() and each named one bound to its name again: a
+ * connected Unix socket may still bind, and getpeername reads the peer's
+ * name as it is when asked. */
+static int dgram_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
+{
+	const struct fd_entry *end[2] = { a, b };
+	struct name n;
+	int r;
+
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return err_set(negerrno(), "fd %d: socketpair", a->fd);
+	for (int i = 0; i < 2; i++) {
+		if (end[i]->addrlen <= sizeof(sa_family_t))
+			continue;
+		r = name_bind(sv[i], SOCK_DGRAM, &end[i]->addr, end[i]->addrlen, end[i]->dir, end[i]->deleted, &n);
+		if (r >= 0 && fault_hit(FAULT_ENGINE_UNIX_NAME)) {
+			name_end(&n, true);
+			r = err_set(-EIO, "fd %d: Unix dgram socket %s (injected)", end[i]->fd, n.shown);
+		} else if (r >= 0) {
+			r = name_end(&n, end[i]->deleted);
+		}
+		if (r < 0) {
+			close(sv[0]);
+			close(sv[1]);
+			return fds_err_prefix(r, "fd %d: Unix dgram socket", end[i]->fd);
+		}
+	}
+	return 0;
+}
+
 int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
 {
 	bool a_srv = accepted_side(a, b);
@@ -551,6 +583,8 @@ int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
 			return err_set(negerrno(), "fd %d: socketpair", a->fd);
 		return 0;
 	}
+	if (a->type == SOCK_DGRAM)
+		return dgram_pair(a, b, sv);
 	l = socket(AF_UNIX, a->type | SOCK_CLOEXEC, 0);
 	c = socket(AF_UNIX, a->type | SOCK_CLOEXEC, 0);
 	if (l < 0 || c < 0)

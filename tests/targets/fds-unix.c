@@ -6,7 +6,8 @@
  * ways), a listener and a datagram socket bound to paths deleted since
  * (SCRATCH.del, SCRATCH.ddel), a listener and a datagram socket bound
  * by relative names from the working directory (the scratch directory),
- * and a seqpacket connection accepted from a listener at an abstract name.
+ * a seqpacket connection accepted from a listener at an abstract name,
+ * and a datagram pair one end of which is bound to an abstract name.
  * After restore every message comes back whole and in order, the names
  * answer as before (getsockname, getpeername), the deleted paths are
  * still absent, and the listeners take connections.
@@ -168,6 +169,16 @@ int main(int argc, char **argv)
 	at(accept(64, NULL, NULL), 66);
 	sendstr(65, "abstract");
 
+	/* 67, 68: datagram pair, 67 bound to an abstract name of its own */
+	struct sockaddr_un db = { .sun_family = AF_UNIX };
+	socklen_t dblen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+				      (size_t)snprintf(db.sun_path + 1, sizeof(db.sun_path) - 1, "ckptfs-dg-%d", getpid()));
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0 || bind(sv[0], (void *)&db, dblen) < 0)
+		target_verdict(0, "named datagram pair: %s", strerror(errno));
+	at(sv[0], 67);
+	at(sv[1], 68);
+	sendstr(68, "named");
+
 	const char *mode = argc > 4 ? argv[4] : "";
 	if (strcmp(mode, "rights") == 0) {
 		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0)
@@ -300,6 +311,13 @@ int main(int argc, char **argv)
 	EXPECT(66, "abstract");
 	c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
 	CHECK(connect(c, (void *)&ab, ablen) == 0 && accept(64, NULL, NULL) >= 0);
+	gl = sizeof(got);
+	CHECK(getsockname(67, (void *)&got, &gl) == 0 && gl == dblen && !memcmp(&got, &db, dblen));
+	gl = sizeof(got);
+	CHECK(getpeername(68, (void *)&got, &gl) == 0 && gl == dblen && !memcmp(&got, &db, dblen));
+	EXPECT(67, "named");
+	CHECK(send(67, "back", 4, 0) == 4);
+	EXPECT(68, "back");
 
 	unlink(q.sun_path);
 	unlink(l.sun_path);

@@ -188,10 +188,12 @@ START_TEST(name_faults)
 	 * all; the stale socket file there moved aside and put back */
 	restore_fails("432", "connection through");
 	ck_assert_msg(lstat(case_path("scratch.l"), &st) == 0 && S_ISSOCK(st.st_mode), "scratch.l not put back");
-	/* 5: the listener bound to a deleted path (2: the abstract connection, 3: fd 54, 4: fd 55) */
-	restore_fails("432:5", "fd 58: Unix listener");
-	/* 6: the datagram socket bound to a deleted path, refilled */
-	restore_fails("432:6", "fd 59: Unix dgram socket");
+	/* 6: the listener bound to a deleted path (hits 2 and 3: the abstract
+	 * connection and the named datagram pair, made early too; 4: fd 54, 5:
+	 * fd 55) */
+	restore_fails("432:6", "fd 58: Unix listener");
+	/* 7: the datagram socket bound to a deleted path, refilled */
+	restore_fails("432:7", "fd 59: Unix dgram socket");
 	restore_ok();
 }
 END_TEST
