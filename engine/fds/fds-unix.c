@@ -601,15 +601,16 @@ int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
 			return r;
 	}
 	r = name_bind(l, a->type, &srv->addr, srv->addrlen, srv->dir, true, &ln);
-	if (r == -EADDRINUSE && !is_path(&srv->addr, srv->addrlen)) {
-		/* An abstract name cannot move aside: held already (a
-		 * listener inherited from the forking process of a tree,
-		 * made before this process's pairs), the connection is made
-		 * without its names rather than not at all. */
+	if ((r == -EADDRINUSE && !is_path(&srv->addr, srv->addrlen)) || r == -ENOENT) {
+		/* The names are the listener's, not the connection's: when
+		 * they cannot be taken for a moment (an abstract name held
+		 * already, by a listener of the tree's shared descriptions
+		 * made before this process's pairs; a directory gone), the
+		 * connection is made without them rather than not at all. */
 		char an[120];
 		fmt_name(&srv->addr, srv->addrlen, an, sizeof(an));
-		log_warn("fd %d: abstract name %s in use: its connection is made again without its names", srv->fd,
-			 an);
+		log_warn("fd %d: %s %s: its connection is made again without its names", srv->fd,
+			 r == -ENOENT ? "the directory of" : "abstract name", an);
 		if (socketpair(AF_UNIX, a->type | SOCK_CLOEXEC, 0, sv) < 0)
 			return err_set(negerrno(), "fd %d: socketpair", a->fd);
 		return 0;
