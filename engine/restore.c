@@ -340,8 +340,23 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 	 * table. */
 	if (!n->fs) {
 		umask(img->umask);
-		if (chdir(img->cwd) < 0)
+		if (img->cwd_deleted) {
+			/* "PATH (deleted)": made again empty beside PATH,
+			 * entered and removed */
+			size_t len = strlen(img->cwd), sl = strlen(" (deleted)");
+			_cleanup_free_ char *path = strndup(img->cwd, len >= sl && !strcmp(img->cwd + len - sl, " (deleted)")
+									      ? len - sl : len);
+			if (!path)
+				child_fail(slot, -ENOMEM, "cwd");
+			int d = fds_deleted_dir_open(path, img->cwd_mode, img->cwd_uid, img->cwd_gid, NULL, O_PATH);
+			if (d < 0)
+				child_fail(slot, d, "cwd");
+			if (fchdir(d) < 0)
+				child_fail(slot, negerrno(), img->cwd);
+			close(d);
+		} else if (chdir(img->cwd) < 0) {
 			child_fail(slot, negerrno(), img->cwd);
+		}
 	}
 	for (int k = 0; k < RLIM_NLIMITS; k++) {
 		struct rlimit rl = img->rlim[k];
@@ -686,9 +701,13 @@ static int map_area(struct ctx *c, const struct vma *v)
 		r = put_string(c, v->path);
 		if (r < 0)
 			return r;
+		/* the mode the process had: a shared mapping made read-only
+		 * from a descriptor open for writing may be mprotect()ed
+		 * writable later, which needs VM_MAYWRITE, so a file open for
+		 * writing again */
 		r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch,
-			(shared && (v->prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0, 0, 0, &fd,
-			v->path);
+			(shared && ((v->prot & PROT_WRITE) || v->maywrite) ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0, 0,
+			0, &fd, v->path);
 		if (r < 0)
 			return r;
 		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,

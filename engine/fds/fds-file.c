@@ -116,6 +116,16 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		return shared_mapping_refused(img, e);
 	}
 
+	if (S_ISDIR(st->st_mode) && st->st_nlink == 0) {
+		/* removed while open: empty, made again at restore */
+		e->kind = FD_KIND_DIR;
+		e->deleted = true;
+		e->path = strndup(e->link, has_suffix(e->link, DELETED_SUFFIX)
+						   ? strlen(e->link) - strlen(DELETED_SUFFIX)
+						   : strlen(e->link));
+		return e->path ? 1 : -ENOMEM;
+	}
+
 	if (S_ISREG(st->st_mode) || S_ISDIR(st->st_mode)) {
 		/* The path must lead to this very file from our mount namespace,
 		 * or the restore would open another one. */
@@ -190,6 +200,14 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		/* fall through */
 	case FD_KIND_DIR:
 		e->ino = st->st_ino;
+		if (e->deleted) {
+			e->mode = st->st_mode & 07777;
+			e->has_owner = e->has_times = true;
+			e->uid = st->st_uid;
+			e->gid = st->st_gid;
+			e->atime = st->st_atim;
+			e->mtime = st->st_mtim;
+		}
 		return 0;
 	case FD_KIND_DEV:
 		e->rdev_major = major(st->st_rdev);
@@ -246,6 +264,10 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 	case FD_KIND_DIR:
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " pos=%lu ino=%lu", e->pos, e->ino);
+		if (e->deleted) {
+			fds_printf(b, " deleted=1 mode=0%o", e->mode);
+			content_owner_format(b, e);
+		}
 		break;
 	case FD_KIND_DEV:
 		fds_put_path(b, "path", e->path, strlen(e->path));
@@ -311,6 +333,12 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 	case FD_KIND_DIR:
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0)
 			return r;
+		if (fds_kv_has(l, "deleted")) {
+			if ((r = fds_kv_bool(l, "deleted", &e->deleted)) < 0)
+				return r;
+			if (e->deleted && ((r = fds_kv_mode(l, &e->mode)) < 0 || (r = content_owner_parse(l, e)) < 0))
+				return r;
+		}
 		break;
 	case FD_KIND_DEV: {
 		const char *v;
@@ -394,6 +422,8 @@ int fds_file_check_host(struct fd_image *img, struct fd_entry *e)
 	switch (e->kind) {
 	case FD_KIND_FILE:
 	case FD_KIND_DIR:
+		if (e->deleted)
+			return 0; /* made again, wherever it was */
 		if (stat(e->path, &st) < 0)
 			return err_set(negerrno(), "fd %d: %s %s is gone", e->fd,
 				       e->kind == FD_KIND_DIR ? "directory" : "file", e->path);
@@ -516,6 +546,62 @@ static int open_content(struct fd_entry *e)
 	return seek_to(e, r);
 }
 
+int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
+			 int flags)
+{
+	_cleanup_free_ char *copy = strdup(path), *tmp = NULL;
+	int fd, r;
+
+	if (!copy)
+		return -ENOMEM;
+	/* Beside where it was, so that it lands on the same filesystem; a
+	 * dot name, short of NAME_MAX, that no one lists by accident. */
+	const char *base = basename(copy);
+	char *parent = dirname(copy);
+	struct stat st;
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+		parent = "/tmp";
+	if (asprintf(&tmp, "%s/.%.200s.ckptfs-XXXXXX", strcmp(parent, "/") ? parent : "", base) < 0) {
+		tmp = NULL;
+		return -ENOMEM;
+	}
+	if (!mkdtemp(tmp))
+		return err_set(negerrno(), "deleted directory %s: cannot make it again in %s: %m", path, parent);
+	fd = open(tmp, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = err_set(negerrno(), "deleted directory %s: cannot open %s: %m", path, tmp);
+		goto out_rmdir;
+	}
+	if (fault_hit(FAULT_ENGINE_DELETED_DIR)) {
+		r = err_set(-EIO, "deleted directory %s: made again as %s: injected fault", path, tmp);
+		goto out_close;
+	}
+	/* by its name: an O_PATH descriptor takes no fchown; the owner
+	 * first, as a change of owner clears set-id bits */
+	if (uid != (uid_t)-1 && lchown(tmp, uid, gid) < 0) {
+		r = err_set(negerrno(), "deleted directory %s: cannot give it its owner %u:%u: %m", path, uid, gid);
+		goto out_close;
+	}
+	if (chmod(tmp, mode & 07777) < 0) {
+		r = err_set(negerrno(), "deleted directory %s: chmod 0%o: %m", path, mode);
+		goto out_close;
+	}
+	if (times && utimensat(AT_FDCWD, tmp, times, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = err_set(negerrno(), "deleted directory %s: cannot set its times: %m", path);
+		goto out_close;
+	}
+	if (rmdir(tmp) < 0) {
+		r = err_set(negerrno(), "deleted directory %s: cannot remove %s again: %m", path, tmp);
+		goto out_close;
+	}
+	return fd;
+out_close:
+	close(fd);
+out_rmdir:
+	rmdir(tmp);
+	return r;
+}
+
 int fds_file_open(struct fd_image *img, struct fd_entry *e)
 {
 	int flags = (int)(e->flags & ~OPEN_DROP) | O_CLOEXEC | O_NOCTTY;
@@ -543,8 +629,18 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: cannot open %s", e->fd, e->path);
 		return fd;
-	case FD_KIND_FILE:
 	case FD_KIND_DIR:
+		if (e->deleted) {
+			/* empty: its offset means nothing (getdents of a removed
+			 * directory reads nothing at all) */
+			struct timespec ts[2] = { e->atime, e->mtime };
+			fd = fds_deleted_dir_open(e->path, e->mode, e->has_owner ? e->uid : (uid_t)-1,
+						  e->has_owner ? e->gid : (gid_t)-1, e->has_times ? ts : NULL,
+						  (int)(e->flags & ~OPEN_DROP));
+			return fd < 0 ? fds_err_prefix(fd, "fd %d", e->fd) : fd;
+		}
+		/* fall through */
+	case FD_KIND_FILE:
 		fd = open(e->path, flags);
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: cannot open %s", e->fd, e->path);

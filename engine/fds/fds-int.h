@@ -120,7 +120,9 @@ struct fd_entry {
 	bool has_owner;   /* unix-listen bound to a path: mode, uid and gid of its socket file */
 	uid_t uid;
 	gid_t gid;
-	bool has_times;   /* deleted, memfd: atime and mtime (with has_owner: uid, gid) */
+	bool has_times;   /* deleted, memfd, deleted dir: atime and mtime (with has_owner: uid, gid) */
+	bool deleted;     /* dir, fifo: removed while open: made again empty and removed, with
+			   * mode (and has_owner, has_times) */
 	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
 	struct timespec deadline;
 	struct timespec atime, mtime;

@@ -76,6 +76,18 @@ int fds_unlock(struct fd_image *img);
  * the other's image is the table. */
 struct fd_image *fds_image_new(void);
 
+/* A deleted directory made again (fds-file.c), for a descriptor or a
+ * cwd: an empty directory made at a temporary name beside path (in its
+ * parent, or in /tmp when that is gone), given mode, the owner uid:gid
+ * (unless uid is -1) and times (NULL: the restore's), opened with flags
+ * (O_RDONLY, O_PATH, ... ; O_DIRECTORY and O_CLOEXEC added) and removed,
+ * so that the caller holds a deleted directory as the process did.
+ * Returns the descriptor or -errno with a detail naming path; nothing is
+ * left in the parent either way. */
+struct timespec;
+int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
+			 int flags);
+
 /* Writes the `fds` text file and whatever data files it names into w. */
 int fds_write(struct fd_image *img, struct store_snap *w);
 
