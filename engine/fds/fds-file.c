@@ -120,6 +120,9 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		/* removed while open: empty, made again at restore */
 		e->kind = FD_KIND_DIR;
 		e->deleted = true;
+		char cwd[64];
+		snprintf(cwd, sizeof(cwd), "/proc/%d/cwd", img->pid);
+		e->is_cwd = stat(cwd, &here) == 0 && here.st_dev == st->st_dev && here.st_ino == st->st_ino;
 		e->path = strndup(e->link, has_suffix(e->link, DELETED_SUFFIX)
 						   ? strlen(e->link) - strlen(DELETED_SUFFIX)
 						   : strlen(e->link));
@@ -265,7 +268,7 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " pos=%lu ino=%lu", e->pos, e->ino);
 		if (e->deleted) {
-			fds_printf(b, " deleted=1 mode=0%o", e->mode);
+			fds_printf(b, " deleted=1%s mode=0%o", e->is_cwd ? " cwd=1" : "", e->mode);
 			content_owner_format(b, e);
 		}
 		break;
@@ -337,6 +340,8 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 			if ((r = fds_kv_bool(l, "deleted", &e->deleted)) < 0)
 				return r;
 			if (e->deleted && ((r = fds_kv_mode(l, &e->mode)) < 0 || (r = content_owner_parse(l, e)) < 0))
+				return r;
+			if (e->deleted && fds_kv_has(l, "cwd") && (r = fds_kv_bool(l, "cwd", &e->is_cwd)) < 0)
 				return r;
 		}
 		break;
@@ -634,6 +639,16 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 			/* empty: its offset means nothing (getdents of a removed
 			 * directory reads nothing at all) */
 			struct timespec ts[2] = { e->atime, e->mtime };
+			if (e->is_cwd) {
+				/* the cwd made again just before, if it is (a process
+				 * sharing another's cwd (CLONE_FS) may come first,
+				 * and the shared descriptions are opened elsewhere) */
+				fd = open(".", (int)(e->flags & ~OPEN_DROP) | O_DIRECTORY | O_CLOEXEC);
+				if (fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink == 0 && (st.st_mode & 07777) == e->mode)
+					return fd;
+				if (fd >= 0)
+					close(fd);
+			}
 			fd = fds_deleted_dir_open(e->path, e->mode, e->has_owner ? e->uid : (uid_t)-1,
 						  e->has_owner ? e->gid : (gid_t)-1, e->has_times ? ts : NULL,
 						  (int)(e->flags & ~OPEN_DROP));

@@ -123,6 +123,8 @@ struct fd_entry {
 	bool has_times;   /* deleted, memfd, deleted dir: atime and mtime (with has_owner: uid, gid) */
 	bool deleted;     /* dir, fifo: removed while open: made again empty and removed, with
 			   * mode (and has_owner, has_times) */
+	bool is_cwd;      /* deleted dir: the process's cwd too: opened from it after the restore's
+			   * chdir, so that both stay one directory */
 	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
 	struct timespec deadline;
 	struct timespec atime, mtime;

@@ -2,7 +2,8 @@
  * Directories removed while held: the cwd (mode 0751, owned by 4242:4343
  * as root), the same directory open O_RDONLY (fd 10) and O_PATH (fd 11),
  * and another one (mode 0700) open O_RDONLY (fd 12). After the restore
- * each must be a removed directory again, with its mode and owner:
+ * each must be a removed directory again, with its mode and owner, the
+ * cwd and fds 10 and 11 still one directory:
  * getcwd() fails with ENOENT, /proc/self/cwd ends in " (deleted)", no
  * entry can be made in any of them, and nothing the restore made is left
  * beside SCRATCH.
@@ -93,6 +94,10 @@ int main(int argc, char **argv)
 	check_removed(11, 0751, uid, gid);
 	CHECK(fcntl(11, F_GETFL) & O_PATH);
 	CHECK(fcntl(11, F_GETFD) == FD_CLOEXEC && fcntl(10, F_GETFD) == 0);
+	/* one directory, as before */
+	struct stat a, b, c;
+	CHECK(stat(".", &a) == 0 && fstat(10, &b) == 0 && fstat(11, &c) == 0);
+	CHECK(a.st_ino == b.st_ino && a.st_ino == c.st_ino && a.st_dev == b.st_dev);
 	check_removed(12, 0700, geteuid(), getegid());
 	CHECK(openat(12, "x", O_CREAT | O_WRONLY | O_CLOEXEC, 0600) < 0 && errno == ENOENT);
 	/* nothing of the restore's left beside where they were */
