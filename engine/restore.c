@@ -1726,7 +1726,9 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 			log_debug("SysV shared memory id %d: not mapped whole: restored as a memfd", s->id);
 		char name[64];
 		shm_name(first, name, sizeof(name));
-		m->fd[id] = memfd_create(name, MFD_CLOEXEC);
+		/* sealable: a memfd descriptor of the same file reopens this
+		 * one and adds its own seals (F_SEAL_SEAL where it had none) */
+		m->fd[id] = memfd_create(name, MFD_CLOEXEC | (strncmp(first->path, "/memfd:", 7) ? 0 : MFD_ALLOW_SEALING));
 		if (m->fd[id] < 0)
 			return err_set(negerrno(), "memfd_create for shared memory %s: %m", first->path);
 		if (ftruncate(m->fd[id], (off_t)size) < 0)
@@ -1835,6 +1837,25 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		q = load_ipc(r, flat, &ipc);
 	if (q < 0)
 		goto out;
+	/* a memfd or deleted file that is a descriptor and a shared mapping
+	 * at once: the descriptor reopens the object the areas make */
+	for (size_t i = 0; i < t.n; i++)
+		for (size_t k = 0; !t.v[i].zombie && k < p[i].img.nvmas; k++) {
+			const struct vma *v = &p[i].img.vmas[k];
+			if (!v->has_shm)
+				continue;
+			for (size_t j = 0; j <= t.n; j++) {
+				struct fd_image *f = j < t.n ? p[j].fds : shared;
+				if (f)
+					fds_shm_bind(f, v->dev_major, v->dev_minor, v->ino, v->shm_id);
+			}
+		}
+	for (size_t j = 0; j <= t.n && q >= 0; j++) {
+		struct fd_image *f = j < t.n ? p[j].fds : shared;
+		q = f ? fds_shm_check(f) : 0;
+	}
+	if (q < 0)
+		goto out;
 	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
@@ -1908,7 +1929,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 				child_fail(&sync->slot[0], c, "shared memory");
 			if (!shm.n)
 				syscall(SYS_close_range, (unsigned)top, ~0u, 0);
-			c = shared_base >= 0 ? fds_open_shared(shared, shared_base) : 0;
+			c = shared_base >= 0 ? fds_open_shared(shared, shared_base, shm.n ? shm_base : -1) : 0;
 			if (c < 0)
 				child_fail(&sync->slot[0], c, "descriptors shared by the processes");
 		}

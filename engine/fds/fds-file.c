@@ -52,30 +52,52 @@ static bool is_tty_dev(unsigned ma, unsigned mi)
 	return (ma >= 136 && ma <= 143) || ma == 4 || (ma == 5 && (mi == 0 || mi == 1));
 }
 
-/* The engine core gives a shared mapping of a memfd or deleted file a file
- * of its own on restore; a descriptor of the same file would then part
- * from the mapping without a word. Refused instead. */
-static int shared_mapping_refused(struct fd_image *img, struct fd_entry *e)
+/* A memfd or deleted file that the process also maps shared: the areas
+ * make it again as the tree's shared memory object (restore.c), which the
+ * descriptor then reopens (fds_shm_bind), so both stay one file. Where
+ * those areas cover the whole file, they hold its bytes and the line
+ * holds none (content_shm). A seal against future writes would forbid
+ * the writable mapping made after the descriptor at restore: refused. */
+static int shared_mapping_scan(struct fd_image *img, struct fd_entry *e)
 {
 	char path[64], line[512];
 	_cleanup_fclose_ FILE *f = NULL;
+	uint64_t covered = 0; /* [0, covered) is mapped, areas in address order meeting it */
+	bool more = true;
 
+	e->has_obj = true;
+	e->ino = e->st->st_ino;
+	e->obj_major = major(e->st->st_dev);
+	e->obj_minor = minor(e->st->st_dev);
 	snprintf(path, sizeof(path), "/proc/%d/maps", img->pid);
 	f = fopen(path, "re");
 	if (!f)
 		return err_set(negerrno(), "pid %d: cannot read its maps", img->pid);
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long start, ino;
-		unsigned ma, mi;
-		char perms[8];
-		if (sscanf(line, "%lx-%*x %7s %*x %x:%x %lu", &start, perms, &ma, &mi, &ino) != 5)
-			continue;
-		if (perms[3] == 's' && ino == e->st->st_ino && makedev(ma, mi) == e->st->st_dev)
-			return err_set(-EOPNOTSUPP,
-				       "fd %d: %s is also mapped shared at 0x%lx: a descriptor and a shared "
-				       "mapping of one deleted file or memfd: not supported",
-				       e->fd, e->link, start);
+	int seals = e->kind == FD_KIND_MEMFD ? fcntl(e->dupfd, F_GET_SEALS) : 0;
+	/* a few passes: areas need not come in file order */
+	for (int pass = 0; pass < 8 && more; pass++) {
+		more = false;
+		rewind(f);
+		while (fgets(line, sizeof(line), f)) {
+			unsigned long start, end, off, ino;
+			unsigned ma, mi;
+			char perms[8];
+			if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &ma, &mi, &ino) != 7)
+				continue;
+			if (perms[3] != 's' || ino != e->st->st_ino || makedev(ma, mi) != e->st->st_dev)
+				continue;
+			if (seals > 0 && (seals & F_SEAL_FUTURE_WRITE) && perms[1] == 'w')
+				return err_set(-EOPNOTSUPP,
+					       "fd %d: %s is sealed against future writes (F_SEAL_FUTURE_WRITE) and "
+					       "mapped shared and writable at 0x%lx: not supported",
+					       e->fd, e->link, start);
+			if (off <= covered && off + (end - start) > covered) {
+				covered = off + (end - start);
+				more = true;
+			}
+		}
 	}
+	e->content_shm = covered > 0 && covered >= (uint64_t)e->st->st_size;
 	return 1;
 }
 
@@ -113,7 +135,7 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		if (st->st_size > (1ll << 30))
 			return err_set(-EOPNOTSUPP, "fd %d: %s holds %ld bytes, above 1 GiB: not supported", e->fd,
 				       e->link, st->st_size);
-		return shared_mapping_refused(img, e);
+		return shared_mapping_scan(img, e);
 	}
 
 	if (S_ISDIR(st->st_mode) && st->st_nlink == 0) {
@@ -239,6 +261,8 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		e->gid = st->st_gid;
 		e->atime = st->st_atim;
 		e->mtime = st->st_mtim;
+		if (e->content_shm)
+			return 0; /* the areas' memory files hold it */
 		/* Our duplicate may be write-only: read through a fresh
 		 * description of the same inode, which leaves the process's
 		 * offset alone too. */
@@ -255,6 +279,61 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 	default:
 		return -EINVAL;
 	}
+}
+
+/* The file's identity, to meet the areas that map it at restore; and
+ * content=shm where they hold its bytes. */
+static void obj_format(struct fds_buf *b, const struct fd_entry *e)
+{
+	if (!e->has_obj)
+		return;
+	fds_printf(b, " dev=%x:%x ino=%lu", e->obj_major, e->obj_minor, e->ino);
+	if (e->content_shm)
+		fds_printf(b, " content=shm");
+}
+
+static int obj_parse(struct fd_line *l, struct fd_entry *e)
+{
+	const char *v;
+	int r;
+
+	if (!fds_kv_has(l, "dev"))
+		return 0;
+	if ((r = fds_kv_req(l, "dev", &v)) < 0 || (r = fds_kv_u64(l, "ino", &e->ino)) < 0)
+		return r;
+	if (sscanf(v, "%x:%x", &e->obj_major, &e->obj_minor) != 2)
+		return fds_bad(l, "dev=%s: not MAJOR:MINOR in hex", v);
+	e->has_obj = true;
+	if (fds_kv_has(l, "content")) {
+		if ((r = fds_kv_req(l, "content", &v)) < 0)
+			return r;
+		if (strcmp(v, "shm"))
+			return fds_bad(l, "content=%s: not shm", v);
+		e->content_shm = true;
+	}
+	return 0;
+}
+
+void fds_shm_bind(struct fd_image *img, unsigned dev_major, unsigned dev_minor, uint64_t ino, uint32_t id)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if ((e->kind == FD_KIND_MEMFD || e->kind == FD_KIND_DELETED) && e->has_obj && e->ino == ino &&
+		    e->obj_major == dev_major && e->obj_minor == dev_minor)
+			e->shm_id = id + 1;
+	}
+}
+
+int fds_shm_check(struct fd_image *img)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->content_shm && !e->shm_id)
+			return err_set(-EBADMSG,
+				       "fds: fd %d: content=shm, but no shared memory area maps its file (dev=%x:%x ino=%lu)",
+				       e->fd, e->obj_major, e->obj_minor, e->ino);
+	}
+	return 0;
 }
 
 void fds_file_print(struct fd_entry *e, struct fds_buf *b)
@@ -286,11 +365,13 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " pos=%lu size=%lu mode=0%o", e->pos, e->size, e->mode);
 		content_owner_format(b, e);
+		obj_format(b, e);
 		break;
 	case FD_KIND_MEMFD:
 		fds_put_path(b, "name", e->name, strlen(e->name));
 		fds_printf(b, " pos=%lu size=%lu mode=0%o seals=0x%x", e->pos, e->size, e->mode, e->seals);
 		content_owner_format(b, e);
+		obj_format(b, e);
 		break;
 	default:
 		break;
@@ -375,11 +456,11 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 		if ((r = fds_kv_u64(l, "pos", &e->pos)) < 0 || (r = fds_kv_u64(l, "size", &e->size)) < 0 ||
 		    (r = fds_kv_mode(l, &e->mode)) < 0)
 			return r;
-		if ((r = content_owner_parse(l, e)) < 0)
+		if ((r = content_owner_parse(l, e)) < 0 || (r = obj_parse(l, e)) < 0)
 			return r;
 		if (e->size > (1ull << 30))
 			return fds_bad(l, "size=%lu: larger than 1 GiB", e->size);
-		e->data_len = e->size;
+		e->data_len = e->content_shm ? 0 : e->size;
 		break;
 	default:
 		return -EINVAL;
@@ -504,12 +585,26 @@ static int seek_to(struct fd_entry *e, int fd)
 	return fd;
 }
 
-static int open_content(struct fd_entry *e)
+static int open_content(struct fd_image *img, struct fd_entry *e)
 {
 	_cleanup_close_ int fd = -1;
 	int r;
 
-	if (e->kind == FD_KIND_MEMFD) {
+	if (e->shm_id) {
+		/* the object the areas of the tree make and map: one file */
+		char proc[64];
+		if (img->shm_base < 0)
+			return err_set(-EBADMSG, "fd %d: shared memory object %u, but the tree has none", e->fd,
+				       e->shm_id - 1);
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", img->shm_base + (int)e->shm_id - 1);
+		if (fault_hit(FAULT_ENGINE_SHM_FD))
+			return err_set(-EIO, "fd %d: cannot reopen the shared memory object of %s: injected fault",
+				       e->fd, e->path ? e->path : e->name);
+		fd = open(proc, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			return err_set(negerrno(), "fd %d: cannot reopen the shared memory object of %s: %m", e->fd,
+				       e->path ? e->path : e->name);
+	} else if (e->kind == FD_KIND_MEMFD) {
 		fd = memfd_create(e->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: memfd_create '%s'", e->fd, e->name);
@@ -525,7 +620,12 @@ static int open_content(struct fd_entry *e)
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: cannot create a file for deleted %s", e->fd, e->path);
 	}
-	r = fds_fill_content(fd, e->data, e->size);
+	if (e->content_shm) {
+		/* its bytes are in already; only the size is the file's */
+		r = ftruncate(fd, (off_t)e->size) < 0 ? negerrno() : 0;
+	} else {
+		r = fds_fill_content(fd, e->data, e->size);
+	}
 	if (r < 0)
 		return err_set(r, "fd %d: cannot write the content of %s", e->fd,
 			       e->path ? e->path : e->name);
@@ -685,7 +785,7 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 		return seek_to(e, fd);
 	case FD_KIND_DELETED:
 	case FD_KIND_MEMFD:
-		return open_content(e);
+		return open_content(img, e);
 	default:
 		return -EINVAL;
 	}

@@ -130,6 +130,15 @@ struct fd_entry {
 	struct timespec atime, mtime;
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
+	/* deleted, memfd: the file's device and inode at dump, as maps shows
+	 * an area of it; at restore, shm_id (+1; 0: none) is the tree's
+	 * shared memory object that an area mapping the same file made, which
+	 * the line reopens instead of making a file of its own. content_shm:
+	 * the areas of the process held all of it, saved there and not here */
+	bool has_obj;
+	unsigned obj_major, obj_minor;
+	bool content_shm;
+	uint32_t shm_id;
 
 	uint64_t id;      /* pipe: pipe inode; unix-pair: inode of the lower-numbered end */
 	bool peer_in;     /* pipe, unix-pair: the other end is in the process */
@@ -213,6 +222,7 @@ struct fd_image {
 	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
 	bool accept_changed; /* restore only: files and FIFOs that changed since the dump are
 			      * restored anyway (engine_restore_opts.accept_changed_files) */
+	int shm_base;       /* restore only: the tree's shared memory object k at shm_base + k (-1: none) */
 };
 
 /* A key=value pair of one parsed line. */

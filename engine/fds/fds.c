@@ -223,8 +223,10 @@ struct fd_image *fds_image_new(void)
 {
 	struct fd_image *img = calloc(1, sizeof(*img));
 
-	if (img)
+	if (img) {
 		img->pidfd = -1;
+		img->shm_base = -1;
+	}
 	return img;
 }
 
@@ -1390,6 +1392,7 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 
 	if (keep_from >= 0 && keep_from <= max)
 		return err_set(-EINVAL, "descriptors kept from %d, but the image uses fd %d", keep_from, max);
+	img->shm_base = keep_from;
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_SHARED &&
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
@@ -1455,7 +1458,7 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 	return r;
 }
 
-int fds_open_shared(struct fd_image *shared, int base)
+int fds_open_shared(struct fd_image *shared, int base, int shm_base)
 {
 	int n = fds_count(shared), top, r;
 
@@ -1467,6 +1470,7 @@ int fds_open_shared(struct fd_image *shared, int base)
 	if (base < 0 || base > INT_MAX - n)
 		return err_set(-EINVAL, "shared descriptions: base %d", base);
 	top = base + n - 1;
+	shared->shm_base = shm_base;
 	/* Checked first, as the numbers only fill up from here on: a
 	 * descriptor of the restorer there would be clobbered silently. */
 	for (int fd = base; fd <= top; fd++)

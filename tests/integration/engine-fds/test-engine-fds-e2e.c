@@ -124,6 +124,8 @@ CYCLE_TESTS(file, "fds-file", true)
 CYCLE_TESTS(deleted, "fds-deleted", true)
 /* removed directories as cwd, O_RDONLY and O_PATH (target-fds-deleted-dir) */
 CYCLE_TESTS(deleted_dir, "fds-deleted-dir", true)
+/* memfd and deleted file mapped shared and held, a mapping made writable later (target-fds-mapped) */
+CYCLE_TESTS(mapped, "fds-mapped", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
@@ -294,7 +296,8 @@ int main(void)
 		{ "file_stop", file_stop },             { "deleted_running", deleted_running },
 		{ "deleted_kill", deleted_kill },       { "deleted_stop", deleted_stop },
 		{ "deleted_dir_running", deleted_dir_running }, { "deleted_dir_kill", deleted_dir_kill },
-		{ "deleted_dir_stop", deleted_dir_stop },
+		{ "deleted_dir_stop", deleted_dir_stop },       { "mapped_running", mapped_running },
+		{ "mapped_kill", mapped_kill },                 { "mapped_stop", mapped_stop },
 		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
 		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
 		{ "event_kill", event_kill },           { "event_stop", event_stop },

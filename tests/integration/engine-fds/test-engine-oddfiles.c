@@ -157,6 +157,17 @@ START_TEST(fault_deleted_dir)
 }
 END_TEST
 
+/* fds-mapped: a memfd and a deleted file held and mapped shared */
+START_TEST(fault_shm_fd)
+{
+	pid_t pid = spawn("fds-mapped", NULL);
+
+	dump_kill(pid);
+	restore_fails("421", "fd 20: cannot reopen the shared memory object of fds-mapped", pid);
+	restore_pass();
+}
+END_TEST
+
 int main(void)
 {
 	struct {
@@ -165,6 +176,7 @@ int main(void)
 	} cases[] = {
 		{ "deleted_dir_tree", deleted_dir_tree },
 		{ "fault_deleted_dir", fault_deleted_dir },
+		{ "fault_shm_fd", fault_shm_fd },
 	};
 
 	if (geteuid() != 0) {

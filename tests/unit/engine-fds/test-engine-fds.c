@@ -1123,9 +1123,13 @@ static void deleted_flock_setup(void)
 
 static void mapped_memfd_setup(void)
 {
-	int fd = memfd_create("mapped", 0);
+	/* a descriptor and a shared mapping are one file again after the
+	 * restore, but a writable mapping of a memfd sealed against future
+	 * writes cannot be made again after the seal */
+	int fd = memfd_create("mapped", MFD_ALLOW_SEALING);
 	ftruncate(fd, 4096);
 	mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	at(fd, 5, false);
 }
 
@@ -1230,7 +1234,8 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
-	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
+	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is sealed against future writes "
+					   "(F_SEAL_FUTURE_WRITE) and mapped shared and writable at 0x");
 
 	/* queued inotify events cannot be put back into a new instance */
 	expect_refused(inotify_setup, "fd 3: inotify with 16 bytes of events not read yet");
@@ -1503,7 +1508,7 @@ static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct 
 		for (size_t i = 0; old > 0 && i < pimg->n; i++)
 			if (pimg->e[i].owner_pid == old)
 				pimg->e[i].owner_pid = getpid();
-		r = fds_open_shared(sh, TREE_BASE);
+		r = fds_open_shared(sh, TREE_BASE, -1);
 		if (r < 0) {
 			snprintf(report_page, 2048, "open shared: %s", err_msg());
 			_exit(100);
@@ -1834,7 +1839,7 @@ START_TEST(shared_lines_are_checked)
 	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
 				   "2 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
-	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE), -EBADMSG);
+	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE, -1), -EBADMSG);
 	fds_free(bad);
 	ck_assert_int_eq(fds_parse("0 shared of=0 cloexec=1\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
@@ -1848,10 +1853,10 @@ START_TEST(shared_lines_are_checked)
 				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
 	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
 	ck_assert_int_eq(fd, TREE_BASE + 1);
-	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE), -EBUSY);
+	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE, -1), -EBUSY);
 	ck_assert_msg(!is_open(TREE_BASE), "fd %d left open", TREE_BASE);
 	close(fd);
-	ck_assert_msg(fds_open_shared(sh, TREE_BASE) == 0, "%s", err_msg());
+	ck_assert_msg(fds_open_shared(sh, TREE_BASE, -1) == 0, "%s", err_msg());
 	ck_assert(is_open(TREE_BASE) && is_open(TREE_BASE + 1) && fcntl(TREE_BASE, F_GETFD) == FD_CLOEXEC);
 	close(TREE_BASE);
 	close(TREE_BASE + 1);
