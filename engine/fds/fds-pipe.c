@@ -13,6 +13,12 @@
  * queued bytes and then end of file; a write end becomes /dev/null, so
  * that writes succeed and go nowhere instead of raising SIGPIPE.
  *
+ * A FIFO removed while open is made again at a temporary name beside
+ * where it was, opened, given its mode and owner, and removed; its lines
+ * open it through our read-write descriptor, its bytes are written back.
+ * In a tree, all its lines move to the shared image when several
+ * processes hold it (fds-share.c), so that it is made once.
+ *
  * A named FIFO is reopened by its path, which must still be a FIFO (the
  * same inode, unless the restore accepts changed files). Its queued bytes are
  * saved on the first line of that FIFO and written back only if the FIFO
@@ -22,6 +28,8 @@
  * an open or dropping its bytes; it is closed at the end.
  */
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
@@ -31,6 +39,21 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 {
 	if (!S_ISFIFO(e->st->st_mode))
 		return 0;
+	if (e->link[0] == '/' && e->st->st_nlink == 0 && !(e->flags & O_PATH)) {
+		/* removed while open: made again at restore */
+		size_t len = strlen(e->link), sl = strlen(" (deleted)");
+		if (len >= sl && !strcmp(e->link + len - sl, " (deleted)"))
+			len -= sl;
+		e->kind = FD_KIND_FIFO;
+		e->deleted = true;
+		e->id = e->ino = e->st->st_ino;
+		e->mode = e->st->st_mode & 07777;
+		e->has_owner = true;
+		e->uid = e->st->st_uid;
+		e->gid = e->st->st_gid;
+		e->path = strndup(e->link, len);
+		return e->path ? 1 : -ENOMEM;
+	}
 	if (e->link[0] == '/') {
 		struct stat here;
 		if (stat(e->link, &here) < 0 || here.st_dev != e->st->st_dev || here.st_ino != e->st->st_ino)
@@ -198,6 +221,8 @@ void fds_pipe_print(struct fd_entry *e, struct fds_buf *b)
 	if (e->kind == FD_KIND_FIFO) {
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " ino=%lu size=%lu queued=%lu", e->ino, e->size, e->data_len);
+		if (e->deleted)
+			fds_printf(b, " deleted=1 mode=0%o uid=%u gid=%u", e->mode, e->uid, e->gid);
 		return;
 	}
 	fds_printf(b, " pipe=%lu size=%lu peer=%s", e->id, e->size, e->peer_in ? "in" : "out");
@@ -219,6 +244,17 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l)
 		if (e->size < 4096 || e->size > (1u << 30) || e->data_len > e->size)
 			return fds_bad(l, "size=%lu queued=%lu: not a FIFO's", e->size, e->data_len);
 		e->id = e->ino;
+		if (fds_kv_has(l, "deleted")) {
+			uint64_t uid, gid;
+			if ((r = fds_kv_bool(l, "deleted", &e->deleted)) < 0 || (r = fds_kv_mode(l, &e->mode)) < 0 ||
+			    (r = fds_kv_u64(l, "uid", &uid)) < 0 || (r = fds_kv_u64(l, "gid", &gid)) < 0)
+				return r;
+			if (uid >= UINT32_MAX || gid >= UINT32_MAX)
+				return fds_bad(l, "uid= or gid= out of range");
+			e->has_owner = true;
+			e->uid = (uid_t)uid;
+			e->gid = (gid_t)gid;
+		}
 		return 0;
 	}
 
@@ -285,7 +321,7 @@ int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
 		log_warn("fd %d: pipe whose writer was outside the process: restored with its %lu queued "
 			 "bytes, then end of file",
 			 e->fd, e->data_len);
-	if (e->kind != FD_KIND_FIFO)
+	if (e->kind != FD_KIND_FIFO || e->deleted)
 		return 0;
 	if (stat(e->path, &st) < 0)
 		return err_set(negerrno(), "fd %d: FIFO %s is gone", e->fd, e->path);
@@ -298,15 +334,77 @@ int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
 	return 0;
 }
 
+/* A removed FIFO made again: a FIFO at a temporary name beside where it
+ * was (in /tmp when that directory is gone too), opened read-write (never
+ * blocks), given its mode and owner and removed. The process's
+ * descriptors then open it through /proc/self/fd. */
+static int make_deleted_fifo(struct fd_entry *e)
+{
+	_cleanup_free_ char *copy = strdup(e->path);
+	char tmp[PATH_MAX];
+	int h = -1, r;
+
+	if (!copy)
+		return -ENOMEM;
+	const char *base = basename(copy);
+	char *parent = dirname(copy);
+	struct stat st;
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+		parent = "/tmp";
+	for (int i = 0;; i++) {
+		uint64_t rnd = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)i * 0x9e3779b97f4a7c15ull;
+		snprintf(tmp, sizeof(tmp), "%s/.%.200s.ckptfs-%06lx", strcmp(parent, "/") ? parent : "", base,
+			 (unsigned long)(rnd & 0xffffff));
+		if (mkfifo(tmp, 0600) == 0)
+			break;
+		if (errno != EEXIST || i == 100)
+			return err_set(negerrno(), "fd %d: deleted FIFO %s: cannot make it again in %s: %m", e->fd,
+				       e->path, parent);
+	}
+	h = open(tmp, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (h < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot open %s: %m", e->fd, e->path, tmp);
+		goto out_unlink;
+	}
+	if (fault_hit(FAULT_ENGINE_DELETED_FIFO)) {
+		r = err_set(-EIO, "fd %d: deleted FIFO %s: made again as %s: injected fault", e->fd, e->path, tmp);
+		goto out_close;
+	}
+	/* the owner first: a change of owner clears set-id bits */
+	if (e->has_owner && fchown(h, e->uid, e->gid) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot give it its owner %u:%u: %m", e->fd, e->path,
+			    e->uid, e->gid);
+		goto out_close;
+	}
+	if (fchmod(h, e->mode) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: fchmod 0%o: %m", e->fd, e->path, e->mode);
+		goto out_close;
+	}
+	if (unlink(tmp) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot remove %s again: %m", e->fd, e->path, tmp);
+		goto out_close;
+	}
+	return h;
+out_close:
+	close(h);
+out_unlink:
+	unlink(tmp);
+	return r;
+}
+
 static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 {
 	struct fd_entry *owner = fifo_owner(img, e);
 	int fd, r, queued = 0;
+	char proc[64];
 
 	if (owner->tmp_other < 0) {
 		/* Read-write: never blocks, and keeps a reader and a writer
 		 * while the process's own ends are opened. */
-		_cleanup_close_ int h = open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		_cleanup_close_ int h = e->deleted ? make_deleted_fifo(e)
+						   : open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (h < 0 && e->deleted)
+			return h;
 		if (h < 0)
 			return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
 		r = fds_pipe_check_host(img, e);
@@ -326,7 +424,10 @@ static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 			return err_set(r, "fd %d: cannot move our FIFO descriptor", e->fd);
 		owner->tmp_other = r;
 	}
-	fd = open(e->path, (int)(e->flags & ~(unsigned)(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK | O_CLOEXEC);
+	/* a removed one has no path: through our read-write descriptor */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", owner->tmp_other);
+	fd = open(e->deleted ? proc : e->path, (int)(e->flags & ~(unsigned)(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK |
+							  O_CLOEXEC);
 	if (fd < 0)
 		return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
 	return fd;

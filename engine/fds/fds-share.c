@@ -57,6 +57,13 @@ static bool is_pipe(const struct fd_entry *e)
 	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
 }
 
+/* A pipe, or a removed FIFO: a new one is made at restore, so every
+ * description of it in the tree must come from one image. */
+static bool made_once(const struct fd_entry *e)
+{
+	return is_pipe(e) || (e->kind == FD_KIND_FIFO && e->deleted);
+}
+
 static int kcmp_files(pid_t p1, pid_t p2, int fd1, int fd2)
 {
 	return (int)syscall(SYS_kcmp, p1, p2, KCMP_FILE, fd1, fd2);
@@ -329,7 +336,7 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		cur->desc = ndesc;
 	}
 	/* A pipe whose ends (one inode, a run in the order) are in several
-	 * processes moves whole. */
+	 * processes moves whole; so does a removed FIFO. */
 	for (size_t k = 0; k < nc;) {
 		struct fd_entry *first = entry_of(imgs, &c[idx[k]]);
 		size_t end = k + 1;
@@ -338,8 +345,8 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		       entry_of(imgs, &c[idx[end]])->sino == first->sino)
 			end++;
 		for (size_t m = k; m < end; m++)
-			spans |= is_pipe(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
-		if (spans && is_pipe(first))
+			spans |= made_once(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
+		if (spans && made_once(first))
 			for (size_t m = k; m < end; m++)
 				moved[c[idx[m]].desc] = true;
 		k = end;

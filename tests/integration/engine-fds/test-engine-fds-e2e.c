@@ -126,6 +126,8 @@ CYCLE_TESTS(deleted, "fds-deleted", true)
 CYCLE_TESTS(deleted_dir, "fds-deleted-dir", true)
 /* memfd and deleted file mapped shared and held, a mapping made writable later (target-fds-mapped) */
 CYCLE_TESTS(mapped, "fds-mapped", true)
+/* removed FIFOs with queued bytes, one read-write (target-fds-deleted-fifo) */
+CYCLE_TESTS(deleted_fifo, "fds-deleted-fifo", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
@@ -298,6 +300,8 @@ int main(void)
 		{ "deleted_dir_running", deleted_dir_running }, { "deleted_dir_kill", deleted_dir_kill },
 		{ "deleted_dir_stop", deleted_dir_stop },       { "mapped_running", mapped_running },
 		{ "mapped_kill", mapped_kill },                 { "mapped_stop", mapped_stop },
+		{ "deleted_fifo_running", deleted_fifo_running }, { "deleted_fifo_kill", deleted_fifo_kill },
+		{ "deleted_fifo_stop", deleted_fifo_stop },
 		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
 		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
 		{ "event_kill", event_kill },           { "event_stop", event_stop },

@@ -157,6 +157,27 @@ START_TEST(fault_deleted_dir)
 }
 END_TEST
 
+/* A removed FIFO held by a parent and, through a description of its
+ * own, by its child: made once for both. */
+START_TEST(deleted_fifo_tree)
+{
+	pid_t pid = spawn("fds-deleted-fifo", "tree");
+
+	dump_kill(pid);
+	restore_pass();
+}
+END_TEST
+
+START_TEST(fault_deleted_fifo)
+{
+	pid_t pid = spawn("fds-deleted-fifo", NULL);
+
+	dump_kill(pid);
+	restore_fails("419", "deleted FIFO ", pid);
+	restore_pass();
+}
+END_TEST
+
 /* fds-mapped: a memfd and a deleted file held and mapped shared */
 START_TEST(fault_shm_fd)
 {
@@ -177,6 +198,8 @@ int main(void)
 		{ "deleted_dir_tree", deleted_dir_tree },
 		{ "fault_deleted_dir", fault_deleted_dir },
 		{ "fault_shm_fd", fault_shm_fd },
+		{ "fault_deleted_fifo", fault_deleted_fifo },
+		{ "deleted_fifo_tree", deleted_fifo_tree },
 	};
 
 	if (geteuid() != 0) {
