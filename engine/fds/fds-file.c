@@ -132,9 +132,12 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		}
 		if (!e->name && !e->path)
 			return -ENOMEM;
-		if (st->st_size > (1ll << 30))
-			return err_set(-EOPNOTSUPP, "fd %d: %s holds %ld bytes, above 1 GiB: not supported", e->fd,
-				       e->link, st->st_size);
+		/* sparse: only the data counts (the capture counts it
+		 * exactly; the blocks are a bound before the process is
+		 * touched) */
+		if ((uint64_t)st->st_blocks * 512 > FDS_CONTENT_MAX && (uint64_t)st->st_size > FDS_CONTENT_MAX)
+			return err_set(-EOPNOTSUPP, "fd %d: %s holds %lu bytes of data, above 1 GiB: not supported",
+				       e->fd, e->link, (uint64_t)st->st_blocks * 512);
 		return shared_mapping_scan(img, e);
 	}
 
@@ -211,6 +214,114 @@ static int content_owner_parse(struct fd_line *l, struct fd_entry *e)
 	return 0;
 }
 
+/* Copies the data runs of the file open at fd (SEEK_DATA, SEEK_HOLE:
+ * holes are not read) into e->data, back to back, and their places into
+ * e->runs (none when the data is the whole file). -EFBIG above
+ * FDS_CONTENT_MAX bytes of data. */
+static int copy_runs(int fd, struct fd_entry *e)
+{
+	_cleanup_free_ struct fd_run *runs = NULL;
+	_cleanup_free_ char *buf = NULL;
+	size_t n = 0;
+	uint64_t total = 0, pos = 0;
+
+	while (pos < e->size) {
+		off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			break;
+		if (d < 0)
+			return negerrno();
+		off_t h = n + 1 == FDS_RUNS_MAX ? (off_t)e->size : lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return negerrno();
+		if ((uint64_t)h > e->size)
+			h = (off_t)e->size;
+		if (h <= d)
+			break;
+		struct fd_run *nr = realloc(runs, (n + 1) * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		runs = nr;
+		runs[n++] = (struct fd_run){ (uint64_t)d, (uint64_t)(h - d) };
+		total += (uint64_t)(h - d);
+		if (total > FDS_CONTENT_MAX)
+			return err_set(-EFBIG, "%lu bytes of data or more, above 1 GiB", total);
+		pos = (uint64_t)h;
+	}
+	buf = malloc(total ? total : 1);
+	if (!buf)
+		return -ENOMEM;
+	uint64_t at = 0;
+	for (size_t i = 0; i < n; i++) {
+		/* pread: the description's offset is the process's, never ours. */
+		ssize_t k = pread_full(fd, buf + at, runs[i].len, (off_t)runs[i].off);
+		if (k < 0)
+			return (int)k;
+		if ((uint64_t)k != runs[i].len)
+			return -EIO; /* shrunk under us: the process is frozen, someone else did it */
+		at += runs[i].len;
+	}
+	e->data = TAKE_PTR(buf);
+	e->data_len = total;
+	/* the whole file in one run is the old form: no runs= */
+	if (!(n == 1 && runs[0].off == 0 && runs[0].len == e->size) && (n || e->size)) {
+		e->runs = TAKE_PTR(runs);
+		e->n_runs = n;
+	}
+	return 0;
+}
+
+static void runs_format(struct fds_buf *b, const struct fd_entry *e)
+{
+	if (e->content_shm || (!e->runs && !(e->size && !e->data_len)))
+		return;
+	fds_printf(b, " runs=");
+	if (!e->n_runs)
+		fds_printf(b, "none");
+	for (size_t i = 0; i < e->n_runs; i++)
+		fds_printf(b, "%s%lx+%lx", i ? "," : "", e->runs[i].off, e->runs[i].len);
+}
+
+/* runs=OFF+LEN,... (hex) or none: in order, apart, within size; their
+ * lengths add up to data_len. */
+static int runs_parse(struct fd_line *l, struct fd_entry *e)
+{
+	const char *v;
+	int r;
+
+	if (!fds_kv_has(l, "runs")) {
+		e->data_len = e->size;
+		return 0;
+	}
+	if ((r = fds_kv_req(l, "runs", &v)) < 0)
+		return r;
+	uint64_t total = 0, end = 0;
+	size_t n = 0;
+	e->runs = calloc(FDS_RUNS_MAX, sizeof(*e->runs));
+	if (!e->runs)
+		return -ENOMEM;
+	for (const char *p = strcmp(v, "none") ? v : ""; *p;) {
+		unsigned long off, len;
+		int used = 0;
+		if (n == FDS_RUNS_MAX || sscanf(p, "%lx+%lx%n", &off, &len, &used) != 2 || !len || off < end ||
+		    off > e->size || len > e->size - off)
+			return fds_bad(l, "runs=: bad, overlapping or out of order run %zu", n);
+		e->runs[n++] = (struct fd_run){ off, len };
+		end = off + len;
+		total += len;
+		p += used;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			return fds_bad(l, "runs=: bad separator after run %zu", n);
+	}
+	e->n_runs = n;
+	if (total > FDS_CONTENT_MAX)
+		return fds_bad(l, "runs=: %lu bytes of data, above 1 GiB", total);
+	e->data_len = total;
+	return 0;
+}
+
 int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 {
 	const struct stat *st = e->st;
@@ -270,11 +381,10 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 		if (fd < 0)
 			return err_set(negerrno(), "fd %d: cannot reopen %s to copy its content", e->fd, e->link);
-		r = fds_copy_content(fd, e->size, &e->data);
+		r = copy_runs(fd, e);
 		if (r < 0)
 			return err_set(r, "fd %d: cannot copy the content of %s (%lu bytes)", e->fd, e->link,
 				       e->size);
-		e->data_len = e->size;
 		return 0;
 	default:
 		return -EINVAL;
@@ -366,12 +476,14 @@ void fds_file_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, " pos=%lu size=%lu mode=0%o", e->pos, e->size, e->mode);
 		content_owner_format(b, e);
 		obj_format(b, e);
+		runs_format(b, e);
 		break;
 	case FD_KIND_MEMFD:
 		fds_put_path(b, "name", e->name, strlen(e->name));
 		fds_printf(b, " pos=%lu size=%lu mode=0%o seals=0x%x", e->pos, e->size, e->mode, e->seals);
 		content_owner_format(b, e);
 		obj_format(b, e);
+		runs_format(b, e);
 		break;
 	default:
 		break;
@@ -458,9 +570,16 @@ int fds_file_parse(struct fd_entry *e, struct fd_line *l)
 			return r;
 		if ((r = content_owner_parse(l, e)) < 0 || (r = obj_parse(l, e)) < 0)
 			return r;
-		if (e->size > (1ull << 30))
-			return fds_bad(l, "size=%lu: larger than 1 GiB", e->size);
-		e->data_len = e->content_shm ? 0 : e->size;
+		if (e->size > (uint64_t)INT64_MAX)
+			return fds_bad(l, "size=%lu: out of range", e->size);
+		if (e->content_shm) {
+			e->data_len = 0;
+			break;
+		}
+		if ((r = runs_parse(l, e)) < 0)
+			return r;
+		if (!e->runs && e->size > FDS_CONTENT_MAX)
+			return fds_bad(l, "size=%lu: larger than 1 GiB without runs=", e->size);
 		break;
 	default:
 		return -EINVAL;
@@ -585,6 +704,32 @@ static int seek_to(struct fd_entry *e, int fd)
 	return fd;
 }
 
+/* The holes by ftruncate, the runs by their bytes (zero pages of them
+ * left as holes too, as fds_fill_content does). */
+static int fill_runs(int fd, const struct fd_entry *e)
+{
+	const char *p = e->data;
+
+	if (ftruncate(fd, (off_t)e->size) < 0)
+		return negerrno();
+	for (size_t i = 0; i < e->n_runs; i++) {
+		if (fault_hit(FAULT_ENGINE_SPARSE_FILL))
+			return err_set(-EIO, "data run %zu of %zu at %lu: injected fault", i + 1, e->n_runs,
+				       e->runs[i].off);
+		for (uint64_t o = 0; o < e->runs[i].len; o += 4096) {
+			static const char zero[4096];
+			size_t len = MIN(sizeof(zero), e->runs[i].len - o);
+			if (memcmp(p + o, zero, len) == 0)
+				continue;
+			int r = pwrite_full(fd, p + o, len, (off_t)(e->runs[i].off + o));
+			if (r < 0)
+				return r;
+		}
+		p += e->runs[i].len;
+	}
+	return 0;
+}
+
 static int open_content(struct fd_image *img, struct fd_entry *e)
 {
 	_cleanup_close_ int fd = -1;
@@ -623,12 +768,14 @@ static int open_content(struct fd_image *img, struct fd_entry *e)
 	if (e->content_shm) {
 		/* its bytes are in already; only the size is the file's */
 		r = ftruncate(fd, (off_t)e->size) < 0 ? negerrno() : 0;
+	} else if (e->runs || (e->size && !e->data_len)) {
+		r = fill_runs(fd, e);
 	} else {
-		r = fds_fill_content(fd, e->data, e->size);
+		r = fault_hit(FAULT_ENGINE_SPARSE_FILL) ? -EIO : fds_fill_content(fd, e->data, e->size);
 	}
 	if (r < 0)
-		return err_set(r, "fd %d: cannot write the content of %s", e->fd,
-			       e->path ? e->path : e->name);
+		return fds_err_prefix(r, "fd %d: cannot write the content of %s", e->fd,
+				      e->path ? e->path : e->name);
 	/* the owner first: a change of owner clears set-id bits */
 	if (e->has_owner && fchown(fd, e->uid, e->gid) < 0)
 		return err_set(negerrno(), "fd %d: %s: cannot give it its owner %u:%u: %m", e->fd,

@@ -70,6 +70,17 @@ struct fd_lock {
 	uint64_t start, len;
 };
 
+/* A data run of a sparse file: len bytes at offset off. */
+struct fd_run {
+	uint64_t off, len;
+};
+
+/* At most this many bytes of a deleted file's or memfd's data are kept
+ * (held in memory at dump and restore); its size may be any. */
+#define FDS_CONTENT_MAX (1ull << 30)
+/* At most this many runs on a line; the rest of the file is one run. */
+#define FDS_RUNS_MAX 1024
+
 struct fd_watch {
 	int tfd;
 	uint32_t events;
@@ -149,6 +160,12 @@ struct fd_entry {
 	int owner_type;   /* F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP */
 	pid_t owner_pid;
 	int sig;
+
+	/* deleted, memfd: the file's data runs (SEEK_DATA, SEEK_HOLE), whose
+	 * bytes are data back to back; holes between them are made again by
+	 * ftruncate. NULL: data is the whole file, from offset 0. */
+	struct fd_run *runs;
+	size_t n_runs;
 
 	/* Bytes owned by this line: queued pipe or socket bytes, file content.
 	 * Written to data_path ("fds/<fd>.data") when data_len > 0. */

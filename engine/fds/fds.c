@@ -186,6 +186,7 @@ void fds_entry_free(struct fd_entry *e)
 	free(e->tty_log);
 	free(e->name);
 	free(e->data);
+	free(e->runs);
 	free(e->watches);
 	for (size_t i = 0; i < e->n_iwatches; i++)
 		free(e->iwatches[i].path);

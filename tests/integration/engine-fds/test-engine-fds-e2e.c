@@ -128,6 +128,8 @@ CYCLE_TESTS(deleted_dir, "fds-deleted-dir", true)
 CYCLE_TESTS(mapped, "fds-mapped", true)
 /* removed FIFOs with queued bytes, one read-write (target-fds-deleted-fifo) */
 CYCLE_TESTS(deleted_fifo, "fds-deleted-fifo", true)
+/* a 4 GiB deleted file and a 2 GiB memfd, sparse (target-fds-sparse) */
+CYCLE_TESTS(sparse, "fds-sparse", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
@@ -301,7 +303,8 @@ int main(void)
 		{ "deleted_dir_stop", deleted_dir_stop },       { "mapped_running", mapped_running },
 		{ "mapped_kill", mapped_kill },                 { "mapped_stop", mapped_stop },
 		{ "deleted_fifo_running", deleted_fifo_running }, { "deleted_fifo_kill", deleted_fifo_kill },
-		{ "deleted_fifo_stop", deleted_fifo_stop },
+		{ "deleted_fifo_stop", deleted_fifo_stop },     { "sparse_running", sparse_running },
+		{ "sparse_kill", sparse_kill },                 { "sparse_stop", sparse_stop },
 		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
 		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
 		{ "event_kill", event_kill },           { "event_stop", event_stop },

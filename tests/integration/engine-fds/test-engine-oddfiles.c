@@ -178,6 +178,18 @@ START_TEST(fault_deleted_fifo)
 }
 END_TEST
 
+/* fds-sparse: writing the second data run of its 4 GiB deleted file
+ * fails: the half-written unnamed file goes with the failed restore */
+START_TEST(fault_sparse_fill)
+{
+	pid_t pid = spawn("fds-sparse", NULL);
+
+	dump_kill(pid);
+	restore_fails("420:2", "data run 2 of 3 at ", pid);
+	restore_pass();
+}
+END_TEST
+
 /* fds-mapped: a memfd and a deleted file held and mapped shared */
 START_TEST(fault_shm_fd)
 {
@@ -200,6 +212,7 @@ int main(void)
 		{ "fault_shm_fd", fault_shm_fd },
 		{ "fault_deleted_fifo", fault_deleted_fifo },
 		{ "deleted_fifo_tree", deleted_fifo_tree },
+		{ "fault_sparse_fill", fault_sparse_fill },
 	};
 
 	if (geteuid() != 0) {
