@@ -60,6 +60,7 @@ enum fd_kind {
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
+	FD_KIND_PIPE_RW,     /* an anonymous pipe opened read-write (through /proc/PID/fd) */
 	_FD_KIND_MAX,
 };
 

@@ -77,8 +77,8 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 		e->kind = FD_KIND_PIPE_W;
 		break;
 	default:
-		return err_set(-EOPNOTSUPP, "fd %d: %s opened for reading and writing: not supported",
-			       e->fd, e->link);
+		e->kind = FD_KIND_PIPE_RW; /* reopened through /proc/PID/fd */
+		break;
 	}
 	e->id = e->st->st_ino;
 	return 1;
@@ -86,7 +86,61 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 
 static bool is_pipe(const struct fd_entry *e)
 {
-	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+static bool reads(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_RW;
+}
+
+static bool writes(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+/* Whether e's pipe has, in img, several descriptions of one end (reopened
+ * through /proc/PID/fd) or one open read-write. Its lines are then all
+ * opened through /proc/self/fd from a pipe its first line makes, which
+ * the restore holds both ends of until the table is built. */
+static bool reopened(struct fd_image *img, const struct fd_entry *e)
+{
+	size_t nr = 0, nw = 0;
+
+	for (size_t i = 0; i < img->n; i++) {
+		const struct fd_entry *o = &img->e[i];
+		if (!is_pipe(o) || o->id != e->id)
+			continue;
+		if (o->kind == FD_KIND_PIPE_RW)
+			return true;
+		nr += o->kind == FD_KIND_PIPE_R;
+		nw += o->kind == FD_KIND_PIPE_W;
+	}
+	return nr > 1 || nw > 1;
+}
+
+/* Of e's pipe in img: the first line, and the first that reads (it holds
+ * the queued bytes; NULL: none reads). */
+static struct fd_entry *pipe_first(struct fd_image *img, const struct fd_entry *e, bool reader)
+{
+	for (size_t i = 0; i < img->n; i++)
+		if (is_pipe(&img->e[i]) && img->e[i].id == e->id && (!reader || reads(&img->e[i])))
+			return &img->e[i];
+	return NULL;
+}
+
+/* For a reopened pipe: whether e's other side is in img (a reader needs a
+ * writer, a writer a reader; read-write has both). */
+static bool reopened_peer_in(struct fd_image *img, const struct fd_entry *e)
+{
+	if (e->kind == FD_KIND_PIPE_RW)
+		return true;
+	for (size_t i = 0; i < img->n; i++) {
+		const struct fd_entry *o = &img->e[i];
+		if (o != e && is_pipe(o) && o->id == e->id && (e->kind == FD_KIND_PIPE_R ? writes(o) : reads(o)))
+			return true;
+	}
+	return false;
 }
 
 /* The other end of e's pipe in the table, NULL if outside the process;
@@ -191,17 +245,20 @@ int fds_pipe_capture(struct fd_image *img, struct fd_entry *e)
 
 	if (e->kind == FD_KIND_FIFO)
 		return capture_fifo(img, e);
-	struct fd_entry *o = partner(img, e, &err);
-
-	if (err)
-		return err_set(err, "fd %d: %s has several descriptions of one end: not supported", e->fd,
-			       e->link);
-	e->peer_in = o != NULL;
+	if (reopened(img, e)) {
+		e->peer_in = reopened_peer_in(img, e);
+	} else {
+		struct fd_entry *o = partner(img, e, &err);
+		if (err)
+			return err_set(err, "fd %d: %s: its ends do not match", e->fd, e->link);
+		e->peer_in = o != NULL;
+	}
 	capacity = fcntl(e->dupfd, F_GETPIPE_SZ);
 	if (capacity < 0)
 		return err_set(negerrno(), "fd %d: F_GETPIPE_SZ", e->fd);
 	e->size = (uint64_t)capacity;
-	if (e->kind != FD_KIND_PIPE_R)
+	/* the bytes once, on the first line that reads */
+	if (!reads(e) || pipe_first(img, e, true) != e)
 		return 0;
 	/* The running process may read meanwhile: only a frozen one is peeked. */
 	if (img->checking)
@@ -226,7 +283,7 @@ void fds_pipe_print(struct fd_entry *e, struct fds_buf *b)
 		return;
 	}
 	fds_printf(b, " pipe=%lu size=%lu peer=%s", e->id, e->size, e->peer_in ? "in" : "out");
-	if (e->kind == FD_KIND_PIPE_R)
+	if (reads(e))
 		fds_printf(b, " queued=%lu", e->data_len);
 }
 
@@ -266,13 +323,14 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l)
 	e->peer_in = peer[0] == 'i';
 	if (e->size < 4096 || e->size > (1u << 30))
 		return fds_bad(l, "size=%lu: not a pipe capacity", e->size);
-	if (e->kind == FD_KIND_PIPE_R) {
+	if (reads(e)) {
 		if ((r = fds_kv_u64(l, "queued", &e->data_len)) < 0)
 			return r;
 		if (e->data_len > e->size)
 			return fds_bad(l, "queued=%lu is above the capacity %lu", e->data_len, e->size);
 	}
-	if ((e->flags & O_ACCMODE) != (e->kind == FD_KIND_PIPE_R ? O_RDONLY : O_WRONLY))
+	if ((e->flags & O_ACCMODE) !=
+	    (e->kind == FD_KIND_PIPE_R ? O_RDONLY : e->kind == FD_KIND_PIPE_W ? O_WRONLY : O_RDWR))
 		return fds_bad(l, "flags=0%o: access mode does not match %s", e->flags, l->kind);
 	return 0;
 }
@@ -286,6 +344,14 @@ int fds_pipe_validate(struct fd_image *img)
 			return err_set(-EBADMSG, "fds: fd %d: FIFO bytes on a line but the first of its FIFO", e->fd);
 		if (!is_pipe(e))
 			continue;
+		if (reopened(img, e)) {
+			struct fd_entry *f = pipe_first(img, e, false);
+			if (e->peer_in != reopened_peer_in(img, e) || f->size != e->size ||
+			    (e->data_len && pipe_first(img, e, true) != e))
+				return err_set(-EBADMSG, "fds: fd %d: pipe=%lu: its descriptions do not match", e->fd,
+					       e->id);
+			continue;
+		}
 		struct fd_entry *o = partner(img, e, &err);
 		if (err || (o != NULL) != e->peer_in || (o && o->size != e->size))
 			return err_set(-EBADMSG, "fds: fd %d: pipe=%lu: its ends do not match", e->fd, e->id);
@@ -433,6 +499,62 @@ static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 	return fd;
 }
 
+/* A line of a reopened pipe: the first line makes the pipe and keeps
+ * both its ends (tmp_other the read end, tmp_peer the write end, closed
+ * once the table is built); each line opens it anew through them with
+ * its access mode, O_NONBLOCK so that no open waits (its own status
+ * flags are set after). */
+static int open_reopened(struct fd_image *img, struct fd_entry *e, int above)
+{
+	struct fd_entry *first = pipe_first(img, e, false), *reader = pipe_first(img, e, true);
+	char proc[64];
+	int p[2], r;
+
+	if (!reader) {
+		/* writers only, their reader outside: as for one */
+		r = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		return r < 0 ? err_set(negerrno(), "fd %d: cannot open /dev/null", e->fd) : r;
+	}
+	if (first->tmp_other < 0) {
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return err_set(negerrno(), "fd %d: pipe2", e->fd);
+		if (fcntl(p[1], F_SETPIPE_SZ, (int)e->size) < 0) {
+			r = err_set(negerrno(), "fd %d: cannot set the pipe capacity to %lu", e->fd, e->size);
+			goto fail;
+		}
+		if (reader->data_len && (r = fill(p[1], reader->data, reader->data_len)) < 0) {
+			r = err_set(r, "fd %d: cannot refill %lu queued bytes", e->fd, reader->data_len);
+			goto fail;
+		}
+		/* moved apart before either is kept, so that a failure
+		 * leaves neither */
+		int rd = fds_move_above(p[0], above);
+		int wr = fds_move_above(p[1], above);
+		if (rd < 0 || wr < 0) {
+			if (rd >= 0)
+				close(rd);
+			if (wr >= 0)
+				close(wr);
+			return err_set(rd < 0 ? rd : wr, "fd %d: cannot move the pipe above %d", e->fd, above);
+		}
+		first->tmp_other = rd;
+		first->tmp_peer = wr;
+	}
+	if (fault_hit(FAULT_ENGINE_PIPE_REOPEN))
+		return err_set(-EIO, "fd %d: pipe:[%lu]: cannot open another description of it: injected fault",
+			       e->fd, e->id);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", reads(e) ? first->tmp_other : first->tmp_peer);
+	r = open(proc, (int)(e->flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC);
+	if (r < 0)
+		return err_set(negerrno(), "fd %d: pipe:[%lu]: cannot open another description of it: %m", e->fd,
+			       e->id);
+	return r;
+fail:
+	close(p[0]);
+	close(p[1]);
+	return r;
+}
+
 int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above)
 {
 	struct fd_entry *o = NULL, *reader;
@@ -440,6 +562,8 @@ int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above)
 
 	if (e->kind == FD_KIND_FIFO)
 		return open_fifo(img, e, above);
+	if (reopened(img, e))
+		return open_reopened(img, e, above);
 
 	if (e->peer_in) {
 		o = partner(img, e, &err);

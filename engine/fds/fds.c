@@ -50,6 +50,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_MEMFD] = "memfd",
 	[FD_KIND_PIPE_R] = "pipe-r",
 	[FD_KIND_PIPE_W] = "pipe-w",
+	[FD_KIND_PIPE_RW] = "pipe-rw",
 	[FD_KIND_FIFO] = "fifo",
 	[FD_KIND_EVENTFD] = "eventfd",
 	[FD_KIND_INOTIFY] = "inotify",
@@ -394,6 +395,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 		return fds_file_capture(img, e);
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		return fds_pipe_capture(img, e);
 	case FD_KIND_EVENTFD:
@@ -760,6 +762,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			fds_pipe_print(e, &b);
 			break;
@@ -1100,6 +1103,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			r = fds_pipe_parse(e, &l);
 			break;
@@ -1258,6 +1262,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 		break;
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		fd = fds_pipe_open(img, e, max);
 		break;

@@ -130,6 +130,8 @@ CYCLE_TESTS(mapped, "fds-mapped", true)
 CYCLE_TESTS(deleted_fifo, "fds-deleted-fifo", true)
 /* a 4 GiB deleted file and a 2 GiB memfd, sparse (target-fds-sparse) */
 CYCLE_TESTS(sparse, "fds-sparse", true)
+/* one pipe through five descriptions, one read-write; a pipe held read-write only (target-fds-pipe-reopen) */
+CYCLE_TESTS(pipe_reopen, "fds-pipe-reopen", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
@@ -305,6 +307,8 @@ int main(void)
 		{ "deleted_fifo_running", deleted_fifo_running }, { "deleted_fifo_kill", deleted_fifo_kill },
 		{ "deleted_fifo_stop", deleted_fifo_stop },     { "sparse_running", sparse_running },
 		{ "sparse_kill", sparse_kill },                 { "sparse_stop", sparse_stop },
+		{ "pipe_reopen_running", pipe_reopen_running }, { "pipe_reopen_kill", pipe_reopen_kill },
+		{ "pipe_reopen_stop", pipe_reopen_stop },
 		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
 		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
 		{ "event_kill", event_kill },           { "event_stop", event_stop },

@@ -190,6 +190,28 @@ START_TEST(fault_sparse_fill)
 }
 END_TEST
 
+/* One pipe through descriptions of a parent and, one of them its own
+ * (read-write, reopened through /proc), of its child: made once. */
+START_TEST(pipe_reopen_tree)
+{
+	pid_t pid = spawn("fds-pipe-reopen", "tree");
+
+	dump_kill(pid);
+	restore_pass();
+}
+END_TEST
+
+/* fds-pipe-reopen: the third description of its pipe cannot be opened */
+START_TEST(fault_pipe_reopen)
+{
+	pid_t pid = spawn("fds-pipe-reopen", NULL);
+
+	dump_kill(pid);
+	restore_fails("422:3", "fd 12: pipe:[", pid);
+	restore_pass();
+}
+END_TEST
+
 /* fds-mapped: a memfd and a deleted file held and mapped shared */
 START_TEST(fault_shm_fd)
 {
@@ -213,6 +235,8 @@ int main(void)
 		{ "fault_deleted_fifo", fault_deleted_fifo },
 		{ "deleted_fifo_tree", deleted_fifo_tree },
 		{ "fault_sparse_fill", fault_sparse_fill },
+		{ "fault_pipe_reopen", fault_pipe_reopen },
+		{ "pipe_reopen_tree", pipe_reopen_tree },
 	};
 
 	if (geteuid() != 0) {
