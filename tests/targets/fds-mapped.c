@@ -9,9 +9,14 @@
  *    descriptor is seen through the mapping and back (one file, not two);
  *  - a memfd mapped shared whose descriptor was closed, and a deleted file
  *    the same: their bytes are still there.
- * Arguments: SCRATCH, a path the target may use as a prefix.
+ * With a fourth argument "tree", a child forked once all is set up holds
+ * the same descriptors and mappings (inherited: one description, one
+ * object across the tree); once the parent has checked the rest it
+ * writes through its fd 20, and the parent must see it in its mapping.
+ * Arguments: SCRATCH, a path the target may use as a prefix [tree].
  */
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include "target.h"
 
@@ -91,6 +96,21 @@ int main(int argc, char **argv)
 	uint8_t *dp2 = mapped(x, 4);
 	close(x);
 
+	bool tree = argc > 4 && strcmp(argv[4], "tree") == 0;
+	char go[4096];
+	snprintf(go, sizeof(go), "%s.go", argv[3]);
+	pid_t kid = -1;
+	if (tree) {
+		kid = fork();
+		CHECK(kid >= 0);
+		if (kid == 0) {
+			target_wait_restored();
+			while (access(go, F_OK) < 0)
+				usleep(2000);
+			_exit(pwrite(20, "K", 1, 9000) == 1 && mp[9001] == 'L' ? 0 : 3);
+		}
+	}
+
 	target_ready();
 	target_wait_restored();
 
@@ -108,5 +128,12 @@ int main(int argc, char **argv)
 	struct stat st;
 	CHECK(fstat(21, &st) == 0 && st.st_nlink == 0 && (st.st_mode & 07777) == 0640 && st.st_size == LEN);
 	CHECK(same(mp2, LEN, 3) && same(dp2, LEN, 4));
+	if (tree) {
+		int wst;
+		mp[9001] = 'L';
+		target_write_file(go, "go\n");
+		CHECK(waitpid(kid, &wst, 0) == kid && WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+		CHECK(mp[9000] == 'K');
+	}
 	target_pass();
 }

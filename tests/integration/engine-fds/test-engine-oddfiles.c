@@ -212,6 +212,17 @@ START_TEST(fault_pipe_reopen)
 }
 END_TEST
 
+/* A memfd and a deleted file held and mapped shared by a parent and its
+ * child (inherited): one file for both descriptors and both mappings. */
+START_TEST(mapped_tree)
+{
+	pid_t pid = spawn("fds-mapped", "tree");
+
+	dump_kill(pid);
+	restore_pass();
+}
+END_TEST
+
 /* fds-mapped: a memfd and a deleted file held and mapped shared */
 START_TEST(fault_shm_fd)
 {
@@ -237,6 +248,7 @@ int main(void)
 		{ "fault_sparse_fill", fault_sparse_fill },
 		{ "fault_pipe_reopen", fault_pipe_reopen },
 		{ "pipe_reopen_tree", pipe_reopen_tree },
+		{ "mapped_tree", mapped_tree },
 	};
 
 	if (geteuid() != 0) {
