@@ -29,30 +29,13 @@
 
 #define MIB 8
 
-static char dir[PATH_MAX];
 static const char *ckpt_bin, *target_bin, *old_driver;
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-cuda-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	case_begin("cuda");
 	/* before our own first call into the double, which reads it once */
-	setenv("CKPTFS_CUDA_DOUBLE_DIR", dir, 1);
-}
-
-static void teardown(void)
-{
-	rm_rf(dir);
+	setenv("CKPTFS_CUDA_DOUBLE_DIR", case_dir, 1);
 }
 
 static bool exists(const char *p)
@@ -64,25 +47,16 @@ static bool exists(const char *p)
  * fourth argument, or NULL) and waits for it to be ready. */
 static pid_t spawn_mode(const char *env, const char *mode)
 {
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
+	pid_t pid = case_fork_quiet(-1, case_path("target.log"));
 	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		int log = open(path("target.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(log, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
 		if (env)
 			putenv((char *)env);
 		char mib[16];
 		snprintf(mib, sizeof(mib), "%d", MIB);
-		execl(target_bin, "target-cuda", path("ready"), path("result"), mib, mode, (char *)NULL);
+		execl(target_bin, "target-cuda", case_path("ready"), case_path("result"), mib, mode, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 30000 && !exists(path("ready")); i++)
-		usleep(1000);
-	ck_assert_msg(exists(path("ready")), "target-cuda did not get ready");
+	case_wait_file(case_path("ready"), 30000);
 	return pid;
 }
 
@@ -97,7 +71,7 @@ static pid_t spawn(const char *env)
 static int ckpt_status(const char *env, const char *fault, char *out, size_t outlen, const char *a1,
 		       const char *a2, const char *a3, const char *a4)
 {
-	return ckpt_run(ckpt_bin, path("ckpt.err"), env, fault, out, outlen, a1, a2, a3, a4);
+	return ckpt_run(ckpt_bin, case_path("ckpt.err"), env, fault, out, outlen, a1, a2, a3, a4);
 }
 
 static int ckpt(const char *env, const char *fault, const char *a1, const char *a2, const char *a3,
@@ -110,7 +84,7 @@ static int ckpt(const char *env, const char *fault, const char *a1, const char *
 
 static const char *ckpt_err(void)
 {
-	return ckpt_run_err(path("ckpt.err"));
+	return ckpt_run_err(case_path("ckpt.err"));
 }
 
 /* ckpt dump [mode] PID DIR/snap, which must succeed (or fail: ok false). */
@@ -118,17 +92,17 @@ static void dump_as(const char *env, const char *fault, pid_t pid, const char *m
 {
 	char p[16];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = mode ? ckpt(env, fault, "dump", mode, p, path(snap)) : ckpt(env, fault, "dump", p, path(snap), NULL);
+	int rc = mode ? ckpt(env, fault, "dump", mode, p, case_path(snap)) : ckpt(env, fault, "dump", p, case_path(snap), NULL);
 	if (ok)
 		ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
 	else
-		ck_assert_msg(rc != 0 && !exists(path(snap)), "ckpt dump %s should have failed", mode ? mode : "");
+		ck_assert_msg(rc != 0 && !exists(case_path(snap)), "ckpt dump %s should have failed", mode ? mode : "");
 }
 
 static pid_t restore_as(const char *env, const char *snap)
 {
 	char out[64];
-	int st = ckpt_status(env, NULL, out, sizeof(out), "restore", path(snap), NULL, NULL);
+	int st = ckpt_status(env, NULL, out, sizeof(out), "restore", case_path(snap), NULL, NULL);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckpt restore: %s", ckpt_err());
 	return atoi(out);
 }
@@ -157,7 +131,7 @@ static void wait_state(pid_t pid, enum gpu_state want)
 /* Tells pid it was restored (or may check itself) and takes its verdict. */
 static void verdict(pid_t pid)
 {
-	verdict_wait(pid, path("ready.restored"), path("result"), 30000, "target-cuda");
+	verdict_wait(pid, case_path("ready.restored"), case_path("result"), 30000, "target-cuda");
 }
 
 /* Waits (20 s at most) for pid's group stop. */
@@ -186,7 +160,7 @@ static void kill_original(pid_t pid)
 static void check_info(const char *snap, pid_t pid)
 {
 	char p[PATH_MAX + 64], *info = NULL;
-	snprintf(p, sizeof(p), "%s/%d/gpu/info", path(snap), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", case_path(snap), pid);
 	ck_assert_msg(read_file_full(p, &info, NULL) >= 0, "no %d/gpu/info in the snapshot", pid);
 	ck_assert_msg(strstr(info, "state_in_image: checkpointed\n") && strstr(info, "driver_version: 12080\n") &&
 			      strstr(info, "device0_name: ckptfs CUDA driver double\n"),
@@ -239,7 +213,7 @@ START_TEST(dump_no_cuda)
 	pid_t pid = spawn_mode(NULL, "nocuda");
 	dump_as(NULL, NULL, pid, "--kill", "s1", true);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	snprintf(p, sizeof(p), "%s/%d/gpu", path("s1"), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu", case_path("s1"), pid);
 	ck_assert_msg(!exists(p), "%s in the snapshot of a process without CUDA", p);
 	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
 	verdict(pid);
@@ -354,7 +328,7 @@ START_TEST(fault_gpu_unlock) { give_back_fails_once(NULL, "303:1"); } END_TEST
 static void restore_fails(const char *env, const char *want)
 {
 	pid_t pid = spawn_dump_kill();
-	int st = ckpt_status(env, NULL, NULL, 0, "restore", path("s1"), NULL, NULL);
+	int st = ckpt_status(env, NULL, NULL, 0, "restore", case_path("s1"), NULL, NULL);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "the restore should have failed");
 	ck_assert_msg(strstr(ckpt_err(), want), "the reason should say %s: %s", want, ckpt_err());
 	if (waitpid(pid, &st, 0) == pid)
@@ -453,13 +427,13 @@ static void dumper_dies(const char *fault, const char *mode)
 	pid_t pid = spawn(NULL);
 	char p[16];
 	snprintf(p, sizeof(p), "%d", pid);
-	int st = mode ? ckpt_status(NULL, fault, NULL, 0, "dump", mode, p, path("bad"))
-		      : ckpt_status(NULL, fault, NULL, 0, "dump", p, path("bad"), NULL);
+	int st = mode ? ckpt_status(NULL, fault, NULL, 0, "dump", mode, p, case_path("bad"))
+		      : ckpt_status(NULL, fault, NULL, 0, "dump", p, case_path("bad"), NULL);
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s", fault,
 		      st, ckpt_err());
 	wait_state(pid, GPU_STATE_RUNNING);
 	ck_assert_msg(kill(pid, 0) == 0 && waitpid(pid, &st, WNOHANG) == 0, "pid %d is gone", pid);
-	ck_assert(!exists(path("bad")));
+	ck_assert(!exists(case_path("bad")));
 	verdict(pid);
 }
 
@@ -508,9 +482,9 @@ static void hbm_check(const char *snap, pid_t pid, struct range *ret)
 	_cleanup_free_ uint8_t *want = malloc(want_len);
 
 	cuda_double_pattern(want, want_len, MIB);
-	snprintf(p, sizeof(p), "%s/%d/gpu/info", path(snap), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu/info", case_path(snap), pid);
 	ck_assert_int_ge(read_file_full(p, &info, NULL), 0);
-	snprintf(p, sizeof(p), "%s/%d/maps", path(snap), pid);
+	snprintf(p, sizeof(p), "%s/%d/maps", case_path(snap), pid);
 	ck_assert_int_ge(read_file_full(p, &maps, NULL), 0);
 	size_t nfile_lines = 0;
 	for (char *l = strstr(info, "\nhbm: "); l; l = strstr(l + 1, "\nhbm: ")) {
@@ -522,7 +496,7 @@ static void hbm_check(const char *snap, pid_t pid, struct range *ret)
 		hbm[nhbm++] = (struct range){ s, e };
 		snprintf(name, sizeof(name), "gpu/hbm/%016llx-%016llx", s, e);
 		char f[PATH_MAX + 256];
-		snprintf(f, sizeof(f), "%s/%d/%s", path(snap), pid, name);
+		snprintf(f, sizeof(f), "%s/%d/%s", case_path(snap), pid, name);
 		/* "- 0" (every page zero, nothing saved) would be no device
 		 * memory of target-cuda's, which all holds data: an area that
 		 * only reserves addresses, say */
@@ -555,10 +529,10 @@ static void hbm_check(const char *snap, pid_t pid, struct range *ret)
 					      s, e, hbm[i].s, hbm[i].e);
 	}
 	ck_assert_msg(nat == nhbm, "maps has %zu areas at=gpu/hbm, gpu/info %zu hbm lines", nat, nhbm);
-	snprintf(p, sizeof(p), "%s/%d/gpu/hbm", path(snap), pid);
+	snprintf(p, sizeof(p), "%s/%d/gpu/hbm", case_path(snap), pid);
 	nfiles = dir_ranges(p, files, ARRAY_SIZE(files));
 	ck_assert_msg(nfiles == nfile_lines, "gpu/hbm/ holds %zu files, gpu/info names %zu", nfiles, nfile_lines);
-	snprintf(p, sizeof(p), "%s/%d/memory", path(snap), pid);
+	snprintf(p, sizeof(p), "%s/%d/memory", case_path(snap), pid);
 	nmem = dir_ranges(p, mem, ARRAY_SIZE(mem));
 	ck_assert_uint_gt(nmem, 0);
 	for (size_t i = 0; i < nmem; i++)
@@ -579,7 +553,7 @@ START_TEST(hbm_shows_device_memory)
 	pid_t pid = spawn(NULL);
 	dump_as(NULL, NULL, pid, NULL, "s1", true);
 	hbm_check("s1", pid, &r);
-	ck_assert_int_eq(ckpt(NULL, NULL, "verify", path("s1"), NULL, NULL), 0);
+	ck_assert_int_eq(ckpt(NULL, NULL, "verify", case_path("s1"), NULL, NULL), 0);
 	kill_original(pid);
 	ck_assert_int_eq(restore_as(NULL, "s1"), pid);
 	ck_assert_int_eq(state_of(pid), GPU_STATE_RUNNING);
@@ -611,7 +585,7 @@ START_TEST(hbm_split_merged_area)
 		      "(or the kernel did not merge them)",
 		      r.s, r.e, live.s, live.e);
 	/* the target's own part: in memory/ */
-	snprintf(p, sizeof(p), "%s/%d/memory/%016llx-%016llx", path("s1"), pid, live.s, r.s);
+	snprintf(p, sizeof(p), "%s/%d/memory/%016llx-%016llx", case_path("s1"), pid, live.s, r.s);
 	ck_assert_msg(exists(p), "no %s", p);
 	free(maps);
 	kill_original(pid);
@@ -636,7 +610,7 @@ START_TEST(die_hbm_write) { dumper_dies("313", "--kill"); } END_TEST
 static TCase *tc(const char *name, const TTest *t, int timeout)
 {
 	TCase *c = tcase_create(name);
-	tcase_add_checked_fixture(c, setup, teardown);
+	tcase_add_checked_fixture(c, setup, case_end);
 	tcase_set_timeout(c, timeout);
 	tcase_add_test(c, t);
 	return c;

@@ -22,79 +22,23 @@
 #include "common/common.h"
 #include "tests/integration/ckpt-run.h"
 
-static char dir[PATH_MAX];
-static const char *ckpt_bin, *targets;
-
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-e2e-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-}
-
-static void teardown(void)
-{
-	rm_rf(dir);
-}
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static void wait_file(const char *p, int ms)
-{
-	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+	case_begin("fds-e2e");
 }
 
 /* Starts tests/targets/target-NAME READY RESULT [SCRATCH]. */
 static pid_t spawn(const char *name, bool scratch)
 {
-	char exe[PATH_MAX + 64];
-	pid_t pid;
-
-	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
-		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, (char *)NULL);
-		_exit(127);
-	}
-	wait_file(path("ready"), 10000);
-	usleep(20000); /* into its waiting loop */
-	return pid;
+	char prog[64];
+	snprintf(prog, sizeof(prog), "target-%s", name);
+	return case_spawn(NULL, prog, -1, (const char *const[]){ scratch ? case_path("scratch") : NULL, NULL }, 10000);
 }
 
 /* Runs ckpt; stdout into out, stderr into DIR/ckpt.err. Returns the exit status. */
 static int run_ckpt(char *out, size_t outlen, const char *a1, const char *a2, const char *a3, const char *a4)
 {
-	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, NULL, out, outlen, a1, a2, a3, a4);
-	ck_assert(WIFEXITED(st));
-	return WEXITSTATUS(st);
-}
-
-static const char *ckpt_err(void)
-{
-	return ckpt_run_err(path("ckpt.err"));
-}
-
-/* Creates READY.restored and waits for pid's verdict. */
-static void verdict(pid_t pid)
-{
-	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return case_ckpt(NULL, out, outlen, a1, a2, a3, a4);
 }
 
 static void cycle(const char *name, bool scratch, const char *mode)
@@ -104,15 +48,15 @@ static void cycle(const char *name, bool scratch, const char *mode)
 	pid_t pid = spawn(name, scratch);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	rc = mode ? run_ckpt(NULL, 0, "dump", mode, p, path("snap")) : run_ckpt(NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	rc = mode ? run_ckpt(NULL, 0, "dump", mode, p, case_path("snap")) : run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
 	/* The original goes; its PID (and its listeners' addresses) with it. */
 	if (!mode || strcmp(mode, "--kill"))
 		kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	rc = run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL);
-	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
-	verdict(atoi(out));
+	rc = run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore: %s", case_ckpt_err());
+	case_verdict(atoi(out));
 }
 
 #define CYCLE_TESTS(name, target, scratch)                                          \
@@ -156,23 +100,23 @@ START_TEST(log_grown_after_dump)
 	pid_t pid = spawn("fds-log", true);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	rc = run_ckpt(NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump: %s", ckpt_err());
+	rc = run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump: %s", case_ckpt_err());
 	char fp[64];
 	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, "3 file flags=02001 "), "fds: %s", fds);
 	free(fds);
 	/* Three more lines at least (a line a millisecond) before it goes. */
-	off_t dumped = file_size(path("scratch"));
-	for (int i = 0; i < 10000 && file_size(path("scratch")) < dumped + 3 * 14; i++)
+	off_t dumped = file_size(case_path("scratch"));
+	for (int i = 0; i < 10000 && file_size(case_path("scratch")) < dumped + 3 * 14; i++)
 		usleep(1000);
-	ck_assert_int_ge(file_size(path("scratch")), dumped + 3 * 14);
+	ck_assert_int_ge(file_size(case_path("scratch")), dumped + 3 * 14);
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	rc = run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL);
-	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
-	verdict(atoi(out));
+	rc = run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore: %s", case_ckpt_err());
+	case_verdict(atoi(out));
 }
 END_TEST
 
@@ -186,23 +130,23 @@ START_TEST(changed_file_needs_the_option)
 	pid_t pid = spawn("fds-file", true);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	rc = run_ckpt(NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump: %s", ckpt_err());
+	rc = run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump: %s", case_ckpt_err());
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	int fd = open(path("scratch"), O_WRONLY | O_APPEND | O_CLOEXEC);
+	int fd = open(case_path("scratch"), O_WRONLY | O_APPEND | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "more", 4), 4);
 	close(fd);
-	rc = run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL);
+	rc = run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL);
 	ck_assert_int_ne(rc, 0);
-	ck_assert_msg(strstr(ckpt_err(), path("scratch")) && strstr(ckpt_err(), "size 20, was 16") &&
-			      strstr(ckpt_err(), "--accept-changed-files"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), case_path("scratch")) && strstr(case_ckpt_err(), "size 20, was 16") &&
+			      strstr(case_ckpt_err(), "--accept-changed-files"),
+		      "stderr: %s", case_ckpt_err());
 	/* Refused before anything was built: the PID is free. */
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
-	rc = run_ckpt(out, sizeof(out), "restore", "--accept-changed-files", path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt restore --accept-changed-files: %s", ckpt_err());
+	rc = run_ckpt(out, sizeof(out), "restore", "--accept-changed-files", case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt restore --accept-changed-files: %s", case_ckpt_err());
 	/* Its restored target finds the four bytes too many at the end: it
 	 * may or may not judge that; what counts here is that it runs. */
 	pid_t r = atoi(out);
@@ -234,20 +178,20 @@ START_TEST(locks)
 	pid_t pid = spawn("fds-lock", true);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	reap_tree(pid);
 	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
-	ck_assert_int_eq(read_file_full(path("snap/shared/fds"), &shared, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("snap/shared/fds"), &shared, NULL), 0);
 	ck_assert_msg(strstr(shared, "scratch.a ") && strstr(shared, " flock=ex\n"), "shared/fds: %s", shared);
 	ck_assert_msg(strstr(fds, "\n10 shared of=") && strstr(fds, " ofd=w:10:20\n") &&
 			      strstr(fds, " posix=w:0:5,r:100:0\n"),
 		      "fds: %s", fds);
 	free(fds);
 	free(shared);
-	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 }
 END_TEST
 
@@ -259,20 +203,20 @@ START_TEST(lock_held_elsewhere_fails_restore)
 	pid_t pid = spawn("fds-lock", true);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	reap_tree(pid);
-	int fd = open(path("scratch.a"), O_RDONLY | O_CLOEXEC);
+	int fd = open(case_path("scratch.a"), O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(flock(fd, LOCK_SH | LOCK_NB), 0);
-	ck_assert_int_ne(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_int_ne(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
 	snprintf(p, sizeof(p), "held by pid %d", getpid());
-	ck_assert_msg(strstr(ckpt_err(), path("scratch.a")) && strstr(ckpt_err(), "flock LOCK_EX") &&
-			      strstr(ckpt_err(), p),
-		      "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), case_path("scratch.a")) && strstr(case_ckpt_err(), "flock LOCK_EX") &&
+			      strstr(case_ckpt_err(), p),
+		      "stderr: %s", case_ckpt_err());
 	close(fd);
-	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 }
 END_TEST
 
@@ -282,22 +226,19 @@ START_TEST(half_closed_tcp_refused)
 	pid_t pid = spawn("fds-refused", false);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_ne(run_ckpt(NULL, 0, "dump", p, path("snap"), NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), "TCP connection 127.0.0.1:") &&
-			      strstr(ckpt_err(), " in state FIN_WAIT2: not supported"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_int_ne(run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "TCP connection 127.0.0.1:") &&
+			      strstr(case_ckpt_err(), " in state FIN_WAIT2: not supported"),
+		      "stderr: %s", case_ckpt_err());
 	/* Nothing was written and the original runs on, intact. */
-	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
-	verdict(pid);
+	ck_assert_int_ne(access(case_path("snap/manifest"), F_OK), 0);
+	case_verdict(pid);
 }
 END_TEST
 
 int main(void)
 {
-	struct {
-		const char *name;
-		const TTest *t;
-	} cases[] = {
+	const struct case_def cases[] = {
 		{ "file_running", file_running },       { "file_kill", file_kill },
 		{ "file_stop", file_stop },             { "deleted_running", deleted_running },
 		{ "deleted_kill", deleted_kill },       { "deleted_stop", deleted_stop },
@@ -322,27 +263,6 @@ int main(void)
 		{ "lock_held_elsewhere_fails_restore", lock_held_elsewhere_fails_restore },
 	};
 
-	if (geteuid() != 0) {
-		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid)\n");
-		return 77;
-	}
-	ckpt_bin = getenv("CKPT");
-	targets = getenv("TARGETS");
-	if (!ckpt_bin || !targets) {
-		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
-		return 1;
-	}
-	Suite *s = suite_create("engine-fds-e2e");
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 30);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return case_main("engine-fds-e2e", cases, ARRAY_SIZE(cases), 30, setup, case_end,
+			 "ptrace, pidfd_getfd, clone3 set_tid");
 }

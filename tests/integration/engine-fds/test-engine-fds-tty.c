@@ -27,78 +27,18 @@
 #include "common/common.h"
 #include "tests/integration/ckpt-run.h"
 
-static char dir[PATH_MAX];
-static const char *ckpt_bin, *targets;
-
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-tty-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-}
-
-static void teardown(void)
-{
-	rm_rf(dir);
-}
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static void wait_file(const char *p, int ms)
-{
-	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+	case_begin("fds-tty");
 }
 
 /* Starts tests/targets/target-NAME READY RESULT with stdin, stdout and
  * stderr on tty_fd (or /dev/null when -1). */
 static pid_t spawn(const char *name, int tty_fd)
 {
-	char exe[PATH_MAX + 64];
-	pid_t pid;
-
-	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = tty_fd >= 0 ? tty_fd : open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
-		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
-		_exit(127);
-	}
-	wait_file(path("ready"), 10000);
-	return pid;
-}
-
-static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
-		    const char *a4)
-{
-	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
-	ck_assert(WIFEXITED(st));
-	return WEXITSTATUS(st);
-}
-
-static const char *ckpt_err(void)
-{
-	return ckpt_run_err(path("ckpt.err"));
-}
-
-static void verdict(pid_t pid)
-{
-	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char prog[64];
+	snprintf(prog, sizeof(prog), "target-%s", name);
+	return case_spawn(NULL, prog, tty_fd, NULL, 10000);
 }
 
 /* The original and, for a tree, its descendants, killed by the dump:
@@ -150,16 +90,16 @@ static void cycle(const char *name, const char *mode)
 	pid_t pid = spawn(name, -1);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
-		  : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	rc = mode ? case_ckpt(NULL, NULL, 0, "dump", mode, p, case_path("snap"))
+		  : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
 	if (!mode || strcmp(mode, "--kill"))
 		kill_tree(pid);
 	else
 		reap_tree(pid);
-	rc = run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL);
-	ck_assert_msg(rc == 0, "ckpt restore: %s", ckpt_err());
-	verdict(atoi(out));
+	rc = case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore: %s", case_ckpt_err());
+	case_verdict(atoi(out));
 }
 
 START_TEST(pty_running) { cycle("fds-pty", NULL); } END_TEST
@@ -177,15 +117,15 @@ START_TEST(pty_image)
 	pid_t pid = spawn("fds-pty", -1);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL) == 0, "ckpt dump: %s", case_ckpt_err());
 	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, "\n40 ptmx flags=02 ") && strstr(fds, " rows=37 cols=101 xpixel=707 ypixel=333 pkt=1 locked=0 in=26 out=11 eof=13 ") &&
 			      strstr(fds, "\n41 pts flags=04002 cloexec=1 pty=") && strstr(fds, "\n42 dup of=41"),
 		      "fds: %s", fds);
 	free(fds);
 	/* the original still has it all: it checks itself */
-	verdict(pid);
+	case_verdict(pid);
 }
 END_TEST
 
@@ -198,18 +138,18 @@ START_TEST(session_image)
 
 	ck_assert_int_eq(descendants(pid, v, ARRAY_SIZE(v)), 3);
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
-	ck_assert_int_eq(read_file_full(path("snap/shared/fds"), &shared, NULL), 0);
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL) == 0, "ckpt dump: %s", case_ckpt_err());
+	ck_assert_int_eq(read_file_full(case_path("snap/shared/fds"), &shared, NULL), 0);
 	snprintf(want, sizeof(want), " ctty=%d fg=%d", v[1], v[2]);
 	ck_assert_msg(strstr(shared, " ptmx flags=02 ") && strstr(shared, want) && strstr(shared, " pts flags=02 "),
 		      "shared/fds: %s", shared);
 	snprintf(fp, sizeof(fp), "snap/%d/fds", v[1]);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, "\n40 shared of=") && strstr(fds, "\n41 shared of="), "%s: %s", fp, fds);
 	free(shared);
 	free(fds);
 	/* the original, dumped running, has it all still */
-	verdict(pid);
+	case_verdict(pid);
 }
 END_TEST
 
@@ -266,20 +206,20 @@ static void outside(const char *target, const char *mode)
 	struct winsize ws = { .ws_row = 51, .ws_col = 161 };
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg((mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
-			    : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL)) == 0,
-		      "ckpt dump: %s", ckpt_err());
+	ck_assert_msg((mode ? case_ckpt(NULL, NULL, 0, "dump", mode, p, case_path("snap"))
+			    : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL)) == 0,
+		      "ckpt dump: %s", case_ckpt_err());
 	if (!mode)
 		kill_tree(pid);
 	else
 		reap_tree(pid);
 	ck_assert_int_eq(ioctl(m, TIOCSWINSZ, &ws), 0);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
 	pid = atoi(out);
 	ck_assert_int_eq(write(m, "hello\n", 6), 6);
 	/* its own verdict first: it says what it missed */
-	verdict(pid);
+	case_verdict(pid);
 	master_wait(m, "got: hello\r\n");
 	close(m);
 }
@@ -311,7 +251,7 @@ static void outside_lost(bool reused)
 	pid_t pid = spawn_on(name, "fds-pty-out");
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	reap_tree(pid);
 	close(m);
 	if (reused) {
@@ -329,12 +269,12 @@ static void outside_lost(bool reused)
 			return;
 		}
 	}
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
 	pid = atoi(out);
-	ck_assert_msg(strstr(ckpt_err(), reused ? "is another terminal now" : "is gone") &&
-			      strstr(ckpt_err(), "restored as /dev/null"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), reused ? "is another terminal now" : "is gone") &&
+			      strstr(case_ckpt_err(), "restored as /dev/null"),
+		      "stderr: %s", case_ckpt_err());
 	fd0_is(pid, "/dev/null");
 	kill(pid, SIGKILL);
 	reap_tree(pid);
@@ -353,10 +293,10 @@ static void dump_fails(const char *fault)
 	pid_t pid = spawn("fds-pty", -1);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_ne(run_ckpt(fault, NULL, 0, "dump", p, path("snap"), NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), "pseudo-terminal /dev/pts/"), "stderr: %s", ckpt_err());
-	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
-	verdict(pid);
+	ck_assert_int_ne(case_ckpt(fault, NULL, 0, "dump", p, case_path("snap"), NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "pseudo-terminal /dev/pts/"), "stderr: %s", case_ckpt_err());
+	ck_assert_int_ne(access(case_path("snap/manifest"), F_OK), 0);
+	case_verdict(pid);
 }
 
 START_TEST(dump_fails_draining) { dump_fails("260"); } END_TEST
@@ -371,21 +311,21 @@ static void without_sti(const char *target)
 	pid_t pid = spawn(target, -1);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt("263", NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt("263", NULL, 0, "dump", p, case_path("snap"), NULL) == 0, "ckpt dump: %s", case_ckpt_err());
 	/* the original checks itself: its queues went back */
-	verdict(pid);
-	unlink(path("ready.restored"));
-	unlink(path("result"));
-	unlink(path("ready"));
-	rm_rf(path("snap"));
+	case_verdict(pid);
+	unlink(case_path("ready.restored"));
+	unlink(case_path("result"));
+	unlink(case_path("ready"));
+	rm_rf(case_path("snap"));
 	pid = spawn(target, -1);
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt("263", NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump --kill: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt("263", NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump --kill: %s",
+		      case_ckpt_err());
 	reap_tree(pid);
-	ck_assert_msg(run_ckpt("263", out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt("263", out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 }
 
 START_TEST(pty_without_sti) { without_sti("fds-pty"); } END_TEST
@@ -400,27 +340,24 @@ START_TEST(restore_fails_refilling)
 	pid_t pid = spawn("fds-pty", -1);
 
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	reap_tree(pid);
-	ck_assert_int_ne(run_ckpt("262", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), "fd 40: refilling the pseudo-terminal: injected fault"), "stderr: %s",
-		      ckpt_err());
+	ck_assert_int_ne(case_ckpt("262", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "fd 40: refilling the pseudo-terminal: injected fault"), "stderr: %s",
+		      case_ckpt_err());
 	/* what the failed restore made is dead and came to us: reaped */
 	int st;
 	while (waitpid(-1, &st, 0) > 0)
 		;
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 }
 END_TEST
 
 int main(void)
 {
-	struct {
-		const char *name;
-		const TTest *t;
-	} cases[] = {
+	const struct case_def cases[] = {
 		{ "pty_running", pty_running },
 		{ "pty_kill", pty_kill },
 		{ "pty_stop", pty_stop },
@@ -442,27 +379,5 @@ int main(void)
 		{ "restore_fails_refilling", restore_fails_refilling },
 	};
 
-	if (geteuid() != 0) {
-		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid, TIOCSTI)\n");
-		return 77;
-	}
-	ckpt_bin = getenv("CKPT");
-	targets = getenv("TARGETS");
-	if (!ckpt_bin || !targets) {
-		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
-		return 1;
-	}
-	Suite *s = suite_create("engine-fds-tty");
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 30);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return case_main("engine-fds-tty", cases, ARRAY_SIZE(cases), 30, setup, case_end, "ptrace, pidfd_getfd, clone3 set_tid, TIOCSTI");
 }

@@ -28,14 +28,9 @@
 #include "tests/integration/ckpt-run.h"
 #include "tests/targets/tcp-pattern.h"
 
-static char dir[PATH_MAX];
-static const char *ckpt_bin, *targets;
-
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-tcp-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	case_begin("tcp");
 }
 
 static pid_t started; /* the target of the case, killed if it is left */
@@ -44,30 +39,7 @@ static void teardown(void)
 {
 	if (started > 0 && kill(started, SIGKILL) == 0)
 		waitpid(started, NULL, 0);
-	rm_rf(dir);
-}
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
-		    const char *a4)
-{
-	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
-	ck_assert(WIFEXITED(st));
-	return WEXITSTATUS(st);
-}
-
-static const char *ckpt_err(void)
-{
-	return ckpt_run_err(path("ckpt.err"));
+	case_end();
 }
 
 /* The lock's listing, as `ckpt netlock` prints it. */
@@ -75,8 +47,8 @@ static const char *netlock(void)
 {
 	static char out[8192];
 
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "netlock", NULL, NULL, NULL) == 0, "ckpt netlock: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "netlock", NULL, NULL, NULL) == 0, "ckpt netlock: %s",
+		      case_ckpt_err());
 	return out;
 }
 
@@ -135,15 +107,11 @@ static void start(bool v6, uint64_t expect, struct conn *c)
 	snprintf(port, sizeof(port), "%u",
 		 ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port));
 	snprintf(exp, sizeof(exp), "%lu", expect);
-	snprintf(exe, sizeof(exe), "%s/target-fds-tcp", targets);
-	c->pid = fork();
-	ck_assert_int_ge(c->pid, 0);
+	snprintf(exe, sizeof(exe), "%s/target-fds-tcp", case_targets);
+	/* not case_spawn: it is ready only once we have accepted it */
+	c->pid = case_fork_quiet(-1, NULL);
 	if (c->pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		execl(exe, exe, path("ready"), path("result"), fam, port, exp, (char *)NULL);
+		execl(exe, exe, case_path("ready"), case_path("result"), fam, port, exp, (char *)NULL);
 		_exit(127);
 	}
 	started = c->pid;
@@ -156,9 +124,7 @@ static void start(bool v6, uint64_t expect, struct conn *c)
 	c->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
 	snprintf(c->portstr, sizeof(c->portstr), "%d", c->port);
 	send_pattern(c->fd, 0, TCP_PATTERN_FIRST);
-	for (int i = 0; i < 10000 && access(path("ready"), F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
+	case_wait_file(case_path("ready"), 10000);
 }
 
 /* Tells the target (original or restored) to check, reads its whole
@@ -168,7 +134,7 @@ static void finish(pid_t pid, struct conn *c)
 	static char buf[65536];
 	uint64_t got = 0;
 
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	int fd = open(case_path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
 	while (got < TCP_PATTERN_TOTAL) {
@@ -180,7 +146,7 @@ static void finish(pid_t pid, struct conn *c)
 		ck_assert_msg(bad == UINT64_MAX, "the target's byte %lu is wrong", bad);
 		got += (uint64_t)n;
 	}
-	int st = verdict_wait(pid, path("ready.restored"), path("result"), 30000, "target");
+	int st = verdict_wait(pid, case_path("ready.restored"), case_path("result"), 30000, "target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	close(c->fd);
 }
@@ -193,19 +159,19 @@ static void kill_restore(bool v6)
 
 	start(v6, TCP_PATTERN_FIRST + TCP_PATTERN_GAP, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
 	/* the image: both queues, whole */
 	snprintf(out, sizeof(out), "snap/%d/fds", c.pid);
-	ck_assert_int_eq(read_file_full(path(out), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(out), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, " tcp ") && strstr(fds, " inq=49152 ") && !strstr(fds, " outq=0 "), "fds: %s",
 		      fds);
 	free(fds);
 	/* held: the peer writes into the gap and sees no reset */
 	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
 	send_pattern(c.fd, TCP_PATTERN_FIRST, TCP_PATTERN_GAP);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
 	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
 	finish(atoi(out), &c);
 }
@@ -222,12 +188,12 @@ START_TEST(tcp_dump_running)
 
 	start(false, TCP_PATTERN_FIRST, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL) == 0, "ckpt dump: %s", case_ckpt_err());
 	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
 	/* read without the lock, whole all the same */
 	char fp[64], *fds = NULL;
 	snprintf(fp, sizeof(fp), "snap/%d/fds", c.pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	ck_assert_msg(strstr(fds, " tcp ") && strstr(fds, " inq=49152 ") && !strstr(fds, " outq=0 "), "fds: %s",
 		      fds);
 	free(fds);
@@ -244,9 +210,9 @@ static void fails(const char *fault, const char *what)
 
 	start(false, TCP_PATTERN_FIRST, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	ck_assert_int_ne(run_ckpt(fault, NULL, 0, "dump", "--kill", p, path("snap")), 0);
-	ck_assert_msg(strstr(ckpt_err(), what), "stderr: %s", ckpt_err());
-	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
+	ck_assert_int_ne(case_ckpt(fault, NULL, 0, "dump", "--kill", p, case_path("snap")), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), what), "stderr: %s", case_ckpt_err());
+	ck_assert_int_ne(access(case_path("snap/manifest"), F_OK), 0);
 	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
 	finish(c.pid, &c);
 }
@@ -265,8 +231,8 @@ START_TEST(tcp_dumper_dies)
 
 	start(false, TCP_PATTERN_FIRST, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, "284", NULL, 0, "dump", "--kill", p, path("snap"));
-	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump: status 0x%x: %s", st, ckpt_err());
+	int st = case_ckpt_status("284", NULL, 0, "dump", "--kill", p, case_path("snap"));
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump: status 0x%x: %s", st, case_ckpt_err());
 	/* the keeper lets go once it sees its dumper gone */
 	for (int i = 0; i < 10000 && strstr(netlock(), c.portstr); i += 50)
 		usleep(50000);
@@ -285,18 +251,18 @@ START_TEST(tcp_restore_fails_then_succeeds)
 
 	start(false, TCP_PATTERN_FIRST, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
-	ck_assert_int_ne(run_ckpt("283", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), "TCP connection 127.0.0.1:") && strstr(ckpt_err(), "injected fault"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_int_ne(case_ckpt("283", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "TCP connection 127.0.0.1:") && strstr(case_ckpt_err(), "injected fault"),
+		      "stderr: %s", case_ckpt_err());
 	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
 	/* the process it made was killed and came to us: its pid is free
 	 * once reaped */
 	while (waitpid(-1, &st, 0) > 0)
 		;
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
 	ck_assert_msg(!strstr(netlock(), c.portstr), "still locked: %s", netlock());
 	finish(atoi(out), &c);
 }
@@ -313,26 +279,26 @@ START_TEST(tcp_restore_elsewhere_refused)
 
 	start(false, TCP_PATTERN_FIRST, &c);
 	snprintf(p, sizeof(p), "%d", c.pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
 	ck_assert_int_eq(waitpid(c.pid, &st, 0), c.pid);
 	snprintf(fp, sizeof(fp), "snap/%d/fds", c.pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	char *a = strstr(fds, " addr=127.0.0.1 ");
 	ck_assert_ptr_nonnull(a);
 	memcpy(a, " addr=10.99.8.7 ", 16); /* same length: only the hash differs */
-	ck_assert_int_eq(write_file(path(fp), fds, strlen(fds)), 0);
-	ck_assert_int_ne(run_ckpt(NULL, out, sizeof(out), "restore", "--no-verify", path("snap"), NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), "TCP connection 10.99.8.7:") &&
-			      strstr(ckpt_err(), "its local address is not on this host"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_int_eq(write_file(case_path(fp), fds, strlen(fds)), 0);
+	ck_assert_int_ne(case_ckpt(NULL, out, sizeof(out), "restore", "--no-verify", case_path("snap"), NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "TCP connection 10.99.8.7:") &&
+			      strstr(case_ckpt_err(), "its local address is not on this host"),
+		      "stderr: %s", case_ckpt_err());
 	/* refused before any process was made: its pid is free */
 	ck_assert(kill(c.pid, 0) < 0 && errno == ESRCH);
 	ck_assert_msg(strstr(netlock(), c.portstr), "not locked: %s", netlock());
 	memcpy(a, " addr=127.0.0.1 ", 16);
-	ck_assert_int_eq(write_file(path(fp), fds, strlen(fds)), 0);
+	ck_assert_int_eq(write_file(case_path(fp), fds, strlen(fds)), 0);
 	free(fds);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
 	finish(atoi(out), &c);
 }
 END_TEST
@@ -341,22 +307,9 @@ END_TEST
  * (20 s at most) until it is ready. */
 static pid_t spawn_quiet(const char *name)
 {
-	char exe[PATH_MAX + 64];
-	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		execl(exe, exe, path("ready"), path("result"), (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 20000 && access(path("ready"), F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(path("ready"), F_OK) == 0, "the target did not get ready");
-	return pid;
+	char prog[64];
+	snprintf(prog, sizeof(prog), "target-%s", name);
+	return case_spawn(NULL, prog, -1, NULL, 20000);
 }
 
 /* Both ends in one tree (target-fds-tcp-tree: parent and child, the
@@ -371,9 +324,9 @@ static void tree_cycle(bool running)
 
 	pid_t pid = spawn_quiet("fds-tcp-tree");
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? path("snap") : p,
-			       running ? NULL : path("snap")) == 0,
-		      "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? case_path("snap") : p,
+			       running ? NULL : case_path("snap")) == 0,
+		      "ckpt dump: %s", case_ckpt_err());
 	if (running) {
 		char cp[64], *kids = NULL;
 		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
@@ -388,9 +341,9 @@ static void tree_cycle(bool running)
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	while (waitpid(-1, &st, 0) > 0)
 		;
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 30000, "target");
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	st = verdict_wait(atoi(out), case_path("ready.restored"), case_path("result"), 30000, "target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -406,13 +359,13 @@ static void udp_cycle(const char *mode)
 
 	pid_t pid = spawn_quiet("fds-udp");
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), mode) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), mode) == 0, "ckpt dump: %s", case_ckpt_err());
 	if (!mode || strcmp(mode, "--kill"))
 		kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	st = verdict_wait(atoi(out), path("ready.restored"), path("result"), 15000, "target");
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	st = verdict_wait(atoi(out), case_path("ready.restored"), case_path("result"), 15000, "target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -422,10 +375,7 @@ START_TEST(udp_stop) { udp_cycle("--stop"); } END_TEST
 
 int main(void)
 {
-	struct {
-		const char *name;
-		const TTest *t;
-	} cases[] = {
+	const struct case_def cases[] = {
 		{ "tcp4_kill_restore", tcp4_kill_restore },
 		{ "tcp6_kill_restore", tcp6_kill_restore },
 		{ "tcp_dump_running", tcp_dump_running },
@@ -442,31 +392,9 @@ int main(void)
 		{ "udp_stop", udp_stop },
 	};
 
-	if (geteuid() != 0) {
-		printf("skipped: needs root (ptrace, TCP repair mode, nftables)\n");
-		return 77;
-	}
-	ckpt_bin = getenv("CKPT");
-	targets = getenv("TARGETS");
-	if (!ckpt_bin || !targets) {
-		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
-		return 1;
-	}
 	if (getenv("CKPTFS_NO_NETLOCK")) {
 		printf("skipped: this build has no libnftables (no network lock)\n");
 		return 77;
 	}
-	Suite *s = suite_create("engine-tcp");
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 60);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return case_main("engine-tcp", cases, ARRAY_SIZE(cases), 60, setup, teardown, "ptrace, TCP repair mode, nftables");
 }

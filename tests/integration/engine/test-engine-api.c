@@ -30,10 +30,9 @@
 #include "engine/engine.h"
 #include "gpu/gpu.h"
 #include "store/store.h"
+#include "tests/integration/ckpt-run.h"
 #include "tests/integration/exe-copy.h"
 
-static char dir[PATH_MAX];
-static const char *targets;
 /* the case's copy of target-threads, in a directory anyone can enter */
 static char bin[PATH_MAX];
 static pid_t restored; /* killed when a failed check ends the case */
@@ -46,41 +45,18 @@ static void kill_restored(void)
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-engine-api-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	case_begin("engine-api");
 	/* the restored target runs as nobody and writes its verdict here */
-	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(chmod(case_dir, 0777), 0);
 	/* restore_creds maps the target's executable again as nobody, who
 	 * may not reach the build directory: every case runs a copy, kept
-	 * in the case's dir and removed with it */
+	 * in the case's directory and removed with it */
 	char exe[PATH_MAX + 32];
-	snprintf(exe, sizeof(exe), "%s/target-threads", targets);
-	ck_assert_int_eq(exe_copy(dir, (const char *const[]){ exe }, 1, bin), 0);
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	snprintf(exe, sizeof(exe), "%s/target-threads", case_targets);
+	ck_assert_int_eq(exe_copy(case_dir, (const char *const[]){ exe }, 1, bin), 0);
 	char p[PATH_MAX + 16];
-	snprintf(p, sizeof(p), "%s/store", dir);
+	snprintf(p, sizeof(p), "%s/store", case_dir);
 	ck_assert_int_eq(mkdir(p, 0700), 0);
-}
-
-static void teardown(void)
-{
-	rm_rf(dir);
-}
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static void wait_file(const char *p, int ms)
-{
-	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
 }
 
 /* Execs target-threads (never returns). Its cwd is our temp dir, which
@@ -94,9 +70,9 @@ static _noreturn_ void exec_target(void)
 	dup2(n, 0);
 	dup2(n, 1);
 	syscall(SYS_close_range, 3, ~0u, 0);
-	if (chdir(dir) < 0)
+	if (chdir(case_dir) < 0)
 		_exit(126);
-	execl(exe, exe, path("ready"), path("result"), (char *)NULL);
+	execl(exe, exe, case_path("ready"), case_path("result"), (char *)NULL);
 	_exit(127);
 }
 
@@ -115,7 +91,7 @@ static int dump(pid_t pid, enum engine_after after)
 	struct store *s = NULL;
 	struct store_snap *w = NULL;
 	struct engine_dump_opts o = { .after = after };
-	int r = store_open_dir(path("store"), &s);
+	int r = store_open_dir(case_path("store"), &s);
 	ck_assert_int_eq(r, 0);
 	r = store_snap_create(s, "1", 0, &w);
 	ck_assert_int_eq(r, 0);
@@ -137,7 +113,7 @@ static pid_t dumped_target(bool as_nobody, int *st)
 			exec_target_as_nobody();
 		exec_target();
 	}
-	wait_file(path("ready"), 10000);
+	case_wait_file(case_path("ready"), 10000);
 	usleep(50000);
 	dump(t, ENGINE_AFTER_KILL);
 	ck_assert_int_eq(waitpid(t, st, 0), t);
@@ -189,7 +165,7 @@ START_TEST(kill_parent_reaps)
 	close(go[0]);
 	pid_t t;
 	ck_assert_int_eq(read(pfd[0], &t, sizeof(t)), sizeof(t));
-	wait_file(path("ready"), 10000);
+	case_wait_file(case_path("ready"), 10000);
 	usleep(50000);
 
 	dump(t, ENGINE_AFTER_KILL);
@@ -262,7 +238,7 @@ START_TEST(restore_creds)
 		.set_creds = true, .uid = 65534, .gid = 65534, .groups = groups, .ngroups = 2,
 	};
 	pid_t pid = 0;
-	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_open_dir(case_path("store"), &s), 0);
 	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
 	int q = engine_restore(r, &o, &pid);
 	ck_assert_msg(q == 0, "restore: %s: %s", strerror(-q), err_msg());
@@ -292,16 +268,16 @@ START_TEST(restore_creds)
 	ck_assert_msg(!strstr(pstat, "NoNewPrivs:\t1"), "no_new_privs was not asked for");
 
 	/* it runs as nobody: its verdict file is nobody's */
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	int fd = open(case_path("ready.restored"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	restored = 0;
 	_cleanup_free_ char *res = NULL;
-	ck_assert_int_ge(read_file_full(path("result"), &res, NULL), 0);
+	ck_assert_int_ge(read_file_full(case_path("result"), &res, NULL), 0);
 	ck_assert_str_eq(res, "PASS\n");
 	struct stat sb;
-	ck_assert_int_eq(stat(path("result"), &sb), 0);
+	ck_assert_int_eq(stat(case_path("result"), &sb), 0);
 	ck_assert_int_eq(sb.st_uid, 65534);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -321,7 +297,7 @@ START_TEST(restore_creds_refuses_other_user)
 		.set_creds = true, .uid = 65534, .gid = 65534, .groups = groups, .ngroups = 1,
 	};
 	pid_t pid = 0;
-	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_open_dir(case_path("store"), &s), 0);
 	ck_assert_int_eq(store_snap_open(s, "1", 0, &r), 0);
 	int q = engine_restore(r, &o, &pid);
 	char want[96];
@@ -375,7 +351,7 @@ START_TEST(restore_refuses_gpu_without_driver)
 
 	struct store *s = NULL;
 	struct copy c = { 0 };
-	ck_assert_int_eq(store_open_dir(path("store"), &s), 0);
+	ck_assert_int_eq(store_open_dir(case_path("store"), &s), 0);
 	ck_assert_int_eq(store_snap_open(s, "1", 0, &c.from), 0);
 	ck_assert_int_eq(store_snap_create(s, "2", 0, &c.to), 0);
 	ck_assert_int_eq(store_snap_foreach_file(c.from, copy_file, &c), 0);
@@ -409,30 +385,13 @@ END_TEST
 
 int main(void)
 {
-	if (geteuid() != 0) {
-		printf("skip: needs root (ptrace, clone3 with set_tid, PR_SET_MM_MAP)\n");
-		return 77;
-	}
-	targets = getenv("TARGETS");
-	if (!targets) {
-		printf("skip: TARGETS not set (run under meson test)\n");
-		return 77;
-	}
-	Suite *su = suite_create("engine-api");
-	const char *names[] = { "kill_parent_reaps", "kill_own_child", "restore_creds",
-				"restore_creds_refuses_other_user", "restore_refuses_gpu_without_driver" };
-	const TTest *tests[] = { kill_parent_reaps, kill_own_child, restore_creds, restore_creds_refuses_other_user,
-				 restore_refuses_gpu_without_driver };
-	for (size_t i = 0; i < ARRAY_SIZE(tests); i++) {
-		TCase *tc = tcase_create(names[i]);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 60);
-		tcase_add_test(tc, tests[i]);
-		suite_add_tcase(su, tc);
-	}
-	SRunner *sr = srunner_create(su);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	const struct case_def cases[] = {
+		{ "kill_parent_reaps", kill_parent_reaps },
+		{ "kill_own_child", kill_own_child },
+		{ "restore_creds", restore_creds },
+		{ "restore_creds_refuses_other_user", restore_creds_refuses_other_user },
+		{ "restore_refuses_gpu_without_driver", restore_refuses_gpu_without_driver },
+	};
+	return case_main("engine-api", cases, ARRAY_SIZE(cases), 60, setup, case_end,
+			 "ptrace, clone3 with set_tid, PR_SET_MM_MAP");
 }

@@ -48,16 +48,12 @@
 #include "common/common.h"
 #include "tests/integration/ckpt-run.h"
 
-static char dir[PATH_MAX];
-static const char *ckpt_bin, *targets;
 
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-engine-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+	case_begin("engine");
 	char store[PATH_MAX + 16];
-	snprintf(store, sizeof(store), "%s/store", dir);
+	snprintf(store, sizeof(store), "%s/store", case_dir);
 	ck_assert_int_eq(mkdir(store, 0700), 0);
 }
 
@@ -69,7 +65,7 @@ static int test_semid = -1; /* a set of the test's own */
 
 static void teardown(void)
 {
-	rm_rf(dir);
+	case_end();
 	if (test_semid >= 0)
 		semctl(test_semid, 0, IPC_RMID);
 	if (sysv_target) {
@@ -87,76 +83,15 @@ static void teardown(void)
 	}
 }
 
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
 static bool file_exists(const char *p)
 {
 	return access(p, F_OK) == 0;
 }
 
-static void wait_file(const char *p, int ms)
-{
-	for (int i = 0; i < ms && !file_exists(p); i++)
-		usleep(1000);
-	ck_assert_msg(file_exists(p), "%s did not appear", p);
-}
-
-/* fork(), the child with /dev/null on 0, 1 and 2 and no other descriptor
- * (Check's own files are not O_CLOEXEC): a process of the test's own to
- * checkpoint. */
-static pid_t fork_quiet(void)
-{
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
-	}
-	return pid;
-}
-
-/* Starts a target: argv[0] is a program in tests/targets (or, with
- * interp, a script run by it); READY and RESULT are inserted, then the
- * strings of extra up to a NULL (at most 4). */
+/* Starts a target (case_spawn); generous for a loaded 2-core machine. */
 static pid_t spawn_argv(const char *interp, const char *prog, const char *const *extra)
 {
-	char exe[PATH_MAX + 64];
-	snprintf(exe, sizeof(exe), "%s/%s", targets, prog);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		int log = open(path("target.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(log, 2);
-		/* Check's own files are not O_CLOEXEC */
-		syscall(SYS_close_range, 3, ~0u, 0);
-		char *argv[9] = { 0 };
-		int a = 0;
-		if (interp)
-			argv[a++] = (char *)interp;
-		argv[a++] = exe;
-		argv[a++] = path("ready");
-		argv[a++] = path("result");
-		for (int i = 0; extra && extra[i] && i < 4; i++)
-			argv[a++] = (char *)extra[i];
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	wait_file(path("ready"), 30000); /* generous: a loaded 2-core machine */
-	usleep(50000); /* let it get into its waiting loop */
-	return pid;
+	return case_spawn(interp, prog, -1, extra, 30000);
 }
 
 /* the same with up to two arguments (extra2 only after extra) */
@@ -171,36 +106,13 @@ static pid_t spawn(const char *interp, const char *prog, const char *extra)
 	return spawn_args(interp, prog, extra, NULL);
 }
 
-/* Runs ckpt with args; stdout into out (may be NULL), stderr into
- * DIR/ckpt.err. fault: CKPTFS_FAULT value or NULL. Returns the wait
- * status. */
-static int run_ckpt_status(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
-			   const char *a3, const char *a4)
-{
-	return ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
-}
-
-/* The same; ckpt must exit: returns its exit status. */
-static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2,
-		    const char *a3, const char *a4)
-{
-	int st = run_ckpt_status(fault, out, outlen, a1, a2, a3, a4);
-	ck_assert_msg(WIFEXITED(st), "ckpt ended by signal %d", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-	return WEXITSTATUS(st);
-}
-
-static const char *ckpt_err(void)
-{
-	return ckpt_run_err(path("ckpt.err"));
-}
-
 static void dump_with(const char *fault, pid_t pid, const char *mode, const char *snap)
 {
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = mode ? run_ckpt(fault, NULL, 0, "dump", mode, p, path(snap))
-		      : run_ckpt(fault, NULL, 0, "dump", p, path(snap), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump %s failed: %s", mode ? mode : "", ckpt_err());
+	int rc = mode ? case_ckpt(fault, NULL, 0, "dump", mode, p, case_path(snap))
+		      : case_ckpt(fault, NULL, 0, "dump", p, case_path(snap), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s failed: %s", mode ? mode : "", case_ckpt_err());
 }
 
 static void dump(pid_t pid, const char *mode, const char *snap)
@@ -221,15 +133,15 @@ static void kill_original(pid_t pid, const char *mode)
 static pid_t restore(const char *snap)
 {
 	char out[64];
-	int rc = run_ckpt(NULL, out, sizeof(out), "restore", path(snap), NULL, NULL);
-	ck_assert_msg(rc == 0, "ckpt restore failed: %s", ckpt_err());
+	int rc = case_ckpt(NULL, out, sizeof(out), "restore", case_path(snap), NULL, NULL);
+	ck_assert_msg(rc == 0, "ckpt restore failed: %s", case_ckpt_err());
 	return atoi(out);
 }
 
 /* Tells the restored process it was restored; checks its verdict. */
 static void verdict(pid_t pid)
 {
-	int st = verdict_wait(pid, path("ready.restored"), path("result"), 40000, "restored target");
+	int st = verdict_wait(pid, case_path("ready.restored"), case_path("result"), 40000, "restored target");
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -272,7 +184,7 @@ static void cycle(const char *prog, const char *extra, const char *mode)
 	START_TEST(name##_kill) { cycle(prog, extra, "--kill"); } END_TEST  \
 	START_TEST(name##_stop) { cycle(prog, extra, "--stop"); } END_TEST
 
-CYCLE_TESTS(mem, "target-mem", path("mapped-file"))
+CYCLE_TESTS(mem, "target-mem", case_path("mapped-file"))
 CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
@@ -319,18 +231,18 @@ static void assert_untouched_n(pid_t pid, int nthreads);
  * running as it was. */
 static void refuse_child(int (*setup)(void), const char *want)
 {
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		const char *c = setup() == 0 ? "y" : "n";
-		int fd = open(path("ready.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd < 0 || write(fd, c, 1) != 1 || close(fd) < 0 || rename(path("ready.tmp"), path("ready")) < 0)
+		int fd = open(case_path("ready.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || write(fd, c, 1) != 1 || close(fd) < 0 || rename(case_path("ready.tmp"), case_path("ready")) < 0)
 			_exit(3);
 		for (;;)
 			pause();
 	}
-	wait_file(path("ready"), 30000);
+	case_wait_file(case_path("ready"), 30000);
 	_cleanup_free_ char *c = NULL;
-	ck_assert_int_eq(read_file_full(path("ready"), &c, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("ready"), &c, NULL), 0);
 	if (c[0] != 'y') {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
@@ -339,9 +251,9 @@ static void refuse_child(int (*setup)(void), const char *want)
 	}
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	assert_untouched_n(pid, 1);
 	kill_original(pid, NULL);
 }
@@ -378,7 +290,7 @@ START_TEST(fault_restore_sched) { restore_fault_of("target-sched", "252"); } END
  * own after restore; target-creds writes as nobody into our dir). */
 static void cycle_open(const char *prog, const char *mode)
 {
-	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(chmod(case_dir, 0777), 0);
 	cycle(prog, NULL, mode);
 }
 
@@ -398,12 +310,12 @@ START_TEST(user_restore_refuses_root_creds)
 	}
 	char cmd[PATH_MAX * 3];
 	/* a checkout closed to other users (docs/TESTING.md) */
-	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups test -x '%s'", ckpt_bin);
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 --clear-groups test -x '%s'", case_ckpt_bin);
 	if (system(cmd) != 0) {
-		printf("user_restore_refuses_root_creds: nobody cannot run %s; nothing to check\n", ckpt_bin);
+		printf("user_restore_refuses_root_creds: nobody cannot run %s; nothing to check\n", case_ckpt_bin);
 		return;
 	}
-	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(chmod(case_dir, 0777), 0);
 	pid_t pid = spawn(NULL, "target-threads", NULL);
 	dump(pid, NULL, "store/s1");
 	kill_original(pid, NULL);
@@ -412,10 +324,10 @@ START_TEST(user_restore_refuses_root_creds)
 		 "chmod -R a+rX '%s' && setpriv --reuid=65534 --regid=65534 --clear-groups "
 		 "--inh-caps=+checkpoint_restore --ambient-caps=+checkpoint_restore '%s' restore '%s' "
 		 ">/dev/null 2>'%s'",
-		 path("store"), ckpt_bin, path("store/s1"), path("ckpt.err"));
+		 case_path("store"), case_ckpt_bin, case_path("store/s1"), case_path("ckpt.err"));
 	int st = system(cmd);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "nobody restored root's process");
-	const char *e = ckpt_err();
+	const char *e = case_ckpt_err();
 	char want[64];
 	snprintf(want, sizeof(want), "pid %d thread %d: its real uid 0", pid, pid);
 	ck_assert_msg(strstr(e, want), "want '%s' in: %s", want, e);
@@ -475,8 +387,8 @@ START_TEST(dump_twice_restore_first_last)
 	dump(pid, NULL, "store/s2");
 	kill_original(pid, NULL);
 	verdict(restore("store/s2"));
-	unlink(path("result"));
-	unlink(path("ready.restored"));
+	unlink(case_path("result"));
+	unlink(case_path("ready.restored"));
 	verdict(restore("store/s1"));
 }
 END_TEST
@@ -485,13 +397,13 @@ END_TEST
  * by the first restored process before the second restore. */
 START_TEST(dump_twice_mem)
 {
-	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	pid_t pid = spawn(NULL, "target-mem", case_path("mapped-file"));
 	dump(pid, NULL, "store/s1");
 	dump(pid, "--kill", "store/s2");
 	kill_original(pid, "--kill");
 	verdict(restore("store/s2"));
-	unlink(path("result"));
-	unlink(path("ready.restored"));
+	unlink(case_path("result"));
+	unlink(case_path("ready.restored"));
 	verdict(restore("store/s1"));
 }
 END_TEST
@@ -586,11 +498,11 @@ static void dump_fault_mode(const char *fault, const char *mode)
 	pid_t pid = spawn(NULL, "target-threads", NULL);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = mode ? run_ckpt(fault, NULL, 0, "dump", mode, p, path("store/bad"))
-		      : run_ckpt(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	int rc = mode ? case_ckpt(fault, NULL, 0, "dump", mode, p, case_path("store/bad"))
+		      : case_ckpt(fault, NULL, 0, "dump", p, case_path("store/bad"), NULL);
 	ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
-	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_msg(strstr(case_ckpt_err(), "injected fault"), "no reason given: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	assert_untouched(pid);
 	/* it still runs normally, and still dumps and restores correctly */
 	dump(pid, NULL, "store/s1");
@@ -698,10 +610,10 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
 	char *blk0 = sigblk_settled(pid, NULL), *maps0 = maps_of(pid);
-	int st = mode ? run_ckpt_status(fault, NULL, 0, "dump", mode, p, path("store/bad"))
-		      : run_ckpt_status(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	int st = mode ? case_ckpt_status(fault, NULL, 0, "dump", mode, p, case_path("store/bad"))
+		      : case_ckpt_status(fault, NULL, 0, "dump", p, case_path("store/bad"), NULL);
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s",
-		      fault, st, ckpt_err());
+		      fault, st, case_ckpt_err());
 	wait_let_go(pid);
 	ck_assert_msg(kill(pid, 0) == 0 && waitpid(pid, &st, WNOHANG) == 0, "pid %d is gone", pid);
 	assert_untouched_n(pid, nthreads);
@@ -712,7 +624,7 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 	free(blk1);
 	free(maps0);
 	free(maps1);
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert(!file_exists(case_path("store/bad")));
 	verdict(pid);
 }
 
@@ -742,9 +654,9 @@ static void restore_fault_of(const char *prog, const char *fault)
 	pid_t pid = spawn(NULL, prog, NULL);
 	dump(pid, "--kill", "store/s1");
 	kill_original(pid, "--kill");
-	int rc = run_ckpt(fault, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	int rc = case_ckpt(fault, NULL, 0, "restore", case_path("store/s1"), NULL, NULL);
 	ck_assert_msg(rc == 1, "restore with fault %s: exit %d", fault, rc);
-	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "injected fault"), "no reason given: %s", case_ckpt_err());
 	/* what was half built was killed: reap it (we are its subreaper) */
 	int st;
 	pid_t w = waitpid(pid, &st, 0);
@@ -781,16 +693,16 @@ static const char *comm_of(pid_t pid)
 /* A live process on the PID is refused at once, by name: no waiting. */
 START_TEST(restore_pid_in_use)
 {
-	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	pid_t pid = spawn(NULL, "target-mem", case_path("mapped-file"));
 	dump(pid, NULL, "store/s1");
 	uint64_t t0 = now_ns();
-	int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	int rc = case_ckpt(NULL, NULL, 0, "restore", case_path("store/s1"), NULL, NULL);
 	uint64_t took = now_ns() - t0;
 	ck_assert_int_eq(rc, 1);
 	char want[96];
 	snprintf(want, sizeof(want), "pid %d is in use by live process %s", pid, comm_of(pid));
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
-	ck_assert_msg(!strstr(ckpt_err(), "waiting"), "it waited for a live process: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s", case_ckpt_err());
+	ck_assert_msg(!strstr(case_ckpt_err(), "waiting"), "it waited for a live process: %s", case_ckpt_err());
 	/* had it waited, it would have taken the whole default bound (5 s) */
 	ck_assert_msg(took < 5000000000ull, "refusing took %" PRIu64 " ms", took / 1000000);
 	kill_original(pid, NULL);
@@ -814,14 +726,14 @@ static pid_t run_ckpt_bg_with(const char *fault, int *out_fd, const char *a1, co
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		int err = open(path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		int err = open(case_path("ckpt.err"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		dup2(fds[1], 1);
 		dup2(err, 2);
 		if (fault)
 			setenv("CKPTFS_FAULT", fault, 1);
 		else
 			unsetenv("CKPTFS_FAULT");
-		execl(ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
+		execl(case_ckpt_bin, "ckpt", a1, a2, a3, a4, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -853,15 +765,15 @@ START_TEST(restore_waits_for_zombie)
 	assert_zombie(pid);
 	int out;
 	/* a bound far above what the test needs: the reap decides */
-	pid_t ck = run_ckpt_bg(&out, "restore", "--pid-wait", "120", path("store/s1"));
+	pid_t ck = run_ckpt_bg(&out, "restore", "--pid-wait", "120", case_path("store/s1"));
 	const char *want = waiting_line(pid);
 	bool said = false;
 	for (int i = 0; i < 30000 && !said; i++) {
-		said = strstr(ckpt_err(), want) != NULL;
+		said = strstr(case_ckpt_err(), want) != NULL;
 		if (!said)
 			usleep(1000);
 	}
-	ck_assert_msg(said, "ckpt restore did not say '%s': %s", want, ckpt_err());
+	ck_assert_msg(said, "ckpt restore did not say '%s': %s", want, case_ckpt_err());
 	/* still waiting: the zombie holds the pid */
 	int st;
 	ck_assert_int_eq(waitpid(ck, &st, WNOHANG), 0);
@@ -874,7 +786,7 @@ START_TEST(restore_waits_for_zombie)
 	buf[len] = 0;
 	close(out);
 	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
-	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckpt restore failed (0x%x): %s", st, ckpt_err());
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ckpt restore failed (0x%x): %s", st, case_ckpt_err());
 	ck_assert_int_eq(atoi(buf), pid);
 	verdict(pid);
 }
@@ -891,15 +803,15 @@ START_TEST(restore_zombie_not_reaped)
 	dump(pid, "--kill", "store/s1");
 	assert_zombie(pid);
 	uint64_t t0 = now_ns();
-	int rc = run_ckpt(NULL, NULL, 0, "restore", "--pid-wait", "1", path("store/s1"));
+	int rc = case_ckpt(NULL, NULL, 0, "restore", "--pid-wait", "1", case_path("store/s1"));
 	uint64_t took = now_ns() - t0;
-	ck_assert_msg(rc == 1, "restore past a zombie: exit %d: %s", rc, ckpt_err());
-	ck_assert_msg(strstr(ckpt_err(), waiting_line(pid)), "no waiting line: %s", ckpt_err());
+	ck_assert_msg(rc == 1, "restore past a zombie: exit %d: %s", rc, case_ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), waiting_line(pid)), "no waiting line: %s", case_ckpt_err());
 	char want[160];
 	snprintf(want, sizeof(want), "pid %d is in use by a zombie (%s) that its parent %d (", pid, target_comm,
 		 getpid());
 	snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s) did not reap", comm_of(getpid()));
-	ck_assert_msg(strstr(ckpt_err(), want), "want '%s' in: %s", want, ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), want), "want '%s' in: %s", want, case_ckpt_err());
 	ck_assert_msg(took >= 1000000000ull, "gave up after %" PRIu64 " ms, before the bound", took / 1000000);
 	/* the zombie is still ours and nothing else is: no half-built
 	 * process was left (we are every orphan's subreaper) */
@@ -915,14 +827,14 @@ END_TEST
 /* A process someone else traces is refused, by name, and left alone. */
 START_TEST(dump_refuses_traced)
 {
-	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	pid_t pid = spawn(NULL, "target-mem", case_path("mapped-file"));
 	ck_assert_int_eq(ptrace(PTRACE_SEIZE, pid, NULL, NULL), 0);
 	char p[32], want[64];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
 	snprintf(want, sizeof(want), "already traced by pid %d", getpid());
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	/* let go: a tracee must be stopped to be detached */
 	int st;
 	ck_assert_int_eq(ptrace(PTRACE_INTERRUPT, pid, NULL, NULL), 0);
@@ -938,7 +850,7 @@ END_TEST
  * process is touched, naming the descriptor. */
 START_TEST(dump_refuses_netlink)
 {
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
 		if (s != 3)
@@ -965,9 +877,9 @@ START_TEST(dump_refuses_netlink)
 	free(link);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "fd 3"), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "fd 3"), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	char sp[64], *st = NULL;
 	snprintf(sp, sizeof(sp), "/proc/%d/status", pid);
 	ck_assert_int_eq(read_file_full(sp, &st, NULL), 0);
@@ -982,21 +894,21 @@ END_TEST
  * check is skipped so that the edited file gets that far). */
 START_TEST(restore_refuses_other_vdso)
 {
-	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	pid_t pid = spawn(NULL, "target-mem", case_path("mapped-file"));
 	dump(pid, "--kill", "store/s1");
 	kill_original(pid, "--kill");
 	char *text = NULL, proc[64];
 	snprintf(proc, sizeof(proc), "store/s1/%d/process", pid);
-	ck_assert_int_eq(read_file_full(path(proc), &text, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(proc), &text, NULL), 0);
 	char *h = strstr(text, "\nvdso sha256:");
 	ck_assert_ptr_nonnull(h);
 	h[13] = h[13] == '0' ? '1' : '0';
-	int fd = open(path(proc), O_WRONLY | O_CLOEXEC);
+	int fd = open(case_path(proc), O_WRONLY | O_CLOEXEC);
 	ck_assert_int_eq(write_full(fd, text, strlen(text)), 0);
 	close(fd);
 	free(text);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", "--no-verify", path("store/s1"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "another kernel"), "stderr: %s", ckpt_err());
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "restore", "--no-verify", case_path("store/s1"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "another kernel"), "stderr: %s", case_ckpt_err());
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
 }
 END_TEST
@@ -1010,18 +922,18 @@ START_TEST(restore_refuses_timer_of_unknown_thread)
 	kill_original(pid, "--kill");
 	char *text = NULL, proc[64];
 	snprintf(proc, sizeof(proc), "store/s1/%d/process", pid);
-	ck_assert_int_eq(read_file_full(path(proc), &text, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(proc), &text, NULL), 0);
 	char *t = strstr(text, " thread:");
 	ck_assert_ptr_nonnull(t);
 	/* the same length: a TID no thread of it has */
 	for (char *d = t + 8; *d >= '0' && *d <= '9'; d++)
 		*d = '9';
-	int fd = open(path(proc), O_WRONLY | O_TRUNC | O_CLOEXEC);
+	int fd = open(case_path(proc), O_WRONLY | O_TRUNC | O_CLOEXEC);
 	ck_assert_int_eq(write_full(fd, text, strlen(text)), 0);
 	close(fd);
 	free(text);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", "--no-verify", path("store/s1"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "not in the snapshot"), "stderr: %s", ckpt_err());
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "restore", "--no-verify", case_path("store/s1"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "not in the snapshot"), "stderr: %s", case_ckpt_err());
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
 }
 END_TEST
@@ -1032,9 +944,9 @@ static void refused(pid_t pid, const char *want)
 {
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	ck_assert_int_eq(kill(pid, 0), 0);
 }
 
@@ -1043,7 +955,7 @@ START_TEST(dump_refuses_posix_timer)
 	pid_t pid = spawn(NULL, "target-timer", NULL);
 	refused(pid, "runs on clock");
 	/* still running: it finishes when told */
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
+	int fd = open(case_path("ready.restored"), O_WRONLY | O_CREAT, 0600);
 	close(fd);
 	int st;
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -1108,7 +1020,7 @@ static void ids_of(pid_t pid, int *ppid, int *pgid, int *sid)
  * group. */
 START_TEST(tree_shell_job)
 {
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		execl("/bin/sh", "sh", "-c", "sleep 1000 & wait", (char *)NULL);
 		_exit(127);
@@ -1126,7 +1038,7 @@ START_TEST(tree_shell_job)
 	kill_original(pid, "--kill");
 	wait_gone(child);
 	char *tree = NULL, want[128];
-	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("store/s1/tree"), &tree, NULL), 0);
 	snprintf(want, sizeof(want), "\n%d %d ", child, pid);
 	ck_assert_msg(!strncmp(tree, "", 0) && atoi(tree) == pid && strstr(tree, want), "tree: %s", tree);
 	free(tree);
@@ -1154,7 +1066,7 @@ END_TEST
 static pid_t tree_spawn(pid_t *kids, size_t *nk)
 {
 	char scratch[PATH_MAX + 64];
-	snprintf(scratch, sizeof(scratch), "%s", path("scratch"));
+	snprintf(scratch, sizeof(scratch), "%s", case_path("scratch"));
 	ck_assert_int_eq(mkdir(scratch, 0700), 0);
 	pid_t pid = spawn(NULL, "target-tree", scratch);
 	*nk = descendants(pid, kids, 16);
@@ -1187,7 +1099,7 @@ static void tree_dump_restore(pid_t pid, const pid_t *kids, size_t nk, const cha
 	for (size_t i = 0; i < nk; i++)
 		wait_gone(kids[i]);
 	char *tree = NULL;
-	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("store/s1/tree"), &tree, NULL), 0);
 	ck_assert_msg(strstr(tree, " zombie exit=7\n"), "tree: %s", tree);
 	free(tree);
 	verdict(restore("store/s1"));
@@ -1216,10 +1128,10 @@ START_TEST(tree_fault_dump)
 	pid_t pid = tree_spawn(kids, &nk);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = run_ckpt("203:3", NULL, 0, "dump", p, path("store/bad"), NULL);
+	int rc = case_ckpt("203:3", NULL, 0, "dump", p, case_path("store/bad"), NULL);
 	ck_assert_msg(rc == 1, "dump with fault 203:3: exit %d", rc);
-	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_msg(strstr(case_ckpt_err(), "injected fault"), "no reason given: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	/* every thread of every process: not traced, not stopped */
 	assert_untouched_n(pid, 1);
 	for (size_t i = 0; i < nk; i++)
@@ -1235,25 +1147,25 @@ END_TEST
 START_TEST(dump_refuses_posix_lock_on_mapped_file)
 {
 	char file[PATH_MAX + 64];
-	snprintf(file, sizeof(file), "%s", path("locked"));
-	pid_t pid = fork_quiet();
+	snprintf(file, sizeof(file), "%s", case_path("locked"));
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		int fd = open(file, O_RDWR | O_CREAT, 0600);
 		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
 		if (fd != 3 || ftruncate(fd, 4096) < 0 || fcntl(fd, F_SETLK, &fl) < 0 ||
 		    mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
 			_exit(2);
-		int r = open(path("ready"), O_WRONLY | O_CREAT, 0600);
+		int r = open(case_path("ready"), O_WRONLY | O_CREAT, 0600);
 		close(r);
 		for (;;)
 			pause();
 	}
-	wait_file(path("ready"), 30000);
+	case_wait_file(case_path("ready"), 30000);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "POSIX locks on a file the process also maps"), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "POSIX locks on a file the process also maps"), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	assert_untouched_n(pid, 1);
 	/* still its lock */
 	int fd = open(file, O_RDWR | O_CLOEXEC);
@@ -1270,7 +1182,7 @@ END_TEST
  * untraced, not stopped. */
 START_TEST(tree_refuses_vfork)
 {
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		if (vfork() == 0) {
 			/* raw: nothing of the parent's stack may change */
@@ -1289,9 +1201,9 @@ START_TEST(tree_refuses_vfork)
 	ck_assert_msg(nk == 1, "no vfork child appeared");
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "share one address space"), "stderr: %s", ckpt_err());
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "share one address space"), "stderr: %s", case_ckpt_err());
+	ck_assert(!file_exists(case_path("store/bad")));
 	assert_untouched_n(pid, 1);
 	assert_untouched_n(kids[0], 1);
 	kill(kids[0], SIGKILL);
@@ -1335,7 +1247,7 @@ static void share_cycle(const char *what, const char *mode)
 	pid_t pid = family_dump("target-share", what, mode, 2, kids);
 	/* the child's and grandchild's lines name the parent they share with */
 	char *tree = NULL, want[64];
-	ck_assert_int_eq(read_file_full(path("store/s1/tree"), &tree, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("store/s1/tree"), &tree, NULL), 0);
 	for (size_t i = 0; i < 2; i++) {
 		snprintf(want, sizeof(want), "\n%d %d ", kids[i], i ? kids[0] : pid);
 		char *line = strstr(tree, want);
@@ -1367,7 +1279,7 @@ static int pause_forever(void *arg)
  * touched, naming them and the parent; all three run on untraced. */
 START_TEST(tree_refuses_files_without_parent)
 {
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
 		static char stacks[2][16384] __attribute__((aligned(16)));
 		for (int i = 0; i < 2; i++)
@@ -1375,23 +1287,23 @@ START_TEST(tree_refuses_files_without_parent)
 				_exit(2);
 		if (unshare(CLONE_FILES) < 0)
 			_exit(3);
-		int r = open(path("ready"), O_WRONLY | O_CREAT, 0600);
+		int r = open(case_path("ready"), O_WRONLY | O_CREAT, 0600);
 		close(r);
 		for (;;)
 			pause();
 	}
-	wait_file(path("ready"), 30000);
+	case_wait_file(case_path("ready"), 30000);
 	pid_t kids[4];
 	size_t nk = descendants(pid, kids, 4);
 	ck_assert_msg(nk == 2, "%zu children, expected 2", nk);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "dump", p, path("store/bad"), NULL), 1);
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/bad"), NULL), 1);
 	char want[128];
 	snprintf(want, sizeof(want), "shares its descriptor table (CLONE_FILES) with pid %d, but its parent %d does not",
 		 kids[0], pid);
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s (not '%s')", ckpt_err(), want);
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s (not '%s')", case_ckpt_err(), want);
+	ck_assert(!file_exists(case_path("store/bad")));
 	assert_untouched_n(pid, 1);
 	for (size_t i = 0; i < nk; i++) {
 		assert_untouched_n(kids[i], 1);
@@ -1412,7 +1324,7 @@ static void posixshm_cycle(const char *mode)
 	char *maps = NULL, want[64], rel[64];
 	snprintf(want, sizeof(want), "/dev/shm/ckptfs-target-%d", pid);
 	snprintf(rel, sizeof(rel), "store/s1/%d/maps", pid);
-	ck_assert_int_eq(read_file_full(path(rel), &maps, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(rel), &maps, NULL), 0);
 	ck_assert_msg(strstr(maps, "kind=file-shared") && strstr(maps, want), "maps: %s (no file-shared %s)", maps,
 		      want);
 	free(maps);
@@ -1432,8 +1344,8 @@ START_TEST(posixshm_removed)
 	char name[64];
 	snprintf(name, sizeof(name), "/dev/shm/ckptfs-target-%d", pid);
 	ck_assert_int_eq(unlink(name), 0);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), name), "stderr: %s (does not name %s)", ckpt_err(), name);
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "restore", case_path("store/s1"), NULL, NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), name), "stderr: %s (does not name %s)", case_ckpt_err(), name);
 	/* what the restore made is killed (and reaped: no zombie stays) */
 	wait_gone(pid);
 	wait_gone(child);
@@ -1448,7 +1360,7 @@ static int sysv_dump(const char *mode, pid_t *ret_pid, pid_t *ret_child)
 	pid_t pid = pair_dump("target-sysv", NULL, mode, ret_child);
 	char *ipc = NULL;
 	int id = -1;
-	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("store/s1/ipc"), &ipc, NULL), 0);
 	ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d key=%*x mode=0640 ", &id) == 1, "ipc: %s", ipc);
 	free(ipc);
 	*ret_pid = pid;
@@ -1495,10 +1407,10 @@ START_TEST(sysv_id_taken)
 	int other = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
 	ck_assert_msg(other == id, "the other segment got id %d, not %d", other, id);
 	char p[64], want[96];
-	snprintf(p, sizeof(p), "%s", path("store/s1"));
-	int rc = run_ckpt(NULL, NULL, 0, "restore", p, NULL, NULL);
+	snprintf(p, sizeof(p), "%s", case_path("store/s1"));
+	int rc = case_ckpt(NULL, NULL, 0, "restore", p, NULL, NULL);
 	snprintf(want, sizeof(want), "SysV shared memory id %d is held by another segment", id);
-	ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+	ck_assert_msg(rc == 1 && strstr(case_ckpt_err(), want), "restore: exit %d, %s", rc, case_ckpt_err());
 	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
 	struct shmid_ds ds;
 	ck_assert_int_eq(shmctl(other, IPC_STAT, &ds), 0);
@@ -1523,7 +1435,7 @@ static void ipc_cycle(bool removed, bool taken)
 	pid_t pid = pair_dump("target-ipc", NULL, "--kill", &child);
 	char *ipc = NULL, want[64];
 	int semid = -1, msqid = -1;
-	ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("store/s1/ipc"), &ipc, NULL), 0);
 	char *sem = strstr(ipc, "sem id="), *msg = strstr(ipc, "msg id=");
 	ck_assert_msg(sem && sscanf(sem, "sem id=%d key=%*x mode=00640 ", &semid) == 1 && strstr(sem, " values=3,0,7\n"),
 		      "ipc: %s", ipc);
@@ -1546,9 +1458,9 @@ static void ipc_cycle(bool removed, bool taken)
 		close(fd);
 		int other = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
 		ck_assert_msg(other == msqid, "the other queue got id %d, not %d", other, msqid);
-		int rc = run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL);
+		int rc = case_ckpt(NULL, NULL, 0, "restore", case_path("store/s1"), NULL, NULL);
 		snprintf(want, sizeof(want), "SysV message queue id %d is held by another one", msqid);
-		ck_assert_msg(rc == 1 && strstr(ckpt_err(), want), "restore: exit %d, %s", rc, ckpt_err());
+		ck_assert_msg(rc == 1 && strstr(case_ckpt_err(), want), "restore: exit %d, %s", rc, case_ckpt_err());
 		ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d exists", pid);
 		struct semid_ds ds;
 		ck_assert_msg(semctl(semid, 0, IPC_STAT, &ds) < 0, "the set made by the refused restore is still there");
@@ -1565,8 +1477,8 @@ START_TEST(ipc_fault_restore)
 	pid_t pid, child;
 	int shmid = sysv_dump("--kill", &pid, &child);
 	ck_assert_int_eq(shmctl(shmid, IPC_RMID, NULL), 0);
-	int rc = run_ckpt("211", NULL, 0, "restore", path("store/s1"), NULL, NULL);
-	ck_assert_msg(rc == 1 && strstr(ckpt_err(), "injected fault"), "restore: exit %d, %s", rc, ckpt_err());
+	int rc = case_ckpt("211", NULL, 0, "restore", case_path("store/s1"), NULL, NULL);
+	ck_assert_msg(rc == 1 && strstr(case_ckpt_err(), "injected fault"), "restore: exit %d, %s", rc, case_ckpt_err());
 	wait_gone(pid);
 	wait_gone(child);
 	struct shmid_ds ds;
@@ -1594,9 +1506,9 @@ START_TEST(tree_fault_restore)
 	kill_original(pid, "--kill");
 	for (size_t i = 0; i < nk; i++)
 		wait_gone(kids[i]);
-	int rc = run_ckpt("211:2", NULL, 0, "restore", path("store/s1"), NULL, NULL);
+	int rc = case_ckpt("211:2", NULL, 0, "restore", case_path("store/s1"), NULL, NULL);
 	ck_assert_msg(rc == 1, "restore with fault 211:2: exit %d", rc);
-	ck_assert_msg(strstr(ckpt_err(), "injected fault"), "no reason given: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "injected fault"), "no reason given: %s", case_ckpt_err());
 	wait_gone(pid);
 	for (size_t i = 0; i < nk; i++)
 		wait_gone(kids[i]);
@@ -1617,7 +1529,7 @@ START_TEST(format1_snapshot_restores)
 		 "cd '%s' && mv %d/* . && rmdir %d && rm tree && n=$(wc -l < manifest) && "
 		 "sed -i -e '1s/ 2$/ 1/' -e '/ tree$/d' -e 's# %d/# #' -e \"s/^files .*/files $((n - 5))/\" manifest && "
 		 "head -1 manifest | grep -qx 'ckptfs-snapshot 1' && test -f process && test ! -e tree",
-		 path("store/s1"), pid, pid, pid);
+		 case_path("store/s1"), pid, pid, pid);
 	ck_assert_msg(system(cmd) == 0, "%s", cmd);
 	verdict(restore("store/s1"));
 }
@@ -1630,23 +1542,23 @@ END_TEST
  * eight, which the appended byte leaves alone) are what it had. */
 START_TEST(restore_refuses_changed_file)
 {
-	pid_t pid = spawn(NULL, "target-mem", path("mapped-file"));
+	pid_t pid = spawn(NULL, "target-mem", case_path("mapped-file"));
 	dump(pid, "--kill", "store/s1");
 	kill_original(pid, "--kill");
-	int fd = open(path("mapped-file"), O_WRONLY | O_APPEND | O_CLOEXEC);
+	int fd = open(case_path("mapped-file"), O_WRONLY | O_APPEND | O_CLOEXEC);
 	ck_assert_int_eq(write_full(fd, "x", 1), 0);
 	close(fd);
-	ck_assert_int_eq(run_ckpt(NULL, NULL, 0, "restore", path("store/s1"), NULL, NULL), 1);
-	ck_assert_msg(strstr(ckpt_err(), "changed since the checkpoint") && strstr(ckpt_err(), "mapped-file") &&
-			      strstr(ckpt_err(), "--accept-changed-files"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_int_eq(case_ckpt(NULL, NULL, 0, "restore", case_path("store/s1"), NULL, NULL), 1);
+	ck_assert_msg(strstr(case_ckpt_err(), "changed since the checkpoint") && strstr(case_ckpt_err(), "mapped-file") &&
+			      strstr(case_ckpt_err(), "--accept-changed-files"),
+		      "stderr: %s", case_ckpt_err());
 	int st;
 	pid_t w = waitpid(pid, &st, 0); /* the half-built one, killed */
 	ck_assert(w == pid && WIFSIGNALED(st));
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
 	char out[64];
-	int rc = run_ckpt(NULL, out, sizeof(out), "restore", "--accept-changed-files", path("store/s1"), NULL);
-	ck_assert_msg(rc == 0, "ckpt restore --accept-changed-files: %s", ckpt_err());
+	int rc = case_ckpt(NULL, out, sizeof(out), "restore", "--accept-changed-files", case_path("store/s1"), NULL);
+	ck_assert_msg(rc == 0, "ckpt restore --accept-changed-files: %s", case_ckpt_err());
 	verdict(atoi(out));
 }
 END_TEST
@@ -1776,11 +1688,11 @@ static void postgres_cycle(const char *mode, bool remove_segment)
 	gid_t g = pw->pw_gid;
 	char pg[PATH_MAX + 16], out[4096];
 	_Static_assert(sizeof(pg) + 32 < PATH_MAX + 64, "pidfile fits");
-	snprintf(pg, sizeof(pg), "%s", path("pg"));
+	snprintf(pg, sizeof(pg), "%s", case_path("pg"));
 	ck_assert_int_eq(mkdir(pg, 0700), 0);
 	ck_assert_int_eq(chown(pg, u, g), 0);
 	/* the test's directory must be reachable by postgres */
-	ck_assert_int_eq(chmod(path(""), 0755), 0);
+	ck_assert_int_eq(chmod(case_path(""), 0755), 0);
 	int port = free_port();
 	ck_assert_msg(run_as(u, g, out, sizeof(out), "%s/initdb -D %s/data -A trust", bin, pg) == 0, "initdb: %s", out);
 	ck_assert_msg(run_as(u, g, out, sizeof(out),
@@ -1814,7 +1726,7 @@ static void postgres_cycle(const char *mode, bool remove_segment)
 		/* as on another host: its System V segment is made again */
 		char *ipc = NULL;
 		int id = -1;
-		ck_assert_int_eq(read_file_full(path("store/s1/ipc"), &ipc, NULL), 0);
+		ck_assert_int_eq(read_file_full(case_path("store/s1/ipc"), &ipc, NULL), 0);
 		ck_assert_msg(sscanf(ipc, "shm obj=%*u id=%d ", &id) == 1, "ipc: %s", ipc);
 		free(ipc);
 		ck_assert_int_eq(shmctl(id, IPC_RMID, NULL), 0);
@@ -1945,25 +1857,25 @@ static void nginx_start(struct nginx *g)
 	snprintf(g->user, sizeof(g->user), "%s", pw ? "www-data" : "root");
 	g->uid = pw ? pw->pw_uid : 0;
 	g->port = free_port();
-	snprintf(conf, sizeof(conf), "%s", path("nginx.conf"));
+	snprintf(conf, sizeof(conf), "%s", case_path("nginx.conf"));
 	snprintf(text, sizeof(text),
 		 "worker_processes 2; user %s; pid %s; error_log %s;\n"
 		 "events { worker_connections 64; }\n"
 		 "http { access_log off; server { listen 127.0.0.1:%d; location / { return 200 \"hello\\n\"; } } }\n",
-		 g->user, path("nginx.pid"), path("error.log"), g->port);
+		 g->user, case_path("nginx.pid"), case_path("error.log"), g->port);
 	FILE *f = fopen(conf, "we");
 	ck_assert_ptr_nonnull(f);
 	ck_assert_int_eq(fputs(text, f) >= 0 && fclose(f) == 0, 1);
-	pid_t pid = fork_quiet();
+	pid_t pid = case_fork_quiet(-1, NULL);
 	if (pid == 0) {
-		execl(NGINX, "nginx", "-c", conf, "-p", dir, (char *)NULL);
+		execl(NGINX, "nginx", "-c", conf, "-p", case_dir, (char *)NULL);
 		_exit(127);
 	}
 	/* it daemonizes: this one returns once the master runs */
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "nginx failed to start (status 0x%x)", st);
-	wait_file(path("nginx.pid"), 10000);
-	ck_assert_int_eq(read_file_full(path("nginx.pid"), &pidtext, NULL), 0);
+	case_wait_file(case_path("nginx.pid"), 10000);
+	ck_assert_int_eq(read_file_full(case_path("nginx.pid"), &pidtext, NULL), 0);
 	g->master = atoi(pidtext);
 	free(pidtext);
 	ck_assert_int_gt(g->master, 0);
@@ -2015,13 +1927,13 @@ static void nginx_cycle(const char *mode)
 	 * nginx as it was: then again, until they have arrived. */
 	int rc;
 	for (int i = 0;; i++) {
-		rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, pids, path("snap"))
-			  : run_ckpt(NULL, NULL, 0, "dump", pids, path("snap"), NULL);
-		if (rc == 0 || i == 100 || !strstr(ckpt_err(), "descriptors queued in a Unix socket"))
+		rc = mode ? case_ckpt(NULL, NULL, 0, "dump", mode, pids, case_path("snap"))
+			  : case_ckpt(NULL, NULL, 0, "dump", pids, case_path("snap"), NULL);
+		if (rc == 0 || i == 100 || !strstr(case_ckpt_err(), "descriptors queued in a Unix socket"))
 			break;
 		usleep(50000);
 	}
-	ck_assert_msg(rc == 0, "ckpt dump %s of nginx failed: %s", mode ? mode : "", ckpt_err());
+	ck_assert_msg(rc == 0, "ckpt dump %s of nginx failed: %s", mode ? mode : "", case_ckpt_err());
 	if (!mode) {
 		/* it ran on: still serving, then gone at our hand */
 		ck_assert(http_hello(g.port));
@@ -2091,10 +2003,10 @@ static pid_t read_pid_line(int fd)
 static void lazy_start(const char *fault, pid_t want, pid_t *ck)
 {
 	int out;
-	*ck = run_ckpt_bg_with(fault, &out, "restore", "--lazy", path("store/s1"), NULL);
+	*ck = run_ckpt_bg_with(fault, &out, "restore", "--lazy", case_path("store/s1"), NULL);
 	pid_t got = read_pid_line(out);
 	close(out);
-	ck_assert_msg(got == want, "ckpt restore --lazy said pid %d, not %d: %s", got, want, ckpt_err());
+	ck_assert_msg(got == want, "ckpt restore --lazy said pid %d, not %d: %s", got, want, case_ckpt_err());
 }
 
 /* The exit status of ckpt, which must exit. */
@@ -2113,7 +2025,7 @@ static void assert_killed_then_restores(pid_t pid)
 	int st;
 	ck_assert_msg(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
 		      "pid %d not killed (status 0x%x)", pid, st);
-	ck_assert_msg(!file_exists(path("result")), "pid %d ran on to a verdict", pid);
+	ck_assert_msg(!file_exists(case_path("result")), "pid %d ran on to a verdict", pid);
 	verdict(restore("store/s1"));
 }
 
@@ -2135,8 +2047,8 @@ START_TEST(lazy_bigmem)
 	pid_t pid = bigmem_snapshot("512", "random", "--kill"), ck;
 	lazy_start(NULL, pid, &ck);
 	verdict(pid);
-	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
-	ck_assert_msg(strstr(ckpt_err(), "loaded "), "no progress said: %s", ckpt_err());
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", case_ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "loaded "), "no progress said: %s", case_ckpt_err());
 }
 END_TEST
 
@@ -2148,7 +2060,7 @@ START_TEST(lazy_events)
 	pid_t pid = bigmem_snapshot("512", "events", "--kill"), ck;
 	lazy_start(NULL, pid, &ck);
 	verdict(pid);
-	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", case_ckpt_err());
 }
 END_TEST
 
@@ -2175,8 +2087,8 @@ START_TEST(lazy_tree)
 	reap_one(pid);
 	lazy_start(NULL, pid, &ck);
 	verdict(pid);
-	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
-	ck_assert_msg(strstr(ckpt_err(), "loaded "), "no progress said: %s", ckpt_err());
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", case_ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "loaded "), "no progress said: %s", case_ckpt_err());
 }
 END_TEST
 
@@ -2189,14 +2101,14 @@ START_TEST(lazy_tree_read_fault)
 	reap_one(pid);
 	lazy_start("213:20", pid, &ck);
 	ck_assert_int_eq(ckpt_exit(ck), 1);
-	const char *e = ckpt_err();
+	const char *e = case_ckpt_err();
 	ck_assert_msg(strstr(e, "killed") && strstr(e, "memory/") && strstr(e, "injected fault"),
 		      "no reason given: %s", e);
 	int st;
 	ck_assert_msg(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
 		      "pid %d not killed (status 0x%x)", pid, st);
 	reap_one(pid);
-	ck_assert_msg(!file_exists(path("result")), "pid %d ran on to a verdict", pid);
+	ck_assert_msg(!file_exists(case_path("result")), "pid %d ran on to a verdict", pid);
 	verdict(restore("store/s1"));
 }
 END_TEST
@@ -2207,7 +2119,7 @@ START_TEST(lazy_bigmem_running)
 {
 	pid_t pid = bigmem_snapshot("256", NULL, NULL), ck;
 	lazy_start(NULL, pid, &ck);
-	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", ckpt_err());
+	ck_assert_msg(ckpt_exit(ck) == 0, "ckpt restore --lazy failed: %s", case_ckpt_err());
 	verdict(pid);
 }
 END_TEST
@@ -2219,7 +2131,7 @@ START_TEST(lazy_read_fault)
 	pid_t pid = bigmem_snapshot("128", NULL, "--kill"), ck;
 	lazy_start("213:20", pid, &ck);
 	ck_assert_int_eq(ckpt_exit(ck), 1);
-	const char *e = ckpt_err();
+	const char *e = case_ckpt_err();
 	ck_assert_msg(strstr(e, "killed") && strstr(e, "memory/") && strstr(e, "injected fault"),
 		      "no reason given: %s", e);
 	assert_killed_then_restores(pid);
@@ -2231,9 +2143,9 @@ END_TEST
 START_TEST(lazy_uffd_fault)
 {
 	pid_t pid = bigmem_snapshot("64", NULL, "--kill");
-	int rc = run_ckpt("212", NULL, 0, "restore", "--lazy", path("store/s1"), NULL);
+	int rc = case_ckpt("212", NULL, 0, "restore", "--lazy", case_path("store/s1"), NULL);
 	ck_assert_int_eq(rc, 1);
-	ck_assert_msg(strstr(ckpt_err(), "userfaultfd: injected fault"), "no reason given: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "userfaultfd: injected fault"), "no reason given: %s", case_ckpt_err());
 	assert_killed_then_restores(pid);
 }
 END_TEST
@@ -2248,7 +2160,7 @@ START_TEST(lazy_loader_dies)
 	ck_assert_int_eq(waitpid(ck, &st, 0), ck);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	/* told it was restored, it would sum zeros and fail: it must be dead */
-	int fd = open(path("ready.restored"), O_WRONLY | O_CREAT, 0600);
+	int fd = open(case_path("ready.restored"), O_WRONLY | O_CREAT, 0600);
 	close(fd);
 	assert_killed_then_restores(pid);
 }
@@ -2309,10 +2221,10 @@ static void precopy_cycle(const char *mib, const char *rate, const char *flag, c
 	pid_t pid = spawn_args(NULL, "target-precopy", mib, rate);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = flag ? run_ckpt(fault, NULL, 0, "dump", flag, p, path("store/s1"))
-		      : run_ckpt(fault, NULL, 0, "dump", p, path("store/s1"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump failed: %s", ckpt_err());
-	ck_assert_msg(strstr(ckpt_err(), want), "dump does not say '%s': %s", want, ckpt_err());
+	int rc = flag ? case_ckpt(fault, NULL, 0, "dump", flag, p, case_path("store/s1"))
+		      : case_ckpt(fault, NULL, 0, "dump", p, case_path("store/s1"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump failed: %s", case_ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), want), "dump does not say '%s': %s", want, case_ckpt_err());
 	assert_untouched_n(pid, 1);
 	assert_no_uffd(pid);
 	kill_original(pid, NULL);
@@ -2357,11 +2269,11 @@ START_TEST(precopy_sparse)
 	pid_t pid = spawn_argv(NULL, "target-precopy", args);
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", "--no-pre-copy", p, path("store/s0")) == 0, "%s", ckpt_err());
-	double frozen = dumped_bytes(ckpt_err());
-	ck_assert_msg(run_ckpt(NULL, NULL, 0, "dump", p, path("store/s1"), NULL) == 0, "%s", ckpt_err());
-	ck_assert_msg(strstr(ckpt_err(), "memory: pre-copy, "), "not pre-copied: %s", ckpt_err());
-	double pre = dumped_bytes(ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--no-pre-copy", p, case_path("store/s0")) == 0, "%s", case_ckpt_err());
+	double frozen = dumped_bytes(case_ckpt_err());
+	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("store/s1"), NULL) == 0, "%s", case_ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "memory: pre-copy, "), "not pre-copied: %s", case_ckpt_err());
+	double pre = dumped_bytes(case_ckpt_err());
 	ck_assert_msg(pre <= frozen * 1.01, "pre-copy saved %.0f bytes, the frozen copy %.0f", pre, frozen);
 	assert_untouched_n(pid, 1);
 	assert_no_uffd(pid);
@@ -2382,15 +2294,15 @@ static void precopy_fault(const char *fault, bool fails, const char *want)
 	pid_t pid = spawn_args(NULL, "target-precopy", "64", "20");
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = run_ckpt(fault, NULL, 0, "dump", p, path("store/s1"), NULL);
+	int rc = case_ckpt(fault, NULL, 0, "dump", p, case_path("store/s1"), NULL);
 	if (fails) {
 		ck_assert_msg(rc == 1, "dump with fault %s: exit %d", fault, rc);
-		ck_assert(!file_exists(path("store/s1")));
+		ck_assert(!file_exists(case_path("store/s1")));
 	} else {
-		ck_assert_msg(rc == 0, "dump with fault %s failed: %s", fault, ckpt_err());
+		ck_assert_msg(rc == 0, "dump with fault %s failed: %s", fault, case_ckpt_err());
 	}
-	ck_assert_msg(strstr(ckpt_err(), want), "fault %s: the dump does not say '%s': %s", fault, want,
-		      ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), want), "fault %s: the dump does not say '%s': %s", fault, want,
+		      case_ckpt_err());
 	assert_untouched_n(pid, 1);
 	assert_no_uffd(pid);
 	verdict(pid);
@@ -2411,9 +2323,9 @@ static void precopy_dies(const char *fault)
 	char p[32];
 	snprintf(p, sizeof(p), "%d", pid);
 	char *maps0 = maps_of(pid);
-	int st = run_ckpt_status(fault, NULL, 0, "dump", p, path("store/bad"), NULL);
+	int st = case_ckpt_status(fault, NULL, 0, "dump", p, case_path("store/bad"), NULL);
 	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "ckpt dump with fault %s: status 0x%x: %s",
-		      fault, st, ckpt_err());
+		      fault, st, case_ckpt_err());
 	wait_let_go(pid);
 	assert_untouched_n(pid, 1);
 	assert_no_uffd(pid);
@@ -2421,7 +2333,7 @@ static void precopy_dies(const char *fault)
 	ck_assert_msg(!strcmp(maps0, maps1), "mappings changed:\n%s---\n%s", maps0, maps1);
 	free(maps0);
 	free(maps1);
-	ck_assert(!file_exists(path("store/bad")));
+	ck_assert(!file_exists(case_path("store/bad")));
 	verdict(pid);
 }
 
@@ -2440,16 +2352,9 @@ static TCase *tc(const char *name, const TTest *t, int timeout)
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : NULL;
-	if (geteuid() != 0) {
-		printf("skipped: needs root (ptrace of non-children, clone3 set_tid, PR_SET_MM_MAP)\n");
-		return 77;
-	}
-	ckpt_bin = getenv("CKPT");
-	targets = getenv("TARGETS");
-	if (!ckpt_bin || !targets) {
-		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
-		return 1;
-	}
+	int r = case_env("ptrace of non-children, clone3 set_tid, PR_SET_MM_MAP");
+	if (r)
+		return r;
 	Suite *s = suite_create("engine");
 	if (only && !strcmp(only, "python")) {
 		if (access("/usr/bin/python3", X_OK) < 0) {
