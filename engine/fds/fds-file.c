@@ -886,6 +886,20 @@ int fds_file_open(struct fd_image *img, struct fd_entry *e)
 			/* empty: its offset means nothing (getdents of a removed
 			 * directory reads nothing at all) */
 			struct timespec ts[2] = { e->atime, e->mtime };
+			/* another description of a removed directory an
+			 * earlier line made again: the same one */
+			for (size_t i = 0; i < img->n && &img->e[i] != e; i++) {
+				const struct fd_entry *o = &img->e[i];
+				char proc[64];
+				if (o->kind != FD_KIND_DIR || !o->deleted || o->ino != e->ino || o->placed < 0)
+					continue;
+				snprintf(proc, sizeof(proc), "/proc/self/fd/%d", o->placed);
+				fd = open(proc, (int)(e->flags & ~OPEN_DROP) | O_DIRECTORY | O_CLOEXEC);
+				if (fd < 0)
+					return err_set(negerrno(), "fd %d: cannot open removed directory %s again: %m",
+						       e->fd, e->path);
+				return fd;
+			}
 			if (e->is_cwd) {
 				/* the cwd made again just before, if it is (a process
 				 * sharing another's cwd (CLONE_FS) may come first,

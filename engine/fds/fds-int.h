@@ -229,7 +229,10 @@ struct fd_entry {
 	/* restore only */
 	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed;
 			   * ptmx: the master, made early for a pts line, not yet placed */
-	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened */
+	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened;
+			   * reopened pipe: its write end, the same */
+	int placed;       /* the number this line's description is at once opened (its fd, or
+			   * the shared image's base + id), -1 before */
 };
 
 struct fd_image {

@@ -232,6 +232,7 @@ static void make_shared(struct fd_entry *e, int id)
 	e->dupfd = -1;
 	e->tmp_other = -1;
 	e->tmp_peer = -1;
+	e->placed = -1;
 }
 
 /* Within the shared image: a pipe's ends are both in it or the other is

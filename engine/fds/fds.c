@@ -244,6 +244,7 @@ struct fd_entry *fds_image_add(struct fd_image *img)
 	n->dupfd = -1;
 	n->tmp_other = -1;
 	n->tmp_peer = -1;
+	n->placed = -1;
 	n->dup_of = -1;
 	return n;
 }
@@ -1313,7 +1314,10 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 			}
 		}
 	}
-	return place(e, fd, at, cloexec);
+	int r = place(e, fd, at, cloexec);
+	if (r >= 0)
+		e->placed = at;
+	return r;
 }
 
 static bool connects(const struct fd_entry *e)

@@ -1,9 +1,10 @@
 /*
  * Directories removed while held: the cwd (mode 0751, owned by 4242:4343
  * as root), the same directory open O_RDONLY (fd 10) and O_PATH (fd 11),
- * and another one (mode 0700) open O_RDONLY (fd 12). After the restore
- * each must be a removed directory again, with its mode and owner, the
- * cwd and fds 10 and 11 still one directory:
+ * and another one (mode 0700) open O_RDONLY (fd 12) and O_PATH (fd 13).
+ * After the restore each must be a removed directory again, with its
+ * mode and owner, the cwd and fds 10 and 11 still one directory, fds 12
+ * and 13 another:
  * getcwd() fails with ENOENT, /proc/self/cwd ends in " (deleted)", no
  * entry can be made in any of them, and nothing the restore made is left
  * beside SCRATCH.
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
 	CHECK(open(d, O_RDONLY | O_DIRECTORY) == 3 && dup2(3, 10) == 10 && close(3) == 0);
 	CHECK(open(d, O_PATH | O_DIRECTORY | O_CLOEXEC) == 3 && dup3(3, 11, O_CLOEXEC) == 11 && close(3) == 0);
 	CHECK(open(e, O_RDONLY | O_DIRECTORY) == 3 && dup2(3, 12) == 12 && close(3) == 0);
+	CHECK(open(e, O_PATH | O_DIRECTORY) == 3 && dup2(3, 13) == 13 && close(3) == 0);
 	CHECK(rmdir(d) == 0 && rmdir(e) == 0);
 	if (tree) {
 		kid = fork();
@@ -99,6 +101,7 @@ int main(int argc, char **argv)
 	CHECK(stat(".", &a) == 0 && fstat(10, &b) == 0 && fstat(11, &c) == 0);
 	CHECK(a.st_ino == b.st_ino && a.st_ino == c.st_ino && a.st_dev == b.st_dev);
 	check_removed(12, 0700, geteuid(), getegid());
+	CHECK(fstat(12, &a) == 0 && fstat(13, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev);
 	CHECK(openat(12, "x", O_CREAT | O_WRONLY | O_CLOEXEC, 0600) < 0 && errno == ENOENT);
 	/* nothing of the restore's left beside where they were */
 	DIR *dir = opendir(parent);

@@ -1,7 +1,9 @@
 /*
  * Files in odd states through the real tools, where the plain cycle of
- * test-engine-fds-e2e.c does not reach: a tree holding a removed
- * directory as cwd, and each new restore step failing by fault injection
+ * test-engine-fds-e2e.c does not reach: trees holding a removed
+ * directory as cwd, a removed FIFO, a pipe through descriptions of their
+ * own, a mapped memfd and deleted file; and each new restore step
+ * failing by fault injection
  * (CKPTFS_FAULT, docs/TESTING.md): the restore fails naming the object,
  * leaves nothing of its own beside the files it made again, and the same
  * snapshot restores afterwards, the target passing its own checks.
