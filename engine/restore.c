@@ -637,6 +637,36 @@ static void shm_name(const struct vma *v, char *name, size_t len)
 		snprintf(name, len, "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
 }
 
+/* A new file for the shared memory object that first maps: a deleted
+ * file's is an unnamed file (O_TMPFILE) in the directory it lived in, on
+ * the filesystem it was on, where that can be had; any other (shared
+ * anonymous memory, a memfd, a SysV segment not mapped whole), and a
+ * deleted file whose directory is gone or closed to us, a memfd. A memfd
+ * of a memfd is sealable: a descriptor of the same file reopens it and
+ * adds its own seals (F_SEAL_SEAL where it had none). */
+static int shm_object_open(const struct vma *first)
+{
+	const char *p = first->path, *suffix = " (deleted)";
+	size_t len = strlen(p), sl = strlen(suffix);
+	char name[64];
+	int fd;
+
+	if (p[0] == '/' && strncmp(p, "/memfd:", 7) && strncmp(p, "/SYSV", 5) && strcmp(p, "/dev/zero (deleted)") &&
+	    len > sl && !strcmp(p + len - sl, suffix)) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%.*s", (int)(len - sl), p);
+		char *slash = strrchr(dir, '/');
+		slash[slash == dir ? 1 : 0] = 0;
+		fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+		log_debug("shared memory %s: no unnamed file in %s (%m): a memfd instead", p, dir);
+	}
+	shm_name(first, name, sizeof(name));
+	fd = memfd_create(name, MFD_CLOEXEC | (strncmp(p, "/memfd:", 7) ? 0 : MFD_ALLOW_SEALING));
+	return fd < 0 ? negerrno() : fd;
+}
+
 /* An area of SysV segment shmid: the segment is attached (shmat) where
  * the first area of each attach starts, whole (shm_make() checked that
  * the areas of an attach cover it, one after the other), writable or
@@ -1724,13 +1754,9 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 		}
 		if (s)
 			log_debug("SysV shared memory id %d: not mapped whole: restored as a memfd", s->id);
-		char name[64];
-		shm_name(first, name, sizeof(name));
-		/* sealable: a memfd descriptor of the same file reopens this
-		 * one and adds its own seals (F_SEAL_SEAL where it had none) */
-		m->fd[id] = memfd_create(name, MFD_CLOEXEC | (strncmp(first->path, "/memfd:", 7) ? 0 : MFD_ALLOW_SEALING));
+		m->fd[id] = shm_object_open(first);
 		if (m->fd[id] < 0)
-			return err_set(negerrno(), "memfd_create for shared memory %s: %m", first->path);
+			return err_set(m->fd[id], "shared memory %s: cannot make a file for it", first->path);
 		if (ftruncate(m->fd[id], (off_t)size) < 0)
 			return err_set(negerrno(), "shared memory %s: %" PRIu64 " bytes: %m", first->path, size);
 		for (size_t i = 0; i < t->n && q >= 0; i++)

@@ -127,6 +127,9 @@ int main(int argc, char **argv)
 	check_one_file(21, dp, 2);
 	struct stat st;
 	CHECK(fstat(21, &st) == 0 && st.st_nlink == 0 && (st.st_mode & 07777) == 0640 && st.st_size == LEN);
+	/* on the filesystem it was on, not in memory */
+	struct stat here;
+	CHECK(stat(file, &here) == 0 && here.st_dev == st.st_dev);
 	CHECK(same(mp2, LEN, 3) && same(dp2, LEN, 4));
 	if (tree) {
 		int wst;
