@@ -7,7 +7,8 @@
  *  0. Everything is read and checked first: the tree, every process's
  *     image, what they share; their pids and thread ids must be free (a
  *     zombie holding one is waited for, tree/pidwait.c). The shared memory
- *     objects are made here, one memfd each, filled; a SysV segment the
+ *     objects are made here, one memfd each (a deleted file's, an
+ *     unnamed file in its old directory), filled; a SysV segment the
  *     snapshot's `ipc` names is found again or made with its id instead
  *     (ipc.c), and attached by each process in step 3; so are the
  *     semaphore sets and message queues it names.
@@ -1622,10 +1623,11 @@ static int tree_top(const struct tree *t, const struct prestore *p)
 }
 
 /* The tree's shared memory objects, made here before anything is forked:
- * one memfd each, its size, and the bytes of every area that saved a
- * part of it (stored once, dump.c). */
+ * one memfd (or unnamed file, shm_object_open()) each, its size, and the
+ * bytes of every area that saved a part of it (stored once, dump.c); a
+ * memfd or deleted-file descriptor of the same file reopens it. */
 struct shm_set {
-	int fd[ENGINE_MAX_SHM];   /* a memfd, or -1 for a SysV segment */
+	int fd[ENGINE_MAX_SHM];   /* a memfd or unnamed file, or -1 for a SysV segment */
 	int sysv[ENGINE_MAX_SHM]; /* the SysV segment's shmid, or -1 */
 	bool made[ENGINE_MAX_SHM]; /* a SysV segment made by this restore */
 	size_t n;
