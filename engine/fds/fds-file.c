@@ -101,6 +101,35 @@ static int shared_mapping_scan(struct fd_image *img, struct fd_entry *e)
 	return 1;
 }
 
+/* The bytes of data (SEEK_DATA, SEEK_HOLE) of the file e's descriptor
+ * holds, through a description of our own (seeking the process's would
+ * move its offset). */
+static int data_bytes(struct fd_image *img, struct fd_entry *e, uint64_t *ret)
+{
+	char proc[64];
+	uint64_t total = 0;
+	off_t pos = 0;
+
+	snprintf(proc, sizeof(proc), "/proc/%d/fd/%d", img->pid, e->fd);
+	_cleanup_close_ int fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return negerrno();
+	for (;;) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			break;
+		if (d < 0)
+			return negerrno();
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return negerrno();
+		total += (uint64_t)(h - d);
+		pos = h;
+	}
+	*ret = total;
+	return 0;
+}
+
 int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 {
 	const struct stat *st = e->st;
@@ -132,12 +161,18 @@ int fds_file_classify(struct fd_image *img, struct fd_entry *e)
 		}
 		if (!e->name && !e->path)
 			return -ENOMEM;
-		/* sparse: only the data counts (the capture counts it
-		 * exactly; the blocks are a bound before the process is
-		 * touched) */
-		if ((uint64_t)st->st_blocks * 512 > FDS_CONTENT_MAX && (uint64_t)st->st_size > FDS_CONTENT_MAX)
+		/* sparse: only the data counts, counted here, before the
+		 * process is touched, where its blocks allow more than that
+		 * (space allocated but never written is no data) */
+		uint64_t data = 0;
+		if ((uint64_t)st->st_blocks * 512 > FDS_CONTENT_MAX) {
+			int r = data_bytes(img, e, &data);
+			if (r < 0)
+				return err_set(r, "fd %d: cannot find the data of %s", e->fd, e->link);
+		}
+		if (data > FDS_CONTENT_MAX)
 			return err_set(-EOPNOTSUPP, "fd %d: %s holds %lu bytes of data, above 1 GiB: not supported",
-				       e->fd, e->link, (uint64_t)st->st_blocks * 512);
+				       e->fd, e->link, data);
 		return shared_mapping_scan(img, e);
 	}
 

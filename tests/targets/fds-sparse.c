@@ -1,6 +1,7 @@
 /*
  * Deleted files above 1 GiB, sparse: a file of 4 GiB (fd 20) with three
- * data runs (at 0, at 1.5 GiB, and the last bytes), and a memfd of 2 GiB
+ * data runs (at 0, at 1.5 GiB, and the last bytes) and 1.5 GiB allocated
+ * but never written (from 2 GiB: no data, it reads zeros), and a memfd of 2 GiB
  * (fd 21) with one run in the middle. After the restore each has its
  * size, its runs' bytes, zeros in its holes, which are holes still
  * (SEEK_DATA finds the runs, the blocks used stay small), and its offset.
@@ -53,9 +54,12 @@ static void check_runs(int fd, const struct run *r, size_t n, uint64_t size)
 		CHECK(pread(fd, got, RUN, (off_t)r[i].off) == RUN && memcmp(got, buf, RUN) == 0);
 		CHECK(lseek(fd, (off_t)(i ? r[i - 1].off + RUN : 0), SEEK_DATA) == (off_t)r[i].off);
 	}
-	/* a hole reads zeros */
+	/* a hole reads zeros, and so does space allocated but never written */
 	CHECK(pread(fd, got, 4096, (off_t)(GIB / 2)) == 4096);
 	for (size_t i = 0; i < 4096; i++)
+		CHECK(got[i] == 0);
+	CHECK(size < 3 * GIB || pread(fd, got, 4096, (off_t)(3 * GIB)) == 4096);
+	for (size_t i = 0; size >= 3 * GIB && i < 4096; i++)
 		CHECK(got[i] == 0);
 }
 
@@ -68,6 +72,9 @@ int main(int argc, char **argv)
 	int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	CHECK(fd >= 0 && unlink(file) == 0);
 	write_runs(fd, file_runs, 3, 4 * GIB);
+	/* space allocated and never written (as a database preallocates):
+	 * more blocks than 1 GiB, no data; it reads zeros */
+	CHECK(fallocate(fd, 0, (off_t)(2 * GIB), (off_t)(3 * GIB / 2)) == 0 || errno == EOPNOTSUPP);
 	CHECK(lseek(fd, (off_t)(3 * GIB), SEEK_SET) == (off_t)(3 * GIB));
 	CHECK(dup2(fd, 20) == 20 && close(fd) == 0);
 
