@@ -162,6 +162,9 @@ struct vma {
 	bool shared;
 	bool growsdown;
 	bool noreserve; /* VM_NORESERVE (smaps "nr"): mapped again with MAP_NORESERVE */
+	/* VMA_FILE_SHARED: VM_MAYWRITE (smaps "mw"), its file open for
+	 * writing, so that mprotect() may add PROT_WRITE: reopened O_RDWR */
+	bool maywrite;
 	uint32_t advice; /* VMA_ADV_* (smaps VmFlags): madvise and mlock, set again (advice.c) */
 	unsigned dev_major, dev_minor;
 	uint64_t ino;
@@ -221,7 +224,12 @@ struct proc_image {
 	pid_t pid;
 	char comm[17];
 	char *exe;
-	char *cwd;
+	char *cwd;     /* as /proc/PID/cwd reads, " (deleted)" included */
+	/* the cwd was removed: made again empty and removed (fds_deleted_dir_open) */
+	bool cwd_deleted;
+	unsigned cwd_mode;
+	uid_t cwd_uid;
+	gid_t cwd_gid;
 	char *cmdline; /* informational: arguments joined by spaces */
 	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
 	char vdso[2 * 32 + 1]; /* SHA-256 hex of the vDSO it ran with; "" if unknown */

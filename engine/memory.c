@@ -671,6 +671,7 @@ static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 			if (have && i < n) {
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
+				v[i].maywrite = strstr(l, " mw") != NULL;
 				v[i].advice = vma_advice_from_vmflags(l);
 				v[i].uffd_wp = strstr(l, " uw") != NULL;
 				v[i].sealed = strstr(l, " sl") != NULL;
@@ -891,6 +892,9 @@ char *maps_format(const struct proc_image *img)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
+		/* only where it says more than the protection does */
+		if (v->kind == VMA_FILE_SHARED && v->maywrite && !(v->prot & PROT_WRITE))
+			tb_printf(&b, " maywrite=1");
 		vma_advice_format(&b, v);
 		if (v->hbm)
 			tb_printf(&b, " at=gpu/hbm");
@@ -941,6 +945,10 @@ static int parse_annot(struct vma *v, const char *tok)
 	}
 	if (kl == 9 && !strncmp(tok, "noreserve", 9)) {
 		v->noreserve = !strcmp(val, "1");
+		return 0;
+	}
+	if (kl == 8 && !strncmp(tok, "maywrite", 8)) {
+		v->maywrite = !strcmp(val, "1");
 		return 0;
 	}
 	if (kl == 6 && !strncmp(tok, "advice", 6))

@@ -60,6 +60,7 @@ enum fd_kind {
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
+	FD_KIND_PIPE_RW,     /* an anonymous pipe opened read-write (through /proc/PID/fd) */
 	_FD_KIND_MAX,
 };
 
@@ -69,6 +70,17 @@ struct fd_lock {
 	short type;
 	uint64_t start, len;
 };
+
+/* A data run of a sparse file: len bytes at offset off. */
+struct fd_run {
+	uint64_t off, len;
+};
+
+/* At most this many bytes of a deleted file's or memfd's data are kept
+ * (held in memory at dump and restore); its size may be any. */
+#define FDS_CONTENT_MAX (1ull << 30)
+/* At most this many runs on a line; the rest of the file is one run. */
+#define FDS_RUNS_MAX 1024
 
 struct fd_watch {
 	int tfd;
@@ -120,12 +132,25 @@ struct fd_entry {
 	bool has_owner;   /* unix-listen bound to a path: mode, uid and gid of its socket file */
 	uid_t uid;
 	gid_t gid;
-	bool has_times;   /* deleted, memfd: atime and mtime (with has_owner: uid, gid) */
+	bool has_times;   /* deleted, memfd, deleted dir: atime and mtime (with has_owner: uid, gid) */
+	bool deleted;     /* dir, fifo: removed while open: made again empty and removed, with
+			   * mode (and has_owner, has_times) */
+	bool is_cwd;      /* deleted dir: the process's cwd too: opened from it after the restore's
+			   * chdir, so that both stay one directory */
 	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
 	struct timespec deadline;
 	struct timespec atime, mtime;
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
+	/* deleted, memfd: the file's device and inode at dump, as maps shows
+	 * an area of it; at restore, shm_id (+1; 0: none) is the tree's
+	 * shared memory object that an area mapping the same file made, which
+	 * the line reopens instead of making a file of its own. content_shm:
+	 * the areas of the process held all of it, saved there and not here */
+	bool has_obj;
+	unsigned obj_major, obj_minor;
+	bool content_shm;
+	uint32_t shm_id;
 
 	uint64_t id;      /* pipe: pipe inode; unix-pair: inode of the lower-numbered end */
 	bool peer_in;     /* pipe, unix-pair: the other end is in the process */
@@ -136,6 +161,12 @@ struct fd_entry {
 	int owner_type;   /* F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP */
 	pid_t owner_pid;
 	int sig;
+
+	/* deleted, memfd: the file's data runs (SEEK_DATA, SEEK_HOLE), whose
+	 * bytes are data back to back; holes between them are made again by
+	 * ftruncate. NULL: data is the whole file, from offset 0. */
+	struct fd_run *runs;
+	size_t n_runs;
 
 	/* Bytes owned by this line: queued pipe or socket bytes, file content.
 	 * Written to data_path ("fds/<fd>.data") when data_len > 0. */
@@ -198,7 +229,10 @@ struct fd_entry {
 	/* restore only */
 	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed;
 			   * ptmx: the master, made early for a pts line, not yet placed */
-	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened */
+	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened;
+			   * reopened pipe: its write end, the same */
+	int placed;       /* the number this line's description is at once opened (its fd, or
+			   * the shared image's base + id), -1 before */
 };
 
 struct fd_image {
@@ -209,6 +243,7 @@ struct fd_image {
 	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
 	bool accept_changed; /* restore only: files and FIFOs that changed since the dump are
 			      * restored anyway (engine_restore_opts.accept_changed_files) */
+	int shm_base;       /* restore only: the tree's shared memory object k at shm_base + k (-1: none) */
 };
 
 /* A key=value pair of one parsed line. */

@@ -54,7 +54,14 @@ static struct fd_entry *entry_of(struct fd_image **imgs, const struct cand *c)
 
 static bool is_pipe(const struct fd_entry *e)
 {
-	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+/* A pipe, or a removed FIFO: a new one is made at restore, so every
+ * description of it in the tree must come from one image. */
+static bool made_once(const struct fd_entry *e)
+{
+	return is_pipe(e) || (e->kind == FD_KIND_FIFO && e->deleted);
 }
 
 static int kcmp_files(pid_t p1, pid_t p2, int fd1, int fd2)
@@ -131,16 +138,6 @@ static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct
 			struct fd_entry *f = entry_of(imgs, &c[o]);
 			if (o == k || c[o].desc == c[k].desc)
 				continue;
-			/* Two descriptions of one pipe end (one reopened
-			 * through /proc/PID/fd): one process refuses it at
-			 * capture, a tree here. */
-			if (is_pipe(e) && f->kind == e->kind && f->id == e->id) {
-				users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
-				return err_set(-EOPNOTSUPP,
-					       "%s and pid %d fd %d: pipe:[%lu] has several descriptions of one end: "
-					       "not supported",
-					       who, pids[c[o].img], f->fd, e->id);
-			}
 			/* Both ends of a pair go together, as a pipe's. */
 			if (e->kind == FD_KIND_UNIX_PAIR && f->kind == FD_KIND_UNIX_PAIR && f->id == e->id &&
 			    !moved[c[o].desc]) {
@@ -235,18 +232,35 @@ static void make_shared(struct fd_entry *e, int id)
 	e->dupfd = -1;
 	e->tmp_other = -1;
 	e->tmp_peer = -1;
+	e->placed = -1;
 }
 
 /* Within the shared image: a pipe's ends are both in it or the other is
- * outside the tree; a FIFO's bytes are on its first line only. */
+ * outside the tree; a pipe's and a FIFO's bytes are on their first
+ * reading line only. */
 static void settle_shared(struct fd_image *sh)
 {
 	for (size_t i = 0; i < sh->n; i++) {
 		struct fd_entry *e = &sh->e[i];
 		if (is_pipe(e)) {
-			e->peer_in = false;
-			for (size_t j = 0; j < sh->n; j++)
-				e->peer_in |= is_pipe(&sh->e[j]) && sh->e[j].id == e->id && sh->e[j].kind != e->kind;
+			/* a reader needs a writer in, a writer a reader */
+			e->peer_in = e->kind == FD_KIND_PIPE_RW;
+			for (size_t j = 0; j < sh->n; j++) {
+				const struct fd_entry *f = &sh->e[j];
+				if (j == i || !is_pipe(f) || f->id != e->id)
+					continue;
+				e->peer_in |= f->kind == FD_KIND_PIPE_RW || (f->kind != e->kind);
+			}
+			/* each process's capture peeked its own first reader:
+			 * the bytes stay on the first of the image */
+			for (size_t j = 0; j < i && e->data; j++) {
+				const struct fd_entry *f = &sh->e[j];
+				if (is_pipe(f) && f->id == e->id && f->kind != FD_KIND_PIPE_W) {
+					free(e->data);
+					e->data = NULL;
+					e->data_len = 0;
+				}
+			}
 		}
 		if (e->kind != FD_KIND_FIFO)
 			continue;
@@ -329,7 +343,7 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		cur->desc = ndesc;
 	}
 	/* A pipe whose ends (one inode, a run in the order) are in several
-	 * processes moves whole. */
+	 * processes moves whole; so does a removed FIFO. */
 	for (size_t k = 0; k < nc;) {
 		struct fd_entry *first = entry_of(imgs, &c[idx[k]]);
 		size_t end = k + 1;
@@ -338,8 +352,8 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		       entry_of(imgs, &c[idx[end]])->sino == first->sino)
 			end++;
 		for (size_t m = k; m < end; m++)
-			spans |= is_pipe(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
-		if (spans && is_pipe(first))
+			spans |= made_once(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
+		if (spans && made_once(first))
 			for (size_t m = k; m < end; m++)
 				moved[c[idx[m]].desc] = true;
 		k = end;

@@ -50,6 +50,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_MEMFD] = "memfd",
 	[FD_KIND_PIPE_R] = "pipe-r",
 	[FD_KIND_PIPE_W] = "pipe-w",
+	[FD_KIND_PIPE_RW] = "pipe-rw",
 	[FD_KIND_FIFO] = "fifo",
 	[FD_KIND_EVENTFD] = "eventfd",
 	[FD_KIND_INOTIFY] = "inotify",
@@ -186,6 +187,7 @@ void fds_entry_free(struct fd_entry *e)
 	free(e->tty_log);
 	free(e->name);
 	free(e->data);
+	free(e->runs);
 	free(e->watches);
 	for (size_t i = 0; i < e->n_iwatches; i++)
 		free(e->iwatches[i].path);
@@ -223,8 +225,10 @@ struct fd_image *fds_image_new(void)
 {
 	struct fd_image *img = calloc(1, sizeof(*img));
 
-	if (img)
+	if (img) {
 		img->pidfd = -1;
+		img->shm_base = -1;
+	}
 	return img;
 }
 
@@ -240,6 +244,7 @@ struct fd_entry *fds_image_add(struct fd_image *img)
 	n->dupfd = -1;
 	n->tmp_other = -1;
 	n->tmp_peer = -1;
+	n->placed = -1;
 	n->dup_of = -1;
 	return n;
 }
@@ -391,6 +396,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 		return fds_file_capture(img, e);
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		return fds_pipe_capture(img, e);
 	case FD_KIND_EVENTFD:
@@ -757,6 +763,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			fds_pipe_print(e, &b);
 			break;
@@ -1097,6 +1104,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			r = fds_pipe_parse(e, &l);
 			break;
@@ -1255,6 +1263,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 		break;
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		fd = fds_pipe_open(img, e, max);
 		break;
@@ -1305,7 +1314,10 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 			}
 		}
 	}
-	return place(e, fd, at, cloexec);
+	int r = place(e, fd, at, cloexec);
+	if (r >= 0)
+		e->placed = at;
+	return r;
 }
 
 static bool connects(const struct fd_entry *e)
@@ -1390,6 +1402,7 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 
 	if (keep_from >= 0 && keep_from <= max)
 		return err_set(-EINVAL, "descriptors kept from %d, but the image uses fd %d", keep_from, max);
+	img->shm_base = keep_from;
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_SHARED &&
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
@@ -1455,7 +1468,7 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 	return r;
 }
 
-int fds_open_shared(struct fd_image *shared, int base)
+int fds_open_shared(struct fd_image *shared, int base, int shm_base)
 {
 	int n = fds_count(shared), top, r;
 
@@ -1467,6 +1480,7 @@ int fds_open_shared(struct fd_image *shared, int base)
 	if (base < 0 || base > INT_MAX - n)
 		return err_set(-EINVAL, "shared descriptions: base %d", base);
 	top = base + n - 1;
+	shared->shm_base = shm_base;
 	/* Checked first, as the numbers only fill up from here on: a
 	 * descriptor of the restorer there would be clobbered silently. */
 	for (int fd = base; fd <= top; fd++)

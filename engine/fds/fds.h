@@ -76,6 +76,29 @@ int fds_unlock(struct fd_image *img);
  * the other's image is the table. */
 struct fd_image *fds_image_new(void);
 
+/* Restore, before any process is made: the `memfd` and `deleted` lines
+ * of img whose file is the tree's shared memory object id (made by the
+ * restore from the areas that map it, dev and ino as `maps` shows them)
+ * reopen that object instead of making a file of their own, so that the
+ * descriptor and the mappings stay one file. Call for every area of the
+ * tree with a shared object, on every image (the shared one too). */
+void fds_shm_bind(struct fd_image *img, unsigned dev_major, unsigned dev_minor, uint64_t ino, uint32_t id);
+/* Then: -EBADMSG naming the line when one whose content the areas hold
+ * (content=shm) found no object. */
+int fds_shm_check(struct fd_image *img);
+
+/* A deleted directory made again (fds-file.c), for a descriptor or a
+ * cwd: an empty directory made at a temporary name beside path (in its
+ * parent, or in /tmp when that is gone), given mode, the owner uid:gid
+ * (unless uid is -1) and times (NULL: the restore's), opened with flags
+ * (O_RDONLY, O_PATH, ... ; O_DIRECTORY and O_CLOEXEC added) and removed,
+ * so that the caller holds a deleted directory as the process did.
+ * Returns the descriptor or -errno with a detail naming path; nothing is
+ * left in the parent either way. */
+struct timespec;
+int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
+			 int flags);
+
 /* Writes the `fds` text file and whatever data files it names into w. */
 int fds_write(struct fd_image *img, struct store_snap *w);
 
@@ -139,9 +162,10 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared);
  * it exists: opens every shared description (queued pipe bytes, offsets,
  * status flags) at descriptor base + id, O_CLOEXEC. base must be above
  * every process's fds_max(), and base .. base + fds_count() - 1 free
- * (-EBUSY otherwise) and below RLIMIT_NOFILE. On failure nothing of it
- * stays open. */
-int fds_open_shared(struct fd_image *shared, int base);
+ * (-EBUSY otherwise) and below RLIMIT_NOFILE; the shared memory objects
+ * at shm_base (-1: none), as for fds_restore()'s keep_from. On failure
+ * nothing of it stays open. */
+int fds_open_shared(struct fd_image *shared, int base, int shm_base);
 
 /* Restore, in a session leader just after setsid(), before it forks:
  * when the shared image (inherited at base + id) holds the pseudo-terminal

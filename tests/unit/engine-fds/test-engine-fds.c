@@ -1123,9 +1123,13 @@ static void deleted_flock_setup(void)
 
 static void mapped_memfd_setup(void)
 {
-	int fd = memfd_create("mapped", 0);
+	/* a descriptor and a shared mapping are one file again after the
+	 * restore, but a writable mapping of a memfd sealed against future
+	 * writes cannot be made again after the seal */
+	int fd = memfd_create("mapped", MFD_ALLOW_SEALING);
 	ftruncate(fd, 4096);
 	mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	at(fd, 5, false);
 }
 
@@ -1230,7 +1234,8 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
-	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
+	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is sealed against future writes "
+					   "(F_SEAL_FUTURE_WRITE) and mapped shared and writable at 0x");
 
 	/* queued inotify events cannot be put back into a new instance */
 	expect_refused(inotify_setup, "fd 3: inotify with 16 bytes of events not read yet");
@@ -1503,7 +1508,7 @@ static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct 
 		for (size_t i = 0; old > 0 && i < pimg->n; i++)
 			if (pimg->e[i].owner_pid == old)
 				pimg->e[i].owner_pid = getpid();
-		r = fds_open_shared(sh, TREE_BASE);
+		r = fds_open_shared(sh, TREE_BASE, -1);
 		if (r < 0) {
 			snprintf(report_page, 2048, "open shared: %s", err_msg());
 			_exit(100);
@@ -1834,7 +1839,7 @@ START_TEST(shared_lines_are_checked)
 	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
 				   "2 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
-	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE), -EBADMSG);
+	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE, -1), -EBADMSG);
 	fds_free(bad);
 	ck_assert_int_eq(fds_parse("0 shared of=0 cloexec=1\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
@@ -1848,10 +1853,10 @@ START_TEST(shared_lines_are_checked)
 				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
 	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
 	ck_assert_int_eq(fd, TREE_BASE + 1);
-	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE), -EBUSY);
+	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE, -1), -EBUSY);
 	ck_assert_msg(!is_open(TREE_BASE), "fd %d left open", TREE_BASE);
 	close(fd);
-	ck_assert_msg(fds_open_shared(sh, TREE_BASE) == 0, "%s", err_msg());
+	ck_assert_msg(fds_open_shared(sh, TREE_BASE, -1) == 0, "%s", err_msg());
 	ck_assert(is_open(TREE_BASE) && is_open(TREE_BASE + 1) && fcntl(TREE_BASE, F_GETFD) == FD_CLOEXEC);
 	close(TREE_BASE);
 	close(TREE_BASE + 1);
@@ -2053,6 +2058,69 @@ START_TEST(inet_lines)
 }
 END_TEST
 
+/* Files in odd states: removed directories and FIFOs, sparse and mapped
+ * files, pipes with several descriptions round-trip; what cannot be is
+ * refused naming the line. */
+#define TIMES " uid=0 gid=0 atime=1.000000002 mtime=3.000000004"
+START_TEST(odd_lines)
+{
+	static const char *good[] = {
+		"3 dir flags=0200000 cloexec=0 path=/tmp/x pos=0 ino=5 deleted=1 cwd=1 mode=0751 uid=4242 gid=4343 "
+		"atime=1.000000002 mtime=3.000000004\n"
+		"4 dir flags=010200000 cloexec=1 path=/tmp/y pos=0 ino=6 deleted=1 mode=0700" TIMES "\n",
+		"3 fifo flags=04000 cloexec=0 path=/tmp/f ino=9 size=65536 queued=0 deleted=1 mode=0640 uid=1 gid=2\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=4294967296 mode=0600" TIMES
+		" dev=fe:0 ino=7 runs=none\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=0:1 ino=8 content=shm\n",
+		"3 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"4 pipe-r flags=04000 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"5 pipe-w flags=01 cloexec=0 pipe=5 size=65536 peer=in\n"
+		"6 pipe-rw flags=02 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"7 pipe-rw flags=02 cloexec=0 pipe=6 size=65536 peer=in queued=0\n",
+	};
+	static const char *bad[] = {
+		/* runs overlapping, beyond the size; too big without runs */
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=8192 mode=0600" TIMES " runs=0+800,400+10\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=8192 mode=0600" TIMES " runs=1000+2000\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=2147483648 mode=0600" TIMES "\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=0:1 ino=8 content=x\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=zz ino=8\n",
+		/* a removed directory without its mode, a FIFO without its owner */
+		"3 dir flags=0200000 cloexec=0 path=/tmp/x pos=0 ino=5 deleted=1\n",
+		"3 fifo flags=04000 cloexec=0 path=/tmp/f ino=9 size=65536 queued=0 deleted=1 mode=0640\n",
+		/* read-write without its access mode; the side of a reopened pipe wrong */
+		"3 pipe-rw flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n",
+		"3 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"4 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		struct fd_image *img = NULL;
+		char *text = NULL;
+		size_t len;
+		ck_assert_msg(fds_parse(good[i], get_mem, NULL, &img) == 0, "%s: %s", good[i], err_msg());
+		ck_assert_int_eq(fds_format(img, &text, &len), 0);
+		ck_assert_str_eq(text, good[i]);
+		free(text);
+		fds_free(img);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+	/* content=shm with no area of its file: refused before anything */
+	struct fd_image *img = NULL;
+	ck_assert_int_eq(fds_parse(good[3], get_mem, NULL, &img), 0);
+	fds_shm_bind(img, 0, 1, 9, 0);
+	ck_assert_int_eq(fds_shm_check(img), -EBADMSG);
+	ck_assert_msg(strstr(err_msg(), "fd 3: content=shm, but no shared memory area maps its file"), "%s", err_msg());
+	fds_shm_bind(img, 0, 1, 8, 0);
+	ck_assert_int_eq(fds_shm_check(img), 0);
+	fds_free(img);
+}
+END_TEST
+
 /* ptmx and pts lines round-trip, and what cannot be a pair is refused. */
 #define PTMX_AT(fd) #fd " ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 " \
 	     "cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 " \
@@ -2157,6 +2225,7 @@ static Suite *suite(void)
 		{ "sockets", sockets },
 		{ "half_closed_tcp_is_refused", half_closed_tcp_is_refused },
 		{ "inet_lines", inet_lines },
+		{ "odd_lines", odd_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
