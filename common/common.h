@@ -186,6 +186,9 @@ enum fault_id {
 	FAULT_FS_CTL = 400,
 	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
 	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
+	/* engine/: watchers and handles (pidfds, epoll, AIO), 412-417 */
+	FAULT_ENGINE_PIDFD_RESTORE = 412,   /* restore: reopening a pidfd fails */
+	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
 	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
 	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */

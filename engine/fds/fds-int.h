@@ -60,6 +60,7 @@ enum fd_kind {
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
+	FD_KIND_PIDFD,       /* pidfd_open(2) / CLONE_PIDFD: of a process in the tree, outside it, or dead */
 	_FD_KIND_MAX,
 };
 
@@ -70,10 +71,14 @@ struct fd_lock {
 	uint64_t start, len;
 };
 
+/* An epoll watch: the number it was added under, and via, the descriptor
+ * that holds its file now when that number was closed or replaced since
+ * (-1: the number itself still holds it). */
 struct fd_watch {
 	int tfd;
 	uint32_t events;
 	uint64_t data;
+	int via;
 };
 
 /* An established TCP connection (fds-tcp.c): what repair mode reads and
@@ -157,6 +162,16 @@ struct fd_entry {
 	struct timespec value, interval;
 
 	uint64_t sigmask; /* signalfd: bit n-1 is signal n */
+
+	/* pidfd (fds-pidfd.c): the process (or, with O_EXCL in flags,
+	 * PIDFD_THREAD, the thread) it names, -1 once it was reaped; its
+	 * start time (clock ticks after boot, /proc/PID/stat), to know it
+	 * again at restore; in_tree: a process of the tree, made again with
+	 * its pid by the restore (no start time to check). */
+	pid_t of_pid;
+	pid_t of_tgid;     /* capture only: the thread group of of_pid */
+	uint64_t start;
+	bool in_tree;
 
 	int family;       /* sockets: AF_INET, AF_INET6, AF_UNIX */
 	int type;         /* sockets: SOCK_STREAM, ... */
@@ -305,6 +320,19 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e);
 void fds_event_print(struct fd_entry *e, struct fds_buf *b);
 int fds_event_parse(struct fd_entry *e, struct fd_line *l);
 int fds_event_open(struct fd_image *img, struct fd_entry *e);
+
+/* fds-pidfd.c. fds_pidfd_tree(): at dump, over a tree's images (capture
+ * or check), marks the pidfds naming one of pids in_tree, and refuses
+ * one naming a thread of the tree other than a main thread (threads are
+ * made after the descriptors). fds_pidfd_check_host(): at load, an
+ * outside process must still be the one dumped. */
+int fds_pidfd_classify(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_capture(struct fd_image *img, struct fd_entry *e);
+void fds_pidfd_print(struct fd_entry *e, struct fds_buf *b);
+int fds_pidfd_parse(struct fd_entry *e, struct fd_line *l);
+int fds_pidfd_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_open(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);

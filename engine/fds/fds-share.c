@@ -125,6 +125,14 @@ static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct
 				       "process's descriptors): not supported",
 				       who);
 		}
+		/* the forking process opens what is shared before any process
+		 * of the tree exists */
+		if (e->kind == FD_KIND_PIDFD && e->in_tree) {
+			users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
+			return err_set(-EOPNOTSUPP,
+				       "%s: one pidfd of pid %d, a process of the tree, shared by processes: not supported",
+				       who, e->of_pid);
+		}
 		if (!is_pipe(e) && e->kind != FD_KIND_UNIX_PAIR)
 			continue;
 		for (size_t o = 0; o < nc; o++) {
@@ -196,6 +204,9 @@ static int check_owner(const struct fd_entry *e, pid_t pid, const pid_t *pids, s
 
 int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n)
 {
+	int q = fds_pidfd_tree(imgs, pids, n);
+	if (q < 0)
+		return q;
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < imgs[i]->n; j++) {
 			struct fd_entry *e = &imgs[i]->e[j];

@@ -65,6 +65,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_UDP] = "udp",
 	[FD_KIND_PTMX] = "ptmx",
 	[FD_KIND_PTS] = "pts",
+	[FD_KIND_PIDFD] = "pidfd",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -341,7 +342,8 @@ static int entry_read(struct fd_image *img, struct fd_entry *e)
 static int classify(struct fd_image *img, struct fd_entry *e)
 {
 	int (*fns[])(struct fd_image *, struct fd_entry *) = {
-		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
+		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_pidfd_classify,
+		fds_socket_classify,
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
@@ -410,6 +412,8 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		return fds_tty_capture(img, e);
+	case FD_KIND_PIDFD:
+		return fds_pidfd_capture(img, e);
 	default:
 		return -EINVAL;
 	}
@@ -771,6 +775,9 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_PTS:
 			fds_tty_print(e, &b);
 			break;
+		case FD_KIND_PIDFD:
+			fds_pidfd_print(e, &b);
+			break;
 		default:
 			fds_socket_print(e, &b);
 			break;
@@ -1111,6 +1118,9 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_PTS:
 			r = fds_tty_parse(e, &l);
 			break;
+		case FD_KIND_PIDFD:
+			r = fds_pidfd_parse(e, &l);
+			break;
 		default:
 			r = fds_socket_parse(e, &l);
 			break;
@@ -1217,6 +1227,8 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 			r = fds_pipe_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_tcp_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_pidfd_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1268,6 +1280,9 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		fd = fds_tty_open(img, e, max);
+		break;
+	case FD_KIND_PIDFD:
+		fd = fds_pidfd_open(img, e);
 		break;
 	default:
 		fd = fds_socket_open(img, e, max);

@@ -1,0 +1,291 @@
+/*
+ * Watchers and handles through the real tools (`ckpt dump`, `ckpt
+ * restore`): pidfds of a tree (target-fds-pidfd: of its live child, of a
+ * reaped child, of itself as a thread, of a process outside the tree),
+ * dumped running, --kill and --stop, each restored target checking its
+ * own; an outside process gone at restore refuses the restore, naming
+ * it, with nothing left behind; the restore failing at the injected
+ * faults of these kinds leaves nothing behind, and the same snapshot
+ * restores afterwards.
+ *
+ * Needs root. The test is a child subreaper, so that restored processes
+ * (and the target's outside process) become its children and are reaped
+ * here.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "common/common.h"
+#include "tests/integration/ckpt-run.h"
+
+static char dir[PATH_MAX];
+static const char *ckpt_bin, *targets;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-handles-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+}
+
+static void teardown(void)
+{
+	rm_rf(dir);
+}
+
+static char *path(const char *name)
+{
+	static char p[4][PATH_MAX + 64];
+	static int k;
+
+	k = (k + 1) % 4;
+	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
+	return p[k];
+}
+
+static void wait_file(const char *p, int ms)
+{
+	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
+		usleep(1000);
+	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+}
+
+/* Starts tests/targets/target-NAME READY RESULT [SCRATCH]. */
+static pid_t spawn(const char *name, bool scratch)
+{
+	char exe[PATH_MAX + 64];
+	pid_t pid;
+
+	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int n = open("/dev/null", O_RDWR);
+		dup2(n, 0);
+		dup2(n, 1);
+		dup2(n, 2);
+		syscall(SYS_close_range, 3, ~0u, 0);
+		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, (char *)NULL);
+		_exit(127);
+	}
+	wait_file(path("ready"), 10000);
+	return pid;
+}
+
+static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
+		    const char *a4)
+{
+	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static const char *ckpt_err(void)
+{
+	return ckpt_run_err(path("ckpt.err"));
+}
+
+static void verdict(pid_t pid)
+{
+	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* pid and every descendant of it (single-threaded targets), parents
+ * first, at most cap. */
+static size_t descendants(pid_t pid, pid_t *v, size_t cap)
+{
+	size_t n = 0;
+
+	v[n++] = pid;
+	for (size_t i = 0; i < n; i++) {
+		char p[96], *text = NULL;
+		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", v[i], v[i]);
+		if (read_file_full(p, &text, NULL) < 0)
+			continue;
+		for (char *t = strtok(text, " \n"); t && n < cap; t = strtok(NULL, " \n"))
+			v[n++] = atoi(t);
+		free(text);
+	}
+	return n;
+}
+
+/* The processes of a tree (v, n), killed (by the dump or here) and
+ * reaped one by one: the target's outside process, also our child, lives
+ * on. */
+static void end_tree(const pid_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		kill(v[i], SIGKILL);
+	for (size_t i = 0; i < n; i++)
+		waitpid(v[i], NULL, 0);
+}
+
+/* The outside process target-fds-pidfd made (its pid in SCRATCH), or 0. */
+static pid_t outside_pid(void)
+{
+	char *text = NULL;
+	pid_t p = 0;
+
+	if (read_file_full(path("scratch"), &text, NULL) == 0)
+		p = atoi(text);
+	free(text);
+	return p;
+}
+
+/* Whatever is still ours (an outside process the target did not kill on
+ * a failed path): killed and reaped. */
+static void reap_rest(pid_t outside)
+{
+	if (outside > 0 && kill(outside, SIGKILL) == 0)
+		waitpid(outside, NULL, 0);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
+/* The pids of the last tree dumped. */
+static pid_t tree_v[16];
+static size_t tree_n;
+
+static pid_t dump_tree(const char *name, bool scratch, const char *mode)
+{
+	char p[32];
+	pid_t *v = tree_v, pid = spawn(name, scratch);
+	size_t n = tree_n = descendants(pid, v, ARRAY_SIZE(tree_v));
+	int rc;
+
+	snprintf(p, sizeof(p), "%d", pid);
+	rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
+		  : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	end_tree(v, n);
+	return pid;
+}
+
+static void cycle(const char *name, bool scratch, const char *mode)
+{
+	char out[64];
+
+	dump_tree(name, scratch, mode);
+	pid_t outside = outside_pid();
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+	/* the restored target killed it through its pidfd */
+	if (outside > 0) {
+		int st;
+		ck_assert_int_eq(waitpid(outside, &st, 0), outside);
+		ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	}
+	reap_rest(0);
+}
+
+START_TEST(pidfd_running) { cycle("fds-pidfd", true, NULL); } END_TEST
+START_TEST(pidfd_kill) { cycle("fds-pidfd", true, "--kill"); } END_TEST
+START_TEST(pidfd_stop) { cycle("fds-pidfd", true, "--stop"); } END_TEST
+
+/* The image says which is which: the child in the tree, the reaped one,
+ * the outside one with its start time. */
+START_TEST(pidfd_image)
+{
+	char fp[64], want[96], *fds = NULL;
+	pid_t pid = dump_tree("fds-pidfd", true, "--kill");
+	pid_t outside = outside_pid();
+
+	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
+	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	snprintf(want, sizeof(want), "\n43 pidfd flags=02 cloexec=1 pid=%d start=", outside);
+	ck_assert_msg(strstr(fds, "\n40 pidfd flags=04002 cloexec=1 pid=") && strstr(fds, " tree=1\n41 pidfd") &&
+			      strstr(fds, "\n41 pidfd flags=02 cloexec=1 pid=-1\n") &&
+			      strstr(fds, "\n42 pidfd flags=0202 cloexec=1 pid=") && strstr(fds, want) &&
+			      strstr(fds, " tree=0\n"),
+		      "fds: %s", fds);
+	free(fds);
+	reap_rest(outside);
+}
+END_TEST
+
+/* The outside process is gone by the restore: refused before anything
+ * is made, naming the descriptor and the pid; the tree's pids stay free. */
+START_TEST(pidfd_outside_gone_refused)
+{
+	char out[64], want[96];
+	pid_t pid = dump_tree("fds-pidfd", true, "--kill");
+	pid_t outside = outside_pid();
+
+	ck_assert_int_gt(outside, 0);
+	reap_rest(outside);
+	ck_assert_int_ne(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	snprintf(want, sizeof(want), "fd 43: pidfd of pid %d, outside the process tree: that process is gone", outside);
+	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+}
+END_TEST
+
+/* Reopening a pidfd fails (fault 412): the restore fails naming it,
+ * nothing it made lives on, and the same snapshot restores afterwards. */
+START_TEST(pidfd_restore_fault)
+{
+	char out[64];
+	pid_t pid = dump_tree("fds-pidfd", true, "--kill");
+	pid_t outside = outside_pid();
+
+	ck_assert_int_ne(run_ckpt("412", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "fd 40: pidfd of pid ") && strstr(ckpt_err(), ": injected fault"),
+		      "stderr: %s", ckpt_err());
+	/* what the failed restore made is dead and came to us */
+	for (size_t k = 0; k < tree_n; k++)
+		waitpid(tree_v[k], NULL, 0);
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+	ck_assert_int_eq(waitpid(outside, NULL, 0), outside);
+	reap_rest(0);
+}
+END_TEST
+
+int main(void)
+{
+	struct {
+		const char *name;
+		const TTest *t;
+	} cases[] = {
+		{ "pidfd_running", pidfd_running },
+		{ "pidfd_kill", pidfd_kill },
+		{ "pidfd_stop", pidfd_stop },
+		{ "pidfd_image", pidfd_image },
+		{ "pidfd_outside_gone_refused", pidfd_outside_gone_refused },
+		{ "pidfd_restore_fault", pidfd_restore_fault },
+	};
+
+	if (geteuid() != 0) {
+		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid)\n");
+		return 77;
+	}
+	ckpt_bin = getenv("CKPT");
+	targets = getenv("TARGETS");
+	if (!ckpt_bin || !targets) {
+		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
+		return 1;
+	}
+	Suite *s = suite_create("engine-fds-handles");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_set_timeout(tc, 40);
+		tcase_add_test(tc, cases[i].t);
+		suite_add_tcase(s, tc);
+	}
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
