@@ -1192,12 +1192,14 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		for (size_t w = 0; w < e->n_watches; w++) {
-			struct fd_entry *t = fds_find(img, e->watches[w].tfd);
+			int holder = e->watches[w].via >= 0 ? e->watches[w].via : e->watches[w].tfd;
+			struct fd_entry *t = fds_find(img, holder);
 			if (t && t->kind == FD_KIND_DUP)
 				t = fds_find(img, t->dup_of);
 			if (!t || t->kind == FD_KIND_EPOLL) {
-				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d, %s", e->fd,
-					    e->watches[w].tfd, t ? "an epoll instance" : "which is not in the table");
+				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d%s, %s", e->fd,
+					    holder, e->watches[w].via >= 0 ? " (the holder of a closed number)" : "",
+					    t ? "an epoll instance" : "which is not in the table");
 				goto fail;
 			}
 		}

@@ -4,14 +4,17 @@
  * and was reaped (dead), fd 42 a PIDFD_THREAD pidfd of itself; with
  * SCRATCH, fd 43 a pidfd of a process outside the tree (a grandchild
  * whose parent exited, so that it went to the test, the subreaper),
- * whose pid it writes into SCRATCH.
+ * whose pid it writes into SCRATCH. The child holds fd 50, a pidfd of its
+ * parent, and the write end of a pipe to it (47 -> 48).
  *
  * After restore: 40 names the child by its pid and stays non-blocking
  * (waitid gives EAGAIN while it lives); signalled through 40 the child
  * dies and is waited for through it. 41 reads as dead as before the
  * checkpoint: POLLIN, pidfd_send_signal() and waitid() fail as they did.
  * 42 names the process itself, as a thread pidfd. 43 names the outside
- * process, alive, which it then kills through it.
+ * process, alive, which it then kills through it. The child finds that
+ * its fd 50 names its restored parent, and says so through the pipe
+ * before its parent kills it.
  * Arguments: [SCRATCH].
  */
 #include <poll.h>
@@ -75,13 +78,28 @@ int main(int argc, char **argv)
 	int pid, sig_err, wait_err;
 	unsigned fl;
 
+	int word[2];
+	CHECK(pipe(word) == 0);
+	at(word[0], 48);
+	at(word[1], 47);
 	pid_t child = fork();
 	CHECK(child >= 0);
 	if (child == 0) {
+		/* the child's own pidfd, of its parent: after restore it names
+		 * the restored parent; its word says so before it is killed */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(48);
+		pid_t parent = getppid();
+		at(pidfd_open_(parent, 0), 50);
+		target_wait_restored();
+		info(50, &pid, &fl);
+		char w = pid == parent && getppid() == parent && send_sig(50, 0) == 0 && !readable(50, 0) ? 'k' : 'f';
+		if (write(47, &w, 1) != 1)
+			_exit(3);
 		for (;;)
 			pause();
 	}
+	close(47);
 	at(pidfd_open_(child, O_NONBLOCK), 40);
 
 	pid_t gone = fork();
@@ -127,6 +145,12 @@ int main(int argc, char **argv)
 
 	target_ready();
 	target_wait_restored();
+
+	/* the child's word on its pidfd of us */
+	char w = 0;
+	struct pollfd pw = { .fd = 48, .events = POLLIN };
+	CHECK(poll(&pw, 1, 10000) == 1 && read(48, &w, 1) == 1);
+	CHECK(w == 'k');
 
 	/* the live child, non-blocking */
 	info(40, &pid, &fl);

@@ -5,7 +5,8 @@
  * dumped running, --kill and --stop, each restored target checking its
  * own; an outside process gone at restore refuses the restore, naming
  * it, with nothing left behind; the restore failing at the injected
- * faults of these kinds leaves nothing behind, and the same snapshot
+ * faults of these kinds (412 a pidfd, 413 an epoll watch under a closed
+ * number, target-fds-epoll) leaves nothing behind, and the same snapshot
  * restores afterwards.
  *
  * Needs root. The test is a child subreaper, so that restored processes
@@ -251,6 +252,27 @@ START_TEST(pidfd_restore_fault)
 }
 END_TEST
 
+/* Adding an epoll watch under a closed number fails once the number is
+ * borrowed (fault 413): the restore fails naming the instance and the
+ * number, and the same snapshot restores afterwards. */
+START_TEST(epoll_restore_fault)
+{
+	char out[64];
+	pid_t pid = dump_tree("fds-epoll", false, "--kill");
+
+	ck_assert_int_ne(run_ckpt("413", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "fd 40: epoll: watch on fd 41 (file of fd 43): injected fault"),
+		      "stderr: %s", ckpt_err());
+	for (size_t k = 0; k < tree_n; k++)
+		waitpid(tree_v[k], NULL, 0);
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+	reap_rest(0);
+}
+END_TEST
+
 int main(void)
 {
 	struct {
@@ -263,6 +285,7 @@ int main(void)
 		{ "pidfd_image", pidfd_image },
 		{ "pidfd_outside_gone_refused", pidfd_outside_gone_refused },
 		{ "pidfd_restore_fault", pidfd_restore_fault },
+		{ "epoll_restore_fault", epoll_restore_fault },
 	};
 
 	if (geteuid() != 0) {

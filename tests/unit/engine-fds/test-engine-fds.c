@@ -23,6 +23,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1139,9 +1140,97 @@ static void epoll_stale_setup(void)
 	at(p[0], 4, false);
 	at(p[1], 5, false);
 	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
-	dup2(4, 6);
-	close(4); /* the watch stays, under a number that is gone */
+	/* a process of its own (outside the process looked at) holds the
+	 * file: the watch stays, under a number that is gone, and nothing of
+	 * the process can give the restore that file */
+	if (fork() == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
+	close(4);
 }
+
+/* Watches whose numbers were closed (4: its file held at 6) and replaced
+ * (5: a pipe read end, its number now an eventfd, the read end held at
+ * 9), and a number closed above every descriptor (20, held at 8, the
+ * write end): each watch restored under its number, with the file of its
+ * holder, and the replaced number still the eventfd. */
+static void epoll_closed_setup(void)
+{
+	int p[2], q[2];
+
+	at(epoll_create1(0), 3, false);
+	pipe_hi(p);
+	at(p[0], 4, false);
+	at(p[1], 7, false);
+	pipe_hi(q);
+	at(q[0], 5, false);
+	at(q[1], 8, false);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x44 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = 0x55 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 5, &ev);
+	at(dup(8), 20, false);
+	ev = (struct epoll_event){ .events = EPOLLOUT, .data.u64 = 0x20 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 20, &ev);
+	close(20);
+	at(dup(4), 6, false);
+	close(4);
+	at(dup(5), 9, false);
+	at(eventfd(0, 0), 5, true);
+	write(7, "a", 1);
+	write(8, "b", 1);
+}
+
+static int epoll_closed_verify(void)
+{
+	struct epoll_event evs[8];
+	int n, seen = 0;
+
+	V(!is_open(4) && !is_open(20));
+	V(fcntl(5, F_GETFD) == FD_CLOEXEC);
+	uint64_t v = 3;
+	V(write(5, &v, 8) == 8 && read(5, &v, 8) == 8 && v == 3); /* still the eventfd */
+	n = epoll_wait(3, evs, 8, 0);
+	V(n == 3);
+	for (int i = 0; i < n; i++)
+		seen |= evs[i].data.u64 == 0x44 && (evs[i].events & EPOLLIN) ? 1
+			: evs[i].data.u64 == 0x55 && (evs[i].events & EPOLLIN) ? 2
+			: evs[i].data.u64 == 0x20 && (evs[i].events & EPOLLOUT) ? 4 : 0;
+	V(seen == 7);
+	/* the kernel knows them by their numbers: 4 can be added again
+	 * now (another file), 6's file can be added too (another number) */
+	struct epoll_event ev = { .events = EPOLLIN };
+	V(epoll_ctl(3, EPOLL_CTL_ADD, 6, &ev) == 0);
+	/* the watch under 4 goes once its file does */
+	char c;
+	V(read(6, &c, 1) == 1 && c == 'a');
+	V(epoll_ctl(3, EPOLL_CTL_DEL, 6, NULL) == 0);
+	close(6);
+	close(7);
+	n = epoll_wait(3, evs, 8, 0);
+	for (int i = 0; i < n; i++)
+		V(evs[i].data.u64 != 0x44);
+	return 0;
+}
+
+START_TEST(epoll_closed_number)
+{
+	char *text;
+	pid_t pid = start_target(epoll_closed_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 epoll flags=02 cloexec=0 ") && strstr(text, " watch=4:0x19:0x44:6") &&
+			      strstr(text, " watch=5:0x19:0x55:9") && strstr(text, " watch=20:0x1c:0x20:8"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, epoll_closed_verify);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
 
 static void scm_rights_setup(void)
 {
@@ -1227,7 +1316,8 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a 'deleted' descriptor, which is not reopened by its path"),
 		      "%s", err_msg());
-	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
+	expect_refused(epoll_stale_setup, "fd 3: epoll watches fd 4, closed or replaced since, and its file is held by "
+					  "no other descriptor of the process");
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
 	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
@@ -2159,6 +2249,7 @@ static Suite *suite(void)
 		{ "inet_lines", inet_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
+		{ "epoll_closed_number", epoll_closed_number },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
 		{ "tree_socket_pair", tree_socket_pair },
