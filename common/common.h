@@ -189,6 +189,7 @@ enum fault_id {
 	/* engine/: watchers and handles (pidfds, epoll, AIO), 412-417 */
 	FAULT_ENGINE_PIDFD_RESTORE = 412,   /* restore: reopening a pidfd fails */
 	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
+	FAULT_ENGINE_AIO_RESTORE = 414,     /* restore: an AIO context made again, not yet moved to its address */
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
 	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
 	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */

@@ -145,6 +145,7 @@ enum vma_kind {
 	VMA_VVAR_VCLOCK,  /* [vvar_vclock] */
 	VMA_VDSO,         /* [vdso] */
 	VMA_VSYSCALL,     /* [vsyscall]: fixed, nothing to do */
+	VMA_AIO,          /* an AIO context's ring (io_setup): made again, nothing saved (aio.c) */
 	_VMA_KIND_MAX,
 };
 
@@ -194,6 +195,7 @@ struct vma {
 	 * since (precopy.c); both owned by the pre-copy, NULL otherwise */
 	struct store_block *blocks;
 	uint8_t *stale;
+	uint32_t aio_nr; /* VMA_AIO: the ring's number of events (its header's nr) */
 	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 	bool sealed;  /* dump only: mseal()ed (smaps "sl"): refused */
 };
@@ -490,6 +492,23 @@ int sched_parse(struct proc_image *img, const char *key, const char *val, bool *
 struct ctx;
 /* Sets them again from inside thread t of the process being restored. */
 int sched_apply(struct ctx *c, pid_t pid, const struct thread_image *t);
+
+/* ---- AIO contexts (aio.c) --------------------------------------------------- */
+
+/* Whether a shared area of /proc/PID/maps is an AIO ring. */
+bool aio_is_ring(const struct vma *v);
+/* Before the process is touched, from outside: -EOPNOTSUPP naming the
+ * first AIO context of pid whose ring a restore cannot give back
+ * (completed events not reaped, an unknown ring layout). */
+int aio_check(pid_t pid);
+/* At capture (pid frozen, mem its /proc/PID/mem): the same refusals, and
+ * v's aio_nr. */
+int aio_capture(pid_t pid, int mem, struct vma *v);
+struct ctx;
+/* At restore, by injection into pid once every area of the image is
+ * mapped: the context made again with a ring of v->aio_nr events, moved
+ * to v->start, which is its id again. -errno with a detail. */
+int aio_restore(struct ctx *c, pid_t pid, const struct vma *v);
 
 /* ---- injection into a process being restored (restore.c) ----------------- */
 

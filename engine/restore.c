@@ -1281,6 +1281,15 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	/* every area is mapped: a new ring lands outside them, then moves
+	 * to where the image's was */
+	for (size_t i = 0; i < img->nvmas; i++) {
+		if (img->vmas[i].kind != VMA_AIO)
+			continue;
+		r = aio_restore(c, c->pid, &img->vmas[i]);
+		if (r < 0)
+			goto out;
+	}
 	r = set_mm(c);
 	if (r < 0)
 		goto out;

@@ -73,6 +73,8 @@ CYCLE_TESTS(socket, "fds-socket", true)
 CYCLE_TESTS(inotify, "fds-inotify", true)
 /* watches under closed and replaced numbers (target-fds-epoll) */
 CYCLE_TESTS(epoll_closed, "fds-epoll", false)
+/* two AIO contexts, used before and after (target-fds-aio) */
+CYCLE_TESTS(aio, "fds-aio", true)
 
 static off_t file_size(const char *p)
 {
@@ -243,6 +245,8 @@ int main(void)
 		{ "inotify_stop", inotify_stop },
 		{ "epoll_closed_running", epoll_closed_running }, { "epoll_closed_kill", epoll_closed_kill },
 		{ "epoll_closed_stop", epoll_closed_stop },
+		{ "aio_running", aio_running },         { "aio_kill", aio_kill },
+		{ "aio_stop", aio_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },

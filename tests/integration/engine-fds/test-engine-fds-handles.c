@@ -6,8 +6,10 @@
  * own; an outside process gone at restore refuses the restore, naming
  * it, with nothing left behind; the restore failing at the injected
  * faults of these kinds (412 a pidfd, 413 an epoll watch under a closed
- * number, target-fds-epoll) leaves nothing behind, and the same snapshot
- * restores afterwards.
+ * number, target-fds-epoll, 414 an AIO context, target-fds-aio) leaves
+ * nothing behind, and the same snapshot restores afterwards; an AIO ring
+ * with completed events not reaped refuses the dump, naming it, and the
+ * original runs on.
  *
  * Needs root. The test is a child subreaper, so that restored processes
  * (and the target's outside process) become its children and are reaped
@@ -57,8 +59,8 @@ static void wait_file(const char *p, int ms)
 	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
 }
 
-/* Starts tests/targets/target-NAME READY RESULT [SCRATCH]. */
-static pid_t spawn(const char *name, bool scratch)
+/* Starts tests/targets/target-NAME READY RESULT [SCRATCH [ARG]]. */
+static pid_t spawn_arg(const char *name, bool scratch, const char *arg)
 {
 	char exe[PATH_MAX + 64];
 	pid_t pid;
@@ -72,11 +74,16 @@ static pid_t spawn(const char *name, bool scratch)
 		dup2(n, 1);
 		dup2(n, 2);
 		syscall(SYS_close_range, 3, ~0u, 0);
-		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, (char *)NULL);
+		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, arg, (char *)NULL);
 		_exit(127);
 	}
 	wait_file(path("ready"), 10000);
 	return pid;
+}
+
+static pid_t spawn(const char *name, bool scratch)
+{
+	return spawn_arg(name, scratch, NULL);
 }
 
 static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
@@ -273,6 +280,47 @@ START_TEST(epoll_restore_fault)
 }
 END_TEST
 
+/* Completed AIO events not reaped (target-fds-aio unreaped): the dump is
+ * refused before the process is touched, naming the context, and the
+ * original, told to check itself, reaps the event and uses both contexts
+ * on. */
+START_TEST(aio_unreaped_refused)
+{
+	char p[32];
+	pid_t pid = spawn_arg("fds-aio", true, "unreaped");
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_int_ne(run_ckpt(NULL, NULL, 0, "dump", "--kill", p, path("snap")), 0);
+	ck_assert_msg(strstr(ckpt_err(), "AIO context 0x") &&
+			      strstr(ckpt_err(), " with 1 completed events not reaped yet") &&
+			      strstr(ckpt_err(), ": not supported"),
+		      "stderr: %s", ckpt_err());
+	ck_assert_int_ne(access(path("snap/manifest"), F_OK), 0);
+	verdict(pid);
+}
+END_TEST
+
+/* The ring made again, not yet moved (fault 414): the restore fails
+ * naming the context, nothing it made lives on, and the same snapshot
+ * restores afterwards. */
+START_TEST(aio_restore_fault)
+{
+	char out[64];
+	pid_t pid = dump_tree("fds-aio", true, "--kill");
+
+	ck_assert_int_ne(run_ckpt("414", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), ": AIO context 0x") && strstr(ckpt_err(), ": injected fault"), "stderr: %s",
+		      ckpt_err());
+	for (size_t k = 0; k < tree_n; k++)
+		waitpid(tree_v[k], NULL, 0);
+	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
+	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+	reap_rest(0);
+}
+END_TEST
+
 int main(void)
 {
 	struct {
@@ -286,6 +334,8 @@ int main(void)
 		{ "pidfd_outside_gone_refused", pidfd_outside_gone_refused },
 		{ "pidfd_restore_fault", pidfd_restore_fault },
 		{ "epoll_restore_fault", epoll_restore_fault },
+		{ "aio_unreaped_refused", aio_unreaped_refused },
+		{ "aio_restore_fault", aio_restore_fault },
 	};
 
 	if (geteuid() != 0) {
