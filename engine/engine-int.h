@@ -498,12 +498,15 @@ int sched_apply(struct ctx *c, pid_t pid, const struct thread_image *t);
 /* Whether a shared area of /proc/PID/maps is an AIO ring. */
 bool aio_is_ring(const struct vma *v);
 /* Before the process is touched, from outside: -EOPNOTSUPP naming the
- * first AIO context of pid whose ring a restore cannot give back
- * (completed events not reaped, an unknown ring layout). */
+ * first AIO context of pid whose ring a restore cannot give back (a ring
+ * layout this version does not know). */
 int aio_check(pid_t pid);
-/* At capture (pid frozen, mem its /proc/PID/mem): the same refusals, and
- * v's aio_nr. */
+/* At capture (pid frozen, mem its /proc/PID/mem): the same refusal; v's
+ * aio_nr, and, when completed events wait in the ring, the whole ring to
+ * save (a run of v). */
 int aio_capture(pid_t pid, int mem, struct vma *v);
+/* Appends a run of bytes to save to v (saved grows by len). */
+int vma_add_run(struct vma *v, uint64_t off, uint64_t len);
 struct ctx;
 /* At restore, by injection into pid once every area of the image is
  * mapped: the context made again with a ring of v->aio_nr events, moved
@@ -524,6 +527,9 @@ int restore_sys(struct ctx *c, pid_t tid, long nr, uint64_t a1, uint64_t a2, uin
 int restore_poke(struct ctx *c, uint64_t addr, const void *buf, size_t len);
 /* The scratch page's address in the process. */
 uint64_t restore_scratch(const struct ctx *c);
+/* The saved bytes of area v (its memory file; holes read as zeros) into
+ * out, v->end - v->start bytes. */
+int restore_area_bytes(struct ctx *c, const struct vma *v, uint8_t *out);
 
 /* The steps of a restore that give a thread its credentials back, by
  * injection, skipping what is already in place. The first (ids, groups,

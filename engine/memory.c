@@ -292,6 +292,11 @@ static int add_run(struct vma *v, uint64_t off, uint64_t len)
 	return 0;
 }
 
+int vma_add_run(struct vma *v, uint64_t off, uint64_t len)
+{
+	return add_run(v, off, len);
+}
+
 /* In a pre-copied area, an unwritten page that reads as swapped is
  * either swapped out after its copy (in the mirror, valid) or the marker
  * of a page never touched, protected by the pre-copy (not valid: the

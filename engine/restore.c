@@ -601,6 +601,15 @@ static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uin
 	return r;
 }
 
+int restore_area_bytes(struct ctx *c, const struct vma *v, uint8_t *out)
+{
+	memset(out, 0, v->end - v->start);
+	/* at the area's offset 0 in out: pgoff is the object's, not ours */
+	struct vma at0 = *v;
+	at0.pgoff = 0;
+	return fill_object(c->snap, &at0, -1, out, c->buf, c->buf_len, &c->done);
+}
+
 /* Fills a shared memory area of a format 1 snapshot through the memfd
  * made in P, seen from here. */
 static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)

@@ -7,9 +7,11 @@
  * event waiting; reads submitted on each are completed and reaped with
  * the right bytes; the contexts can be destroyed.
  * Arguments: SCRATCH, a path the target may create; then "unreaped":
- * one more read of the small context is completed and left in its ring
- * (its dump must be refused); once told to check itself, the original
- * reaps it and goes on as above.
+ * the small context's head is brought to the ring's last slot, and three
+ * more reads are completed and left in the ring, wrapping around; after
+ * restore they are where a library reaping in user space finds them,
+ * io_getevents() gives them with their data and buffers, and the ring
+ * takes as many reads again as it holds.
  */
 #include <linux/aio_abi.h>
 
@@ -108,23 +110,48 @@ int main(int argc, char **argv)
 	struct ring_head hs = *(struct ring_head *)small, hb = *(struct ring_head *)big;
 	CHECK(hs.head == hs.tail && hb.head == hb.tail && hb.nr > hs.nr);
 	bool unreaped = argc > 4 && !strcmp(argv[4], "unreaped");
-	static char one[10];
-	struct iocb cb = { .aio_lio_opcode = IOCB_CMD_PREAD, .aio_fildes = 40, .aio_buf = (uint64_t)(uintptr_t)one,
-			   .aio_nbytes = sizeof(one), .aio_offset = 5 }, *v = &cb;
+	static char three[3][10];
+	struct iocb cb[3], *v[3];
 	if (unreaped) {
-		CHECK(io_submit_(small, 1, &v) == 1);
+		/* the small ring's head brought to its last slot, then three
+		 * reads completed and left there: they wrap around */
+		struct ring_head *r = (struct ring_head *)small;
+		while (r->head != r->nr - 1) {
+			unsigned k = r->nr - 1 - r->head;
+			reads(small, k > 8 ? 8 : (int)k, 1);
+		}
+		for (int i = 0; i < 3; i++) {
+			cb[i] = (struct iocb){ .aio_lio_opcode = IOCB_CMD_PREAD, .aio_fildes = 40,
+					       .aio_buf = (uint64_t)(uintptr_t)three[i], .aio_nbytes = sizeof(three[i]),
+					       .aio_offset = 5 + 100 * i, .aio_data = 0x200 + (uint64_t)i };
+			v[i] = &cb[i];
+		}
 		/* a buffered read completes in io_submit */
-		CHECK(((struct ring_head *)small)->tail != ((struct ring_head *)small)->head);
+		CHECK(io_submit_(small, 3, v) == 3);
+		CHECK(r->tail == 2 && r->head == r->nr - 1);
 	}
 
 	target_ready();
 	target_wait_restored();
 
 	if (unreaped) {
-		struct io_event ev;
-		CHECK(io_getevents_(small, 1, 1, &ev) == 1 && ev.res == sizeof(one) && one[0] == expect(5));
+		/* read where a library reaping in user space reads them */
+		struct ring_head *r = (struct ring_head *)small;
+		struct io_event *ring = (struct io_event *)(r + 1), ev[3];
+		CHECK(r->tail == 2 && r->head == r->nr - 1);
+		CHECK(ring[r->head].data == 0x200 && ring[r->head].obj == (uint64_t)(uintptr_t)&cb[0] &&
+		      ring[r->head].res == 10);
+		CHECK(io_getevents_(small, 3, 3, ev) == 3);
+		for (int i = 0; i < 3; i++) {
+			CHECK(ev[i].data == 0x200 + (uint64_t)i && ev[i].obj == (uint64_t)(uintptr_t)&cb[i] && ev[i].res == 10);
+			for (int j = 0; j < 10; j++)
+				CHECK(three[i][j] == expect(5 + 100 * (uint64_t)i + (uint64_t)j));
+		}
+		CHECK(r->head == 2 && r->tail == 2);
+		/* the whole ring usable again: as many reads as it holds, in batches */
+		for (unsigned n = 0; n < r->nr; n += 8)
+			reads(small, 8, n);
 	}
-
 	CHECK(ring_at(small) && ring_at(big));
 	struct ring_head *s = (struct ring_head *)small, *b = (struct ring_head *)big;
 	CHECK(s->magic == hs.magic && s->nr == hs.nr && s->head == s->tail);
