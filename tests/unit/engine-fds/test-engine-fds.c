@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -1331,6 +1332,107 @@ START_TEST(other_kinds_are_refused)
 }
 END_TEST
 
+/* ---- pidfds -------------------------------------------------------------------- */
+
+static pid_t test_pid; /* the test process, outside every target's tree */
+
+/* 3: a pidfd of a reaped child; 4: a PIDFD_NONBLOCK pidfd of the test
+ * process (outside the tree, alive). */
+static void pidfd_setup(void)
+{
+	pid_t c = fork();
+	if (c == 0)
+		_exit(0);
+	at((int)syscall(SYS_pidfd_open, c, 0), 3, false);
+	waitpid(c, NULL, 0);
+	at((int)syscall(SYS_pidfd_open, test_pid, O_NONBLOCK), 4, true);
+}
+
+static int pidfd_info(int fd, int *pid, unsigned *flags)
+{
+	char p[64], *text = NULL;
+	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+	if (read_file_full(p, &text, NULL) < 0)
+		return -1;
+	const char *a = strstr(text, "flags:"), *b = strstr(text, "\nPid:");
+	int ok = a && b && sscanf(a + 6, "%o", flags) == 1 && sscanf(b + 5, "%d", pid) == 1;
+	free(text);
+	return ok ? 0 : -1;
+}
+
+static int pidfd_verify(void)
+{
+	int pid;
+	unsigned fl;
+	struct pollfd p = { .fd = 3, .events = POLLIN };
+
+	V(pidfd_info(3, &pid, &fl) == 0 && pid == -1);
+	V(poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
+	V(syscall(SYS_pidfd_send_signal, 3, 0, NULL, 0) < 0 && errno == ESRCH);
+	V(pidfd_info(4, &pid, &fl) == 0 && pid == test_pid && (fl & O_NONBLOCK));
+	V(fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V(syscall(SYS_pidfd_send_signal, 4, 0, NULL, 0) == 0);
+	p.fd = 4;
+	V(poll(&p, 1, 0) == 0);
+	return 0;
+}
+
+START_TEST(pidfd_lines)
+{
+	char *text, want[96];
+	test_pid = getpid();
+	pid_t pid = start_target(pidfd_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	snprintf(want, sizeof(want), "\n4 pidfd flags=04002 cloexec=1 pid=%d start=", test_pid);
+	ck_assert_msg(strstr(text, "\n3 pidfd flags=02 cloexec=0 pid=-1\n") && strstr(text, want) &&
+			      strstr(text, " tree=0\n"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, pidfd_verify);
+	/* the outside process as another one (another start time): refused
+	 * at load, naming the descriptor and the pid */
+	struct fd_entry *e = fds_find(img, 4);
+	e->start++;
+	ck_assert_int_eq(fds_host_check(img, false), -ESRCH);
+	snprintf(want, sizeof(want), "fd 4: pidfd of pid %d, outside the process tree: that process is gone", test_pid);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+static volatile pid_t thread_tid;
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	thread_tid = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* 3: a PIDFD_THREAD pidfd of a thread of the process, not its main one */
+static void pidfd_thread_setup(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, thread_main, NULL) != 0)
+		_exit(90);
+	while (!thread_tid)
+		usleep(1000);
+	at((int)syscall(SYS_pidfd_open, thread_tid, O_EXCL), 3, false);
+}
+
+START_TEST(pidfd_of_own_thread_is_refused)
+{
+	expect_refused(pidfd_thread_setup, "fd 3: pidfd of thread ");
+	ck_assert_msg(strstr(err_msg(), " of the process itself (threads are made after the descriptors)"), "%s",
+		      err_msg());
+}
+END_TEST
+
 /* ---- process trees: descriptions shared across processes ----------------------- */
 
 static char *tree_page;     /* MAP_SHARED: pids, steps and reports between processes */
@@ -2088,6 +2190,13 @@ START_TEST(parse_is_strict)
 		"3 dev flags=0 cloexec=0 path=relative rdev=1:3\n",
 		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3 flags=0\n",
 		"x dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+		"3 pidfd flags=02 cloexec=0 pid=0 start=1 tree=0\n",
+		"3 pidfd flags=02 cloexec=0 pid=5 tree=0\n",                             /* start missing */
+		"3 pidfd flags=01002 cloexec=0 pid=-1\n",                                /* not a pidfd's flags */
+		"3 pidfd flags=02 cloexec=0 pid=-1 start=4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:x\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=3:0x1:0x0:3\n",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct fd_image *img = NULL;
@@ -2250,6 +2359,8 @@ static Suite *suite(void)
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "epoll_closed_number", epoll_closed_number },
+		{ "pidfd_lines", pidfd_lines },
+		{ "pidfd_of_own_thread_is_refused", pidfd_of_own_thread_is_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
 		{ "tree_socket_pair", tree_socket_pair },
