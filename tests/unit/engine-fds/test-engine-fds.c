@@ -2010,6 +2010,40 @@ START_TEST(tree_shared_epoll_is_refused)
 }
 END_TEST
 
+/* 3: a pidfd of the parent itself, inherited by its child: one pidfd of
+ * a process of the tree, shared by two of them */
+static void tree_pidfd_setup(void)
+{
+	at((int)syscall(SYS_pidfd_open, getpid(), 0), 3, false);
+	fork_stopped_child(nothing);
+}
+
+START_TEST(tree_shared_pidfd_is_refused)
+{
+	char want[160];
+	struct fd_image *sh = NULL;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(tree_pidfd_setup, NULL), pc = *TREE_CHILD;
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	/* each alone: the parent's own, the child's its parent's (not yet
+	 * known to be of the tree: the tree's pass tells) */
+	ck_assert(fds_find(cap[0], 3)->in_tree && !fds_find(cap[1], 3)->in_tree);
+	ck_assert_int_eq(fds_share(cap, pids, 2, &sh), -EOPNOTSUPP);
+	ck_assert_ptr_null(sh);
+	snprintf(want, sizeof(want), "pid %d fd 3, pid %d fd 3: one pidfd of pid %d, a process of the tree, shared by processes",
+		 pp, pc, pp);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	kill_target(pc);
+	kill_target(pp);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
 /* A `shared` line names an id of the shared image; the shared image is
  * numbered 0, 1, 2, ... and holds nothing that names a process's numbers. */
 START_TEST(shared_lines_are_checked)
@@ -2363,6 +2397,7 @@ static Suite *suite(void)
 		{ "pidfd_of_own_thread_is_refused", pidfd_of_own_thread_is_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
+		{ "tree_shared_pidfd_is_refused", tree_shared_pidfd_is_refused },
 		{ "tree_socket_pair", tree_socket_pair },
 		{ "tree_async_owner", tree_async_owner },
 		{ "tree_refuses_what_is_outside", tree_refuses_what_is_outside },
