@@ -19,7 +19,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -27,82 +26,23 @@
 #include "common/common.h"
 #include "tests/integration/ckpt-run.h"
 
-static char dir[PATH_MAX];
-static const char *ckpt_bin, *targets;
-
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/ckptfs-fds-handles-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
-}
-
-static void teardown(void)
-{
-	rm_rf(dir);
-}
-
-static char *path(const char *name)
-{
-	static char p[4][PATH_MAX + 64];
-	static int k;
-
-	k = (k + 1) % 4;
-	snprintf(p[k], sizeof(p[k]), "%s/%s", dir, name);
-	return p[k];
-}
-
-static void wait_file(const char *p, int ms)
-{
-	for (int i = 0; i < ms && access(p, F_OK) < 0; i++)
-		usleep(1000);
-	ck_assert_msg(access(p, F_OK) == 0, "%s did not appear", p);
+	case_begin("fds-handles");
 }
 
 /* Starts tests/targets/target-NAME READY RESULT [SCRATCH [ARG]]. */
 static pid_t spawn_arg(const char *name, bool scratch, const char *arg)
 {
-	char exe[PATH_MAX + 64];
-	pid_t pid;
-
-	snprintf(exe, sizeof(exe), "%s/target-%s", targets, name);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int n = open("/dev/null", O_RDWR);
-		dup2(n, 0);
-		dup2(n, 1);
-		dup2(n, 2);
-		syscall(SYS_close_range, 3, ~0u, 0);
-		execl(exe, exe, path("ready"), path("result"), scratch ? path("scratch") : NULL, arg, (char *)NULL);
-		_exit(127);
-	}
-	wait_file(path("ready"), 10000);
-	return pid;
+	char prog[64];
+	snprintf(prog, sizeof(prog), "target-%s", name);
+	return case_spawn(NULL, prog, -1, (const char *const[]){ scratch ? case_path("scratch") : NULL, arg, NULL },
+			  10000);
 }
 
 static pid_t spawn(const char *name, bool scratch)
 {
 	return spawn_arg(name, scratch, NULL);
-}
-
-static int run_ckpt(const char *fault, char *out, size_t outlen, const char *a1, const char *a2, const char *a3,
-		    const char *a4)
-{
-	int st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, out, outlen, a1, a2, a3, a4);
-	ck_assert(WIFEXITED(st));
-	return WEXITSTATUS(st);
-}
-
-static const char *ckpt_err(void)
-{
-	return ckpt_run_err(path("ckpt.err"));
-}
-
-static void verdict(pid_t pid)
-{
-	int st = verdict_wait(pid, path("ready.restored"), path("result"), 15000, "target");
-	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 /* pid and every descendant of it (single-threaded targets), parents
@@ -141,7 +81,7 @@ static pid_t outside_pid(void)
 	char *text = NULL;
 	pid_t p = 0;
 
-	if (read_file_full(path("scratch"), &text, NULL) == 0)
+	if (read_file_full(case_path("scratch"), &text, NULL) == 0)
 		p = atoi(text);
 	free(text);
 	return p;
@@ -169,9 +109,9 @@ static pid_t dump_tree(const char *name, bool scratch, const char *mode)
 	int rc;
 
 	snprintf(p, sizeof(p), "%d", pid);
-	rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
-		  : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	rc = mode ? case_ckpt(NULL, NULL, 0, "dump", mode, p, case_path("snap"))
+		  : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
 	end_tree(v, n);
 	return pid;
 }
@@ -182,9 +122,9 @@ static void cycle(const char *name, bool scratch, const char *mode)
 
 	dump_tree(name, scratch, mode);
 	pid_t outside = outside_pid();
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 	/* the restored target killed it through its pidfd */
 	if (outside > 0) {
 		int st;
@@ -207,7 +147,7 @@ START_TEST(pidfd_image)
 	pid_t outside = outside_pid();
 
 	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
-	ck_assert_int_eq(read_file_full(path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	snprintf(want, sizeof(want), "\n43 pidfd flags=02 cloexec=1 pid=%d start=", outside);
 	ck_assert_msg(strstr(fds, "\n40 pidfd flags=04002 cloexec=1 pid=") && strstr(fds, " tree=1\n41 pidfd") &&
 			      strstr(fds, "\n41 pidfd flags=02 cloexec=1 pid=-1\n") &&
@@ -229,9 +169,9 @@ START_TEST(pidfd_outside_gone_refused)
 
 	ck_assert_int_gt(outside, 0);
 	reap_rest(outside);
-	ck_assert_int_ne(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_int_ne(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
 	snprintf(want, sizeof(want), "fd 43: pidfd of pid %d, outside the process tree: that process is gone", outside);
-	ck_assert_msg(strstr(ckpt_err(), want), "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), want), "stderr: %s", case_ckpt_err());
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
 }
 END_TEST
@@ -244,18 +184,18 @@ START_TEST(pidfd_restore_fault)
 	pid_t pid = dump_tree("fds-pidfd", true, "--kill");
 	pid_t outside = outside_pid();
 
-	ck_assert_int_ne(run_ckpt("412", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_int_ne(case_ckpt("412", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
 	/* the root's fd 40 or the child's fd 50, whichever comes first */
-	ck_assert_msg((strstr(ckpt_err(), "fd 40: pidfd of pid ") || strstr(ckpt_err(), "fd 50: pidfd of pid ")) &&
-			      strstr(ckpt_err(), ": injected fault"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_msg((strstr(case_ckpt_err(), "fd 40: pidfd of pid ") || strstr(case_ckpt_err(), "fd 50: pidfd of pid ")) &&
+			      strstr(case_ckpt_err(), ": injected fault"),
+		      "stderr: %s", case_ckpt_err());
 	/* what the failed restore made is dead and came to us */
 	for (size_t k = 0; k < tree_n; k++)
 		waitpid(tree_v[k], NULL, 0);
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 	ck_assert_int_eq(waitpid(outside, NULL, 0), outside);
 	reap_rest(0);
 }
@@ -269,17 +209,17 @@ START_TEST(epoll_restore_fault)
 	char out[64];
 	pid_t pid = dump_tree("fds-epoll", false, "--kill");
 
-	ck_assert_int_ne(run_ckpt("413", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_int_ne(case_ckpt("413", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
 	/* the kernel lists watches in its own order: either one comes first */
-	ck_assert_msg(strstr(ckpt_err(), "fd 40: epoll: watch on fd 41 (file of fd 43): injected fault") ||
-			      strstr(ckpt_err(), "fd 40: epoll: watch on fd 42 (file of fd 45): injected fault"),
-		      "stderr: %s", ckpt_err());
+	ck_assert_msg(strstr(case_ckpt_err(), "fd 40: epoll: watch on fd 41 (file of fd 43): injected fault") ||
+			      strstr(case_ckpt_err(), "fd 40: epoll: watch on fd 42 (file of fd 45): injected fault"),
+		      "stderr: %s", case_ckpt_err());
 	for (size_t k = 0; k < tree_n; k++)
 		waitpid(tree_v[k], NULL, 0);
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 	reap_rest(0);
 }
 END_TEST
@@ -293,14 +233,14 @@ static void cycle_unreaped(const char *mode)
 	pid_t pid = spawn_arg("fds-aio", true, "unreaped");
 
 	snprintf(p, sizeof(p), "%d", pid);
-	int rc = mode ? run_ckpt(NULL, NULL, 0, "dump", mode, p, path("snap"))
-		      : run_ckpt(NULL, NULL, 0, "dump", p, path("snap"), NULL);
-	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	int rc = mode ? case_ckpt(NULL, NULL, 0, "dump", mode, p, case_path("snap"))
+		      : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL);
+	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 }
 
 START_TEST(aio_unreaped_running) { cycle_unreaped(NULL); } END_TEST
@@ -315,25 +255,22 @@ START_TEST(aio_restore_fault)
 	char out[64];
 	pid_t pid = dump_tree("fds-aio", true, "--kill");
 
-	ck_assert_int_ne(run_ckpt("414", out, sizeof(out), "restore", path("snap"), NULL, NULL), 0);
-	ck_assert_msg(strstr(ckpt_err(), ": AIO context 0x") && strstr(ckpt_err(), ": injected fault"), "stderr: %s",
-		      ckpt_err());
+	ck_assert_int_ne(case_ckpt("414", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), ": AIO context 0x") && strstr(case_ckpt_err(), ": injected fault"), "stderr: %s",
+		      case_ckpt_err());
 	for (size_t k = 0; k < tree_n; k++)
 		waitpid(tree_v[k], NULL, 0);
 	ck_assert(kill(pid, 0) < 0 && errno == ESRCH);
-	ck_assert_msg(run_ckpt(NULL, out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
-		      ckpt_err());
-	verdict(atoi(out));
+	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
 	reap_rest(0);
 }
 END_TEST
 
 int main(void)
 {
-	struct {
-		const char *name;
-		const TTest *t;
-	} cases[] = {
+	const struct case_def cases[] = {
 		{ "pidfd_running", pidfd_running },
 		{ "pidfd_kill", pidfd_kill },
 		{ "pidfd_stop", pidfd_stop },
@@ -347,27 +284,6 @@ int main(void)
 		{ "aio_restore_fault", aio_restore_fault },
 	};
 
-	if (geteuid() != 0) {
-		printf("skipped: needs root (ptrace, pidfd_getfd, clone3 set_tid)\n");
-		return 77;
-	}
-	ckpt_bin = getenv("CKPT");
-	targets = getenv("TARGETS");
-	if (!ckpt_bin || !targets) {
-		printf("CKPT and TARGETS must name the ckpt binary and the targets' directory\n");
-		return 1;
-	}
-	Suite *s = suite_create("engine-fds-handles");
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		TCase *tc = tcase_create(cases[i].name);
-		tcase_add_checked_fixture(tc, setup, teardown);
-		tcase_set_timeout(tc, 40);
-		tcase_add_test(tc, cases[i].t);
-		suite_add_tcase(s, tc);
-	}
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return case_main("engine-fds-handles", cases, ARRAY_SIZE(cases), 40, setup, case_end,
+			 "ptrace, pidfd_getfd, clone3 set_tid");
 }
