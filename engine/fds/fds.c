@@ -1193,6 +1193,9 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 		struct fd_entry *e = &img->e[i];
 		for (size_t w = 0; w < e->n_watches; w++) {
 			int holder = e->watches[w].via >= 0 ? e->watches[w].via : e->watches[w].tfd;
+			/* a shared description: fds_validate_shared() */
+			if (e->watches[w].shared >= 0)
+				continue;
 			struct fd_entry *t = fds_find(img, holder);
 			if (t && t->kind == FD_KIND_DUP)
 				t = fds_find(img, t->dup_of);
@@ -1412,6 +1415,16 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
 			return err_set(-EINVAL, "fd %d: shared description %d, but the shared base %d is not above fd %d",
 				       img->e[i].fd, img->e[i].dup_of, shared_base, max);
+	/* an epoll watch may name a shared description too */
+	for (size_t i = 0; i < img->n; i++)
+		for (size_t w = 0; w < img->e[i].n_watches; w++)
+			if (img->e[i].watches[w].shared >= 0 &&
+			    (shared_base <= max || img->e[i].watches[w].shared > INT_MAX - shared_base))
+				return err_set(-EINVAL,
+					       "fd %d: epoll watch on shared description %d, but the shared base %d is not "
+					       "above fd %d",
+					       img->e[i].fd, img->e[i].watches[w].shared, shared_base, max);
+	img->shared_base = shared_base;
 	if (max < 0) {
 		r = close_from(0, keep_from);
 		return r < 0 ? err_set(r, "close_range") : 0;

@@ -135,6 +135,9 @@ static void cycle(const char *name, bool scratch, const char *mode)
 }
 
 START_TEST(pidfd_running) { cycle("fds-pidfd", true, NULL); } END_TEST
+START_TEST(epoll_tree_running) { cycle("fds-epoll-tree", false, NULL); } END_TEST
+START_TEST(epoll_tree_kill) { cycle("fds-epoll-tree", false, "--kill"); } END_TEST
+START_TEST(epoll_tree_stop) { cycle("fds-epoll-tree", false, "--stop"); } END_TEST
 START_TEST(pidfd_kill) { cycle("fds-pidfd", true, "--kill"); } END_TEST
 START_TEST(pidfd_stop) { cycle("fds-pidfd", true, "--stop"); } END_TEST
 
@@ -156,6 +159,24 @@ START_TEST(pidfd_image)
 		      "fds: %s", fds);
 	free(fds);
 	reap_rest(outside);
+}
+END_TEST
+
+/* The parent's watch names the pipe's read end, which the child holds,
+ * by its id in shared/fds. */
+START_TEST(epoll_tree_image)
+{
+	char fp[64], *fds = NULL, *shared = NULL;
+	pid_t pid = dump_tree("fds-epoll-tree", false, "--kill");
+
+	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
+	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
+	ck_assert_int_eq(read_file_full(case_path("snap/shared/fds"), &shared, NULL), 0);
+	ck_assert_msg(strstr(fds, "\n40 epoll flags=02 cloexec=1 watch=41:0x19:0xa1:s") && !strstr(fds, "\n41 "),
+		      "fds: %s", fds);
+	ck_assert_msg(strstr(shared, " pipe-r ") && strstr(shared, " pipe-w "), "shared/fds: %s", shared);
+	free(fds);
+	free(shared);
 }
 END_TEST
 
@@ -275,6 +296,10 @@ int main(void)
 		{ "pidfd_kill", pidfd_kill },
 		{ "pidfd_stop", pidfd_stop },
 		{ "pidfd_image", pidfd_image },
+		{ "epoll_tree_running", epoll_tree_running },
+		{ "epoll_tree_kill", epoll_tree_kill },
+		{ "epoll_tree_stop", epoll_tree_stop },
+		{ "epoll_tree_image", epoll_tree_image },
 		{ "pidfd_outside_gone_refused", pidfd_outside_gone_refused },
 		{ "pidfd_restore_fault", pidfd_restore_fault },
 		{ "epoll_restore_fault", epoll_restore_fault },

@@ -1317,8 +1317,28 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a 'deleted' descriptor, which is not reopened by its path"),
 		      "%s", err_msg());
-	expect_refused(epoll_stale_setup, "fd 3: epoll watches fd 4, closed or replaced since, and its file is held by "
-					  "no other descriptor of the process");
+	/* the file of a watch whose number was closed, held by a process
+	 * outside: only the tree can tell that none of it holds it */
+	{
+		char want[160];
+		struct fd_image *cap = NULL, *sh = NULL;
+		pid_t pid = start_target(epoll_stale_setup, NULL);
+		ck_assert_msg(fds_check(pid) == 0, "%s", err_msg());
+		ck_assert_int_eq(fds_check_tree(&pid, 1), -EOPNOTSUPP);
+		snprintf(want, sizeof(want),
+			 "pid %d fd 3: epoll watches fd 4, closed or replaced since, and its file is held by no other "
+			 "descriptor of the process or of its tree: not supported", pid);
+		ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+		ck_assert_int_eq(fds_capture(pid, &cap), 0);
+		ck_assert_int_eq(fds_share(&cap, &pid, 1, &sh), -EOPNOTSUPP);
+		ck_assert_ptr_null(sh);
+		/* nor can its image be written without that pass */
+		char *text;
+		size_t len;
+		ck_assert_int_eq(fds_format(cap, &text, &len), -EOPNOTSUPP);
+		fds_free(cap);
+		kill_target(pid);
+	}
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
 	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
