@@ -5,7 +5,8 @@
  * SCRATCH, fd 43 a pidfd of a process outside the tree (a grandchild
  * whose parent exited, so that it went to the test, the subreaper),
  * whose pid it writes into SCRATCH. The child holds fd 50, a pidfd of its
- * parent, and the write end of a pipe to it (47 -> 48).
+ * parent, an AIO context it used once on /dev/zero (fd 51), and the
+ * write end of a pipe to it (47 -> 48).
  *
  * After restore: 40 names the child by its pid and stays non-blocking
  * (waitid gives EAGAIN while it lives); signalled through 40 the child
@@ -13,10 +14,12 @@
  * checkpoint: POLLIN, pidfd_send_signal() and waitid() fail as they did.
  * 42 names the process itself, as a thread pidfd. 43 names the outside
  * process, alive, which it then kills through it. The child finds that
- * its fd 50 names its restored parent, and says so through the pipe
- * before its parent kills it.
+ * its fd 50 names its restored parent and that its AIO context reads
+ * /dev/zero again, and says so through the pipe before its parent kills
+ * it.
  * Arguments: [SCRATCH].
  */
+#include <linux/aio_abi.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -64,6 +67,22 @@ static void info(int fd, int *pid, unsigned *flags)
 		target_verdict(0, "%s: no flags or Pid", p);
 }
 
+/* An 8-byte read of fd 51 (/dev/zero) through AIO context ctx,
+ * submitted and reaped: 0 when the bytes came, zeros. */
+static int zero_read(aio_context_t ctx)
+{
+	static uint64_t buf;
+	struct iocb cb = { .aio_lio_opcode = IOCB_CMD_PREAD, .aio_fildes = 51, .aio_buf = (uint64_t)(uintptr_t)&buf,
+			   .aio_nbytes = sizeof(buf), .aio_data = 7 }, *v = &cb;
+	struct io_event ev;
+	struct timespec ts = { 10, 0 };
+
+	buf = ~0ull;
+	if (syscall(SYS_io_submit, ctx, 1, &v) != 1 || syscall(SYS_io_getevents, ctx, 1, 1, &ev, &ts) != 1)
+		return -1;
+	return ev.data == 7 && ev.res == sizeof(buf) && buf == 0 ? 0 : -1;
+}
+
 static int readable(int fd, int ms)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -91,9 +110,15 @@ int main(int argc, char **argv)
 		close(48);
 		pid_t parent = getppid();
 		at(pidfd_open_(parent, 0), 50);
+		/* and an AIO context of its own, used once, on /dev/zero */
+		aio_context_t ctx = 0;
+		at(open("/dev/zero", O_RDONLY), 51);
+		bool aio = syscall(SYS_io_setup, 4, &ctx) == 0 && zero_read(ctx) == 0;
 		target_wait_restored();
 		info(50, &pid, &fl);
 		char w = pid == parent && getppid() == parent && send_sig(50, 0) == 0 && !readable(50, 0) ? 'k' : 'f';
+		if (!aio || zero_read(ctx) != 0)
+			w = 'a';
 		if (write(47, &w, 1) != 1)
 			_exit(3);
 		for (;;)
