@@ -145,7 +145,7 @@ enum vma_kind {
 	VMA_VVAR_VCLOCK,  /* [vvar_vclock] */
 	VMA_VDSO,         /* [vdso] */
 	VMA_VSYSCALL,     /* [vsyscall]: fixed, nothing to do */
-	VMA_AIO,          /* an AIO context's ring (io_setup): made again, nothing saved (aio.c) */
+	VMA_AIO,          /* an AIO context's ring (io_setup): made again; saved only with events waiting (aio.c) */
 	_VMA_KIND_MAX,
 };
 

@@ -146,8 +146,7 @@ int fds_pidfd_capture(struct fd_image *img, struct fd_entry *e)
 		return 0;
 	}
 	pid_t tgid = pid;
-	char state;
-	r = proc_stat(pid, &state, NULL, &e->start);
+	r = proc_stat(pid, NULL, NULL, &e->start);
 	if (r >= 0 && (e->flags & PIDFD_THREAD))
 		tgid = r = tgid_of(pid);
 	/* The pid was still that process's after we read its start time: our
@@ -235,8 +234,7 @@ int fds_pidfd_parse(struct fd_entry *e, struct fd_line *l)
 static int same_process(const struct fd_entry *e)
 {
 	uint64_t start;
-	char state;
-	int r = proc_stat(e->of_pid, &state, NULL, &start);
+	int r = proc_stat(e->of_pid, NULL, NULL, &start);
 
 	if (r == -ENOENT)
 		return err_set(-ESRCH, "fd %d: pidfd of pid %d, outside the process tree: that process is gone",
