@@ -1,7 +1,8 @@
 /*
  * pidfds (a tree: the target and one child): fd 40 a PIDFD_NONBLOCK pidfd
  * of its live child (in the tree), fd 41 a pidfd of a child that exited
- * and was reaped (dead), fd 42 a PIDFD_THREAD pidfd of itself; with
+ * and was reaped (dead), fd 42 a PIDFD_THREAD pidfd of itself, fd 44 a
+ * pidfd of a child that exited and was not reaped (a zombie); with
  * SCRATCH, fd 43 a pidfd of a process outside the tree (a grandchild
  * whose parent exited, so that it went to the test, the subreaper),
  * whose pid it writes into SCRATCH. The child holds fd 50, a pidfd of its
@@ -12,7 +13,9 @@
  * (waitid gives EAGAIN while it lives); signalled through 40 the child
  * dies and is waited for through it. 41 reads as dead as before the
  * checkpoint: POLLIN, pidfd_send_signal() and waitid() fail as they did.
- * 42 names the process itself, as a thread pidfd. 43 names the outside
+ * 42 names the process itself, as a thread pidfd. 44, of a child left a
+ * zombie, names it, reads as exited, and waits for it with its status.
+ * 43 names the outside
  * process, alive, which it then kills through it. The child finds that
  * its fd 50 names its restored parent and that its AIO context reads
  * /dev/zero again, and says so through the pipe before its parent kills
@@ -142,6 +145,14 @@ int main(int argc, char **argv)
 
 	at(pidfd_open_(getpid(), PIDFD_THREAD), 42);
 
+	/* a child that exited and was not reaped: a zombie of the tree */
+	pid_t zombie = fork();
+	CHECK(zombie >= 0);
+	if (zombie == 0)
+		_exit(5);
+	at(pidfd_open_(zombie, 0), 44);
+	CHECK(readable(44, 10000));
+
 	pid_t outside = 0;
 	if (scratch) {
 		int p[2];
@@ -203,6 +214,16 @@ int main(int argc, char **argv)
 	CHECK(pid == getpid());
 	CHECK(fl & PIDFD_THREAD);
 	CHECK(send_sig(42, 0) == 0);
+
+	/* the zombie, waited for through its pidfd as it would have been */
+	info(44, &pid, &fl);
+	CHECK(pid == zombie);
+	CHECK(readable(44, 0));
+	memset(&si, 0, sizeof(si));
+	CHECK(waitid(P_PIDFD, 44, &si, WEXITED) == 0);
+	CHECK(si.si_pid == zombie && si.si_code == CLD_EXITED && si.si_status == 5);
+	info(44, &pid, &fl);
+	CHECK(pid == -1);
 
 	if (outside) {
 		info(43, &pid, &fl);
