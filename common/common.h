@@ -186,6 +186,10 @@ enum fault_id {
 	FAULT_FS_CTL = 400,
 	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
 	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
+	/* engine/: watchers and handles (pidfds, epoll, AIO), 412-417 */
+	FAULT_ENGINE_PIDFD_RESTORE = 412,   /* restore: reopening a pidfd fails */
+	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
+	FAULT_ENGINE_AIO_RESTORE = 414,     /* restore: an AIO context made again, not yet moved to its address */
 	/* engine/, descriptors and directories in odd states (numbers given out from 418) */
 	FAULT_ENGINE_DELETED_DIR = 418,     /* restore: a deleted directory made again, once opened (it is removed) */
 	FAULT_ENGINE_DELETED_FIFO = 419,    /* restore: a deleted FIFO made again, once opened (it is removed) */

@@ -161,6 +161,10 @@ int process_check(pid_t pid)
 	r = sched_check(pid);
 	if (r < 0)
 		return r;
+	/* an AIO ring with events not reaped: refused before the freeze */
+	r = aio_check(pid);
+	if (r < 0)
+		return r;
 	/* posix timers a restore could not make again: refused up front */
 	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0]) {
 		struct ptimer t[ENGINE_MAX_PTIMERS];

@@ -617,6 +617,15 @@ static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uin
 	return r;
 }
 
+int restore_area_bytes(struct ctx *c, const struct vma *v, uint8_t *out)
+{
+	memset(out, 0, v->end - v->start);
+	/* at the area's offset 0 in out: pgoff is the object's, not ours */
+	struct vma at0 = *v;
+	at0.pgoff = 0;
+	return fill_object(c->snap, &at0, -1, out, c->buf, c->buf_len, &c->done);
+}
+
 /* Fills a shared memory area of a format 1 snapshot through the memfd
  * made in P, seen from here. */
 static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
@@ -1328,6 +1337,15 @@ static int drive(struct ctx *c)
 	if (c->shm_base >= 0 && !c->shm_keep) {
 		r = sys(c, c->pid, SYS_close_range, (uint64_t)c->shm_base, ~0u, 0, 0, 0, 0, &ign,
 			"close_range of the shared memory objects");
+		if (r < 0)
+			goto out;
+	}
+	/* every area is mapped: a new ring lands outside them, then moves
+	 * to where the image's was */
+	for (size_t i = 0; i < img->nvmas; i++) {
+		if (img->vmas[i].kind != VMA_AIO)
+			continue;
+		r = aio_restore(c, c->pid, &img->vmas[i]);
 		if (r < 0)
 			goto out;
 	}

@@ -61,6 +61,7 @@ enum fd_kind {
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
 	FD_KIND_PIPE_RW,     /* an anonymous pipe opened read-write (through /proc/PID/fd) */
+	FD_KIND_PIDFD,       /* pidfd_open(2) / CLONE_PIDFD: of a process in the tree, outside it, or dead */
 	_FD_KIND_MAX,
 };
 
@@ -82,10 +83,22 @@ struct fd_run {
 /* At most this many runs on a line; the rest of the file is one run. */
 #define FDS_RUNS_MAX 1024
 
+/* An epoll watch: the number it was added under; when that number was
+ * closed or replaced since, via, the descriptor of the same table that
+ * holds its file now, or shared, the id in the tree's shared image of the
+ * description that holds it (another process of the tree holds it);
+ * both -1 when the number itself still holds it. */
 struct fd_watch {
 	int tfd;
 	uint32_t events;
 	uint64_t data;
+	int via;
+	int shared;
+	/* capture only: no descriptor of the process holds its file: another
+	 * process of the tree must (fds_tree_check, fds_share); toff, its
+	 * rank among the watches of number tfd, for kcmp */
+	bool lost;
+	unsigned toff;
 };
 
 /* An established TCP connection (fds-tcp.c): what repair mode reads and
@@ -189,6 +202,16 @@ struct fd_entry {
 
 	uint64_t sigmask; /* signalfd: bit n-1 is signal n */
 
+	/* pidfd (fds-pidfd.c): the process (or, with O_EXCL in flags,
+	 * PIDFD_THREAD, the thread) it names, -1 once it was reaped; its
+	 * start time (clock ticks after boot, /proc/PID/stat), to know it
+	 * again at restore; in_tree: a process of the tree, made again with
+	 * its pid by the restore (no start time to check). */
+	pid_t of_pid;
+	pid_t of_tgid;     /* capture only: the thread group of of_pid */
+	uint64_t start;
+	bool in_tree;
+
 	int family;       /* sockets: AF_INET, AF_INET6, AF_UNIX */
 	int type;         /* sockets: SOCK_STREAM, ... */
 	int backlog;
@@ -244,6 +267,7 @@ struct fd_image {
 	bool accept_changed; /* restore only: files and FIFOs that changed since the dump are
 			      * restored anyway (engine_restore_opts.accept_changed_files) */
 	int shm_base;       /* restore only: the tree's shared memory object k at shm_base + k (-1: none) */
+	int shared_base;    /* restore only: where the tree's shared descriptions are (fds_restore) */
 };
 
 /* A key=value pair of one parsed line. */
@@ -334,12 +358,30 @@ int fds_pipe_validate(struct fd_image *img);
 /* fds_load(): a FIFO must still be there. */
 int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e);
 
-/* fds-event.c: eventfd, epoll, timerfd, signalfd */
+/* fds-event.c: eventfd, epoll, timerfd, signalfd. fds_epoll_holder():
+ * where in another process of the tree (imgs[k]->e[m], *ret_k and
+ * *ret_m) the file of lost watch w of epoll e of process i is held; 0,
+ * or -ENOENT. */
 int fds_event_classify(struct fd_image *img, struct fd_entry *e);
 int fds_event_capture(struct fd_image *img, struct fd_entry *e);
 void fds_event_print(struct fd_entry *e, struct fds_buf *b);
 int fds_event_parse(struct fd_entry *e, struct fd_line *l);
 int fds_event_open(struct fd_image *img, struct fd_entry *e);
+int fds_epoll_holder(struct fd_image **imgs, const pid_t *pids, size_t n, size_t i, const struct fd_entry *e,
+		     const struct fd_watch *w, size_t *ret_k, size_t *ret_m);
+
+/* fds-pidfd.c. fds_pidfd_tree(): at dump, over a tree's images (capture
+ * or check), marks the pidfds naming one of pids in_tree, and refuses
+ * one naming a thread of the tree other than a main thread (threads are
+ * made after the descriptors). fds_pidfd_check_host(): at load, an
+ * outside process must still be the one dumped. */
+int fds_pidfd_classify(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_capture(struct fd_image *img, struct fd_entry *e);
+void fds_pidfd_print(struct fd_entry *e, struct fds_buf *b);
+int fds_pidfd_parse(struct fd_entry *e, struct fd_line *l);
+int fds_pidfd_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_open(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
@@ -409,9 +451,11 @@ int fds_lock_take_posix(struct fd_image *img, struct fd_image *shared);
 
 /* fds-share.c: what only the whole tree can tell, over the images of
  * its processes (capture or check): the other end of every Unix socket
- * pair is held by one of them, and every O_ASYNC owner is one of them (a
- * process, a group one of them leads, a main thread). -EOPNOTSUPP naming
- * the pid, descriptor and what is outside. */
+ * pair is held by one of them, every O_ASYNC owner is one of them (a
+ * process, a group one of them leads, a main thread), and the file of an
+ * epoll watch whose number no descriptor of its process holds any more
+ * is held by another of them. -EOPNOTSUPP naming the pid, descriptor and
+ * what is outside. */
 int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* The kind's name in the `fds` file ("pipe-r"), and back. */

@@ -66,6 +66,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_UDP] = "udp",
 	[FD_KIND_PTMX] = "ptmx",
 	[FD_KIND_PTS] = "pts",
+	[FD_KIND_PIDFD] = "pidfd",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -346,7 +347,8 @@ static int entry_read(struct fd_image *img, struct fd_entry *e)
 static int classify(struct fd_image *img, struct fd_entry *e)
 {
 	int (*fns[])(struct fd_image *, struct fd_entry *) = {
-		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
+		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_pidfd_classify,
+		fds_socket_classify,
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
@@ -416,6 +418,8 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		return fds_tty_capture(img, e);
+	case FD_KIND_PIDFD:
+		return fds_pidfd_capture(img, e);
 	default:
 		return -EINVAL;
 	}
@@ -778,6 +782,9 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_PTS:
 			fds_tty_print(e, &b);
 			break;
+		case FD_KIND_PIDFD:
+			fds_pidfd_print(e, &b);
+			break;
 		default:
 			fds_socket_print(e, &b);
 			break;
@@ -1119,6 +1126,9 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_PTS:
 			r = fds_tty_parse(e, &l);
 			break;
+		case FD_KIND_PIDFD:
+			r = fds_pidfd_parse(e, &l);
+			break;
 		default:
 			r = fds_socket_parse(e, &l);
 			break;
@@ -1190,12 +1200,17 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		for (size_t w = 0; w < e->n_watches; w++) {
-			struct fd_entry *t = fds_find(img, e->watches[w].tfd);
+			int holder = e->watches[w].via >= 0 ? e->watches[w].via : e->watches[w].tfd;
+			/* a shared description: fds_validate_shared() */
+			if (e->watches[w].shared >= 0)
+				continue;
+			struct fd_entry *t = fds_find(img, holder);
 			if (t && t->kind == FD_KIND_DUP)
 				t = fds_find(img, t->dup_of);
 			if (!t || t->kind == FD_KIND_EPOLL) {
-				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d, %s", e->fd,
-					    e->watches[w].tfd, t ? "an epoll instance" : "which is not in the table");
+				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d%s, %s", e->fd,
+					    holder, e->watches[w].via >= 0 ? " (the holder of a closed number)" : "",
+					    t ? "an epoll instance" : "which is not in the table");
 				goto fail;
 			}
 		}
@@ -1225,6 +1240,8 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 			r = fds_pipe_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_tcp_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_pidfd_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1277,6 +1294,9 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		fd = fds_tty_open(img, e, max);
+		break;
+	case FD_KIND_PIDFD:
+		fd = fds_pidfd_open(img, e);
 		break;
 	default:
 		fd = fds_socket_open(img, e, max);
@@ -1408,6 +1428,16 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
 			return err_set(-EINVAL, "fd %d: shared description %d, but the shared base %d is not above fd %d",
 				       img->e[i].fd, img->e[i].dup_of, shared_base, max);
+	/* an epoll watch may name a shared description too */
+	for (size_t i = 0; i < img->n; i++)
+		for (size_t w = 0; w < img->e[i].n_watches; w++)
+			if (img->e[i].watches[w].shared >= 0 &&
+			    (shared_base <= max || img->e[i].watches[w].shared > INT_MAX - shared_base))
+				return err_set(-EINVAL,
+					       "fd %d: epoll watch on shared description %d, but the shared base %d is not "
+					       "above fd %d",
+					       img->e[i].fd, img->e[i].watches[w].shared, shared_base, max);
+	img->shared_base = shared_base;
 	if (max < 0) {
 		r = close_from(0, keep_from);
 		return r < 0 ? err_set(r, "close_range") : 0;

@@ -19,7 +19,9 @@
 
 struct fd_image; /* every descriptor of one process, captured or loaded */
 
-/* Looks at pid's descriptors from /proc without touching the process.
+/* Looks at pid's descriptors from /proc without touching the process
+ * (an epoll watch on a number it closed, whose file none of its
+ * descriptors holds, is for fds_check_tree()).
  * -EOPNOTSUPP with a detail naming the first descriptor whose kind is not
  * supported ("fd 5: established TCP socket 10.0.0.1:22 -> ...: not supported"). */
 int fds_check(pid_t pid);
@@ -27,8 +29,9 @@ int fds_check(pid_t pid);
 /* The checks only the whole tree allows, before any process of it is
  * touched (pids: every live process of the tree): a Unix socket pair whose
  * other end no process of the tree holds, an O_ASYNC owner outside the
- * tree. fds_check() of each accepts those, as its process alone cannot
- * tell. -EOPNOTSUPP with a detail naming the pid and descriptor. */
+ * tree, an epoll watch whose file no process of the tree holds.
+ * fds_check() of each accepts those, as its process alone cannot tell.
+ * -EOPNOTSUPP with a detail naming the pid and descriptor. */
 int fds_check_tree(const pid_t *pids, size_t n);
 
 /* Captures pid's descriptor table while all its threads are stopped
@@ -146,9 +149,12 @@ int fds_count(struct fd_image *img);
  * ends are in different processes, into a new image *ret, ids 0.. in the
  * order of imgs and descriptor numbers, and turns each descriptor of them
  * into a `shared` line. A process's dups of such a descriptor stay dups.
- * Returns -EOPNOTSUPP naming the pids and descriptors for what cannot be
- * shared (an epoll instance, whose watches name one process's
- * descriptors); the images are then unchanged. *ret is empty when nothing
+ * The description holding the file of an epoll watch whose number its
+ * process closed, held by another process, moves too, and the watch
+ * names its id. Returns -EOPNOTSUPP naming the pids and descriptors for
+ * what cannot be shared (an epoll instance, whose watches name one
+ * process's descriptors; a pidfd of a process of the tree), or for such
+ * a watch whose file no process holds; the images are then unchanged. *ret is empty when nothing
  * is shared; it is the caller's, to fds_write() and fds_free(). */
 int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_image **ret);
 

@@ -81,6 +81,10 @@ CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
 /* watches with their numbers, flags of two instances (target-fds-inotify) */
 CYCLE_TESTS(inotify, "fds-inotify", true)
+/* watches under closed and replaced numbers (target-fds-epoll) */
+CYCLE_TESTS(epoll_closed, "fds-epoll", false)
+/* two AIO contexts, used before and after (target-fds-aio) */
+CYCLE_TESTS(aio, "fds-aio", true)
 
 static off_t file_size(const char *p)
 {
@@ -257,6 +261,10 @@ int main(void)
 		{ "socket_stop", socket_stop },         { "half_closed_tcp_refused", half_closed_tcp_refused },
 		{ "inotify_running", inotify_running }, { "inotify_kill", inotify_kill },
 		{ "inotify_stop", inotify_stop },
+		{ "epoll_closed_running", epoll_closed_running }, { "epoll_closed_kill", epoll_closed_kill },
+		{ "epoll_closed_stop", epoll_closed_stop },
+		{ "aio_running", aio_running },         { "aio_kill", aio_kill },
+		{ "aio_stop", aio_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },

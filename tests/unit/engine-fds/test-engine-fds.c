@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -23,6 +24,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1143,9 +1145,97 @@ static void epoll_stale_setup(void)
 	at(p[0], 4, false);
 	at(p[1], 5, false);
 	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
-	dup2(4, 6);
-	close(4); /* the watch stays, under a number that is gone */
+	/* a process of its own (outside the process looked at) holds the
+	 * file: the watch stays, under a number that is gone, and nothing of
+	 * the process can give the restore that file */
+	if (fork() == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
+	close(4);
 }
+
+/* Watches whose numbers were closed (4: its file held at 6) and replaced
+ * (5: a pipe read end, its number now an eventfd, the read end held at
+ * 9), and a number closed above every descriptor (20, held at 8, the
+ * write end): each watch restored under its number, with the file of its
+ * holder, and the replaced number still the eventfd. */
+static void epoll_closed_setup(void)
+{
+	int p[2], q[2];
+
+	at(epoll_create1(0), 3, false);
+	pipe_hi(p);
+	at(p[0], 4, false);
+	at(p[1], 7, false);
+	pipe_hi(q);
+	at(q[0], 5, false);
+	at(q[1], 8, false);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x44 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = 0x55 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 5, &ev);
+	at(dup(8), 20, false);
+	ev = (struct epoll_event){ .events = EPOLLOUT, .data.u64 = 0x20 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 20, &ev);
+	close(20);
+	at(dup(4), 6, false);
+	close(4);
+	at(dup(5), 9, false);
+	at(eventfd(0, 0), 5, true);
+	write(7, "a", 1);
+	write(8, "b", 1);
+}
+
+static int epoll_closed_verify(void)
+{
+	struct epoll_event evs[8];
+	int n, seen = 0;
+
+	V(!is_open(4) && !is_open(20));
+	V(fcntl(5, F_GETFD) == FD_CLOEXEC);
+	uint64_t v = 3;
+	V(write(5, &v, 8) == 8 && read(5, &v, 8) == 8 && v == 3); /* still the eventfd */
+	n = epoll_wait(3, evs, 8, 0);
+	V(n == 3);
+	for (int i = 0; i < n; i++)
+		seen |= evs[i].data.u64 == 0x44 && (evs[i].events & EPOLLIN) ? 1
+			: evs[i].data.u64 == 0x55 && (evs[i].events & EPOLLIN) ? 2
+			: evs[i].data.u64 == 0x20 && (evs[i].events & EPOLLOUT) ? 4 : 0;
+	V(seen == 7);
+	/* the kernel knows them by their numbers: 4 can be added again
+	 * now (another file), 6's file can be added too (another number) */
+	struct epoll_event ev = { .events = EPOLLIN };
+	V(epoll_ctl(3, EPOLL_CTL_ADD, 6, &ev) == 0);
+	/* the watch under 4 goes once its file does */
+	char c;
+	V(read(6, &c, 1) == 1 && c == 'a');
+	V(epoll_ctl(3, EPOLL_CTL_DEL, 6, NULL) == 0);
+	close(6);
+	close(7);
+	n = epoll_wait(3, evs, 8, 0);
+	for (int i = 0; i < n; i++)
+		V(evs[i].data.u64 != 0x44);
+	return 0;
+}
+
+START_TEST(epoll_closed_number)
+{
+	char *text;
+	pid_t pid = start_target(epoll_closed_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 epoll flags=02 cloexec=0 ") && strstr(text, " watch=4:0x19:0x44:6") &&
+			      strstr(text, " watch=5:0x19:0x55:9") && strstr(text, " watch=20:0x1c:0x20:8"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, epoll_closed_verify);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
 
 static void scm_rights_setup(void)
 {
@@ -1231,7 +1321,28 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a 'deleted' descriptor, which is not reopened by its path"),
 		      "%s", err_msg());
-	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
+	/* the file of a watch whose number was closed, held by a process
+	 * outside: only the tree can tell that none of it holds it */
+	{
+		char want[160];
+		struct fd_image *cap = NULL, *sh = NULL;
+		pid_t pid = start_target(epoll_stale_setup, NULL);
+		ck_assert_msg(fds_check(pid) == 0, "%s", err_msg());
+		ck_assert_int_eq(fds_check_tree(&pid, 1), -EOPNOTSUPP);
+		snprintf(want, sizeof(want),
+			 "pid %d fd 3: epoll watches fd 4, closed or replaced since, and its file is held by no other "
+			 "descriptor of the process or of its tree: not supported", pid);
+		ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+		ck_assert_int_eq(fds_capture(pid, &cap), 0);
+		ck_assert_int_eq(fds_share(&cap, &pid, 1, &sh), -EOPNOTSUPP);
+		ck_assert_ptr_null(sh);
+		/* nor can its image be written without that pass */
+		char *text;
+		size_t len;
+		ck_assert_int_eq(fds_format(cap, &text, &len), -EOPNOTSUPP);
+		fds_free(cap);
+		kill_target(pid);
+	}
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
 	expect_refused(dgram_queued_setup, "fd 4: Unix dgram socket pair with 2 bytes queued");
 	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is sealed against future writes "
@@ -1243,6 +1354,107 @@ START_TEST(other_kinds_are_refused)
 	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
 	ck_assert_msg(strstr(err_msg(), "fd 4: netlink socket"), "%s", err_msg());
 	kill_target(pid);
+}
+END_TEST
+
+/* ---- pidfds -------------------------------------------------------------------- */
+
+static pid_t test_pid; /* the test process, outside every target's tree */
+
+/* 3: a pidfd of a reaped child; 4: a PIDFD_NONBLOCK pidfd of the test
+ * process (outside the tree, alive). */
+static void pidfd_setup(void)
+{
+	pid_t c = fork();
+	if (c == 0)
+		_exit(0);
+	at((int)syscall(SYS_pidfd_open, c, 0), 3, false);
+	waitpid(c, NULL, 0);
+	at((int)syscall(SYS_pidfd_open, test_pid, O_NONBLOCK), 4, true);
+}
+
+static int pidfd_info(int fd, int *pid, unsigned *flags)
+{
+	char p[64], *text = NULL;
+	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+	if (read_file_full(p, &text, NULL) < 0)
+		return -1;
+	const char *a = strstr(text, "flags:"), *b = strstr(text, "\nPid:");
+	int ok = a && b && sscanf(a + 6, "%o", flags) == 1 && sscanf(b + 5, "%d", pid) == 1;
+	free(text);
+	return ok ? 0 : -1;
+}
+
+static int pidfd_verify(void)
+{
+	int pid;
+	unsigned fl;
+	struct pollfd p = { .fd = 3, .events = POLLIN };
+
+	V(pidfd_info(3, &pid, &fl) == 0 && pid == -1);
+	V(poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
+	V(syscall(SYS_pidfd_send_signal, 3, 0, NULL, 0) < 0 && errno == ESRCH);
+	V(pidfd_info(4, &pid, &fl) == 0 && pid == test_pid && (fl & O_NONBLOCK));
+	V(fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V(syscall(SYS_pidfd_send_signal, 4, 0, NULL, 0) == 0);
+	p.fd = 4;
+	V(poll(&p, 1, 0) == 0);
+	return 0;
+}
+
+START_TEST(pidfd_lines)
+{
+	char *text, want[96];
+	test_pid = getpid();
+	pid_t pid = start_target(pidfd_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	snprintf(want, sizeof(want), "\n4 pidfd flags=04002 cloexec=1 pid=%d start=", test_pid);
+	ck_assert_msg(strstr(text, "\n3 pidfd flags=02 cloexec=0 pid=-1\n") && strstr(text, want) &&
+			      strstr(text, " tree=0\n"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, pidfd_verify);
+	/* the outside process as another one (another start time): refused
+	 * at load, naming the descriptor and the pid */
+	struct fd_entry *e = fds_find(img, 4);
+	e->start++;
+	ck_assert_int_eq(fds_host_check(img, false), -ESRCH);
+	snprintf(want, sizeof(want), "fd 4: pidfd of pid %d, outside the process tree: that process is gone", test_pid);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+static volatile pid_t thread_tid;
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	thread_tid = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* 3: a PIDFD_THREAD pidfd of a thread of the process, not its main one */
+static void pidfd_thread_setup(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, thread_main, NULL) != 0)
+		_exit(90);
+	while (!thread_tid)
+		usleep(1000);
+	at((int)syscall(SYS_pidfd_open, thread_tid, O_EXCL), 3, false);
+}
+
+START_TEST(pidfd_of_own_thread_is_refused)
+{
+	expect_refused(pidfd_thread_setup, "fd 3: pidfd of thread ");
+	ck_assert_msg(strstr(err_msg(), " of the process itself (threads are made after the descriptors)"), "%s",
+		      err_msg());
 }
 END_TEST
 
@@ -1823,6 +2035,40 @@ START_TEST(tree_shared_epoll_is_refused)
 }
 END_TEST
 
+/* 3: a pidfd of the parent itself, inherited by its child: one pidfd of
+ * a process of the tree, shared by two of them */
+static void tree_pidfd_setup(void)
+{
+	at((int)syscall(SYS_pidfd_open, getpid(), 0), 3, false);
+	fork_stopped_child(nothing);
+}
+
+START_TEST(tree_shared_pidfd_is_refused)
+{
+	char want[160];
+	struct fd_image *sh = NULL;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(tree_pidfd_setup, NULL), pc = *TREE_CHILD;
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	/* each alone: the parent's own, the child's its parent's (not yet
+	 * known to be of the tree: the tree's pass tells) */
+	ck_assert(fds_find(cap[0], 3)->in_tree && !fds_find(cap[1], 3)->in_tree);
+	ck_assert_int_eq(fds_share(cap, pids, 2, &sh), -EOPNOTSUPP);
+	ck_assert_ptr_null(sh);
+	snprintf(want, sizeof(want), "pid %d fd 3, pid %d fd 3: one pidfd of pid %d, a process of the tree, shared by processes",
+		 pp, pc, pp);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	kill_target(pc);
+	kill_target(pp);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
 /* A `shared` line names an id of the shared image; the shared image is
  * numbered 0, 1, 2, ... and holds nothing that names a process's numbers. */
 START_TEST(shared_lines_are_checked)
@@ -2003,6 +2249,13 @@ START_TEST(parse_is_strict)
 		"3 dev flags=0 cloexec=0 path=relative rdev=1:3\n",
 		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3 flags=0\n",
 		"x dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+		"3 pidfd flags=02 cloexec=0 pid=0 start=1 tree=0\n",
+		"3 pidfd flags=02 cloexec=0 pid=5 tree=0\n",                             /* start missing */
+		"3 pidfd flags=01002 cloexec=0 pid=-1\n",                                /* not a pidfd's flags */
+		"3 pidfd flags=02 cloexec=0 pid=-1 start=4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:x\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=3:0x1:0x0:3\n",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct fd_image *img = NULL;
@@ -2228,8 +2481,12 @@ static Suite *suite(void)
 		{ "odd_lines", odd_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
+		{ "epoll_closed_number", epoll_closed_number },
+		{ "pidfd_lines", pidfd_lines },
+		{ "pidfd_of_own_thread_is_refused", pidfd_of_own_thread_is_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
+		{ "tree_shared_pidfd_is_refused", tree_shared_pidfd_is_refused },
 		{ "tree_socket_pair", tree_socket_pair },
 		{ "tree_async_owner", tree_async_owner },
 		{ "tree_refuses_what_is_outside", tree_refuses_what_is_outside },
