@@ -186,6 +186,16 @@ enum fault_id {
 	FAULT_FS_CTL = 400,
 	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
 	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
+	/* engine/: watchers and handles (pidfds, epoll, AIO), 412-417 */
+	FAULT_ENGINE_PIDFD_RESTORE = 412,   /* restore: reopening a pidfd fails */
+	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
+	FAULT_ENGINE_AIO_RESTORE = 414,     /* restore: an AIO context made again, not yet moved to its address */
+	/* engine/, descriptors and directories in odd states (numbers given out from 418) */
+	FAULT_ENGINE_DELETED_DIR = 418,     /* restore: a deleted directory made again, once opened (it is removed) */
+	FAULT_ENGINE_DELETED_FIFO = 419,    /* restore: a deleted FIFO made again, once opened (it is removed) */
+	FAULT_ENGINE_SPARSE_FILL = 420,     /* restore: writing a data run of a deleted file or memfd fails (EIO) */
+	FAULT_ENGINE_SHM_FD = 421,          /* restore: a descriptor of a mapped memfd or deleted file cannot reopen its object */
+	FAULT_ENGINE_PIPE_REOPEN = 422,     /* restore: another description of a pipe cannot be reopened */
 	/* engine/: the dumper dies (SIGKILL) while the keeper holds the target */
 	FAULT_ENGINE_DIE_SEIZED = 220,      /* dumper: once every thread is stopped */
 	FAULT_ENGINE_DIE_INJECT = 221,      /* keeper kills the dumper: an injected call's registers set */

@@ -145,6 +145,7 @@ enum vma_kind {
 	VMA_VVAR_VCLOCK,  /* [vvar_vclock] */
 	VMA_VDSO,         /* [vdso] */
 	VMA_VSYSCALL,     /* [vsyscall]: fixed, nothing to do */
+	VMA_AIO,          /* an AIO context's ring (io_setup): made again; saved only with events waiting (aio.c) */
 	_VMA_KIND_MAX,
 };
 
@@ -162,6 +163,9 @@ struct vma {
 	bool shared;
 	bool growsdown;
 	bool noreserve; /* VM_NORESERVE (smaps "nr"): mapped again with MAP_NORESERVE */
+	/* VMA_FILE_SHARED: VM_MAYWRITE (smaps "mw"), its file open for
+	 * writing, so that mprotect() may add PROT_WRITE: reopened O_RDWR */
+	bool maywrite;
 	uint32_t advice; /* VMA_ADV_* (smaps VmFlags): madvise and mlock, set again (advice.c) */
 	unsigned dev_major, dev_minor;
 	uint64_t ino;
@@ -194,6 +198,7 @@ struct vma {
 	 * since (precopy.c); both owned by the pre-copy, NULL otherwise */
 	struct store_block *blocks;
 	uint8_t *stale;
+	uint32_t aio_nr; /* VMA_AIO: the ring's number of events (its header's nr) */
 	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 	bool sealed;  /* dump only: mseal()ed (smaps "sl"): refused */
 };
@@ -221,7 +226,12 @@ struct proc_image {
 	pid_t pid;
 	char comm[17];
 	char *exe;
-	char *cwd;
+	char *cwd;     /* as /proc/PID/cwd reads, " (deleted)" included */
+	/* the cwd was removed: made again empty and removed (fds_deleted_dir_open) */
+	bool cwd_deleted;
+	unsigned cwd_mode;
+	uid_t cwd_uid;
+	gid_t cwd_gid;
 	char *cmdline; /* informational: arguments joined by spaces */
 	char *creds;   /* informational: Uid/Gid lines of /proc/PID/status */
 	char vdso[2 * 32 + 1]; /* SHA-256 hex of the vDSO it ran with; "" if unknown */
@@ -491,6 +501,26 @@ struct ctx;
 /* Sets them again from inside thread t of the process being restored. */
 int sched_apply(struct ctx *c, pid_t pid, const struct thread_image *t);
 
+/* ---- AIO contexts (aio.c) --------------------------------------------------- */
+
+/* Whether a shared area of /proc/PID/maps is an AIO ring. */
+bool aio_is_ring(const struct vma *v);
+/* Before the process is touched, from outside: -EOPNOTSUPP naming the
+ * first AIO context of pid whose ring a restore cannot give back (a ring
+ * layout this version does not know). */
+int aio_check(pid_t pid);
+/* At capture (pid frozen, mem its /proc/PID/mem): the same refusal; v's
+ * aio_nr, and, when completed events wait in the ring, the whole ring to
+ * save (a run of v). */
+int aio_capture(pid_t pid, int mem, struct vma *v);
+/* Appends a run of bytes to save to v (saved grows by len). */
+int vma_add_run(struct vma *v, uint64_t off, uint64_t len);
+struct ctx;
+/* At restore, by injection into pid once every area of the image is
+ * mapped: the context made again with a ring of v->aio_nr events, moved
+ * to v->start, which is its id again. -errno with a detail. */
+int aio_restore(struct ctx *c, pid_t pid, const struct vma *v);
+
 /* ---- injection into a process being restored (restore.c) ----------------- */
 
 /* The process restore.c is driving: every thread seized and stopped, a
@@ -505,6 +535,9 @@ int restore_sys(struct ctx *c, pid_t tid, long nr, uint64_t a1, uint64_t a2, uin
 int restore_poke(struct ctx *c, uint64_t addr, const void *buf, size_t len);
 /* The scratch page's address in the process. */
 uint64_t restore_scratch(const struct ctx *c);
+/* The saved bytes of area v (its memory file; holes read as zeros) into
+ * out, v->end - v->start bytes. */
+int restore_area_bytes(struct ctx *c, const struct vma *v, uint8_t *out);
 
 /* The steps of a restore that give a thread its credentials back, by
  * injection, skipping what is already in place. The first (ids, groups,

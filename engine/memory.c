@@ -53,6 +53,7 @@ static const char *const kind_names[_VMA_KIND_MAX] = {
 	[VMA_VVAR_VCLOCK] = "vvar_vclock",
 	[VMA_VDSO] = "vdso",
 	[VMA_VSYSCALL] = "vsyscall",
+	[VMA_AIO] = "aio",
 };
 
 const char *vma_kind_name(enum vma_kind k)
@@ -111,6 +112,8 @@ static int classify(struct vma *v)
 	else if (!*p || !strcmp(p, "[heap]") || !strcmp(p, "[stack]") || !strncmp(p, "[anon:", 6)) {
 		v->kind = v->shared ? VMA_SHMEM : VMA_ANON;
 		v->growsdown = !strcmp(p, "[stack]");
+	} else if (aio_is_ring(v)) {
+		v->kind = VMA_AIO;
 	} else if (p[0] == '/') {
 		bool deleted = ends_with(p, " (deleted)");
 		if (v->shared)
@@ -287,6 +290,11 @@ static int add_run(struct vma *v, uint64_t off, uint64_t len)
 	}
 	v->saved += len;
 	return 0;
+}
+
+int vma_add_run(struct vma *v, uint64_t off, uint64_t len)
+{
+	return add_run(v, off, len);
 }
 
 /* In a pre-copied area, an unwritten page that reads as swapped is
@@ -671,6 +679,7 @@ static int vmflags_from(char *text, struct vma *v, size_t n, bool exact)
 			if (have && i < n) {
 				v[i].growsdown = strstr(l, " gd") != NULL;
 				v[i].noreserve = strstr(l, " nr") != NULL;
+				v[i].maywrite = strstr(l, " mw") != NULL;
 				v[i].advice = vma_advice_from_vmflags(l);
 				v[i].uffd_wp = strstr(l, " uw") != NULL;
 				v[i].sealed = strstr(l, " sl") != NULL;
@@ -846,6 +855,9 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		case VMA_DELETED:
 			r = add_run(v, 0, v->end - v->start);
 			break;
+		case VMA_AIO:
+			r = aio_capture(pid, mem, v);
+			break;
 		default:
 			r = 0;
 			break;
@@ -887,10 +899,15 @@ char *maps_format(const struct proc_image *img)
 				  v->mtime_sec, v->mtime_nsec);
 		if (v->has_shm)
 			tb_printf(&b, " shm=%" PRIu32 " shmsize=%" PRIu64, v->shm_id, v->shm_size);
+		if (v->kind == VMA_AIO)
+			tb_printf(&b, " aio-nr=%" PRIu32, v->aio_nr);
 		if (v->growsdown)
 			tb_printf(&b, " growsdown=1");
 		if (v->noreserve)
 			tb_printf(&b, " noreserve=1");
+		/* only where it says more than the protection does */
+		if (v->kind == VMA_FILE_SHARED && v->maywrite && !(v->prot & PROT_WRITE))
+			tb_printf(&b, " maywrite=1");
 		vma_advice_format(&b, v);
 		if (v->hbm)
 			tb_printf(&b, " at=gpu/hbm");
@@ -935,12 +952,23 @@ static int parse_annot(struct vma *v, const char *tok)
 	}
 	if (kl == 7 && !strncmp(tok, "shmsize", 7))
 		return parse_u64(val, &v->shm_size);
+	if (kl == 6 && !strncmp(tok, "aio-nr", 6)) {
+		uint64_t nr;
+		if (parse_u64(val, &nr) < 0 || nr > UINT32_MAX)
+			return -EINVAL;
+		v->aio_nr = (uint32_t)nr;
+		return 0;
+	}
 	if (kl == 9 && !strncmp(tok, "growsdown", 9)) {
 		v->growsdown = !strcmp(val, "1");
 		return 0;
 	}
 	if (kl == 9 && !strncmp(tok, "noreserve", 9)) {
 		v->noreserve = !strcmp(val, "1");
+		return 0;
+	}
+	if (kl == 8 && !strncmp(tok, "maywrite", 8)) {
+		v->maywrite = !strcmp(val, "1");
 		return 0;
 	}
 	if (kl == 6 && !strncmp(tok, "advice", 6))

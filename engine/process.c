@@ -161,6 +161,10 @@ int process_check(pid_t pid)
 	r = sched_check(pid);
 	if (r < 0)
 		return r;
+	/* an AIO ring with events not reaped: refused before the freeze */
+	r = aio_check(pid);
+	if (r < 0)
+		return r;
 	/* posix timers a restore could not make again: refused up front */
 	if (read_proc(pid, "timers", &timers, NULL) >= 0 && timers[0]) {
 		struct ptimer t[ENGINE_MAX_PTIMERS];
@@ -220,6 +224,20 @@ int process_capture_proc(pid_t pid, struct proc_image *img)
 	    (r = read_link(pid, "exe", &img->exe)) < 0 ||
 	    (r = read_link(pid, "cwd", &img->cwd)) < 0)
 		return r;
+
+	/* A removed cwd reads "PATH (deleted)"; a directory whose name ends
+	 * so has links left. */
+	char cwdp[64];
+	struct stat cst;
+	snprintf(cwdp, sizeof(cwdp), "/proc/%d/cwd", pid);
+	if (fstatat(AT_FDCWD, cwdp, &cst, 0) < 0) /* the local 'stat' hides stat() */
+		return err_set(negerrno(), "pid %d: cannot stat its cwd %s", pid, img->cwd);
+	if (S_ISDIR(cst.st_mode) && cst.st_nlink == 0) {
+		img->cwd_deleted = true;
+		img->cwd_mode = cst.st_mode & 07777;
+		img->cwd_uid = cst.st_uid;
+		img->cwd_gid = cst.st_gid;
+	}
 
 	/* comm may hold spaces and parentheses: it ends at the last ')' */
 	char *lp = strchr(stat, '('), *rp = strrchr(stat, ')');
@@ -626,6 +644,8 @@ char *process_format(const struct proc_image *img)
 	tb_printf(&b, "comm %s\n", img->comm);
 	tb_printf(&b, "exe %s\n", img->exe);
 	tb_printf(&b, "cwd %s\n", img->cwd);
+	if (img->cwd_deleted)
+		tb_printf(&b, "cwd_deleted 0%o %u %u\n", img->cwd_mode, img->cwd_uid, img->cwd_gid);
 	tb_printf(&b, "cmdline %s\n", img->cmdline);
 	tb_printf(&b, "creds %s\n", img->creds);
 	tb_printf(&b, "umask %04o\n", img->umask);
@@ -738,6 +758,10 @@ int process_parse(const char *text, struct proc_image *img)
 			free(img->cwd);
 			img->cwd = strdup(val);
 			ok = img->cwd && val[0] == '/';
+		} else if (!strcmp(key, "cwd_deleted")) {
+			ok = sscanf(val, "%o %u %u", &img->cwd_mode, &img->cwd_uid, &img->cwd_gid) == 3 &&
+			     img->cwd_mode <= 07777 && img->cwd_uid != (uid_t)-1 && img->cwd_gid != (gid_t)-1;
+			img->cwd_deleted = true;
 		} else if (!strcmp(key, "umask")) {
 			ok = sscanf(val, "%o", &img->umask) == 1 && img->umask <= 0777;
 		} else if (!strcmp(key, "vdso")) {

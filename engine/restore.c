@@ -7,7 +7,8 @@
  *  0. Everything is read and checked first: the tree, every process's
  *     image, what they share; their pids and thread ids must be free (a
  *     zombie holding one is waited for, tree/pidwait.c). The shared memory
- *     objects are made here, one memfd each, filled; a SysV segment the
+ *     objects are made here, one memfd each (a deleted file's, an
+ *     unnamed file in its old directory), filled; a SysV segment the
  *     snapshot's `ipc` names is found again or made with its id instead
  *     (ipc.c), and attached by each process in step 3; so are the
  *     semaphore sets and message queues it names.
@@ -340,8 +341,23 @@ static _noreturn_ void tree_child(struct tree_build *B, size_t i)
 	 * table. */
 	if (!n->fs) {
 		umask(img->umask);
-		if (chdir(img->cwd) < 0)
+		if (img->cwd_deleted) {
+			/* "PATH (deleted)": made again empty beside PATH,
+			 * entered and removed */
+			size_t len = strlen(img->cwd), sl = strlen(" (deleted)");
+			_cleanup_free_ char *path = strndup(img->cwd, len >= sl && !strcmp(img->cwd + len - sl, " (deleted)")
+									      ? len - sl : len);
+			if (!path)
+				child_fail(slot, -ENOMEM, "cwd");
+			int d = fds_deleted_dir_open(path, img->cwd_mode, img->cwd_uid, img->cwd_gid, NULL, O_PATH);
+			if (d < 0)
+				child_fail(slot, d, "cwd");
+			if (fchdir(d) < 0)
+				child_fail(slot, negerrno(), img->cwd);
+			close(d);
+		} else if (chdir(img->cwd) < 0) {
 			child_fail(slot, negerrno(), img->cwd);
+		}
 	}
 	for (int k = 0; k < RLIM_NLIMITS; k++) {
 		struct rlimit rl = img->rlim[k];
@@ -601,6 +617,15 @@ static int fill_object(struct store_snap *snap, const struct vma *v, int fd, uin
 	return r;
 }
 
+int restore_area_bytes(struct ctx *c, const struct vma *v, uint8_t *out)
+{
+	memset(out, 0, v->end - v->start);
+	/* at the area's offset 0 in out: pgoff is the object's, not ours */
+	struct vma at0 = *v;
+	at0.pgoff = 0;
+	return fill_object(c->snap, &at0, -1, out, c->buf, c->buf_len, &c->done);
+}
+
 /* Fills a shared memory area of a format 1 snapshot through the memfd
  * made in P, seen from here. */
 static int fill_shmem(struct ctx *c, const struct vma *v, int fd_in_p)
@@ -620,6 +645,36 @@ static void shm_name(const struct vma *v, char *name, size_t len)
 	snprintf(name, len, "ckptfs-shm");
 	if (!strncmp(v->path, "/memfd:", 7))
 		snprintf(name, len, "%.*s", (int)strcspn(v->path + 7, " "), v->path + 7);
+}
+
+/* A new file for the shared memory object that first maps: a deleted
+ * file's is an unnamed file (O_TMPFILE) in the directory it lived in, on
+ * the filesystem it was on, where that can be had; any other (shared
+ * anonymous memory, a memfd, a SysV segment not mapped whole), and a
+ * deleted file whose directory is gone or closed to us, a memfd. A memfd
+ * of a memfd is sealable: a descriptor of the same file reopens it and
+ * adds its own seals (F_SEAL_SEAL where it had none). */
+static int shm_object_open(const struct vma *first)
+{
+	const char *p = first->path, *suffix = " (deleted)";
+	size_t len = strlen(p), sl = strlen(suffix);
+	char name[64];
+	int fd;
+
+	if (p[0] == '/' && strncmp(p, "/memfd:", 7) && strncmp(p, "/SYSV", 5) && strcmp(p, "/dev/zero (deleted)") &&
+	    len > sl && !strcmp(p + len - sl, suffix)) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%.*s", (int)(len - sl), p);
+		char *slash = strrchr(dir, '/');
+		slash[slash == dir ? 1 : 0] = 0;
+		fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			return fd;
+		log_debug("shared memory %s: no unnamed file in %s (%m): a memfd instead", p, dir);
+	}
+	shm_name(first, name, sizeof(name));
+	fd = memfd_create(name, MFD_CLOEXEC | (strncmp(p, "/memfd:", 7) ? 0 : MFD_ALLOW_SEALING));
+	return fd < 0 ? negerrno() : fd;
 }
 
 /* An area of SysV segment shmid: the segment is attached (shmat) where
@@ -686,9 +741,13 @@ static int map_area(struct ctx *c, const struct vma *v)
 		r = put_string(c, v->path);
 		if (r < 0)
 			return r;
+		/* the mode the process had: a shared mapping made read-only
+		 * from a descriptor open for writing may be mprotect()ed
+		 * writable later, which needs VM_MAYWRITE, so a file open for
+		 * writing again */
 		r = sys(c, c->pid, SYS_openat, AT_FDCWD, c->scratch,
-			(shared && (v->prot & PROT_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0, 0, 0, &fd,
-			v->path);
+			(shared && ((v->prot & PROT_WRITE) || v->maywrite) ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0, 0,
+			0, &fd, v->path);
 		if (r < 0)
 			return r;
 		r = sys(c, c->pid, SYS_mmap, v->start, len, prot,
@@ -1281,6 +1340,15 @@ static int drive(struct ctx *c)
 		if (r < 0)
 			goto out;
 	}
+	/* every area is mapped: a new ring lands outside them, then moves
+	 * to where the image's was */
+	for (size_t i = 0; i < img->nvmas; i++) {
+		if (img->vmas[i].kind != VMA_AIO)
+			continue;
+		r = aio_restore(c, c->pid, &img->vmas[i]);
+		if (r < 0)
+			goto out;
+	}
 	r = set_mm(c);
 	if (r < 0)
 		goto out;
@@ -1573,10 +1641,11 @@ static int tree_top(const struct tree *t, const struct prestore *p)
 }
 
 /* The tree's shared memory objects, made here before anything is forked:
- * one memfd each, its size, and the bytes of every area that saved a
- * part of it (stored once, dump.c). */
+ * one memfd (or unnamed file, shm_object_open()) each, its size, and the
+ * bytes of every area that saved a part of it (stored once, dump.c); a
+ * memfd or deleted-file descriptor of the same file reopens it. */
 struct shm_set {
-	int fd[ENGINE_MAX_SHM];   /* a memfd, or -1 for a SysV segment */
+	int fd[ENGINE_MAX_SHM];   /* a memfd or unnamed file, or -1 for a SysV segment */
 	int sysv[ENGINE_MAX_SHM]; /* the SysV segment's shmid, or -1 */
 	bool made[ENGINE_MAX_SHM]; /* a SysV segment made by this restore */
 	size_t n;
@@ -1705,11 +1774,9 @@ static int shm_make(struct store_snap *r, bool flat, const struct tree *t, struc
 		}
 		if (s)
 			log_debug("SysV shared memory id %d: not mapped whole: restored as a memfd", s->id);
-		char name[64];
-		shm_name(first, name, sizeof(name));
-		m->fd[id] = memfd_create(name, MFD_CLOEXEC);
+		m->fd[id] = shm_object_open(first);
 		if (m->fd[id] < 0)
-			return err_set(negerrno(), "memfd_create for shared memory %s: %m", first->path);
+			return err_set(m->fd[id], "shared memory %s: cannot make a file for it", first->path);
 		if (ftruncate(m->fd[id], (off_t)size) < 0)
 			return err_set(negerrno(), "shared memory %s: %" PRIu64 " bytes: %m", first->path, size);
 		for (size_t i = 0; i < t->n && q >= 0; i++)
@@ -1816,6 +1883,25 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 		q = load_ipc(r, flat, &ipc);
 	if (q < 0)
 		goto out;
+	/* a memfd or deleted file that is a descriptor and a shared mapping
+	 * at once: the descriptor reopens the object the areas make */
+	for (size_t i = 0; i < t.n; i++)
+		for (size_t k = 0; !t.v[i].zombie && k < p[i].img.nvmas; k++) {
+			const struct vma *v = &p[i].img.vmas[k];
+			if (!v->has_shm)
+				continue;
+			for (size_t j = 0; j <= t.n; j++) {
+				struct fd_image *f = j < t.n ? p[j].fds : shared;
+				if (f)
+					fds_shm_bind(f, v->dev_major, v->dev_minor, v->ino, v->shm_id);
+			}
+		}
+	for (size_t j = 0; j <= t.n && q >= 0; j++) {
+		struct fd_image *f = j < t.n ? p[j].fds : shared;
+		q = f ? fds_shm_check(f) : 0;
+	}
+	if (q < 0)
+		goto out;
 	q = check_ids_free(&t, p, o);
 	if (q < 0)
 		goto out;
@@ -1889,7 +1975,7 @@ int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pi
 				child_fail(&sync->slot[0], c, "shared memory");
 			if (!shm.n)
 				syscall(SYS_close_range, (unsigned)top, ~0u, 0);
-			c = shared_base >= 0 ? fds_open_shared(shared, shared_base) : 0;
+			c = shared_base >= 0 ? fds_open_shared(shared, shared_base, shm.n ? shm_base : -1) : 0;
 			if (c < 0)
 				child_fail(&sync->slot[0], c, "descriptors shared by the processes");
 		}

@@ -8,9 +8,17 @@
  * TFD_IOC_SET_TICKS after timerfd_settime, which clears them). signalfd:
  * the mask. epoll: every watch (descriptor number, events, data); each is
  * checked with kcmp(KCMP_EPOLL_TFD) to still watch the file open at that
- * number, since a watch outlives the number it was added under. Epoll
- * instances are recreated after every other descriptor is in place, and
- * watches are added under the restored numbers. inotify: every watch
+ * number, since a watch outlives the number it was added under (it lives
+ * as long as its file). One whose number was closed or replaced since is
+ * kept when another descriptor of the process holds its file (kcmp again):
+ * the watch records that holder, and the restore puts the file at the old
+ * number for the time of EPOLL_CTL_ADD (the kernel knows a watch by file
+ * and number), then puts back what the number holds. Held by another
+ * process of a tree, the watch is `lost` at capture, and fds_share()
+ * moves the holder's description to the shared image, which the restore
+ * reaches at the shared base, and names it in the watch. Epoll instances are
+ * recreated after every other descriptor is in place, and watches are
+ * added under the restored numbers. inotify: every watch
  * (number, mask, and the inode's file handle, which names the path
  * through open_by_handle_at); watches are added again by path in number
  * order, the numbers between them taken and given back, so that each
@@ -56,10 +64,39 @@ int fds_event_classify(struct fd_image *img, struct fd_entry *e)
 	return 1;
 }
 
+/* The descriptor of img's process that holds the file epoll instance efd
+ * watches under number tfd (the toff-th such watch), or -1: its number
+ * was closed or replaced since, and the watch stays while the file lives. */
+static int watch_holder(struct fd_image *img, struct kcmp_epoll_slot *slot)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		int fd = img->e[i].fd;
+		if ((unsigned)fd != slot->tfd &&
+		    syscall(SYS_kcmp, img->pid, img->pid, KCMP_EPOLL_TFD, fd, slot) == 0)
+			return fd;
+	}
+	return -1;
+}
+
+int fds_epoll_holder(struct fd_image **imgs, const pid_t *pids, size_t n, size_t i, const struct fd_entry *e,
+		     const struct fd_watch *w, size_t *ret_k, size_t *ret_m)
+{
+	struct kcmp_epoll_slot slot = { .efd = (unsigned)e->fd, .tfd = (unsigned)w->tfd, .toff = w->toff };
+
+	for (size_t k = 0; k < n; k++)
+		for (size_t m = 0; k != i && m < imgs[k]->n; m++)
+			if (syscall(SYS_kcmp, pids[k], pids[i], KCMP_EPOLL_TFD, imgs[k]->e[m].fd, &slot) == 0) {
+				*ret_k = k;
+				*ret_m = m;
+				return 0;
+			}
+	return -ENOENT;
+}
+
 static int capture_epoll(struct fd_image *img, struct fd_entry *e)
 {
 	for (const char *p = e->fdinfo; (p = strstr(p, "tfd:")); p++) {
-		struct fd_watch w;
+		struct fd_watch w = { .via = -1, .shared = -1 };
 		struct kcmp_epoll_slot slot;
 		unsigned long long data;
 		struct fd_entry *t;
@@ -73,11 +110,19 @@ static int capture_epoll(struct fd_image *img, struct fd_entry *e)
 			toff += e->watches[i].tfd == w.tfd;
 		slot = (struct kcmp_epoll_slot){ .efd = (unsigned)e->fd, .tfd = (unsigned)w.tfd, .toff = toff };
 		r = (int)syscall(SYS_kcmp, img->pid, img->pid, KCMP_EPOLL_TFD, w.tfd, &slot);
-		if (r != 0)
-			return err_set(-EOPNOTSUPP,
-				       "fd %d: epoll watch on fd %d, which was closed or replaced since: not supported",
-				       e->fd, w.tfd);
-		t = fds_find(img, w.tfd);
+		w.toff = toff;
+		if (r != 0) {
+			/* closed or replaced since: the file is held elsewhere
+			 * (the watch would be gone otherwise); the restore adds
+			 * it under its old number from there. Not in this
+			 * process: another of the tree must hold it, which only
+			 * the tree can tell (fds_tree_check) */
+			w.via = watch_holder(img, &slot);
+			w.lost = w.via < 0;
+		}
+		t = w.lost ? NULL : fds_find(img, w.via >= 0 ? w.via : w.tfd);
+		if (w.lost)
+			goto add;
 		if (t && t->kind == FD_KIND_DUP)
 			t = fds_find(img, t->dup_of);
 		if (!t)
@@ -85,7 +130,8 @@ static int capture_epoll(struct fd_image *img, struct fd_entry *e)
 				       e->fd, w.tfd);
 		if (t->kind == FD_KIND_EPOLL)
 			return err_set(-EOPNOTSUPP, "fd %d: epoll watching epoll fd %d: not supported", e->fd,
-				       w.tfd);
+				       w.via >= 0 ? w.via : w.tfd);
+add:;
 		struct fd_watch *nw = realloc(e->watches, (e->n_watches + 1) * sizeof(*nw));
 		if (!nw)
 			return -ENOMEM;
@@ -331,9 +377,18 @@ void fds_event_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, " count=%lu semaphore=%d", e->count, e->semaphore);
 		break;
 	case FD_KIND_EPOLL:
-		for (size_t i = 0; i < e->n_watches; i++)
+		for (size_t i = 0; i < e->n_watches; i++) {
 			fds_printf(b, " watch=%d:0x%x:0x%lx", e->watches[i].tfd, e->watches[i].events,
 				   e->watches[i].data);
+			if (e->watches[i].via >= 0)
+				fds_printf(b, ":%d", e->watches[i].via);
+			else if (e->watches[i].shared >= 0)
+				fds_printf(b, ":s%d", e->watches[i].shared);
+			else if (e->watches[i].lost && !b->err)
+				/* only the tree's pass finds its holder */
+				b->err = err_set(-EOPNOTSUPP, "fd %d: epoll watch on fd %d, closed, whose holder was not "
+						 "looked for in the tree", e->fd, e->watches[i].tfd);
+		}
 		break;
 	case FD_KIND_TIMERFD:
 		fds_printf(b, " clock=%d ticks=%lu settime=0x%x value=%ld.%09ld interval=%ld.%09ld",
@@ -355,13 +410,23 @@ void fds_event_print(struct fd_entry *e, struct fds_buf *b)
 
 static int parse_watch(struct fd_entry *e, struct fd_line *l, const char *v)
 {
-	struct fd_watch w;
+	struct fd_watch w = { .via = -1, .shared = -1 };
 	unsigned long long data;
-	int tfd, n = 0;
+	int tfd, n = 0, m = 0;
 
-	if (sscanf(v, "%d:0x%x:0x%llx%n", &tfd, &w.events, &data, &n) != 3 || v[n] || tfd < 0 ||
+	if (sscanf(v, "%d:0x%x:0x%llx%n", &tfd, &w.events, &data, &n) != 3 || tfd < 0 ||
 	    !isdigit((unsigned char)v[0]))
-		return fds_bad(l, "watch=%s: not FD:0xEVENTS:0xDATA", v);
+		return fds_bad(l, "watch=%s: not FD:0xEVENTS:0xDATA[:HOLDER|:sID]", v);
+	if (v[n] == ':' && v[n + 1] == 's') {
+		if (!isdigit((unsigned char)v[n + 2]) || sscanf(v + n + 2, "%d%n", &w.shared, &m) != 1 || w.shared < 0)
+			return fds_bad(l, "watch=%s: sID not a shared description's id", v);
+		m++;
+	} else if (v[n] == ':' && (!isdigit((unsigned char)v[n + 1]) || sscanf(v + n + 1, "%d%n", &w.via, &m) != 1 ||
+				   w.via < 0 || w.via == tfd)) {
+		return fds_bad(l, "watch=%s: HOLDER not a descriptor number other than FD", v);
+	}
+	if (v[n + (v[n] == ':' ? 1 + m : 0)])
+		return fds_bad(l, "watch=%s: not FD:0xEVENTS:0xDATA[:HOLDER|:sID]", v);
 	w.tfd = tfd;
 	w.data = data;
 	struct fd_watch *nw = realloc(e->watches, (e->n_watches + 1) * sizeof(*nw));
@@ -533,6 +598,76 @@ static int open_inotify(struct fd_entry *e)
 	return TAKE_FD(fd);
 }
 
+/* Adds watch w of epoll instance epfd under number w->tfd, which was
+ * closed or replaced since the watch was added: the kernel knows a watch
+ * by file and number, so the file (held at w->via) is put at that number
+ * for the time of EPOLL_CTL_ADD, and what the number held (a descriptor
+ * of the image or of ours, above max) is put back. */
+static int add_via(struct fd_entry *e, int epfd, const struct fd_watch *w, int max)
+{
+	struct epoll_event ev = { .events = w->events, .data.u64 = w->data };
+	int fdfl = fcntl(w->tfd, F_GETFD), saved = -1, r = 0;
+
+	if (fdfl >= 0 && (saved = fcntl(w->tfd, F_DUPFD_CLOEXEC, max + 1)) < 0)
+		return err_set(negerrno(), "fd %d: epoll: cannot set fd %d aside: %m", e->fd, w->tfd);
+	if (dup3(w->via, w->tfd, O_CLOEXEC) < 0)
+		r = err_set(negerrno(), "fd %d: epoll: cannot put the file of fd %d at fd %d: %m", e->fd, w->via,
+			    w->tfd);
+	else if (fault_hit(FAULT_ENGINE_EPOLL_VIA))
+		r = err_set(-EIO, "fd %d: epoll: watch on fd %d (file of fd %d): injected fault", e->fd, w->tfd,
+			    w->via);
+	else if (epoll_ctl(epfd, EPOLL_CTL_ADD, w->tfd, &ev) < 0)
+		r = err_set(negerrno(), "fd %d: epoll: cannot watch the file of fd %d as fd %d (events 0x%x): %m",
+			    e->fd, w->via, w->tfd, w->events);
+	/* the number as it was, whatever happened */
+	if (saved >= 0) {
+		if (dup3(saved, w->tfd, fdfl & FD_CLOEXEC ? O_CLOEXEC : 0) < 0 && r >= 0)
+			r = err_set(negerrno(), "fd %d: epoll: cannot put fd %d back: %m", e->fd, w->tfd);
+		close(saved);
+	} else {
+		close(w->tfd);
+	}
+	return r;
+}
+
+static int open_epoll(struct fd_image *img, struct fd_entry *e)
+{
+	int max = fds_max(img), top = max;
+	int fd = epoll_create1(EPOLL_CLOEXEC);
+
+	if (fd < 0)
+		return err_set(negerrno(), "fd %d: epoll_create1", e->fd);
+	/* above every number a watch may borrow */
+	for (size_t i = 0; i < e->n_watches; i++)
+		if ((e->watches[i].via >= 0 || e->watches[i].shared >= 0) && e->watches[i].tfd > top)
+			top = e->watches[i].tfd;
+	fd = fds_move_above(fd, top);
+	if (fd < 0)
+		return err_set(fd, "fd %d: epoll: cannot move above fd %d", e->fd, top);
+	for (size_t i = 0; i < e->n_watches; i++) {
+		const struct fd_watch *w = &e->watches[i];
+		struct epoll_event ev = { .events = w->events, .data.u64 = w->data };
+		int r = 0;
+		if (w->shared >= 0) {
+			/* its description, inherited at the tree's base */
+			struct fd_watch sw = *w;
+			sw.via = img->shared_base + w->shared;
+			r = img->shared_base > max ? add_via(e, fd, &sw, top)
+						   : err_set(-EINVAL, "fd %d: epoll watch on shared description %d, but no "
+								      "shared base above fd %d", e->fd, w->shared, max);
+		} else if (w->via >= 0)
+			r = add_via(e, fd, w, top);
+		else if (epoll_ctl(fd, EPOLL_CTL_ADD, w->tfd, &ev) < 0)
+			r = err_set(negerrno(), "fd %d: epoll: cannot watch fd %d (events 0x%x)", e->fd, w->tfd,
+				    w->events);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	}
+	return fd;
+}
+
 int fds_event_open(struct fd_image *img, struct fd_entry *e)
 {
 	int fd;
@@ -565,19 +700,7 @@ int fds_event_open(struct fd_image *img, struct fd_entry *e)
 		return fd;
 	}
 	case FD_KIND_EPOLL:
-		fd = epoll_create1(EPOLL_CLOEXEC);
-		if (fd < 0)
-			return err_set(negerrno(), "fd %d: epoll_create1", e->fd);
-		for (size_t i = 0; i < e->n_watches; i++) {
-			struct epoll_event ev = { .events = e->watches[i].events, .data.u64 = e->watches[i].data };
-			if (epoll_ctl(fd, EPOLL_CTL_ADD, e->watches[i].tfd, &ev) < 0) {
-				int r = negerrno();
-				close(fd);
-				return err_set(r, "fd %d: epoll: cannot watch fd %d (events 0x%x)", e->fd,
-					       e->watches[i].tfd, e->watches[i].events);
-			}
-		}
-		return fd;
+		return open_epoll(img, e);
 	default:
 		return -EINVAL;
 	}

@@ -152,9 +152,27 @@ __attribute__((weak)) int fds_validate_shared(struct fd_image *img, struct fd_im
 	return fds_count(shared) ? err_set(-EOPNOTSUPP, "shared descriptors: not supported by this build") : 0;
 }
 
-__attribute__((weak)) int fds_open_shared(struct fd_image *shared, int base)
+__attribute__((weak)) int fds_open_shared(struct fd_image *shared, int base, int shm_base)
 {
 	return fds_validate_shared(NULL, shared);
+}
+
+/* No memfd or deleted-file lines here: nothing to bind. */
+__attribute__((weak)) void fds_shm_bind(struct fd_image *img, unsigned dev_major, unsigned dev_minor, uint64_t ino,
+					uint32_t id)
+{
+}
+
+__attribute__((weak)) int fds_shm_check(struct fd_image *img)
+{
+	return 0;
+}
+
+/* A removed cwd is not made again by this build. */
+__attribute__((weak)) int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid,
+					       const struct timespec *times, int flags)
+{
+	return err_set(-EOPNOTSUPP, "deleted directory %s: not supported by this build", path);
 }
 
 __attribute__((weak)) struct fd_image *fds_image_new(void)

@@ -60,6 +60,8 @@ enum fd_kind {
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
+	FD_KIND_PIPE_RW,     /* an anonymous pipe opened read-write (through /proc/PID/fd) */
+	FD_KIND_PIDFD,       /* pidfd_open(2) / CLONE_PIDFD: of a process in the tree, outside it, or dead */
 	_FD_KIND_MAX,
 };
 
@@ -70,10 +72,33 @@ struct fd_lock {
 	uint64_t start, len;
 };
 
+/* A data run of a sparse file: len bytes at offset off. */
+struct fd_run {
+	uint64_t off, len;
+};
+
+/* At most this many bytes of a deleted file's or memfd's data are kept
+ * (held in memory at dump and restore); its size may be any. */
+#define FDS_CONTENT_MAX (1ull << 30)
+/* At most this many runs on a line; the rest of the file is one run. */
+#define FDS_RUNS_MAX 1024
+
+/* An epoll watch: the number it was added under; when that number was
+ * closed or replaced since, via, the descriptor of the same table that
+ * holds its file now, or shared, the id in the tree's shared image of the
+ * description that holds it (another process of the tree holds it);
+ * both -1 when the number itself still holds it. */
 struct fd_watch {
 	int tfd;
 	uint32_t events;
 	uint64_t data;
+	int via;
+	int shared;
+	/* capture only: no descriptor of the process holds its file: another
+	 * process of the tree must (fds_tree_check, fds_share); toff, its
+	 * rank among the watches of number tfd, for kcmp */
+	bool lost;
+	unsigned toff;
 };
 
 /* An established TCP connection (fds-tcp.c): what repair mode reads and
@@ -120,12 +145,26 @@ struct fd_entry {
 	bool has_owner;   /* unix-listen bound to a path: mode, uid and gid of its socket file */
 	uid_t uid;
 	gid_t gid;
-	bool has_times;   /* deleted, memfd: atime and mtime (with has_owner: uid, gid) */
+	bool has_times;   /* deleted, memfd, deleted dir: atime and mtime (with has_owner: uid, gid) */
+	bool deleted;     /* dir, fifo: removed while open: made again empty and removed, with
+			   * mode (and has_owner, has_times); unix-listen, unix-dgram,
+			   * unix-pair: its path deleted since the bind (fds-unix.c) */
+	bool is_cwd;      /* deleted dir: the process's cwd too: opened from it after the restore's
+			   * chdir, so that both stay one directory */
 	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
 	struct timespec deadline;
 	struct timespec atime, mtime;
 	unsigned rdev_major, rdev_minor; /* dev */
 	unsigned seals;   /* memfd */
+	/* deleted, memfd: the file's device and inode at dump, as maps shows
+	 * an area of it; at restore, shm_id (+1; 0: none) is the tree's
+	 * shared memory object that an area mapping the same file made, which
+	 * the line reopens instead of making a file of its own. content_shm:
+	 * the areas of the process held all of it, saved there and not here */
+	bool has_obj;
+	unsigned obj_major, obj_minor;
+	bool content_shm;
+	uint32_t shm_id;
 
 	uint64_t id;      /* pipe: pipe inode; unix-pair: inode of the lower-numbered end */
 	bool peer_in;     /* pipe, unix-pair: the other end is in the process */
@@ -136,6 +175,12 @@ struct fd_entry {
 	int owner_type;   /* F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP */
 	pid_t owner_pid;
 	int sig;
+
+	/* deleted, memfd: the file's data runs (SEEK_DATA, SEEK_HOLE), whose
+	 * bytes are data back to back; holes between them are made again by
+	 * ftruncate. NULL: data is the whole file, from offset 0. */
+	struct fd_run *runs;
+	size_t n_runs;
 
 	/* Bytes owned by this line: queued pipe or socket bytes, file content.
 	 * Written to data_path ("fds/<fd>.data") when data_len > 0. */
@@ -158,6 +203,16 @@ struct fd_entry {
 
 	uint64_t sigmask; /* signalfd: bit n-1 is signal n */
 
+	/* pidfd (fds-pidfd.c): the process (or, with O_EXCL in flags,
+	 * PIDFD_THREAD, the thread) it names, -1 once it was reaped; its
+	 * start time (clock ticks after boot, /proc/PID/stat), to know it
+	 * again at restore; in_tree: a process of the tree, made again with
+	 * its pid by the restore (no start time to check). */
+	pid_t of_pid;
+	pid_t of_tgid;     /* capture only: the thread group of of_pid */
+	uint64_t start;
+	bool in_tree;
+
 	int family;       /* sockets: AF_INET, AF_INET6, AF_UNIX */
 	int type;         /* sockets: SOCK_STREAM, ... */
 	int backlog;
@@ -170,10 +225,10 @@ struct fd_entry {
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
 	/* Unix sockets (fds-unix.c): the lengths of the messages queued for
 	 * reading (seqpacket, dgram; their bytes are data, in order); SO_PASSCRED;
-	 * a path name bound relative to dir, or deleted since the bind. */
+	 * a path name bound relative to dir (deleted: above). */
 	uint32_t *msgs;
 	size_t n_msgs;
-	bool passcred, deleted;
+	bool passcred;
 	char *dir;
 
 	/* File locks (fds-lock.c): flock and OFD locks are the description's,
@@ -205,7 +260,10 @@ struct fd_entry {
 	/* restore only */
 	int tmp_other;    /* pipe, pair: the other end, created with this one, not yet placed;
 			   * ptmx: the master, made early for a pts line, not yet placed */
-	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened */
+	int tmp_peer;     /* ptmx: a slave of ours, held until every pts line is opened;
+			   * reopened pipe: its write end, the same */
+	int placed;       /* the number this line's description is at once opened (its fd, or
+			   * the shared image's base + id), -1 before */
 };
 
 struct fd_image {
@@ -216,6 +274,8 @@ struct fd_image {
 	bool checking;      /* fds_check: the process runs; refuse by state, copy nothing */
 	bool accept_changed; /* restore only: files and FIFOs that changed since the dump are
 			      * restored anyway (engine_restore_opts.accept_changed_files) */
+	int shm_base;       /* restore only: the tree's shared memory object k at shm_base + k (-1: none) */
+	int shared_base;    /* restore only: where the tree's shared descriptions are (fds_restore) */
 };
 
 /* A key=value pair of one parsed line. */
@@ -306,12 +366,30 @@ int fds_pipe_validate(struct fd_image *img);
 /* fds_load(): a FIFO must still be there. */
 int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e);
 
-/* fds-event.c: eventfd, epoll, timerfd, signalfd */
+/* fds-event.c: eventfd, epoll, timerfd, signalfd. fds_epoll_holder():
+ * where in another process of the tree (imgs[k]->e[m], *ret_k and
+ * *ret_m) the file of lost watch w of epoll e of process i is held; 0,
+ * or -ENOENT. */
 int fds_event_classify(struct fd_image *img, struct fd_entry *e);
 int fds_event_capture(struct fd_image *img, struct fd_entry *e);
 void fds_event_print(struct fd_entry *e, struct fds_buf *b);
 int fds_event_parse(struct fd_entry *e, struct fd_line *l);
 int fds_event_open(struct fd_image *img, struct fd_entry *e);
+int fds_epoll_holder(struct fd_image **imgs, const pid_t *pids, size_t n, size_t i, const struct fd_entry *e,
+		     const struct fd_watch *w, size_t *ret_k, size_t *ret_m);
+
+/* fds-pidfd.c. fds_pidfd_tree(): at dump, over a tree's images (capture
+ * or check), marks the pidfds naming one of pids in_tree, and refuses
+ * one naming a thread of the tree other than a main thread (threads are
+ * made after the descriptors). fds_pidfd_check_host(): at load, an
+ * outside process must still be the one dumped. */
+int fds_pidfd_classify(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_capture(struct fd_image *img, struct fd_entry *e);
+void fds_pidfd_print(struct fd_entry *e, struct fds_buf *b);
+int fds_pidfd_parse(struct fd_entry *e, struct fd_line *l);
+int fds_pidfd_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_open(struct fd_image *img, struct fd_entry *e);
+int fds_pidfd_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
@@ -404,9 +482,11 @@ int fds_lock_take_posix(struct fd_image *img, struct fd_image *shared);
 
 /* fds-share.c: what only the whole tree can tell, over the images of
  * its processes (capture or check): the other end of every Unix socket
- * pair is held by one of them, and every O_ASYNC owner is one of them (a
- * process, a group one of them leads, a main thread). -EOPNOTSUPP naming
- * the pid, descriptor and what is outside. */
+ * pair is held by one of them, every O_ASYNC owner is one of them (a
+ * process, a group one of them leads, a main thread), and the file of an
+ * epoll watch whose number no descriptor of its process holds any more
+ * is held by another of them. -EOPNOTSUPP naming the pid, descriptor and
+ * what is outside. */
 int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n);
 
 /* The kind's name in the `fds` file ("pipe-r"), and back. */

@@ -13,6 +13,12 @@
  * queued bytes and then end of file; a write end becomes /dev/null, so
  * that writes succeed and go nowhere instead of raising SIGPIPE.
  *
+ * A FIFO removed while open is made again at a temporary name beside
+ * where it was, opened, given its mode and owner, and removed; its lines
+ * open it through our read-write descriptor, its bytes are written back.
+ * In a tree, all its lines move to the shared image when several
+ * processes hold it (fds-share.c), so that it is made once.
+ *
  * A named FIFO is reopened by its path, which must still be a FIFO (the
  * same inode, unless the restore accepts changed files). Its queued bytes are
  * saved on the first line of that FIFO and written back only if the FIFO
@@ -22,6 +28,8 @@
  * an open or dropping its bytes; it is closed at the end.
  */
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
@@ -31,6 +39,21 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 {
 	if (!S_ISFIFO(e->st->st_mode))
 		return 0;
+	if (e->link[0] == '/' && e->st->st_nlink == 0 && !(e->flags & O_PATH)) {
+		/* removed while open: made again at restore */
+		size_t len = strlen(e->link), sl = strlen(" (deleted)");
+		if (len >= sl && !strcmp(e->link + len - sl, " (deleted)"))
+			len -= sl;
+		e->kind = FD_KIND_FIFO;
+		e->deleted = true;
+		e->id = e->ino = e->st->st_ino;
+		e->mode = e->st->st_mode & 07777;
+		e->has_owner = true;
+		e->uid = e->st->st_uid;
+		e->gid = e->st->st_gid;
+		e->path = strndup(e->link, len);
+		return e->path ? 1 : -ENOMEM;
+	}
 	if (e->link[0] == '/') {
 		struct stat here;
 		if (stat(e->link, &here) < 0 || here.st_dev != e->st->st_dev || here.st_ino != e->st->st_ino)
@@ -54,8 +77,8 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 		e->kind = FD_KIND_PIPE_W;
 		break;
 	default:
-		return err_set(-EOPNOTSUPP, "fd %d: %s opened for reading and writing: not supported",
-			       e->fd, e->link);
+		e->kind = FD_KIND_PIPE_RW; /* reopened through /proc/PID/fd */
+		break;
 	}
 	e->id = e->st->st_ino;
 	return 1;
@@ -63,7 +86,61 @@ int fds_pipe_classify(struct fd_image *img, struct fd_entry *e)
 
 static bool is_pipe(const struct fd_entry *e)
 {
-	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+static bool reads(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_RW;
+}
+
+static bool writes(const struct fd_entry *e)
+{
+	return e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+/* Whether e's pipe has, in img, several descriptions of one end (reopened
+ * through /proc/PID/fd) or one open read-write. Its lines are then all
+ * opened through /proc/self/fd from a pipe its first line makes, which
+ * the restore holds both ends of until the table is built. */
+static bool reopened(struct fd_image *img, const struct fd_entry *e)
+{
+	size_t nr = 0, nw = 0;
+
+	for (size_t i = 0; i < img->n; i++) {
+		const struct fd_entry *o = &img->e[i];
+		if (!is_pipe(o) || o->id != e->id)
+			continue;
+		if (o->kind == FD_KIND_PIPE_RW)
+			return true;
+		nr += o->kind == FD_KIND_PIPE_R;
+		nw += o->kind == FD_KIND_PIPE_W;
+	}
+	return nr > 1 || nw > 1;
+}
+
+/* Of e's pipe in img: the first line, and the first that reads (it holds
+ * the queued bytes; NULL: none reads). */
+static struct fd_entry *pipe_first(struct fd_image *img, const struct fd_entry *e, bool reader)
+{
+	for (size_t i = 0; i < img->n; i++)
+		if (is_pipe(&img->e[i]) && img->e[i].id == e->id && (!reader || reads(&img->e[i])))
+			return &img->e[i];
+	return NULL;
+}
+
+/* For a reopened pipe: whether e's other side is in img (a reader needs a
+ * writer, a writer a reader; read-write has both). */
+static bool reopened_peer_in(struct fd_image *img, const struct fd_entry *e)
+{
+	if (e->kind == FD_KIND_PIPE_RW)
+		return true;
+	for (size_t i = 0; i < img->n; i++) {
+		const struct fd_entry *o = &img->e[i];
+		if (o != e && is_pipe(o) && o->id == e->id && (e->kind == FD_KIND_PIPE_R ? writes(o) : reads(o)))
+			return true;
+	}
+	return false;
 }
 
 /* The other end of e's pipe in the table, NULL if outside the process;
@@ -168,17 +245,20 @@ int fds_pipe_capture(struct fd_image *img, struct fd_entry *e)
 
 	if (e->kind == FD_KIND_FIFO)
 		return capture_fifo(img, e);
-	struct fd_entry *o = partner(img, e, &err);
-
-	if (err)
-		return err_set(err, "fd %d: %s has several descriptions of one end: not supported", e->fd,
-			       e->link);
-	e->peer_in = o != NULL;
+	if (reopened(img, e)) {
+		e->peer_in = reopened_peer_in(img, e);
+	} else {
+		struct fd_entry *o = partner(img, e, &err);
+		if (err)
+			return err_set(err, "fd %d: %s: its ends do not match", e->fd, e->link);
+		e->peer_in = o != NULL;
+	}
 	capacity = fcntl(e->dupfd, F_GETPIPE_SZ);
 	if (capacity < 0)
 		return err_set(negerrno(), "fd %d: F_GETPIPE_SZ", e->fd);
 	e->size = (uint64_t)capacity;
-	if (e->kind != FD_KIND_PIPE_R)
+	/* the bytes once, on the first line that reads */
+	if (!reads(e) || pipe_first(img, e, true) != e)
 		return 0;
 	/* The running process may read meanwhile: only a frozen one is peeked. */
 	if (img->checking)
@@ -198,10 +278,12 @@ void fds_pipe_print(struct fd_entry *e, struct fds_buf *b)
 	if (e->kind == FD_KIND_FIFO) {
 		fds_put_path(b, "path", e->path, strlen(e->path));
 		fds_printf(b, " ino=%lu size=%lu queued=%lu", e->ino, e->size, e->data_len);
+		if (e->deleted)
+			fds_printf(b, " deleted=1 mode=0%o uid=%u gid=%u", e->mode, e->uid, e->gid);
 		return;
 	}
 	fds_printf(b, " pipe=%lu size=%lu peer=%s", e->id, e->size, e->peer_in ? "in" : "out");
-	if (e->kind == FD_KIND_PIPE_R)
+	if (reads(e))
 		fds_printf(b, " queued=%lu", e->data_len);
 }
 
@@ -219,6 +301,17 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l)
 		if (e->size < 4096 || e->size > (1u << 30) || e->data_len > e->size)
 			return fds_bad(l, "size=%lu queued=%lu: not a FIFO's", e->size, e->data_len);
 		e->id = e->ino;
+		if (fds_kv_has(l, "deleted")) {
+			uint64_t uid, gid;
+			if ((r = fds_kv_bool(l, "deleted", &e->deleted)) < 0 || (r = fds_kv_mode(l, &e->mode)) < 0 ||
+			    (r = fds_kv_u64(l, "uid", &uid)) < 0 || (r = fds_kv_u64(l, "gid", &gid)) < 0)
+				return r;
+			if (uid >= UINT32_MAX || gid >= UINT32_MAX)
+				return fds_bad(l, "uid= or gid= out of range");
+			e->has_owner = true;
+			e->uid = (uid_t)uid;
+			e->gid = (gid_t)gid;
+		}
 		return 0;
 	}
 
@@ -230,13 +323,14 @@ int fds_pipe_parse(struct fd_entry *e, struct fd_line *l)
 	e->peer_in = peer[0] == 'i';
 	if (e->size < 4096 || e->size > (1u << 30))
 		return fds_bad(l, "size=%lu: not a pipe capacity", e->size);
-	if (e->kind == FD_KIND_PIPE_R) {
+	if (reads(e)) {
 		if ((r = fds_kv_u64(l, "queued", &e->data_len)) < 0)
 			return r;
 		if (e->data_len > e->size)
 			return fds_bad(l, "queued=%lu is above the capacity %lu", e->data_len, e->size);
 	}
-	if ((e->flags & O_ACCMODE) != (e->kind == FD_KIND_PIPE_R ? O_RDONLY : O_WRONLY))
+	if ((e->flags & O_ACCMODE) !=
+	    (e->kind == FD_KIND_PIPE_R ? O_RDONLY : e->kind == FD_KIND_PIPE_W ? O_WRONLY : O_RDWR))
 		return fds_bad(l, "flags=0%o: access mode does not match %s", e->flags, l->kind);
 	return 0;
 }
@@ -250,6 +344,14 @@ int fds_pipe_validate(struct fd_image *img)
 			return err_set(-EBADMSG, "fds: fd %d: FIFO bytes on a line but the first of its FIFO", e->fd);
 		if (!is_pipe(e))
 			continue;
+		if (reopened(img, e)) {
+			struct fd_entry *f = pipe_first(img, e, false);
+			if (e->peer_in != reopened_peer_in(img, e) || f->size != e->size ||
+			    (e->data_len && pipe_first(img, e, true) != e))
+				return err_set(-EBADMSG, "fds: fd %d: pipe=%lu: its descriptions do not match", e->fd,
+					       e->id);
+			continue;
+		}
 		struct fd_entry *o = partner(img, e, &err);
 		if (err || (o != NULL) != e->peer_in || (o && o->size != e->size))
 			return err_set(-EBADMSG, "fds: fd %d: pipe=%lu: its ends do not match", e->fd, e->id);
@@ -285,7 +387,7 @@ int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
 		log_warn("fd %d: pipe whose writer was outside the process: restored with its %lu queued "
 			 "bytes, then end of file",
 			 e->fd, e->data_len);
-	if (e->kind != FD_KIND_FIFO)
+	if (e->kind != FD_KIND_FIFO || e->deleted)
 		return 0;
 	if (stat(e->path, &st) < 0)
 		return err_set(negerrno(), "fd %d: FIFO %s is gone", e->fd, e->path);
@@ -298,15 +400,77 @@ int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
 	return 0;
 }
 
+/* A removed FIFO made again: a FIFO at a temporary name beside where it
+ * was (in /tmp when that directory is gone too), opened read-write (never
+ * blocks), given its mode and owner and removed. The process's
+ * descriptors then open it through /proc/self/fd. */
+static int make_deleted_fifo(struct fd_entry *e)
+{
+	_cleanup_free_ char *copy = strdup(e->path);
+	char tmp[PATH_MAX];
+	int h = -1, r;
+
+	if (!copy)
+		return -ENOMEM;
+	const char *base = basename(copy);
+	char *parent = dirname(copy);
+	struct stat st;
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+		parent = "/tmp";
+	for (int i = 0;; i++) {
+		uint64_t rnd = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)i * 0x9e3779b97f4a7c15ull;
+		snprintf(tmp, sizeof(tmp), "%s/.%.200s.ckptfs-%06lx", strcmp(parent, "/") ? parent : "", base,
+			 (unsigned long)(rnd & 0xffffff));
+		if (mkfifo(tmp, 0600) == 0)
+			break;
+		if (errno != EEXIST || i == 100)
+			return err_set(negerrno(), "fd %d: deleted FIFO %s: cannot make it again in %s: %m", e->fd,
+				       e->path, parent);
+	}
+	h = open(tmp, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (h < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot open %s: %m", e->fd, e->path, tmp);
+		goto out_unlink;
+	}
+	if (fault_hit(FAULT_ENGINE_DELETED_FIFO)) {
+		r = err_set(-EIO, "fd %d: deleted FIFO %s: made again as %s: injected fault", e->fd, e->path, tmp);
+		goto out_close;
+	}
+	/* the owner first: a change of owner clears set-id bits */
+	if (e->has_owner && fchown(h, e->uid, e->gid) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot give it its owner %u:%u: %m", e->fd, e->path,
+			    e->uid, e->gid);
+		goto out_close;
+	}
+	if (fchmod(h, e->mode) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: fchmod 0%o: %m", e->fd, e->path, e->mode);
+		goto out_close;
+	}
+	if (unlink(tmp) < 0) {
+		r = err_set(negerrno(), "fd %d: deleted FIFO %s: cannot remove %s again: %m", e->fd, e->path, tmp);
+		goto out_close;
+	}
+	return h;
+out_close:
+	close(h);
+out_unlink:
+	unlink(tmp);
+	return r;
+}
+
 static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 {
 	struct fd_entry *owner = fifo_owner(img, e);
 	int fd, r, queued = 0;
+	char proc[64];
 
 	if (owner->tmp_other < 0) {
 		/* Read-write: never blocks, and keeps a reader and a writer
 		 * while the process's own ends are opened. */
-		_cleanup_close_ int h = open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		_cleanup_close_ int h = e->deleted ? make_deleted_fifo(e)
+						   : open(e->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (h < 0 && e->deleted)
+			return h;
 		if (h < 0)
 			return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
 		r = fds_pipe_check_host(img, e);
@@ -326,10 +490,69 @@ static int open_fifo(struct fd_image *img, struct fd_entry *e, int above)
 			return err_set(r, "fd %d: cannot move our FIFO descriptor", e->fd);
 		owner->tmp_other = r;
 	}
-	fd = open(e->path, (int)(e->flags & ~(unsigned)(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK | O_CLOEXEC);
+	/* a removed one has no path: through our read-write descriptor */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", owner->tmp_other);
+	fd = open(e->deleted ? proc : e->path, (int)(e->flags & ~(unsigned)(O_CREAT | O_EXCL | O_TRUNC)) | O_NONBLOCK |
+							  O_CLOEXEC);
 	if (fd < 0)
 		return err_set(negerrno(), "fd %d: cannot open FIFO %s", e->fd, e->path);
 	return fd;
+}
+
+/* A line of a reopened pipe: the first line makes the pipe and keeps
+ * both its ends (tmp_other the read end, tmp_peer the write end, closed
+ * once the table is built); each line opens it anew through them with
+ * its access mode, O_NONBLOCK so that no open waits (its own status
+ * flags are set after). */
+static int open_reopened(struct fd_image *img, struct fd_entry *e, int above)
+{
+	struct fd_entry *first = pipe_first(img, e, false), *reader = pipe_first(img, e, true);
+	char proc[64];
+	int p[2], r;
+
+	if (!reader) {
+		/* writers only, their reader outside: as for one */
+		r = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		return r < 0 ? err_set(negerrno(), "fd %d: cannot open /dev/null", e->fd) : r;
+	}
+	if (first->tmp_other < 0) {
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return err_set(negerrno(), "fd %d: pipe2", e->fd);
+		if (fcntl(p[1], F_SETPIPE_SZ, (int)e->size) < 0) {
+			r = err_set(negerrno(), "fd %d: cannot set the pipe capacity to %lu", e->fd, e->size);
+			goto fail;
+		}
+		if (reader->data_len && (r = fill(p[1], reader->data, reader->data_len)) < 0) {
+			r = err_set(r, "fd %d: cannot refill %lu queued bytes", e->fd, reader->data_len);
+			goto fail;
+		}
+		/* moved apart before either is kept, so that a failure
+		 * leaves neither */
+		int rd = fds_move_above(p[0], above);
+		int wr = fds_move_above(p[1], above);
+		if (rd < 0 || wr < 0) {
+			if (rd >= 0)
+				close(rd);
+			if (wr >= 0)
+				close(wr);
+			return err_set(rd < 0 ? rd : wr, "fd %d: cannot move the pipe above %d", e->fd, above);
+		}
+		first->tmp_other = rd;
+		first->tmp_peer = wr;
+	}
+	if (fault_hit(FAULT_ENGINE_PIPE_REOPEN))
+		return err_set(-EIO, "fd %d: pipe:[%lu]: cannot open another description of it: injected fault",
+			       e->fd, e->id);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", reads(e) ? first->tmp_other : first->tmp_peer);
+	r = open(proc, (int)(e->flags & O_ACCMODE) | O_NONBLOCK | O_CLOEXEC);
+	if (r < 0)
+		return err_set(negerrno(), "fd %d: pipe:[%lu]: cannot open another description of it: %m", e->fd,
+			       e->id);
+	return r;
+fail:
+	close(p[0]);
+	close(p[1]);
+	return r;
 }
 
 int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above)
@@ -339,6 +562,8 @@ int fds_pipe_open(struct fd_image *img, struct fd_entry *e, int above)
 
 	if (e->kind == FD_KIND_FIFO)
 		return open_fifo(img, e, above);
+	if (reopened(img, e))
+		return open_reopened(img, e, above);
 
 	if (e->peer_in) {
 		o = partner(img, e, &err);

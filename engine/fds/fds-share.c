@@ -16,6 +16,11 @@
  * pair whose ends are in different processes (nginx's channel between its
  * master and each worker): both ends, all their users, one socketpair().
  *
+ * The description holding the file of an epoll watch whose process closed
+ * its number, held by another process, moves too (a pipe, pair or pty
+ * whole), and the watch names its id: the restoring process reaches it
+ * at the shared base while its table is made.
+ *
  * What only the tree can tell is checked here too (fds_tree_check()),
  * once at the check before the tree is touched and again on the frozen
  * tree's captures: each process's capture takes a pair end whose other
@@ -54,7 +59,14 @@ static struct fd_entry *entry_of(struct fd_image **imgs, const struct cand *c)
 
 static bool is_pipe(const struct fd_entry *e)
 {
-	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W;
+	return e->kind == FD_KIND_PIPE_R || e->kind == FD_KIND_PIPE_W || e->kind == FD_KIND_PIPE_RW;
+}
+
+/* A pipe, or a removed FIFO: a new one is made at restore, so every
+ * description of it in the tree must come from one image. */
+static bool made_once(const struct fd_entry *e)
+{
+	return is_pipe(e) || (e->kind == FD_KIND_FIFO && e->deleted);
 }
 
 static int kcmp_files(pid_t p1, pid_t p2, int fd1, int fd2)
@@ -108,6 +120,32 @@ static void users(struct fd_image **imgs, const pid_t *pids, const struct cand *
 	}
 }
 
+/* The candidate of imgs[k]->e[m], or -1. */
+static ssize_t cand_of(const struct cand *c, size_t nc, size_t k, size_t m)
+{
+	for (size_t o = 0; o < nc; o++)
+		if (c[o].img == k && c[o].ent == m)
+			return (ssize_t)o;
+	return -1;
+}
+
+/* Moves candidate h's description, and with a pipe, pair or pty end
+ * every description of the same pipe, pair or pty: they are made whole. */
+static void move_whole(struct fd_image **imgs, const struct cand *c, size_t nc, bool *moved, size_t h)
+{
+	const struct fd_entry *e = entry_of(imgs, &c[h]);
+
+	moved[c[h].desc] = true;
+	for (size_t o = 0; o < nc; o++) {
+		const struct fd_entry *f = entry_of(imgs, &c[o]);
+		if ((is_pipe(e) && is_pipe(f) && f->id == e->id) ||
+		    (e->kind == FD_KIND_UNIX_PAIR && f->kind == FD_KIND_UNIX_PAIR && f->id == e->id) ||
+		    ((e->kind == FD_KIND_PTMX || e->kind == FD_KIND_PTS) &&
+		     (f->kind == FD_KIND_PTMX || f->kind == FD_KIND_PTS) && f->pty == e->pty))
+			moved[c[o].desc] = true;
+	}
+}
+
 /* The reasons to refuse, before anything is changed. */
 static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct cand *c, size_t nc,
 			 const bool *moved)
@@ -125,22 +163,20 @@ static int check_movable(struct fd_image **imgs, const pid_t *pids, const struct
 				       "process's descriptors): not supported",
 				       who);
 		}
+		/* the forking process opens what is shared before any process
+		 * of the tree exists */
+		if (e->kind == FD_KIND_PIDFD && e->in_tree) {
+			users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
+			return err_set(-EOPNOTSUPP,
+				       "%s: one pidfd of pid %d, a process of the tree, shared by processes: not supported",
+				       who, e->of_pid);
+		}
 		if (!is_pipe(e) && e->kind != FD_KIND_UNIX_PAIR)
 			continue;
 		for (size_t o = 0; o < nc; o++) {
 			struct fd_entry *f = entry_of(imgs, &c[o]);
 			if (o == k || c[o].desc == c[k].desc)
 				continue;
-			/* Two descriptions of one pipe end (one reopened
-			 * through /proc/PID/fd): one process refuses it at
-			 * capture, a tree here. */
-			if (is_pipe(e) && f->kind == e->kind && f->id == e->id) {
-				users(imgs, pids, c, nc, c[k].desc, who, sizeof(who));
-				return err_set(-EOPNOTSUPP,
-					       "%s and pid %d fd %d: pipe:[%lu] has several descriptions of one end: "
-					       "not supported",
-					       who, pids[c[o].img], f->fd, e->id);
-			}
 			/* Both ends of a pair go together, as a pipe's. */
 			if (e->kind == FD_KIND_UNIX_PAIR && f->kind == FD_KIND_UNIX_PAIR && f->id == e->id &&
 			    !moved[c[o].desc]) {
@@ -194,14 +230,46 @@ static int check_owner(const struct fd_entry *e, pid_t pid, const pid_t *pids, s
 		       thread ? "not the main thread of a process of the tree" : "outside the process tree");
 }
 
+/* Where the file of lost watch w of epoll e (process i) is held in
+ * another process of the tree, as a non-dup entry (*ret_k, *ret_m);
+ * -EOPNOTSUPP naming the watch when nowhere, or when by an epoll. */
+static int lost_holder(struct fd_image **imgs, const pid_t *pids, size_t n, size_t i, const struct fd_entry *e,
+		       const struct fd_watch *w, size_t *ret_k, size_t *ret_m)
+{
+	size_t k, m;
+
+	if (fds_epoll_holder(imgs, pids, n, i, e, w, &k, &m) < 0)
+		return err_set(-EOPNOTSUPP,
+			       "pid %d fd %d: epoll watches fd %d, closed or replaced since, and its file is held by no "
+			       "other descriptor of the process or of its tree: not supported",
+			       pids[i], e->fd, w->tfd);
+	struct fd_entry *h = &imgs[k]->e[m];
+	if (h->kind == FD_KIND_DUP)
+		h = fds_find(imgs[k], h->dup_of);
+	if (!h || h->kind == FD_KIND_EPOLL)
+		return err_set(-EOPNOTSUPP, "pid %d fd %d: epoll watching an epoll instance of pid %d: not supported",
+			       pids[i], e->fd, pids[k]);
+	*ret_k = k;
+	*ret_m = (size_t)(h - imgs[k]->e);
+	return 0;
+}
+
 int fds_tree_check(struct fd_image **imgs, const pid_t *pids, size_t n)
 {
+	int q = fds_pidfd_tree(imgs, pids, n);
+	if (q < 0)
+		return q;
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < imgs[i]->n; j++) {
 			struct fd_entry *e = &imgs[i]->e[j];
 			int r = check_owner(e, pids[i], pids, n);
 			if (r < 0)
 				return r;
+			for (size_t w = 0; w < e->n_watches; w++) {
+				size_t k, m;
+				if (e->watches[w].lost && (r = lost_holder(imgs, pids, n, i, e, &e->watches[w], &k, &m)) < 0)
+					return r;
+			}
 			if (e->kind != FD_KIND_UNIX_PAIR || e->peer_in)
 				continue;
 			/* The other end, in another process (any of its users
@@ -235,18 +303,35 @@ static void make_shared(struct fd_entry *e, int id)
 	e->dupfd = -1;
 	e->tmp_other = -1;
 	e->tmp_peer = -1;
+	e->placed = -1;
 }
 
 /* Within the shared image: a pipe's ends are both in it or the other is
- * outside the tree; a FIFO's bytes are on its first line only. */
+ * outside the tree; a pipe's and a FIFO's bytes are on their first
+ * reading line only. */
 static void settle_shared(struct fd_image *sh)
 {
 	for (size_t i = 0; i < sh->n; i++) {
 		struct fd_entry *e = &sh->e[i];
 		if (is_pipe(e)) {
-			e->peer_in = false;
-			for (size_t j = 0; j < sh->n; j++)
-				e->peer_in |= is_pipe(&sh->e[j]) && sh->e[j].id == e->id && sh->e[j].kind != e->kind;
+			/* a reader needs a writer in, a writer a reader */
+			e->peer_in = e->kind == FD_KIND_PIPE_RW;
+			for (size_t j = 0; j < sh->n; j++) {
+				const struct fd_entry *f = &sh->e[j];
+				if (j == i || !is_pipe(f) || f->id != e->id)
+					continue;
+				e->peer_in |= f->kind == FD_KIND_PIPE_RW || (f->kind != e->kind);
+			}
+			/* each process's capture peeked its own first reader:
+			 * the bytes stay on the first of the image */
+			for (size_t j = 0; j < i && e->data; j++) {
+				const struct fd_entry *f = &sh->e[j];
+				if (is_pipe(f) && f->id == e->id && f->kind != FD_KIND_PIPE_W) {
+					free(e->data);
+					e->data = NULL;
+					e->data_len = 0;
+				}
+			}
 		}
 		if (e->kind != FD_KIND_FIFO)
 			continue;
@@ -329,7 +414,7 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		cur->desc = ndesc;
 	}
 	/* A pipe whose ends (one inode, a run in the order) are in several
-	 * processes moves whole. */
+	 * processes moves whole; so does a removed FIFO. */
 	for (size_t k = 0; k < nc;) {
 		struct fd_entry *first = entry_of(imgs, &c[idx[k]]);
 		size_t end = k + 1;
@@ -338,8 +423,8 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		       entry_of(imgs, &c[idx[end]])->sino == first->sino)
 			end++;
 		for (size_t m = k; m < end; m++)
-			spans |= is_pipe(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
-		if (spans && is_pipe(first))
+			spans |= made_once(entry_of(imgs, &c[idx[m]])) && c[idx[m]].img != c[idx[k]].img;
+		if (spans && made_once(first))
 			for (size_t m = k; m < end; m++)
 				moved[c[idx[m]].desc] = true;
 		k = end;
@@ -386,6 +471,27 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 	for (size_t k = 0; k < nc; k++)
 		if (entry_of(imgs, &c[k])->kind == FD_KIND_TTY && fds_tty_must_share(entry_of(imgs, &c[k])))
 			moved[c[k].desc] = true;
+	/* The file of an epoll watch whose number its process closed, held
+	 * by another process: its description moves, so that the epoll's
+	 * process has it too while its table is made; a pipe, pair or pty
+	 * whole, as above. Found again here: the frozen tree is what counts. */
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			for (size_t w = 0; w < e->n_watches; w++) {
+				size_t k, m;
+				if (!e->watches[w].lost)
+					continue;
+				r = lost_holder(imgs, pids, n, i, e, &e->watches[w], &k, &m);
+				if (r < 0)
+					return r;
+				ssize_t hc = cand_of(c, nc, k, m);
+				if (hc < 0)
+					return err_set(-EIO, "pid %d fd %d: the holder of its watch on fd %d is not a "
+						       "description of the tree", pids[i], e->fd, e->watches[w].tfd);
+				move_whole(imgs, c, nc, moved, (size_t)hc);
+			}
+		}
 	r = check_movable(imgs, pids, c, nc, moved);
 	if (r < 0)
 		return r;
@@ -401,6 +507,32 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		if (!fds_image_add(sh)) {
 			fds_free(sh);
 			return -ENOMEM;
+		}
+
+	/* Each lost watch's holder, by its description, before the lines
+	 * move (kcmp needs the numbers only, which stay). */
+	_cleanup_free_ size_t *lost_desc = NULL;
+	size_t nlost = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++)
+			for (size_t w = 0; w < imgs[i]->e[j].n_watches; w++)
+				nlost += imgs[i]->e[j].watches[w].lost;
+	lost_desc = calloc(nlost ? nlost : 1, sizeof(*lost_desc));
+	if (!lost_desc)
+		return -ENOMEM;
+	nlost = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++) {
+			struct fd_entry *e = &imgs[i]->e[j];
+			for (size_t w = 0; w < e->n_watches; w++) {
+				size_t k, m;
+				if (!e->watches[w].lost)
+					continue;
+				r = lost_holder(imgs, pids, n, i, e, &e->watches[w], &k, &m);
+				if (r < 0)
+					return r;
+				lost_desc[nlost++] = c[cand_of(c, nc, k, m)].desc;
+			}
 		}
 
 	/* Nothing can fail from here on. The first user of a description
@@ -430,6 +562,17 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 		e->posix = posix;
 		e->n_posix = n_posix;
 	}
+	/* the lost watches name their holder's shared id now */
+	nlost = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < imgs[i]->n; j++)
+			for (size_t w = 0; w < imgs[i]->e[j].n_watches; w++) {
+				struct fd_watch *fw = &imgs[i]->e[j].watches[w];
+				if (!fw->lost)
+					continue;
+				fw->shared = ids[lost_desc[nlost++]];
+				fw->lost = false;
+			}
 	settle_shared(sh);
 	log_debug("%zu processes: %zu open file descriptions shared", n, sh->n);
 	*ret = sh;
@@ -457,6 +600,10 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared)
 		if (e->kind == FD_KIND_SHARED && (size_t)e->dup_of >= n)
 			return err_set(-EBADMSG, "fds: fd %d: shared of=%d, but the shared image has %zu", e->fd,
 				       e->dup_of, n);
+		for (size_t w = 0; w < e->n_watches; w++)
+			if (e->watches[w].shared >= 0 && (size_t)e->watches[w].shared >= n)
+				return err_set(-EBADMSG, "fds: fd %d: epoll watch=...:s%d, but the shared image has %zu",
+					       e->fd, e->watches[w].shared, n);
 	}
 	return 0;
 }

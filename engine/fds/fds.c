@@ -50,6 +50,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_MEMFD] = "memfd",
 	[FD_KIND_PIPE_R] = "pipe-r",
 	[FD_KIND_PIPE_W] = "pipe-w",
+	[FD_KIND_PIPE_RW] = "pipe-rw",
 	[FD_KIND_FIFO] = "fifo",
 	[FD_KIND_EVENTFD] = "eventfd",
 	[FD_KIND_INOTIFY] = "inotify",
@@ -65,6 +66,7 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_UDP] = "udp",
 	[FD_KIND_PTMX] = "ptmx",
 	[FD_KIND_PTS] = "pts",
+	[FD_KIND_PIDFD] = "pidfd",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -188,6 +190,7 @@ void fds_entry_free(struct fd_entry *e)
 	free(e->tty_log);
 	free(e->name);
 	free(e->data);
+	free(e->runs);
 	free(e->watches);
 	for (size_t i = 0; i < e->n_iwatches; i++)
 		free(e->iwatches[i].path);
@@ -225,8 +228,10 @@ struct fd_image *fds_image_new(void)
 {
 	struct fd_image *img = calloc(1, sizeof(*img));
 
-	if (img)
+	if (img) {
 		img->pidfd = -1;
+		img->shm_base = -1;
+	}
 	return img;
 }
 
@@ -242,6 +247,7 @@ struct fd_entry *fds_image_add(struct fd_image *img)
 	n->dupfd = -1;
 	n->tmp_other = -1;
 	n->tmp_peer = -1;
+	n->placed = -1;
 	n->dup_of = -1;
 	return n;
 }
@@ -343,7 +349,8 @@ static int entry_read(struct fd_image *img, struct fd_entry *e)
 static int classify(struct fd_image *img, struct fd_entry *e)
 {
 	int (*fns[])(struct fd_image *, struct fd_entry *) = {
-		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_socket_classify,
+		fds_tty_classify, fds_file_classify, fds_pipe_classify, fds_event_classify, fds_pidfd_classify,
+		fds_socket_classify,
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(fns); i++) {
@@ -393,6 +400,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 		return fds_file_capture(img, e);
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		return fds_pipe_capture(img, e);
 	case FD_KIND_EVENTFD:
@@ -412,6 +420,8 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		return fds_tty_capture(img, e);
+	case FD_KIND_PIDFD:
+		return fds_pidfd_capture(img, e);
 	default:
 		return -EINVAL;
 	}
@@ -759,6 +769,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			fds_pipe_print(e, &b);
 			break;
@@ -772,6 +783,9 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_PTMX:
 		case FD_KIND_PTS:
 			fds_tty_print(e, &b);
+			break;
+		case FD_KIND_PIDFD:
+			fds_pidfd_print(e, &b);
 			break;
 		default:
 			fds_socket_print(e, &b);
@@ -1099,6 +1113,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 			break;
 		case FD_KIND_PIPE_R:
 		case FD_KIND_PIPE_W:
+		case FD_KIND_PIPE_RW:
 		case FD_KIND_FIFO:
 			r = fds_pipe_parse(e, &l);
 			break;
@@ -1112,6 +1127,9 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_PTMX:
 		case FD_KIND_PTS:
 			r = fds_tty_parse(e, &l);
+			break;
+		case FD_KIND_PIDFD:
+			r = fds_pidfd_parse(e, &l);
 			break;
 		default:
 			r = fds_socket_parse(e, &l);
@@ -1184,12 +1202,17 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	for (size_t i = 0; i < img->n; i++) {
 		struct fd_entry *e = &img->e[i];
 		for (size_t w = 0; w < e->n_watches; w++) {
-			struct fd_entry *t = fds_find(img, e->watches[w].tfd);
+			int holder = e->watches[w].via >= 0 ? e->watches[w].via : e->watches[w].tfd;
+			/* a shared description: fds_validate_shared() */
+			if (e->watches[w].shared >= 0)
+				continue;
+			struct fd_entry *t = fds_find(img, holder);
 			if (t && t->kind == FD_KIND_DUP)
 				t = fds_find(img, t->dup_of);
 			if (!t || t->kind == FD_KIND_EPOLL) {
-				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d, %s", e->fd,
-					    e->watches[w].tfd, t ? "an epoll instance" : "which is not in the table");
+				r = err_set(-EBADMSG, "fds: fd %d: epoll watches fd %d%s, %s", e->fd,
+					    holder, e->watches[w].via >= 0 ? " (the holder of a closed number)" : "",
+					    t ? "an epoll instance" : "which is not in the table");
 				goto fail;
 			}
 		}
@@ -1219,6 +1242,8 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 			r = fds_pipe_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_tcp_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_pidfd_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1257,6 +1282,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 		break;
 	case FD_KIND_PIPE_R:
 	case FD_KIND_PIPE_W:
+	case FD_KIND_PIPE_RW:
 	case FD_KIND_FIFO:
 		fd = fds_pipe_open(img, e, max);
 		break;
@@ -1270,6 +1296,9 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		fd = fds_tty_open(img, e, max);
+		break;
+	case FD_KIND_PIDFD:
+		fd = fds_pidfd_open(img, e);
 		break;
 	default:
 		fd = fds_socket_open(img, e, max);
@@ -1307,7 +1336,10 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 			}
 		}
 	}
-	return place(e, fd, at, cloexec);
+	int r = place(e, fd, at, cloexec);
+	if (r >= 0)
+		e->placed = at;
+	return r;
 }
 
 static bool connects(const struct fd_entry *e)
@@ -1392,11 +1424,22 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 
 	if (keep_from >= 0 && keep_from <= max)
 		return err_set(-EINVAL, "descriptors kept from %d, but the image uses fd %d", keep_from, max);
+	img->shm_base = keep_from;
 	for (size_t i = 0; i < img->n; i++)
 		if (img->e[i].kind == FD_KIND_SHARED &&
 		    (shared_base <= max || img->e[i].dup_of > INT_MAX - shared_base))
 			return err_set(-EINVAL, "fd %d: shared description %d, but the shared base %d is not above fd %d",
 				       img->e[i].fd, img->e[i].dup_of, shared_base, max);
+	/* an epoll watch may name a shared description too */
+	for (size_t i = 0; i < img->n; i++)
+		for (size_t w = 0; w < img->e[i].n_watches; w++)
+			if (img->e[i].watches[w].shared >= 0 &&
+			    (shared_base <= max || img->e[i].watches[w].shared > INT_MAX - shared_base))
+				return err_set(-EINVAL,
+					       "fd %d: epoll watch on shared description %d, but the shared base %d is not "
+					       "above fd %d",
+					       img->e[i].fd, img->e[i].watches[w].shared, shared_base, max);
+	img->shared_base = shared_base;
 	if (max < 0) {
 		r = close_from(0, keep_from);
 		return r < 0 ? err_set(r, "close_range") : 0;
@@ -1465,7 +1508,7 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 	return r;
 }
 
-int fds_open_shared(struct fd_image *shared, int base)
+int fds_open_shared(struct fd_image *shared, int base, int shm_base)
 {
 	int n = fds_count(shared), top, r;
 
@@ -1477,6 +1520,7 @@ int fds_open_shared(struct fd_image *shared, int base)
 	if (base < 0 || base > INT_MAX - n)
 		return err_set(-EINVAL, "shared descriptions: base %d", base);
 	top = base + n - 1;
+	shared->shm_base = shm_base;
 	/* Checked first, as the numbers only fill up from here on: a
 	 * descriptor of the restorer there would be clobbered silently. */
 	for (int fd = base; fd <= top; fd++)

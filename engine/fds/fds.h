@@ -19,7 +19,9 @@
 
 struct fd_image; /* every descriptor of one process, captured or loaded */
 
-/* Looks at pid's descriptors from /proc without touching the process.
+/* Looks at pid's descriptors from /proc without touching the process
+ * (an epoll watch on a number it closed, whose file none of its
+ * descriptors holds, is for fds_check_tree()).
  * -EOPNOTSUPP with a detail naming the first descriptor whose kind is not
  * supported ("fd 5: established TCP socket 10.0.0.1:22 -> ...: not supported"). */
 int fds_check(pid_t pid);
@@ -27,8 +29,9 @@ int fds_check(pid_t pid);
 /* The checks only the whole tree allows, before any process of it is
  * touched (pids: every live process of the tree): a Unix socket pair whose
  * other end no process of the tree holds, an O_ASYNC owner outside the
- * tree. fds_check() of each accepts those, as its process alone cannot
- * tell. -EOPNOTSUPP with a detail naming the pid and descriptor. */
+ * tree, an epoll watch whose file no process of the tree holds.
+ * fds_check() of each accepts those, as its process alone cannot tell.
+ * -EOPNOTSUPP with a detail naming the pid and descriptor. */
 int fds_check_tree(const pid_t *pids, size_t n);
 
 /* Captures pid's descriptor table while all its threads are stopped
@@ -75,6 +78,29 @@ int fds_unlock(struct fd_image *img);
  * that shares another's descriptor table (CLONE_FILES) holds as its own;
  * the other's image is the table. */
 struct fd_image *fds_image_new(void);
+
+/* Restore, before any process is made: the `memfd` and `deleted` lines
+ * of img whose file is the tree's shared memory object id (made by the
+ * restore from the areas that map it, dev and ino as `maps` shows them)
+ * reopen that object instead of making a file of their own, so that the
+ * descriptor and the mappings stay one file. Call for every area of the
+ * tree with a shared object, on every image (the shared one too). */
+void fds_shm_bind(struct fd_image *img, unsigned dev_major, unsigned dev_minor, uint64_t ino, uint32_t id);
+/* Then: -EBADMSG naming the line when one whose content the areas hold
+ * (content=shm) found no object. */
+int fds_shm_check(struct fd_image *img);
+
+/* A deleted directory made again (fds-file.c), for a descriptor or a
+ * cwd: an empty directory made at a temporary name beside path (in its
+ * parent, or in /tmp when that is gone), given mode, the owner uid:gid
+ * (unless uid is -1) and times (NULL: the restore's), opened with flags
+ * (O_RDONLY, O_PATH, ... ; O_DIRECTORY and O_CLOEXEC added) and removed,
+ * so that the caller holds a deleted directory as the process did.
+ * Returns the descriptor or -errno with a detail naming path; nothing is
+ * left in the parent either way. */
+struct timespec;
+int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
+			 int flags);
 
 /* Writes the `fds` text file and whatever data files it names into w. */
 int fds_write(struct fd_image *img, struct store_snap *w);
@@ -123,9 +149,12 @@ int fds_count(struct fd_image *img);
  * ends are in different processes, into a new image *ret, ids 0.. in the
  * order of imgs and descriptor numbers, and turns each descriptor of them
  * into a `shared` line. A process's dups of such a descriptor stay dups.
- * Returns -EOPNOTSUPP naming the pids and descriptors for what cannot be
- * shared (an epoll instance, whose watches name one process's
- * descriptors); the images are then unchanged. *ret is empty when nothing
+ * The description holding the file of an epoll watch whose number its
+ * process closed, held by another process, moves too, and the watch
+ * names its id. Returns -EOPNOTSUPP naming the pids and descriptors for
+ * what cannot be shared (an epoll instance, whose watches name one
+ * process's descriptors; a pidfd of a process of the tree), or for such
+ * a watch whose file no process holds; the images are then unchanged. *ret is empty when nothing
  * is shared; it is the caller's, to fds_write() and fds_free(). */
 int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_image **ret);
 
@@ -139,9 +168,10 @@ int fds_validate_shared(struct fd_image *img, struct fd_image *shared);
  * it exists: opens every shared description (queued pipe bytes, offsets,
  * status flags) at descriptor base + id, O_CLOEXEC. base must be above
  * every process's fds_max(), and base .. base + fds_count() - 1 free
- * (-EBUSY otherwise) and below RLIMIT_NOFILE. On failure nothing of it
- * stays open. */
-int fds_open_shared(struct fd_image *shared, int base);
+ * (-EBUSY otherwise) and below RLIMIT_NOFILE; the shared memory objects
+ * at shm_base (-1: none), as for fds_restore()'s keep_from. On failure
+ * nothing of it stays open. */
+int fds_open_shared(struct fd_image *shared, int base, int shm_base);
 
 /* Restore, in a session leader just after setsid(), before it forks:
  * when the shared image (inherited at base + id) holds the pseudo-terminal

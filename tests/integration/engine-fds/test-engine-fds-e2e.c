@@ -66,11 +66,25 @@ static void cycle(const char *name, bool scratch, const char *mode)
 
 CYCLE_TESTS(file, "fds-file", true)
 CYCLE_TESTS(deleted, "fds-deleted", true)
+/* removed directories as cwd, O_RDONLY and O_PATH (target-fds-deleted-dir) */
+CYCLE_TESTS(deleted_dir, "fds-deleted-dir", true)
+/* memfd and deleted file mapped shared and held, a mapping made writable later (target-fds-mapped) */
+CYCLE_TESTS(mapped, "fds-mapped", true)
+/* removed FIFOs with queued bytes, one read-write (target-fds-deleted-fifo) */
+CYCLE_TESTS(deleted_fifo, "fds-deleted-fifo", true)
+/* a 4 GiB deleted file and a 2 GiB memfd, sparse (target-fds-sparse) */
+CYCLE_TESTS(sparse, "fds-sparse", true)
+/* one pipe through five descriptions, one read-write; a pipe held read-write only (target-fds-pipe-reopen) */
+CYCLE_TESTS(pipe_reopen, "fds-pipe-reopen", true)
 CYCLE_TESTS(pipe, "fds-pipe", true)
 CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
 /* watches with their numbers, flags of two instances (target-fds-inotify) */
 CYCLE_TESTS(inotify, "fds-inotify", true)
+/* watches under closed and replaced numbers (target-fds-epoll) */
+CYCLE_TESTS(epoll_closed, "fds-epoll", false)
+/* two AIO contexts, used before and after (target-fds-aio) */
+CYCLE_TESTS(aio, "fds-aio", true)
 
 static off_t file_size(const char *p)
 {
@@ -232,6 +246,14 @@ int main(void)
 		{ "file_running", file_running },       { "file_kill", file_kill },
 		{ "file_stop", file_stop },             { "deleted_running", deleted_running },
 		{ "deleted_kill", deleted_kill },       { "deleted_stop", deleted_stop },
+		{ "deleted_dir_running", deleted_dir_running }, { "deleted_dir_kill", deleted_dir_kill },
+		{ "deleted_dir_stop", deleted_dir_stop },       { "mapped_running", mapped_running },
+		{ "mapped_kill", mapped_kill },                 { "mapped_stop", mapped_stop },
+		{ "deleted_fifo_running", deleted_fifo_running }, { "deleted_fifo_kill", deleted_fifo_kill },
+		{ "deleted_fifo_stop", deleted_fifo_stop },     { "sparse_running", sparse_running },
+		{ "sparse_kill", sparse_kill },                 { "sparse_stop", sparse_stop },
+		{ "pipe_reopen_running", pipe_reopen_running }, { "pipe_reopen_kill", pipe_reopen_kill },
+		{ "pipe_reopen_stop", pipe_reopen_stop },
 		{ "pipe_running", pipe_running },       { "pipe_kill", pipe_kill },
 		{ "pipe_stop", pipe_stop },             { "event_running", event_running },
 		{ "event_kill", event_kill },           { "event_stop", event_stop },
@@ -239,6 +261,10 @@ int main(void)
 		{ "socket_stop", socket_stop },         { "half_closed_tcp_refused", half_closed_tcp_refused },
 		{ "inotify_running", inotify_running }, { "inotify_kill", inotify_kill },
 		{ "inotify_stop", inotify_stop },
+		{ "epoll_closed_running", epoll_closed_running }, { "epoll_closed_kill", epoll_closed_kill },
+		{ "epoll_closed_stop", epoll_closed_stop },
+		{ "aio_running", aio_running },         { "aio_kill", aio_kill },
+		{ "aio_stop", aio_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -23,6 +24,7 @@
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1123,9 +1125,13 @@ static void deleted_flock_setup(void)
 
 static void mapped_memfd_setup(void)
 {
-	int fd = memfd_create("mapped", 0);
+	/* a descriptor and a shared mapping are one file again after the
+	 * restore, but a writable mapping of a memfd sealed against future
+	 * writes cannot be made again after the seal */
+	int fd = memfd_create("mapped", MFD_ALLOW_SEALING);
 	ftruncate(fd, 4096);
 	mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
 	at(fd, 5, false);
 }
 
@@ -1139,9 +1145,97 @@ static void epoll_stale_setup(void)
 	at(p[0], 4, false);
 	at(p[1], 5, false);
 	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
-	dup2(4, 6);
-	close(4); /* the watch stays, under a number that is gone */
+	/* a process of its own (outside the process looked at) holds the
+	 * file: the watch stays, under a number that is gone, and nothing of
+	 * the process can give the restore that file */
+	if (fork() == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
+	close(4);
 }
+
+/* Watches whose numbers were closed (4: its file held at 6) and replaced
+ * (5: a pipe read end, its number now an eventfd, the read end held at
+ * 9), and a number closed above every descriptor (20, held at 8, the
+ * write end): each watch restored under its number, with the file of its
+ * holder, and the replaced number still the eventfd. */
+static void epoll_closed_setup(void)
+{
+	int p[2], q[2];
+
+	at(epoll_create1(0), 3, false);
+	pipe_hi(p);
+	at(p[0], 4, false);
+	at(p[1], 7, false);
+	pipe_hi(q);
+	at(q[0], 5, false);
+	at(q[1], 8, false);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x44 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 4, &ev);
+	ev = (struct epoll_event){ .events = EPOLLIN, .data.u64 = 0x55 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 5, &ev);
+	at(dup(8), 20, false);
+	ev = (struct epoll_event){ .events = EPOLLOUT, .data.u64 = 0x20 };
+	epoll_ctl(3, EPOLL_CTL_ADD, 20, &ev);
+	close(20);
+	at(dup(4), 6, false);
+	close(4);
+	at(dup(5), 9, false);
+	at(eventfd(0, 0), 5, true);
+	write(7, "a", 1);
+	write(8, "b", 1);
+}
+
+static int epoll_closed_verify(void)
+{
+	struct epoll_event evs[8];
+	int n, seen = 0;
+
+	V(!is_open(4) && !is_open(20));
+	V(fcntl(5, F_GETFD) == FD_CLOEXEC);
+	uint64_t v = 3;
+	V(write(5, &v, 8) == 8 && read(5, &v, 8) == 8 && v == 3); /* still the eventfd */
+	n = epoll_wait(3, evs, 8, 0);
+	V(n == 3);
+	for (int i = 0; i < n; i++)
+		seen |= evs[i].data.u64 == 0x44 && (evs[i].events & EPOLLIN) ? 1
+			: evs[i].data.u64 == 0x55 && (evs[i].events & EPOLLIN) ? 2
+			: evs[i].data.u64 == 0x20 && (evs[i].events & EPOLLOUT) ? 4 : 0;
+	V(seen == 7);
+	/* the kernel knows them by their numbers: 4 can be added again
+	 * now (another file), 6's file can be added too (another number) */
+	struct epoll_event ev = { .events = EPOLLIN };
+	V(epoll_ctl(3, EPOLL_CTL_ADD, 6, &ev) == 0);
+	/* the watch under 4 goes once its file does */
+	char c;
+	V(read(6, &c, 1) == 1 && c == 'a');
+	V(epoll_ctl(3, EPOLL_CTL_DEL, 6, NULL) == 0);
+	close(6);
+	close(7);
+	n = epoll_wait(3, evs, 8, 0);
+	for (int i = 0; i < n; i++)
+		V(evs[i].data.u64 != 0x44);
+	return 0;
+}
+
+START_TEST(epoll_closed_number)
+{
+	char *text;
+	pid_t pid = start_target(epoll_closed_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	ck_assert_msg(strstr(text, "3 epoll flags=02 cloexec=0 ") && strstr(text, " watch=4:0x19:0x44:6") &&
+			      strstr(text, " watch=5:0x19:0x55:9") && strstr(text, " watch=20:0x1c:0x20:8"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, epoll_closed_verify);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
 
 static void scm_rights_setup(void)
 {
@@ -1217,9 +1311,31 @@ START_TEST(other_kinds_are_refused)
 	expect_refused(deleted_flock_setup, "fd 3: /tmp/");
 	ck_assert_msg(strstr(err_msg(), "(deleted): FLOCK lock on a 'deleted' descriptor, which is not reopened by its path"),
 		      "%s", err_msg());
-	expect_refused(epoll_stale_setup, "fd 3: epoll watch on fd 4, which was closed or replaced since");
+	/* the file of a watch whose number was closed, held by a process
+	 * outside: only the tree can tell that none of it holds it */
+	{
+		char want[160];
+		struct fd_image *cap = NULL, *sh = NULL;
+		pid_t pid = start_target(epoll_stale_setup, NULL);
+		ck_assert_msg(fds_check(pid) == 0, "%s", err_msg());
+		ck_assert_int_eq(fds_check_tree(&pid, 1), -EOPNOTSUPP);
+		snprintf(want, sizeof(want),
+			 "pid %d fd 3: epoll watches fd 4, closed or replaced since, and its file is held by no other "
+			 "descriptor of the process or of its tree: not supported", pid);
+		ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+		ck_assert_int_eq(fds_capture(pid, &cap), 0);
+		ck_assert_int_eq(fds_share(&cap, &pid, 1, &sh), -EOPNOTSUPP);
+		ck_assert_ptr_null(sh);
+		/* nor can its image be written without that pass */
+		char *text;
+		size_t len;
+		ck_assert_int_eq(fds_format(cap, &text, &len), -EOPNOTSUPP);
+		fds_free(cap);
+		kill_target(pid);
+	}
 	expect_refused(scm_rights_setup, "fd 4: descriptors queued in a Unix socket");
-	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is also mapped shared at 0x");
+	expect_refused(mapped_memfd_setup, "fd 5: /memfd:mapped (deleted) is sealed against future writes "
+					   "(F_SEAL_FUTURE_WRITE) and mapped shared and writable at 0x");
 
 	/* queued inotify events cannot be put back into a new instance */
 	expect_refused(inotify_setup, "fd 3: inotify with 16 bytes of events not read yet");
@@ -1227,6 +1343,107 @@ START_TEST(other_kinds_are_refused)
 	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
 	ck_assert_msg(strstr(err_msg(), "fd 4: netlink socket"), "%s", err_msg());
 	kill_target(pid);
+}
+END_TEST
+
+/* ---- pidfds -------------------------------------------------------------------- */
+
+static pid_t test_pid; /* the test process, outside every target's tree */
+
+/* 3: a pidfd of a reaped child; 4: a PIDFD_NONBLOCK pidfd of the test
+ * process (outside the tree, alive). */
+static void pidfd_setup(void)
+{
+	pid_t c = fork();
+	if (c == 0)
+		_exit(0);
+	at((int)syscall(SYS_pidfd_open, c, 0), 3, false);
+	waitpid(c, NULL, 0);
+	at((int)syscall(SYS_pidfd_open, test_pid, O_NONBLOCK), 4, true);
+}
+
+static int pidfd_info(int fd, int *pid, unsigned *flags)
+{
+	char p[64], *text = NULL;
+	snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+	if (read_file_full(p, &text, NULL) < 0)
+		return -1;
+	const char *a = strstr(text, "flags:"), *b = strstr(text, "\nPid:");
+	int ok = a && b && sscanf(a + 6, "%o", flags) == 1 && sscanf(b + 5, "%d", pid) == 1;
+	free(text);
+	return ok ? 0 : -1;
+}
+
+static int pidfd_verify(void)
+{
+	int pid;
+	unsigned fl;
+	struct pollfd p = { .fd = 3, .events = POLLIN };
+
+	V(pidfd_info(3, &pid, &fl) == 0 && pid == -1);
+	V(poll(&p, 1, 0) == 1 && (p.revents & POLLIN));
+	V(syscall(SYS_pidfd_send_signal, 3, 0, NULL, 0) < 0 && errno == ESRCH);
+	V(pidfd_info(4, &pid, &fl) == 0 && pid == test_pid && (fl & O_NONBLOCK));
+	V(fcntl(4, F_GETFD) == FD_CLOEXEC);
+	V(syscall(SYS_pidfd_send_signal, 4, 0, NULL, 0) == 0);
+	p.fd = 4;
+	V(poll(&p, 1, 0) == 0);
+	return 0;
+}
+
+START_TEST(pidfd_lines)
+{
+	char *text, want[96];
+	test_pid = getpid();
+	pid_t pid = start_target(pidfd_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	kill_target(pid);
+	struct fd_image *img = roundtrip(cap, &text);
+	snprintf(want, sizeof(want), "\n4 pidfd flags=04002 cloexec=1 pid=%d start=", test_pid);
+	ck_assert_msg(strstr(text, "\n3 pidfd flags=02 cloexec=0 pid=-1\n") && strstr(text, want) &&
+			      strstr(text, " tree=0\n"),
+		      "unexpected text:\n%s", text);
+	RESTORE_OK(img, pidfd_verify);
+	/* the outside process as another one (another start time): refused
+	 * at load, naming the descriptor and the pid */
+	struct fd_entry *e = fds_find(img, 4);
+	e->start++;
+	ck_assert_int_eq(fds_host_check(img, false), -ESRCH);
+	snprintf(want, sizeof(want), "fd 4: pidfd of pid %d, outside the process tree: that process is gone", test_pid);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+static volatile pid_t thread_tid;
+
+static void *thread_main(void *arg)
+{
+	(void)arg;
+	thread_tid = (pid_t)syscall(SYS_gettid);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* 3: a PIDFD_THREAD pidfd of a thread of the process, not its main one */
+static void pidfd_thread_setup(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, thread_main, NULL) != 0)
+		_exit(90);
+	while (!thread_tid)
+		usleep(1000);
+	at((int)syscall(SYS_pidfd_open, thread_tid, O_EXCL), 3, false);
+}
+
+START_TEST(pidfd_of_own_thread_is_refused)
+{
+	expect_refused(pidfd_thread_setup, "fd 3: pidfd of thread ");
+	ck_assert_msg(strstr(err_msg(), " of the process itself (threads are made after the descriptors)"), "%s",
+		      err_msg());
 }
 END_TEST
 
@@ -1492,7 +1709,7 @@ static int restore_tree_with(struct fd_image *sh, struct fd_image *pimg, struct 
 		for (size_t i = 0; old > 0 && i < pimg->n; i++)
 			if (pimg->e[i].owner_pid == old)
 				pimg->e[i].owner_pid = getpid();
-		r = fds_open_shared(sh, TREE_BASE);
+		r = fds_open_shared(sh, TREE_BASE, -1);
 		if (r < 0) {
 			snprintf(report_page, 2048, "open shared: %s", err_msg());
 			_exit(100);
@@ -1807,6 +2024,40 @@ START_TEST(tree_shared_epoll_is_refused)
 }
 END_TEST
 
+/* 3: a pidfd of the parent itself, inherited by its child: one pidfd of
+ * a process of the tree, shared by two of them */
+static void tree_pidfd_setup(void)
+{
+	at((int)syscall(SYS_pidfd_open, getpid(), 0), 3, false);
+	fork_stopped_child(nothing);
+}
+
+START_TEST(tree_shared_pidfd_is_refused)
+{
+	char want[160];
+	struct fd_image *sh = NULL;
+
+	tree_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(tree_page, MAP_FAILED);
+	pid_t pp = start_target(tree_pidfd_setup, NULL), pc = *TREE_CHILD;
+	struct fd_image *cap[2] = { capture(pp), capture(pc) };
+	pid_t pids[2] = { pp, pc };
+	/* each alone: the parent's own, the child's its parent's (not yet
+	 * known to be of the tree: the tree's pass tells) */
+	ck_assert(fds_find(cap[0], 3)->in_tree && !fds_find(cap[1], 3)->in_tree);
+	ck_assert_int_eq(fds_share(cap, pids, 2, &sh), -EOPNOTSUPP);
+	ck_assert_ptr_null(sh);
+	snprintf(want, sizeof(want), "pid %d fd 3, pid %d fd 3: one pidfd of pid %d, a process of the tree, shared by processes",
+		 pp, pc, pp);
+	ck_assert_msg(strstr(err_msg(), want), "%s", err_msg());
+	kill_target(pc);
+	kill_target(pp);
+	fds_free(cap[0]);
+	fds_free(cap[1]);
+	munmap(tree_page, 4096);
+}
+END_TEST
+
 /* A `shared` line names an id of the shared image; the shared image is
  * numbered 0, 1, 2, ... and holds nothing that names a process's numbers. */
 START_TEST(shared_lines_are_checked)
@@ -1823,7 +2074,7 @@ START_TEST(shared_lines_are_checked)
 	ck_assert_int_eq(fds_parse("0 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n"
 				   "2 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
-	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE), -EBADMSG);
+	ck_assert_int_eq(fds_open_shared(bad, TREE_BASE, -1), -EBADMSG);
 	fds_free(bad);
 	ck_assert_int_eq(fds_parse("0 shared of=0 cloexec=1\n", NULL, NULL, &bad), 0);
 	ck_assert_int_eq(fds_validate_shared(NULL, bad), -EBADMSG);
@@ -1837,10 +2088,10 @@ START_TEST(shared_lines_are_checked)
 				   "1 dev flags=02 cloexec=1 path=/dev/null rdev=1:3\n", NULL, NULL, &sh), 0);
 	fd = fcntl(0, F_DUPFD_CLOEXEC, TREE_BASE + 1);
 	ck_assert_int_eq(fd, TREE_BASE + 1);
-	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE), -EBUSY);
+	ck_assert_int_eq(fds_open_shared(sh, TREE_BASE, -1), -EBUSY);
 	ck_assert_msg(!is_open(TREE_BASE), "fd %d left open", TREE_BASE);
 	close(fd);
-	ck_assert_msg(fds_open_shared(sh, TREE_BASE) == 0, "%s", err_msg());
+	ck_assert_msg(fds_open_shared(sh, TREE_BASE, -1) == 0, "%s", err_msg());
 	ck_assert(is_open(TREE_BASE) && is_open(TREE_BASE + 1) && fcntl(TREE_BASE, F_GETFD) == FD_CLOEXEC);
 	close(TREE_BASE);
 	close(TREE_BASE + 1);
@@ -1987,6 +2238,13 @@ START_TEST(parse_is_strict)
 		"3 dev flags=0 cloexec=0 path=relative rdev=1:3\n",
 		"3 dev flags=0 cloexec=0 path=/dev/null rdev=1:3 flags=0\n",
 		"x dev flags=0 cloexec=0 path=/dev/null rdev=1:3\n",
+		"3 pidfd flags=02 cloexec=0 pid=0 start=1 tree=0\n",
+		"3 pidfd flags=02 cloexec=0 pid=5 tree=0\n",                             /* start missing */
+		"3 pidfd flags=01002 cloexec=0 pid=-1\n",                                /* not a pidfd's flags */
+		"3 pidfd flags=02 cloexec=0 pid=-1 start=4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:4\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=5:0x1:0x0:x\n",
+		"3 eventfd flags=02 cloexec=0 count=0 semaphore=0\n4 epoll flags=0 cloexec=0 watch=3:0x1:0x0:3\n",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		struct fd_image *img = NULL;
@@ -2039,6 +2297,69 @@ START_TEST(inet_lines)
 		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
 		ck_assert_ptr_null(img);
 	}
+}
+END_TEST
+
+/* Files in odd states: removed directories and FIFOs, sparse and mapped
+ * files, pipes with several descriptions round-trip; what cannot be is
+ * refused naming the line. */
+#define TIMES " uid=0 gid=0 atime=1.000000002 mtime=3.000000004"
+START_TEST(odd_lines)
+{
+	static const char *good[] = {
+		"3 dir flags=0200000 cloexec=0 path=/tmp/x pos=0 ino=5 deleted=1 cwd=1 mode=0751 uid=4242 gid=4343 "
+		"atime=1.000000002 mtime=3.000000004\n"
+		"4 dir flags=010200000 cloexec=1 path=/tmp/y pos=0 ino=6 deleted=1 mode=0700" TIMES "\n",
+		"3 fifo flags=04000 cloexec=0 path=/tmp/f ino=9 size=65536 queued=0 deleted=1 mode=0640 uid=1 gid=2\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=4294967296 mode=0600" TIMES
+		" dev=fe:0 ino=7 runs=none\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=0:1 ino=8 content=shm\n",
+		"3 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"4 pipe-r flags=04000 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"5 pipe-w flags=01 cloexec=0 pipe=5 size=65536 peer=in\n"
+		"6 pipe-rw flags=02 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"7 pipe-rw flags=02 cloexec=0 pipe=6 size=65536 peer=in queued=0\n",
+	};
+	static const char *bad[] = {
+		/* runs overlapping, beyond the size; too big without runs */
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=8192 mode=0600" TIMES " runs=0+800,400+10\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=8192 mode=0600" TIMES " runs=1000+2000\n",
+		"3 deleted flags=02 cloexec=0 path=/tmp/d pos=0 size=2147483648 mode=0600" TIMES "\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=0:1 ino=8 content=x\n",
+		"3 memfd flags=02 cloexec=0 name=m pos=0 size=8192 mode=0777 seals=0x1" TIMES " dev=zz ino=8\n",
+		/* a removed directory without its mode, a FIFO without its owner */
+		"3 dir flags=0200000 cloexec=0 path=/tmp/x pos=0 ino=5 deleted=1\n",
+		"3 fifo flags=04000 cloexec=0 path=/tmp/f ino=9 size=65536 queued=0 deleted=1 mode=0640\n",
+		/* read-write without its access mode; the side of a reopened pipe wrong */
+		"3 pipe-rw flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n",
+		"3 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n"
+		"4 pipe-r flags=00 cloexec=0 pipe=5 size=65536 peer=in queued=0\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		struct fd_image *img = NULL;
+		char *text = NULL;
+		size_t len;
+		ck_assert_msg(fds_parse(good[i], get_mem, NULL, &img) == 0, "%s: %s", good[i], err_msg());
+		ck_assert_int_eq(fds_format(img, &text, &len), 0);
+		ck_assert_str_eq(text, good[i]);
+		free(text);
+		fds_free(img);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		int r = fds_parse(bad[i], get_mem, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+	/* content=shm with no area of its file: refused before anything */
+	struct fd_image *img = NULL;
+	ck_assert_int_eq(fds_parse(good[3], get_mem, NULL, &img), 0);
+	fds_shm_bind(img, 0, 1, 9, 0);
+	ck_assert_int_eq(fds_shm_check(img), -EBADMSG);
+	ck_assert_msg(strstr(err_msg(), "fd 3: content=shm, but no shared memory area maps its file"), "%s", err_msg());
+	fds_shm_bind(img, 0, 1, 8, 0);
+	ck_assert_int_eq(fds_shm_check(img), 0);
+	fds_free(img);
 }
 END_TEST
 
@@ -2204,10 +2525,15 @@ static Suite *suite(void)
 		{ "half_closed_tcp_is_refused", half_closed_tcp_is_refused },
 		{ "inet_lines", inet_lines },
 		{ "unix_lines", unix_lines },
+		{ "odd_lines", odd_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
+		{ "epoll_closed_number", epoll_closed_number },
+		{ "pidfd_lines", pidfd_lines },
+		{ "pidfd_of_own_thread_is_refused", pidfd_of_own_thread_is_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
 		{ "tree_shared_epoll_is_refused", tree_shared_epoll_is_refused },
+		{ "tree_shared_pidfd_is_refused", tree_shared_pidfd_is_refused },
 		{ "tree_socket_pair", tree_socket_pair },
 		{ "tree_async_owner", tree_async_owner },
 		{ "tree_refuses_what_is_outside", tree_refuses_what_is_outside },
