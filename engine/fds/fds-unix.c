@@ -43,7 +43,7 @@ static bool is_path(const struct sockaddr_storage *ss, socklen_t len)
 {
 	const struct sockaddr_un *un = (const void *)ss;
 
-	return len > sun_off + 0 && un->sun_path[0];
+	return len > sun_off && un->sun_path[0];
 }
 
 static void fmt_name(const struct sockaddr_storage *ss, socklen_t len, char *buf, size_t n)

@@ -17,7 +17,8 @@
  * "elsewhere" (a socket bound by a relative name in a directory that is
  * not the working directory), "gonedir" (a socket bound to a path deleted
  * with its directory), "many" (4097 messages queued on a seqpacket pair,
- * 62 and 63). Other modes: "peekoff" (51 peeks at an offset of its own:
+ * 62 and 63), "peergone" (63 connected by name to 62, whose path is
+ * deleted since). Other modes: "peekoff" (51 peeks at an offset of its own:
  * a failed dump leaves it at 0), "deldir" (a datagram socket bound to
  * SCRATCH.dir/s, deleted since: the test removes the directory before a
  * restore). A dump that fails must leave all of it as it was: told
@@ -205,6 +206,15 @@ int main(int argc, char **argv)
 		at(bound(SOCK_DGRAM, &o), 62);
 		if (chdir("/") < 0)
 			target_verdict(0, "chdir /");
+	} else if (strcmp(mode, "peergone") == 0) {
+		/* 63 connected by name to 62, whose path is deleted since */
+		struct sockaddr_un pg = name(s, ".pg");
+		at(bound(SOCK_DGRAM, &pg), 62);
+		tx = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (connect(tx, (void *)&pg, sizeof(pg)) < 0)
+			target_verdict(0, "connect: %s", strerror(errno));
+		at(tx, 63);
+		unlink(pg.sun_path);
 	} else if (strcmp(mode, "many") == 0) {
 		/* more messages than a dump reads: 4097 of one byte */
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
@@ -239,6 +249,10 @@ int main(int argc, char **argv)
 
 	if (strcmp(mode, "elsewhere") == 0 && chdir(home) < 0)
 		target_verdict(0, "chdir back");
+	if (strcmp(mode, "peergone") == 0) {
+		CHECK(send(63, "pg", 2, 0) == 2);
+		EXPECT(62, "pg");
+	}
 	if (strcmp(mode, "many") == 0) {
 		for (int i = 0; i < 4097; i++)
 			EXPECT(63, "m");

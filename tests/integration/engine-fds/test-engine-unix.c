@@ -125,6 +125,12 @@ START_TEST(deleted_dir_refused)
 }
 END_TEST
 
+START_TEST(peer_name_deleted_refused)
+{
+	refused("peergone", NULL, "fd 63: Unix dgram socket connected to ", "scratch.pg, deleted since: not supported");
+}
+END_TEST
+
 START_TEST(too_many_messages_refused)
 {
 	refused("many", NULL, "fd 63: more than 4096 messages or 64 MiB queued in a Unix seqpacket socket: not supported",
@@ -225,6 +231,7 @@ int main(void)
 		{ "deleted_dir_refused", deleted_dir_refused },
 		{ "deleted_dir_gone_at_restore", deleted_dir_gone_at_restore },
 		{ "too_many_messages_refused", too_many_messages_refused },
+		{ "peer_name_deleted_refused", peer_name_deleted_refused },
 		{ "peek_fault_keeps_messages", peek_fault_keeps_messages },
 		{ "peek_fault_keeps_peek_offset", peek_fault_keeps_peek_offset },
 		{ "refill_fault", refill_fault },
