@@ -586,7 +586,8 @@ int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
 	if (a->type == SOCK_DGRAM)
 		return dgram_pair(a, b, sv);
 	l = socket(AF_UNIX, a->type | SOCK_CLOEXEC, 0);
-	c = socket(AF_UNIX, a->type | SOCK_CLOEXEC, 0);
+	/* never blocks: a connect to a backlog others filled fails */
+	c = socket(AF_UNIX, a->type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (l < 0 || c < 0)
 		return err_set(negerrno(), "fd %d: socket", a->fd);
 	/* The client's own name first (it is bound for good); then the
@@ -618,9 +619,30 @@ int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2])
 	if (r < 0)
 		return fds_err_prefix(r, "fd %d: Unix %s socket: a listener for its connection", srv->fd,
 				      type_word(a->type));
-	if (listen(l, 1) < 0 || connect(c, (const void *)&srv->addr, srv->addrlen) < 0 ||
-	    (s = accept4(l, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+	if (listen(l, 1) < 0 || connect(c, (const void *)&srv->addr, srv->addrlen) < 0) {
 		r = err_set(negerrno(), "fd %d: cannot connect to %s again", cli->fd, ln.shown);
+		goto err_name;
+	}
+	/* Ours is queued; a client of someone else's that came by the path
+	 * meanwhile is not the connection (SO_PEERCRED: not our pid) and is
+	 * dropped. */
+	for (int tries = 0;; tries++) {
+		struct ucred uc;
+		socklen_t ul = sizeof(uc);
+		s = accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (s < 0 || tries == 16) {
+			r = err_set(s < 0 ? negerrno() : -EAGAIN, "fd %d: cannot accept its connection through %s again",
+				    srv->fd, ln.shown);
+			goto err_name;
+		}
+		if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0 && uc.pid == getpid())
+			break;
+		close(TAKE_FD(s));
+	}
+	/* O_NONBLOCK was ours: the restore sets the recorded flags */
+	if (fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK) < 0 ||
+	    fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = err_set(negerrno(), "fd %d: F_SETFL", srv->fd);
 		goto err_name;
 	}
 	if (fault_hit(FAULT_ENGINE_UNIX_NAME)) {
