@@ -230,6 +230,10 @@ enum fault_id {
 	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_RESTORE = 283,     /* restore: a TCP connection's queues cannot be written back */
 	FAULT_ENGINE_DIE_TCP = 284,         /* dumper killed holding TCP connections in repair mode, locked */
+	FAULT_ENGINE_UNIX_PEEK = 430,       /* dump: reading a Unix socket's queued messages fails once all are read */
+	FAULT_ENGINE_UNIX_REFILL = 431,     /* restore: writing a Unix socket's queued messages back fails half way */
+	FAULT_ENGINE_UNIX_NAME = 432,       /* restore: a step fails once a Unix socket's name is bound (a deleted or
+					     * moved-aside path, a listener made for a connection) */
 	_FAULT_MAX,
 };
 

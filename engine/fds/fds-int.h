@@ -147,7 +147,8 @@ struct fd_entry {
 	gid_t gid;
 	bool has_times;   /* deleted, memfd, deleted dir: atime and mtime (with has_owner: uid, gid) */
 	bool deleted;     /* dir, fifo: removed while open: made again empty and removed, with
-			   * mode (and has_owner, has_times) */
+			   * mode (and has_owner, has_times); unix-listen, unix-dgram,
+			   * unix-pair: its path deleted since the bind (fds-unix.c) */
 	bool is_cwd;      /* deleted dir: the process's cwd too: opened from it after the restore's
 			   * chdir, so that both stay one directory */
 	bool has_deadline; /* timerfd, absolute on a wall clock: when it expires (CLOCK_REALTIME) */
@@ -222,6 +223,13 @@ struct fd_entry {
 	socklen_t peerlen;             /* 0: not connected */
 	int shutdown;     /* unix-pair: SHUT_RD=1 bit, SHUT_WR=2 bit as in unix_diag */
 	int sndbuf, rcvbuf; /* unix-pair: SO_SNDBUF, SO_RCVBUF as getsockopt shows them */
+	/* Unix sockets (fds-unix.c): the lengths of the messages queued for
+	 * reading (seqpacket, dgram; their bytes are data, in order); SO_PASSCRED;
+	 * a path name bound relative to dir (deleted: above). */
+	uint32_t *msgs;
+	size_t n_msgs;
+	bool passcred;
+	char *dir;
 
 	/* File locks (fds-lock.c): flock and OFD locks are the description's,
 	 * POSIX locks the process's, taken through this descriptor. */
@@ -391,6 +399,29 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l);
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above);
 /* Cross-line rules: both ends of a socket pair agree. */
 int fds_socket_validate(struct fd_image *img);
+
+/* fds-unix.c: queued messages, names and connections of Unix sockets
+ * (fds-socket.c calls these). Peek: e's queued messages (seqpacket,
+ * dgram) into data and msgs, not consumed; checking: the first only, for
+ * descriptors in flight. Name: at capture, whether e's path is deleted
+ * or relative (vfs_ino, vfs_dev: its socket file per sock_diag, vfs_ino
+ * 0: it has none of its own), -EOPNOTSUPP naming what cannot be made
+ * again. Print and parse: the keys msgs= dir= deleted= passcred=.
+ * Open: a Unix listener or datagram socket made again (bound, refilled,
+ * deleted again); a connected pair through a listener when an end has a
+ * name (sv[0] for a, sv[1] for b), plain socketpair() otherwise; refill
+ * sends e's queued messages (or bytes) on fd, the other end. */
+int fds_unix_peek(struct fd_entry *e, bool checking);
+int fds_unix_name(struct fd_image *img, struct fd_entry *e, uint64_t vfs_ino, uint64_t vfs_dev);
+void fds_unix_print(const struct fd_entry *e, struct fds_buf *b);
+int fds_unix_parse(struct fd_entry *e, struct fd_line *l);
+int fds_unix_open_listen(struct fd_entry *e);
+int fds_unix_open_dgram(struct fd_entry *e);
+int fds_unix_pair(const struct fd_entry *a, const struct fd_entry *b, int sv[2]);
+int fds_unix_refill(int fd, const struct fd_entry *e);
+/* fds_restore(): made before the other descriptors (a pair through a
+ * listener takes the listener's name for a moment). */
+bool fds_unix_early(const struct fd_entry *e);
 
 /* fds-tcp.c: established TCP connections and UDP sockets. Classify is
  * called by fds_socket_classify() for an IPv4 or IPv6 socket that is not

@@ -18,18 +18,20 @@
  *
  * A Unix datagram socket that is unconnected, or connected to a named
  * socket outside the process (syslog's /dev/log), is bound again to its
- * own address if it had one and connected again to that name; its queue
- * must be empty.
+ * own address if it had one and connected again to that name.
  *
  * A listening socket with connections waiting to be accepted is refused:
  * those are established connections. Bytes queued in a stream pair are
  * peeked (MSG_PEEK, not consumed) and sent again on restore; datagram and
- * seqpacket pairs must have empty queues, and queued descriptors
- * (SCM_RIGHTS) are refused. Socket options are not saved but for
- * SO_REUSEADDR and IPV6_V6ONLY of listening sockets.
+ * seqpacket queues, names bound by relative paths or deleted since, and
+ * connections made through a listener are fds-unix.c's. Queued
+ * descriptors (SCM_RIGHTS) are refused. Socket options are not saved but
+ * for SO_REUSEADDR and IPV6_V6ONLY of listening sockets and SO_PASSCRED
+ * of Unix seqpacket and datagram sockets.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -51,6 +53,7 @@ struct unix_info {
 	int shutdown;
 	char name[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int namelen;     /* bytes of name (an abstract one starts with NUL) */
+	uint32_t vfs_ino, vfs_dev; /* its socket file (0: none of its own), dev as the kernel's dev_t */
 	bool found;
 };
 
@@ -112,6 +115,10 @@ static int unix_cb(struct nlmsghdr *h, void *ud)
 			ui->wqueue = q->udiag_wqueue;
 		} else if (a->rta_type == UNIX_DIAG_SHUTDOWN) {
 			ui->shutdown = *(uint8_t *)RTA_DATA(a);
+		} else if (a->rta_type == UNIX_DIAG_VFS) {
+			struct unix_diag_vfs *v = RTA_DATA(a);
+			ui->vfs_ino = v->udiag_vfs_ino;
+			ui->vfs_dev = v->udiag_vfs_dev;
 		} else if (a->rta_type == UNIX_DIAG_NAME) {
 			ui->namelen = (int)MIN(RTA_PAYLOAD(a), sizeof(ui->name));
 			memcpy(ui->name, RTA_DATA(a), (size_t)ui->namelen);
@@ -126,7 +133,7 @@ static int unix_info(uint64_t ino, struct unix_info *ret)
 		.sdiag_family = AF_UNIX,
 		.udiag_states = ~0u,
 		.udiag_ino = (uint32_t)ino,
-		.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_NAME,
+		.udiag_show = UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_NAME | UDIAG_SHOW_VFS,
 		.udiag_cookie = { INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE },
 	};
 	int r;
@@ -298,6 +305,13 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 				       "fd %d: Unix dgram socket connected to socket:[%u], which has no absolute name: "
 				       "not supported",
 				       e->fd, ui.peer);
+		/* connected by a name that is gone: nothing to connect to again */
+		struct stat pst;
+		if (pi.name[0] && pi.vfs_ino &&
+		    (lstat(pi.name, &pst) < 0 || pst.st_ino != pi.vfs_ino || !S_ISSOCK(pst.st_mode)))
+			return err_set(-EOPNOTSUPP,
+				       "fd %d: Unix dgram socket connected to %.*s, deleted since: not supported", e->fd,
+				       pi.namelen, pi.name);
 		struct sockaddr_un *pu = (void *)&e->peer;
 		pu->sun_family = AF_UNIX;
 		memcpy(pu->sun_path, pi.name, (size_t)pi.namelen);
@@ -306,10 +320,6 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 		return err_set(-EOPNOTSUPP, "fd %d: unconnected Unix %s socket: not supported", e->fd,
 			       type_name(type));
 	}
-	const struct sockaddr_un *un = (const void *)&e->addr;
-	if (e->addrlen > offsetof(struct sockaddr_un, sun_path) + 1 && un->sun_path[0] && un->sun_path[0] != '/')
-		return err_set(-EOPNOTSUPP, "fd %d: Unix dgram socket bound to relative path %.*s: not supported",
-			       e->fd, (int)sizeof(un->sun_path), un->sun_path);
 	e->kind = FD_KIND_UNIX_DGRAM;
 	return 1;
 }
@@ -405,16 +415,15 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		if (e->addrlen <= offsetof(struct sockaddr_un, sun_path) + 1)
 			return err_set(-EOPNOTSUPP, "fd %d: listening Unix socket without an address: not supported",
 				       e->fd);
-		if (un->sun_path[0] && un->sun_path[0] != '/')
-			return err_set(-EOPNOTSUPP,
-				       "fd %d: listening Unix socket bound to relative path %.*s: not supported", e->fd,
-				       (int)sizeof(un->sun_path), un->sun_path);
+		if ((r = fds_unix_name(img, e, ui.vfs_ino, ui.vfs_dev)) < 0)
+			return r;
 		/* who may connect: the socket file's owner and mode (a server
 		 * makes it 0777, or its own user's), made again at restore */
 		struct stat fst;
-		char sp[sizeof(un->sun_path) + 1];
-		snprintf(sp, sizeof(sp), "%.*s", (int)sizeof(un->sun_path), un->sun_path);
-		if (sp[0] && lstat(sp, &fst) == 0 && S_ISSOCK(fst.st_mode)) {
+		char sp[PATH_MAX + sizeof(un->sun_path) + 2];
+		snprintf(sp, sizeof(sp), "%s%s%.*s", e->dir ? e->dir : "", e->dir ? "/" : "",
+			 (int)sizeof(un->sun_path), un->sun_path);
+		if (un->sun_path[0] && !e->deleted && lstat(sp, &fst) == 0 && S_ISSOCK(fst.st_mode)) {
 			e->has_owner = true;
 			e->mode = fst.st_mode & 07777;
 			e->uid = fst.st_uid;
@@ -427,10 +436,11 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		r = unix_info(e->st->st_ino, &ui);
 		if (r < 0)
 			return err_set(r, "fd %d: Unix socket: sock_diag", e->fd);
-		if (ui.rqueue)
-			return err_set(-EOPNOTSUPP, "fd %d: Unix dgram socket with %u bytes queued: not supported", e->fd,
-				       ui.rqueue);
-		return 0;
+		if ((r = fds_unix_name(img, e, ui.vfs_ino, ui.vfs_dev)) < 0)
+			return r;
+		/* rqueue is the first datagram's length: a zero-length one
+		 * shows none, the peek tells */
+		return fds_unix_peek(e, img->checking);
 	}
 	case FD_KIND_UNIX_PAIR: {
 		struct unix_info ui;
@@ -443,11 +453,12 @@ int fds_socket_capture(struct fd_image *img, struct fd_entry *e)
 		if ((r = getint(e->dupfd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf)) < 0 ||
 		    (r = getint(e->dupfd, SOL_SOCKET, SO_RCVBUF, &e->rcvbuf)) < 0)
 			return err_set(r, "fd %d: Unix socket: buffer sizes", e->fd);
+		if ((r = fds_unix_name(img, e, ui.vfs_ino, ui.vfs_dev)) < 0)
+			return r;
+		if (e->type != SOCK_STREAM)
+			return fds_unix_peek(e, img->checking);
 		if (!ui.rqueue)
 			return 0;
-		if (e->type != SOCK_STREAM)
-			return err_set(-EOPNOTSUPP, "fd %d: Unix %s socket pair with %u bytes queued: not supported",
-				       e->fd, type_name(e->type), ui.rqueue);
 		return peek_stream(e, ui.rqueue, img->checking);
 	}
 	default:
@@ -488,7 +499,8 @@ static int parse_unix(struct fd_line *l, const char *key, const char *akey, stru
 	if (!v)
 		return 0;
 	n = fds_unescape(v, buf, sizeof(buf) - (abstract ? 1 : 0));
-	if (n <= 0 || (!abstract && (buf[0] != '/' || strlen(buf) != (size_t)n)))
+	/* a relative path comes with the directory it was bound in */
+	if (n <= 0 || (!abstract && ((buf[0] != '/' && !fds_kv_has(l, "dir")) || strlen(buf) != (size_t)n)))
 		return fds_bad(l, "%s=: not a socket address", abstract ? akey : key);
 	memset(ss, 0, sizeof(*ss));
 	un->sun_family = AF_UNIX;
@@ -526,15 +538,21 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 		fds_printf(b, " backlog=%d", e->backlog);
 		if (e->has_owner)
 			fds_printf(b, " mode=0%o uid=%u gid=%u", e->mode, (unsigned)e->uid, (unsigned)e->gid);
+		fds_unix_print(e, b);
 		break;
 	case FD_KIND_UNIX_PAIR:
 		fds_printf(b, " type=%s pair=%lu shutdown=%d sndbuf=%d rcvbuf=%d queued=%lu", type_name(e->type),
 			   e->id, e->shutdown, e->sndbuf, e->rcvbuf, e->data_len);
+		print_unix(b, "path", "abstract", &e->addr, e->addrlen);
+		fds_unix_print(e, b);
 		break;
 	case FD_KIND_UNIX_DGRAM:
 		print_unix(b, "path", "abstract", &e->addr, e->addrlen);
 		if (e->peerlen)
 			print_unix(b, "peer", "peer-abstract", &e->peer, e->peerlen);
+		if (e->data_len || e->n_msgs)
+			fds_printf(b, " queued=%lu", e->data_len);
+		fds_unix_print(e, b);
 		break;
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
@@ -620,7 +638,7 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 		if (!v)
 			return fds_bad(l, "unix-listen needs path= or abstract=");
 		n = fds_unescape(v, buf, sizeof(buf) - (abstract ? 1 : 0));
-		if (n <= 0 || (!abstract && (buf[0] != '/' || strlen(buf) != (size_t)n)))
+		if (n <= 0 || (!abstract && ((buf[0] != '/' && !fds_kv_has(l, "dir")) || strlen(buf) != (size_t)n)))
 			return fds_bad(l, "%s=: not a socket address", abstract ? "abstract" : "path");
 		un->sun_family = AF_UNIX;
 		memcpy(un->sun_path + (abstract ? 1 : 0), buf, (size_t)n);
@@ -644,7 +662,7 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 			e->uid = (uid_t)uid;
 			e->gid = (gid_t)gid;
 		}
-		return 0;
+		return fds_unix_parse(e, l);
 	}
 	case FD_KIND_UNIX_DGRAM:
 		e->family = AF_UNIX;
@@ -656,6 +674,16 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 			return r;
 		if (r == 0)
 			e->peerlen = 0;
+		if ((r = fds_kv_u64_opt(l, "queued", 0, &e->data_len)) < 0)
+			return r;
+		if (e->data_len > (64u << 20))
+			return fds_bad(l, "queued=%lu: too large", e->data_len);
+		if ((r = fds_unix_parse(e, l)) < 0)
+			return r;
+		if (e->data_len && !e->n_msgs)
+			return fds_bad(l, "queued= without msgs=");
+		if (e->n_msgs && e->addrlen <= sizeof(sa_family_t))
+			return fds_bad(l, "messages queued on an unnamed dgram socket");
 		return 0;
 	case FD_KIND_UNIX_PAIR:
 		if ((r = parse_type(l, &e->type)) < 0 || (r = fds_kv_u64(l, "pair", &e->id)) < 0 ||
@@ -674,11 +702,16 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 		if (u > INT32_MAX)
 			return fds_bad(l, "rcvbuf=%lu: out of range", u);
 		e->rcvbuf = (int)u;
-		if (e->data_len && e->type != SOCK_STREAM)
-			return fds_bad(l, "queued bytes in a %s pair", type_name(e->type));
 		if (e->data_len > (64u << 20))
 			return fds_bad(l, "queued=%lu: too large", e->data_len);
 		e->family = AF_UNIX;
+		e->addr.ss_family = AF_UNIX;
+		e->addrlen = sizeof(sa_family_t);
+		if ((r = parse_unix(l, "path", "abstract", &e->addr, &e->addrlen)) < 0 ||
+		    (r = fds_unix_parse(e, l)) < 0)
+			return r;
+		if (e->data_len && e->type != SOCK_STREAM && !e->n_msgs)
+			return fds_bad(l, "queued bytes in a %s pair without msgs=", type_name(e->type));
 		return 0;
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
@@ -717,73 +750,33 @@ int fds_socket_validate(struct fd_image *img)
 	return 0;
 }
 
-/* A path left by a listener that is gone: connect is refused. */
-static bool stale_socket_file(const struct sockaddr_un *un, socklen_t len, int type)
-{
-	struct stat st;
-	_cleanup_close_ int fd = -1;
-
-	if (lstat(un->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
-		return false;
-	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return false;
-	return connect(fd, (const void *)un, len) < 0 && errno == ECONNREFUSED;
-}
-
 static int open_listen(struct fd_entry *e)
 {
-	_cleanup_close_ int fd = socket(e->family, e->type | SOCK_CLOEXEC, 0);
+	_cleanup_close_ int fd = -1;
 	char as[120];
 	int one = 1, v;
 
+	if (e->family == AF_UNIX)
+		return fds_unix_open_listen(e);
+	fd = socket(e->family, e->type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return err_set(negerrno(), "fd %d: socket", e->fd);
-	if (e->family == AF_UNIX) {
-		const struct sockaddr_un *un = (const void *)&e->addr;
-		snprintf(as, sizeof(as), "%s%s", un->sun_path[0] ? "" : "@",
-			 un->sun_path[0] ? un->sun_path : un->sun_path + 1);
-		if (bind(fd, (const void *)&e->addr, e->addrlen) < 0) {
-			if (errno != EADDRINUSE || !un->sun_path[0] || !stale_socket_file(un, e->addrlen, e->type))
-				return err_set(negerrno(), "fd %d: cannot bind Unix socket %s again", e->fd, as);
-			/* Left by the dumped process, which is gone. */
-			if (unlink(un->sun_path) < 0 || bind(fd, (const void *)&e->addr, e->addrlen) < 0)
-				return err_set(negerrno(), "fd %d: cannot bind Unix socket %s again", e->fd, as);
-		}
-		/* bind made it ours, with our umask: given back its owner and
-		 * mode, or its clients (another user's) could not connect */
-		if (e->has_owner && (lchown(un->sun_path, e->uid, e->gid) < 0 || chmod(un->sun_path, e->mode) < 0))
-			return err_set(negerrno(), "fd %d: cannot give socket file %s back its owner %u:%u and mode 0%o",
-				       e->fd, as, (unsigned)e->uid, (unsigned)e->gid, e->mode);
-	} else {
-		fmt_inet(&e->addr, as, sizeof(as));
-		/* Connections of the old socket in TIME_WAIT must not block
-		 * the port; the saved value is put back after listen. */
-		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-			return err_set(negerrno(), "fd %d: SO_REUSEADDR", e->fd);
-		v = e->v6only;
-		if (e->family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof(v)) < 0)
-			return err_set(negerrno(), "fd %d: IPV6_V6ONLY", e->fd);
-		if (bind(fd, (const void *)&e->addr, e->addrlen) < 0)
-			return err_set(negerrno(), "fd %d: cannot bind TCP socket %s again", e->fd, as);
-	}
+	fmt_inet(&e->addr, as, sizeof(as));
+	/* Connections of the old socket in TIME_WAIT must not block the
+	 * port; the saved value is put back after listen. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		return err_set(negerrno(), "fd %d: SO_REUSEADDR", e->fd);
+	v = e->v6only;
+	if (e->family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof(v)) < 0)
+		return err_set(negerrno(), "fd %d: IPV6_V6ONLY", e->fd);
+	if (bind(fd, (const void *)&e->addr, e->addrlen) < 0)
+		return err_set(negerrno(), "fd %d: cannot bind TCP socket %s again", e->fd, as);
 	if (listen(fd, e->backlog) < 0)
 		return err_set(negerrno(), "fd %d: cannot listen on %s again", e->fd, as);
 	v = e->reuseaddr;
-	if (e->family != AF_UNIX && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, sizeof(v)) < 0)
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &v, sizeof(v)) < 0)
 		return err_set(negerrno(), "fd %d: SO_REUSEADDR", e->fd);
 	return TAKE_FD(fd);
-}
-
-static int send_all(int fd, const void *data, uint64_t len)
-{
-	for (uint64_t off = 0; off < len;) {
-		ssize_t n = send(fd, (const char *)data + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0)
-			return negerrno();
-		off += (uint64_t)n;
-	}
-	return 0;
 }
 
 /* Sets a buffer size as getsockopt showed it (the kernel doubles what
@@ -810,15 +803,20 @@ static int open_pair(struct fd_image *img, struct fd_entry *e, int above)
 		return err_set(-EBADMSG, "fd %d: pair=%lu: the other end is missing", e->fd, e->id);
 	if (o->tmp_other >= 0)
 		return TAKE_FD(o->tmp_other);
-	if (socketpair(AF_UNIX, e->type | SOCK_CLOEXEC, 0, sv) < 0)
-		return err_set(negerrno(), "fd %d: socketpair", e->fd);
+	if ((r = fds_unix_pair(e, o, sv)) < 0)
+		return r;
+	if (e->passcred)
+		setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &(int){ 1 }, sizeof(int));
+	if (o->passcred)
+		setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &(int){ 1 }, sizeof(int));
 	set_buf(sv[0], SO_SNDBUF, SO_SNDBUFFORCE, e->sndbuf);
 	set_buf(sv[0], SO_RCVBUF, SO_RCVBUFFORCE, e->rcvbuf);
 	set_buf(sv[1], SO_SNDBUF, SO_SNDBUFFORCE, o->sndbuf);
 	set_buf(sv[1], SO_RCVBUF, SO_RCVBUFFORCE, o->rcvbuf);
 	/* What e had queued was sent by o, and the other way round. */
-	if ((r = send_all(sv[1], e->data, e->data_len)) < 0 || (r = send_all(sv[0], o->data, o->data_len)) < 0) {
-		r = err_set(r, "fd %d: cannot refill the bytes queued in its socket pair", e->fd);
+	if ((r = fds_unix_refill(sv[1], e)) < 0 || (r = fds_unix_refill(sv[0], o)) < 0) {
+		r = err_set(r, "fd %d: cannot refill the %s queued in its socket pair", e->fd,
+			    e->type == SOCK_STREAM ? "bytes" : "messages");
 		goto fail;
 	}
 	if ((e->shutdown && shutdown(sv[0], e->shutdown - 1) < 0) ||
@@ -839,39 +837,6 @@ fail:
 	return r;
 }
 
-static void fmt_unix(const struct sockaddr_storage *ss, char *buf, size_t len)
-{
-	const struct sockaddr_un *un = (const void *)ss;
-
-	snprintf(buf, len, "%s%s", un->sun_path[0] ? "" : "@", un->sun_path[0] ? un->sun_path : un->sun_path + 1);
-}
-
-static int open_dgram(struct fd_entry *e)
-{
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	const struct sockaddr_un *un = (const void *)&e->addr;
-	char as[120];
-
-	if (fd < 0)
-		return err_set(negerrno(), "fd %d: socket", e->fd);
-	if (e->addrlen > sizeof(sa_family_t)) {
-		fmt_unix(&e->addr, as, sizeof(as));
-		if (bind(fd, (const void *)&e->addr, e->addrlen) < 0) {
-			if (errno != EADDRINUSE || !un->sun_path[0] ||
-			    !stale_socket_file(un, e->addrlen, SOCK_DGRAM))
-				return err_set(negerrno(), "fd %d: cannot bind Unix dgram socket %s again", e->fd, as);
-			if (unlink(un->sun_path) < 0 || bind(fd, (const void *)&e->addr, e->addrlen) < 0)
-				return err_set(negerrno(), "fd %d: cannot bind Unix dgram socket %s again", e->fd, as);
-		}
-	}
-	if (e->peerlen) {
-		fmt_unix(&e->peer, as, sizeof(as));
-		if (connect(fd, (const void *)&e->peer, e->peerlen) < 0)
-			return err_set(negerrno(), "fd %d: cannot connect Unix dgram socket to %s again", e->fd, as);
-	}
-	return TAKE_FD(fd);
-}
-
 int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 {
 	switch (e->kind) {
@@ -881,7 +846,7 @@ int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 	case FD_KIND_UNIX_PAIR:
 		return open_pair(img, e, above);
 	case FD_KIND_UNIX_DGRAM:
-		return open_dgram(e);
+		return fds_unix_open_dgram(e);
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
 		return fds_tcp_open(img, e);

@@ -185,6 +185,8 @@ void fds_entry_free(struct fd_entry *e)
 		close(e->tmp_peer);
 	fds_pty_free(e->ptyst);
 	free(e->path);
+	free(e->dir);
+	free(e->msgs);
 	free(e->tty_log);
 	free(e->name);
 	free(e->data);
@@ -1455,9 +1457,17 @@ int fds_restore(struct fd_image *img, struct fd_image *shared, int shared_base, 
 	}
 
 	r = place_shared(img, shared_base);
+	/* A connection made through a listener first: it takes the
+	 * listener's name for a moment (an abstract one cannot move aside). */
 	for (size_t i = 0; i < img->n && r >= 0; i++) {
 		struct fd_entry *e = &img->e[i];
-		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_SHARED && e->kind != FD_KIND_EPOLL && !connects(e))
+		if (fds_unix_early(e))
+			r = open_one(img, e, max, e->fd, e->cloexec);
+	}
+	for (size_t i = 0; i < img->n && r >= 0; i++) {
+		struct fd_entry *e = &img->e[i];
+		if (e->kind != FD_KIND_DUP && e->kind != FD_KIND_SHARED && e->kind != FD_KIND_EPOLL && !connects(e) &&
+		    !fds_unix_early(e))
 			r = open_one(img, e, max, e->fd, e->cloexec);
 	}
 	/* Datagram sockets connect by name once every bound one is back. */
@@ -1522,7 +1532,12 @@ int fds_open_shared(struct fd_image *shared, int base, int shm_base)
 	 * processes of the tree dup3 it onto their numbers. */
 	for (int i = 0; i < n && r >= 0; i++) {
 		struct fd_entry *e = &shared->e[i];
-		if (!connects(e))
+		if (fds_unix_early(e))
+			r = open_one(shared, e, top, base + i, true);
+	}
+	for (int i = 0; i < n && r >= 0; i++) {
+		struct fd_entry *e = &shared->e[i];
+		if (!connects(e) && !fds_unix_early(e))
 			r = open_one(shared, e, top, base + i, true);
 	}
 	for (int i = 0; i < n && r >= 0; i++) {
