@@ -76,16 +76,24 @@ struct pc_region {
 #define PC_SCAN_CHECK_WPASYNC (1ull << 1)
 
 #define PAGE 4096ull
-/* Removing the protection, a piece at a time: each piece holds the
- * process's mmap lock for writing while its page tables are walked. */
-#define PRECOPY_PIECE (4ull << 20)
+/* Protecting and removing the protection, a piece at a time: each piece
+ * holds the process's mmap lock while its page tables are walked. A
+ * piece is the range of one page-table page (2 MiB, aligned), so that
+ * each call rewrites one of them. */
+#define PRECOPY_PIECE (2ull << 20)
 /* And a pause after each: the process's faults waiting for the lock get
  * it then. Back to back, 16 MiB pieces kept a process writing 26 pages a
  * millisecond waiting for most of the removal (90-110 ms at 1 GiB as its
- * own clock saw it); 4 MiB with 500 us pauses: 11-22 ms, on this loaded
+ * own clock saw it); 4 MiB with 500 us pauses: 11-22 ms, on a loaded
  * 2-core machine. Removing the protection first (UFFDIO_WRITEPROTECT,
- * the lock held for reading) held it off as long (108-110 ms). */
-#define PRECOPY_PAUSE_US 500
+ * the lock held for reading) held it off as long (108-110 ms). On the
+ * virtual machine of docs/PERFORMANCE.md (whose hypervisor shadows the
+ * guest's page tables) the removal of 4 GiB in 4 MiB pieces 500 us
+ * apart left a process ticking every millisecond without a tick for
+ * 185-874 ms while it ran (the process runnable all along); 2 MiB
+ * pieces 1 ms apart: no gap of the removal's above those of the rounds
+ * (55-65 ms). */
+#define PRECOPY_PAUSE_US 1000
 /* The rounds' walks, which protect again what they find written, hold
  * its faults off as well (37 ms for a walk of 4 GiB): in pieces too, with
  * shorter pauses, so that a round stays short enough for a process
@@ -106,6 +114,13 @@ struct pc_region {
 #define PRECOPY_DONE_BYTES (4ull << 20)
 
 #define BLOCK ((uint64_t)STORE_BLOCK_SIZE)
+
+/* The end of the piece of [s, end) that starts at s: the next
+ * PRECOPY_PIECE boundary, or end. */
+static uint64_t piece_end(uint64_t s, uint64_t end)
+{
+	return MIN((s & ~(PRECOPY_PIECE - 1)) + PRECOPY_PIECE, end);
+}
 
 struct pc_area {
 	uint64_t start, end;
@@ -168,8 +183,9 @@ static void untrack(struct precopy *pc)
 		return;
 	bool failed = fault_hit(FAULT_ENGINE_PRECOPY_UNTRACK);
 	for (size_t i = 0; i < pc->n && !failed; i++)
-		for (uint64_t s = pc->a[i].start; s < pc->a[i].end && !failed; s += PRECOPY_PIECE) {
-			struct uffdio_range rg = { s, MIN(PRECOPY_PIECE, pc->a[i].end - s) };
+		for (uint64_t s = pc->a[i].start, e; s < pc->a[i].end && !failed; s = e) {
+			e = piece_end(s, pc->a[i].end);
+			struct uffdio_range rg = { s, e - s };
 			uint64_t t1 = now_ns();
 			/* EINVAL: the process unmapped or remapped it meanwhile, no
 			 * longer registered there */
@@ -425,9 +441,9 @@ int precopy_start(pid_t pid, struct keeper *k, struct precopy *warm, struct prec
 		 * In pieces with pauses, like the removal: one walk of the
 		 * whole area holds the process's faults off as long as it runs
 		 * (~40 ms for 4 GiB) */
-		for (uint64_t s = a->start; s < a->end; s += PRECOPY_PIECE) {
-			struct uffdio_writeprotect wp = { .range = { s, MIN(PRECOPY_PIECE, a->end - s) },
-							  .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+		for (uint64_t s = a->start, e; s < a->end; s = e) {
+			e = piece_end(s, a->end);
+			struct uffdio_writeprotect wp = { .range = { s, e - s }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
 			if (ioctl(pc->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
 				r = err_set(negerrno(), "pid %d: write-protecting %" PRIx64 "-%" PRIx64 ": %m", pid, s,
 					    (uint64_t)(s + wp.range.len));
