@@ -220,6 +220,9 @@ enum fault_id {
 	FAULT_ENGINE_TCP_QUEUE = 282,       /* dump: a TCP connection's queues cannot be read (in repair mode) */
 	FAULT_ENGINE_TCP_RESTORE = 283,     /* restore: a TCP connection's queues cannot be written back */
 	FAULT_ENGINE_DIE_TCP = 284,         /* dumper killed holding TCP connections in repair mode, locked */
+	FAULT_ENGINE_FANOTIFY_MARK = 424,   /* restore: adding a fanotify group's last mark fails */
+	FAULT_ENGINE_NETLINK_GROUP = 425,   /* restore: joining a netlink socket's multicast group fails */
+	FAULT_ENGINE_PACKET_BIND = 426,     /* restore: binding a packet socket to its interface fails */
 	_FAULT_MAX,
 };
 

@@ -34,6 +34,7 @@
 
 struct stat;
 struct fd_pty;
+struct fd_net;
 
 enum fd_kind {
 	FD_KIND_DUP,      /* shares the open file description of an earlier fd */
@@ -60,6 +61,9 @@ enum fd_kind {
 	FD_KIND_UDP,         /* UDP socket, bound or connected, IPv4 or IPv6 (fds-tcp.c) */
 	FD_KIND_PTMX,        /* pseudo-terminal master: the pair's settings and queued bytes */
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
+	FD_KIND_FANOTIFY,    /* fanotify group: its flags and marks by path (fds-event.c) */
+	FD_KIND_NETLINK,     /* netlink socket: protocol, port id, groups, options (fds-netlink.c) */
+	FD_KIND_PACKET,      /* packet socket: protocol, interface, options, filter (fds-netlink.c) */
 	_FD_KIND_MAX,
 };
 
@@ -99,6 +103,18 @@ struct fd_tcp {
 struct fd_iwatch {
 	int wd;
 	uint32_t mask;
+	char *path;
+};
+
+/* A fanotify mark: what it is on (FAN_MARK_INODE, FAN_MARK_MOUNT or
+ * FAN_MARK_FILESYSTEM), its user flags as fdinfo shows them (mflags:
+ * FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE), its
+ * masks, and a path naming the inode, a path of the mount, or a path of
+ * the filesystem. */
+struct fd_fmark {
+	unsigned type;
+	unsigned mflags;
+	uint32_t mask, ignored;
 	char *path;
 };
 
@@ -150,6 +166,14 @@ struct fd_entry {
 
 	struct fd_iwatch *iwatches; /* inotify, in increasing wd order */
 	size_t n_iwatches;
+
+	/* fanotify: fanotify_init's flags and event_f_flags; the marks in
+	 * fdinfo's order (newest first); count is how many */
+	unsigned fan_flags, fan_event_flags;
+	struct fd_fmark *fmarks;
+	size_t n_fmarks;
+
+	struct fd_net *net; /* netlink, packet (fds-netlink.c) */
 
 	int clockid;      /* timerfd */
 	uint64_t ticks;
@@ -334,6 +358,24 @@ int fds_tcp_open(struct fd_image *img, struct fd_entry *e);
 int fds_tcp_release(struct fd_image *img, bool killed);
 int fds_tcp_unlock(struct fd_image *img);
 void fds_tcp_free(struct fd_entry *e);
+/* fds-socket.c: sends one sock_diag request (a dump when dump) and calls
+ * cb for each reply message until NLMSG_DONE, an error, or cb returns
+ * non-zero (returned). */
+struct nlmsghdr;
+int fds_sock_diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h, void *ud), void *ud);
+
+/* fds-netlink.c: netlink and packet sockets. Classify is called by
+ * fds_socket_classify() for either family: 1, or -EOPNOTSUPP naming what
+ * is refused. check_host: a packet socket's interfaces are here (by name),
+ * -ENODEV naming the one that is not. */
+int fds_net_classify(struct fd_image *img, struct fd_entry *e, int domain, int type);
+int fds_net_capture(struct fd_image *img, struct fd_entry *e);
+void fds_net_print(struct fd_entry *e, struct fds_buf *b);
+int fds_net_parse(struct fd_entry *e, struct fd_line *l);
+int fds_net_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_net_open(struct fd_entry *e);
+void fds_net_free(struct fd_net *n);
+
 /* fds-tty.c: pseudo-terminal pairs. Classify returns 1 for a master
  * (ptmx), 0 for the rest (a pty slave stays a `tty` line until
  * fds_tty_capture() of its master, frozen, finds it in the process and

@@ -127,6 +127,39 @@ CYCLE_TESTS(event, "fds-event", false)
 CYCLE_TESTS(socket, "fds-socket", true)
 /* watches with their numbers, flags of two instances (target-fds-inotify) */
 CYCLE_TESTS(inotify, "fds-inotify", true)
+/* marks by path with their masks and flags, two groups (target-fds-fanotify) */
+CYCLE_TESTS(fanotify, "fds-fanotify", true)
+
+/* A restore step of a descriptor kind failing (CKPTFS_FAULT=fault): the
+ * restore fails naming what, no process is left with the target's pid,
+ * and the same snapshot restores afterwards, the target passing its own
+ * checks. */
+static void restore_fault(const char *name, bool scratch, const char *fault, const char *what)
+{
+	char p[32], out[64];
+	int st;
+	pid_t pid = spawn(name, scratch);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	st = ckpt_run(ckpt_bin, path("ckpt.err"), NULL, fault, NULL, 0, "restore", path("snap"), NULL, NULL);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	ck_assert_msg(strstr(ckpt_err(), what) && strstr(ckpt_err(), "injected fault"), "stderr: %s", ckpt_err());
+	/* the failed process, killed, came to us (a subreaper): reaped here */
+	for (int i = 0; i < 10000 && kill(pid, 0) == 0; i++) {
+		while (waitpid(-1, &st, WNOHANG) > 0)
+			;
+		usleep(1000);
+	}
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d is there after a failed restore", pid);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+
+START_TEST(fanotify_restore_fails) { restore_fault("fds-fanotify", true, "424", "fd 60: fanotify inode mark on "); }
+END_TEST
 
 static off_t file_size(const char *p)
 {
@@ -298,6 +331,8 @@ int main(void)
 		{ "socket_stop", socket_stop },         { "half_closed_tcp_refused", half_closed_tcp_refused },
 		{ "inotify_running", inotify_running }, { "inotify_kill", inotify_kill },
 		{ "inotify_stop", inotify_stop },
+		{ "fanotify_running", fanotify_running }, { "fanotify_kill", fanotify_kill },
+		{ "fanotify_stop", fanotify_stop },     { "fanotify_restore_fails", fanotify_restore_fails },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },
