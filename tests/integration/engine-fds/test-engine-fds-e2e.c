@@ -13,7 +13,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <linux/netlink.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -129,6 +131,8 @@ CYCLE_TESTS(socket, "fds-socket", true)
 CYCLE_TESTS(inotify, "fds-inotify", true)
 /* marks by path with their masks and flags, two groups (target-fds-fanotify) */
 CYCLE_TESTS(fanotify, "fds-fanotify", true)
+/* port ids, groups, options, a filter; requests answered (target-fds-netlink) */
+CYCLE_TESTS(netlink, "fds-netlink", false)
 
 /* A restore step of a descriptor kind failing (CKPTFS_FAULT=fault): the
  * restore fails naming what, no process is left with the target's pid,
@@ -159,6 +163,43 @@ static void restore_fault(const char *name, bool scratch, const char *fault, con
 }
 
 START_TEST(fanotify_restore_fails) { restore_fault("fds-fanotify", true, "424", "fd 60: fanotify inode mark on "); }
+END_TEST
+
+START_TEST(netlink_restore_fails)
+{
+	restore_fault("fds-netlink", false, "425", "fd 70: netlink socket (protocol 0): cannot join group 1 again");
+}
+END_TEST
+
+/* target-fds-netlink's rtnetlink port id (its pid) held by a socket of
+ * ours at restore: the restore fails naming the port id (the program may
+ * know it: it is not changed), and succeeds once it is given back. */
+START_TEST(netlink_port_taken)
+{
+	char p[32], want[96], out[64];
+	int st;
+	pid_t pid = spawn("fds-netlink", false);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_pid = (uint32_t)pid };
+	ck_assert_int_eq(bind(s, (void *)&sa, sizeof(sa)), 0);
+	ck_assert_int_ne(run_ckpt(NULL, 0, "restore", path("snap"), NULL, NULL), 0);
+	snprintf(want, sizeof(want), "fd 70: netlink socket (protocol 0): cannot bind port id %d again", pid);
+	ck_assert_msg(strstr(ckpt_err(), want) && strstr(ckpt_err(), "another socket of that protocol holds it"),
+		      "stderr: %s", ckpt_err());
+	for (int i = 0; i < 10000 && kill(pid, 0) == 0; i++) {
+		while (waitpid(-1, &st, WNOHANG) > 0)
+			;
+		usleep(1000);
+	}
+	close(s);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
 END_TEST
 
 static off_t file_size(const char *p)
@@ -333,6 +374,9 @@ int main(void)
 		{ "inotify_stop", inotify_stop },
 		{ "fanotify_running", fanotify_running }, { "fanotify_kill", fanotify_kill },
 		{ "fanotify_stop", fanotify_stop },     { "fanotify_restore_fails", fanotify_restore_fails },
+		{ "netlink_running", netlink_running }, { "netlink_kill", netlink_kill },
+		{ "netlink_stop", netlink_stop },       { "netlink_restore_fails", netlink_restore_fails },
+		{ "netlink_port_taken", netlink_port_taken },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },
