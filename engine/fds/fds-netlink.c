@@ -408,7 +408,8 @@ void fds_net_print(struct fd_entry *e, struct fds_buf *b)
 {
 	const struct fd_net *n = e->net;
 
-	fds_printf(b, " type=%s protocol=%d", e->type == SOCK_RAW ? "raw" : "dgram", n->protocol);
+	fds_printf(b, " type=%s", e->type == SOCK_RAW ? "raw" : "dgram");
+	fds_printf(b, e->kind == FD_KIND_NETLINK ? " protocol=%d" : " protocol=0x%04x", n->protocol);
 	if (e->kind == FD_KIND_NETLINK) {
 		fds_printf(b, " port=%u", n->portid);
 		for (size_t i = 0; i < n->n_groups; i++)
@@ -521,8 +522,15 @@ int fds_net_parse(struct fd_entry *e, struct fd_line *l)
 		e->type = SOCK_DGRAM;
 	else
 		return fds_bad(l, "type=%s: not raw or dgram", v);
-	if ((r = parse_int(l, "protocol", 0, e->kind == FD_KIND_NETLINK ? 31 : 0xffff, &n->protocol)) < 0 ||
-	    (r = parse_int(l, "sndbuf", 0, INT32_MAX, &n->sndbuf)) < 0 ||
+	if (e->kind == FD_KIND_NETLINK) {
+		r = parse_int(l, "protocol", 0, 31, &n->protocol);
+	} else {
+		uint64_t p;
+		if ((r = fds_kv_hex(l, "protocol", &p)) >= 0 && p > 0xffff)
+			r = fds_bad(l, "protocol=0x%lx: not an ethertype", p);
+		n->protocol = (int)p;
+	}
+	if (r < 0 || (r = parse_int(l, "sndbuf", 0, INT32_MAX, &n->sndbuf)) < 0 ||
 	    (r = parse_int(l, "rcvbuf", 0, INT32_MAX, &n->rcvbuf)) < 0 || (r = parse_filter(l, n)) < 0)
 		return r;
 	if (e->kind == FD_KIND_NETLINK) {

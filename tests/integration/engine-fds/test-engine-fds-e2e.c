@@ -13,7 +13,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
@@ -133,6 +136,8 @@ CYCLE_TESTS(inotify, "fds-inotify", true)
 CYCLE_TESTS(fanotify, "fds-fanotify", true)
 /* port ids, groups, options, a filter; requests answered (target-fds-netlink) */
 CYCLE_TESTS(netlink, "fds-netlink", false)
+/* bound to lo, options, a filter, a membership; frames after (target-fds-packet) */
+CYCLE_TESTS(packet, "fds-packet", false)
 
 /* A restore step of a descriptor kind failing (CKPTFS_FAULT=fault): the
  * restore fails naming what, no process is left with the target's pid,
@@ -199,6 +204,54 @@ START_TEST(netlink_port_taken)
 	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      ckpt_err());
 	verdict(atoi(out));
+}
+END_TEST
+
+START_TEST(packet_restore_fails)
+{
+	restore_fault("fds-packet", false, "426", "fd 80: packet socket on lo: cannot bind it again");
+}
+END_TEST
+
+/* A tap interface of ours named name (gone when the descriptor is
+ * closed). */
+static int tap(const char *name)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+
+	ck_assert_msg(fd >= 0, "/dev/net/tun: %s", strerror(errno));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ck_assert_msg(ioctl(fd, TUNSETIFF, &ifr) == 0, "TUNSETIFF %s: %s", name, strerror(errno));
+	return fd;
+}
+
+/* target-fds-packet with a socket bound to a tap interface of ours,
+ * which is gone at restore: the restore is refused naming the
+ * descriptor and the interface, and succeeds once an interface of that
+ * name is back (another index: the socket is bound to it by name). */
+START_TEST(packet_interface_gone)
+{
+	char p[32], out[64];
+	int st;
+	int t = tap("ckptfs-pk0");
+
+	setenv("CKPTFS_TARGET_IFACE", "ckptfs-pk0", 1);
+	pid_t pid = spawn("fds-packet", false);
+	unsetenv("CKPTFS_TARGET_IFACE");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, path("snap")) == 0, "ckpt dump: %s", ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	close(t);
+	ck_assert_int_ne(run_ckpt(NULL, 0, "restore", path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(ckpt_err(), "fd 82: packet socket bound to interface ckptfs-pk0, which is not on this host"),
+		      "stderr: %s", ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d is there after a refused restore", pid);
+	t = tap("ckptfs-pk0");
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+	close(t);
 }
 END_TEST
 
@@ -377,6 +430,9 @@ int main(void)
 		{ "netlink_running", netlink_running }, { "netlink_kill", netlink_kill },
 		{ "netlink_stop", netlink_stop },       { "netlink_restore_fails", netlink_restore_fails },
 		{ "netlink_port_taken", netlink_port_taken },
+		{ "packet_running", packet_running },   { "packet_kill", packet_kill },
+		{ "packet_stop", packet_stop },         { "packet_restore_fails", packet_restore_fails },
+		{ "packet_interface_gone", packet_interface_gone },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },
