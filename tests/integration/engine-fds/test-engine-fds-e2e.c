@@ -170,6 +170,41 @@ static void restore_fault(const char *name, bool scratch, const char *fault, con
 START_TEST(fanotify_restore_fails) { restore_fault("fds-fanotify", true, "424", "fd 60: fanotify inode mark on "); }
 END_TEST
 
+/* As cycle(), for a target that forks: a dump that leaves the tree
+ * running or stopped is followed by the kill of every process of it,
+ * and each (they come to us) is reaped before the restore. */
+static void tree_cycle(const char *name, bool scratch, const char *mode)
+{
+	char p[32], out[64];
+	int st;
+	pid_t pid = spawn(name, scratch);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg((mode ? run_ckpt(NULL, 0, "dump", mode, p, path("snap"))
+			    : run_ckpt(NULL, 0, "dump", p, path("snap"), NULL)) == 0,
+		      "ckpt dump %s: %s", mode ? mode : "", ckpt_err());
+	if (!mode || strcmp(mode, "--kill")) {
+		char cp[64], *kids = NULL;
+		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
+		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
+		for (char *t = strtok(kids, " \n"); t; t = strtok(NULL, " \n"))
+			kill(atoi(t), SIGKILL);
+		free(kids);
+		kill(pid, SIGKILL);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      ckpt_err());
+	verdict(atoi(out));
+}
+
+/* one inotify instance, a parent's and its child's (target-fds-inotify-tree) */
+START_TEST(inotify_tree_running) { tree_cycle("fds-inotify-tree", true, NULL); } END_TEST
+START_TEST(inotify_tree_kill) { tree_cycle("fds-inotify-tree", true, "--kill"); } END_TEST
+START_TEST(inotify_tree_stop) { tree_cycle("fds-inotify-tree", true, "--stop"); } END_TEST
+
 START_TEST(netlink_restore_fails)
 {
 	restore_fault("fds-netlink", false, "425", "fd 70: netlink socket (protocol 0): cannot join group 1 again");
@@ -433,6 +468,8 @@ int main(void)
 		{ "packet_running", packet_running },   { "packet_kill", packet_kill },
 		{ "packet_stop", packet_stop },         { "packet_restore_fails", packet_restore_fails },
 		{ "packet_interface_gone", packet_interface_gone },
+		{ "inotify_tree_running", inotify_tree_running }, { "inotify_tree_kill", inotify_tree_kill },
+		{ "inotify_tree_stop", inotify_tree_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },
