@@ -746,6 +746,24 @@ static int open_inotify(struct fd_entry *e)
 	return TAKE_FD(fd);
 }
 
+int fds_event_check_host(struct fd_image *img, struct fd_entry *e)
+{
+	(void)img;
+	if (e->kind != FD_KIND_FANOTIFY)
+		return 0;
+	/* in the restorer, with the privileges the process is built with:
+	 * refused before anything is, where a group cannot be made */
+	unsigned fl = (e->fan_flags & ~(unsigned)(FAN_CLOEXEC | FAN_NONBLOCK)) | FAN_CLOEXEC;
+	int fd = fanotify_init(fl, e->fan_event_flags);
+	if (fd < 0) {
+		int r = negerrno();
+		return err_set(r, "fd %d: fanotify group (flags 0x%x) cannot be made here: %s%s", e->fd, fl,
+			       strerror(-r), r == -EPERM ? " (it takes CAP_SYS_ADMIN)" : "");
+	}
+	close(fd);
+	return 0;
+}
+
 /* fanotify_init with the group's flags (close-on-exec and non-blocking
  * are the descriptor's, set by the caller), then each mark added again by
  * path, oldest first so that fdinfo lists them as it did. */

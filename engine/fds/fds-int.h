@@ -329,6 +329,9 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e);
 void fds_event_print(struct fd_entry *e, struct fds_buf *b);
 int fds_event_parse(struct fd_entry *e, struct fd_line *l);
 int fds_event_open(struct fd_image *img, struct fd_entry *e);
+/* fds_load(): a fanotify group can be made here (fanotify_init takes
+ * CAP_SYS_ADMIN for most flags): -EPERM naming the descriptor if not. */
+int fds_event_check_host(struct fd_image *img, struct fd_entry *e);
 
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
@@ -366,8 +369,9 @@ int fds_sock_diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h
 
 /* fds-netlink.c: netlink and packet sockets. Classify is called by
  * fds_socket_classify() for either family: 1, or -EOPNOTSUPP naming what
- * is refused. check_host: a packet socket's interfaces are here (by name),
- * -ENODEV naming the one that is not. */
+ * is refused. check_host: a packet socket can be made here (-EPERM
+ * without CAP_NET_RAW) and its interfaces are here by name (-ENODEV
+ * naming the one that is not). */
 int fds_net_classify(struct fd_image *img, struct fd_entry *e, int domain, int type);
 int fds_net_capture(struct fd_image *img, struct fd_entry *e);
 void fds_net_print(struct fd_entry *e, struct fds_buf *b);

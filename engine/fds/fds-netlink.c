@@ -642,6 +642,13 @@ int fds_net_check_host(struct fd_image *img, struct fd_entry *e)
 	(void)img;
 	if (e->kind != FD_KIND_PACKET)
 		return 0;
+	int fd = socket(AF_PACKET, e->type | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int r = negerrno();
+		return err_set(r, "fd %d: packet socket cannot be made here: %s%s", e->fd, strerror(-r),
+			       r == -EPERM ? " (it takes CAP_NET_RAW)" : "");
+	}
+	close(fd);
 	if (e->net->ifname[0] && !if_nametoindex(e->net->ifname))
 		return err_set(-ENODEV, "fd %d: packet socket bound to interface %s, which is not on this host",
 			       e->fd, e->net->ifname);

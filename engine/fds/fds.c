@@ -1232,6 +1232,8 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 			r = fds_tcp_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_net_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_event_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
