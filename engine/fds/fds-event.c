@@ -746,6 +746,17 @@ static int open_inotify(struct fd_entry *e)
 	return TAKE_FD(fd);
 }
 
+int fds_event_validate(struct fd_image *img)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		int r = e->kind == FD_KIND_FANOTIFY && !e->n_fmarks ? parse_fmarks(e) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int fds_event_check_host(struct fd_image *img, struct fd_entry *e)
 {
 	(void)img;

@@ -329,6 +329,8 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e);
 void fds_event_print(struct fd_entry *e, struct fds_buf *b);
 int fds_event_parse(struct fd_entry *e, struct fd_line *l);
 int fds_event_open(struct fd_image *img, struct fd_entry *e);
+/* Cross-line rules: a fanotify line's data file holds its marks. */
+int fds_event_validate(struct fd_image *img);
 /* fds_load(): a fanotify group can be made here (fanotify_init takes
  * CAP_SYS_ADMIN for most flags): -EPERM naming the descriptor if not. */
 int fds_event_check_host(struct fd_image *img, struct fd_entry *e);

@@ -1214,6 +1214,9 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	r = fds_tty_validate(img);
 	if (r < 0)
 		goto fail;
+	r = fds_event_validate(img);
+	if (r < 0)
+		goto fail;
 	*ret = img;
 	return 0;
 fail:

@@ -2079,6 +2079,73 @@ START_TEST(inet_lines)
 }
 END_TEST
 
+/* fanotify, netlink and packet lines round-trip; bad ones are refused. */
+#define FAN_MARKS "mark=mount mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x40 mask=0x0 ignored=0x20 path=/tmp/a\\x20b\n"
+#define FAN_LINE(marks, size) "3 fanotify flags=04002 cloexec=0 init=0x2 event-flags=0x8000 marks=" marks " size=" size " data=fds-data/3\n"
+#define PKT_OPTS "version=1 auxdata=1 origdev=0 vnet-hdr=0 loss=0 timestamp=0 reserve=0 ignore-outgoing=1 qdisc-bypass=0 tx-has-off=0 vnet-hdr-sz=-1 copy-thresh=0"
+static const char *fan_data;
+
+static int get_fan(const char *path, void **buf, uint64_t *len, void *ud)
+{
+	(void)ud;
+	if (strcmp(path, "fds-data/3"))
+		return -ENOENT;
+	*buf = strdup(fan_data);
+	*len = strlen(fan_data);
+	return 0;
+}
+
+START_TEST(netfan_lines)
+{
+	static const char *good[] = {
+		FAN_LINE("2", "116"),
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=4242 groups=1,5,33 dst-port=0 dst-groups=0x1 "
+		"options=no-enobufs,ext-ack filter=6:0:0:ffffffff filter-locked=1 sndbuf=212992 rcvbuf=212992\n",
+		"4 netlink flags=04002 cloexec=1 type=dgram protocol=16 port=0 sndbuf=4096 rcvbuf=4096\n",
+		"5 packet flags=02 cloexec=0 type=dgram protocol=0x88b5 interface=lo " PKT_OPTS
+		" member=lo:0:1:01005e0000fb member1=eth0:1:2: dropped=100 sndbuf=212992 rcvbuf=212992\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x0003 " PKT_OPTS " filter=28:0:0:c,15:0:1:800,6:0:0:ffff,"
+		"6:0:0:0 filter-locked=0 sndbuf=212992 rcvbuf=212992\n",
+	};
+	static const char *bad[] = {
+		FAN_LINE("1", "116"),                                                           /* 2 marks in its data */
+		FAN_LINE("0", "116"),                                                           /* marks without size */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=1 groups=5,1 sndbuf=1 rcvbuf=1\n", /* order */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=32 port=1 sndbuf=1 rcvbuf=1\n",
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=0 groups=1 sndbuf=1 rcvbuf=1\n",  /* no port */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=1 options=bogus sndbuf=1 rcvbuf=1\n",
+		"4 netlink flags=02 cloexec=0 type=seqpacket protocol=0 port=1 sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x10000 " PKT_OPTS " sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 " PKT_OPTS " filter=6:0:0 sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 " PKT_OPTS " member=lo:0:0:aa sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 version=1 sndbuf=1 rcvbuf=1\n", /* options missing */
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		struct fd_image *img = NULL;
+		char *text = NULL;
+		size_t len;
+		fan_data = FAN_MARKS;
+		ck_assert_msg(fds_parse(good[i], get_fan, NULL, &img) == 0, "%s: %s", good[i], err_msg());
+		ck_assert_int_eq(fds_format(img, &text, &len), 0);
+		ck_assert_str_eq(text, good[i]);
+		free(text);
+		fds_free(img);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		fan_data = FAN_MARKS;
+		int r = fds_parse(bad[i], get_fan, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+	/* a mark line that is not one */
+	struct fd_image *img = NULL;
+	fan_data = "mark=mntns mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x0 mask=0x2 ignored=0x0 path=/x\n";
+	ck_assert_int_eq(fds_parse(FAN_LINE("2", "105"), get_fan, NULL, &img), -EBADMSG);
+	ck_assert_msg(strstr(err_msg(), "fd 3: fanotify: mark=mntns: not inode, mount or filesystem"), "%s", err_msg());
+}
+END_TEST
+
 /* ptmx and pts lines round-trip, and what cannot be a pair is refused. */
 #define PTMX_AT(fd) #fd " ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 " \
 	     "cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 " \
@@ -2183,6 +2250,7 @@ static Suite *suite(void)
 		{ "sockets", sockets },
 		{ "half_closed_tcp_is_refused", half_closed_tcp_is_refused },
 		{ "inet_lines", inet_lines },
+		{ "netfan_lines", netfan_lines },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
