@@ -331,6 +331,14 @@ static int capture_fmark(struct fd_image *img, struct fd_entry *e, const char *p
 		if (r < 0)
 			return err_set(-EOPNOTSUPP, "fd %d: fanotify mark on mount %u, which is not in the process's "
 				       "mountinfo: not supported", e->fd, mnt);
+		/* a mount hidden under another at the same place: its path
+		 * names the one on top */
+		struct statx sx;
+		if (statx(AT_FDCWD, path, AT_NO_AUTOMOUNT, STATX_MNT_ID, &sx) < 0 || !(sx.stx_mask & STATX_MNT_ID) ||
+		    sx.stx_mnt_id != mnt)
+			return err_set(-EOPNOTSUPP, "fd %d: fanotify mark on mount %u at %s, which that path does not "
+				       "reach (another mount on top, or another mount namespace): not supported",
+				       e->fd, mnt, path);
 		if (!(m->path = strdup(path)))
 			return -ENOMEM;
 	} else if (sscanf(p, "sdev:%x mflags:%x mask:%x ignored_mask:%x", &sdev, &mflags, &mask, &ign) == 4) {

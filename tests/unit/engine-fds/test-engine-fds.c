@@ -1126,6 +1126,16 @@ static void fanotify_setup(void)
 	close(f);
 }
 
+/* a permission group with a permission event in a mark: an event it read
+ * and did not answer would show nowhere */
+static void fanotify_perm_setup(void)
+{
+	close(open(fpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	at(fanotify_init(FAN_CLASS_CONTENT, O_RDONLY), 3, false);
+	if (fanotify_mark(3, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_CLOSE_WRITE, AT_FDCWD, fpath) < 0)
+		_exit(5);
+}
+
 /* A read lease: state of the description no restore can take back. */
 static void lease_setup(void)
 {
@@ -1261,6 +1271,7 @@ START_TEST(other_kinds_are_refused)
 	/* queued inotify events cannot be put back into a new instance */
 	expect_refused(inotify_setup, "fd 3: inotify with 16 bytes of events not read yet");
 	expect_refused(fanotify_setup, "fd 3: fanotify group with 24 bytes of events not read yet");
+	expect_refused(fanotify_perm_setup, "fd 3: fanotify permission group with permission events (mask 0x10008) on /tmp/");
 	/* nor messages queued in a netlink socket */
 	expect_refused(netlink_setup, "fd 4: netlink socket (protocol 0, port ");
 	ck_assert_msg(strstr(err_msg(), " bytes of messages not read yet"), "%s", err_msg());
