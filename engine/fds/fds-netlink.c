@@ -83,7 +83,7 @@ struct fd_net {
 	unsigned copy_thresh;
 	struct fd_pmember *members;
 	size_t n_members;
-	uint64_t dropped; /* capture only: bytes of frames queued, not kept */
+	uint64_t dropped; /* frames queued at dump, not kept: receive buffer bytes they took */
 
 	/* both */
 	struct sock_filter *filter;
@@ -386,8 +386,8 @@ static int capture_packet(struct fd_image *img, struct fd_entry *e)
 			return err_set(r, "fd %d: packet socket: cannot read %s", e->fd, pkt_opts[i].name);
 	}
 	if (n->dropped && !img->checking)
-		log_warn("fd %d: packet socket on %s: %" PRIu64 " bytes of frames queued and not read are not kept",
-			 e->fd, on, n->dropped);
+		log_warn("fd %d: packet socket on %s: frames queued and not read (%" PRIu64 " bytes of its receive "
+			 "buffer) are not kept", e->fd, on, n->dropped);
 	return capture_filter(e, "packet");
 }
 

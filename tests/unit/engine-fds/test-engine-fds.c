@@ -33,7 +33,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
+#include <net/if.h>
 #include <linux/rtnetlink.h>
 
 #include "common/common.h"
@@ -2090,6 +2092,55 @@ START_TEST(inet_lines)
 }
 END_TEST
 
+/* A packet socket on lo for 0x88b7 (fd 3) with a frame queued. */
+static void packet_queued_setup(void)
+{
+	struct sockaddr_ll sa = { .sll_family = AF_PACKET, .sll_protocol = htons(0x88b7),
+				  .sll_ifindex = (int)if_nametoindex("lo"), .sll_halen = 6 };
+	int s = socket(AF_PACKET, SOCK_DGRAM, htons(0x88b7));
+	if (s < 0 || bind(s, (void *)&sa, sizeof(sa)) < 0 || sendto(s, "frame", 5, 0, (void *)&sa, sizeof(sa)) != 5)
+		_exit(5);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (poll(&p, 1, 10000) != 1)
+		_exit(6);
+	at(s, 3, false);
+}
+
+static int packet_queued_verify(void)
+{
+	struct sockaddr_ll sa;
+	socklen_t len = sizeof(sa);
+	char buf[64];
+	V(getsockname(3, (void *)&sa, &len) == 0 && sa.sll_ifindex == (int)if_nametoindex("lo") &&
+	  sa.sll_protocol == htons(0x88b7));
+	V(recv(3, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno == EAGAIN);
+	return 0;
+}
+
+/* Frames queued for a packet socket are not kept: the line says how many
+ * bytes went, and the restored socket is bound as it was, its queue
+ * empty. */
+START_TEST(packet_queue_not_kept)
+{
+	pid_t pid = start_target(packet_queued_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	char *text = NULL, msg[256];
+	size_t len;
+
+	kill_target(pid);
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	ck_assert_msg(strstr(text, "3 packet flags=02 cloexec=0 type=dgram protocol=0x88b7 interface=lo ") &&
+			      strstr(text, " dropped="),
+		      "%s", text);
+	struct fd_image *img = NULL;
+	ck_assert_msg(fds_parse(text, get_mem, cap, &img) == 0, "%s", err_msg());
+	ck_assert_msg(restore_in_child(img, packet_queued_verify, msg, sizeof(msg)) == 0, "%s", msg);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
 /* fanotify, netlink and packet lines round-trip; bad ones are refused. */
 #define FAN_MARKS "mark=mount mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x40 mask=0x0 ignored=0x20 path=/tmp/a\\x20b\n"
 #define FAN_LINE(marks, size) "3 fanotify flags=04002 cloexec=0 init=0x2 event-flags=0x8000 marks=" marks " size=" size " data=fds-data/3\n"
@@ -2262,6 +2313,7 @@ static Suite *suite(void)
 		{ "half_closed_tcp_is_refused", half_closed_tcp_is_refused },
 		{ "inet_lines", inet_lines },
 		{ "netfan_lines", netfan_lines },
+		{ "packet_queue_not_kept", packet_queue_not_kept },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "tree_shares_descriptions", tree_shares_descriptions },
