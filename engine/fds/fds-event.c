@@ -317,7 +317,7 @@ static int capture_fmark(struct fd_image *img, struct fd_entry *e, const char *p
 	if (sscanf(p, "ino:%llx sdev:%x mflags:%x mask:%x ignored_mask:%x fhandle-bytes:%x fhandle-type:%x "
 		      "f_handle:%n", &ino, &sdev, &mflags, &mask, &ign, &hbytes, &htype, &n) == 7 && n) {
 		m->type = FAN_MARK_INODE;
-		r = watch_path(e, "fanotify mark on inode", (int)e->n_fmarks, sdev, ino, hbytes, htype, p + n,
+		r = watch_path(e, "fanotify mark", (int)e->n_fmarks, sdev, ino, hbytes, htype, p + n,
 			       &m->path);
 		if (r < 0)
 			return r;
@@ -802,7 +802,7 @@ static int open_fanotify(struct fd_entry *e)
 	for (size_t i = e->n_fmarks; i-- > 0;) {
 		const struct fd_fmark *m = &e->fmarks[i];
 		unsigned evict = m->mflags & FAN_MARK_EVICTABLE;
-		if (fault_hit(FAULT_ENGINE_FANOTIFY_MARK) && i == 0)
+		if (i == 0 && fault_hit(FAULT_ENGINE_FANOTIFY_MARK))
 			return err_set(-EIO, "fd %d: fanotify %s mark on %s: injected fault", e->fd, fmark_name(m->type),
 				       m->path);
 		if (m->ignored) {
