@@ -169,9 +169,24 @@ static int mount_of(unsigned sdev)
 	return fd < 0 ? negerrno() : fd;
 }
 
-/* The path of the inode an inotify watch names, from its file handle. */
-static int watch_path(struct fd_entry *e, const char *what, int wd, unsigned sdev, uint64_t ino,
-		      unsigned hbytes, int htype, const char *hex, char **ret)
+/* The mount open_by_handle_at() last used, kept across the watches of
+ * one instance: finding it reads mountinfo, and thousands of watches
+ * are mostly on one filesystem. */
+struct mnt_cache {
+	unsigned sdev;
+	int fd; /* -1: none */
+};
+
+static void mnt_cache_done(struct mnt_cache *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+}
+
+/* The path of the inode an inotify watch or fanotify mark names, from
+ * its file handle. */
+static int watch_path(struct fd_entry *e, struct mnt_cache *mc, const char *what, int wd, unsigned sdev,
+		      uint64_t ino, unsigned hbytes, int htype, const char *hex, char **ret)
 {
 	if (hbytes > MAX_HANDLE_SZ)
 		return err_set(-EIO, "fd %d: %s %d: a file handle of %u bytes", e->fd, what, wd, hbytes);
@@ -186,11 +201,18 @@ static int watch_path(struct fd_entry *e, const char *what, int wd, unsigned sde
 			return err_set(-EIO, "fd %d: %s %d: bad file handle in fdinfo", e->fd, what, wd);
 		h->f_handle[i] = (unsigned char)v;
 	}
-	_cleanup_close_ int mnt = mount_of(sdev);
-	if (mnt < 0)
-		return err_set(mnt, "fd %d: %s %d: no mount of its filesystem (device %u:%u) here",
-			       e->fd, what, wd, sdev >> 20, sdev & 0xfffff);
-	_cleanup_close_ int fd = open_by_handle_at(mnt, h, O_PATH | O_CLOEXEC);
+	if (mc->fd < 0 || mc->sdev != sdev) {
+		mnt_cache_done(mc);
+		mc->sdev = sdev;
+		mc->fd = mount_of(sdev);
+		if (mc->fd < 0) {
+			int r = mc->fd;
+			mc->fd = -1;
+			return err_set(r, "fd %d: %s %d: no mount of its filesystem (device %u:%u) here",
+				       e->fd, what, wd, sdev >> 20, sdev & 0xfffff);
+		}
+	}
+	_cleanup_close_ int fd = open_by_handle_at(mc->fd, h, O_PATH | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(negerrno(), "fd %d: %s %d on inode %" PRIu64 ": cannot open it by its "
 			       "handle: %m (it takes CAP_DAC_READ_SEARCH)", e->fd, what, wd, ino);
@@ -210,6 +232,7 @@ static int watch_path(struct fd_entry *e, const char *what, int wd, unsigned sde
 
 static int capture_inotify(struct fd_entry *e)
 {
+	_cleanup_(mnt_cache_done) struct mnt_cache mc = { .fd = -1 };
 	int queued = 0;
 	if (ioctl(e->dupfd, FIONREAD, &queued) < 0)
 		return err_set(negerrno(), "fd %d: inotify: FIONREAD: %m", e->fd);
@@ -226,7 +249,7 @@ static int capture_inotify(struct fd_entry *e)
 		    !n)
 			return err_set(-EIO, "fd %d: inotify: cannot parse its fdinfo", e->fd);
 		struct fd_iwatch w = { .wd = (int)wd, .mask = mask };
-		int r = watch_path(e, "inotify watch", w.wd, sdev, ino, hbytes, htype, p + n, &w.path);
+		int r = watch_path(e, &mc, "inotify watch", w.wd, sdev, ino, hbytes, htype, p + n, &w.path);
 		if (r < 0)
 			return r;
 		struct fd_iwatch *nw = realloc(e->iwatches, (e->n_iwatches + 1) * sizeof(*nw));
@@ -306,7 +329,8 @@ static const char *fmark_name(unsigned type)
 
 /* One "fanotify ..." mark line of fdinfo (p past "fanotify "): its target
  * as a path. */
-static int capture_fmark(struct fd_image *img, struct fd_entry *e, const char *p, struct fd_fmark *m)
+static int capture_fmark(struct fd_image *img, struct fd_entry *e, struct mnt_cache *mc, const char *p,
+			 struct fd_fmark *m)
 {
 	unsigned sdev, mflags, mask, ign, hbytes, mnt;
 	int htype, n = 0;
@@ -317,7 +341,7 @@ static int capture_fmark(struct fd_image *img, struct fd_entry *e, const char *p
 	if (sscanf(p, "ino:%llx sdev:%x mflags:%x mask:%x ignored_mask:%x fhandle-bytes:%x fhandle-type:%x "
 		      "f_handle:%n", &ino, &sdev, &mflags, &mask, &ign, &hbytes, &htype, &n) == 7 && n) {
 		m->type = FAN_MARK_INODE;
-		r = watch_path(e, "fanotify mark", (int)e->n_fmarks, sdev, ino, hbytes, htype, p + n,
+		r = watch_path(e, mc, "fanotify mark", (int)e->n_fmarks, sdev, ino, hbytes, htype, p + n,
 			       &m->path);
 		if (r < 0)
 			return r;
@@ -366,6 +390,7 @@ static int capture_fmark(struct fd_image *img, struct fd_entry *e, const char *p
 
 static int capture_fanotify(struct fd_image *img, struct fd_entry *e)
 {
+	_cleanup_(mnt_cache_done) struct mnt_cache mc = { .fd = -1 };
 	const char *v = fds_info(e, "fanotify flags");
 	unsigned fl, efl;
 	if (!v || sscanf(v, "%x event-flags:%x", &fl, &efl) != 2)
@@ -384,7 +409,7 @@ static int capture_fanotify(struct fd_image *img, struct fd_entry *e)
 		if (!strncmp(p, "flags:", 6))
 			continue;
 		struct fd_fmark m = { 0 };
-		int r = capture_fmark(img, e, p, &m);
+		int r = capture_fmark(img, e, &mc, p, &m);
 		if (r >= 0 && (fl & (FAN_CLASS_CONTENT | FAN_CLASS_PRE_CONTENT)) && (m.mask & FAN_PERM_EVENTS))
 			r = err_set(-EOPNOTSUPP, "fd %d: fanotify permission group with permission events (mask 0x%x) "
 				    "on %s: one read and not yet answered cannot be seen from here: not supported",
