@@ -169,6 +169,24 @@ static int mount_of(unsigned sdev)
 	return fd < 0 ? negerrno() : fd;
 }
 
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The line of fdinfo at p, alone in buf (NUL-terminated), so that sscanf
+ * (which measures its whole input first) does not walk the rest of a
+ * fdinfo that lists thousands of watches with every line. */
+static const char *one_line(const char *p, char *buf, size_t len)
+{
+	size_t n = strcspn(p, "\n");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	return buf;
+}
+
 /* The mount open_by_handle_at() last used, kept across the watches of
  * one instance: finding it reads mountinfo, and thousands of watches
  * are mostly on one filesystem. */
@@ -196,10 +214,10 @@ static int watch_path(struct fd_entry *e, struct mnt_cache *mc, const char *what
 	h->handle_bytes = hbytes;
 	h->handle_type = htype;
 	for (unsigned i = 0; i < hbytes; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+		int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+		if (lo < 0)
 			return err_set(-EIO, "fd %d: %s %d: bad file handle in fdinfo", e->fd, what, wd);
-		h->f_handle[i] = (unsigned char)v;
+		h->f_handle[i] = (unsigned char)(hi << 4 | lo);
 	}
 	if (mc->fd < 0 || mc->sdev != sdev) {
 		mnt_cache_done(mc);
@@ -230,6 +248,12 @@ static int watch_path(struct fd_entry *e, struct mnt_cache *mc, const char *what
 	return *ret ? 0 : -ENOMEM;
 }
 
+static int cmp_wd(const void *a, const void *b)
+{
+	int x = ((const struct fd_iwatch *)a)->wd, y = ((const struct fd_iwatch *)b)->wd;
+	return (x > y) - (x < y);
+}
+
 static int capture_inotify(struct fd_entry *e)
 {
 	_cleanup_(mnt_cache_done) struct mnt_cache mc = { .fd = -1 };
@@ -240,7 +264,9 @@ static int capture_inotify(struct fd_entry *e)
 		return err_set(-EOPNOTSUPP, "fd %d: inotify with %d bytes of events not read yet (a new instance "
 			       "cannot be given them): not supported; checkpoint again once they are read",
 			       e->fd, queued);
-	for (const char *p = e->fdinfo; (p = strstr(p, "inotify wd:")); p++) {
+	for (const char *q = e->fdinfo; (q = strstr(q, "inotify wd:")); q++) {
+		char line[1024];
+		const char *p = one_line(q, line, sizeof(line));
 		unsigned wd, sdev, mask, ign, hbytes;
 		int htype, n = 0;
 		unsigned long long ino;
@@ -258,15 +284,12 @@ static int capture_inotify(struct fd_entry *e)
 			return -ENOMEM;
 		}
 		e->iwatches = nw;
-		/* in number order: the restore adds them so */
-		size_t at = e->n_iwatches;
-		while (at > 0 && e->iwatches[at - 1].wd > w.wd) {
-			e->iwatches[at] = e->iwatches[at - 1];
-			at--;
-		}
-		e->iwatches[at] = w;
-		e->n_iwatches++;
+		e->iwatches[e->n_iwatches++] = w;
 	}
+	/* in number order: the restore adds them so (fdinfo lists the newest
+	 * first: sorted once, not inserted one by one) */
+	if (e->n_iwatches > 1)
+		qsort(e->iwatches, e->n_iwatches, sizeof(*e->iwatches), cmp_wd);
 	/* the list in a data file: a dev server watches thousands */
 	struct fds_buf b = { 0 };
 	for (size_t i = 0; i < e->n_iwatches; i++) {
@@ -404,8 +427,9 @@ static int capture_fanotify(struct fd_image *img, struct fd_entry *e)
 		return err_set(-EOPNOTSUPP, "fd %d: fanotify group with %d bytes of events not read yet (a new group "
 			       "cannot be given them): not supported; checkpoint again once they are read",
 			       e->fd, queued);
-	for (const char *p = e->fdinfo; (p = strstr(p, "\nfanotify ")); p++) {
-		p += strlen("\nfanotify ");
+	for (const char *q = e->fdinfo; (q = strstr(q, "\nfanotify ")); q++) {
+		char line[1024];
+		const char *p = one_line(q + strlen("\nfanotify "), line, sizeof(line));
 		if (!strncmp(p, "flags:", 6))
 			continue;
 		struct fd_fmark m = { 0 };
