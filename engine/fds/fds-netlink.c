@@ -228,9 +228,11 @@ static int capture_netlink(struct fd_image *img, struct fd_entry *e)
 	if (r < 0)
 		return err_set(r, "fd %d: netlink socket (protocol %d): sock_diag: %s", e->fd, n->protocol,
 			       strerror(-r));
-	if (!d.found)
-		return err_set(-EOPNOTSUPP, "fd %d: netlink socket (protocol %d) not found by sock_diag (another "
-			       "network namespace?): not supported", e->fd, n->protocol);
+	/* sock_diag lists bound sockets only; one never bound (no port id)
+	 * has received nothing: sending would have bound it */
+	if (!d.found && n->portid)
+		return err_set(-EOPNOTSUPP, "fd %d: netlink socket (protocol %d, port %u) not found by sock_diag "
+			       "(another network namespace?): not supported", e->fd, n->protocol, n->portid);
 	if (d.flags & NDIAG_FLAG_CB_RUNNING)
 		return err_set(-EOPNOTSUPP, "fd %d: netlink socket (protocol %d, port %u) in the middle of a dump "
 			       "request: not supported; checkpoint again once its answers are read", e->fd,

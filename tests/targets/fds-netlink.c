@@ -5,8 +5,10 @@
  * NETLINK_NO_ENOBUFS and NETLINK_EXT_ACK set, and a classic BPF filter
  * that takes every message, locked; fd 71, generic netlink (dgram,
  * close-on-exec, non-blocking), bound by its first request (the pid
- * again: port ids are per protocol), NETLINK_CAP_ACK set. After restore: the same port ids,
- * groups, options and filter; an RTM_GETLINK dump on fd 70 answers with
+ * again: port ids are per protocol), NETLINK_CAP_ACK set; fd 72, a
+ * sock_diag socket never bound (sock_diag lists bound sockets only).
+ * After restore: the same port ids (fd 72 still none), groups, options
+ * and filter; an RTM_GETLINK dump on fd 70 answers with
  * every link, "lo" among them, each answer addressed to its port; a
  * CTRL_CMD_GETFAMILY of "nlctrl" on fd 71 answers with its family id.
  */
@@ -110,11 +112,15 @@ int main(int argc, char **argv)
 	CHECK(genl_ctrl(71) == GENL_ID_CTRL);
 	uint32_t port71 = port(71);
 	CHECK(port71 != 0);
+	s = socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
+	CHECK(s >= 0 && dup2(s, 72) == 72);
+	close(s);
+	CHECK(port(72) == 0);
 
 	target_ready();
 	target_wait_restored();
 
-	CHECK(port(70) == port70 && port(71) == port71);
+	CHECK(port(70) == port70 && port(71) == port71 && port(72) == 0);
 	uint32_t bits[4] = { 0 };
 	socklen_t len = sizeof(bits);
 	CHECK(getsockopt(70, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, bits, &len) == 0);
