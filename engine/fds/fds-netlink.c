@@ -162,6 +162,9 @@ static int capture_filter(struct fd_entry *e, const char *what)
 				       "which cannot be read back: not supported", e->fd, what);
 		return err_set(negerrno(), "fd %d: %s socket: SO_GET_FILTER: %m", e->fd, what);
 	}
+	if (getint(e->dupfd, SOL_SOCKET, SO_LOCK_FILTER, &locked) < 0)
+		return err_set(negerrno(), "fd %d: %s socket: SO_LOCK_FILTER: %m", e->fd, what);
+	n->filter_locked = locked != 0;
 	if (!len)
 		return 0;
 	/* the length asked and answered is in instructions, not bytes */
@@ -173,9 +176,6 @@ static int capture_filter(struct fd_entry *e, const char *what)
 		return err_set(-EOPNOTSUPP, "fd %d: %s socket: its filter changed while read: not supported", e->fd,
 			       what);
 	n->n_filter = len;
-	if (getint(e->dupfd, SOL_SOCKET, SO_LOCK_FILTER, &locked) < 0)
-		return err_set(negerrno(), "fd %d: %s socket: SO_LOCK_FILTER: %m", e->fd, what);
-	n->filter_locked = locked != 0;
 	return 0;
 }
 
@@ -448,8 +448,10 @@ void fds_net_print(struct fd_entry *e, struct fds_buf *b)
 			const struct sock_filter *f = &n->filter[i];
 			fds_printf(b, "%s%x:%x:%x:%x", i ? "," : "", f->code, f->jt, f->jf, f->k);
 		}
-		fds_printf(b, " filter-locked=%d", n->filter_locked);
 	}
+	/* locked without a filter: none can be attached */
+	if (n->n_filter || n->filter_locked)
+		fds_printf(b, " filter-locked=%d", n->filter_locked);
 	fds_printf(b, " sndbuf=%d rcvbuf=%d", n->sndbuf, n->rcvbuf);
 }
 
@@ -474,6 +476,8 @@ static int parse_filter(struct fd_line *l, struct fd_net *n)
 	const char *v = fds_kv(l, "filter");
 	int r;
 
+	if (fds_kv_has(l, "filter-locked") && (r = fds_kv_bool(l, "filter-locked", &n->filter_locked)) < 0)
+		return r;
 	if (!v)
 		return 0;
 	for (const char *p = v; *p;) {
@@ -493,7 +497,7 @@ static int parse_filter(struct fd_line *l, struct fd_net *n)
 	}
 	if (!n->n_filter)
 		return fds_bad(l, "filter= without instructions");
-	return (r = fds_kv_bool(l, "filter-locked", &n->filter_locked)) < 0 ? r : 0;
+	return 0;
 }
 
 static int parse_ifname(struct fd_line *l, const char *v, char *out)
@@ -684,9 +688,7 @@ static int set_filter(struct fd_entry *e, int fd, const char *what)
 	struct sock_fprog prog = { .len = (unsigned short)n->n_filter, .filter = n->filter };
 	int one = 1;
 
-	if (!n->n_filter)
-		return 0;
-	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+	if (n->n_filter && setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
 		return err_set(negerrno(), "fd %d: %s socket: cannot attach its filter (%zu instructions) again: %m",
 			       e->fd, what, n->n_filter);
 	if (n->filter_locked && setsockopt(fd, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof(one)) < 0)

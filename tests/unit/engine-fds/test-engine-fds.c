@@ -2164,6 +2164,7 @@ START_TEST(netfan_lines)
 		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=4242 groups=1,5,33 dst-port=0 dst-groups=0x1 "
 		"options=no-enobufs,ext-ack filter=6:0:0:ffffffff filter-locked=1 sndbuf=212992 rcvbuf=212992\n",
 		"4 netlink flags=04002 cloexec=1 type=dgram protocol=16 port=0 sndbuf=4096 rcvbuf=4096\n",
+		"4 netlink flags=02 cloexec=0 type=raw protocol=9 port=77 filter-locked=1 sndbuf=4096 rcvbuf=4096\n",
 		"5 packet flags=02 cloexec=0 type=dgram protocol=0x88b5 interface=lo " PKT_OPTS
 		" member=lo:0:1:01005e0000fb member1=eth0:1:2: dropped=100 sndbuf=212992 rcvbuf=212992\n",
 		"5 packet flags=02 cloexec=0 type=raw protocol=0x0003 " PKT_OPTS " filter=28:0:0:c,15:0:1:800,6:0:0:ffff,"
