@@ -6,14 +6,16 @@
  * inode mark on SCRATCH/ign whose ignored mask takes FAN_OPEN away
  * (surviving modification); a second group (fd 61, blocking,
  * close-on-exec) reporting directory handles and names
- * (FAN_REPORT_DFID_NAME) with an evictable mark on SCRATCH (FAN_CREATE).
+ * (FAN_REPORT_DFID_NAME) with an evictable mark on SCRATCH (FAN_CREATE)
+ * and a filesystem mark on a tmpfs mounted at SCRATCH/t (FAN_CREATE).
  * After restore: each group's mark lines in fdinfo are the ones before
  * (masks, ignored masks, mark flags, the same inodes and mount), nothing
  * of the process's own queued in fd 61; on fd 60, opening ign raises
  * nothing and opening SCRATCH/other raises FAN_OPEN (the mount mark),
  * writing f FAN_MODIFY and FAN_CLOSE_WRITE (the inode mark) and nothing
- * else; on fd 61 a file made in SCRATCH raises FAN_CREATE with its name.
- * Events of other processes are skipped by pid. The mount goes with the
+ * else; on fd 61 a file made in SCRATCH raises FAN_CREATE with its name,
+ * and so does one made in the tmpfs.
+ * Events of other processes are skipped by pid. The mounts go with the
  * verdict.
  */
 #include <sys/fanotify.h>
@@ -23,9 +25,15 @@
 #include "target.h"
 
 static char dir[4096];
+static char *at_(const char *name);
 
-/* The verdict, once the mount of SCRATCH is gone. */
-#define VERDICT(ok, ...) do { umount2(dir, MNT_DETACH); target_verdict(ok, __VA_ARGS__); } while (0)
+/* The verdict, once the mounts in SCRATCH are gone. */
+#define VERDICT(ok, ...)                                                          \
+	do {                                                                      \
+		umount2(at_("t"), MNT_DETACH);                                    \
+		umount2(dir, MNT_DETACH);                                         \
+		target_verdict(ok, __VA_ARGS__);                                  \
+	} while (0)
 #define CHECK(c) do { if (!(c)) VERDICT(0, "line %d: %s", __LINE__, #c); } while (0)
 
 static char *at_(const char *name)
@@ -125,10 +133,15 @@ int main(int argc, char **argv)
 	CHECK(fanotify_mark(60, FAN_MARK_ADD | FAN_MARK_MOUNT, FAN_OPEN, AT_FDCWD, dir) == 0);
 	CHECK(fanotify_mark(60, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK | FAN_MARK_IGNORED_SURV_MODIFY, FAN_OPEN,
 			    AT_FDCWD, at_("ign")) == 0);
+	CHECK(mkdir(at_("t"), 0700) == 0 && mount("tmpfs", at_("t"), "tmpfs", 0, "size=1m") == 0);
 	g = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_REPORT_DFID_NAME, O_RDONLY);
 	CHECK(g >= 0 && dup3(g, 61, O_CLOEXEC) == 61);
 	close(g);
 	CHECK(fanotify_mark(61, FAN_MARK_ADD | FAN_MARK_EVICTABLE, FAN_CREATE | FAN_ONDIR, AT_FDCWD, dir) == 0);
+	/* a filesystem of its own (a tmpfs at SCRATCH/t, made before the
+	 * group) for a filesystem mark: one on the machine's would see every
+	 * process's files */
+	CHECK(fanotify_mark(61, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_CREATE, AT_FDCWD, at_("t")) == 0);
 	/* what our own opens queued on the mount mark, read away */
 	char buf[8192] __attribute__((aligned(8)));
 	while (read(60, buf, sizeof(buf)) > 0)
@@ -138,6 +151,7 @@ int main(int argc, char **argv)
 	marks(60, before60, sizeof(before60));
 	marks(61, before61, sizeof(before61));
 	CHECK(strstr(before60, "mnt_id:") && strstr(before60, "ignored_mask:20"));
+	CHECK(strstr(before61, "fanotify sdev:"));
 
 	target_ready();
 	target_wait_restored();
@@ -196,5 +210,15 @@ int main(int argc, char **argv)
 	if (strcmp(name, "made"))
 		VERDICT(0, "FAN_CREATE for '%s'", name);
 	CHECK(n == m->event_len);
+	/* and one in the tmpfs, through the filesystem mark */
+	f = open(at_("t/fs"), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	CHECK(f >= 0);
+	close(f);
+	n = read(61, buf, sizeof(buf));
+	CHECK(n > 0 && n == m->event_len && m->mask == FAN_CREATE && m->pid == getpid());
+	h = (void *)fid->handle;
+	name = (const char *)(h->f_handle + h->handle_bytes);
+	if (strcmp(name, "fs"))
+		VERDICT(0, "FAN_CREATE in the tmpfs for '%s'", name);
 	VERDICT(1, "%s", "");
 }
