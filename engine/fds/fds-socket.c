@@ -251,8 +251,8 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 		return fds_net_classify(img, e, domain, type);
 	if (domain != AF_UNIX)
 		return err_set(-EOPNOTSUPP, "fd %d: %s socket (family %d): not supported", e->fd,
-			       domain == AF_NETLINK ? "netlink" : domain == AF_PACKET ? "packet" : "other",
-			       domain);
+			       domain == AF_ALG ? "AF_ALG" : domain == AF_VSOCK ? "vsock" : domain == AF_XDP ? "XDP" :
+			       domain == AF_BLUETOOTH ? "Bluetooth" : domain == AF_CAN ? "CAN" : "other", domain);
 	if (!type_name(type))
 		return err_set(-EOPNOTSUPP, "fd %d: Unix socket of type %d: not supported", e->fd, type);
 	e->family = AF_UNIX;
