@@ -1115,6 +1115,22 @@ static void netlink_setup(void)
 	at(s, 4, false);
 }
 
+/* an rtnetlink socket whose dump request has answers still to come */
+static void netlink_dump_setup(void)
+{
+	struct {
+		struct nlmsghdr h;
+		struct ifinfomsg i;
+	} req = { .h = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_GETLINK,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+		  .i = { .ifi_family = AF_UNSPEC } };
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (send(s, &req, sizeof(req), 0) != sizeof(req) || poll(&p, 1, 10000) != 1)
+		_exit(5);
+	at(s, 4, false);
+}
+
 /* a fanotify group with an event not read */
 static void fanotify_setup(void)
 {
@@ -1277,6 +1293,8 @@ START_TEST(other_kinds_are_refused)
 	/* nor messages queued in a netlink socket */
 	expect_refused(netlink_setup, "fd 4: netlink socket (protocol 0, port ");
 	ck_assert_msg(strstr(err_msg(), " bytes of messages not read yet"), "%s", err_msg());
+	expect_refused(netlink_dump_setup, "fd 4: netlink socket (protocol 0, port ");
+	ck_assert_msg(strstr(err_msg(), ") in the middle of a dump request"), "%s", err_msg());
 }
 END_TEST
 
