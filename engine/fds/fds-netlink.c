@@ -358,8 +358,8 @@ static int capture_packet(struct fd_image *img, struct fd_entry *e)
 			       "not supported", e->fd);
 	const char *on = n->ifname[0] ? n->ifname : "any interface";
 	if (d.ring)
-		return err_set(-EOPNOTSUPP, "fd %d: packet socket on %s with a ring mapped (PACKET_RX_RING or "
-			       "PACKET_TX_RING): not supported", e->fd, on);
+		return err_set(-EOPNOTSUPP, "fd %d: packet socket on %s with a ring (PACKET_RX_RING or "
+			       "PACKET_TX_RING: memory it shares with the kernel): not supported", e->fd, on);
 	if (d.fanout)
 		return err_set(-EOPNOTSUPP, "fd %d: packet socket on %s in a fanout group (PACKET_FANOUT): not "
 			       "supported", e->fd, on);

@@ -1131,6 +1131,24 @@ static void netlink_dump_setup(void)
 	at(s, 4, false);
 }
 
+/* packet sockets on lo: fd 4 with a receive ring, fd 5 in a fanout group */
+static void packet_ring_setup(void)
+{
+	struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2 };
+	int s = socket(AF_PACKET, SOCK_RAW, htons(0x88b7));
+	if (s < 0 || setsockopt(s, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
+		_exit(5);
+	at(s, 4, false);
+}
+
+static void packet_fanout_setup(void)
+{
+	int s = socket(AF_PACKET, SOCK_RAW, htons(0x88b7)), arg = 4242 | (PACKET_FANOUT_HASH << 16);
+	if (s < 0 || setsockopt(s, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0)
+		_exit(5);
+	at(s, 5, false);
+}
+
 /* a fanotify group with an event not read */
 static void fanotify_setup(void)
 {
@@ -1293,6 +1311,8 @@ START_TEST(other_kinds_are_refused)
 	/* nor messages queued in a netlink socket */
 	expect_refused(netlink_setup, "fd 4: netlink socket (protocol 0, port ");
 	ck_assert_msg(strstr(err_msg(), " bytes of messages not read yet"), "%s", err_msg());
+	expect_refused(packet_ring_setup, "fd 4: packet socket on any interface with a ring (PACKET_RX_RING");
+	expect_refused(packet_fanout_setup, "fd 5: packet socket on any interface in a fanout group");
 	expect_refused(netlink_dump_setup, "fd 4: netlink socket (protocol 0, port ");
 	ck_assert_msg(strstr(err_msg(), ") in the middle of a dump request"), "%s", err_msg());
 }
