@@ -33,6 +33,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <linux/bpf.h>
 #include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <net/if.h>
@@ -1149,6 +1150,23 @@ static void packet_fanout_setup(void)
 	at(s, 5, false);
 }
 
+/* an rtnetlink socket with an eBPF program attached (returns 0: drops all) */
+static void netlink_ebpf_setup(void)
+{
+	struct bpf_insn prog[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	union bpf_attr a = { .prog_type = BPF_PROG_TYPE_SOCKET_FILTER, .insn_cnt = 2,
+			     .insns = (uintptr_t)prog, .license = (uintptr_t)"GPL" };
+	int p = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	if (p < 0 || s < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_BPF, &p, sizeof(p)) < 0)
+		_exit(5);
+	close(p);
+	at(s, 4, false);
+}
+
 /* a fanotify group with an event not read */
 static void fanotify_setup(void)
 {
@@ -1313,6 +1331,7 @@ START_TEST(other_kinds_are_refused)
 	ck_assert_msg(strstr(err_msg(), " bytes of messages not read yet"), "%s", err_msg());
 	expect_refused(packet_ring_setup, "fd 4: packet socket on any interface with a ring (PACKET_RX_RING");
 	expect_refused(packet_fanout_setup, "fd 5: packet socket on any interface in a fanout group");
+	expect_refused(netlink_ebpf_setup, "fd 4: netlink socket with an eBPF program attached (SO_ATTACH_BPF)");
 	expect_refused(netlink_dump_setup, "fd 4: netlink socket (protocol 0, port ");
 	ck_assert_msg(strstr(err_msg(), ") in the middle of a dump request"), "%s", err_msg());
 }
