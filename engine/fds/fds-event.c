@@ -1,6 +1,6 @@
 /*
- * engine/fds/fds-event.c: eventfd, epoll, timerfd and signalfd, all read from
- * /proc/PID/fdinfo/N, which shows their whole state.
+ * engine/fds/fds-event.c: eventfd, epoll, timerfd, signalfd, inotify and
+ * fanotify, all read from /proc/PID/fdinfo/N, which shows their whole state.
  *
  * eventfd: the counter and the semaphore mode. timerfd: the clock, the
  * time left and the interval (fdinfo shows time left, relative, whatever
@@ -24,6 +24,16 @@
  * order, the numbers between them taken and given back, so that each
  * gets the number the process knows it by. Events queued and not read
  * cannot be put back into a new instance: such an instance is refused.
+ *
+ * fanotify: the group's init flags and event file flags, and every mark:
+ * an inode mark by its file handle (a path, as for inotify), a mount mark
+ * by its mount id (the mount point in the process's mountinfo), a
+ * filesystem mark by its device (a mount point of it here); masks,
+ * ignored masks and mark flags as fdinfo shows them. The marks are added
+ * again oldest first (fdinfo lists the newest first). Queued events are
+ * refused as inotify's; so is a permission group with permission events
+ * in a mark, since an event it read and has not answered yet (someone
+ * else's process waits in the kernel for it) shows nowhere.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -34,6 +44,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -59,6 +70,8 @@ int fds_event_classify(struct fd_image *img, struct fd_entry *e)
 		e->kind = FD_KIND_SIGNALFD;
 	else if (strcmp(e->link, "anon_inode:inotify") == 0)
 		e->kind = FD_KIND_INOTIFY;
+	else if (strcmp(e->link, "anon_inode:[fanotify]") == 0)
+		e->kind = FD_KIND_FANOTIFY;
 	else
 		return 0;
 	return 1;
@@ -141,13 +154,14 @@ add:;
 	return 0;
 }
 
-/* A descriptor of a mount of the filesystem with the kernel's
- * device number sdev (as fdinfo shows it: major << 20 | minor), its root
- * mount preferred: open_by_handle_at() needs one. */
-static int mount_of(unsigned sdev)
+/* The mount point, unescaped, of a mount listed in mountinfo file mi:
+ * the one numbered id when id >= 0, else one of the filesystem with the
+ * kernel's device number sdev (as fdinfo shows it: major << 20 | minor),
+ * its root mount preferred. */
+static int mount_path(const char *mi_path, int id, unsigned sdev, char *out, size_t outsz)
 {
 	_cleanup_free_ char *mi = NULL;
-	if (read_file_full("/proc/self/mountinfo", &mi, NULL) < 0)
+	if (read_file_full(mi_path, &mi, NULL) < 0)
 		return -EIO;
 	char best[PATH_MAX] = "";
 	for (char *l = mi, *nl; l && *l; l = nl) {
@@ -155,9 +169,17 @@ static int mount_of(unsigned sdev)
 		if (nl)
 			*nl++ = 0;
 		unsigned maj, min;
+		int mid;
 		char root[PATH_MAX], mp[PATH_MAX];
-		if (sscanf(l, "%*d %*d %u:%u %4095s %4095s", &maj, &min, root, mp) != 4 ||
-		    ((maj << 20) | min) != sdev)
+		if (sscanf(l, "%d %*d %u:%u %4095s %4095s", &mid, &maj, &min, root, mp) != 5)
+			continue;
+		if (id >= 0) {
+			if (mid != id)
+				continue;
+			snprintf(best, sizeof(best), "%s", mp);
+			break;
+		}
+		if (((maj << 20) | min) != sdev)
 			continue;
 		if (!best[0] || !strcmp(root, "/"))
 			snprintf(best, sizeof(best), "%s", mp);
@@ -167,63 +189,120 @@ static int mount_of(unsigned sdev)
 	if (!best[0])
 		return -ENOENT;
 	/* mountinfo writes space, tab, newline and backslash as \ooo */
-	char un[PATH_MAX];
 	size_t k = 0;
-	for (const char *q = best; *q && k + 1 < sizeof(un); q++) {
+	for (const char *q = best; *q && k + 1 < outsz; q++) {
 		unsigned v;
 		if (q[0] == '\\' && sscanf(q + 1, "%3o", &v) == 1) {
-			un[k++] = (char)v;
+			out[k++] = (char)v;
 			q += 3;
 		} else {
-			un[k++] = *q;
+			out[k++] = *q;
 		}
 	}
-	un[k] = 0;
+	out[k] = 0;
+	return 0;
+}
+
+/* A descriptor of a mount of the filesystem with device number sdev
+ * (mount_path()): open_by_handle_at() needs one. */
+static int mount_of(unsigned sdev)
+{
+	char un[PATH_MAX];
+	int r = mount_path("/proc/self/mountinfo", -1, sdev, un, sizeof(un));
+	if (r < 0)
+		return r;
 	int fd = open(un, O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* not O_PATH: open_by_handle_at takes none */
 	return fd < 0 ? negerrno() : fd;
 }
 
-/* The path of the inode an inotify watch names, from its file handle. */
-static int watch_path(struct fd_entry *e, int wd, unsigned sdev, uint64_t ino, unsigned hbytes, int htype,
-		      const char *hex, char **ret)
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The line of fdinfo at p, alone in buf (NUL-terminated), so that sscanf
+ * (which measures its whole input first) does not walk the rest of a
+ * fdinfo that lists thousands of watches with every line. */
+static const char *one_line(const char *p, char *buf, size_t len)
+{
+	size_t n = strcspn(p, "\n");
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, p, n);
+	buf[n] = 0;
+	return buf;
+}
+
+/* The mount open_by_handle_at() last used, kept across the watches of
+ * one instance: finding it reads mountinfo, and thousands of watches
+ * are mostly on one filesystem. */
+struct mnt_cache {
+	unsigned sdev;
+	int fd; /* -1: none */
+};
+
+static void mnt_cache_done(struct mnt_cache *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+}
+
+/* The path of the inode an inotify watch or fanotify mark names, from
+ * its file handle. */
+static int watch_path(struct fd_entry *e, struct mnt_cache *mc, const char *what, int wd, unsigned sdev,
+		      uint64_t ino, unsigned hbytes, int htype, const char *hex, char **ret)
 {
 	if (hbytes > MAX_HANDLE_SZ)
-		return err_set(-EIO, "fd %d: inotify watch %d: a file handle of %u bytes", e->fd, wd, hbytes);
+		return err_set(-EIO, "fd %d: %s %d: a file handle of %u bytes", e->fd, what, wd, hbytes);
 	_cleanup_free_ struct file_handle *h = calloc(1, sizeof(*h) + hbytes);
 	if (!h)
 		return -ENOMEM;
 	h->handle_bytes = hbytes;
 	h->handle_type = htype;
 	for (unsigned i = 0; i < hbytes; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return err_set(-EIO, "fd %d: inotify watch %d: bad file handle in fdinfo", e->fd, wd);
-		h->f_handle[i] = (unsigned char)v;
+		int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+		if (lo < 0)
+			return err_set(-EIO, "fd %d: %s %d: bad file handle in fdinfo", e->fd, what, wd);
+		h->f_handle[i] = (unsigned char)(hi << 4 | lo);
 	}
-	_cleanup_close_ int mnt = mount_of(sdev);
-	if (mnt < 0)
-		return err_set(mnt, "fd %d: inotify watch %d: no mount of its filesystem (device %u:%u) here",
-			       e->fd, wd, sdev >> 20, sdev & 0xfffff);
-	_cleanup_close_ int fd = open_by_handle_at(mnt, h, O_PATH | O_CLOEXEC);
+	if (mc->fd < 0 || mc->sdev != sdev) {
+		mnt_cache_done(mc);
+		mc->sdev = sdev;
+		mc->fd = mount_of(sdev);
+		if (mc->fd < 0) {
+			int r = mc->fd;
+			mc->fd = -1;
+			return err_set(r, "fd %d: %s %d: no mount of its filesystem (device %u:%u) here",
+				       e->fd, what, wd, sdev >> 20, sdev & 0xfffff);
+		}
+	}
+	_cleanup_close_ int fd = open_by_handle_at(mc->fd, h, O_PATH | O_CLOEXEC);
 	if (fd < 0)
-		return err_set(negerrno(), "fd %d: inotify watch %d on inode %" PRIu64 ": cannot open it by its "
-			       "handle: %m (it takes CAP_DAC_READ_SEARCH)", e->fd, wd, ino);
+		return err_set(negerrno(), "fd %d: %s %d on inode %" PRIu64 ": cannot open it by its "
+			       "handle: %m (it takes CAP_DAC_READ_SEARCH)", e->fd, what, wd, ino);
 	char link[64], path[PATH_MAX];
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(link, path, sizeof(path) - 1);
 	if (n <= 0)
-		return err_set(-EIO, "fd %d: inotify watch %d: no path for inode %" PRIu64, e->fd, wd, ino);
+		return err_set(-EIO, "fd %d: %s %d: no path for inode %" PRIu64, e->fd, what, wd, ino);
 	path[n] = 0;
 	struct stat st;
 	if (path[0] != '/' || stat(path, &st) < 0 || st.st_ino != ino)
-		return err_set(-EOPNOTSUPP, "fd %d: inotify watch %d on inode %" PRIu64 ", which has no path (%s): "
-			       "not supported", e->fd, wd, ino, path);
+		return err_set(-EOPNOTSUPP, "fd %d: %s %d on inode %" PRIu64 ", which has no path (%s): "
+			       "not supported", e->fd, what, wd, ino, path);
 	*ret = strdup(path);
 	return *ret ? 0 : -ENOMEM;
 }
 
+static int cmp_wd(const void *a, const void *b)
+{
+	int x = ((const struct fd_iwatch *)a)->wd, y = ((const struct fd_iwatch *)b)->wd;
+	return (x > y) - (x < y);
+}
+
 static int capture_inotify(struct fd_entry *e)
 {
+	_cleanup_(mnt_cache_done) struct mnt_cache mc = { .fd = -1 };
 	int queued = 0;
 	if (ioctl(e->dupfd, FIONREAD, &queued) < 0)
 		return err_set(negerrno(), "fd %d: inotify: FIONREAD: %m", e->fd);
@@ -231,7 +310,9 @@ static int capture_inotify(struct fd_entry *e)
 		return err_set(-EOPNOTSUPP, "fd %d: inotify with %d bytes of events not read yet (a new instance "
 			       "cannot be given them): not supported; checkpoint again once they are read",
 			       e->fd, queued);
-	for (const char *p = e->fdinfo; (p = strstr(p, "inotify wd:")); p++) {
+	for (const char *q = e->fdinfo; (q = strstr(q, "inotify wd:")); q++) {
+		char line[1024];
+		const char *p = one_line(q, line, sizeof(line));
 		unsigned wd, sdev, mask, ign, hbytes;
 		int htype, n = 0;
 		unsigned long long ino;
@@ -240,7 +321,7 @@ static int capture_inotify(struct fd_entry *e)
 		    !n)
 			return err_set(-EIO, "fd %d: inotify: cannot parse its fdinfo", e->fd);
 		struct fd_iwatch w = { .wd = (int)wd, .mask = mask };
-		int r = watch_path(e, w.wd, sdev, ino, hbytes, htype, p + n, &w.path);
+		int r = watch_path(e, &mc, "inotify watch", w.wd, sdev, ino, hbytes, htype, p + n, &w.path);
 		if (r < 0)
 			return r;
 		struct fd_iwatch *nw = realloc(e->iwatches, (e->n_iwatches + 1) * sizeof(*nw));
@@ -249,15 +330,12 @@ static int capture_inotify(struct fd_entry *e)
 			return -ENOMEM;
 		}
 		e->iwatches = nw;
-		/* in number order: the restore adds them so */
-		size_t at = e->n_iwatches;
-		while (at > 0 && e->iwatches[at - 1].wd > w.wd) {
-			e->iwatches[at] = e->iwatches[at - 1];
-			at--;
-		}
-		e->iwatches[at] = w;
-		e->n_iwatches++;
+		e->iwatches[e->n_iwatches++] = w;
 	}
+	/* in number order: the restore adds them so (fdinfo lists the newest
+	 * first: sorted once, not inserted one by one) */
+	if (e->n_iwatches > 1)
+		qsort(e->iwatches, e->n_iwatches, sizeof(*e->iwatches), cmp_wd);
 	/* the list in a data file: a dev server watches thousands */
 	struct fds_buf b = { 0 };
 	for (size_t i = 0; i < e->n_iwatches; i++) {
@@ -305,6 +383,176 @@ static int parse_iwatches(struct fd_entry *e)
 	return 0;
 }
 
+
+/* Events a permission group answers: one read and not yet answered holds
+ * a process of someone else's in the kernel, and cannot be seen from here
+ * (FAN_OPEN_PERM, FAN_ACCESS_PERM, FAN_OPEN_EXEC_PERM, FAN_PRE_ACCESS). */
+#define FAN_PERM_EVENTS 0x00170000u
+/* The mark flags fdinfo shows (mflags) that the restore knows. */
+#define FAN_MFLAGS_KNOWN (FAN_MARK_IGNORED_SURV_MODIFY | FAN_MARK_EVICTABLE | FAN_MARK_IGNORE)
+
+static const char *fmark_name(unsigned type)
+{
+	return type == FAN_MARK_MOUNT ? "mount" : type == FAN_MARK_FILESYSTEM ? "filesystem" : "inode";
+}
+
+/* One "fanotify ..." mark line of fdinfo (p past "fanotify "): its target
+ * as a path. */
+static int capture_fmark(struct fd_image *img, struct fd_entry *e, struct mnt_cache *mc, const char *p,
+			 struct fd_fmark *m)
+{
+	unsigned sdev, mflags, mask, ign, hbytes, mnt;
+	int htype, n = 0;
+	unsigned long long ino;
+	char path[PATH_MAX];
+	int r;
+
+	if (sscanf(p, "ino:%llx sdev:%x mflags:%x mask:%x ignored_mask:%x fhandle-bytes:%x fhandle-type:%x "
+		      "f_handle:%n", &ino, &sdev, &mflags, &mask, &ign, &hbytes, &htype, &n) == 7 && n) {
+		m->type = FAN_MARK_INODE;
+		r = watch_path(e, mc, "fanotify mark", (int)e->n_fmarks, sdev, ino, hbytes, htype, p + n,
+			       &m->path);
+		if (r < 0)
+			return r;
+	} else if (sscanf(p, "mnt_id:%x mflags:%x mask:%x ignored_mask:%x", &mnt, &mflags, &mask, &ign) == 4) {
+		char mi[64];
+		m->type = FAN_MARK_MOUNT;
+		/* the id is of the process's mount namespace, named by its
+		 * mount point there (the restore runs in the same one) */
+		snprintf(mi, sizeof(mi), "/proc/%d/mountinfo", img->pid);
+		r = mount_path(mi, (int)mnt, 0, path, sizeof(path));
+		if (r < 0)
+			return err_set(-EOPNOTSUPP, "fd %d: fanotify mark on mount %u, which is not in the process's "
+				       "mountinfo: not supported", e->fd, mnt);
+		/* a mount hidden under another at the same place: its path
+		 * names the one on top */
+		struct statx sx;
+		if (statx(AT_FDCWD, path, AT_NO_AUTOMOUNT, STATX_MNT_ID, &sx) < 0 || !(sx.stx_mask & STATX_MNT_ID) ||
+		    sx.stx_mnt_id != mnt)
+			return err_set(-EOPNOTSUPP, "fd %d: fanotify mark on mount %u at %s, which that path does not "
+				       "reach (another mount on top, or another mount namespace): not supported",
+				       e->fd, mnt, path);
+		if (!(m->path = strdup(path)))
+			return -ENOMEM;
+	} else if (sscanf(p, "sdev:%x mflags:%x mask:%x ignored_mask:%x", &sdev, &mflags, &mask, &ign) == 4) {
+		m->type = FAN_MARK_FILESYSTEM;
+		r = mount_path("/proc/self/mountinfo", -1, sdev, path, sizeof(path));
+		if (r < 0)
+			return err_set(-EOPNOTSUPP, "fd %d: fanotify mark on filesystem %u:%u, which has no mount here: "
+				       "not supported", e->fd, sdev >> 20, sdev & 0xfffff);
+		if (!(m->path = strdup(path)))
+			return -ENOMEM;
+	} else {
+		/* mount namespace marks (FAN_MARK_MNTNS), what comes next */
+		const char *nl = strchr(p, '\n');
+		return err_set(-EOPNOTSUPP, "fd %d: fanotify mark '%.*s': not supported", e->fd,
+			       (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
+	}
+	m->mflags = mflags;
+	m->mask = mask;
+	m->ignored = ign;
+	if (mflags & ~FAN_MFLAGS_KNOWN)
+		return err_set(-EOPNOTSUPP, "fd %d: fanotify %s mark on %s with flags 0x%x: not supported", e->fd,
+			       fmark_name(m->type), m->path, mflags);
+	return 0;
+}
+
+static int capture_fanotify(struct fd_image *img, struct fd_entry *e)
+{
+	_cleanup_(mnt_cache_done) struct mnt_cache mc = { .fd = -1 };
+	const char *v = fds_info(e, "fanotify flags");
+	unsigned fl, efl;
+	if (!v || sscanf(v, "%x event-flags:%x", &fl, &efl) != 2)
+		return err_set(-EIO, "fd %d: fanotify: no flags in its fdinfo", e->fd);
+	e->fan_flags = fl;
+	e->fan_event_flags = efl;
+	int queued = 0;
+	if (ioctl(e->dupfd, FIONREAD, &queued) < 0)
+		return err_set(negerrno(), "fd %d: fanotify: FIONREAD: %m", e->fd);
+	if (queued > 0)
+		return err_set(-EOPNOTSUPP, "fd %d: fanotify group with %d bytes of events not read yet (a new group "
+			       "cannot be given them): not supported; checkpoint again once they are read",
+			       e->fd, queued);
+	for (const char *q = e->fdinfo; (q = strstr(q, "\nfanotify ")); q++) {
+		char line[1024];
+		const char *p = one_line(q + strlen("\nfanotify "), line, sizeof(line));
+		if (!strncmp(p, "flags:", 6))
+			continue;
+		struct fd_fmark m = { 0 };
+		int r = capture_fmark(img, e, &mc, p, &m);
+		if (r >= 0 && (fl & (FAN_CLASS_CONTENT | FAN_CLASS_PRE_CONTENT)) && (m.mask & FAN_PERM_EVENTS))
+			r = err_set(-EOPNOTSUPP, "fd %d: fanotify permission group with permission events (mask 0x%x) "
+				    "on %s: one read and not yet answered cannot be seen from here: not supported",
+				    e->fd, m.mask, m.path);
+		if (r < 0) {
+			free(m.path);
+			return r;
+		}
+		struct fd_fmark *nm = realloc(e->fmarks, (e->n_fmarks + 1) * sizeof(*nm));
+		if (!nm) {
+			free(m.path);
+			return -ENOMEM;
+		}
+		e->fmarks = nm;
+		e->fmarks[e->n_fmarks++] = m;
+	}
+	struct fds_buf b = { 0 };
+	for (size_t i = 0; i < e->n_fmarks; i++) {
+		const struct fd_fmark *m = &e->fmarks[i];
+		fds_printf(&b, "mark=%s mflags=0x%x mask=0x%x ignored=0x%x", fmark_name(m->type), m->mflags, m->mask,
+			   m->ignored);
+		fds_put_path(&b, "path", m->path, strlen(m->path));
+		fds_printf(&b, "\n");
+	}
+	if (b.err) {
+		free(b.p);
+		return b.err;
+	}
+	e->count = e->n_fmarks;
+	e->data = b.p;
+	e->data_len = b.len;
+	return 0;
+}
+
+/* e's marks from its data file (capture_fanotify's lines). */
+static int parse_fmarks(struct fd_entry *e)
+{
+	_cleanup_free_ char *text = strndup(e->data ? e->data : "", e->data_len);
+	if (!text)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		struct fd_fmark m = { 0 };
+		char type[16], path[PATH_MAX + 1];
+		int n = 0;
+		if (sscanf(l, "mark=%15s mflags=0x%x mask=0x%x ignored=0x%x path=%n", type, &m.mflags, &m.mask,
+			   &m.ignored, &n) != 4 || !n || fds_unescape(l + n, path, sizeof(path)) <= 0 ||
+		    path[0] != '/' || (m.mflags & ~FAN_MFLAGS_KNOWN))
+			return err_set(-EBADMSG, "fd %d: fanotify: bad mark line '%s' (mark=inode|mount|filesystem "
+				       "mflags=0xF mask=0xM ignored=0xI path=P)", e->fd, l);
+		if (!strcmp(type, "inode"))
+			m.type = FAN_MARK_INODE;
+		else if (!strcmp(type, "mount"))
+			m.type = FAN_MARK_MOUNT;
+		else if (!strcmp(type, "filesystem"))
+			m.type = FAN_MARK_FILESYSTEM;
+		else
+			return err_set(-EBADMSG, "fd %d: fanotify: mark=%s: not inode, mount or filesystem", e->fd,
+				       type);
+		struct fd_fmark *nm = realloc(e->fmarks, (e->n_fmarks + 1) * sizeof(*nm));
+		if (!nm)
+			return -ENOMEM;
+		e->fmarks = nm;
+		if (!(m.path = strdup(path)))
+			return -ENOMEM;
+		e->fmarks[e->n_fmarks++] = m;
+	}
+	if (e->n_fmarks != e->count)
+		return err_set(-EBADMSG, "fd %d: fanotify: %zu marks in its data file, the line says %" PRIu64,
+			       e->fd, e->n_fmarks, e->count);
+	return 0;
+}
+
 int fds_event_capture(struct fd_image *img, struct fd_entry *e)
 {
 	const char *v;
@@ -329,6 +577,8 @@ int fds_event_capture(struct fd_image *img, struct fd_entry *e)
 		return capture_epoll(img, e);
 	case FD_KIND_INOTIFY:
 		return capture_inotify(e);
+	case FD_KIND_FANOTIFY:
+		return capture_fanotify(img, e);
 	case FD_KIND_TIMERFD: {
 		int clk;
 		unsigned long long ticks;
@@ -402,6 +652,10 @@ void fds_event_print(struct fd_entry *e, struct fds_buf *b)
 		break;
 	case FD_KIND_INOTIFY:
 		fds_printf(b, " watches=%" PRIu64 " size=%" PRIu64, e->count, e->data_len);
+		break;
+	case FD_KIND_FANOTIFY:
+		fds_printf(b, " init=0x%x event-flags=0x%x marks=%" PRIu64 " size=%" PRIu64, e->fan_flags,
+			   e->fan_event_flags, e->count, e->data_len);
 		break;
 	default:
 		break;
@@ -489,6 +743,22 @@ int fds_event_parse(struct fd_entry *e, struct fd_line *l)
 			return r;
 		if (!e->count != !e->data_len)
 			return fds_bad(l, "watches=%" PRIu64 " with size=%" PRIu64, e->count, e->data_len);
+		return 0;
+	case FD_KIND_FANOTIFY:
+		if ((r = fds_kv_hex(l, "init", &u)) < 0)
+			return r;
+		if (u > UINT32_MAX)
+			return fds_bad(l, "init=0x%lx: out of range", u);
+		e->fan_flags = (unsigned)u;
+		if ((r = fds_kv_hex(l, "event-flags", &u)) < 0)
+			return r;
+		if (u > 0x7fffffff)
+			return fds_bad(l, "event-flags=0x%lx: not open flags", u);
+		e->fan_event_flags = (unsigned)u;
+		if ((r = fds_kv_u64(l, "marks", &e->count)) < 0 || (r = fds_kv_u64(l, "size", &e->data_len)) < 0)
+			return r;
+		if (!e->count != !e->data_len)
+			return fds_bad(l, "marks=%" PRIu64 " with size=%" PRIu64, e->count, e->data_len);
 		return 0;
 	default:
 		return -EINVAL;
@@ -668,6 +938,71 @@ static int open_epoll(struct fd_image *img, struct fd_entry *e)
 	return fd;
 }
 
+int fds_event_validate(struct fd_image *img)
+{
+	for (size_t i = 0; i < img->n; i++) {
+		struct fd_entry *e = &img->e[i];
+		int r = e->kind == FD_KIND_FANOTIFY && !e->n_fmarks ? parse_fmarks(e) : 0;
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int fds_event_check_host(struct fd_image *img, struct fd_entry *e)
+{
+	(void)img;
+	if (e->kind != FD_KIND_FANOTIFY)
+		return 0;
+	/* in the restorer, with the privileges the process is built with:
+	 * refused before anything is, where a group cannot be made */
+	unsigned fl = (e->fan_flags & ~(unsigned)(FAN_CLOEXEC | FAN_NONBLOCK)) | FAN_CLOEXEC;
+	int fd = fanotify_init(fl, e->fan_event_flags);
+	if (fd < 0) {
+		int r = negerrno();
+		return err_set(r, "fd %d: fanotify group (flags 0x%x) cannot be made here: %s%s", e->fd, fl,
+			       strerror(-r), r == -EPERM ? " (it takes CAP_SYS_ADMIN)" : "");
+	}
+	close(fd);
+	return 0;
+}
+
+/* fanotify_init with the group's flags (close-on-exec and non-blocking
+ * are the descriptor's, set by the caller), then each mark added again by
+ * path, oldest first so that fdinfo lists them as it did. */
+static int open_fanotify(struct fd_entry *e)
+{
+	int r = e->n_fmarks ? 0 : parse_fmarks(e);
+	if (r < 0)
+		return r;
+	unsigned fl = (e->fan_flags & ~(unsigned)(FAN_CLOEXEC | FAN_NONBLOCK)) | FAN_CLOEXEC;
+	_cleanup_close_ int fd = fanotify_init(fl, e->fan_event_flags);
+	if (fd < 0) {
+		r = negerrno();
+		return err_set(r, "fd %d: fanotify_init (flags 0x%x, event flags 0x%x): %s%s", e->fd, fl,
+			       e->fan_event_flags, strerror(-r),
+			       r == -EPERM ? " (a fanotify group with these flags takes CAP_SYS_ADMIN)" : "");
+	}
+	for (size_t i = e->n_fmarks; i-- > 0;) {
+		const struct fd_fmark *m = &e->fmarks[i];
+		unsigned evict = m->mflags & FAN_MARK_EVICTABLE;
+		if (i == 0 && fault_hit(FAULT_ENGINE_FANOTIFY_MARK))
+			return err_set(-EIO, "fd %d: fanotify %s mark on %s: injected fault", e->fd, fmark_name(m->type),
+				       m->path);
+		if (m->ignored) {
+			unsigned how = (m->mflags & FAN_MARK_IGNORE) ? FAN_MARK_IGNORE : FAN_MARK_IGNORED_MASK;
+			if (fanotify_mark(fd, FAN_MARK_ADD | m->type | evict | how |
+					  (m->mflags & FAN_MARK_IGNORED_SURV_MODIFY), m->ignored, AT_FDCWD, m->path) < 0)
+				return err_set(negerrno(), "fd %d: fanotify %s mark on %s: ignored mask 0x%x: %m", e->fd,
+					       fmark_name(m->type), m->path, m->ignored);
+		}
+		if (m->mask && fanotify_mark(fd, FAN_MARK_ADD | m->type | evict, m->mask, AT_FDCWD, m->path) < 0)
+			return err_set(negerrno(), "fd %d: fanotify %s mark on %s: mask 0x%x: %m", e->fd,
+				       fmark_name(m->type), m->path, m->mask);
+	}
+	return TAKE_FD(fd);
+}
+
 int fds_event_open(struct fd_image *img, struct fd_entry *e)
 {
 	int fd;
@@ -688,6 +1023,8 @@ int fds_event_open(struct fd_image *img, struct fd_entry *e)
 		return open_timerfd(e);
 	case FD_KIND_INOTIFY:
 		return open_inotify(e);
+	case FD_KIND_FANOTIFY:
+		return open_fanotify(e);
 	case FD_KIND_SIGNALFD: {
 		sigset_t set;
 		sigemptyset(&set);

@@ -34,6 +34,7 @@
 
 struct stat;
 struct fd_pty;
+struct fd_net;
 
 enum fd_kind {
 	FD_KIND_DUP,      /* shares the open file description of an earlier fd */
@@ -62,6 +63,9 @@ enum fd_kind {
 	FD_KIND_PTS,         /* pseudo-terminal slave whose master is in the process or tree */
 	FD_KIND_PIPE_RW,     /* an anonymous pipe opened read-write (through /proc/PID/fd) */
 	FD_KIND_PIDFD,       /* pidfd_open(2) / CLONE_PIDFD: of a process in the tree, outside it, or dead */
+	FD_KIND_FANOTIFY,    /* fanotify group: its flags and marks by path (fds-event.c) */
+	FD_KIND_NETLINK,     /* netlink socket: protocol, port id, groups, options (fds-netlink.c) */
+	FD_KIND_PACKET,      /* packet socket: protocol, interface, options, filter (fds-netlink.c) */
 	_FD_KIND_MAX,
 };
 
@@ -124,6 +128,18 @@ struct fd_tcp {
 struct fd_iwatch {
 	int wd;
 	uint32_t mask;
+	char *path;
+};
+
+/* A fanotify mark: what it is on (FAN_MARK_INODE, FAN_MARK_MOUNT or
+ * FAN_MARK_FILESYSTEM), its user flags as fdinfo shows them (mflags:
+ * FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE), its
+ * masks, and a path naming the inode, a path of the mount, or a path of
+ * the filesystem. */
+struct fd_fmark {
+	unsigned type;
+	unsigned mflags;
+	uint32_t mask, ignored;
 	char *path;
 };
 
@@ -195,6 +211,14 @@ struct fd_entry {
 
 	struct fd_iwatch *iwatches; /* inotify, in increasing wd order */
 	size_t n_iwatches;
+
+	/* fanotify: fanotify_init's flags and event_f_flags; the marks in
+	 * fdinfo's order (newest first); count is how many */
+	unsigned fan_flags, fan_event_flags;
+	struct fd_fmark *fmarks;
+	size_t n_fmarks;
+
+	struct fd_net *net; /* netlink, packet (fds-netlink.c) */
 
 	int clockid;      /* timerfd */
 	uint64_t ticks;
@@ -390,6 +414,11 @@ int fds_pidfd_parse(struct fd_entry *e, struct fd_line *l);
 int fds_pidfd_check_host(struct fd_image *img, struct fd_entry *e);
 int fds_pidfd_open(struct fd_image *img, struct fd_entry *e);
 int fds_pidfd_tree(struct fd_image **imgs, const pid_t *pids, size_t n);
+/* Cross-line rules: a fanotify line's data file holds its marks. */
+int fds_event_validate(struct fd_image *img);
+/* fds_load(): a fanotify group can be made here (fanotify_init takes
+ * CAP_SYS_ADMIN for most flags): -EPERM naming the descriptor if not. */
+int fds_event_check_host(struct fd_image *img, struct fd_entry *e);
 
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
@@ -442,6 +471,25 @@ int fds_tcp_open(struct fd_image *img, struct fd_entry *e);
 int fds_tcp_release(struct fd_image *img, bool killed);
 int fds_tcp_unlock(struct fd_image *img);
 void fds_tcp_free(struct fd_entry *e);
+/* fds-socket.c: sends one sock_diag request (a dump when dump) and calls
+ * cb for each reply message until NLMSG_DONE, an error, or cb returns
+ * non-zero (returned). */
+struct nlmsghdr;
+int fds_sock_diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h, void *ud), void *ud);
+
+/* fds-netlink.c: netlink and packet sockets. Classify is called by
+ * fds_socket_classify() for either family: 1, or -EOPNOTSUPP naming what
+ * is refused. check_host: a packet socket can be made here (-EPERM
+ * without CAP_NET_RAW) and its interfaces are here by name (-ENODEV
+ * naming the one that is not). */
+int fds_net_classify(struct fd_image *img, struct fd_entry *e, int domain, int type);
+int fds_net_capture(struct fd_image *img, struct fd_entry *e);
+void fds_net_print(struct fd_entry *e, struct fds_buf *b);
+int fds_net_parse(struct fd_entry *e, struct fd_line *l);
+int fds_net_check_host(struct fd_image *img, struct fd_entry *e);
+int fds_net_open(struct fd_entry *e);
+void fds_net_free(struct fd_net *n);
+
 /* fds-tty.c: pseudo-terminal pairs. Classify returns 1 for a master
  * (ptmx), 0 for the rest (a pty slave stays a `tty` line until
  * fds_tty_capture() of its master, frozen, finds it in the process and

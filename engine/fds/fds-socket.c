@@ -1,7 +1,8 @@
 /*
  * engine/fds/fds-socket.c: listening TCP and Unix sockets, and Unix socket
- * pairs. Established TCP connections and UDP sockets are fds-tcp.c's;
- * every other socket is refused by name.
+ * pairs. Established TCP connections and UDP sockets are fds-tcp.c's,
+ * netlink and packet sockets fds-netlink.c's; every other socket is
+ * refused by name.
  *
  * A pair is two Unix sockets, each the other's peer. When the other end is
  * not in the process, the end is still taken as one (peer_in false, its
@@ -57,9 +58,7 @@ struct unix_info {
 	bool found;
 };
 
-/* Sends one sock_diag request and calls cb for each reply message until
- * NLMSG_DONE, an error, or cb returns non-zero (returned). */
-static int diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h, void *ud), void *ud)
+int fds_sock_diag(void *req, size_t len, bool dump, int (*cb)(struct nlmsghdr *h, void *ud), void *ud)
 {
 	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	struct {
@@ -139,7 +138,7 @@ static int unix_info(uint64_t ino, struct unix_info *ret)
 	int r;
 
 	memset(ret, 0, sizeof(*ret));
-	r = diag(&req, sizeof(req), false, unix_cb, ret);
+	r = fds_sock_diag(&req, sizeof(req), false, unix_cb, ret);
 	if (r < 0)
 		return r;
 	return ret->found ? 0 : -ENOENT;
@@ -175,7 +174,7 @@ static int tcp_listen_info(int family, uint64_t ino, struct tcp_listen_q *q)
 
 	memset(q, 0, sizeof(*q));
 	q->ino = ino;
-	r = diag(&req, sizeof(req), true, tcp_cb, q);
+	r = fds_sock_diag(&req, sizeof(req), true, tcp_cb, q);
 	if (r < 0)
 		return r;
 	return q->found ? 0 : -ENOENT;
@@ -255,10 +254,12 @@ int fds_socket_classify(struct fd_image *img, struct fd_entry *e)
 
 	if (domain == AF_INET || domain == AF_INET6)
 		return classify_inet(e, domain, type, acc);
+	if (domain == AF_NETLINK || domain == AF_PACKET)
+		return fds_net_classify(img, e, domain, type);
 	if (domain != AF_UNIX)
 		return err_set(-EOPNOTSUPP, "fd %d: %s socket (family %d): not supported", e->fd,
-			       domain == AF_NETLINK ? "netlink" : domain == AF_PACKET ? "packet" : "other",
-			       domain);
+			       domain == AF_ALG ? "AF_ALG" : domain == AF_VSOCK ? "vsock" : domain == AF_XDP ? "XDP" :
+			       domain == AF_BLUETOOTH ? "Bluetooth" : domain == AF_CAN ? "CAN" : "other", domain);
 	if (!type_name(type))
 		return err_set(-EOPNOTSUPP, "fd %d: Unix socket of type %d: not supported", e->fd, type);
 	e->family = AF_UNIX;
@@ -558,6 +559,10 @@ void fds_socket_print(struct fd_entry *e, struct fds_buf *b)
 	case FD_KIND_UDP:
 		fds_tcp_print(e, b);
 		break;
+	case FD_KIND_NETLINK:
+	case FD_KIND_PACKET:
+		fds_net_print(e, b);
+		break;
 	default:
 		break;
 	}
@@ -716,6 +721,9 @@ int fds_socket_parse(struct fd_entry *e, struct fd_line *l)
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
 		return fds_tcp_parse(e, l);
+	case FD_KIND_NETLINK:
+	case FD_KIND_PACKET:
+		return fds_net_parse(e, l);
 	default:
 		return -EINVAL;
 	}
@@ -850,6 +858,9 @@ int fds_socket_open(struct fd_image *img, struct fd_entry *e, int above)
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
 		return fds_tcp_open(img, e);
+	case FD_KIND_NETLINK:
+	case FD_KIND_PACKET:
+		return fds_net_open(e);
 	default:
 		return -EINVAL;
 	}

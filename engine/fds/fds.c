@@ -67,6 +67,9 @@ static const char *const kind_names[_FD_KIND_MAX] = {
 	[FD_KIND_PTMX] = "ptmx",
 	[FD_KIND_PTS] = "pts",
 	[FD_KIND_PIDFD] = "pidfd",
+	[FD_KIND_FANOTIFY] = "fanotify",
+	[FD_KIND_NETLINK] = "netlink",
+	[FD_KIND_PACKET] = "packet",
 };
 
 /* Status flags fcntl(F_SETFL) can change; the rest is fixed at open. */
@@ -195,6 +198,10 @@ void fds_entry_free(struct fd_entry *e)
 	for (size_t i = 0; i < e->n_iwatches; i++)
 		free(e->iwatches[i].path);
 	free(e->iwatches);
+	for (size_t i = 0; i < e->n_fmarks; i++)
+		free(e->fmarks[i].path);
+	free(e->fmarks);
+	fds_net_free(e->net);
 	free(e->ofd);
 	free(e->posix);
 	free(e->link);
@@ -408,6 +415,7 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_TIMERFD:
 	case FD_KIND_SIGNALFD:
 	case FD_KIND_INOTIFY:
+	case FD_KIND_FANOTIFY:
 		return fds_event_capture(img, e);
 	case FD_KIND_TCP_LISTEN:
 	case FD_KIND_UNIX_LISTEN:
@@ -417,6 +425,9 @@ static int capture_one(struct fd_image *img, struct fd_entry *e)
 	case FD_KIND_TCP:
 	case FD_KIND_UDP:
 		return fds_tcp_capture(img, e);
+	case FD_KIND_NETLINK:
+	case FD_KIND_PACKET:
+		return fds_net_capture(img, e);
 	case FD_KIND_PTMX:
 	case FD_KIND_PTS:
 		return fds_tty_capture(img, e);
@@ -778,6 +789,7 @@ int fds_format(struct fd_image *img, char **ret, size_t *ret_len)
 		case FD_KIND_TIMERFD:
 		case FD_KIND_SIGNALFD:
 		case FD_KIND_INOTIFY:
+		case FD_KIND_FANOTIFY:
 			fds_event_print(e, &b);
 			break;
 		case FD_KIND_PTMX:
@@ -1122,6 +1134,7 @@ static int parse_line(struct fd_image *img, char *line, unsigned lineno,
 		case FD_KIND_TIMERFD:
 		case FD_KIND_SIGNALFD:
 		case FD_KIND_INOTIFY:
+		case FD_KIND_FANOTIFY:
 			r = fds_event_parse(e, &l);
 			break;
 		case FD_KIND_PTMX:
@@ -1226,6 +1239,9 @@ int fds_parse(const char *text, int (*get)(const char *path, void **buf, uint64_
 	r = fds_tty_validate(img);
 	if (r < 0)
 		goto fail;
+	r = fds_event_validate(img);
+	if (r < 0)
+		goto fail;
 	*ret = img;
 	return 0;
 fail:
@@ -1244,6 +1260,10 @@ int fds_host_check(struct fd_image *img, bool accept_changed)
 			r = fds_tcp_check_host(img, &img->e[i]);
 		if (r >= 0)
 			r = fds_pidfd_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_net_check_host(img, &img->e[i]);
+		if (r >= 0)
+			r = fds_event_check_host(img, &img->e[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1290,6 +1310,7 @@ static int open_one(struct fd_image *img, struct fd_entry *e, int max, int at, b
 	case FD_KIND_TIMERFD:
 	case FD_KIND_SIGNALFD:
 	case FD_KIND_INOTIFY:
+	case FD_KIND_FANOTIFY:
 	case FD_KIND_EPOLL:
 		fd = fds_event_open(img, e);
 		break;

@@ -13,7 +13,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -85,6 +90,193 @@ CYCLE_TESTS(inotify, "fds-inotify", true)
 CYCLE_TESTS(epoll_closed, "fds-epoll", false)
 /* two AIO contexts, used before and after (target-fds-aio) */
 CYCLE_TESTS(aio, "fds-aio", true)
+/* marks by path with their masks and flags, two groups (target-fds-fanotify) */
+CYCLE_TESTS(fanotify, "fds-fanotify", true)
+/* port ids, groups, options, a filter; requests answered (target-fds-netlink) */
+CYCLE_TESTS(netlink, "fds-netlink", false)
+/* bound to lo, options, a filter, a membership; frames after (target-fds-packet) */
+CYCLE_TESTS(packet, "fds-packet", false)
+
+/* A restore step of a descriptor kind failing (CKPTFS_FAULT=fault): the
+ * restore fails naming what, no process is left with the target's pid,
+ * and the same snapshot restores afterwards, the target passing its own
+ * checks. */
+static void restore_fault(const char *name, bool scratch, const char *fault, const char *what)
+{
+	char p[32], out[64];
+	int st;
+	pid_t pid = spawn(name, scratch);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	st = case_ckpt_status(fault, NULL, 0, "restore", case_path("snap"), NULL, NULL);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	ck_assert_msg(strstr(case_ckpt_err(), what) && strstr(case_ckpt_err(), "injected fault"), "stderr: %s", case_ckpt_err());
+	/* the failed process, killed, came to us (a subreaper): reaped here */
+	for (int i = 0; i < 10000 && kill(pid, 0) == 0; i++) {
+		while (waitpid(-1, &st, WNOHANG) > 0)
+			;
+		usleep(1000);
+	}
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d is there after a failed restore", pid);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
+}
+
+START_TEST(fanotify_restore_fails) { restore_fault("fds-fanotify", true, "424", "fd 60: fanotify inode mark on "); }
+END_TEST
+
+/* As cycle(), for a target that forks: a dump that leaves the tree
+ * running or stopped is followed by the kill of every process of it,
+ * and each (they come to us) is reaped before the restore. */
+static void tree_cycle(const char *name, bool scratch, const char *mode)
+{
+	char p[32], out[64];
+	int st;
+	pid_t pid = spawn(name, scratch);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg((mode ? run_ckpt(NULL, 0, "dump", mode, p, case_path("snap"))
+			    : run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL)) == 0,
+		      "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
+	if (!mode || strcmp(mode, "--kill")) {
+		char cp[64], *kids = NULL;
+		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
+		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
+		for (char *t = strtok(kids, " \n"); t; t = strtok(NULL, " \n"))
+			kill(atoi(t), SIGKILL);
+		free(kids);
+		kill(pid, SIGKILL);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
+}
+
+/* one inotify instance, a parent's and its child's (target-fds-inotify-tree) */
+START_TEST(inotify_tree_running) { tree_cycle("fds-inotify-tree", true, NULL); } END_TEST
+START_TEST(inotify_tree_kill) { tree_cycle("fds-inotify-tree", true, "--kill"); } END_TEST
+START_TEST(inotify_tree_stop) { tree_cycle("fds-inotify-tree", true, "--stop"); } END_TEST
+
+/* A restore by root without CAP_SYS_ADMIN (dropped from the bounding
+ * set by setpriv) cannot make target-fds-fanotify's groups: refused
+ * before anything is built, naming the descriptor and the capability;
+ * with it, the same snapshot restores. */
+START_TEST(fanotify_restore_needs_cap)
+{
+	char p[32], out[64];
+	int st;
+
+	if (access("/usr/bin/setpriv", X_OK) < 0) {
+		printf("fanotify_restore_needs_cap: skipped: no /usr/bin/setpriv\n");
+		return;
+	}
+	pid_t pid = spawn("fds-fanotify", true);
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	st = ckpt_run("/usr/bin/setpriv", case_path("ckpt.err"), NULL, NULL, NULL, 0, "--bounding-set=-sys_admin", case_ckpt_bin,
+		      "restore", case_path("snap"));
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "fd 60: fanotify group (flags 0x1) cannot be made here: Operation not "
+					 "permitted (it takes CAP_SYS_ADMIN)"),
+		      "stderr: %s", case_ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d is there after a refused restore", pid);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
+}
+END_TEST
+
+START_TEST(netlink_restore_fails)
+{
+	restore_fault("fds-netlink", false, "425", "fd 70: netlink socket (protocol 0): cannot join group 1 again");
+}
+END_TEST
+
+/* target-fds-netlink's rtnetlink port id (its pid) held by a socket of
+ * ours at restore: the restore fails naming the port id (the program may
+ * know it: it is not changed), and succeeds once it is given back. */
+START_TEST(netlink_port_taken)
+{
+	char p[32], want[96], out[64];
+	int st;
+	pid_t pid = spawn("fds-netlink", false);
+
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_pid = (uint32_t)pid };
+	ck_assert_int_eq(bind(s, (void *)&sa, sizeof(sa)), 0);
+	ck_assert_int_ne(run_ckpt(NULL, 0, "restore", case_path("snap"), NULL, NULL), 0);
+	snprintf(want, sizeof(want), "fd 70: netlink socket (protocol 0): cannot bind port id %d again", pid);
+	ck_assert_msg(strstr(case_ckpt_err(), want) && strstr(case_ckpt_err(), "another socket of that protocol holds it"),
+		      "stderr: %s", case_ckpt_err());
+	for (int i = 0; i < 10000 && kill(pid, 0) == 0; i++) {
+		while (waitpid(-1, &st, WNOHANG) > 0)
+			;
+		usleep(1000);
+	}
+	close(s);
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
+}
+END_TEST
+
+START_TEST(packet_restore_fails)
+{
+	restore_fault("fds-packet", false, "426", "fd 80: packet socket on lo: cannot bind it again");
+}
+END_TEST
+
+/* A tap interface of ours named name (gone when the descriptor is
+ * closed). */
+static int tap(const char *name)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+
+	ck_assert_msg(fd >= 0, "/dev/net/tun: %s", strerror(errno));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ck_assert_msg(ioctl(fd, TUNSETIFF, &ifr) == 0, "TUNSETIFF %s: %s", name, strerror(errno));
+	return fd;
+}
+
+/* target-fds-packet with a socket bound to a tap interface of ours,
+ * which is gone at restore: the restore is refused naming the
+ * descriptor and the interface, and succeeds once an interface of that
+ * name is back (another index: the socket is bound to it by name). */
+START_TEST(packet_interface_gone)
+{
+	char p[32], out[64];
+	int st;
+	int t = tap("ckptfs-pk0");
+
+	setenv("CKPTFS_TARGET_IFACE", "ckptfs-pk0", 1);
+	pid_t pid = spawn("fds-packet", false);
+	unsetenv("CKPTFS_TARGET_IFACE");
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	close(t);
+	ck_assert_int_ne(run_ckpt(NULL, 0, "restore", case_path("snap"), NULL, NULL), 0);
+	ck_assert_msg(strstr(case_ckpt_err(), "fd 82: packet socket bound to interface ckptfs-pk0, which is not on this host"),
+		      "stderr: %s", case_ckpt_err());
+	ck_assert_msg(kill(pid, 0) < 0 && errno == ESRCH, "pid %d is there after a refused restore", pid);
+	t = tap("ckptfs-pk0");
+	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
+		      case_ckpt_err());
+	case_verdict(atoi(out));
+	close(t);
+}
+END_TEST
 
 static off_t file_size(const char *p)
 {
@@ -265,6 +457,17 @@ int main(void)
 		{ "epoll_closed_stop", epoll_closed_stop },
 		{ "aio_running", aio_running },         { "aio_kill", aio_kill },
 		{ "aio_stop", aio_stop },
+		{ "fanotify_running", fanotify_running }, { "fanotify_kill", fanotify_kill },
+		{ "fanotify_stop", fanotify_stop },     { "fanotify_restore_fails", fanotify_restore_fails },
+		{ "fanotify_restore_needs_cap", fanotify_restore_needs_cap },
+		{ "netlink_running", netlink_running }, { "netlink_kill", netlink_kill },
+		{ "netlink_stop", netlink_stop },       { "netlink_restore_fails", netlink_restore_fails },
+		{ "netlink_port_taken", netlink_port_taken },
+		{ "packet_running", packet_running },   { "packet_kill", packet_kill },
+		{ "packet_stop", packet_stop },         { "packet_restore_fails", packet_restore_fails },
+		{ "packet_interface_gone", packet_interface_gone },
+		{ "inotify_tree_running", inotify_tree_running }, { "inotify_tree_kill", inotify_tree_kill },
+		{ "inotify_tree_stop", inotify_tree_stop },
 		{ "log_grown_after_dump", log_grown_after_dump },
 		{ "changed_file_needs_the_option", changed_file_needs_the_option },
 		{ "locks", locks },

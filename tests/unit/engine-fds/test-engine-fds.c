@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/fanotify.h>
 #include <sys/file.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -34,6 +35,11 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <linux/bpf.h>
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <net/if.h>
+#include <linux/rtnetlink.h>
 
 #include "common/common.h"
 #include "engine/fds/fds-int.h"
@@ -1097,9 +1103,93 @@ static void inotify_setup(void)
 		_exit(5);
 }
 
+/* an rtnetlink socket with the answer to a request not read */
 static void netlink_setup(void)
 {
-	at(socket(AF_NETLINK, SOCK_RAW, 0), 4, false);
+	struct {
+		struct nlmsghdr h;
+		struct ifinfomsg i;
+	} req = { .h = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_GETLINK, .nlmsg_flags = NLM_F_REQUEST },
+		  .i = { .ifi_family = AF_UNSPEC, .ifi_index = 1 } };
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (send(s, &req, sizeof(req), 0) != sizeof(req) || poll(&p, 1, 10000) != 1)
+		_exit(5);
+	at(s, 4, false);
+}
+
+/* an rtnetlink socket whose dump request has answers still to come */
+static void netlink_dump_setup(void)
+{
+	struct {
+		struct nlmsghdr h;
+		struct ifinfomsg i;
+	} req = { .h = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_GETLINK,
+			 .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+		  .i = { .ifi_family = AF_UNSPEC } };
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (send(s, &req, sizeof(req), 0) != sizeof(req) || poll(&p, 1, 10000) != 1)
+		_exit(5);
+	at(s, 4, false);
+}
+
+/* packet sockets on lo: fd 4 with a receive ring, fd 5 in a fanout group */
+static void packet_ring_setup(void)
+{
+	struct tpacket_req req = { .tp_block_size = 4096, .tp_block_nr = 1, .tp_frame_size = 2048, .tp_frame_nr = 2 };
+	int s = socket(AF_PACKET, SOCK_RAW, htons(0x88b7));
+	if (s < 0 || setsockopt(s, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0)
+		_exit(5);
+	at(s, 4, false);
+}
+
+static void packet_fanout_setup(void)
+{
+	int s = socket(AF_PACKET, SOCK_RAW, htons(0x88b7)), arg = 4242 | (PACKET_FANOUT_HASH << 16);
+	if (s < 0 || setsockopt(s, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) < 0)
+		_exit(5);
+	at(s, 5, false);
+}
+
+/* an rtnetlink socket with an eBPF program attached (returns 0: drops all) */
+static void netlink_ebpf_setup(void)
+{
+	struct bpf_insn prog[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0 },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	union bpf_attr a = { .prog_type = BPF_PROG_TYPE_SOCKET_FILTER, .insn_cnt = 2,
+			     .insns = (uintptr_t)prog, .license = (uintptr_t)"GPL" };
+	int p = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &a, sizeof(a));
+	int s = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+	if (p < 0 || s < 0 || setsockopt(s, SOL_SOCKET, SO_ATTACH_BPF, &p, sizeof(p)) < 0)
+		_exit(5);
+	close(p);
+	at(s, 4, false);
+}
+
+/* a fanotify group with an event not read */
+static void fanotify_setup(void)
+{
+	close(open(fpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	at(fanotify_init(FAN_CLASS_NOTIF, O_RDONLY), 3, false);
+	if (fanotify_mark(3, FAN_MARK_ADD, FAN_MODIFY, AT_FDCWD, fpath) < 0)
+		_exit(5);
+	int f = open(fpath, O_WRONLY | O_CLOEXEC);
+	if (write(f, "x", 1) != 1)
+		_exit(5);
+	close(f);
+}
+
+/* a permission group with a permission event in a mark: an event it read
+ * and did not answer would show nowhere */
+static void fanotify_perm_setup(void)
+{
+	close(open(fpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	at(fanotify_init(FAN_CLASS_CONTENT, O_RDONLY), 3, false);
+	if (fanotify_mark(3, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_CLOSE_WRITE, AT_FDCWD, fpath) < 0)
+		_exit(5);
 }
 
 /* A read lease: state of the description no restore can take back. */
@@ -1339,10 +1429,16 @@ START_TEST(other_kinds_are_refused)
 
 	/* queued inotify events cannot be put back into a new instance */
 	expect_refused(inotify_setup, "fd 3: inotify with 16 bytes of events not read yet");
-	pid_t pid = start_target(netlink_setup, NULL);
-	ck_assert_int_eq(fds_check(pid), -EOPNOTSUPP);
-	ck_assert_msg(strstr(err_msg(), "fd 4: netlink socket"), "%s", err_msg());
-	kill_target(pid);
+	expect_refused(fanotify_setup, "fd 3: fanotify group with 24 bytes of events not read yet");
+	expect_refused(fanotify_perm_setup, "fd 3: fanotify permission group with permission events (mask 0x10008) on /tmp/");
+	/* nor messages queued in a netlink socket */
+	expect_refused(netlink_setup, "fd 4: netlink socket (protocol 0, port ");
+	ck_assert_msg(strstr(err_msg(), " bytes of messages not read yet"), "%s", err_msg());
+	expect_refused(packet_ring_setup, "fd 4: packet socket on any interface with a ring (PACKET_RX_RING");
+	expect_refused(packet_fanout_setup, "fd 5: packet socket on any interface in a fanout group");
+	expect_refused(netlink_ebpf_setup, "fd 4: netlink socket with an eBPF program attached (SO_ATTACH_BPF)");
+	expect_refused(netlink_dump_setup, "fd 4: netlink socket (protocol 0, port ");
+	ck_assert_msg(strstr(err_msg(), ") in the middle of a dump request"), "%s", err_msg());
 }
 END_TEST
 
@@ -2420,6 +2516,123 @@ START_TEST(unix_lines)
 }
 END_TEST
 
+/* A packet socket on lo for 0x88b7 (fd 3) with a frame queued. */
+static void packet_queued_setup(void)
+{
+	struct sockaddr_ll sa = { .sll_family = AF_PACKET, .sll_protocol = htons(0x88b7),
+				  .sll_ifindex = (int)if_nametoindex("lo"), .sll_halen = 6 };
+	int s = socket(AF_PACKET, SOCK_DGRAM, htons(0x88b7));
+	if (s < 0 || bind(s, (void *)&sa, sizeof(sa)) < 0 || sendto(s, "frame", 5, 0, (void *)&sa, sizeof(sa)) != 5)
+		_exit(5);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (poll(&p, 1, 10000) != 1)
+		_exit(6);
+	at(s, 3, false);
+}
+
+static int packet_queued_verify(void)
+{
+	struct sockaddr_ll sa;
+	socklen_t len = sizeof(sa);
+	char buf[64];
+	V(getsockname(3, (void *)&sa, &len) == 0 && sa.sll_ifindex == (int)if_nametoindex("lo") &&
+	  sa.sll_protocol == htons(0x88b7));
+	V(recv(3, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno == EAGAIN);
+	return 0;
+}
+
+/* Frames queued for a packet socket are not kept: the line says how many
+ * bytes went, and the restored socket is bound as it was, its queue
+ * empty. */
+START_TEST(packet_queue_not_kept)
+{
+	pid_t pid = start_target(packet_queued_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	char *text = NULL, msg[256];
+	size_t len;
+
+	kill_target(pid);
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	ck_assert_msg(strstr(text, "3 packet flags=02 cloexec=0 type=dgram protocol=0x88b7 interface=lo ") &&
+			      strstr(text, " dropped="),
+		      "%s", text);
+	struct fd_image *img = NULL;
+	ck_assert_msg(fds_parse(text, get_mem, cap, &img) == 0, "%s", err_msg());
+	ck_assert_msg(restore_in_child(img, packet_queued_verify, msg, sizeof(msg)) == 0, "%s", msg);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
+/* fanotify, netlink and packet lines round-trip; bad ones are refused. */
+#define FAN_MARKS "mark=mount mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x40 mask=0x0 ignored=0x20 path=/tmp/a\\x20b\n"
+#define FAN_LINE(marks, size) "3 fanotify flags=04002 cloexec=0 init=0x2 event-flags=0x8000 marks=" marks " size=" size " data=fds-data/3\n"
+#define PKT_OPTS "version=1 auxdata=1 origdev=0 vnet-hdr=0 loss=0 timestamp=0 reserve=0 ignore-outgoing=1 qdisc-bypass=0 tx-has-off=0 vnet-hdr-sz=-1 copy-thresh=0"
+static const char *fan_data;
+
+static int get_fan(const char *path, void **buf, uint64_t *len, void *ud)
+{
+	(void)ud;
+	if (strcmp(path, "fds-data/3"))
+		return -ENOENT;
+	*buf = strdup(fan_data);
+	*len = strlen(fan_data);
+	return 0;
+}
+
+START_TEST(netfan_lines)
+{
+	static const char *good[] = {
+		FAN_LINE("2", "116"),
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=4242 groups=1,5,33 dst-port=0 dst-groups=0x1 "
+		"options=no-enobufs,ext-ack filter=6:0:0:ffffffff filter-locked=1 sndbuf=212992 rcvbuf=212992\n",
+		"4 netlink flags=04002 cloexec=1 type=dgram protocol=16 port=0 sndbuf=4096 rcvbuf=4096\n",
+		"4 netlink flags=02 cloexec=0 type=raw protocol=9 port=77 filter-locked=1 sndbuf=4096 rcvbuf=4096\n",
+		"5 packet flags=02 cloexec=0 type=dgram protocol=0x88b5 interface=lo " PKT_OPTS
+		" member=lo:0:1:01005e0000fb member1=eth0:1:2: dropped=100 sndbuf=212992 rcvbuf=212992\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x0003 " PKT_OPTS " filter=28:0:0:c,15:0:1:800,6:0:0:ffff,"
+		"6:0:0:0 filter-locked=0 sndbuf=212992 rcvbuf=212992\n",
+	};
+	static const char *bad[] = {
+		FAN_LINE("1", "116"),                                                           /* 2 marks in its data */
+		FAN_LINE("0", "116"),                                                           /* marks without size */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=1 groups=5,1 sndbuf=1 rcvbuf=1\n", /* order */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=32 port=1 sndbuf=1 rcvbuf=1\n",
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=0 groups=1 sndbuf=1 rcvbuf=1\n",  /* no port */
+		"4 netlink flags=02 cloexec=0 type=raw protocol=0 port=1 options=bogus sndbuf=1 rcvbuf=1\n",
+		"4 netlink flags=02 cloexec=0 type=seqpacket protocol=0 port=1 sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x10000 " PKT_OPTS " sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 " PKT_OPTS " filter=6:0:0 sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 " PKT_OPTS " member=lo:0:0:aa sndbuf=1 rcvbuf=1\n",
+		"5 packet flags=02 cloexec=0 type=raw protocol=0x3 version=1 sndbuf=1 rcvbuf=1\n", /* options missing */
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		struct fd_image *img = NULL;
+		char *text = NULL;
+		size_t len;
+		fan_data = FAN_MARKS;
+		ck_assert_msg(fds_parse(good[i], get_fan, NULL, &img) == 0, "%s: %s", good[i], err_msg());
+		ck_assert_int_eq(fds_format(img, &text, &len), 0);
+		ck_assert_str_eq(text, good[i]);
+		free(text);
+		fds_free(img);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct fd_image *img = NULL;
+		fan_data = FAN_MARKS;
+		int r = fds_parse(bad[i], get_fan, NULL, &img);
+		ck_assert_msg(r == -EBADMSG, "accepted (%d): %s", r, bad[i]);
+		ck_assert_ptr_null(img);
+	}
+	/* a mark line that is not one */
+	struct fd_image *img = NULL;
+	fan_data = "mark=mntns mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x0 mask=0x2 ignored=0x0 path=/x\n";
+	ck_assert_int_eq(fds_parse(FAN_LINE("2", "105"), get_fan, NULL, &img), -EBADMSG);
+	ck_assert_msg(strstr(err_msg(), "fd 3: fanotify: mark=mntns: not inode, mount or filesystem"), "%s", err_msg());
+}
+END_TEST
+
 /* ptmx and pts lines round-trip, and what cannot be a pair is refused. */
 #define PTMX_AT(fd) #fd " ptmx flags=02 cloexec=0 pty=7 iflag=0x500 oflag=0x5 cflag=0xbd lflag=0x8a3b line=0 " \
 	     "cc=031c7f150400010011131a00120f1716000000 ispeed=38400 ospeed=38400 rows=24 cols=80 xpixel=0 " \
@@ -2526,6 +2739,8 @@ static Suite *suite(void)
 		{ "inet_lines", inet_lines },
 		{ "unix_lines", unix_lines },
 		{ "odd_lines", odd_lines },
+		{ "netfan_lines", netfan_lines },
+		{ "packet_queue_not_kept", packet_queue_not_kept },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "epoll_closed_number", epoll_closed_number },
