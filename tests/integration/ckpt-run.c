@@ -183,6 +183,44 @@ void case_verdict(pid_t pid)
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+size_t case_descendants(pid_t pid, pid_t *v, size_t cap)
+{
+	size_t n = 0;
+
+	if (!cap)
+		return 0;
+	v[n++] = pid;
+	for (size_t i = 0; i < n; i++) {
+		char p[96], *text = NULL;
+		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", v[i], v[i]);
+		if (read_file_full(p, &text, NULL) < 0)
+			continue;
+		for (char *t = strtok(text, " \n"); t && n < cap; t = strtok(NULL, " \n"))
+			v[n++] = atoi(t);
+		free(text);
+	}
+	return n;
+}
+
+void case_reap_tree(pid_t root)
+{
+	int st;
+
+	ck_assert_int_eq(waitpid(root, &st, 0), root);
+	while (waitpid(-1, &st, 0) > 0)
+		;
+}
+
+void case_kill_tree(pid_t root)
+{
+	pid_t v[64];
+	size_t n = case_descendants(root, v, sizeof(v) / sizeof(v[0]));
+
+	for (size_t i = 0; i < n; i++)
+		kill(v[i], SIGKILL);
+	case_reap_tree(root);
+}
+
 int case_env(const char *why_root)
 {
 	if (geteuid() != 0) {

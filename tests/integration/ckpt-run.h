@@ -79,6 +79,19 @@ const char *case_ckpt_err(void);
  * pid must say PASS and exit 0. */
 void case_verdict(pid_t pid);
 
+/* pid and every descendant of it (single-threaded targets: their
+ * children are their main threads'), parents before children, at most
+ * cap. */
+size_t case_descendants(pid_t pid, pid_t *v, size_t cap);
+
+/* A tree killed (by `ckpt dump --kill`): its root reaped, then the rest,
+ * which came to us (a subreaper) and hold their pids until reaped. Every
+ * one must be dead already: waiting for each ends. */
+void case_reap_tree(pid_t root);
+
+/* A tree left running or stopped: every process killed, then reaped. */
+void case_kill_tree(pid_t root);
+
 /* --- the suite --- */
 
 struct case_def {

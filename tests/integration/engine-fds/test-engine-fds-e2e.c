@@ -134,25 +134,16 @@ END_TEST
 static void tree_cycle(const char *name, bool scratch, const char *mode)
 {
 	char p[32], out[64];
-	int st;
 	pid_t pid = spawn(name, scratch);
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg((mode ? run_ckpt(NULL, 0, "dump", mode, p, case_path("snap"))
 			    : run_ckpt(NULL, 0, "dump", p, case_path("snap"), NULL)) == 0,
 		      "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
-	if (!mode || strcmp(mode, "--kill")) {
-		char cp[64], *kids = NULL;
-		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
-		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
-		for (char *t = strtok(kids, " \n"); t; t = strtok(NULL, " \n"))
-			kill(atoi(t), SIGKILL);
-		free(kids);
-		kill(pid, SIGKILL);
-	}
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	while (waitpid(-1, &st, 0) > 0)
-		;
+	if (!mode || strcmp(mode, "--kill"))
+		case_kill_tree(pid);
+	else
+		case_reap_tree(pid);
 	ck_assert_msg(run_ckpt(out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      case_ckpt_err());
 	case_verdict(atoi(out));
@@ -352,18 +343,6 @@ START_TEST(changed_file_needs_the_option)
 }
 END_TEST
 
-/* A tree killed by `ckpt dump --kill`: its root, then its children, which
- * came to us (the subreaper) and hold their pids until reaped. Every one
- * is dead already: waiting for each ends. */
-static void reap_tree(pid_t root)
-{
-	int st;
-
-	ck_assert_int_eq(waitpid(root, &st, 0), root);
-	while (waitpid(-1, &st, 0) > 0)
-		;
-}
-
 /* target-fds-lock (a tree: a flock on a description shared with a child,
  * an OFD range, two POSIX ranges): dumped with --kill, the image holds
  * each lock where it belongs, and the restored target checks them from a
@@ -375,7 +354,7 @@ START_TEST(locks)
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
-	reap_tree(pid);
+	case_reap_tree(pid);
 	snprintf(fp, sizeof(fp), "snap/%d/fds", pid);
 	ck_assert_int_eq(read_file_full(case_path(fp), &fds, NULL), 0);
 	ck_assert_int_eq(read_file_full(case_path("snap/shared/fds"), &shared, NULL), 0);
@@ -400,7 +379,7 @@ START_TEST(lock_held_elsewhere_fails_restore)
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(run_ckpt(NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
-	reap_tree(pid);
+	case_reap_tree(pid);
 	int fd = open(case_path("scratch.a"), O_RDONLY | O_CLOEXEC);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(flock(fd, LOCK_SH | LOCK_NB), 0);

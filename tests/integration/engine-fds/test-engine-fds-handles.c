@@ -45,25 +45,6 @@ static pid_t spawn(const char *name, bool scratch)
 	return spawn_arg(name, scratch, NULL);
 }
 
-/* pid and every descendant of it (single-threaded targets), parents
- * first, at most cap. */
-static size_t descendants(pid_t pid, pid_t *v, size_t cap)
-{
-	size_t n = 0;
-
-	v[n++] = pid;
-	for (size_t i = 0; i < n; i++) {
-		char p[96], *text = NULL;
-		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", v[i], v[i]);
-		if (read_file_full(p, &text, NULL) < 0)
-			continue;
-		for (char *t = strtok(text, " \n"); t && n < cap; t = strtok(NULL, " \n"))
-			v[n++] = atoi(t);
-		free(text);
-	}
-	return n;
-}
-
 /* The processes of a tree (v, n), killed (by the dump or here) and
  * reaped one by one: the target's outside process, also our child, lives
  * on. */
@@ -105,7 +86,7 @@ static pid_t dump_tree(const char *name, bool scratch, const char *mode)
 {
 	char p[32];
 	pid_t *v = tree_v, pid = spawn(name, scratch);
-	size_t n = tree_n = descendants(pid, v, ARRAY_SIZE(tree_v));
+	size_t n = tree_n = case_descendants(pid, v, ARRAY_SIZE(tree_v));
 	int rc;
 
 	snprintf(p, sizeof(p), "%d", pid);

@@ -41,48 +41,6 @@ static pid_t spawn(const char *name, int tty_fd)
 	return case_spawn(NULL, prog, tty_fd, NULL, 10000);
 }
 
-/* The original and, for a tree, its descendants, killed by the dump:
- * every one is dead already, and came to us. */
-static void reap_tree(pid_t root)
-{
-	int st;
-
-	ck_assert_int_eq(waitpid(root, &st, 0), root);
-	while (waitpid(-1, &st, 0) > 0)
-		;
-}
-
-/* pid and every descendant of it (the targets are single-threaded),
- * parents before children, at most cap. */
-static size_t descendants(pid_t pid, pid_t *v, size_t cap)
-{
-	size_t n = 0;
-
-	v[n++] = pid;
-	for (size_t i = 0; i < n; i++) {
-		char p[96], *text = NULL;
-		snprintf(p, sizeof(p), "/proc/%d/task/%d/children", v[i], v[i]);
-		if (read_file_full(p, &text, NULL) < 0)
-			continue;
-		for (char *t = strtok(text, " \n"); t && n < cap; t = strtok(NULL, " \n"))
-			v[n++] = atoi(t);
-		free(text);
-	}
-	return n;
-}
-
-/* A tree left running or stopped by the dump: every process killed, its
- * root reaped, and the rest, which come to us, too. */
-static void kill_tree(pid_t root)
-{
-	pid_t v[64];
-	size_t n = descendants(root, v, ARRAY_SIZE(v));
-
-	for (size_t i = 0; i < n; i++)
-		kill(v[i], SIGKILL);
-	reap_tree(root);
-}
-
 static void cycle(const char *name, const char *mode)
 {
 	char p[32], out[64];
@@ -94,9 +52,9 @@ static void cycle(const char *name, const char *mode)
 		  : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL);
 	ck_assert_msg(rc == 0, "ckpt dump %s: %s", mode ? mode : "", case_ckpt_err());
 	if (!mode || strcmp(mode, "--kill"))
-		kill_tree(pid);
+		case_kill_tree(pid);
 	else
-		reap_tree(pid);
+		case_reap_tree(pid);
 	rc = case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL);
 	ck_assert_msg(rc == 0, "ckpt restore: %s", case_ckpt_err());
 	case_verdict(atoi(out));
@@ -136,7 +94,7 @@ START_TEST(session_image)
 	char p[32], fp[64], want[64], *shared = NULL, *fds = NULL;
 	pid_t pid = spawn("fds-pty-tree", -1), v[8];
 
-	ck_assert_int_eq(descendants(pid, v, ARRAY_SIZE(v)), 3);
+	ck_assert_int_eq(case_descendants(pid, v, ARRAY_SIZE(v)), 3);
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL) == 0, "ckpt dump: %s", case_ckpt_err());
 	ck_assert_int_eq(read_file_full(case_path("snap/shared/fds"), &shared, NULL), 0);
@@ -210,9 +168,9 @@ static void outside(const char *target, const char *mode)
 			    : case_ckpt(NULL, NULL, 0, "dump", p, case_path("snap"), NULL)) == 0,
 		      "ckpt dump: %s", case_ckpt_err());
 	if (!mode)
-		kill_tree(pid);
+		case_kill_tree(pid);
 	else
-		reap_tree(pid);
+		case_reap_tree(pid);
 	ck_assert_int_eq(ioctl(m, TIOCSWINSZ, &ws), 0);
 	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      case_ckpt_err());
@@ -252,7 +210,7 @@ static void outside_lost(bool reused)
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
-	reap_tree(pid);
+	case_reap_tree(pid);
 	close(m);
 	if (reused) {
 		/* devpts hands out the lowest free number: ours again, unless
@@ -277,7 +235,7 @@ static void outside_lost(bool reused)
 		      "stderr: %s", case_ckpt_err());
 	fd0_is(pid, "/dev/null");
 	kill(pid, SIGKILL);
-	reap_tree(pid);
+	case_reap_tree(pid);
 	if (m2 >= 0)
 		close(m2);
 }
@@ -322,7 +280,7 @@ static void without_sti(const char *target)
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(case_ckpt("263", NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump --kill: %s",
 		      case_ckpt_err());
-	reap_tree(pid);
+	case_reap_tree(pid);
 	ck_assert_msg(case_ckpt("263", out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      case_ckpt_err());
 	case_verdict(atoi(out));
@@ -341,7 +299,7 @@ START_TEST(restore_fails_refilling)
 
 	snprintf(p, sizeof(p), "%d", pid);
 	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", "--kill", p, case_path("snap")) == 0, "ckpt dump: %s", case_ckpt_err());
-	reap_tree(pid);
+	case_reap_tree(pid);
 	ck_assert_int_ne(case_ckpt("262", out, sizeof(out), "restore", case_path("snap"), NULL, NULL), 0);
 	ck_assert_msg(strstr(case_ckpt_err(), "fd 40: refilling the pseudo-terminal: injected fault"), "stderr: %s",
 		      case_ckpt_err());

@@ -327,20 +327,11 @@ static void tree_cycle(bool running)
 	ck_assert_msg(case_ckpt(NULL, NULL, 0, "dump", running ? p : "--kill", running ? case_path("snap") : p,
 			       running ? NULL : case_path("snap")) == 0,
 		      "ckpt dump: %s", case_ckpt_err());
-	if (running) {
-		char cp[64], *kids = NULL;
-		snprintf(cp, sizeof(cp), "/proc/%d/task/%d/children", pid, pid);
-		ck_assert_int_eq(read_file_full(cp, &kids, NULL), 0);
-		pid_t child = atoi(kids);
-		free(kids);
-		ck_assert_int_gt(child, 0);
-		kill(child, SIGKILL);
-		kill(pid, SIGKILL);
-	}
 	/* the root, then its child, which came to us */
-	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-	while (waitpid(-1, &st, 0) > 0)
-		;
+	if (running)
+		case_kill_tree(pid);
+	else
+		case_reap_tree(pid);
 	ck_assert_msg(case_ckpt(NULL, out, sizeof(out), "restore", case_path("snap"), NULL, NULL) == 0, "ckpt restore: %s",
 		      case_ckpt_err());
 	st = verdict_wait(atoi(out), case_path("ready.restored"), case_path("result"), 30000, "target");
