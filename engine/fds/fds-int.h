@@ -204,6 +204,7 @@ struct fd_entry {
 	uint64_t data_len;
 
 	uint64_t count;   /* eventfd: the counter; inotify: how many watches */
+	uint64_t dropped; /* udp: receive buffer bytes of the datagrams queued at dump (not kept) */
 	bool semaphore;   /* eventfd */
 
 	struct fd_watch *watches; /* epoll */

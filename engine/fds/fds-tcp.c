@@ -37,10 +37,14 @@
  *
  * UDP: the bound address and the peer of a connected socket; datagrams
  * queued for reading are not kept (a peek cannot see past the first
- * without changing the socket), as UDP may lose any datagram.
+ * without changing the socket, and a restore could not send them again
+ * from their senders' addresses), as UDP may lose any datagram: the dump
+ * says so, and the line records the receive buffer bytes they took
+ * (`dropped=`).
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -260,6 +264,17 @@ int fds_tcp_capture(struct fd_image *img, struct fd_entry *e)
 		if ((r = getint(e->dupfd, SOL_SOCKET, SO_REUSEADDR, &v)) < 0)
 			return err_set(r, "fd %d: SO_REUSEADDR", e->fd);
 		e->reuseaddr = v;
+		uint32_t mem[SK_MEMINFO_VARS] = { 0 };
+		len = sizeof(mem);
+		if (getsockopt(e->dupfd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0)
+			return err_set(negerrno(), "fd %d: SO_MEMINFO", e->fd);
+		e->dropped = mem[SK_MEMINFO_RMEM_ALLOC];
+		if (e->dropped && !img->checking) {
+			conn_name(e, name, sizeof(name));
+			log_warn("fd %d: %s: datagrams queued and not read (%" PRIu64 " bytes of its receive buffer) "
+				 "are not kept",
+				 e->fd, name, e->dropped);
+		}
 		return 0;
 	}
 	/* fds_check: the state was checked by classify; nothing is touched */
@@ -501,6 +516,8 @@ void fds_tcp_print(struct fd_entry *e, struct fds_buf *b)
 		put_addr(b, "peer-addr", "peer-port", &e->peer);
 	if (e->kind == FD_KIND_UDP) {
 		fds_printf(b, " reuseaddr=%d v6only=%d", e->reuseaddr, e->v6only);
+		if (e->dropped)
+			fds_printf(b, " dropped=%" PRIu64, e->dropped);
 		return;
 	}
 	fds_printf(b, " snd-seq=%u rcv-seq=%u inq=%u outq=%u mss=%d sack=%d ts=%d timestamp=%u", t->snd_seq,
@@ -573,7 +590,8 @@ int fds_tcp_parse(struct fd_entry *e, struct fd_line *l)
 	if (e->kind == FD_KIND_UDP) {
 		e->type = SOCK_DGRAM;
 		if ((r = fds_kv_bool(l, "reuseaddr", &e->reuseaddr)) < 0 ||
-		    (r = fds_kv_bool(l, "v6only", &e->v6only)) < 0)
+		    (r = fds_kv_bool(l, "v6only", &e->v6only)) < 0 ||
+		    (r = fds_kv_u64_opt(l, "dropped", 0, &e->dropped)) < 0)
 			return r;
 		return 0;
 	}

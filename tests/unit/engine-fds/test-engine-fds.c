@@ -2565,6 +2565,54 @@ START_TEST(packet_queue_not_kept)
 }
 END_TEST
 
+/* A UDP socket on 127.0.0.1 (fd 3) with a datagram of its own queued. */
+static void udp_queued_setup(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	if (s < 0 || bind(s, (void *)&sa, sizeof(sa)) < 0 || getsockname(s, (void *)&sa, &len) < 0 ||
+	    sendto(s, "datagram", 8, 0, (void *)&sa, sizeof(sa)) != 8)
+		_exit(5);
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	if (poll(&p, 1, 10000) != 1)
+		_exit(6);
+	at(s, 3, false);
+}
+
+static int udp_queued_verify(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	char buf[64];
+	V(getsockname(3, (void *)&sa, &len) == 0 && sa.sin_addr.s_addr == htonl(INADDR_LOOPBACK) && sa.sin_port);
+	V(recv(3, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno == EAGAIN);
+	return 0;
+}
+
+/* Datagrams queued for a UDP socket are not kept: the line says how many
+ * bytes of its buffer went (and the dump warns), the restored socket is
+ * bound as it was, its queue empty. */
+START_TEST(udp_queue_not_kept)
+{
+	pid_t pid = start_target(udp_queued_setup, NULL);
+	struct fd_image *cap = capture(pid);
+	char *text = NULL, msg[256];
+	size_t len;
+
+	kill_target(pid);
+	ck_assert_int_eq(fds_format(cap, &text, &len), 0);
+	ck_assert_msg(strstr(text, "3 udp flags=02 cloexec=0 family=inet addr=127.0.0.1 ") && strstr(text, " dropped="),
+		      "%s", text);
+	struct fd_image *img = NULL;
+	ck_assert_msg(fds_parse(text, get_mem, cap, &img) == 0, "%s", err_msg());
+	ck_assert_msg(restore_in_child(img, udp_queued_verify, msg, sizeof(msg)) == 0, "%s", msg);
+	free(text);
+	fds_free(img);
+	fds_free(cap);
+}
+END_TEST
+
 /* fanotify, netlink and packet lines round-trip; bad ones are refused. */
 #define FAN_MARKS "mark=mount mflags=0x0 mask=0x20 ignored=0x0 path=/tmp\nmark=inode mflags=0x40 mask=0x0 ignored=0x20 path=/tmp/a\\x20b\n"
 #define FAN_LINE(marks, size) "3 fanotify flags=04002 cloexec=0 init=0x2 event-flags=0x8000 marks=" marks " size=" size " data=fds-data/3\n"
@@ -2741,6 +2789,7 @@ static Suite *suite(void)
 		{ "odd_lines", odd_lines },
 		{ "netfan_lines", netfan_lines },
 		{ "packet_queue_not_kept", packet_queue_not_kept },
+		{ "udp_queue_not_kept", udp_queue_not_kept },
 		{ "listener_with_waiting_connection_is_refused", listener_with_waiting_connection_is_refused },
 		{ "other_kinds_are_refused", other_kinds_are_refused },
 		{ "epoll_closed_number", epoll_closed_number },
