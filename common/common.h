@@ -257,6 +257,15 @@ ssize_t pread_full(int fd, void *buf, size_t len, off_t off);
 int pwrite_full(int fd, const void *buf, size_t len, off_t off);
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer. */
 int read_file_full(const char *path, char **ret, size_t *ret_len);
+/* The fields of /proc/PID/stat (or /proc/PID/task/TID/stat when tid > 0)
+ * by their number in proc(5): f[3] the state letter, f[4] the parent,
+ * f[22] the start time, ..., up to f[PROC_STAT_FIELDS - 1]; fields the
+ * kernel does not show are 0, negative ones wrap (cast them back). The
+ * name (field 2) may hold spaces and parentheses: the fields are read
+ * after its last ')'. Returns the number of the last field read, -ENOENT
+ * when there is no such process, -EBADMSG when the file is malformed. */
+#define PROC_STAT_FIELDS 53
+int proc_stat_read(pid_t pid, pid_t tid, uint64_t f[PROC_STAT_FIELDS]);
 /* fsyncs the directory that contains path (or path itself if a dir). */
 int fsync_dir(const char *dir);
 /* mkdir -p with mode. */

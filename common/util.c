@@ -97,6 +97,30 @@ int read_file_full(const char *path, char **ret, size_t *ret_len)
 	return 0;
 }
 
+int proc_stat_read(pid_t pid, pid_t tid, uint64_t f[PROC_STAT_FIELDS])
+{
+	_cleanup_free_ char *text = NULL;
+	char path[64], *save = NULL;
+	int r, n = 3;
+
+	if (tid > 0)
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	else
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	r = read_file_full(path, &text, NULL);
+	if (r < 0)
+		return r == -ESRCH ? -ENOENT : r;
+	memset(f, 0, PROC_STAT_FIELDS * sizeof(*f));
+	char *rp = strrchr(text, ')');
+	if (!rp || strlen(rp) < 4)
+		return -EBADMSG;
+	f[3] = (unsigned char)rp[2];
+	for (char *tok = strtok_r(rp + 4, " \n", &save); tok && n + 1 < PROC_STAT_FIELDS;
+	     tok = strtok_r(NULL, " \n", &save))
+		f[++n] = strtoull(tok, NULL, 10);
+	return n;
+}
+
 int fsync_dir(const char *dir)
 {
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -401,8 +401,6 @@ static struct tree_node *tree_grow(struct tree *t, struct pdump **p, pid_t pid)
  * stop shows as 't' afterwards). */
 static int check_one(pid_t pid, struct pdump *d)
 {
-	_cleanup_free_ char *stat = NULL;
-	char sp[64];
 	int r = process_check(pid);
 	if (r < 0)
 		return r;
@@ -416,9 +414,9 @@ static int check_one(pid_t pid, struct pdump *d)
 		if (r < 0)
 			return r;
 	}
-	snprintf(sp, sizeof(sp), "/proc/%d/stat", pid);
-	if (read_file_full(sp, &stat, NULL) >= 0 && strrchr(stat, ')'))
-		d->img.stopped = strrchr(stat, ')')[2] == 'T';
+	uint64_t f[PROC_STAT_FIELDS];
+	if (proc_stat_read(pid, 0, f) >= 3)
+		d->img.stopped = f[3] == 'T';
 	d->checked = true;
 	return 0;
 }

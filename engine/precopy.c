@@ -302,17 +302,8 @@ static int64_t resident(int pm, uint64_t start, uint64_t end)
 /* The start time of pid in clock ticks since boot, or 0. */
 static uint64_t start_time(pid_t pid)
 {
-	_cleanup_free_ char *stat = NULL;
-	char path[64];
-	unsigned long long t = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	if (read_file_full(path, &stat, NULL) < 0 || !strrchr(stat, ')'))
-		return 0;
-	/* after the comm: state is field 3, starttime field 22 */
-	if (sscanf(strrchr(stat, ')') + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-		   &t) != 1)
-		return 0;
-	return t;
+	uint64_t f[PROC_STAT_FIELDS];
+	return proc_stat_read(pid, 0, f) >= 22 ? f[22] : 0;
 }
 
 /* Takes from warm (untracked already) the copy of area [start, end), if

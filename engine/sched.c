@@ -85,16 +85,13 @@ static int get_attr(pid_t tid, struct sched_attr_ *a)
 /* The flags field (9) of /proc/PID/task/TID/stat. */
 static int task_flags(pid_t pid, pid_t tid, unsigned long *flags)
 {
-	char p[96];
-	_cleanup_free_ char *stat = NULL;
-	snprintf(p, sizeof(p), "/proc/%d/task/%d/stat", pid, tid);
-	int r = read_file_full(p, &stat, NULL);
+	uint64_t f[PROC_STAT_FIELDS];
+	int r = proc_stat_read(pid, tid, f);
 	if (r < 0)
 		return r;
-	const char *s = strrchr(stat, ')');
-	/* ") S ppid pgrp session tty_nr tpgid flags" */
-	if (!s || sscanf(s + 1, " %*c %*d %*d %*d %*d %*d %lu", flags) != 1)
+	if (r < 9)
 		return -EBADMSG;
+	*flags = (unsigned long)f[9];
 	return 0;
 }
 

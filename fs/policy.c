@@ -169,27 +169,16 @@ int policy_parse(char **words, size_t n, struct ctl_cmd *cmd)
  * is no such process, or only its zombie. */
 static int proc_start(pid_t pid, uint64_t *ret)
 {
-	_cleanup_free_ char *text = NULL;
-	char path[64], *p, *save = NULL;
-	size_t len;
-	int r;
+	uint64_t f[PROC_STAT_FIELDS];
+	int r = proc_stat_read(pid, 0, f);
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	r = read_file_full(path, &text, &len);
 	if (r < 0)
-		return r == -ENOENT ? -ESRCH : r;
-	/* comm may hold blanks and parentheses: the fields after it start
-	 * after the last ')', with the state (field 3). */
-	p = strrchr(text, ')');
-	if (!p)
-		return -EIO;
-	p = strtok_r(p + 1, " ", &save);
-	if (p && (!strcmp(p, "Z") || !strcmp(p, "X")))
+		return r == -ENOENT ? -ESRCH : r == -EBADMSG ? -EIO : r;
+	if (f[3] == 'Z' || f[3] == 'X')
 		return -ESRCH; /* exited; its parent has not reaped it yet */
-	for (int field = 3; p && field < 22; field++)
-		p = strtok_r(NULL, " ", &save);
-	if (!p || parse_u64(p, ret) < 0)
+	if (r < 22)
 		return -EIO;
+	*ret = f[22];
 	return 0;
 }
 

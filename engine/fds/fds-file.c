@@ -18,6 +18,7 @@
  * gone at restore becomes /dev/null, with a warning.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <libgen.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
@@ -357,6 +358,18 @@ static int runs_parse(struct fd_line *l, struct fd_entry *e)
 	return 0;
 }
 
+/* What a file made again gets back: mode, owner, access and modification
+ * times (a removed directory, a deleted file, a memfd). */
+static void keep_owner_times(struct fd_entry *e, const struct stat *st)
+{
+	e->mode = st->st_mode & 07777;
+	e->has_owner = e->has_times = true;
+	e->uid = st->st_uid;
+	e->gid = st->st_gid;
+	e->atime = st->st_atim;
+	e->mtime = st->st_mtim;
+}
+
 int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 {
 	const struct stat *st = e->st;
@@ -371,14 +384,8 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		/* fall through */
 	case FD_KIND_DIR:
 		e->ino = st->st_ino;
-		if (e->deleted) {
-			e->mode = st->st_mode & 07777;
-			e->has_owner = e->has_times = true;
-			e->uid = st->st_uid;
-			e->gid = st->st_gid;
-			e->atime = st->st_atim;
-			e->mtime = st->st_mtim;
-		}
+		if (e->deleted)
+			keep_owner_times(e, st);
 		return 0;
 	case FD_KIND_DEV:
 		e->rdev_major = major(st->st_rdev);
@@ -401,12 +408,7 @@ int fds_file_capture(struct fd_image *img, struct fd_entry *e)
 		/* fall through */
 	case FD_KIND_DELETED:
 		e->size = (uint64_t)st->st_size;
-		e->mode = st->st_mode & 07777;
-		e->has_owner = e->has_times = true;
-		e->uid = st->st_uid;
-		e->gid = st->st_gid;
-		e->atime = st->st_atim;
-		e->mtime = st->st_mtim;
+		keep_owner_times(e, st);
 		if (e->content_shm)
 			return 0; /* the areas' memory files hold it */
 		/* Our duplicate may be write-only: read through a fresh
@@ -833,27 +835,35 @@ static int open_content(struct fd_image *img, struct fd_entry *e)
 	return seek_to(e, r);
 }
 
-int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
-			 int flags)
+int fds_temp_beside(const char *path, char *out, size_t len)
 {
-	_cleanup_free_ char *copy = strdup(path), *tmp = NULL;
-	int fd, r;
+	_cleanup_free_ char *copy = strdup(path), *copy2 = strdup(path);
+	struct stat st;
 
-	if (!copy)
+	if (!copy || !copy2)
 		return -ENOMEM;
 	/* Beside where it was, so that it lands on the same filesystem; a
 	 * dot name, short of NAME_MAX, that no one lists by accident. */
 	const char *base = basename(copy);
-	char *parent = dirname(copy);
-	struct stat st;
+	const char *parent = dirname(copy2);
 	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
 		parent = "/tmp";
-	if (asprintf(&tmp, "%s/.%.200s.ckptfs-XXXXXX", strcmp(parent, "/") ? parent : "", base) < 0) {
-		tmp = NULL;
-		return -ENOMEM;
-	}
+	if ((size_t)snprintf(out, len, "%s/.%.200s.ckptfs-", strcmp(parent, "/") ? parent : "", base) >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int fds_deleted_dir_open(const char *path, unsigned mode, uid_t uid, gid_t gid, const struct timespec *times,
+			 int flags)
+{
+	char tmp[PATH_MAX];
+	int fd, r = fds_temp_beside(path, tmp, sizeof(tmp) - 6);
+
+	if (r < 0)
+		return err_set(r, "deleted directory %s: no name to make it again: %s", path, strerror(-r));
+	strcat(tmp, "XXXXXX");
 	if (!mkdtemp(tmp))
-		return err_set(negerrno(), "deleted directory %s: cannot make it again in %s: %m", path, parent);
+		return err_set(negerrno(), "deleted directory %s: cannot make it again as %s: %m", path, tmp);
 	fd = open(tmp, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = err_set(negerrno(), "deleted directory %s: cannot open %s: %m", path, tmp);

@@ -421,6 +421,12 @@ int fds_event_validate(struct fd_image *img);
  * CAP_SYS_ADMIN for most flags): -EPERM naming the descriptor if not. */
 int fds_event_check_host(struct fd_image *img, struct fd_entry *e);
 
+/* fds-file.c: where a removed directory or FIFO is made again: beside
+ * where it was (the same filesystem), in /tmp when that directory is gone
+ * too. out gets "DIR/.NAME.ckptfs-", to which the caller adds a unique
+ * suffix. */
+int fds_temp_beside(const char *path, char *out, size_t len);
+
 /* fds-socket.c */
 int fds_socket_classify(struct fd_image *img, struct fd_entry *e);
 int fds_socket_capture(struct fd_image *img, struct fd_entry *e);

@@ -49,28 +49,19 @@ int fds_pidfd_classify(struct fd_image *img, struct fd_entry *e)
  * boot). -ENOENT when there is no such process (or thread). */
 static int proc_stat(pid_t pid, char *state, pid_t *ppid, uint64_t *start)
 {
-	char path[64];
-	_cleanup_free_ char *text = NULL;
-	int r;
+	uint64_t f[PROC_STAT_FIELDS];
+	int r = proc_stat_read(pid, 0, f);
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	r = read_file_full(path, &text, NULL);
 	if (r < 0)
-		return r == -ENOENT || r == -ESRCH ? -ENOENT : r;
-	/* the name may hold spaces and parentheses: fields start after the last ')' */
-	const char *p = strrchr(text, ')');
-	char st;
-	int pp;
-	unsigned long long t;
-	if (!p || sscanf(p + 1, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-			 &st, &pp, &t) != 3)
+		return r == -EBADMSG ? -EIO : r;
+	if (r < 22)
 		return -EIO;
 	if (state)
-		*state = st;
+		*state = (char)f[3];
 	if (ppid)
-		*ppid = pp;
+		*ppid = (pid_t)f[4];
 	if (start)
-		*start = t;
+		*start = f[22];
 	return 0;
 }
 

@@ -406,26 +406,19 @@ int fds_pipe_check_host(struct fd_image *img, struct fd_entry *e)
  * descriptors then open it through /proc/self/fd. */
 static int make_deleted_fifo(struct fd_entry *e)
 {
-	_cleanup_free_ char *copy = strdup(e->path);
-	char tmp[PATH_MAX];
-	int h = -1, r;
+	char prefix[PATH_MAX - 8], tmp[PATH_MAX];
+	int h = -1, r = fds_temp_beside(e->path, prefix, sizeof(prefix));
 
-	if (!copy)
-		return -ENOMEM;
-	const char *base = basename(copy);
-	char *parent = dirname(copy);
-	struct stat st;
-	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
-		parent = "/tmp";
+	if (r < 0)
+		return err_set(r, "fd %d: deleted FIFO %s: no name to make it again: %s", e->fd, e->path, strerror(-r));
 	for (int i = 0;; i++) {
 		uint64_t rnd = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)i * 0x9e3779b97f4a7c15ull;
-		snprintf(tmp, sizeof(tmp), "%s/.%.200s.ckptfs-%06lx", strcmp(parent, "/") ? parent : "", base,
-			 (unsigned long)(rnd & 0xffffff));
+		snprintf(tmp, sizeof(tmp), "%s%06lx", prefix, (unsigned long)(rnd & 0xffffff));
 		if (mkfifo(tmp, 0600) == 0)
 			break;
 		if (errno != EEXIST || i == 100)
-			return err_set(negerrno(), "fd %d: deleted FIFO %s: cannot make it again in %s: %m", e->fd,
-				       e->path, parent);
+			return err_set(negerrno(), "fd %d: deleted FIFO %s: cannot make it again as %s: %m", e->fd,
+				       e->path, tmp);
 	}
 	h = open(tmp, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	if (h < 0) {

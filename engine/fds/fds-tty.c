@@ -858,17 +858,16 @@ int fds_tty_parse_ctty(struct fd_entry *e, struct fd_line *l)
 /* sid, tty_nr and tpgid of /proc/PID/stat */
 static int read_stat_tty(pid_t pid, pid_t *sid, unsigned *tty_nr, pid_t *tpgid)
 {
-	char path[64];
-	_cleanup_free_ char *s = NULL;
-	int r;
+	uint64_t f[PROC_STAT_FIELDS];
+	int r = proc_stat_read(pid, 0, f);
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	r = read_file_full(path, &s, NULL);
 	if (r < 0)
 		return r;
-	const char *p = strrchr(s, ')');
-	if (!p || sscanf(p + 1, " %*c %*d %*d %d %u %d", sid, tty_nr, tpgid) != 3)
+	if (r < 8)
 		return -EBADMSG;
+	*sid = (pid_t)f[6];
+	*tty_nr = (unsigned)f[7];
+	*tpgid = (pid_t)f[8];
 	return 0;
 }
 

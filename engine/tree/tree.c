@@ -50,22 +50,15 @@ struct tree_node *tree_add(struct tree *t, pid_t pid)
 
 int tree_node_read(pid_t pid, struct tree_node *n)
 {
-	_cleanup_free_ char *stat = NULL;
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	int r = read_file_full(path, &stat, NULL);
-	if (r < 0)
-		return err_set(r == -ENOENT ? -ESRCH : r, "pid %d: cannot read %s", pid, path);
-	/* comm may hold spaces and parentheses: fields go on after the last ')' */
-	char *rp = strrchr(stat, ')');
-	if (!rp || strlen(rp) < 4)
+	uint64_t f[PROC_STAT_FIELDS];
+	int nf = proc_stat_read(pid, 0, f);
+	if (nf == -ENOENT)
+		return err_set(-ESRCH, "pid %d: cannot read /proc/%d/stat", pid, pid);
+	if (nf == -EBADMSG)
 		return err_set(-EIO, "pid %d: odd /proc/PID/stat", pid);
-	uint64_t f[64] = { 0 };
-	int nf = 3;
-	char state = rp[2];
-	char *save = NULL;
-	for (char *tok = strtok_r(rp + 4, " \n", &save); tok && nf < 64; tok = strtok_r(NULL, " \n", &save))
-		f[++nf] = strtoull(tok, NULL, 10);
+	if (nf < 0)
+		return err_set(nf, "pid %d: cannot read /proc/%d/stat", pid, pid);
+	char state = (char)f[3];
 	if (nf < 52)
 		return err_set(-EIO, "pid %d: /proc/PID/stat has %d fields", pid, nf);
 	/* what /proc/PID/stat does not tell (files, fs) is kcmp's */

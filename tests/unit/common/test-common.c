@@ -2,6 +2,7 @@
  * common/: fault injection by number, error details, helpers.
  */
 #include <check.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -51,6 +52,22 @@ START_TEST(parse_u64_rejects_junk)
 }
 END_TEST
 
+/* /proc/PID/stat by field number, the name's spaces and parentheses
+ * skipped: our own state, parent and thread's flags; a pid that is not
+ * there. */
+START_TEST(proc_stat_fields)
+{
+	uint64_t f[PROC_STAT_FIELDS];
+	ck_assert_int_ge(prctl(PR_SET_NAME, "a (b) c", 0, 0, 0), 0);
+	ck_assert_int_ge(proc_stat_read(getpid(), 0, f), 52);
+	ck_assert_int_eq(f[3], 'R');
+	ck_assert_int_eq((pid_t)f[4], getppid());
+	ck_assert_int_ge(proc_stat_read(getpid(), getpid(), f), 52);
+	ck_assert_int_eq((pid_t)f[4], getppid());
+	ck_assert_int_eq(proc_stat_read(0x3fffffff, 0, f), -ENOENT);
+}
+END_TEST
+
 START_TEST(mkdir_p_and_rm_rf)
 {
 	char tmpl[] = "/tmp/ckptfs-test-XXXXXX", path[256], *buf;
@@ -84,6 +101,7 @@ int main(void)
 	tcase_add_test(tc, err_detail_is_per_call);
 	tcase_add_test(tc, parse_u64_rejects_junk);
 	tcase_add_test(tc, mkdir_p_and_rm_rf);
+	tcase_add_test(tc, proc_stat_fields);
 	suite_add_tcase(s, tc);
 
 	SRunner *sr = srunner_create(s);
