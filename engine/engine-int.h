@@ -356,10 +356,12 @@ enum keeper_word {
 	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
 	KEEPER_UFFD = 'u', /* before GO: a userfaultfd made in the target, handed to us */
 	KEEPER_TCP = 'c',  /* after GO: its TCP connections we hold in repair mode (keeper_tcp_hold) */
+	KEEPER_TARGET = 'p', /* to a keeper started ahead, first: the target's pid follows (int32) */
 };
 
-/* Forks the keeper (before the target is touched), which waits for the
- * word to seize. */
+/* Gives pid a keeper (before the target is touched), which waits for the
+ * word to seize: the one started ahead (engine_keeper_ahead) when there
+ * is one and it lives, else one forked now. */
 int keeper_start(pid_t pid, struct keeper *k);
 /* Tells it to seize and stop every thread of pid and capture the
  * tracer's part of the view, and waits until every thread is stopped (or

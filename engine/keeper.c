@@ -27,6 +27,13 @@
  *
  * It is started before the freeze and seizes on a first word, KEEPER_GO,
  * so that a tree's keepers are all forked and executed while it runs.
+ * A long-lived dumper (the daemon) starts one further ahead, before any
+ * dump needs it (engine_keeper_ahead): it waits with no target until a
+ * dump names one (KEEPER_TARGET), and the dump then starts no process
+ * at all in its window. Starting a process is not free for the others
+ * on a machine: on a virtual machine whose hypervisor shadows page
+ * tables, every fork and exec stalled a 4 GiB process for 24-60 ms
+ * (docs/PERFORMANCE.md, "Where the 4 GiB gaps came from").
  * Before that, for pre-copy (precopy.c), KEEPER_UFFD: it seizes the
  * threads briefly, makes a userfaultfd inside the target by an injected
  * call, takes it out (pidfd_getfd), closes it there, puts the leader back
@@ -69,6 +76,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -508,7 +516,7 @@ static char wait_word(int fd)
 			if (k == 1 && w == KEEPER_GPU_DONE)
 				keeper_gpu = false;
 			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO ||
-				       w == KEEPER_GPU_DONE || w == KEEPER_UFFD))
+				       w == KEEPER_GPU_DONE || w == KEEPER_UFFD || w == KEEPER_TARGET))
 				return w;
 			if (k < 0 && errno == EINTR)
 				continue;
@@ -698,6 +706,14 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 		if (null > 2)
 			close(null);
 	}
+	/* Started ahead of any dump: the dumper names the target when one
+	 * needs us; at end of file (the daemon ends) we leave. */
+	if (!pid) {
+		int32_t t;
+		if (wait_word(fd) != KEEPER_TARGET || recv_all(fd, &t, sizeof(t)) < 0 || t <= 0)
+			_exit(0);
+		pid = t;
+	}
 	/* Started before the freeze (the fork and exec are not frozen time),
 	 * we seize on the dumper's word; anything else: nothing to do. A
 	 * dumper already dead is seen there, once what it said before its
@@ -763,7 +779,9 @@ __attribute__((constructor)) static void keeper_entry(void)
 	keeper_main(pid, fd, dumper);
 }
 
-int keeper_start(pid_t pid, struct keeper *k)
+/* Forks and executes a keeper for pid; pid 0: a keeper started ahead,
+ * told its target later (take_ahead). */
+static int spawn(pid_t pid, struct keeper *k)
 {
 	int sv[2];
 	uint64_t off, size;
@@ -777,7 +795,7 @@ int keeper_start(pid_t pid, struct keeper *k)
 	(void)fault_hit(FAULT_NONE);
 	(void)vdso_syscall_offset(&off, &size);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return err_set(negerrno(), "pid %d: socketpair for the keeper: %m", pid);
+		return err_set(negerrno(), "%s%d: socketpair for the keeper: %m", pid ? "pid " : "keeper for pid ", pid);
 	pid_t dumper = getpid();
 	/* its environment is ours plus KEEPER_ENV, built before the fork:
 	 * after it, only async-signal-safe calls until execve */
@@ -799,7 +817,7 @@ int keeper_start(pid_t pid, struct keeper *k)
 
 	pid_t c = fork();
 	if (c < 0) {
-		int r = err_set(negerrno(), "pid %d: cannot fork the keeper: %m", pid);
+		int r = err_set(negerrno(), "%s%d: cannot fork the keeper: %m", pid ? "pid " : "keeper for pid ", pid);
 		close(sv[0]);
 		close(sv[1]);
 		return r;
@@ -817,6 +835,95 @@ int keeper_start(pid_t pid, struct keeper *k)
 	k->pid = c;
 	k->fd = sv[0];
 	return 0;
+}
+
+/* The keeper started ahead (engine_keeper_ahead), pid 0 when none, and the
+ * process that started it: a fork of ours holds a copy of its socket,
+ * not the keeper. */
+static pthread_mutex_t ahead_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct keeper ahead;
+static pid_t ahead_owner;
+
+/* Ends a keeper that was given no target: at end of file it leaves. */
+static void drop(struct keeper *k, bool reaped)
+{
+	close(k->fd);
+	while (!reaped && waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	k->pid = 0;
+	k->fd = -1;
+}
+
+/* Hands pid to the keeper started ahead, if there is one and it lives:
+ * true, and *k is it. */
+static bool take_ahead(pid_t pid, struct keeper *k)
+{
+	pthread_mutex_lock(&ahead_lock);
+	struct keeper a = ahead;
+	bool ours = a.pid && ahead_owner == getpid();
+	if (ours)
+		ahead.pid = 0;
+	pthread_mutex_unlock(&ahead_lock);
+	if (!ours)
+		return false;
+	struct {
+		char w;
+		int32_t pid;
+	} __attribute__((packed)) m = { KEEPER_TARGET, pid };
+	pid_t q = fault_hit(FAULT_KEEPER_AHEAD_GONE) ? (kill(a.pid, SIGKILL), waitpid(a.pid, NULL, 0))
+						     : waitpid(a.pid, NULL, WNOHANG);
+	if (q == 0 && send_all(a.fd, &m, sizeof(m)) == 0) {
+		*k = a;
+		k->target = pid;
+		return true;
+	}
+	log_info("pid %d: the keeper started ahead (pid %d) is gone; starting another", pid, a.pid);
+	drop(&a, q == a.pid);
+	return false;
+}
+
+int keeper_start(pid_t pid, struct keeper *k)
+{
+	k->pid = 0;
+	k->fd = -1;
+	k->target = pid;
+	k->gpu = false;
+	if (take_ahead(pid, k))
+		return 0;
+	return spawn(pid, k);
+}
+
+pid_t engine_keeper_ahead(void)
+{
+	pid_t r;
+
+	pthread_mutex_lock(&ahead_lock);
+	if (ahead.pid && ahead_owner == getpid()) {
+		pid_t q = waitpid(ahead.pid, NULL, WNOHANG);
+		if (q == 0) {
+			r = ahead.pid;
+			goto out;
+		}
+		drop(&ahead, q == ahead.pid);
+	}
+	ahead.pid = 0; /* a fork's copy is not ours to close or wait for */
+	r = spawn(0, &ahead);
+	if (r >= 0) {
+		ahead_owner = getpid();
+		r = ahead.pid;
+	}
+out:
+	pthread_mutex_unlock(&ahead_lock);
+	return r;
+}
+
+void engine_keeper_ahead_end(void)
+{
+	pthread_mutex_lock(&ahead_lock);
+	if (ahead.pid && ahead_owner == getpid())
+		drop(&ahead, false);
+	ahead.pid = 0;
+	pthread_mutex_unlock(&ahead_lock);
 }
 
 int keeper_wait_seized(struct keeper *k)

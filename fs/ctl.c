@@ -127,6 +127,22 @@ static int dump(struct fs *fs, pid_t pid, struct store_snap *w, enum engine_afte
 #endif
 }
 
+void ctl_keeper_ahead(void)
+{
+#if HAVE_ENGINE
+	pid_t r = engine_keeper_ahead();
+	if (r < 0)
+		log_warn("cannot start a keeper ahead (%s): the next checkpoint starts its own", err_msg());
+#endif
+}
+
+void ctl_keeper_end(void)
+{
+#if HAVE_ENGINE
+	engine_keeper_ahead_end();
+#endif
+}
+
 /* Splits one line written to ctl into words: a trailing newline (echo) is
  * fine, anything after it is not. */
 static int split_line(const char *line, size_t len, char *buf, size_t size, char **words, size_t max,
@@ -260,6 +276,8 @@ int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after afte
 	/* engine_dump() leaves no ptrace link behind, --kill included: the
 	 * killed process's parent reaps it, not us */
 	store_snap_close(w);
+	/* the one it took, replaced for the next (outside its window) */
+	ctl_keeper_ahead();
 	if (r >= 0)
 		snap_owner_set(fs, name, owner);
 

@@ -442,6 +442,8 @@ int main(int argc, char **argv)
 	 * a ctl write runs the checkpoint on a thread of its own (ops.c), a
 	 * restore its commit and process (restore.c), the store its
 	 * read-ahead and pack writes. */
+	/* the first checkpoint's keeper, ready before anyone asks (ctl.c) */
+	ctl_keeper_ahead();
 	if (notify_len) {
 		probe.mountpoint = opts.mountpoint;
 		probe.store = fs->store_dir;
@@ -459,6 +461,7 @@ int main(int argc, char **argv)
 	api_stop(fs->api);
 	policy_stop(fs);
 	ctl_jobs_wait(fs);
+	ctl_keeper_end();
 	/* every process we watch gets its memory back unwatched */
 	track_stop(fs);
 	/* The loop returns the number of the signal that ended it: an

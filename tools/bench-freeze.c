@@ -1,5 +1,5 @@
 /*
- * ckpt bench freeze [--sizes 256M,1G,4G] [--rates 1,10%] [--dir DIR]:
+ * ckpt bench freeze [--sizes 256M,1G,4G] [--rates 1,10%] [--dir DIR] [--keeper ahead|now]:
  * how long a process stops for a dump that leaves it running, as the
  * process itself sees it, with pre-copy and with plain stop-and-copy.
  *
@@ -248,6 +248,27 @@ static int copy_snap(struct store *from, struct store *to, const char *name)
 }
 
 /* track: NULL, or the tracking kept from one dump to the next. */
+/* Whether each dump takes a keeper started ahead (--keeper ahead). */
+static bool ahead = true;
+
+/* Waits until keeper k runs its own code (named ckptfs-keeper), then a
+ * while more: in the daemon it was started after the last checkpoint,
+ * long before this one, and its start is not this dump's. */
+static void keeper_settle(pid_t k)
+{
+	char path[64], comm[32] = "";
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)k);
+	for (int i = 0; i < 5000 && strcmp(comm, "ckptfs-keeper\n"); i++) {
+		FILE *f = fopen(path, "re");
+		if (!f || !fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		if (f)
+			fclose(f);
+		usleep(1000);
+	}
+	usleep(300000);
+}
+
 static int measure(struct store *s, const char *name, pid_t pid, bool precopy, struct engine_track **track,
 		   struct watch *wt, struct one *o)
 {
@@ -255,6 +276,15 @@ static int measure(struct store *s, const char *name, pid_t pid, bool precopy, s
 	struct engine_dump_stats st = { 0 };
 	struct engine_dump_opts d = { .after = ENGINE_AFTER_RUN, .stats = &st, .no_precopy = !precopy,
 				      .progress = phase_log, .track = track };
+	if (ahead) {
+		/* as the daemon keeps one, started well before the dump */
+		pid_t k = engine_keeper_ahead();
+		if (k < 0) {
+			log_err("bench freeze: %s", tools_reason(k));
+			return k;
+		}
+		keeper_settle(k);
+	}
 	wt->reset = 1;
 	for (int i = 0; i < 1000 && wt->reset; i++)
 		usleep(1000);
@@ -263,6 +293,7 @@ static int measure(struct store *s, const char *name, pid_t pid, bool precopy, s
 		r = engine_dump(pid, w, &d);
 	store_snap_close(w);
 	if (r < 0) {
+		engine_keeper_ahead_end(); /* if the dump failed before it took it */
 		log_err("bench freeze: dump of pid %d failed: %s", pid, tools_reason(r));
 		return r;
 	}
@@ -315,7 +346,7 @@ static int run_wait(char *const argv[])
 static void freeze_usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: ckpt bench freeze [--sizes LIST] [--rates LIST] [--dir DIR]\n"
+		"Usage: ckpt bench freeze [--sizes LIST] [--rates LIST] [--dir DIR] [--keeper ahead|now]\n"
 		"\n"
 		"How long a process stops for a dump that leaves it running, as the\n"
 		"process itself sees it (the largest gap between its timestamps, one a\n"
@@ -329,7 +360,10 @@ static void freeze_usage(FILE *out)
 		"  --sizes LIST   memory of the target (default 256M,1G,4G)\n"
 		"  --rates LIST   what it writes meanwhile: pages a millisecond, or N%%\n"
 		"                 of its memory a second (default 1,10%%)\n"
-		"  --dir DIR      where the snapshots go (default /tmp; removed after)\n");
+		"  --dir DIR      where the snapshots go (default /tmp; removed after)\n"
+		"  --keeper WHEN  ahead (default): each dump takes a keeper started\n"
+		"                 before it, as the daemon keeps one; now: each dump\n"
+		"                 starts its own, as `ckpt dump` does\n");
 }
 
 static int parse_size(const char *s, uint64_t *ret)
@@ -365,6 +399,7 @@ int bench_freeze(int argc, char **argv)
 		{ "sizes", required_argument, NULL, 's' },
 		{ "rates", required_argument, NULL, 'r' },
 		{ "dir", required_argument, NULL, 'd' },
+		{ "keeper", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -376,6 +411,13 @@ int bench_freeze(int argc, char **argv)
 		case 's': sizes = optarg; break;
 		case 'r': rates = optarg; break;
 		case 'd': base = optarg; break;
+		case 'k':
+			if (strcmp(optarg, "ahead") && strcmp(optarg, "now")) {
+				fprintf(stderr, "ckpt bench freeze: --keeper takes 'ahead' or 'now', not '%s'\n", optarg);
+				return EXIT_USAGE;
+			}
+			ahead = !strcmp(optarg, "ahead");
+			break;
 		case 'h': freeze_usage(stdout); return EXIT_OK;
 		default: freeze_usage(stderr); return EXIT_USAGE;
 		}
@@ -401,6 +443,8 @@ int bench_freeze(int argc, char **argv)
 		return EXIT_FAIL;
 
 	printf("ckpt bench freeze: downtime as the target sees it (largest gap between its 1 ms ticks, less 1 ms)\n");
+	printf("keeper: %s\n", ahead ? "started ahead of each dump (as the daemon keeps one)"
+				      : "started by each dump (as `ckpt dump` does)");
 	_cleanup_free_ char *sl = strdup(sizes);
 	char *s1 = NULL;
 	for (char *stok = sl ? strtok_r(sl, ",", &s1) : NULL; stok && r >= 0; stok = strtok_r(NULL, ",", &s1)) {

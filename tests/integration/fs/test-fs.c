@@ -638,6 +638,89 @@ START_TEST(test_kill9_daemon)
 }
 END_TEST
 
+/* The daemon's child named ckptfs-keeper that is not `not`, waited for
+ * (the daemon starts it at mount and after each checkpoint). */
+static pid_t ahead_keeper(pid_t not)
+{
+	for (int i = 0; i < 1000; i++) {
+		char *s = sh_out("for t in /proc/%d/task/*; do cat $t/children; done | tr ' ' '\\n' | "
+				 "while read c; do [ -n \"$c\" ] && [ \"$(cat /proc/$c/comm 2>/dev/null)\" = ckptfs-keeper ] "
+				 "&& [ \"$(cut -d' ' -f3 /proc/$c/stat)\" != Z ] && echo $c; done",
+				 H.daemon);
+		pid_t k = 0, k2 = 0;
+		int n = sscanf(s, "%d\n%d", &k, &k2);
+		free(s);
+		if (n == 2 && k == not)
+			k = k2;
+		if (n >= 1 && k != not)
+			return k;
+		usleep(10000);
+	}
+	ck_abort_msg("the daemon (pid %d) has no keeper started ahead", H.daemon);
+	return 0;
+}
+
+/* Gone: no such process, or a zombie nobody reaped yet. */
+static bool wait_gone(pid_t k)
+{
+	for (int i = 0; i < 1000; i++) {
+		char *s = sh_out("cut -d' ' -f3 /proc/%d/stat 2>/dev/null", k);
+		bool gone = !*s || *s == 'Z';
+		free(s);
+		if (gone)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* The daemon keeps the next checkpoint's keeper started (fs/ctl.c), so
+ * that a checkpoint starts no process in its window: a checkpoint takes
+ * that one (it ends with the checkpoint) and another is started; one
+ * found dead when a checkpoint needs it (killed here, or killed at the
+ * hand-over by fault 415) is replaced by one started then, and the
+ * checkpoint succeeds; the daemon's end, orderly or not, ends it. The
+ * snapshot taken through the replacement restores and passes the
+ * target's own check. */
+START_TEST(test_keeper_ahead)
+{
+	char dir[PATH_MAX];
+	pid_t pid = target_start(dir);
+	char *s;
+
+	pid_t k0 = ahead_keeper(0);
+	checkpoint_ok(pid, 1);
+	ck_assert_msg(wait_gone(k0), "the keeper started ahead (pid %d) was not the checkpoint's", k0);
+	pid_t k1 = ahead_keeper(k0);
+	ck_assert_int_eq(kill(k1, SIGKILL), 0);
+	checkpoint_ok(pid, 2);
+	pid_t k2 = ahead_keeper(k1);
+	ck_assert_int_eq(harness_umount(), 0);
+	ck_assert_msg(wait_gone(k2), "the keeper started ahead (pid %d) outlived its daemon's unmount", k2);
+
+	setenv("CKPTFS_FAULT", "415", 1);
+	harness_remount();
+	unsetenv("CKPTFS_FAULT");
+	checkpoint_ok(pid, 3);
+	ck_assert_int_eq(sh("grep -q 'the keeper started ahead (pid [0-9]*) is gone; starting another' '%s/daemon.log'",
+			    H.base),
+			 0);
+	pid_t k3 = ahead_keeper(0);
+	kill(H.daemon, SIGKILL);
+	harness_umount();
+	ck_assert_msg(wait_gone(k3), "the keeper started ahead (pid %d) outlived its daemon's death", k3);
+
+	harness_remount();
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/3\" \"$WORK/copy\"", pid), 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
+	restore_assert_running("back", pid, 1, 20000);
+	s = target_verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+END_TEST
+
 START_TEST(test_ten_at_once)
 {
 	char dirs[10][PATH_MAX], cmd[4096] = "";
@@ -916,6 +999,7 @@ int main(void)
 	harness_add(s, "restore_tree", test_restore_tree, 120);
 	harness_add(s, "restore_lazy", test_restore_lazy, 90);
 	harness_add(s, "restore_lazy_unreadable", test_restore_lazy_unreadable, 90);
+	harness_add(s, "keeper_ahead", test_keeper_ahead, 120);
 	(void)test_basics, (void)test_unmount_sigterm, (void)test_unmount_fusermount, (void)test_checkpoint_browse;
 	(void)test_cp_out_verify, (void)test_rm_r, (void)test_failed_checkpoint, (void)test_kill9_daemon;
 	(void)test_ten_at_once, (void)test_hundred_in_a_row, (void)test_ckpt_tools, (void)test_exits_meanwhile;
@@ -924,7 +1008,7 @@ int main(void)
 	harness_begin();
 	s = suite_create("fs-mount");
 	(void)test_restore_roundtrip, (void)test_restore_inside, (void)test_restore_zombie, (void)test_restore_changed_file;
-	(void)test_restore_tree, (void)test_restore_lazy, (void)test_restore_lazy_unreadable;
+	(void)test_restore_tree, (void)test_restore_lazy, (void)test_restore_lazy_unreadable, (void)test_keeper_ahead;
 	harness_add(s, "basics", test_basics, 30);
 	harness_add(s, "unmount_sigterm", test_unmount_sigterm, 30);
 	harness_add(s, "unmount_fusermount", test_unmount_fusermount, 30);
