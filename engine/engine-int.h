@@ -344,6 +344,11 @@ struct keeper {
 	int fd;       /* the dumper's end of its socket */
 	pid_t target;
 	bool gpu;     /* it guards the target's GPU (keeper_gpu_hold) */
+	/* Started ahead (engine_keeper_ahead): it serves one dump after
+	 * another, told each target on its control socket ctl, and says
+	 * KEEPER_DONE there when done with one. */
+	bool again;
+	int ctl;
 };
 
 /* What the keeper does once the dumper is done with the frozen target. */
@@ -356,7 +361,8 @@ enum keeper_word {
 	KEEPER_GPU_DONE = 'f', /* we gave it back: the keeper may end */
 	KEEPER_UFFD = 'u', /* before GO: a userfaultfd made in the target, handed to us */
 	KEEPER_TCP = 'c',  /* after GO: its TCP connections we hold in repair mode (keeper_tcp_hold) */
-	KEEPER_TARGET = 'p', /* to a keeper started ahead, first: the target's pid follows (int32) */
+	KEEPER_TARGET = 'p', /* to a keeper started ahead, on its control socket: a target (struct wire_target) */
+	KEEPER_DONE = 'd',   /* from it, on the same: done with that dump, ready for the next */
 };
 
 /* Gives pid a keeper (before the target is touched), which waits for the

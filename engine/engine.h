@@ -216,12 +216,14 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
  * its own, and *ret_pid is the root's PID. */
 int engine_restore(struct store_snap *r, const struct engine_restore_opts *o, pid_t *ret_pid);
 
-/* Starts the keeper of the next dump now (engine/keeper.c), if none is
- * ready yet: that dump then takes it instead of starting a process of its
- * own while the target runs or is frozen; a long-lived caller (the
- * daemon) keeps one ready, starting the next after each dump. A keeper
- * found dead when a dump needs it is replaced at once. Returns its pid,
- * or -errno with a detail. The keeper ends when we do, or at
+/* Starts a keeper for the dumps to come now (engine/keeper.c), if none
+ * is ready: each dump then takes it instead of starting a process of its
+ * own while the target runs or is frozen, and gives it back once done
+ * (a dump that runs meanwhile starts its own). A long-lived caller (the
+ * daemon) calls it at start and after each dump, which starts one only
+ * where the last one ended (a failed dump, a GPU it guards). A keeper
+ * found dead when a dump needs it is replaced by one started then.
+ * Returns its pid, or -errno with a detail. It ends when we do, or at
  * engine_keeper_ahead_end(). Thread-safe. */
 pid_t engine_keeper_ahead(void);
 void engine_keeper_ahead_end(void);

@@ -28,12 +28,17 @@
  * It is started before the freeze and seizes on a first word, KEEPER_GO,
  * so that a tree's keepers are all forked and executed while it runs.
  * A long-lived dumper (the daemon) starts one further ahead, before any
- * dump needs it (engine_keeper_ahead): it waits with no target until a
- * dump names one (KEEPER_TARGET), and the dump then starts no process
- * at all in its window. Starting a process is not free for the others
- * on a machine: on a virtual machine whose hypervisor shadows page
- * tables, every fork and exec stalled a 4 GiB process for 24-60 ms
- * (docs/PERFORMANCE.md, "Where the 4 GiB gaps came from").
+ * dump needs it (engine_keeper_ahead), which serves one dump after
+ * another: it waits on a control socket for a target and a socket of
+ * that dump's own (KEEPER_TARGET), does all of the above on that socket,
+ * and once the dumper's last word is done says KEEPER_DONE and waits
+ * for the next; any other end (a failure, the dumper's death, a GPU to
+ * guard) ends it as before, and the next dump starts another. So a
+ * checkpoint of the daemon starts no process at all. Starting one is
+ * not free for the other processes of a machine: on a virtual machine
+ * whose hypervisor shadows page tables, every fork and exec stalled a
+ * 4 GiB process for 24-60 ms (docs/PERFORMANCE.md, "Where the 4 GiB
+ * gaps came from").
  * Before that, for pre-copy (precopy.c), KEEPER_UFFD: it seizes the
  * threads briefly, makes a userfaultfd inside the target by an injected
  * call, takes it out (pidfd_getfd), closes it there, puts the leader back
@@ -155,6 +160,14 @@ static int recv_all(int fd, void *buf, size_t len)
 struct wire_status {
 	int32_t r;
 	uint32_t msglen; /* err_msg() follows when r < 0 */
+};
+
+/* To a keeper started ahead, on its control socket, with the dump's own
+ * socket (SCM_RIGHTS). */
+struct wire_target {
+	char w; /* KEEPER_TARGET */
+	char pad[3];
+	int32_t pid;
 };
 
 struct wire_view {
@@ -516,7 +529,7 @@ static char wait_word(int fd)
 			if (k == 1 && w == KEEPER_GPU_DONE)
 				keeper_gpu = false;
 			if (k == 1 && (w == KEEPER_THAW || w == KEEPER_STOP || w == KEEPER_KILL || w == KEEPER_GO ||
-				       w == KEEPER_GPU_DONE || w == KEEPER_UFFD || w == KEEPER_TARGET))
+				       w == KEEPER_GPU_DONE || w == KEEPER_UFFD))
 				return w;
 			if (k < 0 && errno == EINTR)
 				continue;
@@ -678,12 +691,107 @@ static void make_uffd(pid_t pid, int sock)
 	close(ufd);
 }
 
-static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
+/* One dump's work for target pid, on socket fd. Returns only where the
+ * keeper may serve another dump: the dumper's last word was said and
+ * done (the target let go, stopped or killed) and no GPU is ours to
+ * guard; every other end leaves. */
+static void serve(pid_t pid, int fd)
 {
 	struct seized s = { 0 };
 	struct proc_image img = { 0 };
 	int r;
 
+	free(keeper_restarted);
+	keeper_restarted = NULL;
+	keeper_nrestarted = 0;
+	free(keeper_tcp_fds);
+	free(keeper_tcp_conns);
+	keeper_tcp_fds = NULL;
+	keeper_tcp_conns = NULL;
+	keeper_ntcp = 0;
+	/* Started before the freeze (the fork and exec are not frozen time),
+	 * we seize on the dumper's word; anything else: nothing to do. A
+	 * dumper already dead is seen there, once what it said before its
+	 * death is read: KEEPER_GPU_HOLD matters. */
+	char w;
+	while ((w = wait_word(fd)) == KEEPER_UFFD)
+		make_uffd(pid, fd);
+	if (w == KEEPER_THAW && !keeper_gpu)
+		return;
+	if (w != KEEPER_GO)
+		leave(fd, pid, 0);
+
+	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
+	send_status(fd, r);
+	if (r < 0)
+		leave(fd, pid, 1);
+	r = capture(&s, &img);
+	if (r < 0) {
+		/* let go before we say so: the dumper reports at once */
+		seize_release(&s, 0);
+		send_status(fd, r);
+		leave(fd, pid, 1);
+	}
+	/* a dumper that died meanwhile does not read it: no matter */
+	send_view(fd, &img);
+	proc_image_free(&img);
+	switch (wait_word(fd)) {
+	case KEEPER_KILL:
+		kill_seized(&s);
+		keeper_gpu = false;
+		break;
+	case KEEPER_STOP:
+		seize_release(&s, SIGSTOP);
+		keeper_gpu = false;
+		break;
+	case KEEPER_THAW:
+		seize_release(&s, 0);
+		break;
+	default:
+		/* the dumper died: what it held of the target, first */
+		tcp_let_go(pid);
+		seize_release(&s, 0);
+		leave(fd, pid, 0);
+	}
+	seized_free(&s);
+	if (keeper_gpu)
+		leave(fd, pid, 0);
+}
+
+/* Started ahead: the next target's pid and the socket of its dump, from
+ * the dumper on ctl; false at end of file or once the dumper is gone. */
+static bool next_target(int ctl, pid_t *pid, int *fd)
+{
+	for (;;) {
+		struct pollfd p = { ctl, POLLIN, 0 };
+		int n = poll(&p, 1, 1000);
+		if (n < 0 && errno != EINTR)
+			return false;
+		if (n > 0)
+			break;
+		if (dumper_gone())
+			return false;
+	}
+	struct wire_target t;
+	struct iovec io = { &t, sizeof(t) };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	ssize_t k;
+	while ((k = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *c = k == (ssize_t)sizeof(t) ? CMSG_FIRSTHDR(&m) : NULL;
+	if (!c || c->cmsg_type != SCM_RIGHTS || t.w != KEEPER_TARGET || t.pid <= 0)
+		return false;
+	memcpy(fd, CMSG_DATA(c), sizeof(int));
+	*pid = t.pid;
+	return true;
+}
+
+static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
+{
 	keeper_dumper = dumper;
 	prctl(PR_SET_NAME, "ckptfs-keeper", 0, 0, 0);
 	log_setup_env();
@@ -706,56 +814,24 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 		if (null > 2)
 			close(null);
 	}
-	/* Started ahead of any dump: the dumper names the target when one
-	 * needs us; at end of file (the daemon ends) we leave. */
-	if (!pid) {
-		int32_t t;
-		if (wait_word(fd) != KEEPER_TARGET || recv_all(fd, &t, sizeof(t)) < 0 || t <= 0)
-			_exit(0);
-		pid = t;
-	}
-	/* Started before the freeze (the fork and exec are not frozen time),
-	 * we seize on the dumper's word; anything else: nothing to do. A
-	 * dumper already dead is seen there, once what it said before its
-	 * death is read: KEEPER_GPU_HOLD matters. */
-	char w;
-	while ((w = wait_word(fd)) == KEEPER_UFFD)
-		make_uffd(pid, fd);
-	if (w != KEEPER_GO)
+	if (pid) {
+		serve(pid, fd);
 		leave(fd, pid, 0);
-
-	r = seize_all(pid, PTRACE_O_TRACESYSGOOD, &s);
-	send_status(fd, r);
-	if (r < 0)
-		leave(fd, pid, 1);
-	r = capture(&s, &img);
-	if (r < 0) {
-		/* let go before we say so: the dumper reports at once */
-		seize_release(&s, 0);
-		send_status(fd, r);
-		leave(fd, pid, 1);
 	}
-	/* a dumper that died meanwhile does not read it: no matter */
-	send_view(fd, &img);
-	switch (wait_word(fd)) {
-	case KEEPER_KILL:
-		kill_seized(&s);
-		keeper_gpu = false;
-		break;
-	case KEEPER_STOP:
-		seize_release(&s, SIGSTOP);
-		keeper_gpu = false;
-		break;
-	case KEEPER_THAW:
-		seize_release(&s, 0);
-		break;
-	default:
-		/* the dumper died: what it held of the target, first */
-		tcp_let_go(pid);
-		seize_release(&s, 0);
-		break;
+	/* Started ahead of any dump (engine_keeper_ahead): fd is our control
+	 * socket; each dump names its target there and hands us a socket of
+	 * its own. Done with one, we say so and wait for the next: the dumper
+	 * starts no process for any of them. At end of file (the dumper
+	 * ended, or let us go) we leave. */
+	int sfd;
+	while (next_target(fd, &pid, &sfd)) {
+		serve(pid, sfd);
+		close(sfd);
+		char d = KEEPER_DONE;
+		if (send_all(fd, &d, 1) < 0)
+			break;
 	}
-	leave(fd, pid, 0);
+	_exit(0);
 }
 
 /* ---- in the dumper --------------------------------------------------- */
@@ -788,14 +864,18 @@ static int spawn(pid_t pid, struct keeper *k)
 	char var[96];
 	size_t n = 0;
 
+	char who[32] = "a keeper started ahead";
+	if (pid)
+		snprintf(who, sizeof(who), "pid %d", pid);
 	k->pid = 0;
-	k->fd = -1;
+	k->fd = k->ctl = -1;
+	k->again = false;
 	k->target = pid;
 	/* what a keeper that could not exec uses is set up before the fork */
 	(void)fault_hit(FAULT_NONE);
 	(void)vdso_syscall_offset(&off, &size);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return err_set(negerrno(), "%s%d: socketpair for the keeper: %m", pid ? "pid " : "keeper for pid ", pid);
+		return err_set(negerrno(), "%s: socketpair for the keeper: %m", who);
 	pid_t dumper = getpid();
 	/* its environment is ours plus KEEPER_ENV, built before the fork:
 	 * after it, only async-signal-safe calls until execve */
@@ -817,7 +897,7 @@ static int spawn(pid_t pid, struct keeper *k)
 
 	pid_t c = fork();
 	if (c < 0) {
-		int r = err_set(negerrno(), "%s%d: cannot fork the keeper: %m", pid ? "pid " : "keeper for pid ", pid);
+		int r = err_set(negerrno(), "%s: cannot fork the keeper: %m", who);
 		close(sv[0]);
 		close(sv[1]);
 		return r;
@@ -844,18 +924,22 @@ static pthread_mutex_t ahead_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct keeper ahead;
 static pid_t ahead_owner;
 
-/* Ends a keeper that was given no target: at end of file it leaves. */
+/* Lets a keeper started ahead go (end of file on its control socket:
+ * it leaves) and reaps it, unless reaped. */
 static void drop(struct keeper *k, bool reaped)
 {
-	close(k->fd);
+	if (k->fd >= 0)
+		close(k->fd);
+	close(k->ctl);
 	while (!reaped && waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	k->pid = 0;
-	k->fd = -1;
+	k->fd = k->ctl = -1;
+	k->again = false;
 }
 
-/* Hands pid to the keeper started ahead, if there is one and it lives:
- * true, and *k is it. */
+/* Hands pid to the keeper started ahead, if there is one and it lives,
+ * with a socket for this dump: true, and *k is it. */
 static bool take_ahead(pid_t pid, struct keeper *k)
 {
 	pthread_mutex_lock(&ahead_lock);
@@ -866,26 +950,63 @@ static bool take_ahead(pid_t pid, struct keeper *k)
 	pthread_mutex_unlock(&ahead_lock);
 	if (!ours)
 		return false;
-	struct {
-		char w;
-		int32_t pid;
-	} __attribute__((packed)) m = { KEEPER_TARGET, pid };
+	int sv[2] = { -1, -1 };
 	pid_t q = fault_hit(FAULT_KEEPER_AHEAD_GONE) ? (kill(a.pid, SIGKILL), waitpid(a.pid, NULL, 0))
 						     : waitpid(a.pid, NULL, WNOHANG);
-	if (q == 0 && send_all(a.fd, &m, sizeof(m)) == 0) {
-		*k = a;
-		k->target = pid;
-		return true;
+	if (q == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		struct wire_target t = { .w = KEEPER_TARGET, .pid = pid };
+		struct iovec io = { &t, sizeof(t) };
+		union {
+			struct cmsghdr h;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} u = { 0 };
+		struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf,
+				    .msg_controllen = sizeof(u.buf) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
+		ssize_t n;
+		while ((n = sendmsg(a.ctl, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+			;
+		close(sv[1]);
+		if (n == (ssize_t)sizeof(t)) {
+			*k = a;
+			k->fd = sv[0];
+			k->target = pid;
+			return true;
+		}
+		close(sv[0]);
 	}
 	log_info("pid %d: the keeper started ahead (pid %d) is gone; starting another", pid, a.pid);
 	drop(&a, q == a.pid);
 	return false;
 }
 
+/* A keeper started ahead, done with a dump: ready again for the next,
+ * unless another was started meanwhile. */
+static void put_back(struct keeper *k)
+{
+	close(k->fd);
+	k->fd = -1;
+	pthread_mutex_lock(&ahead_lock);
+	bool keep = !ahead.pid && ahead_owner == getpid();
+	if (keep)
+		ahead = *k;
+	pthread_mutex_unlock(&ahead_lock);
+	if (!keep)
+		drop(k, false);
+	k->pid = 0;
+	k->ctl = -1;
+	k->again = false;
+}
+
 int keeper_start(pid_t pid, struct keeper *k)
 {
 	k->pid = 0;
-	k->fd = -1;
+	k->fd = k->ctl = -1;
+	k->again = false;
 	k->target = pid;
 	k->gpu = false;
 	if (take_ahead(pid, k))
@@ -909,6 +1030,10 @@ pid_t engine_keeper_ahead(void)
 	ahead.pid = 0; /* a fork's copy is not ours to close or wait for */
 	r = spawn(0, &ahead);
 	if (r >= 0) {
+		/* its socket is its control socket: each dump gets its own */
+		ahead.ctl = ahead.fd;
+		ahead.fd = -1;
+		ahead.again = true;
 		ahead_owner = getpid();
 		r = ahead.pid;
 	}
@@ -1005,18 +1130,34 @@ int keeper_finish(struct keeper *k, enum keeper_word w)
 	 * that it never blocks on a full socket; stop at its exit, not only
 	 * at end of file: a process forked meanwhile may hold its end. A
 	 * keeper that guards the GPU ends its side once the threads run, and
-	 * stays: we are done with it until keeper_gpu_done(). */
+	 * stays: we are done with it until keeper_gpu_done(). One started
+	 * ahead says on its control socket when it is done with this dump,
+	 * and is kept for the next. */
+	struct pollfd p[2] = { { k->fd, POLLIN, 0 }, { k->again ? k->ctl : -1, POLLIN, 0 } };
 	for (;;) {
-		struct pollfd p = { k->fd, POLLIN, 0 };
-		int n = poll(&p, 1, 50);
-		if (n > 0) {
+		int n = poll(p, 2, 50);
+		if (n > 0 && p[0].revents) {
 			char junk[4096];
 			ssize_t m = read(k->fd, junk, sizeof(junk));
 			if (m > 0 || (m < 0 && errno == EINTR))
 				continue;
 			if (m == 0 && k->gpu)
 				return 0;
-			break;
+			if (!k->again)
+				break;
+			p[0].fd = -1; /* its end is closed: its word comes on ctl */
+			continue;
+		}
+		if (n > 0 && p[1].revents) {
+			char d = 0;
+			ssize_t m = read(k->ctl, &d, 1);
+			if (m < 0 && errno == EINTR)
+				continue;
+			if (m == 1 && d == KEEPER_DONE) {
+				put_back(k);
+				return 0;
+			}
+			break; /* it ended */
 		}
 		if (n < 0 && errno != EINTR)
 			break;
@@ -1038,7 +1179,10 @@ reaped:
 		r = err_set(-EIO, "pid %d: the keeper (pid %d) did not finish (status 0x%x)", k->target,
 			    k->pid, st);
 	close(k->fd);
-	k->fd = -1;
+	if (k->again)
+		close(k->ctl);
+	k->fd = k->ctl = -1;
+	k->again = false;
 	k->pid = 0;
 	return r;
 }

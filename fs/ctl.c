@@ -276,7 +276,7 @@ int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after afte
 	/* engine_dump() leaves no ptrace link behind, --kill included: the
 	 * killed process's parent reaps it, not us */
 	store_snap_close(w);
-	/* the one it took, replaced for the next (outside its window) */
+	/* the keeper it took is back for the next, or (ended) replaced now */
 	ctl_keeper_ahead();
 	if (r >= 0)
 		snap_owner_set(fs, name, owner);

@@ -289,9 +289,9 @@ int ctl_command(struct fs *fs, pid_t pid, uid_t caller, const char *line, size_t
  * periodic; -EBUSY when both are not. *ret_n: the new snapshot's number. */
 int ctl_checkpoint(struct fs *fs, pid_t pid, uid_t owner, enum engine_after after, bool periodic,
 		   uint32_t *ret_n);
-/* Keeps the next checkpoint's keeper started (engine_keeper_ahead), so
- * that no checkpoint starts a process in its window: at mount and after
- * each checkpoint. ctl_keeper_end() at unmount. */
+/* Keeps a keeper started for the checkpoints (engine_keeper_ahead), so
+ * that a checkpoint starts no process: at mount, and after each
+ * checkpoint (where that one ended). ctl_keeper_end() at unmount. */
 void ctl_keeper_ahead(void);
 void ctl_keeper_end(void);
 /* True while a checkpoint of pid runs; its phase and progress then go

@@ -674,14 +674,22 @@ static bool wait_gone(pid_t k)
 	return false;
 }
 
-/* The daemon keeps the next checkpoint's keeper started (fs/ctl.c), so
- * that a checkpoint starts no process in its window: a checkpoint takes
- * that one (it ends with the checkpoint) and another is started; one
- * found dead when a checkpoint needs it (killed here, or killed at the
- * hand-over by fault 415) is replaced by one started then, and the
- * checkpoint succeeds; the daemon's end, orderly or not, ends it. The
- * snapshot taken through the replacement restores and passes the
- * target's own check. */
+/* Read calls keeper k made so far (/proc/K/io syscr). */
+static unsigned long keeper_reads(pid_t k)
+{
+	char *s = sh_out("sed -n 's/^syscr: //p' /proc/%d/io", k);
+	unsigned long n = strtoul(s, NULL, 10);
+	free(s);
+	return n;
+}
+
+/* The daemon keeps a keeper started ahead (fs/ctl.c), so that no
+ * checkpoint starts a process: each checkpoint hands it its target, and
+ * it serves one checkpoint after another; one found dead when a
+ * checkpoint needs it (killed here, or killed at the hand-over by fault
+ * 415) is replaced by one started then, and the checkpoint succeeds;
+ * the daemon's end, orderly or not, ends it. The second snapshot the
+ * same keeper served restores and passes the target's own check. */
 START_TEST(test_keeper_ahead)
 {
 	char dir[PATH_MAX];
@@ -689,29 +697,37 @@ START_TEST(test_keeper_ahead)
 	char *s;
 
 	pid_t k0 = ahead_keeper(0);
+	unsigned long r0 = keeper_reads(k0);
 	checkpoint_ok(pid, 1);
-	ck_assert_msg(wait_gone(k0), "the keeper started ahead (pid %d) was not the checkpoint's", k0);
-	pid_t k1 = ahead_keeper(k0);
-	ck_assert_int_eq(kill(k1, SIGKILL), 0);
+	/* it served that checkpoint (its reads of /proc and of the dump's
+	 * socket) and waits for the next */
+	ck_assert_int_eq(ahead_keeper(0), k0);
+	unsigned long r1 = keeper_reads(k0);
+	ck_assert_msg(r1 > r0, "the keeper started ahead (pid %d) did not serve the checkpoint", k0);
 	checkpoint_ok(pid, 2);
-	pid_t k2 = ahead_keeper(k1);
+	ck_assert_int_eq(ahead_keeper(0), k0);
+	ck_assert_msg(keeper_reads(k0) > r1, "the keeper started ahead (pid %d) did not serve the second", k0);
+
+	ck_assert_int_eq(kill(k0, SIGKILL), 0);
+	checkpoint_ok(pid, 3);
+	pid_t k1 = ahead_keeper(k0);
 	ck_assert_int_eq(harness_umount(), 0);
-	ck_assert_msg(wait_gone(k2), "the keeper started ahead (pid %d) outlived its daemon's unmount", k2);
+	ck_assert_msg(wait_gone(k1), "the keeper started ahead (pid %d) outlived its daemon's unmount", k1);
 
 	setenv("CKPTFS_FAULT", "415", 1);
 	harness_remount();
 	unsetenv("CKPTFS_FAULT");
-	checkpoint_ok(pid, 3);
+	checkpoint_ok(pid, 4);
 	ck_assert_int_eq(sh("grep -q 'the keeper started ahead (pid [0-9]*) is gone; starting another' '%s/daemon.log'",
 			    H.base),
 			 0);
-	pid_t k3 = ahead_keeper(0);
+	pid_t k2 = ahead_keeper(0);
 	kill(H.daemon, SIGKILL);
 	harness_umount();
-	ck_assert_msg(wait_gone(k3), "the keeper started ahead (pid %d) outlived its daemon's death", k3);
+	ck_assert_msg(wait_gone(k2), "the keeper started ahead (pid %d) outlived its daemon's death", k2);
 
 	harness_remount();
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/3\" \"$WORK/copy\"", pid), 0);
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/2\" \"$WORK/copy\"", pid), 0);
 	target_kill(pid);
 	ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
 	restore_assert_running("back", pid, 1, 20000);
