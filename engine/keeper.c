@@ -155,6 +155,47 @@ static int recv_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/* Sends len bytes of buf with descriptor fd (SCM_RIGHTS) in one message;
+ * the number of bytes sent, or -errno. */
+static ssize_t send_with_fd(int sock, const void *buf, size_t len, int fd)
+{
+	struct iovec io = { (void *)buf, len };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	ssize_t n;
+	while ((n = sendmsg(sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	return n < 0 ? negerrno() : n;
+}
+
+/* Receives one message of exactly len bytes into buf with one descriptor
+ * (*fd, close-on-exec): 0, or -EIO when either is missing. */
+static int recv_with_fd(int sock, void *buf, size_t len, int *fd)
+{
+	struct iovec io = { buf, len };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	ssize_t n;
+	while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+		;
+	struct cmsghdr *c = n == (ssize_t)len ? CMSG_FIRSTHDR(&m) : NULL;
+	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -EIO;
+	memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return 0;
+}
+
 /* ---- the wire: status, then (for the view) the image's tracer part ---- */
 
 struct wire_status {
@@ -675,19 +716,7 @@ static void make_uffd(pid_t pid, int sock)
 	if (r < 0)
 		return;
 	char b = 'F';
-	struct iovec io = { &b, 1 };
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u = { 0 };
-	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &ufd, sizeof(int));
-	while (sendmsg(sock, &m, MSG_NOSIGNAL) < 0 && errno == EINTR)
-		;
+	(void)send_with_fd(sock, &b, 1, ufd);
 	close(ufd);
 }
 
@@ -773,19 +802,12 @@ static bool next_target(int ctl, pid_t *pid, int *fd)
 			return false;
 	}
 	struct wire_target t;
-	struct iovec io = { &t, sizeof(t) };
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u = { 0 };
-	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-	ssize_t k;
-	while ((k = recvmsg(ctl, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	struct cmsghdr *c = k == (ssize_t)sizeof(t) ? CMSG_FIRSTHDR(&m) : NULL;
-	if (!c || c->cmsg_type != SCM_RIGHTS || t.w != KEEPER_TARGET || t.pid <= 0)
+	if (recv_with_fd(ctl, &t, sizeof(t), fd) < 0)
 		return false;
-	memcpy(fd, CMSG_DATA(c), sizeof(int));
+	if (t.w != KEEPER_TARGET || t.pid <= 0) {
+		close(*fd);
+		return false;
+	}
 	*pid = t.pid;
 	return true;
 }
@@ -955,21 +977,7 @@ static bool take_ahead(pid_t pid, struct keeper *k)
 						     : waitpid(a.pid, NULL, WNOHANG);
 	if (q == 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
 		struct wire_target t = { .w = KEEPER_TARGET, .pid = pid };
-		struct iovec io = { &t, sizeof(t) };
-		union {
-			struct cmsghdr h;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} u = { 0 };
-		struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf,
-				    .msg_controllen = sizeof(u.buf) };
-		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
-		ssize_t n;
-		while ((n = sendmsg(a.ctl, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-			;
+		ssize_t n = send_with_fd(a.ctl, &t, sizeof(t), sv[1]);
 		close(sv[1]);
 		if (n == (ssize_t)sizeof(t)) {
 			*k = a;
@@ -1068,19 +1076,8 @@ int keeper_make_uffd(struct keeper *k, int *ufd)
 	int r = recv_status(k);
 	if (r < 0)
 		return r;
-	struct iovec io = { &b, 1 };
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
-	ssize_t n;
-	while ((n = recvmsg(k->fd, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	struct cmsghdr *h = n == 1 ? CMSG_FIRSTHDR(&m) : NULL;
-	if (!h || h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int)))
+	if (recv_with_fd(k->fd, &b, 1, ufd) < 0)
 		return err_set(-EIO, "pid %d: the keeper (pid %d) sent no userfaultfd", k->target, k->pid);
-	memcpy(ufd, CMSG_DATA(h), sizeof(int));
 	return 0;
 }
 

@@ -454,6 +454,18 @@ void restore_assert_running(const char *name, pid_t pid, int processes, unsigned
 	free(s);
 }
 
+void restore_copy_verdict(pid_t pid, long n, const char *dir)
+{
+	ck_assert_int_eq(sh("cp -r \"$MNT/%d/%ld\" \"$WORK/copy\" && \"$CKPT\" verify \"$WORK/copy\" >/dev/null", pid, n),
+			 0);
+	target_kill(pid);
+	ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
+	restore_assert_running("back", pid, 1, 20000);
+	char *s = target_verdict(dir);
+	ck_assert_str_eq(s, "ok\n");
+	free(s);
+}
+
 static void case_setup(void)
 {
 	harness_mount();

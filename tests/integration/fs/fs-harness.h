@@ -99,5 +99,9 @@ void restore_assert_running(const char *name, pid_t pid, int processes, unsigned
 " when its memory survived; malloc'd), or what is known when it
  * gives none within 5 s. */
 char *target_verdict(const char *dir);
+/* Snapshot n of pid copied out of the mount and verified, pid killed,
+ * the copy restored through restore/back: it runs with the same pid and
+ * the target (its directory dir) passes its own check. */
+void restore_copy_verdict(pid_t pid, long n, const char *dir);
 
 #endif

@@ -168,14 +168,7 @@ START_TEST(test_runs_and_prunes)
 	free(s);
 
 	/* The newest comes back and passes the target's own check. */
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/%ld\" \"$WORK/copy\" && \"$CKPT\" verify \"$WORK/copy\" >/dev/null", pid,
-			    last), 0);
-	target_kill(pid);
-	ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
-	restore_assert_running("back", pid, 1, 20000);
-	s = target_verdict(dir);
-	ck_assert_str_eq(s, "ok\n");
-	free(s);
+	restore_copy_verdict(pid, last, dir);
 	/* Off stopped it: the checkpoints above, the copy and the restore
 	 * took well over a second, and nothing was added meanwhile. */
 	s = snapshots(pid);

@@ -694,7 +694,6 @@ START_TEST(test_keeper_ahead)
 {
 	char dir[PATH_MAX];
 	pid_t pid = target_start(dir);
-	char *s;
 
 	pid_t k0 = ahead_keeper(0);
 	unsigned long r0 = keeper_reads(k0);
@@ -727,13 +726,7 @@ START_TEST(test_keeper_ahead)
 	ck_assert_msg(wait_gone(k2), "the keeper started ahead (pid %d) outlived its daemon's death", k2);
 
 	harness_remount();
-	ck_assert_int_eq(sh("cp -r \"$MNT/%d/2\" \"$WORK/copy\"", pid), 0);
-	target_kill(pid);
-	ck_assert_int_eq(sh("cp -r \"$WORK/copy\" \"$MNT/restore/back\""), 0);
-	restore_assert_running("back", pid, 1, 20000);
-	s = target_verdict(dir);
-	ck_assert_str_eq(s, "ok\n");
-	free(s);
+	restore_copy_verdict(pid, 2, dir);
 }
 END_TEST
 
