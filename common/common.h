@@ -186,6 +186,7 @@ enum fault_id {
 	FAULT_FS_CTL = 400,
 	FAULT_FS_API_LISTEN = 410,          /* the API's socket cannot be set up (EIO): the mount goes on without it */
 	FAULT_FS_API_JOB = 411,             /* the API cannot start a checkpoint job (503) */
+	FAULT_FS_API_EXPORT_READ = 433,     /* an export's store read fails half way: the stream ends short */
 	/* engine/: watchers and handles (pidfds, epoll, AIO), 412-417 */
 	FAULT_ENGINE_PIDFD_RESTORE = 412,   /* restore: reopening a pidfd fails */
 	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
