@@ -1147,6 +1147,17 @@ static bool restore_name_ok(const char *s)
 	return true;
 }
 
+/* err_set(r, "PATH: DETAIL"), DETAIL what err_msg() says so far (or
+ * strerror): err_set cannot be given err_msg() itself, which is the
+ * buffer it writes. */
+static int err_path(int r, const char *path)
+{
+	char why[256];
+
+	snprintf(why, sizeof(why), "%s", *err_msg() ? err_msg() : strerror(-r));
+	return err_set(r, "%s: %s", path, why);
+}
+
 /* The export: the snapshot directory as a pax tar stream, each file's
  * holes as a sparse map, so that they take no room in the stream nor on
  * the receiving side.
@@ -1302,7 +1313,7 @@ static int export_map(struct export *x, const struct snap_file *sf, struct xrang
 
 	r = store_file_open(x->v->snap, sf->path, &f);
 	if (r < 0)
-		return err_set(r, "%s: %s", sf->path, *err_msg() ? err_msg() : strerror(-r));
+		return err_path(r, sf->path);
 	while (off < size) {
 		int64_t d = store_file_seek(f, off, SEEK_DATA);
 		if (d == -ENXIO)
@@ -1433,16 +1444,17 @@ static ssize_t export_fill(struct export *x, char *buf, size_t max)
 				x->f = NULL;
 				r = store_file_open(x->v->snap, path, &x->f);
 				if (r < 0)
-					return err_set((int)r, "%s: %s", path, *err_msg() ? err_msg() : strerror((int)-r));
+					return err_path((int)r, path);
 				x->fno = p->file;
 			}
 			if (x->pos + done >= x->size / 2 && fault_hit(FAULT_FS_API_EXPORT_READ))
 				r = err_set(-EIO, "injected fault");
 			else
 				r = store_file_pread(x->f, buf + done, n, p->off + x->cur_off);
-			if (r <= 0)
-				return err_set(r < 0 ? (int)r : -EIO, "%s: %s", path,
-					       r == 0 ? "shorter than its size" : *err_msg() ? err_msg() : strerror((int)-r));
+			if (r == 0)
+				return err_set(-EIO, "%s: shorter than its size", path);
+			if (r < 0)
+				return err_path((int)r, path);
 			n = (size_t)r;
 		}
 		done += n;
@@ -1712,7 +1724,7 @@ static int import_tar(struct import *im)
 			r = restore_extend(rf, size);
 		int rr = restore_release(im->a->fs, rf);
 		if (r >= 0 && rr < 0)
-			r = err_set(rr, "%s: %s", clean, *err_msg() ? err_msg() : strerror(-rr));
+			r = err_path(rr, clean);
 		if (r < 0)
 			goto out;
 	}

@@ -1093,6 +1093,56 @@ START_TEST(test_fault_job)
 }
 END_TEST
 
+/* 433: a store read fails half way through an export: the stream ends
+ * short of its Content-Length (curl says so), the daemon says why,
+ * naming the snapshot, a restore of the snapshot (the same stream, into
+ * the import) fails without running anything, and the process, which
+ * goes on running, passes its own check. */
+START_TEST(test_fault_export)
+{
+	char dir[PATH_MAX], body[128], want[64];
+	unsigned long long size = 0, length = 0;
+	pid_t pid;
+
+	setenv("CKPTFS_FAULT", "433", 1);
+	mount_api();
+	unsetenv("CKPTFS_FAULT");
+	pid = target_start(dir);
+	json_int_t id = start_checkpoint(pid, "{\"mode\": \"run\"}");
+	struct resp r = wait_job(id);
+	ck_assert_msg(!strcmp(json_string_value(json_object_get(r.json, "state")), "done"), "%s", r.body);
+	resp_free(&r);
+
+	char *out = sh_out("cd \"$WORK\" && curl -sS --unix-socket '%s' -D h.txt -o f.tar "
+			   "http://localhost/v1/snapshots/%d/1/export 2>/dev/null; echo rc=$?; stat -c %%s f.tar; "
+			   "sed -n 's/^Content-Length: \\([0-9]*\\).*/\\1/p' h.txt",
+			   sock, pid);
+	/* 18: CURLE_PARTIAL_FILE, fewer bytes than announced */
+	ck_assert_msg(sscanf(out, "rc=18\n%llu\n%llu", &size, &length) == 2 && size < length,
+		      "export with a read failing: %s", out);
+	free(out);
+	snprintf(want, sizeof(want), "snapshot %d/1: export ended early", pid);
+	out = sh_out("cat '%s/daemon.log'", H.base);
+	ck_assert_msg(strstr(out, want) && strstr(out, "injected fault"), "log: %s", out);
+	free(out);
+
+	snprintf(body, sizeof(body), "{\"name\":\"cut\",\"snapshot\":\"%d/1\"}", pid);
+	r = http("POST", "/v1/restores", body);
+	ck_assert_msg(r.code == 422, "restore of a stream cut short: %d %s", r.code, r.body);
+	resp_free(&r);
+	r = http("GET", "/v1/restores/cut", NULL);
+	ck_assert_msg(r.code == 404, "restore of a stream cut short: %d %s", r.code, r.body);
+	resp_free(&r);
+
+	ck_assert_int_eq(count_snapshots(), 1);
+	ck_assert_int_eq(kill(pid, 0), 0);
+	char *v = target_verdict(dir);
+	ck_assert_str_eq(v, "ok\n");
+	free(v);
+	unmount_api();
+}
+END_TEST
+
 /* 410: the socket named with -o api= cannot be set up: the daemon says
  * why and does not stay mounted. */
 START_TEST(test_fault_listen)
@@ -1177,6 +1227,7 @@ int main(void)
 		harness_add_unmounted(s, "checkpoint_job", test_checkpoint_job, 120);
 		harness_add_unmounted(s, "other_user", test_other_user, 120);
 		harness_add_unmounted(s, "fault_job", test_fault_job, 120);
+		harness_add_unmounted(s, "fault_export", test_fault_export, 120);
 		harness_add_unmounted(s, "export_import", test_export_import, 180);
 		harness_add_unmounted(s, "restore_stored", test_restore_stored, 120);
 		harness_add_unmounted(s, "load", test_load, 240);
@@ -1185,7 +1236,8 @@ int main(void)
 		harness_add_unmounted(s, "jobs_restart", test_jobs_restart, 180);
 	} else {
 		printf("note: the engine is not built: the cases that checkpoint are skipped\n");
-		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_export_import,
+		(void)test_checkpoint_job, (void)test_other_user, (void)test_fault_job, (void)test_fault_export,
+			(void)test_export_import,
 			(void)test_restore_stored, (void)test_load, (void)test_job_events, (void)test_policy, (void)test_jobs_restart;
 	}
 	return harness_run(s);
