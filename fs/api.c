@@ -1542,6 +1542,26 @@ static struct export *export_new(struct api *a, struct snapview *v)
 	return x;
 }
 
+/* A Unix socket's send buffer (208 KiB unless net.core.wmem_default
+ * says otherwise) holds a fifth of what export_read fills at a time: MHD
+ * sent each fill in pieces, waiting in poll() for the client to read
+ * each, and the client waited while the next was read from the store.
+ * With room for a whole fill, the client reads one while the next is
+ * read. TCP sizes its buffers itself, and a fixed size would end that. */
+static void export_sndbuf(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	int dom = 0, size = FS_IO_SIZE; /* the kernel doubles it: its bookkeeping counts too */
+	socklen_t len = sizeof(dom);
+
+	if (!ci || getsockopt(ci->connect_fd, SOL_SOCKET, SO_DOMAIN, &dom, &len) < 0 || dom != AF_UNIX)
+		return;
+	/* FORCE passes net.core.wmem_max (CAP_NET_ADMIN); without it, what
+	 * wmem_max allows */
+	if (setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+		(void)setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+}
+
 static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struct req *q, const char *ps,
 				  const char *ns)
 {
@@ -1562,6 +1582,7 @@ static enum MHD_Result get_export(struct api *a, struct MHD_Connection *c, struc
 		export_free(x);
 		return MHD_NO;
 	}
+	export_sndbuf(c);
 	char disp[96];
 	snprintf(disp, sizeof(disp), "attachment; filename=\"%s-%s.tar\"", ps, ns);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-tar");
