@@ -145,8 +145,11 @@ static _noreturn_ void target(const char *dir, size_t size, uint64_t rate, struc
 	_exit(0);
 }
 
+/* Waits for every child: the keeper started ahead, which would wait for
+ * its next dump for ever, is let go first. */
 static void reap_all(void)
 {
+	engine_keeper_ahead_end();
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 		;
 }
