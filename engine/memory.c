@@ -501,63 +501,6 @@ static void fan_out(void *(*fn)(void *), void *args, size_t size, size_t n)
 		fn((uint8_t *)args + i * size);
 }
 
-struct scan_job {
-	pid_t pid;
-	int pm;
-	struct vma part; /* a piece of the area, with runs of its own */
-	int r;
-	char msg[256];
-};
-
-static void *scan_worker(void *arg)
-{
-	struct scan_job *j = arg;
-	j->r = scan_pages(j->pid, j->pm, &j->part);
-	if (j->r < 0)
-		snprintf(j->msg, sizeof(j->msg), "%s", err_msg());
-	return NULL;
-}
-
-#define SCAN_PIECE_MIN (256ull << 20)
-
-/* scan_pages, a large area in pieces, one per core: the walk of every
- * page table entry (about 2 ms a GiB here) is the part of the frozen
- * time that grows with the process's memory. */
-static int scan_area_pages(pid_t pid, int pm, struct vma *v)
-{
-	uint64_t len = v->end - v->start;
-	size_t n = MIN(copy_threads(), len / SCAN_PIECE_MIN);
-	if (n < 2)
-		return scan_pages(pid, pm, v);
-	struct scan_job jobs[COPY_THREADS];
-	uint64_t piece = ALIGN_UP(len / n, 2ull << 20);
-	for (size_t i = 0; i < n; i++) {
-		struct vma *p = &jobs[i].part;
-		jobs[i].pid = pid;
-		jobs[i].pm = pm;
-		jobs[i].r = 0;
-		*p = *v;
-		p->start = MIN(v->start + i * piece, v->end);
-		p->end = MIN(p->start + piece, v->end);
-		p->runs = NULL;
-		p->nruns = 0;
-		p->saved = 0;
-		if (v->valid)
-			p->valid = v->valid + (p->start - v->start) / 4096;
-	}
-	fan_out(scan_worker, jobs, sizeof(jobs[0]), n);
-	int r = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct vma *p = &jobs[i].part;
-		if (jobs[i].r < 0 && r >= 0)
-			r = err_set(jobs[i].r, "%s", jobs[i].msg);
-		for (size_t k = 0; r >= 0 && k < p->nruns; k++)
-			r = add_run(v, p->start - v->start + p->runs[k].off, p->runs[k].len);
-		free(p->runs);
-	}
-	return r;
-}
-
 /* Copies every saved run of every area into its v->data, with a few
  * threads: faulting in the copy's fresh pages is most of the cost, and
  * it spreads over cores, which shortens the time the process is frozen. */
@@ -883,7 +826,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		case VMA_ANON:
 			/* pre-copied: only what is not in its mirror yet is read */
 			if (copy && precopy_lookup(pc, v)) {
-				r = scan_area_pages(pid, pm, v);
+				r = scan_pages(pid, pm, v);
 				if (r >= 0)
 					r = precopy_fill(pc, v);
 				if (r >= 0)
@@ -892,7 +835,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 					break;
 				continue;
 			}
-			r = scan_area_pages(pid, pm, v);
+			r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_PRIVATE:
 			r = stat_backing(pid, v);
