@@ -363,6 +363,7 @@ enum keeper_word {
 	KEEPER_TCP = 'c',  /* after GO: its TCP connections we hold in repair mode (keeper_tcp_hold) */
 	KEEPER_TARGET = 'p', /* to a keeper started ahead, on its control socket: a target (struct wire_target) */
 	KEEPER_DONE = 'd',   /* from it, on the same: done with that dump, ready for the next */
+	KEEPER_READY = 'r',  /* from it, first on the dump's socket: it took the target */
 };
 
 /* Gives pid a keeper (before the target is touched), which waits for the

@@ -847,6 +847,11 @@ static _noreturn_ void keeper_main(pid_t pid, int fd, pid_t dumper)
 	 * ended, or let us go) we leave. */
 	int sfd;
 	while (next_target(fd, &pid, &sfd)) {
+		char ready = KEEPER_READY;
+		if (send_all(sfd, &ready, 1) < 0) {
+			close(sfd);
+			continue;
+		}
 		serve(pid, sfd);
 		close(sfd);
 		char d = KEEPER_DONE;
@@ -946,6 +951,10 @@ static pthread_mutex_t ahead_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct keeper ahead;
 static pid_t ahead_owner;
 
+/* How long a keeper started ahead, idle, may take to say it took a
+ * target before the dump starts one of its own instead. */
+#define KEEPER_READY_MS 5000
+
 /* Lets a keeper started ahead go (end of file on its control socket:
  * it leaves) and reaps it, unless reaped. */
 static void drop(struct keeper *k, bool reaped)
@@ -979,7 +988,19 @@ static bool take_ahead(pid_t pid, struct keeper *k)
 		struct wire_target t = { .w = KEEPER_TARGET, .pid = pid };
 		ssize_t n = send_with_fd(a.ctl, &t, sizeof(t), sv[1]);
 		close(sv[1]);
+		/* Its word that it took it: a keeper killed a moment ago may
+		 * still hold its socket while it dies; then this dump's socket
+		 * goes with it, and we see end of file. */
+		char ready = 0;
 		if (n == (ssize_t)sizeof(t)) {
+			struct pollfd p = { sv[0], POLLIN, 0 };
+			int m;
+			while ((m = poll(&p, 1, KEEPER_READY_MS)) < 0 && errno == EINTR)
+				;
+			if (m != 1 || read(sv[0], &ready, 1) != 1)
+				ready = 0;
+		}
+		if (ready == KEEPER_READY) {
 			*k = a;
 			k->fd = sv[0];
 			k->target = pid;
