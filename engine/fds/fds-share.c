@@ -474,43 +474,9 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 	/* The file of an epoll watch whose number its process closed, held
 	 * by another process: its description moves, so that the epoll's
 	 * process has it too while its table is made; a pipe, pair or pty
-	 * whole, as above. Found again here: the frozen tree is what counts. */
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < imgs[i]->n; j++) {
-			struct fd_entry *e = &imgs[i]->e[j];
-			for (size_t w = 0; w < e->n_watches; w++) {
-				size_t k, m;
-				if (!e->watches[w].lost)
-					continue;
-				r = lost_holder(imgs, pids, n, i, e, &e->watches[w], &k, &m);
-				if (r < 0)
-					return r;
-				ssize_t hc = cand_of(c, nc, k, m);
-				if (hc < 0)
-					return err_set(-EIO, "pid %d fd %d: the holder of its watch on fd %d is not a "
-						       "description of the tree", pids[i], e->fd, e->watches[w].tfd);
-				move_whole(imgs, c, nc, moved, (size_t)hc);
-			}
-		}
-	r = check_movable(imgs, pids, c, nc, moved);
-	if (r < 0)
-		return r;
-
-	for (size_t d = 0; d <= ndesc && nc; d++) {
-		ids[d] = -1;
-		nmoved += moved[d];
-	}
-	sh = fds_image_new();
-	if (!sh)
-		return -ENOMEM;
-	for (size_t m = 0; m < nmoved; m++)
-		if (!fds_image_add(sh)) {
-			fds_free(sh);
-			return -ENOMEM;
-		}
-
-	/* Each lost watch's holder, by its description, before the lines
-	 * move (kcmp needs the numbers only, which stay). */
+	 * whole, as above. Found again here: the frozen tree is what counts.
+	 * Each holder's description is kept for the lines' move below (kcmp
+	 * needs the numbers only, which stay). */
 	_cleanup_free_ size_t *lost_desc = NULL;
 	size_t nlost = 0;
 	for (size_t i = 0; i < n; i++)
@@ -531,8 +497,29 @@ int fds_share(struct fd_image **imgs, const pid_t *pids, size_t n, struct fd_ima
 				r = lost_holder(imgs, pids, n, i, e, &e->watches[w], &k, &m);
 				if (r < 0)
 					return r;
-				lost_desc[nlost++] = c[cand_of(c, nc, k, m)].desc;
+				ssize_t hc = cand_of(c, nc, k, m);
+				if (hc < 0)
+					return err_set(-EIO, "pid %d fd %d: the holder of its watch on fd %d is not a "
+						       "description of the tree", pids[i], e->fd, e->watches[w].tfd);
+				move_whole(imgs, c, nc, moved, (size_t)hc);
+				lost_desc[nlost++] = c[hc].desc;
 			}
+		}
+	r = check_movable(imgs, pids, c, nc, moved);
+	if (r < 0)
+		return r;
+
+	for (size_t d = 0; d <= ndesc && nc; d++) {
+		ids[d] = -1;
+		nmoved += moved[d];
+	}
+	sh = fds_image_new();
+	if (!sh)
+		return -ENOMEM;
+	for (size_t m = 0; m < nmoved; m++)
+		if (!fds_image_add(sh)) {
+			fds_free(sh);
+			return -ENOMEM;
 		}
 
 	/* Nothing can fail from here on. The first user of a description
