@@ -192,6 +192,10 @@ enum fault_id {
 	FAULT_ENGINE_EPOLL_VIA = 413,       /* restore: an epoll watch under a closed number fails, that number borrowed */
 	FAULT_ENGINE_AIO_RESTORE = 414,     /* restore: an AIO context made again, not yet moved to its address */
 	FAULT_KEEPER_AHEAD_GONE = 415,      /* dump: the keeper started ahead is found dead (killed at the hand-over) */
+	FAULT_ENGINE_PRECOPY_LATE = 416,    /* pre-copy: the freeze comes 300 ms after the last round (the process
+					     * writes and drops pages meanwhile) */
+	FAULT_ENGINE_PRECOPY_LONG_WALK = 417, /* pre-copy: the freeze walks every page table entry, as on a kernel
+					       * whose short walk misses dropped pages */
 	/* engine/, descriptors and directories in odd states (numbers given out from 418) */
 	FAULT_ENGINE_DELETED_DIR = 418,     /* restore: a deleted directory made again, once opened (it is removed) */
 	FAULT_ENGINE_DELETED_FIFO = 419,    /* restore: a deleted FIFO made again, once opened (it is removed) */

@@ -680,6 +680,8 @@ fresh:
 	for (size_t i = 0; i < t->n; i++)
 		if (p[i].pc)
 			precopy_read_smaps(p[i].pc);
+	if (fault_hit(FAULT_ENGINE_PRECOPY_LATE))
+		usleep(300000);
 	if (*dropped)
 		snprintf(mode, modelen, "pre-copy, %u rounds (incremental tracking dropped: %s)", round, dropped);
 	else

@@ -198,6 +198,10 @@ struct vma {
 	 * since (precopy.c); both owned by the pre-copy, NULL otherwise */
 	struct store_block *blocks;
 	uint8_t *stale;
+	/* dump only, pre-copied: every populated page is valid in the mirror
+	 * or written since (precopy.c), so the freeze asks the kernel for the
+	 * written ones only */
+	bool complete;
 	uint32_t aio_nr; /* VMA_AIO: the ring's number of events (its header's nr) */
 	bool uffd_wp; /* dump only: registered for write protection (smaps "uw") */
 	bool sealed;  /* dump only: mseal()ed (smaps "sl"): refused */
@@ -718,8 +722,9 @@ uint64_t precopy_tracked(const struct precopy *pc);
 void precopy_read_smaps(struct precopy *pc);
 /* That text (the caller frees it), or NULL. Accepts NULL. */
 char *precopy_take_smaps(struct precopy *pc);
-/* Frozen (memory_capture): 1 and v->mirror/valid set when area v lies
- * in a tracked area and is still registered; 0: copied as usual. */
+/* Frozen (memory_capture): 1 and v->mirror/valid (and v->complete) set
+ * when area v lies in a tracked area and is still registered; 0: copied
+ * as usual. */
 int precopy_lookup(struct precopy *pc, struct vma *v);
 /* Frozen: copies the pages of v's runs that are not valid into its mirror. */
 int precopy_fill(struct precopy *pc, const struct vma *v);

@@ -297,27 +297,84 @@ int vma_add_run(struct vma *v, uint64_t off, uint64_t len)
 	return add_run(v, off, len);
 }
 
-/* In a pre-copied area, an unwritten page that reads as swapped is
- * either swapped out after its copy (in the mirror, valid) or the marker
- * of a page never touched, protected by the pre-copy (not valid: the
- * first round copies every page really swapped): only the former are
- * saved. */
-static int add_swapped_runs(struct vma *v, uint64_t s, uint64_t e)
+/* The first page at or after p (and before e) whose byte in b is not x
+ * (0 or 1), or e: eight at a time where it can. */
+static uint64_t run_end(const uint8_t *b, uint64_t p, uint64_t e, uint8_t x)
 {
-	for (uint64_t p = s; p < e;) {
-		if (!v->valid[(p - v->start) / 4096]) {
-			p += 4096;
-			continue;
-		}
-		uint64_t q = p;
-		while (q < e && v->valid[(q - v->start) / 4096])
-			q += 4096;
-		int r = add_run(v, p - v->start, q - p);
+	const uint64_t all = x ? 0x0101010101010101ull : 0;
+	while (p < e && p % 8)
+		if (b[p++] != x)
+			return p - 1;
+	for (uint64_t w; p + 8 <= e; p += 8) {
+		memcpy(&w, b + p, 8);
+		if (w != all)
+			break;
+	}
+	while (p < e && b[p] == x)
+		p++;
+	return p;
+}
+
+/* Runs of the pages of [s, e) (addresses) valid in a pre-copied area's
+ * mirror. */
+static int add_valid_runs(struct vma *v, uint64_t s, uint64_t e)
+{
+	uint64_t end = (e - v->start) / 4096;
+	for (uint64_t p = (s - v->start) / 4096; p < end;) {
+		p = run_end(v->valid, p, end, 0);
+		if (p == end)
+			break;
+		uint64_t q = run_end(v->valid, p, end, 1);
+		int r = add_run(v, p * 4096, (q - p) * 4096);
 		if (r < 0)
 			return r;
 		p = q;
 	}
 	return 0;
+}
+
+/* A pre-copied area whose every populated page is in its mirror or
+ * written since (v->complete, precopy.c): only the written pages are
+ * asked for, the kernel's short walk, which looks at one bit of each
+ * page table entry (2-3 ms for 4 GiB here against 15-27 ms for the
+ * walk of scan_pages() below, which works out every entry's kind). A
+ * page dropped since its copy (MADV_DONTNEED) reads as written there
+ * and is read again: zeros. Saved: the valid pages and the written. */
+static int scan_written(pid_t pid, int pm, struct vma *v)
+{
+	struct page_region_ regs[512];
+	struct pm_scan_arg_ a = {
+		.size = sizeof(a),
+		.start = v->start,
+		.end = v->end,
+		.vec = (uintptr_t)regs,
+		.vec_len = ARRAY_SIZE(regs),
+		.category_mask = PAGE_IS_WRITTEN_,
+		.return_mask = PAGE_IS_WRITTEN_,
+	};
+	uint64_t at = v->start;
+	int r;
+	while (a.start < v->end) {
+		long k = ioctl(pm, PAGEMAP_SCAN_, &a);
+		if (k < 0)
+			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
+				       (unsigned long)v->start, (unsigned long)v->end);
+		for (long i = 0; i < k; i++) {
+			uint64_t s = MAX(regs[i].start, at), e = regs[i].end;
+			if (e <= s)
+				continue;
+			if ((r = add_valid_runs(v, at, s)) < 0)
+				return r;
+			memset(v->valid + (s - v->start) / 4096, 0, (e - s) / 4096);
+			if ((r = add_run(v, s - v->start, e - s)) < 0)
+				return r;
+			at = e;
+		}
+		if (a.walk_end <= a.start)
+			break;
+		a.start = a.walk_end;
+	}
+	return add_valid_runs(v, at, v->end);
 }
 
 static int scan_pages(pid_t pid, int pm, struct vma *v)
@@ -355,8 +412,13 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 			if (v->valid && (c & PAGE_IS_WRITTEN_))
 				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
 				       (regs[i].end - regs[i].start) / 4096);
+			/* an unwritten page that reads as swapped is either
+			 * swapped out after its copy (valid) or the marker of a
+			 * page never touched, protected by the pre-copy (not
+			 * valid: the first round copies every page really
+			 * swapped): only the former are saved */
 			if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
-				r = add_swapped_runs(v, regs[i].start, regs[i].end);
+				r = add_valid_runs(v, regs[i].start, regs[i].end);
 			else
 				r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
 			if (r < 0)
@@ -826,7 +888,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		case VMA_ANON:
 			/* pre-copied: only what is not in its mirror yet is read */
 			if (copy && precopy_lookup(pc, v)) {
-				r = scan_pages(pid, pm, v);
+				r = v->complete ? scan_written(pid, pm, v) : scan_pages(pid, pm, v);
 				if (r >= 0)
 					r = precopy_fill(pc, v);
 				if (r >= 0)

@@ -6,12 +6,18 @@
  * touched, a quarter pseudo-random, a quarter text, a quarter counters),
  * into which it writes RATE pages every millisecond (`fast`: as fast as
  * it can, a process that writes faster than any copy), each write
- * stamping a page picked pseudo-randomly with its sequence number. After
+ * stamping a page picked pseudo-randomly with its sequence number (RATE
+ * ending in `z`, as `20z`: every 64th write instead drops pages with
+ * MADV_DONTNEED, a page, or every fourth time a whole 2 MiB aligned piece,
+ * the memory given huge pages where the kernel has them; a dropped page
+ * must come back as zeros, not as the copy taken before). After
  * restore it stops, replays the sequence up to the number it had reached
  * (in its restored memory) and compares every byte of every page with
  * what it must hold: the initial content with the last stamp written to
  * it. A page written before the freeze but saved from an older copy
- * fails.
+ * fails. The pages of the write after the last one counted may or may
+ * not hold it (the freeze may fall between a write and its count): they
+ * are not compared.
  *
  * TARGET READY RESULT MIB RATE GIB: with, besides, a reservation of GIB
  * GiB (MAP_NORESERVE, like AddressSanitizer's shadow) of which it writes
@@ -68,12 +74,34 @@ static uint8_t *remap(uint8_t *m, size_t pages)
 	return x;
 }
 
+#define DROP_EVERY 64
+#define HUGE (2ul << 20)
+
+/* The pages op k drops, when it is a drop: [*first, *first + *n) */
+static bool drop_range(uint8_t *m, size_t pages, uint64_t k, size_t *first, size_t *n)
+{
+	if (k % DROP_EVERY)
+		return false;
+	uintptr_t base = ((uintptr_t)m + HUGE - 1) & ~(HUGE - 1), end = (uintptr_t)m + pages * PAGE;
+	size_t pieces = end > base ? (end - base) / HUGE : 0;
+	if (k / DROP_EVERY % 4 == 0 && pieces) {
+		*first = (base - (uintptr_t)m) / PAGE + mix64(k) % pieces * (HUGE / PAGE);
+		*n = HUGE / PAGE;
+	} else {
+		*first = mix64(k) % pages;
+		*n = 1;
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	target_init(argc, argv, 2);
 	size_t pages = (strtoull(argv[3], NULL, 10) << 20) / PAGE;
 	bool fast = !strcmp(argv[4], "fast");
-	uint64_t rate = fast ? 0 : strtoull(argv[4], NULL, 10);
+	char *unit = NULL;
+	uint64_t rate = fast ? 0 : strtoull(argv[4], &unit, 10);
+	bool drops = unit && *unit == 'z';
 	snprintf(reset_path, sizeof(reset_path), "%s.reset", argv[1]);
 	snprintf(report_path, sizeof(report_path), "%s.report", argv[1]);
 	snprintf(gap_path, sizeof(gap_path), "%s.gap", argv[1]);
@@ -82,6 +110,8 @@ int main(int argc, char **argv)
 	uint8_t *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (m == MAP_FAILED)
 		target_verdict(0, "no memory");
+	if (drops)
+		madvise(m, pages * PAGE, MADV_HUGEPAGE);
 	size_t gib = argc > 5 ? strtoull(argv[5], NULL, 10) : 0;
 	uint8_t *res = NULL;
 	if (gib) {
@@ -101,6 +131,13 @@ int main(int argc, char **argv)
 		uint64_t n = fast ? 65536 : rate;
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t k = seq + 1;
+			size_t first, n;
+			if (drops && drop_range(m, pages, k, &first, &n)) {
+				if (madvise(m + first * PAGE, n * PAGE, MADV_DONTNEED) < 0)
+					target_verdict(0, "MADV_DONTNEED: %m");
+				seq = k;
+				continue;
+			}
 			size_t p = mix64(k) % pages;
 			uint64_t *w = (uint64_t *)(m + p * PAGE);
 			w[0] = k;
@@ -130,15 +167,31 @@ int main(int argc, char **argv)
 			nanosleep(&ts, NULL);
 		}
 	}
-	/* the last stamp of every page, replayed */
+	/* the last stamp of every page, replayed, and whether it was dropped
+	 * before (zeros under the stamp) */
+	const uint64_t UNSURE = UINT64_MAX;
 	uint64_t *stamp = calloc(pages, sizeof(*stamp));
+	uint8_t *dropped = calloc(pages, 1);
 	uint64_t *want = malloc(PAGE);
-	if (!stamp || !want)
+	if (!stamp || !dropped || !want)
 		target_verdict(0, "no memory");
-	for (uint64_t k = 1; k <= seq; k++)
-		stamp[mix64(k) % pages] = k;
+	for (uint64_t k = 1; k <= seq + 1; k++) {
+		size_t first, n;
+		if (drops && drop_range(m, pages, k, &first, &n)) {
+			for (size_t i = 0; i < n; i++) {
+				stamp[first + i] = k > seq ? UNSURE : 0;
+				dropped[first + i] = 1;
+			}
+		} else {
+			stamp[mix64(k) % pages] = k > seq ? UNSURE : k;
+		}
+	}
 	for (size_t p = 0; p < pages; p++) {
+		if (stamp[p] == UNSURE)
+			continue;
 		mixed_page(want, p, pages);
+		if (dropped[p])
+			memset(want, 0, PAGE);
 		if (stamp[p]) {
 			want[0] = stamp[p];
 			want[1] = stamp[p] ^ p;

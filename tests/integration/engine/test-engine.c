@@ -2241,6 +2241,15 @@ START_TEST(precopy_fast_falls_back)
 	precopy_cycle("64", "fast", NULL, "237", "memory: stop-and-copy: pre-copy did not converge");
 }
 END_TEST
+/* A writer that also drops pages (MADV_DONTNEED: single pages and whole
+ * 2 MiB pieces, huge pages where it gets them) after they were copied,
+ * and goes on for 300 ms between the last round and the freeze (fault
+ * 416): the freeze's short walk (written pages only) must read them
+ * again, zeros, not save the copy taken before; and the same through the
+ * whole walk of every entry (fault 417, as on a kernel whose short walk
+ * misses dropped pages). */
+START_TEST(precopy_drops) { precopy_cycle("64", "20z", NULL, "416", "memory: pre-copy, "); } END_TEST
+START_TEST(precopy_drops_long_walk) { precopy_cycle("64", "20z", NULL, "416,417", "memory: pre-copy, "); } END_TEST
 START_TEST(precopy_off) { precopy_cycle("64", "20", "--no-pre-copy", NULL, "memory: stop-and-copy: pre-copy turned off"); } END_TEST
 /* "N MiB of memory" (or KiB, B) of ckpt's last line, in bytes */
 static double dumped_bytes(const char *err)
@@ -2367,6 +2376,8 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("precopy_writer", precopy_writer, 90));
 		suite_add_tcase(s, tc("precopy_fast_falls_back", precopy_fast_falls_back, 90));
 		suite_add_tcase(s, tc("precopy_off", precopy_off, 90));
+		suite_add_tcase(s, tc("precopy_drops", precopy_drops, 90));
+		suite_add_tcase(s, tc("precopy_drops_long_walk", precopy_drops_long_walk, 90));
 		suite_add_tcase(s, tc("precopy_bigmem", precopy_bigmem, 90));
 		suite_add_tcase(s, tc("precopy_sparse", precopy_sparse, 120));
 		suite_add_tcase(s, tc("precopy_fault_uffd", precopy_fault_uffd, 90));
