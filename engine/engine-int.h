@@ -301,6 +301,38 @@ int inject_syscall(pid_t tid, uint64_t ip, const struct user_regs_struct *base, 
 		   uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
 		   int64_t *ret);
 
+/* A system call asked of a stopped thread in a batch (inject_batch()). */
+struct inj_call {
+	long nr;
+	uint64_t a[6];
+	int out_arg;      /* 1-6: that argument is the address where the call
+			   * writes out_len bytes (in the scratch area); 0: none */
+	uint32_t out_len;
+	void *out;        /* ours: those bytes, copied back */
+	int64_t ret;
+};
+
+/* Where batches run in a stopped process: a `syscall` instruction (ip, the
+ * vDSO's), a scratch area mapped read-write, and the batch runner (code:
+ * a page mapped read and execute, written by inject_code_put()), or 0:
+ * then every call is injected alone. */
+struct inj_site {
+	uint64_t ip, scratch, code;
+	size_t scratch_len;
+};
+
+/* Writes the batch runner into pid's memory at `at` (/proc/PID/mem, which
+ * writes through a mapping's lack of write permission). */
+int inject_code_put(pid_t pid, uint64_t at);
+/* Runs c[0..n) in stopped thread tid (registers from base), in as few
+ * runs of the batch runner as the scratch area allows (each: one resume,
+ * one stop), or one injection each without it; each call's result in
+ * c[i].ret, its bytes in c[i].out (where ret >= 0, without the runner).
+ * The thread is left stopped with modified registers and every signal
+ * blocked; thread_park() + SETREGS bring it back. */
+int inject_batch(pid_t tid, const struct inj_site *s, const struct user_regs_struct *base, struct inj_call *c,
+		 size_t n);
+
 /* Brings a thread stopped anywhere into a PTRACE_EVENT_STOP inside the
  * kernel's signal path (PTRACE_INTERRUPT + PTRACE_CONT), where registers set
  * now see the same syscall-restart handling as a thread that was stopped

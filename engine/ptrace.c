@@ -344,3 +344,208 @@ const char *vdso_hash(void)
 		return NULL;
 	return vdso_hex;
 }
+
+/* ---- a batch of system calls, run inside the thread --------------------- */
+
+/* The batch runner, copied into a page of the process (read and execute
+ * only) by inject_code_put(): from the table at r12, 64-byte entries of
+ * {nr, a1..a6, ret}, it makes each call and stores its result, until an
+ * entry whose nr is -1; then it sends its own thread SIGTRAP (tgkill of
+ * getpid(), gettid(): ids as its own pid namespace sees them), which
+ * stops it for us in the kernel's signal path at inj_blob_stop. A signal
+ * sent, not a trap instruction: the kernel's forced signal (int3) would
+ * reset the process's SIGTRAP handler where it is ignored or blocked. */
+__asm__(".pushsection .rodata\n"
+	".balign 16\n"
+	".globl engine_inj_blob\n.hidden engine_inj_blob\n"
+	"engine_inj_blob:\n"
+	"1:\tmovq (%r12), %rax\n"
+	"\tcmpq $-1, %rax\n"
+	"\tje 2f\n"
+	"\tmovq 8(%r12), %rdi\n"
+	"\tmovq 16(%r12), %rsi\n"
+	"\tmovq 24(%r12), %rdx\n"
+	"\tmovq 32(%r12), %r10\n"
+	"\tmovq 40(%r12), %r8\n"
+	"\tmovq 48(%r12), %r9\n"
+	"\tsyscall\n"
+	"\tmovq %rax, 56(%r12)\n"
+	"\taddq $64, %r12\n"
+	"\tjmp 1b\n"
+	"2:\tmovl $39, %eax\n" /* getpid */
+	"\tsyscall\n"
+	"\tmovq %rax, %rbx\n"
+	"\tmovl $186, %eax\n" /* gettid */
+	"\tsyscall\n"
+	"\tmovq %rax, %rsi\n"
+	"\tmovq %rbx, %rdi\n"
+	"\tmovl $5, %edx\n"   /* SIGTRAP */
+	"\tmovl $234, %eax\n" /* tgkill */
+	"\tsyscall\n"
+	".globl engine_inj_blob_stop\n.hidden engine_inj_blob_stop\n"
+	"engine_inj_blob_stop:\n"
+	"3:\tjmp 3b\n"
+	".globl engine_inj_blob_end\n.hidden engine_inj_blob_end\n"
+	"engine_inj_blob_end:\n"
+	".popsection\n");
+extern const uint8_t engine_inj_blob[], engine_inj_blob_stop[], engine_inj_blob_end[];
+
+#define INJ_ENTRY 64
+#define INJ_UNSET ((int64_t)0x5afe5afe5afe5afe)
+#define INJ_WAIT_US 2000000
+
+int inject_code_put(pid_t pid, uint64_t at)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return err_set(negerrno(), "pid %d: cannot open %s for writing: %m", pid, path);
+	size_t len = (size_t)(engine_inj_blob_end - engine_inj_blob);
+	int r = pwrite_full(fd, engine_inj_blob, len, (off_t)at);
+	close(fd);
+	if (r < 0)
+		return err_set(r, "pid %d: cannot write the batch runner at %" PRIx64 ": %s", pid, at, strerror(-r));
+	return 0;
+}
+
+/* Waits at most INJ_WAIT_US for tid's next stop: 1 and *st, or 0 on time
+ * out, or -errno. */
+static int wait_bounded(pid_t tid, int *st)
+{
+	for (uint64_t t0 = now_ns(); now_ns() - t0 < INJ_WAIT_US * 1000ull;) {
+		pid_t r = waitpid(tid, st, __WALL | WNOHANG);
+		if (r == tid)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return err_set(negerrno(), "thread %d: waitpid: %m", tid);
+		struct timespec ts = { 0, 20000 };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+/* Runs c[0..n) (which fit the scratch area) through the runner. */
+static int batch_run(pid_t tid, const struct inj_site *s, const struct user_regs_struct *base, struct inj_call *c,
+		     size_t n, size_t outs)
+{
+	size_t table = (n + 1) * INJ_ENTRY, len = table + outs;
+	_cleanup_free_ uint8_t *buf = calloc(1, len);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0, o = table; i < n; i++) {
+		int64_t *e = (int64_t *)(buf + i * INJ_ENTRY);
+		e[0] = c[i].nr;
+		for (int j = 0; j < 6; j++)
+			e[1 + j] = (int64_t)c[i].a[j];
+		if (c[i].out_arg)
+			e[c[i].out_arg] = (int64_t)(s->scratch + o);
+		e[7] = INJ_UNSET;
+		o += ALIGN_UP((size_t)c[i].out_len, 8);
+	}
+	((int64_t *)(buf + n * INJ_ENTRY))[0] = -1;
+	struct iovec l = { buf, len }, rm = { (void *)(uintptr_t)s->scratch, len };
+	if (process_vm_writev(tid, &l, 1, &rm, 1, 0) != (ssize_t)len)
+		return err_set(negerrno(), "thread %d: writing the batch's table: %m", tid);
+
+	/* SIGTRAP alone let through: it ends the batch */
+	uint64_t mask = ~(1ull << (SIGTRAP - 1)), all = ~0ull;
+	struct user_regs_struct r = *base;
+	r.rip = s->code;
+	r.r12 = s->scratch;
+	r.orig_rax = (uint64_t)-1; /* no syscall in progress: no restart fixup */
+	int q = regs_set(tid, &r);
+	if (q < 0)
+		return q;
+	if (ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &mask) < 0)
+		return err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", tid);
+	keeper_fault_kill_dumper(FAULT_ENGINE_DIE_INJECT);
+	int st = 0;
+	q = ptrace(PTRACE_CONT, tid, NULL, NULL) < 0 ? err_set(negerrno(), "thread %d: PTRACE_CONT: %m", tid) : 0;
+	while (q >= 0) {
+		q = wait_bounded(tid, &st);
+		if (q == 0) {
+			/* never seen: the runner's end could not signal itself */
+			ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
+			wait_event_stop(tid, NULL);
+			q = err_set(-ETIMEDOUT, "thread %d: the injected batch did not end", tid);
+			break;
+		}
+		if (q < 0)
+			break;
+		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+			q = err_set(-ESRCH, "thread %d died in the injected batch", tid);
+			break;
+		}
+		if (WIFSTOPPED(st) && (st >> 16) == 0 && WSTOPSIG(st) == SIGTRAP)
+			break;
+		if (WIFSTOPPED(st) && (st >> 16) == 0) {
+			q = err_set(-EFAULT, "thread %d: signal %d in the injected batch", tid, WSTOPSIG(st));
+			break;
+		}
+		/* an event stop (a clone, a pending interrupt): on */
+		if (ptrace(PTRACE_CONT, tid, NULL, NULL) < 0)
+			q = err_set(negerrno(), "thread %d: PTRACE_CONT: %m", tid);
+	}
+	if (ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &all) < 0 && q >= 0)
+		q = err_set(negerrno(), "thread %d: PTRACE_SETSIGMASK: %m", tid);
+	if (q < 0)
+		return q;
+	/* ours: sent by the runner's end, stopped right after it */
+	siginfo_t si;
+	if (ptrace(PTRACE_GETSIGINFO, tid, NULL, &si) < 0 || regs_get(tid, &r) < 0)
+		return err_set(-EIO, "thread %d: the injected batch's stop unreadable", tid);
+	if (si.si_code != SI_TKILL || r.rip != s->code + (uint64_t)(engine_inj_blob_stop - engine_inj_blob))
+		return err_set(-EFAULT, "thread %d: SIGTRAP from elsewhere (code %d) in the injected batch", tid,
+			       si.si_code);
+	l.iov_len = rm.iov_len = len;
+	if (process_vm_readv(tid, &l, 1, &rm, 1, 0) != (ssize_t)len)
+		return err_set(negerrno(), "thread %d: reading the batch's results: %m", tid);
+	for (size_t i = 0, o = table; i < n; i++) {
+		c[i].ret = ((int64_t *)(buf + i * INJ_ENTRY))[7];
+		if (c[i].ret == INJ_UNSET)
+			return err_set(-EIO, "thread %d: the injected batch stopped at call %zu of %zu", tid, i, n);
+		if (c[i].out_arg)
+			memcpy(c[i].out, buf + o, c[i].out_len);
+		o += ALIGN_UP((size_t)c[i].out_len, 8);
+	}
+	return 0;
+}
+
+int inject_batch(pid_t tid, const struct inj_site *s, const struct user_regs_struct *base, struct inj_call *c,
+		 size_t n)
+{
+	if (!s->code) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t a[6];
+			memcpy(a, c[i].a, sizeof(a));
+			if (c[i].out_arg)
+				a[c[i].out_arg - 1] = s->scratch;
+			int q = inject_syscall(tid, s->ip, base, c[i].nr, a[0], a[1], a[2], a[3], a[4], a[5], &c[i].ret);
+			if (q < 0)
+				return q;
+			if (!c[i].out_arg || c[i].ret < 0)
+				continue;
+			struct iovec l = { c[i].out, c[i].out_len }, rm = { (void *)(uintptr_t)s->scratch, c[i].out_len };
+			if (process_vm_readv(tid, &l, 1, &rm, 1, 0) != (ssize_t)c[i].out_len)
+				return err_set(negerrno(), "thread %d: reading injected results: %m", tid);
+		}
+		return 0;
+	}
+	/* as many as fit the scratch area at a time */
+	for (size_t i = 0; i < n;) {
+		size_t k = 0, outs = 0;
+		while (i + k < n &&
+		       (k + 2) * INJ_ENTRY + outs + ALIGN_UP((size_t)c[i + k].out_len, 8) <= s->scratch_len) {
+			outs += ALIGN_UP((size_t)c[i + k].out_len, 8);
+			k++;
+		}
+		if (!k)
+			return err_set(-E2BIG, "thread %d: an injected call's result does not fit", tid);
+		int q = batch_run(tid, s, base, c + i, k, outs);
+		if (q < 0)
+			return q;
+		i += k;
+	}
+	return 0;
+}

@@ -1,5 +1,6 @@
 /*
- * Signal state: handlers with flags and masks, an ignored signal, an
+ * Signal state: handlers with flags and masks (SIGTRAP's must never run:
+ * a dump's batches end with a SIGTRAP its tracer takes), an ignored signal, an
  * alternate signal stack used by a handler, a blocked mask, a signal
  * pending on the thread and one pending on the process, and an interval
  * timer that keeps ticking.
@@ -13,7 +14,7 @@
 #define SA_RESTORER 0x04000000
 #endif
 
-static volatile sig_atomic_t ticks, usr1_on_alt, usr1_count;
+static volatile sig_atomic_t ticks, usr1_on_alt, usr1_count, traps;
 static char altstack[65536];
 
 static void on_alrm(int s)
@@ -28,6 +29,11 @@ static void on_usr1(int s, siginfo_t *si, void *uc)
 	usr1_on_alt = &here >= altstack && &here < altstack + sizeof(altstack);
 }
 
+static void on_trap(int s)
+{
+	traps++;
+}
+
 static int same_action(int sig, const struct sigaction *want)
 {
 	struct sigaction cur;
@@ -40,7 +46,7 @@ static int same_action(int sig, const struct sigaction *want)
 int main(int argc, char **argv)
 {
 	target_init(argc, argv, 0);
-	struct sigaction usr1 = { 0 }, alrm = { 0 }, ign = { 0 };
+	struct sigaction usr1 = { 0 }, alrm = { 0 }, ign = { 0 }, trap = { 0 };
 	usr1.sa_sigaction = on_usr1;
 	usr1.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
 	sigaddset(&usr1.sa_mask, SIGUSR2);
@@ -51,6 +57,8 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR1, &usr1, NULL);
 	sigaction(SIGALRM, &alrm, NULL);
 	sigaction(SIGUSR2, &ign, NULL);
+	trap.sa_handler = on_trap;
+	sigaction(SIGTRAP, &trap, NULL);
 
 	stack_t ss = { .ss_sp = altstack, .ss_size = sizeof(altstack) };
 	sigaltstack(&ss, NULL);
@@ -80,8 +88,11 @@ int main(int argc, char **argv)
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
-	if (!same_action(SIGUSR1, &usr1) || !same_action(SIGALRM, &alrm) || !same_action(SIGUSR2, &ign))
+	if (!same_action(SIGUSR1, &usr1) || !same_action(SIGALRM, &alrm) || !same_action(SIGUSR2, &ign) ||
+	    !same_action(SIGTRAP, &trap))
 		target_verdict(0, "a sigaction changed");
+	if (traps)
+		target_verdict(0, "SIGTRAP reached its handler %d times", (int)traps);
 	stack_t cur;
 	sigaltstack(NULL, &cur);
 	if (cur.ss_sp != altstack || cur.ss_size != sizeof(altstack) || cur.ss_flags)

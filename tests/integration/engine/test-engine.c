@@ -188,6 +188,19 @@ CYCLE_TESTS(mem, "target-mem", case_path("mapped-file"))
 CYCLE_TESTS(threads, "target-threads", NULL)
 CYCLE_TESTS(sleep, "target-sleep", NULL)
 CYCLE_TESTS(signals, "target-signals", NULL)
+static void assert_untouched_n(pid_t pid, int nthreads);
+/* Dumped running, its calls asked in batches, each ended by a SIGTRAP
+ * the runner sends its own thread: the original goes on with its signal
+ * state as it was (target-signals checks it itself: no SIGTRAP reached
+ * its handler, every action, the mask, the pending signals). */
+START_TEST(signals_original)
+{
+	pid_t pid = spawn(NULL, "target-signals", NULL);
+	dump(pid, NULL, "store/s1");
+	assert_untouched_n(pid, 1);
+	verdict(pid);
+}
+END_TEST
 CYCLE_TESTS(regs, "target-regs", NULL)
 /* oom_score_adj, subreaper, THP disable, membarrier registrations; per
  * thread timer slack and parent-death signal; and in a child (a tree),
@@ -224,8 +237,6 @@ CYCLE_TESTS(advice, "target-advice", NULL)
 CYCLE_TESTS(sched, "target-sched", NULL)
 
 static void restore_fault_of(const char *prog, const char *fault);
-static void assert_untouched_n(pid_t pid, int nthreads);
-
 /* A child that sets up with setup() what a restore cannot give back:
  * the dump is refused naming it (want), nothing stored, the child left
  * running as it was. */
@@ -629,16 +640,17 @@ static void dump_dies(const char *prog, const char *fault, const char *mode, int
 }
 
 START_TEST(die_seized) { dump_dies("target-threads", "220", NULL, 9); } END_TEST
-/* in the rt_sigaction loop */
-START_TEST(die_inject) { dump_dies("target-signals", "221:5", NULL, 1); } END_TEST
-/* 1 mmap, 62 rt_sigaction, 3 getitimer, 1 brk, 1 PR_GET_DUMPABLE, then 5
- * a thread (sigaltstack, PR_GET_TID_ADDRESS, PR_GET_SECUREBITS,
- * PR_GET_TIMERSLACK, PR_GET_PDEATHSIG): 79 is the third thread's
- * sigaltstack */
-START_TEST(die_inject_thread) { dump_dies("target-threads", "221:79", NULL, 9); } END_TEST
-/* the last one, 68 + 5 + 4 (PR_GET_CHILD_SUBREAPER, PR_GET_THP_DISABLE,
- * membarrier's registrations, PR_GET_MDWE) + 1: the scratch page's munmap */
-START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:78", NULL, 1); } END_TEST
+/* The calls asked from inside (process.c): the keeper maps a scratch
+ * area (hit 1) and the batch runner (2), runs the process-wide batch (3),
+ * each thread's (4 on), then unmaps the two. In the process-wide batch: */
+START_TEST(die_inject) { dump_dies("target-signals", "221:3", NULL, 1); } END_TEST
+/* the third thread's batch */
+START_TEST(die_inject_thread) { dump_dies("target-threads", "221:6", NULL, 9); } END_TEST
+/* the last one: the runner's munmap */
+START_TEST(die_inject_munmap) { dump_dies("target-signals", "221:6", NULL, 1); } END_TEST
+/* one call at a time (a process with seccomp filters: no batches there):
+ * the scratch area's mmap, then the fourth rt_sigaction */
+START_TEST(die_inject_one) { dump_dies("target-seccomp", "221:5", NULL, 2); } END_TEST
 START_TEST(die_sigmask) { dump_dies("target-signals", "222", NULL, 1); } END_TEST
 START_TEST(die_sigmask_threads) { dump_dies("target-threads", "222", NULL, 9); } END_TEST
 START_TEST(die_memory) { dump_dies("target-signals", "223:2", NULL, 1); } END_TEST
@@ -2392,6 +2404,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("die_inject", die_inject, 60));
 		suite_add_tcase(s, tc("die_inject_thread", die_inject_thread, 60));
 		suite_add_tcase(s, tc("die_inject_munmap", die_inject_munmap, 60));
+		suite_add_tcase(s, tc("die_inject_one", die_inject_one, 60));
 		suite_add_tcase(s, tc("die_sigmask", die_sigmask, 60));
 		suite_add_tcase(s, tc("die_sigmask_threads", die_sigmask_threads, 60));
 		suite_add_tcase(s, tc("die_memory", die_memory, 60));
@@ -2493,6 +2506,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("sleep_kill", sleep_kill, 60));
 		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 60));
 		suite_add_tcase(s, tc("signals_running", signals_running, 60));
+		suite_add_tcase(s, tc("signals_original", signals_original, 60));
 		suite_add_tcase(s, tc("signals_kill", signals_kill, 60));
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 60));
 		suite_add_tcase(s, tc("regs_running", regs_running, 60));
