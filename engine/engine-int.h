@@ -657,9 +657,11 @@ struct copy_arena {
 };
 /* Reserves and faults in about what the copy of pids will take (their
  * anonymous memory, and each one's share of the shared memory they map,
- * which is copied once). Best effort: with no memory to spare it
- * reserves nothing. less: bytes of it copied already (pre-copy). */
-void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a);
+ * which is copied once; smaps_rollup, which walks every page table
+ * entry), or known[i] bytes for pids[i] where that is not UINT64_MAX (a
+ * pre-copied process: precopy_frozen_bytes()). Best effort: with no
+ * memory to spare it reserves nothing. */
+void copy_arena_reserve(const pid_t *pids, size_t npids, const uint64_t *known, struct copy_arena *a);
 /* Unmaps what was not handed out; the copies are unmapped with their
  * areas (vmas_free). */
 void copy_arena_release(struct copy_arena *a);
@@ -752,6 +754,10 @@ uint64_t precopy_tracked(const struct precopy *pc);
 /* Once converged, the process running: reads its smaps, which the
  * freeze then need not read again where no area changed. */
 void precopy_read_smaps(struct precopy *pc);
+/* Bytes the freeze will copy into the copy arena (copy_arena_reserve()):
+ * the anonymous and shared memory of the areas not tracked, from that
+ * text; UINT64_MAX without it. */
+uint64_t precopy_frozen_bytes(const struct precopy *pc);
 /* That text (the caller frees it), or NULL. Accepts NULL. */
 char *precopy_take_smaps(struct precopy *pc);
 /* Frozen (memory_capture): 1 and v->mirror/valid (and v->complete) set

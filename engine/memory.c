@@ -676,14 +676,14 @@ static void *populate(void *arg)
 	return NULL;
 }
 
-void copy_arena_reserve(const pid_t *pids, size_t npids, uint64_t less, struct copy_arena *a)
+void copy_arena_reserve(const pid_t *pids, size_t npids, const uint64_t *known, struct copy_arena *a)
 {
-	uint64_t t0 = now_ns(), kb = 0;
+	uint64_t t0 = now_ns(), bytes = 0;
 	/* shared memory counted once for the tree: each process's share */
 	static const char *const keys[] = { "\nAnonymous:", "\nPss_Shmem:", NULL };
 	for (size_t i = 0; i < npids; i++)
-		kb += rollup_kb(pids[i], keys);
-	size_t len = kb * 1024 > less ? ALIGN_UP((size_t)(kb * 1024 - less), HUGE_SZ) : 0;
+		bytes += known[i] != UINT64_MAX ? known[i] : rollup_kb(pids[i], keys) * 1024;
+	size_t len = ALIGN_UP((size_t)bytes, HUGE_SZ);
 	struct populate q[COPY_THREADS];
 	size_t n;
 	bool failed = false;

@@ -26,9 +26,10 @@
  * (short_walk_probe()).
  *
  * A process that writes faster than we copy does not converge: after
- * PRECOPY_MAX_ROUNDS, or once a round does not shrink the work, the
- * tracking is removed and the dump takes today's path, the whole copy
- * while frozen (precopy_abandon()).
+ * PRECOPY_MAX_ROUNDS, or once a round does not shrink the work, the freeze
+ * takes what the last round left where that is at most a 32nd of what was
+ * tracked (dump.c); else the tracking is removed and the dump takes
+ * today's path, the whole copy while frozen.
  *
  * Kept (engine_dump_opts.track): after a dump the tracking may stay for
  * the next one, untouched: the registration, the mirrors (whose valid
@@ -766,6 +767,25 @@ void precopy_read_smaps(struct precopy *pc)
 	pc->smaps = NULL;
 	if (read_file_full(path, &pc->smaps, NULL) < 0)
 		pc->smaps = NULL;
+}
+
+uint64_t precopy_frozen_bytes(const struct precopy *pc)
+{
+	if (!pc || !pc->smaps)
+		return UINT64_MAX;
+	uint64_t kb = 0;
+	bool tracked = false;
+	for (const char *l = pc->smaps; *l; l += strcspn(l, "\n") + (l[strcspn(l, "\n")] != 0)) {
+		unsigned long long s, e, v;
+		if (sscanf(l, "%llx-%llx ", &s, &e) == 2) {
+			tracked = false;
+			for (size_t i = 0; i < pc->n && !tracked; i++)
+				tracked = pc->a[i].start <= s && e <= pc->a[i].end;
+		} else if (!tracked && (sscanf(l, "Anonymous: %llu", &v) == 1 || sscanf(l, "Pss_Shmem: %llu", &v) == 1)) {
+			kb += v;
+		}
+	}
+	return kb * 1024;
 }
 
 char *precopy_take_smaps(struct precopy *pc)
