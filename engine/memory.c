@@ -333,50 +333,30 @@ static int add_valid_runs(struct vma *v, uint64_t s, uint64_t e)
 	return 0;
 }
 
-/* A pre-copied area whose every populated page is in its mirror or
- * written since (v->complete, precopy.c): only the written pages are
- * asked for, the kernel's short walk, which looks at one bit of each
- * page table entry (2-3 ms for 4 GiB here against 15-27 ms for the
- * walk of scan_pages() below, which works out every entry's kind). A
- * page dropped since its copy (MADV_DONTNEED) reads as written there
- * and is read again: zeros. Saved: the valid pages and the written. */
-static int scan_written(pid_t pid, int pm, struct vma *v)
+/* One region the short walk reported written, from `at` on: the valid
+ * pages before it, then it, to be read again. */
+static int add_written(struct vma *v, uint64_t *at, uint64_t s, uint64_t e)
 {
-	struct page_region_ regs[512];
-	struct pm_scan_arg_ a = {
-		.size = sizeof(a),
-		.start = v->start,
-		.end = v->end,
-		.vec = (uintptr_t)regs,
-		.vec_len = ARRAY_SIZE(regs),
-		.category_mask = PAGE_IS_WRITTEN_,
-		.return_mask = PAGE_IS_WRITTEN_,
-	};
-	uint64_t at = v->start;
-	int r;
-	while (a.start < v->end) {
-		long k = ioctl(pm, PAGEMAP_SCAN_, &a);
-		if (k < 0)
-			return err_set(negerrno(), "pid %d: PAGEMAP_SCAN %lx-%lx: %m", pid,
-				       (unsigned long)v->start, (unsigned long)v->end);
-		for (long i = 0; i < k; i++) {
-			uint64_t s = MAX(regs[i].start, at), e = regs[i].end;
-			if (e <= s)
-				continue;
-			if ((r = add_valid_runs(v, at, s)) < 0)
-				return r;
-			memset(v->valid + (s - v->start) / 4096, 0, (e - s) / 4096);
-			if ((r = add_run(v, s - v->start, e - s)) < 0)
-				return r;
-			at = e;
-		}
-		if (a.walk_end <= a.start)
-			break;
-		a.start = a.walk_end;
-	}
-	return add_valid_runs(v, at, v->end);
+	s = MAX(s, *at);
+	if (e <= s)
+		return 0;
+	int r = add_valid_runs(v, *at, s);
+	if (r < 0)
+		return r;
+	memset(v->valid + (s - v->start) / 4096, 0, (e - s) / 4096);
+	*at = e;
+	return add_run(v, s - v->start, e - s);
 }
 
+/* The pages of area v to save, from its page tables.
+ *
+ * A pre-copied area whose every populated page is in its mirror or
+ * written since (v->complete, precopy.c) asks only for the written pages,
+ * the kernel's short walk, which looks at one bit of each page table
+ * entry (2-3 ms for 4 GiB here against 15-27 ms for the walk of every
+ * entry's kind below). A page dropped since its copy (MADV_DONTNEED)
+ * reads as written there and is read again: zeros. Saved: the valid
+ * pages and the written. */
 static int scan_pages(pid_t pid, int pm, struct vma *v)
 {
 	struct page_region_ regs[512];
@@ -389,7 +369,11 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 		.category_anyof_mask = PAGE_IS_PRESENT_ | PAGE_IS_SWAPPED_,
 		.return_mask = PAGE_IS_PRESENT_ | PAGE_IS_SWAPPED_,
 	};
-	if (v->kind == VMA_FILE_PRIVATE) {
+	uint64_t at = v->start;
+	if (v->complete) {
+		a.category_anyof_mask = 0;
+		a.category_mask = a.return_mask = PAGE_IS_WRITTEN_;
+	} else if (v->kind == VMA_FILE_PRIVATE) {
 		/* a present page that is not a file page is a private copy */
 		a.category_inverted = PAGE_IS_FILE_;
 		a.category_mask = PAGE_IS_FILE_;
@@ -409,26 +393,28 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 		for (long i = 0; i < k; i++) {
 			uint64_t c = regs[i].categories;
 			int r;
-			if (v->valid && (c & PAGE_IS_WRITTEN_))
-				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
-				       (regs[i].end - regs[i].start) / 4096);
+			if (v->complete)
+				r = add_written(v, &at, regs[i].start, regs[i].end);
 			/* an unwritten page that reads as swapped is either
 			 * swapped out after its copy (valid) or the marker of a
 			 * page never touched, protected by the pre-copy (not
 			 * valid: the first round copies every page really
 			 * swapped): only the former are saved */
-			if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
+			else if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
 				r = add_valid_runs(v, regs[i].start, regs[i].end);
 			else
 				r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
 			if (r < 0)
 				return r;
+			if (v->valid && !v->complete && (c & PAGE_IS_WRITTEN_))
+				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
+				       (regs[i].end - regs[i].start) / 4096);
 		}
 		if (a.walk_end <= a.start)
 			break;
 		a.start = a.walk_end;
 	}
-	return 0;
+	return v->complete ? add_valid_runs(v, at, v->end) : 0;
 }
 
 /* Data ranges of a shared memory area's tmpfs file. */
@@ -888,7 +874,7 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 		case VMA_ANON:
 			/* pre-copied: only what is not in its mirror yet is read */
 			if (copy && precopy_lookup(pc, v)) {
-				r = v->complete ? scan_written(pid, pm, v) : scan_pages(pid, pm, v);
+				r = scan_pages(pid, pm, v);
 				if (r >= 0)
 					r = precopy_fill(pc, v);
 				if (r >= 0)
