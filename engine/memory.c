@@ -447,8 +447,19 @@ static int scan_shmem(pid_t pid, struct vma *v, int *ret_fd)
 	return 0;
 }
 
-static int stat_backing(pid_t pid, struct vma *v)
+static int stat_backing(pid_t pid, struct vma *v, const struct vma *before, size_t nbefore)
 {
+	/* the areas of one file (a library's four) are stat'ed once */
+	for (size_t i = nbefore; i-- > 0;) {
+		const struct vma *b = &before[i];
+		if ((b->kind == VMA_FILE_PRIVATE || b->kind == VMA_FILE_SHARED) && b->ino == v->ino &&
+		    b->dev_major == v->dev_major && b->dev_minor == v->dev_minor) {
+			v->fsize = b->fsize;
+			v->mtime_sec = b->mtime_sec;
+			v->mtime_nsec = b->mtime_nsec;
+			return 0;
+		}
+	}
 	char path[96];
 	struct stat st;
 	snprintf(path, sizeof(path), "/proc/%d/map_files/%lx-%lx", pid, (unsigned long)v->start,
@@ -886,12 +897,12 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 			r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_PRIVATE:
-			r = stat_backing(pid, v);
+			r = stat_backing(pid, v, img->vmas, i);
 			if (r >= 0)
 				r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_SHARED:
-			r = stat_backing(pid, v);
+			r = stat_backing(pid, v, img->vmas, i);
 			break;
 		case VMA_SHMEM: {
 			bool covered = false;
