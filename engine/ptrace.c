@@ -392,7 +392,7 @@ extern const uint8_t engine_inj_blob[], engine_inj_blob_stop[], engine_inj_blob_
 
 #define INJ_ENTRY 64
 #define INJ_UNSET ((int64_t)0x5afe5afe5afe5afe)
-#define INJ_WAIT_US 2000000
+#define INJ_WAIT_US 10000000 /* never reached but by a runner that could not signal itself */
 
 int inject_code_put(pid_t pid, uint64_t at)
 {
