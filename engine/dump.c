@@ -488,6 +488,12 @@ static int share_fds(const struct tree *t, struct pdump *p, struct fd_image **sh
 
 /* The pids of the tree's processes still there (zombies too with
  * zombies) into a new array *ret; their number, or -ENOMEM. */
+/* Whether process i of the tree is one tree_pids() lists. */
+static bool tree_listed(const struct tree *t, const struct pdump *p, bool zombies, size_t i)
+{
+	return (zombies || !t->v[i].zombie) && !p[i].gone;
+}
+
 static ssize_t tree_pids(const struct tree *t, const struct pdump *p, bool zombies, pid_t **ret)
 {
 	size_t n = 0;
@@ -495,7 +501,7 @@ static ssize_t tree_pids(const struct tree *t, const struct pdump *p, bool zombi
 	if (!*ret)
 		return -ENOMEM;
 	for (size_t i = 0; i < t->n; i++)
-		if ((zombies || !t->v[i].zombie) && !p[i].gone)
+		if (tree_listed(t, p, zombies, i))
 			(*ret)[n++] = t->v[i].pid;
 	return (ssize_t)n;
 }
@@ -851,7 +857,7 @@ int engine_dump(pid_t pid, struct store_snap *w, const struct engine_dump_opts *
 		 * walk of every page table entry (smaps_rollup: 20-40 ms at 4
 		 * GiB, while it writes on) */
 		for (size_t j = 0, k = 0; known && j < t.n; j++)
-			if (!t.v[j].zombie && !p[j].gone)
+			if (tree_listed(&t, p, false, j))
 				known[k++] = precopy_frozen_bytes(p[j].pc);
 		if (np >= 0 && known)
 			copy_arena_reserve(pids, np, known, &arena);

@@ -393,22 +393,24 @@ static int scan_pages(pid_t pid, int pm, struct vma *v)
 		for (long i = 0; i < k; i++) {
 			uint64_t c = regs[i].categories;
 			int r;
-			if (v->complete)
+			if (v->complete) {
 				r = add_written(v, &at, regs[i].start, regs[i].end);
-			/* an unwritten page that reads as swapped is either
-			 * swapped out after its copy (valid) or the marker of a
-			 * page never touched, protected by the pre-copy (not
-			 * valid: the first round copies every page really
-			 * swapped): only the former are saved */
-			else if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
-				r = add_valid_runs(v, regs[i].start, regs[i].end);
-			else
-				r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
+			} else {
+				if (v->valid && (c & PAGE_IS_WRITTEN_))
+					memset(v->valid + (regs[i].start - v->start) / 4096, 0,
+					       (regs[i].end - regs[i].start) / 4096);
+				/* an unwritten page that reads as swapped is either
+				 * swapped out after its copy (valid) or the marker
+				 * of a page never touched, protected by the
+				 * pre-copy (not valid: the first round copies every
+				 * page really swapped): only the former are saved */
+				if (v->valid && !(c & (PAGE_IS_PRESENT_ | PAGE_IS_WRITTEN_)))
+					r = add_valid_runs(v, regs[i].start, regs[i].end);
+				else
+					r = add_run(v, regs[i].start - v->start, regs[i].end - regs[i].start);
+			}
 			if (r < 0)
 				return r;
-			if (v->valid && !v->complete && (c & PAGE_IS_WRITTEN_))
-				memset(v->valid + (regs[i].start - v->start) / 4096, 0,
-				       (regs[i].end - regs[i].start) / 4096);
 		}
 		if (a.walk_end <= a.start)
 			break;
@@ -447,18 +449,17 @@ static int scan_shmem(pid_t pid, struct vma *v, int *ret_fd)
 	return 0;
 }
 
-static int stat_backing(pid_t pid, struct vma *v, const struct vma *before, size_t nbefore)
+/* The size and mtime of v's file; prev: the area before it, or NULL. */
+static int stat_backing(pid_t pid, struct vma *v, const struct vma *prev)
 {
-	/* the areas of one file (a library's four) are stat'ed once */
-	for (size_t i = nbefore; i-- > 0;) {
-		const struct vma *b = &before[i];
-		if ((b->kind == VMA_FILE_PRIVATE || b->kind == VMA_FILE_SHARED) && b->ino == v->ino &&
-		    b->dev_major == v->dev_major && b->dev_minor == v->dev_minor) {
-			v->fsize = b->fsize;
-			v->mtime_sec = b->mtime_sec;
-			v->mtime_nsec = b->mtime_nsec;
-			return 0;
-		}
+	/* the areas of one file (a library's four) follow each other: the
+	 * file is stat'ed once */
+	if (prev && (prev->kind == VMA_FILE_PRIVATE || prev->kind == VMA_FILE_SHARED) && prev->ino == v->ino &&
+	    prev->dev_major == v->dev_major && prev->dev_minor == v->dev_minor) {
+		v->fsize = prev->fsize;
+		v->mtime_sec = prev->mtime_sec;
+		v->mtime_nsec = prev->mtime_nsec;
+		return 0;
 	}
 	char path[96];
 	struct stat st;
@@ -897,12 +898,12 @@ int memory_capture(pid_t pid, struct proc_image *img, bool copy, struct copy_are
 			r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_PRIVATE:
-			r = stat_backing(pid, v, img->vmas, i);
+			r = stat_backing(pid, v, i ? &img->vmas[i - 1] : NULL);
 			if (r >= 0)
 				r = scan_pages(pid, pm, v);
 			break;
 		case VMA_FILE_SHARED:
-			r = stat_backing(pid, v, img->vmas, i);
+			r = stat_backing(pid, v, i ? &img->vmas[i - 1] : NULL);
 			break;
 		case VMA_SHMEM: {
 			bool covered = false;
