@@ -240,6 +240,8 @@ enum fault_id {
 	FAULT_ENGINE_UNIX_REFILL = 431,     /* restore: writing a Unix socket's queued messages back fails half way */
 	FAULT_ENGINE_UNIX_NAME = 432,       /* restore: a step fails once a Unix socket's name is bound (a deleted or
 					     * moved-aside path, a listener made for a connection) */
+	FAULT_ENGINE_INJECT_BATCH = 423,    /* dump: a batch of injected calls ran, its stop is refused (the keeper) */
+	FAULT_ENGINE_INJECT_RUNNER = 427,   /* dump: the batch runner cannot be written: the calls go one at a time */
 	FAULT_ENGINE_FANOTIFY_MARK = 424,   /* restore: adding a fanotify group's last mark fails */
 	FAULT_ENGINE_NETLINK_GROUP = 425,   /* restore: joining a netlink socket's multicast group fails */
 	FAULT_ENGINE_PACKET_BIND = 426,     /* restore: binding a packet socket to its interface fails */

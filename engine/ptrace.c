@@ -398,7 +398,7 @@ int inject_code_put(pid_t pid, uint64_t at)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/mem", pid);
-	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int fd = fault_hit(FAULT_ENGINE_INJECT_RUNNER) ? (errno = EACCES, -1) : open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(negerrno(), "pid %d: cannot open %s for writing: %m", pid, path);
 	size_t len = (size_t)(engine_inj_blob_end - engine_inj_blob);
@@ -498,6 +498,8 @@ static int batch_run(pid_t tid, const struct inj_site *s, const struct user_regs
 	if (si.si_code != SI_TKILL || r.rip != s->code + (uint64_t)(engine_inj_blob_stop - engine_inj_blob))
 		return err_set(-EFAULT, "thread %d: SIGTRAP from elsewhere (code %d) in the injected batch", tid,
 			       si.si_code);
+	if (fault_hit(FAULT_ENGINE_INJECT_BATCH))
+		return err_set(-EIO, "thread %d: the injected batch's stop: injected fault", tid);
 	l.iov_len = rm.iov_len = len;
 	if (process_vm_readv(tid, &l, 1, &rm, 1, 0) != (ssize_t)len)
 		return err_set(negerrno(), "thread %d: reading the batch's results: %m", tid);

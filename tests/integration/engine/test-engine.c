@@ -201,6 +201,20 @@ START_TEST(signals_original)
 	verdict(pid);
 }
 END_TEST
+/* The batch runner cannot be written into the process (fault 427): the
+ * calls go one at a time, the dump succeeds, the original is let go and
+ * the snapshot restores with its signal state. */
+START_TEST(signals_no_runner)
+{
+	pid_t pid = spawn(NULL, "target-signals", NULL);
+	char p[32];
+	snprintf(p, sizeof(p), "%d", pid);
+	ck_assert_msg(case_ckpt("427", NULL, 0, "dump", p, case_path("store/s1"), NULL) == 0, "%s", case_ckpt_err());
+	assert_untouched_n(pid, 1);
+	kill_original(pid, NULL);
+	verdict(restore("store/s1"));
+}
+END_TEST
 CYCLE_TESTS(regs, "target-regs", NULL)
 /* oom_score_adj, subreaper, THP disable, membarrier registrations; per
  * thread timer slack and parent-death signal; and in a child (a tree),
@@ -531,6 +545,9 @@ START_TEST(fault_seize) { dump_fault("200:3"); } END_TEST
 START_TEST(fault_memory_kill) { dump_fault_mode("202:5", "--kill"); } END_TEST
 START_TEST(fault_commit_stop) { dump_fault_mode("205", "--stop"); } END_TEST
 START_TEST(fault_regs) { dump_fault("201:2"); } END_TEST
+/* the nine-thread target's third batch of injected calls (the process's,
+ * then one a thread) ran and its stop is refused */
+START_TEST(fault_batch) { dump_fault("423:3"); } END_TEST
 START_TEST(fault_memory) { dump_fault("202:5"); } END_TEST
 START_TEST(fault_fds) { dump_fault("203"); } END_TEST
 START_TEST(fault_write) { dump_fault("204"); } END_TEST
@@ -2507,6 +2524,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("sleep_stop", sleep_stop, 60));
 		suite_add_tcase(s, tc("signals_running", signals_running, 60));
 		suite_add_tcase(s, tc("signals_original", signals_original, 60));
+		suite_add_tcase(s, tc("signals_no_runner", signals_no_runner, 60));
 		suite_add_tcase(s, tc("signals_kill", signals_kill, 60));
 		suite_add_tcase(s, tc("signals_stop", signals_stop, 60));
 		suite_add_tcase(s, tc("regs_running", regs_running, 60));
@@ -2523,6 +2541,7 @@ int main(int argc, char **argv)
 		suite_add_tcase(s, tc("stopped_stays_stopped", stopped_stays_stopped, 60));
 		suite_add_tcase(s, tc("fault_seize", fault_seize, 60));
 		suite_add_tcase(s, tc("fault_regs", fault_regs, 60));
+		suite_add_tcase(s, tc("fault_batch", fault_batch, 60));
 		suite_add_tcase(s, tc("fault_memory", fault_memory, 60));
 		suite_add_tcase(s, tc("fault_memory_kill", fault_memory_kill, 60));
 		suite_add_tcase(s, tc("fault_commit_stop", fault_commit_stop, 60));
